@@ -1,0 +1,170 @@
+//! Wire types of the Wardengate REST API (`/api/v1`).
+//!
+//! The gateway serves these and `wgctl` (and later the web console) consumes them; both sides
+//! share this crate so a field renamed on one side is a compile error on the other.
+#![forbid(unsafe_code)]
+
+use serde::{Deserialize, Serialize};
+
+/// Lifecycle states of a session (see ARCHITECTURE.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SessionState {
+    Requested,
+    AwaitingApproval,
+    Approved,
+    Opened,
+    Active,
+    Idle,
+    Paused,
+    Closing,
+    Closed,
+    Denied,
+    Failed,
+}
+
+impl SessionState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SessionState::Requested => "requested",
+            SessionState::AwaitingApproval => "awaiting_approval",
+            SessionState::Approved => "approved",
+            SessionState::Opened => "opened",
+            SessionState::Active => "active",
+            SessionState::Idle => "idle",
+            SessionState::Paused => "paused",
+            SessionState::Closing => "closing",
+            SessionState::Closed => "closed",
+            SessionState::Denied => "denied",
+            SessionState::Failed => "failed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "requested" => SessionState::Requested,
+            "awaiting_approval" => SessionState::AwaitingApproval,
+            "approved" => SessionState::Approved,
+            "opened" => SessionState::Opened,
+            "active" => SessionState::Active,
+            "idle" => SessionState::Idle,
+            "paused" => SessionState::Paused,
+            "closing" => SessionState::Closing,
+            "closed" => SessionState::Closed,
+            "denied" => SessionState::Denied,
+            "failed" => SessionState::Failed,
+            _ => return None,
+        })
+    }
+
+    /// A session in a terminal state can no longer be terminated.
+    pub fn is_terminal(self) -> bool {
+        matches!(self, SessionState::Closed | SessionState::Denied | SessionState::Failed)
+    }
+}
+
+/// The terminal attached to a session, if the client asked for one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pty {
+    pub term: String,
+    pub cols: u32,
+    pub rows: u32,
+}
+
+/// One brokered session, as `GET /api/v1/sessions/{id}` returns it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Session {
+    pub id: String,
+    pub state: SessionState,
+    pub protocol: String,
+    pub actor: String,
+    pub client_addr: String,
+    pub client_version: String,
+    pub target: String,
+    pub target_addr: String,
+    /// Target account name; the secret is referenced by `account_ref`, never included.
+    pub account: String,
+    /// Vault reference of the account's secret (a name, never the secret).
+    pub account_ref: String,
+    pub policy: Option<String>,
+    pub pty: Option<Pty>,
+    pub gateway: String,
+    /// RFC 3339 timestamps.
+    pub started_at: String,
+    pub ended_at: Option<String>,
+    /// Time of the last meaningful input (keystrokes, client data), RFC 3339.
+    pub last_input_at: Option<String>,
+    /// Seconds since the last meaningful input (or since start when there was none).
+    pub idle_secs: u64,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    pub channels: u32,
+    /// Why the session ended (`client_exit`, `terminated`, `target_closed`, ...).
+    pub end_reason: Option<String>,
+    /// Free text: the operator's reason for a terminate, the error of a failed session.
+    pub end_detail: Option<String>,
+    pub terminated_by: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SessionList {
+    pub sessions: Vec<Session>,
+}
+
+/// Body of `POST /api/v1/sessions/{id}/terminate`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct TerminateRequest {
+    pub reason: Option<String>,
+}
+
+/// Body of `POST /api/v1/sessions/terminate` (bulk). At least one selector is required.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct BulkTerminateRequest {
+    pub reason: Option<String>,
+    pub actor: Option<String>,
+    /// `key=value` tag of the target.
+    pub target_tag: Option<String>,
+    pub target: Option<String>,
+    pub protocol: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TerminateResult {
+    pub terminated: Vec<Session>,
+}
+
+/// One entry of the append-only audit log.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AuditEvent {
+    pub id: String,
+    pub seq: i64,
+    pub at: String,
+    pub kind: String,
+    pub actor: Option<String>,
+    pub session_id: Option<String>,
+    pub detail: serde_json::Value,
+    /// sha256 of the previous event's `hash` (hex), `""` for the first event.
+    pub prev_hash: String,
+    pub hash: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AuditList {
+    pub events: Vec<AuditEvent>,
+    /// Whether the hash chain of the whole log verified when this list was served.
+    pub chain_ok: bool,
+}
+
+/// Every error body: one line a human can act on.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ApiError {
+    pub error: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Health {
+    pub status: String,
+    pub gateway: String,
+    pub version: String,
+    pub active_sessions: usize,
+}

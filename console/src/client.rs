@@ -1,0 +1,73 @@
+//! A small blocking HTTP client for the gateway API with one-line errors.
+
+use anyhow::{anyhow, bail, Result};
+use reqwest::blocking::{Client as Http, RequestBuilder, Response};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use wardengate_api as api;
+
+pub struct Client {
+    http: Http,
+    base: String,
+    token: String,
+}
+
+/// Percent-encode a path segment (session ids are plain, but user input may not be).
+pub fn path_segment(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+impl Client {
+    pub fn new(addr: &str, token: Option<&str>) -> Result<Client> {
+        let token = token
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| anyhow!("no admin token: pass --token or set WARDENGATE_TOKEN"))?;
+        let base = addr.trim_end_matches('/').to_string();
+        if !base.starts_with("http://") && !base.starts_with("https://") {
+            bail!("gateway address '{addr}' must start with http:// or https://");
+        }
+        let http = Http::builder()
+            .timeout(std::time::Duration::from_secs(30))
+            .build()
+            .map_err(|e| anyhow!("cannot build HTTP client: {e}"))?;
+        Ok(Client { http, base, token: token.to_string() })
+    }
+
+    fn send(&self, req: RequestBuilder) -> Result<Response> {
+        req.bearer_auth(&self.token).send().map_err(|e| {
+            if e.is_connect() {
+                anyhow!("cannot reach the gateway at {}: is wardengate running? (set --addr or WARDENGATE_ADDR)", self.base)
+            } else if e.is_timeout() {
+                anyhow!("the gateway at {} did not answer in time", self.base)
+            } else {
+                anyhow!("request to {} failed: {e}", self.base)
+            }
+        })
+    }
+
+    fn decode<T: DeserializeOwned>(resp: Response) -> Result<T> {
+        let status = resp.status();
+        let body = resp.text().map_err(|e| anyhow!("cannot read the gateway's answer: {e}"))?;
+        if !status.is_success() {
+            let msg = serde_json::from_str::<api::ApiError>(&body)
+                .map(|e| e.error)
+                .unwrap_or_else(|_| body.trim().to_string());
+            bail!("{msg} (HTTP {})", status.as_u16());
+        }
+        serde_json::from_str(&body).map_err(|e| anyhow!("unexpected answer from the gateway: {e}"))
+    }
+
+    pub fn get<T: DeserializeOwned>(&self, path: &str, query: &[(&str, String)]) -> Result<T> {
+        Self::decode(self.send(self.http.get(format!("{}{path}", self.base)).query(query))?)
+    }
+
+    pub fn post<B: Serialize, T: DeserializeOwned>(&self, path: &str, body: &B) -> Result<T> {
+        Self::decode(self.send(self.http.post(format!("{}{path}", self.base)).json(body))?)
+    }
+}

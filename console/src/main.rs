@@ -1,0 +1,205 @@
+//! `wgctl`: the operator's command line, a client of the REST API only.
+//!
+//! Address and token come from `--addr`/`--token` or `WARDENGATE_ADDR`/`WARDENGATE_TOKEN`. Every
+//! command takes `-o json`. Errors are one line on stderr and a non-zero exit.
+
+mod client;
+mod table;
+
+use anyhow::{bail, Result};
+use clap::{Parser, Subcommand, ValueEnum};
+use wardengate_api as api;
+
+use client::Client;
+
+#[derive(Parser)]
+#[command(name = "wgctl", version, about = "Operate a Wardengate gateway")]
+struct Cli {
+    /// Gateway API address.
+    #[arg(long, global = true, env = "WARDENGATE_ADDR", default_value = "http://127.0.0.1:8080")]
+    addr: String,
+    /// Admin bearer token.
+    #[arg(long, global = true, env = "WARDENGATE_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Output format.
+    #[arg(short = 'o', long, global = true, value_enum, default_value_t = Output::Table)]
+    output: Output,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Output {
+    Table,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Sessions: list, show, terminate.
+    #[command(subcommand)]
+    Session(SessionCmd),
+    /// The audit log.
+    #[command(subcommand)]
+    Audit(AuditCmd),
+}
+
+#[derive(Subcommand)]
+enum SessionCmd {
+    /// List live sessions (all sessions with --all).
+    List {
+        #[arg(long)]
+        actor: Option<String>,
+        #[arg(long)]
+        target: Option<String>,
+        #[arg(long)]
+        protocol: Option<String>,
+        /// Only sessions in this state (implies --all).
+        #[arg(long)]
+        state: Option<String>,
+        /// Only sessions idle longer than this (90s, 5m, 2h).
+        #[arg(long)]
+        idle_gt: Option<String>,
+        /// Only sessions to targets with this tag (key=value).
+        #[arg(long)]
+        target_tag: Option<String>,
+        /// Include ended sessions (closed, denied, failed).
+        #[arg(long)]
+        all: bool,
+    },
+    /// Show one session.
+    Show { id: String },
+    /// Terminate one session by id, or every live session matching selectors.
+    Terminate {
+        id: Option<String>,
+        /// Why (shown to the user and recorded in the audit log).
+        #[arg(long)]
+        reason: Option<String>,
+        #[arg(long)]
+        actor: Option<String>,
+        #[arg(long)]
+        target: Option<String>,
+        #[arg(long)]
+        target_tag: Option<String>,
+        #[arg(long)]
+        protocol: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCmd {
+    /// List audit events, oldest first.
+    List {
+        #[arg(long)]
+        kind: Option<String>,
+        #[arg(long)]
+        session: Option<String>,
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+    },
+}
+
+fn main() {
+    let cli = Cli::parse();
+    if let Err(e) = run(cli) {
+        eprintln!("wgctl: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn print_json<T: serde::Serialize>(v: &T) -> Result<()> {
+    println!("{}", serde_json::to_string_pretty(v)?);
+    Ok(())
+}
+
+fn run(cli: Cli) -> Result<()> {
+    let c = Client::new(&cli.addr, cli.token.as_deref())?;
+    let json = cli.output == Output::Json;
+    match cli.cmd {
+        Cmd::Session(SessionCmd::List { actor, target, protocol, state, idle_gt, target_tag, all }) => {
+            if let Some(d) = &idle_gt {
+                humantime::parse_duration(d)
+                    .map_err(|e| anyhow::anyhow!("--idle-gt '{d}' is not a duration like 90s, 5m or 2h: {e}"))?;
+            }
+            let all = all || state.is_some();
+            let mut q = vec![];
+            for (k, v) in [("actor", actor), ("target", target), ("protocol", protocol), ("state", state), ("idle_gt", idle_gt), ("target_tag", target_tag)] {
+                if let Some(v) = v {
+                    q.push((k, v));
+                }
+            }
+            let mut list: api::SessionList = c.get("/api/v1/sessions", &q)?;
+            if !all {
+                list.sessions.retain(|s| !s.state.is_terminal());
+            }
+            if json {
+                print_json(&list)
+            } else {
+                print!("{}", table::sessions(&list.sessions, all));
+                Ok(())
+            }
+        }
+        Cmd::Session(SessionCmd::Show { id }) => {
+            let s: api::Session = c.get(&format!("/api/v1/sessions/{}", client::path_segment(&id)), &[])?;
+            if json {
+                print_json(&s)
+            } else {
+                print!("{}", table::session(&s));
+                Ok(())
+            }
+        }
+        Cmd::Session(SessionCmd::Terminate { id, reason, actor, target, target_tag, protocol }) => {
+            let Some(reason) = reason.filter(|r| !r.trim().is_empty()) else {
+                bail!("--reason is required: say why the session is terminated (the user sees it)");
+            };
+            let selectors = actor.is_some() || target.is_some() || target_tag.is_some() || protocol.is_some();
+            match (id, selectors) {
+                (Some(id), false) => {
+                    let s: api::Session = c.post(
+                        &format!("/api/v1/sessions/{}/terminate", client::path_segment(&id)),
+                        &api::TerminateRequest { reason: Some(reason) },
+                    )?;
+                    if json {
+                        print_json(&s)
+                    } else {
+                        println!("terminated {} ({} on {}): {}", s.id, s.actor, s.target, s.state.as_str());
+                        Ok(())
+                    }
+                }
+                (None, true) => {
+                    let r: api::TerminateResult = c.post(
+                        "/api/v1/sessions/terminate",
+                        &api::BulkTerminateRequest { reason: Some(reason), actor, target, target_tag, protocol },
+                    )?;
+                    if json {
+                        print_json(&r)
+                    } else {
+                        for s in &r.terminated {
+                            println!("terminated {} ({} on {})", s.id, s.actor, s.target);
+                        }
+                        println!("{} session(s) terminated", r.terminated.len());
+                        Ok(())
+                    }
+                }
+                (Some(_), true) => bail!("give either a session id or selectors (--actor, --target, --target-tag, --protocol), not both"),
+                (None, false) => bail!("give a session id, or selectors (--actor, --target, --target-tag, --protocol) for a bulk terminate"),
+            }
+        }
+        Cmd::Audit(AuditCmd::List { kind, session, limit }) => {
+            let mut q = vec![("limit", limit.to_string())];
+            if let Some(k) = kind {
+                q.push(("kind", k));
+            }
+            if let Some(s) = session {
+                q.push(("session", s));
+            }
+            let list: api::AuditList = c.get("/api/v1/audit", &q)?;
+            if json {
+                print_json(&list)
+            } else {
+                print!("{}", table::audit(&list));
+                Ok(())
+            }
+        }
+    }
+}

@@ -1,0 +1,144 @@
+//! Human-readable output of wgctl.
+
+use std::fmt::Write;
+use std::time::SystemTime;
+
+use wardengate_api as api;
+
+/// Compact duration: `42s`, `5m`, `3h12m`, `2d`.
+pub fn short(secs: u64) -> String {
+    match secs {
+        s if s < 60 => format!("{s}s"),
+        s if s < 3600 => format!("{}m", s / 60),
+        s if s < 86400 => match (s % 3600) / 60 {
+            0 => format!("{}h", s / 3600),
+            m => format!("{}h{m}m", s / 3600),
+        },
+        s => format!("{}d", s / 86400),
+    }
+}
+
+fn age_secs(s: &api::Session) -> u64 {
+    let start = humantime::parse_rfc3339_weak(&s.started_at).ok();
+    let end = s
+        .ended_at
+        .as_deref()
+        .and_then(|e| humantime::parse_rfc3339_weak(e).ok())
+        .unwrap_or_else(SystemTime::now);
+    start
+        .and_then(|st| end.duration_since(st).ok())
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+fn render(rows: &[Vec<String>]) -> String {
+    let cols = rows.first().map(Vec::len).unwrap_or(0);
+    let widths: Vec<usize> = (0..cols)
+        .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
+        .collect();
+    let mut out = String::new();
+    for r in rows {
+        let line: Vec<String> = r
+            .iter()
+            .enumerate()
+            .map(|(i, v)| if i + 1 == cols { v.clone() } else { format!("{v:<w$}", w = widths[i]) })
+            .collect();
+        let _ = writeln!(out, "{}", line.join("  ").trim_end());
+    }
+    out
+}
+
+pub fn sessions(list: &[api::Session], with_state: bool) -> String {
+    if list.is_empty() {
+        return "no sessions\n".into();
+    }
+    let mut header: Vec<String> = ["SESSION", "ACTOR", "TARGET", "PROTO", "GW", "AGE", "IDLE"].map(String::from).to_vec();
+    if with_state {
+        header.push("STATE".into());
+    }
+    let mut rows = vec![header];
+    for s in list {
+        let mut r = vec![
+            s.id.clone(),
+            s.actor.clone(),
+            s.target.clone(),
+            s.protocol.clone(),
+            s.gateway.clone(),
+            short(age_secs(s)),
+            if s.state.is_terminal() { "-".into() } else { short(s.idle_secs) },
+        ];
+        if with_state {
+            r.push(s.state.as_str().into());
+        }
+        rows.push(r);
+    }
+    render(&rows)
+}
+
+pub fn session(s: &api::Session) -> String {
+    let mut rows: Vec<(&str, String)> = vec![
+        ("session", s.id.clone()),
+        ("state", s.state.as_str().into()),
+        ("protocol", s.protocol.clone()),
+        ("actor", s.actor.clone()),
+        ("client", format!("{} ({})", s.client_addr, s.client_version)),
+        ("target", format!("{} ({})", s.target, s.target_addr)),
+        ("account", format!("{} (vault ref {})", s.account, s.account_ref)),
+        ("policy", s.policy.clone().unwrap_or_else(|| "-".into())),
+        ("pty", s.pty.as_ref().map(|p| format!("{} {}x{}", p.term, p.cols, p.rows)).unwrap_or_else(|| "-".into())),
+        ("gateway", s.gateway.clone()),
+        ("started", s.started_at.clone()),
+        ("age", short(age_secs(s))),
+        ("last input", s.last_input_at.clone().unwrap_or_else(|| "-".into())),
+        ("idle", short(s.idle_secs)),
+        ("bytes", format!("in {} / out {}", s.bytes_in, s.bytes_out)),
+    ];
+    if let Some(e) = &s.ended_at {
+        rows.push(("ended", e.clone()));
+    }
+    if let Some(r) = &s.end_reason {
+        rows.push(("end reason", r.clone()));
+    }
+    if let Some(d) = &s.end_detail {
+        rows.push(("detail", d.clone()));
+    }
+    if let Some(b) = &s.terminated_by {
+        rows.push(("terminated by", b.clone()));
+    }
+    let mut out = String::new();
+    for (k, v) in rows {
+        let _ = writeln!(out, "{:<14}{v}", format!("{k}:"));
+    }
+    out
+}
+
+pub fn audit(list: &api::AuditList) -> String {
+    let mut rows = vec![["SEQ", "AT", "KIND", "ACTOR", "SESSION", "DETAIL"].map(String::from).to_vec()];
+    for e in &list.events {
+        rows.push(vec![
+            e.seq.to_string(),
+            e.at.clone(),
+            e.kind.clone(),
+            e.actor.clone().unwrap_or_else(|| "-".into()),
+            e.session_id.clone().unwrap_or_else(|| "-".into()),
+            e.detail.to_string(),
+        ]);
+    }
+    let mut out = render(&rows);
+    let _ = writeln!(out, "hash chain: {}", if list.chain_ok { "ok" } else { "BROKEN" });
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::short;
+
+    #[test]
+    fn short_durations() {
+        assert_eq!(short(5), "5s");
+        assert_eq!(short(300), "5m");
+        assert_eq!(short(3600 * 3 + 60 * 12), "3h12m");
+        assert_eq!(short(7200), "2h");
+        assert_eq!(short(86400 * 2), "2d");
+    }
+}

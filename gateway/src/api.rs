@@ -1,0 +1,281 @@
+//! The REST API under `/api/v1` (axum on hyper), authenticated with the admin bearer token.
+//!
+//! Every error is a JSON body `{"error": "..."}` with one actionable sentence and the status code
+//! that matches it: 400 for bad input (including a missing terminate reason), 401 for a missing or
+//! wrong token, 404 for an unknown session, 409 for a session that is already over.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::json;
+use sha2::{Digest, Sha256};
+use wardengate_api as api;
+
+use crate::broker::Gateway;
+use crate::registry::{to_api, Filter, RegistryError};
+use crate::store::SessionQuery;
+
+#[derive(Clone)]
+pub struct ApiState {
+    pub gw: Arc<Gateway>,
+    /// sha256 of the admin token; compared in constant time.
+    pub token_hash: [u8; 32],
+}
+
+pub struct ApiError(StatusCode, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(api::ApiError { error: self.1 })).into_response()
+    }
+}
+
+impl From<RegistryError> for ApiError {
+    fn from(e: RegistryError) -> Self {
+        match e {
+            RegistryError::NotFound(id) => ApiError(StatusCode::NOT_FOUND, format!("no session {id}")),
+            RegistryError::Conflict(id, state) => {
+                ApiError(StatusCode::CONFLICT, format!("session {id} is already {state}"))
+            }
+            RegistryError::Internal(e) => internal(e),
+        }
+    }
+}
+
+fn internal(e: impl std::fmt::Display) -> ApiError {
+    tracing::error!("api: {e}");
+    ApiError(StatusCode::INTERNAL_SERVER_ERROR, format!("internal error: {e}"))
+}
+
+fn bad(msg: impl Into<String>) -> ApiError {
+    ApiError(StatusCode::BAD_REQUEST, msg.into())
+}
+
+pub fn router(state: ApiState) -> Router {
+    let authed = Router::new()
+        .route("/api/v1/sessions", get(list_sessions))
+        .route("/api/v1/sessions/terminate", post(bulk_terminate))
+        .route("/api/v1/sessions/{id}", get(get_session))
+        .route("/api/v1/sessions/{id}/terminate", post(terminate))
+        .route("/api/v1/audit", get(audit))
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/api/v1/openapi.json", get(openapi))
+        .merge(authed)
+        .fallback(|| async { ApiError(StatusCode::NOT_FOUND, "no such endpoint; see /api/v1/openapi.json".into()) })
+        .with_state(state)
+}
+
+async fn require_token(State(st): State<ApiState>, req: Request, next: Next) -> Response {
+    let presented = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    let Some(token) = presented else {
+        return ApiError(StatusCode::UNAUTHORIZED, "missing bearer token (Authorization: Bearer <admin token>)".into()).into_response();
+    };
+    let digest: [u8; 32] = Sha256::digest(token.trim().as_bytes()).into();
+    // Comparing fixed-size digests keeps the comparison independent of where the token differs.
+    let diff = digest.iter().zip(st.token_hash.iter()).fold(0u8, |acc, (a, b)| acc | (a ^ b));
+    if diff != 0 {
+        return ApiError(StatusCode::UNAUTHORIZED, "invalid admin token".into()).into_response();
+    }
+    next.run(req).await
+}
+
+async fn healthz(State(st): State<ApiState>) -> Json<api::Health> {
+    Json(api::Health {
+        status: "ok".into(),
+        gateway: st.gw.name.clone(),
+        version: env!("CARGO_PKG_VERSION").into(),
+        active_sessions: st.gw.registry.live_count(),
+    })
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListParams {
+    actor: Option<String>,
+    target: Option<String>,
+    protocol: Option<String>,
+    state: Option<String>,
+    idle_gt: Option<String>,
+    target_tag: Option<String>,
+    limit: Option<u32>,
+}
+
+fn parse_duration_secs(s: &str) -> Result<u64, ApiError> {
+    if let Ok(n) = s.parse::<u64>() {
+        return Ok(n);
+    }
+    humantime::parse_duration(s)
+        .map(|d| d.as_secs())
+        .map_err(|e| bad(format!("idle_gt '{s}' is not a duration like 90s, 5m or 2h: {e}")))
+}
+
+async fn list_sessions(
+    State(st): State<ApiState>,
+    q: Result<Query<ListParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<api::SessionList>, ApiError> {
+    let Query(p) = q.map_err(|e| bad(format!("bad query: {}", e.body_text())))?;
+    if let Some(s) = &p.state {
+        if api::SessionState::parse(s).is_none() {
+            return Err(bad(format!("unknown state '{s}'")));
+        }
+    }
+    let filter = Filter {
+        query: SessionQuery {
+            actor: p.actor,
+            target: p.target,
+            protocol: p.protocol,
+            state: p.state,
+            limit: p.limit.unwrap_or(500).min(10_000),
+        },
+        idle_gt_secs: p.idle_gt.as_deref().map(parse_duration_secs).transpose()?,
+        targets_in: p.target_tag.as_deref().map(|t| st.gw.targets_with_tag(t)),
+    };
+    let rows = st.gw.registry.list(&st.gw.store, &filter).map_err(internal)?;
+    Ok(Json(api::SessionList {
+        sessions: rows.iter().map(to_api).collect(),
+    }))
+}
+
+async fn get_session(State(st): State<ApiState>, Path(id): Path<String>) -> Result<Json<api::Session>, ApiError> {
+    let r = st.gw.registry.record(&st.gw.store, &id)?;
+    Ok(Json(to_api(&r)))
+}
+
+fn parse_body<T: for<'de> Deserialize<'de> + Default>(body: &Bytes) -> Result<T, ApiError> {
+    if body.is_empty() {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(body).map_err(|e| bad(format!("request body is not valid JSON for this endpoint: {e}")))
+}
+
+fn require_reason(reason: Option<String>) -> Result<String, ApiError> {
+    match reason.map(|r| r.trim().to_string()) {
+        Some(r) if !r.is_empty() => Ok(r),
+        _ => Err(bad("a reason is required to terminate a session: send {\"reason\": \"...\"}")),
+    }
+}
+
+async fn terminate(State(st): State<ApiState>, Path(id): Path<String>, body: Bytes) -> Result<Json<api::Session>, ApiError> {
+    let req: api::TerminateRequest = parse_body(&body)?;
+    let reason = require_reason(req.reason)?;
+    let by = "admin";
+    // 404/409 before auditing an action that cannot happen.
+    let current = st.gw.registry.record(&st.gw.store, &id)?;
+    if api::SessionState::parse(&current.state).is_some_and(|s| s.is_terminal()) {
+        return Err(RegistryError::Conflict(id, current.state).into());
+    }
+    st.gw.audit("session.terminated", Some(by), Some(&id), json!({"by": by, "reason": reason, "actor": current.actor, "target": current.target}));
+    let r = st.gw.registry.terminate(&st.gw.store, &id, by, &reason).await?;
+    Ok(Json(to_api(&r)))
+}
+
+async fn bulk_terminate(State(st): State<ApiState>, body: Bytes) -> Result<Json<api::TerminateResult>, ApiError> {
+    let req: api::BulkTerminateRequest = parse_body(&body)?;
+    let reason = require_reason(req.reason.clone())?;
+    if req.actor.is_none() && req.target_tag.is_none() && req.target.is_none() && req.protocol.is_none() {
+        return Err(bad("bulk terminate needs at least one selector: actor, target, target_tag or protocol"));
+    }
+    if let Some(tag) = &req.target_tag {
+        if !tag.contains('=') {
+            return Err(bad(format!("target_tag '{tag}' must be key=value")));
+        }
+    }
+    let filter = Filter {
+        query: SessionQuery {
+            actor: req.actor.clone(),
+            target: req.target.clone(),
+            protocol: req.protocol.clone(),
+            state: None,
+            limit: 100_000,
+        },
+        idle_gt_secs: None,
+        targets_in: req.target_tag.as_deref().map(|t| st.gw.targets_with_tag(t)),
+    };
+    let live: Vec<String> = st
+        .gw
+        .registry
+        .list(&st.gw.store, &filter)
+        .map_err(internal)?
+        .into_iter()
+        .filter(|r| !api::SessionState::parse(&r.state).is_some_and(|s| s.is_terminal()))
+        .map(|r| r.id)
+        .collect();
+    let by = "admin";
+    // Terminate concurrently: each waits for its relay to confirm.
+    let handles: Vec<_> = live
+        .into_iter()
+        .map(|id| {
+            st.gw.audit("session.terminated", Some(by), Some(&id), json!({"by": by, "reason": reason, "bulk": true}));
+            let gw = st.gw.clone();
+            let reason = reason.clone();
+            tokio::spawn(async move { gw.registry.terminate(&gw.store, &id, by, &reason).await })
+        })
+        .collect();
+    let mut done = Vec::new();
+    for h in handles {
+        match h.await.map_err(internal)? {
+            Ok(r) => done.push(to_api(&r)),
+            Err(RegistryError::Conflict(..)) | Err(RegistryError::NotFound(_)) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(Json(api::TerminateResult { terminated: done }))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AuditParams {
+    kind: Option<String>,
+    session: Option<String>,
+    limit: Option<u32>,
+}
+
+async fn audit(
+    State(st): State<ApiState>,
+    q: Result<Query<AuditParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<api::AuditList>, ApiError> {
+    let Query(p) = q.map_err(|e| bad(format!("bad query: {}", e.body_text())))?;
+    let rows = st
+        .gw
+        .store
+        .audit_list(p.kind.as_deref(), p.session.as_deref(), p.limit.unwrap_or(1000).min(100_000))
+        .map_err(internal)?;
+    let chain_ok = st.gw.store.audit_verify().map_err(internal)?.is_ok();
+    Ok(Json(api::AuditList {
+        chain_ok,
+        events: rows
+            .into_iter()
+            .map(|r| api::AuditEvent {
+                id: r.id,
+                seq: r.seq,
+                at: crate::util::rfc3339(r.at_ms),
+                kind: r.kind,
+                actor: r.actor,
+                session_id: r.session_id,
+                detail: serde_json::from_str(&r.detail).unwrap_or(serde_json::Value::Null),
+                prev_hash: r.prev_hash,
+                hash: r.hash,
+            })
+            .collect(),
+    }))
+}
+
+async fn openapi() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        include_str!("openapi.json"),
+    )
+}

@@ -1,0 +1,389 @@
+//! The daemon's TOML configuration: listeners, data directory, users and groups, targets and their
+//! accounts, and policies. Loading validates everything up front and names the file, the line and
+//! the key of the first problem, so a typo never turns into a surprise at 3 a.m.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context, Result};
+use russh::keys::PublicKey;
+use serde::Deserialize;
+use wardengate_policy::Policy;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub gateway: GatewaySection,
+    #[serde(default)]
+    pub ssh: SshSection,
+    #[serde(default)]
+    pub api: ApiSection,
+    #[serde(default)]
+    pub users: Vec<User>,
+    #[serde(default)]
+    pub groups: Vec<Group>,
+    #[serde(default)]
+    pub targets: Vec<Target>,
+    #[serde(default)]
+    pub policies: Vec<Policy>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewaySection {
+    /// This gateway's name, shown as the owning gateway of its sessions.
+    #[serde(default = "default_name")]
+    pub name: String,
+    /// Where the store, keys and (later) recordings live. Relative paths are relative to the
+    /// config file.
+    #[serde(default = "default_data_dir")]
+    pub data_dir: PathBuf,
+    /// File holding the vault's 32-byte key as hex. `WARDENGATE_VAULT_KEY` overrides it.
+    /// Relative to `data_dir`; generated on first start when missing.
+    #[serde(default = "default_vault_key")]
+    pub vault_key_file: PathBuf,
+}
+
+impl Default for GatewaySection {
+    fn default() -> Self {
+        GatewaySection {
+            name: default_name(),
+            data_dir: default_data_dir(),
+            vault_key_file: default_vault_key(),
+        }
+    }
+}
+
+fn default_name() -> String {
+    "gw-1".into()
+}
+fn default_data_dir() -> PathBuf {
+    PathBuf::from("data")
+}
+fn default_vault_key() -> PathBuf {
+    PathBuf::from("vault.key")
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SshSection {
+    #[serde(default = "default_ssh_listen")]
+    pub listen: SocketAddr,
+    /// Relative to `data_dir`; an Ed25519 key is generated when missing.
+    #[serde(default = "default_host_key")]
+    pub host_key_file: PathBuf,
+    /// Constant delay before each authentication rejection (defeats timing probes).
+    #[serde(default = "default_rejection", with = "humantime_serde_compat")]
+    pub auth_rejection_time: Duration,
+    /// How long the target leg may take to connect and authenticate.
+    #[serde(default = "default_connect_timeout", with = "humantime_serde_compat")]
+    pub connect_timeout: Duration,
+}
+
+impl Default for SshSection {
+    fn default() -> Self {
+        SshSection {
+            listen: default_ssh_listen(),
+            host_key_file: default_host_key(),
+            auth_rejection_time: default_rejection(),
+            connect_timeout: default_connect_timeout(),
+        }
+    }
+}
+
+fn default_ssh_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 2222))
+}
+fn default_host_key() -> PathBuf {
+    PathBuf::from("ssh_host_ed25519_key")
+}
+fn default_rejection() -> Duration {
+    Duration::from_millis(500)
+}
+fn default_connect_timeout() -> Duration {
+    Duration::from_secs(15)
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiSection {
+    #[serde(default = "default_api_listen")]
+    pub listen: SocketAddr,
+    /// Relative to `data_dir`; generated when missing. `WARDENGATE_ADMIN_TOKEN` overrides it.
+    #[serde(default = "default_token_file")]
+    pub admin_token_file: PathBuf,
+}
+
+impl Default for ApiSection {
+    fn default() -> Self {
+        ApiSection {
+            listen: default_api_listen(),
+            admin_token_file: default_token_file(),
+        }
+    }
+}
+
+fn default_api_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8080))
+}
+fn default_token_file() -> PathBuf {
+    PathBuf::from("admin.token")
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct User {
+    pub name: String,
+    #[serde(default)]
+    pub groups: Vec<String>,
+    /// OpenSSH `authorized_keys` lines.
+    #[serde(default)]
+    pub public_keys: Vec<String>,
+    /// An argon2 PHC string (`wardengate hash-password` prints one).
+    pub password_hash: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Group {
+    pub name: String,
+    #[serde(default)]
+    pub members: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Target {
+    pub name: String,
+    /// `host:port` of the target's SSH server.
+    pub address: String,
+    #[serde(default)]
+    pub tags: BTreeMap<String, String>,
+    #[serde(default = "default_protocol")]
+    pub protocol: String,
+    pub accounts: Vec<Account>,
+}
+
+fn default_protocol() -> String {
+    "ssh".into()
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Account {
+    /// The name users pick in `user:target:account`.
+    pub name: String,
+    /// Login name on the target; defaults to `name`.
+    pub username: Option<String>,
+    /// Vault reference of the secret (`wardengate vault set REF ...`).
+    pub secret: String,
+}
+
+impl Account {
+    pub fn username(&self) -> &str {
+        self.username.as_deref().unwrap_or(&self.name)
+    }
+}
+
+/// A user ready for authentication: parsed keys and group membership resolved.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    pub name: String,
+    pub groups: Vec<String>,
+    pub keys: Vec<PublicKey>,
+    pub password_hash: Option<String>,
+}
+
+/// The validated configuration, indexed for lookups.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    pub config: Config,
+    pub path: PathBuf,
+    pub data_dir: PathBuf,
+    pub users: HashMap<String, Identity>,
+    pub targets: HashMap<String, Target>,
+}
+
+/// Locate `key` (a dotted path such as `users.alice`) in the TOML text, for error messages.
+fn line_of(text: &str, needle: &str) -> Option<usize> {
+    text.lines().position(|l| l.contains(needle)).map(|i| i + 1)
+}
+
+pub fn load(path: &Path) -> Result<Loaded> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read config file {}", path.display()))?;
+    parse(&text, path)
+}
+
+pub fn parse(text: &str, path: &Path) -> Result<Loaded> {
+    let config: Config = toml::from_str(text).map_err(|e| {
+        let at = e
+            .span()
+            .map(|s| format!(" line {}", text[..s.start.min(text.len())].lines().count().max(1)))
+            .unwrap_or_default();
+        anyhow!("{}{at}: {}", path.display(), e.message())
+    })?;
+    let here = |needle: &str| {
+        line_of(text, needle)
+            .map(|l| format!("{} line {l}", path.display()))
+            .unwrap_or_else(|| path.display().to_string())
+    };
+    let base = path.parent().unwrap_or(Path::new(".")).to_path_buf();
+    let data_dir = if config.gateway.data_dir.is_absolute() {
+        config.gateway.data_dir.clone()
+    } else {
+        base.join(&config.gateway.data_dir)
+    };
+
+    let mut users = HashMap::new();
+    for u in &config.users {
+        if u.name.is_empty() || u.name.contains(':') || u.name.contains('#') {
+            bail!("{}: users.name '{}' must be non-empty without ':' or '#'", here(&u.name), u.name);
+        }
+        let mut keys = Vec::new();
+        for (i, line) in u.public_keys.iter().enumerate() {
+            let key = PublicKey::from_openssh(line.trim()).map_err(|e| {
+                anyhow!(
+                    "{}: users.{}.public_keys[{i}] is not an OpenSSH public key: {e}",
+                    here(line.split_whitespace().nth(1).unwrap_or(line)),
+                    u.name
+                )
+            })?;
+            keys.push(key);
+        }
+        if let Some(h) = &u.password_hash {
+            argon2::password_hash::phc::PasswordHash::new(h).map_err(|e| {
+                anyhow!("{}: users.{}.password_hash is not an argon2 PHC string: {e}", here(h), u.name)
+            })?;
+        }
+        if keys.is_empty() && u.password_hash.is_none() {
+            bail!("{}: users.{} has neither public_keys nor password_hash", here(&u.name), u.name);
+        }
+        let id = Identity {
+            name: u.name.clone(),
+            groups: u.groups.clone(),
+            keys,
+            password_hash: u.password_hash.clone(),
+        };
+        if users.insert(u.name.clone(), id).is_some() {
+            bail!("{}: users.name '{}' is defined twice", here(&u.name), u.name);
+        }
+    }
+    for g in &config.groups {
+        for m in &g.members {
+            let user = users.get_mut(m).ok_or_else(|| {
+                anyhow!("{}: groups.{}.members names unknown user '{m}'", here(m), g.name)
+            })?;
+            if !user.groups.contains(&g.name) {
+                user.groups.push(g.name.clone());
+            }
+        }
+    }
+
+    let mut targets = HashMap::new();
+    for t in &config.targets {
+        if t.name.is_empty() || t.name.contains(':') || t.name.contains('#') {
+            bail!("{}: targets.name '{}' must be non-empty without ':' or '#'", here(&t.name), t.name);
+        }
+        if t.protocol != "ssh" {
+            bail!(
+                "{}: targets.{}.protocol '{}' is not supported yet (supported: ssh)",
+                here(&t.protocol),
+                t.name,
+                t.protocol
+            );
+        }
+        if !t.address.contains(':') || t.address.rsplit_once(':').and_then(|(_, p)| p.parse::<u16>().ok()).is_none() {
+            bail!("{}: targets.{}.address '{}' must be host:port", here(&t.address), t.name, t.address);
+        }
+        if t.accounts.is_empty() {
+            bail!("{}: targets.{} has no accounts", here(&t.name), t.name);
+        }
+        let mut seen = Vec::new();
+        for a in &t.accounts {
+            if a.secret.is_empty() {
+                bail!("{}: targets.{}.accounts.{}.secret is empty", here(&a.name), t.name, a.name);
+            }
+            if seen.contains(&a.name) {
+                bail!("{}: targets.{} defines account '{}' twice", here(&a.name), t.name, a.name);
+            }
+            seen.push(a.name.clone());
+        }
+        if targets.insert(t.name.clone(), t.clone()).is_some() {
+            bail!("{}: targets.name '{}' is defined twice", here(&t.name), t.name);
+        }
+    }
+    let mut policy_names = Vec::new();
+    for p in &config.policies {
+        if policy_names.contains(&p.name) {
+            bail!("{}: policies.name '{}' is defined twice", here(&p.name), p.name);
+        }
+        policy_names.push(p.name.clone());
+        for tag in &p.target_tags {
+            if !tag.contains('=') {
+                bail!("{}: policies.{}.target_tags entry '{tag}' must be key=value", here(tag), p.name);
+            }
+        }
+    }
+    Ok(Loaded {
+        config,
+        path: path.to_path_buf(),
+        data_dir,
+        users,
+        targets,
+    })
+}
+
+/// serde helper: durations written as `500ms`, `10s`, `5m`.
+mod humantime_serde_compat {
+    use serde::{Deserialize, Deserializer};
+    use std::time::Duration;
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let s = String::deserialize(d)?;
+        humantime::parse_duration(&s).map_err(|e| serde::de::Error::custom(format!("'{s}': {e}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_name_file_line_and_key() {
+        let text = "[[users]]\nname = \"alice\"\npublic_keys = [\"ssh-ed25519 notbase64\"]\n";
+        let e = parse(text, Path::new("gw.toml")).unwrap_err().to_string();
+        assert!(e.contains("gw.toml line 3"), "{e}");
+        assert!(e.contains("users.alice.public_keys[0]"), "{e}");
+    }
+
+    #[test]
+    fn unknown_key_is_rejected_with_line() {
+        let text = "[ssh]\nlisten = \"127.0.0.1:2222\"\nlisen = 1\n";
+        let e = parse(text, Path::new("gw.toml")).unwrap_err().to_string();
+        assert!(e.contains("gw.toml line 3"), "{e}");
+        assert!(e.contains("lisen"), "{e}");
+    }
+
+    #[test]
+    fn groups_resolve_members() {
+        let text = r#"
+[[users]]
+name = "alice"
+password_hash = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$9Jb2ePnBiCIJUWOVVtP0kHbpv4x9sUE8C5bvpY4Qd1g"
+[[groups]]
+name = "sre"
+members = ["alice"]
+[[targets]]
+name = "web-01"
+address = "127.0.0.1:22"
+accounts = [{ name = "root", secret = "web-01/root" }]
+"#;
+        let l = parse(text, Path::new("gw.toml")).expect("valid");
+        assert_eq!(l.users["alice"].groups, vec!["sre".to_string()]);
+        assert_eq!(l.targets["web-01"].accounts[0].username(), "root");
+    }
+}

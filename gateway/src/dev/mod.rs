@@ -1,0 +1,160 @@
+//! `wardengate dev`: a zero-configuration gateway with a real demo target, like `boundary dev`.
+//!
+//! It creates a data directory, generates the gateway's keys, a vault key and an admin token,
+//! starts a real OpenSSH `sshd` on a free loopback port as target `web-01.dev` whose account key
+//! lives only in the vault, writes the config it runs with, and prints how to connect.
+
+pub mod sshd;
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use tokio_util::sync::CancellationToken;
+
+use crate::config;
+use crate::keys;
+use crate::vault::SecretKind;
+
+pub struct DevOptions {
+    pub data_dir: PathBuf,
+    pub ssh_port: u16,
+    pub api_port: u16,
+}
+
+fn home_public_keys() -> Vec<String> {
+    let Some(home) = std::env::var_os("HOME") else {
+        return Vec::new();
+    };
+    let ssh = Path::new(&home).join(".ssh");
+    ["id_ed25519.pub", "id_ecdsa.pub", "id_rsa.pub"]
+        .iter()
+        .filter_map(|f| std::fs::read_to_string(ssh.join(f)).ok())
+        .map(|s| s.trim().to_string())
+        .filter(|s| russh::keys::PublicKey::from_openssh(s).is_ok())
+        .collect()
+}
+
+fn toml_str(s: &str) -> String {
+    toml::Value::String(s.to_string()).to_string()
+}
+
+pub async fn run(opts: DevOptions) -> Result<()> {
+    std::fs::create_dir_all(&opts.data_dir)
+        .with_context(|| format!("cannot create {}", opts.data_dir.display()))?;
+    let dir = opts.data_dir.canonicalize()?;
+
+    // The demo target's account key: generated once, stored in the vault, trusted by sshd.
+    let target_key_path = dir.join("target/account_key");
+    let target_key = if target_key_path.exists() {
+        russh::keys::PrivateKey::from_openssh(std::fs::read_to_string(&target_key_path)?.trim())
+            .map_err(|e| anyhow::anyhow!("{}: {e}", target_key_path.display()))?
+    } else {
+        let k = keys::generate_ed25519("web-01.dev account key")?;
+        keys::write_keypair(&target_key_path, &k)?;
+        k
+    };
+    let sshd = tokio::task::spawn_blocking({
+        let d = dir.join("target");
+        let pubkey = keys::public_openssh(&target_key)?;
+        move || sshd::Sshd::start(&d, 0, &[pubkey])
+    })
+    .await??;
+
+    // alice's own key (what a user would have in ~/.ssh), and a password.
+    let alice_key_path = dir.join("alice_ed25519");
+    if !alice_key_path.exists() {
+        keys::write_keypair(&alice_key_path, &keys::generate_ed25519("alice@wardengate-dev")?)?;
+    }
+    let alice_pub = std::fs::read_to_string(dir.join("alice_ed25519.pub"))?.trim().to_string();
+    let password_file = dir.join("alice.password");
+    let password = match std::fs::read_to_string(&password_file) {
+        Ok(p) => p.trim().to_string(),
+        Err(_) => {
+            let p = crate::util::new_token()?[..16].to_string();
+            crate::util::write_private(&password_file, format!("{p}\n").as_bytes())?;
+            p
+        }
+    };
+    let mut alice_keys = vec![alice_pub];
+    alice_keys.extend(home_public_keys());
+    let keys_toml = alice_keys.iter().map(|k| toml_str(k)).collect::<Vec<_>>().join(", ");
+    let account = sshd.user.clone();
+    let config_text = format!(
+        r#"# Written by `wardengate dev`; regenerated at every start.
+[gateway]
+name = "dev-gw"
+data_dir = "."
+
+[ssh]
+listen = "127.0.0.1:{ssh_port}"
+auth_rejection_time = "200ms"
+
+[api]
+listen = "127.0.0.1:{api_port}"
+
+[[users]]
+name = "alice"
+groups = ["sre"]
+public_keys = [{keys_toml}]
+password_hash = {hash}
+
+[[targets]]
+name = "web-01.dev"
+address = "{addr}"
+tags = {{ env = "dev" }}
+accounts = [{{ name = {account}, secret = "web-01.dev/{account_raw}" }}]
+
+[[policies]]
+name = "dev-sre"
+groups = ["sre"]
+target_tags = ["env=dev"]
+protocols = ["ssh"]
+allow_port_forwarding = true
+"#,
+        ssh_port = opts.ssh_port,
+        api_port = opts.api_port,
+        hash = toml_str(&crate::passwords::hash(&password)?),
+        addr = sshd.address(),
+        account = toml_str(&account),
+        account_raw = account,
+    );
+    let config_path = dir.join("wardengate.toml");
+    std::fs::write(&config_path, &config_text)?;
+    let cfg = config::load(&config_path)?;
+    {
+        let (store, vault) = crate::server::open_state(&cfg, true)?;
+        vault.put(
+            &store,
+            &format!("web-01.dev/{account}"),
+            SecretKind::PrivateKey,
+            &keys::private_openssh(&target_key)?,
+        )?;
+        // A new sshd host key may have been generated: forget any stale pin from a previous run.
+        let pinned = store.hostkey_get("web-01.dev", &sshd.address())?;
+        if pinned.is_some_and(|(_, k)| Some(k.trim().to_string()) != sshd.host_key_pub().ok().map(|p| p.trim().to_string())) {
+            store.hostkey_forget("web-01.dev")?;
+        }
+    }
+    let shutdown = CancellationToken::new();
+    let d = dir.display().to_string();
+    crate::server::run(cfg, shutdown, |l| {
+        println!(
+            "\nWardengate dev mode is running (data in {d}).\n\n  \
+             SSH gateway    {ssh}\n  REST API       http://{api}\n  \
+             demo target    web-01.dev = OpenSSH sshd on {target}, account '{account}' (its key is only in the vault)\n\n\
+             Connect as alice (key, or password {password}):\n    \
+             ssh -i {d}/alice_ed25519 -p {sp} alice:web-01.dev@127.0.0.1\n\n\
+             Operate (another terminal):\n    \
+             export WARDENGATE_ADDR=http://{api} WARDENGATE_TOKEN=$(cat {d}/admin.token)\n    \
+             wgctl session list\n    wgctl session terminate SESSION_ID --reason \"demo\"\n\n\
+             Ctrl-C stops the gateway and the demo target.\n",
+            ssh = l.ssh,
+            api = l.api,
+            target = sshd.address(),
+            sp = l.ssh.port(),
+        );
+    })
+    .await?;
+    drop(sshd);
+    Ok(())
+}

@@ -1,0 +1,18 @@
+//! The Wardengate daemon as a library: configuration, identities, the credential vault, the
+//! session registry and store, the audit log, the REST API, and `wardengate dev`.
+//!
+//! It wires the protocol gateways (`wardengate-protocols`) to decisions (`wardengate-policy`) and
+//! never parses protocol bytes itself. `main.rs` is only the command line.
+#![forbid(unsafe_code)]
+
+pub mod api;
+pub mod broker;
+pub mod config;
+pub mod dev;
+pub mod keys;
+pub mod passwords;
+pub mod registry;
+pub mod server;
+pub mod store;
+pub mod util;
+pub mod vault;

@@ -1,0 +1,177 @@
+//! `wardengate`: the daemon's command line.
+
+use std::io::Read;
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+use wardengate_gateway::{config, dev, passwords, server, vault::SecretKind};
+
+#[derive(Parser)]
+#[command(name = "wardengate", version, about = "Wardengate privileged-access gateway")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the gateway with a config file.
+    Run {
+        #[arg(short, long, env = "WARDENGATE_CONFIG")]
+        config: PathBuf,
+    },
+    /// Zero-config dev mode: a gateway plus a real OpenSSH demo target.
+    Dev {
+        #[arg(long, default_value = ".wardengate-dev")]
+        data_dir: PathBuf,
+        #[arg(long, default_value_t = 2222)]
+        ssh_port: u16,
+        #[arg(long, default_value_t = 8080)]
+        api_port: u16,
+    },
+    /// Validate a config file and exit.
+    CheckConfig {
+        #[arg(short, long, env = "WARDENGATE_CONFIG")]
+        config: PathBuf,
+    },
+    /// Manage target secrets in the vault.
+    Vault {
+        #[arg(short, long, env = "WARDENGATE_CONFIG")]
+        config: PathBuf,
+        #[command(subcommand)]
+        cmd: VaultCmd,
+    },
+    /// Manage pinned target host keys.
+    Hostkey {
+        #[arg(short, long, env = "WARDENGATE_CONFIG")]
+        config: PathBuf,
+        #[command(subcommand)]
+        cmd: HostkeyCmd,
+    },
+    /// Read a password on stdin and print its argon2 hash for `users.password_hash`.
+    HashPassword,
+}
+
+#[derive(Subcommand)]
+enum VaultCmd {
+    /// Store a secret: a private key from a file, or a password from stdin.
+    Set {
+        /// The reference accounts use in `secret = "..."`.
+        reference: String,
+        #[arg(long, conflicts_with = "password_stdin")]
+        private_key_file: Option<PathBuf>,
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// List references (never values).
+    List,
+}
+
+#[derive(Subcommand)]
+enum HostkeyCmd {
+    /// Forget the pinned host key of a target (after an intended re-key).
+    Forget { target: String },
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,russh=warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn read_stdin_line() -> Result<String> {
+    let mut s = String::new();
+    std::io::stdin().read_to_string(&mut s).context("cannot read stdin")?;
+    let s = s.trim_end_matches(['\n', '\r']).to_string();
+    if s.is_empty() {
+        bail!("nothing on stdin");
+    }
+    Ok(s)
+}
+
+fn main() {
+    let cli = Cli::parse();
+    init_logging();
+    if let Err(e) = real_main(cli) {
+        eprintln!("wardengate: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn real_main(cli: Cli) -> Result<()> {
+    match cli.cmd {
+        Cmd::Run { config } => {
+            let cfg = config::load(&config)?;
+            runtime()?.block_on(server::run(cfg, CancellationToken::new(), |l| {
+                println!("wardengate ready: ssh={} api=http://{}", l.ssh, l.api);
+            }))
+        }
+        Cmd::Dev { data_dir, ssh_port, api_port } => runtime()?.block_on(dev::run(dev::DevOptions {
+            data_dir,
+            ssh_port,
+            api_port,
+        })),
+        Cmd::CheckConfig { config } => {
+            let cfg = config::load(&config)?;
+            println!(
+                "{}: ok ({} users, {} targets, {} policies)",
+                config.display(),
+                cfg.users.len(),
+                cfg.targets.len(),
+                cfg.config.policies.len()
+            );
+            Ok(())
+        }
+        Cmd::Vault { config, cmd } => {
+            let cfg = config::load(&config)?;
+            let (store, vault) = server::open_state(&cfg, true)?;
+            match cmd {
+                VaultCmd::Set { reference, private_key_file, password_stdin } => {
+                    let (kind, value) = match (private_key_file, password_stdin) {
+                        (Some(f), false) => (
+                            SecretKind::PrivateKey,
+                            std::fs::read_to_string(&f).with_context(|| format!("cannot read {}", f.display()))?,
+                        ),
+                        (None, true) => (SecretKind::Password, read_stdin_line()?),
+                        _ => bail!("give --private-key-file FILE or --password-stdin"),
+                    };
+                    vault.put(&store, &reference, kind, &value)?;
+                    println!("stored {} secret '{reference}'", kind.as_str());
+                }
+                VaultCmd::List => {
+                    for (r, kind, ms) in store.vault_list()? {
+                        println!("{r}\t{kind}\t{}", wardengate_gateway::util::rfc3339(ms));
+                    }
+                }
+            }
+            Ok(())
+        }
+        Cmd::Hostkey { config, cmd } => {
+            let cfg = config::load(&config)?;
+            let (store, _) = server::open_state(&cfg, true)?;
+            match cmd {
+                HostkeyCmd::Forget { target } => {
+                    let n = store.hostkey_forget(&target)?;
+                    println!("forgot {n} pinned host key(s) of {target}; the next connection pins the key it sees");
+                }
+            }
+            Ok(())
+        }
+        Cmd::HashPassword => {
+            println!("{}", passwords::hash(&read_stdin_line()?)?);
+            Ok(())
+        }
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}

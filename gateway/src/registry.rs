@@ -1,0 +1,259 @@
+//! The session registry: every session this gateway brokers, live in memory and persisted in the
+//! store, with its lifecycle (`requested → approved → active → closed`, or `denied` / `failed`).
+//!
+//! The relay updates per-session counters through `SessionShared` atomics; the registry's map is
+//! touched only when a session starts or ends and when the API reads it, never per packet.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
+use wardengate_api as api;
+use wardengate_protocols::session::{now_ms, Control, Outcome, SessionLink, SessionShared};
+
+use crate::store::{SessionQuery, SessionRecord, Store};
+use crate::util::rfc3339;
+
+struct Live {
+    record: Mutex<SessionRecord>,
+    shared: Arc<SessionShared>,
+    control: mpsc::Sender<Control>,
+    done: watch::Sender<bool>,
+}
+
+/// Why a registry operation could not be done; the API maps these to status codes.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    #[error("no session {0}")]
+    NotFound(String),
+    #[error("session {0} is already {1}")]
+    Conflict(String, String),
+    #[error("{0}")]
+    Internal(#[from] anyhow::Error),
+}
+
+pub struct Registry {
+    live: RwLock<HashMap<String, Arc<Live>>>,
+}
+
+/// Filters for listing sessions.
+#[derive(Debug, Clone, Default)]
+pub struct Filter {
+    pub query: SessionQuery,
+    pub idle_gt_secs: Option<u64>,
+    /// Target names that carry the requested tag (resolved by the caller from config).
+    pub targets_in: Option<Vec<String>>,
+}
+
+impl Default for Registry {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Registry {
+    pub fn new() -> Self {
+        Registry {
+            live: RwLock::new(HashMap::new()),
+        }
+    }
+
+    /// Register an admitted session; the returned link goes to the relay.
+    pub fn insert(&self, store: &Store, record: SessionRecord) -> anyhow::Result<SessionLink> {
+        store.session_insert(&record)?;
+        let (tx, rx) = mpsc::channel(4);
+        let (done, _) = watch::channel(false);
+        let shared = Arc::new(SessionShared::new(record.id.clone()));
+        let live = Arc::new(Live {
+            record: Mutex::new(record.clone()),
+            shared: shared.clone(),
+            control: tx,
+            done,
+        });
+        if let Ok(mut m) = self.live.write() {
+            m.insert(record.id.clone(), live);
+        }
+        Ok(SessionLink { shared, control: rx })
+    }
+
+    fn get(&self, id: &str) -> Option<Arc<Live>> {
+        self.live.read().ok().and_then(|m| m.get(id).cloned())
+    }
+
+    pub fn live_count(&self) -> usize {
+        self.live.read().map(|m| m.len()).unwrap_or(0)
+    }
+
+    pub fn live_ids(&self) -> Vec<String> {
+        self.live.read().map(|m| m.keys().cloned().collect()).unwrap_or_default()
+    }
+
+    /// Fold the live counters into the record.
+    fn snapshot(live: &Live) -> SessionRecord {
+        let mut r = live.record.lock().map(|r| r.clone()).unwrap_or_default();
+        let (bin, bout) = live.shared.bytes();
+        r.bytes_in = bin;
+        r.bytes_out = bout;
+        r.last_input_ms = live.shared.last_input_ms();
+        if let Some(v) = live.shared.client_version() {
+            r.client_version = v.to_string();
+        }
+        if let Some(p) = live.shared.pty() {
+            r.pty_term = Some(p.term);
+            r.pty_cols = p.cols;
+            r.pty_rows = p.rows;
+        }
+        r
+    }
+
+    /// The target leg is up.
+    pub fn activate(&self, store: &Store, id: &str) -> Option<SessionRecord> {
+        let live = self.get(id)?;
+        if let Ok(mut r) = live.record.lock() {
+            r.state = api::SessionState::Active.as_str().into();
+        }
+        let snap = Self::snapshot(&live);
+        if let Err(e) = store.session_update(&snap) {
+            tracing::error!(session = id, "cannot persist session start: {e:#}");
+        }
+        Some(snap)
+    }
+
+    /// The session is over: persist its final state and wake anyone waiting for it.
+    pub fn finish(&self, store: &Store, id: &str, outcome: &Outcome) -> Option<SessionRecord> {
+        let live = self.live.write().ok().and_then(|mut m| m.remove(id))?;
+        let mut r = Self::snapshot(&live);
+        r.ended_ms = Some(now_ms());
+        r.end_reason = Some(outcome.reason().into());
+        let state = match outcome {
+            Outcome::TargetFailed(msg) => {
+                r.end_detail = Some(msg.clone());
+                api::SessionState::Failed
+            }
+            Outcome::Error(msg) => {
+                r.end_detail = Some(msg.clone());
+                api::SessionState::Closed
+            }
+            Outcome::Terminated { by, reason } => {
+                r.terminated_by = Some(by.clone());
+                r.end_detail = Some(reason.clone());
+                api::SessionState::Closed
+            }
+            Outcome::ClientExit | Outcome::TargetClosed | Outcome::Shutdown => api::SessionState::Closed,
+        };
+        r.state = state.as_str().into();
+        if let Err(e) = store.session_update(&r) {
+            tracing::error!(session = id, "cannot persist session end: {e:#}");
+        }
+        let _ = live.done.send(true);
+        Some(r)
+    }
+
+    /// Ask the owning relay to terminate the session, and wait (briefly) until it has.
+    pub async fn terminate(&self, store: &Store, id: &str, by: &str, reason: &str) -> Result<SessionRecord, RegistryError> {
+        let Some(live) = self.get(id) else {
+            return match store.session_get(id)? {
+                Some(r) => Err(RegistryError::Conflict(id.into(), r.state)),
+                None => Err(RegistryError::NotFound(id.into())),
+            };
+        };
+        if let Ok(mut r) = live.record.lock() {
+            r.state = api::SessionState::Closing.as_str().into();
+        }
+        let mut done = live.done.subscribe();
+        let _ = live
+            .control
+            .send(Control::Terminate {
+                by: by.into(),
+                reason: reason.into(),
+            })
+            .await;
+        let _ = tokio::time::timeout(Duration::from_secs(5), done.wait_for(|d| *d)).await;
+        Ok(store
+            .session_get(id)?
+            .unwrap_or_else(|| Self::snapshot(&live)))
+    }
+
+    /// Ask every live session to end (graceful shutdown) and wait for them, up to `grace`.
+    pub async fn drain(&self, grace: Duration) {
+        let all: Vec<Arc<Live>> = self
+            .live
+            .read()
+            .map(|m| m.values().cloned().collect())
+            .unwrap_or_default();
+        for live in &all {
+            let mut done = live.done.subscribe();
+            let _ = tokio::time::timeout(grace, done.wait_for(|d| *d)).await;
+        }
+    }
+
+    pub fn record(&self, store: &Store, id: &str) -> Result<SessionRecord, RegistryError> {
+        if let Some(live) = self.get(id) {
+            return Ok(Self::snapshot(&live));
+        }
+        store
+            .session_get(id)?
+            .ok_or_else(|| RegistryError::NotFound(id.into()))
+    }
+
+    pub fn list(&self, store: &Store, f: &Filter) -> anyhow::Result<Vec<SessionRecord>> {
+        let now = now_ms();
+        let mut out = Vec::new();
+        for rec in store.session_list(&f.query)? {
+            let rec = match self.get(&rec.id) {
+                Some(live) => Self::snapshot(&live),
+                None => rec,
+            };
+            if let Some(targets) = &f.targets_in {
+                if !targets.contains(&rec.target) {
+                    continue;
+                }
+            }
+            if let Some(min) = f.idle_gt_secs {
+                if rec.ended_ms.is_some() || idle_secs(&rec, now) <= min {
+                    continue;
+                }
+            }
+            out.push(rec);
+        }
+        Ok(out)
+    }
+}
+
+pub fn idle_secs(r: &SessionRecord, now: u64) -> u64 {
+    let end = r.ended_ms.unwrap_or(now);
+    end.saturating_sub(r.last_input_ms.unwrap_or(r.started_ms)) / 1000
+}
+
+pub fn to_api(r: &SessionRecord) -> api::Session {
+    api::Session {
+        id: r.id.clone(),
+        state: api::SessionState::parse(&r.state).unwrap_or(api::SessionState::Failed),
+        protocol: r.protocol.clone(),
+        actor: r.actor.clone(),
+        client_addr: r.client_addr.clone(),
+        client_version: r.client_version.clone(),
+        target: r.target.clone(),
+        target_addr: r.target_addr.clone(),
+        account: r.account.clone(),
+        account_ref: r.account_ref.clone(),
+        policy: r.policy.clone(),
+        pty: r.pty_term.as_ref().map(|t| api::Pty {
+            term: t.clone(),
+            cols: r.pty_cols,
+            rows: r.pty_rows,
+        }),
+        gateway: r.gateway.clone(),
+        started_at: rfc3339(r.started_ms),
+        ended_at: r.ended_ms.map(rfc3339),
+        last_input_at: r.last_input_ms.map(rfc3339),
+        idle_secs: idle_secs(r, now_ms()),
+        bytes_in: r.bytes_in,
+        bytes_out: r.bytes_out,
+        channels: 0,
+        end_reason: r.end_reason.clone(),
+        end_detail: r.end_detail.clone(),
+        terminated_by: r.terminated_by.clone(),
+    }
+}

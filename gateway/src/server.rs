@@ -1,0 +1,144 @@
+//! Running the daemon: open the store and vault, bind the listeners, serve SSH connections and the
+//! API, and shut down gracefully (stop accepting, tell every live session why it ends, drain).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use sha2::{Digest, Sha256};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use wardengate_protocols::ssh::{self, SshSettings};
+
+use crate::broker::Gateway;
+use crate::config::Loaded;
+use crate::registry::Registry;
+use crate::store::Store;
+use crate::vault::Vault;
+
+/// What a started gateway listens on.
+#[derive(Debug, Clone)]
+pub struct Listening {
+    pub ssh: std::net::SocketAddr,
+    pub api: std::net::SocketAddr,
+}
+
+fn in_data_dir(cfg: &Loaded, p: &std::path::Path) -> std::path::PathBuf {
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        cfg.data_dir.join(p)
+    }
+}
+
+/// Open the store and the vault of a configuration (also used by the `vault` subcommands).
+pub fn open_state(cfg: &Loaded, create_key: bool) -> Result<(Store, Vault)> {
+    std::fs::create_dir_all(&cfg.data_dir)
+        .with_context(|| format!("cannot create data directory {}", cfg.data_dir.display()))?;
+    let store = Store::open(&cfg.data_dir.join("wardengate.db"))?;
+    let vault = Vault::open(&in_data_dir(cfg, &cfg.config.gateway.vault_key_file), create_key)?;
+    Ok((store, vault))
+}
+
+/// Run until `shutdown` is cancelled (or SIGINT/SIGTERM arrives).
+pub async fn run(cfg: Loaded, shutdown: CancellationToken, on_ready: impl FnOnce(&Listening)) -> Result<()> {
+    let (store, vault) = open_state(&cfg, true)?;
+    let host_key = crate::keys::load_or_create_host_key(&in_data_dir(&cfg, &cfg.config.ssh.host_key_file))?;
+    let token = crate::keys::load_or_create_token(&in_data_dir(&cfg, &cfg.config.api.admin_token_file))?;
+    let settings = Arc::new(SshSettings {
+        host_keys: vec![host_key],
+        auth_rejection_time: cfg.config.ssh.auth_rejection_time,
+        connect_timeout: cfg.config.ssh.connect_timeout,
+        server_id: format!("SSH-2.0-Wardengate_{}", env!("CARGO_PKG_VERSION")),
+    });
+    let ssh_listener = TcpListener::bind(cfg.config.ssh.listen)
+        .await
+        .with_context(|| format!("cannot listen for SSH on {}", cfg.config.ssh.listen))?;
+    let api_listener = TcpListener::bind(cfg.config.api.listen)
+        .await
+        .with_context(|| format!("cannot listen for the API on {}", cfg.config.api.listen))?;
+    let listening = Listening {
+        ssh: ssh_listener.local_addr()?,
+        api: api_listener.local_addr()?,
+    };
+    let gw = Arc::new(Gateway {
+        name: cfg.config.gateway.name.clone(),
+        cfg,
+        store,
+        vault,
+        registry: Registry::new(),
+    });
+    gw.recover();
+    gw.audit("gateway.start", None, None, serde_json::json!({"ssh": listening.ssh.to_string(), "api": listening.api.to_string()}));
+
+    let signals = shutdown.clone();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        signals.cancel();
+    });
+
+    let api_state = crate::api::ApiState {
+        gw: gw.clone(),
+        token_hash: Sha256::digest(token.as_bytes()).into(),
+    };
+    let api_stop = shutdown.clone();
+    let api_task = tokio::spawn(async move {
+        let app = crate::api::router(api_state);
+        axum::serve(api_listener, app)
+            .with_graceful_shutdown(async move { api_stop.cancelled().await })
+            .await
+    });
+
+    tracing::info!(ssh = %listening.ssh, api = %listening.api, gateway = %gw.name, "wardengate is ready");
+    on_ready(&listening);
+
+    let config = Arc::new(ssh::server_config(&settings));
+    let tracker = TaskTracker::new();
+    loop {
+        tokio::select! {
+            accepted = ssh_listener.accept() => {
+                let (socket, peer) = match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        // EMFILE and friends: back off instead of spinning.
+                        tracing::warn!("accept failed: {e}");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                tracker.spawn(ssh::serve_connection(gw.clone(), config.clone(), settings.clone(), socket, peer, shutdown.clone()));
+            }
+            _ = shutdown.cancelled() => break,
+        }
+    }
+    drop(ssh_listener);
+    tracing::info!(sessions = gw.registry.live_count(), "shutting down");
+    tracker.close();
+    if tokio::time::timeout(Duration::from_secs(10), tracker.wait()).await.is_err() {
+        tracing::warn!("some connections did not finish within 10s");
+    }
+    gw.registry.drain(Duration::from_secs(1)).await;
+    let _ = tokio::time::timeout(Duration::from_secs(5), api_task).await;
+    gw.audit("gateway.stop", None, None, serde_json::json!({}));
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = match signal(SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => return std::future::pending().await,
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

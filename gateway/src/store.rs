@@ -1,0 +1,380 @@
+//! The embedded store: one SQLite database in the data directory holding sessions, the audit log,
+//! pinned target host keys and the vault's ciphertexts.
+//!
+//! SQLite calls are short (single-row writes, indexed reads) and never on the relay's data path;
+//! a `Mutex<Connection>` serialises them. WAL mode lets `wardengate vault` run beside the daemon.
+
+use std::path::Path;
+use std::sync::Mutex;
+
+use anyhow::{anyhow, Context, Result};
+use rusqlite::{params, Connection, OptionalExtension, Row};
+use sha2::{Digest, Sha256};
+
+use crate::util;
+
+pub struct Store {
+    conn: Mutex<Connection>,
+}
+
+/// A session row.
+#[derive(Debug, Clone, Default)]
+pub struct SessionRecord {
+    pub id: String,
+    pub state: String,
+    pub protocol: String,
+    pub actor: String,
+    pub client_addr: String,
+    pub client_version: String,
+    pub target: String,
+    pub target_addr: String,
+    pub account: String,
+    pub account_ref: String,
+    pub policy: Option<String>,
+    pub pty_term: Option<String>,
+    pub pty_cols: u32,
+    pub pty_rows: u32,
+    pub gateway: String,
+    pub started_ms: u64,
+    pub ended_ms: Option<u64>,
+    pub last_input_ms: Option<u64>,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    pub end_reason: Option<String>,
+    pub end_detail: Option<String>,
+    pub terminated_by: Option<String>,
+}
+
+/// Filters of `GET /api/v1/sessions` that the store can apply.
+#[derive(Debug, Clone, Default)]
+pub struct SessionQuery {
+    pub actor: Option<String>,
+    pub target: Option<String>,
+    pub protocol: Option<String>,
+    pub state: Option<String>,
+    pub limit: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct AuditRow {
+    pub seq: i64,
+    pub id: String,
+    pub at_ms: u64,
+    pub kind: String,
+    pub actor: Option<String>,
+    pub session_id: Option<String>,
+    pub detail: String,
+    pub prev_hash: String,
+    pub hash: String,
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS sessions (
+  id TEXT PRIMARY KEY, state TEXT NOT NULL, protocol TEXT NOT NULL, actor TEXT NOT NULL,
+  client_addr TEXT NOT NULL, client_version TEXT NOT NULL, target TEXT NOT NULL,
+  target_addr TEXT NOT NULL, account TEXT NOT NULL, account_ref TEXT NOT NULL, policy TEXT,
+  pty_term TEXT, pty_cols INTEGER NOT NULL DEFAULT 0, pty_rows INTEGER NOT NULL DEFAULT 0,
+  gateway TEXT NOT NULL, started_ms INTEGER NOT NULL, ended_ms INTEGER, last_input_ms INTEGER,
+  bytes_in INTEGER NOT NULL DEFAULT 0, bytes_out INTEGER NOT NULL DEFAULT 0,
+  end_reason TEXT, end_detail TEXT, terminated_by TEXT);
+CREATE INDEX IF NOT EXISTS sessions_started ON sessions(started_ms);
+CREATE TABLE IF NOT EXISTS audit (
+  seq INTEGER PRIMARY KEY, id TEXT NOT NULL, at_ms INTEGER NOT NULL, kind TEXT NOT NULL,
+  actor TEXT, session_id TEXT, detail TEXT NOT NULL, prev_hash TEXT NOT NULL, hash TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS audit_session ON audit(session_id);
+CREATE TABLE IF NOT EXISTS host_keys (
+  target TEXT NOT NULL, address TEXT NOT NULL, fingerprint TEXT NOT NULL, key TEXT NOT NULL,
+  first_seen_ms INTEGER NOT NULL, PRIMARY KEY (target, address));
+CREATE TABLE IF NOT EXISTS vault (
+  ref TEXT PRIMARY KEY, kind TEXT NOT NULL, nonce BLOB NOT NULL, ciphertext BLOB NOT NULL,
+  updated_ms INTEGER NOT NULL);
+";
+
+const SESSION_COLS: &str = "id, state, protocol, actor, client_addr, client_version, target, \
+    target_addr, account, account_ref, policy, pty_term, pty_cols, pty_rows, gateway, started_ms, \
+    ended_ms, last_input_ms, bytes_in, bytes_out, end_reason, end_detail, terminated_by";
+
+fn session_from_row(r: &Row<'_>) -> rusqlite::Result<SessionRecord> {
+    Ok(SessionRecord {
+        id: r.get(0)?,
+        state: r.get(1)?,
+        protocol: r.get(2)?,
+        actor: r.get(3)?,
+        client_addr: r.get(4)?,
+        client_version: r.get(5)?,
+        target: r.get(6)?,
+        target_addr: r.get(7)?,
+        account: r.get(8)?,
+        account_ref: r.get(9)?,
+        policy: r.get(10)?,
+        pty_term: r.get(11)?,
+        pty_cols: r.get(12)?,
+        pty_rows: r.get(13)?,
+        gateway: r.get(14)?,
+        started_ms: r.get::<_, i64>(15)? as u64,
+        ended_ms: r.get::<_, Option<i64>>(16)?.map(|v| v as u64),
+        last_input_ms: r.get::<_, Option<i64>>(17)?.map(|v| v as u64),
+        bytes_in: r.get::<_, i64>(18)? as u64,
+        bytes_out: r.get::<_, i64>(19)? as u64,
+        end_reason: r.get(20)?,
+        end_detail: r.get(21)?,
+        terminated_by: r.get(22)?,
+    })
+}
+
+/// The hash of an audit event: sha256 over the previous hash and the event's fields.
+pub fn audit_hash(prev: &str, seq: i64, id: &str, at_ms: u64, kind: &str, actor: Option<&str>, session: Option<&str>, detail: &str) -> String {
+    let mut h = Sha256::new();
+    for part in [
+        prev,
+        &seq.to_string(),
+        id,
+        &at_ms.to_string(),
+        kind,
+        actor.unwrap_or(""),
+        session.unwrap_or(""),
+        detail,
+    ] {
+        h.update((part.len() as u64).to_be_bytes());
+        h.update(part.as_bytes());
+    }
+    hex::encode(h.finalize())
+}
+
+impl Store {
+    pub fn open(path: &Path) -> Result<Store> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("cannot create data directory {}", dir.display()))?;
+        }
+        let conn = Connection::open(path)
+            .with_context(|| format!("cannot open store {}", path.display()))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        conn.execute_batch(SCHEMA)
+            .with_context(|| format!("cannot initialise store {}", path.display()))?;
+        Ok(Store {
+            conn: Mutex::new(conn),
+        })
+    }
+
+    fn conn(&self) -> Result<std::sync::MutexGuard<'_, Connection>> {
+        self.conn.lock().map_err(|_| anyhow!("store lock poisoned"))
+    }
+
+    pub fn session_insert(&self, s: &SessionRecord) -> Result<()> {
+        self.conn()?.execute(
+            &format!("INSERT INTO sessions ({SESSION_COLS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18,?19,?20,?21,?22,?23)"),
+            params![
+                s.id, s.state, s.protocol, s.actor, s.client_addr, s.client_version, s.target,
+                s.target_addr, s.account, s.account_ref, s.policy, s.pty_term, s.pty_cols,
+                s.pty_rows, s.gateway, s.started_ms as i64, s.ended_ms.map(|v| v as i64),
+                s.last_input_ms.map(|v| v as i64), s.bytes_in as i64, s.bytes_out as i64,
+                s.end_reason, s.end_detail, s.terminated_by
+            ],
+        ).context("cannot record session")?;
+        Ok(())
+    }
+
+    /// Persist the mutable part of a session (state, live counters, end).
+    pub fn session_update(&self, s: &SessionRecord) -> Result<()> {
+        self.conn()?.execute(
+            "UPDATE sessions SET state=?2, client_version=?3, policy=?4, pty_term=?5, pty_cols=?6,
+             pty_rows=?7, ended_ms=?8, last_input_ms=?9, bytes_in=?10, bytes_out=?11,
+             end_reason=?12, end_detail=?13, terminated_by=?14 WHERE id=?1",
+            params![
+                s.id, s.state, s.client_version, s.policy, s.pty_term, s.pty_cols, s.pty_rows,
+                s.ended_ms.map(|v| v as i64), s.last_input_ms.map(|v| v as i64),
+                s.bytes_in as i64, s.bytes_out as i64, s.end_reason, s.end_detail, s.terminated_by
+            ],
+        ).context("cannot update session")?;
+        Ok(())
+    }
+
+    pub fn session_get(&self, id: &str) -> Result<Option<SessionRecord>> {
+        Ok(self
+            .conn()?
+            .query_row(
+                &format!("SELECT {SESSION_COLS} FROM sessions WHERE id=?1"),
+                [id],
+                session_from_row,
+            )
+            .optional()?)
+    }
+
+    pub fn session_list(&self, q: &SessionQuery) -> Result<Vec<SessionRecord>> {
+        let conn = self.conn()?;
+        let mut stmt = conn.prepare(&format!(
+            "SELECT {SESSION_COLS} FROM sessions WHERE (?1 IS NULL OR actor=?1) AND
+             (?2 IS NULL OR target=?2) AND (?3 IS NULL OR protocol=?3) AND (?4 IS NULL OR state=?4)
+             ORDER BY started_ms DESC LIMIT ?5"
+        ))?;
+        let rows = stmt.query_map(
+            params![q.actor, q.target, q.protocol, q.state, q.limit.max(1)],
+            session_from_row,
+        )?;
+        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+    }
+
+    /// Sessions this gateway left open when it stopped without a clean shutdown.
+    pub fn sessions_open_on(&self, gateway: &str) -> Result<Vec<SessionRecord>> {
+        let conn = self.conn()?;
+        let mut stmt = conn.prepare(&format!(
+            "SELECT {SESSION_COLS} FROM sessions WHERE gateway=?1 AND state NOT IN ('closed','denied','failed')"
+        ))?;
+        let rows = stmt.query_map([gateway], session_from_row)?;
+        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+    }
+
+    /// Append an audit event, chained to the previous one. Returns the stored row.
+    pub fn audit_append(&self, kind: &str, actor: Option<&str>, session: Option<&str>, detail: &str) -> Result<AuditRow> {
+        let mut conn = self.conn()?;
+        let tx = conn.transaction()?;
+        let (seq, prev): (i64, String) = tx
+            .query_row("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1", [], |r| -> rusqlite::Result<(i64, String)> {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .optional()?
+            .map(|(s, h)| (s + 1, h))
+            .unwrap_or((1, String::new()));
+        let id = util::new_id("evt_");
+        let at_ms = wardengate_protocols::session::now_ms();
+        let hash = audit_hash(&prev, seq, &id, at_ms, kind, actor, session, detail);
+        tx.execute(
+            "INSERT INTO audit (seq, id, at_ms, kind, actor, session_id, detail, prev_hash, hash)
+             VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9)",
+            params![seq, id, at_ms as i64, kind, actor, session, detail, prev, hash],
+        )?;
+        tx.commit()?;
+        Ok(AuditRow { seq, id, at_ms, kind: kind.into(), actor: actor.map(Into::into), session_id: session.map(Into::into), detail: detail.into(), prev_hash: prev, hash })
+    }
+
+    pub fn audit_list(&self, kind: Option<&str>, session: Option<&str>, limit: u32) -> Result<Vec<AuditRow>> {
+        let conn = self.conn()?;
+        let mut stmt = conn.prepare(
+            "SELECT seq, id, at_ms, kind, actor, session_id, detail, prev_hash, hash FROM audit
+             WHERE (?1 IS NULL OR kind=?1) AND (?2 IS NULL OR session_id=?2)
+             ORDER BY seq DESC LIMIT ?3",
+        )?;
+        let rows = stmt.query_map(params![kind, session, limit.max(1)], |r| {
+            Ok(AuditRow {
+                seq: r.get(0)?,
+                id: r.get(1)?,
+                at_ms: r.get::<_, i64>(2)? as u64,
+                kind: r.get(3)?,
+                actor: r.get(4)?,
+                session_id: r.get(5)?,
+                detail: r.get(6)?,
+                prev_hash: r.get(7)?,
+                hash: r.get(8)?,
+            })
+        })?;
+        let mut v = rows.collect::<rusqlite::Result<Vec<_>>>()?;
+        v.reverse();
+        Ok(v)
+    }
+
+    /// Recompute the whole chain; `Err` names the first event that does not verify.
+    pub fn audit_verify(&self) -> Result<std::result::Result<u64, String>> {
+        let conn = self.conn()?;
+        let mut stmt = conn.prepare(
+            "SELECT seq, id, at_ms, kind, actor, session_id, detail, prev_hash, hash FROM audit ORDER BY seq",
+        )?;
+        let mut rows = stmt.query([])?;
+        let mut prev = String::new();
+        let mut n = 0u64;
+        while let Some(r) = rows.next()? {
+            let seq: i64 = r.get(0)?;
+            let id: String = r.get(1)?;
+            let at: i64 = r.get(2)?;
+            let kind: String = r.get(3)?;
+            let actor: Option<String> = r.get(4)?;
+            let sess: Option<String> = r.get(5)?;
+            let detail: String = r.get(6)?;
+            let prev_hash: String = r.get(7)?;
+            let hash: String = r.get(8)?;
+            let want = audit_hash(&prev, seq, &id, at as u64, &kind, actor.as_deref(), sess.as_deref(), &detail);
+            if prev_hash != prev || hash != want {
+                return Ok(Err(format!("audit event #{seq} ({id}) does not match the hash chain")));
+            }
+            prev = hash;
+            n += 1;
+        }
+        Ok(Ok(n))
+    }
+
+    pub fn hostkey_get(&self, target: &str, address: &str) -> Result<Option<(String, String)>> {
+        Ok(self
+            .conn()?
+            .query_row(
+                "SELECT fingerprint, key FROM host_keys WHERE target=?1 AND address=?2",
+                [target, address],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?)
+    }
+
+    pub fn hostkey_pin(&self, target: &str, address: &str, fingerprint: &str, key: &str) -> Result<()> {
+        self.conn()?.execute(
+            "INSERT OR IGNORE INTO host_keys (target, address, fingerprint, key, first_seen_ms) VALUES (?1,?2,?3,?4,?5)",
+            params![target, address, fingerprint, key, wardengate_protocols::session::now_ms() as i64],
+        )?;
+        Ok(())
+    }
+
+    pub fn hostkey_forget(&self, target: &str) -> Result<usize> {
+        Ok(self
+            .conn()?
+            .execute("DELETE FROM host_keys WHERE target=?1", [target])?)
+    }
+
+    pub fn vault_put(&self, reference: &str, kind: &str, nonce: &[u8], ciphertext: &[u8]) -> Result<()> {
+        self.conn()?.execute(
+            "INSERT INTO vault (ref, kind, nonce, ciphertext, updated_ms) VALUES (?1,?2,?3,?4,?5)
+             ON CONFLICT(ref) DO UPDATE SET kind=?2, nonce=?3, ciphertext=?4, updated_ms=?5",
+            params![reference, kind, nonce, ciphertext, wardengate_protocols::session::now_ms() as i64],
+        )?;
+        Ok(())
+    }
+
+    pub fn vault_get(&self, reference: &str) -> Result<Option<(String, Vec<u8>, Vec<u8>)>> {
+        Ok(self
+            .conn()?
+            .query_row(
+                "SELECT kind, nonce, ciphertext FROM vault WHERE ref=?1",
+                [reference],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .optional()?)
+    }
+
+    pub fn vault_list(&self) -> Result<Vec<(String, String, u64)>> {
+        let conn = self.conn()?;
+        let mut stmt = conn.prepare("SELECT ref, kind, updated_ms FROM vault ORDER BY ref")?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get::<_, i64>(2)? as u64)))?;
+        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn audit_chain_detects_edits() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(&dir.path().join("db.sqlite")).expect("store");
+        store.audit_append("session.requested", Some("alice"), Some("sess_1"), "{}").expect("a");
+        let second = store.audit_append("session.start", Some("alice"), Some("sess_1"), "{}").expect("b");
+        assert_eq!(store.audit_verify().expect("verify"), Ok(2));
+        assert_eq!(second.prev_hash.len(), 64);
+        store
+            .conn()
+            .expect("conn")
+            .execute("UPDATE audit SET actor='mallory' WHERE seq=1", [])
+            .expect("tamper");
+        let err = store.audit_verify().expect("verify").unwrap_err();
+        assert!(err.contains("#1"), "{err}");
+    }
+}

@@ -1,0 +1,51 @@
+//! Small helpers shared by the daemon's modules: ids, time formatting, private files.
+
+use std::io::Write;
+use std::path::Path;
+
+use anyhow::{anyhow, Context, Result};
+
+/// A random id with a type prefix (`sess_`, `evt_`, ...).
+pub fn new_id(prefix: &str) -> String {
+    let mut b = [0u8; 10];
+    // getrandom failing means the OS has no entropy source; ids then fall back to time+counter.
+    if getrandom::getrandom(&mut b).is_err() {
+        let t = wardengate_protocols::session::now_ms().to_be_bytes();
+        b[..8].copy_from_slice(&t);
+    }
+    format!("{prefix}{}", hex::encode(b))
+}
+
+/// A random secret token (hex, 256 bits).
+pub fn new_token() -> Result<String> {
+    let mut b = [0u8; 32];
+    getrandom::getrandom(&mut b).map_err(|e| anyhow!("no randomness: {e}"))?;
+    Ok(hex::encode(b))
+}
+
+/// RFC 3339 UTC from Unix milliseconds.
+pub fn rfc3339(ms: u64) -> String {
+    let t = time::OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000)
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+/// Write a file readable only by its owner (keys, tokens).
+pub fn write_private(path: &Path, data: &[u8]) -> Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    let mut f = opts
+        .open(path)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    f.write_all(data)
+        .with_context(|| format!("cannot write {}", path.display()))
+}

@@ -1,0 +1,175 @@
+//! The session contract between a protocol relay and the gateway.
+//!
+//! The gateway creates a [`SessionLink`] when it admits a session: the relay keeps the link's
+//! [`SessionShared`] (a few atomics the data path updates without locks: last meaningful input, byte
+//! counts) and listens on its control receiver for operator actions ([`Control`]). When the session
+//! ends, the relay reports an [`Outcome`].
+
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use tokio::sync::mpsc;
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// A terminal as requested by the client (`pty-req`, then `window-change`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PtyInfo {
+    pub term: String,
+    pub cols: u32,
+    pub rows: u32,
+}
+
+/// Live per-session state shared by the relay (writer) and the registry/API (reader).
+#[derive(Debug)]
+pub struct SessionShared {
+    pub id: String,
+    pub started_ms: u64,
+    /// Unix ms of the last meaningful input; 0 when there was none yet.
+    last_input_ms: AtomicU64,
+    bytes_in: AtomicU64,
+    bytes_out: AtomicU64,
+    channels: AtomicU32,
+    pty: Mutex<Option<PtyInfo>>,
+    client_version: std::sync::OnceLock<String>,
+}
+
+impl SessionShared {
+    pub fn new(id: String) -> Self {
+        SessionShared {
+            id,
+            started_ms: now_ms(),
+            last_input_ms: AtomicU64::new(0),
+            bytes_in: AtomicU64::new(0),
+            bytes_out: AtomicU64::new(0),
+            channels: AtomicU32::new(0),
+            pty: Mutex::new(None),
+            client_version: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// The client's software version (its SSH identification string, for SSH).
+    pub fn set_client_version(&self, v: String) {
+        let _ = self.client_version.set(v);
+    }
+
+    pub fn client_version(&self) -> Option<&str> {
+        self.client_version.get().map(String::as_str)
+    }
+
+    /// Client data that a human (or their tool) sent: resets the idle clock.
+    #[inline]
+    pub fn note_input(&self, bytes: usize) {
+        self.bytes_in.fetch_add(bytes as u64, Ordering::Relaxed);
+        self.last_input_ms.store(now_ms(), Ordering::Relaxed);
+    }
+
+    /// Target output: counted, never resets the idle clock.
+    #[inline]
+    pub fn note_output(&self, bytes: usize) {
+        self.bytes_out.fetch_add(bytes as u64, Ordering::Relaxed);
+    }
+
+    pub fn last_input_ms(&self) -> Option<u64> {
+        match self.last_input_ms.load(Ordering::Relaxed) {
+            0 => None,
+            v => Some(v),
+        }
+    }
+
+    /// Milliseconds without meaningful input, counted from the start when there was none.
+    pub fn idle_ms(&self, now: u64) -> u64 {
+        now.saturating_sub(self.last_input_ms().unwrap_or(self.started_ms))
+    }
+
+    pub fn bytes(&self) -> (u64, u64) {
+        (
+            self.bytes_in.load(Ordering::Relaxed),
+            self.bytes_out.load(Ordering::Relaxed),
+        )
+    }
+
+    pub fn channel_opened(&self) {
+        self.channels.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn channel_closed(&self) {
+        let _ = self
+            .channels
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |c| c.checked_sub(1));
+    }
+
+    pub fn channels(&self) -> u32 {
+        self.channels.load(Ordering::Relaxed)
+    }
+
+    pub fn set_pty(&self, pty: PtyInfo) {
+        if let Ok(mut p) = self.pty.lock() {
+            *p = Some(pty);
+        }
+    }
+
+    pub fn resize(&self, cols: u32, rows: u32) {
+        if let Ok(mut p) = self.pty.lock() {
+            if let Some(p) = p.as_mut() {
+                p.cols = cols;
+                p.rows = rows;
+            }
+        }
+    }
+
+    pub fn pty(&self) -> Option<PtyInfo> {
+        self.pty.lock().ok().and_then(|p| p.clone())
+    }
+}
+
+/// Operator actions delivered to the relay that owns the session.
+#[derive(Debug, Clone)]
+pub enum Control {
+    Terminate { by: String, reason: String },
+}
+
+/// What the gateway hands a relay for an admitted session.
+#[derive(Debug)]
+pub struct SessionLink {
+    pub shared: Arc<SessionShared>,
+    pub control: mpsc::Receiver<Control>,
+}
+
+/// How a session ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// The client disconnected (the usual end: the shell exited, the user logged out).
+    ClientExit,
+    /// The target closed the connection under a live client.
+    TargetClosed,
+    /// An operator terminated the session.
+    Terminated { by: String, reason: String },
+    /// The target leg could not be opened (connect, host key, authentication).
+    TargetFailed(String),
+    /// The gateway is shutting down.
+    Shutdown,
+    /// A protocol error on either leg.
+    Error(String),
+}
+
+impl Outcome {
+    /// Short machine-readable reason (`client_exit`, `terminated`, ...).
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Outcome::ClientExit => "client_exit",
+            Outcome::TargetClosed => "target_closed",
+            Outcome::Terminated { .. } => "terminated",
+            Outcome::TargetFailed(_) => "target_failed",
+            Outcome::Shutdown => "gateway_shutdown",
+            Outcome::Error(_) => "error",
+        }
+    }
+}

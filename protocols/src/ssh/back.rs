@@ -1,0 +1,265 @@
+//! The target leg: a russh client that connects to the target, verifies its host key through the
+//! broker (pinned on first use), and authenticates with the secret from the vault.
+//!
+//! The leg is opened in the background as soon as a session is admitted, so the target handshake
+//! overlaps with the client's own post-authentication round trips; channel opens wait on the
+//! [`LegState`] watch. Replies to channel requests (`pty-req`, `exec`, ...) come back through
+//! [`Back::channel_success`]/[`Back::channel_failure`] and are routed to the front handler that is
+//! waiting for them, in request order (RFC 4254 §5.4 keeps replies ordered per channel).
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use russh::client::{self, Handle};
+use russh::keys::{PrivateKeyWithHashAlg, PublicKey};
+use russh::ChannelId;
+use tokio::net::TcpStream;
+use tokio::sync::{oneshot, watch};
+use tokio_util::sync::{CancellationToken, DropGuard};
+
+use super::{Credential, SshBroker};
+
+/// Waiters for channel-request replies, per target channel, in request order.
+pub(crate) type Pending = Arc<Mutex<HashMap<ChannelId, VecDeque<oneshot::Sender<bool>>>>>;
+
+/// An authenticated connection to the target.
+pub struct TargetLeg {
+    pub(crate) handle: Handle<Back>,
+    pub(crate) pending: Pending,
+    /// Cancelled when the target connection ends for any reason.
+    pub(crate) closed: CancellationToken,
+    pub(crate) target: String,
+}
+
+#[derive(Clone)]
+pub(crate) enum LegState {
+    Connecting,
+    Ready(Arc<TargetLeg>),
+    Failed(String),
+}
+
+pub(crate) struct Back {
+    check: Box<dyn HostKeyCheck>,
+    pending: Pending,
+    hostkey_error: Arc<Mutex<Option<String>>>,
+    // Fires `closed` when russh drops the handler, i.e. when the client session task ends.
+    _closed_on_drop: DropGuard,
+}
+
+/// Object-safe wrapper around [`SshBroker::check_host_key`] so [`Back`] need not be generic.
+trait HostKeyCheck: Send + Sync {
+    fn check<'a>(
+        &'a self,
+        key: &'a PublicKey,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send + 'a>>;
+}
+
+struct BrokerCheck<B> {
+    broker: Arc<B>,
+    target: String,
+    address: String,
+}
+
+impl<B: SshBroker> HostKeyCheck for BrokerCheck<B> {
+    fn check<'a>(
+        &'a self,
+        key: &'a PublicKey,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send + 'a>> {
+        Box::pin(self.broker.check_host_key(&self.target, &self.address, key))
+    }
+}
+
+impl client::Handler for Back {
+    type Error = russh::Error;
+
+    async fn check_server_key(&mut self, key: &russh::keys::PublicKeyOrCertificate) -> Result<bool, Self::Error> {
+        let key = match key {
+            russh::keys::PublicKeyOrCertificate::PublicKey { key, .. } => key.clone(),
+            russh::keys::PublicKeyOrCertificate::Certificate(cert) => {
+                PublicKey::from(cert.public_key().clone())
+            }
+        };
+        match self.check.check(&key).await {
+            Ok(()) => Ok(true),
+            Err(msg) => {
+                if let Ok(mut e) = self.hostkey_error.lock() {
+                    *e = Some(msg);
+                }
+                Ok(false)
+            }
+        }
+    }
+
+    async fn channel_success(&mut self, channel: ChannelId, _: &mut client::Session) -> Result<(), Self::Error> {
+        self.reply(channel, true);
+        Ok(())
+    }
+
+    async fn channel_failure(&mut self, channel: ChannelId, _: &mut client::Session) -> Result<(), Self::Error> {
+        self.reply(channel, false);
+        Ok(())
+    }
+}
+
+impl Back {
+    fn reply(&self, channel: ChannelId, ok: bool) {
+        let waiter = self
+            .pending
+            .lock()
+            .ok()
+            .and_then(|mut p| p.get_mut(&channel).and_then(VecDeque::pop_front));
+        if let Some(w) = waiter {
+            let _ = w.send(ok);
+        }
+    }
+}
+
+/// Start opening the target leg; the returned watch moves to `Ready` or `Failed`.
+pub(crate) fn spawn_connect<B: SshBroker>(
+    broker: Arc<B>,
+    session: String,
+    target: String,
+    address: String,
+    username: String,
+    credential: Credential,
+    timeout: Duration,
+) -> watch::Receiver<LegState> {
+    let (tx, rx) = watch::channel(LegState::Connecting);
+    tokio::spawn(async move {
+        let state = match tokio::time::timeout(
+            timeout,
+            connect(broker.clone(), &target, &address, &username, credential),
+        )
+        .await
+        {
+            Ok(Ok(leg)) => {
+                broker.opened(&session);
+                LegState::Ready(Arc::new(leg))
+            }
+            Ok(Err(msg)) => LegState::Failed(msg),
+            Err(_) => LegState::Failed(format!(
+                "target {target} ({address}) did not complete the SSH handshake within {}s",
+                timeout.as_secs()
+            )),
+        };
+        let _ = tx.send(state);
+    });
+    rx
+}
+
+async fn connect<B: SshBroker>(
+    broker: Arc<B>,
+    target: &str,
+    address: &str,
+    username: &str,
+    credential: Credential,
+) -> Result<TargetLeg, String> {
+    let tcp = TcpStream::connect(address)
+        .await
+        .map_err(|e| format!("target {target} ({address}) is unreachable: {e}"))?;
+    let _ = tcp.set_nodelay(true);
+    let config = Arc::new(client::Config {
+        nodelay: true,
+        channel_buffer_size: 256,
+        inactivity_timeout: None,
+        ..Default::default()
+    });
+    let pending: Pending = Arc::default();
+    let hostkey_error = Arc::new(Mutex::new(None));
+    let closed = CancellationToken::new();
+    let back = Back {
+        check: Box::new(BrokerCheck {
+            broker,
+            target: target.to_string(),
+            address: address.to_string(),
+        }),
+        pending: pending.clone(),
+        hostkey_error: hostkey_error.clone(),
+        _closed_on_drop: closed.clone().drop_guard(),
+    };
+    let mut handle = match client::connect_stream(config, tcp, back).await {
+        Ok(h) => h,
+        Err(e) => {
+            let pinned = hostkey_error.lock().ok().and_then(|mut e| e.take());
+            return Err(pinned.unwrap_or_else(|| {
+                format!("SSH handshake with target {target} ({address}) failed: {e}")
+            }));
+        }
+    };
+    let auth = match credential {
+        Credential::Password(password) => handle.authenticate_password(username, password).await,
+        Credential::PrivateKey(key) => {
+            let hash = handle.best_supported_rsa_hash().await.ok().flatten().flatten();
+            handle
+                .authenticate_publickey(username, PrivateKeyWithHashAlg::new(key, hash))
+                .await
+        }
+    }
+    .map_err(|e| format!("authentication to target {target} failed: {e}"))?;
+    if !auth.success() {
+        return Err(format!(
+            "target {target} rejected the vault credential for account '{username}'; \
+             an administrator must update the secret"
+        ));
+    }
+    Ok(TargetLeg {
+        handle,
+        pending,
+        closed,
+        target: target.to_string(),
+    })
+}
+
+/// Wait until the leg is ready (or failed).
+pub(crate) async fn ready(w: &mut watch::Receiver<LegState>) -> Result<Arc<TargetLeg>, String> {
+    loop {
+        match &*w.borrow_and_update() {
+            LegState::Ready(leg) => return Ok(leg.clone()),
+            LegState::Failed(msg) => return Err(msg.clone()),
+            LegState::Connecting => {}
+        }
+        if w.changed().await.is_err() {
+            return Err("the target connection attempt was abandoned".into());
+        }
+    }
+}
+
+/// Resolves with a message when the leg fails to open or, once open, when the target goes away.
+pub(crate) async fn wait_failed(w: &mut watch::Receiver<LegState>) -> String {
+    match ready(w).await {
+        Err(msg) => msg,
+        Ok(leg) => {
+            leg.closed.cancelled().await;
+            format!("connection to target {} lost", leg.target)
+        }
+    }
+}
+
+/// Close the target leg if it is (or becomes) open.
+pub(crate) async fn close(w: &watch::Receiver<LegState>) {
+    let state = w.borrow().clone();
+    if let LegState::Ready(leg) = state {
+        let _ = leg
+            .handle
+            .disconnect(russh::Disconnect::ByApplication, "session ended", "")
+            .await;
+    }
+}
+
+impl TargetLeg {
+    /// Register a waiter for the next reply on `channel`; call before sending the request.
+    pub(crate) fn expect_reply(&self, channel: ChannelId) -> oneshot::Receiver<bool> {
+        let (tx, rx) = oneshot::channel();
+        if let Ok(mut p) = self.pending.lock() {
+            p.entry(channel).or_default().push_back(tx);
+        }
+        rx
+    }
+
+    pub(crate) fn forget(&self, channel: ChannelId) {
+        if let Ok(mut p) = self.pending.lock() {
+            p.remove(&channel);
+        }
+    }
+}

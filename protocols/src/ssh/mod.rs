@@ -1,0 +1,293 @@
+//! The SSH gateway: an SSH server for users (russh server, [`front`]), an SSH client towards the
+//! target (russh client, [`back`]) and the channel relay between them ([`relay`]).
+//!
+//! Users pick the target in the SSH username: `alice:web-01.prod`, or `alice:web-01.prod:deploy`
+//! when the target has several accounts. The gateway authenticates `alice` (public key, password, or
+//! keyboard-interactive password), asks the [`SshBroker`] for admission, and opens the target leg
+//! with the account's secret from the vault; the user never sees that secret.
+//!
+//! Each client connection is one task ([`serve_connection`]) that supervises the two russh
+//! sessions and the operator's control channel; each relayed channel has one task per direction.
+
+mod back;
+mod front;
+mod relay;
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use russh::keys::{PrivateKey, PublicKey};
+use russh::server;
+use tokio::net::TcpStream;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn, Instrument};
+
+use crate::session::{Outcome, SessionLink};
+pub use back::TargetLeg;
+use wardengate_policy::Admitted;
+
+/// Where the SSH front listens and how it behaves.
+#[derive(Debug, Clone)]
+pub struct SshSettings {
+    pub host_keys: Vec<PrivateKey>,
+    /// Constant delay before an authentication rejection (russh's `auth_rejection_time`).
+    pub auth_rejection_time: Duration,
+    /// How long to wait for the target leg before giving up.
+    pub connect_timeout: Duration,
+    /// Server identification string shown to clients.
+    pub server_id: String,
+}
+
+/// Who is connecting.
+#[derive(Debug, Clone)]
+pub struct ClientInfo {
+    pub addr: SocketAddr,
+    /// The client's SSH identification string (`SSH-2.0-OpenSSH_9.2p1 ...`).
+    pub version: String,
+}
+
+/// A target account's secret, as the vault hands it over for one connection.
+#[derive(Clone)]
+pub enum Credential {
+    Password(String),
+    PrivateKey(Arc<PrivateKey>),
+}
+
+impl fmt::Debug for Credential {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Credential::Password(_) => f.write_str("Credential::Password(<redacted>)"),
+            Credential::PrivateKey(_) => f.write_str("Credential::PrivateKey(<redacted>)"),
+        }
+    }
+}
+
+/// A user as the gateway knows them, for authentication.
+#[derive(Debug, Clone)]
+pub struct UserAuth {
+    pub keys: Vec<PublicKey>,
+    pub has_password: bool,
+}
+
+/// Everything needed to open the target leg of an admitted session.
+#[derive(Debug)]
+pub struct TargetPlan {
+    pub admitted: Admitted,
+    pub link: SessionLink,
+    pub target: String,
+    /// `host:port`
+    pub address: String,
+    pub username: String,
+    pub credential: Credential,
+}
+
+/// The login the user typed: `user:target[:account]`, or `user#target[#account]` — the same
+/// with `#`, for `scp`, `sftp` and `rsync`, which read the first `:` as the host:path separator.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Login {
+    pub user: String,
+    pub target: String,
+    pub account: Option<String>,
+}
+
+impl Login {
+    pub fn parse(s: &str) -> Result<Login, String> {
+        let mut parts = s.splitn(3, [':', '#']);
+        let user = parts.next().unwrap_or_default();
+        let target = parts.next().unwrap_or_default();
+        let account = parts.next().map(str::to_string);
+        if user.is_empty() || target.is_empty() || account.as_deref() == Some("") {
+            return Err(format!(
+                "wardengate: login '{s}' does not name a target; connect as USER:TARGET or \
+                 USER:TARGET:ACCOUNT (USER#TARGET for scp, sftp and rsync), e.g. \
+                 ssh alice:web-01.prod@gateway"
+            ));
+        }
+        Ok(Login {
+            user: user.to_string(),
+            target: target.to_string(),
+            account,
+        })
+    }
+}
+
+/// The gateway's side of the SSH contract: identities, admission, host keys, lifecycle.
+pub trait SshBroker: Send + Sync + 'static {
+    /// The user's credentials, or `None` for an unknown user.
+    fn user(&self, name: &str) -> Option<UserAuth>;
+    /// Check a password against the user's stored hash (slow by design: argon2).
+    fn verify_password(
+        &self,
+        user: &str,
+        password: &str,
+    ) -> impl std::future::Future<Output = bool> + Send;
+    /// Record a refused authentication or admission (audit), with the message shown to the user.
+    fn refused(&self, login: &str, client: &ClientInfo, kind: &str, message: &str);
+    /// Decide admission for an authenticated user; `Err` is the message shown to the user.
+    fn admit(
+        &self,
+        login: &Login,
+        method: &str,
+        client: &ClientInfo,
+    ) -> impl std::future::Future<Output = Result<TargetPlan, String>> + Send;
+    /// Verify the target's host key (pin on first use); `Err` is the message shown to the user.
+    fn check_host_key(
+        &self,
+        target: &str,
+        address: &str,
+        key: &PublicKey,
+    ) -> impl std::future::Future<Output = Result<(), String>> + Send;
+    /// The target leg is up: the session is active.
+    fn opened(&self, session: &str);
+    /// The session is over.
+    fn ended(&self, session: &str, outcome: Outcome);
+}
+
+pub fn server_config(settings: &SshSettings) -> server::Config {
+    server::Config {
+        server_id: russh::SshId::Standard(std::borrow::Cow::Owned(settings.server_id.clone())),
+        keys: settings.host_keys.clone(),
+        auth_rejection_time: settings.auth_rejection_time,
+        auth_rejection_time_initial: Some(Duration::ZERO),
+        // Idle is the policy's business, measured from meaningful input, not russh's.
+        inactivity_timeout: None,
+        keepalive_interval: None,
+        nodelay: true,
+        // Room for bursts so a relay pump rarely makes a session loop wait (see relay.rs).
+        channel_buffer_size: 256,
+        event_buffer_size: 64,
+        max_auth_attempts: 20,
+        ..Default::default()
+    }
+}
+
+/// Serve one client connection to its end: authentication, admission, relay, terminate, shutdown.
+pub async fn serve_connection<B: SshBroker>(
+    broker: Arc<B>,
+    config: Arc<server::Config>,
+    settings: Arc<SshSettings>,
+    socket: TcpStream,
+    peer: SocketAddr,
+    shutdown: CancellationToken,
+) {
+    let _ = socket.set_nodelay(true);
+    let (started_tx, started_rx) = tokio::sync::oneshot::channel();
+    let front = front::Front::new(broker.clone(), settings.clone(), peer, started_tx);
+    let running = match server::run_stream(config, socket, front).await {
+        Ok(r) => r,
+        Err(e) => {
+            warn!(%peer, "ssh handshake failed: {e}");
+            return;
+        }
+    };
+    let handle = running.handle();
+    tokio::pin!(running);
+
+    // Until a session is admitted there is nothing to supervise but the handshake itself.
+    let started: front::Started = tokio::select! {
+        r = &mut running => {
+            if let Err(e) = r { info!(%peer, "connection ended before admission: {e}"); }
+            return;
+        }
+        s = started_rx => match s {
+            Ok(front::AuthOutcome::Admitted(s)) => s,
+            Ok(front::AuthOutcome::Denied(msg)) => {
+                // Channels opened meanwhile carry the message; a client that opens none
+                // (`ssh -N`) gets it in the disconnect.
+                tokio::select! {
+                    _ = &mut running => {}
+                    _ = tokio::time::sleep(Duration::from_secs(3)) => {
+                        let _ = handle.disconnect(russh::Disconnect::ByApplication, msg, String::new()).await;
+                        let _ = tokio::time::timeout(Duration::from_secs(2), &mut running).await;
+                    }
+                }
+                return;
+            }
+            Err(_) => { let _ = (&mut running).await; return; }
+        },
+        _ = shutdown.cancelled() => {
+            let _ = handle.disconnect(russh::Disconnect::ByApplication, "wardengate is shutting down".into(), String::new()).await;
+            return;
+        }
+    };
+    let sid = started.link.shared.id.clone();
+    let span = tracing::info_span!("session", id = %sid, target = %started.target);
+    supervise(broker, handle, running, started, shutdown)
+        .instrument(span)
+        .await;
+}
+
+async fn supervise<B: SshBroker, F>(
+    broker: Arc<B>,
+    handle: server::Handle,
+    mut running: std::pin::Pin<&mut F>,
+    started: front::Started,
+    shutdown: CancellationToken,
+) where
+    F: std::future::Future<Output = Result<(), russh::Error>>,
+{
+    let front::Started {
+        mut link,
+        target,
+        leg,
+        open_channels,
+    } = started;
+    let sid = link.shared.id.clone();
+    let mut target_gone = leg.clone();
+    let mut client_done = false;
+    let outcome = loop {
+        tokio::select! {
+            r = &mut running => {
+                client_done = true;
+                break match r {
+                    Ok(()) => Outcome::ClientExit,
+                    Err(russh::Error::Disconnect) | Err(russh::Error::HUP) => Outcome::ClientExit,
+                    Err(e) => Outcome::Error(format!("client connection: {e}")),
+                };
+            }
+            ctl = link.control.recv() => {
+                let Some(crate::session::Control::Terminate { by, reason }) = ctl else { continue };
+                let text = format!("session terminated by {by}: {reason}");
+                relay::say_and_disconnect(&handle, &open_channels, &text).await;
+                break Outcome::Terminated { by, reason };
+            }
+            failure = back::wait_failed(&mut target_gone) => {
+                let text = format!("wardengate: {failure}");
+                relay::say_and_disconnect(&handle, &open_channels, &text).await;
+                break if failure.starts_with("connection to") { Outcome::TargetClosed } else { Outcome::TargetFailed(failure) };
+            }
+            _ = shutdown.cancelled() => {
+                relay::say_and_disconnect(&handle, &open_channels, "wardengate is shutting down; the session was closed").await;
+                break Outcome::Shutdown;
+            }
+        }
+    };
+    // Sever the target leg, then give the client leg a moment to flush the goodbye.
+    back::close(&leg).await;
+    if !client_done {
+        let _ = tokio::time::timeout(Duration::from_secs(2), &mut running).await;
+    }
+    info!(session = %sid, target = %target, reason = outcome.reason(), "session ended");
+    broker.ended(&sid, outcome);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Login;
+
+    #[test]
+    fn login_forms() {
+        let l = Login::parse("alice:web-01.prod").expect("plain");
+        assert_eq!((l.user.as_str(), l.target.as_str(), l.account), ("alice", "web-01.prod", None));
+        let l = Login::parse("alice#web-01.prod#deploy").expect("hash form");
+        assert_eq!(l.account.as_deref(), Some("deploy"));
+        let l = Login::parse("alice:web-01.prod:deploy").expect("with account");
+        assert_eq!(l.target, "web-01.prod");
+        for bad in ["alice", "alice:", ":web", "alice:web:", ""] {
+            let e = Login::parse(bad).expect_err(bad);
+            assert!(e.contains("USER:TARGET"), "{e}");
+        }
+    }
+}
