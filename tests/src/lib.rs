@@ -1,1 +1,468 @@
-//! harness
+//! End-to-end harness: starts real peers and a real `wardengate` process, then drives real clients.
+//!
+//! ```ignore
+//! let env = TestEnv::new();                 // temp dir, alice's key, the target account key
+//! let sshd = env.sshd();                    // OpenSSH sshd on a free loopback port
+//! let gw = env.gateway().target("web-01.test", &sshd).start();
+//! let out = gw.ssh("alice:web-01.test").arg("id -un").output();
+//! ```
+//!
+//! Binaries come from the same target directory as the test executable; `scripts/test` builds
+//! them first (`cargo build --bins`).
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use wardengate_gateway::dev::sshd::Sshd;
+use wardengate_gateway::keys;
+
+/// Path of a workspace binary built next to this test executable.
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("current_exe");
+    let dir = exe.parent().and_then(Path::parent).expect("target dir");
+    let p = dir.join(name);
+    assert!(
+        p.exists(),
+        "{} not found: build the binaries first (`cargo build --bins`, as scripts/test does)",
+        p.display()
+    );
+    p
+}
+
+/// A temp directory with the keys every test needs.
+pub struct TestEnv {
+    pub dir: tempfile::TempDir,
+    /// alice's client key (private key file path).
+    pub alice_key: PathBuf,
+    pub alice_pub: String,
+    /// The target account's key: its public half goes to sshd, its private half to the vault only.
+    pub account_key_pem: String,
+    pub account_pub: String,
+}
+
+impl Default for TestEnv {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl TestEnv {
+    pub fn new() -> TestEnv {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let alice = keys::generate_ed25519("alice@test").expect("key");
+        let alice_key = dir.path().join("alice_ed25519");
+        keys::write_keypair(&alice_key, &alice).expect("write key");
+        let account = keys::generate_ed25519("account@target").expect("key");
+        TestEnv {
+            alice_pub: keys::public_openssh(&alice).expect("pub"),
+            alice_key,
+            account_key_pem: keys::private_openssh(&account).expect("pem"),
+            account_pub: keys::public_openssh(&account).expect("pub"),
+            dir,
+        }
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// A real sshd trusting the target account key, in its own directory `name`.
+    pub fn sshd_named(&self, name: &str, port: u16) -> Sshd {
+        Sshd::start(&self.path(name), port, std::slice::from_ref(&self.account_pub)).expect("sshd")
+    }
+
+    pub fn sshd(&self) -> Sshd {
+        self.sshd_named("sshd", 0)
+    }
+
+    pub fn gateway(&self) -> GatewayBuilder<'_> {
+        GatewayBuilder {
+            env: self,
+            targets: Vec::new(),
+            extra: String::new(),
+            policies: None,
+        }
+    }
+}
+
+pub struct GatewayBuilder<'a> {
+    env: &'a TestEnv,
+    targets: Vec<(String, String, String, String)>,
+    extra: String,
+    policies: Option<String>,
+}
+
+/// The password every test user gets.
+pub const ALICE_PASSWORD: &str = "correct horse battery staple";
+
+impl GatewayBuilder<'_> {
+    /// A target served by `sshd` with the tag env=test; its account is the sshd's user.
+    pub fn target(self, name: &str, sshd: &Sshd) -> Self {
+        let addr = sshd.address();
+        let user = sshd.user.clone();
+        self.target_at(name, &addr, &user)
+    }
+
+    pub fn target_at(mut self, name: &str, address: &str, account: &str) -> Self {
+        self.targets
+            .push((name.into(), address.into(), account.into(), "env=test".into()));
+        self
+    }
+
+    /// Raw TOML appended to the config (more users, targets, groups).
+    pub fn extra(mut self, toml: &str) -> Self {
+        self.extra.push_str(toml);
+        self
+    }
+
+    /// Replace the default policy (group `sre`, env=test, port forwarding allowed).
+    pub fn policies(mut self, toml: &str) -> Self {
+        self.policies = Some(toml.into());
+        self
+    }
+
+    pub fn start(self) -> GatewayProc {
+        let env = self.env;
+        let data = env.dir.path().join("gw");
+        std::fs::create_dir_all(&data).expect("data dir");
+        let hash = wardengate_gateway::passwords::hash(ALICE_PASSWORD).expect("hash");
+        let mut cfg = format!(
+            "[gateway]\nname = \"gw-test\"\ndata_dir = \"{data}\"\n\n[ssh]\nlisten = \"127.0.0.1:0\"\n\
+             auth_rejection_time = \"10ms\"\nconnect_timeout = \"5s\"\n\n[api]\nlisten = \"127.0.0.1:0\"\n\n\
+             [[users]]\nname = \"alice\"\ngroups = [\"sre\"]\npublic_keys = [\"{key}\"]\npassword_hash = \"{hash}\"\n\n",
+            data = data.display(),
+            key = env.alice_pub,
+        );
+        for (name, addr, account, tag) in &self.targets {
+            let (k, v) = tag.split_once('=').expect("tag");
+            cfg.push_str(&format!(
+                "[[targets]]\nname = \"{name}\"\naddress = \"{addr}\"\ntags = {{ {k} = \"{v}\" }}\n\
+                 accounts = [{{ name = \"{account}\", secret = \"{name}/{account}\" }}]\n\n"
+            ));
+        }
+        cfg.push_str(&self.extra);
+        cfg.push_str(self.policies.as_deref().unwrap_or(
+            "\n[[policies]]\nname = \"sre-test\"\ngroups = [\"sre\"]\ntarget_tags = [\"env=test\"]\nallow_port_forwarding = true\n",
+        ));
+        let config = env.dir.path().join("gateway.toml");
+        std::fs::write(&config, &cfg).expect("config");
+        let key_file = env.path("account_key");
+        std::fs::write(&key_file, &env.account_key_pem).expect("key file");
+        for (name, _, account, _) in &self.targets {
+            let out = Command::new(bin("wardengate"))
+                .args(["vault", "--config"])
+                .arg(&config)
+                .args(["set", &format!("{name}/{account}"), "--private-key-file"])
+                .arg(&key_file)
+                .output()
+                .expect("wardengate vault set");
+            assert!(out.status.success(), "vault set: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        // The key exists only in the vault from here on.
+        std::fs::remove_file(&key_file).expect("remove key file");
+        GatewayProc::spawn(config, data)
+    }
+}
+
+/// A running `wardengate run` process.
+pub struct GatewayProc {
+    child: Option<Child>,
+    pub config: PathBuf,
+    pub data: PathBuf,
+    pub ssh_port: u16,
+    pub api: String,
+    pub token: String,
+    pub log: Arc<Mutex<String>>,
+}
+
+impl GatewayProc {
+    pub fn spawn(config: PathBuf, data: PathBuf) -> GatewayProc {
+        let mut child = Command::new(bin("wardengate"))
+            .args(["run", "--config"])
+            .arg(&config)
+            .env("RUST_LOG", "debug,russh=info,hyper=info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn wardengate");
+        let log = Arc::new(Mutex::new(String::new()));
+        let stderr = child.stderr.take().expect("stderr");
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            let mut r = BufReader::new(stderr);
+            let mut line = String::new();
+            while r.read_line(&mut line).map(|n| n > 0).unwrap_or(false) {
+                if let Ok(mut l) = sink.lock() {
+                    l.push_str(&line);
+                }
+                line.clear();
+            }
+        });
+        let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
+        let mut ready = String::new();
+        stdout.read_line(&mut ready).expect("read ready line");
+        std::thread::spawn(move || {
+            let mut rest = String::new();
+            let _ = stdout.read_to_string(&mut rest);
+        });
+        let log_now = log.lock().map(|l| l.clone()).unwrap_or_default();
+        assert!(ready.starts_with("wardengate ready:"), "gateway did not start: {ready}\n{log_now}");
+        // "wardengate ready: ssh=127.0.0.1:PORT api=http://127.0.0.1:PORT"
+        let ssh = ready.split("ssh=").nth(1).and_then(|s| s.split_whitespace().next()).expect("ssh addr");
+        let api = ready.split("api=").nth(1).map(str::trim).expect("api addr").to_string();
+        let ssh_port = ssh.rsplit(':').next().and_then(|p| p.parse().ok()).expect("port");
+        let token = std::fs::read_to_string(data.join("admin.token")).expect("token").trim().to_string();
+        GatewayProc { child: Some(child), config, data, ssh_port, api, token, log }
+    }
+
+    /// Everything the gateway logged so far.
+    pub fn log(&self) -> String {
+        self.log.lock().map(|l| l.clone()).unwrap_or_default()
+    }
+
+    /// An OpenSSH client command for `login`, with alice's key and non-interactive options.
+    pub fn ssh(&self, env: &TestEnv, login: &str) -> Command {
+        self.ssh_with(env, login, true)
+    }
+
+    /// Like [`ssh`](Self::ssh) without BatchMode, as a person at a terminal runs it: keyboard-
+    /// interactive messages are shown, and passwords come from `SSH_ASKPASS` (set by the caller).
+    /// (OpenSSH keeps the first value of an option, so BatchMode cannot be overridden later.)
+    pub fn ssh_interactive(&self, env: &TestEnv, login: &str) -> Command {
+        self.ssh_with(env, login, false)
+    }
+
+    fn ssh_with(&self, env: &TestEnv, login: &str, batch: bool) -> Command {
+        let mut c = Command::new("ssh");
+        c.args(["-o", if batch { "BatchMode=yes" } else { "BatchMode=no" }]);
+        c.args(self.ssh_opts(env)).args(["-p", &self.ssh_port.to_string()]);
+        c.arg(format!("{login}@127.0.0.1"));
+        c
+    }
+
+    /// Options shared by ssh, scp, sftp and rsync's `-e` (BatchMode is left to the caller; the
+    /// ssh helpers set it, scp/sftp/rsync run without a terminal and never prompt).
+    pub fn ssh_opts(&self, env: &TestEnv) -> Vec<String> {
+        vec![
+            "-o".into(), "StrictHostKeyChecking=no".into(),
+            "-o".into(), "UserKnownHostsFile=/dev/null".into(),
+            "-o".into(), "IdentitiesOnly=yes".into(),
+            "-o".into(), "ConnectTimeout=10".into(),
+            "-i".into(), env.alice_key.display().to_string(),
+        ]
+    }
+
+    /// `wgctl` pointed at this gateway.
+    pub fn wgctl(&self) -> Command {
+        let mut c = Command::new(bin("wgctl"));
+        c.env("WARDENGATE_ADDR", &self.api).env("WARDENGATE_TOKEN", &self.token);
+        c
+    }
+
+    fn http() -> reqwest::blocking::Client {
+        reqwest::blocking::Client::builder()
+            .timeout(Duration::from_secs(20))
+            .build()
+            .expect("http client")
+    }
+
+    /// GET an API path with the admin token: (status, body).
+    pub fn get(&self, path: &str) -> (u16, String) {
+        let r = Self::http().get(format!("{}{path}", self.api)).bearer_auth(&self.token).send().expect("GET");
+        (r.status().as_u16(), r.text().unwrap_or_default())
+    }
+
+    pub fn get_json(&self, path: &str) -> serde_json::Value {
+        let (status, body) = self.get(path);
+        assert_eq!(status, 200, "GET {path}: {body}");
+        serde_json::from_str(&body).expect("json")
+    }
+
+    /// POST JSON with the admin token: (status, body).
+    pub fn post(&self, path: &str, body: &str) -> (u16, String) {
+        let r = Self::http()
+            .post(format!("{}{path}", self.api))
+            .bearer_auth(&self.token)
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .send()
+            .expect("POST");
+        (r.status().as_u16(), r.text().unwrap_or_default())
+    }
+
+    pub fn sessions(&self, query: &str) -> Vec<serde_json::Value> {
+        self.get_json(&format!("/api/v1/sessions{query}"))["sessions"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    pub fn audit(&self, kind: &str) -> Vec<serde_json::Value> {
+        self.get_json(&format!("/api/v1/audit?kind={kind}"))["events"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Wait until `pred` holds for the session list (live sessions), up to `timeout`.
+    pub fn wait_sessions(&self, query: &str, timeout: Duration, pred: impl Fn(&[serde_json::Value]) -> bool) -> Vec<serde_json::Value> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let s = self.sessions(query);
+            if pred(&s) || Instant::now() > deadline {
+                return s;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Send SIGTERM and wait for the process to exit.
+    pub fn stop(&mut self) -> Option<std::process::ExitStatus> {
+        let mut child = self.child.take()?;
+        let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+        wait_timeout(&mut child, Duration::from_secs(20))
+    }
+}
+
+impl Drop for GatewayProc {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Wait for a child with a timeout; kill it when the timeout passes.
+pub fn wait_timeout(child: &mut Child, timeout: Duration) -> Option<std::process::ExitStatus> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Ok(Some(s)) = child.try_wait() {
+            return Some(s);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Run a command with a timeout, capturing output. Panics on timeout with what was captured.
+pub fn run(cmd: &mut Command, timeout: Duration) -> Output {
+    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    run_with_input(cmd, None, timeout)
+}
+
+/// Run with `input` on stdin (then EOF), capturing output.
+pub fn run_with_input(cmd: &mut Command, input: Option<Vec<u8>>, timeout: Duration) -> Output {
+    if input.is_some() {
+        cmd.stdin(Stdio::piped());
+    }
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("spawn");
+    if let Some(data) = input {
+        let mut stdin = child.stdin.take().expect("stdin");
+        std::thread::spawn(move || {
+            let _ = stdin.write_all(&data);
+        });
+    }
+    let out_pipe = child.stdout.take().expect("stdout");
+    let err_pipe = child.stderr.take().expect("stderr");
+    let out_t = std::thread::spawn(move || read_all(out_pipe));
+    let err_t = std::thread::spawn(move || read_all(err_pipe));
+    let status = wait_timeout(&mut child, timeout);
+    let stdout = out_t.join().unwrap_or_default();
+    let stderr = err_t.join().unwrap_or_default();
+    let Some(status) = status else {
+        panic!(
+            "command timed out after {timeout:?}: {cmd:?}\nstdout: {}\nstderr: {}",
+            String::from_utf8_lossy(&stdout),
+            String::from_utf8_lossy(&stderr)
+        );
+    };
+    Output { status, stdout, stderr }
+}
+
+fn read_all(mut r: impl Read) -> Vec<u8> {
+    let mut v = Vec::new();
+    let _ = r.read_to_end(&mut v);
+    v
+}
+
+pub fn sha256_hex(data: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(data))
+}
+
+/// Deterministic pseudo-random bytes (xorshift), so failures are reproducible.
+pub fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    let mut v = Vec::with_capacity(len + 8);
+    while v.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        v.extend_from_slice(&x.to_le_bytes());
+    }
+    v.truncate(len);
+    v
+}
+
+/// A TCP forwarder that waits `delay` before connecting each client to `upstream`: makes the
+/// target leg slow to come up, to check that early keystrokes are buffered, not dropped.
+pub fn delayed_proxy(upstream: String, delay: Duration) -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = l.local_addr().expect("addr").port();
+    std::thread::spawn(move || {
+        for conn in l.incoming() {
+            let Ok(client) = conn else { continue };
+            let upstream = upstream.clone();
+            std::thread::spawn(move || {
+                std::thread::sleep(delay);
+                let Ok(server) = TcpStream::connect(&upstream) else { return };
+                pipe(client, server);
+            });
+        }
+    });
+    port
+}
+
+fn pipe(a: TcpStream, b: TcpStream) {
+    let (Ok(a2), Ok(b2)) = (a.try_clone(), b.try_clone()) else { return };
+    let t = std::thread::spawn(move || copy_close(a, b2));
+    copy_close(b, a2);
+    let _ = t.join();
+}
+
+fn copy_close(mut from: TcpStream, mut to: TcpStream) {
+    let _ = std::io::copy(&mut from, &mut to);
+    let _ = to.shutdown(std::net::Shutdown::Write);
+}
+
+/// A loopback TCP echo server; returns its port.
+pub fn echo_server() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = l.local_addr().expect("addr").port();
+    std::thread::spawn(move || {
+        for conn in l.incoming() {
+            let Ok(c) = conn else { continue };
+            std::thread::spawn(move || {
+                if let Ok(c2) = c.try_clone() {
+                    copy_close(c, c2);
+                }
+            });
+        }
+    });
+    port
+}
+
+pub fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}

@@ -254,8 +254,25 @@ impl<B: SshBroker> Front<B> {
         };
         let reply = leg.expect_reply(w.id());
         let ok = match send(w).await {
-            Ok(()) => matches!(tokio::time::timeout(REQUEST_REPLY_TIMEOUT, reply).await, Ok(Ok(true))),
-            Err(_) => false,
+            Ok(()) => match tokio::time::timeout(REQUEST_REPLY_TIMEOUT, reply).await {
+                Ok(Ok(true)) => true,
+                Ok(Ok(false)) => {
+                    tracing::debug!(?channel, "the target refused a channel request");
+                    false
+                }
+                Ok(Err(_)) => {
+                    tracing::warn!(?channel, "the target leg closed before replying to a channel request");
+                    false
+                }
+                Err(_) => {
+                    tracing::warn!(?channel, "the target did not reply to a channel request within {REQUEST_REPLY_TIMEOUT:?}");
+                    false
+                }
+            },
+            Err(e) => {
+                tracing::warn!(?channel, "cannot forward a channel request to the target: {e}");
+                false
+            }
         };
         if ok {
             session.channel_success(channel)

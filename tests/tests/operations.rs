@@ -1,0 +1,250 @@
+//! What operators do: list, show and terminate sessions with wgctl and the API; the audit log;
+//! graceful shutdown; and the injected secret never showing up anywhere.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use wardengate_tests::*;
+
+const T: Duration = Duration::from_secs(60);
+
+/// A long-running interactive session (pty, `sleep`), with its stderr captured.
+fn long_session(gw: &GatewayProc, env: &TestEnv, login: &str) -> Child {
+    let mut c = gw.ssh(env, login);
+    c.args(["-tt", "-o", "LogLevel=INFO"])
+        .arg("sleep 600")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    c.spawn().expect("ssh")
+}
+
+fn wgctl(gw: &GatewayProc, args: &[&str]) -> std::process::Output {
+    run(gw.wgctl().args(args), T)
+}
+
+fn finish(mut child: Child) -> (Option<i32>, String) {
+    let status = wait_timeout(&mut child, Duration::from_secs(10)).expect("ssh did not exit after terminate");
+    let mut err = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        use std::io::Read;
+        let _ = e.read_to_string(&mut err);
+    }
+    (status.code(), err)
+}
+
+#[test]
+fn terminate_with_wgctl_reaches_the_user_at_once() {
+    let env = TestEnv::new();
+    let sshd = env.sshd();
+    let gw = env.gateway().target("web-01.test", &sshd).start();
+    let child = long_session(&gw, &env, "alice:web-01.test");
+    let live = gw.wait_sessions("?state=active", Duration::from_secs(20), |s| s.len() == 1);
+    let id = live[0]["id"].as_str().expect("id").to_string();
+
+    let list = wgctl(&gw, &["session", "list"]);
+    let table = text(&list.stdout);
+    assert!(table.starts_with("SESSION"), "{table}");
+    for col in ["ACTOR", "TARGET", "PROTO", "GW", "AGE", "IDLE"] {
+        assert!(table.lines().next().unwrap_or_default().contains(col), "{table}");
+    }
+    assert!(table.contains(&id) && table.contains("web-01.test") && table.contains("gw-test"), "{table}");
+    let show = text(&wgctl(&gw, &["session", "show", &id]).stdout);
+    assert!(show.contains("state:") && show.contains("active") && show.contains("OpenSSH"), "{show}");
+
+    let missing = wgctl(&gw, &["session", "terminate", &id]);
+    assert!(!missing.status.success());
+    assert!(text(&missing.stderr).contains("--reason is required"), "{}", text(&missing.stderr));
+
+    let started = Instant::now();
+    let out = wgctl(&gw, &["session", "terminate", &id, "--reason", "incident 42: rotating keys"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let (code, err) = finish(child);
+    let took = started.elapsed();
+    assert_eq!(code, Some(255));
+    assert!(err.contains("session terminated by admin: incident 42: rotating keys"), "client saw: {err}");
+    eprintln!("terminate to client exit: {took:?}");
+
+    let s = gw.get_json(&format!("/api/v1/sessions/{id}"));
+    assert_eq!(s["state"], "closed");
+    assert_eq!(s["end_reason"], "terminated");
+    assert_eq!(s["end_detail"], "incident 42: rotating keys");
+    assert_eq!(s["terminated_by"], "admin");
+    let ev = gw.audit("session.terminated");
+    assert!(ev.iter().any(|e| e["session_id"] == id.as_str() && e["detail"]["reason"] == "incident 42: rotating keys"));
+    assert!(gw.audit("session.end").iter().any(|e| e["session_id"] == id.as_str()));
+
+    // Again: already closed.
+    let again = wgctl(&gw, &["session", "terminate", &id, "--reason", "twice"]);
+    assert!(!again.status.success());
+    assert!(text(&again.stderr).contains("already closed") && text(&again.stderr).contains("409"), "{}", text(&again.stderr));
+}
+
+#[test]
+fn api_status_codes_and_filters() {
+    let env = TestEnv::new();
+    let sshd = env.sshd();
+    let gw = env.gateway().target("web-01.test", &sshd).start();
+    let child = long_session(&gw, &env, "alice:web-01.test");
+    let live = gw.wait_sessions("?state=active", Duration::from_secs(20), |s| s.len() == 1);
+    let id = live[0]["id"].as_str().expect("id").to_string();
+
+    assert_eq!(gw.get("/api/v1/sessions/sess_doesnotexist").0, 404);
+    let (code, body) = gw.post(&format!("/api/v1/sessions/{id}/terminate"), "{}");
+    assert_eq!(code, 400);
+    assert!(body.contains("reason is required"), "{body}");
+    let (code, body) = gw.post(&format!("/api/v1/sessions/{id}/terminate"), "not json");
+    assert_eq!(code, 400, "{body}");
+    assert_eq!(gw.get("/api/v1/sessions?idle_gt=soon").0, 400);
+    assert_eq!(gw.get("/api/v1/sessions?state=sleeping").0, 400);
+    let unauth = reqwest::blocking::get(format!("{}/api/v1/sessions", gw.api)).expect("get");
+    assert_eq!(unauth.status().as_u16(), 401);
+    let health = reqwest::blocking::get(format!("{}/healthz", gw.api)).expect("get");
+    assert_eq!(health.status().as_u16(), 200);
+    let spec: serde_json::Value = reqwest::blocking::get(format!("{}/api/v1/openapi.json", gw.api)).expect("get").json().expect("json");
+    assert!(spec["paths"]["/api/v1/sessions/{id}/terminate"]["post"].is_object());
+
+    assert_eq!(gw.sessions("?actor=alice&protocol=ssh&target=web-01.test").len(), 1);
+    assert_eq!(gw.sessions("?actor=bob").len(), 0);
+    assert_eq!(gw.sessions("?target_tag=env=test").len(), 1);
+    assert_eq!(gw.sessions("?target_tag=env=prod").len(), 0);
+    // Nobody typed: idle since the start.
+    std::thread::sleep(Duration::from_millis(2100));
+    assert_eq!(gw.sessions("?idle_gt=1s").len(), 1);
+    assert_eq!(gw.sessions("?idle_gt=1h").len(), 0);
+    let idle = text(&wgctl(&gw, &["session", "list", "--idle-gt", "1s", "-o", "json"]).stdout);
+    assert!(idle.contains(&id), "{idle}");
+    let bad = wgctl(&gw, &["session", "list", "--idle-gt", "soon"]);
+    assert!(!bad.status.success() && text(&bad.stderr).lines().count() == 1, "{}", text(&bad.stderr));
+
+    // Bulk terminate by target tag and protocol.
+    let (code, body) = gw.post("/api/v1/sessions/terminate", r#"{"reason":"maintenance"}"#);
+    assert_eq!(code, 400, "a selector is required: {body}");
+    let out = wgctl(&gw, &["session", "terminate", "--target-tag", "env=test", "--protocol", "ssh", "--reason", "maintenance window"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("1 session(s) terminated"), "{}", text(&out.stdout));
+    let (_, err) = finish(child);
+    assert!(err.contains("maintenance window"), "{err}");
+}
+
+#[test]
+fn bulk_terminate_by_actor() {
+    let env = TestEnv::new();
+    let sshd = env.sshd();
+    let gw = env.gateway().target("web-01.test", &sshd).start();
+    let a = long_session(&gw, &env, "alice:web-01.test");
+    let b = long_session(&gw, &env, "alice:web-01.test");
+    let live = gw.wait_sessions("?state=active", Duration::from_secs(20), |s| s.len() == 2);
+    assert_eq!(live.len(), 2, "gateway log:\n{}", gw.log());
+    let out = wgctl(&gw, &["session", "terminate", "--actor", "alice", "--reason", "offboarding", "-o", "json"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(v["terminated"].as_array().map(Vec::len), Some(2));
+    for c in [a, b] {
+        let (_, err) = finish(c);
+        assert!(err.contains("offboarding"), "{err}");
+    }
+}
+
+#[test]
+fn wgctl_errors_are_one_line() {
+    let out = run(
+        Command::new(bin("wgctl")).args(["session", "list"]).env_remove("WARDENGATE_TOKEN"),
+        T,
+    );
+    assert!(!out.status.success());
+    assert_eq!(text(&out.stderr).trim(), "wgctl: no admin token: pass --token or set WARDENGATE_TOKEN");
+    let port = wardengate_gateway::dev::sshd::free_port().expect("port");
+    let out = run(
+        Command::new(bin("wgctl"))
+            .args(["session", "list", "--token", "x", "--addr", &format!("http://127.0.0.1:{port}")]),
+        T,
+    );
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(err.contains("cannot reach the gateway"), "{err}");
+}
+
+#[test]
+fn injected_secret_never_appears_in_api_or_logs_and_audit_chain_verifies() {
+    let env = TestEnv::new();
+    let sshd = env.sshd();
+    let gw = env.gateway().target("web-01.test", &sshd).start();
+    let out = run(gw.ssh(&env, "alice:web-01.test").arg("echo ok"), T);
+    assert_eq!(text(&out.stdout).trim(), "ok");
+    let _ = run(gw.ssh(&env, "alice:nope").arg("true"), T);
+    // The base64 body of the account's private key, line by line.
+    let secret_lines: Vec<&str> = env
+        .account_key_pem
+        .lines()
+        .filter(|l| !l.starts_with("-----") && l.len() > 20)
+        .collect();
+    assert!(!secret_lines.is_empty());
+    let mut haystacks = vec![gw.log()];
+    for path in ["/api/v1/sessions", "/api/v1/audit?limit=1000"] {
+        haystacks.push(gw.get(path).1);
+    }
+    let sessions = gw.sessions("");
+    assert!(sessions.iter().any(|s| s["state"] == "denied"));
+    for s in sessions.iter().filter(|s| s["state"] != "denied") {
+        haystacks.push(gw.get(&format!("/api/v1/sessions/{}", s["id"].as_str().unwrap_or_default())).1);
+        assert_eq!(s["account_ref"], format!("web-01.test/{}", sshd.user));
+    }
+    for (i, h) in haystacks.iter().enumerate() {
+        for l in &secret_lines {
+            assert!(!h.contains(l), "secret material found in output #{i}");
+        }
+    }
+    // The store holds only ciphertext.
+    let db = std::fs::read(gw.data.join("wardengate.db")).expect("db");
+    for l in &secret_lines {
+        assert!(!db.windows(l.len()).any(|w| w == l.as_bytes()), "plaintext key in the store");
+    }
+    let audit = gw.get_json("/api/v1/audit");
+    assert_eq!(audit["chain_ok"], true);
+    let kinds: Vec<String> = audit["events"].as_array().expect("events").iter().map(|e| e["kind"].as_str().unwrap_or_default().to_string()).collect();
+    for k in ["session.requested", "session.start", "session.end", "session.denied"] {
+        assert!(kinds.iter().any(|x| x == k), "missing {k} in {kinds:?}");
+    }
+    let evs = audit["events"].as_array().expect("events");
+    for w in evs.windows(2) {
+        assert_eq!(w[1]["prev_hash"], w[0]["hash"], "audit chain links");
+    }
+}
+
+#[test]
+fn graceful_shutdown_tells_users_and_closes_sessions() {
+    let env = TestEnv::new();
+    let sshd = env.sshd();
+    let mut gw = env.gateway().target("web-01.test", &sshd).start();
+    let child = long_session(&gw, &env, "alice:web-01.test");
+    let live = gw.wait_sessions("?state=active", Duration::from_secs(20), |s| s.len() == 1);
+    let id = live[0]["id"].as_str().expect("id").to_string();
+    let status = gw.stop().expect("gateway did not exit on SIGTERM");
+    assert!(status.success(), "{status:?}");
+    let (_, err) = finish(child);
+    assert!(err.contains("wardengate is shutting down"), "{err}");
+    // Restart on the same data directory: the session was closed cleanly, not left dangling.
+    let gw2 = GatewayProc::spawn(gw.config.clone(), gw.data.clone());
+    let s = gw2.get_json(&format!("/api/v1/sessions/{id}"));
+    assert_eq!(s["state"], "closed");
+    assert_eq!(s["end_reason"], "gateway_shutdown");
+}
+
+#[test]
+fn a_killed_gateway_leaves_no_session_open_after_restart() {
+    let env = TestEnv::new();
+    let sshd = env.sshd();
+    let gw = env.gateway().target("web-01.test", &sshd).start();
+    let mut child = long_session(&gw, &env, "alice:web-01.test");
+    let live = gw.wait_sessions("?state=active", Duration::from_secs(20), |s| s.len() == 1);
+    let id = live[0]["id"].as_str().expect("id").to_string();
+    let (config, data) = (gw.config.clone(), gw.data.clone());
+    drop(gw); // SIGKILL
+    let _ = wait_timeout(&mut child, Duration::from_secs(10));
+    let gw2 = GatewayProc::spawn(config, data);
+    let s = gw2.get_json(&format!("/api/v1/sessions/{id}"));
+    assert_eq!(s["state"], "failed");
+    assert_eq!(s["end_reason"], "gateway_restart");
+}
