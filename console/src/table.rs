@@ -92,6 +92,7 @@ pub fn session(s: &api::Session) -> String {
         ("last input", s.last_input_at.clone().unwrap_or_else(|| "-".into())),
         ("idle", short(s.idle_secs)),
         ("bytes", format!("in {} / out {}", s.bytes_in, s.bytes_out)),
+        ("channels", s.channels.to_string()),
     ];
     if let Some(e) = &s.ended_at {
         rows.push(("ended", e.clone()));

@@ -104,6 +104,12 @@ fn main() {
 }
 
 fn real_main(cli: Cli) -> Result<()> {
+    // Each session holds two sockets; the usual soft limit of 1024 files caps a gateway near 500
+    // sessions, so raise it to the hard limit.
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(n) => tracing::debug!(limit = n, "open-file limit"),
+        Err(e) => tracing::warn!("cannot raise the open-file limit: {e}"),
+    }
     match cli.cmd {
         Cmd::Run { config } => {
             let cfg = config::load(&config)?;

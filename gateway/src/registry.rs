@@ -96,6 +96,7 @@ impl Registry {
         r.bytes_in = bin;
         r.bytes_out = bout;
         r.last_input_ms = live.shared.last_input_ms();
+        r.channels = live.shared.channels();
         if let Some(v) = live.shared.client_version() {
             r.client_version = v.to_string();
         }
@@ -125,6 +126,7 @@ impl Registry {
         let live = self.live.write().ok().and_then(|mut m| m.remove(id))?;
         let mut r = Self::snapshot(&live);
         r.ended_ms = Some(now_ms());
+        r.channels = 0;
         r.end_reason = Some(outcome.reason().into());
         let state = match outcome {
             Outcome::TargetFailed(msg) => {
@@ -251,7 +253,7 @@ pub fn to_api(r: &SessionRecord) -> api::Session {
         idle_secs: idle_secs(r, now_ms()),
         bytes_in: r.bytes_in,
         bytes_out: r.bytes_out,
-        channels: 0,
+        channels: r.channels,
         end_reason: r.end_reason.clone(),
         end_detail: r.end_detail.clone(),
         terminated_by: r.terminated_by.clone(),

@@ -43,6 +43,8 @@ pub struct SessionRecord {
     pub end_reason: Option<String>,
     pub end_detail: Option<String>,
     pub terminated_by: Option<String>,
+    /// Open channels right now (live sessions only; not persisted).
+    pub channels: u32,
 }
 
 /// Filters of `GET /api/v1/sessions` that the store can apply.
@@ -119,6 +121,7 @@ fn session_from_row(r: &Row<'_>) -> rusqlite::Result<SessionRecord> {
         end_reason: r.get(20)?,
         end_detail: r.get(21)?,
         terminated_by: r.get(22)?,
+        channels: 0,
     })
 }
 

@@ -17,6 +17,8 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+pub mod russh_client;
+
 use wardengate_gateway::dev::sshd::Sshd;
 use wardengate_gateway::keys;
 

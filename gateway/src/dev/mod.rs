@@ -137,6 +137,13 @@ allow_port_forwarding = true
     }
     let shutdown = CancellationToken::new();
     let d = dir.display().to_string();
+    // wgctl is built next to wardengate; name it by path so the printed commands work as shown.
+    let wgctl = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.parent().map(|d| d.join("wgctl")))
+        .filter(|p| p.exists())
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|| "wgctl".into());
     crate::server::run(cfg, shutdown, |l| {
         println!(
             "\nWardengate dev mode is running (data in {d}).\n\n  \
@@ -144,9 +151,11 @@ allow_port_forwarding = true
              demo target    web-01.dev = OpenSSH sshd on {target}, account '{account}' (its key is only in the vault)\n\n\
              Connect as alice (key, or password {password}):\n    \
              ssh -i {d}/alice_ed25519 -p {sp} alice:web-01.dev@127.0.0.1\n\n\
+             Copy files (scp, sftp and rsync read ':' as host:path, so use '#'):\n    \
+             scp -i {d}/alice_ed25519 -P {sp} FILE 'alice#web-01.dev@127.0.0.1:/tmp/'\n\n\
              Operate (another terminal):\n    \
              export WARDENGATE_ADDR=http://{api} WARDENGATE_TOKEN=$(cat {d}/admin.token)\n    \
-             wgctl session list\n    wgctl session terminate SESSION_ID --reason \"demo\"\n\n\
+             {wgctl} session list\n    {wgctl} session terminate SESSION_ID --reason \"demo\"\n\n\
              Ctrl-C stops the gateway and the demo target.\n",
             ssh = l.ssh,
             api = l.api,
