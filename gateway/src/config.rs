@@ -81,6 +81,13 @@ pub struct SshSection {
     /// How long the target leg may take to connect and authenticate.
     #[serde(default = "default_connect_timeout", with = "humantime_serde_compat")]
     pub connect_timeout: Duration,
+    /// Ciphers offered to clients and preferred towards targets, best first.
+    #[serde(default = "default_ciphers")]
+    pub ciphers: Vec<String>,
+}
+
+fn default_ciphers() -> Vec<String> {
+    wardengate_protocols::ssh::DEFAULT_CIPHERS.iter().map(|c| c.to_string()).collect()
 }
 
 impl Default for SshSection {
@@ -90,6 +97,7 @@ impl Default for SshSection {
             host_key_file: default_host_key(),
             auth_rejection_time: default_rejection(),
             connect_timeout: default_connect_timeout(),
+            ciphers: default_ciphers(),
         }
     }
 }
@@ -238,6 +246,18 @@ pub fn parse(text: &str, path: &Path) -> Result<Loaded> {
         base.join(&config.gateway.data_dir)
     };
 
+    if config.ssh.ciphers.is_empty() {
+        bail!("{}: ssh.ciphers must name at least one cipher", here("ciphers"));
+    }
+    for c in &config.ssh.ciphers {
+        if !wardengate_protocols::ssh::SUPPORTED_CIPHERS.contains(&c.as_str()) {
+            bail!(
+                "{}: ssh.ciphers entry '{c}' is not supported (supported: {})",
+                here(c),
+                wardengate_protocols::ssh::SUPPORTED_CIPHERS.join(", ")
+            );
+        }
+    }
     let mut users = HashMap::new();
     for u in &config.users {
         if u.name.is_empty() || u.name.contains(':') || u.name.contains('#') {

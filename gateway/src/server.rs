@@ -51,6 +51,7 @@ pub async fn run(cfg: Loaded, shutdown: CancellationToken, on_ready: impl FnOnce
         auth_rejection_time: cfg.config.ssh.auth_rejection_time,
         connect_timeout: cfg.config.ssh.connect_timeout,
         server_id: format!("SSH-2.0-Wardengate_{}", env!("CARGO_PKG_VERSION")),
+        ciphers: cfg.config.ssh.ciphers.clone(),
     });
     let ssh_listener = TcpListener::bind(cfg.config.ssh.listen)
         .await

@@ -124,12 +124,13 @@ pub(crate) fn spawn_connect<B: SshBroker>(
     username: String,
     credential: Credential,
     timeout: Duration,
+    ciphers: Vec<String>,
 ) -> watch::Receiver<LegState> {
     let (tx, rx) = watch::channel(LegState::Connecting);
     tokio::spawn(async move {
         let state = match tokio::time::timeout(
             timeout,
-            connect(broker.clone(), &target, &address, &username, credential),
+            connect(broker.clone(), &target, &address, &username, credential, &ciphers),
         )
         .await
         {
@@ -154,12 +155,21 @@ async fn connect<B: SshBroker>(
     address: &str,
     username: &str,
     credential: Credential,
+    ciphers: &[String],
 ) -> Result<TargetLeg, String> {
     let tcp = TcpStream::connect(address)
         .await
         .map_err(|e| format!("target {target} ({address}) is unreachable: {e}"))?;
     let _ = tcp.set_nodelay(true);
+    // Our preference first, then anything else russh speaks, so any target can be reached.
+    let mut order = ciphers.to_vec();
+    for c in super::SUPPORTED_CIPHERS {
+        if !order.iter().any(|o| o == c) {
+            order.push(c.to_string());
+        }
+    }
     let config = Arc::new(client::Config {
+        preferred: super::preferred(&order),
         nodelay: true,
         channel_buffer_size: 256,
         inactivity_timeout: None,
@@ -240,10 +250,13 @@ pub(crate) async fn wait_failed(w: &mut watch::Receiver<LegState>) -> String {
 pub(crate) async fn close(w: &watch::Receiver<LegState>) {
     let state = w.borrow().clone();
     if let LegState::Ready(leg) = state {
-        let _ = leg
-            .handle
-            .disconnect(russh::Disconnect::ByApplication, "session ended", "")
-            .await;
+        // Bounded: a wedged target session loop must not hold the supervisor (or shutdown).
+        let _ = tokio::time::timeout(
+            Duration::from_secs(2),
+            leg.handle
+                .disconnect(russh::Disconnect::ByApplication, "session ended", ""),
+        )
+        .await;
     }
 }
 

@@ -70,6 +70,7 @@ pub(crate) struct Front<B: SshBroker> {
     password_failures: u32,
     offered_keys: Vec<String>,
     connect_timeout: Duration,
+    ciphers: Vec<String>,
     started_tx: Option<oneshot::Sender<AuthOutcome>>,
     admitted: Option<Admitted>,
     /// The user is authenticated but was denied: every channel gets this message and fails.
@@ -128,6 +129,7 @@ impl<B: SshBroker> Front<B> {
             password_failures: 0,
             offered_keys: Vec::new(),
             connect_timeout: settings.connect_timeout,
+            ciphers: settings.ciphers.clone(),
             started_tx: Some(started_tx),
             admitted: None,
             denied: None,
@@ -216,6 +218,7 @@ impl<B: SshBroker> Front<B> {
             username,
             credential,
             self.connect_timeout,
+            self.ciphers.clone(),
         );
         self.admitted = Some(Admitted {
             shared: link.shared.clone(),

@@ -1,29 +1,120 @@
 //! The channel relay: one task per direction per channel, bytes moved as `Bytes` without copies.
 //!
-//! `up` reads what the client sent on a channel and writes it to the matching target channel;
-//! `down` does the reverse and also carries the target's `exit-status`, `exit-signal`, EOF and
-//! close. Both writers are russh `ChannelWriteHalf`s, which wait for the peer's SSH window, so a
-//! slow reader on either side back-pressures the other side instead of growing a buffer.
+//! `up` carries what the client sent on a channel to the matching target channel; `down` does the
+//! reverse and also carries the target's `exit-status`, `exit-signal`, EOF and close. Both write
+//! through russh `ChannelWriteHalf`s, which wait for the peer's SSH window, so a slow reader on
+//! either side back-presses the other side.
+//!
+//! Why each pump keeps a byte-bounded queue ([`SLACK_BYTES`]) instead of awaiting each write:
+//! russh refills a peer's window as soon as data *arrives*, so its only back-pressure is to stop
+//! reading the connection when a channel's inbound queue is full — and a stopped session loop no
+//! longer reads the peer's WINDOW_ADJUST either. With both directions saturated (`cat` echoing a
+//! bulk upload) the client loop would wait for the target window while the target loop waits for
+//! the client window: a deadlock, seen in `scripts/bench`. A pump that keeps draining its inbound
+//! queue while a write waits lets its session loop read on until it reaches the peer's next window
+//! adjustment, which is never more than one window (2 MiB) of data away. The slack is twice that;
+//! when it is full the pump stops reading and russh's back-pressure applies as before.
 //!
 //! Channel *requests* (pty-req, exec, ...) are not relayed here: they need replies, which the front
 //! handler awaits from the target before answering the client (see `front.rs`).
-//!
-//! Known limit: russh stops reading a connection while a channel's inbound queue is full, so when
-//! both directions of one connection saturate at once the two session loops could wait on each
-//! other. The queues are sized (256 messages) so that this needs several megabytes in flight in
-//! both directions on the same connection at the same instant.
 
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use russh::{client, server, Channel, ChannelId, ChannelMsg};
+use bytes::Bytes;
+use russh::{client, server, Channel, ChannelId, ChannelMsg, ChannelReadHalf, ChannelWriteHalf, Sig};
 
 use super::back::TargetLeg;
 use crate::session::SessionShared;
 
+/// Per pump, the most data held while its destination's window is closed (see module docs).
+pub(crate) const SLACK_BYTES: usize = 4 << 20;
+
 /// Session channels currently open towards the client (for goodbye messages).
 pub(crate) type OpenChannels = Arc<Mutex<HashSet<ChannelId>>>;
+
+/// What a pump forwards, in order.
+enum Item {
+    Data(Bytes),
+    Ext(u32, Bytes),
+    Eof,
+    ExitStatus(u32),
+    ExitSignal { signal: Sig, core: bool, msg: String, lang: String },
+}
+
+impl Item {
+    fn len(&self) -> usize {
+        match self {
+            Item::Data(b) | Item::Ext(_, b) => b.len(),
+            _ => 0,
+        }
+    }
+}
+
+/// How a pump treats one message from its source channel.
+enum Flow {
+    Forward(Item),
+    Close,
+    Skip,
+}
+
+type Write = Pin<Box<dyn Future<Output = (bool, usize)> + Send>>;
+
+/// Move items from `rx` to `write` in order, reading ahead up to [`SLACK_BYTES`] while a write
+/// waits. Returns when the source closes (after flushing) or the destination fails.
+async fn pump<F, Fut>(mut rx: ChannelReadHalf, mut classify: impl FnMut(ChannelMsg) -> Flow, write: F)
+where
+    F: Fn(Item) -> Fut,
+    Fut: Future<Output = bool> + Send + 'static,
+{
+    let mut queue: VecDeque<Item> = VecDeque::new();
+    let mut queued = 0usize;
+    let mut inflight: Option<Write> = None;
+    let mut reading = true;
+    loop {
+        if inflight.is_none() {
+            match queue.pop_front() {
+                Some(item) => {
+                    let n = item.len();
+                    let f = write(item);
+                    inflight = Some(Box::pin(async move { (f.await, n) }));
+                }
+                None if !reading => return,
+                None => {}
+            }
+        }
+        tokio::select! {
+            biased;
+            done = async {
+                match inflight.as_mut() {
+                    Some(f) => f.await,
+                    None => std::future::pending().await,
+                }
+            }, if inflight.is_some() => {
+                inflight = None;
+                let (ok, n) = done;
+                queued -= n;
+                if !ok {
+                    return;
+                }
+            }
+            msg = rx.wait(), if reading && queued < SLACK_BYTES => match msg.map(&mut classify) {
+                Some(Flow::Forward(item)) => {
+                    queued += item.len();
+                    queue.push_back(item);
+                    if queued >= SLACK_BYTES {
+                        tracing::trace!(queued, "relay slack full; back-pressure on the source");
+                    }
+                }
+                Some(Flow::Skip) => {}
+                Some(Flow::Close) | None => reading = false,
+            },
+        }
+    }
+}
 
 /// Wire a client channel to a target channel. Returns the target channel's write half, which the
 /// front handler uses to forward channel requests.
@@ -34,7 +125,7 @@ pub(crate) fn spawn(
     shared: Arc<SessionShared>,
     open: OpenChannels,
     leg: Arc<TargetLeg>,
-) -> Arc<russh::ChannelWriteHalf<client::Msg>> {
+) -> Arc<ChannelWriteHalf<client::Msg>> {
     let cid = client_ch.id();
     let tid = target_ch.id();
     let (client_rx, client_tx) = client_ch.split();
@@ -46,7 +137,7 @@ pub(crate) fn spawn(
     }
     tokio::spawn(up(client_rx, target_tx.clone(), shared.clone()));
     tokio::spawn(async move {
-        down(target_rx, client_tx, &handle, cid, &shared).await;
+        down(target_rx, Arc::new(client_tx), handle, cid, &shared).await;
         shared.channel_closed();
         leg.forget(tid);
         if let Ok(mut o) = open.lock() {
@@ -56,68 +147,78 @@ pub(crate) fn spawn(
     target_tx
 }
 
-async fn up(
-    mut rx: russh::ChannelReadHalf,
-    tx: Arc<russh::ChannelWriteHalf<client::Msg>>,
-    shared: Arc<SessionShared>,
-) {
-    while let Some(msg) = rx.wait().await {
-        let sent = match msg {
-            ChannelMsg::Data { data } => {
-                shared.note_input(data.len());
-                tx.data_bytes(data).await
-            }
-            ChannelMsg::ExtendedData { data, ext } => {
-                shared.note_input(data.len());
-                tx.extended_data_bytes(ext, data).await
-            }
-            ChannelMsg::Eof => tx.eof().await,
-            ChannelMsg::Close => break,
-            // Requests are forwarded by the front handler, which needs their replies.
-            _ => Ok(()),
-        };
-        if sent.is_err() {
-            break;
+async fn up(rx: ChannelReadHalf, tx: Arc<ChannelWriteHalf<client::Msg>>, shared: Arc<SessionShared>) {
+    let classify = |msg| match msg {
+        ChannelMsg::Data { data } => {
+            shared.note_input(data.len());
+            Flow::Forward(Item::Data(data))
         }
-    }
+        ChannelMsg::ExtendedData { data, ext } => {
+            shared.note_input(data.len());
+            Flow::Forward(Item::Ext(ext, data))
+        }
+        ChannelMsg::Eof => Flow::Forward(Item::Eof),
+        ChannelMsg::Close => Flow::Close,
+        // Requests are forwarded by the front handler, which needs their replies.
+        _ => Flow::Skip,
+    };
+    let w = tx.clone();
+    pump(rx, classify, move |item| {
+        let w = w.clone();
+        async move {
+            match item {
+                Item::Data(b) => w.data_bytes(b).await.is_ok(),
+                Item::Ext(e, b) => w.extended_data_bytes(e, b).await.is_ok(),
+                Item::Eof => w.eof().await.is_ok(),
+                // Exit reports only flow from the target.
+                Item::ExitStatus(_) | Item::ExitSignal { .. } => true,
+            }
+        }
+    })
+    .await;
     let _ = tx.close().await;
 }
 
 async fn down(
-    mut rx: russh::ChannelReadHalf,
-    tx: russh::ChannelWriteHalf<server::Msg>,
-    handle: &server::Handle,
+    rx: ChannelReadHalf,
+    tx: Arc<ChannelWriteHalf<server::Msg>>,
+    handle: server::Handle,
     cid: ChannelId,
     shared: &SessionShared,
 ) {
-    while let Some(msg) = rx.wait().await {
-        let sent = match msg {
-            ChannelMsg::Data { data } => {
-                shared.note_output(data.len());
-                tx.data_bytes(data).await
-            }
-            ChannelMsg::ExtendedData { data, ext } => {
-                shared.note_output(data.len());
-                tx.extended_data_bytes(ext, data).await
-            }
-            ChannelMsg::Eof => tx.eof().await,
-            ChannelMsg::ExitStatus { exit_status } => tx.exit_status(exit_status).await,
-            ChannelMsg::ExitSignal {
-                signal_name,
-                core_dumped,
-                error_message,
-                lang_tag,
-            } => handle
-                .exit_signal_request(cid, signal_name, core_dumped, error_message, lang_tag)
-                .await
-                .map_err(|_| russh::Error::SendError),
-            ChannelMsg::Close => break,
-            _ => Ok(()),
-        };
-        if sent.is_err() {
-            break;
+    let classify = |msg| match msg {
+        ChannelMsg::Data { data } => {
+            shared.note_output(data.len());
+            Flow::Forward(Item::Data(data))
         }
-    }
+        ChannelMsg::ExtendedData { data, ext } => {
+            shared.note_output(data.len());
+            Flow::Forward(Item::Ext(ext, data))
+        }
+        ChannelMsg::Eof => Flow::Forward(Item::Eof),
+        ChannelMsg::ExitStatus { exit_status } => Flow::Forward(Item::ExitStatus(exit_status)),
+        ChannelMsg::ExitSignal { signal_name, core_dumped, error_message, lang_tag } => {
+            Flow::Forward(Item::ExitSignal { signal: signal_name, core: core_dumped, msg: error_message, lang: lang_tag })
+        }
+        ChannelMsg::Close => Flow::Close,
+        _ => Flow::Skip,
+    };
+    let w = tx.clone();
+    pump(rx, classify, move |item| {
+        let (w, handle) = (w.clone(), handle.clone());
+        async move {
+            match item {
+                Item::Data(b) => w.data_bytes(b).await.is_ok(),
+                Item::Ext(e, b) => w.extended_data_bytes(e, b).await.is_ok(),
+                Item::Eof => w.eof().await.is_ok(),
+                Item::ExitStatus(s) => w.exit_status(s).await.is_ok(),
+                Item::ExitSignal { signal, core, msg, lang } => {
+                    handle.exit_signal_request(cid, signal, core, msg, lang).await.is_ok()
+                }
+            }
+        }
+    })
+    .await;
     let _ = tx.close().await;
 }
 
