@@ -59,7 +59,10 @@ impl SessionState {
 
     /// A session in a terminal state can no longer be terminated.
     pub fn is_terminal(self) -> bool {
-        matches!(self, SessionState::Closed | SessionState::Denied | SessionState::Failed)
+        matches!(
+            self,
+            SessionState::Closed | SessionState::Denied | SessionState::Failed
+        )
     }
 }
 

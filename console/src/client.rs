@@ -16,7 +16,9 @@ pub struct Client {
 pub fn path_segment(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
             _ => format!("%{b:02X}"),
         })
         .collect()
@@ -36,7 +38,11 @@ impl Client {
             .timeout(std::time::Duration::from_secs(30))
             .build()
             .map_err(|e| anyhow!("cannot build HTTP client: {e}"))?;
-        Ok(Client { http, base, token: token.to_string() })
+        Ok(Client {
+            http,
+            base,
+            token: token.to_string(),
+        })
     }
 
     fn send(&self, req: RequestBuilder) -> Result<Response> {
@@ -53,7 +59,9 @@ impl Client {
 
     fn decode<T: DeserializeOwned>(resp: Response) -> Result<T> {
         let status = resp.status();
-        let body = resp.text().map_err(|e| anyhow!("cannot read the gateway's answer: {e}"))?;
+        let body = resp
+            .text()
+            .map_err(|e| anyhow!("cannot read the gateway's answer: {e}"))?;
         if !status.is_success() {
             let msg = serde_json::from_str::<api::ApiError>(&body)
                 .map(|e| e.error)

@@ -16,7 +16,12 @@ use client::Client;
 #[command(name = "wgctl", version, about = "Operate a Wardengate gateway")]
 struct Cli {
     /// Gateway API address.
-    #[arg(long, global = true, env = "WARDENGATE_ADDR", default_value = "http://127.0.0.1:8080")]
+    #[arg(
+        long,
+        global = true,
+        env = "WARDENGATE_ADDR",
+        default_value = "http://127.0.0.1:8080"
+    )]
     addr: String,
     /// Admin bearer token.
     #[arg(long, global = true, env = "WARDENGATE_TOKEN", hide_env_values = true)]
@@ -102,28 +107,58 @@ enum AuditCmd {
 fn main() {
     let cli = Cli::parse();
     if let Err(e) = run(cli) {
+        // A reader that went away (`wgctl ... | head`) is not an error worth a message.
+        if e.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+        {
+            std::process::exit(0);
+        }
         eprintln!("wgctl: {e:#}");
         std::process::exit(1);
     }
 }
 
-fn print_json<T: serde::Serialize>(v: &T) -> Result<()> {
-    println!("{}", serde_json::to_string_pretty(v)?);
+/// Write to stdout, returning errors (a closed pipe) instead of panicking like `print!`.
+fn out(text: &str) -> Result<()> {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    stdout.write_all(text.as_bytes())?;
+    stdout.flush()?;
     Ok(())
+}
+
+fn print_json<T: serde::Serialize>(v: &T) -> Result<()> {
+    out(&format!("{}\n", serde_json::to_string_pretty(v)?))
 }
 
 fn run(cli: Cli) -> Result<()> {
     let c = Client::new(&cli.addr, cli.token.as_deref())?;
     let json = cli.output == Output::Json;
     match cli.cmd {
-        Cmd::Session(SessionCmd::List { actor, target, protocol, state, idle_gt, target_tag, all }) => {
+        Cmd::Session(SessionCmd::List {
+            actor,
+            target,
+            protocol,
+            state,
+            idle_gt,
+            target_tag,
+            all,
+        }) => {
             if let Some(d) = &idle_gt {
-                humantime::parse_duration(d)
-                    .map_err(|e| anyhow::anyhow!("--idle-gt '{d}' is not a duration like 90s, 5m or 2h: {e}"))?;
+                humantime::parse_duration(d).map_err(|e| {
+                    anyhow::anyhow!("--idle-gt '{d}' is not a duration like 90s, 5m or 2h: {e}")
+                })?;
             }
             let all = all || state.is_some();
             let mut q = vec![];
-            for (k, v) in [("actor", actor), ("target", target), ("protocol", protocol), ("state", state), ("idle_gt", idle_gt), ("target_tag", target_tag)] {
+            for (k, v) in [
+                ("actor", actor),
+                ("target", target),
+                ("protocol", protocol),
+                ("state", state),
+                ("idle_gt", idle_gt),
+                ("target_tag", target_tag),
+            ] {
                 if let Some(v) = v {
                     q.push((k, v));
                 }
@@ -135,24 +170,33 @@ fn run(cli: Cli) -> Result<()> {
             if json {
                 print_json(&list)
             } else {
-                print!("{}", table::sessions(&list.sessions, all));
-                Ok(())
+                out(&table::sessions(&list.sessions, all))
             }
         }
         Cmd::Session(SessionCmd::Show { id }) => {
-            let s: api::Session = c.get(&format!("/api/v1/sessions/{}", client::path_segment(&id)), &[])?;
+            let s: api::Session = c.get(
+                &format!("/api/v1/sessions/{}", client::path_segment(&id)),
+                &[],
+            )?;
             if json {
                 print_json(&s)
             } else {
-                print!("{}", table::session(&s));
-                Ok(())
+                out(&table::session(&s))
             }
         }
-        Cmd::Session(SessionCmd::Terminate { id, reason, actor, target, target_tag, protocol }) => {
+        Cmd::Session(SessionCmd::Terminate {
+            id,
+            reason,
+            actor,
+            target,
+            target_tag,
+            protocol,
+        }) => {
             let Some(reason) = reason.filter(|r| !r.trim().is_empty()) else {
                 bail!("--reason is required: say why the session is terminated (the user sees it)");
             };
-            let selectors = actor.is_some() || target.is_some() || target_tag.is_some() || protocol.is_some();
+            let selectors =
+                actor.is_some() || target.is_some() || target_tag.is_some() || protocol.is_some();
             match (id, selectors) {
                 (Some(id), false) => {
                     let s: api::Session = c.post(
@@ -162,8 +206,7 @@ fn run(cli: Cli) -> Result<()> {
                     if json {
                         print_json(&s)
                     } else {
-                        println!("terminated {} ({} on {}): {}", s.id, s.actor, s.target, s.state.as_str());
-                        Ok(())
+                        out(&format!("terminated {} ({} on {}): {}\n", s.id, s.actor, s.target, s.state.as_str()))
                     }
                 }
                 (None, true) => {
@@ -174,18 +217,23 @@ fn run(cli: Cli) -> Result<()> {
                     if json {
                         print_json(&r)
                     } else {
+                        let mut text = String::new();
                         for s in &r.terminated {
-                            println!("terminated {} ({} on {})", s.id, s.actor, s.target);
+                            text.push_str(&format!("terminated {} ({} on {})\n", s.id, s.actor, s.target));
                         }
-                        println!("{} session(s) terminated", r.terminated.len());
-                        Ok(())
+                        text.push_str(&format!("{} session(s) terminated\n", r.terminated.len()));
+                        out(&text)
                     }
                 }
                 (Some(_), true) => bail!("give either a session id or selectors (--actor, --target, --target-tag, --protocol), not both"),
                 (None, false) => bail!("give a session id, or selectors (--actor, --target, --target-tag, --protocol) for a bulk terminate"),
             }
         }
-        Cmd::Audit(AuditCmd::List { kind, session, limit }) => {
+        Cmd::Audit(AuditCmd::List {
+            kind,
+            session,
+            limit,
+        }) => {
             let mut q = vec![("limit", limit.to_string())];
             if let Some(k) = kind {
                 q.push(("kind", k));
@@ -197,8 +245,7 @@ fn run(cli: Cli) -> Result<()> {
             if json {
                 print_json(&list)
             } else {
-                print!("{}", table::audit(&list));
-                Ok(())
+                out(&table::audit(&list))
             }
         }
     }

@@ -41,7 +41,13 @@ fn render(rows: &[Vec<String>]) -> String {
         let line: Vec<String> = r
             .iter()
             .enumerate()
-            .map(|(i, v)| if i + 1 == cols { v.clone() } else { format!("{v:<w$}", w = widths[i]) })
+            .map(|(i, v)| {
+                if i + 1 == cols {
+                    v.clone()
+                } else {
+                    format!("{v:<w$}", w = widths[i])
+                }
+            })
             .collect();
         let _ = writeln!(out, "{}", line.join("  ").trim_end());
     }
@@ -52,7 +58,9 @@ pub fn sessions(list: &[api::Session], with_state: bool) -> String {
     if list.is_empty() {
         return "no sessions\n".into();
     }
-    let mut header: Vec<String> = ["SESSION", "ACTOR", "TARGET", "PROTO", "GW", "AGE", "IDLE"].map(String::from).to_vec();
+    let mut header: Vec<String> = ["SESSION", "ACTOR", "TARGET", "PROTO", "GW", "AGE", "IDLE"]
+        .map(String::from)
+        .to_vec();
     if with_state {
         header.push("STATE".into());
     }
@@ -65,7 +73,11 @@ pub fn sessions(list: &[api::Session], with_state: bool) -> String {
             s.protocol.clone(),
             s.gateway.clone(),
             short(age_secs(s)),
-            if s.state.is_terminal() { "-".into() } else { short(s.idle_secs) },
+            if s.state.is_terminal() {
+                "-".into()
+            } else {
+                short(s.idle_secs)
+            },
         ];
         if with_state {
             r.push(s.state.as_str().into());
@@ -81,15 +93,30 @@ pub fn session(s: &api::Session) -> String {
         ("state", s.state.as_str().into()),
         ("protocol", s.protocol.clone()),
         ("actor", s.actor.clone()),
-        ("client", format!("{} ({})", s.client_addr, s.client_version)),
+        (
+            "client",
+            format!("{} ({})", s.client_addr, s.client_version),
+        ),
         ("target", format!("{} ({})", s.target, s.target_addr)),
-        ("account", format!("{} (vault ref {})", s.account, s.account_ref)),
+        (
+            "account",
+            format!("{} (vault ref {})", s.account, s.account_ref),
+        ),
         ("policy", s.policy.clone().unwrap_or_else(|| "-".into())),
-        ("pty", s.pty.as_ref().map(|p| format!("{} {}x{}", p.term, p.cols, p.rows)).unwrap_or_else(|| "-".into())),
+        (
+            "pty",
+            s.pty
+                .as_ref()
+                .map(|p| format!("{} {}x{}", p.term, p.cols, p.rows))
+                .unwrap_or_else(|| "-".into()),
+        ),
         ("gateway", s.gateway.clone()),
         ("started", s.started_at.clone()),
         ("age", short(age_secs(s))),
-        ("last input", s.last_input_at.clone().unwrap_or_else(|| "-".into())),
+        (
+            "last input",
+            s.last_input_at.clone().unwrap_or_else(|| "-".into()),
+        ),
         ("idle", short(s.idle_secs)),
         ("bytes", format!("in {} / out {}", s.bytes_in, s.bytes_out)),
         ("channels", s.channels.to_string()),
@@ -114,7 +141,9 @@ pub fn session(s: &api::Session) -> String {
 }
 
 pub fn audit(list: &api::AuditList) -> String {
-    let mut rows = vec![["SEQ", "AT", "KIND", "ACTOR", "SESSION", "DETAIL"].map(String::from).to_vec()];
+    let mut rows = vec![["SEQ", "AT", "KIND", "ACTOR", "SESSION", "DETAIL"]
+        .map(String::from)
+        .to_vec()];
     for e in &list.events {
         rows.push(vec![
             e.seq.to_string(),
@@ -126,7 +155,11 @@ pub fn audit(list: &api::AuditList) -> String {
         ]);
     }
     let mut out = render(&rows);
-    let _ = writeln!(out, "hash chain: {}", if list.chain_ok { "ok" } else { "BROKEN" });
+    let _ = writeln!(
+        out,
+        "hash chain: {}",
+        if list.chain_ok { "ok" } else { "BROKEN" }
+    );
     out
 }
 

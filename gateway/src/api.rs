@@ -40,10 +40,13 @@ impl IntoResponse for ApiError {
 impl From<RegistryError> for ApiError {
     fn from(e: RegistryError) -> Self {
         match e {
-            RegistryError::NotFound(id) => ApiError(StatusCode::NOT_FOUND, format!("no session {id}")),
-            RegistryError::Conflict(id, state) => {
-                ApiError(StatusCode::CONFLICT, format!("session {id} is already {state}"))
+            RegistryError::NotFound(id) => {
+                ApiError(StatusCode::NOT_FOUND, format!("no session {id}"))
             }
+            RegistryError::Conflict(id, state) => ApiError(
+                StatusCode::CONFLICT,
+                format!("session {id} is already {state}"),
+            ),
             RegistryError::Internal(e) => internal(e),
         }
     }
@@ -51,7 +54,10 @@ impl From<RegistryError> for ApiError {
 
 fn internal(e: impl std::fmt::Display) -> ApiError {
     tracing::error!("api: {e}");
-    ApiError(StatusCode::INTERNAL_SERVER_ERROR, format!("internal error: {e}"))
+    ApiError(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        format!("internal error: {e}"),
+    )
 }
 
 fn bad(msg: impl Into<String>) -> ApiError {
@@ -70,7 +76,12 @@ pub fn router(state: ApiState) -> Router {
         .route("/healthz", get(healthz))
         .route("/api/v1/openapi.json", get(openapi))
         .merge(authed)
-        .fallback(|| async { ApiError(StatusCode::NOT_FOUND, "no such endpoint; see /api/v1/openapi.json".into()) })
+        .fallback(|| async {
+            ApiError(
+                StatusCode::NOT_FOUND,
+                "no such endpoint; see /api/v1/openapi.json".into(),
+            )
+        })
         .with_state(state)
 }
 
@@ -81,11 +92,18 @@ async fn require_token(State(st): State<ApiState>, req: Request, next: Next) -> 
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
     let Some(token) = presented else {
-        return ApiError(StatusCode::UNAUTHORIZED, "missing bearer token (Authorization: Bearer <admin token>)".into()).into_response();
+        return ApiError(
+            StatusCode::UNAUTHORIZED,
+            "missing bearer token (Authorization: Bearer <admin token>)".into(),
+        )
+        .into_response();
     };
     let digest: [u8; 32] = Sha256::digest(token.trim().as_bytes()).into();
     // Comparing fixed-size digests keeps the comparison independent of where the token differs.
-    let diff = digest.iter().zip(st.token_hash.iter()).fold(0u8, |acc, (a, b)| acc | (a ^ b));
+    let diff = digest
+        .iter()
+        .zip(st.token_hash.iter())
+        .fold(0u8, |acc, (a, b)| acc | (a ^ b));
     if diff != 0 {
         return ApiError(StatusCode::UNAUTHORIZED, "invalid admin token".into()).into_response();
     }
@@ -119,7 +137,11 @@ fn parse_duration_secs(s: &str) -> Result<u64, ApiError> {
     }
     humantime::parse_duration(s)
         .map(|d| d.as_secs())
-        .map_err(|e| bad(format!("idle_gt '{s}' is not a duration like 90s, 5m or 2h: {e}")))
+        .map_err(|e| {
+            bad(format!(
+                "idle_gt '{s}' is not a duration like 90s, 5m or 2h: {e}"
+            ))
+        })
 }
 
 async fn list_sessions(
@@ -143,13 +165,20 @@ async fn list_sessions(
         idle_gt_secs: p.idle_gt.as_deref().map(parse_duration_secs).transpose()?,
         targets_in: p.target_tag.as_deref().map(|t| st.gw.targets_with_tag(t)),
     };
-    let rows = st.gw.registry.list(&st.gw.store, &filter).map_err(internal)?;
+    let rows = st
+        .gw
+        .registry
+        .list(&st.gw.store, &filter)
+        .map_err(internal)?;
     Ok(Json(api::SessionList {
         sessions: rows.iter().map(to_api).collect(),
     }))
 }
 
-async fn get_session(State(st): State<ApiState>, Path(id): Path<String>) -> Result<Json<api::Session>, ApiError> {
+async fn get_session(
+    State(st): State<ApiState>,
+    Path(id): Path<String>,
+) -> Result<Json<api::Session>, ApiError> {
     let r = st.gw.registry.record(&st.gw.store, &id)?;
     Ok(Json(to_api(&r)))
 }
@@ -158,17 +187,27 @@ fn parse_body<T: for<'de> Deserialize<'de> + Default>(body: &Bytes) -> Result<T,
     if body.is_empty() {
         return Ok(T::default());
     }
-    serde_json::from_slice(body).map_err(|e| bad(format!("request body is not valid JSON for this endpoint: {e}")))
+    serde_json::from_slice(body).map_err(|e| {
+        bad(format!(
+            "request body is not valid JSON for this endpoint: {e}"
+        ))
+    })
 }
 
 fn require_reason(reason: Option<String>) -> Result<String, ApiError> {
     match reason.map(|r| r.trim().to_string()) {
         Some(r) if !r.is_empty() => Ok(r),
-        _ => Err(bad("a reason is required to terminate a session: send {\"reason\": \"...\"}")),
+        _ => Err(bad(
+            "a reason is required to terminate a session: send {\"reason\": \"...\"}",
+        )),
     }
 }
 
-async fn terminate(State(st): State<ApiState>, Path(id): Path<String>, body: Bytes) -> Result<Json<api::Session>, ApiError> {
+async fn terminate(
+    State(st): State<ApiState>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Json<api::Session>, ApiError> {
     let req: api::TerminateRequest = parse_body(&body)?;
     let reason = require_reason(req.reason)?;
     let by = "admin";
@@ -177,16 +216,34 @@ async fn terminate(State(st): State<ApiState>, Path(id): Path<String>, body: Byt
     if api::SessionState::parse(&current.state).is_some_and(|s| s.is_terminal()) {
         return Err(RegistryError::Conflict(id, current.state).into());
     }
-    st.gw.audit("session.terminated", Some(by), Some(&id), json!({"by": by, "reason": reason, "actor": current.actor, "target": current.target}));
-    let r = st.gw.registry.terminate(&st.gw.store, &id, by, &reason).await?;
+    st.gw.audit(
+        "session.terminated",
+        Some(by),
+        Some(&id),
+        json!({"by": by, "reason": reason, "actor": current.actor, "target": current.target}),
+    );
+    let r = st
+        .gw
+        .registry
+        .terminate(&st.gw.store, &id, by, &reason)
+        .await?;
     Ok(Json(to_api(&r)))
 }
 
-async fn bulk_terminate(State(st): State<ApiState>, body: Bytes) -> Result<Json<api::TerminateResult>, ApiError> {
+async fn bulk_terminate(
+    State(st): State<ApiState>,
+    body: Bytes,
+) -> Result<Json<api::TerminateResult>, ApiError> {
     let req: api::BulkTerminateRequest = parse_body(&body)?;
     let reason = require_reason(req.reason.clone())?;
-    if req.actor.is_none() && req.target_tag.is_none() && req.target.is_none() && req.protocol.is_none() {
-        return Err(bad("bulk terminate needs at least one selector: actor, target, target_tag or protocol"));
+    if req.actor.is_none()
+        && req.target_tag.is_none()
+        && req.target.is_none()
+        && req.protocol.is_none()
+    {
+        return Err(bad(
+            "bulk terminate needs at least one selector: actor, target, target_tag or protocol",
+        ));
     }
     if let Some(tag) = &req.target_tag {
         if !tag.contains('=') {
@@ -218,7 +275,12 @@ async fn bulk_terminate(State(st): State<ApiState>, body: Bytes) -> Result<Json<
     let handles: Vec<_> = live
         .into_iter()
         .map(|id| {
-            st.gw.audit("session.terminated", Some(by), Some(&id), json!({"by": by, "reason": reason, "bulk": true}));
+            st.gw.audit(
+                "session.terminated",
+                Some(by),
+                Some(&id),
+                json!({"by": by, "reason": reason, "bulk": true}),
+            );
             let gw = st.gw.clone();
             let reason = reason.clone();
             tokio::spawn(async move { gw.registry.terminate(&gw.store, &id, by, &reason).await })
@@ -251,7 +313,11 @@ async fn audit(
     let rows = st
         .gw
         .store
-        .audit_list(p.kind.as_deref(), p.session.as_deref(), p.limit.unwrap_or(1000).min(100_000))
+        .audit_list(
+            p.kind.as_deref(),
+            p.session.as_deref(),
+            p.limit.unwrap_or(1000).min(100_000),
+        )
         .map_err(internal)?;
     let chain_ok = st.gw.store.audit_verify().map_err(internal)?.is_ok();
     Ok(Json(api::AuditList {

@@ -24,8 +24,17 @@ pub struct Gateway {
 
 impl Gateway {
     /// Append to the audit log. An audit failure is logged loudly but never crashes a session.
-    pub fn audit(&self, kind: &str, actor: Option<&str>, session: Option<&str>, detail: serde_json::Value) {
-        if let Err(e) = self.store.audit_append(kind, actor, session, &detail.to_string()) {
+    pub fn audit(
+        &self,
+        kind: &str,
+        actor: Option<&str>,
+        session: Option<&str>,
+        detail: serde_json::Value,
+    ) {
+        if let Err(e) = self
+            .store
+            .audit_append(kind, actor, session, &detail.to_string())
+        {
             tracing::error!(kind, "cannot append audit event: {e:#}");
         }
     }
@@ -51,7 +60,12 @@ impl Gateway {
                     r.end_reason = Some("gateway_restart".into());
                     r.end_detail = Some("the gateway stopped while the session was open".into());
                     if self.store.session_update(&r).is_ok() {
-                        self.audit("session.end", Some(&r.actor), Some(&r.id), json!({"reason": "gateway_restart", "state": "failed"}));
+                        self.audit(
+                            "session.end",
+                            Some(&r.actor),
+                            Some(&r.id),
+                            json!({"reason": "gateway_restart", "state": "failed"}),
+                        );
                     }
                 }
             }
@@ -76,7 +90,12 @@ impl Gateway {
         message
     }
 
-    fn admit_sync(&self, login: &Login, method: &str, client: &ClientInfo) -> Result<TargetPlan, String> {
+    fn admit_sync(
+        &self,
+        login: &Login,
+        method: &str,
+        client: &ClientInfo,
+    ) -> Result<TargetPlan, String> {
         let mut rec = SessionRecord {
             id: crate::util::new_id("sess_"),
             state: "requested".into(),
@@ -112,15 +131,20 @@ impl Gateway {
         };
         rec.target_addr = target.address.clone();
         let account = match &login.account {
-            Some(name) => target.accounts.iter().find(|a| &a.name == name).ok_or_else(|| {
-                let names: Vec<&str> = target.accounts.iter().map(|a| a.name.as_str()).collect();
-                let msg = format!(
-                    "wardengate: target {} has no account '{name}' (accounts: {})",
-                    target.name,
-                    names.join(", ")
-                );
-                self.deny(&mut rec, "unknown_account", msg)
-            })?,
+            Some(name) => target
+                .accounts
+                .iter()
+                .find(|a| &a.name == name)
+                .ok_or_else(|| {
+                    let names: Vec<&str> =
+                        target.accounts.iter().map(|a| a.name.as_str()).collect();
+                    let msg = format!(
+                        "wardengate: target {} has no account '{name}' (accounts: {})",
+                        target.name,
+                        names.join(", ")
+                    );
+                    self.deny(&mut rec, "unknown_account", msg)
+                })?,
             None if target.accounts.len() == 1 => &target.accounts[0],
             None => {
                 let names: Vec<&str> = target.accounts.iter().map(|a| a.name.as_str()).collect();
@@ -136,7 +160,11 @@ impl Gateway {
         };
         rec.account = account.name.clone();
         rec.account_ref = account.secret.clone();
-        let tags: Vec<(String, String)> = target.tags.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        let tags: Vec<(String, String)> = target
+            .tags
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
         let req = wardengate_policy::Request {
             user: &user.name,
             groups: &user.groups,
@@ -161,18 +189,25 @@ impl Gateway {
         let credential = match secret.kind {
             SecretKind::Password => Credential::Password(secret.value),
             SecretKind::PrivateKey => {
-                let key = russh::keys::PrivateKey::from_openssh(secret.value.trim()).map_err(|e| {
-                    let msg = format!("wardengate: the vault key for {}@{} is unreadable: {e}", account.name, target.name);
-                    self.deny(&mut rec, "credential_unavailable", msg)
-                })?;
+                let key =
+                    russh::keys::PrivateKey::from_openssh(secret.value.trim()).map_err(|e| {
+                        let msg = format!(
+                            "wardengate: the vault key for {}@{} is unreadable: {e}",
+                            account.name, target.name
+                        );
+                        self.deny(&mut rec, "credential_unavailable", msg)
+                    })?;
                 Credential::PrivateKey(Arc::new(key))
             }
         };
         rec.state = "approved".into();
-        let link = self.registry.insert(&self.store, rec.clone()).map_err(|e| {
-            tracing::error!("cannot register session: {e:#}");
-            "wardengate: internal error while registering the session".to_string()
-        })?;
+        let link = self
+            .registry
+            .insert(&self.store, rec.clone())
+            .map_err(|e| {
+                tracing::error!("cannot register session: {e:#}");
+                "wardengate: internal error while registering the session".to_string()
+            })?;
         self.audit(
             "session.approved",
             Some(&rec.actor),
@@ -199,7 +234,12 @@ impl SshBroker for Gateway {
     }
 
     async fn verify_password(&self, user: &str, password: &str) -> bool {
-        let Some(hash) = self.cfg.users.get(user).and_then(|u| u.password_hash.clone()) else {
+        let Some(hash) = self
+            .cfg
+            .users
+            .get(user)
+            .and_then(|u| u.password_hash.clone())
+        else {
             return false;
         };
         let password = password.to_string();
@@ -218,11 +258,21 @@ impl SshBroker for Gateway {
         );
     }
 
-    async fn admit(&self, login: &Login, method: &str, client: &ClientInfo) -> Result<TargetPlan, String> {
+    async fn admit(
+        &self,
+        login: &Login,
+        method: &str,
+        client: &ClientInfo,
+    ) -> Result<TargetPlan, String> {
         self.admit_sync(login, method, client)
     }
 
-    async fn check_host_key(&self, target: &str, address: &str, key: &PublicKey) -> Result<(), String> {
+    async fn check_host_key(
+        &self,
+        target: &str,
+        address: &str,
+        key: &PublicKey,
+    ) -> Result<(), String> {
         let fp = key.fingerprint(HashAlg::Sha256).to_string();
         let openssh = key.to_openssh().unwrap_or_default();
         match self.store.hostkey_get(target, address) {
@@ -247,7 +297,12 @@ impl SshBroker for Gateway {
                 self.store
                     .hostkey_pin(target, address, &fp, &openssh)
                     .map_err(|e| format!("cannot pin the host key of {target}: {e}"))?;
-                self.audit("target.hostkey_pinned", None, None, json!({"target": target, "address": address, "fingerprint": fp}));
+                self.audit(
+                    "target.hostkey_pinned",
+                    None,
+                    None,
+                    json!({"target": target, "address": address, "fingerprint": fp}),
+                );
                 Ok(())
             }
             Err(e) => Err(format!("cannot read the pinned host key of {target}: {e}")),

@@ -87,7 +87,10 @@ pub struct SshSection {
 }
 
 fn default_ciphers() -> Vec<String> {
-    wardengate_protocols::ssh::DEFAULT_CIPHERS.iter().map(|c| c.to_string()).collect()
+    wardengate_protocols::ssh::DEFAULT_CIPHERS
+        .iter()
+        .map(|c| c.to_string())
+        .collect()
 }
 
 impl Default for SshSection {
@@ -230,7 +233,12 @@ pub fn parse(text: &str, path: &Path) -> Result<Loaded> {
     let config: Config = toml::from_str(text).map_err(|e| {
         let at = e
             .span()
-            .map(|s| format!(" line {}", text[..s.start.min(text.len())].lines().count().max(1)))
+            .map(|s| {
+                format!(
+                    " line {}",
+                    text[..s.start.min(text.len())].matches('\n').count() + 1
+                )
+            })
             .unwrap_or_default();
         anyhow!("{}{at}: {}", path.display(), e.message())
     })?;
@@ -247,7 +255,10 @@ pub fn parse(text: &str, path: &Path) -> Result<Loaded> {
     };
 
     if config.ssh.ciphers.is_empty() {
-        bail!("{}: ssh.ciphers must name at least one cipher", here("ciphers"));
+        bail!(
+            "{}: ssh.ciphers must name at least one cipher",
+            here("ciphers")
+        );
     }
     for c in &config.ssh.ciphers {
         if !wardengate_protocols::ssh::SUPPORTED_CIPHERS.contains(&c.as_str()) {
@@ -261,7 +272,11 @@ pub fn parse(text: &str, path: &Path) -> Result<Loaded> {
     let mut users = HashMap::new();
     for u in &config.users {
         if u.name.is_empty() || u.name.contains(':') || u.name.contains('#') {
-            bail!("{}: users.name '{}' must be non-empty without ':' or '#'", here(&u.name), u.name);
+            bail!(
+                "{}: users.name '{}' must be non-empty without ':' or '#'",
+                here(&u.name),
+                u.name
+            );
         }
         let mut keys = Vec::new();
         for (i, line) in u.public_keys.iter().enumerate() {
@@ -276,11 +291,19 @@ pub fn parse(text: &str, path: &Path) -> Result<Loaded> {
         }
         if let Some(h) = &u.password_hash {
             argon2::password_hash::phc::PasswordHash::new(h).map_err(|e| {
-                anyhow!("{}: users.{}.password_hash is not an argon2 PHC string: {e}", here(h), u.name)
+                anyhow!(
+                    "{}: users.{}.password_hash is not an argon2 PHC string: {e}",
+                    here(h),
+                    u.name
+                )
             })?;
         }
         if keys.is_empty() && u.password_hash.is_none() {
-            bail!("{}: users.{} has neither public_keys nor password_hash", here(&u.name), u.name);
+            bail!(
+                "{}: users.{} has neither public_keys nor password_hash",
+                here(&u.name),
+                u.name
+            );
         }
         let id = Identity {
             name: u.name.clone(),
@@ -289,13 +312,21 @@ pub fn parse(text: &str, path: &Path) -> Result<Loaded> {
             password_hash: u.password_hash.clone(),
         };
         if users.insert(u.name.clone(), id).is_some() {
-            bail!("{}: users.name '{}' is defined twice", here(&u.name), u.name);
+            bail!(
+                "{}: users.name '{}' is defined twice",
+                here(&u.name),
+                u.name
+            );
         }
     }
     for g in &config.groups {
         for m in &g.members {
             let user = users.get_mut(m).ok_or_else(|| {
-                anyhow!("{}: groups.{}.members names unknown user '{m}'", here(m), g.name)
+                anyhow!(
+                    "{}: groups.{}.members names unknown user '{m}'",
+                    here(m),
+                    g.name
+                )
             })?;
             if !user.groups.contains(&g.name) {
                 user.groups.push(g.name.clone());
@@ -306,7 +337,11 @@ pub fn parse(text: &str, path: &Path) -> Result<Loaded> {
     let mut targets = HashMap::new();
     for t in &config.targets {
         if t.name.is_empty() || t.name.contains(':') || t.name.contains('#') {
-            bail!("{}: targets.name '{}' must be non-empty without ':' or '#'", here(&t.name), t.name);
+            bail!(
+                "{}: targets.name '{}' must be non-empty without ':' or '#'",
+                here(&t.name),
+                t.name
+            );
         }
         if t.protocol != "ssh" {
             bail!(
@@ -316,8 +351,18 @@ pub fn parse(text: &str, path: &Path) -> Result<Loaded> {
                 t.protocol
             );
         }
-        if !t.address.contains(':') || t.address.rsplit_once(':').and_then(|(_, p)| p.parse::<u16>().ok()).is_none() {
-            bail!("{}: targets.{}.address '{}' must be host:port", here(&t.address), t.name, t.address);
+        if !t.address.contains(':')
+            || t.address
+                .rsplit_once(':')
+                .and_then(|(_, p)| p.parse::<u16>().ok())
+                .is_none()
+        {
+            bail!(
+                "{}: targets.{}.address '{}' must be host:port",
+                here(&t.address),
+                t.name,
+                t.address
+            );
         }
         if t.accounts.is_empty() {
             bail!("{}: targets.{} has no accounts", here(&t.name), t.name);
@@ -325,26 +370,48 @@ pub fn parse(text: &str, path: &Path) -> Result<Loaded> {
         let mut seen = Vec::new();
         for a in &t.accounts {
             if a.secret.is_empty() {
-                bail!("{}: targets.{}.accounts.{}.secret is empty", here(&a.name), t.name, a.name);
+                bail!(
+                    "{}: targets.{}.accounts.{}.secret is empty",
+                    here(&a.name),
+                    t.name,
+                    a.name
+                );
             }
             if seen.contains(&a.name) {
-                bail!("{}: targets.{} defines account '{}' twice", here(&a.name), t.name, a.name);
+                bail!(
+                    "{}: targets.{} defines account '{}' twice",
+                    here(&a.name),
+                    t.name,
+                    a.name
+                );
             }
             seen.push(a.name.clone());
         }
         if targets.insert(t.name.clone(), t.clone()).is_some() {
-            bail!("{}: targets.name '{}' is defined twice", here(&t.name), t.name);
+            bail!(
+                "{}: targets.name '{}' is defined twice",
+                here(&t.name),
+                t.name
+            );
         }
     }
     let mut policy_names = Vec::new();
     for p in &config.policies {
         if policy_names.contains(&p.name) {
-            bail!("{}: policies.name '{}' is defined twice", here(&p.name), p.name);
+            bail!(
+                "{}: policies.name '{}' is defined twice",
+                here(&p.name),
+                p.name
+            );
         }
         policy_names.push(p.name.clone());
         for tag in &p.target_tags {
             if !tag.contains('=') {
-                bail!("{}: policies.{}.target_tags entry '{tag}' must be key=value", here(tag), p.name);
+                bail!(
+                    "{}: policies.{}.target_tags entry '{tag}' must be key=value",
+                    here(tag),
+                    p.name
+                );
             }
         }
     }

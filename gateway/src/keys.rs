@@ -42,8 +42,12 @@ pub fn load_or_create_host_key(path: &Path) -> Result<PrivateKey> {
     if path.exists() {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read host key {}", path.display()))?;
-        return PrivateKey::from_openssh(text.trim())
-            .map_err(|e| anyhow!("{} is not an unencrypted OpenSSH private key: {e}", path.display()));
+        return PrivateKey::from_openssh(text.trim()).map_err(|e| {
+            anyhow!(
+                "{} is not an unencrypted OpenSSH private key: {e}",
+                path.display()
+            )
+        });
     }
     let key = generate_ed25519("wardengate host key")?;
     write_keypair(path, &key)?;

@@ -9,7 +9,11 @@ use tokio_util::sync::CancellationToken;
 use wardengate_gateway::{config, dev, passwords, server, vault::SecretKind};
 
 #[derive(Parser)]
-#[command(name = "wardengate", version, about = "Wardengate privileged-access gateway")]
+#[command(
+    name = "wardengate",
+    version,
+    about = "Wardengate privileged-access gateway"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -86,7 +90,9 @@ fn init_logging() {
 
 fn read_stdin_line() -> Result<String> {
     let mut s = String::new();
-    std::io::stdin().read_to_string(&mut s).context("cannot read stdin")?;
+    std::io::stdin()
+        .read_to_string(&mut s)
+        .context("cannot read stdin")?;
     let s = s.trim_end_matches(['\n', '\r']).to_string();
     if s.is_empty() {
         bail!("nothing on stdin");
@@ -117,7 +123,11 @@ fn real_main(cli: Cli) -> Result<()> {
                 println!("wardengate ready: ssh={} api=http://{}", l.ssh, l.api);
             }))
         }
-        Cmd::Dev { data_dir, ssh_port, api_port } => runtime()?.block_on(dev::run(dev::DevOptions {
+        Cmd::Dev {
+            data_dir,
+            ssh_port,
+            api_port,
+        } => runtime()?.block_on(dev::run(dev::DevOptions {
             data_dir,
             ssh_port,
             api_port,
@@ -137,11 +147,16 @@ fn real_main(cli: Cli) -> Result<()> {
             let cfg = config::load(&config)?;
             let (store, vault) = server::open_state(&cfg, true)?;
             match cmd {
-                VaultCmd::Set { reference, private_key_file, password_stdin } => {
+                VaultCmd::Set {
+                    reference,
+                    private_key_file,
+                    password_stdin,
+                } => {
                     let (kind, value) = match (private_key_file, password_stdin) {
                         (Some(f), false) => (
                             SecretKind::PrivateKey,
-                            std::fs::read_to_string(&f).with_context(|| format!("cannot read {}", f.display()))?,
+                            std::fs::read_to_string(&f)
+                                .with_context(|| format!("cannot read {}", f.display()))?,
                         ),
                         (None, true) => (SecretKind::Password, read_stdin_line()?),
                         _ => bail!("give --private-key-file FILE or --password-stdin"),

@@ -74,7 +74,10 @@ impl Registry {
         if let Ok(mut m) = self.live.write() {
             m.insert(record.id.clone(), live);
         }
-        Ok(SessionLink { shared, control: rx })
+        Ok(SessionLink {
+            shared,
+            control: rx,
+        })
     }
 
     fn get(&self, id: &str) -> Option<Arc<Live>> {
@@ -86,7 +89,10 @@ impl Registry {
     }
 
     pub fn live_ids(&self) -> Vec<String> {
-        self.live.read().map(|m| m.keys().cloned().collect()).unwrap_or_default()
+        self.live
+            .read()
+            .map(|m| m.keys().cloned().collect())
+            .unwrap_or_default()
     }
 
     /// Fold the live counters into the record.
@@ -142,7 +148,9 @@ impl Registry {
                 r.end_detail = Some(reason.clone());
                 api::SessionState::Closed
             }
-            Outcome::ClientExit | Outcome::TargetClosed | Outcome::Shutdown => api::SessionState::Closed,
+            Outcome::ClientExit | Outcome::TargetClosed | Outcome::Shutdown => {
+                api::SessionState::Closed
+            }
         };
         r.state = state.as_str().into();
         if let Err(e) = store.session_update(&r) {
@@ -153,7 +161,13 @@ impl Registry {
     }
 
     /// Ask the owning relay to terminate the session, and wait (briefly) until it has.
-    pub async fn terminate(&self, store: &Store, id: &str, by: &str, reason: &str) -> Result<SessionRecord, RegistryError> {
+    pub async fn terminate(
+        &self,
+        store: &Store,
+        id: &str,
+        by: &str,
+        reason: &str,
+    ) -> Result<SessionRecord, RegistryError> {
         let Some(live) = self.get(id) else {
             return match store.session_get(id)? {
                 Some(r) => Err(RegistryError::Conflict(id.into(), r.state)),

@@ -37,15 +37,24 @@ pub fn open_state(cfg: &Loaded, create_key: bool) -> Result<(Store, Vault)> {
     std::fs::create_dir_all(&cfg.data_dir)
         .with_context(|| format!("cannot create data directory {}", cfg.data_dir.display()))?;
     let store = Store::open(&cfg.data_dir.join("wardengate.db"))?;
-    let vault = Vault::open(&in_data_dir(cfg, &cfg.config.gateway.vault_key_file), create_key)?;
+    let vault = Vault::open(
+        &in_data_dir(cfg, &cfg.config.gateway.vault_key_file),
+        create_key,
+    )?;
     Ok((store, vault))
 }
 
 /// Run until `shutdown` is cancelled (or SIGINT/SIGTERM arrives).
-pub async fn run(cfg: Loaded, shutdown: CancellationToken, on_ready: impl FnOnce(&Listening)) -> Result<()> {
+pub async fn run(
+    cfg: Loaded,
+    shutdown: CancellationToken,
+    on_ready: impl FnOnce(&Listening),
+) -> Result<()> {
     let (store, vault) = open_state(&cfg, true)?;
-    let host_key = crate::keys::load_or_create_host_key(&in_data_dir(&cfg, &cfg.config.ssh.host_key_file))?;
-    let token = crate::keys::load_or_create_token(&in_data_dir(&cfg, &cfg.config.api.admin_token_file))?;
+    let host_key =
+        crate::keys::load_or_create_host_key(&in_data_dir(&cfg, &cfg.config.ssh.host_key_file))?;
+    let token =
+        crate::keys::load_or_create_token(&in_data_dir(&cfg, &cfg.config.api.admin_token_file))?;
     let settings = Arc::new(SshSettings {
         host_keys: vec![host_key],
         auth_rejection_time: cfg.config.ssh.auth_rejection_time,
@@ -71,7 +80,12 @@ pub async fn run(cfg: Loaded, shutdown: CancellationToken, on_ready: impl FnOnce
         registry: Registry::new(),
     });
     gw.recover();
-    gw.audit("gateway.start", None, None, serde_json::json!({"ssh": listening.ssh.to_string(), "api": listening.api.to_string()}));
+    gw.audit(
+        "gateway.start",
+        None,
+        None,
+        serde_json::json!({"ssh": listening.ssh.to_string(), "api": listening.api.to_string()}),
+    );
 
     let signals = shutdown.clone();
     tokio::spawn(async move {
@@ -116,7 +130,10 @@ pub async fn run(cfg: Loaded, shutdown: CancellationToken, on_ready: impl FnOnce
     drop(ssh_listener);
     tracing::info!(sessions = gw.registry.live_count(), "shutting down");
     tracker.close();
-    if tokio::time::timeout(Duration::from_secs(10), tracker.wait()).await.is_err() {
+    if tokio::time::timeout(Duration::from_secs(10), tracker.wait())
+        .await
+        .is_err()
+    {
         tracing::warn!("some connections did not finish within 10s");
     }
     gw.registry.drain(Duration::from_secs(1)).await;

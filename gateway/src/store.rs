@@ -125,23 +125,45 @@ fn session_from_row(r: &Row<'_>) -> rusqlite::Result<SessionRecord> {
     })
 }
 
-/// The hash of an audit event: sha256 over the previous hash and the event's fields.
-pub fn audit_hash(prev: &str, seq: i64, id: &str, at_ms: u64, kind: &str, actor: Option<&str>, session: Option<&str>, detail: &str) -> String {
+/// The hash of an audit event: sha256 over the previous hash and the event's fields, each
+/// length-prefixed so no two different events hash the same. `row.hash` is not an input.
+pub fn audit_hash(prev: &str, row: &AuditRow) -> String {
     let mut h = Sha256::new();
     for part in [
         prev,
-        &seq.to_string(),
-        id,
-        &at_ms.to_string(),
-        kind,
-        actor.unwrap_or(""),
-        session.unwrap_or(""),
-        detail,
+        &row.seq.to_string(),
+        &row.id,
+        &row.at_ms.to_string(),
+        &row.kind,
+        row.actor.as_deref().unwrap_or(""),
+        row.session_id.as_deref().unwrap_or(""),
+        &row.detail,
     ] {
         h.update((part.len() as u64).to_be_bytes());
         h.update(part.as_bytes());
     }
     hex::encode(h.finalize())
+}
+
+fn audit_from_row(r: &Row<'_>) -> rusqlite::Result<AuditRow> {
+    Ok(AuditRow {
+        seq: r.get(0)?,
+        id: r.get(1)?,
+        at_ms: r.get::<_, i64>(2)? as u64,
+        kind: r.get(3)?,
+        actor: r.get(4)?,
+        session_id: r.get(5)?,
+        detail: r.get(6)?,
+        prev_hash: r.get(7)?,
+        hash: r.get(8)?,
+    })
+}
+
+/// A vault row: the secret's kind, its nonce and its ciphertext.
+pub struct VaultEntry {
+    pub kind: String,
+    pub nonce: Vec<u8>,
+    pub ciphertext: Vec<u8>,
 }
 
 impl Store {
@@ -231,48 +253,68 @@ impl Store {
     }
 
     /// Append an audit event, chained to the previous one. Returns the stored row.
-    pub fn audit_append(&self, kind: &str, actor: Option<&str>, session: Option<&str>, detail: &str) -> Result<AuditRow> {
+    pub fn audit_append(
+        &self,
+        kind: &str,
+        actor: Option<&str>,
+        session: Option<&str>,
+        detail: &str,
+    ) -> Result<AuditRow> {
         let mut conn = self.conn()?;
         let tx = conn.transaction()?;
         let (seq, prev): (i64, String) = tx
-            .query_row("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1", [], |r| -> rusqlite::Result<(i64, String)> {
-                Ok((r.get(0)?, r.get(1)?))
-            })
+            .query_row(
+                "SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1",
+                [],
+                |r| -> rusqlite::Result<(i64, String)> { Ok((r.get(0)?, r.get(1)?)) },
+            )
             .optional()?
             .map(|(s, h)| (s + 1, h))
             .unwrap_or((1, String::new()));
-        let id = util::new_id("evt_");
-        let at_ms = wardengate_protocols::session::now_ms();
-        let hash = audit_hash(&prev, seq, &id, at_ms, kind, actor, session, detail);
+        let mut row = AuditRow {
+            seq,
+            id: util::new_id("evt_"),
+            at_ms: wardengate_protocols::session::now_ms(),
+            kind: kind.into(),
+            actor: actor.map(Into::into),
+            session_id: session.map(Into::into),
+            detail: detail.into(),
+            prev_hash: prev,
+            hash: String::new(),
+        };
+        row.hash = audit_hash(&row.prev_hash, &row);
         tx.execute(
             "INSERT INTO audit (seq, id, at_ms, kind, actor, session_id, detail, prev_hash, hash)
              VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9)",
-            params![seq, id, at_ms as i64, kind, actor, session, detail, prev, hash],
+            params![
+                row.seq,
+                row.id,
+                row.at_ms as i64,
+                row.kind,
+                row.actor,
+                row.session_id,
+                row.detail,
+                row.prev_hash,
+                row.hash
+            ],
         )?;
         tx.commit()?;
-        Ok(AuditRow { seq, id, at_ms, kind: kind.into(), actor: actor.map(Into::into), session_id: session.map(Into::into), detail: detail.into(), prev_hash: prev, hash })
+        Ok(row)
     }
 
-    pub fn audit_list(&self, kind: Option<&str>, session: Option<&str>, limit: u32) -> Result<Vec<AuditRow>> {
+    pub fn audit_list(
+        &self,
+        kind: Option<&str>,
+        session: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<AuditRow>> {
         let conn = self.conn()?;
         let mut stmt = conn.prepare(
             "SELECT seq, id, at_ms, kind, actor, session_id, detail, prev_hash, hash FROM audit
              WHERE (?1 IS NULL OR kind=?1) AND (?2 IS NULL OR session_id=?2)
              ORDER BY seq DESC LIMIT ?3",
         )?;
-        let rows = stmt.query_map(params![kind, session, limit.max(1)], |r| {
-            Ok(AuditRow {
-                seq: r.get(0)?,
-                id: r.get(1)?,
-                at_ms: r.get::<_, i64>(2)? as u64,
-                kind: r.get(3)?,
-                actor: r.get(4)?,
-                session_id: r.get(5)?,
-                detail: r.get(6)?,
-                prev_hash: r.get(7)?,
-                hash: r.get(8)?,
-            })
-        })?;
+        let rows = stmt.query_map(params![kind, session, limit.max(1)], audit_from_row)?;
         let mut v = rows.collect::<rusqlite::Result<Vec<_>>>()?;
         v.reverse();
         Ok(v)
@@ -284,24 +326,18 @@ impl Store {
         let mut stmt = conn.prepare(
             "SELECT seq, id, at_ms, kind, actor, session_id, detail, prev_hash, hash FROM audit ORDER BY seq",
         )?;
-        let mut rows = stmt.query([])?;
+        let rows = stmt.query_map([], audit_from_row)?;
         let mut prev = String::new();
         let mut n = 0u64;
-        while let Some(r) = rows.next()? {
-            let seq: i64 = r.get(0)?;
-            let id: String = r.get(1)?;
-            let at: i64 = r.get(2)?;
-            let kind: String = r.get(3)?;
-            let actor: Option<String> = r.get(4)?;
-            let sess: Option<String> = r.get(5)?;
-            let detail: String = r.get(6)?;
-            let prev_hash: String = r.get(7)?;
-            let hash: String = r.get(8)?;
-            let want = audit_hash(&prev, seq, &id, at as u64, &kind, actor.as_deref(), sess.as_deref(), &detail);
-            if prev_hash != prev || hash != want {
-                return Ok(Err(format!("audit event #{seq} ({id}) does not match the hash chain")));
+        for row in rows {
+            let row = row?;
+            if row.prev_hash != prev || row.hash != audit_hash(&prev, &row) {
+                return Ok(Err(format!(
+                    "audit event #{} ({}) does not match the hash chain",
+                    row.seq, row.id
+                )));
             }
-            prev = hash;
+            prev = row.hash;
             n += 1;
         }
         Ok(Ok(n))
@@ -318,7 +354,13 @@ impl Store {
             .optional()?)
     }
 
-    pub fn hostkey_pin(&self, target: &str, address: &str, fingerprint: &str, key: &str) -> Result<()> {
+    pub fn hostkey_pin(
+        &self,
+        target: &str,
+        address: &str,
+        fingerprint: &str,
+        key: &str,
+    ) -> Result<()> {
         self.conn()?.execute(
             "INSERT OR IGNORE INTO host_keys (target, address, fingerprint, key, first_seen_ms) VALUES (?1,?2,?3,?4,?5)",
             params![target, address, fingerprint, key, wardengate_protocols::session::now_ms() as i64],
@@ -332,22 +374,40 @@ impl Store {
             .execute("DELETE FROM host_keys WHERE target=?1", [target])?)
     }
 
-    pub fn vault_put(&self, reference: &str, kind: &str, nonce: &[u8], ciphertext: &[u8]) -> Result<()> {
+    pub fn vault_put(
+        &self,
+        reference: &str,
+        kind: &str,
+        nonce: &[u8],
+        ciphertext: &[u8],
+    ) -> Result<()> {
         self.conn()?.execute(
             "INSERT INTO vault (ref, kind, nonce, ciphertext, updated_ms) VALUES (?1,?2,?3,?4,?5)
              ON CONFLICT(ref) DO UPDATE SET kind=?2, nonce=?3, ciphertext=?4, updated_ms=?5",
-            params![reference, kind, nonce, ciphertext, wardengate_protocols::session::now_ms() as i64],
+            params![
+                reference,
+                kind,
+                nonce,
+                ciphertext,
+                wardengate_protocols::session::now_ms() as i64
+            ],
         )?;
         Ok(())
     }
 
-    pub fn vault_get(&self, reference: &str) -> Result<Option<(String, Vec<u8>, Vec<u8>)>> {
+    pub fn vault_get(&self, reference: &str) -> Result<Option<VaultEntry>> {
         Ok(self
             .conn()?
             .query_row(
                 "SELECT kind, nonce, ciphertext FROM vault WHERE ref=?1",
                 [reference],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                |r| {
+                    Ok(VaultEntry {
+                        kind: r.get(0)?,
+                        nonce: r.get(1)?,
+                        ciphertext: r.get(2)?,
+                    })
+                },
             )
             .optional()?)
     }
@@ -355,7 +415,9 @@ impl Store {
     pub fn vault_list(&self) -> Result<Vec<(String, String, u64)>> {
         let conn = self.conn()?;
         let mut stmt = conn.prepare("SELECT ref, kind, updated_ms FROM vault ORDER BY ref")?;
-        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get::<_, i64>(2)? as u64)))?;
+        let rows = stmt.query_map([], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get::<_, i64>(2)? as u64))
+        })?;
         Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
     }
 }
@@ -368,8 +430,12 @@ mod tests {
     fn audit_chain_detects_edits() {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = Store::open(&dir.path().join("db.sqlite")).expect("store");
-        store.audit_append("session.requested", Some("alice"), Some("sess_1"), "{}").expect("a");
-        let second = store.audit_append("session.start", Some("alice"), Some("sess_1"), "{}").expect("b");
+        store
+            .audit_append("session.requested", Some("alice"), Some("sess_1"), "{}")
+            .expect("a");
+        let second = store
+            .audit_append("session.start", Some("alice"), Some("sess_1"), "{}")
+            .expect("b");
         assert_eq!(store.audit_verify().expect("verify"), Ok(2));
         assert_eq!(second.prev_hash.len(), 64);
         store

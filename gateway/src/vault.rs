@@ -62,9 +62,12 @@ impl fmt::Debug for Vault {
 fn parse_key(hex_text: &str, origin: &str) -> Result<[u8; 32]> {
     let bytes = hex::decode(hex_text.trim())
         .map_err(|e| anyhow!("{origin}: the vault key must be 64 hex characters: {e}"))?;
-    bytes
-        .try_into()
-        .map_err(|b: Vec<u8>| anyhow!("{origin}: the vault key must be 32 bytes, found {}", b.len()))
+    bytes.try_into().map_err(|b: Vec<u8>| {
+        anyhow!(
+            "{origin}: the vault key must be 32 bytes, found {}",
+            b.len()
+        )
+    })
 }
 
 impl Vault {
@@ -79,7 +82,8 @@ impl Vault {
             parse_key(&text, &key_file.display().to_string())?
         } else if create {
             let mut key = [0u8; 32];
-            getrandom::getrandom(&mut key).map_err(|e| anyhow!("no randomness for the vault key: {e}"))?;
+            getrandom::getrandom(&mut key)
+                .map_err(|e| anyhow!("no randomness for the vault key: {e}"))?;
             crate::util::write_private(key_file, format!("{}\n", hex::encode(key)).as_bytes())?;
             tracing::warn!(file = %key_file.display(), "generated a new vault key; back it up, secrets cannot be read without it");
             key
@@ -118,11 +122,18 @@ impl Vault {
     }
 
     pub fn get(&self, store: &Store, reference: &str) -> Result<Secret> {
-        let (kind, nonce, ciphertext) = store
+        let crate::store::VaultEntry {
+            kind,
+            nonce,
+            ciphertext,
+        } = store
             .vault_get(reference)?
             .ok_or_else(|| anyhow!("no secret stored under '{reference}'"))?;
         if nonce.len() != 24 {
-            bail!("vault entry '{reference}' is corrupt (nonce length {})", nonce.len());
+            bail!(
+                "vault entry '{reference}' is corrupt (nonce length {})",
+                nonce.len()
+            );
         }
         let plain = self
             .cipher
@@ -133,10 +144,13 @@ impl Vault {
                     aad: reference.as_bytes(),
                 },
             )
-            .map_err(|_| anyhow!("vault entry '{reference}' cannot be decrypted with this vault key"))?;
+            .map_err(|_| {
+                anyhow!("vault entry '{reference}' cannot be decrypted with this vault key")
+            })?;
         Ok(Secret {
             kind: SecretKind::parse(&kind)?,
-            value: String::from_utf8(plain).map_err(|_| anyhow!("vault entry '{reference}' is not text"))?,
+            value: String::from_utf8(plain)
+                .map_err(|_| anyhow!("vault entry '{reference}' is not text"))?,
         })
     }
 }
@@ -150,13 +164,15 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = Store::open(&dir.path().join("db.sqlite")).expect("store");
         let vault = Vault::open(&dir.path().join("vault.key"), true).expect("vault");
-        vault.put(&store, "web/root", SecretKind::Password, "hunter2").expect("put");
+        vault
+            .put(&store, "web/root", SecretKind::Password, "hunter2")
+            .expect("put");
         let s = vault.get(&store, "web/root").expect("get");
         assert_eq!(s.value, "hunter2");
         assert!(!format!("{s:?}").contains("hunter2"));
         // Stored ciphertext does not contain the plaintext.
-        let (_, _, ct) = store.vault_get("web/root").expect("row").expect("some");
-        assert!(!ct.windows(7).any(|w| w == b"hunter2"));
+        let entry = store.vault_get("web/root").expect("row").expect("some");
+        assert!(!entry.ciphertext.windows(7).any(|w| w == b"hunter2"));
         // Another key cannot read it.
         let other = Vault::open(&dir.path().join("other.key"), true).expect("vault2");
         assert!(other.get(&store, "web/root").is_err());

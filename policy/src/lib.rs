@@ -96,7 +96,10 @@ pub fn mismatch(policy: &Policy, req: &Request<'_>) -> Option<String> {
         }
     }
     if !matches_any(&policy.protocols, req.protocol) {
-        return Some(format!("protocol {} is not among its protocols", req.protocol));
+        return Some(format!(
+            "protocol {} is not among its protocols",
+            req.protocol
+        ));
     }
     if !matches_any(&policy.accounts, req.account) {
         return Some(format!("account {} is not among its accounts", req.account));

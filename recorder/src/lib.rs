@@ -12,9 +12,17 @@ use bytes::Bytes;
 pub enum Event {
     /// Bytes from the user towards the target. `meaningful` is false for traffic that must not reset
     /// the idle clock.
-    Input { channel: u32, data: Bytes, meaningful: bool },
+    Input {
+        channel: u32,
+        data: Bytes,
+        meaningful: bool,
+    },
     /// Bytes from the target towards the user (`stderr` for SSH extended data).
-    Output { channel: u32, data: Bytes, stderr: bool },
+    Output {
+        channel: u32,
+        data: Bytes,
+        stderr: bool,
+    },
     /// Terminal size change.
     Resize { channel: u32, cols: u32, rows: u32 },
     /// A lifecycle or control marker (`exec`, `exit-status`, `terminated`, ...).

@@ -74,7 +74,12 @@ impl TestEnv {
 
     /// A real sshd trusting the target account key, in its own directory `name`.
     pub fn sshd_named(&self, name: &str, port: u16) -> Sshd {
-        Sshd::start(&self.path(name), port, std::slice::from_ref(&self.account_pub)).expect("sshd")
+        Sshd::start(
+            &self.path(name),
+            port,
+            std::slice::from_ref(&self.account_pub),
+        )
+        .expect("sshd")
     }
 
     pub fn sshd(&self) -> Sshd {
@@ -110,8 +115,12 @@ impl GatewayBuilder<'_> {
     }
 
     pub fn target_at(mut self, name: &str, address: &str, account: &str) -> Self {
-        self.targets
-            .push((name.into(), address.into(), account.into(), "env=test".into()));
+        self.targets.push((
+            name.into(),
+            address.into(),
+            account.into(),
+            "env=test".into(),
+        ));
         self
     }
 
@@ -162,7 +171,11 @@ impl GatewayBuilder<'_> {
                 .arg(&key_file)
                 .output()
                 .expect("wardengate vault set");
-            assert!(out.status.success(), "vault set: {}", String::from_utf8_lossy(&out.stderr));
+            assert!(
+                out.status.success(),
+                "vault set: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
         // The key exists only in the vault from here on.
         std::fs::remove_file(&key_file).expect("remove key file");
@@ -213,13 +226,40 @@ impl GatewayProc {
             let _ = stdout.read_to_string(&mut rest);
         });
         let log_now = log.lock().map(|l| l.clone()).unwrap_or_default();
-        assert!(ready.starts_with("wardengate ready:"), "gateway did not start: {ready}\n{log_now}");
+        assert!(
+            ready.starts_with("wardengate ready:"),
+            "gateway did not start: {ready}\n{log_now}"
+        );
         // "wardengate ready: ssh=127.0.0.1:PORT api=http://127.0.0.1:PORT"
-        let ssh = ready.split("ssh=").nth(1).and_then(|s| s.split_whitespace().next()).expect("ssh addr");
-        let api = ready.split("api=").nth(1).map(str::trim).expect("api addr").to_string();
-        let ssh_port = ssh.rsplit(':').next().and_then(|p| p.parse().ok()).expect("port");
-        let token = std::fs::read_to_string(data.join("admin.token")).expect("token").trim().to_string();
-        GatewayProc { child: Some(child), config, data, ssh_port, api, token, log }
+        let ssh = ready
+            .split("ssh=")
+            .nth(1)
+            .and_then(|s| s.split_whitespace().next())
+            .expect("ssh addr");
+        let api = ready
+            .split("api=")
+            .nth(1)
+            .map(str::trim)
+            .expect("api addr")
+            .to_string();
+        let ssh_port = ssh
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .expect("port");
+        let token = std::fs::read_to_string(data.join("admin.token"))
+            .expect("token")
+            .trim()
+            .to_string();
+        GatewayProc {
+            child: Some(child),
+            config,
+            data,
+            ssh_port,
+            api,
+            token,
+            log,
+        }
     }
 
     /// Everything the gateway logged so far.
@@ -241,8 +281,16 @@ impl GatewayProc {
 
     fn ssh_with(&self, env: &TestEnv, login: &str, batch: bool) -> Command {
         let mut c = Command::new("ssh");
-        c.args(["-o", if batch { "BatchMode=yes" } else { "BatchMode=no" }]);
-        c.args(self.ssh_opts(env)).args(["-p", &self.ssh_port.to_string()]);
+        c.args([
+            "-o",
+            if batch {
+                "BatchMode=yes"
+            } else {
+                "BatchMode=no"
+            },
+        ]);
+        c.args(self.ssh_opts(env))
+            .args(["-p", &self.ssh_port.to_string()]);
         c.arg(format!("{login}@127.0.0.1"));
         c
     }
@@ -251,18 +299,24 @@ impl GatewayProc {
     /// ssh helpers set it, scp/sftp/rsync run without a terminal and never prompt).
     pub fn ssh_opts(&self, env: &TestEnv) -> Vec<String> {
         vec![
-            "-o".into(), "StrictHostKeyChecking=no".into(),
-            "-o".into(), "UserKnownHostsFile=/dev/null".into(),
-            "-o".into(), "IdentitiesOnly=yes".into(),
-            "-o".into(), "ConnectTimeout=10".into(),
-            "-i".into(), env.alice_key.display().to_string(),
+            "-o".into(),
+            "StrictHostKeyChecking=no".into(),
+            "-o".into(),
+            "UserKnownHostsFile=/dev/null".into(),
+            "-o".into(),
+            "IdentitiesOnly=yes".into(),
+            "-o".into(),
+            "ConnectTimeout=10".into(),
+            "-i".into(),
+            env.alice_key.display().to_string(),
         ]
     }
 
     /// `wgctl` pointed at this gateway.
     pub fn wgctl(&self) -> Command {
         let mut c = Command::new(bin("wgctl"));
-        c.env("WARDENGATE_ADDR", &self.api).env("WARDENGATE_TOKEN", &self.token);
+        c.env("WARDENGATE_ADDR", &self.api)
+            .env("WARDENGATE_TOKEN", &self.token);
         c
     }
 
@@ -275,7 +329,11 @@ impl GatewayProc {
 
     /// GET an API path with the admin token: (status, body).
     pub fn get(&self, path: &str) -> (u16, String) {
-        let r = Self::http().get(format!("{}{path}", self.api)).bearer_auth(&self.token).send().expect("GET");
+        let r = Self::http()
+            .get(format!("{}{path}", self.api))
+            .bearer_auth(&self.token)
+            .send()
+            .expect("GET");
         (r.status().as_u16(), r.text().unwrap_or_default())
     }
 
@@ -312,7 +370,12 @@ impl GatewayProc {
     }
 
     /// Wait until `pred` holds for the session list (live sessions), up to `timeout`.
-    pub fn wait_sessions(&self, query: &str, timeout: Duration, pred: impl Fn(&[serde_json::Value]) -> bool) -> Vec<serde_json::Value> {
+    pub fn wait_sessions(
+        &self,
+        query: &str,
+        timeout: Duration,
+        pred: impl Fn(&[serde_json::Value]) -> bool,
+    ) -> Vec<serde_json::Value> {
         let deadline = Instant::now() + timeout;
         loop {
             let s = self.sessions(query);
@@ -323,16 +386,35 @@ impl GatewayProc {
         }
     }
 
+    /// Wait for exactly one active session and return its id.
+    #[track_caller]
+    pub fn wait_one_active(&self) -> String {
+        let live = self.wait_sessions("?state=active", Duration::from_secs(20), |s| s.len() == 1);
+        assert_eq!(live.len(), 1, "expected one active session: {live:?}");
+        live[0]["id"].as_str().expect("id").to_string()
+    }
+
     /// Send SIGTERM and wait for the process to exit.
     pub fn stop(&mut self) -> Option<std::process::ExitStatus> {
         let mut child = self.child.take()?;
-        let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(child.id().to_string())
+            .status();
         wait_timeout(&mut child, Duration::from_secs(20))
     }
 }
 
 impl Drop for GatewayProc {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            let log = self.log();
+            let tail: Vec<&str> = log.lines().rev().take(80).collect();
+            eprintln!("--- last gateway log lines ---");
+            for l in tail.iter().rev() {
+                eprintln!("{l}");
+            }
+        }
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();
@@ -358,7 +440,9 @@ pub fn wait_timeout(child: &mut Child, timeout: Duration) -> Option<std::process
 
 /// Run a command with a timeout, capturing output. Panics on timeout with what was captured.
 pub fn run(cmd: &mut Command, timeout: Duration) -> Output {
-    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     run_with_input(cmd, None, timeout)
 }
 
@@ -389,7 +473,11 @@ pub fn run_with_input(cmd: &mut Command, input: Option<Vec<u8>>, timeout: Durati
             String::from_utf8_lossy(&stderr)
         );
     };
-    Output { status, stdout, stderr }
+    Output {
+        status,
+        stdout,
+        stderr,
+    }
 }
 
 fn read_all(mut r: impl Read) -> Vec<u8> {
@@ -428,7 +516,9 @@ pub fn delayed_proxy(upstream: String, delay: Duration) -> u16 {
             let upstream = upstream.clone();
             std::thread::spawn(move || {
                 std::thread::sleep(delay);
-                let Ok(server) = TcpStream::connect(&upstream) else { return };
+                let Ok(server) = TcpStream::connect(&upstream) else {
+                    return;
+                };
                 pipe(client, server);
             });
         }
@@ -437,7 +527,9 @@ pub fn delayed_proxy(upstream: String, delay: Duration) -> u16 {
 }
 
 fn pipe(a: TcpStream, b: TcpStream) {
-    let (Ok(a2), Ok(b2)) = (a.try_clone(), b.try_clone()) else { return };
+    let (Ok(a2), Ok(b2)) = (a.try_clone(), b.try_clone()) else {
+        return;
+    };
     let t = std::thread::spawn(move || copy_close(a, b2));
     copy_close(b, a2);
     let _ = t.join();
@@ -467,4 +559,23 @@ pub fn echo_server() -> u16 {
 
 pub fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
+}
+
+/// The usual scenario: a temp env, one sshd, a gateway with target `web-01.test` on it.
+/// Keep the `Sshd` alive for the test's duration.
+pub fn standard() -> (TestEnv, Sshd, GatewayProc) {
+    let env = TestEnv::new();
+    let sshd = env.sshd();
+    let gw = env.gateway().target("web-01.test", &sshd).start();
+    (env, sshd, gw)
+}
+
+/// Assert that a command's stderr contains `needle`, showing the stderr when it does not.
+#[track_caller]
+pub fn assert_stderr_has(out: &Output, needle: &str) {
+    let err = text(&out.stderr);
+    assert!(
+        err.contains(needle),
+        "expected {needle:?} in stderr:\n{err}"
+    );
 }

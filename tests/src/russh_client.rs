@@ -11,14 +11,24 @@ pub struct AcceptAnyHostKey;
 
 impl client::Handler for AcceptAnyHostKey {
     type Error = russh::Error;
-    async fn check_server_key(&mut self, _: &russh::keys::PublicKeyOrCertificate) -> Result<bool, Self::Error> {
+    async fn check_server_key(
+        &mut self,
+        _: &russh::keys::PublicKeyOrCertificate,
+    ) -> Result<bool, Self::Error> {
         Ok(true) // loopback hosts we started ourselves
     }
 }
 
 /// Connect to 127.0.0.1:`port` and authenticate `user` with `key`.
-pub async fn connect(port: u16, user: &str, key: Arc<PrivateKey>) -> Result<Handle<AcceptAnyHostKey>> {
-    let cfg = Arc::new(client::Config { nodelay: true, ..Default::default() });
+pub async fn connect(
+    port: u16,
+    user: &str,
+    key: Arc<PrivateKey>,
+) -> Result<Handle<AcceptAnyHostKey>> {
+    let cfg = Arc::new(client::Config {
+        nodelay: true,
+        ..Default::default()
+    });
     let mut h = client::connect(cfg, ("127.0.0.1", port), AcceptAnyHostKey).await?;
     let ok = h
         .authenticate_publickey(user.to_string(), PrivateKeyWithHashAlg::new(key, None))

@@ -24,7 +24,8 @@ fn wgctl(gw: &GatewayProc, args: &[&str]) -> std::process::Output {
 }
 
 fn finish(mut child: Child) -> (Option<i32>, String) {
-    let status = wait_timeout(&mut child, Duration::from_secs(10)).expect("ssh did not exit after terminate");
+    let status = wait_timeout(&mut child, Duration::from_secs(10))
+        .expect("ssh did not exit after terminate");
     let mut err = String::new();
     if let Some(mut e) = child.stderr.take() {
         use std::io::Read;
@@ -35,34 +36,56 @@ fn finish(mut child: Child) -> (Option<i32>, String) {
 
 #[test]
 fn terminate_with_wgctl_reaches_the_user_at_once() {
-    let env = TestEnv::new();
-    let sshd = env.sshd();
-    let gw = env.gateway().target("web-01.test", &sshd).start();
+    let (env, _sshd, gw) = standard();
     let child = long_session(&gw, &env, "alice:web-01.test");
-    let live = gw.wait_sessions("?state=active", Duration::from_secs(20), |s| s.len() == 1);
-    let id = live[0]["id"].as_str().expect("id").to_string();
+    let id = gw.wait_one_active();
 
     let list = wgctl(&gw, &["session", "list"]);
     let table = text(&list.stdout);
     assert!(table.starts_with("SESSION"), "{table}");
     for col in ["ACTOR", "TARGET", "PROTO", "GW", "AGE", "IDLE"] {
-        assert!(table.lines().next().unwrap_or_default().contains(col), "{table}");
+        assert!(
+            table.lines().next().unwrap_or_default().contains(col),
+            "{table}"
+        );
     }
-    assert!(table.contains(&id) && table.contains("web-01.test") && table.contains("gw-test"), "{table}");
+    assert!(
+        table.contains(&id) && table.contains("web-01.test") && table.contains("gw-test"),
+        "{table}"
+    );
     let show = text(&wgctl(&gw, &["session", "show", &id]).stdout);
-    assert!(show.contains("state:") && show.contains("active") && show.contains("OpenSSH"), "{show}");
+    assert!(
+        show.contains("state:") && show.contains("active") && show.contains("OpenSSH"),
+        "{show}"
+    );
 
     let missing = wgctl(&gw, &["session", "terminate", &id]);
     assert!(!missing.status.success());
-    assert!(text(&missing.stderr).contains("--reason is required"), "{}", text(&missing.stderr));
+    assert!(
+        text(&missing.stderr).contains("--reason is required"),
+        "{}",
+        text(&missing.stderr)
+    );
 
     let started = Instant::now();
-    let out = wgctl(&gw, &["session", "terminate", &id, "--reason", "incident 42: rotating keys"]);
+    let out = wgctl(
+        &gw,
+        &[
+            "session",
+            "terminate",
+            &id,
+            "--reason",
+            "incident 42: rotating keys",
+        ],
+    );
     assert!(out.status.success(), "{}", text(&out.stderr));
     let (code, err) = finish(child);
     let took = started.elapsed();
     assert_eq!(code, Some(255));
-    assert!(err.contains("session terminated by admin: incident 42: rotating keys"), "client saw: {err}");
+    assert!(
+        err.contains("session terminated by admin: incident 42: rotating keys"),
+        "client saw: {err}"
+    );
     eprintln!("terminate to client exit: {took:?}");
 
     let s = gw.get_json(&format!("/api/v1/sessions/{id}"));
@@ -71,23 +94,30 @@ fn terminate_with_wgctl_reaches_the_user_at_once() {
     assert_eq!(s["end_detail"], "incident 42: rotating keys");
     assert_eq!(s["terminated_by"], "admin");
     let ev = gw.audit("session.terminated");
-    assert!(ev.iter().any(|e| e["session_id"] == id.as_str() && e["detail"]["reason"] == "incident 42: rotating keys"));
-    assert!(gw.audit("session.end").iter().any(|e| e["session_id"] == id.as_str()));
+    assert!(ev
+        .iter()
+        .any(|e| e["session_id"] == id.as_str()
+            && e["detail"]["reason"] == "incident 42: rotating keys"));
+    assert!(gw
+        .audit("session.end")
+        .iter()
+        .any(|e| e["session_id"] == id.as_str()));
 
     // Again: already closed.
     let again = wgctl(&gw, &["session", "terminate", &id, "--reason", "twice"]);
     assert!(!again.status.success());
-    assert!(text(&again.stderr).contains("already closed") && text(&again.stderr).contains("409"), "{}", text(&again.stderr));
+    assert!(
+        text(&again.stderr).contains("already closed") && text(&again.stderr).contains("409"),
+        "{}",
+        text(&again.stderr)
+    );
 }
 
 #[test]
 fn api_status_codes_and_filters() {
-    let env = TestEnv::new();
-    let sshd = env.sshd();
-    let gw = env.gateway().target("web-01.test", &sshd).start();
+    let (env, _sshd, gw) = standard();
     let child = long_session(&gw, &env, "alice:web-01.test");
-    let live = gw.wait_sessions("?state=active", Duration::from_secs(20), |s| s.len() == 1);
-    let id = live[0]["id"].as_str().expect("id").to_string();
+    let id = gw.wait_one_active();
 
     assert_eq!(gw.get("/api/v1/sessions/sess_doesnotexist").0, 404);
     let (code, body) = gw.post(&format!("/api/v1/sessions/{id}/terminate"), "{}");
@@ -101,10 +131,17 @@ fn api_status_codes_and_filters() {
     assert_eq!(unauth.status().as_u16(), 401);
     let health = reqwest::blocking::get(format!("{}/healthz", gw.api)).expect("get");
     assert_eq!(health.status().as_u16(), 200);
-    let spec: serde_json::Value = reqwest::blocking::get(format!("{}/api/v1/openapi.json", gw.api)).expect("get").json().expect("json");
+    let spec: serde_json::Value = reqwest::blocking::get(format!("{}/api/v1/openapi.json", gw.api))
+        .expect("get")
+        .json()
+        .expect("json");
     assert!(spec["paths"]["/api/v1/sessions/{id}/terminate"]["post"].is_object());
 
-    assert_eq!(gw.sessions("?actor=alice&protocol=ssh&target=web-01.test").len(), 1);
+    assert_eq!(
+        gw.sessions("?actor=alice&protocol=ssh&target=web-01.test")
+            .len(),
+        1
+    );
     assert_eq!(gw.sessions("?actor=bob").len(), 0);
     assert_eq!(gw.sessions("?target_tag=env=test").len(), 1);
     assert_eq!(gw.sessions("?target_tag=env=prod").len(), 0);
@@ -115,28 +152,58 @@ fn api_status_codes_and_filters() {
     let idle = text(&wgctl(&gw, &["session", "list", "--idle-gt", "1s", "-o", "json"]).stdout);
     assert!(idle.contains(&id), "{idle}");
     let bad = wgctl(&gw, &["session", "list", "--idle-gt", "soon"]);
-    assert!(!bad.status.success() && text(&bad.stderr).lines().count() == 1, "{}", text(&bad.stderr));
+    assert!(
+        !bad.status.success() && text(&bad.stderr).lines().count() == 1,
+        "{}",
+        text(&bad.stderr)
+    );
 
     // Bulk terminate by target tag and protocol.
     let (code, body) = gw.post("/api/v1/sessions/terminate", r#"{"reason":"maintenance"}"#);
     assert_eq!(code, 400, "a selector is required: {body}");
-    let out = wgctl(&gw, &["session", "terminate", "--target-tag", "env=test", "--protocol", "ssh", "--reason", "maintenance window"]);
+    let out = wgctl(
+        &gw,
+        &[
+            "session",
+            "terminate",
+            "--target-tag",
+            "env=test",
+            "--protocol",
+            "ssh",
+            "--reason",
+            "maintenance window",
+        ],
+    );
     assert!(out.status.success(), "{}", text(&out.stderr));
-    assert!(text(&out.stdout).contains("1 session(s) terminated"), "{}", text(&out.stdout));
+    assert!(
+        text(&out.stdout).contains("1 session(s) terminated"),
+        "{}",
+        text(&out.stdout)
+    );
     let (_, err) = finish(child);
     assert!(err.contains("maintenance window"), "{err}");
 }
 
 #[test]
 fn bulk_terminate_by_actor() {
-    let env = TestEnv::new();
-    let sshd = env.sshd();
-    let gw = env.gateway().target("web-01.test", &sshd).start();
+    let (env, _sshd, gw) = standard();
     let a = long_session(&gw, &env, "alice:web-01.test");
     let b = long_session(&gw, &env, "alice:web-01.test");
     let live = gw.wait_sessions("?state=active", Duration::from_secs(20), |s| s.len() == 2);
     assert_eq!(live.len(), 2, "gateway log:\n{}", gw.log());
-    let out = wgctl(&gw, &["session", "terminate", "--actor", "alice", "--reason", "offboarding", "-o", "json"]);
+    let out = wgctl(
+        &gw,
+        &[
+            "session",
+            "terminate",
+            "--actor",
+            "alice",
+            "--reason",
+            "offboarding",
+            "-o",
+            "json",
+        ],
+    );
     assert!(out.status.success(), "{}", text(&out.stderr));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
     assert_eq!(v["terminated"].as_array().map(Vec::len), Some(2));
@@ -149,15 +216,26 @@ fn bulk_terminate_by_actor() {
 #[test]
 fn wgctl_errors_are_one_line() {
     let out = run(
-        Command::new(bin("wgctl")).args(["session", "list"]).env_remove("WARDENGATE_TOKEN"),
+        Command::new(bin("wgctl"))
+            .args(["session", "list"])
+            .env_remove("WARDENGATE_TOKEN"),
         T,
     );
     assert!(!out.status.success());
-    assert_eq!(text(&out.stderr).trim(), "wgctl: no admin token: pass --token or set WARDENGATE_TOKEN");
+    assert_eq!(
+        text(&out.stderr).trim(),
+        "wgctl: no admin token: pass --token or set WARDENGATE_TOKEN"
+    );
     let port = wardengate_gateway::dev::sshd::free_port().expect("port");
     let out = run(
-        Command::new(bin("wgctl"))
-            .args(["session", "list", "--token", "x", "--addr", &format!("http://127.0.0.1:{port}")]),
+        Command::new(bin("wgctl")).args([
+            "session",
+            "list",
+            "--token",
+            "x",
+            "--addr",
+            &format!("http://127.0.0.1:{port}"),
+        ]),
         T,
     );
     assert!(!out.status.success());
@@ -168,9 +246,7 @@ fn wgctl_errors_are_one_line() {
 
 #[test]
 fn injected_secret_never_appears_in_api_or_logs_and_audit_chain_verifies() {
-    let env = TestEnv::new();
-    let sshd = env.sshd();
-    let gw = env.gateway().target("web-01.test", &sshd).start();
+    let (env, sshd, gw) = standard();
     let out = run(gw.ssh(&env, "alice:web-01.test").arg("echo ok"), T);
     assert_eq!(text(&out.stdout).trim(), "ok");
     let _ = run(gw.ssh(&env, "alice:nope").arg("true"), T);
@@ -188,7 +264,13 @@ fn injected_secret_never_appears_in_api_or_logs_and_audit_chain_verifies() {
     let sessions = gw.sessions("");
     assert!(sessions.iter().any(|s| s["state"] == "denied"));
     for s in sessions.iter().filter(|s| s["state"] != "denied") {
-        haystacks.push(gw.get(&format!("/api/v1/sessions/{}", s["id"].as_str().unwrap_or_default())).1);
+        haystacks.push(
+            gw.get(&format!(
+                "/api/v1/sessions/{}",
+                s["id"].as_str().unwrap_or_default()
+            ))
+            .1,
+        );
         assert_eq!(s["account_ref"], format!("web-01.test/{}", sshd.user));
     }
     for (i, h) in haystacks.iter().enumerate() {
@@ -199,12 +281,25 @@ fn injected_secret_never_appears_in_api_or_logs_and_audit_chain_verifies() {
     // The store holds only ciphertext.
     let db = std::fs::read(gw.data.join("wardengate.db")).expect("db");
     for l in &secret_lines {
-        assert!(!db.windows(l.len()).any(|w| w == l.as_bytes()), "plaintext key in the store");
+        assert!(
+            !db.windows(l.len()).any(|w| w == l.as_bytes()),
+            "plaintext key in the store"
+        );
     }
     let audit = gw.get_json("/api/v1/audit");
     assert_eq!(audit["chain_ok"], true);
-    let kinds: Vec<String> = audit["events"].as_array().expect("events").iter().map(|e| e["kind"].as_str().unwrap_or_default().to_string()).collect();
-    for k in ["session.requested", "session.start", "session.end", "session.denied"] {
+    let kinds: Vec<String> = audit["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap_or_default().to_string())
+        .collect();
+    for k in [
+        "session.requested",
+        "session.start",
+        "session.end",
+        "session.denied",
+    ] {
         assert!(kinds.iter().any(|x| x == k), "missing {k} in {kinds:?}");
     }
     let evs = audit["events"].as_array().expect("events");
@@ -219,8 +314,7 @@ fn graceful_shutdown_tells_users_and_closes_sessions() {
     let sshd = env.sshd();
     let mut gw = env.gateway().target("web-01.test", &sshd).start();
     let child = long_session(&gw, &env, "alice:web-01.test");
-    let live = gw.wait_sessions("?state=active", Duration::from_secs(20), |s| s.len() == 1);
-    let id = live[0]["id"].as_str().expect("id").to_string();
+    let id = gw.wait_one_active();
     let status = gw.stop().expect("gateway did not exit on SIGTERM");
     assert!(status.success(), "{status:?}");
     let (_, err) = finish(child);
@@ -234,12 +328,9 @@ fn graceful_shutdown_tells_users_and_closes_sessions() {
 
 #[test]
 fn a_killed_gateway_leaves_no_session_open_after_restart() {
-    let env = TestEnv::new();
-    let sshd = env.sshd();
-    let gw = env.gateway().target("web-01.test", &sshd).start();
+    let (env, _sshd, gw) = standard();
     let mut child = long_session(&gw, &env, "alice:web-01.test");
-    let live = gw.wait_sessions("?state=active", Duration::from_secs(20), |s| s.len() == 1);
-    let id = live[0]["id"].as_str().expect("id").to_string();
+    let id = gw.wait_one_active();
     let (config, data) = (gw.config.clone(), gw.data.clone());
     drop(gw); // SIGKILL
     let _ = wait_timeout(&mut child, Duration::from_secs(10));
@@ -247,4 +338,34 @@ fn a_killed_gateway_leaves_no_session_open_after_restart() {
     let s = gw2.get_json(&format!("/api/v1/sessions/{id}"));
     assert_eq!(s["state"], "failed");
     assert_eq!(s["end_reason"], "gateway_restart");
+}
+
+#[test]
+fn terminate_during_setup_still_tells_the_user() {
+    let env = TestEnv::new();
+    let sshd = env.sshd();
+    // The target leg takes 2 s: the session is admitted but not yet active when terminated.
+    let slow = delayed_proxy(sshd.address(), Duration::from_secs(2));
+    let gw = env
+        .gateway()
+        .target_at("slow.test", &format!("127.0.0.1:{slow}"), &sshd.user)
+        .start();
+    let child = long_session(&gw, &env, "alice:slow.test");
+    let s = gw.wait_sessions("?state=approved", Duration::from_secs(20), |s| s.len() == 1);
+    assert_eq!(s.len(), 1, "session should wait in approved: {s:?}");
+    let id = s[0]["id"].as_str().expect("id").to_string();
+    let out = wgctl(
+        &gw,
+        &["session", "terminate", &id, "--reason", "wrong host"],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let (code, err) = finish(child);
+    assert_eq!(code, Some(255));
+    assert!(
+        err.contains("session terminated by admin: wrong host"),
+        "{err}"
+    );
+    let s = gw.get_json(&format!("/api/v1/sessions/{id}"));
+    assert_eq!(s["state"], "closed");
+    assert_eq!(s["end_reason"], "terminated");
 }

@@ -12,63 +12,94 @@ const T: Duration = Duration::from_secs(60);
 fn interactive(gw: &GatewayProc, env: &TestEnv, login: &str) -> Command {
     let mut c = gw.ssh_interactive(env, login);
     c.args(["-o", "NumberOfPasswordPrompts=1"]);
-    c.env("SSH_ASKPASS", "/bin/false").env("SSH_ASKPASS_REQUIRE", "force");
+    c.env("SSH_ASKPASS", "/bin/false")
+        .env("SSH_ASKPASS_REQUIRE", "force");
     c
 }
 
 fn audit_has(gw: &GatewayProc, kind: &str, needle: &str) -> bool {
-    gw.audit(kind).iter().any(|e| e.to_string().contains(needle))
+    gw.audit(kind)
+        .iter()
+        .any(|e| e.to_string().contains(needle))
 }
 
 #[test]
 fn unknown_user_is_told_and_audited() {
-    let env = TestEnv::new();
-    let sshd = env.sshd();
-    let gw = env.gateway().target("web-01.test", &sshd).start();
+    let (env, _sshd, gw) = standard();
     let out = run(interactive(&gw, &env, "mallory:web-01.test").arg("true"), T);
     assert_eq!(out.status.code(), Some(255));
-    assert!(text(&out.stderr).contains("wardengate: unknown user 'mallory'"), "{}", text(&out.stderr));
+    assert_stderr_has(&out, "wardengate: unknown user 'mallory'");
     assert!(audit_has(&gw, "auth.failed", "unknown_user"));
 }
 
 #[test]
 fn unregistered_key_is_refused() {
-    let env = TestEnv::new();
-    let sshd = env.sshd();
-    let gw = env.gateway().target("web-01.test", &sshd).start();
+    let (env, _sshd, gw) = standard();
     let other = wardengate_gateway::keys::generate_ed25519("other").expect("key");
     let other_path = env.path("other_key");
     wardengate_gateway::keys::write_keypair(&other_path, &other).expect("write");
     let mut c = Command::new("ssh");
-    c.args(["-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "IdentitiesOnly=yes"])
-        .args(["-o", "PreferredAuthentications=publickey,keyboard-interactive", "-o", "BatchMode=no"])
-        .env("SSH_ASKPASS", "/bin/false")
-        .env("SSH_ASKPASS_REQUIRE", "force")
-        .arg("-i")
-        .arg(&other_path)
-        .args(["-p", &gw.ssh_port.to_string(), "alice:web-01.test@127.0.0.1", "true"]);
+    c.args([
+        "-o",
+        "StrictHostKeyChecking=no",
+        "-o",
+        "UserKnownHostsFile=/dev/null",
+        "-o",
+        "IdentitiesOnly=yes",
+    ])
+    .args([
+        "-o",
+        "PreferredAuthentications=publickey,keyboard-interactive",
+        "-o",
+        "BatchMode=no",
+    ])
+    .env("SSH_ASKPASS", "/bin/false")
+    .env("SSH_ASKPASS_REQUIRE", "force")
+    .arg("-i")
+    .arg(&other_path)
+    .args([
+        "-p",
+        &gw.ssh_port.to_string(),
+        "alice:web-01.test@127.0.0.1",
+        "true",
+    ]);
     let out = run(&mut c, T);
     assert_eq!(out.status.code(), Some(255));
     // alice has a password, so keyboard-interactive asks for it; askpass fails, nothing is accepted.
-    assert!(gw.sessions("?actor=alice").iter().all(|s| s["state"] != "active"));
+    assert!(gw
+        .sessions("?actor=alice")
+        .iter()
+        .all(|s| s["state"] != "active"));
     // Batch clients get the plain refusal.
     let out = run(
         Command::new("ssh")
-            .args(["-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes"])
+            .args([
+                "-o",
+                "StrictHostKeyChecking=no",
+                "-o",
+                "UserKnownHostsFile=/dev/null",
+                "-o",
+                "IdentitiesOnly=yes",
+                "-o",
+                "BatchMode=yes",
+            ])
             .arg("-i")
             .arg(&other_path)
-            .args(["-p", &gw.ssh_port.to_string(), "alice:web-01.test@127.0.0.1", "true"]),
+            .args([
+                "-p",
+                &gw.ssh_port.to_string(),
+                "alice:web-01.test@127.0.0.1",
+                "true",
+            ]),
         T,
     );
     assert_eq!(out.status.code(), Some(255));
-    assert!(text(&out.stderr).contains("Permission denied"), "{}", text(&out.stderr));
+    assert_stderr_has(&out, "Permission denied");
 }
 
 #[test]
 fn wrong_password_is_told_and_audited_and_right_password_works() {
-    let env = TestEnv::new();
-    let sshd = env.sshd();
-    let gw = env.gateway().target("web-01.test", &sshd).start();
+    let (env, _sshd, gw) = standard();
     let askpass = |pw: &str, name: &str| {
         let p = env.path(name);
         std::fs::write(&p, format!("#!/bin/sh\necho '{pw}'\n")).expect("askpass");
@@ -83,7 +114,7 @@ fn wrong_password_is_told_and_audited_and_right_password_works() {
         .arg("true");
     let out = run(&mut c, T);
     assert_eq!(out.status.code(), Some(255));
-    assert!(text(&out.stderr).contains("wrong password for user 'alice'"), "{}", text(&out.stderr));
+    assert_stderr_has(&out, "wrong password for user 'alice'");
     assert!(audit_has(&gw, "auth.failed", "bad_password"));
 
     let right = askpass(ALICE_PASSWORD, "right.sh");
@@ -94,7 +125,12 @@ fn wrong_password_is_told_and_audited_and_right_password_works() {
             .env("SSH_ASKPASS_REQUIRE", "force")
             .arg("echo via-$0 >/dev/null; echo authenticated");
         let out = run(&mut c, T);
-        assert_eq!(text(&out.stdout).trim(), "authenticated", "{method}: {}", text(&out.stderr));
+        assert_eq!(
+            text(&out.stdout).trim(),
+            "authenticated",
+            "{method}: {}",
+            text(&out.stderr)
+        );
     }
 }
 
@@ -113,11 +149,27 @@ fn unknown_target_no_permission_and_account_errors_are_specific() {
         ))
         .start();
     let cases = [
-        ("alice:nope.test", "unknown target 'nope.test'", "unknown_target"),
+        (
+            "alice:nope.test",
+            "unknown target 'nope.test'",
+            "unknown_target",
+        ),
         ("alice:db-01.prod", "access denied", "no_permission"),
-        ("alice:multi.test", "has several accounts (one, two); connect as alice:multi.test:ACCOUNT", "account_required"),
-        ("alice:web-01.test:ghost", "has no account 'ghost'", "unknown_account"),
-        ("alice:multi.test:one", "credential for one@multi.test is not available", "credential_unavailable"),
+        (
+            "alice:multi.test",
+            "has several accounts (one, two); connect as alice:multi.test:ACCOUNT",
+            "account_required",
+        ),
+        (
+            "alice:web-01.test:ghost",
+            "has no account 'ghost'",
+            "unknown_account",
+        ),
+        (
+            "alice:multi.test:one",
+            "credential for one@multi.test is not available",
+            "credential_unavailable",
+        ),
         ("alice", "does not name a target", ""),
     ];
     for (login, msg, reason) in cases {
@@ -128,17 +180,28 @@ fn unknown_target_no_permission_and_account_errors_are_specific() {
         if reason.is_empty() {
             // A malformed login is refused before authentication: shown interactively only.
             let out = run(interactive(&gw, &env, login).arg("true"), T);
-            assert!(text(&out.stderr).contains(msg), "{login}: {}", text(&out.stderr));
+            assert!(
+                text(&out.stderr).contains(msg),
+                "{login}: {}",
+                text(&out.stderr)
+            );
             continue;
         }
         assert!(err.contains(msg), "{login}: expected '{msg}' in: {err}");
-        assert!(audit_has(&gw, "session.denied", reason), "no session.denied/{reason} for {login}");
+        assert!(
+            audit_has(&gw, "session.denied", reason),
+            "no session.denied/{reason} for {login}"
+        );
     }
     let denied = gw.sessions("?state=denied");
     assert_eq!(denied.len(), 5, "denied sessions are recorded: {denied:?}");
     // `ssh -N` opens no channel: the reason arrives as the disconnect message.
-    let out = run(gw.ssh(&env, "alice:nope.test").args(["-N", "-o", "LogLevel=INFO"]), T);
-    assert!(text(&out.stderr).contains("unknown target 'nope.test'"), "{}", text(&out.stderr));
+    let out = run(
+        gw.ssh(&env, "alice:nope.test")
+            .args(["-N", "-o", "LogLevel=INFO"]),
+        T,
+    );
+    assert_stderr_has(&out, "unknown target 'nope.test'");
 }
 
 #[test]
@@ -146,15 +209,27 @@ fn target_down_fails_the_session_with_a_clear_error() {
     let env = TestEnv::new();
     let sshd = env.sshd();
     let dead = wardengate_gateway::dev::sshd::free_port().expect("port");
-    let gw = env.gateway().target_at("down.test", &format!("127.0.0.1:{dead}"), &sshd.user).start();
-    let out = run(gw.ssh(&env, "alice:down.test").args(["-o", "LogLevel=INFO"]).arg("true"), T);
+    let gw = env
+        .gateway()
+        .target_at("down.test", &format!("127.0.0.1:{dead}"), &sshd.user)
+        .start();
+    let out = run(
+        gw.ssh(&env, "alice:down.test")
+            .args(["-o", "LogLevel=INFO"])
+            .arg("true"),
+        T,
+    );
     assert_eq!(out.status.code(), Some(255));
     assert!(
-        text(&out.stderr).contains(&format!("target down.test (127.0.0.1:{dead}) is unreachable")),
+        text(&out.stderr).contains(&format!(
+            "target down.test (127.0.0.1:{dead}) is unreachable"
+        )),
         "{}",
         text(&out.stderr)
     );
-    let s = gw.wait_sessions("?actor=alice&state=failed", Duration::from_secs(10), |s| !s.is_empty());
+    let s = gw.wait_sessions("?actor=alice&state=failed", Duration::from_secs(10), |s| {
+        !s.is_empty()
+    });
     assert_eq!(s.len(), 1);
     assert_eq!(s[0]["end_reason"], "target_failed");
     assert!(gw.sessions("?state=active").is_empty(), "nothing left live");
@@ -172,11 +247,19 @@ fn host_key_mismatch_refuses_the_session() {
     // Same address, different host key: an impostor or an unannounced re-key.
     first.stop();
     let _second = env.sshd_named("sshd-b", port);
-    let out = run(gw.ssh(&env, "alice:web-01.test").args(["-o", "LogLevel=INFO"]).arg("echo should-not-run"), T);
+    let out = run(
+        gw.ssh(&env, "alice:web-01.test")
+            .args(["-o", "LogLevel=INFO"])
+            .arg("echo should-not-run"),
+        T,
+    );
     assert_eq!(out.status.code(), Some(255));
     assert!(!text(&out.stdout).contains("should-not-run"));
-    assert!(text(&out.stderr).contains("does not match the pinned key"), "{}", text(&out.stderr));
+    assert_stderr_has(&out, "does not match the pinned key");
     assert!(!gw.audit("target.hostkey_mismatch").is_empty());
     let failed = gw.wait_sessions("?state=failed", Duration::from_secs(10), |s| !s.is_empty());
-    assert!(failed[0]["end_detail"].as_str().unwrap_or_default().contains("pinned"));
+    assert!(failed[0]["end_detail"]
+        .as_str()
+        .unwrap_or_default()
+        .contains("pinned"));
 }

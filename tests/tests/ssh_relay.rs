@@ -9,16 +9,15 @@ const T: Duration = Duration::from_secs(60);
 
 #[test]
 fn exec_relays_stdout_stderr_and_exit_status() {
-    let env = TestEnv::new();
-    let sshd = env.sshd();
-    let gw = env.gateway().target("web-01.test", &sshd).start();
+    let (env, sshd, gw) = standard();
     let out = run(
-        gw.ssh(&env, "alice:web-01.test").arg("echo out-$((40+2)); echo err-line >&2; exit 7"),
+        gw.ssh(&env, "alice:web-01.test")
+            .arg("echo out-$((40+2)); echo err-line >&2; exit 7"),
         T,
     );
     assert_eq!(out.status.code(), Some(7), "stderr: {}", text(&out.stderr));
     assert_eq!(text(&out.stdout), "out-42\n");
-    assert!(text(&out.stderr).contains("err-line"), "{}", text(&out.stderr));
+    assert_stderr_has(&out, "err-line");
     // The target account is the sshd's user, whose key only the vault holds.
     let out = run(gw.ssh(&env, "alice:web-01.test").arg("id -un"), T);
     assert_eq!(text(&out.stdout).trim(), sshd.user);
@@ -26,23 +25,31 @@ fn exec_relays_stdout_stderr_and_exit_status() {
 
 #[test]
 fn exit_signal_is_relayed() {
-    let env = TestEnv::new();
-    let sshd = env.sshd();
-    let gw = env.gateway().target("web-01.test", &sshd).start();
-    let out = run(gw.ssh(&env, "alice:web-01.test").arg("-v").arg("kill -TERM $$"), T);
+    let (env, _sshd, gw) = standard();
+    let out = run(
+        gw.ssh(&env, "alice:web-01.test")
+            .arg("-v")
+            .arg("kill -TERM $$"),
+        T,
+    );
     // OpenSSH exits 255 on a remote signal; its debug log shows the exit-signal request arrived
     // (exactly as with a direct connection to the sshd).
     assert_eq!(out.status.code(), Some(255));
-    assert!(text(&out.stderr).contains("rtype exit-signal"), "stderr: {}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("rtype exit-signal"),
+        "stderr: {}",
+        text(&out.stderr)
+    );
 }
 
 #[test]
 fn interactive_shell_through_pty_with_env_and_resize_state() {
-    let env = TestEnv::new();
-    let sshd = env.sshd();
-    let gw = env.gateway().target("web-01.test", &sshd).start();
+    let (env, _sshd, gw) = standard();
     let mut cmd = gw.ssh(&env, "alice:web-01.test");
-    cmd.arg("-tt").env("TERM", "xterm-256color").env("WG_MARK", "from-client").args(["-o", "SendEnv=WG_MARK"]);
+    cmd.arg("-tt")
+        .env("TERM", "xterm-256color")
+        .env("WG_MARK", "from-client")
+        .args(["-o", "SendEnv=WG_MARK"]);
     let script = b"tty; echo term=$TERM; echo mark=$WG_MARK; echo sum=$((6*7)); exit 3\n".to_vec();
     let out = run_with_input(&mut cmd, Some(script), T);
     let o = text(&out.stdout);
@@ -53,7 +60,10 @@ fn interactive_shell_through_pty_with_env_and_resize_state() {
     assert!(o.contains("sum=42"), "{o}");
     let s = &gw.sessions("?actor=alice&state=closed")[0];
     assert_eq!(s["pty"]["term"], "xterm-256color");
-    assert!(s["last_input_at"].is_string(), "typed input must count as meaningful: {s}");
+    assert!(
+        s["last_input_at"].is_string(),
+        "typed input must count as meaningful: {s}"
+    );
     assert_eq!(s["end_reason"], "client_exit");
 }
 
@@ -70,26 +80,40 @@ fn keystrokes_sent_before_the_target_is_ready_are_not_lost() {
     let mut cmd = gw.ssh(&env, "alice:slow.test");
     cmd.arg("-tt");
     let out = run_with_input(&mut cmd, Some(b"echo early-$((1+1))\nexit 0\n".to_vec()), T);
-    assert!(text(&out.stdout).contains("early-2"), "{}", text(&out.stdout));
+    assert!(
+        text(&out.stdout).contains("early-2"),
+        "{}",
+        text(&out.stdout)
+    );
     assert_eq!(out.status.code(), Some(0));
 }
 
 #[test]
 fn sixty_four_mib_both_ways_checksummed() {
-    let env = TestEnv::new();
-    let sshd = env.sshd();
-    let gw = env.gateway().target("web-01.test", &sshd).start();
+    let (env, _sshd, gw) = standard();
     let data = pseudo_random(64 << 20, 7);
     let want = sha256_hex(&data);
     let remote = env.path("remote.bin");
     let up = run_with_input(
-        gw.ssh(&env, "alice:web-01.test").arg(format!("cat > {} && sha256sum {}", remote.display(), remote.display())),
+        gw.ssh(&env, "alice:web-01.test").arg(format!(
+            "cat > {} && sha256sum {}",
+            remote.display(),
+            remote.display()
+        )),
         Some(data),
         T,
     );
     assert!(up.status.success(), "{}", text(&up.stderr));
-    assert!(text(&up.stdout).starts_with(&want), "upload corrupted: {}", text(&up.stdout));
-    let down = run(gw.ssh(&env, "alice:web-01.test").arg(format!("cat {}", remote.display())), T);
+    assert!(
+        text(&up.stdout).starts_with(&want),
+        "upload corrupted: {}",
+        text(&up.stdout)
+    );
+    let down = run(
+        gw.ssh(&env, "alice:web-01.test")
+            .arg(format!("cat {}", remote.display())),
+        T,
+    );
     assert!(down.status.success(), "{}", text(&down.stderr));
     assert_eq!(down.stdout.len(), 64 << 20);
     assert_eq!(sha256_hex(&down.stdout), want, "download corrupted");
@@ -98,10 +122,21 @@ fn sixty_four_mib_both_ways_checksummed() {
 }
 
 #[test]
+fn echo_through_cat_saturates_both_directions_at_once() {
+    // Regression: with both directions saturated on one channel, the two russh session loops
+    // once waited on each other for window adjustments (see relay.rs).
+    let (env, _sshd, gw) = standard();
+    let data = pseudo_random(64 << 20, 3);
+    let want = sha256_hex(&data);
+    let out = run_with_input(gw.ssh(&env, "alice:web-01.test").arg("cat"), Some(data), T);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(out.stdout.len(), 64 << 20);
+    assert_eq!(sha256_hex(&out.stdout), want);
+}
+
+#[test]
 fn scp_sftp_and_rsync_work_with_the_hash_login_form() {
-    let env = TestEnv::new();
-    let sshd = env.sshd();
-    let gw = env.gateway().target("web-01.test", &sshd).start();
+    let (env, _sshd, gw) = standard();
     let src = env.path("src.bin");
     let data = pseudo_random(3 << 20, 11);
     std::fs::write(&src, &data).expect("write");
@@ -109,21 +144,53 @@ fn scp_sftp_and_rsync_work_with_the_hash_login_form() {
     let dest = |n: &str| format!("alice#web-01.test@127.0.0.1:{}", env.path(n).display());
     let port = gw.ssh_port.to_string();
 
-    let out = run(Command::new("scp").arg("-q").args(gw.ssh_opts(&env)).args(["-P", &port]).arg(&src).arg(dest("scp.bin")), T);
+    let out = run(
+        Command::new("scp")
+            .arg("-q")
+            .args(gw.ssh_opts(&env))
+            .args(["-P", &port])
+            .arg(&src)
+            .arg(dest("scp.bin")),
+        T,
+    );
     assert!(out.status.success(), "scp: {}", text(&out.stderr));
-    assert_eq!(sha256_hex(&std::fs::read(env.path("scp.bin")).expect("scp copy")), want);
+    assert_eq!(
+        sha256_hex(&std::fs::read(env.path("scp.bin")).expect("scp copy")),
+        want
+    );
 
-    let batch = format!("put {} {}\nget {} {}\n", src.display(), env.path("sftp.bin").display(), env.path("sftp.bin").display(), env.path("sftp-back.bin").display());
+    let batch = format!(
+        "put {} {}\nget {} {}\n",
+        src.display(),
+        env.path("sftp.bin").display(),
+        env.path("sftp.bin").display(),
+        env.path("sftp-back.bin").display()
+    );
     let mut sftp = Command::new("sftp");
-    sftp.arg("-q").args(gw.ssh_opts(&env)).args(["-P", &port]).arg("alice#web-01.test@127.0.0.1");
+    sftp.arg("-q")
+        .args(gw.ssh_opts(&env))
+        .args(["-P", &port])
+        .arg("alice#web-01.test@127.0.0.1");
     let out = run_with_input(&mut sftp, Some(batch.into_bytes()), T);
     assert!(out.status.success(), "sftp: {}", text(&out.stderr));
-    assert_eq!(sha256_hex(&std::fs::read(env.path("sftp-back.bin")).expect("sftp copy")), want);
+    assert_eq!(
+        sha256_hex(&std::fs::read(env.path("sftp-back.bin")).expect("sftp copy")),
+        want
+    );
 
     let e = format!("ssh {} -p {port}", gw.ssh_opts(&env).join(" "));
-    let out = run(Command::new("rsync").args(["-a", "-e", &e]).arg(&src).arg(dest("rsync.bin")), T);
+    let out = run(
+        Command::new("rsync")
+            .args(["-a", "-e", &e])
+            .arg(&src)
+            .arg(dest("rsync.bin")),
+        T,
+    );
     assert!(out.status.success(), "rsync: {}", text(&out.stderr));
-    assert_eq!(sha256_hex(&std::fs::read(env.path("rsync.bin")).expect("rsync copy")), want);
+    assert_eq!(
+        sha256_hex(&std::fs::read(env.path("rsync.bin")).expect("rsync copy")),
+        want
+    );
 }
 
 #[test]
@@ -134,7 +201,13 @@ fn local_port_forwarding_when_the_policy_allows_it() {
     let gw = env.gateway().target("web-01.test", &sshd).start();
     let local = wardengate_gateway::dev::sshd::free_port().expect("port");
     let mut fwd = gw.ssh(&env, "alice:web-01.test");
-    fwd.args(["-N", "-o", "ExitOnForwardFailure=yes", "-L", &format!("{local}:127.0.0.1:{echo}")]);
+    fwd.args([
+        "-N",
+        "-o",
+        "ExitOnForwardFailure=yes",
+        "-L",
+        &format!("{local}:127.0.0.1:{echo}"),
+    ]);
     let mut child = fwd.spawn().expect("ssh -L");
     let mut conn = None;
     for _ in 0..200 {
@@ -165,18 +238,17 @@ fn port_forwarding_is_refused_when_the_policy_does_not_allow_it() {
         .policies("[[policies]]\nname = \"no-fwd\"\ngroups = [\"sre\"]\n")
         .start();
     let out = run(
-        gw.ssh(&env, "alice:web-01.test").args(["-W", "127.0.0.1:9", "-o", "LogLevel=INFO"]),
+        gw.ssh(&env, "alice:web-01.test")
+            .args(["-W", "127.0.0.1:9", "-o", "LogLevel=INFO"]),
         T,
     );
     assert!(!out.status.success());
-    assert!(text(&out.stderr).contains("port forwarding is not allowed by policy 'no-fwd'"), "{}", text(&out.stderr));
+    assert_stderr_has(&out, "port forwarding is not allowed by policy 'no-fwd'");
 }
 
 #[test]
 fn concurrent_sessions_are_independent() {
-    let env = TestEnv::new();
-    let sshd = env.sshd();
-    let gw = env.gateway().target("web-01.test", &sshd).start();
+    let (env, _sshd, gw) = standard();
     let handles: Vec<_> = (0..8)
         .map(|i| {
             let mut c = gw.ssh(&env, "alice:web-01.test");
@@ -184,13 +256,19 @@ fn concurrent_sessions_are_independent() {
             std::thread::spawn(move || run(&mut c, T))
         })
         .collect();
-    let live = gw.wait_sessions("?actor=alice&state=active", Duration::from_secs(20), |s| s.len() == 8);
+    let live = gw.wait_sessions("?actor=alice&state=active", Duration::from_secs(20), |s| {
+        s.len() == 8
+    });
     assert_eq!(live.len(), 8, "expected 8 live sessions at once");
     for (i, h) in handles.into_iter().enumerate() {
         let out = h.join().expect("thread");
         assert_eq!(text(&out.stdout), format!("session-{i}\n"));
     }
-    let mut ids: Vec<String> = gw.sessions("?state=closed").iter().map(|s| s["id"].as_str().unwrap_or_default().to_string()).collect();
+    let mut ids: Vec<String> = gw
+        .sessions("?state=closed")
+        .iter()
+        .map(|s| s["id"].as_str().unwrap_or_default().to_string())
+        .collect();
     ids.sort();
     ids.dedup();
     assert_eq!(ids.len(), 8);
@@ -198,14 +276,15 @@ fn concurrent_sessions_are_independent() {
 
 #[test]
 fn several_channels_on_one_connection() {
-    let env = TestEnv::new();
-    let sshd = env.sshd();
-    let gw = env.gateway().target("web-01.test", &sshd).start();
+    let (env, _sshd, gw) = standard();
     // A ControlMaster multiplexes several sessions over one SSH connection.
     let ctl = env.path("ctl");
     let master_opts = ["-o", "ControlMaster=yes", "-o"];
     let mut master = gw.ssh(&env, "alice:web-01.test");
-    master.args(master_opts).arg(format!("ControlPath={}", ctl.display())).arg("-N");
+    master
+        .args(master_opts)
+        .arg(format!("ControlPath={}", ctl.display()))
+        .arg("-N");
     let mut m = master.spawn().expect("master");
     for _ in 0..200 {
         if ctl.exists() {
@@ -216,14 +295,23 @@ fn several_channels_on_one_connection() {
     let outs: Vec<_> = (0..3)
         .map(|i| {
             let mut c = gw.ssh(&env, "alice:web-01.test");
-            c.args(["-o", "ControlMaster=no", "-o"]).arg(format!("ControlPath={}", ctl.display())).arg(format!("echo chan-{i}"));
+            c.args(["-o", "ControlMaster=no", "-o"])
+                .arg(format!("ControlPath={}", ctl.display()))
+                .arg(format!("echo chan-{i}"));
             std::thread::spawn(move || run(&mut c, T))
         })
         .collect();
     for (i, h) in outs.into_iter().enumerate() {
-        assert_eq!(text(&h.join().expect("thread").stdout), format!("chan-{i}\n"));
+        assert_eq!(
+            text(&h.join().expect("thread").stdout),
+            format!("chan-{i}\n")
+        );
     }
-    assert_eq!(gw.sessions("?state=active").len(), 1, "all channels share one session");
+    assert_eq!(
+        gw.sessions("?state=active").len(),
+        1,
+        "all channels share one session"
+    );
     let _ = m.kill();
     let _ = m.wait();
 }

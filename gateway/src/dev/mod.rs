@@ -63,9 +63,14 @@ pub async fn run(opts: DevOptions) -> Result<()> {
     // alice's own key (what a user would have in ~/.ssh), and a password.
     let alice_key_path = dir.join("alice_ed25519");
     if !alice_key_path.exists() {
-        keys::write_keypair(&alice_key_path, &keys::generate_ed25519("alice@wardengate-dev")?)?;
+        keys::write_keypair(
+            &alice_key_path,
+            &keys::generate_ed25519("alice@wardengate-dev")?,
+        )?;
     }
-    let alice_pub = std::fs::read_to_string(dir.join("alice_ed25519.pub"))?.trim().to_string();
+    let alice_pub = std::fs::read_to_string(dir.join("alice_ed25519.pub"))?
+        .trim()
+        .to_string();
     let password_file = dir.join("alice.password");
     let password = match std::fs::read_to_string(&password_file) {
         Ok(p) => p.trim().to_string(),
@@ -77,7 +82,11 @@ pub async fn run(opts: DevOptions) -> Result<()> {
     };
     let mut alice_keys = vec![alice_pub];
     alice_keys.extend(home_public_keys());
-    let keys_toml = alice_keys.iter().map(|k| toml_str(k)).collect::<Vec<_>>().join(", ");
+    let keys_toml = alice_keys
+        .iter()
+        .map(|k| toml_str(k))
+        .collect::<Vec<_>>()
+        .join(", ");
     let account = sshd.user.clone();
     let config_text = format!(
         r#"# Written by `wardengate dev`; regenerated at every start.
@@ -131,7 +140,9 @@ allow_port_forwarding = true
         )?;
         // A new sshd host key may have been generated: forget any stale pin from a previous run.
         let pinned = store.hostkey_get("web-01.dev", &sshd.address())?;
-        if pinned.is_some_and(|(_, k)| Some(k.trim().to_string()) != sshd.host_key_pub().ok().map(|p| p.trim().to_string())) {
+        if pinned.is_some_and(|(_, k)| {
+            Some(k.trim().to_string()) != sshd.host_key_pub().ok().map(|p| p.trim().to_string())
+        }) {
             store.hostkey_forget("web-01.dev")?;
         }
     }

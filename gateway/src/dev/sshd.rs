@@ -58,9 +58,15 @@ impl Sshd {
         let dir = dir.canonicalize()?;
         let host_key = dir.join("ssh_host_ed25519_key");
         if !host_key.exists() {
-            crate::keys::write_keypair(&host_key, &crate::keys::generate_ed25519("demo target host key")?)?;
+            crate::keys::write_keypair(
+                &host_key,
+                &crate::keys::generate_ed25519("demo target host key")?,
+            )?;
         }
-        std::fs::write(dir.join("authorized_keys"), authorized_keys.join("\n") + "\n")?;
+        std::fs::write(
+            dir.join("authorized_keys"),
+            authorized_keys.join("\n") + "\n",
+        )?;
         let port = if port == 0 { free_port()? } else { port };
         // Privilege separation needs this directory when sshd runs as root.
         let _ = std::fs::create_dir_all("/run/sshd");
@@ -96,7 +102,10 @@ impl Sshd {
         while TcpStream::connect(("127.0.0.1", port)).is_err() {
             if let Ok(Some(status)) = me.child.try_wait() {
                 let log = std::fs::read_to_string(dir.join("sshd.log")).unwrap_or_default();
-                bail!("sshd exited ({status}) before listening on port {port}: {}", log.trim());
+                bail!(
+                    "sshd exited ({status}) before listening on port {port}: {}",
+                    log.trim()
+                );
             }
             if Instant::now() > deadline {
                 bail!("sshd did not listen on port {port} within 10s");

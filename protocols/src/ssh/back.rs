@@ -73,7 +73,10 @@ impl<B: SshBroker> HostKeyCheck for BrokerCheck<B> {
 impl client::Handler for Back {
     type Error = russh::Error;
 
-    async fn check_server_key(&mut self, key: &russh::keys::PublicKeyOrCertificate) -> Result<bool, Self::Error> {
+    async fn check_server_key(
+        &mut self,
+        key: &russh::keys::PublicKeyOrCertificate,
+    ) -> Result<bool, Self::Error> {
         let key = match key {
             russh::keys::PublicKeyOrCertificate::PublicKey { key, .. } => key.clone(),
             russh::keys::PublicKeyOrCertificate::Certificate(cert) => {
@@ -91,12 +94,20 @@ impl client::Handler for Back {
         }
     }
 
-    async fn channel_success(&mut self, channel: ChannelId, _: &mut client::Session) -> Result<(), Self::Error> {
+    async fn channel_success(
+        &mut self,
+        channel: ChannelId,
+        _: &mut client::Session,
+    ) -> Result<(), Self::Error> {
         self.reply(channel, true);
         Ok(())
     }
 
-    async fn channel_failure(&mut self, channel: ChannelId, _: &mut client::Session) -> Result<(), Self::Error> {
+    async fn channel_failure(
+        &mut self,
+        channel: ChannelId,
+        _: &mut client::Session,
+    ) -> Result<(), Self::Error> {
         self.reply(channel, false);
         Ok(())
     }
@@ -115,22 +126,43 @@ impl Back {
     }
 }
 
+/// What it takes to open one target leg.
+pub(crate) struct LegSpec {
+    pub session: String,
+    pub target: String,
+    pub address: String,
+    pub username: String,
+    pub credential: Credential,
+    pub timeout: Duration,
+    pub ciphers: Vec<String>,
+}
+
 /// Start opening the target leg; the returned watch moves to `Ready` or `Failed`.
 pub(crate) fn spawn_connect<B: SshBroker>(
     broker: Arc<B>,
-    session: String,
-    target: String,
-    address: String,
-    username: String,
-    credential: Credential,
-    timeout: Duration,
-    ciphers: Vec<String>,
+    spec: LegSpec,
 ) -> watch::Receiver<LegState> {
     let (tx, rx) = watch::channel(LegState::Connecting);
     tokio::spawn(async move {
+        let LegSpec {
+            session,
+            target,
+            address,
+            username,
+            credential,
+            timeout,
+            ciphers,
+        } = spec;
         let state = match tokio::time::timeout(
             timeout,
-            connect(broker.clone(), &target, &address, &username, credential, &ciphers),
+            connect(
+                broker.clone(),
+                &target,
+                &address,
+                &username,
+                credential,
+                &ciphers,
+            ),
         )
         .await
         {
@@ -200,7 +232,12 @@ async fn connect<B: SshBroker>(
     let auth = match credential {
         Credential::Password(password) => handle.authenticate_password(username, password).await,
         Credential::PrivateKey(key) => {
-            let hash = handle.best_supported_rsa_hash().await.ok().flatten().flatten();
+            let hash = handle
+                .best_supported_rsa_hash()
+                .await
+                .ok()
+                .flatten()
+                .flatten();
             handle
                 .authenticate_publickey(username, PrivateKeyWithHashAlg::new(key, hash))
                 .await

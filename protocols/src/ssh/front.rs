@@ -17,7 +17,10 @@ use std::time::Duration;
 
 use russh::keys::PublicKey;
 use russh::server::{self, Auth, ChannelOpenHandle, Msg, Session};
-use russh::{client, Channel, ChannelId, ChannelOpenFailure, ChannelWriteHalf, MethodKind, MethodSet, Pty, Sig};
+use russh::{
+    client, Channel, ChannelId, ChannelOpenFailure, ChannelWriteHalf, MethodKind, MethodSet, Pty,
+    Sig,
+};
 use tokio::sync::{oneshot, watch};
 
 use super::back::{self, LegState, TargetLeg};
@@ -168,11 +171,15 @@ impl<B: SshBroker> Front<B> {
     }
 
     fn user(&self) -> String {
-        self.login.as_ref().map(|l| l.user.clone()).unwrap_or_default()
+        self.login
+            .as_ref()
+            .map(|l| l.user.clone())
+            .unwrap_or_default()
     }
 
     fn refuse(&mut self, kind: &str, msg: String) {
-        self.broker.refused(&self.raw_login, &self.client, kind, &msg);
+        self.broker
+            .refused(&self.raw_login, &self.client, kind, &msg);
         self.refusal_audited = true;
         self.refusal = Some(msg);
     }
@@ -212,13 +219,15 @@ impl<B: SshBroker> Front<B> {
         } = plan;
         let leg = back::spawn_connect(
             self.broker.clone(),
-            link.shared.id.clone(),
-            target.clone(),
-            address,
-            username,
-            credential,
-            self.connect_timeout,
-            self.ciphers.clone(),
+            back::LegSpec {
+                session: link.shared.id.clone(),
+                target: target.clone(),
+                address,
+                username,
+                credential,
+                timeout: self.connect_timeout,
+                ciphers: self.ciphers.clone(),
+            },
         );
         self.admitted = Some(Admitted {
             shared: link.shared.clone(),
@@ -243,7 +252,12 @@ impl<B: SshBroker> Front<B> {
     }
 
     /// Forward a channel request to the target and answer the client with the target's reply.
-    async fn forward<F, Fut>(&self, channel: ChannelId, session: &mut Session, send: F) -> Result<(), russh::Error>
+    async fn forward<F, Fut>(
+        &self,
+        channel: ChannelId,
+        session: &mut Session,
+        send: F,
+    ) -> Result<(), russh::Error>
     where
         F: FnOnce(Arc<ChannelWriteHalf<client::Msg>>) -> Fut,
         Fut: std::future::Future<Output = Result<(), russh::Error>>,
@@ -264,7 +278,10 @@ impl<B: SshBroker> Front<B> {
                     false
                 }
                 Ok(Err(_)) => {
-                    tracing::warn!(?channel, "the target leg closed before replying to a channel request");
+                    tracing::warn!(
+                        ?channel,
+                        "the target leg closed before replying to a channel request"
+                    );
                     false
                 }
                 Err(_) => {
@@ -273,7 +290,10 @@ impl<B: SshBroker> Front<B> {
                 }
             },
             Err(e) => {
-                tracing::warn!(?channel, "cannot forward a channel request to the target: {e}");
+                tracing::warn!(
+                    ?channel,
+                    "cannot forward a channel request to the target: {e}"
+                );
                 false
             }
         };
@@ -293,7 +313,12 @@ impl<B: SshBroker> Front<B> {
     ) {
         if let Some(msg) = self.denied.clone() {
             if direct.is_some() {
-                reply.reject(ChannelOpenFailure::Other { code: 1, reason: msg }).await;
+                reply
+                    .reject(ChannelOpenFailure::Other {
+                        code: 1,
+                        reason: msg,
+                    })
+                    .await;
             } else {
                 reply.accept().await;
                 tokio::spawn(relay::refuse_channel(channel, msg));
@@ -301,7 +326,9 @@ impl<B: SshBroker> Front<B> {
             return;
         }
         let Some(adm) = self.admitted.as_ref() else {
-            reply.reject(ChannelOpenFailure::AdministrativelyProhibited).await;
+            reply
+                .reject(ChannelOpenFailure::AdministrativelyProhibited)
+                .await;
             return;
         };
         let mut leg_watch = adm.leg.clone();
@@ -310,7 +337,9 @@ impl<B: SshBroker> Front<B> {
             Ok(leg) => leg,
             Err(msg) => {
                 let reason = format!("wardengate: {msg}");
-                reply.reject(ChannelOpenFailure::Other { code: 2, reason }).await;
+                reply
+                    .reject(ChannelOpenFailure::Other { code: 2, reason })
+                    .await;
                 return;
             }
         };
@@ -331,12 +360,25 @@ impl<B: SshBroker> Front<B> {
                 } else {
                     OpenChannels::default()
                 };
-                let w = relay::spawn(channel, target_ch, session.handle(), shared, open, leg.clone());
+                let w = relay::spawn(
+                    channel,
+                    target_ch,
+                    session.handle(),
+                    shared,
+                    open,
+                    leg.clone(),
+                );
                 self.channels.insert(cid, (w, leg));
             }
             Err(e) => {
-                let reason = format!("wardengate: the target refused the channel: {e}");
-                reply.reject(ChannelOpenFailure::Other { code: 2, reason }).await;
+                let reason = if leg.closed.is_cancelled() {
+                    "wardengate: the session is closing".to_string()
+                } else {
+                    format!("wardengate: the target refused the channel: {e}")
+                };
+                reply
+                    .reject(ChannelOpenFailure::Other { code: 2, reason })
+                    .await;
             }
         }
     }
@@ -351,7 +393,8 @@ impl<B: SshBroker> Drop for Front<B> {
                 "no registered public key was offered (offered: {})",
                 self.offered_keys.join(", ")
             );
-            self.broker.refused(&self.raw_login, &self.client, "bad_key", &msg);
+            self.broker
+                .refused(&self.raw_login, &self.client, "bad_key", &msg);
         }
     }
 }
@@ -406,7 +449,8 @@ impl<B: SshBroker> server::Handler for Front<B> {
         }
         self.password_failures += 1;
         let msg = format!("wardengate: wrong password for user '{name}'");
-        self.broker.refused(&self.raw_login, &self.client, "bad_password", &msg);
+        self.broker
+            .refused(&self.raw_login, &self.client, "bad_password", &msg);
         Ok(reject(all_methods()))
     }
 
@@ -461,7 +505,8 @@ impl<B: SshBroker> server::Handler for Front<B> {
                 }
                 self.password_failures += 1;
                 let msg = format!("wardengate: wrong password for user '{name}'");
-                self.broker.refused(&self.raw_login, &self.client, "bad_password", &msg);
+                self.broker
+                    .refused(&self.raw_login, &self.client, "bad_password", &msg);
                 if self.password_failures < MAX_PASSWORD_TRIES {
                     return Ok(show(format!("{msg}, try again"), prompt()));
                 }
@@ -480,7 +525,9 @@ impl<B: SshBroker> server::Handler for Front<B> {
     }
 
     async fn auth_succeeded(&mut self, session: &mut Session) -> Result<(), Self::Error> {
-        let version = String::from_utf8_lossy(session.remote_sshid()).trim().to_string();
+        let version = String::from_utf8_lossy(session.remote_sshid())
+            .trim()
+            .to_string();
         self.client.version = version.clone();
         if let Some(adm) = &self.admitted {
             adm.shared.set_client_version(version);
@@ -495,7 +542,8 @@ impl<B: SshBroker> server::Handler for Front<B> {
         reply: ChannelOpenHandle,
         session: &mut Session,
     ) -> Result<(), Self::Error> {
-        self.open_target_channel(channel, reply, session, None).await;
+        self.open_target_channel(channel, reply, session, None)
+            .await;
         Ok(())
     }
 
@@ -509,10 +557,21 @@ impl<B: SshBroker> server::Handler for Front<B> {
         reply: ChannelOpenHandle,
         session: &mut Session,
     ) -> Result<(), Self::Error> {
-        if self.denied.is_none() && !self.admitted.as_ref().is_some_and(|a| a.allow_port_forwarding) {
-            let policy = self.admitted.as_ref().map(|a| a.policy.as_str()).unwrap_or("-");
+        if self.denied.is_none()
+            && !self
+                .admitted
+                .as_ref()
+                .is_some_and(|a| a.allow_port_forwarding)
+        {
+            let policy = self
+                .admitted
+                .as_ref()
+                .map(|a| a.policy.as_str())
+                .unwrap_or("-");
             let reason = format!("wardengate: port forwarding is not allowed by policy '{policy}'");
-            reply.reject(ChannelOpenFailure::Other { code: 1, reason }).await;
+            reply
+                .reject(ChannelOpenFailure::Other { code: 1, reason })
+                .await;
             return Ok(());
         }
         let direct = (
@@ -521,11 +580,16 @@ impl<B: SshBroker> server::Handler for Front<B> {
             originator_address.to_string(),
             originator_port,
         );
-        self.open_target_channel(channel, reply, session, Some(direct)).await;
+        self.open_target_channel(channel, reply, session, Some(direct))
+            .await;
         Ok(())
     }
 
-    async fn channel_close(&mut self, channel: ChannelId, _: &mut Session) -> Result<(), Self::Error> {
+    async fn channel_close(
+        &mut self,
+        channel: ChannelId,
+        _: &mut Session,
+    ) -> Result<(), Self::Error> {
         self.channels.remove(&channel);
         Ok(())
     }
@@ -551,8 +615,10 @@ impl<B: SshBroker> server::Handler for Front<B> {
         let term = term.to_string();
         let modes = modes.to_vec();
         self.forward(channel, session, |w| async move {
-            w.request_pty(true, &term, col_width, row_height, pix_width, pix_height, &modes)
-                .await
+            w.request_pty(
+                true, &term, col_width, row_height, pix_width, pix_height, &modes,
+            )
+            .await
         })
         .await
     }
@@ -565,13 +631,23 @@ impl<B: SshBroker> server::Handler for Front<B> {
         session: &mut Session,
     ) -> Result<(), Self::Error> {
         let (name, value) = (name.to_string(), value.to_string());
-        self.forward(channel, session, |w| async move { w.set_env(true, name, value).await })
-            .await
+        self.forward(channel, session, |w| async move {
+            w.set_env(true, name, value).await
+        })
+        .await
     }
 
-    async fn shell_request(&mut self, channel: ChannelId, session: &mut Session) -> Result<(), Self::Error> {
-        self.forward(channel, session, |w| async move { w.request_shell(true).await })
-            .await
+    async fn shell_request(
+        &mut self,
+        channel: ChannelId,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        self.forward(
+            channel,
+            session,
+            |w| async move { w.request_shell(true).await },
+        )
+        .await
     }
 
     async fn exec_request(
@@ -581,8 +657,12 @@ impl<B: SshBroker> server::Handler for Front<B> {
         session: &mut Session,
     ) -> Result<(), Self::Error> {
         let command = data.to_vec();
-        self.forward(channel, session, |w| async move { w.exec(true, command).await })
-            .await
+        self.forward(
+            channel,
+            session,
+            |w| async move { w.exec(true, command).await },
+        )
+        .await
     }
 
     async fn subsystem_request(
@@ -592,8 +672,10 @@ impl<B: SshBroker> server::Handler for Front<B> {
         session: &mut Session,
     ) -> Result<(), Self::Error> {
         let name = name.to_string();
-        self.forward(channel, session, |w| async move { w.request_subsystem(true, name).await })
-            .await
+        self.forward(channel, session, |w| async move {
+            w.request_subsystem(true, name).await
+        })
+        .await
     }
 
     async fn window_change_request(
@@ -609,12 +691,19 @@ impl<B: SshBroker> server::Handler for Front<B> {
             adm.shared.resize(col_width, row_height);
         }
         if let Some((w, _)) = self.channels.get(&channel) {
-            let _ = w.window_change(col_width, row_height, pix_width, pix_height).await;
+            let _ = w
+                .window_change(col_width, row_height, pix_width, pix_height)
+                .await;
         }
         Ok(())
     }
 
-    async fn signal(&mut self, channel: ChannelId, signal: Sig, _: &mut Session) -> Result<(), Self::Error> {
+    async fn signal(
+        &mut self,
+        channel: ChannelId,
+        signal: Sig,
+        _: &mut Session,
+    ) -> Result<(), Self::Error> {
         if let Some((w, _)) = self.channels.get(&channel) {
             let _ = w.signal(signal).await;
         }

@@ -311,11 +311,13 @@ async fn supervise<B: SshBroker, F>(
             }
         }
     };
-    // Sever the target leg, then give the client leg a moment to flush the goodbye.
-    back::close(&leg).await;
+    // Let the client leg deliver the goodbye first: its session loop may be inside a handler
+    // waiting for a target reply (a terminate during setup), and closing the target leg first
+    // would fail that request before the goodbye is sent. Then sever the target leg.
     if !client_done {
         let _ = tokio::time::timeout(Duration::from_secs(2), &mut running).await;
     }
+    back::close(&leg).await;
     info!(session = %sid, target = %target, reason = outcome.reason(), "session ended");
     broker.ended(&sid, outcome);
 }
@@ -327,7 +329,10 @@ mod tests {
     #[test]
     fn login_forms() {
         let l = Login::parse("alice:web-01.prod").expect("plain");
-        assert_eq!((l.user.as_str(), l.target.as_str(), l.account), ("alice", "web-01.prod", None));
+        assert_eq!(
+            (l.user.as_str(), l.target.as_str(), l.account),
+            ("alice", "web-01.prod", None)
+        );
         let l = Login::parse("alice#web-01.prod#deploy").expect("hash form");
         assert_eq!(l.account.as_deref(), Some("deploy"));
         let l = Login::parse("alice:web-01.prod:deploy").expect("with account");

@@ -25,7 +25,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use russh::{client, server, Channel, ChannelId, ChannelMsg, ChannelReadHalf, ChannelWriteHalf, Sig};
+use russh::{
+    client, server, Channel, ChannelId, ChannelMsg, ChannelReadHalf, ChannelWriteHalf, Sig,
+};
 
 use super::back::TargetLeg;
 use crate::session::SessionShared;
@@ -42,7 +44,12 @@ enum Item {
     Ext(u32, Bytes),
     Eof,
     ExitStatus(u32),
-    ExitSignal { signal: Sig, core: bool, msg: String, lang: String },
+    ExitSignal {
+        signal: Sig,
+        core: bool,
+        msg: String,
+        lang: String,
+    },
 }
 
 impl Item {
@@ -65,8 +72,11 @@ type Write = Pin<Box<dyn Future<Output = (bool, usize)> + Send>>;
 
 /// Move items from `rx` to `write` in order, reading ahead up to [`SLACK_BYTES`] while a write
 /// waits. Returns when the source closes (after flushing) or the destination fails.
-async fn pump<F, Fut>(mut rx: ChannelReadHalf, mut classify: impl FnMut(ChannelMsg) -> Flow, write: F)
-where
+async fn pump<F, Fut>(
+    mut rx: ChannelReadHalf,
+    mut classify: impl FnMut(ChannelMsg) -> Flow,
+    write: F,
+) where
     F: Fn(Item) -> Fut,
     Fut: Future<Output = bool> + Send + 'static,
 {
@@ -147,7 +157,11 @@ pub(crate) fn spawn(
     target_tx
 }
 
-async fn up(rx: ChannelReadHalf, tx: Arc<ChannelWriteHalf<client::Msg>>, shared: Arc<SessionShared>) {
+async fn up(
+    rx: ChannelReadHalf,
+    tx: Arc<ChannelWriteHalf<client::Msg>>,
+    shared: Arc<SessionShared>,
+) {
     let classify = |msg| match msg {
         ChannelMsg::Data { data } => {
             shared.note_input(data.len());
@@ -197,9 +211,17 @@ async fn down(
         }
         ChannelMsg::Eof => Flow::Forward(Item::Eof),
         ChannelMsg::ExitStatus { exit_status } => Flow::Forward(Item::ExitStatus(exit_status)),
-        ChannelMsg::ExitSignal { signal_name, core_dumped, error_message, lang_tag } => {
-            Flow::Forward(Item::ExitSignal { signal: signal_name, core: core_dumped, msg: error_message, lang: lang_tag })
-        }
+        ChannelMsg::ExitSignal {
+            signal_name,
+            core_dumped,
+            error_message,
+            lang_tag,
+        } => Flow::Forward(Item::ExitSignal {
+            signal: signal_name,
+            core: core_dumped,
+            msg: error_message,
+            lang: lang_tag,
+        }),
         ChannelMsg::Close => Flow::Close,
         _ => Flow::Skip,
     };
@@ -212,9 +234,15 @@ async fn down(
                 Item::Ext(e, b) => w.extended_data_bytes(e, b).await.is_ok(),
                 Item::Eof => w.eof().await.is_ok(),
                 Item::ExitStatus(s) => w.exit_status(s).await.is_ok(),
-                Item::ExitSignal { signal, core, msg, lang } => {
-                    handle.exit_signal_request(cid, signal, core, msg, lang).await.is_ok()
-                }
+                Item::ExitSignal {
+                    signal,
+                    core,
+                    msg,
+                    lang,
+                } => handle
+                    .exit_signal_request(cid, signal, core, msg, lang)
+                    .await
+                    .is_ok(),
             }
         }
     })
@@ -239,7 +267,11 @@ pub(crate) async fn say_and_disconnect(handle: &server::Handle, open: &OpenChann
     }
     let _ = tokio::time::timeout(
         Duration::from_secs(1),
-        handle.disconnect(russh::Disconnect::ByApplication, text.to_string(), String::new()),
+        handle.disconnect(
+            russh::Disconnect::ByApplication,
+            text.to_string(),
+            String::new(),
+        ),
     )
     .await;
 }
@@ -247,7 +279,9 @@ pub(crate) async fn say_and_disconnect(handle: &server::Handle, open: &OpenChann
 /// A channel opened by a user who was denied: say why on stderr, exit 1, close.
 pub(crate) async fn refuse_channel(channel: Channel<server::Msg>, msg: String) {
     let (_rx, tx) = channel.split();
-    let _ = tx.extended_data_bytes(1, bytes::Bytes::from(format!("{msg}\r\n"))).await;
+    let _ = tx
+        .extended_data_bytes(1, bytes::Bytes::from(format!("{msg}\r\n")))
+        .await;
     let _ = tx.exit_status(1).await;
     let _ = tx.eof().await;
     let _ = tx.close().await;

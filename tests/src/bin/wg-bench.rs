@@ -33,7 +33,9 @@ fn parse(args: &[String]) -> Result<Args> {
         match a.as_str() {
             "--port" => port = Some(v.parse()?),
             "--user" => user = Some(v.clone()),
-            "--key" => key = Some(russh_client::load_key(v.as_ref()).with_context(|| format!("read {v}"))?),
+            "--key" => {
+                key = Some(russh_client::load_key(v.as_ref()).with_context(|| format!("read {v}"))?)
+            }
             "--samples" | "--count" => n = v.parse()?,
             other => bail!("unknown option {other}"),
         }
@@ -54,7 +56,8 @@ async fn latency(a: Args) -> Result<()> {
     let h = connect(&a).await?;
     let mut ch = h.channel_open_session().await?;
     ch.request_pty(true, "xterm", 80, 24, 0, 0, &[]).await?;
-    ch.exec(true, "stty raw -echo; echo READY; exec cat").await?;
+    ch.exec(true, "stty raw -echo; echo READY; exec cat")
+        .await?;
     let mut seen = Vec::new();
     while !String::from_utf8_lossy(&seen).contains("READY") {
         match tokio::time::timeout(Duration::from_secs(10), ch.wait()).await? {
@@ -81,7 +84,13 @@ async fn latency(a: Args) -> Result<()> {
     samples.sort_by(|x, y| x.partial_cmp(y).unwrap_or(std::cmp::Ordering::Equal));
     let pct = |p: f64| samples[((samples.len() as f64 - 1.0) * p).round() as usize];
     let mean = samples.iter().sum::<f64>() / samples.len() as f64;
-    println!("p50_us={:.1} p99_us={:.1} mean_us={:.1} n={}", pct(0.50), pct(0.99), mean, samples.len());
+    println!(
+        "p50_us={:.1} p99_us={:.1} mean_us={:.1} n={}",
+        pct(0.50),
+        pct(0.99),
+        mean,
+        samples.len()
+    );
     Ok(())
 }
 
@@ -129,7 +138,9 @@ fn main() -> Result<()> {
         bail!("usage: wg-bench latency|hold --port P --user U --key FILE [--samples N|--count N]");
     };
     let a = parse(rest)?;
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     match cmd.as_str() {
         "latency" => rt.block_on(latency(a)),
         "hold" => rt.block_on(hold(a)),
