@@ -1,31 +1,23 @@
 //! The client leg: a russh server handler for one user connection.
 //!
-//! Authentication: public key, password, or keyboard-interactive (a password prompt). A refusal
-//! that the user must understand (unknown user, malformed login, unknown target, no permission,
-//! wrong password) is shown through keyboard-interactive: OpenSSH prints the `instruction` of an
-//! info request with no prompts on the user's terminal, then the gateway rejects the attempt with
-//! no methods left, so the client stops instead of retrying.
-//!
-//! After admission, channel opens wait for the target leg and are mirrored on it; channel requests
-//! are forwarded and the target's reply is awaited before answering the client, because russh
-//! remembers only the latest `want_reply` flag per channel.
+//! Authentication lives in `auth.rs` (same type, split for reading). After admission, channel
+//! opens wait for the target leg and are mirrored on it; channel requests are forwarded and the
+//! target's reply is awaited before answering the client, because russh remembers only the latest
+//! `want_reply` flag per channel. A user who authenticated but was denied gets every channel
+//! accepted and closed with the reason on stderr, so BatchMode clients see it too.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use russh::keys::PublicKey;
 use russh::server::{self, Auth, ChannelOpenHandle, Msg, Session};
-use russh::{
-    client, Channel, ChannelId, ChannelOpenFailure, ChannelWriteHalf, MethodKind, MethodSet, Pty,
-    Sig,
-};
+use russh::{client, Channel, ChannelId, ChannelOpenFailure, ChannelWriteHalf, Pty, Sig};
 use tokio::sync::{oneshot, watch};
 
 use super::back::{self, LegState, TargetLeg};
 use super::relay::{self, OpenChannels};
-use super::{ClientInfo, Login, SshBroker, SshSettings, TargetPlan};
+use super::{ClientInfo, Login, SshBroker, SshSettings};
 use crate::session::{PtyInfo, SessionLink, SessionShared};
 
 /// What the connection supervisor learns once authentication is over.
@@ -43,72 +35,43 @@ pub(crate) struct Started {
     pub open_channels: OpenChannels,
 }
 
-struct Admitted {
-    shared: Arc<SessionShared>,
-    leg: watch::Receiver<LegState>,
-    allow_port_forwarding: bool,
-    policy: String,
+pub(super) struct AdmittedSession {
+    pub(super) shared: Arc<SessionShared>,
+    pub(super) leg: watch::Receiver<LegState>,
+    pub(super) allow_port_forwarding: bool,
+    pub(super) policy: String,
 }
 
 #[derive(Debug, PartialEq, Eq)]
-enum Kbd {
+pub(super) enum Kbd {
     Idle,
     ShowingRefusal,
     AskingPassword,
 }
 
-const MAX_PASSWORD_TRIES: u32 = 3;
+pub(super) const MAX_PASSWORD_TRIES: u32 = 3;
 const REQUEST_REPLY_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub(crate) struct Front<B: SshBroker> {
-    broker: Arc<B>,
-    client: ClientInfo,
-    raw_login: String,
-    login: Option<Login>,
+    pub(super) broker: Arc<B>,
+    pub(super) client: ClientInfo,
+    pub(super) raw_login: String,
+    pub(super) login: Option<Login>,
     /// A message for the user; shown at the next keyboard-interactive round, then the connection
     /// is refused.
-    refusal: Option<String>,
-    refusal_audited: bool,
-    kbd: Kbd,
-    password_failures: u32,
-    offered_keys: Vec<String>,
-    connect_timeout: Duration,
-    ciphers: Vec<String>,
-    started_tx: Option<oneshot::Sender<AuthOutcome>>,
-    admitted: Option<Admitted>,
+    pub(super) refusal: Option<String>,
+    pub(super) refusal_audited: bool,
+    pub(super) kbd: Kbd,
+    pub(super) password_failures: u32,
+    pub(super) offered_keys: Vec<String>,
+    pub(super) connect_timeout: Duration,
+    pub(super) ciphers: Vec<String>,
+    pub(super) started_tx: Option<oneshot::Sender<AuthOutcome>>,
+    pub(super) admitted: Option<AdmittedSession>,
     /// The user is authenticated but was denied: every channel gets this message and fails.
-    denied: Option<String>,
-    open_channels: OpenChannels,
-    channels: HashMap<ChannelId, (Arc<ChannelWriteHalf<client::Msg>>, Arc<TargetLeg>)>,
-}
-
-fn all_methods() -> MethodSet {
-    let mut m = MethodSet::empty();
-    m.push(MethodKind::PublicKey);
-    m.push(MethodKind::KeyboardInteractive);
-    m.push(MethodKind::Password);
-    m
-}
-
-fn only_kbd() -> MethodSet {
-    let mut m = MethodSet::empty();
-    m.push(MethodKind::KeyboardInteractive);
-    m
-}
-
-fn reject(methods: MethodSet) -> Auth {
-    Auth::Reject {
-        proceed_with_methods: Some(methods),
-        partial_success: false,
-    }
-}
-
-fn show(text: String, prompts: Vec<(std::borrow::Cow<'static, str>, bool)>) -> Auth {
-    Auth::Partial {
-        name: "".into(),
-        instructions: format!("{text}\n").into(),
-        prompts: prompts.into(),
-    }
+    pub(super) denied: Option<String>,
+    pub(super) open_channels: OpenChannels,
+    pub(super) channels: HashMap<ChannelId, (Arc<ChannelWriteHalf<client::Msg>>, Arc<TargetLeg>)>,
 }
 
 impl<B: SshBroker> Front<B> {
@@ -139,116 +102,6 @@ impl<B: SshBroker> Front<B> {
             open_channels: OpenChannels::default(),
             channels: HashMap::new(),
         }
-    }
-
-    /// Parse the login once per distinct username (a client may change it between attempts).
-    fn note_login(&mut self, user: &str) {
-        if self.raw_login == user && (self.login.is_some() || self.refusal.is_some()) {
-            return;
-        }
-        self.raw_login = user.to_string();
-        self.refusal = None;
-        self.refusal_audited = false;
-        self.kbd = Kbd::Idle;
-        self.password_failures = 0;
-        self.offered_keys.clear();
-        match Login::parse(user) {
-            Ok(l) => {
-                self.login = Some(l);
-                if self.broker.user(&self.user()).is_none() {
-                    let msg = format!(
-                        "wardengate: unknown user '{}'; ask a Wardengate administrator to add you",
-                        self.user()
-                    );
-                    self.refuse("unknown_user", msg);
-                }
-            }
-            Err(msg) => {
-                self.login = None;
-                self.refuse("bad_login", msg);
-            }
-        }
-    }
-
-    fn user(&self) -> String {
-        self.login
-            .as_ref()
-            .map(|l| l.user.clone())
-            .unwrap_or_default()
-    }
-
-    fn refuse(&mut self, kind: &str, msg: String) {
-        self.broker
-            .refused(&self.raw_login, &self.client, kind, &msg);
-        self.refusal_audited = true;
-        self.refusal = Some(msg);
-    }
-
-    async fn admit(&mut self, method: &str) -> Auth {
-        let Some(login) = self.login.clone() else {
-            return reject(only_kbd());
-        };
-        match self.broker.admit(&login, method, &self.client).await {
-            Ok(plan) => {
-                self.start(plan);
-                Auth::Accept
-            }
-            Err(msg) => {
-                // The user proved who they are, so they may learn why they cannot go on: accept
-                // the authentication and explain on every channel they open (works in BatchMode
-                // too, where keyboard-interactive messages are never shown). The broker audited
-                // the denial (session.denied).
-                self.refusal_audited = true;
-                self.denied = Some(msg.clone());
-                if let Some(tx) = self.started_tx.take() {
-                    let _ = tx.send(AuthOutcome::Denied(msg));
-                }
-                Auth::Accept
-            }
-        }
-    }
-
-    fn start(&mut self, plan: TargetPlan) {
-        let TargetPlan {
-            admitted,
-            link,
-            target,
-            address,
-            username,
-            credential,
-        } = plan;
-        let leg = back::spawn_connect(
-            self.broker.clone(),
-            back::LegSpec {
-                session: link.shared.id.clone(),
-                target: target.clone(),
-                address,
-                username,
-                credential,
-                timeout: self.connect_timeout,
-                ciphers: self.ciphers.clone(),
-            },
-        );
-        self.admitted = Some(Admitted {
-            shared: link.shared.clone(),
-            leg: leg.clone(),
-            allow_port_forwarding: admitted.allow_port_forwarding(),
-            policy: admitted.policy().to_string(),
-        });
-        if let Some(tx) = self.started_tx.take() {
-            let _ = tx.send(AuthOutcome::Admitted(Started {
-                link,
-                target,
-                leg,
-                open_channels: self.open_channels.clone(),
-            }));
-        }
-    }
-
-    fn key_registered(&self, key: &PublicKey) -> bool {
-        self.broker
-            .user(&self.user())
-            .is_some_and(|u| u.keys.iter().any(|k| k.key_data() == key.key_data()))
     }
 
     /// Forward a channel request to the target and answer the client with the target's reply.
@@ -384,27 +237,11 @@ impl<B: SshBroker> Front<B> {
     }
 }
 
-impl<B: SshBroker> Drop for Front<B> {
-    fn drop(&mut self) {
-        // A client that gave up after offering only unregistered keys never reached a point where
-        // the failure was audited.
-        if self.admitted.is_none() && !self.refusal_audited && !self.offered_keys.is_empty() {
-            let msg = format!(
-                "no registered public key was offered (offered: {})",
-                self.offered_keys.join(", ")
-            );
-            self.broker
-                .refused(&self.raw_login, &self.client, "bad_key", &msg);
-        }
-    }
-}
-
 impl<B: SshBroker> server::Handler for Front<B> {
     type Error = russh::Error;
 
     async fn auth_none(&mut self, user: &str) -> Result<Auth, Self::Error> {
-        self.note_login(user);
-        Ok(reject(all_methods()))
+        self.on_auth_none(user).await
     }
 
     async fn auth_publickey_offered(
@@ -412,18 +249,7 @@ impl<B: SshBroker> server::Handler for Front<B> {
         user: &str,
         offer: server::PublicKeyOffer<'_>,
     ) -> Result<Auth, Self::Error> {
-        self.note_login(user);
-        if self.refusal.is_some() {
-            return Ok(reject(only_kbd()));
-        }
-        if self.key_registered(offer.public_key) {
-            return Ok(Auth::Accept);
-        }
-        let fp = offer.public_key.fingerprint(Default::default()).to_string();
-        if !self.offered_keys.contains(&fp) {
-            self.offered_keys.push(fp);
-        }
-        Ok(reject(all_methods()))
+        self.on_auth_publickey_offered(user, offer).await
     }
 
     async fn auth_publickey(
@@ -431,97 +257,21 @@ impl<B: SshBroker> server::Handler for Front<B> {
         user: &str,
         key: server::VerifiedPublicKey<'_>,
     ) -> Result<Auth, Self::Error> {
-        self.note_login(user);
-        if self.refusal.is_some() || !self.key_registered(key.public_key) {
-            return Ok(reject(all_methods()));
-        }
-        Ok(self.admit("publickey").await)
+        self.on_auth_publickey(user, key).await
     }
 
     async fn auth_password(&mut self, user: &str, password: &str) -> Result<Auth, Self::Error> {
-        self.note_login(user);
-        if self.refusal.is_some() {
-            return Ok(reject(only_kbd()));
-        }
-        let name = self.user();
-        if self.broker.verify_password(&name, password).await {
-            return Ok(self.admit("password").await);
-        }
-        self.password_failures += 1;
-        let msg = format!("wardengate: wrong password for user '{name}'");
-        self.broker
-            .refused(&self.raw_login, &self.client, "bad_password", &msg);
-        Ok(reject(all_methods()))
+        self.on_auth_password(user, password).await
     }
 
     async fn auth_keyboard_interactive<'a>(
         &'a mut self,
         user: &str,
-        _submethods: &str,
+        submethods: &str,
         response: Option<server::Response<'a>>,
     ) -> Result<Auth, Self::Error> {
-        self.note_login(user);
-        let name = self.user();
-        let prompt = || vec![(format!("Password for {name}@wardengate: ").into(), false)];
-        if response.is_none() || self.kbd == Kbd::Idle {
-            if let Some(msg) = self.refusal.clone() {
-                self.kbd = Kbd::ShowingRefusal;
-                return Ok(show(msg, vec![]));
-            }
-            match self.broker.user(&name) {
-                Some(u) if u.has_password => {
-                    self.kbd = Kbd::AskingPassword;
-                    return Ok(show(String::new(), prompt()));
-                }
-                _ => {
-                    let offered = if self.offered_keys.is_empty() {
-                        "none".to_string()
-                    } else {
-                        self.offered_keys.join(", ")
-                    };
-                    let msg = format!(
-                        "wardengate: no public key registered for user '{name}' was offered \
-                         (offered: {offered}) and the user has no password"
-                    );
-                    self.refuse("bad_key", msg.clone());
-                    self.kbd = Kbd::ShowingRefusal;
-                    return Ok(show(msg, vec![]));
-                }
-            }
-        }
-        match self.kbd {
-            Kbd::AskingPassword => {
-                let password = response
-                    .and_then(|mut r| r.next())
-                    .map(|b| String::from_utf8_lossy(&b).into_owned())
-                    .unwrap_or_default();
-                if self.broker.verify_password(&name, &password).await {
-                    let auth = self.admit("keyboard-interactive").await;
-                    if auth == Auth::Accept {
-                        return Ok(auth);
-                    }
-                    self.kbd = Kbd::ShowingRefusal;
-                    return Ok(show(self.refusal.clone().unwrap_or_default(), vec![]));
-                }
-                self.password_failures += 1;
-                let msg = format!("wardengate: wrong password for user '{name}'");
-                self.broker
-                    .refused(&self.raw_login, &self.client, "bad_password", &msg);
-                if self.password_failures < MAX_PASSWORD_TRIES {
-                    return Ok(show(format!("{msg}, try again"), prompt()));
-                }
-                self.refusal = Some(format!(
-                    "wardengate: authentication failed for user '{name}': wrong password \
-                     ({} attempts)",
-                    self.password_failures
-                ));
-                self.kbd = Kbd::ShowingRefusal;
-                Ok(show(self.refusal.clone().unwrap_or_default(), vec![]))
-            }
-            // The refusal was shown. OpenSSH treats an empty method list as "try anything", so
-            // end the connection instead; the client prints "Connection closed".
-            Kbd::ShowingRefusal | Kbd::Idle => Err(russh::Error::Disconnect),
-        }
+        self.on_auth_keyboard_interactive(user, submethods, response)
+            .await
     }
 
     async fn auth_succeeded(&mut self, session: &mut Session) -> Result<(), Self::Error> {

@@ -9,6 +9,7 @@
 //! Each client connection is one task ([`serve_connection`]) that supervises the two russh
 //! sessions and the operator's control channel; each relayed channel has one task per direction.
 
+mod auth;
 mod back;
 mod front;
 mod relay;
