@@ -1,30 +1,50 @@
-//! The session event model the relays emit.
+//! Tamper-evident session recordings (format: `recorder/FORMAT.md`).
 //!
-//! Issue 3 turns this crate into the tamper-evident recording format (chunked zstd, sha256 chain,
-//! signed seal, reader, verifier, player, exporters). Today it owns only the event vocabulary, so the
-//! protocol relays and the gateway already agree on what a tap carries.
+//! A recording is a directory: numbered chunk files, each a small header plus a zstd body of
+//! length-prefixed [`Event`]s, chained by sha256 (every header carries the previous chunk's
+//! hash), and a seal written at close with the chunk count, byte count and final chain hash,
+//! signed with the gateway's Ed25519 recording key. [`Writer`] produces it, [`read`] replays it,
+//! [`verify`] checks it offline with only the public key, and [`recover`] seals what a crash left
+//! behind as `truncated`.
+//!
+//! No I/O outside the recording directory, no network, no async: the gateway drives it from a
+//! per-session task, tests drive it directly.
 #![forbid(unsafe_code)]
 
-use bytes::Bytes;
+mod event;
+mod format;
+mod reader;
+mod seal;
+mod writer;
 
-/// One thing that happened in a session, as a relay sees it.
-#[derive(Debug, Clone)]
-pub enum Event {
-    /// Bytes from the user towards the target. `meaningful` is false for traffic that must not reset
-    /// the idle clock.
-    Input {
-        channel: u32,
-        data: Bytes,
-        meaningful: bool,
+pub use event::{Event, EventKind};
+pub use format::{ChunkHeader, CHUNK_MAGIC, FORMAT_VERSION};
+pub use reader::{read, verify, Problem, Recording, VerifyReport};
+pub use seal::{
+    generate_key, parse_public_key, public_key_hex, Seal, SealStatus, SigningKey, VerifyingKey,
+};
+pub use writer::{recover, Limits, Writer};
+
+/// Errors of the recorder.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
     },
-    /// Bytes from the target towards the user (`stderr` for SSH extended data).
-    Output {
-        channel: u32,
-        data: Bytes,
-        stderr: bool,
-    },
-    /// Terminal size change.
-    Resize { channel: u32, cols: u32, rows: u32 },
-    /// A lifecycle or control marker (`exec`, `exit-status`, `terminated`, ...).
-    Marker { kind: String, detail: String },
+    #[error("{0}")]
+    Format(String),
 }
+
+impl Error {
+    pub(crate) fn io(path: &std::path::Path, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.display().to_string(),
+            source,
+        }
+    }
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
