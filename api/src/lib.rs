@@ -107,6 +107,43 @@ pub struct Session {
     /// Free text: the operator's reason for a terminate, the error of a failed session.
     pub end_detail: Option<String>,
     pub terminated_by: Option<String>,
+    /// The session's sealed recording, once sealed.
+    #[serde(default)]
+    pub recording: Option<RecordingSummary>,
+}
+
+/// What a recording's seal says.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RecordingSummary {
+    /// `complete` or `truncated`.
+    pub status: String,
+    pub chunks: u64,
+    pub events: u64,
+    pub raw_bytes: u64,
+    pub final_sha256: String,
+}
+
+/// One recording, as `GET /api/v1/recordings/{id}` returns it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Recording {
+    pub id: String,
+    pub session: Option<Session>,
+    /// `None` while the session is live or when the recording was never closed.
+    pub seal: Option<serde_json::Value>,
+    /// Verification with this gateway's key: `ok`, or each problem in words.
+    pub verified: Option<bool>,
+    pub problems: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RecordingList {
+    pub recordings: Vec<Recording>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PublicKey {
+    /// Hex of the gateway's Ed25519 recording public key.
+    pub public_key: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -75,6 +75,22 @@ impl Client {
         Self::decode(self.send(self.http.get(format!("{}{path}", self.base)).query(query))?)
     }
 
+    /// GET a non-JSON body (event streams).
+    pub fn get_text(&self, path: &str) -> Result<String> {
+        let resp = self.send(self.http.get(format!("{}{path}", self.base)))?;
+        let status = resp.status();
+        let body = resp
+            .text()
+            .map_err(|e| anyhow!("cannot read the gateway's answer: {e}"))?;
+        if !status.is_success() {
+            let msg = serde_json::from_str::<api::ApiError>(&body)
+                .map(|e| e.error)
+                .unwrap_or(body);
+            bail!("{} (HTTP {})", msg.trim(), status.as_u16());
+        }
+        Ok(body)
+    }
+
     pub fn post<B: Serialize, T: DeserializeOwned>(&self, path: &str, body: &B) -> Result<T> {
         Self::decode(self.send(self.http.post(format!("{}{path}", self.base)).json(body))?)
     }

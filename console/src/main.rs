@@ -4,6 +4,7 @@
 //! command takes `-o json`. Errors are one line on stderr and a non-zero exit.
 
 mod client;
+mod recording;
 mod table;
 
 use anyhow::{bail, Result};
@@ -47,6 +48,55 @@ enum Cmd {
     /// The audit log.
     #[command(subcommand)]
     Audit(AuditCmd),
+    /// Session recordings: list, show, verify, play, export.
+    #[command(subcommand)]
+    Recording(RecordingCmd),
+}
+
+#[derive(Subcommand)]
+enum RecordingCmd {
+    /// Print the gateway's recording public key (hex), for offline verification.
+    Pubkey,
+    /// List recordings.
+    List {
+        #[arg(long)]
+        actor: Option<String>,
+        #[arg(long)]
+        target: Option<String>,
+        #[arg(long)]
+        protocol: Option<String>,
+    },
+    /// Show one recording: its seal and whether it verifies.
+    Show { id: String },
+    /// Verify a recording directory offline (or a session id through the gateway).
+    Verify {
+        /// Recording directory, or session id.
+        what: String,
+        /// Trusted public key: hex, or a file holding it (default: ask the gateway).
+        #[arg(long)]
+        pubkey: Option<String>,
+    },
+    /// Replay terminal output with real timing.
+    Play {
+        what: String,
+        #[arg(long, default_value_t = 1.0)]
+        speed: f64,
+        /// Cap every pause at this long (e.g. 2s).
+        #[arg(long)]
+        skip_idle: Option<String>,
+        /// Start at this offset (HH:MM:SS).
+        #[arg(long)]
+        from: Option<String>,
+    },
+    /// Export as asciicast v2 or JSON lines.
+    Export {
+        what: String,
+        #[arg(long, default_value = "asciicast")]
+        format: String,
+        /// Write to this file instead of stdout.
+        #[arg(long)]
+        file: Option<std::path::PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -118,6 +168,21 @@ fn main() {
     }
 }
 
+/// `recording sealed (chunks=7, bytes=918644, sha256=3f0b...)`, when the session was recorded.
+fn sealed_line(s: &api::Session) -> String {
+    s.recording
+        .as_ref()
+        .map(|r| {
+            format!(
+                "recording sealed (chunks={}, bytes={}, sha256={})\n",
+                r.chunks,
+                r.raw_bytes,
+                recording::short_hash(&r.final_sha256)
+            )
+        })
+        .unwrap_or_default()
+}
+
 /// Write to stdout, returning errors (a closed pipe) instead of panicking like `print!`.
 fn out(text: &str) -> Result<()> {
     use std::io::Write;
@@ -132,9 +197,15 @@ fn print_json<T: serde::Serialize>(v: &T) -> Result<()> {
 }
 
 fn run(cli: Cli) -> Result<()> {
-    let c = Client::new(&cli.addr, cli.token.as_deref())?;
     let json = cli.output == Output::Json;
+    if let Cmd::Recording(cmd) = cli.cmd {
+        // Offline commands must work without a gateway; the client is optional for them.
+        let c = Client::new(&cli.addr, cli.token.as_deref());
+        return run_recording(cmd, c, json);
+    }
+    let c = Client::new(&cli.addr, cli.token.as_deref())?;
     match cli.cmd {
+        Cmd::Recording(_) => unreachable!("handled above"),
         Cmd::Session(SessionCmd::List {
             actor,
             target,
@@ -206,7 +277,7 @@ fn run(cli: Cli) -> Result<()> {
                     if json {
                         print_json(&s)
                     } else {
-                        out(&format!("terminated {} ({} on {}): {}\n", s.id, s.actor, s.target, s.state.as_str()))
+                        out(&format!("terminated {} ({} on {}): {}\n{}", s.id, s.actor, s.target, s.state.as_str(), sealed_line(&s)))
                     }
                 }
                 (None, true) => {
@@ -246,6 +317,102 @@ fn run(cli: Cli) -> Result<()> {
                 print_json(&list)
             } else {
                 out(&table::audit(&list))
+            }
+        }
+    }
+}
+
+fn run_recording(cmd: RecordingCmd, c: Result<Client>, json: bool) -> Result<()> {
+    match cmd {
+        RecordingCmd::Pubkey => {
+            let k: api::PublicKey = c?.get("/api/v1/recordings/pubkey", &[])?;
+            if json {
+                print_json(&k)
+            } else {
+                out(&format!("{}\n", k.public_key))
+            }
+        }
+        RecordingCmd::List {
+            actor,
+            target,
+            protocol,
+        } => {
+            let mut q = vec![];
+            for (k, v) in [("actor", actor), ("target", target), ("protocol", protocol)] {
+                if let Some(v) = v {
+                    q.push((k, v));
+                }
+            }
+            let list: api::RecordingList = c?.get("/api/v1/recordings", &q)?;
+            if json {
+                print_json(&list)
+            } else {
+                out(&table::recordings(&list))
+            }
+        }
+        RecordingCmd::Show { id } => {
+            let r: api::Recording = c?.get(
+                &format!("/api/v1/recordings/{}", client::path_segment(&id)),
+                &[],
+            )?;
+            if json {
+                print_json(&r)
+            } else {
+                out(&table::recording(&r))
+            }
+        }
+        RecordingCmd::Verify { what, pubkey } => {
+            let client = c.ok();
+            if recording::is_local(&what) {
+                let key = recording::pubkey(pubkey.as_deref(), client.as_ref())?;
+                return out(&recording::verify_local(std::path::Path::new(&what), &key)?);
+            }
+            let client = client.ok_or_else(|| {
+                anyhow::anyhow!(
+                    "'{what}' is not a recording directory; to verify by id, set WARDENGATE_TOKEN"
+                )
+            })?;
+            let r: api::Recording = client.get(
+                &format!("/api/v1/recordings/{}", client::path_segment(&what)),
+                &[],
+            )?;
+            if r.verified == Some(true) {
+                out(&format!("OK: {what} verified by the gateway\n"))
+            } else {
+                bail!(
+                    "recording {what} FAILED verification:\n  - {}",
+                    r.problems.join("\n  - ")
+                )
+            }
+        }
+        RecordingCmd::Play {
+            what,
+            speed,
+            skip_idle,
+            from,
+        } => {
+            let skip = skip_idle
+                .map(|s| {
+                    humantime::parse_duration(&s)
+                        .map_err(|e| anyhow::anyhow!("--skip-idle '{s}': {e}"))
+                })
+                .transpose()?;
+            let from = from
+                .map(|f| recording::parse_offset(&f))
+                .transpose()?
+                .unwrap_or_default();
+            let client = c.ok();
+            let (_, events) = recording::load(&what, client.as_ref())?;
+            recording::play(&events, speed, skip, from, &mut std::io::stdout().lock())
+        }
+        RecordingCmd::Export { what, format, file } => {
+            let client = c.ok();
+            let (seal, events) = recording::load(&what, client.as_ref())?;
+            let text = recording::export(seal, events, &format)?;
+            match file {
+                Some(p) => std::fs::write(&p, text)
+                    .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", p.display())),
+                None => out(&text),
             }
         }
     }

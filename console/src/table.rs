@@ -163,6 +163,75 @@ pub fn audit(list: &api::AuditList) -> String {
     out
 }
 
+pub fn recordings(list: &api::RecordingList) -> String {
+    if list.recordings.is_empty() {
+        return "no recordings\n".into();
+    }
+    let mut rows = vec![
+        ["RECORDING", "ACTOR", "TARGET", "STATUS", "CHUNKS", "BYTES"]
+            .map(String::from)
+            .to_vec(),
+    ];
+    for r in &list.recordings {
+        let seal = r.seal.as_ref();
+        rows.push(vec![
+            r.id.clone(),
+            r.session
+                .as_ref()
+                .map(|s| s.actor.clone())
+                .unwrap_or_else(|| "-".into()),
+            r.session
+                .as_ref()
+                .map(|s| s.target.clone())
+                .unwrap_or_else(|| "-".into()),
+            seal.and_then(|s| s["status"].as_str())
+                .unwrap_or("open")
+                .to_string(),
+            seal.map(|s| s["chunks"].to_string())
+                .unwrap_or_else(|| "-".into()),
+            seal.map(|s| s["raw_bytes"].to_string())
+                .unwrap_or_else(|| "-".into()),
+        ]);
+    }
+    render(&rows)
+}
+
+pub fn recording(r: &api::Recording) -> String {
+    let mut out = format!("{:<14}{}\n", "recording:", r.id);
+    if let Some(s) = &r.seal {
+        for k in [
+            "status",
+            "chunks",
+            "events",
+            "raw_bytes",
+            "final_sha256",
+            "public_key",
+        ] {
+            let _ = writeln!(
+                out,
+                "{:<14}{}",
+                format!("{k}:"),
+                s[k].as_str()
+                    .map(String::from)
+                    .unwrap_or_else(|| s[k].to_string())
+            );
+        }
+    } else {
+        let _ = writeln!(out, "{:<14}not sealed yet", "seal:");
+    }
+    match r.verified {
+        Some(true) => out.push_str("verified:     OK\n"),
+        Some(false) => {
+            out.push_str("verified:     FAILED\n");
+            for p in &r.problems {
+                let _ = writeln!(out, "  - {p}");
+            }
+        }
+        None => {}
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::short;

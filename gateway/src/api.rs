@@ -71,6 +71,10 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/sessions/{id}", get(get_session))
         .route("/api/v1/sessions/{id}/terminate", post(terminate))
         .route("/api/v1/audit", get(audit))
+        .route("/api/v1/recordings", get(list_recordings))
+        .route("/api/v1/recordings/pubkey", get(recording_pubkey))
+        .route("/api/v1/recordings/{id}", get(get_recording))
+        .route("/api/v1/recordings/{id}/events", get(recording_events))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .route("/healthz", get(healthz))
@@ -175,12 +179,25 @@ async fn list_sessions(
     }))
 }
 
+/// A session with its recording summary (read from the seal, once sealed).
+fn session_json(gw: &Gateway, r: &crate::store::SessionRecord) -> api::Session {
+    let mut s = to_api(r);
+    s.recording = gw.recordings.seal(&r.id).map(|seal| api::RecordingSummary {
+        status: seal.status.as_str().into(),
+        chunks: seal.chunks,
+        events: seal.events,
+        raw_bytes: seal.raw_bytes,
+        final_sha256: seal.final_sha256,
+    });
+    s
+}
+
 async fn get_session(
     State(st): State<ApiState>,
     Path(id): Path<String>,
 ) -> Result<Json<api::Session>, ApiError> {
     let r = st.gw.registry.record(&st.gw.store, &id)?;
-    Ok(Json(to_api(&r)))
+    Ok(Json(session_json(&st.gw, &r)))
 }
 
 fn parse_body<T: for<'de> Deserialize<'de> + Default>(body: &Bytes) -> Result<T, ApiError> {
@@ -227,7 +244,7 @@ async fn terminate(
         .registry
         .terminate(&st.gw.store, &id, by, &reason)
         .await?;
-    Ok(Json(to_api(&r)))
+    Ok(Json(session_json(&st.gw, &r)))
 }
 
 async fn bulk_terminate(
@@ -289,7 +306,7 @@ async fn bulk_terminate(
     let mut done = Vec::new();
     for h in handles {
         match h.await.map_err(internal)? {
-            Ok(r) => done.push(to_api(&r)),
+            Ok(r) => done.push(session_json(&st.gw, &r)),
             Err(RegistryError::Conflict(..)) | Err(RegistryError::NotFound(_)) => {}
             Err(e) => return Err(e.into()),
         }
@@ -344,4 +361,129 @@ async fn openapi() -> impl IntoResponse {
         [(header::CONTENT_TYPE, "application/json")],
         include_str!("openapi.json"),
     )
+}
+
+async fn recording_pubkey(State(st): State<ApiState>) -> Json<api::PublicKey> {
+    Json(api::PublicKey {
+        public_key: wardengate_recorder::public_key_hex(&st.gw.recordings.public_key()),
+    })
+}
+
+/// Session ids are the recording directory names; refuse anything that could leave the directory.
+fn recording_dir(gw: &Gateway, id: &str) -> Result<std::path::PathBuf, ApiError> {
+    if id.is_empty()
+        || !id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    {
+        return Err(bad(format!("'{id}' is not a recording id")));
+    }
+    let dir = gw.recordings.path(id);
+    if !dir.is_dir() {
+        return Err(ApiError(
+            StatusCode::NOT_FOUND,
+            format!("no recording {id}"),
+        ));
+    }
+    Ok(dir)
+}
+
+fn recording_json(gw: &Gateway, id: &str, verify: bool) -> api::Recording {
+    let session = gw
+        .registry
+        .record(&gw.store, id)
+        .ok()
+        .map(|r| session_json(gw, &r));
+    let seal = gw
+        .recordings
+        .seal(id)
+        .and_then(|s| serde_json::to_value(s).ok());
+    let (verified, problems) = if verify {
+        match wardengate_recorder::verify(
+            &gw.recordings.path(id),
+            Some(&gw.recordings.public_key()),
+        ) {
+            Ok(r) => (
+                Some(r.ok()),
+                r.problems.iter().map(|p| p.to_string()).collect(),
+            ),
+            Err(e) => (Some(false), vec![e.to_string()]),
+        }
+    } else {
+        (None, Vec::new())
+    };
+    api::Recording {
+        id: id.to_string(),
+        session,
+        seal,
+        verified,
+        problems,
+    }
+}
+
+async fn list_recordings(
+    State(st): State<ApiState>,
+    q: Result<Query<ListParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<api::RecordingList>, ApiError> {
+    let Query(p) = q.map_err(|e| bad(format!("bad query: {}", e.body_text())))?;
+    let ids = st.gw.recordings.list();
+    let mut out = Vec::new();
+    for id in ids.iter().take(p.limit.unwrap_or(500) as usize) {
+        let r = recording_json(&st.gw, id, false);
+        let keep = match &r.session {
+            Some(s) => {
+                p.actor.as_ref().is_none_or(|a| &s.actor == a)
+                    && p.target.as_ref().is_none_or(|t| &s.target == t)
+                    && p.protocol.as_ref().is_none_or(|pr| &s.protocol == pr)
+            }
+            None => p.actor.is_none() && p.target.is_none() && p.protocol.is_none(),
+        };
+        if keep {
+            out.push(r);
+        }
+    }
+    Ok(Json(api::RecordingList { recordings: out }))
+}
+
+async fn get_recording(
+    State(st): State<ApiState>,
+    Path(id): Path<String>,
+) -> Result<Json<api::Recording>, ApiError> {
+    recording_dir(&st.gw, &id)?;
+    st.gw.audit(
+        "recording.accessed",
+        Some("admin"),
+        Some(&id),
+        json!({"by": "admin", "what": "show"}),
+    );
+    Ok(Json(recording_json(&st.gw, &id, true)))
+}
+
+/// The recording's events as JSON lines (what players and exporters consume).
+async fn recording_events(
+    State(st): State<ApiState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let dir = recording_dir(&st.gw, &id)?;
+    st.gw.audit(
+        "recording.accessed",
+        Some("admin"),
+        Some(&id),
+        json!({"by": "admin", "what": "events"}),
+    );
+    let rec = tokio::task::spawn_blocking(move || wardengate_recorder::read(&dir))
+        .await
+        .map_err(internal)?
+        .map_err(|e| {
+            ApiError(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                format!("recording {id} cannot be read: {e}"),
+            )
+        })?;
+    let mut body = String::new();
+    for ev in &rec.events {
+        body.push_str(&wardengate_recorder::event_json(ev).to_string());
+        body.push('\n');
+    }
+    Ok(([(header::CONTENT_TYPE, "application/x-ndjson")], body).into_response())
 }

@@ -20,6 +20,7 @@ pub struct Gateway {
     pub store: Store,
     pub vault: Vault,
     pub registry: Registry,
+    pub recordings: crate::recording::Recordings,
 }
 
 impl Gateway {
@@ -201,9 +202,26 @@ impl Gateway {
             }
         };
         rec.state = "approved".into();
+        let control = crate::registry::control_channel();
+        let recording = match admitted.recording() {
+            wardengate_policy::RecordingMode::Off => None,
+            wardengate_policy::RecordingMode::Required => Some(
+                self.recordings
+                    .start(&rec.id, control.0.clone())
+                    .map_err(|e| {
+                        tracing::error!(session = %rec.id, "cannot start recording: {e:#}");
+                        let msg = format!(
+                            "wardengate: policy '{}' requires this session to be recorded, but the \
+                             recording cannot be written ({e:#}); the session is refused",
+                            admitted.policy()
+                        );
+                        self.deny(&mut rec, "recording_unavailable", msg)
+                    })?,
+            ),
+        };
         let link = self
             .registry
-            .insert(&self.store, rec.clone())
+            .insert(&self.store, rec.clone(), control, recording)
             .map_err(|e| {
                 tracing::error!("cannot register session: {e:#}");
                 "wardengate: internal error while registering the session".to_string()

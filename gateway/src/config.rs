@@ -22,6 +22,8 @@ pub struct Config {
     #[serde(default)]
     pub api: ApiSection,
     #[serde(default)]
+    pub recording: RecordingSection,
+    #[serde(default)]
     pub users: Vec<User>,
     #[serde(default)]
     pub groups: Vec<Group>,
@@ -142,6 +144,54 @@ fn default_api_listen() -> SocketAddr {
 }
 fn default_token_file() -> PathBuf {
     PathBuf::from("admin.token")
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecordingSection {
+    /// Where recordings are written, one directory per session. Relative to `data_dir`.
+    #[serde(default = "default_recordings_dir")]
+    pub dir: PathBuf,
+    /// The Ed25519 recording key (hex seed), generated on first start. Relative to `data_dir`.
+    #[serde(default = "default_recording_key")]
+    pub key_file: PathBuf,
+    /// Record what users type (keystrokes, uploads) as well as what targets print.
+    #[serde(default = "default_true")]
+    pub input: bool,
+    /// A chunk closes at this many raw event bytes...
+    #[serde(default = "default_chunk_bytes")]
+    pub chunk_bytes: usize,
+    /// ...or when its first event is this old.
+    #[serde(default = "default_chunk_age", with = "humantime_serde_compat")]
+    pub chunk_age: Duration,
+}
+
+impl Default for RecordingSection {
+    fn default() -> Self {
+        RecordingSection {
+            dir: default_recordings_dir(),
+            key_file: default_recording_key(),
+            input: true,
+            chunk_bytes: default_chunk_bytes(),
+            chunk_age: default_chunk_age(),
+        }
+    }
+}
+
+fn default_recordings_dir() -> PathBuf {
+    PathBuf::from("recordings")
+}
+fn default_recording_key() -> PathBuf {
+    PathBuf::from("recording_ed25519.key")
+}
+fn default_true() -> bool {
+    true
+}
+fn default_chunk_bytes() -> usize {
+    1 << 20
+}
+fn default_chunk_age() -> Duration {
+    Duration::from_secs(10)
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -11,6 +11,7 @@ pub mod config;
 pub mod dev;
 pub mod keys;
 pub mod passwords;
+pub mod recording;
 pub mod registry;
 pub mod server;
 pub mod store;

@@ -12,7 +12,14 @@ use tokio::sync::{mpsc, watch};
 use wardengate_api as api;
 use wardengate_protocols::session::{now_ms, Control, Outcome, SessionLink, SessionShared};
 
+use crate::recording::SealWatch;
 use crate::store::{SessionQuery, SessionRecord, Store};
+use wardengate_protocols::session::Tap;
+
+/// A session's control channel, made before admission so the recorder can use it.
+pub fn control_channel() -> (mpsc::Sender<Control>, mpsc::Receiver<Control>) {
+    mpsc::channel(4)
+}
 use crate::util::rfc3339;
 
 struct Live {
@@ -20,6 +27,7 @@ struct Live {
     shared: Arc<SessionShared>,
     control: mpsc::Sender<Control>,
     done: watch::Sender<bool>,
+    seal: Option<SealWatch>,
 }
 
 /// Why a registry operation could not be done; the API maps these to status codes.
@@ -60,16 +68,23 @@ impl Registry {
     }
 
     /// Register an admitted session; the returned link goes to the relay.
-    pub fn insert(&self, store: &Store, record: SessionRecord) -> anyhow::Result<SessionLink> {
+    pub fn insert(
+        &self,
+        store: &Store,
+        record: SessionRecord,
+        (tx, rx): (mpsc::Sender<Control>, mpsc::Receiver<Control>),
+        recording: Option<(Tap, SealWatch)>,
+    ) -> anyhow::Result<SessionLink> {
         store.session_insert(&record)?;
-        let (tx, rx) = mpsc::channel(4);
         let (done, _) = watch::channel(false);
+        let (tap, seal) = recording.unzip();
         let shared = Arc::new(SessionShared::new(record.id.clone()));
         let live = Arc::new(Live {
             record: Mutex::new(record.clone()),
             shared: shared.clone(),
             control: tx,
             done,
+            seal,
         });
         if let Ok(mut m) = self.live.write() {
             m.insert(record.id.clone(), live);
@@ -77,6 +92,7 @@ impl Registry {
         Ok(SessionLink {
             shared,
             control: rx,
+            tap,
         })
     }
 
@@ -186,6 +202,11 @@ impl Registry {
             })
             .await;
         let _ = tokio::time::timeout(Duration::from_secs(5), done.wait_for(|d| *d)).await;
+        // The recording seals once the relay has let go of it; the caller reports the seal.
+        if let Some(mut seal) = live.seal.clone() {
+            let _ =
+                tokio::time::timeout(Duration::from_secs(5), seal.wait_for(|s| s.is_some())).await;
+        }
         Ok(store
             .session_get(id)?
             .unwrap_or_else(|| Self::snapshot(&live)))
@@ -271,5 +292,6 @@ pub fn to_api(r: &SessionRecord) -> api::Session {
         end_reason: r.end_reason.clone(),
         end_detail: r.end_detail.clone(),
         terminated_by: r.terminated_by.clone(),
+        recording: None,
     }
 }

@@ -72,14 +72,34 @@ pub async fn run(
         ssh: ssh_listener.local_addr()?,
         api: api_listener.local_addr()?,
     };
+    let rc = &cfg.config.recording;
+    let recordings = crate::recording::Recordings::open(
+        in_data_dir(&cfg, &rc.dir),
+        &in_data_dir(&cfg, &rc.key_file),
+        wardengate_recorder::Limits {
+            chunk_raw_bytes: rc.chunk_bytes.max(1),
+            chunk_age: rc.chunk_age,
+        },
+        rc.input,
+    )?;
     let gw = Arc::new(Gateway {
         name: cfg.config.gateway.name.clone(),
         cfg,
         store,
         vault,
         registry: Registry::new(),
+        recordings,
     });
     gw.recover();
+    for seal in gw.recordings.recover_all() {
+        tracing::warn!(session = %seal.session_id, chunks = seal.chunks, "sealed an unfinished recording as truncated");
+        gw.audit(
+            "recording.recovered",
+            None,
+            Some(&seal.session_id),
+            serde_json::json!({"status": "truncated", "chunks": seal.chunks, "events": seal.events, "raw_bytes": seal.raw_bytes}),
+        );
+    }
     gw.audit(
         "gateway.start",
         None,

@@ -34,6 +34,18 @@ pub struct Policy {
     /// Whether `ssh -L` (direct-tcpip) is allowed through sessions this policy admits.
     #[serde(default)]
     pub allow_port_forwarding: bool,
+    /// `required` (default): the session is recorded, or refused / ended when it cannot be.
+    /// `off`: nothing is recorded.
+    #[serde(default)]
+    pub recording: RecordingMode,
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum RecordingMode {
+    #[default]
+    Required,
+    Off,
 }
 
 /// What is asked for.
@@ -52,6 +64,7 @@ pub struct Request<'a> {
 pub struct Admitted {
     policy: String,
     allow_port_forwarding: bool,
+    recording: RecordingMode,
 }
 
 impl Admitted {
@@ -60,6 +73,9 @@ impl Admitted {
     }
     pub fn allow_port_forwarding(&self) -> bool {
         self.allow_port_forwarding
+    }
+    pub fn recording(&self) -> RecordingMode {
+        self.recording
     }
 }
 
@@ -116,6 +132,7 @@ pub fn decide(policies: &[Policy], req: &Request<'_>) -> Result<Admitted, Denial
                 return Ok(Admitted {
                     policy: p.name.clone(),
                     allow_port_forwarding: p.allow_port_forwarding,
+                    recording: p.recording,
                 })
             }
             Some(why) => reasons.push(format!("policy {}: {why}", p.name)),
@@ -149,6 +166,7 @@ mod tests {
             protocols: vec![],
             accounts: vec![],
             allow_port_forwarding: false,
+            recording: RecordingMode::Required,
         }
     }
 

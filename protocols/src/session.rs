@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use tokio::sync::mpsc;
+use wardengate_recorder::{Event, EventKind};
 
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> u64 {
@@ -136,11 +137,50 @@ pub enum Control {
     Terminate { by: String, reason: String },
 }
 
+/// The recording tap: events go to the session's recorder task through a bounded queue. A full
+/// queue makes the sender wait (back-pressure on the session), so nothing is ever dropped; a
+/// closed queue means the recording failed, and the relay must stop.
+#[derive(Debug, Clone)]
+pub struct Tap {
+    tx: mpsc::Sender<Event>,
+    start: std::time::Instant,
+    record_input: bool,
+}
+
+impl Tap {
+    pub fn new(tx: mpsc::Sender<Event>, record_input: bool) -> Tap {
+        Tap {
+            tx,
+            start: std::time::Instant::now(),
+            record_input,
+        }
+    }
+
+    /// Record an event; `false` when the recorder is gone.
+    pub async fn record(&self, kind: EventKind) -> bool {
+        if !self.record_input && matches!(kind, EventKind::Input { .. }) {
+            return true;
+        }
+        let t_us = self.start.elapsed().as_micros() as u64;
+        self.tx.send(Event { t_us, kind }).await.is_ok()
+    }
+
+    pub async fn marker(&self, kind: &str, detail: impl Into<String>) -> bool {
+        self.record(EventKind::Marker {
+            kind: kind.into(),
+            detail: detail.into(),
+        })
+        .await
+    }
+}
+
 /// What the gateway hands a relay for an admitted session.
 #[derive(Debug)]
 pub struct SessionLink {
     pub shared: Arc<SessionShared>,
     pub control: mpsc::Receiver<Control>,
+    /// `None` when the session is not recorded (`recording = "off"`).
+    pub tap: Option<Tap>,
 }
 
 /// How a session ended.

@@ -12,12 +12,14 @@
 #![forbid(unsafe_code)]
 
 mod event;
+mod export;
 mod format;
 mod reader;
 mod seal;
 mod writer;
 
 pub use event::{Event, EventKind};
+pub use export::{asciicast, event_json};
 pub use format::{ChunkHeader, CHUNK_MAGIC, FORMAT_VERSION};
 pub use reader::{read, verify, Problem, Recording, VerifyReport};
 pub use seal::{

@@ -101,8 +101,9 @@ impl Writer {
         &self.dir
     }
 
-    /// Add an event; writes a chunk when the size bound is reached.
-    pub fn push(&mut self, ev: &Event) -> Result<()> {
+    /// Add an event to the open chunk without writing; `true` when the chunk is full and
+    /// [`flush`](Self::flush) should run (the gateway runs it on its blocking pool).
+    pub fn push_buffered(&mut self, ev: &Event) -> bool {
         if self.buf_events == 0 {
             self.first_t_us = ev.t_us;
             self.opened = Instant::now();
@@ -111,7 +112,12 @@ impl Writer {
         ev.encode(&mut self.buf);
         self.buf_events += 1;
         self.total_events += 1;
-        if self.buf.len() >= self.limits.chunk_raw_bytes {
+        self.buf.len() >= self.limits.chunk_raw_bytes
+    }
+
+    /// Add an event; writes a chunk when the size bound is reached.
+    pub fn push(&mut self, ev: &Event) -> Result<()> {
+        if self.push_buffered(ev) {
             self.flush()?;
         }
         Ok(())

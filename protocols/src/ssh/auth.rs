@@ -133,11 +133,14 @@ impl<B: SshBroker> Front<B> {
                 ciphers: self.ciphers.clone(),
             },
         );
+        let ending = tokio_util::sync::CancellationToken::new();
         self.admitted = Some(AdmittedSession {
             shared: link.shared.clone(),
             leg: leg.clone(),
             allow_port_forwarding: admitted.allow_port_forwarding(),
             policy: admitted.policy().to_string(),
+            tap: link.tap.clone(),
+            ending: ending.clone(),
         });
         if let Some(tx) = self.started_tx.take() {
             let _ = tx.send(AuthOutcome::Admitted(Started {
@@ -145,6 +148,7 @@ impl<B: SshBroker> Front<B> {
                 target,
                 leg,
                 open_channels: self.open_channels.clone(),
+                ending,
             }));
         }
     }

@@ -18,7 +18,8 @@ use tokio::sync::{oneshot, watch};
 use super::back::{self, LegState, TargetLeg};
 use super::relay::{self, OpenChannels};
 use super::{ClientInfo, Login, SshBroker, SshSettings};
-use crate::session::{PtyInfo, SessionLink, SessionShared};
+use crate::session::{PtyInfo, SessionLink, SessionShared, Tap};
+use wardengate_recorder::EventKind;
 
 /// What the connection supervisor learns once authentication is over.
 pub(crate) enum AuthOutcome {
@@ -33,6 +34,8 @@ pub(crate) struct Started {
     pub target: String,
     pub leg: watch::Receiver<LegState>,
     pub open_channels: OpenChannels,
+    /// Cancelled by the supervisor when the session is ending: pending waits give up at once.
+    pub ending: tokio_util::sync::CancellationToken,
 }
 
 pub(super) struct AdmittedSession {
@@ -40,6 +43,8 @@ pub(super) struct AdmittedSession {
     pub(super) leg: watch::Receiver<LegState>,
     pub(super) allow_port_forwarding: bool,
     pub(super) policy: String,
+    pub(super) tap: Option<Tap>,
+    pub(super) ending: tokio_util::sync::CancellationToken,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -104,6 +109,44 @@ impl<B: SshBroker> Front<B> {
         }
     }
 
+    /// `fut`, unless the session starts ending first (then its receiver error).
+    async fn or_ending(
+        &self,
+        fut: oneshot::Receiver<bool>,
+    ) -> Result<bool, oneshot::error::RecvError> {
+        let ending = self
+            .admitted
+            .as_ref()
+            .map(|a| a.ending.clone())
+            .unwrap_or_default();
+        tokio::select! {
+            r = fut => r,
+            _ = ending.cancelled() => Ok(false),
+        }
+    }
+
+    pub(super) fn tap(&self) -> Option<Tap> {
+        self.admitted.as_ref().and_then(|a| a.tap.clone())
+    }
+
+    /// Record a marker; a failed recording is handled by the relay and the recorder task.
+    async fn mark(&self, kind: &str, detail: String) {
+        if let Some(tap) = self.tap() {
+            tap.marker(kind, detail).await;
+        }
+    }
+
+    async fn resize(&self, channel: ChannelId, cols: u32, rows: u32) {
+        if let Some(tap) = self.tap() {
+            tap.record(EventKind::Resize {
+                channel: channel.number(),
+                cols,
+                rows,
+            })
+            .await;
+        }
+    }
+
     /// Forward a channel request to the target and answer the client with the target's reply.
     async fn forward<F, Fut>(
         &self,
@@ -124,24 +167,26 @@ impl<B: SshBroker> Front<B> {
         };
         let reply = leg.expect_reply(w.id());
         let ok = match send(w).await {
-            Ok(()) => match tokio::time::timeout(REQUEST_REPLY_TIMEOUT, reply).await {
-                Ok(Ok(true)) => true,
-                Ok(Ok(false)) => {
-                    tracing::debug!(?channel, "the target refused a channel request");
-                    false
+            Ok(()) => {
+                match tokio::time::timeout(REQUEST_REPLY_TIMEOUT, self.or_ending(reply)).await {
+                    Ok(Ok(true)) => true,
+                    Ok(Ok(false)) => {
+                        tracing::debug!(?channel, "the target refused a channel request");
+                        false
+                    }
+                    Ok(Err(_)) => {
+                        tracing::warn!(
+                            ?channel,
+                            "the target leg closed before replying to a channel request"
+                        );
+                        false
+                    }
+                    Err(_) => {
+                        tracing::warn!(?channel, "the target did not reply to a channel request within {REQUEST_REPLY_TIMEOUT:?}");
+                        false
+                    }
                 }
-                Ok(Err(_)) => {
-                    tracing::warn!(
-                        ?channel,
-                        "the target leg closed before replying to a channel request"
-                    );
-                    false
-                }
-                Err(_) => {
-                    tracing::warn!(?channel, "the target did not reply to a channel request within {REQUEST_REPLY_TIMEOUT:?}");
-                    false
-                }
-            },
+            }
             Err(e) => {
                 tracing::warn!(
                     ?channel,
@@ -186,7 +231,12 @@ impl<B: SshBroker> Front<B> {
         };
         let mut leg_watch = adm.leg.clone();
         let shared = adm.shared.clone();
-        let leg = match back::ready(&mut leg_watch).await {
+        let ending = adm.ending.clone();
+        let ready = tokio::select! {
+            r = back::ready(&mut leg_watch) => r,
+            _ = ending.cancelled() => Err("the session is closing".to_string()),
+        };
+        let leg = match ready {
             Ok(leg) => leg,
             Err(msg) => {
                 let reason = format!("wardengate: {msg}");
@@ -213,6 +263,11 @@ impl<B: SshBroker> Front<B> {
                 } else {
                     OpenChannels::default()
                 };
+                let tap = self.tap();
+                if let (Some(tap), Some((host, port, orig, oport))) = (&tap, &direct) {
+                    tap.marker("direct-tcpip", format!("{host}:{port} from {orig}:{oport}"))
+                        .await;
+                }
                 let w = relay::spawn(
                     channel,
                     target_ch,
@@ -220,6 +275,7 @@ impl<B: SshBroker> Front<B> {
                     shared,
                     open,
                     leg.clone(),
+                    tap,
                 );
                 self.channels.insert(cid, (w, leg));
             }
@@ -362,6 +418,9 @@ impl<B: SshBroker> server::Handler for Front<B> {
                 rows: row_height,
             });
         }
+        self.mark("pty", format!("{term} {col_width}x{row_height}"))
+            .await;
+        self.resize(channel, col_width, row_height).await;
         let term = term.to_string();
         let modes = modes.to_vec();
         self.forward(channel, session, |w| async move {
@@ -392,6 +451,7 @@ impl<B: SshBroker> server::Handler for Front<B> {
         channel: ChannelId,
         session: &mut Session,
     ) -> Result<(), Self::Error> {
+        self.mark("shell", String::new()).await;
         self.forward(
             channel,
             session,
@@ -406,6 +466,8 @@ impl<B: SshBroker> server::Handler for Front<B> {
         data: &[u8],
         session: &mut Session,
     ) -> Result<(), Self::Error> {
+        self.mark("exec", String::from_utf8_lossy(data).into_owned())
+            .await;
         let command = data.to_vec();
         self.forward(
             channel,
@@ -421,6 +483,7 @@ impl<B: SshBroker> server::Handler for Front<B> {
         name: &str,
         session: &mut Session,
     ) -> Result<(), Self::Error> {
+        self.mark("subsystem", name.to_string()).await;
         let name = name.to_string();
         self.forward(channel, session, |w| async move {
             w.request_subsystem(true, name).await
@@ -440,6 +503,7 @@ impl<B: SshBroker> server::Handler for Front<B> {
         if let Some(adm) = &self.admitted {
             adm.shared.resize(col_width, row_height);
         }
+        self.resize(channel, col_width, row_height).await;
         if let Some((w, _)) = self.channels.get(&channel) {
             let _ = w
                 .window_change(col_width, row_height, pix_width, pix_height)

@@ -281,6 +281,7 @@ async fn supervise<B: SshBroker, F>(
         target,
         leg,
         open_channels,
+        ending,
     } = started;
     let sid = link.shared.id.clone();
     let mut target_gone = leg.clone();
@@ -297,6 +298,9 @@ async fn supervise<B: SshBroker, F>(
             }
             ctl = link.control.recv() => {
                 let Some(crate::session::Control::Terminate { by, reason }) = ctl else { continue };
+                if let Some(tap) = &link.tap {
+                    tap.marker("terminated", format!("by {by}: {reason}")).await;
+                }
                 let text = format!("session terminated by {by}: {reason}");
                 relay::say_and_disconnect(&handle, &open_channels, &text).await;
                 break Outcome::Terminated { by, reason };
@@ -312,6 +316,8 @@ async fn supervise<B: SshBroker, F>(
             }
         }
     };
+    // Requests and channel opens still waiting on the target give up now.
+    ending.cancel();
     // Let the client leg deliver the goodbye first: its session loop may be inside a handler
     // waiting for a target reply (a terminate during setup), and closing the target leg first
     // would fail that request before the goodbye is sent. Then sever the target leg.
@@ -320,6 +326,9 @@ async fn supervise<B: SshBroker, F>(
     }
     back::close(&leg).await;
     info!(session = %sid, target = %target, reason = outcome.reason(), "session ended");
+    if let Some(tap) = link.tap.take() {
+        tap.marker("end", outcome.reason()).await;
+    }
     broker.ended(&sid, outcome);
 }
 

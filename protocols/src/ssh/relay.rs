@@ -30,7 +30,8 @@ use russh::{
 };
 
 use super::back::TargetLeg;
-use crate::session::SessionShared;
+use crate::session::{SessionShared, Tap};
+use wardengate_recorder::EventKind;
 
 /// Per pump, the most data held while its destination's window is closed (see module docs).
 pub(crate) const SLACK_BYTES: usize = 4 << 20;
@@ -70,11 +71,59 @@ enum Flow {
 
 type Write = Pin<Box<dyn Future<Output = (bool, usize)> + Send>>;
 
+/// The recording of an item, if it is recorded: data as input or output, exits as markers.
+fn event_of(item: &Item, channel: u32, input: bool) -> Option<EventKind> {
+    Some(match item {
+        Item::Data(data) | Item::Ext(_, data) if input => EventKind::Input {
+            channel,
+            data: data.clone(),
+        },
+        Item::Data(data) => EventKind::Output {
+            channel,
+            data: data.clone(),
+            stderr: false,
+        },
+        Item::Ext(_, data) => EventKind::Output {
+            channel,
+            data: data.clone(),
+            stderr: true,
+        },
+        Item::ExitStatus(s) => EventKind::Marker {
+            kind: "exit-status".into(),
+            detail: s.to_string(),
+        },
+        Item::ExitSignal {
+            signal, core, msg, ..
+        } => EventKind::Marker {
+            kind: "exit-signal".into(),
+            detail: format!(
+                "{signal:?}{}{}",
+                if *core { " (core dumped)" } else { "" },
+                if msg.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {msg}")
+                }
+            ),
+        },
+        Item::Eof => return None,
+    })
+}
+
+/// Where a pump records what it forwards.
+struct Recording {
+    tap: Tap,
+    channel: u32,
+    input: bool,
+}
+
 /// Move items from `rx` to `write` in order, reading ahead up to [`SLACK_BYTES`] while a write
-/// waits. Returns when the source closes (after flushing) or the destination fails.
+/// waits, recording each item before it is forwarded. Returns when the source closes (after
+/// flushing), the destination fails, or the recording fails (nothing passes unrecorded).
 async fn pump<F, Fut>(
     mut rx: ChannelReadHalf,
     mut classify: impl FnMut(ChannelMsg) -> Flow,
+    recording: Option<Recording>,
     write: F,
 ) where
     F: Fn(Item) -> Fut,
@@ -113,6 +162,14 @@ async fn pump<F, Fut>(
             }
             msg = rx.wait(), if reading && queued < SLACK_BYTES => match msg.map(&mut classify) {
                 Some(Flow::Forward(item)) => {
+                    if let Some(r) = &recording {
+                        if let Some(ev) = event_of(&item, r.channel, r.input) {
+                            if !r.tap.record(ev).await {
+                                tracing::warn!("recording stopped; closing the channel");
+                                return;
+                            }
+                        }
+                    }
                     queued += item.len();
                     queue.push_back(item);
                     if queued >= SLACK_BYTES {
@@ -135,6 +192,7 @@ pub(crate) fn spawn(
     shared: Arc<SessionShared>,
     open: OpenChannels,
     leg: Arc<TargetLeg>,
+    tap: Option<Tap>,
 ) -> Arc<ChannelWriteHalf<client::Msg>> {
     let cid = client_ch.id();
     let tid = target_ch.id();
@@ -145,9 +203,25 @@ pub(crate) fn spawn(
     if let Ok(mut o) = open.lock() {
         o.insert(cid);
     }
-    tokio::spawn(up(client_rx, target_tx.clone(), shared.clone()));
+    let rec = |input| {
+        tap.clone().map(|tap| Recording {
+            tap,
+            channel: cid.number(),
+            input,
+        })
+    };
+    tokio::spawn(up(client_rx, target_tx.clone(), shared.clone(), rec(true)));
+    let down_rec = rec(false);
     tokio::spawn(async move {
-        down(target_rx, Arc::new(client_tx), handle, cid, &shared).await;
+        down(
+            target_rx,
+            Arc::new(client_tx),
+            handle,
+            cid,
+            &shared,
+            down_rec,
+        )
+        .await;
         shared.channel_closed();
         leg.forget(tid);
         if let Ok(mut o) = open.lock() {
@@ -161,6 +235,7 @@ async fn up(
     rx: ChannelReadHalf,
     tx: Arc<ChannelWriteHalf<client::Msg>>,
     shared: Arc<SessionShared>,
+    recording: Option<Recording>,
 ) {
     let classify = |msg| match msg {
         ChannelMsg::Data { data } => {
@@ -177,7 +252,7 @@ async fn up(
         _ => Flow::Skip,
     };
     let w = tx.clone();
-    pump(rx, classify, move |item| {
+    pump(rx, classify, recording, move |item| {
         let w = w.clone();
         async move {
             match item {
@@ -199,6 +274,7 @@ async fn down(
     handle: server::Handle,
     cid: ChannelId,
     shared: &SessionShared,
+    recording: Option<Recording>,
 ) {
     let classify = |msg| match msg {
         ChannelMsg::Data { data } => {
@@ -226,7 +302,7 @@ async fn down(
         _ => Flow::Skip,
     };
     let w = tx.clone();
-    pump(rx, classify, move |item| {
+    pump(rx, classify, recording, move |item| {
         let (w, handle) = (w.clone(), handle.clone());
         async move {
             match item {

@@ -1,0 +1,189 @@
+//! `wgctl recording`: list and show through the API; verify, play and export either through the
+//! API (by session id) or offline on a recording directory (an auditor's copy).
+
+use std::io::Write;
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context, Result};
+use bytes::Bytes;
+use wardengate_api as api;
+use wardengate_recorder::{self as rec, Event, EventKind};
+
+use crate::client::{path_segment, Client};
+
+/// A recording directory on this machine, or a session id to fetch through the API.
+pub fn is_local(what: &str) -> bool {
+    Path::new(what).join("seal.json").exists() || Path::new(what).join("recording.json").exists()
+}
+
+/// The trusted public key: `--pubkey` (hex or a file holding hex), else the gateway's.
+pub fn pubkey(flag: Option<&str>, client: Option<&Client>) -> Result<rec::VerifyingKey> {
+    let text = match flag {
+        Some(v) if Path::new(v).is_file() => {
+            std::fs::read_to_string(v).with_context(|| format!("cannot read {v}"))?
+        }
+        Some(v) => v.to_string(),
+        None => {
+            let c = client.ok_or_else(|| anyhow!("give --pubkey (hex, or a file from `wgctl recording pubkey`) to verify offline"))?;
+            c.get::<api::PublicKey>("/api/v1/recordings/pubkey", &[])?
+                .public_key
+        }
+    };
+    rec::parse_public_key(&text).map_err(|e| anyhow!("--pubkey: {e}"))
+}
+
+pub fn verify_local(dir: &Path, key: &rec::VerifyingKey) -> Result<String> {
+    let report = rec::verify(dir, Some(key)).map_err(|e| anyhow!("{}: {e}", dir.display()))?;
+    if !report.ok() {
+        let mut msg = format!("recording {} FAILED verification:", dir.display());
+        for p in &report.problems {
+            msg.push_str(&format!("\n  - {p}"));
+        }
+        bail!(msg);
+    }
+    let s = report.seal.ok_or_else(|| anyhow!("no seal"))?;
+    Ok(format!(
+        "OK: {} ({}, chunks={}, events={}, bytes={}, sha256={})\n",
+        s.session_id,
+        s.status.as_str(),
+        s.chunks,
+        s.events,
+        s.raw_bytes,
+        short_hash(&s.final_sha256)
+    ))
+}
+
+pub fn short_hash(h: &str) -> String {
+    if h.len() > 12 {
+        format!("{}...", &h[..12])
+    } else {
+        h.to_string()
+    }
+}
+
+/// Events from a local directory or from the API's event stream.
+pub fn load(what: &str, client: Option<&Client>) -> Result<(Option<rec::Seal>, Vec<Event>)> {
+    if is_local(what) {
+        let r = rec::read(Path::new(what)).map_err(|e| anyhow!("{what}: {e}"))?;
+        return Ok((r.seal, r.events));
+    }
+    let c = client.ok_or_else(|| {
+        anyhow!("'{what}' is not a recording directory; to fetch it by id, set WARDENGATE_TOKEN")
+    })?;
+    let text = c.get_text(&format!("/api/v1/recordings/{}/events", path_segment(what)))?;
+    let mut events = Vec::new();
+    for (i, line) in text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+    {
+        let v: serde_json::Value =
+            serde_json::from_str(line).with_context(|| format!("event {i}"))?;
+        events.push(
+            event_from_json(&v).ok_or_else(|| anyhow!("event {i} is not understood: {line}"))?,
+        );
+    }
+    let seal = c
+        .get::<api::Recording>(&format!("/api/v1/recordings/{}", path_segment(what)), &[])?
+        .seal
+        .and_then(|s| serde_json::from_value(s).ok());
+    Ok((seal, events))
+}
+
+fn event_from_json(v: &serde_json::Value) -> Option<Event> {
+    let t_us = (v["t"].as_f64()? * 1e6).round() as u64;
+    let data = || {
+        v["data_hex"]
+            .as_str()
+            .and_then(|h| hex::decode(h).ok())
+            .map(Bytes::from)
+    };
+    let channel = v["channel"].as_u64().unwrap_or(0) as u32;
+    let kind = match v["type"].as_str()? {
+        "input" => EventKind::Input {
+            channel,
+            data: data()?,
+        },
+        "output" => EventKind::Output {
+            channel,
+            data: data()?,
+            stderr: v["stderr"].as_bool().unwrap_or(false),
+        },
+        "resize" => EventKind::Resize {
+            channel,
+            cols: v["cols"].as_u64()? as u32,
+            rows: v["rows"].as_u64()? as u32,
+        },
+        "marker" => EventKind::Marker {
+            kind: v["kind"].as_str()?.into(),
+            detail: v["detail"].as_str()?.into(),
+        },
+        _ => return None,
+    };
+    Some(Event { t_us, kind })
+}
+
+/// `HH:MM:SS`, `MM:SS`, or a duration like `90s`.
+pub fn parse_offset(s: &str) -> Result<Duration> {
+    let parts: Vec<&str> = s.split(':').collect();
+    if parts.len() > 1 {
+        let mut secs = 0u64;
+        for p in &parts {
+            secs = secs * 60
+                + p.parse::<u64>()
+                    .map_err(|_| anyhow!("--from '{s}': expected HH:MM:SS"))?;
+        }
+        return Ok(Duration::from_secs(secs));
+    }
+    humantime::parse_duration(s).map_err(|e| anyhow!("--from '{s}': {e}"))
+}
+
+/// Replay terminal output with its timing. `speed` scales time; `skip_idle` caps every pause;
+/// output before `from` is written at once (so the screen is right when playback starts).
+pub fn play(
+    events: &[Event],
+    speed: f64,
+    skip_idle: Option<Duration>,
+    from: Duration,
+    out: &mut impl Write,
+) -> Result<()> {
+    if speed <= 0.0 {
+        bail!("--speed must be positive");
+    }
+    let from_us = from.as_micros() as u64;
+    let mut last = from_us;
+    for ev in events {
+        let EventKind::Output { data, .. } = &ev.kind else {
+            continue;
+        };
+        if ev.t_us > last {
+            let mut gap = Duration::from_micros(ev.t_us - last);
+            if let Some(cap) = skip_idle {
+                gap = gap.min(cap);
+            }
+            out.flush()?;
+            std::thread::sleep(gap.div_f64(speed));
+            last = ev.t_us;
+        }
+        out.write_all(data)?;
+    }
+    out.flush()?;
+    Ok(())
+}
+
+pub fn export(seal: Option<rec::Seal>, events: Vec<Event>, format: &str) -> Result<String> {
+    match format {
+        "jsonl" => Ok(events
+            .iter()
+            .map(|e| rec::event_json(e).to_string() + "\n")
+            .collect()),
+        "asciicast" => Ok(rec::asciicast(&rec::Recording {
+            dir: Default::default(),
+            seal,
+            chunks: Vec::new(),
+            events,
+        })),
+        other => bail!("unknown export format '{other}' (asciicast, jsonl)"),
+    }
+}

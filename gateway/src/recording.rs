@@ -1,0 +1,203 @@
+//! Session recordings on the gateway side: the recording key, one recorder task per session fed
+//! by the relay's [`Tap`], crash recovery at start, and lookups for the API.
+//!
+//! The recorder task owns the session's [`Writer`]. Events are buffered in memory; a chunk that
+//! fills up (or ages out) is compressed and written on the blocking pool while the task waits, so
+//! a slow disk fills the tap's bounded queue and back-presses the session instead of dropping
+//! anything. A write error ends the session (`Control::Terminate` by `wardengate`): with
+//! `recording = "required"` a session never runs unrecorded.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{anyhow, Context, Result};
+use tokio::sync::{mpsc, watch};
+use wardengate_protocols::session::{now_ms, Control, Tap};
+use wardengate_recorder::{Event, Limits, Seal, SigningKey, VerifyingKey, Writer};
+
+/// Events queued between the relay and the recorder task before the relay waits.
+const TAP_QUEUE: usize = 1024;
+
+pub struct Recordings {
+    pub dir: PathBuf,
+    key: Arc<SigningKey>,
+    limits: Limits,
+    record_input: bool,
+}
+
+/// The state of one session's recording, as the registry tracks it.
+pub type SealWatch = watch::Receiver<Option<std::result::Result<Seal, String>>>;
+
+fn load_or_create_key(path: &Path) -> Result<SigningKey> {
+    if path.exists() {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read recording key {}", path.display()))?;
+        let seed: [u8; 32] = hex::decode(text.trim())
+            .ok()
+            .and_then(|b| b.try_into().ok())
+            .ok_or_else(|| anyhow!("{}: a recording key is 64 hex characters", path.display()))?;
+        return Ok(SigningKey::from_bytes(&seed));
+    }
+    let key = wardengate_recorder::generate_key()?;
+    crate::util::write_private(
+        path,
+        format!("{}\n", hex::encode(key.to_bytes())).as_bytes(),
+    )?;
+    tracing::info!(file = %path.display(), "generated the recording signing key");
+    Ok(key)
+}
+
+impl Recordings {
+    pub fn open(
+        dir: PathBuf,
+        key_file: &Path,
+        limits: Limits,
+        record_input: bool,
+    ) -> Result<Recordings> {
+        let key = load_or_create_key(key_file)?;
+        Ok(Recordings {
+            dir,
+            key: Arc::new(key),
+            limits,
+            record_input,
+        })
+    }
+
+    pub fn public_key(&self) -> VerifyingKey {
+        self.key.verifying_key()
+    }
+
+    pub fn path(&self, session: &str) -> PathBuf {
+        self.dir.join(session)
+    }
+
+    /// Start recording `session`; the recorder task ends the session through `control` if a
+    /// write fails. Fails at once when the recording cannot be created.
+    pub fn start(&self, session: &str, control: mpsc::Sender<Control>) -> Result<(Tap, SealWatch)> {
+        let dir = self.path(session);
+        let writer = Writer::create(&dir, session, now_ms(), self.limits)
+            .with_context(|| format!("cannot create recording {}", dir.display()))?;
+        let (tx, rx) = mpsc::channel(TAP_QUEUE);
+        let (seal_tx, seal_rx) = watch::channel(None);
+        tokio::spawn(record(writer, rx, self.key.clone(), control, seal_tx));
+        Ok((Tap::new(tx, self.record_input), seal_rx))
+    }
+
+    /// Seal every recording a crash left open, as `truncated`. Returns what was sealed.
+    pub fn recover_all(&self) -> Vec<Seal> {
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return Vec::new();
+        };
+        let mut sealed = Vec::new();
+        for e in entries.flatten().filter(|e| e.path().is_dir()) {
+            match wardengate_recorder::recover(&e.path(), &self.key, now_ms()) {
+                Ok(Some(seal)) => sealed.push(seal),
+                Ok(None) => {}
+                Err(err) => {
+                    tracing::error!(dir = %e.path().display(), "cannot recover recording: {err}")
+                }
+            }
+        }
+        sealed
+    }
+
+    /// The seal of a closed recording.
+    pub fn seal(&self, session: &str) -> Option<Seal> {
+        let text = std::fs::read(self.path(session).join("seal.json")).ok()?;
+        serde_json::from_slice(&text).ok()
+    }
+
+    /// Session ids that have a recording directory, newest first by modification time.
+    pub fn list(&self) -> Vec<String> {
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return Vec::new();
+        };
+        let mut v: Vec<(std::time::SystemTime, String)> = entries
+            .flatten()
+            .filter(|e| e.path().is_dir())
+            .map(|e| {
+                let t = e
+                    .metadata()
+                    .and_then(|m| m.modified())
+                    .unwrap_or(std::time::UNIX_EPOCH);
+                (t, e.file_name().to_string_lossy().into_owned())
+            })
+            .collect();
+        v.sort_by_key(|e| std::cmp::Reverse(e.0));
+        v.into_iter().map(|(_, id)| id).collect()
+    }
+}
+
+/// Write the open chunk on the blocking pool; the writer comes back unless the task panicked.
+async fn flush(mut writer: Writer) -> (Option<Writer>, std::result::Result<(), String>) {
+    match tokio::task::spawn_blocking(move || {
+        let r = writer.flush().map_err(|e| e.to_string());
+        (writer, r)
+    })
+    .await
+    {
+        Ok((w, r)) => (Some(w), r),
+        Err(e) => (None, Err(format!("recorder task failed: {e}"))),
+    }
+}
+
+async fn record(
+    writer: Writer,
+    mut rx: mpsc::Receiver<Event>,
+    key: Arc<SigningKey>,
+    control: mpsc::Sender<Control>,
+    sealed: watch::Sender<Option<std::result::Result<Seal, String>>>,
+) {
+    let session = writer
+        .dir()
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    // Ok(writer) when the relay let go of the tap (the session is over), Err on a write failure.
+    let mut current = writer;
+    let outcome: std::result::Result<Writer, String> = loop {
+        let due = current.due_in();
+        let flush_now = tokio::select! {
+            ev = rx.recv() => match ev {
+                Some(ev) => current.push_buffered(&ev),
+                None => break Ok(current),
+            },
+            _ = tokio::time::sleep(due.unwrap_or_default()), if due.is_some() => true,
+        };
+        if flush_now {
+            match flush(current).await {
+                (Some(w), Ok(())) => current = w,
+                (_, Err(e)) => break Err(e),
+                (None, Ok(())) => break Err("recorder task failed".into()),
+            }
+        }
+    };
+    let writer = match outcome {
+        Ok(w) => w,
+        Err(e) => {
+            tracing::error!(session = %session, "recording failed: {e}");
+            let _ = control
+                .send(Control::Terminate {
+                    by: "wardengate".into(),
+                    reason: format!("the session recording could not be written ({e})"),
+                })
+                .await;
+            let _ = sealed.send(Some(Err(e)));
+            // Drain so the relay does not block on a full queue while the session ends.
+            while rx.recv().await.is_some() {}
+            return;
+        }
+    };
+    let ended = now_ms();
+    let result = tokio::task::spawn_blocking(move || writer.seal(&key, ended))
+        .await
+        .map_err(|e| format!("recorder task failed: {e}"))
+        .and_then(|r| r.map_err(|e| e.to_string()));
+    match &result {
+        Ok(seal) => {
+            tracing::info!(session = %session, chunks = seal.chunks, bytes = seal.raw_bytes, "recording sealed")
+        }
+        Err(e) => tracing::error!(session = %session, "cannot seal recording: {e}"),
+    }
+    let _ = sealed.send(Some(result));
+}
