@@ -88,7 +88,7 @@ enum RecordingCmd {
         #[arg(long)]
         from: Option<String>,
     },
-    /// Export as asciicast v2 or JSON lines.
+    /// Export as asciicast v2, a text transcript (rendered by a terminal emulator) or JSON lines.
     Export {
         what: String,
         #[arg(long, default_value = "asciicast")]

@@ -178,12 +178,19 @@ pub fn export(seal: Option<rec::Seal>, events: Vec<Event>, format: &str) -> Resu
             .iter()
             .map(|e| rec::event_json(e).to_string() + "\n")
             .collect()),
-        "asciicast" => Ok(rec::asciicast(&rec::Recording {
-            dir: Default::default(),
-            seal,
-            chunks: Vec::new(),
-            events,
-        })),
-        other => bail!("unknown export format '{other}' (asciicast, jsonl)"),
+        "asciicast" | "text" => {
+            let r = rec::Recording {
+                dir: Default::default(),
+                seal,
+                chunks: Vec::new(),
+                events,
+            };
+            Ok(if format == "text" {
+                rec::text(&r)
+            } else {
+                rec::asciicast(&r)
+            })
+        }
+        other => bail!("unknown export format '{other}' (asciicast, text, jsonl)"),
     }
 }

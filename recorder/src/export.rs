@@ -79,3 +79,59 @@ pub fn asciicast(rec: &Recording) -> String {
     }
     out
 }
+
+/// Scrollback kept by the text exporter (lines beyond it are dropped from the top).
+const TEXT_SCROLLBACK: usize = 200_000;
+
+fn nz(v: u32, default: u16) -> std::num::NonZeroU16 {
+    std::num::NonZeroU16::new(u16::try_from(v).unwrap_or(u16::MAX))
+        .or(std::num::NonZeroU16::new(default))
+        .unwrap_or(std::num::NonZeroU16::MIN)
+}
+
+/// The session as a human reads it: terminal output rendered through a terminal emulator
+/// (`vt100`), so cursor movement, erases and carriage returns are applied, then the scrollback
+/// and the final screen as plain text.
+pub fn text(rec: &Recording) -> String {
+    let (cols, rows) = rec
+        .events
+        .iter()
+        .find_map(|e| match e.kind {
+            EventKind::Resize { cols, rows, .. } if cols > 0 && rows > 0 => Some((cols, rows)),
+            _ => None,
+        })
+        .unwrap_or((80, 24));
+    let mut term = vt100::Parser::new(nz(rows, 24), nz(cols, 80), TEXT_SCROLLBACK);
+    for ev in &rec.events {
+        match &ev.kind {
+            EventKind::Output { data, .. } => term.process(data),
+            EventKind::Resize { cols, rows, .. } => term.set_size(nz(*rows, 24), nz(*cols, 80)),
+            _ => {}
+        }
+    }
+    let screen = term.screen_mut();
+    let height = screen.size().0.get() as usize;
+    let width = screen.size().1.get();
+    screen.set_scrollback(usize::MAX);
+    let total = screen.scrollback();
+    let mut lines: Vec<String> = Vec::new();
+    let mut offset = total;
+    loop {
+        screen.set_scrollback(offset);
+        for (r, row) in screen.rows(0, width).enumerate() {
+            if total - offset + r == lines.len() {
+                lines.push(row.trim_end().to_string());
+            }
+        }
+        if offset == 0 {
+            break;
+        }
+        offset = offset.saturating_sub(height);
+    }
+    while lines.last().is_some_and(|l| l.is_empty()) {
+        lines.pop();
+    }
+    let mut out = lines.join("\n");
+    out.push('\n');
+    out
+}

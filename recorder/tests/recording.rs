@@ -299,3 +299,33 @@ fn unwritable_directory_is_refused_at_create() {
     sample(&rec, 5);
     assert!(Writer::create(&rec, "s", 0, Limits::default()).is_err());
 }
+
+#[test]
+fn text_export_applies_terminal_control_sequences() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rec = dir.path().join("r");
+    let mut w = Writer::create(&rec, "sess_text", 0, Limits::default()).expect("create");
+    let ev = |t, s: &str| output(t, s);
+    w.push(&Event {
+        t_us: 0,
+        kind: EventKind::Resize {
+            channel: 0,
+            cols: 40,
+            rows: 5,
+        },
+    })
+    .expect("push");
+    for i in 0..30 {
+        w.push(&ev(i, &format!("line {i}\r\n"))).expect("push");
+    }
+    // A progress bar redrawn in place, and an erased word.
+    w.push(&ev(40, "progress 10%\rprogress 99%\r\n"))
+        .expect("push");
+    w.push(&ev(41, "secret-ish\x08\x08\x08\x1b[Kok\r\n"))
+        .expect("push");
+    w.seal(&key(1), 1).expect("seal");
+    let t = text(&read(&rec).expect("read"));
+    assert!(t.starts_with("line 0\nline 1\n"), "scrollback kept: {t}");
+    assert!(t.contains("line 29\nprogress 99%\nsecret-ok"), "{t}");
+    assert!(!t.contains("progress 10%"), "{t}");
+}

@@ -236,3 +236,33 @@ fn an_unwritable_recording_store_refuses_the_session() {
     };
     drop(gw_off);
 }
+
+#[test]
+fn input_can_be_left_out_of_recordings() {
+    let env = TestEnv::new();
+    let sshd = env.sshd();
+    let gw = env
+        .gateway()
+        .target("web-01.test", &sshd)
+        .extra("[recording]\ninput = false\n")
+        .start();
+    let mut c = gw.ssh(&env, "alice:web-01.test");
+    c.arg("-tt");
+    let out = run_with_input(
+        &mut c,
+        Some(b"echo typed-secret-$((1+1))\nexit\n".to_vec()),
+        T,
+    );
+    assert!(text(&out.stdout).contains("typed-secret-2"));
+    let id = gw.sessions("?state=closed")[0]["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    sealed_dir(&gw, &id);
+    let jsonl = wgctl_ok(&gw, &["recording", "export", &id, "--format", "jsonl"]);
+    assert!(
+        !jsonl.contains("\"type\":\"input\""),
+        "input must not be recorded"
+    );
+    assert!(jsonl.contains("typed-secret-2"), "output still is");
+}
