@@ -34,6 +34,9 @@ enum Cmd {
         ssh_port: u16,
         #[arg(long, default_value_t = 8080)]
         api_port: u16,
+        /// Do not record the demo sessions (for comparisons; recording is on by default).
+        #[arg(long)]
+        no_recording: bool,
     },
     /// Validate a config file and exit.
     CheckConfig {
@@ -127,10 +130,12 @@ fn real_main(cli: Cli) -> Result<()> {
             data_dir,
             ssh_port,
             api_port,
+            no_recording,
         } => runtime()?.block_on(dev::run(dev::DevOptions {
             data_dir,
             ssh_port,
             api_port,
+            no_recording,
         })),
         Cmd::CheckConfig { config } => {
             let cfg = config::load(&config)?;

@@ -16,13 +16,15 @@ use wardengate_protocols::session::{now_ms, Control, Tap};
 use wardengate_recorder::{Event, Limits, Seal, SigningKey, VerifyingKey, Writer};
 
 /// Events queued between the relay and the recorder task before the relay waits.
-const TAP_QUEUE: usize = 1024;
+const TAP_QUEUE: usize = 256;
 
 pub struct Recordings {
     pub dir: PathBuf,
     key: Arc<SigningKey>,
     limits: Limits,
     record_input: bool,
+    /// Recorder tasks, so shutdown can wait for every recording to be sealed.
+    tasks: tokio_util::task::TaskTracker,
 }
 
 /// The state of one session's recording, as the registry tracks it.
@@ -60,7 +62,14 @@ impl Recordings {
             key: Arc::new(key),
             limits,
             record_input,
+            tasks: tokio_util::task::TaskTracker::new(),
         })
+    }
+
+    /// Wait (up to `grace`) for every recorder task to seal its recording.
+    pub async fn drain(&self, grace: std::time::Duration) -> bool {
+        self.tasks.close();
+        tokio::time::timeout(grace, self.tasks.wait()).await.is_ok()
     }
 
     pub fn public_key(&self) -> VerifyingKey {
@@ -79,7 +88,8 @@ impl Recordings {
             .with_context(|| format!("cannot create recording {}", dir.display()))?;
         let (tx, rx) = mpsc::channel(TAP_QUEUE);
         let (seal_tx, seal_rx) = watch::channel(None);
-        tokio::spawn(record(writer, rx, self.key.clone(), control, seal_tx));
+        self.tasks
+            .spawn(record(writer, rx, self.key.clone(), control, seal_tx));
         Ok((Tap::new(tx, self.record_input), seal_rx))
     }
 

@@ -157,6 +157,9 @@ pub async fn run(
         tracing::warn!("some connections did not finish within 10s");
     }
     gw.registry.drain(Duration::from_secs(1)).await;
+    if !gw.recordings.drain(Duration::from_secs(10)).await {
+        tracing::warn!("some recordings were not sealed within 10s; they are sealed as truncated at the next start");
+    }
     let _ = tokio::time::timeout(Duration::from_secs(5), api_task).await;
     gw.audit("gateway.stop", None, None, serde_json::json!({}));
     Ok(())

@@ -324,6 +324,9 @@ fn graceful_shutdown_tells_users_and_closes_sessions() {
     let s = gw2.get_json(&format!("/api/v1/sessions/{id}"));
     assert_eq!(s["state"], "closed");
     assert_eq!(s["end_reason"], "gateway_shutdown");
+    // The recording was sealed before the gateway exited, not recovered afterwards.
+    assert_eq!(s["recording"]["status"], "complete", "{s}");
+    assert!(gw2.audit("recording.recovered").is_empty());
 }
 
 #[test]

@@ -266,3 +266,41 @@ fn input_can_be_left_out_of_recordings() {
     );
     assert!(jsonl.contains("typed-secret-2"), "output still is");
 }
+
+#[test]
+fn a_recording_that_fails_mid_session_ends_the_session_with_a_message() {
+    let env = TestEnv::new();
+    let sshd = env.sshd();
+    let gw = env
+        .gateway()
+        .target("web-01.test", &sshd)
+        .extra("[recording]\nchunk_bytes = 1024\n")
+        .start();
+    let mut c = gw.ssh(&env, "alice:web-01.test");
+    c.args(["-o", "LogLevel=INFO"])
+        .arg("while true; do echo still-running; sleep 0.05; done");
+    c.stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut child = c.spawn().expect("ssh");
+    let id = gw.wait_one_active();
+    // The storage goes away under a running session (a lost mount, an operator mistake).
+    std::fs::remove_dir_all(gw.data.join("recordings").join(&id)).expect("rm");
+    let status = wait_timeout(&mut child, Duration::from_secs(20))
+        .expect("the session must end, not run unrecorded");
+    assert_eq!(status.code(), Some(255));
+    let mut err = String::new();
+    use std::io::Read;
+    let _ = child
+        .stderr
+        .take()
+        .expect("stderr")
+        .read_to_string(&mut err);
+    assert!(
+        err.contains("the session recording could not be written"),
+        "{err}"
+    );
+    let s = gw.get_json(&format!("/api/v1/sessions/{id}"));
+    assert_eq!(s["end_reason"], "terminated");
+    assert_eq!(s["terminated_by"], "wardengate");
+}

@@ -19,6 +19,8 @@ pub struct DevOptions {
     pub data_dir: PathBuf,
     pub ssh_port: u16,
     pub api_port: u16,
+    /// `recording = "off"` in the dev policy (benchmarks compare with and without).
+    pub no_recording: bool,
 }
 
 fn home_public_keys() -> Vec<String> {
@@ -119,7 +121,9 @@ groups = ["sre"]
 target_tags = ["env=dev"]
 protocols = ["ssh"]
 allow_port_forwarding = true
+recording = "{recording}"
 "#,
+        recording = if opts.no_recording { "off" } else { "required" },
         ssh_port = opts.ssh_port,
         api_port = opts.api_port,
         hash = toml_str(&crate::passwords::hash(&password)?),

@@ -316,11 +316,16 @@ async fn supervise<B: SshBroker, F>(
             }
         }
     };
-    // Requests and channel opens still waiting on the target give up now.
-    ending.cancel();
     // Let the client leg deliver the goodbye first: its session loop may be inside a handler
-    // waiting for a target reply (a terminate during setup), and closing the target leg first
-    // would fail that request before the goodbye is sent. Then sever the target leg.
+    // waiting for a target reply (a terminate during setup). A target answers requests in
+    // milliseconds, so after a short grace whatever still waits (a target leg that is slow to come
+    // up) is cancelled, then the client leg gets the rest of its time to close.
+    if !client_done {
+        client_done = tokio::time::timeout(Duration::from_millis(300), &mut running)
+            .await
+            .is_ok();
+    }
+    ending.cancel();
     if !client_done {
         let _ = tokio::time::timeout(Duration::from_secs(2), &mut running).await;
     }

@@ -36,6 +36,38 @@ use wardengate_recorder::EventKind;
 /// Per pump, the most data held while its destination's window is closed (see module docs).
 pub(crate) const SLACK_BYTES: usize = 4 << 20;
 
+/// At most one pump of a channel pair may stop reading at a time.
+///
+/// A pump that stops reading makes its russh session loop stop reading its socket (back-pressure),
+/// and a stopped loop also stops dispatching the *other* direction's writes and reading the peer's
+/// window adjustments. If both pumps stopped, each loop would wait on the other (seen with a 1 GiB
+/// echo through `cat` while recording). So a pump whose slack is full takes the brake only if the
+/// other pump does not hold it; otherwise it keeps draining past its slack. That excess is bounded
+/// in practice by the braking pump's slack, because the braked direction is what feeds it.
+#[derive(Default)]
+pub(crate) struct Brake(std::sync::atomic::AtomicU8);
+
+const FREE: u8 = 0;
+
+impl Brake {
+    /// Hold the brake for `me` (1 or 2); `false` when the other pump holds it.
+    fn hold(&self, me: u8) -> bool {
+        use std::sync::atomic::Ordering::AcqRel;
+        match self
+            .0
+            .compare_exchange(FREE, me, AcqRel, std::sync::atomic::Ordering::Acquire)
+        {
+            Ok(_) => true,
+            Err(holder) => holder == me,
+        }
+    }
+
+    fn release(&self, me: u8) {
+        use std::sync::atomic::Ordering::{AcqRel, Acquire};
+        let _ = self.0.compare_exchange(me, FREE, AcqRel, Acquire);
+    }
+}
+
 /// Session channels currently open towards the client (for goodbye messages).
 pub(crate) type OpenChannels = Arc<Mutex<HashSet<ChannelId>>>;
 
@@ -124,6 +156,7 @@ async fn pump<F, Fut>(
     mut rx: ChannelReadHalf,
     mut classify: impl FnMut(ChannelMsg) -> Flow,
     recording: Option<Recording>,
+    (brake, me): (Arc<Brake>, u8),
     write: F,
 ) where
     F: Fn(Item) -> Fut,
@@ -145,6 +178,14 @@ async fn pump<F, Fut>(
                 None => {}
             }
         }
+        // Read on while under the slack; past it, stop only if the other direction is not
+        // stopped already (see `Brake`).
+        let may_read = if queued < SLACK_BYTES {
+            brake.release(me);
+            reading
+        } else {
+            reading && !brake.hold(me)
+        };
         tokio::select! {
             biased;
             done = async {
@@ -160,7 +201,7 @@ async fn pump<F, Fut>(
                     return;
                 }
             }
-            msg = rx.wait(), if reading && queued < SLACK_BYTES => match msg.map(&mut classify) {
+            msg = rx.wait(), if may_read => match msg.map(&mut classify) {
                 Some(Flow::Forward(item)) => {
                     if let Some(r) = &recording {
                         if let Some(ev) = event_of(&item, r.channel, r.input) {
@@ -172,9 +213,7 @@ async fn pump<F, Fut>(
                     }
                     queued += item.len();
                     queue.push_back(item);
-                    if queued >= SLACK_BYTES {
-                        tracing::trace!(queued, "relay slack full; back-pressure on the source");
-                    }
+
                 }
                 Some(Flow::Skip) => {}
                 Some(Flow::Close) | None => reading = false,
@@ -210,7 +249,14 @@ pub(crate) fn spawn(
             input,
         })
     };
-    tokio::spawn(up(client_rx, target_tx.clone(), shared.clone(), rec(true)));
+    let brake = Arc::new(Brake::default());
+    tokio::spawn(up(
+        client_rx,
+        target_tx.clone(),
+        shared.clone(),
+        rec(true),
+        (brake.clone(), 1),
+    ));
     let down_rec = rec(false);
     tokio::spawn(async move {
         down(
@@ -220,6 +266,7 @@ pub(crate) fn spawn(
             cid,
             &shared,
             down_rec,
+            (brake, 2),
         )
         .await;
         shared.channel_closed();
@@ -236,6 +283,7 @@ async fn up(
     tx: Arc<ChannelWriteHalf<client::Msg>>,
     shared: Arc<SessionShared>,
     recording: Option<Recording>,
+    brake: (Arc<Brake>, u8),
 ) {
     let classify = |msg| match msg {
         ChannelMsg::Data { data } => {
@@ -252,7 +300,7 @@ async fn up(
         _ => Flow::Skip,
     };
     let w = tx.clone();
-    pump(rx, classify, recording, move |item| {
+    pump(rx, classify, recording, brake, move |item| {
         let w = w.clone();
         async move {
             match item {
@@ -275,6 +323,7 @@ async fn down(
     cid: ChannelId,
     shared: &SessionShared,
     recording: Option<Recording>,
+    brake: (Arc<Brake>, u8),
 ) {
     let classify = |msg| match msg {
         ChannelMsg::Data { data } => {
@@ -302,7 +351,7 @@ async fn down(
         _ => Flow::Skip,
     };
     let w = tx.clone();
-    pump(rx, classify, recording, move |item| {
+    pump(rx, classify, recording, brake, move |item| {
         let (w, handle) = (w.clone(), handle.clone());
         async move {
             match item {
