@@ -57,7 +57,8 @@ impl Client {
         })
     }
 
-    fn decode<T: DeserializeOwned>(resp: Response) -> Result<T> {
+    /// The body of a successful answer, or the gateway's error message as the error.
+    fn body(resp: Response) -> Result<String> {
         let status = resp.status();
         let body = resp
             .text()
@@ -68,6 +69,11 @@ impl Client {
                 .unwrap_or_else(|_| body.trim().to_string());
             bail!("{msg} (HTTP {})", status.as_u16());
         }
+        Ok(body)
+    }
+
+    fn decode<T: DeserializeOwned>(resp: Response) -> Result<T> {
+        let body = Self::body(resp)?;
         serde_json::from_str(&body).map_err(|e| anyhow!("unexpected answer from the gateway: {e}"))
     }
 
@@ -77,18 +83,7 @@ impl Client {
 
     /// GET a non-JSON body (event streams).
     pub fn get_text(&self, path: &str) -> Result<String> {
-        let resp = self.send(self.http.get(format!("{}{path}", self.base)))?;
-        let status = resp.status();
-        let body = resp
-            .text()
-            .map_err(|e| anyhow!("cannot read the gateway's answer: {e}"))?;
-        if !status.is_success() {
-            let msg = serde_json::from_str::<api::ApiError>(&body)
-                .map(|e| e.error)
-                .unwrap_or(body);
-            bail!("{} (HTTP {})", msg.trim(), status.as_u16());
-        }
-        Ok(body)
+        Self::body(self.send(self.http.get(format!("{}{path}", self.base)))?)
     }
 
     pub fn post<B: Serialize, T: DeserializeOwned>(&self, path: &str, body: &B) -> Result<T> {

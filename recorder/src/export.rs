@@ -35,17 +35,21 @@ pub fn event_json(ev: &Event) -> Value {
     }
 }
 
-/// The recording as an asciicast v2 file (header line, then `[time, code, data]` lines):
-/// output as `o`, input as `i`, resizes as `r`, markers as `m`.
-pub fn asciicast(rec: &Recording) -> String {
-    let (cols, rows) = rec
-        .events
+/// The terminal size at the start: the first resize (pty-req), else 80x24.
+fn initial_size(rec: &Recording) -> (u32, u32) {
+    rec.events
         .iter()
         .find_map(|e| match e.kind {
             EventKind::Resize { cols, rows, .. } if cols > 0 && rows > 0 => Some((cols, rows)),
             _ => None,
         })
-        .unwrap_or((80, 24));
+        .unwrap_or((80, 24))
+}
+
+/// The recording as an asciicast v2 file (header line, then `[time, code, data]` lines):
+/// output as `o`, input as `i`, resizes as `r`, markers as `m`.
+pub fn asciicast(rec: &Recording) -> String {
+    let (cols, rows) = initial_size(rec);
     let session = rec
         .seal
         .as_ref()
@@ -93,14 +97,7 @@ fn nz(v: u32, default: u16) -> std::num::NonZeroU16 {
 /// (`vt100`), so cursor movement, erases and carriage returns are applied, then the scrollback
 /// and the final screen as plain text.
 pub fn text(rec: &Recording) -> String {
-    let (cols, rows) = rec
-        .events
-        .iter()
-        .find_map(|e| match e.kind {
-            EventKind::Resize { cols, rows, .. } if cols > 0 && rows > 0 => Some((cols, rows)),
-            _ => None,
-        })
-        .unwrap_or((80, 24));
+    let (cols, rows) = initial_size(rec);
     let mut term = vt100::Parser::new(nz(rows, 24), nz(cols, 80), TEXT_SCROLLBACK);
     for ev in &rec.events {
         match &ev.kind {
