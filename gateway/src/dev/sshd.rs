@@ -68,6 +68,10 @@ impl Sshd {
             authorized_keys.join("\n") + "\n",
         )?;
         let port = if port == 0 { free_port()? } else { port };
+        // `SetEnv PYENV_REHASH_TIMEOUT=1` below: sshd runs commands through the account's bash,
+        // which reads ~/.bashrc; on machines whose .bashrc runs `pyenv init`, a session killed
+        // during startup (terminate tests do that) can leave pyenv's rehash lock behind, and every
+        // later command would wait 60 s for it.
         // Privilege separation needs this directory when sshd runs as root.
         let _ = std::fs::create_dir_all("/run/sshd");
         let config = format!(
@@ -75,7 +79,8 @@ impl Sshd {
              AuthorizedKeysFile {dir}/authorized_keys\nStrictModes no\nUsePAM no\n\
              PasswordAuthentication no\nKbdInteractiveAuthentication no\nPermitRootLogin prohibit-password\n\
              Subsystem sftp internal-sftp\nAllowTcpForwarding yes\nAcceptEnv LANG LC_* WG_*\n\
-             PrintMotd no\nPrintLastLog no\nMaxStartups 4000\nMaxSessions 1000\nLogLevel ERROR\n",
+             PrintMotd no\nPrintLastLog no\nMaxStartups 4000\nMaxSessions 1000\nLogLevel ERROR\n\
+             SetEnv PYENV_REHASH_TIMEOUT=1\n",
             hk = host_key.display(),
             dir = dir.display(),
         );
