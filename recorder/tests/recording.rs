@@ -43,6 +43,16 @@ fn sample(dir: &Path, n: u64) -> Seal {
     w.seal(&key(1), 2_000).expect("seal")
 }
 
+/// A recording of 100 events over several chunks, not sealed yet.
+fn unsealed(rec: &Path) -> Writer {
+    let mut w = Writer::create(rec, "sess_crash", 7, small_chunks()).expect("create");
+    for i in 0..100 {
+        let text = "some output that fills chunks quickly..................................";
+        w.push(&output(i, text)).expect("push");
+    }
+    w
+}
+
 fn problems(dir: &Path) -> Vec<Problem> {
     verify(dir, Some(&key(1).verifying_key()))
         .expect("verify")
@@ -232,14 +242,7 @@ fn wrong_key_and_edited_seal_fail_the_signature() {
 fn crash_recovery_seals_whole_chunks_as_truncated() {
     let dir = tempfile::tempdir().expect("tempdir");
     let rec = dir.path().join("r");
-    let mut w = Writer::create(&rec, "sess_crash", 7, small_chunks()).expect("create");
-    for i in 0..100 {
-        w.push(&output(
-            i,
-            "some output that fills chunks quickly..................................",
-        ))
-        .expect("push");
-    }
+    let w = unsealed(&rec);
     let written = w.stored_bytes();
     assert!(written > 0);
     drop(w); // a crash: no seal, the open chunk is lost
@@ -263,14 +266,7 @@ fn crash_recovery_seals_whole_chunks_as_truncated() {
 fn recovery_keeps_the_valid_prefix_before_a_damaged_chunk() {
     let dir = tempfile::tempdir().expect("tempdir");
     let rec = dir.path().join("r");
-    let mut w = Writer::create(&rec, "sess_crash", 7, small_chunks()).expect("create");
-    for i in 0..100 {
-        w.push(&output(
-            i,
-            "some output that fills chunks quickly..................................",
-        ))
-        .expect("push");
-    }
+    let w = unsealed(&rec);
     drop(w);
     assert!(chunk(&rec, 1).exists(), "the test needs two whole chunks");
     let p = chunk(&rec, 1);

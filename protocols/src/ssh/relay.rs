@@ -101,6 +101,24 @@ enum Flow {
     Skip,
 }
 
+/// How both directions treat data, extended data, EOF and close; `count` sees each data size.
+/// Anything else comes back for the caller to decide.
+fn flow(msg: ChannelMsg, count: impl Fn(usize)) -> Result<Flow, ChannelMsg> {
+    match msg {
+        ChannelMsg::Data { data } => {
+            count(data.len());
+            Ok(Flow::Forward(Item::Data(data)))
+        }
+        ChannelMsg::ExtendedData { data, ext } => {
+            count(data.len());
+            Ok(Flow::Forward(Item::Ext(ext, data)))
+        }
+        ChannelMsg::Eof => Ok(Flow::Forward(Item::Eof)),
+        ChannelMsg::Close => Ok(Flow::Close),
+        other => Err(other),
+    }
+}
+
 type Write = Pin<Box<dyn Future<Output = (bool, usize)> + Send>>;
 
 /// The recording of an item, if it is recorded: data as input or output, exits as markers.
@@ -285,20 +303,8 @@ async fn up(
     recording: Option<Recording>,
     brake: (Arc<Brake>, u8),
 ) {
-    let classify = |msg| match msg {
-        ChannelMsg::Data { data } => {
-            shared.note_input(data.len());
-            Flow::Forward(Item::Data(data))
-        }
-        ChannelMsg::ExtendedData { data, ext } => {
-            shared.note_input(data.len());
-            Flow::Forward(Item::Ext(ext, data))
-        }
-        ChannelMsg::Eof => Flow::Forward(Item::Eof),
-        ChannelMsg::Close => Flow::Close,
-        // Requests are forwarded by the front handler, which needs their replies.
-        _ => Flow::Skip,
-    };
+    // Requests are not relayed here: the front handler forwards them, it needs their replies.
+    let classify = |msg| flow(msg, |n| shared.note_input(n)).unwrap_or(Flow::Skip);
     let w = tx.clone();
     pump(rx, classify, recording, brake, move |item| {
         let w = w.clone();
@@ -325,30 +331,21 @@ async fn down(
     recording: Option<Recording>,
     brake: (Arc<Brake>, u8),
 ) {
-    let classify = |msg| match msg {
-        ChannelMsg::Data { data } => {
-            shared.note_output(data.len());
-            Flow::Forward(Item::Data(data))
-        }
-        ChannelMsg::ExtendedData { data, ext } => {
-            shared.note_output(data.len());
-            Flow::Forward(Item::Ext(ext, data))
-        }
-        ChannelMsg::Eof => Flow::Forward(Item::Eof),
-        ChannelMsg::ExitStatus { exit_status } => Flow::Forward(Item::ExitStatus(exit_status)),
-        ChannelMsg::ExitSignal {
+    let classify = |msg| match flow(msg, |n| shared.note_output(n)) {
+        Ok(f) => f,
+        Err(ChannelMsg::ExitStatus { exit_status }) => Flow::Forward(Item::ExitStatus(exit_status)),
+        Err(ChannelMsg::ExitSignal {
             signal_name,
             core_dumped,
             error_message,
             lang_tag,
-        } => Flow::Forward(Item::ExitSignal {
+        }) => Flow::Forward(Item::ExitSignal {
             signal: signal_name,
             core: core_dumped,
             msg: error_message,
             lang: lang_tag,
         }),
-        ChannelMsg::Close => Flow::Close,
-        _ => Flow::Skip,
+        Err(_) => Flow::Skip,
     };
     let w = tx.clone();
     pump(rx, classify, recording, brake, move |item| {
