@@ -107,6 +107,14 @@ pub struct Session {
     /// Free text: the operator's reason for a terminate, the error of a failed session.
     pub end_detail: Option<String>,
     pub terminated_by: Option<String>,
+    /// The admission decision: the admitting policy, its source and settings and the limits that
+    /// applied, or for a denial the reason (and `limit` {scope, limit, current, subject} when a
+    /// concurrency limit refused it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decision: Option<serde_json::Value>,
+    /// The earlier session this one continues (a reconnect after a dropped connection).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub linked_session: Option<String>,
     /// The session's sealed recording, once sealed.
     #[serde(default)]
     pub recording: Option<RecordingSummary>,

@@ -4,6 +4,7 @@
 //! command takes `-o json`. Errors are one line on stderr and a non-zero exit.
 
 mod client;
+mod policy;
 mod recording;
 mod table;
 
@@ -51,6 +52,9 @@ enum Cmd {
     /// Session recordings: list, show, verify, play, export.
     #[command(subcommand)]
     Recording(RecordingCmd),
+    /// Policies: check files offline, list, explain a decision, reload.
+    #[command(subcommand)]
+    Policy(policy::PolicyCmd),
 }
 
 #[derive(Subcommand)]
@@ -184,7 +188,7 @@ fn sealed_line(s: &api::Session) -> String {
 }
 
 /// Write to stdout, returning errors (a closed pipe) instead of panicking like `print!`.
-fn out(text: &str) -> Result<()> {
+pub(crate) fn out(text: &str) -> Result<()> {
     use std::io::Write;
     let mut stdout = std::io::stdout().lock();
     stdout.write_all(text.as_bytes())?;
@@ -192,7 +196,7 @@ fn out(text: &str) -> Result<()> {
     Ok(())
 }
 
-fn print_json<T: serde::Serialize>(v: &T) -> Result<()> {
+pub(crate) fn print_json<T: serde::Serialize>(v: &T) -> Result<()> {
     out(&format!("{}\n", serde_json::to_string_pretty(v)?))
 }
 
@@ -203,9 +207,13 @@ fn run(cli: Cli) -> Result<()> {
         let c = Client::new(&cli.addr, cli.token.as_deref());
         return run_recording(cmd, c, json);
     }
+    if let Cmd::Policy(cmd) = cli.cmd {
+        let c = Client::new(&cli.addr, cli.token.as_deref());
+        return policy::run(cmd, c, json);
+    }
     let c = Client::new(&cli.addr, cli.token.as_deref())?;
     match cli.cmd {
-        Cmd::Recording(_) => unreachable!("handled above"),
+        Cmd::Recording(_) | Cmd::Policy(_) => unreachable!("handled above"),
         Cmd::Session(SessionCmd::List {
             actor,
             target,

@@ -31,7 +31,7 @@ fn age_secs(s: &api::Session) -> u64 {
         .unwrap_or(0)
 }
 
-fn render(rows: &[Vec<String>]) -> String {
+pub(crate) fn render(rows: &[Vec<String>]) -> String {
     let cols = rows.first().map(Vec::len).unwrap_or(0);
     let widths: Vec<usize> = (0..cols)
         .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
@@ -102,7 +102,7 @@ pub fn session(s: &api::Session) -> String {
             "account",
             format!("{} (vault ref {})", s.account, s.account_ref),
         ),
-        ("policy", s.policy.clone().unwrap_or_else(|| "-".into())),
+        ("policy", policy_line(s)),
         (
             "pty",
             s.pty
@@ -132,6 +132,17 @@ pub fn session(s: &api::Session) -> String {
     }
     if let Some(b) = &s.terminated_by {
         rows.push(("terminated by", b.clone()));
+    }
+    if let Some(l) = &s.linked_session {
+        rows.push(("continues", l.clone()));
+    }
+    if let Some(d) = &s.decision {
+        if let Some(settings) = d.get("settings") {
+            rows.push(("settings", crate::policy::settings_line(settings)));
+        }
+        if let Some(limit) = d.get("limit") {
+            rows.push(("denied by limit", limit.to_string()));
+        }
     }
     let mut out = String::new();
     for (k, v) in rows {
@@ -230,6 +241,21 @@ pub fn recording(r: &api::Recording) -> String {
         None => {}
     }
     out
+}
+
+/// `sre-prod (fixtures/policies/sre.toml:12): matches group sre, tag env=prod`
+fn policy_line(s: &api::Session) -> String {
+    let Some(p) = &s.policy else {
+        return "-".into();
+    };
+    let d = s.decision.as_ref();
+    let source = d.and_then(|d| d.get("source")).and_then(|v| v.as_str());
+    let why = d.and_then(|d| d.get("why")).and_then(|v| v.as_str());
+    match (source, why) {
+        (Some(src), Some(why)) => format!("{p} ({src}): {why}"),
+        (Some(src), None) => format!("{p} ({src})"),
+        _ => p.clone(),
+    }
 }
 
 #[cfg(test)]

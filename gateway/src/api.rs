@@ -29,7 +29,7 @@ pub struct ApiState {
     pub token_hash: [u8; 32],
 }
 
-pub struct ApiError(StatusCode, String);
+pub struct ApiError(pub StatusCode, pub String);
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
@@ -52,7 +52,7 @@ impl From<RegistryError> for ApiError {
     }
 }
 
-fn internal(e: impl std::fmt::Display) -> ApiError {
+pub(crate) fn internal(e: impl std::fmt::Display) -> ApiError {
     tracing::error!("api: {e}");
     ApiError(
         StatusCode::INTERNAL_SERVER_ERROR,
@@ -60,7 +60,7 @@ fn internal(e: impl std::fmt::Display) -> ApiError {
     )
 }
 
-fn bad(msg: impl Into<String>) -> ApiError {
+pub(crate) fn bad(msg: impl Into<String>) -> ApiError {
     ApiError(StatusCode::BAD_REQUEST, msg.into())
 }
 
@@ -75,6 +75,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/recordings/pubkey", get(recording_pubkey))
         .route("/api/v1/recordings/{id}", get(get_recording))
         .route("/api/v1/recordings/{id}/events", get(recording_events))
+        .merge(crate::api_policy::routes())
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .route("/healthz", get(healthz))

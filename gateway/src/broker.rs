@@ -1,29 +1,67 @@
 //! The gateway's implementation of the protocol contract: identities, admission, vault lookup,
 //! host-key pinning and the session lifecycle, each step audited.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
 
 use russh::keys::{HashAlg, PublicKey};
 use serde_json::json;
-use wardengate_protocols::session::Outcome;
-use wardengate_protocols::ssh::{ClientInfo, Credential, Login, SshBroker, TargetPlan, UserAuth};
+use wardengate_policy::{Ledger, ReconnectMode};
+use wardengate_protocols::session::{now_ms, Outcome};
+use wardengate_protocols::ssh::{Admission, ClientInfo, Login, ResumeTicket, SshBroker, UserAuth};
 
 use crate::config::Loaded;
 use crate::registry::Registry;
-use crate::store::{SessionRecord, Store};
-use crate::vault::{SecretKind, Vault};
+use crate::store::Store;
+use crate::vault::Vault;
 
 /// Everything a running gateway owns.
 pub struct Gateway {
     pub name: String,
-    pub cfg: Loaded,
+    /// The configuration; replaced whole by a reload (live sessions keep what admitted them).
+    cfg: RwLock<Arc<Loaded>>,
     pub store: Store,
     pub vault: Vault,
     pub registry: Registry,
     pub recordings: crate::recording::Recordings,
+    pub ledger: Arc<Ledger>,
+    /// Sessions that ended by a dropped connection, by (actor, target): a reconnect within the
+    /// policy's grace is linked to them.
+    pub(crate) drops: Mutex<HashMap<(String, String), (String, u64)>>,
 }
 
 impl Gateway {
+    pub fn new(
+        cfg: Loaded,
+        store: Store,
+        vault: Vault,
+        recordings: crate::recording::Recordings,
+    ) -> Gateway {
+        Gateway {
+            name: cfg.config.gateway.name.clone(),
+            cfg: RwLock::new(Arc::new(cfg)),
+            store,
+            vault,
+            registry: Registry::new(),
+            recordings,
+            ledger: Ledger::new(),
+            drops: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The current configuration.
+    pub fn cfg(&self) -> Arc<Loaded> {
+        self.cfg
+            .read()
+            .map(|c| c.clone())
+            .unwrap_or_else(|p| p.into_inner().clone())
+    }
+
+    pub(crate) fn set_cfg(&self, cfg: Loaded) {
+        let mut w = self.cfg.write().unwrap_or_else(|p| p.into_inner());
+        *w = Arc::new(cfg);
+    }
+
     /// Append to the audit log. An audit failure is logged loudly but never crashes a session.
     pub fn audit(
         &self,
@@ -43,7 +81,7 @@ impl Gateway {
     /// Target names carrying `key=value`.
     pub fn targets_with_tag(&self, tag: &str) -> Vec<String> {
         let (k, v) = tag.split_once('=').unwrap_or((tag, ""));
-        self.cfg
+        self.cfg()
             .targets
             .values()
             .filter(|t| t.tags.get(k).is_some_and(|tv| tv == v))
@@ -73,179 +111,11 @@ impl Gateway {
             Err(e) => tracing::error!("cannot recover sessions: {e:#}"),
         }
     }
-
-    fn deny(&self, rec: &mut SessionRecord, kind: &str, message: String) -> String {
-        rec.state = "denied".into();
-        rec.ended_ms = Some(rec.started_ms);
-        rec.end_reason = Some(kind.into());
-        rec.end_detail = Some(message.clone());
-        if let Err(e) = self.store.session_insert(rec) {
-            tracing::error!("cannot record denied session: {e:#}");
-        }
-        self.audit(
-            "session.denied",
-            Some(&rec.actor),
-            Some(&rec.id),
-            json!({"target": rec.target, "account": rec.account, "reason": kind, "message": message, "client": rec.client_addr}),
-        );
-        message
-    }
-
-    fn admit_sync(
-        &self,
-        login: &Login,
-        method: &str,
-        client: &ClientInfo,
-    ) -> Result<TargetPlan, String> {
-        let mut rec = SessionRecord {
-            id: crate::util::new_id("sess_"),
-            state: "requested".into(),
-            protocol: "ssh".into(),
-            actor: login.user.clone(),
-            client_addr: client.addr.to_string(),
-            client_version: client.version.clone(),
-            target: login.target.clone(),
-            account: login.account.clone().unwrap_or_default(),
-            gateway: self.name.clone(),
-            started_ms: wardengate_protocols::session::now_ms(),
-            ..Default::default()
-        };
-        self.audit(
-            "session.requested",
-            Some(&login.user),
-            Some(&rec.id),
-            json!({"target": login.target, "account": login.account, "client": rec.client_addr, "auth_method": method}),
-        );
-        let user = self.cfg.users.get(&login.user).ok_or_else(|| {
-            let msg = format!("wardengate: unknown user '{}'", login.user);
-            self.deny(&mut rec, "unknown_user", msg)
-        })?;
-        let Some(target) = self.cfg.targets.get(&login.target) else {
-            let mut names: Vec<&str> = self.cfg.targets.keys().map(String::as_str).collect();
-            names.sort_unstable();
-            let msg = format!(
-                "wardengate: unknown target '{}' (known targets: {})",
-                login.target,
-                names.join(", ")
-            );
-            return Err(self.deny(&mut rec, "unknown_target", msg));
-        };
-        rec.target_addr = target.address.clone();
-        let account = match &login.account {
-            Some(name) => target
-                .accounts
-                .iter()
-                .find(|a| &a.name == name)
-                .ok_or_else(|| {
-                    let names: Vec<&str> =
-                        target.accounts.iter().map(|a| a.name.as_str()).collect();
-                    let msg = format!(
-                        "wardengate: target {} has no account '{name}' (accounts: {})",
-                        target.name,
-                        names.join(", ")
-                    );
-                    self.deny(&mut rec, "unknown_account", msg)
-                })?,
-            None if target.accounts.len() == 1 => &target.accounts[0],
-            None => {
-                let names: Vec<&str> = target.accounts.iter().map(|a| a.name.as_str()).collect();
-                let msg = format!(
-                    "wardengate: target {} has several accounts ({}); connect as {}:{}:ACCOUNT",
-                    target.name,
-                    names.join(", "),
-                    login.user,
-                    target.name
-                );
-                return Err(self.deny(&mut rec, "account_required", msg));
-            }
-        };
-        rec.account = account.name.clone();
-        rec.account_ref = account.secret.clone();
-        let tags: Vec<(String, String)> = target
-            .tags
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        let req = wardengate_policy::Request {
-            user: &user.name,
-            groups: &user.groups,
-            target: &target.name,
-            target_tags: &tags,
-            protocol: "ssh",
-            account: &account.name,
-        };
-        let admitted = wardengate_policy::decide(&self.cfg.config.policies, &req).map_err(|d| {
-            let msg = format!("wardengate: access denied: {d}");
-            self.deny(&mut rec, "no_permission", msg)
-        })?;
-        rec.policy = Some(admitted.policy().to_string());
-        let secret = self.vault.get(&self.store, &account.secret).map_err(|e| {
-            tracing::error!(account_ref = %account.secret, "vault lookup failed: {e:#}");
-            let msg = format!(
-                "wardengate: the credential for {}@{} is not available ({e}); ask an administrator",
-                account.name, target.name
-            );
-            self.deny(&mut rec, "credential_unavailable", msg)
-        })?;
-        let credential = match secret.kind {
-            SecretKind::Password => Credential::Password(secret.value),
-            SecretKind::PrivateKey => {
-                let key =
-                    russh::keys::PrivateKey::from_openssh(secret.value.trim()).map_err(|e| {
-                        let msg = format!(
-                            "wardengate: the vault key for {}@{} is unreadable: {e}",
-                            account.name, target.name
-                        );
-                        self.deny(&mut rec, "credential_unavailable", msg)
-                    })?;
-                Credential::PrivateKey(Arc::new(key))
-            }
-        };
-        rec.state = "approved".into();
-        let control = crate::registry::control_channel();
-        let recording = match admitted.recording() {
-            wardengate_policy::RecordingMode::Off => None,
-            wardengate_policy::RecordingMode::Required => Some(
-                self.recordings
-                    .start(&rec.id, control.0.clone())
-                    .map_err(|e| {
-                        tracing::error!(session = %rec.id, "cannot start recording: {e:#}");
-                        let msg = format!(
-                            "wardengate: policy '{}' requires this session to be recorded, but the \
-                             recording cannot be written ({e:#}); the session is refused",
-                            admitted.policy()
-                        );
-                        self.deny(&mut rec, "recording_unavailable", msg)
-                    })?,
-            ),
-        };
-        let link = self
-            .registry
-            .insert(&self.store, rec.clone(), control, recording)
-            .map_err(|e| {
-                tracing::error!("cannot register session: {e:#}");
-                "wardengate: internal error while registering the session".to_string()
-            })?;
-        self.audit(
-            "session.approved",
-            Some(&rec.actor),
-            Some(&rec.id),
-            json!({"target": rec.target, "account": rec.account, "policy": rec.policy}),
-        );
-        Ok(TargetPlan {
-            admitted,
-            link,
-            target: target.name.clone(),
-            address: target.address.clone(),
-            username: account.username().to_string(),
-            credential,
-        })
-    }
 }
 
 impl SshBroker for Gateway {
     fn user(&self, name: &str) -> Option<UserAuth> {
-        self.cfg.users.get(name).map(|u| UserAuth {
+        self.cfg().users.get(name).map(|u| UserAuth {
             keys: u.keys.clone(),
             has_password: u.password_hash.is_some(),
         })
@@ -253,7 +123,7 @@ impl SshBroker for Gateway {
 
     async fn verify_password(&self, user: &str, password: &str) -> bool {
         let Some(hash) = self
-            .cfg
+            .cfg()
             .users
             .get(user)
             .and_then(|u| u.password_hash.clone())
@@ -281,7 +151,7 @@ impl SshBroker for Gateway {
         login: &Login,
         method: &str,
         client: &ClientInfo,
-    ) -> Result<TargetPlan, String> {
+    ) -> Result<Admission, String> {
         self.admit_sync(login, method, client)
     }
 
@@ -338,13 +208,55 @@ impl SshBroker for Gateway {
         }
     }
 
+    fn notice(&self, session: &str, kind: &str, detail: serde_json::Value) {
+        let actor = self
+            .registry
+            .record(&self.store, session)
+            .ok()
+            .map(|r| r.actor);
+        self.audit(kind, actor.as_deref(), Some(session), detail);
+    }
+
+    fn paused(&self, session: &str, ticket: ResumeTicket) {
+        let grace = ticket.admitted().settings().reconnect.grace;
+        if let Some(r) = self.registry.pause(&self.store, session, ticket) {
+            self.audit(
+                "session.paused",
+                Some(&r.actor),
+                Some(session),
+                json!({"target": r.target, "policy": r.policy, "resume_within": grace.to_string()}),
+            );
+        }
+    }
+
+    fn resumed(&self, session: &str, client: &ClientInfo) {
+        if let Some(r) = self.registry.resume(&self.store, session) {
+            self.audit(
+                "session.resumed",
+                Some(&r.actor),
+                Some(session),
+                json!({"target": r.target, "client": client.addr.to_string()}),
+            );
+        }
+    }
+
     fn ended(&self, session: &str, outcome: Outcome) {
-        if let Some(r) = self.registry.finish(&self.store, session, &outcome) {
+        if let Some((r, admitted)) = self.registry.finish(&self.store, session, &outcome) {
+            let reconnect = admitted.settings().reconnect;
+            if matches!(outcome, Outcome::ClientDropped(_))
+                && reconnect.mode != ReconnectMode::Strict
+            {
+                if let Ok(mut d) = self.drops.lock() {
+                    let until = now_ms() + reconnect.grace.get().as_millis() as u64;
+                    d.retain(|_, (_, u)| *u > now_ms());
+                    d.insert((r.actor.clone(), r.target.clone()), (r.id.clone(), until));
+                }
+            }
             self.audit(
                 "session.end",
                 Some(&r.actor),
                 Some(session),
-                json!({"state": r.state, "reason": r.end_reason, "detail": r.end_detail, "bytes_in": r.bytes_in, "bytes_out": r.bytes_out}),
+                json!({"state": r.state, "reason": r.end_reason, "detail": r.end_detail, "bytes_in": r.bytes_in, "bytes_out": r.bytes_out, "policy": r.policy}),
             );
         }
     }

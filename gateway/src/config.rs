@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Context, Result};
 use russh::keys::PublicKey;
 use serde::Deserialize;
-use wardengate_policy::Policy;
+use wardengate_policy::{Entry, OnLimit, Policy};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -30,7 +30,26 @@ pub struct Config {
     #[serde(default)]
     pub targets: Vec<Target>,
     #[serde(default)]
-    pub policies: Vec<Policy>,
+    pub limits: LimitsSection,
+    /// Policies written inline; policy files (`gateway.policy_files`) are usually clearer.
+    #[serde(default)]
+    pub policies: Vec<toml::Spanned<Policy>>,
+}
+
+/// Concurrency limits at the actor and target levels (the policy level is each policy's
+/// `concurrency.max`, the pool level `gateway.max_active`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsSection {
+    /// Sessions one user may hold at once; `users.max_sessions` and `groups.max_sessions`
+    /// override it.
+    pub max_sessions_per_user: Option<u32>,
+    /// Sessions one target may serve at once; `targets.max_sessions` overrides it.
+    pub max_sessions_per_target: Option<u32>,
+    /// At the user level: `deny` (default) or `evict_oldest` (the user's oldest session is
+    /// terminated with reason `concurrency`).
+    #[serde(default)]
+    pub on_limit: OnLimit,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -47,6 +66,11 @@ pub struct GatewaySection {
     /// Relative to `data_dir`; generated on first start when missing.
     #[serde(default = "default_vault_key")]
     pub vault_key_file: PathBuf,
+    /// Policy files, or directories of `*.toml` policy files, relative to the config file.
+    #[serde(default)]
+    pub policy_files: Vec<PathBuf>,
+    /// Most sessions this gateway (the pool, until gateways cluster) runs at once.
+    pub max_active: Option<u32>,
 }
 
 impl Default for GatewaySection {
@@ -55,6 +79,8 @@ impl Default for GatewaySection {
             name: default_name(),
             data_dir: default_data_dir(),
             vault_key_file: default_vault_key(),
+            policy_files: Vec::new(),
+            max_active: None,
         }
     }
 }
@@ -205,6 +231,8 @@ pub struct User {
     pub public_keys: Vec<String>,
     /// An argon2 PHC string (`wardengate hash-password` prints one).
     pub password_hash: Option<String>,
+    /// Overrides `limits.max_sessions_per_user` (and any group's value) for this user.
+    pub max_sessions: Option<u32>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -213,6 +241,8 @@ pub struct Group {
     pub name: String,
     #[serde(default)]
     pub members: Vec<String>,
+    /// Overrides `limits.max_sessions_per_user` for members (the largest of a user's groups).
+    pub max_sessions: Option<u32>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -226,6 +256,8 @@ pub struct Target {
     #[serde(default = "default_protocol")]
     pub protocol: String,
     pub accounts: Vec<Account>,
+    /// Overrides `limits.max_sessions_per_target` for this target.
+    pub max_sessions: Option<u32>,
 }
 
 fn default_protocol() -> String {
@@ -256,6 +288,8 @@ pub struct Identity {
     pub groups: Vec<String>,
     pub keys: Vec<PublicKey>,
     pub password_hash: Option<String>,
+    /// The most specific per-user session limit (user, then groups, then `limits`).
+    pub max_sessions: Option<u32>,
 }
 
 /// The validated configuration, indexed for lookups.
@@ -266,6 +300,61 @@ pub struct Loaded {
     pub data_dir: PathBuf,
     pub users: HashMap<String, Identity>,
     pub targets: HashMap<String, Target>,
+    /// Inline policies first, then each policy file in the order listed (directories sorted).
+    pub policies: Vec<Entry>,
+}
+
+impl Loaded {
+    /// The limits that apply to `user` opening a session to `target` under `policy`: the most
+    /// specific configured value at each level.
+    pub fn limits(
+        &self,
+        user: &Identity,
+        target: &Target,
+        policy: &Policy,
+    ) -> wardengate_policy::Limits {
+        wardengate_policy::Limits {
+            actor: user.max_sessions,
+            target: target
+                .max_sessions
+                .or(self.config.limits.max_sessions_per_target),
+            policy: policy.concurrency.max,
+            pool: self.config.gateway.max_active,
+            on_actor_limit: self.config.limits.on_limit,
+        }
+    }
+}
+
+/// Read the policy files listed in the config (files, or directories of `*.toml`).
+fn load_policy_files(config: &Config, base: &Path) -> Result<Vec<Entry>> {
+    let mut out = Vec::new();
+    for listed in &config.gateway.policy_files {
+        let path = if listed.is_absolute() {
+            listed.clone()
+        } else {
+            base.join(listed)
+        };
+        let files = if path.is_dir() {
+            let mut files: Vec<PathBuf> = std::fs::read_dir(&path)
+                .with_context(|| format!("cannot read policy directory {}", path.display()))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+                .collect();
+            files.sort();
+            files
+        } else {
+            vec![path]
+        };
+        for f in files {
+            let text = std::fs::read_to_string(&f)
+                .with_context(|| format!("cannot read policy file {}", f.display()))?;
+            out.extend(wardengate_policy::parse_file(
+                &text,
+                &f.display().to_string(),
+            )?);
+        }
+    }
+    Ok(out)
 }
 
 /// Locate `key` (a dotted path such as `users.alice`) in the TOML text, for error messages.
@@ -360,6 +449,7 @@ pub fn parse(text: &str, path: &Path) -> Result<Loaded> {
             groups: u.groups.clone(),
             keys,
             password_hash: u.password_hash.clone(),
+            max_sessions: u.max_sessions,
         };
         if users.insert(u.name.clone(), id).is_some() {
             bail!(
@@ -382,6 +472,21 @@ pub fn parse(text: &str, path: &Path) -> Result<Loaded> {
                 user.groups.push(g.name.clone());
             }
         }
+    }
+    for u in &config.users {
+        let Some(id) = users.get_mut(&u.name) else {
+            continue;
+        };
+        let by_group = config
+            .groups
+            .iter()
+            .filter(|g| id.groups.contains(&g.name))
+            .filter_map(|g| g.max_sessions)
+            .max();
+        id.max_sessions = u
+            .max_sessions
+            .or(by_group)
+            .or(config.limits.max_sessions_per_user);
     }
 
     let mut targets = HashMap::new();
@@ -445,32 +550,21 @@ pub fn parse(text: &str, path: &Path) -> Result<Loaded> {
             );
         }
     }
-    let mut policy_names = Vec::new();
-    for p in &config.policies {
-        if policy_names.contains(&p.name) {
-            bail!(
-                "{}: policies.name '{}' is defined twice",
-                here(&p.name),
-                p.name
-            );
-        }
-        policy_names.push(p.name.clone());
-        for tag in &p.target_tags {
-            if !tag.contains('=') {
-                bail!(
-                    "{}: policies.{}.target_tags entry '{tag}' must be key=value",
-                    here(tag),
-                    p.name
-                );
-            }
-        }
-    }
+    let mut policies = wardengate_policy::file::entries(
+        config.policies.clone(),
+        text,
+        &path.display().to_string(),
+        "policies",
+    )?;
+    policies.extend(load_policy_files(&config, &base)?);
+    wardengate_policy::check_set(&policies)?;
     Ok(Loaded {
         config,
         path: path.to_path_buf(),
         data_dir,
         users,
         targets,
+        policies,
     })
 }
 

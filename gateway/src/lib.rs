@@ -5,7 +5,9 @@
 //! never parses protocol bytes itself. `main.rs` is only the command line.
 #![forbid(unsafe_code)]
 
+pub mod admission;
 pub mod api;
+pub mod api_policy;
 pub mod broker;
 pub mod config;
 pub mod dev;

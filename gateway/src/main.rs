@@ -144,8 +144,11 @@ fn real_main(cli: Cli) -> Result<()> {
                 config.display(),
                 cfg.users.len(),
                 cfg.targets.len(),
-                cfg.config.policies.len()
+                cfg.policies.len()
             );
+            for e in &cfg.policies {
+                println!("  policy {} ({})", e.policy.name, e.source);
+            }
             Ok(())
         }
         Cmd::Vault { config, cmd } => {

@@ -14,7 +14,9 @@ use wardengate_protocols::session::{now_ms, Control, Outcome, SessionLink, Sessi
 
 use crate::recording::SealWatch;
 use crate::store::{SessionQuery, SessionRecord, Store};
+use wardengate_policy::{Admitted, Lease};
 use wardengate_protocols::session::Tap;
+use wardengate_protocols::ssh::ResumeTicket;
 
 /// A session's control channel, made before admission so the recorder can use it.
 pub fn control_channel() -> (mpsc::Sender<Control>, mpsc::Receiver<Control>) {
@@ -28,6 +30,19 @@ struct Live {
     control: mpsc::Sender<Control>,
     done: watch::Sender<bool>,
     seal: Option<SealWatch>,
+    /// The session's concurrency slot, given back when it finishes.
+    lease: Mutex<Option<Lease>>,
+    admitted: Admitted,
+    /// While paused: what a re-attaching connection needs.
+    ticket: Mutex<Option<ResumeTicket>>,
+}
+
+/// What an admitted session brings to the registry besides its record.
+pub struct Admission {
+    pub control: (mpsc::Sender<Control>, mpsc::Receiver<Control>),
+    pub recording: Option<(Tap, SealWatch)>,
+    pub lease: Lease,
+    pub admitted: Admitted,
 }
 
 /// Why a registry operation could not be done; the API maps these to status codes.
@@ -72,11 +87,16 @@ impl Registry {
         &self,
         store: &Store,
         record: SessionRecord,
-        (tx, rx): (mpsc::Sender<Control>, mpsc::Receiver<Control>),
-        recording: Option<(Tap, SealWatch)>,
+        admission: Admission,
     ) -> anyhow::Result<SessionLink> {
         store.session_insert(&record)?;
         let (done, _) = watch::channel(false);
+        let Admission {
+            control: (tx, rx),
+            recording,
+            lease,
+            admitted,
+        } = admission;
         let (tap, seal) = recording.unzip();
         let shared = Arc::new(SessionShared::new(record.id.clone()));
         let live = Arc::new(Live {
@@ -85,6 +105,9 @@ impl Registry {
             control: tx,
             done,
             seal,
+            lease: Mutex::new(Some(lease)),
+            admitted,
+            ticket: Mutex::new(None),
         });
         if let Ok(mut m) = self.live.write() {
             m.insert(record.id.clone(), live);
@@ -143,9 +166,81 @@ impl Registry {
         Some(snap)
     }
 
-    /// The session is over: persist its final state and wake anyone waiting for it.
-    pub fn finish(&self, store: &Store, id: &str, outcome: &Outcome) -> Option<SessionRecord> {
+    fn set_state(
+        &self,
+        store: &Store,
+        id: &str,
+        state: api::SessionState,
+    ) -> Option<SessionRecord> {
+        let live = self.get(id)?;
+        if let Ok(mut r) = live.record.lock() {
+            r.state = state.as_str().into();
+        }
+        let snap = Self::snapshot(&live);
+        if let Err(e) = store.session_update(&snap) {
+            tracing::error!(session = id, "cannot persist session state: {e:#}");
+        }
+        Some(snap)
+    }
+
+    /// The client dropped; the session waits for a re-attach with `ticket`.
+    pub fn pause(&self, store: &Store, id: &str, ticket: ResumeTicket) -> Option<SessionRecord> {
+        if let Some(live) = self.get(id) {
+            if let Ok(mut t) = live.ticket.lock() {
+                *t = Some(ticket);
+            }
+        }
+        self.set_state(store, id, api::SessionState::Paused)
+    }
+
+    /// A paused session was re-attached.
+    pub fn resume(&self, store: &Store, id: &str) -> Option<SessionRecord> {
+        self.set_state(store, id, api::SessionState::Active)
+    }
+
+    /// Take the resume ticket of `actor`'s paused session to `target` (as `account`), if any.
+    pub fn take_ticket(&self, actor: &str, target: &str, account: &str) -> Option<ResumeTicket> {
+        let all: Vec<Arc<Live>> = self.live.read().ok()?.values().cloned().collect();
+        all.iter().find_map(|live| {
+            let matches = live.record.lock().is_ok_and(|r| {
+                r.actor == actor
+                    && r.target == target
+                    && r.account == account
+                    && r.state == api::SessionState::Paused.as_str()
+            });
+            if matches {
+                live.ticket.lock().ok()?.take()
+            } else {
+                None
+            }
+        })
+    }
+
+    /// End a session by rule (concurrency eviction): the relay shows `message` and closes.
+    pub fn end(&self, id: &str, reason: &'static str, message: String) -> bool {
+        let Some(live) = self.get(id) else {
+            return false;
+        };
+        live.control
+            .try_send(Control::End { reason, message })
+            .is_ok()
+    }
+
+    /// The session is over: persist its final state, give back its concurrency slot and wake
+    /// anyone waiting for it. Returns the final record and the admitting policy.
+    pub fn finish(
+        &self,
+        store: &Store,
+        id: &str,
+        outcome: &Outcome,
+    ) -> Option<(SessionRecord, Admitted)> {
         let live = self.live.write().ok().and_then(|mut m| m.remove(id))?;
+        if let Ok(mut lease) = live.lease.lock() {
+            lease.take();
+        }
+        if let Ok(mut t) = live.ticket.lock() {
+            t.take();
+        }
         let mut r = Self::snapshot(&live);
         r.ended_ms = Some(now_ms());
         r.channels = 0;
@@ -164,6 +259,10 @@ impl Registry {
                 r.end_detail = Some(reason.clone());
                 api::SessionState::Closed
             }
+            Outcome::ClientDropped(msg) | Outcome::Policy { message: msg, .. } => {
+                r.end_detail = Some(msg.clone());
+                api::SessionState::Closed
+            }
             Outcome::ClientExit | Outcome::TargetClosed | Outcome::Shutdown => {
                 api::SessionState::Closed
             }
@@ -173,7 +272,7 @@ impl Registry {
             tracing::error!(session = id, "cannot persist session end: {e:#}");
         }
         let _ = live.done.send(true);
-        Some(r)
+        Some((r, live.admitted.clone()))
     }
 
     /// Ask the owning relay to terminate the session, and wait (briefly) until it has.
@@ -292,6 +391,11 @@ pub fn to_api(r: &SessionRecord) -> api::Session {
         end_reason: r.end_reason.clone(),
         end_detail: r.end_detail.clone(),
         terminated_by: r.terminated_by.clone(),
+        decision: r
+            .decision
+            .as_deref()
+            .and_then(|d| serde_json::from_str(d).ok()),
+        linked_session: r.linked_session.clone(),
         recording: None,
     }
 }

@@ -13,7 +13,6 @@ use wardengate_protocols::ssh::{self, SshSettings};
 
 use crate::broker::Gateway;
 use crate::config::Loaded;
-use crate::registry::Registry;
 use crate::store::Store;
 use crate::vault::Vault;
 
@@ -82,14 +81,7 @@ pub async fn run(
         },
         rc.input,
     )?;
-    let gw = Arc::new(Gateway {
-        name: cfg.config.gateway.name.clone(),
-        cfg,
-        store,
-        vault,
-        registry: Registry::new(),
-        recordings,
-    });
+    let gw = Arc::new(Gateway::new(cfg, store, vault, recordings));
     gw.recover();
     for seal in gw.recordings.recover_all() {
         tracing::warn!(session = %seal.session_id, chunks = seal.chunks, "sealed an unfinished recording as truncated");
@@ -112,6 +104,22 @@ pub async fn run(
         wait_for_signal().await;
         signals.cancel();
     });
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::hangup()) {
+            Ok(mut hup) => {
+                let gw = gw.clone();
+                tokio::spawn(async move {
+                    while hup.recv().await.is_some() {
+                        // Errors are logged and audited by reload; the old policies stay.
+                        let _ = gw.reload("sighup");
+                    }
+                });
+            }
+            Err(e) => tracing::warn!("cannot listen for SIGHUP (reload): {e}"),
+        }
+    }
 
     let api_state = crate::api::ApiState {
         gw: gw.clone(),

@@ -43,6 +43,10 @@ pub struct SessionRecord {
     pub end_reason: Option<String>,
     pub end_detail: Option<String>,
     pub terminated_by: Option<String>,
+    /// The admission decision as JSON: the admitting policy and its settings, or the denial.
+    pub decision: Option<String>,
+    /// The earlier session this one continues (reconnect after a drop).
+    pub linked_session: Option<String>,
     /// Open channels right now (live sessions only; not persisted).
     pub channels: u32,
 }
@@ -78,7 +82,7 @@ CREATE TABLE IF NOT EXISTS sessions (
   pty_term TEXT, pty_cols INTEGER NOT NULL DEFAULT 0, pty_rows INTEGER NOT NULL DEFAULT 0,
   gateway TEXT NOT NULL, started_ms INTEGER NOT NULL, ended_ms INTEGER, last_input_ms INTEGER,
   bytes_in INTEGER NOT NULL DEFAULT 0, bytes_out INTEGER NOT NULL DEFAULT 0,
-  end_reason TEXT, end_detail TEXT, terminated_by TEXT);
+  end_reason TEXT, end_detail TEXT, terminated_by TEXT, decision TEXT, linked_session TEXT);
 CREATE INDEX IF NOT EXISTS sessions_started ON sessions(started_ms);
 CREATE TABLE IF NOT EXISTS audit (
   seq INTEGER PRIMARY KEY, id TEXT NOT NULL, at_ms INTEGER NOT NULL, kind TEXT NOT NULL,
@@ -94,7 +98,11 @@ CREATE TABLE IF NOT EXISTS vault (
 
 const SESSION_COLS: &str = "id, state, protocol, actor, client_addr, client_version, target, \
     target_addr, account, account_ref, policy, pty_term, pty_cols, pty_rows, gateway, started_ms, \
-    ended_ms, last_input_ms, bytes_in, bytes_out, end_reason, end_detail, terminated_by";
+    ended_ms, last_input_ms, bytes_in, bytes_out, end_reason, end_detail, terminated_by, decision, \
+    linked_session";
+
+/// Columns added after the first release: (name, type), added to older stores at open.
+const ADDED_SESSION_COLUMNS: &[(&str, &str)] = &[("decision", "TEXT"), ("linked_session", "TEXT")];
 
 fn session_from_row(r: &Row<'_>) -> rusqlite::Result<SessionRecord> {
     Ok(SessionRecord {
@@ -121,6 +129,8 @@ fn session_from_row(r: &Row<'_>) -> rusqlite::Result<SessionRecord> {
         end_reason: r.get(20)?,
         end_detail: r.get(21)?,
         terminated_by: r.get(22)?,
+        decision: r.get(23)?,
+        linked_session: r.get(24)?,
         channels: 0,
     })
 }
@@ -179,6 +189,16 @@ impl Store {
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         conn.execute_batch(SCHEMA)
             .with_context(|| format!("cannot initialise store {}", path.display()))?;
+        let existing: Vec<String> = conn
+            .prepare("SELECT name FROM pragma_table_info('sessions')")?
+            .query_map([], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        for (name, ty) in ADDED_SESSION_COLUMNS {
+            if !existing.iter().any(|c| c == name) {
+                conn.execute_batch(&format!("ALTER TABLE sessions ADD COLUMN {name} {ty}"))
+                    .with_context(|| format!("cannot upgrade store {}", path.display()))?;
+            }
+        }
         Ok(Store {
             conn: Mutex::new(conn),
         })
@@ -190,13 +210,13 @@ impl Store {
 
     pub fn session_insert(&self, s: &SessionRecord) -> Result<()> {
         self.conn()?.execute(
-            &format!("INSERT INTO sessions ({SESSION_COLS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18,?19,?20,?21,?22,?23)"),
+            &format!("INSERT INTO sessions ({SESSION_COLS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18,?19,?20,?21,?22,?23,?24,?25)"),
             params![
                 s.id, s.state, s.protocol, s.actor, s.client_addr, s.client_version, s.target,
                 s.target_addr, s.account, s.account_ref, s.policy, s.pty_term, s.pty_cols,
                 s.pty_rows, s.gateway, s.started_ms as i64, s.ended_ms.map(|v| v as i64),
                 s.last_input_ms.map(|v| v as i64), s.bytes_in as i64, s.bytes_out as i64,
-                s.end_reason, s.end_detail, s.terminated_by
+                s.end_reason, s.end_detail, s.terminated_by, s.decision, s.linked_session
             ],
         ).context("cannot record session")?;
         Ok(())

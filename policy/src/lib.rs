@@ -1,52 +1,31 @@
-//! Who may open what: admission decisions with their explanation.
+//! Who may open what, for how long, how many at once: admission decisions with their explanation.
 //!
-//! Pure logic, no I/O: the gateway hands in the actor (user and groups), the requested target (name and
-//! tags), the protocol and the account, plus the policies it loaded; this crate answers with an
-//! [`Admitted`] proof or a [`Denial`] that says why. An [`Admitted`] value can only be built here, so
-//! code that opens a target leg and takes `&Admitted` cannot be reached without a decision
-//! (the "proof type" idea from Warpgate's `TargetAuthorization`).
+//! Pure logic, no I/O: the gateway hands in the actor (user and groups), the requested target (name
+//! and tags), the protocol and the account, plus the policies it loaded; this crate answers with an
+//! [`Admitted`] proof or a [`Denial`] that says why, and [`explain`] shows every policy's verdict.
+//! An [`Admitted`] value can only be built here, so code that opens a target leg and takes
+//! `&Admitted` cannot be reached without a decision (the "proof type" idea from Warpgate's
+//! `TargetAuthorization`).
 //!
-//! Default deny: with no matching policy, nothing is admitted. Later issues add policy files,
-//! concurrency accounting, idle/lifespan parameters and reconnect modes to the same decision.
+//! Default deny. Among the policies that match, the highest `priority` wins, then the most specific
+//! (user named > group > anyone; target named > tag > any; account named; protocol named), then the
+//! one loaded first. The winner's settings (recording, idle, lifespan, reconnect, concurrency) apply
+//! to the session for its whole life: a reload changes new sessions only.
 #![forbid(unsafe_code)]
 
-use serde::Deserialize;
+pub mod concurrency;
+pub mod duration;
+pub mod file;
+mod schema;
 
-/// One policy: whom it matches and what it allows. Empty match lists mean "any".
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
-pub struct Policy {
-    pub name: String,
-    #[serde(default)]
-    pub users: Vec<String>,
-    #[serde(default)]
-    pub groups: Vec<String>,
-    /// Target names; `*` matches any.
-    #[serde(default)]
-    pub targets: Vec<String>,
-    /// `key=value` tags; a target matches when it carries every listed tag.
-    #[serde(default)]
-    pub target_tags: Vec<String>,
-    #[serde(default)]
-    pub protocols: Vec<String>,
-    #[serde(default)]
-    pub accounts: Vec<String>,
-    /// Whether `ssh -L` (direct-tcpip) is allowed through sessions this policy admits.
-    #[serde(default)]
-    pub allow_port_forwarding: bool,
-    /// `required` (default): the session is recorded, or refused / ended when it cannot be.
-    /// `off`: nothing is recorded.
-    #[serde(default)]
-    pub recording: RecordingMode,
-}
+use std::sync::Arc;
 
-#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
-pub enum RecordingMode {
-    #[default]
-    Required,
-    Off,
-}
+use serde::Serialize;
+
+pub use concurrency::{Granted, Lease, Ledger, LimitDenial, Limits, OnLimit, Scope, Subject};
+pub use duration::Dur;
+pub use file::{check_set, parse_file, Entry, PolicyError, Source};
+pub use schema::*;
 
 /// What is asked for.
 #[derive(Debug, Clone)]
@@ -59,23 +38,30 @@ pub struct Request<'a> {
     pub account: &'a str,
 }
 
-/// Proof that a request was admitted by a named policy. Only [`decide`] builds one.
+/// Proof that a request was admitted by a policy. Only [`decide`] builds one.
 #[derive(Debug, Clone)]
 pub struct Admitted {
-    policy: String,
-    allow_port_forwarding: bool,
-    recording: RecordingMode,
+    policy: Arc<Policy>,
+    source: Source,
 }
 
 impl Admitted {
+    /// The admitting policy's name.
     pub fn policy(&self) -> &str {
+        &self.policy.name
+    }
+    /// The admitting policy, whose settings govern the session.
+    pub fn settings(&self) -> &Policy {
         &self.policy
     }
+    pub fn source(&self) -> &Source {
+        &self.source
+    }
     pub fn allow_port_forwarding(&self) -> bool {
-        self.allow_port_forwarding
+        self.policy.allow_port_forwarding
     }
     pub fn recording(&self) -> RecordingMode {
-        self.recording
+        self.policy.recording
     }
 }
 
@@ -90,57 +76,193 @@ pub struct Denial {
     pub why: String,
 }
 
-fn matches_any(list: &[String], value: &str) -> bool {
-    list.is_empty() || list.iter().any(|v| v == "*" || v == value)
+/// How specifically a matching policy names the request; compared field by field, actor first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Default)]
+pub struct Specificity {
+    /// 2: the user by name, 1: one of their groups, 0: anyone.
+    pub actor: u8,
+    /// 2: the target by name, 1: by tag, 0: any target.
+    pub target: u8,
+    /// 1: the account by name.
+    pub account: u8,
+    /// 1: the protocol by name.
+    pub protocol: u8,
 }
 
-/// Why `policy` does not match `req`, or `None` when it does.
-pub fn mismatch(policy: &Policy, req: &Request<'_>) -> Option<String> {
-    let actor_listed = policy.users.is_empty() && policy.groups.is_empty();
-    let user_ok = policy.users.iter().any(|u| u == "*" || u == req.user);
-    let group_ok = policy.groups.iter().any(|g| req.groups.contains(g));
-    if !(actor_listed || user_ok || group_ok) {
-        return Some(format!("actor {} is not among its users/groups", req.user));
-    }
-    if !matches_any(&policy.targets, req.target) {
-        return Some(format!("target {} is not among its targets", req.target));
+/// One policy's verdict on a request.
+#[derive(Debug, Clone, Serialize)]
+pub struct Verdict {
+    pub policy: String,
+    pub source: Source,
+    pub priority: i32,
+    pub matched: bool,
+    /// Why it matches (what it names) or why not (the first thing that does not fit).
+    pub why: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub specificity: Option<Specificity>,
+}
+
+/// Every policy's verdict, and the winner's index in `verdicts`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Explanation {
+    pub admitted_by: Option<String>,
+    pub verdicts: Vec<Verdict>,
+}
+
+fn listed(list: &[String], value: &str) -> bool {
+    list.iter().any(|v| v == value)
+}
+fn any(list: &[String]) -> bool {
+    list.is_empty() || listed(list, "*")
+}
+
+/// How `policy` matches `req` (its specificity and a description), or why it does not.
+pub fn evaluate(policy: &Policy, req: &Request<'_>) -> Result<(Specificity, String), String> {
+    let mut said = Vec::new();
+    let actor = if listed(&policy.users, req.user) {
+        said.push(format!("user {}", req.user));
+        2
+    } else if let Some(g) = policy.groups.iter().find(|g| req.groups.contains(g)) {
+        said.push(format!("group {g}"));
+        1
+    } else if any(&policy.users) && policy.groups.is_empty() {
+        said.push("any user".to_string());
+        0
+    } else {
+        let groups = if req.groups.is_empty() {
+            "no groups".to_string()
+        } else {
+            format!("groups {}", req.groups.join(", "))
+        };
+        return Err(format!(
+            "actor {} ({groups}) is not among its users/groups",
+            req.user
+        ));
+    };
+    let named = listed(&policy.targets, req.target);
+    if !named && !any(&policy.targets) {
+        return Err(format!("target {} is not among its targets", req.target));
     }
     for tag in &policy.target_tags {
         let (k, v) = tag.split_once('=').unwrap_or((tag.as_str(), ""));
         if !req.target_tags.iter().any(|(tk, tv)| tk == k && tv == v) {
-            return Some(format!("target {} lacks tag {tag}", req.target));
+            return Err(format!("target {} lacks tag {tag}", req.target));
         }
     }
-    if !matches_any(&policy.protocols, req.protocol) {
-        return Some(format!(
-            "protocol {} is not among its protocols",
-            req.protocol
+    let target = if named {
+        said.push(format!("target {}", req.target));
+        2
+    } else if !policy.target_tags.is_empty() {
+        said.push(format!("tag {}", policy.target_tags.join(", ")));
+        1
+    } else {
+        said.push("any target".to_string());
+        0
+    };
+    if !any(&policy.protocols) && !listed(&policy.protocols, req.protocol) {
+        return Err(format!(
+            "protocol {} is not among its protocols ({})",
+            req.protocol,
+            policy.protocols.join(", ")
         ));
     }
-    if !matches_any(&policy.accounts, req.account) {
-        return Some(format!("account {} is not among its accounts", req.account));
+    if !any(&policy.accounts) && !listed(&policy.accounts, req.account) {
+        return Err(format!(
+            "account {} is not among its accounts ({})",
+            req.account,
+            policy.accounts.join(", ")
+        ));
     }
-    None
+    let account = u8::from(listed(&policy.accounts, req.account));
+    let protocol = u8::from(listed(&policy.protocols, req.protocol));
+    said.push(if account == 1 {
+        format!("account {}", req.account)
+    } else {
+        "any account".to_string()
+    });
+    let spec = Specificity {
+        actor,
+        target,
+        account,
+        protocol,
+    };
+    Ok((spec, format!("matches {}", said.join(", "))))
 }
 
-/// Admit `req` by the first matching policy, or deny it, saying why each policy did not match.
-pub fn decide(policies: &[Policy], req: &Request<'_>) -> Result<Admitted, Denial> {
-    let mut reasons = Vec::new();
-    for p in policies {
-        match mismatch(p, req) {
-            None => {
-                return Ok(Admitted {
-                    policy: p.name.clone(),
-                    allow_port_forwarding: p.allow_port_forwarding,
-                    recording: p.recording,
-                })
+/// Why `policy` does not match `req`, or `None` when it does.
+pub fn mismatch(policy: &Policy, req: &Request<'_>) -> Option<String> {
+    evaluate(policy, req).err()
+}
+
+/// Every policy's verdict on `req`, and which one admits it.
+pub fn explain(policies: &[Entry], req: &Request<'_>) -> Explanation {
+    let mut verdicts: Vec<Verdict> = policies
+        .iter()
+        .map(|e| {
+            let (matched, why, specificity) = match evaluate(&e.policy, req) {
+                Ok((s, why)) => (true, why, Some(s)),
+                Err(why) => (false, why, None),
+            };
+            Verdict {
+                policy: e.policy.name.clone(),
+                source: e.source.clone(),
+                priority: e.policy.priority,
+                matched,
+                why,
+                specificity,
             }
-            Some(why) => reasons.push(format!("policy {}: {why}", p.name)),
+        })
+        .collect();
+    // Best first: priority, specificity, then load order (the sort is stable).
+    let winner = verdicts
+        .iter()
+        .enumerate()
+        .filter(|(_, v)| v.matched)
+        .max_by(|(ia, a), (ib, b)| {
+            (a.priority, a.specificity)
+                .cmp(&(b.priority, b.specificity))
+                .then(ib.cmp(ia))
+        })
+        .map(|(i, _)| i);
+    if let Some(w) = winner {
+        let name = verdicts[w].policy.clone();
+        for (i, v) in verdicts.iter_mut().enumerate() {
+            if i == w {
+                v.why = format!("admits: {}", v.why);
+            } else if v.matched {
+                v.why = format!(
+                    "{}, but policy {name} takes precedence (higher priority, more specific, or loaded first)",
+                    v.why
+                );
+            }
         }
     }
-    let why = if reasons.is_empty() {
+    Explanation {
+        admitted_by: winner.map(|w| verdicts[w].policy.clone()),
+        verdicts,
+    }
+}
+
+/// Admit `req` by the policy that takes precedence, or deny it, saying why each policy did not
+/// match.
+pub fn decide(policies: &[Entry], req: &Request<'_>) -> Result<Admitted, Denial> {
+    let ex = explain(policies, req);
+    if let Some(name) = &ex.admitted_by {
+        if let Some(e) = policies.iter().find(|e| &e.policy.name == name) {
+            return Ok(Admitted {
+                policy: e.policy.clone(),
+                source: e.source.clone(),
+            });
+        }
+    }
+    let why = if ex.verdicts.is_empty() {
         "no policy is configured (default deny)".to_string()
     } else {
+        let reasons: Vec<String> = ex
+            .verdicts
+            .iter()
+            .map(|v| format!("policy {}: {}", v.policy, v.why))
+            .collect();
         format!("no policy admits it ({})", reasons.join("; "))
     };
     Err(Denial {
@@ -156,67 +278,194 @@ pub fn decide(policies: &[Policy], req: &Request<'_>) -> Result<Admitted, Denial
 mod tests {
     use super::*;
 
-    fn policy(name: &str) -> Policy {
-        Policy {
-            name: name.into(),
-            users: vec![],
-            groups: vec![],
-            targets: vec![],
-            target_tags: vec![],
-            protocols: vec![],
-            accounts: vec![],
-            allow_port_forwarding: false,
-            recording: RecordingMode::Required,
+    fn entry(p: Policy) -> Entry {
+        Entry {
+            policy: Arc::new(p),
+            source: Source {
+                file: "t.toml".into(),
+                line: 1,
+            },
         }
     }
 
-    fn req<'a>(groups: &'a [String], tags: &'a [(String, String)]) -> Request<'a> {
-        Request {
+    fn p(name: &str, f: impl FnOnce(&mut Policy)) -> Entry {
+        let mut p = Policy::named(name);
+        f(&mut p);
+        entry(p)
+    }
+
+    fn s(v: &[&str]) -> Vec<String> {
+        v.iter().map(|x| x.to_string()).collect()
+    }
+
+    struct Case {
+        name: &'static str,
+        policies: Vec<Entry>,
+        user: &'static str,
+        groups: &'static [&'static str],
+        target: &'static str,
+        tags: &'static [(&'static str, &'static str)],
+        protocol: &'static str,
+        account: &'static str,
+        /// `Ok(policy)` or `Err(substring of the denial)`.
+        want: Result<&'static str, &'static str>,
+    }
+
+    fn run(c: &Case) {
+        let groups = s(c.groups);
+        let tags: Vec<(String, String)> = c
+            .tags
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let req = Request {
+            user: c.user,
+            groups: &groups,
+            target: c.target,
+            target_tags: &tags,
+            protocol: c.protocol,
+            account: c.account,
+        };
+        match (&c.want, decide(&c.policies, &req)) {
+            (Ok(name), Ok(a)) => assert_eq!(a.policy(), *name, "case {}", c.name),
+            (Err(needle), Err(d)) => {
+                assert!(d.why.contains(needle), "case {}: {}", c.name, d.why)
+            }
+            (want, got) => panic!("case {}: want {want:?}, got {got:?}", c.name),
+        }
+    }
+
+    #[test]
+    fn matching_and_precedence_table() {
+        let base = Case {
+            name: "",
+            policies: vec![],
             user: "alice",
-            groups,
+            groups: &["sre"],
             target: "web-01.prod",
-            target_tags: tags,
+            tags: &[("env", "prod")],
             protocol: "ssh",
             account: "deploy",
+            want: Err("default deny"),
+        };
+        let cases = vec![
+            Case {
+                name: "default deny",
+                ..base
+            },
+            Case {
+                name: "group and tag",
+                policies: vec![p("sre-prod", |p| {
+                    p.groups = s(&["sre"]);
+                    p.target_tags = s(&["env=prod"]);
+                })],
+                want: Ok("sre-prod"),
+                ..base
+            },
+            Case {
+                name: "missing tag",
+                policies: vec![p("sre-stage", |p| p.target_tags = s(&["env=stage"]))],
+                want: Err("policy sre-stage: target web-01.prod lacks tag env=stage"),
+                ..base
+            },
+            Case {
+                name: "user not listed",
+                policies: vec![p("bob-only", |p| p.users = s(&["bob"]))],
+                want: Err("policy bob-only: actor alice (groups sre) is not among"),
+                ..base
+            },
+            Case {
+                name: "wildcard user",
+                policies: vec![p("everyone", |p| p.users = s(&["*"]))],
+                want: Ok("everyone"),
+                ..base
+            },
+            Case {
+                name: "account filter",
+                policies: vec![p("ro", |p| p.accounts = s(&["readonly"]))],
+                want: Err("account deploy is not among its accounts (readonly)"),
+                ..base
+            },
+            Case {
+                name: "protocol filter",
+                policies: vec![p("pg", |p| p.protocols = s(&["postgres"]))],
+                want: Err("protocol ssh is not among its protocols (postgres)"),
+                ..base
+            },
+            Case {
+                name: "user beats group",
+                policies: vec![
+                    p("by-group", |p| p.groups = s(&["sre"])),
+                    p("by-user", |p| p.users = s(&["alice"])),
+                ],
+                want: Ok("by-user"),
+                ..base
+            },
+            Case {
+                name: "named target beats tag",
+                policies: vec![
+                    p("by-tag", |p| p.target_tags = s(&["env=prod"])),
+                    p("by-name", |p| p.targets = s(&["web-01.prod"])),
+                ],
+                want: Ok("by-name"),
+                ..base
+            },
+            Case {
+                name: "actor specificity outranks target specificity",
+                policies: vec![
+                    p("group-named-target", |p| {
+                        p.groups = s(&["sre"]);
+                        p.targets = s(&["web-01.prod"]);
+                    }),
+                    p("user-any-target", |p| p.users = s(&["alice"])),
+                ],
+                want: Ok("user-any-target"),
+                ..base
+            },
+            Case {
+                name: "priority beats specificity",
+                policies: vec![
+                    p("specific", |p| p.users = s(&["alice"])),
+                    p("lockdown", |p| p.priority = 10),
+                ],
+                want: Ok("lockdown"),
+                ..base
+            },
+            Case {
+                name: "ties go to the first loaded",
+                policies: vec![p("first", |_| {}), p("second", |_| {})],
+                want: Ok("first"),
+                ..base
+            },
+        ];
+        for c in &cases {
+            run(c);
         }
     }
 
     #[test]
-    fn default_deny() {
-        let d = decide(&[], &req(&[], &[])).unwrap_err();
-        assert!(d.why.contains("default deny"), "{d}");
-    }
-
-    #[test]
-    fn group_and_tag_match() {
-        let mut p = policy("sre-prod");
-        p.groups = vec!["sre".into()];
-        p.target_tags = vec!["env=prod".into()];
-        let groups = vec!["sre".to_string()];
-        let tags = vec![("env".to_string(), "prod".to_string())];
-        let a = decide(std::slice::from_ref(&p), &req(&groups, &tags)).expect("admitted");
-        assert_eq!(a.policy(), "sre-prod");
-        let d = decide(&[p], &req(&groups, &[])).unwrap_err();
-        assert!(d.why.contains("lacks tag env=prod"), "{d}");
-    }
-
-    #[test]
-    fn user_not_listed_is_explained() {
-        let mut p = policy("bob-only");
-        p.users = vec!["bob".into()];
-        let d = decide(&[p], &req(&[], &[])).unwrap_err();
-        assert!(d.why.contains("policy bob-only: actor alice"), "{d}");
-    }
-
-    #[test]
-    fn account_and_protocol_filters() {
-        let mut p = policy("ro");
-        p.accounts = vec!["readonly".into()];
-        let d = decide(std::slice::from_ref(&p), &req(&[], &[])).unwrap_err();
-        assert!(d.why.contains("account deploy"), "{d}");
-        p.accounts = vec![];
-        p.protocols = vec!["postgres".into()];
-        let d = decide(&[p], &req(&[], &[])).unwrap_err();
-        assert!(d.why.contains("protocol ssh"), "{d}");
+    fn explanation_covers_every_policy() {
+        let policies = vec![
+            p("by-group", |p| p.groups = s(&["sre"])),
+            p("by-user", |p| p.users = s(&["alice"])),
+            p("pg", |p| p.protocols = s(&["postgres"])),
+        ];
+        let groups = s(&["sre"]);
+        let req = Request {
+            user: "alice",
+            groups: &groups,
+            target: "web-01",
+            target_tags: &[],
+            protocol: "ssh",
+            account: "deploy",
+        };
+        let ex = explain(&policies, &req);
+        assert_eq!(ex.admitted_by.as_deref(), Some("by-user"));
+        assert!(ex.verdicts[0]
+            .why
+            .contains("but policy by-user takes precedence"));
+        assert!(ex.verdicts[1].why.starts_with("admits: matches user alice"));
+        assert!(!ex.verdicts[2].matched);
+        assert!(ex.verdicts[2].why.contains("protocol ssh"));
     }
 }

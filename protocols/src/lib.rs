@@ -8,3 +8,4 @@
 
 pub mod session;
 pub mod ssh;
+pub mod timers;

@@ -38,8 +38,12 @@ pub struct SessionShared {
     bytes_in: AtomicU64,
     bytes_out: AtomicU64,
     channels: AtomicU32,
+    /// Running non-interactive commands (exec without a pty): the session is not idle meanwhile.
+    busy: AtomicU32,
     pty: Mutex<Option<PtyInfo>>,
     client_version: std::sync::OnceLock<String>,
+    /// Woken whenever a channel closes.
+    pub channels_changed: tokio::sync::Notify,
 }
 
 impl SessionShared {
@@ -51,8 +55,10 @@ impl SessionShared {
             bytes_in: AtomicU64::new(0),
             bytes_out: AtomicU64::new(0),
             channels: AtomicU32::new(0),
+            busy: AtomicU32::new(0),
             pty: Mutex::new(None),
             client_version: std::sync::OnceLock::new(),
+            channels_changed: tokio::sync::Notify::new(),
         }
     }
 
@@ -78,7 +84,16 @@ impl SessionShared {
         self.bytes_out.fetch_add(bytes as u64, Ordering::Relaxed);
     }
 
+    /// A human action without data (re-attaching a paused session) resets the idle clock.
+    pub fn note_activity(&self) {
+        self.last_input_ms.store(now_ms(), Ordering::Relaxed);
+    }
+
+    /// Unix ms of the last meaningful input; "now" while a non-interactive command runs.
     pub fn last_input_ms(&self) -> Option<u64> {
+        if self.busy.load(Ordering::Relaxed) > 0 {
+            return Some(now_ms());
+        }
         match self.last_input_ms.load(Ordering::Relaxed) {
             0 => None,
             v => Some(v),
@@ -88,6 +103,13 @@ impl SessionShared {
     /// Milliseconds without meaningful input, counted from the start when there was none.
     pub fn idle_ms(&self, now: u64) -> u64 {
         now.saturating_sub(self.last_input_ms().unwrap_or(self.started_ms))
+    }
+
+    /// A non-interactive command started running; the returned guard ends it (and counts its end
+    /// as the last activity) when dropped.
+    pub fn busy(self: &Arc<Self>) -> Busy {
+        self.busy.fetch_add(1, Ordering::Relaxed);
+        Busy(self.clone())
     }
 
     pub fn bytes(&self) -> (u64, u64) {
@@ -105,6 +127,7 @@ impl SessionShared {
         let _ = self
             .channels
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |c| c.checked_sub(1));
+        self.channels_changed.notify_waiters();
     }
 
     pub fn channels(&self) -> u32 {
@@ -131,10 +154,30 @@ impl SessionShared {
     }
 }
 
-/// Operator actions delivered to the relay that owns the session.
+/// While held, the session counts as active (see [`SessionShared::busy`]).
+#[derive(Debug)]
+pub struct Busy(Arc<SessionShared>);
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0.note_activity();
+        let _ = self
+            .0
+            .busy
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |c| c.checked_sub(1));
+    }
+}
+
+/// Actions delivered to the relay that owns the session.
 #[derive(Debug, Clone)]
 pub enum Control {
+    /// An operator ends the session.
     Terminate { by: String, reason: String },
+    /// The gateway ends the session by rule (`concurrency` eviction); `message` is shown.
+    End {
+        reason: &'static str,
+        message: String,
+    },
 }
 
 /// The recording tap: events go to the session's recorder task through a bounded queue. A full
@@ -198,6 +241,14 @@ pub enum Outcome {
     Shutdown,
     /// A protocol error on either leg.
     Error(String),
+    /// The client's connection dropped while channels were open (no clean exit), and the
+    /// session was not resumed.
+    ClientDropped(String),
+    /// Ended by a policy rule: `idle`, `lifespan` or `concurrency`; `message` was shown.
+    Policy {
+        reason: &'static str,
+        message: String,
+    },
 }
 
 impl Outcome {
@@ -210,6 +261,8 @@ impl Outcome {
             Outcome::TargetFailed(_) => "target_failed",
             Outcome::Shutdown => "gateway_shutdown",
             Outcome::Error(_) => "error",
+            Outcome::ClientDropped(_) => "client_dropped",
+            Outcome::Policy { reason, .. } => reason,
         }
     }
 }

@@ -87,7 +87,8 @@ pub fn asciicast(rec: &Recording) -> String {
 /// Scrollback kept by the text exporter (lines beyond it are dropped from the top).
 const TEXT_SCROLLBACK: usize = 200_000;
 
-fn nz(v: u32, default: u16) -> std::num::NonZeroU16 {
+/// A terminal dimension for `vt100` (which wants non-zero sizes): `v`, or `default` when 0.
+pub fn term_dim(v: u32, default: u16) -> std::num::NonZeroU16 {
     std::num::NonZeroU16::new(u16::try_from(v).unwrap_or(u16::MAX))
         .or(std::num::NonZeroU16::new(default))
         .unwrap_or(std::num::NonZeroU16::MIN)
@@ -98,11 +99,13 @@ fn nz(v: u32, default: u16) -> std::num::NonZeroU16 {
 /// and the final screen as plain text.
 pub fn text(rec: &Recording) -> String {
     let (cols, rows) = initial_size(rec);
-    let mut term = vt100::Parser::new(nz(rows, 24), nz(cols, 80), TEXT_SCROLLBACK);
+    let mut term = vt100::Parser::new(term_dim(rows, 24), term_dim(cols, 80), TEXT_SCROLLBACK);
     for ev in &rec.events {
         match &ev.kind {
             EventKind::Output { data, .. } => term.process(data),
-            EventKind::Resize { cols, rows, .. } => term.set_size(nz(*rows, 24), nz(*cols, 80)),
+            EventKind::Resize { cols, rows, .. } => {
+                term.set_size(term_dim(*rows, 24), term_dim(*cols, 80))
+            }
             _ => {}
         }
     }

@@ -19,7 +19,7 @@ mod seal;
 mod writer;
 
 pub use event::{Event, EventKind};
-pub use export::{asciicast, event_json, text};
+pub use export::{asciicast, event_json, term_dim, text};
 pub use format::{ChunkHeader, CHUNK_MAGIC, FORMAT_VERSION};
 pub use reader::{read, verify, Problem, Recording, VerifyReport};
 pub use seal::{

@@ -40,6 +40,22 @@ fn toml_str(s: &str) -> String {
     toml::Value::String(s.to_string()).to_string()
 }
 
+/// The example policies from `fixtures/policies`, written to the dev data directory.
+const EXAMPLE_POLICIES: &[(&str, &str)] = &[
+    (
+        "sre.toml",
+        include_str!("../../../fixtures/policies/sre.toml"),
+    ),
+    (
+        "contractors.toml",
+        include_str!("../../../fixtures/policies/contractors.toml"),
+    ),
+    (
+        "dba.toml",
+        include_str!("../../../fixtures/policies/dba.toml"),
+    ),
+];
+
 pub async fn run(opts: DevOptions) -> Result<()> {
     std::fs::create_dir_all(&opts.data_dir)
         .with_context(|| format!("cannot create {}", opts.data_dir.display()))?;
@@ -95,6 +111,9 @@ pub async fn run(opts: DevOptions) -> Result<()> {
 [gateway]
 name = "dev-gw"
 data_dir = "."
+# The example policies (fixtures/policies), copied here on first start: edit them, then
+# `wgctl policy reload`.
+policy_files = ["policies"]
 
 [ssh]
 listen = "127.0.0.1:{ssh_port}"
@@ -115,15 +134,14 @@ address = "{addr}"
 tags = {{ env = "dev" }}
 accounts = [{{ name = {account}, secret = "web-01.dev/{account_raw}" }}]
 
-[[policies]]
-name = "dev-sre"
-groups = ["sre"]
-target_tags = ["env=dev"]
-protocols = ["ssh"]
-allow_port_forwarding = true
-recording = "{recording}"
-"#,
-        recording = if opts.no_recording { "off" } else { "required" },
+{bench_policy}"#,
+        bench_policy = if opts.no_recording {
+            "\n# --no-recording: measure the relay alone (wins over the example policies).\n\
+             [[policies]]\nname = \"dev-unrecorded\"\npriority = 1000\ngroups = [\"sre\"]\n\
+             recording = \"off\"\nallow_port_forwarding = true\n"
+        } else {
+            ""
+        },
         ssh_port = opts.ssh_port,
         api_port = opts.api_port,
         hash = toml_str(&crate::passwords::hash(&password)?),
@@ -131,6 +149,14 @@ recording = "{recording}"
         account = toml_str(&account),
         account_raw = account,
     );
+    let policies = dir.join("policies");
+    std::fs::create_dir_all(&policies)?;
+    for (name, text) in EXAMPLE_POLICIES {
+        let path = policies.join(name);
+        if !path.exists() {
+            std::fs::write(&path, text)?;
+        }
+    }
     let config_path = dir.join("wardengate.toml");
     std::fs::write(&config_path, &config_text)?;
     let cfg = config::load(&config_path)?;
@@ -170,7 +196,10 @@ recording = "{recording}"
              scp -i {d}/alice_ed25519 -P {sp} FILE 'alice#web-01.dev@127.0.0.1:/tmp/'\n\n\
              Operate (another terminal):\n    \
              export WARDENGATE_ADDR=http://{api} WARDENGATE_TOKEN=$(cat {d}/admin.token)\n    \
-             {wgctl} session list\n    {wgctl} session terminate SESSION_ID --reason \"demo\"\n\n\
+             {wgctl} session list\n    {wgctl} session terminate SESSION_ID --reason \"demo\"\n    \
+             {wgctl} policy explain --actor alice --target web-01.dev\n\n\
+             Policies: {d}/policies/*.toml (edit, then `{wgctl} policy reload`). Sessions resume:\n    \
+             kill the ssh client, reconnect within 2m, and the same shell comes back.\n\n\
              Ctrl-C stops the gateway and the demo target.\n",
             ssh = l.ssh,
             api = l.api,

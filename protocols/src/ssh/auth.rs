@@ -7,9 +7,12 @@
 //! A denial after authentication (unknown target, no permission) is accepted and explained on
 //! every channel instead (see `front.rs`), so that BatchMode clients see it too.
 
+use std::sync::Arc;
+
 use russh::keys::PublicKey;
 use russh::server::{self, Auth};
 use russh::{MethodKind, MethodSet};
+use wardengate_policy::ReconnectMode;
 
 use super::back;
 use super::front::{AdmittedSession, AuthOutcome, Front, Kbd, Started, MAX_PASSWORD_TRIES};
@@ -93,8 +96,12 @@ impl<B: SshBroker> Front<B> {
             return reject(only_kbd());
         };
         match self.broker.admit(&login, method, &self.client).await {
-            Ok(plan) => {
+            Ok(super::Admission::New(plan)) => {
                 self.start(plan);
+                Auth::Accept
+            }
+            Ok(super::Admission::Resume(ticket)) => {
+                self.start_resumed(ticket);
                 Auth::Accept
             }
             Err(msg) => {
@@ -134,6 +141,8 @@ impl<B: SshBroker> Front<B> {
             },
         );
         let ending = tokio_util::sync::CancellationToken::new();
+        let resume = (admitted.settings().reconnect.mode == ReconnectMode::Resume)
+            .then(Arc::<super::resume::ResumeState>::default);
         self.admitted = Some(AdmittedSession {
             shared: link.shared.clone(),
             leg: leg.clone(),
@@ -141,6 +150,7 @@ impl<B: SshBroker> Front<B> {
             policy: admitted.policy().to_string(),
             tap: link.tap.clone(),
             ending: ending.clone(),
+            resume: resume.clone(),
         });
         if let Some(tx) = self.started_tx.take() {
             let _ = tx.send(AuthOutcome::Admitted(Started {
@@ -149,6 +159,31 @@ impl<B: SshBroker> Front<B> {
                 leg,
                 open_channels: self.open_channels.clone(),
                 ending,
+                admitted,
+                resume,
+                client: self.client.clone(),
+            }));
+        }
+    }
+
+    /// Re-attach a paused session: the target leg is up already.
+    pub(super) fn start_resumed(&mut self, t: super::ResumeTicket) {
+        let ending = tokio_util::sync::CancellationToken::new();
+        self.admitted = Some(AdmittedSession {
+            shared: t.shared.clone(),
+            leg: t.leg.clone(),
+            allow_port_forwarding: t.admitted.allow_port_forwarding(),
+            policy: t.admitted.policy().to_string(),
+            tap: t.tap.clone(),
+            ending: ending.clone(),
+            resume: Some(t.state.clone()),
+        });
+        if let Some(tx) = self.started_tx.take() {
+            let _ = tx.send(AuthOutcome::Resumed(super::front::Resumed {
+                attach: t.attach,
+                open_channels: self.open_channels.clone(),
+                ending,
+                client: self.client.clone(),
             }));
         }
     }

@@ -6,7 +6,7 @@
 //! `want_reply` flag per channel. A user who authenticated but was denied gets every channel
 //! accepted and closed with the reason on stderr, so BatchMode clients see it too.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,8 +17,10 @@ use tokio::sync::{oneshot, watch};
 
 use super::back::{self, LegState, TargetLeg};
 use super::relay::{self, OpenChannels};
+use super::resume::{Attach, ClientConn, ResumeState};
 use super::{ClientInfo, Login, SshBroker, SshSettings};
-use crate::session::{PtyInfo, SessionLink, SessionShared, Tap};
+use crate::session::{Busy, PtyInfo, SessionLink, SessionShared, Tap};
+use wardengate_policy::Admitted;
 use wardengate_recorder::EventKind;
 
 /// What the connection supervisor learns once authentication is over.
@@ -26,6 +28,15 @@ pub(crate) enum AuthOutcome {
     Admitted(Started),
     /// The user authenticated but may not open this session; the message explains why.
     Denied(String),
+    /// The user re-attaches a paused session; its supervisor takes the connection over.
+    Resumed(Resumed),
+}
+
+pub(crate) struct Resumed {
+    pub attach: tokio::sync::mpsc::Sender<ClientConn>,
+    pub open_channels: OpenChannels,
+    pub ending: tokio_util::sync::CancellationToken,
+    pub client: ClientInfo,
 }
 
 /// Handed to the connection supervisor once a session is admitted.
@@ -36,6 +47,10 @@ pub(crate) struct Started {
     pub open_channels: OpenChannels,
     /// Cancelled by the supervisor when the session is ending: pending waits give up at once.
     pub ending: tokio_util::sync::CancellationToken,
+    pub admitted: Admitted,
+    /// `Some` in a resume-mode session.
+    pub resume: Option<Arc<ResumeState>>,
+    pub client: ClientInfo,
 }
 
 pub(super) struct AdmittedSession {
@@ -45,6 +60,7 @@ pub(super) struct AdmittedSession {
     pub(super) policy: String,
     pub(super) tap: Option<Tap>,
     pub(super) ending: tokio_util::sync::CancellationToken,
+    pub(super) resume: Option<Arc<ResumeState>>,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -77,6 +93,13 @@ pub(crate) struct Front<B: SshBroker> {
     pub(super) denied: Option<String>,
     pub(super) open_channels: OpenChannels,
     pub(super) channels: HashMap<ChannelId, (Arc<ChannelWriteHalf<client::Msg>>, Arc<TargetLeg>)>,
+    /// Resumable channels (resume-mode sessions), for terminal size and state.
+    pub(super) attaches: HashMap<ChannelId, Arc<Attach>>,
+    /// Channels of a re-attaching connection bound to a paused channel, until the shell request.
+    pub(super) resuming: HashMap<ChannelId, (Channel<Msg>, Arc<Attach>)>,
+    pub(super) ptys: HashSet<ChannelId>,
+    /// Running non-pty commands: the session is not idle while they run.
+    pub(super) busy: HashMap<ChannelId, Busy>,
 }
 
 impl<B: SshBroker> Front<B> {
@@ -106,6 +129,10 @@ impl<B: SshBroker> Front<B> {
             denied: None,
             open_channels: OpenChannels::default(),
             channels: HashMap::new(),
+            attaches: HashMap::new(),
+            resuming: HashMap::new(),
+            ptys: HashSet::new(),
+            busy: HashMap::new(),
         }
     }
 
@@ -229,9 +256,19 @@ impl<B: SshBroker> Front<B> {
                 .await;
             return;
         };
+        if direct.is_none() {
+            if let Some(attach) = adm.resume.as_ref().and_then(|r| r.claim()) {
+                // A re-attaching client: this channel takes over the paused one at its shell
+                // request (see `shell_request`).
+                reply.accept().await;
+                self.resuming.insert(channel.id(), (channel, attach));
+                return;
+            }
+        }
         let mut leg_watch = adm.leg.clone();
         let shared = adm.shared.clone();
         let ending = adm.ending.clone();
+        let resume = adm.resume.clone();
         let ready = tokio::select! {
             r = back::ready(&mut leg_watch) => r,
             _ = ending.cancelled() => Err("the session is closing".to_string()),
@@ -268,7 +305,8 @@ impl<B: SshBroker> Front<B> {
                     tap.marker("direct-tcpip", format!("{host}:{port} from {orig}:{oport}"))
                         .await;
                 }
-                let w = relay::spawn(
+                let resume = resume.filter(|_| direct.is_none());
+                let (w, attach) = relay::spawn(
                     channel,
                     target_ch,
                     session.handle(),
@@ -276,7 +314,11 @@ impl<B: SshBroker> Front<B> {
                     open,
                     leg.clone(),
                     tap,
+                    resume.as_deref(),
                 );
+                if let Some(a) = attach {
+                    self.attaches.insert(cid, a);
+                }
                 self.channels.insert(cid, (w, leg));
             }
             Err(e) => {
@@ -290,6 +332,53 @@ impl<B: SshBroker> Front<B> {
                     .await;
             }
         }
+    }
+}
+
+impl<B: SshBroker> Front<B> {
+    /// The re-attaching client's shell request: bind its channel to the paused one.
+    async fn reattach(
+        &mut self,
+        channel: Channel<Msg>,
+        attach: Arc<Attach>,
+        session: &mut Session,
+    ) -> Result<(), russh::Error> {
+        let Some(adm) = self.admitted.as_ref() else {
+            return session.channel_failure(channel.id());
+        };
+        let mut leg_watch = adm.leg.clone();
+        let Ok(leg) = back::ready(&mut leg_watch).await else {
+            return session.channel_failure(channel.id());
+        };
+        let cid = channel.id();
+        self.channels.insert(cid, (attach.target_tx.clone(), leg));
+        self.attaches.insert(cid, attach.clone());
+        session.channel_success(cid)?;
+        relay::reattach(
+            channel,
+            session.handle(),
+            self.open_channels.clone(),
+            attach,
+            adm.shared.clone(),
+            adm.tap.clone(),
+        )
+        .await;
+        Ok(())
+    }
+
+    fn refuse_on_resumed(
+        &mut self,
+        channel: ChannelId,
+        session: &mut Session,
+    ) -> Result<(), russh::Error> {
+        if let Some((ch, attach)) = self.resuming.remove(&channel) {
+            attach.detach_claim();
+            tokio::spawn(relay::refuse_channel(
+                ch,
+                "wardengate: this session is paused with an interactive shell; reconnect with a terminal (plain `ssh`) to resume it".into(),
+            ));
+        }
+        session.channel_failure(channel)
     }
 }
 
@@ -397,6 +486,10 @@ impl<B: SshBroker> server::Handler for Front<B> {
         _: &mut Session,
     ) -> Result<(), Self::Error> {
         self.channels.remove(&channel);
+        self.attaches.remove(&channel);
+        self.resuming.remove(&channel);
+        self.ptys.remove(&channel);
+        self.busy.remove(&channel);
         Ok(())
     }
 
@@ -417,6 +510,19 @@ impl<B: SshBroker> server::Handler for Front<B> {
                 cols: col_width,
                 rows: row_height,
             });
+        }
+        self.ptys.insert(channel);
+        if let Some((_, attach)) = self.resuming.get(&channel) {
+            // The paused terminal already exists: adopt the new client's size.
+            attach.set_pty(col_width, row_height);
+            let _ = attach
+                .target_tx
+                .window_change(col_width, row_height, pix_width, pix_height)
+                .await;
+            return session.channel_success(channel);
+        }
+        if let Some(a) = self.attaches.get(&channel) {
+            a.set_pty(col_width, row_height);
         }
         self.mark("pty", format!("{term} {col_width}x{row_height}"))
             .await;
@@ -439,6 +545,9 @@ impl<B: SshBroker> server::Handler for Front<B> {
         value: &str,
         session: &mut Session,
     ) -> Result<(), Self::Error> {
+        if self.resuming.contains_key(&channel) {
+            return session.channel_success(channel);
+        }
         let (name, value) = (name.to_string(), value.to_string());
         self.forward(channel, session, |w| async move {
             w.set_env(true, name, value).await
@@ -451,6 +560,9 @@ impl<B: SshBroker> server::Handler for Front<B> {
         channel: ChannelId,
         session: &mut Session,
     ) -> Result<(), Self::Error> {
+        if let Some((ch, attach)) = self.resuming.remove(&channel) {
+            return self.reattach(ch, attach, session).await;
+        }
         self.mark("shell", String::new()).await;
         self.forward(
             channel,
@@ -466,8 +578,17 @@ impl<B: SshBroker> server::Handler for Front<B> {
         data: &[u8],
         session: &mut Session,
     ) -> Result<(), Self::Error> {
+        if self.resuming.contains_key(&channel) {
+            return self.refuse_on_resumed(channel, session);
+        }
         self.mark("exec", String::from_utf8_lossy(data).into_owned())
             .await;
+        if !self.ptys.contains(&channel) {
+            // A running command is activity, not idleness (it ends with the channel).
+            if let Some(adm) = &self.admitted {
+                self.busy.insert(channel, adm.shared.busy());
+            }
+        }
         let command = data.to_vec();
         self.forward(
             channel,
@@ -483,6 +604,9 @@ impl<B: SshBroker> server::Handler for Front<B> {
         name: &str,
         session: &mut Session,
     ) -> Result<(), Self::Error> {
+        if self.resuming.contains_key(&channel) {
+            return self.refuse_on_resumed(channel, session);
+        }
         self.mark("subsystem", name.to_string()).await;
         let name = name.to_string();
         self.forward(channel, session, |w| async move {
@@ -502,6 +626,9 @@ impl<B: SshBroker> server::Handler for Front<B> {
     ) -> Result<(), Self::Error> {
         if let Some(adm) = &self.admitted {
             adm.shared.resize(col_width, row_height);
+        }
+        if let Some(a) = self.attaches.get(&channel) {
+            a.set_pty(col_width, row_height);
         }
         self.resize(channel, col_width, row_height).await;
         if let Some((w, _)) = self.channels.get(&channel) {

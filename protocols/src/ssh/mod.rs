@@ -13,6 +13,8 @@ mod auth;
 mod back;
 mod front;
 mod relay;
+mod resume;
+mod supervise;
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -27,6 +29,7 @@ use tracing::{info, warn, Instrument};
 
 use crate::session::{Outcome, SessionLink};
 pub use back::TargetLeg;
+pub use resume::ResumeTicket;
 use wardengate_policy::Admitted;
 
 /// Where the SSH front listens and how it behaves.
@@ -86,6 +89,15 @@ pub struct TargetPlan {
     pub credential: Credential,
 }
 
+/// What admission decided for an authenticated user.
+#[derive(Debug)]
+pub enum Admission {
+    /// A new session: open a target leg.
+    New(TargetPlan),
+    /// Re-attach a paused session of the same actor and target (`reconnect.mode = "resume"`).
+    Resume(ResumeTicket),
+}
+
 /// The login the user typed: `user:target[:account]`, or `user#target[#account]` — the same
 /// with `#`, for `scp`, `sftp` and `rsync`, which read the first `:` as the host:path separator.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -134,7 +146,7 @@ pub trait SshBroker: Send + Sync + 'static {
         login: &Login,
         method: &str,
         client: &ClientInfo,
-    ) -> impl std::future::Future<Output = Result<TargetPlan, String>> + Send;
+    ) -> impl std::future::Future<Output = Result<Admission, String>> + Send;
     /// Verify the target's host key (pin on first use); `Err` is the message shown to the user.
     fn check_host_key(
         &self,
@@ -144,6 +156,14 @@ pub trait SshBroker: Send + Sync + 'static {
     ) -> impl std::future::Future<Output = Result<(), String>> + Send;
     /// The target leg is up: the session is active.
     fn opened(&self, session: &str);
+    /// Something happened in a live session that the audit log must show (`session.idle_warning`,
+    /// `session.lifespan_warning`).
+    fn notice(&self, session: &str, kind: &str, detail: serde_json::Value);
+    /// The client dropped; the session waits in `paused` until `ticket` is claimed or the grace
+    /// ends.
+    fn paused(&self, session: &str, ticket: ResumeTicket);
+    /// A paused session was re-attached by `client`.
+    fn resumed(&self, session: &str, client: &ClientInfo);
     /// The session is over.
     fn ended(&self, session: &str, outcome: Outcome);
 }
@@ -231,7 +251,7 @@ pub async fn serve_connection<B: SshBroker>(
         }
     };
     let handle = running.handle();
-    tokio::pin!(running);
+    let mut running: resume::Running = Box::pin(running);
 
     // Until a session is admitted there is nothing to supervise but the handshake itself.
     let started: front::Started = tokio::select! {
@@ -241,6 +261,15 @@ pub async fn serve_connection<B: SshBroker>(
         }
         s = started_rx => match s {
             Ok(front::AuthOutcome::Admitted(s)) => s,
+            Ok(front::AuthOutcome::Resumed(r)) => {
+                // The paused session's supervisor takes this connection over.
+                let conn = resume::ClientConn { handle, running, open_channels: r.open_channels, ending: r.ending, client: r.client };
+                if let Err(back) = r.attach.send(conn).await {
+                    let conn = back.0;
+                    relay::say_and_disconnect(&conn.handle, &conn.open_channels, "wardengate: the paused session ended before it could be resumed; connect again for a new session").await;
+                }
+                return;
+            }
             Ok(front::AuthOutcome::Denied(msg)) => {
                 // Channels opened meanwhile carry the message; a client that opens none
                 // (`ssh -N`) gets it in the disconnect.
@@ -262,79 +291,16 @@ pub async fn serve_connection<B: SshBroker>(
     };
     let sid = started.link.shared.id.clone();
     let span = tracing::info_span!("session", id = %sid, target = %started.target);
-    supervise(broker, handle, running, started, shutdown)
+    let conn = resume::ClientConn {
+        handle,
+        running,
+        open_channels: started.open_channels.clone(),
+        ending: started.ending.clone(),
+        client: started.client.clone(),
+    };
+    supervise::supervise(broker, conn, started, shutdown)
         .instrument(span)
         .await;
-}
-
-async fn supervise<B: SshBroker, F>(
-    broker: Arc<B>,
-    handle: server::Handle,
-    mut running: std::pin::Pin<&mut F>,
-    started: front::Started,
-    shutdown: CancellationToken,
-) where
-    F: std::future::Future<Output = Result<(), russh::Error>>,
-{
-    let front::Started {
-        mut link,
-        target,
-        leg,
-        open_channels,
-        ending,
-    } = started;
-    let sid = link.shared.id.clone();
-    let mut target_gone = leg.clone();
-    let mut client_done = false;
-    let outcome = loop {
-        tokio::select! {
-            r = &mut running => {
-                client_done = true;
-                break match r {
-                    Ok(()) => Outcome::ClientExit,
-                    Err(russh::Error::Disconnect) | Err(russh::Error::HUP) => Outcome::ClientExit,
-                    Err(e) => Outcome::Error(format!("client connection: {e}")),
-                };
-            }
-            ctl = link.control.recv() => {
-                let Some(crate::session::Control::Terminate { by, reason }) = ctl else { continue };
-                if let Some(tap) = &link.tap {
-                    tap.marker("terminated", format!("by {by}: {reason}")).await;
-                }
-                let text = format!("session terminated by {by}: {reason}");
-                relay::say_and_disconnect(&handle, &open_channels, &text).await;
-                break Outcome::Terminated { by, reason };
-            }
-            failure = back::wait_failed(&mut target_gone) => {
-                let text = format!("wardengate: {failure}");
-                relay::say_and_disconnect(&handle, &open_channels, &text).await;
-                break if failure.starts_with("connection to") { Outcome::TargetClosed } else { Outcome::TargetFailed(failure) };
-            }
-            _ = shutdown.cancelled() => {
-                relay::say_and_disconnect(&handle, &open_channels, "wardengate is shutting down; the session was closed").await;
-                break Outcome::Shutdown;
-            }
-        }
-    };
-    // Let the client leg deliver the goodbye first: its session loop may be inside a handler
-    // waiting for a target reply (a terminate during setup). A target answers requests in
-    // milliseconds, so after a short grace whatever still waits (a target leg that is slow to come
-    // up) is cancelled, then the client leg gets the rest of its time to close.
-    if !client_done {
-        client_done = tokio::time::timeout(Duration::from_millis(300), &mut running)
-            .await
-            .is_ok();
-    }
-    ending.cancel();
-    if !client_done {
-        let _ = tokio::time::timeout(Duration::from_secs(2), &mut running).await;
-    }
-    back::close(&leg).await;
-    info!(session = %sid, target = %target, reason = outcome.reason(), "session ended");
-    if let Some(tap) = link.tap.take() {
-        tap.marker("end", outcome.reason()).await;
-    }
-    broker.ended(&sid, outcome);
 }
 
 #[cfg(test)]

@@ -30,6 +30,7 @@ use russh::{
 };
 
 use super::back::TargetLeg;
+use super::resume::{Attach, ClientSide, ResumeState};
 use crate::session::{SessionShared, Tap};
 use wardengate_recorder::EventKind;
 
@@ -167,6 +168,17 @@ struct Recording {
     input: bool,
 }
 
+/// How a pump ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ended {
+    /// The source channel closed (a `close` message), everything was delivered.
+    Closed,
+    /// The source vanished without closing: its connection dropped.
+    Gone,
+    /// The destination or the recording failed.
+    Failed,
+}
+
 /// Move items from `rx` to `write` in order, reading ahead up to [`SLACK_BYTES`] while a write
 /// waits, recording each item before it is forwarded. Returns when the source closes (after
 /// flushing), the destination fails, or the recording fails (nothing passes unrecorded).
@@ -176,7 +188,8 @@ async fn pump<F, Fut>(
     recording: Option<Recording>,
     (brake, me): (Arc<Brake>, u8),
     write: F,
-) where
+) -> Ended
+where
     F: Fn(Item) -> Fut,
     Fut: Future<Output = bool> + Send + 'static,
 {
@@ -184,6 +197,7 @@ async fn pump<F, Fut>(
     let mut queued = 0usize;
     let mut inflight: Option<Write> = None;
     let mut reading = true;
+    let mut end = Ended::Closed;
     loop {
         if inflight.is_none() {
             match queue.pop_front() {
@@ -192,7 +206,7 @@ async fn pump<F, Fut>(
                     let f = write(item);
                     inflight = Some(Box::pin(async move { (f.await, n) }));
                 }
-                None if !reading => return,
+                None if !reading => return end,
                 None => {}
             }
         }
@@ -216,7 +230,7 @@ async fn pump<F, Fut>(
                 let (ok, n) = done;
                 queued -= n;
                 if !ok {
-                    return;
+                    return Ended::Failed;
                 }
             }
             msg = rx.wait(), if may_read => match msg.map(&mut classify) {
@@ -225,7 +239,7 @@ async fn pump<F, Fut>(
                         if let Some(ev) = event_of(&item, r.channel, r.input) {
                             if !r.tap.record(ev).await {
                                 tracing::warn!("recording stopped; closing the channel");
-                                return;
+                                return Ended::Failed;
                             }
                         }
                     }
@@ -234,14 +248,20 @@ async fn pump<F, Fut>(
 
                 }
                 Some(Flow::Skip) => {}
-                Some(Flow::Close) | None => reading = false,
+                Some(Flow::Close) => reading = false,
+                None => {
+                    reading = false;
+                    end = Ended::Gone;
+                }
             },
         }
     }
 }
 
 /// Wire a client channel to a target channel. Returns the target channel's write half, which the
-/// front handler uses to forward channel requests.
+/// front handler uses to forward channel requests, and, in a resumable session, the channel's
+/// [`Attach`].
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn spawn(
     client_ch: Channel<server::Msg>,
     target_ch: Channel<client::Msg>,
@@ -250,7 +270,8 @@ pub(crate) fn spawn(
     open: OpenChannels,
     leg: Arc<TargetLeg>,
     tap: Option<Tap>,
-) -> Arc<ChannelWriteHalf<client::Msg>> {
+    resume: Option<&ResumeState>,
+) -> (Arc<ChannelWriteHalf<client::Msg>>, Option<Arc<Attach>>) {
     let cid = client_ch.id();
     let tid = target_ch.id();
     let (client_rx, client_tx) = client_ch.split();
@@ -260,6 +281,18 @@ pub(crate) fn spawn(
     if let Ok(mut o) = open.lock() {
         o.insert(cid);
     }
+    let side = ClientSide {
+        tx: Arc::new(client_tx),
+        handle,
+        cid,
+        open,
+    };
+    let brake = Arc::new(Brake::default());
+    let attach = resume.map(|r| {
+        let a = Attach::new(target_tx.clone(), cid.number(), side.clone(), brake.clone());
+        r.add(a.clone());
+        a
+    });
     let rec = |input| {
         tap.clone().map(|tap| Recording {
             tap,
@@ -267,33 +300,83 @@ pub(crate) fn spawn(
             input,
         })
     };
-    let brake = Arc::new(Brake::default());
     tokio::spawn(up(
         client_rx,
         target_tx.clone(),
         shared.clone(),
         rec(true),
         (brake.clone(), 1),
+        attach.clone().map(|a| (a, cid)),
     ));
     let down_rec = rec(false);
+    let down_attach = attach.clone();
     tokio::spawn(async move {
         down(
             target_rx,
-            Arc::new(client_tx),
-            handle,
-            cid,
+            side.clone(),
+            down_attach.clone(),
             &shared,
             down_rec,
             (brake, 2),
         )
         .await;
-        shared.channel_closed();
         leg.forget(tid);
-        if let Ok(mut o) = open.lock() {
-            o.remove(&cid);
+        let side = match &down_attach {
+            Some(a) => {
+                a.done.store(true, std::sync::atomic::Ordering::Release);
+                a.client()
+            }
+            None => Some(side),
+        };
+        if let Some(side) = side {
+            // Forget the channel before closing it: a client that exits on the close must not
+            // look like a dropped connection with channels open.
+            if let Ok(mut o) = side.open.lock() {
+                o.remove(&side.cid);
+            }
+            let _ = side.tx.close().await;
         }
+        shared.channel_closed();
     });
-    target_tx
+    (target_tx, attach)
+}
+
+/// A re-attaching client's channel takes over the detached side of `attach`: it gets a repaint of
+/// the screen, then the relay carries on.
+pub(crate) async fn reattach(
+    client_ch: Channel<server::Msg>,
+    handle: server::Handle,
+    open: OpenChannels,
+    attach: Arc<Attach>,
+    shared: Arc<SessionShared>,
+    tap: Option<Tap>,
+) {
+    let cid = client_ch.id();
+    let (client_rx, client_tx) = client_ch.split();
+    let client_tx = Arc::new(client_tx);
+    let _ = client_tx.data_bytes(Bytes::from(attach.repaint())).await;
+    if let Ok(mut o) = open.lock() {
+        o.insert(cid);
+    }
+    attach.attach(ClientSide {
+        tx: client_tx,
+        handle,
+        cid,
+        open,
+    });
+    let rec = tap.map(|tap| Recording {
+        tap,
+        channel: attach.rec_channel,
+        input: true,
+    });
+    tokio::spawn(up(
+        client_rx,
+        attach.target_tx.clone(),
+        shared,
+        rec,
+        (attach.brake.clone(), 1),
+        Some((attach, cid)),
+    ));
 }
 
 async fn up(
@@ -302,11 +385,12 @@ async fn up(
     shared: Arc<SessionShared>,
     recording: Option<Recording>,
     brake: (Arc<Brake>, u8),
+    attach: Option<(Arc<Attach>, ChannelId)>,
 ) {
     // Requests are not relayed here: the front handler forwards them, it needs their replies.
     let classify = |msg| flow(msg, |n| shared.note_input(n)).unwrap_or(Flow::Skip);
     let w = tx.clone();
-    pump(rx, classify, recording, brake, move |item| {
+    let end = pump(rx, classify, recording, brake, move |item| {
         let w = w.clone();
         async move {
             match item {
@@ -319,14 +403,20 @@ async fn up(
         }
     })
     .await;
+    if let Some((a, cid)) = attach {
+        if end == Ended::Gone && a.has_pty() {
+            // The client's connection dropped: the target's terminal waits for a re-attach.
+            a.detach(cid);
+            return;
+        }
+    }
     let _ = tx.close().await;
 }
 
 async fn down(
     rx: ChannelReadHalf,
-    tx: Arc<ChannelWriteHalf<server::Msg>>,
-    handle: server::Handle,
-    cid: ChannelId,
+    fixed: ClientSide,
+    attach: Option<Arc<Attach>>,
     shared: &SessionShared,
     recording: Option<Recording>,
     brake: (Arc<Brake>, u8),
@@ -347,11 +437,26 @@ async fn down(
         }),
         Err(_) => Flow::Skip,
     };
-    let w = tx.clone();
     pump(rx, classify, recording, brake, move |item| {
-        let (w, handle) = (w.clone(), handle.clone());
+        let side = match &attach {
+            Some(a) => {
+                if let Item::Data(b) | Item::Ext(_, b) = &item {
+                    a.output(b);
+                }
+                a.client()
+            }
+            None => Some(fixed.clone()),
+        };
+        let resumable = attach.is_some();
         async move {
-            match item {
+            // Detached: the output is recorded and in the terminal state; no one to show it to.
+            let Some(ClientSide {
+                tx: w, handle, cid, ..
+            }) = side
+            else {
+                return true;
+            };
+            let ok = match item {
                 Item::Data(b) => w.data_bytes(b).await.is_ok(),
                 Item::Ext(e, b) => w.extended_data_bytes(e, b).await.is_ok(),
                 Item::Eof => w.eof().await.is_ok(),
@@ -365,16 +470,16 @@ async fn down(
                     .exit_signal_request(cid, signal, core, msg, lang)
                     .await
                     .is_ok(),
-            }
+            };
+            // A resumable channel outlives its client: it ends when the target closes it.
+            ok || resumable
         }
     })
     .await;
-    let _ = tx.close().await;
 }
 
-/// Tell the user why their session ends (on every open session channel's stderr, and in the SSH
-/// disconnect message, which OpenSSH prints), then disconnect.
-pub(crate) async fn say_and_disconnect(handle: &server::Handle, open: &OpenChannels, text: &str) {
+/// Show `text` on every open session channel's stderr (a pty shows it on the terminal).
+pub(crate) async fn say(handle: &server::Handle, open: &OpenChannels, text: &str) {
     let ids: Vec<ChannelId> = open
         .lock()
         .map(|o| o.iter().copied().collect())
@@ -383,10 +488,16 @@ pub(crate) async fn say_and_disconnect(handle: &server::Handle, open: &OpenChann
     for id in ids {
         let _ = tokio::time::timeout(
             Duration::from_millis(500),
-            handle.extended_data(id, 1, bytes::Bytes::from(line.clone().into_bytes())),
+            handle.extended_data(id, 1, Bytes::from(line.clone().into_bytes())),
         )
         .await;
     }
+}
+
+/// Tell the user why their session ends (on every open session channel's stderr, and in the SSH
+/// disconnect message, which OpenSSH prints), then disconnect.
+pub(crate) async fn say_and_disconnect(handle: &server::Handle, open: &OpenChannels, text: &str) {
+    say(handle, open, text).await;
     let _ = tokio::time::timeout(
         Duration::from_secs(1),
         handle.disconnect(

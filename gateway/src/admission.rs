@@ -1,0 +1,531 @@
+//! Admission: from an authenticated login to an admitted session, each step audited.
+//!
+//! Order matters: the user, target and account are resolved; a paused session of the same actor,
+//! target and account is re-attached (`reconnect.mode = "resume"`, permissions re-checked);
+//! otherwise the policies decide, then concurrency is counted at four levels — and only then is the
+//! vault touched, so a denial at any level never reads a target account's secret.
+
+use std::sync::Arc;
+
+use serde_json::{json, Value};
+use wardengate_policy::{Admitted, LimitDenial, Limits, OnLimit, ReconnectMode, Request, Subject};
+use wardengate_protocols::session::now_ms;
+use wardengate_protocols::ssh::{Admission, ClientInfo, Credential, Login, TargetPlan};
+
+use crate::broker::Gateway;
+use crate::config::{Account, Identity, Loaded, Target};
+use crate::store::SessionRecord;
+use crate::vault::SecretKind;
+
+/// Why a request was refused before a session record exists: (reason, message).
+type Refusal = (&'static str, String);
+
+/// A login resolved against the configuration.
+struct Resolved<'a> {
+    user: &'a Identity,
+    target: &'a Target,
+    account: &'a Account,
+    tags: Vec<(String, String)>,
+}
+
+impl Resolved<'_> {
+    fn request(&self, protocol: &'static str) -> Request<'_> {
+        Request {
+            user: &self.user.name,
+            groups: &self.user.groups,
+            target: &self.target.name,
+            target_tags: &self.tags,
+            protocol,
+            account: &self.account.name,
+        }
+    }
+}
+
+fn resolve<'a>(cfg: &'a Loaded, login: &Login) -> Result<Resolved<'a>, Refusal> {
+    let user = cfg.users.get(&login.user).ok_or_else(|| {
+        (
+            "unknown_user",
+            format!("wardengate: unknown user '{}'", login.user),
+        )
+    })?;
+    let Some(target) = cfg.targets.get(&login.target) else {
+        let mut names: Vec<&str> = cfg.targets.keys().map(String::as_str).collect();
+        names.sort_unstable();
+        return Err((
+            "unknown_target",
+            format!(
+                "wardengate: unknown target '{}' (known targets: {})",
+                login.target,
+                names.join(", ")
+            ),
+        ));
+    };
+    let names = || -> String {
+        let n: Vec<&str> = target.accounts.iter().map(|a| a.name.as_str()).collect();
+        n.join(", ")
+    };
+    let account = match &login.account {
+        Some(name) => target
+            .accounts
+            .iter()
+            .find(|a| &a.name == name)
+            .ok_or_else(|| {
+                (
+                    "unknown_account",
+                    format!(
+                        "wardengate: target {} has no account '{name}' (accounts: {})",
+                        target.name,
+                        names()
+                    ),
+                )
+            })?,
+        None if target.accounts.len() == 1 => &target.accounts[0],
+        None => {
+            return Err((
+                "account_required",
+                format!(
+                    "wardengate: target {} has several accounts ({}); connect as {}:{}:ACCOUNT",
+                    target.name,
+                    names(),
+                    login.user,
+                    target.name
+                ),
+            ))
+        }
+    };
+    let tags = target
+        .tags
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    Ok(Resolved {
+        user,
+        target,
+        account,
+        tags,
+    })
+}
+
+/// The admission decision as stored with the session and shown by `session show`.
+pub fn decision_json(admitted: &Admitted, why: &str, limits: &Limits) -> Value {
+    let p = admitted.settings();
+    json!({
+        "admitted": true,
+        "policy": p.name,
+        "source": admitted.source().to_string(),
+        "why": why,
+        "settings": {
+            "recording": p.recording, "shadow": p.shadow, "mfa": p.mfa,
+            "allow_port_forwarding": p.allow_port_forwarding,
+            "idle_timeout": p.idle_timeout, "idle_grace": p.idle_grace,
+            "max_lifespan": p.max_lifespan, "lifespan_warning": p.lifespan_warning,
+            "reconnect": p.reconnect,
+        },
+        "limits": {
+            "actor": limits.actor, "target": limits.target, "policy": limits.policy,
+            "pool": limits.pool, "on_limit": limits.on_actor_limit,
+        },
+    })
+}
+
+impl Gateway {
+    fn deny(
+        &self,
+        rec: &mut SessionRecord,
+        kind: &str,
+        message: String,
+        decision: Value,
+    ) -> String {
+        rec.state = "denied".into();
+        rec.ended_ms = Some(rec.started_ms);
+        rec.end_reason = Some(kind.into());
+        rec.end_detail = Some(message.clone());
+        rec.decision = Some(decision.to_string());
+        if let Err(e) = self.store.session_insert(rec) {
+            tracing::error!("cannot record denied session: {e:#}");
+        }
+        self.audit(
+            "session.denied",
+            Some(&rec.actor),
+            Some(&rec.id),
+            json!({"target": rec.target, "account": rec.account, "reason": kind, "message": message,
+                   "client": rec.client_addr, "policy": rec.policy, "decision": decision}),
+        );
+        message
+    }
+
+    /// The session a reconnect within the grace continues, if the actor's last session to this
+    /// target ended by a dropped connection.
+    fn linked(&self, actor: &str, target: &str) -> Option<String> {
+        let mut d = self.drops.lock().ok()?;
+        let key = (actor.to_string(), target.to_string());
+        match d.get(&key) {
+            Some((id, until)) if *until > now_ms() => Some(id.clone()),
+            Some(_) => {
+                d.remove(&key);
+                None
+            }
+            None => None,
+        }
+    }
+
+    pub(crate) fn admit_sync(
+        &self,
+        login: &Login,
+        method: &str,
+        client: &ClientInfo,
+    ) -> Result<Admission, String> {
+        let cfg = self.cfg();
+        let resolved = resolve(&cfg, login);
+        if let Ok(r) = &resolved {
+            if let Some(t) = self.resume_ticket(&cfg, r) {
+                return Ok(Admission::Resume(t));
+            }
+        }
+        let mut rec = SessionRecord {
+            id: crate::util::new_id("sess_"),
+            state: "requested".into(),
+            protocol: "ssh".into(),
+            actor: login.user.clone(),
+            client_addr: client.addr.to_string(),
+            client_version: client.version.clone(),
+            target: login.target.clone(),
+            account: login.account.clone().unwrap_or_default(),
+            gateway: self.name.clone(),
+            started_ms: now_ms(),
+            ..Default::default()
+        };
+        self.audit(
+            "session.requested",
+            Some(&login.user),
+            Some(&rec.id),
+            json!({"target": login.target, "account": login.account, "client": rec.client_addr, "auth_method": method}),
+        );
+        let r = resolved.map_err(|(kind, msg)| {
+            self.deny(
+                &mut rec,
+                kind,
+                msg,
+                json!({"admitted": false, "reason": kind}),
+            )
+        })?;
+        rec.target_addr = r.target.address.clone();
+        rec.account = r.account.name.clone();
+        rec.account_ref = r.account.secret.clone();
+        let req = r.request("ssh");
+        let ex = wardengate_policy::explain(&cfg.policies, &req);
+        let admitted = wardengate_policy::decide(&cfg.policies, &req).map_err(|d| {
+            let msg = format!("wardengate: access denied: {d}");
+            let decision = json!({"admitted": false, "reason": "no_permission", "why": d.why});
+            self.deny(&mut rec, "no_permission", msg, decision)
+        })?;
+        rec.policy = Some(admitted.policy().to_string());
+        let why = ex
+            .verdicts
+            .iter()
+            .find(|v| v.policy == admitted.policy())
+            .map(|v| v.why.clone())
+            .unwrap_or_default();
+        let limits = cfg.limits(r.user, r.target, admitted.settings());
+        let subject = Subject {
+            actor: &r.user.name,
+            target: &r.target.name,
+            policy: admitted.policy(),
+            pool: &self.name,
+        };
+        let granted = self
+            .ledger
+            .acquire(&rec.id, subject, &limits)
+            .map_err(|d| self.deny_limit(&mut rec, &d, &limits))?;
+        let evicted = granted.evicted.clone();
+        let credential = self.credential(&mut rec, r.account, r.target)?;
+        rec.linked_session = self.linked(&rec.actor, &rec.target);
+        rec.decision = Some(decision_json(&admitted, &why, &limits).to_string());
+        rec.state = "approved".into();
+        let control = crate::registry::control_channel();
+        let recording = match admitted.recording() {
+            wardengate_policy::RecordingMode::Off => None,
+            wardengate_policy::RecordingMode::Required => Some(
+                self.recordings
+                    .start(&rec.id, control.0.clone())
+                    .map_err(|e| {
+                        tracing::error!(session = %rec.id, "cannot start recording: {e:#}");
+                        let msg = format!(
+                            "wardengate: policy '{}' requires this session to be recorded, but the \
+                             recording cannot be written ({e:#}); the session is refused",
+                            admitted.policy()
+                        );
+                        let d = json!({"admitted": false, "reason": "recording_unavailable", "policy": admitted.policy()});
+                        self.deny(&mut rec, "recording_unavailable", msg, d)
+                    })?,
+            ),
+        };
+        let link = self
+            .registry
+            .insert(
+                &self.store,
+                rec.clone(),
+                crate::registry::Admission {
+                    control,
+                    recording,
+                    lease: granted.lease,
+                    admitted: admitted.clone(),
+                },
+            )
+            .map_err(|e| {
+                tracing::error!("cannot register session: {e:#}");
+                "wardengate: internal error while registering the session".to_string()
+            })?;
+        self.audit(
+            "session.approved",
+            Some(&rec.actor),
+            Some(&rec.id),
+            json!({"target": rec.target, "account": rec.account, "policy": rec.policy,
+                   "source": admitted.source().to_string(), "linked_session": rec.linked_session}),
+        );
+        if let Some(victim) = &evicted {
+            self.evict(victim, &rec, &limits);
+        }
+        Ok(Admission::New(TargetPlan {
+            admitted,
+            link,
+            target: r.target.name.clone(),
+            address: r.target.address.clone(),
+            username: r.account.username().to_string(),
+            credential,
+        }))
+    }
+
+    /// A paused session of this actor, target and account that the policies still let them
+    /// resume.
+    fn resume_ticket(
+        &self,
+        cfg: &Loaded,
+        r: &Resolved<'_>,
+    ) -> Option<wardengate_protocols::ssh::ResumeTicket> {
+        let ticket = self
+            .registry
+            .take_ticket(&r.user.name, &r.target.name, &r.account.name)?;
+        // Permissions are evaluated again on re-attach.
+        match wardengate_policy::decide(&cfg.policies, &r.request("ssh")) {
+            Ok(a) if a.settings().reconnect.mode == ReconnectMode::Resume => Some(ticket),
+            other => {
+                let why = match other {
+                    Ok(a) => format!("policy {} no longer allows resuming", a.policy()),
+                    Err(d) => d.why,
+                };
+                self.audit(
+                    "session.resume_refused",
+                    Some(&r.user.name),
+                    Some(ticket.session_id()),
+                    json!({"why": why}),
+                );
+                // The paused session waits out its grace; this connection starts afresh.
+                None
+            }
+        }
+    }
+
+    fn deny_limit(&self, rec: &mut SessionRecord, d: &LimitDenial, limits: &Limits) -> String {
+        let setting = match d.scope {
+            wardengate_policy::Scope::Actor => "max_sessions_per_user",
+            wardengate_policy::Scope::Target => "max_sessions_per_target",
+            wardengate_policy::Scope::Policy => "concurrency.max",
+            wardengate_policy::Scope::Pool => "gateway.max_active",
+        };
+        let msg = format!("wardengate: {d} ({setting}); try again when a session ends");
+        let decision = json!({"admitted": false, "reason": "concurrency", "policy": rec.policy,
+                              "limit": d, "on_limit": limits.on_actor_limit});
+        self.deny(rec, "concurrency", msg, decision)
+    }
+
+    /// The actor's oldest session made room for `rec` (`on_limit = "evict_oldest"`).
+    fn evict(&self, victim: &str, rec: &SessionRecord, limits: &Limits) {
+        let message = format!(
+            "wardengate: session closed: {} opened a newer session and may hold at most {} \
+             (max_sessions_per_user, on_limit = evict_oldest)",
+            rec.actor,
+            limits.actor.unwrap_or(0)
+        );
+        debug_assert_eq!(limits.on_actor_limit, OnLimit::EvictOldest);
+        let delivered = self.registry.end(victim, "concurrency", message);
+        self.audit(
+            "session.evicted",
+            Some(&rec.actor),
+            Some(victim),
+            json!({"reason": "concurrency", "by_session": rec.id, "delivered": delivered}),
+        );
+    }
+
+    /// The account's secret from the vault, as the target leg needs it.
+    fn credential(
+        &self,
+        rec: &mut SessionRecord,
+        account: &Account,
+        target: &Target,
+    ) -> Result<Credential, String> {
+        let unavailable = |rec: &mut SessionRecord, msg: String| {
+            let d = json!({"admitted": false, "reason": "credential_unavailable", "policy": rec.policy});
+            self.deny(rec, "credential_unavailable", msg, d)
+        };
+        let secret = match self.vault.get(&self.store, &account.secret) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(account_ref = %account.secret, "vault lookup failed: {e:#}");
+                let msg = format!(
+                    "wardengate: the credential for {}@{} is not available ({e}); ask an administrator",
+                    account.name, target.name
+                );
+                return Err(unavailable(rec, msg));
+            }
+        };
+        match secret.kind {
+            SecretKind::Password => Ok(Credential::Password(secret.value)),
+            SecretKind::PrivateKey => {
+                match russh::keys::PrivateKey::from_openssh(secret.value.trim()) {
+                    Ok(key) => Ok(Credential::PrivateKey(Arc::new(key))),
+                    Err(e) => {
+                        let msg = format!(
+                            "wardengate: the vault key for {}@{} is unreadable: {e}",
+                            account.name, target.name
+                        );
+                        Err(unavailable(rec, msg))
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// What a reload changed.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Reloaded {
+    pub policies: Vec<String>,
+    pub users: usize,
+    pub targets: usize,
+    /// Settings that changed in the file but only take effect at the next start.
+    pub needs_restart: Vec<String>,
+}
+
+impl Gateway {
+    /// Re-read the configuration and its policy files. New sessions use the result; live sessions
+    /// keep the policy that admitted them. A configuration that does not load changes nothing.
+    pub fn reload(&self, trigger: &str) -> anyhow::Result<Reloaded> {
+        let cur = self.cfg();
+        let new = match crate::config::load(&cur.path) {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::error!(
+                    trigger,
+                    "reload failed, the previous policies stay in force: {e:#}"
+                );
+                self.audit(
+                    "policy.reload_failed",
+                    None,
+                    None,
+                    json!({"trigger": trigger, "error": format!("{e:#}")}),
+                );
+                return Err(e);
+            }
+        };
+        let (a, b) = (&cur.config, &new.config);
+        let mut needs_restart = Vec::new();
+        for (name, changed) in [
+            ("gateway.name", a.gateway.name != b.gateway.name),
+            ("gateway.data_dir", cur.data_dir != new.data_dir),
+            ("ssh.listen", a.ssh.listen != b.ssh.listen),
+            (
+                "ssh.host_key_file",
+                a.ssh.host_key_file != b.ssh.host_key_file,
+            ),
+            ("ssh.ciphers", a.ssh.ciphers != b.ssh.ciphers),
+            ("api.listen", a.api.listen != b.api.listen),
+            (
+                "recording",
+                format!("{:?}", a.recording) != format!("{:?}", b.recording),
+            ),
+        ] {
+            if changed {
+                needs_restart.push(name.to_string());
+            }
+        }
+        let report = Reloaded {
+            policies: new.policies.iter().map(|e| e.policy.name.clone()).collect(),
+            users: new.users.len(),
+            targets: new.targets.len(),
+            needs_restart,
+        };
+        self.set_cfg(new);
+        tracing::info!(
+            trigger,
+            policies = report.policies.len(),
+            "configuration reloaded"
+        );
+        self.audit(
+            "policy.reloaded",
+            None,
+            None,
+            json!({"trigger": trigger, "policies": report.policies, "users": report.users,
+                   "targets": report.targets, "needs_restart": report.needs_restart}),
+        );
+        Ok(report)
+    }
+
+    /// `wgctl policy explain`: which policy would admit `actor` to `target` and why, the others'
+    /// verdicts, and the concurrency limits and counts that would apply.
+    pub fn explain(
+        &self,
+        actor: &str,
+        target: &str,
+        protocol: &str,
+        account: Option<&str>,
+    ) -> Result<Value, String> {
+        let cfg = self.cfg();
+        let login = Login {
+            user: actor.to_string(),
+            target: target.to_string(),
+            account: account.map(str::to_string),
+        };
+        let r = resolve(&cfg, &login)
+            .map_err(|(_, m)| m.trim_start_matches("wardengate: ").to_string())?;
+        let Some(protocol) = wardengate_policy::PROTOCOLS
+            .iter()
+            .copied()
+            .find(|p| *p == protocol)
+        else {
+            return Err(format!(
+                "'{protocol}' is not a protocol (use {})",
+                wardengate_policy::PROTOCOLS.join(", ")
+            ));
+        };
+        let req = r.request(protocol);
+        let ex = wardengate_policy::explain(&cfg.policies, &req);
+        let admitted = wardengate_policy::decide(&cfg.policies, &req).ok();
+        let (limits, counts) = match &admitted {
+            Some(a) => {
+                let l = cfg.limits(r.user, r.target, a.settings());
+                let c = self.ledger.counts(Subject {
+                    actor: &r.user.name,
+                    target: &r.target.name,
+                    policy: a.policy(),
+                    pool: &self.name,
+                });
+                (
+                    json!({"actor": l.actor, "target": l.target, "policy": l.policy, "pool": l.pool, "on_limit": l.on_actor_limit}),
+                    json!(c),
+                )
+            }
+            None => (Value::Null, Value::Null),
+        };
+        Ok(json!({
+            "actor": r.user.name, "groups": r.user.groups, "target": r.target.name,
+            "target_tags": r.target.tags, "protocol": protocol, "account": r.account.name,
+            "admitted_by": ex.admitted_by,
+            "settings": admitted.as_ref().map(|a| serde_json::to_value(a.settings()).unwrap_or(Value::Null)),
+            "verdicts": ex.verdicts,
+            "limits": limits,
+            "current": counts,
+            "default_deny": ex.verdicts.is_empty(),
+        }))
+    }
+}

@@ -1,0 +1,231 @@
+//! The policy schema: what a policy matches and the session settings it sets.
+
+use serde::{Deserialize, Serialize};
+
+use crate::duration::Dur;
+
+/// One policy. Empty match lists mean "any"; `*` in a list also means any.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Policy {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub description: String,
+    /// Among matching policies the highest priority wins; then the most specific one.
+    #[serde(default)]
+    pub priority: i32,
+    #[serde(default)]
+    pub users: Vec<String>,
+    #[serde(default)]
+    pub groups: Vec<String>,
+    /// Target names.
+    #[serde(default)]
+    pub targets: Vec<String>,
+    /// `key=value` tags; a target matches when it carries every listed tag.
+    #[serde(default)]
+    pub target_tags: Vec<String>,
+    /// `ssh`, `postgres`, `rdp`.
+    #[serde(default)]
+    pub protocols: Vec<String>,
+    #[serde(default)]
+    pub accounts: Vec<String>,
+    /// Multi-factor authentication before admission (validated now; enforced when MFA lands).
+    #[serde(default)]
+    pub mfa: MfaMode,
+    #[serde(default)]
+    pub recording: RecordingMode,
+    #[serde(default)]
+    pub shadow: ShadowMode,
+    /// Whether `ssh -L` / `-W` (direct-tcpip) is allowed.
+    #[serde(default)]
+    pub allow_port_forwarding: bool,
+    /// Time without meaningful input before the idle warning.
+    #[serde(default = "default_idle_timeout")]
+    pub idle_timeout: Dur,
+    /// After the warning, how long the user has to type something before the session closes.
+    #[serde(default = "default_idle_grace")]
+    pub idle_grace: Dur,
+    /// Absolute maximum session length; `0` or absent means none.
+    #[serde(default)]
+    pub max_lifespan: Dur,
+    /// How long before `max_lifespan` the user is warned.
+    #[serde(default = "default_lifespan_warning")]
+    pub lifespan_warning: Dur,
+    #[serde(default)]
+    pub reconnect: Reconnect,
+    #[serde(default)]
+    pub concurrency: PolicyConcurrency,
+}
+
+pub fn default_idle_timeout() -> Dur {
+    Dur::secs(15 * 60)
+}
+pub fn default_idle_grace() -> Dur {
+    Dur::secs(60)
+}
+pub fn default_lifespan_warning() -> Dur {
+    Dur::secs(5 * 60)
+}
+pub fn default_reconnect_grace() -> Dur {
+    Dur::secs(120)
+}
+
+impl Policy {
+    /// A policy with every setting at its default (tests, examples).
+    pub fn named(name: &str) -> Policy {
+        Policy {
+            name: name.into(),
+            description: String::new(),
+            priority: 0,
+            users: vec![],
+            groups: vec![],
+            targets: vec![],
+            target_tags: vec![],
+            protocols: vec![],
+            accounts: vec![],
+            mfa: MfaMode::default(),
+            recording: RecordingMode::default(),
+            shadow: ShadowMode::default(),
+            allow_port_forwarding: false,
+            idle_timeout: default_idle_timeout(),
+            idle_grace: default_idle_grace(),
+            max_lifespan: Dur::default(),
+            lifespan_warning: default_lifespan_warning(),
+            reconnect: Reconnect::default(),
+            concurrency: PolicyConcurrency::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum MfaMode {
+    #[default]
+    Off,
+    Required,
+}
+
+/// `required` (default): the session is recorded, or refused / ended when it cannot be.
+/// `off`: nothing is recorded.
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum RecordingMode {
+    #[default]
+    Required,
+    Off,
+}
+
+/// How operators may watch a live session.
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ShadowMode {
+    /// Allowed; the user sees a banner naming the observer.
+    #[default]
+    Visible,
+    /// Allowed without a banner (audited).
+    Covert,
+    Blocked,
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ReconnectMode {
+    /// A dropped client connection ends the session.
+    #[default]
+    Strict,
+    /// A dropped connection ends the session; reconnecting within the grace opens a new session
+    /// linked to the ended one (fresh authentication).
+    Reauth,
+    /// The target leg and its terminal stay up for the grace period (`paused`); the same actor
+    /// reconnecting to the same target re-attaches the same session.
+    Resume,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Reconnect {
+    #[serde(default)]
+    pub mode: ReconnectMode,
+    #[serde(default = "default_reconnect_grace")]
+    pub grace: Dur,
+}
+
+impl Default for Reconnect {
+    fn default() -> Self {
+        Reconnect {
+            mode: ReconnectMode::Strict,
+            grace: default_reconnect_grace(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyConcurrency {
+    /// Most sessions this policy admits at once, across all actors and targets.
+    pub max: Option<u32>,
+}
+
+pub const PROTOCOLS: &[&str] = &["ssh", "postgres", "rdp"];
+
+/// A semantic problem in one policy: the key at fault and what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub key: &'static str,
+    pub message: String,
+}
+
+impl Policy {
+    /// Check what serde cannot: formats, ranges and combinations.
+    pub fn validate(&self) -> Result<(), Problem> {
+        let fail = |key, message: String| Err(Problem { key, message });
+        if self.name.trim().is_empty() {
+            return fail("name", "must not be empty".into());
+        }
+        for tag in &self.target_tags {
+            match tag.split_once('=') {
+                Some((k, _)) if !k.is_empty() => {}
+                _ => return fail("target_tags", format!("entry '{tag}' must be key=value")),
+            }
+        }
+        for p in &self.protocols {
+            if p != "*" && !PROTOCOLS.contains(&p.as_str()) {
+                return fail(
+                    "protocols",
+                    format!("'{p}' is not a protocol (use {})", PROTOCOLS.join(", ")),
+                );
+            }
+        }
+        if self.idle_timeout.is_zero() {
+            return fail("idle_timeout", "must be longer than 0 (e.g. 15m)".into());
+        }
+        if self.idle_grace.is_zero() {
+            return fail(
+                "idle_grace",
+                "must be longer than 0, so the user has time to read the warning".into(),
+            );
+        }
+        if !self.max_lifespan.is_zero() && self.lifespan_warning >= self.max_lifespan {
+            return fail(
+                "lifespan_warning",
+                format!(
+                    "({}) must be shorter than max_lifespan ({})",
+                    self.lifespan_warning, self.max_lifespan
+                ),
+            );
+        }
+        if self.reconnect.mode != ReconnectMode::Strict && self.reconnect.grace.is_zero() {
+            return fail(
+                "reconnect",
+                "grace must be longer than 0 for resume and reauth".into(),
+            );
+        }
+        if self.concurrency.max == Some(0) {
+            return fail(
+                "concurrency",
+                "max = 0 would admit nothing; remove the policy instead".into(),
+            );
+        }
+        Ok(())
+    }
+}

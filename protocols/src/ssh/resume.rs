@@ -1,0 +1,227 @@
+//! Resumable sessions (`reconnect.mode = "resume"`).
+//!
+//! In a resume-mode session every session channel is relayed through an [`Attach`]: the target
+//! side stays fixed, the client side can be swapped. When the client's connection drops while a
+//! pty channel is open, the up pump leaves the target channel open, the down pump keeps reading the
+//! target (recording it and feeding the gateway's terminal state, discarding what no client can
+//! see), and the session waits in `paused`. A new connection by the same actor to the same target
+//! claims the detached channel, receives a repaint of the screen from the terminal state, and the
+//! relay carries on: same session, same target shell, same recording.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use russh::{client, server, ChannelId, ChannelWriteHalf};
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+use wardengate_policy::Admitted;
+
+use super::back::LegState;
+use super::relay::{Brake, OpenChannels};
+use crate::session::{SessionShared, Tap};
+
+/// Where the down pump delivers to, while a client is attached.
+#[derive(Clone)]
+pub(crate) struct ClientSide {
+    pub tx: Arc<ChannelWriteHalf<server::Msg>>,
+    pub handle: server::Handle,
+    pub cid: ChannelId,
+    pub open: OpenChannels,
+}
+
+/// One relayed session channel whose client side can be detached and re-attached.
+pub(crate) struct Attach {
+    pub target_tx: Arc<ChannelWriteHalf<client::Msg>>,
+    /// The channel number events are recorded under (the first client channel's).
+    pub rec_channel: u32,
+    client: Mutex<Option<ClientSide>>,
+    /// The terminal as the user sees it, kept for pty channels only.
+    screen: Mutex<Option<vt100::Parser>>,
+    /// Taken by a re-attaching connection.
+    claimed: AtomicBool,
+    /// The target closed the channel.
+    pub done: AtomicBool,
+    /// Shared by the channel's two pumps (a re-attached up pump takes the old one's place).
+    pub brake: Arc<Brake>,
+}
+
+impl Attach {
+    pub fn new(
+        target_tx: Arc<ChannelWriteHalf<client::Msg>>,
+        rec_channel: u32,
+        client: ClientSide,
+        brake: Arc<Brake>,
+    ) -> Arc<Attach> {
+        Arc::new(Attach {
+            target_tx,
+            rec_channel,
+            client: Mutex::new(Some(client)),
+            screen: Mutex::new(None),
+            claimed: AtomicBool::new(true),
+            done: AtomicBool::new(false),
+            brake,
+        })
+    }
+
+    pub fn client(&self) -> Option<ClientSide> {
+        self.client.lock().ok().and_then(|c| c.clone())
+    }
+
+    pub fn attach(&self, side: ClientSide) {
+        if let Ok(mut c) = self.client.lock() {
+            *c = Some(side);
+        }
+    }
+
+    /// The client side `cid` is gone (its connection dropped).
+    pub fn detach(&self, cid: ChannelId) {
+        if let Ok(mut c) = self.client.lock() {
+            if c.as_ref().is_some_and(|s| s.cid == cid) {
+                *c = None;
+                self.claimed.store(false, Ordering::Release);
+            }
+        }
+    }
+
+    /// A re-attaching client claimed this channel but will not use it.
+    pub fn detach_claim(&self) {
+        if self.client().is_none() {
+            self.claimed.store(false, Ordering::Release);
+        }
+    }
+
+    pub fn has_pty(&self) -> bool {
+        self.screen.lock().map(|s| s.is_some()).unwrap_or(false)
+    }
+
+    /// The channel got a terminal of this size.
+    pub fn set_pty(&self, cols: u32, rows: u32) {
+        if let Ok(mut s) = self.screen.lock() {
+            use wardengate_recorder::term_dim;
+            let (rows, cols) = (term_dim(rows.min(1000), 24), term_dim(cols.min(1000), 80));
+            match s.as_mut() {
+                Some(p) => p.screen_mut().set_size(rows, cols),
+                None => *s = Some(vt100::Parser::new(rows, cols, 0)),
+            }
+        }
+    }
+
+    /// Target output, for the terminal state.
+    pub fn output(&self, data: &[u8]) {
+        if let Ok(mut s) = self.screen.lock() {
+            if let Some(p) = s.as_mut() {
+                p.process(data);
+            }
+        }
+    }
+
+    /// What a re-attaching client needs to see the screen as it was: clear, then the contents
+    /// with their attributes and the cursor position.
+    pub fn repaint(&self) -> Vec<u8> {
+        let Ok(s) = self.screen.lock() else {
+            return Vec::new();
+        };
+        let Some(p) = s.as_ref() else {
+            return Vec::new();
+        };
+        let mut out = b"\x1b[H\x1b[2J".to_vec();
+        out.extend_from_slice(p.screen().state_formatted().as_bytes());
+        out
+    }
+
+    /// Detached with a terminal and the target still there: worth waiting for the user.
+    pub fn resumable(&self) -> bool {
+        !self.done.load(Ordering::Acquire)
+            && self.has_pty()
+            && self.client.lock().map(|c| c.is_none()).unwrap_or(false)
+    }
+
+    fn claim(&self) -> bool {
+        self.resumable()
+            && self
+                .claimed
+                .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+    }
+}
+
+/// The resumable channels of one session.
+#[derive(Default)]
+pub(crate) struct ResumeState {
+    channels: Mutex<Vec<Arc<Attach>>>,
+}
+
+impl ResumeState {
+    pub fn add(&self, a: Arc<Attach>) {
+        if let Ok(mut c) = self.channels.lock() {
+            c.retain(|x| !x.done.load(Ordering::Acquire));
+            c.push(a);
+        }
+    }
+
+    /// Any channel worth pausing for.
+    pub fn resumable(&self) -> bool {
+        self.channels
+            .lock()
+            .map(|c| c.iter().any(|a| a.resumable()))
+            .unwrap_or(false)
+    }
+
+    /// Take a detached pty channel for a re-attaching client.
+    pub fn claim(&self) -> Option<Arc<Attach>> {
+        self.channels
+            .lock()
+            .ok()?
+            .iter()
+            .find(|a| a.claim())
+            .cloned()
+    }
+}
+
+pub(crate) type Running = Pin<Box<dyn Future<Output = Result<(), russh::Error>> + Send + Sync>>;
+
+/// One client connection, as the session supervisor holds it.
+pub(crate) struct ClientConn {
+    pub handle: server::Handle,
+    pub running: Running,
+    pub open_channels: OpenChannels,
+    /// Cancelled when this connection's part ends: its pending waits give up.
+    pub ending: CancellationToken,
+    pub client: super::ClientInfo,
+}
+
+/// Everything a re-attaching connection needs; the gateway keeps it while the session is paused
+/// and hands it back from [`SshBroker::admit`](super::SshBroker::admit).
+#[derive(Clone)]
+pub struct ResumeTicket {
+    pub(crate) admitted: Admitted,
+    pub(crate) shared: Arc<SessionShared>,
+    pub(crate) leg: watch::Receiver<LegState>,
+    pub(crate) tap: Option<Tap>,
+    pub(crate) state: Arc<ResumeState>,
+    pub(crate) attach: mpsc::Sender<ClientConn>,
+    pub(crate) target: String,
+}
+
+impl ResumeTicket {
+    pub fn session_id(&self) -> &str {
+        &self.shared.id
+    }
+    pub fn admitted(&self) -> &Admitted {
+        &self.admitted
+    }
+    pub fn target(&self) -> &str {
+        &self.target
+    }
+}
+
+impl std::fmt::Debug for ResumeTicket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResumeTicket")
+            .field("session", &self.shared.id)
+            .field("target", &self.target)
+            .finish()
+    }
+}

@@ -1,0 +1,297 @@
+//! The session supervisor: one task per SSH session that watches the client connection, the
+//! target leg, the operator's control channel, the policy's idle and lifespan deadlines and
+//! gateway shutdown, and decides how and when the session ends.
+//!
+//! With `reconnect.mode = "resume"`, a client connection that drops while a pty channel is open
+//! does not end the session: the supervisor waits (state `paused`) for a new connection of the same
+//! actor to take over, for at most the policy's reconnect grace.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::json;
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+use wardengate_policy::Admitted;
+
+use super::back::{self, LegState};
+use super::front::Started;
+use super::relay;
+use super::resume::{ClientConn, ResumeState, ResumeTicket};
+use super::SshBroker;
+use crate::session::{Control, Outcome, SessionLink};
+use crate::timers::{human, Due, Timers};
+
+/// How the attached phase ended.
+enum Next {
+    /// The session is over; the client connection is still up and was told why.
+    Done(Outcome),
+    /// The client connection ended cleanly (or with an error, no channel open).
+    Exit(Outcome),
+    /// The client connection dropped with channels open.
+    Dropped(String),
+}
+
+struct Session<B: SshBroker> {
+    broker: Arc<B>,
+    link: SessionLink,
+    sid: String,
+    target: String,
+    leg: watch::Receiver<LegState>,
+    admitted: Admitted,
+    resume: Option<Arc<ResumeState>>,
+    attach_tx: mpsc::Sender<ClientConn>,
+    attach_rx: mpsc::Receiver<ClientConn>,
+    shutdown: CancellationToken,
+}
+
+pub(crate) async fn supervise<B: SshBroker>(
+    broker: Arc<B>,
+    mut conn: ClientConn,
+    started: Started,
+    shutdown: CancellationToken,
+) {
+    let Started {
+        link,
+        target,
+        leg,
+        admitted,
+        resume,
+        ..
+    } = started;
+    let (attach_tx, attach_rx) = mpsc::channel(1);
+    let mut s = Session {
+        broker,
+        sid: link.shared.id.clone(),
+        link,
+        target,
+        leg,
+        admitted,
+        resume,
+        attach_tx,
+        attach_rx,
+        shutdown,
+    };
+    let mut timers = Timers::new(s.admitted.settings(), s.link.shared.started_ms);
+    let outcome = loop {
+        match s.attached(&mut conn, &mut timers).await {
+            Next::Exit(o) => break o,
+            Next::Done(o) => {
+                finish_client(&mut conn).await;
+                break o;
+            }
+            Next::Dropped(detail) => {
+                conn.ending.cancel();
+                match s.paused(detail).await {
+                    Ok(next) => {
+                        conn = next;
+                        timers = Timers::new(s.admitted.settings(), s.link.shared.started_ms);
+                    }
+                    Err(o) => break o,
+                }
+            }
+        }
+    };
+    back::close(&s.leg).await;
+    info!(session = %s.sid, target = %s.target, reason = outcome.reason(), "session ended");
+    if let Some(tap) = s.link.tap.take() {
+        tap.marker("end", outcome.reason()).await;
+    }
+    s.broker.ended(&s.sid, outcome);
+}
+
+/// Let the client leg deliver the goodbye first: its session loop may be inside a handler waiting
+/// for a target reply (a terminate during setup). A target answers requests in milliseconds, so
+/// after a short grace whatever still waits (a target leg slow to come up) is cancelled, then the
+/// client leg gets the rest of its time to close.
+async fn finish_client(conn: &mut ClientConn) {
+    let done = tokio::time::timeout(Duration::from_millis(300), &mut conn.running)
+        .await
+        .is_ok();
+    conn.ending.cancel();
+    if !done {
+        let _ = tokio::time::timeout(Duration::from_secs(2), &mut conn.running).await;
+    }
+}
+
+fn open_count(conn: &ClientConn) -> usize {
+    conn.open_channels.lock().map(|o| o.len()).unwrap_or(0)
+}
+
+impl<B: SshBroker> Session<B> {
+    fn policy(&self) -> &str {
+        self.admitted.policy()
+    }
+
+    async fn marker(&self, kind: &str, detail: String) {
+        if let Some(tap) = &self.link.tap {
+            tap.marker(kind, detail).await;
+        }
+    }
+
+    /// Relay with a client attached until something ends that phase.
+    async fn attached(&mut self, conn: &mut ClientConn, timers: &mut Timers) -> Next {
+        let mut target_gone = self.leg.clone();
+        loop {
+            let wait = match timers.poll(&self.link.shared) {
+                Due::Wait(d) => d,
+                due => match self.apply(due, conn).await {
+                    Some(outcome) => return Next::Done(outcome),
+                    None => continue,
+                },
+            };
+            tokio::select! {
+                r = &mut conn.running => {
+                    let dropped = open_count(conn) > 0;
+                    return match r {
+                        Ok(()) | Err(russh::Error::Disconnect) | Err(russh::Error::HUP) if !dropped => Next::Exit(Outcome::ClientExit),
+                        Err(e) if !dropped => Next::Exit(Outcome::Error(format!("client connection: {e}"))),
+                        Ok(()) => Next::Dropped("the client connection closed with channels open".into()),
+                        Err(e) => Next::Dropped(format!("the client connection was lost: {e}")),
+                    };
+                }
+                ctl = self.link.control.recv() => match ctl {
+                    Some(Control::Terminate { by, reason }) => {
+                        self.marker("terminated", format!("by {by}: {reason}")).await;
+                        let text = format!("session terminated by {by}: {reason}");
+                        relay::say_and_disconnect(&conn.handle, &conn.open_channels, &text).await;
+                        return Next::Done(Outcome::Terminated { by, reason });
+                    }
+                    Some(Control::End { reason, message }) => {
+                        self.marker(reason, message.clone()).await;
+                        relay::say_and_disconnect(&conn.handle, &conn.open_channels, &message).await;
+                        return Next::Done(Outcome::Policy { reason, message });
+                    }
+                    None => {}
+                },
+                failure = back::wait_failed(&mut target_gone) => {
+                    let text = format!("wardengate: {failure}");
+                    relay::say_and_disconnect(&conn.handle, &conn.open_channels, &text).await;
+                    return Next::Done(if failure.starts_with("connection to") { Outcome::TargetClosed } else { Outcome::TargetFailed(failure) });
+                }
+                _ = tokio::time::sleep(wait) => {}
+                _ = self.shutdown.cancelled() => {
+                    relay::say_and_disconnect(&conn.handle, &conn.open_channels, "wardengate is shutting down; the session was closed").await;
+                    return Next::Done(Outcome::Shutdown);
+                }
+            }
+        }
+    }
+
+    /// Act on an idle or lifespan deadline; `Some` ends the session.
+    async fn apply(&self, due: Due, conn: &ClientConn) -> Option<Outcome> {
+        let policy = self.policy().to_string();
+        let (kind, text, end) = match due {
+            Due::Wait(_) => return None,
+            Due::IdleWarning { idle, grace } => (
+                "session.idle_warning",
+                format!(
+                    "wardengate: this session has been idle for {}; it will be closed in {} unless you type something (policy '{policy}')",
+                    human(idle),
+                    human(grace)
+                ),
+                None,
+            ),
+            Due::Idle { idle } => (
+                "session.idle_timeout",
+                format!(
+                    "wardengate: session closed after {} without input (idle timeout {}, policy '{policy}')",
+                    human(idle),
+                    self.admitted.settings().idle_timeout
+                ),
+                Some("idle"),
+            ),
+            Due::LifespanWarning { left, max } => (
+                "session.lifespan_warning",
+                format!(
+                    "wardengate: this session reaches its maximum lifespan of {} in {} (policy '{policy}'); save your work",
+                    human(max),
+                    human(left)
+                ),
+                None,
+            ),
+            Due::Lifespan { max } => (
+                "session.lifespan_reached",
+                format!(
+                    "wardengate: session closed: it reached its maximum lifespan of {} (policy '{policy}')",
+                    human(max)
+                ),
+                Some("lifespan"),
+            ),
+        };
+        self.broker
+            .notice(&self.sid, kind, json!({"policy": policy, "message": text}));
+        self.marker(kind.trim_start_matches("session."), text.clone())
+            .await;
+        match end {
+            None => {
+                relay::say(&conn.handle, &conn.open_channels, &text).await;
+                None
+            }
+            Some(reason) => {
+                relay::say_and_disconnect(&conn.handle, &conn.open_channels, &text).await;
+                Some(Outcome::Policy {
+                    reason,
+                    message: text,
+                })
+            }
+        }
+    }
+
+    /// The client dropped: wait for a re-attach if the policy and the session allow it.
+    async fn paused(&mut self, detail: String) -> Result<ClientConn, Outcome> {
+        let settings = self.admitted.settings();
+        let Some(state) = self.resume.clone().filter(|r| r.resumable()) else {
+            return Err(Outcome::ClientDropped(detail));
+        };
+        let grace = settings.reconnect.grace.get();
+        self.marker("paused", detail.clone()).await;
+        self.broker.paused(
+            &self.sid,
+            ResumeTicket {
+                admitted: self.admitted.clone(),
+                shared: self.link.shared.clone(),
+                leg: self.leg.clone(),
+                tap: self.link.tap.clone(),
+                state: state.clone(),
+                attach: self.attach_tx.clone(),
+                target: self.target.clone(),
+            },
+        );
+        info!(session = %self.sid, "client dropped; session paused for {}", human(grace));
+        let deadline = tokio::time::Instant::now() + grace;
+        let mut target_gone = self.leg.clone();
+        loop {
+            let channels_changed = self.link.shared.channels_changed.notified();
+            if self.link.shared.channels() == 0 {
+                return Err(Outcome::TargetClosed);
+            }
+            tokio::select! {
+                conn = self.attach_rx.recv() => {
+                    let Some(conn) = conn else { continue };
+                    self.link.shared.note_activity();
+                    self.marker("resumed", format!("from {}", conn.client.addr)).await;
+                    self.broker.resumed(&self.sid, &conn.client);
+                    return Ok(conn);
+                }
+                _ = tokio::time::sleep_until(deadline) => {
+                    return Err(Outcome::ClientDropped(format!("{detail}; not resumed within {}", human(grace))));
+                }
+                ctl = self.link.control.recv() => match ctl {
+                    Some(Control::Terminate { by, reason }) => {
+                        self.marker("terminated", format!("by {by}: {reason}")).await;
+                        return Err(Outcome::Terminated { by, reason });
+                    }
+                    Some(Control::End { reason, message }) => return Err(Outcome::Policy { reason, message }),
+                    None => {}
+                },
+                failure = back::wait_failed(&mut target_gone) => {
+                    return Err(if failure.starts_with("connection to") { Outcome::TargetClosed } else { Outcome::TargetFailed(failure) });
+                }
+                _ = channels_changed => {}
+                _ = self.shutdown.cancelled() => return Err(Outcome::Shutdown),
+            }
+        }
+    }
+}
