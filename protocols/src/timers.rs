@@ -115,7 +115,8 @@ impl Timers {
 
 /// `90s`, `15m`, `1h 5m`: how the user reads a duration in a banner.
 pub fn human(d: Duration) -> String {
-    let s = d.as_secs();
+    // Nearest second: a deadline polled a few ms late still reads as the configured value.
+    let s = ((d.as_millis() + 500) / 1000) as u64;
     match s {
         0 => format!("{}ms", d.as_millis()),
         1..=119 => format!("{s}s"),
@@ -191,5 +192,6 @@ mod tests {
         assert_eq!(human(Duration::from_secs(900)), "15m");
         assert_eq!(human(Duration::from_secs(150)), "2m 30s");
         assert_eq!(human(Duration::from_secs(8 * 3600)), "8h");
+        assert_eq!(human(Duration::from_millis(2995)), "3s");
     }
 }

@@ -17,6 +17,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+pub mod live;
 pub mod russh_client;
 
 use wardengate_gateway::dev::sshd::Sshd;
@@ -92,6 +93,7 @@ impl TestEnv {
             targets: Vec::new(),
             extra: String::new(),
             policies: None,
+            gateway_lines: String::new(),
         }
     }
 }
@@ -100,6 +102,7 @@ pub struct GatewayBuilder<'a> {
     env: &'a TestEnv,
     targets: Vec<(String, String, String, String)>,
     extra: String,
+    gateway_lines: String,
     policies: Option<String>,
 }
 
@@ -130,6 +133,13 @@ impl GatewayBuilder<'_> {
         self
     }
 
+    /// Lines added to the `[gateway]` section (`max_active = 2`, `policy_files = [...]`).
+    pub fn gateway_lines(mut self, toml: &str) -> Self {
+        self.gateway_lines.push_str(toml);
+        self.gateway_lines.push('\n');
+        self
+    }
+
     /// Replace the default policy (group `sre`, env=test, port forwarding allowed).
     pub fn policies(mut self, toml: &str) -> Self {
         self.policies = Some(toml.into());
@@ -142,11 +152,12 @@ impl GatewayBuilder<'_> {
         std::fs::create_dir_all(&data).expect("data dir");
         let hash = wardengate_gateway::passwords::hash(ALICE_PASSWORD).expect("hash");
         let mut cfg = format!(
-            "[gateway]\nname = \"gw-test\"\ndata_dir = \"{data}\"\n\n[ssh]\nlisten = \"127.0.0.1:0\"\n\
+            "[gateway]\nname = \"gw-test\"\ndata_dir = \"{data}\"\n{gateway_lines}\n[ssh]\nlisten = \"127.0.0.1:0\"\n\
              auth_rejection_time = \"10ms\"\nconnect_timeout = \"5s\"\n\n[api]\nlisten = \"127.0.0.1:0\"\n\n\
              [[users]]\nname = \"alice\"\ngroups = [\"sre\"]\npublic_keys = [\"{key}\"]\npassword_hash = \"{hash}\"\n\n",
             data = data.display(),
             key = env.alice_pub,
+            gateway_lines = self.gateway_lines,
         );
         for (name, addr, account, tag) in &self.targets {
             let (k, v) = tag.split_once('=').expect("tag");

@@ -169,6 +169,20 @@ impl ResumeState {
             .unwrap_or(false)
     }
 
+    /// The connection whose channels are `open` is gone: detach its channels now (their up pumps
+    /// notice on their own, but the supervisor must not race them).
+    pub fn detach_connection(&self, open: &OpenChannels) {
+        if let Ok(c) = self.channels.lock() {
+            for a in c.iter() {
+                if let Some(side) = a.client() {
+                    if Arc::ptr_eq(&side.open, open) && a.has_pty() {
+                        a.detach(side.cid);
+                    }
+                }
+            }
+        }
+    }
+
     /// Take a detached pty channel for a re-attaching client.
     pub fn claim(&self) -> Option<Arc<Attach>> {
         self.channels

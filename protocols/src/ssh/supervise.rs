@@ -83,6 +83,9 @@ pub(crate) async fn supervise<B: SshBroker>(
             }
             Next::Dropped(detail) => {
                 conn.ending.cancel();
+                if let Some(r) = &s.resume {
+                    r.detach_connection(&conn.open_channels);
+                }
                 match s.paused(detail).await {
                     Ok(next) => {
                         conn = next;
