@@ -9,11 +9,17 @@ use toml::Spanned;
 
 use crate::schema::Policy;
 
-/// Where a policy was defined.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// Where a policy was defined; serialised as `file:line`.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Source {
     pub file: String,
     pub line: usize,
+}
+
+impl Serialize for Source {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
 }
 
 impl fmt::Display for Source {

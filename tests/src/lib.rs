@@ -405,6 +405,30 @@ impl GatewayProc {
         live[0]["id"].as_str().expect("id").to_string()
     }
 
+    /// The gateway's process id (for signals).
+    pub fn pid(&self) -> u32 {
+        self.child
+            .as_ref()
+            .map(|c| c.id())
+            .expect("gateway running")
+    }
+
+    /// Wait for the first audit event of `kind`.
+    #[track_caller]
+    pub fn wait_audit(&self, kind: &str, timeout: Duration) -> serde_json::Value {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(e) = self.audit(kind).into_iter().next() {
+                return e;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no {kind} audit event within {timeout:?}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// Send SIGTERM and wait for the process to exit.
     pub fn stop(&mut self) -> Option<std::process::ExitStatus> {
         let mut child = self.child.take()?;
