@@ -37,6 +37,10 @@ enum Cmd {
         /// Do not record the demo sessions (for comparisons; recording is on by default).
         #[arg(long)]
         no_recording: bool,
+        /// Reconnect mode of the demo sessions: strict, reauth or resume (for comparisons; the
+        /// example policies use resume).
+        #[arg(long)]
+        reconnect: Option<String>,
     },
     /// Validate a config file and exit.
     CheckConfig {
@@ -131,11 +135,13 @@ fn real_main(cli: Cli) -> Result<()> {
             ssh_port,
             api_port,
             no_recording,
+            reconnect,
         } => runtime()?.block_on(dev::run(dev::DevOptions {
             data_dir,
             ssh_port,
             api_port,
             no_recording,
+            reconnect,
         })),
         Cmd::CheckConfig { config } => {
             let cfg = config::load(&config)?;

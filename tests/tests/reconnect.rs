@@ -87,15 +87,20 @@ fn resume_after_kill_9_reattaches_the_same_session_with_its_screen() {
     first.send("export WG=resumed; echo MARK-$((6*7))-$WG\n");
     first.expect("MARK-42-resumed", T);
     let id = gw.wait_one_active();
+    // Output that arrives while no client is attached still reaches the screen.
+    first.send("sleep 1; echo LATE-$((5*5))\n");
+    std::thread::sleep(Duration::from_millis(200));
     first.kill9();
 
     let paused = one(&gw, "?target=resume.test", |s| s["state"] == "paused");
+    std::thread::sleep(Duration::from_millis(1500));
     assert_eq!(paused["id"], id.as_str());
     assert!(!gw.audit("session.paused").is_empty());
 
     let mut second = shell(&gw, &env, "resume.test");
     // The screen comes back from the gateway's terminal state...
     second.expect("MARK-42-resumed", T);
+    second.expect("LATE-25", T);
     // ...and it is the same shell: its variable is still set.
     second.send("echo again-$((1+1))-$WG\n");
     second.expect("again-2-resumed", T);

@@ -21,6 +21,8 @@ pub struct DevOptions {
     pub api_port: u16,
     /// `recording = "off"` in the dev policy (benchmarks compare with and without).
     pub no_recording: bool,
+    /// The reconnect mode of the dev policy (benchmarks compare them).
+    pub reconnect: Option<String>,
 }
 
 fn home_public_keys() -> Vec<String> {
@@ -55,6 +57,23 @@ const EXAMPLE_POLICIES: &[(&str, &str)] = &[
         include_str!("../../../fixtures/policies/dba.toml"),
     ),
 ];
+
+/// With `--no-recording` or `--reconnect`, one policy that wins over the examples (benchmarks).
+fn bench_policy(opts: &DevOptions) -> Result<String> {
+    if !opts.no_recording && opts.reconnect.is_none() {
+        return Ok(String::new());
+    }
+    let mode = opts.reconnect.as_deref().unwrap_or("strict");
+    if !["strict", "reauth", "resume"].contains(&mode) {
+        anyhow::bail!("--reconnect '{mode}' must be strict, reauth or resume");
+    }
+    Ok(format!(
+        "\n# From --no-recording / --reconnect: wins over the example policies.\n\
+         [[policies]]\nname = \"dev-bench\"\npriority = 1000\ngroups = [\"sre\"]\n\
+         recording = \"{}\"\nallow_port_forwarding = true\nreconnect = {{ mode = \"{mode}\" }}\n",
+        if opts.no_recording { "off" } else { "required" }
+    ))
+}
 
 pub async fn run(opts: DevOptions) -> Result<()> {
     std::fs::create_dir_all(&opts.data_dir)
@@ -135,13 +154,7 @@ tags = {{ env = "dev" }}
 accounts = [{{ name = {account}, secret = "web-01.dev/{account_raw}" }}]
 
 {bench_policy}"#,
-        bench_policy = if opts.no_recording {
-            "\n# --no-recording: measure the relay alone (wins over the example policies).\n\
-             [[policies]]\nname = \"dev-unrecorded\"\npriority = 1000\ngroups = [\"sre\"]\n\
-             recording = \"off\"\nallow_port_forwarding = true\n"
-        } else {
-            ""
-        },
+        bench_policy = bench_policy(&opts)?,
         ssh_port = opts.ssh_port,
         api_port = opts.api_port,
         hash = toml_str(&crate::passwords::hash(&password)?),

@@ -353,17 +353,17 @@ pub(crate) async fn reattach(
 ) {
     let cid = client_ch.id();
     let (client_rx, client_tx) = client_ch.split();
-    let client_tx = Arc::new(client_tx);
-    let _ = client_tx.data_bytes(Bytes::from(attach.repaint())).await;
     if let Ok(mut o) = open.lock() {
         o.insert(cid);
     }
-    attach.attach(ClientSide {
-        tx: client_tx,
-        handle,
-        cid,
-        open,
-    });
+    attach
+        .attach(ClientSide {
+            tx: Arc::new(client_tx),
+            handle,
+            cid,
+            open,
+        })
+        .await;
     let rec = tap.map(|tap| Recording {
         tap,
         channel: attach.rec_channel,
@@ -438,15 +438,17 @@ async fn down(
         Err(_) => Flow::Skip,
     };
     pump(rx, classify, recording, brake, move |item| {
-        let side = match &attach {
+        let (side, wait) = match &attach {
             Some(a) => {
-                if let Item::Data(b) | Item::Ext(_, b) = &item {
-                    a.output(b);
-                }
-                a.client()
+                let data = match &item {
+                    Item::Data(b) | Item::Ext(_, b) => Some(&b[..]),
+                    _ => None,
+                };
+                a.deliver(data)
             }
-            None => Some(fixed.clone()),
+            None => (Some(fixed.clone()), false),
         };
+        let gate = attach.clone().filter(|_| wait);
         let resumable = attach.is_some();
         async move {
             // Detached: the output is recorded and in the terminal state; no one to show it to.
@@ -456,6 +458,9 @@ async fn down(
             else {
                 return true;
             };
+            if let Some(a) = gate {
+                a.repainted().await;
+            }
             let ok = match item {
                 Item::Data(b) => w.data_bytes(b).await.is_ok(),
                 Item::Ext(e, b) => w.extended_data_bytes(e, b).await.is_ok(),

@@ -31,14 +31,24 @@ pub(crate) struct ClientSide {
     pub open: OpenChannels,
 }
 
+/// The swappable half of an [`Attach`], under one lock so that "process this output" and "who
+/// gets it" are decided together.
+struct Side {
+    client: Option<ClientSide>,
+    /// The terminal as the user sees it, kept for pty channels only.
+    screen: Option<vt100::Parser>,
+    /// A re-attached client is being sent its repaint: output must wait behind it.
+    repainting: bool,
+}
+
 /// One relayed session channel whose client side can be detached and re-attached.
 pub(crate) struct Attach {
     pub target_tx: Arc<ChannelWriteHalf<client::Msg>>,
     /// The channel number events are recorded under (the first client channel's).
     pub rec_channel: u32,
-    client: Mutex<Option<ClientSide>>,
-    /// The terminal as the user sees it, kept for pty channels only.
-    screen: Mutex<Option<vt100::Parser>>,
+    side: Mutex<Side>,
+    /// Held while a repaint is written; output that reaches the new client waits for it.
+    gate: tokio::sync::Mutex<()>,
     /// Taken by a re-attaching connection.
     claimed: AtomicBool,
     /// The target closed the channel.
@@ -57,31 +67,69 @@ impl Attach {
         Arc::new(Attach {
             target_tx,
             rec_channel,
-            client: Mutex::new(Some(client)),
-            screen: Mutex::new(None),
+            side: Mutex::new(Side {
+                client: Some(client),
+                screen: None,
+                repainting: false,
+            }),
+            gate: tokio::sync::Mutex::new(()),
             claimed: AtomicBool::new(true),
             done: AtomicBool::new(false),
             brake,
         })
     }
 
-    pub fn client(&self) -> Option<ClientSide> {
-        self.client.lock().ok().and_then(|c| c.clone())
+    fn lock(&self) -> std::sync::MutexGuard<'_, Side> {
+        // Every update leaves the state usable, so a poisoned lock is taken over.
+        self.side.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    pub fn attach(&self, side: ClientSide) {
-        if let Ok(mut c) = self.client.lock() {
-            *c = Some(side);
+    pub fn client(&self) -> Option<ClientSide> {
+        self.lock().client.clone()
+    }
+
+    /// Target output (`None` for items that are not terminal data): fold it into the terminal
+    /// state and say who should get it — in the same step, so a re-attach cannot fall between
+    /// the two. `true`: wait for [`Attach::repainted`] before writing.
+    pub fn deliver(&self, data: Option<&[u8]>) -> (Option<ClientSide>, bool) {
+        let mut s = self.lock();
+        if let (Some(d), Some(p)) = (data, s.screen.as_mut()) {
+            p.process(d);
         }
+        (s.client.clone(), s.repainting)
+    }
+
+    /// Wait until a repaint in progress has been written.
+    pub async fn repainted(&self) {
+        let _g = self.gate.lock().await;
+    }
+
+    /// A re-attaching client takes over: it is sent the screen as it is now, before any output
+    /// that follows.
+    pub async fn attach(&self, side: ClientSide) {
+        let _g = self.gate.lock().await;
+        let repaint = {
+            let mut s = self.lock();
+            s.repainting = true;
+            s.client = Some(side.clone());
+            s.screen.as_ref().map(|p| {
+                let mut out = b"\x1b[H\x1b[2J".to_vec();
+                out.extend_from_slice(p.screen().state_formatted().as_bytes());
+                out
+            })
+        };
+        if let Some(r) = repaint {
+            let _ = side.tx.data_bytes(bytes::Bytes::from(r)).await;
+        }
+        self.lock().repainting = false;
     }
 
     /// The client side `cid` is gone (its connection dropped).
     pub fn detach(&self, cid: ChannelId) {
-        if let Ok(mut c) = self.client.lock() {
-            if c.as_ref().is_some_and(|s| s.cid == cid) {
-                *c = None;
-                self.claimed.store(false, Ordering::Release);
-            }
+        let mut s = self.lock();
+        if s.client.as_ref().is_some_and(|c| c.cid == cid) {
+            s.client = None;
+            self.claimed.store(false, Ordering::Release);
         }
     }
 
@@ -93,49 +141,24 @@ impl Attach {
     }
 
     pub fn has_pty(&self) -> bool {
-        self.screen.lock().map(|s| s.is_some()).unwrap_or(false)
+        self.lock().screen.is_some()
     }
 
     /// The channel got a terminal of this size.
     pub fn set_pty(&self, cols: u32, rows: u32) {
-        if let Ok(mut s) = self.screen.lock() {
-            use wardengate_recorder::term_dim;
-            let (rows, cols) = (term_dim(rows.min(1000), 24), term_dim(cols.min(1000), 80));
-            match s.as_mut() {
-                Some(p) => p.screen_mut().set_size(rows, cols),
-                None => *s = Some(vt100::Parser::new(rows, cols, 0)),
-            }
+        use wardengate_recorder::term_dim;
+        let (rows, cols) = (term_dim(rows.min(1000), 24), term_dim(cols.min(1000), 80));
+        let mut s = self.lock();
+        match s.screen.as_mut() {
+            Some(p) => p.screen_mut().set_size(rows, cols),
+            None => s.screen = Some(vt100::Parser::new(rows, cols, 0)),
         }
-    }
-
-    /// Target output, for the terminal state.
-    pub fn output(&self, data: &[u8]) {
-        if let Ok(mut s) = self.screen.lock() {
-            if let Some(p) = s.as_mut() {
-                p.process(data);
-            }
-        }
-    }
-
-    /// What a re-attaching client needs to see the screen as it was: clear, then the contents
-    /// with their attributes and the cursor position.
-    pub fn repaint(&self) -> Vec<u8> {
-        let Ok(s) = self.screen.lock() else {
-            return Vec::new();
-        };
-        let Some(p) = s.as_ref() else {
-            return Vec::new();
-        };
-        let mut out = b"\x1b[H\x1b[2J".to_vec();
-        out.extend_from_slice(p.screen().state_formatted().as_bytes());
-        out
     }
 
     /// Detached with a terminal and the target still there: worth waiting for the user.
     pub fn resumable(&self) -> bool {
-        !self.done.load(Ordering::Acquire)
-            && self.has_pty()
-            && self.client.lock().map(|c| c.is_none()).unwrap_or(false)
+        let s = self.lock();
+        !self.done.load(Ordering::Acquire) && s.screen.is_some() && s.client.is_none()
     }
 
     fn claim(&self) -> bool {

@@ -146,6 +146,11 @@ impl<B: SshBroker> Session<B> {
             };
             tokio::select! {
                 r = &mut conn.running => {
+                    // A client that gave up because the target leg failed (its channel open was
+                    // refused) leaves a failed session, whichever wakeup came first.
+                    if let LegState::Failed(msg) = &*self.leg.borrow() {
+                        return Next::Exit(Outcome::TargetFailed(msg.clone()));
+                    }
                     let dropped = open_count(conn) > 0;
                     return match r {
                         Ok(()) | Err(russh::Error::Disconnect) | Err(russh::Error::HUP) if !dropped => Next::Exit(Outcome::ClientExit),
