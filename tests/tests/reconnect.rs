@@ -94,6 +94,15 @@ fn resume_after_kill_9_reattaches_the_same_session_with_its_screen() {
 
     let paused = one(&gw, "?target=resume.test", |s| s["state"] == "paused");
     std::thread::sleep(Duration::from_millis(1500));
+    // A command meanwhile runs on the paused session's target connection and leaves the shell
+    // paused for the terminal that comes back.
+    let out = run(
+        gw.ssh(&env, "alice:resume.test").arg("echo cmd-$((3*3))"),
+        T,
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout).trim(), "cmd-9");
+    one(&gw, "?target=resume.test", |s| s["state"] == "paused");
     assert_eq!(paused["id"], id.as_str());
     assert!(!gw.audit("session.paused").is_empty());
 
@@ -107,8 +116,8 @@ fn resume_after_kill_9_reattaches_the_same_session_with_its_screen() {
     let s = one(&gw, "?target=resume.test", |s| s["state"] == "active");
     assert_eq!(s["id"], id.as_str(), "same session id");
     let resumed = gw.audit("session.resumed");
-    assert_eq!(resumed.len(), 1, "{resumed:?}");
-    assert_eq!(resumed[0]["session_id"], id.as_str());
+    assert_eq!(resumed.len(), 2, "the command and the shell: {resumed:?}");
+    assert!(resumed.iter().all(|r| r["session_id"] == id.as_str()));
 
     second.send("exit\n");
     assert!(second.wait(T).is_some(), "{}", second.output());

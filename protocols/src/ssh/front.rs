@@ -63,6 +63,15 @@ pub(super) struct AdmittedSession {
     pub(super) resume: Option<Arc<ResumeState>>,
 }
 
+/// A re-attaching connection's channel, bound to a paused one until its shell request.
+pub(super) struct Resuming {
+    channel: Channel<Msg>,
+    attach: Arc<Attach>,
+    /// The terminal it asked for: applied to the paused shell, or to a new target channel if the
+    /// client runs a command instead.
+    pty: Option<(String, u32, u32, u32, u32, Vec<(Pty, u32)>)>,
+}
+
 #[derive(Debug, PartialEq, Eq)]
 pub(super) enum Kbd {
     Idle,
@@ -96,7 +105,7 @@ pub(crate) struct Front<B: SshBroker> {
     /// Resumable channels (resume-mode sessions), for terminal size and state.
     pub(super) attaches: HashMap<ChannelId, Arc<Attach>>,
     /// Channels of a re-attaching connection bound to a paused channel, until the shell request.
-    pub(super) resuming: HashMap<ChannelId, (Channel<Msg>, Arc<Attach>)>,
+    pub(super) resuming: HashMap<ChannelId, Resuming>,
     pub(super) ptys: HashSet<ChannelId>,
     /// Running non-pty commands: the session is not idle while they run.
     pub(super) busy: HashMap<ChannelId, Busy>,
@@ -261,29 +270,49 @@ impl<B: SshBroker> Front<B> {
                 // A re-attaching client: this channel takes over the paused one at its shell
                 // request (see `shell_request`).
                 reply.accept().await;
-                self.resuming.insert(channel.id(), (channel, attach));
+                let id = channel.id();
+                self.resuming.insert(
+                    id,
+                    Resuming {
+                        channel,
+                        attach,
+                        pty: None,
+                    },
+                );
                 return;
             }
         }
+        match self.open_on_target(&direct).await {
+            Ok((target_ch, leg)) => {
+                reply.accept().await;
+                self.wire(channel, target_ch, leg, session, direct).await;
+            }
+            Err(reason) => {
+                reply
+                    .reject(ChannelOpenFailure::Other { code: 2, reason })
+                    .await;
+            }
+        }
+    }
+
+    /// The target side of a new channel: wait for the leg, then open a session or direct-tcpip
+    /// channel on it. `Err` is the reason for the client.
+    async fn open_on_target(
+        &self,
+        direct: &Option<(String, u32, String, u32)>,
+    ) -> Result<(Channel<client::Msg>, Arc<TargetLeg>), String> {
+        let adm = self
+            .admitted
+            .as_ref()
+            .ok_or_else(|| "wardengate: no admitted session".to_string())?;
         let mut leg_watch = adm.leg.clone();
-        let shared = adm.shared.clone();
         let ending = adm.ending.clone();
-        let resume = adm.resume.clone();
         let ready = tokio::select! {
             r = back::ready(&mut leg_watch) => r,
             _ = ending.cancelled() => Err("the session is closing".to_string()),
         };
-        let leg = match ready {
-            Ok(leg) => leg,
-            Err(msg) => {
-                let reason = format!("wardengate: {msg}");
-                reply
-                    .reject(ChannelOpenFailure::Other { code: 2, reason })
-                    .await;
-                return;
-            }
-        };
-        let opened = match &direct {
+        let leg = ready.map_err(|msg| format!("wardengate: {msg}"))?;
+        let opened = match direct {
             None => leg.handle.channel_open_session().await,
             Some((host, port, orig, orig_port)) => {
                 leg.handle
@@ -292,44 +321,81 @@ impl<B: SshBroker> Front<B> {
             }
         };
         match opened {
-            Ok(target_ch) => {
-                let cid = channel.id();
-                reply.accept().await;
-                let open = if direct.is_none() {
-                    self.open_channels.clone()
-                } else {
-                    OpenChannels::default()
-                };
-                let tap = self.tap();
-                if let (Some(tap), Some((host, port, orig, oport))) = (&tap, &direct) {
-                    tap.marker("direct-tcpip", format!("{host}:{port} from {orig}:{oport}"))
+            Ok(ch) => Ok((ch, leg)),
+            Err(_) if leg.closed.is_cancelled() => {
+                Err("wardengate: the session is closing".to_string())
+            }
+            Err(e) => Err(format!("wardengate: the target refused the channel: {e}")),
+        }
+    }
+
+    /// Relay an accepted client channel to its target channel.
+    async fn wire(
+        &mut self,
+        channel: Channel<Msg>,
+        target_ch: Channel<client::Msg>,
+        leg: Arc<TargetLeg>,
+        session: &mut Session,
+        direct: Option<(String, u32, String, u32)>,
+    ) {
+        let Some(adm) = self.admitted.as_ref() else {
+            return;
+        };
+        let shared = adm.shared.clone();
+        let resume = adm.resume.clone().filter(|_| direct.is_none());
+        let cid = channel.id();
+        let open = if direct.is_none() {
+            self.open_channels.clone()
+        } else {
+            OpenChannels::default()
+        };
+        let tap = self.tap();
+        if let (Some(tap), Some((host, port, orig, oport))) = (&tap, &direct) {
+            tap.marker("direct-tcpip", format!("{host}:{port} from {orig}:{oport}"))
+                .await;
+        }
+        let (w, attach) = relay::spawn(
+            channel,
+            target_ch,
+            session.handle(),
+            shared,
+            open,
+            leg.clone(),
+            tap,
+            resume.as_deref(),
+        );
+        if let Some(a) = attach {
+            self.attaches.insert(cid, a);
+        }
+        self.channels.insert(cid, (w, leg));
+    }
+
+    /// A re-attaching client runs a command instead of a shell on its first channel: leave the
+    /// paused shell for a later connection and give this channel a target channel of its own
+    /// (with the terminal it asked for). `false` when the target refused.
+    async fn unclaim(&mut self, id: ChannelId, session: &mut Session) -> bool {
+        let Some(r) = self.resuming.remove(&id) else {
+            return true;
+        };
+        r.attach.detach_claim();
+        match self.open_on_target(&None).await {
+            Ok((target_ch, leg)) => {
+                self.wire(r.channel, target_ch, leg, session, None).await;
+                if let (Some((term, cols, rows, px, py, modes)), Some((w, _))) =
+                    (r.pty, self.channels.get(&id))
+                {
+                    if let Some(a) = self.attaches.get(&id) {
+                        a.set_pty(cols, rows);
+                    }
+                    let _ = w
+                        .request_pty(false, &term, cols, rows, px, py, &modes)
                         .await;
                 }
-                let resume = resume.filter(|_| direct.is_none());
-                let (w, attach) = relay::spawn(
-                    channel,
-                    target_ch,
-                    session.handle(),
-                    shared,
-                    open,
-                    leg.clone(),
-                    tap,
-                    resume.as_deref(),
-                );
-                if let Some(a) = attach {
-                    self.attaches.insert(cid, a);
-                }
-                self.channels.insert(cid, (w, leg));
+                true
             }
-            Err(e) => {
-                let reason = if leg.closed.is_cancelled() {
-                    "wardengate: the session is closing".to_string()
-                } else {
-                    format!("wardengate: the target refused the channel: {e}")
-                };
-                reply
-                    .reject(ChannelOpenFailure::Other { code: 2, reason })
-                    .await;
+            Err(reason) => {
+                tokio::spawn(relay::refuse_channel(r.channel, reason));
+                false
             }
         }
     }
@@ -339,8 +405,11 @@ impl<B: SshBroker> Front<B> {
     /// The re-attaching client's shell request: bind its channel to the paused one.
     async fn reattach(
         &mut self,
-        channel: Channel<Msg>,
-        attach: Arc<Attach>,
+        Resuming {
+            channel,
+            attach,
+            pty,
+        }: Resuming,
         session: &mut Session,
     ) -> Result<(), russh::Error> {
         let Some(adm) = self.admitted.as_ref() else {
@@ -351,6 +420,11 @@ impl<B: SshBroker> Front<B> {
             return session.channel_failure(channel.id());
         };
         let cid = channel.id();
+        if let Some((_, cols, rows, px, py, _)) = pty {
+            // The paused terminal takes the new client's size.
+            attach.set_pty(cols, rows);
+            let _ = attach.target_tx.window_change(cols, rows, px, py).await;
+        }
         self.channels.insert(cid, (attach.target_tx.clone(), leg));
         self.attaches.insert(cid, attach.clone());
         session.channel_success(cid)?;
@@ -364,21 +438,6 @@ impl<B: SshBroker> Front<B> {
         )
         .await;
         Ok(())
-    }
-
-    fn refuse_on_resumed(
-        &mut self,
-        channel: ChannelId,
-        session: &mut Session,
-    ) -> Result<(), russh::Error> {
-        if let Some((ch, attach)) = self.resuming.remove(&channel) {
-            attach.detach_claim();
-            tokio::spawn(relay::refuse_channel(
-                ch,
-                "wardengate: this session is paused with an interactive shell; reconnect with a terminal (plain `ssh`) to resume it".into(),
-            ));
-        }
-        session.channel_failure(channel)
     }
 }
 
@@ -512,13 +571,16 @@ impl<B: SshBroker> server::Handler for Front<B> {
             });
         }
         self.ptys.insert(channel);
-        if let Some((_, attach)) = self.resuming.get(&channel) {
-            // The paused terminal already exists: adopt the new client's size.
-            attach.set_pty(col_width, row_height);
-            let _ = attach
-                .target_tx
-                .window_change(col_width, row_height, pix_width, pix_height)
-                .await;
+        if let Some(r) = self.resuming.get_mut(&channel) {
+            // Kept for the shell request (the paused terminal takes this size) or a command.
+            r.pty = Some((
+                term.to_string(),
+                col_width,
+                row_height,
+                pix_width,
+                pix_height,
+                modes.to_vec(),
+            ));
             return session.channel_success(channel);
         }
         if let Some(a) = self.attaches.get(&channel) {
@@ -560,8 +622,8 @@ impl<B: SshBroker> server::Handler for Front<B> {
         channel: ChannelId,
         session: &mut Session,
     ) -> Result<(), Self::Error> {
-        if let Some((ch, attach)) = self.resuming.remove(&channel) {
-            return self.reattach(ch, attach, session).await;
+        if let Some(r) = self.resuming.remove(&channel) {
+            return self.reattach(r, session).await;
         }
         self.mark("shell", String::new()).await;
         self.forward(
@@ -578,8 +640,8 @@ impl<B: SshBroker> server::Handler for Front<B> {
         data: &[u8],
         session: &mut Session,
     ) -> Result<(), Self::Error> {
-        if self.resuming.contains_key(&channel) {
-            return self.refuse_on_resumed(channel, session);
+        if !self.unclaim(channel, session).await {
+            return session.channel_failure(channel);
         }
         self.mark("exec", String::from_utf8_lossy(data).into_owned())
             .await;
@@ -604,8 +666,8 @@ impl<B: SshBroker> server::Handler for Front<B> {
         name: &str,
         session: &mut Session,
     ) -> Result<(), Self::Error> {
-        if self.resuming.contains_key(&channel) {
-            return self.refuse_on_resumed(channel, session);
+        if !self.unclaim(channel, session).await {
+            return session.channel_failure(channel);
         }
         self.mark("subsystem", name.to_string()).await;
         let name = name.to_string();

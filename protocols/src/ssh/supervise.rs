@@ -75,7 +75,14 @@ pub(crate) async fn supervise<B: SshBroker>(
     };
     let mut timers = Timers::new(s.admitted.settings(), s.link.shared.started_ms);
     let outcome = loop {
-        match s.attached(&mut conn, &mut timers).await {
+        let next = match s.attached(&mut conn, &mut timers).await {
+            // A re-attached connection that only ran a command leaves the paused shell paused.
+            Next::Exit(Outcome::ClientExit) if s.resume.as_ref().is_some_and(|r| r.resumable()) => {
+                Next::Dropped("the client left; the paused shell still waits".into())
+            }
+            next => next,
+        };
+        match next {
             Next::Exit(o) => break o,
             Next::Done(o) => {
                 finish_client(&mut conn).await;
