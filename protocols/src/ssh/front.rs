@@ -69,8 +69,11 @@ pub(super) struct Resuming {
     attach: Arc<Attach>,
     /// The terminal it asked for: applied to the paused shell, or to a new target channel if the
     /// client runs a command instead.
-    pty: Option<(String, u32, u32, u32, u32, Vec<(Pty, u32)>)>,
+    pty: Option<PtyRequest>,
 }
+
+/// A `pty-req` as the client sent it: term, cols, rows, pixel width and height, modes.
+type PtyRequest = (String, u32, u32, u32, u32, Vec<(Pty, u32)>);
 
 #[derive(Debug, PartialEq, Eq)]
 pub(super) enum Kbd {
