@@ -119,7 +119,7 @@ pub fn decision_json(admitted: &Admitted, why: &str, limits: &Limits) -> Value {
             "allow_port_forwarding": p.allow_port_forwarding,
             "idle_timeout": p.idle_timeout, "idle_grace": p.idle_grace,
             "max_lifespan": p.max_lifespan, "lifespan_warning": p.lifespan_warning,
-            "reconnect": p.reconnect,
+            "reconnect": p.reconnect, "concurrency": p.concurrency,
         },
         "limits": {
             "actor": limits.actor, "target": limits.target, "policy": limits.policy,

@@ -397,6 +397,14 @@ impl GatewayProc {
         }
     }
 
+    /// The most recent closed session, once there is one (a client's exit reaches the registry a
+    /// moment after the client process ends).
+    #[track_caller]
+    pub fn last_closed(&self) -> serde_json::Value {
+        let s = self.wait_sessions("?state=closed", Duration::from_secs(20), |s| !s.is_empty());
+        s.first().cloned().expect("a closed session")
+    }
+
     /// Wait for exactly one active session and return its id.
     #[track_caller]
     pub fn wait_one_active(&self) -> String {

@@ -70,7 +70,7 @@ fn idle_sessions_are_warned_then_closed_whatever_keepalives_and_output_say() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(text(&out.stdout).trim(), "finished");
 
-    let closed = gw.sessions("?target=idle.test&state=closed");
+    let closed = gw.wait_sessions("?target=idle.test&state=closed", T, |s| s.len() == 3);
     let idle: Vec<_> = closed
         .iter()
         .filter(|s| s["end_reason"] == "idle")

@@ -159,10 +159,7 @@ fn explain_names_the_admitting_policy_and_why_others_did_not_match() {
     // session show names the admitting policy and where it was defined.
     let out = run(gw.ssh(&env, "alice:web-01.test").arg("true"), T);
     assert!(out.status.success(), "{}", text(&out.stderr));
-    let id = gw.sessions("?state=closed")[0]["id"]
-        .as_str()
-        .expect("id")
-        .to_string();
+    let id = gw.last_closed()["id"].as_str().expect("id").to_string();
     let out = run(gw.wgctl().args(["session", "show", &id]), T);
     let s = text(&out.stdout);
     assert!(

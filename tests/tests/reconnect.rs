@@ -154,7 +154,7 @@ fn resume_window_expiry_ends_the_session_and_strict_ends_at_once() {
     // A new connection is a new, unlinked session.
     let out = run(gw.ssh(&env, "alice:strict.test").arg("true"), T);
     assert!(out.status.success(), "{}", text(&out.stderr));
-    let all = gw.sessions("?target=strict.test&state=closed");
+    let all = gw.wait_sessions("?target=strict.test&state=closed", T, |s| s.len() == 2);
     assert_eq!(all.len(), 2, "{all:?}");
     assert!(all.iter().all(|s| s["linked_session"].is_null()), "{all:?}");
 

@@ -45,10 +45,7 @@ fn a_real_session_is_recorded_verified_and_exported() {
         "{}",
         text(&out.stdout)
     );
-    let id = gw.sessions("?state=closed")[0]["id"]
-        .as_str()
-        .expect("id")
-        .to_string();
+    let id = gw.last_closed()["id"].as_str().expect("id").to_string();
     let dir = sealed_dir(&gw, &id);
 
     // Offline, with the key the gateway publishes.
@@ -254,10 +251,7 @@ fn input_can_be_left_out_of_recordings() {
         T,
     );
     assert!(text(&out.stdout).contains("typed-secret-2"));
-    let id = gw.sessions("?state=closed")[0]["id"]
-        .as_str()
-        .expect("id")
-        .to_string();
+    let id = gw.last_closed()["id"].as_str().expect("id").to_string();
     sealed_dir(&gw, &id);
     let jsonl = wgctl_ok(&gw, &["recording", "export", &id, "--format", "jsonl"]);
     assert!(

@@ -58,7 +58,7 @@ fn interactive_shell_through_pty_with_env_and_resize_state() {
     assert!(o.contains("term=xterm-256color"), "{o}");
     assert!(o.contains("mark=from-client"), "env not relayed: {o}");
     assert!(o.contains("sum=42"), "{o}");
-    let s = &gw.sessions("?actor=alice&state=closed")[0];
+    let s = &gw.last_closed();
     assert_eq!(s["pty"]["term"], "xterm-256color");
     assert!(
         s["last_input_at"].is_string(),
@@ -117,7 +117,7 @@ fn sixty_four_mib_both_ways_checksummed() {
     assert!(down.status.success(), "{}", text(&down.stderr));
     assert_eq!(down.stdout.len(), 64 << 20);
     assert_eq!(sha256_hex(&down.stdout), want, "download corrupted");
-    let s = &gw.sessions("?state=closed")[0];
+    let s = &gw.last_closed();
     assert!(s["bytes_out"].as_u64().unwrap_or(0) >= 64 << 20, "{s}");
 }
 
@@ -264,8 +264,8 @@ fn concurrent_sessions_are_independent() {
         let out = h.join().expect("thread");
         assert_eq!(text(&out.stdout), format!("session-{i}\n"));
     }
-    let mut ids: Vec<String> = gw
-        .sessions("?state=closed")
+    let closed = gw.wait_sessions("?state=closed", T, |s| s.len() == 8);
+    let mut ids: Vec<String> = closed
         .iter()
         .map(|s| s["id"].as_str().unwrap_or_default().to_string())
         .collect();
