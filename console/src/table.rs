@@ -58,6 +58,8 @@ pub fn sessions(list: &[api::Session], with_state: bool) -> String {
     if list.is_empty() {
         return "no sessions\n".into();
     }
+    // Live lists show the state when it says something (paused, closing).
+    let with_state = with_state || list.iter().any(|s| s.state != api::SessionState::Active);
     let mut header: Vec<String> = ["SESSION", "ACTOR", "TARGET", "PROTO", "GW", "AGE", "IDLE"]
         .map(String::from)
         .to_vec();

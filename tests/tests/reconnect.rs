@@ -105,6 +105,9 @@ fn resume_after_kill_9_reattaches_the_same_session_with_its_screen() {
     one(&gw, "?target=resume.test", |s| s["state"] == "paused");
     assert_eq!(paused["id"], id.as_str());
     assert!(!gw.audit("session.paused").is_empty());
+    let list = run(gw.wgctl().args(["session", "list"]), T);
+    let list = text(&list.stdout);
+    assert!(list.contains("STATE") && list.contains("paused"), "{list}");
 
     let mut second = shell(&gw, &env, "resume.test");
     // The screen comes back from the gateway's terminal state...
