@@ -241,7 +241,7 @@ pub async fn serve_connection<B: SshBroker>(
     shutdown: CancellationToken,
 ) {
     let _ = socket.set_nodelay(true);
-    let (started_tx, started_rx) = tokio::sync::oneshot::channel();
+    let (started_tx, mut started_rx) = tokio::sync::oneshot::channel();
     let front = front::Front::new(broker.clone(), settings.clone(), peer, started_tx);
     let running = match server::run_stream(config, socket, front).await {
         Ok(r) => r,
@@ -256,10 +256,19 @@ pub async fn serve_connection<B: SshBroker>(
     // Until a session is admitted there is nothing to supervise but the handshake itself.
     let started: front::Started = tokio::select! {
         r = &mut running => {
-            if let Err(e) = r { info!(%peer, "connection ended before admission: {e}"); }
+            // Admitted, but the client left before this task saw it (a target that fails at
+            // once makes the client give up quickly): the session still has to end properly,
+            // or it would stay open and keep its concurrency slot.
+            let got = started_rx.try_recv();
+            tracing::debug!(%peer, ok = got.is_ok(), "client connection ended before supervision");
+            if let Ok(front::AuthOutcome::Admitted(s)) = got {
+                supervise::end_unsupervised(broker, s, r).await;
+            } else if let Err(e) = r {
+                info!(%peer, "connection ended before admission: {e}");
+            }
             return;
         }
-        s = started_rx => match s {
+        s = &mut started_rx => match s {
             Ok(front::AuthOutcome::Admitted(s)) => s,
             Ok(front::AuthOutcome::Resumed(r)) => {
                 // The paused session's supervisor takes this connection over.

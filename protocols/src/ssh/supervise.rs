@@ -74,6 +74,7 @@ pub(crate) async fn supervise<B: SshBroker>(
         shutdown,
     };
     let mut timers = Timers::new(s.admitted.settings(), s.link.shared.started_ms);
+    tracing::debug!(session = %s.sid, "supervising");
     let outcome = loop {
         let next = match s.attached(&mut conn, &mut timers).await {
             // A re-attached connection that only ran a command leaves the paused shell paused.
@@ -109,6 +110,33 @@ pub(crate) async fn supervise<B: SshBroker>(
         tap.marker("end", outcome.reason()).await;
     }
     s.broker.ended(&s.sid, outcome);
+}
+
+/// A session whose client connection ended before its supervisor started: end it the way the
+/// supervisor would have.
+pub(crate) async fn end_unsupervised<B: SshBroker>(
+    broker: Arc<B>,
+    started: Started,
+    result: Result<(), russh::Error>,
+) {
+    let Started { mut link, leg, .. } = started;
+    let failed = match &*leg.borrow() {
+        LegState::Failed(msg) => Some(msg.clone()),
+        _ => None,
+    };
+    let outcome = match (failed, result) {
+        (Some(msg), _) => Outcome::TargetFailed(msg),
+        (None, Ok(())) | (None, Err(russh::Error::Disconnect)) | (None, Err(russh::Error::HUP)) => {
+            Outcome::ClientExit
+        }
+        (None, Err(e)) => Outcome::Error(format!("client connection: {e}")),
+    };
+    back::close(&leg).await;
+    if let Some(tap) = link.tap.take() {
+        tap.marker("end", outcome.reason()).await;
+    }
+    info!(session = %link.shared.id, reason = outcome.reason(), "session ended before supervision");
+    broker.ended(&link.shared.id, outcome);
 }
 
 /// Let the client leg deliver the goodbye first: its session loop may be inside a handler waiting
