@@ -233,6 +233,10 @@ fn target_down_fails_the_session_with_a_clear_error() {
     assert_eq!(s.len(), 1);
     assert_eq!(s[0]["end_reason"], "target_failed");
     assert!(gw.sessions("?state=active").is_empty(), "nothing left live");
+    // Its concurrency slot came back (the client may leave before the session is supervised).
+    let v = gw.get_json("/api/v1/policies/explain?actor=alice&target=down.test");
+    assert_eq!(v["current"]["target"], 0, "{v}");
+    assert_eq!(v["current"]["pool"], 0, "{v}");
 }
 
 #[test]
