@@ -166,6 +166,14 @@ pub(crate) fn spawn_connect<B: SshBroker>(
         )
         .await
         {
+            Ok(Ok(leg)) if tx.is_closed() => {
+                // The session ended while its target leg was connecting: nobody will use it.
+                let _ = leg
+                    .handle
+                    .disconnect(russh::Disconnect::ByApplication, "session ended", "")
+                    .await;
+                return;
+            }
             Ok(Ok(leg)) => {
                 broker.opened(&session);
                 LegState::Ready(Arc::new(leg))
@@ -283,7 +291,8 @@ pub(crate) async fn wait_failed(w: &mut watch::Receiver<LegState>) -> String {
     }
 }
 
-/// Close the target leg if it is (or becomes) open.
+/// Close the target leg if it is open (a leg still connecting closes itself once every receiver
+/// is gone, see `spawn_connect`).
 pub(crate) async fn close(w: &watch::Receiver<LegState>) {
     let state = w.borrow().clone();
     if let LegState::Ready(leg) = state {
