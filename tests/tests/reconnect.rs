@@ -89,7 +89,8 @@ fn resume_after_kill_9_reattaches_the_same_session_with_its_screen() {
     let id = gw.wait_one_active();
     // Output that arrives while no client is attached still reaches the screen.
     first.send("sleep 1; echo LATE-$((5*5))\n");
-    std::thread::sleep(Duration::from_millis(200));
+    // The target's terminal echoed the line: it has it.
+    first.expect("echo LATE-$((5*5))", T);
     first.kill9();
 
     let paused = one(&gw, "?target=resume.test", |s| s["state"] == "paused");

@@ -117,18 +117,16 @@ fn terminate_prints_the_seal_and_tampering_is_detected() {
     let mut c = gw.ssh(&env, "alice:web-01.test");
     c.args(["-tt"])
         .arg("for i in $(seq 1 50); do echo line-$i; done; sleep 600");
-    c.stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = c.spawn().expect("ssh");
+    let mut client = wardengate_tests::live::Live::spawn(&mut c);
     let id = gw.wait_one_active();
-    std::thread::sleep(Duration::from_millis(500));
+    // Terminate once the output is out (a cold machine starts the target shell slowly).
+    client.expect("line-50", T);
     let out = wgctl_ok(
         &gw,
         &["session", "terminate", &id, "--reason", "audit drill"],
     );
     assert!(out.contains("recording sealed (chunks="), "{out}");
-    let _ = wait_timeout(&mut child, Duration::from_secs(10));
+    let _ = client.wait(Duration::from_secs(10));
     let dir = sealed_dir(&gw, &id);
     let jsonl = wgctl_ok(&gw, &["recording", "export", &id, "--format", "jsonl"]);
     assert!(
