@@ -15,8 +15,9 @@ use russh::server::{self, Auth, ChannelOpenHandle, Msg, Session};
 use russh::{client, Channel, ChannelId, ChannelOpenFailure, ChannelWriteHalf, Pty, Sig};
 use tokio::sync::{oneshot, watch};
 
-use super::back::{self, LegState, TargetLeg};
-use super::relay::{self, OpenChannels};
+use super::back::{LegState, TargetLeg};
+use super::channels::Resuming;
+use super::relay::OpenChannels;
 use super::resume::{Attach, ClientConn, ResumeState};
 use super::{ClientInfo, Login, SshBroker, SshSettings};
 use crate::session::{Busy, PtyInfo, SessionLink, SessionShared, Tap};
@@ -62,18 +63,6 @@ pub(super) struct AdmittedSession {
     pub(super) ending: tokio_util::sync::CancellationToken,
     pub(super) resume: Option<Arc<ResumeState>>,
 }
-
-/// A re-attaching connection's channel, bound to a paused one until its shell request.
-pub(super) struct Resuming {
-    channel: Channel<Msg>,
-    attach: Arc<Attach>,
-    /// The terminal it asked for: applied to the paused shell, or to a new target channel if the
-    /// client runs a command instead.
-    pty: Option<PtyRequest>,
-}
-
-/// A `pty-req` as the client sent it: term, cols, rows, pixel width and height, modes.
-type PtyRequest = (String, u32, u32, u32, u32, Vec<(Pty, u32)>);
 
 #[derive(Debug, PartialEq, Eq)]
 pub(super) enum Kbd {
@@ -239,208 +228,6 @@ impl<B: SshBroker> Front<B> {
         } else {
             session.channel_failure(channel)
         }
-    }
-
-    async fn open_target_channel(
-        &mut self,
-        channel: Channel<Msg>,
-        reply: ChannelOpenHandle,
-        session: &mut Session,
-        direct: Option<(String, u32, String, u32)>,
-    ) {
-        if let Some(msg) = self.denied.clone() {
-            if direct.is_some() {
-                reply
-                    .reject(ChannelOpenFailure::Other {
-                        code: 1,
-                        reason: msg,
-                    })
-                    .await;
-            } else {
-                reply.accept().await;
-                tokio::spawn(relay::refuse_channel(channel, msg));
-            }
-            return;
-        }
-        let Some(adm) = self.admitted.as_ref() else {
-            reply
-                .reject(ChannelOpenFailure::AdministrativelyProhibited)
-                .await;
-            return;
-        };
-        if direct.is_none() {
-            if let Some(attach) = adm.resume.as_ref().and_then(|r| r.claim()) {
-                // A re-attaching client: this channel takes over the paused one at its shell
-                // request (see `shell_request`).
-                reply.accept().await;
-                let id = channel.id();
-                self.resuming.insert(
-                    id,
-                    Resuming {
-                        channel,
-                        attach,
-                        pty: None,
-                    },
-                );
-                return;
-            }
-        }
-        match self.open_on_target(&direct).await {
-            Ok((target_ch, leg)) => {
-                reply.accept().await;
-                self.wire(channel, target_ch, leg, session, direct).await;
-            }
-            Err(reason) => {
-                reply
-                    .reject(ChannelOpenFailure::Other { code: 2, reason })
-                    .await;
-            }
-        }
-    }
-
-    /// The target side of a new channel: wait for the leg, then open a session or direct-tcpip
-    /// channel on it. `Err` is the reason for the client.
-    async fn open_on_target(
-        &self,
-        direct: &Option<(String, u32, String, u32)>,
-    ) -> Result<(Channel<client::Msg>, Arc<TargetLeg>), String> {
-        let adm = self
-            .admitted
-            .as_ref()
-            .ok_or_else(|| "wardengate: no admitted session".to_string())?;
-        let mut leg_watch = adm.leg.clone();
-        let ending = adm.ending.clone();
-        let ready = tokio::select! {
-            r = back::ready(&mut leg_watch) => r,
-            _ = ending.cancelled() => Err("the session is closing".to_string()),
-        };
-        let leg = ready.map_err(|msg| format!("wardengate: {msg}"))?;
-        let opened = match direct {
-            None => leg.handle.channel_open_session().await,
-            Some((host, port, orig, orig_port)) => {
-                leg.handle
-                    .channel_open_direct_tcpip(host.clone(), *port, orig.clone(), *orig_port)
-                    .await
-            }
-        };
-        match opened {
-            Ok(ch) => Ok((ch, leg)),
-            Err(_) if leg.closed.is_cancelled() => {
-                Err("wardengate: the session is closing".to_string())
-            }
-            Err(e) => Err(format!("wardengate: the target refused the channel: {e}")),
-        }
-    }
-
-    /// Relay an accepted client channel to its target channel.
-    async fn wire(
-        &mut self,
-        channel: Channel<Msg>,
-        target_ch: Channel<client::Msg>,
-        leg: Arc<TargetLeg>,
-        session: &mut Session,
-        direct: Option<(String, u32, String, u32)>,
-    ) {
-        let Some(adm) = self.admitted.as_ref() else {
-            return;
-        };
-        let shared = adm.shared.clone();
-        let resume = adm.resume.clone().filter(|_| direct.is_none());
-        let cid = channel.id();
-        let open = if direct.is_none() {
-            self.open_channels.clone()
-        } else {
-            OpenChannels::default()
-        };
-        let tap = self.tap();
-        if let (Some(tap), Some((host, port, orig, oport))) = (&tap, &direct) {
-            tap.marker("direct-tcpip", format!("{host}:{port} from {orig}:{oport}"))
-                .await;
-        }
-        let (w, attach) = relay::spawn(
-            channel,
-            target_ch,
-            session.handle(),
-            shared,
-            open,
-            leg.clone(),
-            tap,
-            resume.as_deref(),
-        );
-        if let Some(a) = attach {
-            self.attaches.insert(cid, a);
-        }
-        self.channels.insert(cid, (w, leg));
-    }
-
-    /// A re-attaching client runs a command instead of a shell on its first channel: leave the
-    /// paused shell for a later connection and give this channel a target channel of its own
-    /// (with the terminal it asked for). `false` when the target refused.
-    async fn unclaim(&mut self, id: ChannelId, session: &mut Session) -> bool {
-        let Some(r) = self.resuming.remove(&id) else {
-            return true;
-        };
-        r.attach.detach_claim();
-        match self.open_on_target(&None).await {
-            Ok((target_ch, leg)) => {
-                self.wire(r.channel, target_ch, leg, session, None).await;
-                if let (Some((term, cols, rows, px, py, modes)), Some((w, _))) =
-                    (r.pty, self.channels.get(&id))
-                {
-                    if let Some(a) = self.attaches.get(&id) {
-                        a.set_pty(cols, rows);
-                    }
-                    let _ = w
-                        .request_pty(false, &term, cols, rows, px, py, &modes)
-                        .await;
-                }
-                true
-            }
-            Err(reason) => {
-                tokio::spawn(relay::refuse_channel(r.channel, reason));
-                false
-            }
-        }
-    }
-}
-
-impl<B: SshBroker> Front<B> {
-    /// The re-attaching client's shell request: bind its channel to the paused one.
-    async fn reattach(
-        &mut self,
-        Resuming {
-            channel,
-            attach,
-            pty,
-        }: Resuming,
-        session: &mut Session,
-    ) -> Result<(), russh::Error> {
-        let Some(adm) = self.admitted.as_ref() else {
-            return session.channel_failure(channel.id());
-        };
-        let mut leg_watch = adm.leg.clone();
-        let Ok(leg) = back::ready(&mut leg_watch).await else {
-            return session.channel_failure(channel.id());
-        };
-        let cid = channel.id();
-        if let Some((_, cols, rows, px, py, _)) = pty {
-            // The paused terminal takes the new client's size.
-            attach.set_pty(cols, rows);
-            let _ = attach.target_tx.window_change(cols, rows, px, py).await;
-        }
-        self.channels.insert(cid, (attach.target_tx.clone(), leg));
-        self.attaches.insert(cid, attach.clone());
-        session.channel_success(cid)?;
-        relay::reattach(
-            channel,
-            session.handle(),
-            self.open_channels.clone(),
-            attach,
-            adm.shared.clone(),
-            adm.tap.clone(),
-        )
-        .await;
-        Ok(())
     }
 }
 

@@ -11,6 +11,7 @@
 
 mod auth;
 mod back;
+mod channels;
 mod front;
 mod relay;
 mod resume;
