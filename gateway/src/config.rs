@@ -304,59 +304,6 @@ pub struct Loaded {
     pub policies: Vec<Entry>,
 }
 
-impl Loaded {
-    /// The limits that apply to `user` opening a session to `target` under `policy`: the most
-    /// specific configured value at each level.
-    pub fn limits(
-        &self,
-        user: &Identity,
-        target: &Target,
-        policy: &Policy,
-    ) -> wardengate_policy::Limits {
-        wardengate_policy::Limits {
-            actor: user.max_sessions,
-            target: target
-                .max_sessions
-                .or(self.config.limits.max_sessions_per_target),
-            policy: policy.concurrency.max,
-            pool: self.config.gateway.max_active,
-            on_actor_limit: self.config.limits.on_limit,
-        }
-    }
-}
-
-/// Read the policy files listed in the config (files, or directories of `*.toml`).
-fn load_policy_files(config: &Config, base: &Path) -> Result<Vec<Entry>> {
-    let mut out = Vec::new();
-    for listed in &config.gateway.policy_files {
-        let path = if listed.is_absolute() {
-            listed.clone()
-        } else {
-            base.join(listed)
-        };
-        let files = if path.is_dir() {
-            let mut files: Vec<PathBuf> = std::fs::read_dir(&path)
-                .with_context(|| format!("cannot read policy directory {}", path.display()))?
-                .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| p.extension().is_some_and(|x| x == "toml"))
-                .collect();
-            files.sort();
-            files
-        } else {
-            vec![path]
-        };
-        for f in files {
-            let text = std::fs::read_to_string(&f)
-                .with_context(|| format!("cannot read policy file {}", f.display()))?;
-            out.extend(wardengate_policy::parse_file(
-                &text,
-                &f.display().to_string(),
-            )?);
-        }
-    }
-    Ok(out)
-}
-
 /// Locate `key` (a dotted path such as `users.alice`) in the TOML text, for error messages.
 fn line_of(text: &str, needle: &str) -> Option<usize> {
     text.lines().position(|l| l.contains(needle)).map(|i| i + 1)
@@ -556,7 +503,7 @@ pub fn parse(text: &str, path: &Path) -> Result<Loaded> {
         &path.display().to_string(),
         "policies",
     )?;
-    policies.extend(load_policy_files(&config, &base)?);
+    policies.extend(crate::policy_files::load(&config, &base)?);
     wardengate_policy::check_set(&policies)?;
     Ok(Loaded {
         config,

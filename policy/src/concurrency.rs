@@ -139,33 +139,32 @@ impl State {
     /// The first level at which one more session would exceed its limit, given that `freed` (an
     /// evicted lease) no longer counts.
     fn check(&self, s: &Subject<'_>, l: &Limits, freed: Option<&Held>) -> Option<LimitDenial> {
-        let minus = |same: bool| u32::from(same);
+        // One less at a level when the evicted lease counted there.
+        let freed_at =
+            |of: fn(&Held) -> &str, key: &str| u32::from(freed.is_some_and(|h| of(h) == key));
         let levels = [
             (
                 Scope::Actor,
                 l.actor,
-                Self::count(&self.actor, s.actor)
-                    - minus(freed.is_some_and(|f| f.actor == s.actor)),
+                Self::count(&self.actor, s.actor) - freed_at(|h| &h.actor, s.actor),
                 s.actor,
             ),
             (
                 Scope::Target,
                 l.target,
-                Self::count(&self.target, s.target)
-                    - minus(freed.is_some_and(|f| f.target == s.target)),
+                Self::count(&self.target, s.target) - freed_at(|h| &h.target, s.target),
                 s.target,
             ),
             (
                 Scope::Policy,
                 l.policy,
-                Self::count(&self.policy, s.policy)
-                    - minus(freed.is_some_and(|f| f.policy == s.policy)),
+                Self::count(&self.policy, s.policy) - freed_at(|h| &h.policy, s.policy),
                 s.policy,
             ),
             (
                 Scope::Pool,
                 l.pool,
-                self.total - minus(freed.is_some()),
+                self.total - u32::from(freed.is_some()),
                 s.pool,
             ),
         ];
