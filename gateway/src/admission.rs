@@ -109,22 +109,14 @@ fn resolve<'a>(cfg: &'a Loaded, login: &Login) -> Result<Resolved<'a>, Refusal> 
 /// The admission decision as stored with the session and shown by `session show`.
 pub fn decision_json(admitted: &Admitted, why: &str, limits: &Limits) -> Value {
     let p = admitted.settings();
+    // The whole policy, as `policy list` and `policy explain` show it.
     json!({
         "admitted": true,
         "policy": p.name,
         "source": admitted.source().to_string(),
         "why": why,
-        "settings": {
-            "recording": p.recording, "shadow": p.shadow, "mfa": p.mfa,
-            "allow_port_forwarding": p.allow_port_forwarding,
-            "idle_timeout": p.idle_timeout, "idle_grace": p.idle_grace,
-            "max_lifespan": p.max_lifespan, "lifespan_warning": p.lifespan_warning,
-            "reconnect": p.reconnect, "concurrency": p.concurrency,
-        },
-        "limits": {
-            "actor": limits.actor, "target": limits.target, "policy": limits.policy,
-            "pool": limits.pool, "on_limit": limits.on_actor_limit,
-        },
+        "settings": p,
+        "limits": limits,
     })
 }
 
@@ -265,7 +257,7 @@ impl Gateway {
             .insert(
                 &self.store,
                 rec.clone(),
-                crate::registry::Admission {
+                crate::registry::NewSession {
                     control,
                     recording,
                     lease: granted.lease,
@@ -510,10 +502,7 @@ impl Gateway {
                     policy: a.policy(),
                     pool: &self.name,
                 });
-                (
-                    json!({"actor": l.actor, "target": l.target, "policy": l.policy, "pool": l.pool, "on_limit": l.on_actor_limit}),
-                    json!(c),
-                )
+                (json!(l), json!(c))
             }
             None => (Value::Null, Value::Null),
         };

@@ -38,7 +38,7 @@ struct Live {
 }
 
 /// What an admitted session brings to the registry besides its record.
-pub struct Admission {
+pub struct NewSession {
     pub control: (mpsc::Sender<Control>, mpsc::Receiver<Control>),
     pub recording: Option<(Tap, SealWatch)>,
     pub lease: Lease,
@@ -87,11 +87,11 @@ impl Registry {
         &self,
         store: &Store,
         record: SessionRecord,
-        admission: Admission,
+        admission: NewSession,
     ) -> anyhow::Result<SessionLink> {
         store.session_insert(&record)?;
         let (done, _) = watch::channel(false);
-        let Admission {
+        let NewSession {
             control: (tx, rx),
             recording,
             lease,

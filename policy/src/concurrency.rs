@@ -73,12 +73,13 @@ pub enum OnLimit {
 
 /// The limits that apply to one request, already resolved to the most specific configured value
 /// at each level. `None` means unlimited.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct Limits {
     pub actor: Option<u32>,
     pub target: Option<u32>,
     pub policy: Option<u32>,
     pub pool: Option<u32>,
+    #[serde(rename = "on_limit")]
     pub on_actor_limit: OnLimit,
 }
 

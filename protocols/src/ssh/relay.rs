@@ -281,12 +281,12 @@ pub(crate) fn spawn(
     if let Ok(mut o) = open.lock() {
         o.insert(cid);
     }
-    let side = ClientSide {
-        tx: Arc::new(client_tx),
+    let side = Arc::new(ClientSide {
+        tx: client_tx,
         handle,
         cid,
         open,
-    };
+    });
     let brake = Arc::new(Brake::default());
     let attach = resume.map(|r| {
         let a = Attach::new(target_tx.clone(), cid.number(), side.clone(), brake.clone());
@@ -357,12 +357,12 @@ pub(crate) async fn reattach(
         o.insert(cid);
     }
     attach
-        .attach(ClientSide {
-            tx: Arc::new(client_tx),
+        .attach(Arc::new(ClientSide {
+            tx: client_tx,
             handle,
             cid,
             open,
-        })
+        }))
         .await;
     let rec = tap.map(|tap| Recording {
         tap,
@@ -415,7 +415,7 @@ async fn up(
 
 async fn down(
     rx: ChannelReadHalf,
-    fixed: ClientSide,
+    fixed: Arc<ClientSide>,
     attach: Option<Arc<Attach>>,
     shared: &SessionShared,
     recording: Option<Recording>,
@@ -452,12 +452,10 @@ async fn down(
         let resumable = attach.is_some();
         async move {
             // Detached: the output is recorded and in the terminal state; no one to show it to.
-            let Some(ClientSide {
-                tx: w, handle, cid, ..
-            }) = side
-            else {
+            let Some(side) = side else {
                 return true;
             };
+            let (w, cid) = (&side.tx, side.cid);
             if let Some(a) = gate {
                 a.repainted().await;
             }
@@ -471,7 +469,8 @@ async fn down(
                     core,
                     msg,
                     lang,
-                } => handle
+                } => side
+                    .handle
                     .exit_signal_request(cid, signal, core, msg, lang)
                     .await
                     .is_ok(),

@@ -22,10 +22,10 @@ use super::back::LegState;
 use super::relay::{Brake, OpenChannels};
 use crate::session::{SessionShared, Tap};
 
-/// Where the down pump delivers to, while a client is attached.
-#[derive(Clone)]
+/// Where the down pump delivers to, while a client is attached (shared as one `Arc`, so a
+/// delivered item costs one reference count).
 pub(crate) struct ClientSide {
-    pub tx: Arc<ChannelWriteHalf<server::Msg>>,
+    pub tx: ChannelWriteHalf<server::Msg>,
     pub handle: server::Handle,
     pub cid: ChannelId,
     pub open: OpenChannels,
@@ -34,7 +34,7 @@ pub(crate) struct ClientSide {
 /// The swappable half of an [`Attach`], under one lock so that "process this output" and "who
 /// gets it" are decided together.
 struct Side {
-    client: Option<ClientSide>,
+    client: Option<Arc<ClientSide>>,
     /// The terminal as the user sees it, kept for pty channels only.
     screen: Option<vt100::Parser>,
     /// A re-attached client is being sent its repaint: output must wait behind it.
@@ -61,7 +61,7 @@ impl Attach {
     pub fn new(
         target_tx: Arc<ChannelWriteHalf<client::Msg>>,
         rec_channel: u32,
-        client: ClientSide,
+        client: Arc<ClientSide>,
         brake: Arc<Brake>,
     ) -> Arc<Attach> {
         Arc::new(Attach {
@@ -84,14 +84,14 @@ impl Attach {
         self.side.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    pub fn client(&self) -> Option<ClientSide> {
+    pub fn client(&self) -> Option<Arc<ClientSide>> {
         self.lock().client.clone()
     }
 
     /// Target output (`None` for items that are not terminal data): fold it into the terminal
     /// state and say who should get it — in the same step, so a re-attach cannot fall between
     /// the two. `true`: wait for [`Attach::repainted`] before writing.
-    pub fn deliver(&self, data: Option<&[u8]>) -> (Option<ClientSide>, bool) {
+    pub fn deliver(&self, data: Option<&[u8]>) -> (Option<Arc<ClientSide>>, bool) {
         let mut s = self.lock();
         if let (Some(d), Some(p)) = (data, s.screen.as_mut()) {
             p.process(d);
@@ -106,7 +106,7 @@ impl Attach {
 
     /// A re-attaching client takes over: it is sent the screen as it is now, before any output
     /// that follows.
-    pub async fn attach(&self, side: ClientSide) {
+    pub async fn attach(&self, side: Arc<ClientSide>) {
         let _g = self.gate.lock().await;
         let repaint = {
             let mut s = self.lock();
