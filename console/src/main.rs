@@ -80,7 +80,7 @@ enum RecordingCmd {
         #[arg(long)]
         pubkey: Option<String>,
     },
-    /// Replay terminal output with real timing.
+    /// Replay terminal output with real timing (a database session: its query log).
     Play {
         what: String,
         #[arg(long, default_value_t = 1.0)]
@@ -92,7 +92,8 @@ enum RecordingCmd {
         #[arg(long)]
         from: Option<String>,
     },
-    /// Export as asciicast v2, a text transcript (rendered by a terminal emulator) or JSON lines.
+    /// Export as asciicast v2, a text transcript (rendered by a terminal emulator), JSON lines, or
+    /// (database sessions) the query log as CSV.
     Export {
         what: String,
         #[arg(long, default_value = "asciicast")]

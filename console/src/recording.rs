@@ -119,6 +119,7 @@ fn event_from_json(v: &serde_json::Value) -> Option<Event> {
             kind: v["kind"].as_str()?.into(),
             detail: v["detail"].as_str()?.into(),
         },
+        "query" => EventKind::Query(Box::new(serde_json::from_value(v.clone()).ok()?)),
         _ => return None,
     };
     Some(Event { t_us, kind })
@@ -153,9 +154,21 @@ pub fn play(
     }
     let from_us = from.as_micros() as u64;
     let mut last = from_us;
+    // A database session plays as its query log, with the same timing.
+    let queries = events.iter().any(|e| matches!(e.kind, EventKind::Query(_)));
     for ev in events {
-        let EventKind::Output { data, .. } = &ev.kind else {
-            continue;
+        let line;
+        let data: &[u8] = match &ev.kind {
+            EventKind::Output { data, .. } if !queries => data,
+            EventKind::Query(q) => {
+                line = q.line(ev.t_us) + "\n";
+                line.as_bytes()
+            }
+            EventKind::Marker { kind, detail } if queries => {
+                line = format!("-- {kind}: {detail}\n");
+                line.as_bytes()
+            }
+            _ => continue,
         };
         if ev.t_us > last {
             let mut gap = Duration::from_micros(ev.t_us - last);
@@ -178,6 +191,17 @@ pub fn export(seal: Option<rec::Seal>, events: Vec<Event>, format: &str) -> Resu
             .iter()
             .map(|e| rec::event_json(e).to_string() + "\n")
             .collect()),
+        "csv" => {
+            let mut out = String::from(rec::CSV_HEADER);
+            out.push('\n');
+            for e in &events {
+                if let EventKind::Query(q) = &e.kind {
+                    out.push_str(&rec::csv_row(e.t_us, q));
+                    out.push('\n');
+                }
+            }
+            Ok(out)
+        }
         "asciicast" | "text" => {
             let r = rec::Recording {
                 dir: Default::default(),
@@ -191,6 +215,6 @@ pub fn export(seal: Option<rec::Seal>, events: Vec<Event>, format: &str) -> Resu
                 rec::asciicast(&r)
             })
         }
-        other => bail!("unknown export format '{other}' (asciicast, text, jsonl)"),
+        other => bail!("unknown export format '{other}' (asciicast, text, jsonl, csv)"),
     }
 }

@@ -20,6 +20,24 @@ use crate::vault::SecretKind;
 /// Why a request was refused before a session record exists: (reason, message).
 type Refusal = (&'static str, String);
 
+/// A refused admission: the reason (`no_permission`, `concurrency`, ...), the message for the
+/// user, and for a concurrency limit the limit that was reached.
+#[derive(Debug)]
+pub(crate) struct Denied {
+    pub kind: &'static str,
+    pub message: String,
+    pub limit: Option<Value>,
+}
+
+/// An admitted session before its protocol takes over.
+pub(crate) struct Admit<C> {
+    pub admitted: Admitted,
+    pub link: wardengate_protocols::session::SessionLink,
+    pub target: Target,
+    pub account: Account,
+    pub credential: C,
+}
+
 /// A login resolved against the configuration.
 struct Resolved<'a> {
     user: &'a Identity,
@@ -124,10 +142,10 @@ impl Gateway {
     fn deny(
         &self,
         rec: &mut SessionRecord,
-        kind: &str,
+        kind: &'static str,
         message: String,
         decision: Value,
-    ) -> String {
+    ) -> Denied {
         rec.state = "denied".into();
         rec.ended_ms = Some(rec.started_ms);
         rec.end_reason = Some(kind.into());
@@ -143,7 +161,11 @@ impl Gateway {
             json!({"target": rec.target, "account": rec.account, "reason": kind, "message": message,
                    "client": rec.client_addr, "policy": rec.policy, "decision": decision}),
         );
-        message
+        Denied {
+            kind,
+            message,
+            limit: None,
+        }
     }
 
     /// The session a reconnect within the grace continues, if the actor's last session to this
@@ -161,6 +183,7 @@ impl Gateway {
         }
     }
 
+    /// SSH admission: a paused session to resume, or a new one.
     pub(crate) fn admit_sync(
         &self,
         login: &Login,
@@ -168,16 +191,59 @@ impl Gateway {
         client: &ClientInfo,
     ) -> Result<Admission, String> {
         let cfg = self.cfg();
-        let resolved = resolve(&cfg, login);
-        if let Ok(r) = &resolved {
-            if let Some(t) = self.resume_ticket(&cfg, r) {
+        if let Ok(r) = resolve(&cfg, login) {
+            if let Some(t) = self.resume_ticket(&cfg, &r) {
                 return Ok(Admission::Resume(t));
             }
         }
+        let a = self
+            .admit_session(
+                login,
+                method,
+                client,
+                "ssh",
+                |secret, account, target| match secret.kind {
+                    SecretKind::Password => Ok(Credential::Password(secret.value)),
+                    SecretKind::PrivateKey => {
+                        russh::keys::PrivateKey::from_openssh(secret.value.trim())
+                            .map(|k| Credential::PrivateKey(Arc::new(k)))
+                            .map_err(|e| {
+                                format!(
+                                    "wardengate: the vault key for {}@{} is unreadable: {e}",
+                                    account.name, target.name
+                                )
+                            })
+                    }
+                },
+            )
+            .map_err(|d| d.message)?;
+        Ok(Admission::New(TargetPlan {
+            admitted: a.admitted,
+            link: a.link,
+            username: a.account.username().to_string(),
+            target: a.target.name,
+            address: a.target.address,
+            credential: a.credential,
+        }))
+    }
+
+    /// Admission for any protocol: resolve, decide, count, read the vault (turned into the
+    /// protocol's credential by `credential`), register. Every step is audited; a refusal at any
+    /// step leaves a `denied` session record.
+    pub(crate) fn admit_session<C>(
+        &self,
+        login: &Login,
+        method: &str,
+        client: &ClientInfo,
+        protocol: &'static str,
+        credential: impl FnOnce(crate::vault::Secret, &Account, &Target) -> Result<C, String>,
+    ) -> Result<Admit<C>, Denied> {
+        let cfg = self.cfg();
+        let resolved = resolve(&cfg, login);
         let mut rec = SessionRecord {
             id: crate::util::new_id("sess_"),
             state: "requested".into(),
-            protocol: "ssh".into(),
+            protocol: protocol.into(),
             actor: login.user.clone(),
             client_addr: client.addr.to_string(),
             client_version: client.version.clone(),
@@ -204,7 +270,19 @@ impl Gateway {
         rec.target_addr = r.target.address.clone();
         rec.account = r.account.name.clone();
         rec.account_ref = r.account.secret.clone();
-        let req = r.request("ssh");
+        if r.target.protocol != protocol {
+            let how = match r.target.protocol.as_str() {
+                "postgres" => format!("connect with a PostgreSQL client, e.g. psql \"host=GATEWAY user={}#{} dbname=...\"", r.user.name, r.target.name),
+                _ => format!("connect with ssh {}:{}@GATEWAY", r.user.name, r.target.name),
+            };
+            let msg = format!(
+                "wardengate: target {} is a {} target, not {protocol}; {how}",
+                r.target.name, r.target.protocol
+            );
+            let d = json!({"admitted": false, "reason": "wrong_protocol"});
+            return Err(self.deny(&mut rec, "wrong_protocol", msg, d));
+        }
+        let req = r.request(protocol);
         let ex = wardengate_policy::explain(&cfg.policies, &req);
         let admitted = wardengate_policy::decide(&cfg.policies, &req).map_err(|d| {
             let msg = format!("wardengate: access denied: {d}");
@@ -230,7 +308,11 @@ impl Gateway {
             .acquire(&rec.id, subject, &limits)
             .map_err(|d| self.deny_limit(&mut rec, &d, &limits))?;
         let evicted = granted.evicted.clone();
-        let credential = self.credential(&mut rec, r.account, r.target)?;
+        let secret = self.secret(&mut rec, r.account, r.target)?;
+        let credential = credential(secret, r.account, r.target).map_err(|msg| {
+            let d = json!({"admitted": false, "reason": "credential_unavailable", "policy": rec.policy});
+            self.deny(&mut rec, "credential_unavailable", msg, d)
+        })?;
         rec.linked_session = self.linked(&rec.actor, &rec.target);
         rec.decision = Some(decision_json(&admitted, &why, &limits).to_string());
         rec.state = "approved".into();
@@ -266,7 +348,11 @@ impl Gateway {
             )
             .map_err(|e| {
                 tracing::error!("cannot register session: {e:#}");
-                "wardengate: internal error while registering the session".to_string()
+                Denied {
+                    kind: "internal",
+                    message: "wardengate: internal error while registering the session".into(),
+                    limit: None,
+                }
             })?;
         self.audit(
             "session.approved",
@@ -278,14 +364,13 @@ impl Gateway {
         if let Some(victim) = &evicted {
             self.evict(victim, &rec, &limits);
         }
-        Ok(Admission::New(TargetPlan {
+        Ok(Admit {
             admitted,
             link,
-            target: r.target.name.clone(),
-            address: r.target.address.clone(),
-            username: r.account.username().to_string(),
+            target: r.target.clone(),
+            account: r.account.clone(),
             credential,
-        }))
+        })
     }
 
     /// A paused session of this actor, target and account that the policies still let them
@@ -318,7 +403,7 @@ impl Gateway {
         }
     }
 
-    fn deny_limit(&self, rec: &mut SessionRecord, d: &LimitDenial, limits: &Limits) -> String {
+    fn deny_limit(&self, rec: &mut SessionRecord, d: &LimitDenial, limits: &Limits) -> Denied {
         let setting = match d.scope {
             wardengate_policy::Scope::Actor => "max_sessions_per_user",
             wardengate_policy::Scope::Target => "max_sessions_per_target",
@@ -328,7 +413,9 @@ impl Gateway {
         let msg = format!("wardengate: {d} ({setting}); try again when a session ends");
         let decision = json!({"admitted": false, "reason": "concurrency", "policy": rec.policy,
                               "limit": d, "on_limit": limits.on_actor_limit});
-        self.deny(rec, "concurrency", msg, decision)
+        let mut denied = self.deny(rec, "concurrency", msg, decision);
+        denied.limit = serde_json::to_value(d).ok();
+        denied
     }
 
     /// The actor's oldest session made room for `rec` (`on_limit = "evict_oldest"`).
@@ -349,43 +436,22 @@ impl Gateway {
         );
     }
 
-    /// The account's secret from the vault, as the target leg needs it.
-    fn credential(
+    /// The account's secret from the vault.
+    fn secret(
         &self,
         rec: &mut SessionRecord,
         account: &Account,
         target: &Target,
-    ) -> Result<Credential, String> {
-        let unavailable = |rec: &mut SessionRecord, msg: String| {
+    ) -> Result<crate::vault::Secret, Denied> {
+        self.vault.get(&self.store, &account.secret).map_err(|e| {
+            tracing::error!(account_ref = %account.secret, "vault lookup failed: {e:#}");
+            let msg = format!(
+                "wardengate: the credential for {}@{} is not available ({e}); ask an administrator",
+                account.name, target.name
+            );
             let d = json!({"admitted": false, "reason": "credential_unavailable", "policy": rec.policy});
             self.deny(rec, "credential_unavailable", msg, d)
-        };
-        let secret = match self.vault.get(&self.store, &account.secret) {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::error!(account_ref = %account.secret, "vault lookup failed: {e:#}");
-                let msg = format!(
-                    "wardengate: the credential for {}@{} is not available ({e}); ask an administrator",
-                    account.name, target.name
-                );
-                return Err(unavailable(rec, msg));
-            }
-        };
-        match secret.kind {
-            SecretKind::Password => Ok(Credential::Password(secret.value)),
-            SecretKind::PrivateKey => {
-                match russh::keys::PrivateKey::from_openssh(secret.value.trim()) {
-                    Ok(key) => Ok(Credential::PrivateKey(Arc::new(key))),
-                    Err(e) => {
-                        let msg = format!(
-                            "wardengate: the vault key for {}@{} is unreadable: {e}",
-                            account.name, target.name
-                        );
-                        Err(unavailable(rec, msg))
-                    }
-                }
-            }
-        }
+        })
     }
 }
 

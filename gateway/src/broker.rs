@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use russh::keys::{HashAlg, PublicKey};
 use serde_json::json;
 use wardengate_policy::{Ledger, ReconnectMode};
-use wardengate_protocols::session::{now_ms, Outcome};
+use wardengate_protocols::session::{now_ms, Lifecycle, Outcome};
 use wardengate_protocols::ssh::{Admission, ClientInfo, Login, ResumeTicket, SshBroker, UserAuth};
 
 use crate::config::Loaded;
@@ -113,14 +113,7 @@ impl Gateway {
     }
 }
 
-impl SshBroker for Gateway {
-    fn user(&self, name: &str) -> Option<UserAuth> {
-        self.cfg().users.get(name).map(|u| UserAuth {
-            keys: u.keys.clone(),
-            has_password: u.password_hash.is_some(),
-        })
-    }
-
+impl Lifecycle for Gateway {
     async fn verify_password(&self, user: &str, password: &str) -> bool {
         let Some(hash) = self
             .cfg()
@@ -144,6 +137,56 @@ impl SshBroker for Gateway {
             None,
             json!({"login": login, "reason": kind, "message": message, "client": client.addr.to_string()}),
         );
+    }
+
+    fn opened(&self, session: &str) {
+        if let Some(r) = self.registry.activate(&self.store, session) {
+            self.audit(
+                "session.start",
+                Some(&r.actor),
+                Some(session),
+                json!({"protocol": r.protocol, "target": r.target, "target_addr": r.target_addr, "account": r.account, "client": r.client_addr, "client_version": r.client_version}),
+            );
+        }
+    }
+
+    fn notice(&self, session: &str, kind: &str, detail: serde_json::Value) {
+        let actor = self
+            .registry
+            .record(&self.store, session)
+            .ok()
+            .map(|r| r.actor);
+        self.audit(kind, actor.as_deref(), Some(session), detail);
+    }
+
+    fn ended(&self, session: &str, outcome: Outcome) {
+        if let Some((r, admitted)) = self.registry.finish(&self.store, session, &outcome) {
+            let reconnect = admitted.settings().reconnect;
+            if matches!(outcome, Outcome::ClientDropped(_))
+                && reconnect.mode != ReconnectMode::Strict
+            {
+                if let Ok(mut d) = self.drops.lock() {
+                    let until = now_ms() + reconnect.grace.get().as_millis() as u64;
+                    d.retain(|_, (_, u)| *u > now_ms());
+                    d.insert((r.actor.clone(), r.target.clone()), (r.id.clone(), until));
+                }
+            }
+            self.audit(
+                "session.end",
+                Some(&r.actor),
+                Some(session),
+                json!({"state": r.state, "reason": r.end_reason, "detail": r.end_detail, "bytes_in": r.bytes_in, "bytes_out": r.bytes_out, "policy": r.policy}),
+            );
+        }
+    }
+}
+
+impl SshBroker for Gateway {
+    fn user(&self, name: &str) -> Option<UserAuth> {
+        self.cfg().users.get(name).map(|u| UserAuth {
+            keys: u.keys.clone(),
+            has_password: u.password_hash.is_some(),
+        })
     }
 
     async fn admit(
@@ -197,26 +240,6 @@ impl SshBroker for Gateway {
         }
     }
 
-    fn opened(&self, session: &str) {
-        if let Some(r) = self.registry.activate(&self.store, session) {
-            self.audit(
-                "session.start",
-                Some(&r.actor),
-                Some(session),
-                json!({"target": r.target, "target_addr": r.target_addr, "account": r.account, "client": r.client_addr, "client_version": r.client_version}),
-            );
-        }
-    }
-
-    fn notice(&self, session: &str, kind: &str, detail: serde_json::Value) {
-        let actor = self
-            .registry
-            .record(&self.store, session)
-            .ok()
-            .map(|r| r.actor);
-        self.audit(kind, actor.as_deref(), Some(session), detail);
-    }
-
     fn paused(&self, session: &str, ticket: ResumeTicket) {
         let grace = ticket.admitted().settings().reconnect.grace;
         if let Some(r) = self.registry.pause(&self.store, session, ticket) {
@@ -236,27 +259,6 @@ impl SshBroker for Gateway {
                 Some(&r.actor),
                 Some(session),
                 json!({"target": r.target, "client": client.addr.to_string()}),
-            );
-        }
-    }
-
-    fn ended(&self, session: &str, outcome: Outcome) {
-        if let Some((r, admitted)) = self.registry.finish(&self.store, session, &outcome) {
-            let reconnect = admitted.settings().reconnect;
-            if matches!(outcome, Outcome::ClientDropped(_))
-                && reconnect.mode != ReconnectMode::Strict
-            {
-                if let Ok(mut d) = self.drops.lock() {
-                    let until = now_ms() + reconnect.grace.get().as_millis() as u64;
-                    d.retain(|_, (_, u)| *u > now_ms());
-                    d.insert((r.actor.clone(), r.target.clone()), (r.id.clone(), until));
-                }
-            }
-            self.audit(
-                "session.end",
-                Some(&r.actor),
-                Some(session),
-                json!({"state": r.state, "reason": r.end_reason, "detail": r.end_detail, "bytes_in": r.bytes_in, "bytes_out": r.bytes_out, "policy": r.policy}),
             );
         }
     }

@@ -19,6 +19,8 @@ pub struct Config {
     pub gateway: GatewaySection,
     #[serde(default)]
     pub ssh: SshSection,
+    /// The PostgreSQL front; absent: no PostgreSQL listener.
+    pub postgres: Option<PostgresSection>,
     #[serde(default)]
     pub api: ApiSection,
     #[serde(default)]
@@ -148,6 +150,43 @@ fn default_connect_timeout() -> Duration {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
+pub struct PostgresSection {
+    pub listen: SocketAddr,
+    /// PEM certificate chain and key for TLS with clients, relative to `data_dir`. A self-signed
+    /// certificate for `localhost` is generated when both are missing.
+    #[serde(default = "default_pg_cert")]
+    pub tls_cert_file: PathBuf,
+    #[serde(default = "default_pg_key")]
+    pub tls_key_file: PathBuf,
+    /// Refuse clients that do not use TLS.
+    #[serde(default)]
+    pub require_tls: bool,
+    /// Constant delay before an authentication failure is reported.
+    #[serde(default = "default_rejection", with = "humantime_serde_compat")]
+    pub auth_rejection_time: Duration,
+    /// How long a target may take to connect and start up.
+    #[serde(default = "default_connect_timeout", with = "humantime_serde_compat")]
+    pub connect_timeout: Duration,
+    /// Bytes of each statement and bind parameter kept in the query log.
+    #[serde(default = "default_capture_bytes")]
+    pub capture_bytes: usize,
+    /// Record `<redacted>` instead of bind parameter values.
+    #[serde(default)]
+    pub redact_params: bool,
+}
+
+fn default_pg_cert() -> PathBuf {
+    PathBuf::from("postgres_tls.crt")
+}
+fn default_pg_key() -> PathBuf {
+    PathBuf::from("postgres_tls.key")
+}
+fn default_capture_bytes() -> usize {
+    4096
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ApiSection {
     #[serde(default = "default_api_listen")]
     pub listen: SocketAddr,
@@ -231,6 +270,9 @@ pub struct User {
     pub public_keys: Vec<String>,
     /// An argon2 PHC string (`wardengate hash-password` prints one).
     pub password_hash: Option<String>,
+    /// The same password as a SCRAM-SHA-256 verifier, for PostgreSQL clients
+    /// (`wardengate hash-password` prints it too). Without it, PostgreSQL logins need TLS.
+    pub scram_sha_256: Option<String>,
     /// Overrides `limits.max_sessions_per_user` (and any group's value) for this user.
     pub max_sessions: Option<u32>,
 }
@@ -249,7 +291,7 @@ pub struct Group {
 #[serde(deny_unknown_fields)]
 pub struct Target {
     pub name: String,
-    /// `host:port` of the target's SSH server.
+    /// `host:port` of the target's SSH or PostgreSQL server.
     pub address: String,
     #[serde(default)]
     pub tags: BTreeMap<String, String>,
@@ -258,6 +300,15 @@ pub struct Target {
     pub accounts: Vec<Account>,
     /// Overrides `limits.max_sessions_per_target` for this target.
     pub max_sessions: Option<u32>,
+    /// PostgreSQL: the database every session uses, whatever the client asks for.
+    pub database: Option<String>,
+    /// PostgreSQL: TLS towards the target: `disable` (default), `require` (encrypted, not
+    /// verified) or `verify-full` (verified against `tls_ca_file` and the host name).
+    pub tls: Option<String>,
+    /// PostgreSQL: PEM CA certificates for `tls = "verify-full"`, relative to the config file.
+    pub tls_ca_file: Option<PathBuf>,
+    /// PostgreSQL: the name the certificate must carry, when not the address's host.
+    pub tls_server_name: Option<String>,
 }
 
 fn default_protocol() -> String {
@@ -288,6 +339,7 @@ pub struct Identity {
     pub groups: Vec<String>,
     pub keys: Vec<PublicKey>,
     pub password_hash: Option<String>,
+    pub scram: Option<wardengate_protocols::postgres::Verifier>,
     /// The most specific per-user session limit (user, then groups, then `limits`).
     pub max_sessions: Option<u32>,
 }
@@ -300,6 +352,8 @@ pub struct Loaded {
     pub data_dir: PathBuf,
     pub users: HashMap<String, Identity>,
     pub targets: HashMap<String, Target>,
+    /// TLS towards each PostgreSQL target, CA certificates loaded.
+    pub pg_tls: HashMap<String, wardengate_protocols::postgres::TargetTls>,
     /// Inline policies first, then each policy file in the order listed (directories sorted).
     pub policies: Vec<Entry>,
 }
@@ -384,7 +438,14 @@ pub fn parse(text: &str, path: &Path) -> Result<Loaded> {
                 )
             })?;
         }
-        if keys.is_empty() && u.password_hash.is_none() {
+        let scram = match &u.scram_sha_256 {
+            Some(v) => Some(
+                wardengate_protocols::postgres::Verifier::parse(v)
+                    .map_err(|e| anyhow!("{}: users.{}.scram_sha_256 is {e}", here(v), u.name))?,
+            ),
+            None => None,
+        };
+        if keys.is_empty() && u.password_hash.is_none() && scram.is_none() {
             bail!(
                 "{}: users.{} has neither public_keys nor password_hash",
                 here(&u.name),
@@ -396,6 +457,7 @@ pub fn parse(text: &str, path: &Path) -> Result<Loaded> {
             groups: u.groups.clone(),
             keys,
             password_hash: u.password_hash.clone(),
+            scram,
             max_sessions: u.max_sessions,
         };
         if users.insert(u.name.clone(), id).is_some() {
@@ -437,6 +499,7 @@ pub fn parse(text: &str, path: &Path) -> Result<Loaded> {
     }
 
     let mut targets = HashMap::new();
+    let mut pg_tls = HashMap::new();
     for t in &config.targets {
         if t.name.is_empty() || t.name.contains(':') || t.name.contains('#') {
             bail!(
@@ -445,13 +508,36 @@ pub fn parse(text: &str, path: &Path) -> Result<Loaded> {
                 t.name
             );
         }
-        if t.protocol != "ssh" {
-            bail!(
-                "{}: targets.{}.protocol '{}' is not supported yet (supported: ssh)",
-                here(&t.protocol),
-                t.name,
-                t.protocol
-            );
+        match (t.protocol.as_str(), &t.tls) {
+            ("ssh", None) => {}
+            ("ssh", Some(_)) => bail!(
+                "{}: targets.{}.tls applies to postgres targets only",
+                here("tls"),
+                t.name
+            ),
+            ("postgres", None | Some(_)) => {
+                if let Some(mode) = &t.tls {
+                    if !["disable", "require", "verify-full"].contains(&mode.as_str()) {
+                        bail!(
+                            "{}: targets.{}.tls '{mode}' is not a mode (disable, require, verify-full)",
+                            here(mode),
+                            t.name
+                        );
+                    }
+                    if mode == "verify-full" && t.tls_ca_file.is_none() {
+                        bail!(
+                            "{}: targets.{}.tls = \"verify-full\" needs tls_ca_file (the CA that signed the target's certificate)",
+                            here(mode),
+                            t.name
+                        );
+                    }
+                }
+            }
+            (other, _) => bail!(
+                "{}: targets.{}.protocol '{other}' is not supported yet (supported: ssh, postgres)",
+                here(other),
+                t.name
+            ),
         }
         if !t.address.contains(':')
             || t.address
@@ -489,6 +575,13 @@ pub fn parse(text: &str, path: &Path) -> Result<Loaded> {
             }
             seen.push(a.name.clone());
         }
+        if t.protocol == "postgres" {
+            pg_tls.insert(
+                t.name.clone(),
+                target_tls(t, &base)
+                    .map_err(|e| anyhow!("{}: targets.{}: {e}", here(&t.name), t.name))?,
+            );
+        }
         if targets.insert(t.name.clone(), t.clone()).is_some() {
             bail!(
                 "{}: targets.name '{}' is defined twice",
@@ -511,7 +604,34 @@ pub fn parse(text: &str, path: &Path) -> Result<Loaded> {
         data_dir,
         users,
         targets,
+        pg_tls,
         policies,
+    })
+}
+
+fn target_tls(t: &Target, base: &Path) -> Result<wardengate_protocols::postgres::TargetTls> {
+    use tokio_rustls::rustls::pki_types::{pem::PemObject, CertificateDer};
+    use wardengate_protocols::postgres::TargetTls;
+    Ok(match t.tls.as_deref().unwrap_or("disable") {
+        "require" => TargetTls::Require,
+        "verify-full" => {
+            let file = base.join(t.tls_ca_file.as_deref().unwrap_or(Path::new("")));
+            let mut roots = tokio_rustls::rustls::RootCertStore::empty();
+            for cert in CertificateDer::pem_file_iter(&file)
+                .with_context(|| format!("cannot read tls_ca_file {}", file.display()))?
+            {
+                let cert =
+                    cert.with_context(|| format!("tls_ca_file {} is not PEM", file.display()))?;
+                roots.add(cert).with_context(|| {
+                    format!("tls_ca_file {}: unusable certificate", file.display())
+                })?;
+            }
+            if roots.is_empty() {
+                bail!("tls_ca_file {} holds no certificate", file.display());
+            }
+            TargetTls::VerifyFull(std::sync::Arc::new(roots))
+        }
+        _ => TargetTls::Disable,
     })
 }
 

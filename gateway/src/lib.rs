@@ -13,6 +13,7 @@ pub mod config;
 pub mod dev;
 pub mod keys;
 pub mod passwords;
+pub mod pg;
 pub mod policy_files;
 pub mod recording;
 pub mod registry;

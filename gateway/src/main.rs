@@ -61,7 +61,8 @@ enum Cmd {
         #[command(subcommand)]
         cmd: HostkeyCmd,
     },
-    /// Read a password on stdin and print its argon2 hash for `users.password_hash`.
+    /// Read a password on stdin and print the user lines for it: `password_hash` (argon2, for
+    /// SSH and TLS logins) and `scram_sha_256` (for PostgreSQL clients).
     HashPassword,
 }
 
@@ -127,7 +128,13 @@ fn real_main(cli: Cli) -> Result<()> {
         Cmd::Run { config } => {
             let cfg = config::load(&config)?;
             runtime()?.block_on(server::run(cfg, CancellationToken::new(), |l| {
-                println!("wardengate ready: ssh={} api=http://{}", l.ssh, l.api);
+                match l.postgres {
+                    Some(pg) => println!(
+                        "wardengate ready: ssh={} postgres={pg} api=http://{}",
+                        l.ssh, l.api
+                    ),
+                    None => println!("wardengate ready: ssh={} api=http://{}", l.ssh, l.api),
+                }
             }))
         }
         Cmd::Dev {
@@ -198,7 +205,12 @@ fn real_main(cli: Cli) -> Result<()> {
             Ok(())
         }
         Cmd::HashPassword => {
-            println!("{}", passwords::hash(&read_stdin_line()?)?);
+            let password = read_stdin_line()?;
+            println!("password_hash = \"{}\"", passwords::hash(&password)?);
+            println!(
+                "scram_sha_256 = \"{}\"",
+                wardengate_protocols::postgres::Verifier::generate(&password)
+            );
             Ok(())
         }
     }

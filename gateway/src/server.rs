@@ -9,6 +9,7 @@ use sha2::{Digest, Sha256};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use wardengate_protocols::postgres;
 use wardengate_protocols::ssh::{self, SshSettings};
 
 use crate::broker::Gateway;
@@ -20,10 +21,11 @@ use crate::vault::Vault;
 #[derive(Debug, Clone)]
 pub struct Listening {
     pub ssh: std::net::SocketAddr,
+    pub postgres: Option<std::net::SocketAddr>,
     pub api: std::net::SocketAddr,
 }
 
-fn in_data_dir(cfg: &Loaded, p: &std::path::Path) -> std::path::PathBuf {
+pub(crate) fn in_data_dir(cfg: &Loaded, p: &std::path::Path) -> std::path::PathBuf {
     if p.is_absolute() {
         p.to_path_buf()
     } else {
@@ -64,11 +66,25 @@ pub async fn run(
     let ssh_listener = TcpListener::bind(cfg.config.ssh.listen)
         .await
         .with_context(|| format!("cannot listen for SSH on {}", cfg.config.ssh.listen))?;
+    let pg = match &cfg.config.postgres {
+        Some(section) => {
+            let settings = Arc::new(crate::pg::settings(&cfg, section)?);
+            let listener = TcpListener::bind(section.listen)
+                .await
+                .with_context(|| format!("cannot listen for PostgreSQL on {}", section.listen))?;
+            Some((listener, settings))
+        }
+        None => None,
+    };
     let api_listener = TcpListener::bind(cfg.config.api.listen)
         .await
         .with_context(|| format!("cannot listen for the API on {}", cfg.config.api.listen))?;
     let listening = Listening {
         ssh: ssh_listener.local_addr()?,
+        postgres: match &pg {
+            Some((l, _)) => Some(l.local_addr()?),
+            None => None,
+        },
         api: api_listener.local_addr()?,
     };
     let rc = &cfg.config.recording;
@@ -96,7 +112,7 @@ pub async fn run(
         "gateway.start",
         None,
         None,
-        serde_json::json!({"ssh": listening.ssh.to_string(), "api": listening.api.to_string()}),
+        serde_json::json!({"ssh": listening.ssh.to_string(), "postgres": listening.postgres.map(|a| a.to_string()), "api": listening.api.to_string()}),
     );
 
     let signals = shutdown.clone();
@@ -138,6 +154,26 @@ pub async fn run(
 
     let config = Arc::new(ssh::server_config(&settings));
     let tracker = TaskTracker::new();
+    if let Some((listener, settings)) = pg {
+        let (gw, shutdown, tracker2) = (gw.clone(), shutdown.clone(), tracker.clone());
+        let cancels = Arc::new(postgres::Cancels::default());
+        tracker.spawn(async move {
+            loop {
+                tokio::select! {
+                    accepted = listener.accept() => match accepted {
+                        Ok((socket, peer)) => {
+                            tracker2.spawn(postgres::serve_connection(gw.clone(), settings.clone(), cancels.clone(), socket, peer, shutdown.clone()));
+                        }
+                        Err(e) => {
+                            tracing::warn!("postgres accept failed: {e}");
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                        }
+                    },
+                    _ = shutdown.cancelled() => break,
+                }
+            }
+        });
+    }
     loop {
         tokio::select! {
             accepted = ssh_listener.accept() => {

@@ -20,6 +20,61 @@ pub fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
+/// Who is connecting.
+#[derive(Debug, Clone)]
+pub struct ClientInfo {
+    pub addr: std::net::SocketAddr,
+    /// The client's software: its SSH identification string (`SSH-2.0-OpenSSH_9.2p1 ...`), or a
+    /// PostgreSQL client's `application_name`.
+    pub version: String,
+}
+
+/// The login a user typed, naming who they are and where they go: `user:target[:account]`, or
+/// the same with `#` (`alice#billing-ro.prod#reporting`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Login {
+    pub user: String,
+    pub target: String,
+    pub account: Option<String>,
+}
+
+impl Login {
+    /// Split `user<sep>target[<sep>account]` (`sep` is `:` or `#`); `None` when a part is missing.
+    pub fn split(s: &str) -> Option<Login> {
+        let mut parts = s.splitn(3, [':', '#']);
+        let user = parts.next().unwrap_or_default();
+        let target = parts.next().unwrap_or_default();
+        let account = parts.next().map(str::to_string);
+        if user.is_empty() || target.is_empty() || account.as_deref() == Some("") {
+            return None;
+        }
+        Some(Login {
+            user: user.to_string(),
+            target: target.to_string(),
+            account,
+        })
+    }
+}
+
+/// What every protocol gateway asks of the gateway: passwords, the audit log, the lifecycle.
+pub trait Lifecycle: Send + Sync + 'static {
+    /// Check a password against the user's stored hash (slow by design: argon2).
+    fn verify_password(
+        &self,
+        user: &str,
+        password: &str,
+    ) -> impl std::future::Future<Output = bool> + Send;
+    /// Record a refused authentication or admission (audit), with the message shown to the user.
+    fn refused(&self, login: &str, client: &ClientInfo, kind: &str, message: &str);
+    /// The target leg is up: the session is active.
+    fn opened(&self, session: &str);
+    /// Something happened in a live session that the audit log must show (`session.idle_warning`,
+    /// `session.lifespan_warning`).
+    fn notice(&self, session: &str, kind: &str, detail: serde_json::Value);
+    /// The session is over.
+    fn ended(&self, session: &str, outcome: Outcome);
+}
+
 /// A terminal as requested by the client (`pty-req`, then `window-change`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PtyInfo {
@@ -27,6 +82,14 @@ pub struct PtyInfo {
     pub cols: u32,
     pub rows: u32,
 }
+
+/// The activities a session can report (PostgreSQL's `pg_stat_activity.state` names).
+pub const ACTIVITIES: &[&str] = &[
+    "idle",
+    "active",
+    "idle in transaction",
+    "idle in transaction (aborted)",
+];
 
 /// Live per-session state shared by the relay (writer) and the registry/API (reader).
 #[derive(Debug)]
@@ -42,6 +105,9 @@ pub struct SessionShared {
     busy: AtomicU32,
     pty: Mutex<Option<PtyInfo>>,
     client_version: std::sync::OnceLock<String>,
+    /// What the session is doing, for protocols that know (PostgreSQL: `idle`, `active`,
+    /// `idle in transaction`); an index into [`ACTIVITIES`], 0 for unknown.
+    activity: std::sync::atomic::AtomicU8,
     /// Woken whenever a channel closes.
     pub channels_changed: tokio::sync::Notify,
 }
@@ -58,6 +124,7 @@ impl SessionShared {
             busy: AtomicU32::new(0),
             pty: Mutex::new(None),
             client_version: std::sync::OnceLock::new(),
+            activity: std::sync::atomic::AtomicU8::new(0),
             channels_changed: tokio::sync::Notify::new(),
         }
     }
@@ -71,11 +138,32 @@ impl SessionShared {
         self.client_version.get().map(String::as_str)
     }
 
+    /// Set what the session is doing (one of [`ACTIVITIES`]; anything else is ignored).
+    pub fn set_activity(&self, activity: &str) {
+        if let Some(i) = ACTIVITIES.iter().position(|a| *a == activity) {
+            self.activity.store(i as u8 + 1, Ordering::Relaxed);
+        }
+    }
+
+    pub fn activity(&self) -> Option<&'static str> {
+        match self.activity.load(Ordering::Relaxed) {
+            0 => None,
+            i => ACTIVITIES.get(i as usize - 1).copied(),
+        }
+    }
+
     /// Client data that a human (or their tool) sent: resets the idle clock.
     #[inline]
     pub fn note_input(&self, bytes: usize) {
         self.bytes_in.fetch_add(bytes as u64, Ordering::Relaxed);
         self.last_input_ms.store(now_ms(), Ordering::Relaxed);
+    }
+
+    /// Client data that is not by itself human input (PostgreSQL's Sync, CopyData): counted,
+    /// does not reset the idle clock.
+    #[inline]
+    pub fn count_input(&self, bytes: usize) {
+        self.bytes_in.fetch_add(bytes as u64, Ordering::Relaxed);
     }
 
     /// Target output: counted, never resets the idle clock.

@@ -26,12 +26,15 @@ pub enum EventKind {
     /// A lifecycle or control marker: `exec`, `exit-status`, `subsystem`, `terminated`, `idle`,
     /// `resumed`, ... with free-form UTF-8 detail.
     Marker { kind: String, detail: String },
+    /// A database statement execution (PostgreSQL sessions), stored as JSON.
+    Query(Box<crate::QueryRecord>),
 }
 
 const T_INPUT: u8 = 1;
 const T_OUTPUT: u8 = 2;
 const T_RESIZE: u8 = 3;
 const T_MARKER: u8 = 4;
+const T_QUERY: u8 = 5;
 
 /// Largest event accepted when reading (guards allocations against corrupt lengths).
 pub(crate) const MAX_EVENT_LEN: usize = 16 << 20;
@@ -46,19 +49,29 @@ impl Event {
                 EventKind::Output { data, .. } => 4 + 1 + data.len(),
                 EventKind::Resize { .. } => 12,
                 EventKind::Marker { kind, detail } => 2 + kind.len() + detail.len(),
+                EventKind::Query(q) => query_json(q).len(),
             }
     }
 
     /// Append the encoding: `u32 len | u8 type | u64 t_us | fields` (little-endian; `len`
     /// counts everything after itself).
     pub fn encode(&self, out: &mut Vec<u8>) {
-        let len = (self.encoded_len() - 4) as u32;
+        // A query record is serialised once, for its length and its bytes.
+        let query = match &self.kind {
+            EventKind::Query(q) => Some(query_json(q)),
+            _ => None,
+        };
+        let len = match &query {
+            Some(q) => (1 + 8 + q.len()) as u32,
+            None => (self.encoded_len() - 4) as u32,
+        };
         out.extend_from_slice(&len.to_le_bytes());
         let ty = match self.kind {
             EventKind::Input { .. } => T_INPUT,
             EventKind::Output { .. } => T_OUTPUT,
             EventKind::Resize { .. } => T_RESIZE,
             EventKind::Marker { .. } => T_MARKER,
+            EventKind::Query(_) => T_QUERY,
         };
         out.push(ty);
         out.extend_from_slice(&self.t_us.to_le_bytes());
@@ -92,6 +105,7 @@ impl Event {
                 out.extend_from_slice(k);
                 out.extend_from_slice(detail.as_bytes());
             }
+            EventKind::Query(_) => out.extend_from_slice(query.as_deref().unwrap_or_default()),
         }
     }
 
@@ -145,10 +159,18 @@ impl Event {
                     detail: String::from_utf8_lossy(detail).into_owned(),
                 }
             }
+            T_QUERY => EventKind::Query(Box::new(
+                serde_json::from_slice(f).map_err(|e| bad(&format!("query record: {e}")))?,
+            )),
             other => return Err(bad(&format!("unknown type {other}"))),
         };
         Ok((Event { t_us, kind }, rest))
     }
+}
+
+fn query_json(q: &crate::QueryRecord) -> Vec<u8> {
+    // Serialising a struct of strings and numbers cannot fail.
+    serde_json::to_vec(q).unwrap_or_default()
 }
 
 fn take<const N: usize>(b: &[u8]) -> Option<[u8; N]> {

@@ -32,6 +32,13 @@ pub fn event_json(ev: &Event) -> Value {
         EventKind::Marker { kind, detail } => json!({
             "t": t, "type": "marker", "kind": kind, "detail": detail,
         }),
+        EventKind::Query(q) => {
+            let mut v = json!({"t": t, "type": "query"});
+            if let (Some(o), Ok(Value::Object(q))) = (v.as_object_mut(), serde_json::to_value(q)) {
+                o.extend(q);
+            }
+            v
+        }
     }
 }
 
@@ -77,6 +84,7 @@ pub fn asciicast(rec: &Recording) -> String {
             EventKind::Marker { kind, detail } => {
                 json!([t, "m", format!("{kind} {detail}").trim_end()])
             }
+            EventKind::Query(q) => json!([t, "m", format!("query {}", q.line(ev.t_us))]),
         };
         out.push_str(&line.to_string());
         out.push('\n');

@@ -14,6 +14,7 @@
 mod event;
 mod export;
 mod format;
+mod query;
 mod reader;
 mod seal;
 mod writer;
@@ -21,6 +22,7 @@ mod writer;
 pub use event::{Event, EventKind};
 pub use export::{asciicast, event_json, term_dim, text};
 pub use format::{ChunkHeader, CHUNK_MAGIC, FORMAT_VERSION};
+pub use query::{csv_row, QueryRecord, CSV_HEADER};
 pub use reader::{read, verify, Problem, Recording, VerifyReport};
 pub use seal::{
     generate_key, parse_public_key, public_key_hex, Seal, SealStatus, SigningKey, VerifyingKey,

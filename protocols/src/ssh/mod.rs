@@ -28,7 +28,8 @@ use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn, Instrument};
 
-use crate::session::{Outcome, SessionLink};
+pub use crate::session::{ClientInfo, Login};
+use crate::session::{Lifecycle, SessionLink};
 pub use back::TargetLeg;
 pub use resume::ResumeTicket;
 use wardengate_policy::Admitted;
@@ -45,14 +46,6 @@ pub struct SshSettings {
     pub server_id: String,
     /// Ciphers offered on both legs, in preference order.
     pub ciphers: Vec<String>,
-}
-
-/// Who is connecting.
-#[derive(Debug, Clone)]
-pub struct ClientInfo {
-    pub addr: SocketAddr,
-    /// The client's SSH identification string (`SSH-2.0-OpenSSH_9.2p1 ...`).
-    pub version: String,
 }
 
 /// A target account's secret, as the vault hands it over for one connection.
@@ -99,48 +92,24 @@ pub enum Admission {
     Resume(ResumeTicket),
 }
 
-/// The login the user typed: `user:target[:account]`, or `user#target[#account]` — the same
-/// with `#`, for `scp`, `sftp` and `rsync`, which read the first `:` as the host:path separator.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Login {
-    pub user: String,
-    pub target: String,
-    pub account: Option<String>,
-}
-
 impl Login {
+    /// The SSH login: `user:target[:account]`, or `user#target[#account]` — the same with `#`,
+    /// for `scp`, `sftp` and `rsync`, which read the first `:` as the host:path separator.
     pub fn parse(s: &str) -> Result<Login, String> {
-        let mut parts = s.splitn(3, [':', '#']);
-        let user = parts.next().unwrap_or_default();
-        let target = parts.next().unwrap_or_default();
-        let account = parts.next().map(str::to_string);
-        if user.is_empty() || target.is_empty() || account.as_deref() == Some("") {
-            return Err(format!(
+        Login::split(s).ok_or_else(|| {
+            format!(
                 "wardengate: login '{s}' does not name a target; connect as USER:TARGET or \
                  USER:TARGET:ACCOUNT (USER#TARGET for scp, sftp and rsync), e.g. \
                  ssh alice:web-01.prod@gateway"
-            ));
-        }
-        Ok(Login {
-            user: user.to_string(),
-            target: target.to_string(),
-            account,
+            )
         })
     }
 }
 
 /// The gateway's side of the SSH contract: identities, admission, host keys, lifecycle.
-pub trait SshBroker: Send + Sync + 'static {
+pub trait SshBroker: Lifecycle {
     /// The user's credentials, or `None` for an unknown user.
     fn user(&self, name: &str) -> Option<UserAuth>;
-    /// Check a password against the user's stored hash (slow by design: argon2).
-    fn verify_password(
-        &self,
-        user: &str,
-        password: &str,
-    ) -> impl std::future::Future<Output = bool> + Send;
-    /// Record a refused authentication or admission (audit), with the message shown to the user.
-    fn refused(&self, login: &str, client: &ClientInfo, kind: &str, message: &str);
     /// Decide admission for an authenticated user; `Err` is the message shown to the user.
     fn admit(
         &self,
@@ -155,18 +124,11 @@ pub trait SshBroker: Send + Sync + 'static {
         address: &str,
         key: &PublicKey,
     ) -> impl std::future::Future<Output = Result<(), String>> + Send;
-    /// The target leg is up: the session is active.
-    fn opened(&self, session: &str);
-    /// Something happened in a live session that the audit log must show (`session.idle_warning`,
-    /// `session.lifespan_warning`).
-    fn notice(&self, session: &str, kind: &str, detail: serde_json::Value);
     /// The client dropped; the session waits in `paused` until `ticket` is claimed or the grace
     /// ends.
     fn paused(&self, session: &str, ticket: ResumeTicket);
     /// A paused session was re-attached by `client`.
     fn resumed(&self, session: &str, client: &ClientInfo);
-    /// The session is over.
-    fn ended(&self, session: &str, outcome: Outcome);
 }
 
 /// Ciphers, fastest first on CPUs with AES instructions. Every byte through the gateway is

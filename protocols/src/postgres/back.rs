@@ -1,0 +1,333 @@
+//! The target leg: connect (TLS when the target asks for it, verified against its CA when
+//! configured), start up as the account with the vault's password (SCRAM-SHA-256, MD5 or
+//! cleartext, as the target demands), and collect what the client must see before its first
+//! query: ParameterStatus, BackendKeyData, ReadyForQuery.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use postgres_protocol::authentication::md5_hash;
+use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256};
+use postgres_protocol::message::backend::Message as Backend;
+use postgres_protocol::message::frontend;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_rustls::rustls;
+
+use super::wire::Conn;
+use super::{PgTarget, TargetTls};
+
+/// A target session ready for the client's first query.
+pub struct Ready {
+    pub conn: Conn,
+    /// ParameterStatus and NoticeResponse frames, as the target sent them.
+    pub preamble: BytesMut,
+    pub pid: i32,
+    pub secret: i32,
+    /// The ReadyForQuery frame.
+    pub ready: Bytes,
+}
+
+/// Startup parameters the client chose that are passed to the target (never `user`, which is
+/// the account's, nor `replication`, which is refused earlier).
+fn passed(key: &str) -> bool {
+    !matches!(key, "user" | "database" | "replication") && !key.starts_with("_pq_.")
+}
+
+async fn tls_connect(tcp: TcpStream, target: &PgTarget) -> Result<Conn, String> {
+    let mut tcp = tcp;
+    let mut req = BytesMut::new();
+    frontend::ssl_request(&mut req);
+    tcp.write_all(&req)
+        .await
+        .map_err(|e| format!("cannot write to target {}: {e}", target.address))?;
+    let mut answer = [0u8; 1];
+    tcp.read_exact(&mut answer).await.map_err(|e| {
+        format!(
+            "target {} closed the connection during TLS negotiation: {e}",
+            target.address
+        )
+    })?;
+    if answer[0] != b'S' {
+        return Err(format!(
+            "target {} does not accept TLS, but the target is configured with tls = \"{}\"",
+            target.address,
+            target.tls.name()
+        ));
+    }
+    let config = match &target.tls {
+        TargetTls::VerifyFull(roots) => rustls::ClientConfig::builder()
+            .with_root_certificates(roots.clone())
+            .with_no_client_auth(),
+        _ => rustls::ClientConfig::builder()
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(NoVerify(
+                rustls::crypto::ring::default_provider(),
+            )))
+            .with_no_client_auth(),
+    };
+    let host = target
+        .address
+        .rsplit_once(':')
+        .map(|(h, _)| h)
+        .unwrap_or(&target.address);
+    let name = target
+        .tls_server_name
+        .clone()
+        .unwrap_or_else(|| host.trim_matches(['[', ']']).to_string());
+    let server_name = rustls::pki_types::ServerName::try_from(name.clone())
+        .map_err(|e| format!("'{name}' is not a valid TLS server name: {e}"))?;
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(server_name, tcp)
+        .await
+        .map_err(|e| format!("TLS with target {} failed: {e}", target.address))?;
+    Ok(Conn::TlsClient(Box::new(tls)))
+}
+
+/// Read one whole backend frame (tag, length, body) into `buf`'s tail and parse it.
+async fn next(
+    conn: &mut Conn,
+    buf: &mut BytesMut,
+    address: &str,
+) -> Result<(Bytes, Backend), String> {
+    let mut head = [0u8; 5];
+    conn.read_exact(&mut head)
+        .await
+        .map_err(|e| format!("target {address} closed the connection during startup: {e}"))?;
+    let len = u32::from_be_bytes([head[1], head[2], head[3], head[4]]) as usize;
+    if !(4..=1 << 20).contains(&len) {
+        return Err(format!(
+            "target {address} sent an invalid startup message (length {len})"
+        ));
+    }
+    buf.clear();
+    buf.extend_from_slice(&head);
+    buf.resize(len + 1, 0);
+    conn.read_exact(&mut buf[5..])
+        .await
+        .map_err(|e| format!("target {address} closed the connection during startup: {e}"))?;
+    let frame = buf.split().freeze();
+    let msg = Backend::parse(&mut BytesMut::from(&frame[..]))
+        .map_err(|e| format!("target {address} sent an unreadable message: {e}"))?
+        .ok_or_else(|| format!("target {address} sent a truncated message"))?;
+    Ok((frame, msg))
+}
+
+fn error_text(fields: &postgres_protocol::message::backend::ErrorResponseBody) -> String {
+    use fallible_iterator::FallibleIterator;
+    let mut f = fields.fields();
+    let (mut code, mut msg) = (String::new(), String::new());
+    while let Ok(Some(x)) = f.next() {
+        match x.type_() {
+            b'C' => code = String::from_utf8_lossy(x.value_bytes()).into_owned(),
+            b'M' => msg = String::from_utf8_lossy(x.value_bytes()).into_owned(),
+            _ => {}
+        }
+    }
+    format!("{msg} (SQLSTATE {code})")
+}
+
+/// Open the target leg for `target` with the client's startup `params`.
+pub async fn connect(
+    target: &PgTarget,
+    params: &BTreeMap<String, String>,
+    timeout: std::time::Duration,
+) -> Result<Ready, String> {
+    tokio::time::timeout(timeout, connect_inner(target, params))
+        .await
+        .unwrap_or_else(|_| {
+            Err(format!(
+                "target {} did not complete startup within {}s",
+                target.address,
+                timeout.as_secs()
+            ))
+        })
+}
+
+async fn connect_inner(
+    target: &PgTarget,
+    params: &BTreeMap<String, String>,
+) -> Result<Ready, String> {
+    let address = target.address.as_str();
+    let tcp = TcpStream::connect(address)
+        .await
+        .map_err(|e| format!("cannot connect to target {} ({address}): {e}", target.name))?;
+    let _ = tcp.set_nodelay(true);
+    let mut conn = match target.tls {
+        TargetTls::Disable => Conn::Plain(tcp),
+        _ => tls_connect(tcp, target).await?,
+    };
+    let database = target
+        .database
+        .clone()
+        .or_else(|| params.get("database").cloned())
+        .unwrap_or_else(|| target.username.clone());
+    let mut startup: Vec<(&str, &str)> = vec![("user", &target.username), ("database", &database)];
+    startup.extend(
+        params
+            .iter()
+            .filter(|(k, _)| passed(k))
+            .map(|(k, v)| (k.as_str(), v.as_str())),
+    );
+    let mut out = BytesMut::new();
+    frontend::startup_message(startup, &mut out)
+        .map_err(|e| format!("cannot encode the startup message: {e}"))?;
+    conn.write_all(&out)
+        .await
+        .map_err(|e| format!("cannot write to target {address}: {e}"))?;
+
+    let password = target.password.as_bytes();
+    let mut scram: Option<ScramSha256> = None;
+    let mut buf = BytesMut::with_capacity(1024);
+    let mut preamble = BytesMut::new();
+    let (mut pid, mut secret) = (0, 0);
+    loop {
+        let (frame, msg) = next(&mut conn, &mut buf, address).await?;
+        out.clear();
+        match msg {
+            Backend::AuthenticationOk => continue,
+            Backend::AuthenticationCleartextPassword => {
+                if !conn.is_tls() {
+                    tracing::warn!(target = %target.name, "the target asks for a cleartext password over an unencrypted connection");
+                }
+                frontend::password_message(password, &mut out).map_err(|e| e.to_string())?;
+            }
+            Backend::AuthenticationMd5Password(body) => {
+                let hash = md5_hash(target.username.as_bytes(), password, body.salt());
+                frontend::password_message(hash.as_bytes(), &mut out).map_err(|e| e.to_string())?;
+            }
+            Backend::AuthenticationSasl(body) => {
+                use fallible_iterator::FallibleIterator;
+                let mut mechs = body.mechanisms();
+                let mut found = false;
+                while let Ok(Some(m)) = mechs.next() {
+                    found |= m == "SCRAM-SHA-256";
+                }
+                if !found {
+                    return Err(format!("target {address} offers no SASL mechanism wardengate supports (SCRAM-SHA-256)"));
+                }
+                let s = ScramSha256::new(password, ChannelBinding::unsupported());
+                frontend::sasl_initial_response("SCRAM-SHA-256", s.message(), &mut out)
+                    .map_err(|e| e.to_string())?;
+                scram = Some(s);
+            }
+            Backend::AuthenticationSaslContinue(body) => {
+                let s = scram
+                    .as_mut()
+                    .ok_or("target sent SASLContinue without SASL")?;
+                s.update(body.data())
+                    .map_err(|e| format!("SCRAM with target {address}: {e}"))?;
+                frontend::sasl_response(s.message(), &mut out).map_err(|e| e.to_string())?;
+            }
+            Backend::AuthenticationSaslFinal(body) => {
+                let s = scram.as_mut().ok_or("target sent SASLFinal without SASL")?;
+                s.finish(body.data()).map_err(|e| {
+                    format!("target {address} failed SCRAM server verification: {e}")
+                })?;
+                continue;
+            }
+            Backend::ErrorResponse(body) => {
+                return Err(format!(
+                    "target {} refused the account {}: {}",
+                    target.name,
+                    target.username,
+                    error_text(&body)
+                ));
+            }
+            Backend::ParameterStatus(_) | Backend::NoticeResponse(_) => {
+                preamble.extend_from_slice(&frame);
+                continue;
+            }
+            Backend::BackendKeyData(k) => {
+                (pid, secret) = (k.process_id(), k.secret_key());
+                continue;
+            }
+            Backend::ReadyForQuery(_) => {
+                return Ok(Ready {
+                    conn,
+                    preamble,
+                    pid,
+                    secret,
+                    ready: frame,
+                });
+            }
+            _ => {
+                return Err(format!(
+                    "target {address} sent an unexpected message (type '{}') during startup",
+                    frame[0].escape_ascii()
+                ));
+            }
+        }
+        conn.write_all(&out)
+            .await
+            .map_err(|e| format!("cannot write to target {address}: {e}"))?;
+    }
+}
+
+/// Forward a CancelRequest to the target with the real key (a connection of its own, as the
+/// protocol requires; the target answers by closing it).
+pub async fn cancel(address: &str, pid: i32, secret: i32) -> Result<(), String> {
+    let mut tcp = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        TcpStream::connect(address),
+    )
+    .await
+    .map_err(|_| format!("cannot connect to {address} to cancel: timed out"))?
+    .map_err(|e| format!("cannot connect to {address} to cancel: {e}"))?;
+    let mut out = BytesMut::new();
+    frontend::cancel_request(pid, secret, &mut out);
+    tcp.write_all(&out)
+        .await
+        .map_err(|e| format!("cannot send the cancel request to {address}: {e}"))?;
+    let mut sink = [0u8; 1];
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), tcp.read(&mut sink)).await;
+    Ok(())
+}
+
+/// `tls = "require"`: encrypted, but the certificate is not checked (libpq's `sslmode=require`).
+/// Signatures are still verified, so the handshake itself is sound.
+#[derive(Debug)]
+struct NoVerify(rustls::crypto::CryptoProvider);
+
+impl rustls::client::danger::ServerCertVerifier for NoVerify {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &rustls::pki_types::CertificateDer<'_>,
+        _intermediates: &[rustls::pki_types::CertificateDer<'_>],
+        _server_name: &rustls::pki_types::ServerName<'_>,
+        _ocsp: &[u8],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}

@@ -1,0 +1,345 @@
+//! The PostgreSQL gateway: a PostgreSQL server for users ([`front`]), a PostgreSQL client towards
+//! the target ([`back`]) and a frame relay between them ([`relay`]) whose decoded copies feed the
+//! query log ([`querylog`]).
+//!
+//! Users pick the target in the user name: `alice#billing-ro.prod`, or
+//! `alice#billing-ro.prod#reporting` for a target with several accounts (`:` works as well as
+//! `#`). The gateway authenticates `alice` with her gateway credential (SCRAM-SHA-256; a
+//! cleartext password only inside TLS), asks the [`PgBroker`] for admission, and starts up the
+//! target session as the account with the vault's password; the user never sees it. From then on
+//! frames are relayed as they are, so the extended protocol, COPY, NOTIFY, cancel and transaction
+//! status all work as if the client were connected directly.
+
+mod back;
+mod front;
+pub mod querylog;
+mod relay;
+pub mod scram;
+pub mod wire;
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::BytesMut;
+use pgwire::messages::startup::{Authentication, BackendKeyData, SecretKey};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio_rustls::rustls;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, Instrument};
+use wardengate_policy::Admitted;
+
+pub use querylog::Capture;
+pub use scram::Verifier;
+
+use crate::session::{ClientInfo, Lifecycle, Login, Outcome, SessionLink};
+use front::{AuthResult, Opening};
+use wire::encode;
+
+/// How the PostgreSQL front behaves.
+#[derive(Clone)]
+pub struct PgSettings {
+    /// TLS for clients (SSLRequest and direct TLS); `None` answers SSLRequest with `N`.
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
+    /// Refuse clients that do not use TLS.
+    pub require_tls: bool,
+    /// Constant delay before an authentication failure is reported.
+    pub auth_rejection_time: Duration,
+    /// How long the target may take to connect and start up.
+    pub connect_timeout: Duration,
+    /// What the query log keeps of statements and parameters.
+    pub capture: Capture,
+}
+
+/// A gateway user as the PostgreSQL front authenticates them.
+#[derive(Debug, Clone)]
+pub struct PgUserAuth {
+    pub scram: Option<Verifier>,
+    pub has_password: bool,
+}
+
+/// How the target leg uses TLS.
+#[derive(Debug, Clone)]
+pub enum TargetTls {
+    Disable,
+    /// Encrypted, certificate not checked (libpq's `sslmode=require`).
+    Require,
+    /// Encrypted, certificate checked against these roots and the host name.
+    VerifyFull(Arc<rustls::RootCertStore>),
+}
+
+impl TargetTls {
+    pub fn name(&self) -> &'static str {
+        match self {
+            TargetTls::Disable => "disable",
+            TargetTls::Require => "require",
+            TargetTls::VerifyFull(_) => "verify-full",
+        }
+    }
+}
+
+/// A PostgreSQL target account, ready to connect.
+pub struct PgTarget {
+    pub name: String,
+    /// `host:port`
+    pub address: String,
+    pub username: String,
+    pub password: String,
+    /// The database to use whatever the client asked for.
+    pub database: Option<String>,
+    pub tls: TargetTls,
+    pub tls_server_name: Option<String>,
+}
+
+impl fmt::Debug for PgTarget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PgTarget")
+            .field("name", &self.name)
+            .field("address", &self.address)
+            .field("username", &self.username)
+            .field("password", &"<redacted>")
+            .field("database", &self.database)
+            .field("tls", &self.tls.name())
+            .finish()
+    }
+}
+
+/// An admitted session.
+#[derive(Debug)]
+pub struct PgPlan {
+    pub admitted: Admitted,
+    pub link: SessionLink,
+    pub target: PgTarget,
+}
+
+/// Why admission refused: the SQLSTATE and the text the client shows.
+#[derive(Debug, Clone)]
+pub struct Refusal {
+    pub code: &'static str,
+    pub message: String,
+    /// Structured detail (a concurrency limit as JSON).
+    pub detail: Option<String>,
+}
+
+/// The gateway's side of the PostgreSQL contract.
+pub trait PgBroker: Lifecycle {
+    /// The user's credentials, or `None` for an unknown user.
+    fn pg_user(&self, name: &str) -> Option<PgUserAuth>;
+    /// Decide admission for an authenticated user.
+    fn admit_pg(
+        &self,
+        login: &Login,
+        method: &str,
+        client: &ClientInfo,
+    ) -> impl std::future::Future<Output = Result<PgPlan, Refusal>> + Send;
+}
+
+/// Cancel keys handed to clients: the real backend PID with a secret of the gateway's own,
+/// mapped to the target and its real secret.
+#[derive(Default)]
+pub struct Cancels(Mutex<HashMap<(i32, i32), (String, String, i32)>>);
+
+impl Cancels {
+    fn insert(&self, pid: i32, secret: i32, session: &str, address: &str, real: i32) {
+        if let Ok(mut m) = self.0.lock() {
+            m.insert(
+                (pid, secret),
+                (session.to_string(), address.to_string(), real),
+            );
+        }
+    }
+    fn remove(&self, pid: i32, secret: i32) {
+        if let Ok(mut m) = self.0.lock() {
+            m.remove(&(pid, secret));
+        }
+    }
+    fn get(&self, pid: i32, secret: i32) -> Option<(String, String, i32)> {
+        self.0.lock().ok()?.get(&(pid, secret)).cloned()
+    }
+}
+
+fn random_i32() -> i32 {
+    use ring::rand::SecureRandom;
+    let mut b = [0u8; 4];
+    let _ = ring::rand::SystemRandom::new().fill(&mut b);
+    i32::from_be_bytes(b)
+}
+
+/// The example in every "which target?" error.
+const LOGIN_HINT: &str = "connect as USER#TARGET or USER#TARGET#ACCOUNT, e.g. psql \"host=gateway user=alice#billing-ro.prod dbname=billing\"";
+
+/// Serve one client connection to its end.
+pub async fn serve_connection<B: PgBroker>(
+    broker: Arc<B>,
+    settings: Arc<PgSettings>,
+    cancels: Arc<Cancels>,
+    socket: TcpStream,
+    peer: SocketAddr,
+    shutdown: CancellationToken,
+) {
+    let _ = socket.set_nodelay(true);
+    let opening = tokio::select! {
+        o = front::negotiate(socket, &settings) => o,
+        _ = shutdown.cancelled() => return,
+    };
+    let (mut conn, params) = match opening {
+        Ok(Opening::Session { conn, params }) => (conn, params),
+        Ok(Opening::Cancel { pid, secret }) => {
+            match cancels.get(pid, secret) {
+                Some((session, address, real)) => {
+                    broker.notice(
+                        &session,
+                        "session.cancel_requested",
+                        serde_json::json!({"client": peer.to_string()}),
+                    );
+                    if let Err(e) = back::cancel(&address, pid, real).await {
+                        tracing::warn!(%session, "cannot forward a cancel request: {e}");
+                    }
+                }
+                None => info!(%peer, "cancel request with an unknown key ignored"),
+            }
+            return;
+        }
+        Err(e) => {
+            info!(%peer, "postgres connection ended before startup: {e}");
+            return;
+        }
+    };
+    let login_text = params.get("user").cloned().unwrap_or_default();
+    let client = ClientInfo {
+        addr: peer,
+        version: params.get("application_name").cloned().unwrap_or_default(),
+    };
+    if params
+        .get("replication")
+        .is_some_and(|r| !matches!(r.as_str(), "false" | "off" | "no" | "0"))
+    {
+        let msg = "wardengate: replication connections are not supported; connect for queries (without replication=...)";
+        broker.refused(&login_text, &client, "replication", msg);
+        front::refuse(&mut conn, "0A000", msg, None).await;
+        return;
+    }
+    let Some(login) = Login::split(&login_text) else {
+        let msg =
+            format!("wardengate: user name \"{login_text}\" does not name a target; {LOGIN_HINT}");
+        broker.refused(&login_text, &client, "bad_login", &msg);
+        front::refuse(&mut conn, "28000", &msg, None).await;
+        return;
+    };
+    let method =
+        match front::authenticate(&*broker, &mut conn, &login.user, &settings, &client).await {
+            AuthResult::Ok(m) => m,
+            AuthResult::Refused(kind, msg) => {
+                broker.refused(&login_text, &client, kind, &msg);
+                return;
+            }
+            AuthResult::Gone(e) => {
+                tracing::debug!(%peer, "client left during authentication: {e}");
+                return;
+            }
+        };
+    let plan = match broker.admit_pg(&login, method, &client).await {
+        Ok(p) => p,
+        Err(r) => {
+            front::refuse(&mut conn, r.code, &r.message, r.detail.as_deref()).await;
+            return;
+        }
+    };
+    let sid = plan.link.shared.id.clone();
+    let span = tracing::info_span!("session", id = %sid, target = %plan.target.name);
+    run_session(broker, settings, cancels, conn, params, plan, shutdown)
+        .instrument(span)
+        .await;
+}
+
+async fn run_session<B: PgBroker>(
+    broker: Arc<B>,
+    settings: Arc<PgSettings>,
+    cancels: Arc<Cancels>,
+    mut conn: wire::Conn,
+    params: BTreeMap<String, String>,
+    plan: PgPlan,
+    shutdown: CancellationToken,
+) {
+    let sid = plan.link.shared.id.clone();
+    plan.link
+        .shared
+        .set_client_version(params.get("application_name").cloned().unwrap_or_default());
+    let ready = tokio::select! {
+        r = back::connect(&plan.target, &params, settings.connect_timeout) => r,
+        _ = shutdown.cancelled() => Err("wardengate is shutting down".into()),
+    };
+    let ready = match ready {
+        Ok(r) => r,
+        Err(e) => {
+            let msg = format!("wardengate: {e}");
+            front::refuse(&mut conn, "08001", &msg, None).await;
+            broker.ended(&sid, Outcome::TargetFailed(e));
+            return;
+        }
+    };
+    let secret = random_i32();
+    let mut hello = encode(&Authentication::Ok);
+    hello.extend_from_slice(&ready.preamble);
+    hello.extend_from_slice(&encode(&BackendKeyData::new(
+        ready.pid,
+        SecretKey::I32(secret),
+    )));
+    hello.extend_from_slice(&ready.ready);
+    if let Err(e) = conn.write_all(&hello).await {
+        broker.ended(
+            &sid,
+            Outcome::ClientDropped(format!("the client left during startup: {e}")),
+        );
+        return;
+    }
+    cancels.insert(ready.pid, secret, &sid, &plan.target.address, ready.secret);
+    broker.opened(&sid);
+    let database = plan
+        .target
+        .database
+        .clone()
+        .or_else(|| params.get("database").cloned())
+        .unwrap_or_else(|| plan.target.username.clone());
+    if let Some(tap) = &plan.link.tap {
+        tap.marker(
+            "startup",
+            format!(
+                "database={database} account={} backend_pid={} client_tls={}",
+                plan.target.username,
+                ready.pid,
+                conn.is_tls()
+            ),
+        )
+        .await;
+    }
+    plan.link.shared.set_activity("idle");
+    let log = querylog::QueryLog::new(plan.link.shared.clone(), settings.capture);
+    let live = relay::Live {
+        link: plan.link,
+        admitted: plan.admitted,
+        log: Arc::new(Mutex::new(log)),
+        capture_bytes: settings.capture.max_bytes.max(1024) * 4,
+        cancel_key: (plan.target.address.clone(), ready.pid, ready.secret),
+    };
+    let notify_broker = broker.clone();
+    let notify_sid = sid.clone();
+    let policy = live.admitted.policy().to_string();
+    let outcome = relay::run(live, conn, ready.conn, shutdown, move |kind, text| {
+        notify_broker.notice(
+            &notify_sid,
+            kind,
+            serde_json::json!({"policy": policy, "message": text}),
+        );
+    })
+    .await;
+    cancels.remove(ready.pid, secret);
+    info!(reason = outcome.reason(), "postgres session ended");
+    broker.ended(&sid, outcome);
+}
+
+/// `BytesMut` is re-exported for the gateway's TLS helpers.
+pub type Buf = BytesMut;

@@ -1,0 +1,377 @@
+//! The relay: one task per direction moving bytes socket to socket as they arrive (one reusable
+//! buffer each way, never re-encoded, never held back), a frame scanner on each direction feeding
+//! decoded copies to the query log, and a supervisor for timers, operator control and the end.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::BytesMut;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use wardengate_policy::Admitted;
+use wardengate_recorder::EventKind;
+
+use super::querylog::{self, QueryLog};
+use super::wire::{self, Conn, Scanner};
+use crate::session::{Control, Outcome, SessionLink, Tap};
+use crate::timers::{human, Due, Timers};
+
+type Reader = Box<dyn AsyncRead + Unpin + Send>;
+type Writer = Box<dyn AsyncWrite + Unpin + Send>;
+
+const BUF: usize = 64 * 1024;
+
+fn split(conn: Conn) -> (Reader, Writer) {
+    match conn {
+        Conn::Plain(tcp) => {
+            let (r, w) = tcp.into_split();
+            (Box::new(r), Box::new(w))
+        }
+        other => {
+            let (r, w) = tokio::io::split(other);
+            (Box::new(r), Box::new(w))
+        }
+    }
+}
+
+/// Why a direction stopped.
+#[derive(Debug)]
+enum End {
+    /// The client closed its side (after a Terminate message when `clean`).
+    Client,
+    Target,
+    /// A message of the gateway's own ended the session (FATAL written).
+    Injected,
+    Protocol(String),
+    Io(String),
+}
+
+/// Messages the gateway writes to the client between the target's frames.
+#[derive(Debug)]
+enum Inject {
+    Notice(BytesMut),
+    /// Written, then the client connection is closed.
+    Fatal(BytesMut),
+}
+
+/// Client → target.
+async fn up(
+    mut rd: Reader,
+    mut wr: Writer,
+    log: Arc<Mutex<QueryLog>>,
+    cap: usize,
+    terminated: Arc<AtomicBool>,
+    shared: Arc<crate::session::SessionShared>,
+) -> End {
+    let mut buf = vec![0u8; BUF];
+    let mut scanner = Scanner::new(cap);
+    loop {
+        let n = match rd.read(&mut buf).await {
+            Ok(0) => return End::Client,
+            Ok(n) => n,
+            Err(e) => return End::Io(format!("client connection: {e}")),
+        };
+        let chunk = &buf[..n];
+        let scanned = {
+            let mut l = log.lock().unwrap_or_else(|p| p.into_inner());
+            scanner.feed(chunk, querylog::client_wants, |tag, body, full| {
+                if tag == b'X' {
+                    terminated.store(true, Ordering::Relaxed);
+                }
+                l.client(tag, body, full);
+            })
+        };
+        if let Err(e) = scanned {
+            return End::Protocol(e);
+        }
+        shared.count_input(n);
+        if let Err(e) = wr.write_all(chunk).await {
+            return End::Io(format!("target connection: {e}"));
+        }
+    }
+}
+
+/// Target → client, with the gateway's own messages slipped in between frames.
+async fn down(
+    mut rd: Reader,
+    mut wr: Writer,
+    log: Arc<Mutex<QueryLog>>,
+    tap: Option<Tap>,
+    mut inject: mpsc::Receiver<Inject>,
+    shared: Arc<crate::session::SessionShared>,
+) -> End {
+    let mut buf = vec![0u8; BUF];
+    let mut scanner = Scanner::new(64 * 1024);
+    let mut held: Option<Inject> = None;
+    let mut records = Vec::new();
+    let mut params = Vec::new();
+    loop {
+        tokio::select! {
+            r = rd.read(&mut buf) => {
+                let n = match r {
+                    Ok(0) => return End::Target,
+                    Ok(n) => n,
+                    Err(e) => return End::Io(format!("target connection: {e}")),
+                };
+                let chunk = &buf[..n];
+                let boundary = {
+                    let mut l = log.lock().unwrap_or_else(|p| p.into_inner());
+                    scanner.feed(chunk, querylog::server_wants, |tag, body, _| {
+                        if tag == b'S' {
+                            let (k, rest) = wire::cstr(body);
+                            params.push(format!("{k}={}", wire::cstr(rest).0));
+                        }
+                        records.extend(l.server(tag, body));
+                    })
+                };
+                let boundary = match boundary {
+                    Ok(b) => b,
+                    Err(e) => return End::Protocol(format!("target: {e}")),
+                };
+                shared.note_output(n);
+                let res = match (held.take(), boundary) {
+                    (Some(m), Some(b)) => {
+                        let r = write_split(&mut wr, chunk, b, &m).await;
+                        if r.is_ok() && matches!(m, Inject::Fatal(_)) {
+                            let _ = wr.shutdown().await;
+                            return End::Injected;
+                        }
+                        r
+                    }
+                    (m, _) => {
+                        held = m;
+                        wr.write_all(chunk).await
+                    }
+                };
+                if let Err(e) = res {
+                    return End::Io(format!("client connection: {e}"));
+                }
+                if let Some(tap) = &tap {
+                    for r in records.drain(..) {
+                        if !tap.record(EventKind::Query(Box::new(r))).await {
+                            return End::Io("the recording failed".into());
+                        }
+                    }
+                    for p in params.drain(..) {
+                        tap.marker("parameter", p).await;
+                    }
+                } else {
+                    records.clear();
+                    params.clear();
+                }
+            }
+            m = inject.recv(), if held.is_none() => {
+                let Some(m) = m else { continue };
+                if !scanner.at_boundary() {
+                    held = Some(m);
+                    continue;
+                }
+                let (Inject::Notice(b) | Inject::Fatal(b)) = &m;
+                if let Err(e) = wr.write_all(b).await {
+                    return End::Io(format!("client connection: {e}"));
+                }
+                if matches!(m, Inject::Fatal(_)) {
+                    let _ = wr.shutdown().await;
+                    return End::Injected;
+                }
+            }
+        }
+    }
+}
+
+async fn write_split(wr: &mut Writer, chunk: &[u8], at: usize, m: &Inject) -> std::io::Result<()> {
+    let (Inject::Notice(b) | Inject::Fatal(b)) = m;
+    wr.write_all(&chunk[..at]).await?;
+    wr.write_all(b).await?;
+    if matches!(m, Inject::Notice(_)) {
+        wr.write_all(&chunk[at..]).await?;
+    }
+    Ok(())
+}
+
+/// A live PostgreSQL session.
+pub struct Live {
+    pub link: SessionLink,
+    pub admitted: Admitted,
+    pub log: Arc<Mutex<QueryLog>>,
+    pub capture_bytes: usize,
+    /// The target's address and the real cancel key of its backend.
+    pub cancel_key: (String, i32, i32),
+}
+
+/// Relay until the session ends; the outcome is what the gateway records.
+pub async fn run(
+    mut live: Live,
+    client: Conn,
+    target: Conn,
+    shutdown: CancellationToken,
+    notify: impl Fn(&str, String) + Send,
+) -> Outcome {
+    let (crd, cwr) = split(client);
+    let (trd, twr) = split(target);
+    let shared = live.link.shared.clone();
+    let terminated = Arc::new(AtomicBool::new(false));
+    let (inject_tx, inject_rx) = mpsc::channel(4);
+    let mut up = tokio::spawn(up(
+        crd,
+        twr,
+        live.log.clone(),
+        live.capture_bytes,
+        terminated.clone(),
+        shared.clone(),
+    ));
+    let mut down = tokio::spawn(down(
+        trd,
+        cwr,
+        live.log.clone(),
+        live.link.tap.clone(),
+        inject_rx,
+        shared.clone(),
+    ));
+    let mut timers = Timers::new(live.admitted.settings(), shared.started_ms);
+    let policy = live.admitted.policy().to_string();
+    let marker = |tap: &Option<Tap>, kind: &'static str, detail: String| {
+        let tap = tap.clone();
+        async move {
+            if let Some(t) = tap {
+                t.marker(kind, detail).await;
+            }
+        }
+    };
+    // End with a FATAL to the client: cancel what runs upstream first, then tell, then close.
+    let end = |code: &'static str, text: String, live: &Live| {
+        let in_flight = live.log.lock().map(|l| l.in_flight()).unwrap_or(true);
+        let cancel = in_flight.then(|| live.cancel_key.clone());
+        let tx = inject_tx.clone();
+        async move {
+            if let Some((address, pid, secret)) = cancel {
+                if let Err(e) = super::back::cancel(&address, pid, secret).await {
+                    tracing::warn!("cannot cancel the running statement: {e}");
+                }
+            }
+            let _ = tx
+                .send(Inject::Fatal(wire::error("FATAL", code, &text, None, None)))
+                .await;
+        }
+    };
+    let outcome = loop {
+        let wait = match timers.poll(&shared) {
+            Due::Wait(d) => d,
+            due => {
+                let Some((kind, text, reason)) = describe(&due, &policy, &live.admitted) else {
+                    continue;
+                };
+                notify(kind, text.clone());
+                marker(
+                    &live.link.tap,
+                    kind.trim_start_matches("session."),
+                    text.clone(),
+                )
+                .await;
+                match reason {
+                    None => {
+                        let _ = inject_tx
+                            .send(Inject::Notice(wire::notice("WARNING", "01000", &text)))
+                            .await;
+                        continue;
+                    }
+                    Some(reason) => {
+                        let code = if reason == "idle" { "57P05" } else { "57P01" };
+                        end(code, text.clone(), &live).await;
+                        break Outcome::Policy {
+                            reason,
+                            message: text,
+                        };
+                    }
+                }
+            }
+        };
+        tokio::select! {
+            r = &mut up => {
+                break match r {
+                    Ok(End::Client) if terminated.load(Ordering::Relaxed) => Outcome::ClientExit,
+                    Ok(End::Client) => Outcome::ClientDropped("the client closed the connection without a Terminate message".into()),
+                    Ok(End::Protocol(e)) => {
+                        let msg = format!("wardengate: protocol violation: {e}");
+                        let _ = inject_tx.send(Inject::Fatal(wire::error("FATAL", "08P01", &msg, None, None))).await;
+                        Outcome::Error(format!("client {e}"))
+                    }
+                    Ok(End::Io(e)) if terminated.load(Ordering::Relaxed) => { let _ = e; Outcome::ClientExit }
+                    Ok(End::Io(e)) => Outcome::ClientDropped(e),
+                    Ok(End::Target | End::Injected) => Outcome::TargetClosed,
+                    Err(e) => Outcome::Error(format!("relay task: {e}")),
+                };
+            }
+            r = &mut down => {
+                break match r {
+                    _ if terminated.load(Ordering::Relaxed) => Outcome::ClientExit,
+                    Ok(End::Target) => Outcome::TargetClosed,
+                    Ok(End::Protocol(e)) => Outcome::Error(e),
+                    Ok(End::Io(e)) if e.starts_with("client") => Outcome::ClientDropped(e),
+                    Ok(End::Io(e)) => Outcome::Error(e),
+                    Ok(End::Client | End::Injected) => Outcome::ClientExit,
+                    Err(e) => Outcome::Error(format!("relay task: {e}")),
+                };
+            }
+            ctl = live.link.control.recv() => match ctl {
+                Some(Control::Terminate { by, reason }) => {
+                    marker(&live.link.tap, "terminated", format!("by {by}: {reason}")).await;
+                    end("57P01", format!("wardengate: session terminated by {by}: {reason}"), &live).await;
+                    break Outcome::Terminated { by, reason };
+                }
+                Some(Control::End { reason, message }) => {
+                    marker(&live.link.tap, reason, message.clone()).await;
+                    end("57P01", message.clone(), &live).await;
+                    break Outcome::Policy { reason, message };
+                }
+                None => {}
+            },
+            _ = tokio::time::sleep(wait) => {}
+            _ = shutdown.cancelled() => {
+                end("57P01", "wardengate is shutting down; the session was closed".into(), &live).await;
+                break Outcome::Shutdown;
+            }
+        }
+    };
+    // The FATAL (if any) goes out before both sides close.
+    if !down.is_finished() {
+        let _ = tokio::time::timeout(Duration::from_secs(2), &mut down).await;
+    }
+    up.abort();
+    down.abort();
+    live.link.control.close();
+    outcome
+}
+
+/// The audit kind, the text for the user, and (when the session ends) the reason.
+pub fn describe(
+    due: &Due,
+    policy: &str,
+    admitted: &Admitted,
+) -> Option<(&'static str, String, Option<&'static str>)> {
+    Some(match due {
+        Due::Wait(_) => return None,
+        Due::IdleWarning { idle, grace } => (
+            "session.idle_warning",
+            format!("wardengate: this session has been idle for {}; it will be closed in {} unless a statement runs (policy '{policy}')", human(*idle), human(*grace)),
+            None,
+        ),
+        Due::Idle { idle } => (
+            "session.idle_timeout",
+            format!("wardengate: session closed after {} without a statement (idle timeout {}, policy '{policy}')", human(*idle), admitted.settings().idle_timeout),
+            Some("idle"),
+        ),
+        Due::LifespanWarning { left, max } => (
+            "session.lifespan_warning",
+            format!("wardengate: this session reaches its maximum lifespan of {} in {} (policy '{policy}')", human(*max), human(*left)),
+            None,
+        ),
+        Due::Lifespan { max } => (
+            "session.lifespan_reached",
+            format!("wardengate: session closed: it reached its maximum lifespan of {} (policy '{policy}')", human(*max)),
+            Some("lifespan"),
+        ),
+    })
+}

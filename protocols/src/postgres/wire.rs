@@ -1,0 +1,334 @@
+//! Wire helpers: the connection type both legs use, the frame scanner of the relay, and the few
+//! messages the gateway writes itself (errors, notices, authentication), encoded by pgwire.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::{BufMut, BytesMut};
+use pgwire::messages::response::{ErrorResponse, NoticeResponse};
+use pgwire::messages::{DecodeContext, Message, ProtocolVersion};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+
+/// A leg's byte stream: plain TCP, or TLS over TCP (the server side towards clients, the client
+/// side towards targets).
+pub enum Conn {
+    Plain(TcpStream),
+    TlsServer(Box<tokio_rustls::server::TlsStream<TcpStream>>),
+    TlsClient(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+impl Conn {
+    pub fn is_tls(&self) -> bool {
+        !matches!(self, Conn::Plain(_))
+    }
+}
+
+macro_rules! delegate {
+    ($self:ident, $s:ident => $e:expr) => {
+        match $self.get_mut() {
+            Conn::Plain($s) => {
+                let $s = Pin::new($s);
+                $e
+            }
+            Conn::TlsServer($s) => {
+                let $s = Pin::new($s.as_mut());
+                $e
+            }
+            Conn::TlsClient($s) => {
+                let $s = Pin::new($s.as_mut());
+                $e
+            }
+        }
+    };
+}
+
+impl AsyncRead for Conn {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        delegate!(self, s => s.poll_read(cx, buf))
+    }
+}
+
+impl AsyncWrite for Conn {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        delegate!(self, s => s.poll_write(cx, buf))
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        delegate!(self, s => s.poll_flush(cx))
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        delegate!(self, s => s.poll_shutdown(cx))
+    }
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        delegate!(self, s => s.poll_write_vectored(cx, bufs))
+    }
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            Conn::Plain(s) => s.is_write_vectored(),
+            Conn::TlsServer(s) => s.is_write_vectored(),
+            Conn::TlsClient(s) => s.is_write_vectored(),
+        }
+    }
+}
+
+/// Encode a pgwire message (the gateway's own messages are small and well-formed).
+pub fn encode(m: &impl Message) -> BytesMut {
+    let mut b = BytesMut::new();
+    if let Err(e) = m.encode(&mut b) {
+        tracing::error!("cannot encode a PostgreSQL message: {e}");
+    }
+    b
+}
+
+/// An ErrorResponse (`severity` FATAL or ERROR) with SQLSTATE `code`, as psql prints it:
+/// `FATAL:  message` and, when given, `DETAIL:  detail` and `HINT:  hint`.
+pub fn error(
+    severity: &str,
+    code: &str,
+    message: &str,
+    detail: Option<&str>,
+    hint: Option<&str>,
+) -> BytesMut {
+    let mut fields = vec![
+        (b'S', severity.to_string()),
+        (b'V', severity.to_string()),
+        (b'C', code.to_string()),
+        (b'M', message.to_string()),
+    ];
+    if let Some(d) = detail {
+        fields.push((b'D', d.to_string()));
+    }
+    if let Some(h) = hint {
+        fields.push((b'H', h.to_string()));
+    }
+    encode(&ErrorResponse::new(fields))
+}
+
+/// A NoticeResponse (severity NOTICE or WARNING), which clients show between results.
+pub fn notice(severity: &str, code: &str, message: &str) -> BytesMut {
+    encode(&NoticeResponse::new(vec![
+        (b'S', severity.to_string()),
+        (b'V', severity.to_string()),
+        (b'C', code.to_string()),
+        (b'M', message.to_string()),
+    ]))
+}
+
+/// Largest frame body accepted from either side (PostgreSQL's own limit is 1 GiB - 1).
+pub const MAX_FRAME: usize = 0x3fff_fffb;
+
+/// Finds frame boundaries in a byte stream that is relayed as it arrives, and hands the frames
+/// the relay inspects (by tag) to a callback: directly from the chunk when a frame is whole in
+/// it, else from a capture buffer that keeps at most `cap` bytes of its body. Bytes are never
+/// held back: the relay forwards each chunk at once, whatever the scanner found.
+#[derive(Debug)]
+pub struct Scanner {
+    head: [u8; 5],
+    head_len: usize,
+    in_body: bool,
+    tag: u8,
+    remaining: usize,
+    total: usize,
+    capture: Option<Vec<u8>>,
+    cap: usize,
+}
+
+impl Scanner {
+    pub fn new(cap: usize) -> Scanner {
+        Scanner {
+            head: [0; 5],
+            head_len: 0,
+            in_body: false,
+            tag: 0,
+            remaining: 0,
+            total: 0,
+            capture: None,
+            cap,
+        }
+    }
+
+    /// Between frames: a message of the gateway's own may be written now.
+    pub fn at_boundary(&self) -> bool {
+        self.head_len == 0 && !self.in_body
+    }
+
+    /// Scan `chunk`. `wanted(tag)` selects the frames passed to `frame(tag, body, full_len)`
+    /// (`body` shorter than `full_len` when the capture was cut). Returns the offset just past
+    /// the last frame that ended in this chunk (`None`: none did), or the protocol error.
+    pub fn feed(
+        &mut self,
+        chunk: &[u8],
+        wanted: impl Fn(u8) -> bool,
+        mut frame: impl FnMut(u8, &[u8], usize),
+    ) -> Result<Option<usize>, String> {
+        let mut i = 0;
+        let mut boundary = None;
+        while i < chunk.len() {
+            if !self.in_body {
+                let take = (5 - self.head_len).min(chunk.len() - i);
+                self.head[self.head_len..self.head_len + take].copy_from_slice(&chunk[i..i + take]);
+                self.head_len += take;
+                i += take;
+                if self.head_len < 5 {
+                    break;
+                }
+                self.tag = self.head[0];
+                let len =
+                    u32::from_be_bytes([self.head[1], self.head[2], self.head[3], self.head[4]])
+                        as usize;
+                if !(4..=MAX_FRAME + 4).contains(&len) {
+                    return Err(format!(
+                        "invalid message length {len} for message type '{}'",
+                        self.tag.escape_ascii()
+                    ));
+                }
+                self.total = len - 4;
+                self.remaining = self.total;
+                self.in_body = true;
+                if wanted(self.tag) {
+                    if chunk.len() - i >= self.total {
+                        // The whole frame is here: no copy.
+                        frame(self.tag, &chunk[i..i + self.total], self.total);
+                        i += self.total;
+                        self.end_frame();
+                        boundary = Some(i);
+                        continue;
+                    }
+                    self.capture = Some(Vec::with_capacity(self.total.min(self.cap)));
+                }
+                if self.total == 0 {
+                    self.end_frame();
+                    boundary = Some(i);
+                }
+                continue;
+            }
+            let take = self.remaining.min(chunk.len() - i);
+            if let Some(c) = self.capture.as_mut() {
+                let room = self.cap.saturating_sub(c.len()).min(take);
+                c.extend_from_slice(&chunk[i..i + room]);
+            }
+            i += take;
+            self.remaining -= take;
+            if self.remaining == 0 {
+                if let Some(c) = self.capture.take() {
+                    frame(self.tag, &c, self.total);
+                }
+                self.end_frame();
+                boundary = Some(i);
+            }
+        }
+        Ok(boundary)
+    }
+
+    fn end_frame(&mut self) {
+        self.head_len = 0;
+        self.in_body = false;
+        self.remaining = 0;
+        self.capture = None;
+    }
+}
+
+/// Decode one whole frame's `body` as message `M` with pgwire (a copy: the relayed bytes are
+/// never touched).
+pub fn decode<M: Message>(tag: u8, body: &[u8]) -> Option<M> {
+    let mut b = BytesMut::with_capacity(body.len() + 5);
+    b.put_u8(tag);
+    b.put_u32(body.len() as u32 + 4);
+    b.extend_from_slice(body);
+    let ctx = DecodeContext::new(ProtocolVersion::PROTOCOL3_0);
+    M::decode(&mut b, &ctx).ok().flatten()
+}
+
+/// A NUL-terminated string at the start of `b` (lossy UTF-8) and what follows it.
+pub fn cstr(b: &[u8]) -> (String, &[u8]) {
+    match b.iter().position(|c| *c == 0) {
+        Some(n) => (String::from_utf8_lossy(&b[..n]).into_owned(), &b[n + 1..]),
+        None => (String::from_utf8_lossy(b).into_owned(), &[]),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn frame(tag: u8, body: &[u8]) -> Vec<u8> {
+        let mut f = vec![tag];
+        f.extend_from_slice(&((body.len() + 4) as u32).to_be_bytes());
+        f.extend_from_slice(body);
+        f
+    }
+
+    fn stream() -> (Vec<u8>, Vec<(u8, Vec<u8>)>) {
+        let frames: Vec<(u8, Vec<u8>)> = vec![
+            (b'Q', b"select 1\0".to_vec()),
+            (b'D', vec![7; 3000]),
+            (b'C', b"SELECT 1\0".to_vec()),
+            (b'S', vec![]),
+            (b'Z', b"I".to_vec()),
+            (b'Q', vec![b'x'; 100]),
+        ];
+        let bytes = frames.iter().flat_map(|(t, b)| frame(*t, b)).collect();
+        (bytes, frames)
+    }
+
+    proptest! {
+        /// However the stream is cut into chunks, the same frames come out, and every reported
+        /// boundary is a real one.
+        #[test]
+        fn chunking_does_not_matter(cuts in proptest::collection::vec(1usize..200, 1..60)) {
+            let (bytes, frames) = stream();
+            let mut s = Scanner::new(64);
+            let mut seen = Vec::new();
+            let mut pos = 0;
+            let mut boundaries = Vec::new();
+            let mut cut = cuts.iter().cycle();
+            while pos < bytes.len() {
+                let n = (*cut.next().unwrap_or(&1)).min(bytes.len() - pos);
+                let b = s.feed(&bytes[pos..pos + n], |t| t != b'D', |t, body, full| seen.push((t, body.to_vec(), full)))
+                    .expect("valid stream");
+                if let Some(b) = b { boundaries.push(pos + b); }
+                pos += n;
+            }
+            prop_assert!(s.at_boundary());
+            let want: Vec<(u8, Vec<u8>, usize)> = frames.iter().filter(|(t, _)| *t != b'D')
+                .map(|(t, b)| (*t, b[..b.len().min(64)].to_vec(), b.len())).collect();
+            // A frame whole in one chunk is passed uncut; only captured ones are capped at 64.
+            prop_assert_eq!(seen.len(), want.len());
+            for ((t, body, full), (wt, wbody, wfull)) in seen.iter().zip(want.iter()) {
+                prop_assert_eq!(t, wt);
+                prop_assert_eq!(full, wfull);
+                prop_assert!(body.starts_with(wbody) || wbody.starts_with(body));
+            }
+            let mut ends = Vec::new();
+            let mut at = 0;
+            for (t, b) in &frames { at += frame(*t, b).len(); ends.push(at); }
+            for b in boundaries { prop_assert!(ends.contains(&b), "{} is not a frame end", b); }
+        }
+    }
+
+    #[test]
+    fn bad_lengths_are_errors() {
+        let mut s = Scanner::new(64);
+        let e = s
+            .feed(&[b'Q', 0, 0, 0, 2], |_| true, |_, _, _| {})
+            .unwrap_err();
+        assert!(e.contains("invalid message length 2"), "{e}");
+        let mut s = Scanner::new(64);
+        assert!(s
+            .feed(&[b'Q', 0x7f, 0xff, 0xff, 0xff], |_| true, |_, _, _| {})
+            .is_err());
+    }
+}

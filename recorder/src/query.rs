@@ -1,0 +1,158 @@
+//! Database query records: one per execution, as the PostgreSQL gateway observed it on the wire.
+
+use serde::{Deserialize, Serialize};
+
+/// One statement execution (a simple Query, an extended-protocol Execute, or a FunctionCall).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueryRecord {
+    /// `simple`, `extended` or `function`.
+    pub kind: String,
+    /// The statement text (cut at the gateway's capture limit; see `truncated`).
+    pub statement: String,
+    /// Prepared statement name (extended protocol; empty for the unnamed statement).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub statement_name: Option<String>,
+    /// Portal name (extended protocol; empty for the unnamed portal).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub portal: Option<String>,
+    /// Bind parameters as text (binary ones as `\x` hex), each cut at the capture limit;
+    /// `None` is SQL NULL. Replaced by `"<redacted>"` when the gateway redacts parameters.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub params: Vec<Option<String>>,
+    /// Unix time (ms) the statement reached the gateway.
+    pub started_ms: u64,
+    /// Microseconds from the statement reaching the gateway to its result.
+    pub duration_us: u64,
+    /// The command tag (`SELECT 3`, `INSERT 0 1`, `COPY 10`), several joined by `; ` for a
+    /// multi-statement simple query.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tag: Option<String>,
+    /// Rows affected or returned, from the command tag.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rows: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sqlstate: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Transaction status after the statement: `idle`, `in transaction` or `failed transaction`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tx_status: Option<String>,
+    /// The statement or a parameter was cut at the capture limit.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub truncated: bool,
+}
+
+impl QueryRecord {
+    /// One human-readable line: `[00:00:01.234] 1.2 ms  SELECT 3  idle  select * from t`.
+    pub fn line(&self, t_us: u64) -> String {
+        let s = t_us / 1_000_000;
+        let ms = (t_us / 1000) % 1000;
+        let when = format!("{:02}:{:02}:{:02}.{ms:03}", s / 3600, (s / 60) % 60, s % 60);
+        let dur = if self.duration_us >= 1_000_000 {
+            format!("{:.2} s", self.duration_us as f64 / 1e6)
+        } else {
+            format!("{:.1} ms", self.duration_us as f64 / 1e3)
+        };
+        let result = match (&self.sqlstate, &self.tag) {
+            (Some(code), _) => {
+                format!("ERROR {code} {}", self.error.as_deref().unwrap_or_default())
+            }
+            (None, Some(tag)) => tag.clone(),
+            (None, None) => "-".into(),
+        };
+        let mut line = format!(
+            "[{when}] {dur:>9}  {result}  ({})  {}",
+            self.tx_status.as_deref().unwrap_or("?"),
+            one_line(&self.statement)
+        );
+        if !self.params.is_empty() {
+            let p: Vec<String> = self
+                .params
+                .iter()
+                .enumerate()
+                .map(|(i, p)| match p {
+                    Some(v) => format!("${}={}", i + 1, one_line(v)),
+                    None => format!("${}=NULL", i + 1),
+                })
+                .collect();
+            line.push_str(&format!("  [{}]", p.join(", ")));
+        }
+        line
+    }
+}
+
+/// Whitespace runs (newlines included) collapsed to one space, so a statement is one line.
+fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// The CSV header of [`csv_row`].
+pub const CSV_HEADER: &str =
+    "t,started_ms,duration_us,kind,statement_name,portal,statement,params,tag,rows,sqlstate,error,tx_status";
+
+/// One record as a CSV row (RFC 4180 quoting; parameters as a JSON array).
+pub fn csv_row(t_us: u64, q: &QueryRecord) -> String {
+    fn field(s: &str) -> String {
+        if s.contains([',', '"', '\n', '\r']) {
+            format!("\"{}\"", s.replace('"', "\"\""))
+        } else {
+            s.to_string()
+        }
+    }
+    let params = if q.params.is_empty() {
+        String::new()
+    } else {
+        serde_json::to_string(&q.params).unwrap_or_default()
+    };
+    [
+        format!("{:.6}", t_us as f64 / 1e6),
+        q.started_ms.to_string(),
+        q.duration_us.to_string(),
+        q.kind.clone(),
+        q.statement_name.clone().unwrap_or_default(),
+        q.portal.clone().unwrap_or_default(),
+        q.statement.clone(),
+        params,
+        q.tag.clone().unwrap_or_default(),
+        q.rows.map(|r| r.to_string()).unwrap_or_default(),
+        q.sqlstate.clone().unwrap_or_default(),
+        q.error.clone().unwrap_or_default(),
+        q.tx_status.clone().unwrap_or_default(),
+    ]
+    .iter()
+    .map(|f| field(f))
+    .collect::<Vec<_>>()
+    .join(",")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn line_and_csv() {
+        let q = QueryRecord {
+            kind: "extended".into(),
+            statement: "select *\n from t where a = $1".into(),
+            params: vec![Some("x,\"y\"".into()), None],
+            duration_us: 1500,
+            tag: Some("SELECT 2".into()),
+            rows: Some(2),
+            tx_status: Some("idle".into()),
+            ..Default::default()
+        };
+        let l = q.line(3_723_004_000);
+        assert!(
+            l.starts_with(
+                "[01:02:03.004]    1.5 ms  SELECT 2  (idle)  select * from t where a = $1"
+            ),
+            "{l}"
+        );
+        assert!(l.ends_with("[$1=x,\"y\", $2=NULL]"), "{l}");
+        let row = csv_row(1_000_000, &q);
+        assert_eq!(
+            row,
+            "1.000000,0,1500,extended,,,\"select *\n from t where a = $1\",\"[\"\"x,\\\"\"y\\\"\"\"\",null]\",SELECT 2,2,,,idle"
+        );
+    }
+}
