@@ -102,6 +102,10 @@ pub struct Session {
     pub bytes_in: u64,
     pub bytes_out: u64,
     pub channels: u32,
+    /// What a live database session is doing: `idle`, `active`, `idle in transaction` or
+    /// `idle in transaction (aborted)`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub activity: Option<String>,
     /// Why the session ended (`client_exit`, `terminated`, `target_closed`, ...).
     pub end_reason: Option<String>,
     /// Free text: the operator's reason for a terminate, the error of a failed session.

@@ -123,6 +123,9 @@ pub fn session(s: &api::Session) -> String {
         ("bytes", format!("in {} / out {}", s.bytes_in, s.bytes_out)),
         ("channels", s.channels.to_string()),
     ];
+    if let Some(a) = &s.activity {
+        rows.push(("activity", a.clone()));
+    }
     if let Some(e) = &s.ended_at {
         rows.push(("ended", e.clone()));
     }

@@ -142,6 +142,7 @@ impl Registry {
         r.bytes_out = bout;
         r.last_input_ms = live.shared.last_input_ms();
         r.channels = live.shared.channels();
+        r.activity = live.shared.activity().map(str::to_string);
         if let Some(v) = live.shared.client_version() {
             r.client_version = v.to_string();
         }
@@ -388,6 +389,7 @@ pub fn to_api(r: &SessionRecord) -> api::Session {
         bytes_in: r.bytes_in,
         bytes_out: r.bytes_out,
         channels: r.channels,
+        activity: r.activity.clone(),
         end_reason: r.end_reason.clone(),
         end_detail: r.end_detail.clone(),
         terminated_by: r.terminated_by.clone(),

@@ -49,6 +49,8 @@ pub struct SessionRecord {
     pub linked_session: Option<String>,
     /// Open channels right now (live sessions only; not persisted).
     pub channels: u32,
+    /// What a live database session is doing (`idle in transaction`); not persisted.
+    pub activity: Option<String>,
 }
 
 /// Filters of `GET /api/v1/sessions` that the store can apply.
@@ -132,6 +134,7 @@ fn session_from_row(r: &Row<'_>) -> rusqlite::Result<SessionRecord> {
         decision: r.get(23)?,
         linked_session: r.get(24)?,
         channels: 0,
+        activity: None,
     })
 }
 

@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 pub mod live;
 mod peers;
+pub mod pg;
 pub use peers::*;
 pub mod russh_client;
 
@@ -92,6 +93,8 @@ impl TestEnv {
         GatewayBuilder {
             env: self,
             targets: Vec::new(),
+            pg_targets: Vec::new(),
+            postgres: None,
             extra: String::new(),
             policies: None,
             gateway_lines: String::new(),
@@ -102,6 +105,9 @@ impl TestEnv {
 pub struct GatewayBuilder<'a> {
     env: &'a TestEnv,
     targets: Vec<(String, String, String, String)>,
+    /// PostgreSQL targets: (name, address, role, password).
+    pg_targets: Vec<(String, String, String, String)>,
+    postgres: Option<String>,
     extra: String,
     gateway_lines: String,
     policies: Option<String>,
@@ -125,6 +131,23 @@ impl GatewayBuilder<'_> {
             account.into(),
             "env=test".into(),
         ));
+        self
+    }
+
+    /// A PostgreSQL target (tag env=test) whose account `role` logs in with `password`, kept in
+    /// the vault only. Turns the PostgreSQL front on.
+    pub fn pg_target(mut self, name: &str, address: &str, role: &str, password: &str) -> Self {
+        self.pg_targets
+            .push((name.into(), address.into(), role.into(), password.into()));
+        self.postgres.get_or_insert_with(String::new);
+        self
+    }
+
+    /// Lines added to the `[postgres]` section (`require_tls = true`); turns the front on.
+    pub fn postgres_lines(mut self, toml: &str) -> Self {
+        let p = self.postgres.get_or_insert_with(String::new);
+        p.push_str(toml);
+        p.push('\n');
         self
     }
 
@@ -152,14 +175,28 @@ impl GatewayBuilder<'_> {
         let data = env.dir.path().join("gw");
         std::fs::create_dir_all(&data).expect("data dir");
         let hash = wardengate_gateway::passwords::hash(ALICE_PASSWORD).expect("hash");
+        let scram = wardengate_protocols::postgres::Verifier::generate(ALICE_PASSWORD);
+        let postgres = match &self.postgres {
+            Some(lines) => format!(
+                "[postgres]\nlisten = \"127.0.0.1:0\"\nauth_rejection_time = \"10ms\"\nconnect_timeout = \"5s\"\n{lines}\n"
+            ),
+            None => String::new(),
+        };
         let mut cfg = format!(
             "[gateway]\nname = \"gw-test\"\ndata_dir = \"{data}\"\n{gateway_lines}\n[ssh]\nlisten = \"127.0.0.1:0\"\n\
-             auth_rejection_time = \"10ms\"\nconnect_timeout = \"5s\"\n\n[api]\nlisten = \"127.0.0.1:0\"\n\n\
-             [[users]]\nname = \"alice\"\ngroups = [\"sre\"]\npublic_keys = [\"{key}\"]\npassword_hash = \"{hash}\"\n\n",
+             auth_rejection_time = \"10ms\"\nconnect_timeout = \"5s\"\n\n{postgres}[api]\nlisten = \"127.0.0.1:0\"\n\n\
+             [[users]]\nname = \"alice\"\ngroups = [\"sre\"]\npublic_keys = [\"{key}\"]\npassword_hash = \"{hash}\"\n\
+             scram_sha_256 = \"{scram}\"\n\n",
             data = data.display(),
             key = env.alice_pub,
             gateway_lines = self.gateway_lines,
         );
+        for (name, addr, role, _) in &self.pg_targets {
+            cfg.push_str(&format!(
+                "[[targets]]\nname = \"{name}\"\nprotocol = \"postgres\"\naddress = \"{addr}\"\ntags = {{ env = \"test\" }}\n\
+                 accounts = [{{ name = \"{role}\", secret = \"{name}/{role}\" }}]\n\n"
+            ));
+        }
         for (name, addr, account, tag) in &self.targets {
             let (k, v) = tag.split_once('=').expect("tag");
             cfg.push_str(&format!(
@@ -189,6 +226,17 @@ impl GatewayBuilder<'_> {
                 String::from_utf8_lossy(&out.stderr)
             );
         }
+        for (name, _, role, password) in &self.pg_targets {
+            let out = run_with_input(
+                Command::new(bin("wardengate"))
+                    .args(["vault", "--config"])
+                    .arg(&config)
+                    .args(["set", &format!("{name}/{role}"), "--password-stdin"]),
+                Some(password.as_bytes().to_vec()),
+                Duration::from_secs(30),
+            );
+            assert!(out.status.success(), "vault set: {}", text(&out.stderr));
+        }
         // The key exists only in the vault from here on.
         std::fs::remove_file(&key_file).expect("remove key file");
         GatewayProc::spawn(config, data)
@@ -201,6 +249,8 @@ pub struct GatewayProc {
     pub config: PathBuf,
     pub data: PathBuf,
     pub ssh_port: u16,
+    /// The PostgreSQL front's port, when it is on.
+    pub pg_port: Option<u16>,
     pub api: String,
     pub token: String,
     pub log: Arc<Mutex<String>>,
@@ -259,6 +309,12 @@ impl GatewayProc {
             .next()
             .and_then(|p| p.parse().ok())
             .expect("port");
+        let pg_port = ready
+            .split("postgres=")
+            .nth(1)
+            .and_then(|s| s.split_whitespace().next())
+            .and_then(|a| a.rsplit(':').next())
+            .and_then(|p| p.parse().ok());
         let token = std::fs::read_to_string(data.join("admin.token"))
             .expect("token")
             .trim()
@@ -268,6 +324,7 @@ impl GatewayProc {
             config,
             data,
             ssh_port,
+            pg_port,
             api,
             token,
             log,
@@ -325,6 +382,21 @@ impl GatewayProc {
     }
 
     /// `wgctl` pointed at this gateway.
+    /// `psql` through the gateway as `login` (`alice#billing.test`) with alice's password:
+    /// `conninfo` adds settings (`sslmode=require`); psql's own arguments follow.
+    pub fn psql(&self, login: &str, conninfo: &str) -> Command {
+        let port = self.pg_port.expect("the gateway's PostgreSQL front is on");
+        let mut c = Command::new("psql");
+        c.args(["-X", "-A", "-t", "-v", "ON_ERROR_STOP=1"])
+            .arg(format!(
+                "host=127.0.0.1 port={port} user={login} dbname=billing connect_timeout=10 {conninfo}"
+            ))
+            .env("PGPASSWORD", ALICE_PASSWORD)
+            .env_remove("PGPASSFILE")
+            .env_remove("PGSERVICE");
+        c
+    }
+
     pub fn wgctl(&self) -> Command {
         let mut c = Command::new(bin("wgctl"));
         c.env("WARDENGATE_ADDR", &self.api)

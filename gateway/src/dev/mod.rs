@@ -4,6 +4,7 @@
 //! starts a real OpenSSH `sshd` on a free loopback port as target `web-01.dev` whose account key
 //! lives only in the vault, writes the config it runs with, and prints how to connect.
 
+pub mod postgres;
 pub mod sshd;
 
 use std::path::{Path, PathBuf};

@@ -32,7 +32,7 @@ pub fn client_wants(tag: u8) -> bool {
 pub fn server_wants(tag: u8) -> bool {
     matches!(
         tag,
-        b'C' | b'E' | b'Z' | b'S' | b'1' | b'2' | b'3' | b'T' | b'n' | b's' | b'I' | b'V'
+        b'C' | b'E' | b'Z' | b'S' | b'1' | b'2' | b'3' | b't' | b'T' | b'n' | b's' | b'I' | b'V'
     )
 }
 
@@ -47,7 +47,8 @@ pub struct Capture {
 enum Pending {
     Parse(String),
     Bind(String),
-    Describe,
+    /// Describe of a prepared statement (its name) or of a portal (`None`).
+    Describe(Option<String>),
     Close,
     Execute(QueryRecord, Instant),
     Simple(QueryRecord, Instant),
@@ -59,6 +60,9 @@ pub struct QueryLog {
     shared: Arc<SessionShared>,
     capture: Capture,
     statements: HashMap<String, String>,
+    /// Parameter type OIDs of prepared statements (from Parse, or the server's
+    /// ParameterDescription), to show binary parameters as values.
+    param_types: HashMap<String, Vec<u32>>,
     portals: HashMap<String, (String, Vec<Option<String>>, bool)>,
     pending: VecDeque<Pending>,
     /// Finished since the last ReadyForQuery, waiting for the transaction status.
@@ -96,6 +100,7 @@ impl QueryLog {
             shared,
             capture,
             statements: HashMap::new(),
+            param_types: HashMap::new(),
             portals: HashMap::new(),
             pending: VecDeque::new(),
             done: Vec::new(),
@@ -117,6 +122,9 @@ impl QueryLog {
     fn params(&self, bind: &Bind) -> (Vec<Option<String>>, bool) {
         let mut truncated = false;
         let formats = &bind.parameter_format_codes;
+        let types = self
+            .param_types
+            .get(bind.statement_name.as_deref().unwrap_or_default());
         let p = bind
             .parameters
             .iter()
@@ -132,15 +140,21 @@ impl QueryLog {
                     _ => formats.get(i) == Some(&1),
                 };
                 let max = self.capture.max_bytes;
-                Some(if binary {
-                    let n = v.len().min(max / 2);
-                    truncated |= n < v.len();
-                    format!("\\x{}", hex_lower(&v[..n]))
-                } else {
-                    let (s, c) = cut(&String::from_utf8_lossy(v), max);
-                    truncated |= c;
-                    s
-                })
+                let oid = types.and_then(|t| t.get(i)).copied().unwrap_or(0);
+                let text = match binary {
+                    false => String::from_utf8_lossy(v).into_owned(),
+                    true => match binary_value(oid, v) {
+                        Some(t) => t,
+                        None => {
+                            let n = v.len().min(max / 2);
+                            truncated |= n < v.len();
+                            return Some(format!("\\x{}", hex_lower(&v[..n])));
+                        }
+                    },
+                };
+                let (s, c) = cut(&text, max);
+                truncated |= c;
+                Some(s)
             })
             .collect();
         (p, truncated)
@@ -163,7 +177,11 @@ impl QueryLog {
             }
             b'P' => {
                 let (name, text) = match decode::<Parse>(tag, body) {
-                    Some(p) => (p.name.unwrap_or_default(), p.query),
+                    Some(p) => {
+                        let name = p.name.unwrap_or_default();
+                        self.param_types.insert(name.clone(), p.type_oids);
+                        (name, p.query)
+                    }
                     None => {
                         let (name, rest) = cstr(body);
                         (name, cstr(rest).0)
@@ -213,7 +231,10 @@ impl QueryLog {
                 self.pending.push_back(Pending::Function(r, Instant::now()));
                 self.pending.push_back(Pending::Sync);
             }
-            b'D' => self.pending.push_back(Pending::Describe),
+            b'D' => {
+                let statement = (body.first() == Some(&b'S')).then(|| cstr(&body[1..]).0);
+                self.pending.push_back(Pending::Describe(statement));
+            }
             b'C' => {
                 if let Some(c) = decode::<Close>(tag, body) {
                     let name = c.name.unwrap_or_default();
@@ -250,11 +271,26 @@ impl QueryLog {
                     Some(Pending::Parse(_)) => tag == b'1',
                     Some(Pending::Bind(_)) => tag == b'2',
                     Some(Pending::Close) => tag == b'3',
-                    Some(Pending::Describe) => tag == b'T' || tag == b'n',
+                    Some(Pending::Describe(_)) => tag == b'T' || tag == b'n',
                     _ => false,
                 };
                 if expected {
                     self.pending.pop_front();
+                }
+            }
+            b't' => {
+                // ParameterDescription answers a Describe of a statement: keep its types.
+                if let Some(Pending::Describe(Some(name))) = self.pending.front() {
+                    let n = body
+                        .get(..2)
+                        .map(|b| u16::from_be_bytes([b[0], b[1]]))
+                        .unwrap_or(0) as usize;
+                    let oids = body[2.min(body.len())..]
+                        .chunks_exact(4)
+                        .take(n)
+                        .map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]))
+                        .collect();
+                    self.param_types.insert(name.clone(), oids);
                 }
             }
             b'C' | b's' | b'I' | b'V' => {
@@ -361,6 +397,31 @@ impl QueryLog {
     }
 }
 
+/// A binary parameter of a common type as text (`41`, `true`, a UUID); `None` for the rest.
+fn binary_value(oid: u32, v: &[u8]) -> Option<String> {
+    Some(match (oid, v.len()) {
+        (16, 1) => (v[0] != 0).to_string(),
+        (21, 2) => i16::from_be_bytes(v.try_into().ok()?).to_string(),
+        (23 | 26, 4) => i32::from_be_bytes(v.try_into().ok()?).to_string(),
+        (20, 8) => i64::from_be_bytes(v.try_into().ok()?).to_string(),
+        (700, 4) => f32::from_be_bytes(v.try_into().ok()?).to_string(),
+        (701, 8) => f64::from_be_bytes(v.try_into().ok()?).to_string(),
+        (25 | 1043 | 1042 | 19, _) => String::from_utf8(v.to_vec()).ok()?,
+        (2950, 16) => {
+            let h = hex_lower(v);
+            format!(
+                "{}-{}-{}-{}-{}",
+                &h[..8],
+                &h[8..12],
+                &h[12..16],
+                &h[16..20],
+                &h[20..]
+            )
+        }
+        _ => return None,
+    })
+}
+
 fn hex_lower(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
@@ -458,6 +519,31 @@ mod tests {
         assert_eq!(second[0].tx_status.as_deref(), Some("failed transaction"));
         assert!(!l.in_flight());
         assert_eq!(l.shared.activity(), Some("idle in transaction (aborted)"));
+    }
+
+    #[test]
+    fn binary_parameters_of_described_statements_read_as_values() {
+        let mut l = log();
+        c(
+            &mut l,
+            b'P',
+            &[cstrs(&["s1", "select $1, $2"]), vec![0, 0]].concat(),
+        );
+        c(&mut l, b'D', &[vec![b'S'], cstrs(&["s1"])].concat());
+        c(&mut l, b'S', &[]);
+        l.server(b'1', &[]);
+        l.server(b't', &[0, 2, 0, 0, 0, 23, 0, 0, 0, 25]);
+        l.server(b'n', &[]);
+        l.server(b'Z', b"I");
+        let mut b = cstrs(&["", "s1"]);
+        b.extend_from_slice(&[
+            0, 1, 0, 1, 0, 2, 0, 0, 0, 4, 0, 0, 0, 41, 0, 0, 0, 2, b'h', b'i', 0, 0,
+        ]);
+        c(&mut l, b'B', &b);
+        assert_eq!(
+            l.portals[""].1,
+            vec![Some("41".to_string()), Some("hi".to_string())]
+        );
     }
 
     #[test]

@@ -5,6 +5,9 @@
 //!   its echo; prints p50/p99/mean in microseconds.
 //! - `hold`: opens N sessions (pty + a sleeping shell), prints `ready N`, holds them until stdin
 //!   closes: the caller measures the gateway's memory meanwhile.
+//! - `relay --listen ADDR --to ADDR`: a no-op TCP relay (one task per connection, nodelay both
+//!   ways), the baseline of `scripts/bench pg`; prints `listening on ADDR` once bound, runs until
+//!   killed.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -132,15 +135,68 @@ async fn hold(a: Args) -> Result<()> {
     Ok(())
 }
 
+/// `relay --listen ADDR --to ADDR`.
+fn parse_relay(args: &[String]) -> Result<(String, String)> {
+    let mut listen = None;
+    let mut to = None;
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let v = it.next().ok_or_else(|| anyhow!("{a} needs a value"))?;
+        match a.as_str() {
+            "--listen" => listen = Some(v.clone()),
+            "--to" => to = Some(v.clone()),
+            other => bail!("unknown option {other}"),
+        }
+    }
+    Ok((
+        listen.ok_or_else(|| anyhow!("--listen"))?,
+        to.ok_or_else(|| anyhow!("--to"))?,
+    ))
+}
+
+async fn relay(listen: String, to: String) -> Result<()> {
+    let l = tokio::net::TcpListener::bind(&listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    println!("listening on {}", l.local_addr()?);
+    loop {
+        let (mut client, _) = match l.accept().await {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("accept: {e}");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        let to = to.clone();
+        tokio::spawn(async move {
+            let mut target = match tokio::net::TcpStream::connect(&to).await {
+                Ok(t) => t,
+                Err(e) => {
+                    eprintln!("connect {to}: {e}");
+                    return;
+                }
+            };
+            let _ = client.set_nodelay(true);
+            let _ = target.set_nodelay(true);
+            let _ = tokio::io::copy_bidirectional(&mut client, &mut target).await;
+        });
+    }
+}
+
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let Some((cmd, rest)) = args.split_first() else {
-        bail!("usage: wg-bench latency|hold --port P --user U --key FILE [--samples N|--count N]");
+        bail!("usage: wg-bench latency|hold --port P --user U --key FILE [--samples N|--count N]\n       wg-bench relay --listen ADDR --to ADDR");
     };
-    let a = parse(rest)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
+    if cmd == "relay" {
+        let (listen, to) = parse_relay(rest)?;
+        return rt.block_on(relay(listen, to));
+    }
+    let a = parse(rest)?;
     match cmd.as_str() {
         "latency" => rt.block_on(latency(a)),
         "hold" => rt.block_on(hold(a)),

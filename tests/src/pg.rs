@@ -1,0 +1,141 @@
+//! PostgreSQL in the end-to-end tests: a real throwaway cluster as the target, a gateway in front
+//! of it, and a small raw client for what drivers never send (malformed and oversized frames).
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256};
+use postgres_protocol::message::frontend;
+use wardengate_gateway::dev::postgres::{PgAuth, PgCluster, PgOptions, PgUser};
+
+use crate::{GatewayBuilder, GatewayProc, TestEnv, ALICE_PASSWORD};
+
+/// The target account's password: it lives in the vault only and must never reach a client.
+pub const RO_PASSWORD: &str = "ro-Secret-from-the-vault-7f3a";
+pub const MD5_PASSWORD: &str = "md5-Secret-9c1e";
+pub const CLEAR_PASSWORD: &str = "clear-Secret-2b8d";
+
+/// A cluster with database `billing` (table `invoices`) and three roles, one per target
+/// authentication method: `billing_ro` (SCRAM, owns the database), `billing_md5` (MD5),
+/// `billing_clear` (cleartext password).
+pub fn cluster(env: &TestEnv) -> PgCluster {
+    let user = |name: &str, password: &str, method| PgUser {
+        name: name.into(),
+        password: password.into(),
+        method,
+    };
+    let opts = PgOptions {
+        users: vec![
+            user("billing_ro", RO_PASSWORD, PgAuth::Scram),
+            user("billing_md5", MD5_PASSWORD, PgAuth::Md5),
+            user("billing_clear", CLEAR_PASSWORD, PgAuth::Password),
+        ],
+        tls: None,
+        database: "billing".into(),
+    };
+    PgCluster::start(&env.path("pg"), 0, &opts).expect("start the PostgreSQL cluster")
+}
+
+/// Targets `billing.test` (SCRAM), `billing-md5.test` and `billing-clear.test` on `pg`.
+pub fn pg_targets<'a>(b: GatewayBuilder<'a>, pg: &PgCluster) -> GatewayBuilder<'a> {
+    let addr = pg.address();
+    b.pg_target("billing.test", &addr, "billing_ro", RO_PASSWORD)
+        .pg_target("billing-md5.test", &addr, "billing_md5", MD5_PASSWORD)
+        .pg_target("billing-clear.test", &addr, "billing_clear", CLEAR_PASSWORD)
+}
+
+/// A cluster and a gateway in front of it with the default policy.
+pub fn pg_standard() -> (TestEnv, PgCluster, GatewayProc) {
+    let env = TestEnv::new();
+    let pg = cluster(&env);
+    let gw = pg_targets(env.gateway(), &pg).start();
+    (env, pg, gw)
+}
+
+/// A hand-driven client speaking raw protocol 3.0 to the gateway.
+pub struct Raw {
+    pub s: TcpStream,
+}
+
+impl Raw {
+    pub fn connect(port: u16) -> Raw {
+        let s = TcpStream::connect(("127.0.0.1", port)).expect("connect to the gateway");
+        s.set_read_timeout(Some(Duration::from_secs(20)))
+            .expect("timeout");
+        Raw { s }
+    }
+
+    pub fn send(&mut self, b: &[u8]) {
+        self.s.write_all(b).expect("write to the gateway");
+    }
+
+    /// One backend message: (tag, body); `None` when the gateway closed the connection.
+    pub fn recv(&mut self) -> Option<(u8, Vec<u8>)> {
+        let mut head = [0u8; 5];
+        self.s.read_exact(&mut head).ok()?;
+        let len = u32::from_be_bytes([head[1], head[2], head[3], head[4]]) as usize;
+        let mut body = vec![0u8; len.saturating_sub(4)];
+        self.s.read_exact(&mut body).ok()?;
+        Some((head[0], body))
+    }
+
+    /// Messages until (and including) one with `tag`, or until the connection closes.
+    pub fn until(&mut self, tag: u8) -> Vec<(u8, Vec<u8>)> {
+        let mut out = Vec::new();
+        while let Some(m) = self.recv() {
+            let done = m.0 == tag;
+            out.push(m);
+            if done {
+                break;
+            }
+        }
+        out
+    }
+
+    pub fn startup(&mut self, user: &str) {
+        let mut b = BytesMut::new();
+        frontend::startup_message([("user", user), ("database", "billing")], &mut b)
+            .expect("startup");
+        self.send(&b);
+    }
+
+    /// Start up as alice and authenticate with SCRAM; returns what came after authentication
+    /// (through the first ReadyForQuery).
+    pub fn login(port: u16, login: &str) -> (Raw, Vec<(u8, Vec<u8>)>) {
+        let mut r = Raw::connect(port);
+        r.startup(login);
+        let (tag, body) = r.recv().expect("authentication request");
+        assert_eq!((tag, &body[..4]), (b'R', &10u32.to_be_bytes()[..]), "SASL");
+        let mut scram = ScramSha256::new(ALICE_PASSWORD.as_bytes(), ChannelBinding::unsupported());
+        let mut b = BytesMut::new();
+        frontend::sasl_initial_response("SCRAM-SHA-256", scram.message(), &mut b).expect("sasl");
+        r.send(&b);
+        let (_, body) = r.recv().expect("SASLContinue");
+        scram.update(&body[4..]).expect("server-first");
+        b.clear();
+        frontend::sasl_response(scram.message(), &mut b).expect("sasl");
+        r.send(&b);
+        let (_, body) = r.recv().expect("SASLFinal");
+        scram.finish(&body[4..]).expect("server signature");
+        let rest = r.until(b'Z');
+        (r, rest)
+    }
+}
+
+/// The fields of an ErrorResponse or NoticeResponse body, as `C=28P01 M=...` pairs.
+pub fn fields(body: &[u8]) -> Vec<(char, String)> {
+    body.split(|c| *c == 0)
+        .filter(|f| !f.is_empty())
+        .map(|f| (f[0] as char, String::from_utf8_lossy(&f[1..]).into_owned()))
+        .collect()
+}
+
+pub fn field(body: &[u8], k: char) -> String {
+    fields(body)
+        .into_iter()
+        .find(|(c, _)| *c == k)
+        .map(|(_, v)| v)
+        .unwrap_or_default()
+}

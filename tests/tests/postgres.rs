@@ -1,0 +1,323 @@
+//! PostgreSQL through the gateway with real clients: `psql` (TLS, COPY, large objects through
+//! the FunctionCall message), `pgbench` (simple and prepared), and tokio-postgres exercising the
+//! extended protocol, pipelining, portals, COPY both ways, LISTEN/NOTIFY, cancel and large
+//! results. The target is a real PostgreSQL cluster started for the test.
+
+use std::process::Command;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use wardengate_tests::pg::*;
+use wardengate_tests::*;
+
+const T: Duration = Duration::from_secs(120);
+
+fn export(gw: &GatewayProc, id: &str, format: &str) -> String {
+    let out = run(
+        gw.wgctl()
+            .args(["recording", "export", id, "--format", format]),
+        T,
+    );
+    assert!(out.status.success(), "export: {}", text(&out.stderr));
+    text(&out.stdout)
+}
+
+#[test]
+fn psql_over_tls_with_copy_and_large_objects_is_recorded_as_a_query_log() {
+    let (env, pg, gw) = pg_standard();
+    let file = env.path("lo.bin");
+    std::fs::write(&file, pseudo_random(70_000, 7)).expect("lo file");
+    let back = env.path("lo.out");
+    let script = format!(
+        "select current_user, current_database();\n\
+         create table notes(id int primary key, body text);\n\
+         \\copy notes from stdin\n1\tfirst\n2\tsecond\n\\.\n\
+         begin;\n\
+         insert into notes values (3, 'third');\n\
+         commit;\n\
+         select count(*) from notes;\n\
+         \\lo_import {file}\n\
+         \\lo_export :LASTOID {back}\n\
+         select 1/0;\n",
+        file = file.display(),
+        back = back.display()
+    );
+    let out = run_with_input(
+        gw.psql("alice#billing.test", "sslmode=require")
+            .args(["-v", "ON_ERROR_STOP=0", "-f", "-"]),
+        Some(script.into_bytes()),
+        T,
+    );
+    let (so, se) = (text(&out.stdout), text(&out.stderr));
+    assert!(
+        so.contains("billing_ro|billing"),
+        "logged in as the account: {so}\n{se}"
+    );
+    assert!(
+        so.contains("\n3\n"),
+        "COPY and the transaction landed: {so}"
+    );
+    assert!(
+        se.contains("division by zero"),
+        "errors arrive verbatim: {se}"
+    );
+    assert_eq!(
+        std::fs::read(&back).expect("exported large object"),
+        std::fs::read(&file).expect("original"),
+        "large object round trip (FunctionCall)"
+    );
+    assert!(!so.contains(RO_PASSWORD) && !se.contains(RO_PASSWORD));
+    // The target really has the rows.
+    assert_eq!(
+        pg.psql(
+            "billing",
+            "select string_agg(body, ',' order by id) from notes"
+        )
+        .expect("psql")
+        .trim(),
+        "first,second,third"
+    );
+
+    let s = gw.last_closed();
+    assert_eq!(s["protocol"], "postgres");
+    assert_eq!(s["end_reason"], "client_exit", "{s}");
+    assert_eq!(s["client_version"], "psql");
+    let id = s["id"].as_str().expect("id");
+    let jsonl = export(&gw, id, "jsonl");
+    let queries: Vec<serde_json::Value> = jsonl
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["type"] == "query")
+        .collect();
+    let find = |needle: &str| {
+        queries
+            .iter()
+            .find(|q| q["statement"].as_str().is_some_and(|s| s.contains(needle)))
+            .unwrap_or_else(|| panic!("no query record for {needle}: {jsonl}"))
+    };
+    assert_eq!(find("notes FROM STDIN")["tag"], "COPY 2", "{jsonl}");
+    assert_eq!(find("insert into notes")["tx_status"], "in transaction");
+    assert_eq!(find("commit")["tx_status"], "idle");
+    assert_eq!(find("count(*)")["rows"], 1);
+    let div = find("1/0");
+    assert_eq!(div["sqlstate"], "22012");
+    assert_eq!(div["error"], "division by zero");
+    assert!(
+        queries.iter().any(|q| q["kind"] == "function"),
+        "lo_import/lo_export use FunctionCall: {jsonl}"
+    );
+    assert!(
+        !jsonl.contains(RO_PASSWORD),
+        "the vault password is not in the recording"
+    );
+    let play = run(
+        gw.wgctl()
+            .args(["recording", "play", id, "--speed", "1000"]),
+        T,
+    );
+    let play = text(&play.stdout);
+    assert!(
+        play.contains("ERROR 22012 division by zero  (idle)  select 1/0;"),
+        "{play}"
+    );
+    assert!(play.contains("COPY 2"), "{play}");
+    let csv = export(&gw, id, "csv");
+    assert!(csv.starts_with("t,started_ms,duration_us,kind,"), "{csv}");
+    assert!(
+        csv.contains(",simple,,,select 1/0;,,,,22012,division by zero,idle"),
+        "{csv}"
+    );
+}
+
+#[test]
+fn md5_and_cleartext_targets_and_plaintext_clients() {
+    let (_env, _pg, gw) = pg_standard();
+    for (target, role) in [
+        ("billing-md5.test", "billing_md5"),
+        ("billing-clear.test", "billing_clear"),
+    ] {
+        let out = run(
+            gw.psql(&format!("alice#{target}"), "sslmode=disable")
+                .args(["-c", "select current_user"]),
+            T,
+        );
+        assert!(out.status.success(), "{target}: {}", text(&out.stderr));
+        assert_eq!(text(&out.stdout).trim(), role);
+    }
+    // The account form: user#target#account.
+    let out = run(
+        gw.psql("alice#billing.test#billing_ro", "")
+            .args(["-c", "select 1"]),
+        T,
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+}
+
+#[test]
+fn pgbench_simple_and_prepared_through_the_gateway() {
+    let (_env, _pg, gw) = pg_standard();
+    let port = gw.pg_port.expect("pg port").to_string();
+    let bench = |args: &[&str]| {
+        let out = run(
+            Command::new("pgbench")
+                .args(["-h", "127.0.0.1", "-p", &port, "-U", "alice#billing.test"])
+                .args(args)
+                .arg("billing")
+                .env("PGPASSWORD", ALICE_PASSWORD),
+            T,
+        );
+        let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
+        assert!(out.status.success(), "pgbench {args:?}: {all}");
+        all
+    };
+    bench(&["-i", "-s", "1", "-q"]);
+    for mode in ["simple", "prepared", "extended"] {
+        let r = bench(&["-S", "-n", "-M", mode, "-c", "4", "-j", "2", "-t", "200"]);
+        assert!(
+            r.contains("number of transactions actually processed: 800/800"),
+            "{mode}: {r}"
+        );
+        assert!(
+            r.contains("number of failed transactions: 0"),
+            "{mode}: {r}"
+        );
+    }
+    // Every session ended and gave its slot back.
+    gw.wait_sessions("?state=active", Duration::from_secs(10), |s| s.is_empty());
+    let ex =
+        gw.get_json("/api/v1/policies/explain?actor=alice&target=billing.test&protocol=postgres");
+    assert_eq!(ex["current"]["target"], 0, "{ex}");
+}
+
+async fn driver(
+    port: u16,
+) -> (
+    tokio_postgres::Client,
+    tokio::sync::mpsc::UnboundedReceiver<tokio_postgres::AsyncMessage>,
+) {
+    let conninfo = format!("host=127.0.0.1 port={port} user=alice#billing.test password='{ALICE_PASSWORD}' dbname=billing application_name=driver-test");
+    let (client, mut conn) = tokio_postgres::connect(&conninfo, tokio_postgres::NoTls)
+        .await
+        .expect("connect through the gateway");
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut stream = futures_util::stream::poll_fn(move |cx| conn.poll_message(cx));
+        while let Some(Ok(m)) = stream.next().await {
+            let _ = tx.send(m);
+        }
+    });
+    (client, rx)
+}
+
+#[test]
+fn a_driver_gets_the_whole_protocol() {
+    let (_env, pg, gw) = pg_standard();
+    let port = gw.pg_port.expect("pg port");
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let (client, mut messages) = rt.block_on(driver(port));
+    let id = gw.wait_one_active();
+    rt.block_on(async {
+        // Extended protocol with a named statement, and pipelining (three in flight at once).
+        let stmt = client.prepare("select $1::int + 1").await.expect("prepare");
+        let (a, b, c) = tokio::join!(
+            client.query_one(&stmt, &[&41i32]),
+            client.query_one(&stmt, &[&1i32]),
+            client.query_one("select $1::text || '!'", &[&"hi"]),
+        );
+        assert_eq!(a.expect("a").get::<_, i32>(0), 42);
+        assert_eq!(b.expect("b").get::<_, i32>(0), 2);
+        assert_eq!(c.expect("c").get::<_, String>(0), "hi!");
+
+        // A portal read in pieces (Execute with a row limit, PortalSuspended).
+        let mut client = client;
+        let tx = client.transaction().await.expect("begin");
+        let s = tx.prepare("select generate_series(1, 5)").await.expect("prepare");
+        let portal = tx.bind(&s, &[]).await.expect("bind");
+        assert_eq!(tx.query_portal(&portal, 2).await.expect("first rows").len(), 2);
+        assert_eq!(tx.query_portal(&portal, 10).await.expect("rest").len(), 3);
+        tx.commit().await.expect("commit");
+
+        // COPY in and out.
+        client.batch_execute("create table copied(n int, s text)").await.expect("create");
+        let sink = client.copy_in("copy copied from stdin").await.expect("copy in");
+        futures_util::pin_mut!(sink);
+        sink.send(bytes::Bytes::from_static(b"1\tone\n2\ttwo\n3\tthree\n")).await.expect("send rows");
+        assert_eq!(sink.finish().await.expect("copy done"), 3);
+        let out = client.copy_out("copy (select * from copied order by n) to stdout").await.expect("copy out");
+        let chunks: Vec<_> = out.collect().await;
+        let data: Vec<u8> = chunks.into_iter().flat_map(|c| c.expect("copy data").to_vec()).collect();
+        assert_eq!(String::from_utf8_lossy(&data), "1\tone\n2\ttwo\n3\tthree\n");
+
+        // LISTEN/NOTIFY.
+        client.batch_execute("listen jobs; notify jobs, 'run-42'").await.expect("notify");
+        let n = tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                if let Some(tokio_postgres::AsyncMessage::Notification(n)) = messages.recv().await {
+                    return n;
+                }
+            }
+        })
+        .await
+        .expect("notification");
+        assert_eq!((n.channel(), n.payload()), ("jobs", "run-42"));
+
+        // A large result streams through (back-pressure, many reads).
+        let rows = client
+            .query_one("select count(*), sum(length(r)) from (select repeat('x', 1000) || g as r from generate_series(1, 100000) g) t", &[])
+            .await
+            .expect("count");
+        assert_eq!(rows.get::<_, i64>(0), 100_000);
+        let big = client.simple_query("select repeat('y', 500) from generate_series(1, 50000)").await.expect("big result");
+        assert_eq!(big.iter().filter(|m| matches!(m, tokio_postgres::SimpleQueryMessage::Row(_))).count(), 50_000);
+
+        // Cancel a running statement: the gateway maps its key to the target's.
+        let token = client.cancel_token();
+        let sleeper = client.query("select pg_sleep(30)", &[]);
+        let canceller = async {
+            tokio::time::sleep(Duration::from_millis(700)).await;
+            token.cancel_query(tokio_postgres::NoTls).await.expect("cancel request");
+        };
+        let (r, ()) = tokio::join!(sleeper, canceller);
+        let e = r.expect_err("the sleep was cancelled");
+        assert_eq!(e.code(), Some(&tokio_postgres::error::SqlState::QUERY_CANCELED), "{e}");
+        // The connection is still good.
+        assert_eq!(client.query_one("select 7", &[]).await.expect("after cancel").get::<_, i32>(0), 7);
+        drop(client);
+    });
+    let s = gw.wait_sessions("", Duration::from_secs(10), |v| {
+        v.iter()
+            .any(|s| s["id"] == id.as_str() && s["state"] == "closed")
+    });
+    let s = s
+        .iter()
+        .find(|s| s["id"] == id.as_str())
+        .expect("session")
+        .clone();
+    assert_eq!(s["client_version"], "driver-test");
+    let audit = gw.audit("session.cancel_requested");
+    assert!(
+        audit.iter().any(|a| a["session_id"] == id.as_str()),
+        "{audit:?}"
+    );
+    let jsonl = export(&gw, &id, "jsonl");
+    assert!(
+        jsonl.contains(r#""statement":"select $1::int + 1""#),
+        "{jsonl}"
+    );
+    assert!(
+        jsonl.contains(r#""params":["41"]"#),
+        "bind parameters recorded: {jsonl}"
+    );
+    assert!(
+        jsonl.contains(r#""tag":"suspended""#),
+        "portal suspension recorded"
+    );
+    assert!(
+        jsonl.contains(r#""sqlstate":"57014""#),
+        "the cancelled statement recorded"
+    );
+    assert!(jsonl.contains(r#""tag":"COPY 3""#));
+    // The target saw nothing of ours left running.
+    let active = pg.psql("postgres", "select count(*) from pg_stat_activity where query like '%pg_sleep(30)%' and state = 'active' and pid <> pg_backend_pid()").expect("psql");
+    assert_eq!(active.trim(), "0");
+}
