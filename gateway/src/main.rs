@@ -26,7 +26,7 @@ enum Cmd {
         #[arg(short, long, env = "WARDENGATE_CONFIG")]
         config: PathBuf,
     },
-    /// Zero-config dev mode: a gateway plus a real OpenSSH demo target.
+    /// Zero-config dev mode: a gateway plus real demo targets (OpenSSH sshd, PostgreSQL).
     Dev {
         #[arg(long, default_value = ".wardengate-dev")]
         data_dir: PathBuf,
@@ -34,6 +34,9 @@ enum Cmd {
         ssh_port: u16,
         #[arg(long, default_value_t = 8080)]
         api_port: u16,
+        /// The gateway's PostgreSQL port (the demo database is behind it).
+        #[arg(long, default_value_t = 6432)]
+        pg_port: u16,
         /// Do not record the demo sessions (for comparisons; recording is on by default).
         #[arg(long)]
         no_recording: bool,
@@ -141,12 +144,14 @@ fn real_main(cli: Cli) -> Result<()> {
             data_dir,
             ssh_port,
             api_port,
+            pg_port,
             no_recording,
             reconnect,
         } => runtime()?.block_on(dev::run(dev::DevOptions {
             data_dir,
             ssh_port,
             api_port,
+            pg_port,
             no_recording,
             reconnect,
         })),

@@ -149,7 +149,7 @@ pub async fn run(
             .await
     });
 
-    tracing::info!(ssh = %listening.ssh, api = %listening.api, gateway = %gw.name, "wardengate is ready");
+    tracing::info!(ssh = %listening.ssh, postgres = ?listening.postgres, api = %listening.api, gateway = %gw.name, "wardengate is ready");
     on_ready(&listening);
 
     let config = Arc::new(ssh::server_config(&settings));

@@ -2,7 +2,9 @@
 //!
 //! It creates a data directory, generates the gateway's keys, a vault key and an admin token,
 //! starts a real OpenSSH `sshd` on a free loopback port as target `web-01.dev` whose account key
-//! lives only in the vault, writes the config it runs with, and prints how to connect.
+//! lives only in the vault, and a real PostgreSQL cluster as target `billing-ro.dev` whose
+//! account password lives only in the vault, writes the config it runs with, and prints how to
+//! connect.
 
 pub mod postgres;
 pub mod sshd;
@@ -20,6 +22,7 @@ pub struct DevOptions {
     pub data_dir: PathBuf,
     pub ssh_port: u16,
     pub api_port: u16,
+    pub pg_port: u16,
     /// `recording = "off"` in the dev policy (benchmarks compare with and without).
     pub no_recording: bool,
     /// The reconnect mode of the dev policy (benchmarks compare them).
@@ -118,6 +121,37 @@ pub async fn run(opts: DevOptions) -> Result<()> {
             p
         }
     };
+    // The demo database: a real PostgreSQL cluster, its account's password only in the vault.
+    let pg_dir = dir.join("postgres");
+    std::fs::create_dir_all(&pg_dir)?;
+    let ro_file = pg_dir.join("billing_ro.password");
+    let ro_password = match std::fs::read_to_string(&ro_file) {
+        Ok(p) => p.trim().to_string(),
+        Err(_) => {
+            let p = crate::util::new_token()?[..24].to_string();
+            crate::util::write_private(&ro_file, format!("{p}\n").as_bytes())?;
+            p
+        }
+    };
+    let cluster = tokio::task::spawn_blocking({
+        let (d, password) = (pg_dir.clone(), ro_password.clone());
+        move || {
+            postgres::PgCluster::start(
+                &d,
+                0,
+                &postgres::PgOptions {
+                    users: vec![postgres::PgUser {
+                        name: "billing_ro".into(),
+                        password,
+                        method: postgres::PgAuth::Scram,
+                    }],
+                    tls: None,
+                    database: "billing".into(),
+                },
+            )
+        }
+    })
+    .await??;
     let mut alice_keys = vec![alice_pub];
     alice_keys.extend(home_public_keys());
     let keys_toml = alice_keys
@@ -139,14 +173,19 @@ policy_files = ["policies"]
 listen = "127.0.0.1:{ssh_port}"
 auth_rejection_time = "200ms"
 
+[postgres]
+listen = "127.0.0.1:{pg_port}"
+auth_rejection_time = "200ms"
+
 [api]
 listen = "127.0.0.1:{api_port}"
 
 [[users]]
 name = "alice"
-groups = ["sre"]
+groups = ["sre", "dba"]
 public_keys = [{keys_toml}]
 password_hash = {hash}
+scram_sha_256 = {scram}
 
 [[targets]]
 name = "web-01.dev"
@@ -154,11 +193,22 @@ address = "{addr}"
 tags = {{ env = "dev" }}
 accounts = [{{ name = {account}, secret = "web-01.dev/{account_raw}" }}]
 
+[[targets]]
+name = "billing-ro.dev"
+protocol = "postgres"
+address = "{pg_addr}"
+tags = {{ env = "dev", kind = "postgres" }}
+accounts = [{{ name = "billing_ro", secret = "billing-ro.dev/billing_ro" }}]
+
 {bench_policy}"#,
         bench_policy = bench_policy(&opts)?,
         ssh_port = opts.ssh_port,
         api_port = opts.api_port,
+        pg_port = opts.pg_port,
+        pg_addr = cluster.address(),
         hash = toml_str(&crate::passwords::hash(&password)?),
+        scram =
+            toml_str(&wardengate_protocols::postgres::Verifier::generate(&password).to_string()),
         addr = sshd.address(),
         account = toml_str(&account),
         account_raw = account,
@@ -182,6 +232,12 @@ accounts = [{{ name = {account}, secret = "web-01.dev/{account_raw}" }}]
             SecretKind::PrivateKey,
             &keys::private_openssh(&target_key)?,
         )?;
+        vault.put(
+            &store,
+            "billing-ro.dev/billing_ro",
+            SecretKind::Password,
+            &ro_password,
+        )?;
         // A new sshd host key may have been generated: forget any stale pin from a previous run.
         let pinned = store.hostkey_get("web-01.dev", &sshd.address())?;
         if pinned.is_some_and(|(_, k)| {
@@ -202,26 +258,33 @@ accounts = [{{ name = {account}, secret = "web-01.dev/{account_raw}" }}]
     crate::server::run(cfg, shutdown, |l| {
         println!(
             "\nWardengate dev mode is running (data in {d}).\n\n  \
-             SSH gateway    {ssh}\n  REST API       http://{api}\n  \
-             demo target    web-01.dev = OpenSSH sshd on {target}, account '{account}' (its key is only in the vault)\n\n\
+             SSH gateway    {ssh}\n  PostgreSQL     127.0.0.1:{pgp}\n  REST API       http://{api}\n  \
+             demo target    web-01.dev = OpenSSH sshd on {target}, account '{account}' (its key is only in the vault)\n  \
+             demo target    billing-ro.dev = demo postgres on {pg_target}, account 'billing_ro' (its password is only in the vault)\n\n\
              Connect as alice (key, or password {password}):\n    \
              ssh -i {d}/alice_ed25519 -p {sp} alice:web-01.dev@127.0.0.1\n\n\
              Copy files (scp, sftp and rsync read ':' as host:path, so use '#'):\n    \
              scp -i {d}/alice_ed25519 -P {sp} FILE 'alice#web-01.dev@127.0.0.1:/tmp/'\n\n\
+             Query the database as alice (same password; every statement is recorded):\n    \
+             psql \"host=127.0.0.1 port={pgp} user=alice#billing-ro.dev dbname=billing\"\n\n\
              Operate (another terminal):\n    \
              export WARDENGATE_ADDR=http://{api} WARDENGATE_TOKEN=$(cat {d}/admin.token)\n    \
              {wgctl} session list\n    {wgctl} session terminate SESSION_ID --reason \"demo\"\n    \
-             {wgctl} policy explain --actor alice --target web-01.dev\n\n\
+             {wgctl} policy explain --actor alice --target web-01.dev\n    \
+             {wgctl} recording play SESSION_ID    (a psql session plays as its query log)\n\n\
              Policies: {d}/policies/*.toml (edit, then `{wgctl} policy reload`). Sessions resume:\n    \
              kill the ssh client, reconnect within 2m, and the same shell comes back.\n\n\
-             Ctrl-C stops the gateway and the demo target.\n",
+             Ctrl-C stops the gateway and the demo targets.\n",
             ssh = l.ssh,
             api = l.api,
             target = sshd.address(),
             sp = l.ssh.port(),
+            pg_target = cluster.address(),
+            pgp = l.postgres.map(|a| a.port()).unwrap_or(opts.pg_port),
         );
     })
     .await?;
     drop(sshd);
+    drop(cluster);
     Ok(())
 }

@@ -140,7 +140,10 @@ pub trait PgBroker: Lifecycle {
 /// Cancel keys handed to clients: the real backend PID with a secret of the gateway's own,
 /// mapped to the target and its real secret.
 #[derive(Default)]
-pub struct Cancels(Mutex<HashMap<(i32, i32), (String, String, i32)>>);
+pub struct Cancels(Mutex<HashMap<(i32, i32), CancelTarget>>);
+
+/// Where a cancel key leads: (session id, target address, the backend's real secret).
+type CancelTarget = (String, String, i32);
 
 impl Cancels {
     fn insert(&self, pid: i32, secret: i32, session: &str, address: &str, real: i32) {
@@ -156,7 +159,7 @@ impl Cancels {
             m.remove(&(pid, secret));
         }
     }
-    fn get(&self, pid: i32, secret: i32) -> Option<(String, String, i32)> {
+    fn get(&self, pid: i32, secret: i32) -> Option<CancelTarget> {
         self.0.lock().ok()?.get(&(pid, secret)).cloned()
     }
 }
@@ -208,7 +211,11 @@ pub async fn serve_connection<B: PgBroker>(
             return;
         }
     };
-    let login_text = params.get("user").cloned().unwrap_or_default();
+    let Some(login_text) = params.get("user").cloned() else {
+        let msg = format!("wardengate: no user name in the startup packet; {LOGIN_HINT}");
+        front::refuse(&mut conn, "28000", &msg, None).await;
+        return;
+    };
     let client = ClientInfo {
         addr: peer,
         version: params.get("application_name").cloned().unwrap_or_default(),

@@ -142,7 +142,7 @@ pub struct Exchange {
     nonce: String,
 }
 
-fn attr<'a>(msg: &'a str, key: char) -> Option<&'a str> {
+fn attr(msg: &str, key: char) -> Option<&str> {
     msg.split(',')
         .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='))
 }

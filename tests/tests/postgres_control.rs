@@ -1,0 +1,175 @@
+//! Operating live PostgreSQL sessions: idle measured from ReadyForQuery to the next statement (a
+//! running statement is never idle), the idle warning as a NoticeResponse, the idle end as
+//! FATAL 57P05; `session show` reporting idle-in-transaction; terminate cancelling the running
+//! statement on the target, then FATAL 57P01 with the operator's reason.
+
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use wardengate_tests::pg::*;
+use wardengate_tests::*;
+
+const T: Duration = Duration::from_secs(60);
+
+type Messages = tokio::sync::mpsc::UnboundedReceiver<
+    Result<tokio_postgres::AsyncMessage, tokio_postgres::Error>,
+>;
+
+async fn connect(port: u16) -> (tokio_postgres::Client, Messages) {
+    let conninfo = format!("host=127.0.0.1 port={port} user=alice#billing.test password='{ALICE_PASSWORD}' dbname=billing");
+    let (client, mut conn) = tokio_postgres::connect(&conninfo, tokio_postgres::NoTls)
+        .await
+        .expect("connect");
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut stream = futures_util::stream::poll_fn(move |cx| conn.poll_message(cx));
+        while let Some(m) = stream.next().await {
+            let end = m.is_err();
+            let _ = tx.send(m);
+            if end {
+                break;
+            }
+        }
+    });
+    (client, rx)
+}
+
+#[test]
+fn idle_counts_from_ready_for_query_and_ends_with_57p05() {
+    let env = TestEnv::new();
+    let pg = cluster(&env);
+    let gw = pg_targets(env.gateway(), &pg)
+        .policies("[[policies]]\nname = \"dba-idle\"\ngroups = [\"sre\"]\ntarget_tags = [\"env=test\"]\nidle_timeout = \"1s\"\nidle_grace = \"1s\"\n")
+        .start();
+    let port = gw.pg_port.expect("pg port");
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let (client, mut messages) = rt.block_on(connect(port));
+    let id = gw.wait_one_active();
+    rt.block_on(async {
+        // Three seconds inside one statement: never idle, however long it runs.
+        client
+            .batch_execute("select pg_sleep(3)")
+            .await
+            .expect("a long statement is not idle");
+        let started = Instant::now();
+        let mut notice = None;
+        let end = loop {
+            match tokio::time::timeout(Duration::from_secs(20), messages.recv())
+                .await
+                .expect("the gateway acts within 20s")
+            {
+                Some(Ok(tokio_postgres::AsyncMessage::Notice(n))) => {
+                    notice = Some((n.message().to_string(), started.elapsed()))
+                }
+                Some(Ok(_)) => {}
+                Some(Err(e)) => break e,
+                None => panic!("the connection ended without an error"),
+            }
+        };
+        let (text, at) = notice.expect("an idle warning came first");
+        assert!(
+            text.contains("idle for 1s") && text.contains("closed in 1s"),
+            "{text}"
+        );
+        assert!(
+            at >= Duration::from_millis(900),
+            "warned after {at:?}, counted from the end of the statement"
+        );
+        let db = end.as_db_error().unwrap_or_else(|| panic!("{end:?}"));
+        assert_eq!(
+            db.code(),
+            &tokio_postgres::error::SqlState::IDLE_SESSION_TIMEOUT
+        );
+        assert!(
+            db.message()
+                .contains("without a statement (idle timeout 1s, policy 'dba-idle')"),
+            "{}",
+            db.message()
+        );
+    });
+    let s = gw.last_closed();
+    assert_eq!(
+        (s["id"].as_str(), s["end_reason"].as_str()),
+        (Some(id.as_str()), Some("idle")),
+        "{s}"
+    );
+    assert!(!gw.audit("session.idle_warning").is_empty());
+}
+
+#[test]
+fn terminate_cancels_upstream_then_tells_the_client() {
+    let (_env, pg, gw) = pg_standard();
+    let port = gw.pg_port.expect("pg port");
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let (client, mut messages) = rt.block_on(connect(port));
+    let id = gw.wait_one_active();
+    rt.block_on(client.batch_execute("begin; select 1"))
+        .expect("begin");
+    let show = run(gw.wgctl().args(["session", "show", &id]), T);
+    assert!(
+        text(&show.stdout).contains("activity:     idle in transaction"),
+        "{}",
+        text(&show.stdout)
+    );
+    let query = rt.spawn(async move {
+        let r = client.batch_execute("select pg_sleep(60)").await;
+        (r, client)
+    });
+    // Wait until the statement runs on the target.
+    let deadline = Instant::now() + T;
+    while pg.psql("postgres", "select count(*) from pg_stat_activity where query = 'select pg_sleep(60)' and state = 'active'").expect("psql").trim() != "1" {
+        assert!(Instant::now() < deadline, "the statement never started");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let show = run(gw.wgctl().args(["session", "show", &id]), T);
+    assert!(
+        text(&show.stdout).contains("activity:     active"),
+        "{}",
+        text(&show.stdout)
+    );
+    let out = run(
+        gw.wgctl().args([
+            "session",
+            "terminate",
+            &id,
+            "--reason",
+            "runaway query during incident 42",
+        ]),
+        T,
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let (r, _client) = rt.block_on(query).expect("join");
+    let err = r.expect_err("the statement was stopped");
+    let fatal = rt.block_on(async {
+        loop {
+            match tokio::time::timeout(Duration::from_secs(10), messages.recv()).await {
+                Ok(Some(Err(e))) => return Some(e),
+                Ok(Some(Ok(_))) => continue,
+                _ => return None,
+            }
+        }
+    });
+    // The client hears why: FATAL 57P01 with the reason (on the statement or the connection).
+    let said = [Some(&err), fatal.as_ref()]
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.as_db_error())
+        .any(|d| {
+            d.code() == &tokio_postgres::error::SqlState::ADMIN_SHUTDOWN
+                && d.message().contains("runaway query during incident 42")
+        });
+    assert!(said, "statement error {err:?}, connection error {fatal:?}");
+    // Nothing is left running on the target.
+    let left = pg.psql("postgres", "select count(*) from pg_stat_activity where query = 'select pg_sleep(60)' and state = 'active'").expect("psql");
+    assert_eq!(
+        left.trim(),
+        "0",
+        "the running statement was cancelled upstream"
+    );
+    let s = gw.last_closed();
+    assert_eq!(
+        (s["end_reason"].as_str(), s["end_detail"].as_str()),
+        (Some("terminated"), Some("runaway query during incident 42")),
+        "{s}"
+    );
+}
