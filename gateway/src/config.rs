@@ -167,6 +167,9 @@ pub struct PostgresSection {
     /// How long a target may take to connect and start up.
     #[serde(default = "default_connect_timeout", with = "humantime_serde_compat")]
     pub connect_timeout: Duration,
+    /// How long a client may take from connecting to being authenticated.
+    #[serde(default = "default_auth_timeout", with = "humantime_serde_compat")]
+    pub auth_timeout: Duration,
     /// Bytes of each statement and bind parameter kept in the query log.
     #[serde(default = "default_capture_bytes")]
     pub capture_bytes: usize,
@@ -180,6 +183,9 @@ fn default_pg_cert() -> PathBuf {
 }
 fn default_pg_key() -> PathBuf {
     PathBuf::from("postgres_tls.key")
+}
+fn default_auth_timeout() -> Duration {
+    Duration::from_secs(60)
 }
 fn default_capture_bytes() -> usize {
     4096
@@ -309,6 +315,10 @@ pub struct Target {
     pub tls_ca_file: Option<PathBuf>,
     /// PostgreSQL: the name the certificate must carry, when not the address's host.
     pub tls_server_name: Option<String>,
+    /// PostgreSQL: how the target may authenticate the account, of `scram-sha-256` (default),
+    /// `md5`, `password`, `trust`. Anything else is refused before the password is sent, so a
+    /// spoofed target cannot ask for it in the clear.
+    pub auth_methods: Option<Vec<String>>,
 }
 
 fn default_protocol() -> String {
@@ -509,13 +519,23 @@ pub fn parse(text: &str, path: &Path) -> Result<Loaded> {
             );
         }
         match (t.protocol.as_str(), &t.tls) {
-            ("ssh", None) => {}
-            ("ssh", Some(_)) => bail!(
-                "{}: targets.{}.tls applies to postgres targets only",
-                here("tls"),
+            ("ssh", None) if t.auth_methods.is_none() && t.database.is_none() => {}
+            ("ssh", _) => bail!(
+                "{}: targets.{}: tls, auth_methods and database apply to postgres targets only",
+                here(&t.name),
                 t.name
             ),
-            ("postgres", None | Some(_)) => {
+            ("postgres", _) => {
+                for m in t.auth_methods.iter().flatten() {
+                    if !wardengate_protocols::postgres::AUTH_METHODS.contains(&m.as_str()) {
+                        bail!(
+                            "{}: targets.{}.auth_methods entry '{m}' is not a method ({})",
+                            here(m),
+                            t.name,
+                            wardengate_protocols::postgres::AUTH_METHODS.join(", ")
+                        );
+                    }
+                }
                 if let Some(mode) = &t.tls {
                     if !["disable", "require", "verify-full"].contains(&mode.as_str()) {
                         bail!(

@@ -63,6 +63,10 @@ impl PgBroker for Gateway {
                 database: a.target.database,
                 tls,
                 tls_server_name: a.target.tls_server_name,
+                auth_methods: a
+                    .target
+                    .auth_methods
+                    .unwrap_or_else(|| vec!["scram-sha-256".to_string()]),
             },
         })
     }
@@ -82,6 +86,7 @@ pub fn settings(cfg: &Loaded, section: &PostgresSection) -> Result<PgSettings> {
         require_tls: section.require_tls,
         auth_rejection_time: section.auth_rejection_time,
         connect_timeout: section.connect_timeout,
+        auth_timeout: section.auth_timeout,
         capture: Capture {
             max_bytes: section.capture_bytes.max(16),
             redact_params: section.redact_params,

@@ -105,8 +105,8 @@ impl TestEnv {
 pub struct GatewayBuilder<'a> {
     env: &'a TestEnv,
     targets: Vec<(String, String, String, String)>,
-    /// PostgreSQL targets: (name, address, role, password).
-    pg_targets: Vec<(String, String, String, String)>,
+    /// PostgreSQL targets: (name, address, role, password, extra TOML lines).
+    pg_targets: Vec<(String, String, String, String, String)>,
     postgres: Option<String>,
     extra: String,
     gateway_lines: String,
@@ -136,9 +136,27 @@ impl GatewayBuilder<'_> {
 
     /// A PostgreSQL target (tag env=test) whose account `role` logs in with `password`, kept in
     /// the vault only. Turns the PostgreSQL front on.
-    pub fn pg_target(mut self, name: &str, address: &str, role: &str, password: &str) -> Self {
-        self.pg_targets
-            .push((name.into(), address.into(), role.into(), password.into()));
+    pub fn pg_target(self, name: &str, address: &str, role: &str, password: &str) -> Self {
+        self.pg_target_with(name, address, role, password, "")
+    }
+
+    /// [`pg_target`](Self::pg_target) with more lines for its `[[targets]]` table
+    /// (`auth_methods = ["md5"]`).
+    pub fn pg_target_with(
+        mut self,
+        name: &str,
+        address: &str,
+        role: &str,
+        password: &str,
+        lines: &str,
+    ) -> Self {
+        self.pg_targets.push((
+            name.into(),
+            address.into(),
+            role.into(),
+            password.into(),
+            lines.into(),
+        ));
         self.postgres.get_or_insert_with(String::new);
         self
     }
@@ -191,10 +209,10 @@ impl GatewayBuilder<'_> {
             key = env.alice_pub,
             gateway_lines = self.gateway_lines,
         );
-        for (name, addr, role, _) in &self.pg_targets {
+        for (name, addr, role, _, lines) in &self.pg_targets {
             cfg.push_str(&format!(
                 "[[targets]]\nname = \"{name}\"\nprotocol = \"postgres\"\naddress = \"{addr}\"\ntags = {{ env = \"test\" }}\n\
-                 accounts = [{{ name = \"{role}\", secret = \"{name}/{role}\" }}]\n\n"
+                 accounts = [{{ name = \"{role}\", secret = \"{name}/{role}\" }}]\n{lines}\n\n"
             ));
         }
         for (name, addr, account, tag) in &self.targets {
@@ -226,7 +244,7 @@ impl GatewayBuilder<'_> {
                 String::from_utf8_lossy(&out.stderr)
             );
         }
-        for (name, _, role, password) in &self.pg_targets {
+        for (name, _, role, password, _) in &self.pg_targets {
             let out = run_with_input(
                 Command::new(bin("wardengate"))
                     .args(["vault", "--config"])

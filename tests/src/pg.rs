@@ -42,8 +42,20 @@ pub fn cluster(env: &TestEnv) -> PgCluster {
 pub fn pg_targets<'a>(b: GatewayBuilder<'a>, pg: &PgCluster) -> GatewayBuilder<'a> {
     let addr = pg.address();
     b.pg_target("billing.test", &addr, "billing_ro", RO_PASSWORD)
-        .pg_target("billing-md5.test", &addr, "billing_md5", MD5_PASSWORD)
-        .pg_target("billing-clear.test", &addr, "billing_clear", CLEAR_PASSWORD)
+        .pg_target_with(
+            "billing-md5.test",
+            &addr,
+            "billing_md5",
+            MD5_PASSWORD,
+            "auth_methods = [\"md5\"]",
+        )
+        .pg_target_with(
+            "billing-clear.test",
+            &addr,
+            "billing_clear",
+            CLEAR_PASSWORD,
+            "auth_methods = [\"password\"]",
+        )
 }
 
 /// A cluster and a gateway in front of it with the default policy.

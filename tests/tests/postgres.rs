@@ -131,7 +131,30 @@ fn psql_over_tls_with_copy_and_large_objects_is_recorded_as_a_query_log() {
 
 #[test]
 fn md5_and_cleartext_targets_and_plaintext_clients() {
-    let (_env, _pg, gw) = pg_standard();
+    let env = TestEnv::new();
+    let pg = cluster(&env);
+    // The same MD5 account, without allowing MD5: the gateway refuses to send the password.
+    let gw = pg_targets(env.gateway(), &pg)
+        .pg_target(
+            "md5-strict.test",
+            &pg.address(),
+            "billing_md5",
+            MD5_PASSWORD,
+        )
+        .start();
+    let out = run(
+        gw.psql("alice#md5-strict.test", "sslmode=disable")
+            .args(["-c", "select 1"]),
+        T,
+    );
+    let err = text(&out.stderr);
+    assert!(
+        err.contains(
+            "asked to authenticate billing_md5 with md5, which this target does not allow"
+        ),
+        "{err}"
+    );
+    assert!(err.contains("the password was not sent"), "{err}");
     for (target, role) in [
         ("billing-md5.test", "billing_md5"),
         ("billing-clear.test", "billing_clear"),
@@ -248,6 +271,10 @@ fn a_driver_gets_the_whole_protocol() {
         let data: Vec<u8> = chunks.into_iter().flat_map(|c| c.expect("copy data").to_vec()).collect();
         assert_eq!(String::from_utf8_lossy(&data), "1\tone\n2\ttwo\n3\tthree\n");
 
+        // A parameter larger than one read and than the capture limit.
+        let big = "z".repeat(20_000);
+        assert_eq!(client.execute("insert into copied values ($1, $2)", &[&4i32, &big]).await.expect("big bind"), 1);
+
         // LISTEN/NOTIFY.
         client.batch_execute("listen jobs; notify jobs, 'run-42'").await.expect("notify");
         let n = tokio::time::timeout(Duration::from_secs(10), async {
@@ -316,7 +343,38 @@ fn a_driver_gets_the_whole_protocol() {
         jsonl.contains(r#""sqlstate":"57014""#),
         "the cancelled statement recorded"
     );
-    assert!(jsonl.contains(r#""tag":"COPY 3""#));
+    assert!(
+        jsonl.contains(r#""statement":"copy copied from stdin""#)
+            && jsonl.contains(r#""tag":"COPY 3""#),
+        "{jsonl}"
+    );
+    let records: Vec<serde_json::Value> = jsonl
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .filter(|v: &serde_json::Value| v["type"] == "query")
+        .collect();
+    let by = |needle: &str| {
+        records
+            .iter()
+            .find(|q| q["statement"].as_str().is_some_and(|s| s.contains(needle)))
+            .unwrap_or_else(|| panic!("{needle}: {jsonl}"))
+    };
+    let insert = by("insert into copied");
+    assert_eq!(
+        (
+            insert["params"][0].as_str(),
+            insert["params"][1].as_str().map(str::len),
+            insert["truncated"].as_bool()
+        ),
+        (Some("4"), Some(4096), Some(true)),
+        "{insert}"
+    );
+    assert_eq!(
+        by("pg_sleep(30)")["sqlstate"],
+        "57014",
+        "correlation survives COPY: {jsonl}"
+    );
+    assert_eq!(by("select 7")["tag"], "SELECT 1");
     // The target saw nothing of ours left running.
     let active = pg.psql("postgres", "select count(*) from pg_stat_activity where query like '%pg_sleep(30)%' and state = 'active' and pid <> pg_backend_pid()").expect("psql");
     assert_eq!(active.trim(), "0");

@@ -178,7 +178,20 @@ async fn connect_inner(
         .map_err(|e| format!("cannot write to target {address}: {e}"))?;
 
     let password = target.password.as_bytes();
+    let allowed = |method: &str| -> Result<(), String> {
+        if target.auth_methods.iter().any(|m| m == method) {
+            return Ok(());
+        }
+        Err(format!(
+            "target {} asked to authenticate {} with {method}, which this target does not allow \
+             (auth_methods = {:?}); the password was not sent. If the target really uses {method}, \
+             add it to the target's auth_methods (and use tls = \"verify-full\")",
+            target.name, target.username, target.auth_methods
+        ))
+    };
+    let mut asked = false;
     let mut scram: Option<ScramSha256> = None;
+    let mut scram_verified = false;
     let mut buf = BytesMut::with_capacity(1024);
     let mut preamble = BytesMut::new();
     let (mut pid, mut secret) = (0, 0);
@@ -186,18 +199,36 @@ async fn connect_inner(
         let (frame, msg) = next(&mut conn, &mut buf, address).await?;
         out.clear();
         match msg {
-            Backend::AuthenticationOk => continue,
+            Backend::AuthenticationOk => {
+                // A target that skips authentication, or stops SCRAM before proving it knows
+                // the password, is not trusted with the session.
+                if !asked {
+                    allowed("trust")?;
+                }
+                if scram.is_some() && !scram_verified {
+                    return Err(format!(
+                        "target {address} ended SCRAM authentication without proving its identity"
+                    ));
+                }
+                continue;
+            }
             Backend::AuthenticationCleartextPassword => {
+                allowed("password")?;
+                asked = true;
                 if !conn.is_tls() {
                     tracing::warn!(target = %target.name, "the target asks for a cleartext password over an unencrypted connection");
                 }
                 frontend::password_message(password, &mut out).map_err(|e| e.to_string())?;
             }
             Backend::AuthenticationMd5Password(body) => {
+                allowed("md5")?;
+                asked = true;
                 let hash = md5_hash(target.username.as_bytes(), password, body.salt());
                 frontend::password_message(hash.as_bytes(), &mut out).map_err(|e| e.to_string())?;
             }
             Backend::AuthenticationSasl(body) => {
+                allowed("scram-sha-256")?;
+                asked = true;
                 use fallible_iterator::FallibleIterator;
                 let mut mechs = body.mechanisms();
                 let mut found = false;
@@ -225,6 +256,7 @@ async fn connect_inner(
                 s.finish(body.data()).map_err(|e| {
                     format!("target {address} failed SCRAM server verification: {e}")
                 })?;
+                scram_verified = true;
                 continue;
             }
             Backend::ErrorResponse(body) => {

@@ -6,15 +6,13 @@
 use std::collections::BTreeMap;
 
 use bytes::BytesMut;
-use pgwire::messages::startup::{
-    Authentication, NegotiateProtocolVersion, Password, SASLInitialResponse, SASLResponse, Startup,
-};
+use pgwire::messages::startup::{Authentication, NegotiateProtocolVersion, Startup};
 use pgwire::messages::{DecodeContext, Message, ProtocolVersion};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::scram::{Exchange, Verifier, MECHANISM};
-use super::wire::{decode, encode, error, Conn};
+use super::wire::{encode, error, Conn, Rd};
 use super::{PgBroker, PgSettings};
 use crate::session::ClientInfo;
 
@@ -86,6 +84,7 @@ pub async fn negotiate(tcp: TcpStream, settings: &PgSettings) -> Result<Opening,
         Conn::Plain(tcp)
     };
     let mut negotiated_encryption = conn.is_tls();
+    let mut gss_declined = false;
     loop {
         let mut len = [0u8; 4];
         read_exact(&mut conn, &mut len).await?;
@@ -133,10 +132,20 @@ pub async fn negotiate(tcp: TcpStream, settings: &PgSettings) -> Result<Opening,
                     }
                 }
             }
-            GSSENC_REQUEST => {
+            GSSENC_REQUEST if !gss_declined => {
                 // GSSAPI encryption is not offered; libpq then tries TLS or plain, as configured.
-                negotiated_encryption = false;
+                gss_declined = true;
                 conn_write(&mut conn, b"N").await?;
+            }
+            GSSENC_REQUEST => {
+                fatal(
+                    &mut conn,
+                    "08P01",
+                    "GSSAPI encryption was already declined",
+                    None,
+                )
+                .await;
+                return Err("a second GSSENCRequest".into());
             }
             CANCEL_REQUEST if body.len() >= 12 => {
                 let pid = i32::from_be_bytes([body[4], body[5], body[6], body[7]]);
@@ -286,8 +295,8 @@ pub async fn authenticate<B: PgBroker>(
                 Ok(b) => b,
                 Err(e) => return AuthResult::Gone(e),
             };
-            match decode::<Password>(b'p', &body) {
-                Some(p) => broker.verify_password(user, &p.password).await,
+            match Rd(&body).cstr() {
+                Some(p) => broker.verify_password(user, &p).await,
                 None => false,
             }
         }
@@ -316,14 +325,18 @@ async fn scram_exchange(conn: &mut Conn, v: Verifier) -> Result<bool, Early> {
     )
     .await?;
     let body = read_password_message(conn).await?;
-    let Some(init) = decode::<SASLInitialResponse>(b'p', &body) else {
+    // SASLInitialResponse: mechanism, then the length-prefixed client-first-message.
+    let mut r = Rd(&body);
+    let (Some(mechanism), Some(len)) = (r.cstr(), r.i32()) else {
         return Ok(false);
     };
-    if init.auth_method != MECHANISM {
+    let Some(data) = r.take(len.max(0) as usize) else {
+        return Ok(false);
+    };
+    if mechanism != MECHANISM {
         return Ok(false);
     }
-    let data = init.data.unwrap_or_default();
-    let (ex, server_first) = match Exchange::start(v, &data) {
+    let (ex, server_first) = match Exchange::start(v, data) {
         Ok(x) => x,
         Err(e) => {
             tracing::info!("SCRAM client-first rejected: {e}");
@@ -337,11 +350,9 @@ async fn scram_exchange(conn: &mut Conn, v: Verifier) -> Result<bool, Early> {
         )),
     )
     .await?;
+    // SASLResponse: the client-final-message is the whole body.
     let body = read_password_message(conn).await?;
-    let Some(resp) = decode::<SASLResponse>(b'p', &body) else {
-        return Ok(false);
-    };
-    match ex.finish(&resp.data) {
+    match ex.finish(&body) {
         Ok(server_final) => {
             conn_write(
                 conn,

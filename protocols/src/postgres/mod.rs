@@ -50,6 +50,8 @@ pub struct PgSettings {
     pub auth_rejection_time: Duration,
     /// How long the target may take to connect and start up.
     pub connect_timeout: Duration,
+    /// How long a client may take from connecting to being authenticated.
+    pub auth_timeout: Duration,
     /// What the query log keeps of statements and parameters.
     pub capture: Capture,
 }
@@ -92,7 +94,14 @@ pub struct PgTarget {
     pub database: Option<String>,
     pub tls: TargetTls,
     pub tls_server_name: Option<String>,
+    /// How the target may authenticate the account: of `scram-sha-256`, `md5`, `password`,
+    /// `trust`. Anything else the target asks for is refused before the secret leaves the
+    /// gateway (libpq's `require_auth`).
+    pub auth_methods: Vec<String>,
 }
+
+/// The target authentication methods the gateway knows.
+pub const AUTH_METHODS: &[&str] = &["scram-sha-256", "md5", "password", "trust"];
 
 impl fmt::Debug for PgTarget {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -103,6 +112,7 @@ impl fmt::Debug for PgTarget {
             .field("password", &"<redacted>")
             .field("database", &self.database)
             .field("tls", &self.tls.name())
+            .field("auth_methods", &self.auth_methods)
             .finish()
     }
 }
@@ -184,8 +194,10 @@ pub async fn serve_connection<B: PgBroker>(
     shutdown: CancellationToken,
 ) {
     let _ = socket.set_nodelay(true);
+    let deadline = tokio::time::Instant::now() + settings.auth_timeout;
     let opening = tokio::select! {
         o = front::negotiate(socket, &settings) => o,
+        _ = tokio::time::sleep_until(deadline) => Err(format!("no startup within {}s", settings.auth_timeout.as_secs())),
         _ = shutdown.cancelled() => return,
     };
     let (mut conn, params) = match opening {

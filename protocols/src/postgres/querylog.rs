@@ -4,27 +4,31 @@
 //!
 //! Responses arrive in the order requests were sent, so a queue of what each request expects
 //! is enough: `1` answers a Parse, `2` a Bind, `3` a Close, `T`/`n` a Describe, `C`/`s`/`I` an
-//! Execute, `V` a FunctionCall, `Z` a Sync or simple Query. After an error the server skips to
-//! the next Sync; `Z` drops what it skipped.
+//! Execute, `V` a FunctionCall, `Z` a Sync or simple Query. Prepared statements and portals
+//! take effect when the server confirms them (`1`, `2`, `3`), never when the client asks: a
+//! Parse the server skipped or refused cannot change what a later Execute is logged as. After
+//! an error the server skips to the next Sync; `Z` drops what it skipped, and requests the
+//! client sends meanwhile are not queued at all. Syncs sent during COPY FROM STDIN are ignored
+//! by the server, and here too.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Instant;
 
-use pgwire::messages::extendedquery::{Bind, Close, Parse};
-use pgwire::messages::response::{CommandComplete, ErrorResponse};
-use pgwire::messages::simplequery::Query;
 use wardengate_recorder::QueryRecord;
 
-use super::wire::{cstr, decode};
-use crate::session::{Busy, SessionShared};
+use super::wire::{error_fields, Rd};
+use crate::session::{now_ms, Busy, SessionShared};
+
+/// Requests queued without an answer before the session is refused as unauditable.
+pub const MAX_PENDING: usize = 100_000;
 
 /// Client message tags the log decodes (Query, Parse, Bind, Execute, Close, Describe, Sync,
-/// FunctionCall, Terminate).
+/// FunctionCall, CopyDone, CopyFail).
 pub fn client_wants(tag: u8) -> bool {
     matches!(
         tag,
-        b'Q' | b'P' | b'B' | b'E' | b'C' | b'D' | b'S' | b'F' | b'X'
+        b'Q' | b'P' | b'B' | b'E' | b'C' | b'D' | b'S' | b'F' | b'X' | b'c' | b'f'
     )
 }
 
@@ -32,7 +36,19 @@ pub fn client_wants(tag: u8) -> bool {
 pub fn server_wants(tag: u8) -> bool {
     matches!(
         tag,
-        b'C' | b'E' | b'Z' | b'S' | b'1' | b'2' | b'3' | b't' | b'T' | b'n' | b's' | b'I' | b'V'
+        b'C' | b'E'
+            | b'Z'
+            | b'S'
+            | b'1'
+            | b'2'
+            | b'3'
+            | b't'
+            | b'T'
+            | b'n'
+            | b's'
+            | b'I'
+            | b'V'
+            | b'G'
     )
 }
 
@@ -44,13 +60,31 @@ pub struct Capture {
     pub redact_params: bool,
 }
 
+#[derive(Clone)]
+struct Prepared {
+    text: Arc<str>,
+    types: Arc<[u32]>,
+    truncated: bool,
+}
+
+#[derive(Clone)]
+struct Portal {
+    statement: String,
+    params: Arc<[Option<String>]>,
+    truncated: bool,
+}
+
 enum Pending {
-    Parse(String),
-    Bind(String),
+    Parse(String, Prepared),
+    Bind(String, Portal),
     /// Describe of a prepared statement (its name) or of a portal (`None`).
     Describe(Option<String>),
-    Close,
-    Execute(QueryRecord, Instant),
+    Close(u8, String),
+    Execute {
+        portal: String,
+        started_ms: u64,
+        at: Instant,
+    },
     Simple(QueryRecord, Instant),
     Function(QueryRecord, Instant),
     Sync,
@@ -59,12 +93,14 @@ enum Pending {
 pub struct QueryLog {
     shared: Arc<SessionShared>,
     capture: Capture,
-    statements: HashMap<String, String>,
-    /// Parameter type OIDs of prepared statements (from Parse, or the server's
-    /// ParameterDescription), to show binary parameters as values.
-    param_types: HashMap<String, Vec<u32>>,
-    portals: HashMap<String, (String, Vec<Option<String>>, bool)>,
-    pending: VecDeque<Pending>,
+    statements: HashMap<String, Prepared>,
+    portals: HashMap<String, Portal>,
+    pending: VecDeque<(u64, Pending)>,
+    seq: u64,
+    /// The server is skipping extended-protocol requests until the client's next Sync.
+    skipping: bool,
+    /// COPY FROM STDIN started by the Execute with this sequence number is running.
+    copy_in: Option<u64>,
     /// Finished since the last ReadyForQuery, waiting for the transaction status.
     done: Vec<QueryRecord>,
     busy: Option<Busy>,
@@ -94,43 +130,81 @@ fn tx_name(status: u8) -> &'static str {
     }
 }
 
+/// Parse message: name, query, parameter types.
+fn parse_parse(body: &[u8]) -> Option<(String, String, Vec<u32>)> {
+    let mut r = Rd(body);
+    let name = r.cstr()?;
+    let query = r.cstr()?;
+    let n = r.u16()? as usize;
+    let types = (0..n)
+        .map(|_| r.i32().map(|t| t as u32))
+        .collect::<Option<_>>()?;
+    Some((name, query, types))
+}
+
+/// Bind message: portal, statement, parameter formats, parameter values.
+type BindParts<'a> = (String, String, Vec<u16>, Vec<Option<&'a [u8]>>);
+
+fn parse_bind(body: &[u8]) -> Option<BindParts<'_>> {
+    let mut r = Rd(body);
+    let portal = r.cstr()?;
+    let statement = r.cstr()?;
+    let nf = r.u16()? as usize;
+    let formats = (0..nf).map(|_| r.u16()).collect::<Option<_>>()?;
+    let np = r.u16()? as usize;
+    let mut params = Vec::with_capacity(np.min(1024));
+    for _ in 0..np {
+        let len = r.i32()?;
+        params.push(if len < 0 {
+            None
+        } else {
+            Some(r.take(len as usize)?)
+        });
+    }
+    Some((portal, statement, formats, params))
+}
+
 impl QueryLog {
     pub fn new(shared: Arc<SessionShared>, capture: Capture) -> QueryLog {
         QueryLog {
             shared,
             capture,
             statements: HashMap::new(),
-            param_types: HashMap::new(),
             portals: HashMap::new(),
             pending: VecDeque::new(),
+            seq: 0,
+            skipping: false,
+            copy_in: None,
             done: Vec::new(),
             busy: None,
         }
     }
 
-    fn record(&self, kind: &str, statement: &str, truncated: bool) -> QueryRecord {
+    fn record(&self, kind: &str, statement: &str, truncated: bool, started_ms: u64) -> QueryRecord {
         let (statement, cut_now) = cut(statement, self.capture.max_bytes);
         QueryRecord {
             kind: kind.into(),
             statement,
-            started_ms: crate::session::now_ms(),
+            started_ms,
             truncated: truncated || cut_now,
             ..Default::default()
         }
     }
 
-    fn params(&self, bind: &Bind) -> (Vec<Option<String>>, bool) {
+    fn params(
+        &self,
+        statement: &str,
+        formats: &[u16],
+        values: &[Option<&[u8]>],
+    ) -> (Vec<Option<String>>, bool) {
         let mut truncated = false;
-        let formats = &bind.parameter_format_codes;
-        let types = self
-            .param_types
-            .get(bind.statement_name.as_deref().unwrap_or_default());
-        let p = bind
-            .parameters
+        let types = self.statements.get(statement).map(|p| p.types.clone());
+        let max = self.capture.max_bytes;
+        let p = values
             .iter()
             .enumerate()
             .map(|(i, v)| {
-                let v = v.as_ref()?;
+                let v = (*v)?;
                 if self.capture.redact_params {
                     return Some("<redacted>".to_string());
                 }
@@ -139,8 +213,7 @@ impl QueryLog {
                     1 => formats[0] == 1,
                     _ => formats.get(i) == Some(&1),
                 };
-                let max = self.capture.max_bytes;
-                let oid = types.and_then(|t| t.get(i)).copied().unwrap_or(0);
+                let oid = types.as_ref().and_then(|t| t.get(i)).copied().unwrap_or(0);
                 let text = match binary {
                     false => String::from_utf8_lossy(v).into_owned(),
                     true => match binary_value(oid, v) {
@@ -148,7 +221,7 @@ impl QueryLog {
                         None => {
                             let n = v.len().min(max / 2);
                             truncated |= n < v.len();
-                            return Some(format!("\\x{}", hex_lower(&v[..n])));
+                            return Some(format!("\\x{}", hex::encode(&v[..n])));
                         }
                     },
                 };
@@ -160,95 +233,21 @@ impl QueryLog {
         (p, truncated)
     }
 
-    /// A frame from the client (`body` may be cut short of `full`).
-    pub fn client(&mut self, tag: u8, body: &[u8], full: usize) {
+    fn push(&mut self, p: Pending) -> Result<(), String> {
+        if self.pending.len() >= MAX_PENDING {
+            return Err(format!(
+                "more than {MAX_PENDING} requests sent without waiting for a response; the gateway cannot audit them"
+            ));
+        }
+        self.seq += 1;
+        self.pending.push_back((self.seq, p));
+        Ok(())
+    }
+
+    /// A frame from the client (`body` may be cut short of `full`). `Err` ends the session.
+    pub fn client(&mut self, tag: u8, body: &[u8], full: usize) -> Result<(), String> {
         let whole = body.len() == full;
         let query_message = matches!(tag, b'Q' | b'P' | b'B' | b'E' | b'F');
-        match tag {
-            b'Q' => {
-                let text = decode::<Query>(tag, body)
-                    .map(|q| q.query)
-                    .unwrap_or_else(|| {
-                        String::from_utf8_lossy(body.split(|c| *c == 0).next().unwrap_or_default())
-                            .into_owned()
-                    });
-                let r = self.record("simple", &text, !whole);
-                self.pending.push_back(Pending::Simple(r, Instant::now()));
-            }
-            b'P' => {
-                let (name, text) = match decode::<Parse>(tag, body) {
-                    Some(p) => {
-                        let name = p.name.unwrap_or_default();
-                        self.param_types.insert(name.clone(), p.type_oids);
-                        (name, p.query)
-                    }
-                    None => {
-                        let (name, rest) = cstr(body);
-                        (name, cstr(rest).0)
-                    }
-                };
-                let (text, _) = cut(&text, self.capture.max_bytes);
-                self.statements.insert(name.clone(), text.clone());
-                self.pending.push_back(Pending::Parse(text));
-            }
-            b'B' => {
-                let (portal, stmt, params, truncated) = match decode::<Bind>(tag, body) {
-                    Some(b) => {
-                        let (p, t) = self.params(&b);
-                        (
-                            b.portal_name.unwrap_or_default(),
-                            b.statement_name.unwrap_or_default(),
-                            p,
-                            t,
-                        )
-                    }
-                    None => {
-                        let (portal, rest) = cstr(body);
-                        (portal, cstr(rest).0, Vec::new(), true)
-                    }
-                };
-                let text = self.statements.get(&stmt).cloned().unwrap_or_default();
-                self.portals.insert(portal, (stmt, params, truncated));
-                self.pending.push_back(Pending::Bind(text));
-            }
-            b'E' => {
-                let portal = cstr(body).0;
-                let (stmt, params, truncated) =
-                    self.portals.get(&portal).cloned().unwrap_or_default();
-                let text = self.statements.get(&stmt).cloned().unwrap_or_default();
-                let mut r = self.record("extended", &text, truncated);
-                r.statement_name = Some(stmt);
-                r.portal = Some(portal);
-                r.params = params;
-                self.pending.push_back(Pending::Execute(r, Instant::now()));
-            }
-            b'F' => {
-                let oid = body
-                    .get(..4)
-                    .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
-                    .unwrap_or(0);
-                let r = self.record("function", &format!("function call (oid {oid})"), false);
-                self.pending.push_back(Pending::Function(r, Instant::now()));
-                self.pending.push_back(Pending::Sync);
-            }
-            b'D' => {
-                let statement = (body.first() == Some(&b'S')).then(|| cstr(&body[1..]).0);
-                self.pending.push_back(Pending::Describe(statement));
-            }
-            b'C' => {
-                if let Some(c) = decode::<Close>(tag, body) {
-                    let name = c.name.unwrap_or_default();
-                    if c.target_type == b'S' {
-                        self.statements.remove(&name);
-                    } else {
-                        self.portals.remove(&name);
-                    }
-                }
-                self.pending.push_back(Pending::Close);
-            }
-            b'S' => self.pending.push_back(Pending::Sync),
-            _ => {}
-        }
         if query_message {
             self.shared.note_activity();
             if self.busy.is_none() {
@@ -256,6 +255,113 @@ impl QueryLog {
                 self.shared.set_activity("active");
             }
         }
+        // The server discards extended-protocol requests until Sync after an error.
+        if self.skipping && matches!(tag, b'P' | b'B' | b'E' | b'D' | b'C') {
+            return Ok(());
+        }
+        match tag {
+            b'Q' => {
+                let text = Rd(body)
+                    .cstr()
+                    .unwrap_or_else(|| String::from_utf8_lossy(body).into_owned());
+                let r = self.record("simple", &text, !whole, now_ms());
+                self.push(Pending::Simple(r, Instant::now()))?;
+            }
+            b'P' => {
+                let (name, text, types) = match parse_parse(body).filter(|_| whole) {
+                    Some(p) => p,
+                    None => {
+                        let mut r = Rd(body);
+                        let name = r.cstr().unwrap_or_default();
+                        let text = r
+                            .cstr()
+                            .unwrap_or_else(|| String::from_utf8_lossy(r.0).into_owned());
+                        (name, text, Vec::new())
+                    }
+                };
+                let (text, cut_now) = cut(&text, self.capture.max_bytes);
+                let prepared = Prepared {
+                    text: text.into(),
+                    types: types.into(),
+                    truncated: cut_now || !whole,
+                };
+                self.push(Pending::Parse(name, prepared))?;
+            }
+            b'B' => {
+                let portal = match parse_bind(body).filter(|_| whole) {
+                    Some((portal, statement, formats, values)) => {
+                        let (params, truncated) = self.params(&statement, &formats, &values);
+                        (
+                            portal,
+                            Portal {
+                                statement,
+                                params: params.into(),
+                                truncated,
+                            },
+                        )
+                    }
+                    None => {
+                        let mut r = Rd(body);
+                        let portal = r.cstr().unwrap_or_default();
+                        let statement = r.cstr().unwrap_or_default();
+                        (
+                            portal,
+                            Portal {
+                                statement,
+                                params: Arc::from(Vec::new()),
+                                truncated: true,
+                            },
+                        )
+                    }
+                };
+                self.push(Pending::Bind(portal.0, portal.1))?;
+            }
+            b'E' => {
+                let portal = Rd(body).cstr().unwrap_or_default();
+                self.push(Pending::Execute {
+                    portal,
+                    started_ms: now_ms(),
+                    at: Instant::now(),
+                })?;
+            }
+            b'F' => {
+                let oid = Rd(body).i32().unwrap_or(0) as u32;
+                let r = self.record(
+                    "function",
+                    &format!("function call (oid {oid})"),
+                    false,
+                    now_ms(),
+                );
+                self.push(Pending::Function(r, Instant::now()))?;
+                self.push(Pending::Sync)?;
+            }
+            b'D' => {
+                let mut r = Rd(body);
+                let statement = (r.u8() == Some(b'S')).then(|| r.cstr().unwrap_or_default());
+                self.push(Pending::Describe(statement))?;
+            }
+            b'C' => {
+                let mut r = Rd(body);
+                let kind = r.u8().unwrap_or(b'P');
+                self.push(Pending::Close(kind, r.cstr().unwrap_or_default()))?;
+            }
+            b'S' => {
+                self.skipping = false;
+                // Ignored by the server during COPY FROM STDIN.
+                if self.copy_in.is_none() {
+                    self.push(Pending::Sync)?;
+                }
+            }
+            b'c' | b'f' => {
+                // COPY FROM STDIN is over: Syncs sent since its Execute were ignored.
+                if let Some(from) = self.copy_in.take() {
+                    self.pending
+                        .retain(|(seq, p)| !(matches!(p, Pending::Sync) && *seq > from));
+                }
+            }
+            _ => {}
+        }
+        Ok(())
     }
 
     fn finish(&mut self, mut r: QueryRecord, started: Instant) {
@@ -263,47 +369,77 @@ impl QueryLog {
         self.done.push(r);
     }
 
+    /// The record of an Execute of `portal`, as the server knows the portal now.
+    fn execute_record(&self, portal: &str, started_ms: u64) -> QueryRecord {
+        let p = self.portals.get(portal);
+        let statement = p.map(|p| p.statement.clone()).unwrap_or_default();
+        let prepared = self.statements.get(&statement);
+        let text = prepared
+            .map(|s| s.text.clone())
+            .unwrap_or_else(|| Arc::from(""));
+        let truncated = p.is_some_and(|p| p.truncated) || prepared.is_some_and(|s| s.truncated);
+        let mut r = self.record("extended", &text, truncated, started_ms);
+        r.statement_name = Some(statement);
+        r.portal = Some(portal.to_string());
+        r.params = p.map(|p| p.params.to_vec()).unwrap_or_default();
+        r
+    }
+
     /// A frame from the server; returns the records completed by a ReadyForQuery.
     pub fn server(&mut self, tag: u8, body: &[u8]) -> Vec<QueryRecord> {
         match tag {
             b'1' | b'2' | b'3' | b'T' | b'n' => {
                 let expected = match self.pending.front() {
-                    Some(Pending::Parse(_)) => tag == b'1',
-                    Some(Pending::Bind(_)) => tag == b'2',
-                    Some(Pending::Close) => tag == b'3',
-                    Some(Pending::Describe(_)) => tag == b'T' || tag == b'n',
+                    Some((_, Pending::Parse(..))) => tag == b'1',
+                    Some((_, Pending::Bind(..))) => tag == b'2',
+                    Some((_, Pending::Close(..))) => tag == b'3',
+                    Some((_, Pending::Describe(_))) => tag == b'T' || tag == b'n',
                     _ => false,
                 };
                 if expected {
-                    self.pending.pop_front();
+                    match self.pending.pop_front().map(|p| p.1) {
+                        Some(Pending::Parse(name, prepared)) => {
+                            self.statements.insert(name, prepared);
+                        }
+                        Some(Pending::Bind(name, portal)) => {
+                            self.portals.insert(name, portal);
+                        }
+                        Some(Pending::Close(b'S', name)) => {
+                            self.statements.remove(&name);
+                        }
+                        Some(Pending::Close(_, name)) => {
+                            self.portals.remove(&name);
+                        }
+                        _ => {}
+                    }
                 }
             }
             b't' => {
                 // ParameterDescription answers a Describe of a statement: keep its types.
-                if let Some(Pending::Describe(Some(name))) = self.pending.front() {
-                    let n = body
-                        .get(..2)
-                        .map(|b| u16::from_be_bytes([b[0], b[1]]))
-                        .unwrap_or(0) as usize;
-                    let oids = body[2.min(body.len())..]
-                        .chunks_exact(4)
-                        .take(n)
-                        .map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]))
-                        .collect();
-                    self.param_types.insert(name.clone(), oids);
+                if let Some((_, Pending::Describe(Some(name)))) = self.pending.front() {
+                    let mut r = Rd(body);
+                    let n = r.u16().unwrap_or(0) as usize;
+                    let oids: Option<Vec<u32>> =
+                        (0..n).map(|_| r.i32().map(|t| t as u32)).collect();
+                    if let (Some(oids), Some(p)) = (oids, self.statements.get_mut(name)) {
+                        p.types = oids.into();
+                    }
+                }
+            }
+            b'G' => {
+                if let Some((seq, Pending::Execute { .. })) = self.pending.front() {
+                    self.copy_in = Some(*seq);
                 }
             }
             b'C' | b's' | b'I' | b'V' => {
                 let tag_text = match tag {
-                    b'C' => decode::<CommandComplete>(tag, body)
-                        .map(|c| c.tag)
-                        .unwrap_or_default(),
+                    b'C' => Rd(body).cstr().unwrap_or_default(),
                     b's' => "suspended".into(),
                     b'I' => "EMPTY".into(),
                     _ => "function result".into(),
                 };
                 match self.pending.front_mut() {
-                    Some(Pending::Simple(r, _)) => {
+                    Some((_, Pending::Simple(r, _))) => {
                         r.rows = rows_of(&tag_text)
                             .map(|n| n + r.rows.unwrap_or(0))
                             .or(r.rows);
@@ -312,45 +448,78 @@ impl QueryLog {
                             None => tag_text,
                         });
                     }
-                    Some(Pending::Execute(..)) | Some(Pending::Function(..)) => {
-                        if let Some(Pending::Execute(mut r, t) | Pending::Function(mut r, t)) =
-                            self.pending.pop_front()
-                        {
-                            r.rows = rows_of(&tag_text);
-                            r.tag = Some(tag_text);
-                            self.finish(r, t);
-                        }
+                    Some((_, Pending::Execute { .. } | Pending::Function(..))) => {
+                        let (mut r, at) = match self.pending.pop_front().map(|p| p.1) {
+                            Some(Pending::Execute {
+                                portal,
+                                started_ms,
+                                at,
+                            }) => (self.execute_record(&portal, started_ms), at),
+                            Some(Pending::Function(r, at)) => (r, at),
+                            _ => return Vec::new(),
+                        };
+                        r.rows = rows_of(&tag_text);
+                        r.tag = Some(tag_text);
+                        self.finish(r, at);
                     }
                     _ => {}
                 }
             }
             b'E' => {
-                let e = decode::<ErrorResponse>(tag, body);
-                let field = |k: u8| {
-                    e.as_ref().and_then(|e| {
-                        e.fields
-                            .iter()
-                            .find(|(c, _)| *c == k)
-                            .map(|(_, v)| v.clone())
-                    })
-                };
+                let f = error_fields(body);
+                let field = |k: u8| f.iter().find(|(c, _)| *c == k).map(|(_, v)| v.clone());
                 let (code, msg) = (field(b'C'), field(b'M'));
                 let failed = match self.pending.front_mut() {
-                    Some(Pending::Simple(r, _)) => {
-                        r.sqlstate = code.clone();
-                        r.error = msg.clone();
-                        None
+                    Some((_, Pending::Simple(r, _))) => {
+                        r.sqlstate = code;
+                        r.error = msg;
+                        return Vec::new();
                     }
-                    Some(Pending::Sync) | None => None,
-                    Some(_) => self.pending.pop_front(),
+                    // At Sync itself: the implicit commit of the batch failed.
+                    Some((_, Pending::Sync)) => Some((
+                        self.record(
+                            "extended",
+                            "(Sync: end of the implicit transaction)",
+                            false,
+                            now_ms(),
+                        ),
+                        Instant::now(),
+                    )),
+                    None => None,
+                    Some(_) => match self.pending.pop_front().map(|p| p.1) {
+                        Some(Pending::Execute {
+                            portal,
+                            started_ms,
+                            at,
+                        }) => Some((self.execute_record(&portal, started_ms), at)),
+                        Some(Pending::Function(r, at)) => Some((r, at)),
+                        Some(Pending::Parse(_, p)) => Some((
+                            self.record("extended", &p.text, p.truncated, now_ms()),
+                            Instant::now(),
+                        )),
+                        Some(Pending::Bind(_, b)) => {
+                            let text = self
+                                .statements
+                                .get(&b.statement)
+                                .map(|s| s.text.clone())
+                                .unwrap_or_else(|| Arc::from(""));
+                            let mut r = self.record("extended", &text, b.truncated, now_ms());
+                            r.statement_name = Some(b.statement);
+                            r.params = b.params.to_vec();
+                            Some((r, Instant::now()))
+                        }
+                        _ => None,
+                    },
                 };
-                let failed = match failed {
-                    Some(Pending::Execute(r, t) | Pending::Function(r, t)) => Some((r, t)),
-                    Some(Pending::Parse(text) | Pending::Bind(text)) => {
-                        Some((self.record("extended", &text, false), Instant::now()))
-                    }
-                    _ => None,
-                };
+                // Extended protocol: the server now skips to the next Sync; requests the client
+                // sends before that Sync are never run.
+                if !self
+                    .pending
+                    .iter()
+                    .any(|(_, p)| matches!(p, Pending::Sync | Pending::Simple(..)))
+                {
+                    self.skipping = true;
+                }
                 if let Some((mut r, t)) = failed {
                     r.sqlstate = code;
                     r.error = msg;
@@ -359,9 +528,10 @@ impl QueryLog {
             }
             b'Z' => {
                 let status = tx_name(body.first().copied().unwrap_or(b'I'));
+                self.copy_in = None;
                 // Up to and including what this ReadyForQuery answers; anything before it was
                 // skipped by the server after an error.
-                while let Some(p) = self.pending.pop_front() {
+                while let Some((_, p)) = self.pending.pop_front() {
                     match p {
                         Pending::Simple(r, t) => {
                             self.finish(r, t);
@@ -395,6 +565,30 @@ impl QueryLog {
     pub fn in_flight(&self) -> bool {
         self.busy.is_some()
     }
+
+    /// The session ended: what finished without its ReadyForQuery, and what was still running,
+    /// with `why` as its error.
+    pub fn unfinished(&mut self, why: &str) -> Vec<QueryRecord> {
+        let mut out = std::mem::take(&mut self.done);
+        for (_, p) in std::mem::take(&mut self.pending) {
+            let (mut r, at) = match p {
+                Pending::Execute {
+                    portal,
+                    started_ms,
+                    at,
+                } => (self.execute_record(&portal, started_ms), at),
+                Pending::Simple(r, at) | Pending::Function(r, at) => (r, at),
+                _ => continue,
+            };
+            r.duration_us = at.elapsed().as_micros() as u64;
+            if r.sqlstate.is_none() {
+                r.error = Some(format!("no result: {why}"));
+            }
+            out.push(r);
+        }
+        self.busy = None;
+        out
+    }
 }
 
 /// A binary parameter of a common type as text (`41`, `true`, a UUID); `None` for the rest.
@@ -408,7 +602,7 @@ fn binary_value(oid: u32, v: &[u8]) -> Option<String> {
         (701, 8) => f64::from_be_bytes(v.try_into().ok()?).to_string(),
         (25 | 1043 | 1042 | 19, _) => String::from_utf8(v.to_vec()).ok()?,
         (2950, 16) => {
-            let h = hex_lower(v);
+            let h = hex::encode(v);
             format!(
                 "{}-{}-{}-{}-{}",
                 &h[..8],
@@ -420,10 +614,6 @@ fn binary_value(oid: u32, v: &[u8]) -> Option<String> {
         }
         _ => return None,
     })
-}
-
-fn hex_lower(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 #[cfg(test)]
@@ -457,8 +647,33 @@ mod tests {
         b
     }
 
+    fn parse(name: &str, text: &str) -> Vec<u8> {
+        [cstrs(&[name, text]), vec![0, 0]].concat()
+    }
+
+    fn exec(portal: &str) -> Vec<u8> {
+        [cstrs(&[portal]), vec![0; 4]].concat()
+    }
+
+    fn error(code: &str) -> Vec<u8> {
+        let mut e = vec![b'S'];
+        e.extend(cstrs(&["ERROR"]));
+        e.push(b'C');
+        e.extend(cstrs(&[code]));
+        e.push(b'M');
+        e.extend(cstrs(&["bad"]));
+        e.push(0);
+        e
+    }
+
     fn c(l: &mut QueryLog, tag: u8, body: &[u8]) {
-        l.client(tag, body, body.len());
+        l.client(tag, body, body.len()).expect("accepted");
+    }
+
+    fn srv(l: &mut QueryLog, tags: &[u8]) {
+        for t in tags {
+            assert!(l.server(*t, &[]).is_empty());
+        }
     }
 
     #[test]
@@ -484,19 +699,14 @@ mod tests {
     #[test]
     fn pipelined_extended_batches_with_an_error() {
         let mut l = log();
-        c(
-            &mut l,
-            b'P',
-            &[cstrs(&["s1", "select $1"]), vec![0, 0]].concat(),
-        );
+        c(&mut l, b'P', &parse("s1", "select $1"));
         c(&mut l, b'B', &bind("", "s1", &[b"42"], false));
-        c(&mut l, b'E', &[cstrs(&[""]), vec![0; 4]].concat());
+        c(&mut l, b'E', &exec(""));
         c(&mut l, b'S', &[]);
         c(&mut l, b'B', &bind("p2", "s1", &[&[1, 2]], true));
-        c(&mut l, b'E', &[cstrs(&["p2"]), vec![0; 4]].concat());
+        c(&mut l, b'E', &exec("p2"));
         c(&mut l, b'S', &[]);
-        l.server(b'1', &[]);
-        l.server(b'2', &[]);
+        srv(&mut l, b"12");
         l.server(b'C', &cstrs(&["SELECT 1"]));
         let first = l.server(b'Z', b"T");
         assert_eq!(first.len(), 1);
@@ -505,16 +715,10 @@ mod tests {
         assert_eq!(first[0].params, vec![Some("42".to_string())]);
         assert_eq!(first[0].tx_status.as_deref(), Some("in transaction"));
         assert!(l.in_flight(), "the second batch is still running");
-        let mut e = vec![b'S'];
-        e.extend(cstrs(&["ERROR"]));
-        e.push(b'C');
-        e.extend(cstrs(&["22P02"]));
-        e.push(b'M');
-        e.extend(cstrs(&["bad input"]));
-        e.push(0);
-        l.server(b'E', &e);
+        l.server(b'E', &error("22P02"));
         let second = l.server(b'Z', b"E");
         assert_eq!(second.len(), 1, "the bind failed: one record");
+        assert_eq!(second[0].statement, "select $1");
         assert_eq!(second[0].sqlstate.as_deref(), Some("22P02"));
         assert_eq!(second[0].tx_status.as_deref(), Some("failed transaction"));
         assert!(!l.in_flight());
@@ -522,13 +726,116 @@ mod tests {
     }
 
     #[test]
+    fn statements_count_only_once_the_server_confirms_them() {
+        let mut l = log();
+        c(&mut l, b'P', &parse("s1", "select evil()"));
+        c(&mut l, b'S', &[]);
+        srv(&mut l, b"1");
+        l.server(b'Z', b"I");
+        // A failing Bind makes the server skip the re-Parse of s1 that follows it.
+        c(&mut l, b'B', &bind("", "nosuch", &[], false));
+        l.server(b'E', &error("26000"));
+        c(&mut l, b'P', &parse("s1", "select 1"));
+        c(&mut l, b'S', &[]);
+        assert_eq!(l.server(b'Z', b"I").len(), 1, "the failed bind is recorded");
+        c(&mut l, b'B', &bind("", "s1", &[], false));
+        c(&mut l, b'E', &exec(""));
+        c(&mut l, b'S', &[]);
+        srv(&mut l, b"2");
+        l.server(b'C', &cstrs(&["SELECT 1"]));
+        let r = l.server(b'Z', b"I");
+        assert_eq!(
+            r[0].statement, "select evil()",
+            "what the server ran, not what the client last sent"
+        );
+        // A refused Parse does not replace the statement either.
+        c(&mut l, b'P', &parse("s1", "select 2"));
+        c(&mut l, b'S', &[]);
+        l.server(b'E', &error("42P05"));
+        let r = l.server(b'Z', b"I");
+        assert_eq!(
+            (r[0].statement.as_str(), r[0].sqlstate.as_deref()),
+            ("select 2", Some("42P05"))
+        );
+        assert_eq!(&*l.statements["s1"].text, "select evil()");
+    }
+
+    #[test]
+    fn copy_in_over_the_extended_protocol_ignores_its_syncs() {
+        let mut l = log();
+        c(&mut l, b'P', &parse("", "copy t from stdin"));
+        c(&mut l, b'B', &bind("", "", &[], false));
+        c(&mut l, b'E', &exec(""));
+        c(&mut l, b'S', &[]);
+        srv(&mut l, b"12G");
+        c(&mut l, b'S', &[]);
+        c(&mut l, b'c', &[]);
+        c(&mut l, b'S', &[]);
+        l.server(b'C', &cstrs(&["COPY 3"]));
+        let r = l.server(b'Z', b"I");
+        assert_eq!(r.len(), 1);
+        assert_eq!(
+            (r[0].statement.as_str(), r[0].tag.as_deref()),
+            ("copy t from stdi", Some("COPY 3"))
+        );
+        assert!(!l.in_flight(), "back to idle: no stale Sync left");
+        assert!(l.pending.is_empty());
+    }
+
+    #[test]
+    fn an_error_at_sync_and_the_end_of_a_session_are_recorded() {
+        let mut l = log();
+        c(&mut l, b'P', &parse("", "insert"));
+        c(&mut l, b'B', &bind("", "", &[], false));
+        c(&mut l, b'E', &exec(""));
+        c(&mut l, b'S', &[]);
+        srv(&mut l, b"12");
+        l.server(b'C', &cstrs(&["INSERT 0 1"]));
+        l.server(b'E', &error("40001"));
+        let r = l.server(b'Z', b"I");
+        assert_eq!(r.len(), 2);
+        assert_eq!(r[1].sqlstate.as_deref(), Some("40001"));
+        c(&mut l, b'Q', &cstrs(&["select pg_sleep(5)"]));
+        let r = l.unfinished("the session was terminated");
+        assert_eq!(r.len(), 1);
+        assert_eq!(
+            r[0].error.as_deref(),
+            Some("no result: the session was terminated")
+        );
+        assert!(!l.in_flight());
+    }
+
+    #[test]
+    fn endless_pipelines_are_refused_and_hostile_frames_never_panic() {
+        let mut l = log();
+        let mut refused = None;
+        for _ in 0..=MAX_PENDING {
+            if let Err(e) = l.client(b'E', &exec(""), 5) {
+                refused = Some(e);
+                break;
+            }
+        }
+        assert!(refused.expect("refused").contains("cannot audit"));
+        let mut l = log();
+        for body in [
+            &b""[..],
+            b"\0",
+            b"\0\0\xff\xff",
+            b"p\0s\0\0\x01\0\0\0\x05\0\0\0\x7fab",
+        ] {
+            for t in [b'Q', b'P', b'B', b'E', b'F', b'D', b'C'] {
+                let _ = l.client(t, body, body.len());
+            }
+            for t in [b'1', b'2', b't', b'C', b'E', b'Z', b'G'] {
+                l.server(t, body);
+            }
+        }
+    }
+
+    #[test]
     fn binary_parameters_of_described_statements_read_as_values() {
         let mut l = log();
-        c(
-            &mut l,
-            b'P',
-            &[cstrs(&["s1", "select $1, $2"]), vec![0, 0]].concat(),
-        );
+        c(&mut l, b'P', &parse("s1", "select $1, $2"));
         c(&mut l, b'D', &[vec![b'S'], cstrs(&["s1"])].concat());
         c(&mut l, b'S', &[]);
         l.server(b'1', &[]);
@@ -540,26 +847,25 @@ mod tests {
             0, 1, 0, 1, 0, 2, 0, 0, 0, 4, 0, 0, 0, 41, 0, 0, 0, 2, b'h', b'i', 0, 0,
         ]);
         c(&mut l, b'B', &b);
+        srv(&mut l, b"2");
         assert_eq!(
-            l.portals[""].1,
-            vec![Some("41".to_string()), Some("hi".to_string())]
+            &*l.portals[""].params,
+            &[Some("41".to_string()), Some("hi".to_string())]
         );
     }
 
     #[test]
     fn parameters_binary_redacted_and_cut() {
         let mut l = log();
-        c(&mut l, b'P', &[cstrs(&["", "x"]), vec![0, 0]].concat());
+        c(&mut l, b'P', &parse("", "x"));
         c(
             &mut l,
             b'B',
             &bind("", "", &[&[0xde, 0xad, 0xbe, 0xef, 1, 2, 3, 4, 5, 6]], true),
         );
-        c(&mut l, b'E', &[cstrs(&[""]), vec![0; 4]].concat());
+        c(&mut l, b'E', &exec(""));
         c(&mut l, b'S', &[]);
-        for t in [b'1', b'2'] {
-            l.server(t, &[]);
-        }
+        srv(&mut l, b"12");
         l.server(b'C', &cstrs(&["SELECT 0"]));
         let r = l.server(b'Z', b"I");
         assert_eq!(r[0].params, vec![Some("\\xdeadbeef01020304".to_string())]);
@@ -572,6 +878,7 @@ mod tests {
             },
         );
         c(&mut l, b'B', &bind("", "", &[b"secret"], false));
-        assert_eq!(l.portals[""].1, vec![Some("<redacted>".to_string())]);
+        srv(&mut l, b"2");
+        assert_eq!(&*l.portals[""].params, &[Some("<redacted>".to_string())]);
     }
 }

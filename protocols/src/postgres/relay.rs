@@ -74,16 +74,19 @@ async fn up(
             Err(e) => return End::Io(format!("client connection: {e}")),
         };
         let chunk = &buf[..n];
+        let mut refused = None;
         let scanned = {
             let mut l = log.lock().unwrap_or_else(|p| p.into_inner());
             scanner.feed(chunk, querylog::client_wants, |tag, body, full| {
                 if tag == b'X' {
                     terminated.store(true, Ordering::Relaxed);
                 }
-                l.client(tag, body, full);
+                if let Err(e) = l.client(tag, body, full) {
+                    refused.get_or_insert(e);
+                }
             })
         };
-        if let Err(e) = scanned {
+        if let Some(e) = scanned.err().or(refused) {
             return End::Protocol(e);
         }
         shared.count_input(n);
@@ -131,6 +134,21 @@ async fn down(
                     Err(e) => return End::Protocol(format!("target: {e}")),
                 };
                 shared.note_output(n);
+                // Recorded before the client sees the results, so an end right after this
+                // read loses nothing.
+                if let Some(tap) = &tap {
+                    for r in records.drain(..) {
+                        if !tap.record(EventKind::Query(Box::new(r))).await {
+                            return End::Io("the recording failed".into());
+                        }
+                    }
+                    for p in params.drain(..) {
+                        tap.marker("parameter", p).await;
+                    }
+                } else {
+                    records.clear();
+                    params.clear();
+                }
                 let res = match (held.take(), boundary) {
                     (Some(m), Some(b)) => {
                         let r = write_split(&mut wr, chunk, b, &m).await;
@@ -147,19 +165,6 @@ async fn down(
                 };
                 if let Err(e) = res {
                     return End::Io(format!("client connection: {e}"));
-                }
-                if let Some(tap) = &tap {
-                    for r in records.drain(..) {
-                        if !tap.record(EventKind::Query(Box::new(r))).await {
-                            return End::Io("the recording failed".into());
-                        }
-                    }
-                    for p in params.drain(..) {
-                        tap.marker("parameter", p).await;
-                    }
-                } else {
-                    records.clear();
-                    params.clear();
                 }
             }
             m = inject.recv(), if held.is_none() => {
@@ -341,6 +346,24 @@ pub async fn run(
     }
     up.abort();
     down.abort();
+    // Statements that never got their ReadyForQuery are recorded too, with why.
+    let why = match &outcome {
+        Outcome::ClientExit => "the client disconnected".to_string(),
+        Outcome::Terminated { by, reason } => {
+            format!("the session was terminated by {by}: {reason}")
+        }
+        other => format!("the session ended ({})", other.reason()),
+    };
+    let unfinished = live
+        .log
+        .lock()
+        .map(|mut l| l.unfinished(&why))
+        .unwrap_or_default();
+    if let Some(tap) = &live.link.tap {
+        for r in unfinished {
+            tap.record(EventKind::Query(Box::new(r))).await;
+        }
+    }
     live.link.control.close();
     outcome
 }

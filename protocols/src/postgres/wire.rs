@@ -4,9 +4,9 @@
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use bytes::{BufMut, BytesMut};
+use bytes::BytesMut;
 use pgwire::messages::response::{ErrorResponse, NoticeResponse};
-use pgwire::messages::{DecodeContext, Message, ProtocolVersion};
+use pgwire::messages::Message;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
@@ -240,15 +240,51 @@ impl Scanner {
     }
 }
 
-/// Decode one whole frame's `body` as message `M` with pgwire (a copy: the relayed bytes are
-/// never touched).
-pub fn decode<M: Message>(tag: u8, body: &[u8]) -> Option<M> {
-    let mut b = BytesMut::with_capacity(body.len() + 5);
-    b.put_u8(tag);
-    b.put_u32(body.len() as u32 + 4);
-    b.extend_from_slice(body);
-    let ctx = DecodeContext::new(ProtocolVersion::PROTOCOL3_0);
-    M::decode(&mut b, &ctx).ok().flatten()
+/// A panic-free reader over a message body: every read checks the length first, so a hostile
+/// or cut frame yields `None`, never a panic. (pgwire's decoders index without checking, which
+/// is fine for a server that trusts its own framing but not for a gateway reading copies of
+/// frames it cannot trust.)
+pub struct Rd<'a>(pub &'a [u8]);
+
+impl<'a> Rd<'a> {
+    pub fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        let (a, b) = (self.0.get(..n)?, self.0.get(n..)?);
+        self.0 = b;
+        Some(a)
+    }
+    pub fn u16(&mut self) -> Option<u16> {
+        self.take(2).map(|b| u16::from_be_bytes([b[0], b[1]]))
+    }
+    pub fn i32(&mut self) -> Option<i32> {
+        self.take(4)
+            .map(|b| i32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+    }
+    pub fn u8(&mut self) -> Option<u8> {
+        self.take(1).map(|b| b[0])
+    }
+    /// A NUL-terminated string (lossy UTF-8).
+    pub fn cstr(&mut self) -> Option<String> {
+        let n = self.0.iter().position(|c| *c == 0)?;
+        let s = String::from_utf8_lossy(&self.0[..n]).into_owned();
+        self.0 = &self.0[n + 1..];
+        Some(s)
+    }
+}
+
+/// The fields of an ErrorResponse or NoticeResponse body: (code, value) pairs.
+pub fn error_fields(body: &[u8]) -> Vec<(u8, String)> {
+    let mut r = Rd(body);
+    let mut out = Vec::new();
+    while let Some(code) = r.u8() {
+        if code == 0 {
+            break;
+        }
+        match r.cstr() {
+            Some(v) => out.push((code, v)),
+            None => break,
+        }
+    }
+    out
 }
 
 /// A NUL-terminated string at the start of `b` (lossy UTF-8) and what follows it.
