@@ -103,6 +103,8 @@ pub struct QueryLog {
     copy_in: Option<u64>,
     /// Finished since the last ReadyForQuery, waiting for the transaction status.
     done: Vec<QueryRecord>,
+    /// Complete, not yet handed to the recording (see [`QueryLog::server_held`]).
+    ready: Vec<QueryRecord>,
     busy: Option<Busy>,
 }
 
@@ -176,8 +178,21 @@ impl QueryLog {
             skipping: false,
             copy_in: None,
             done: Vec::new(),
+            ready: Vec::new(),
             busy: None,
         }
+    }
+
+    /// [`server`](Self::server), keeping completed records here until the relay takes them
+    /// with [`take_ready`](Self::take_ready): the relay forwards first and records after, and a
+    /// session that ends in between still finds them in [`unfinished`](Self::unfinished).
+    pub fn server_held(&mut self, tag: u8, body: &[u8]) {
+        let out = self.server(tag, body);
+        self.ready.extend(out);
+    }
+
+    pub fn take_ready(&mut self) -> Vec<QueryRecord> {
+        std::mem::take(&mut self.ready)
     }
 
     fn record(&self, kind: &str, statement: &str, truncated: bool, started_ms: u64) -> QueryRecord {
@@ -569,7 +584,8 @@ impl QueryLog {
     /// The session ended: what finished without its ReadyForQuery, and what was still running,
     /// with `why` as its error.
     pub fn unfinished(&mut self, why: &str) -> Vec<QueryRecord> {
-        let mut out = std::mem::take(&mut self.done);
+        let mut out = std::mem::take(&mut self.ready);
+        out.append(&mut self.done);
         for (_, p) in std::mem::take(&mut self.pending) {
             let (mut r, at) = match p {
                 Pending::Execute {

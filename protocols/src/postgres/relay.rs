@@ -108,7 +108,6 @@ async fn down(
     let mut buf = vec![0u8; BUF];
     let mut scanner = Scanner::new(64 * 1024);
     let mut held: Option<Inject> = None;
-    let mut records = Vec::new();
     let mut params = Vec::new();
     loop {
         tokio::select! {
@@ -126,7 +125,7 @@ async fn down(
                             let (k, rest) = wire::cstr(body);
                             params.push(format!("{k}={}", wire::cstr(rest).0));
                         }
-                        records.extend(l.server(tag, body));
+                        l.server_held(tag, body);
                     })
                 };
                 let boundary = match boundary {
@@ -134,37 +133,28 @@ async fn down(
                     Err(e) => return End::Protocol(format!("target: {e}")),
                 };
                 shared.note_output(n);
-                // Recorded before the client sees the results, so an end right after this
-                // read loses nothing.
-                if let Some(tap) = &tap {
-                    for r in records.drain(..) {
-                        if !tap.record(EventKind::Query(Box::new(r))).await {
-                            return End::Io("the recording failed".into());
-                        }
-                    }
-                    for p in params.drain(..) {
-                        tap.marker("parameter", p).await;
-                    }
-                } else {
-                    records.clear();
-                    params.clear();
-                }
-                let res = match (held.take(), boundary) {
+                let (res, fatal) = match (held.take(), boundary) {
                     (Some(m), Some(b)) => {
-                        let r = write_split(&mut wr, chunk, b, &m).await;
-                        if r.is_ok() && matches!(m, Inject::Fatal(_)) {
-                            let _ = wr.shutdown().await;
-                            return End::Injected;
-                        }
-                        r
+                        let fatal = matches!(m, Inject::Fatal(_));
+                        (write_split(&mut wr, chunk, b, &m).await, fatal)
                     }
                     (m, _) => {
                         held = m;
-                        wr.write_all(chunk).await
+                        (wr.write_all(chunk).await, false)
                     }
                 };
+                // Recorded once the client has the results (a wakeup of the recorder is not on
+                // the round trip); until then the records wait in the log, where the end of the
+                // session finds them if it comes first.
+                if !record(&log, &tap, &mut params).await {
+                    return End::Io("the recording failed".into());
+                }
                 if let Err(e) = res {
                     return End::Io(format!("client connection: {e}"));
+                }
+                if fatal {
+                    let _ = wr.shutdown().await;
+                    return End::Injected;
                 }
             }
             m = inject.recv(), if held.is_none() => {
@@ -184,6 +174,25 @@ async fn down(
             }
         }
     }
+}
+
+/// Hand the log's completed records (and ParameterStatus changes) to the recording; `false`
+/// when the recording failed.
+async fn record(log: &Mutex<QueryLog>, tap: &Option<Tap>, params: &mut Vec<String>) -> bool {
+    let ready = log.lock().map(|mut l| l.take_ready()).unwrap_or_default();
+    let Some(tap) = tap else {
+        params.clear();
+        return true;
+    };
+    for r in ready {
+        if !tap.record(EventKind::Query(Box::new(r))).await {
+            return false;
+        }
+    }
+    for p in params.drain(..) {
+        tap.marker("parameter", p).await;
+    }
+    true
 }
 
 async fn write_split(wr: &mut Writer, chunk: &[u8], at: usize, m: &Inject) -> std::io::Result<()> {
