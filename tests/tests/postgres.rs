@@ -30,6 +30,7 @@ fn psql_over_tls_with_copy_and_large_objects_is_recorded_as_a_query_log() {
     let back = env.path("lo.out");
     let script = format!(
         "select current_user, current_database();\n\
+         set application_name = 'audit-check';\n\
          create table notes(id int primary key, body text);\n\
          \\copy notes from stdin\n1\tfirst\n2\tsecond\n\\.\n\
          begin;\n\
@@ -109,6 +110,10 @@ fn psql_over_tls_with_copy_and_large_objects_is_recorded_as_a_query_log() {
     assert!(
         !jsonl.contains(RO_PASSWORD),
         "the vault password is not in the recording"
+    );
+    assert!(
+        jsonl.contains("application_name=audit-check"),
+        "ParameterStatus changes are recorded: {jsonl}"
     );
     let play = run(
         gw.wgctl()

@@ -191,6 +191,11 @@ impl QueryLog {
         self.ready.extend(out);
     }
 
+    /// Completed records waiting for the recording.
+    pub fn ready_len(&self) -> usize {
+        self.ready.len()
+    }
+
     pub fn take_ready(&mut self) -> Vec<QueryRecord> {
         std::mem::take(&mut self.ready)
     }

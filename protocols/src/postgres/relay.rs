@@ -22,6 +22,10 @@ type Reader = Box<dyn AsyncRead + Unpin + Send>;
 type Writer = Box<dyn AsyncWrite + Unpin + Send>;
 
 const BUF: usize = 64 * 1024;
+/// Query records handed to the recorder at once...
+const FLUSH_BATCH: usize = 256;
+/// ...or this long after the first of them completed.
+const FLUSH_AFTER: Duration = Duration::from_millis(100);
 
 fn split(conn: Conn) -> (Reader, Writer) {
     match conn {
@@ -109,8 +113,20 @@ async fn down(
     let mut scanner = Scanner::new(64 * 1024);
     let mut held: Option<Inject> = None;
     let mut params = Vec::new();
+    // Records go to the recorder in batches: at most FLUSH_AFTER after the first one waits, or
+    // FLUSH_BATCH at once. Waking the recorder for every statement costs a thread wakeup per
+    // round trip on a busy machine; until they are sent, records stay in the log, where the end
+    // of the session finds them.
+    let mut flush_at: Option<tokio::time::Instant> = None;
     loop {
+        let waiting = flush_at;
         tokio::select! {
+            _ = async { if let Some(t) = waiting { tokio::time::sleep_until(t).await } }, if waiting.is_some() => {
+                flush_at = None;
+                if !record(&log, &tap, &mut params).await {
+                    return End::Io("the recording failed".into());
+                }
+            }
             r = rd.read(&mut buf) => {
                 let n = match r {
                     Ok(0) => return End::Target,
@@ -118,15 +134,16 @@ async fn down(
                     Err(e) => return End::Io(format!("target connection: {e}")),
                 };
                 let chunk = &buf[..n];
-                let boundary = {
+                let (boundary, ready) = {
                     let mut l = log.lock().unwrap_or_else(|p| p.into_inner());
-                    scanner.feed(chunk, querylog::server_wants, |tag, body, _| {
+                    let b = scanner.feed(chunk, querylog::server_wants, |tag, body, _| {
                         if tag == b'S' {
                             let (k, rest) = wire::cstr(body);
                             params.push(format!("{k}={}", wire::cstr(rest).0));
                         }
                         l.server_held(tag, body);
-                    })
+                    });
+                    (b, l.ready_len())
                 };
                 let boundary = match boundary {
                     Ok(b) => b,
@@ -146,8 +163,13 @@ async fn down(
                 // Recorded once the client has the results (a wakeup of the recorder is not on
                 // the round trip); until then the records wait in the log, where the end of the
                 // session finds them if it comes first.
-                if !record(&log, &tap, &mut params).await {
-                    return End::Io("the recording failed".into());
+                if ready >= FLUSH_BATCH || fatal || !params.is_empty() {
+                    flush_at = None;
+                    if !record(&log, &tap, &mut params).await {
+                        return End::Io("the recording failed".into());
+                    }
+                } else if ready > 0 && flush_at.is_none() {
+                    flush_at = Some(tokio::time::Instant::now() + FLUSH_AFTER);
                 }
                 if let Err(e) = res {
                     return End::Io(format!("client connection: {e}"));

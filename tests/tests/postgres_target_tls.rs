@@ -1,0 +1,100 @@
+//! TLS towards the PostgreSQL target: `verify-full` checks the target's certificate against the
+//! configured CA and the host name; `require` encrypts without checking; a certificate from
+//! another CA is refused before the account's password is sent.
+
+use std::time::Duration;
+
+use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+use wardengate_gateway::dev::postgres::{PgAuth, PgCluster, PgOptions, PgUser};
+use wardengate_tests::pg::*;
+use wardengate_tests::*;
+
+const T: Duration = Duration::from_secs(60);
+
+/// A CA, and a server certificate for `localhost` signed by it: (ca pem, cert pem, key pem).
+fn ca_and_server() -> (String, String, String) {
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("params");
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca =
+        CertifiedIssuer::self_signed(ca_params, KeyPair::generate().expect("key")).expect("ca");
+    let key = KeyPair::generate().expect("key");
+    let cert = CertificateParams::new(vec!["localhost".to_string()])
+        .expect("params")
+        .signed_by(&key, &ca)
+        .expect("server cert");
+    (ca.pem(), cert.pem(), key.serialize_pem())
+}
+
+#[test]
+fn target_tls_verify_full_require_and_a_wrong_ca() {
+    let env = TestEnv::new();
+    let (ca, cert, key) = ca_and_server();
+    let (other_ca, _, _) = ca_and_server();
+    let pg = PgCluster::start(
+        &env.path("pg"),
+        0,
+        &PgOptions {
+            users: vec![PgUser {
+                name: "billing_ro".into(),
+                password: RO_PASSWORD.into(),
+                method: PgAuth::Scram,
+            }],
+            tls: Some((cert, key)),
+            database: "billing".into(),
+        },
+    )
+    .expect("cluster with TLS");
+    std::fs::write(env.path("ca.pem"), ca).expect("ca");
+    std::fs::write(env.path("other-ca.pem"), other_ca).expect("ca");
+    let addr = format!("localhost:{}", pg.port);
+    let gw = env
+        .gateway()
+        .pg_target_with(
+            "verified.test",
+            &addr,
+            "billing_ro",
+            RO_PASSWORD,
+            "tls = \"verify-full\"\ntls_ca_file = \"ca.pem\"",
+        )
+        .pg_target_with(
+            "encrypted.test",
+            &addr,
+            "billing_ro",
+            RO_PASSWORD,
+            "tls = \"require\"",
+        )
+        .pg_target_with(
+            "spoofed.test",
+            &addr,
+            "billing_ro",
+            RO_PASSWORD,
+            "tls = \"verify-full\"\ntls_ca_file = \"other-ca.pem\"",
+        )
+        .start();
+    for target in ["verified.test", "encrypted.test"] {
+        let out = run(
+            gw.psql(&format!("alice#{target}"), "").args([
+                "-c",
+                "select ssl from pg_stat_ssl where pid = pg_backend_pid()",
+            ]),
+            T,
+        );
+        assert!(out.status.success(), "{target}: {}", text(&out.stderr));
+        assert_eq!(
+            text(&out.stdout).trim(),
+            "t",
+            "{target}: the target leg is encrypted"
+        );
+    }
+    let out = run(
+        gw.psql("alice#spoofed.test", "").args(["-c", "select 1"]),
+        T,
+    );
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("TLS with target localhost:") && err.contains("invalid peer certificate"),
+        "{err}"
+    );
+    let s = gw.wait_sessions("?state=failed", T, |s| !s.is_empty());
+    assert_eq!(s[0]["end_reason"], "target_failed");
+}
