@@ -16,7 +16,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::rustls;
 
 use super::wire::Conn;
-use super::{PgTarget, TargetTls};
+use super::{PgTarget, Route, TargetTls};
 
 /// A target session ready for the client's first query.
 pub struct Ready {
@@ -35,7 +35,7 @@ fn passed(key: &str) -> bool {
     !matches!(key, "user" | "database" | "replication") && !key.starts_with("_pq_.")
 }
 
-async fn tls_connect(tcp: TcpStream, target: &PgTarget) -> Result<Conn, String> {
+async fn tls_connect(tcp: TcpStream, target: &Route) -> Result<Conn, String> {
     let mut tcp = tcp;
     let mut req = BytesMut::new();
     frontend::ssl_request(&mut req);
@@ -156,7 +156,7 @@ async fn connect_inner(
     let _ = tcp.set_nodelay(true);
     let mut conn = match target.tls {
         TargetTls::Disable => Conn::Plain(tcp),
-        _ => tls_connect(tcp, target).await?,
+        _ => tls_connect(tcp, &target.route()).await?,
     };
     let database = target
         .database
@@ -299,22 +299,31 @@ async fn connect_inner(
 
 /// Forward a CancelRequest to the target with the real key (a connection of its own, as the
 /// protocol requires; the target answers by closing it).
-pub async fn cancel(address: &str, pid: i32, secret: i32) -> Result<(), String> {
-    let mut tcp = tokio::time::timeout(
-        std::time::Duration::from_secs(5),
-        TcpStream::connect(address),
-    )
-    .await
-    .map_err(|_| format!("cannot connect to {address} to cancel: timed out"))?
-    .map_err(|e| format!("cannot connect to {address} to cancel: {e}"))?;
-    let mut out = BytesMut::new();
-    frontend::cancel_request(pid, secret, &mut out);
-    tcp.write_all(&out)
+/// Over TLS when the session's target leg uses it, so the real key is never on the wire in
+/// clear.
+pub async fn cancel(route: &Route, pid: i32, secret: i32) -> Result<(), String> {
+    let address = route.address.as_str();
+    let five = std::time::Duration::from_secs(5);
+    let send = async {
+        let tcp = TcpStream::connect(address)
+            .await
+            .map_err(|e| format!("cannot connect to {address} to cancel: {e}"))?;
+        let mut conn = match route.tls {
+            TargetTls::Disable => Conn::Plain(tcp),
+            _ => tls_connect(tcp, route).await?,
+        };
+        let mut out = BytesMut::new();
+        frontend::cancel_request(pid, secret, &mut out);
+        conn.write_all(&out)
+            .await
+            .map_err(|e| format!("cannot send the cancel request to {address}: {e}"))?;
+        let mut sink = [0u8; 1];
+        let _ = tokio::time::timeout(five, conn.read(&mut sink)).await;
+        Ok(())
+    };
+    tokio::time::timeout(five * 2, send)
         .await
-        .map_err(|e| format!("cannot send the cancel request to {address}: {e}"))?;
-    let mut sink = [0u8; 1];
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), tcp.read(&mut sink)).await;
-    Ok(())
+        .map_err(|_| format!("cancel request to {address} timed out"))?
 }
 
 /// `tls = "require"`: encrypted, but the certificate is not checked (libpq's `sslmode=require`).

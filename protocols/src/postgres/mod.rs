@@ -100,6 +100,24 @@ pub struct PgTarget {
     pub auth_methods: Vec<String>,
 }
 
+/// How to reach a target (for the session and its cancel requests), without its secret.
+#[derive(Debug, Clone)]
+pub struct Route {
+    pub address: String,
+    pub tls: TargetTls,
+    pub tls_server_name: Option<String>,
+}
+
+impl PgTarget {
+    pub fn route(&self) -> Route {
+        Route {
+            address: self.address.clone(),
+            tls: self.tls.clone(),
+            tls_server_name: self.tls_server_name.clone(),
+        }
+    }
+}
+
 /// The target authentication methods the gateway knows.
 pub const AUTH_METHODS: &[&str] = &["scram-sha-256", "md5", "password", "trust"];
 
@@ -152,16 +170,13 @@ pub trait PgBroker: Lifecycle {
 #[derive(Default)]
 pub struct Cancels(Mutex<HashMap<(i32, i32), CancelTarget>>);
 
-/// Where a cancel key leads: (session id, target address, the backend's real secret).
-type CancelTarget = (String, String, i32);
+/// Where a cancel key leads: (session id, the target, the backend's real secret).
+type CancelTarget = (String, Arc<Route>, i32);
 
 impl Cancels {
-    fn insert(&self, pid: i32, secret: i32, session: &str, address: &str, real: i32) {
+    fn insert(&self, pid: i32, secret: i32, session: &str, route: Arc<Route>, real: i32) {
         if let Ok(mut m) = self.0.lock() {
-            m.insert(
-                (pid, secret),
-                (session.to_string(), address.to_string(), real),
-            );
+            m.insert((pid, secret), (session.to_string(), route, real));
         }
     }
     fn remove(&self, pid: i32, secret: i32) {
@@ -204,13 +219,13 @@ pub async fn serve_connection<B: PgBroker>(
         Ok(Opening::Session { conn, params }) => (conn, params),
         Ok(Opening::Cancel { pid, secret }) => {
             match cancels.get(pid, secret) {
-                Some((session, address, real)) => {
+                Some((session, route, real)) => {
                     broker.notice(
                         &session,
                         "session.cancel_requested",
                         serde_json::json!({"client": peer.to_string()}),
                     );
-                    if let Err(e) = back::cancel(&address, pid, real).await {
+                    if let Err(e) = back::cancel(&route, pid, real).await {
                         tracing::warn!(%session, "cannot forward a cancel request: {e}");
                     }
                 }
@@ -315,7 +330,8 @@ async fn run_session<B: PgBroker>(
         );
         return;
     }
-    cancels.insert(ready.pid, secret, &sid, &plan.target.address, ready.secret);
+    let route = Arc::new(plan.target.route());
+    cancels.insert(ready.pid, secret, &sid, route.clone(), ready.secret);
     broker.opened(&sid);
     let database = plan
         .target
@@ -342,7 +358,7 @@ async fn run_session<B: PgBroker>(
         admitted: plan.admitted,
         log: Arc::new(Mutex::new(log)),
         capture_bytes: settings.capture.max_bytes.max(1024) * 4,
-        cancel_key: (plan.target.address.clone(), ready.pid, ready.secret),
+        cancel_key: (route, ready.pid, ready.secret),
     };
     let notify_broker = broker.clone();
     let notify_sid = sid.clone();

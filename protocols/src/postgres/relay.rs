@@ -233,8 +233,8 @@ pub struct Live {
     pub admitted: Admitted,
     pub log: Arc<Mutex<QueryLog>>,
     pub capture_bytes: usize,
-    /// The target's address and the real cancel key of its backend.
-    pub cancel_key: (String, i32, i32),
+    /// The target and the real cancel key of its backend.
+    pub cancel_key: (Arc<super::Route>, i32, i32),
 }
 
 /// Relay until the session ends; the outcome is what the gateway records.
@@ -250,22 +250,26 @@ pub async fn run(
     let shared = live.link.shared.clone();
     let terminated = Arc::new(AtomicBool::new(false));
     let (inject_tx, inject_rx) = mpsc::channel(4);
-    let mut up = tokio::spawn(up(
+    // Both directions run as futures of this one task, beside the supervisor (as
+    // `copy_bidirectional` does): a round trip wakes one task, not two on two threads.
+    let up = up(
         crd,
         twr,
         live.log.clone(),
         live.capture_bytes,
         terminated.clone(),
         shared.clone(),
-    ));
-    let mut down = tokio::spawn(down(
+    );
+    let down = down(
         trd,
         cwr,
         live.log.clone(),
         live.link.tap.clone(),
         inject_rx,
         shared.clone(),
-    ));
+    );
+    tokio::pin!(up, down);
+    let mut down_done = false;
     let mut timers = Timers::new(live.admitted.settings(), shared.started_ms);
     let policy = live.admitted.policy().to_string();
     let marker = |tap: &Option<Tap>, kind: &'static str, detail: String| {
@@ -282,8 +286,8 @@ pub async fn run(
         let cancel = in_flight.then(|| live.cancel_key.clone());
         let tx = inject_tx.clone();
         async move {
-            if let Some((address, pid, secret)) = cancel {
-                if let Err(e) = super::back::cancel(&address, pid, secret).await {
+            if let Some((route, pid, secret)) = cancel {
+                if let Err(e) = super::back::cancel(&route, pid, secret).await {
                     tracing::warn!("cannot cancel the running statement: {e}");
                 }
             }
@@ -327,28 +331,27 @@ pub async fn run(
         tokio::select! {
             r = &mut up => {
                 break match r {
-                    Ok(End::Client) if terminated.load(Ordering::Relaxed) => Outcome::ClientExit,
-                    Ok(End::Client) => Outcome::ClientDropped("the client closed the connection without a Terminate message".into()),
-                    Ok(End::Protocol(e)) => {
+                    End::Client if terminated.load(Ordering::Relaxed) => Outcome::ClientExit,
+                    End::Client => Outcome::ClientDropped("the client closed the connection without a Terminate message".into()),
+                    End::Protocol(e) => {
                         let msg = format!("wardengate: protocol violation: {e}");
                         let _ = inject_tx.send(Inject::Fatal(wire::error("FATAL", "08P01", &msg, None, None))).await;
                         Outcome::Error(format!("client {e}"))
                     }
-                    Ok(End::Io(e)) if terminated.load(Ordering::Relaxed) => { let _ = e; Outcome::ClientExit }
-                    Ok(End::Io(e)) => Outcome::ClientDropped(e),
-                    Ok(End::Target | End::Injected) => Outcome::TargetClosed,
-                    Err(e) => Outcome::Error(format!("relay task: {e}")),
+                    End::Io(_) if terminated.load(Ordering::Relaxed) => Outcome::ClientExit,
+                    End::Io(e) => Outcome::ClientDropped(e),
+                    End::Target | End::Injected => Outcome::TargetClosed,
                 };
             }
             r = &mut down => {
+                down_done = true;
                 break match r {
                     _ if terminated.load(Ordering::Relaxed) => Outcome::ClientExit,
-                    Ok(End::Target) => Outcome::TargetClosed,
-                    Ok(End::Protocol(e)) => Outcome::Error(e),
-                    Ok(End::Io(e)) if e.starts_with("client") => Outcome::ClientDropped(e),
-                    Ok(End::Io(e)) => Outcome::Error(e),
-                    Ok(End::Client | End::Injected) => Outcome::ClientExit,
-                    Err(e) => Outcome::Error(format!("relay task: {e}")),
+                    End::Target => Outcome::TargetClosed,
+                    End::Protocol(e) => Outcome::Error(e),
+                    End::Io(e) if e.starts_with("client") => Outcome::ClientDropped(e),
+                    End::Io(e) => Outcome::Error(e),
+                    End::Client | End::Injected => Outcome::ClientExit,
                 };
             }
             ctl = live.link.control.recv() => match ctl {
@@ -371,12 +374,10 @@ pub async fn run(
             }
         }
     };
-    // The FATAL (if any) goes out before both sides close.
-    if !down.is_finished() {
+    // The FATAL (if any) goes out before both sides close; dropping the pumps closes them.
+    if !down_done {
         let _ = tokio::time::timeout(Duration::from_secs(2), &mut down).await;
     }
-    up.abort();
-    down.abort();
     // Statements that never got their ReadyForQuery are recorded too, with why.
     let why = match &outcome {
         Outcome::ClientExit => "the client disconnected".to_string(),
