@@ -16,8 +16,10 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+mod builder;
 pub mod live;
 mod peers;
+pub use builder::*;
 pub mod pg;
 pub use peers::*;
 pub mod russh_client;
@@ -99,165 +101,6 @@ impl TestEnv {
             policies: None,
             gateway_lines: String::new(),
         }
-    }
-}
-
-pub struct GatewayBuilder<'a> {
-    env: &'a TestEnv,
-    targets: Vec<(String, String, String, String)>,
-    /// PostgreSQL targets: (name, address, role, password, extra TOML lines).
-    pg_targets: Vec<(String, String, String, String, String)>,
-    postgres: Option<String>,
-    extra: String,
-    gateway_lines: String,
-    policies: Option<String>,
-}
-
-/// The password every test user gets.
-pub const ALICE_PASSWORD: &str = "correct horse battery staple";
-
-impl GatewayBuilder<'_> {
-    /// A target served by `sshd` with the tag env=test; its account is the sshd's user.
-    pub fn target(self, name: &str, sshd: &Sshd) -> Self {
-        let addr = sshd.address();
-        let user = sshd.user.clone();
-        self.target_at(name, &addr, &user)
-    }
-
-    pub fn target_at(mut self, name: &str, address: &str, account: &str) -> Self {
-        self.targets.push((
-            name.into(),
-            address.into(),
-            account.into(),
-            "env=test".into(),
-        ));
-        self
-    }
-
-    /// A PostgreSQL target (tag env=test) whose account `role` logs in with `password`, kept in
-    /// the vault only. Turns the PostgreSQL front on.
-    pub fn pg_target(self, name: &str, address: &str, role: &str, password: &str) -> Self {
-        self.pg_target_with(name, address, role, password, "")
-    }
-
-    /// [`pg_target`](Self::pg_target) with more lines for its `[[targets]]` table
-    /// (`auth_methods = ["md5"]`).
-    pub fn pg_target_with(
-        mut self,
-        name: &str,
-        address: &str,
-        role: &str,
-        password: &str,
-        lines: &str,
-    ) -> Self {
-        self.pg_targets.push((
-            name.into(),
-            address.into(),
-            role.into(),
-            password.into(),
-            lines.into(),
-        ));
-        self.postgres.get_or_insert_with(String::new);
-        self
-    }
-
-    /// Lines added to the `[postgres]` section (`require_tls = true`); turns the front on.
-    pub fn postgres_lines(mut self, toml: &str) -> Self {
-        let p = self.postgres.get_or_insert_with(String::new);
-        p.push_str(toml);
-        p.push('\n');
-        self
-    }
-
-    /// Raw TOML appended to the config (more users, targets, groups).
-    pub fn extra(mut self, toml: &str) -> Self {
-        self.extra.push_str(toml);
-        self
-    }
-
-    /// Lines added to the `[gateway]` section (`max_active = 2`, `policy_files = [...]`).
-    pub fn gateway_lines(mut self, toml: &str) -> Self {
-        self.gateway_lines.push_str(toml);
-        self.gateway_lines.push('\n');
-        self
-    }
-
-    /// Replace the default policy (group `sre`, env=test, port forwarding allowed).
-    pub fn policies(mut self, toml: &str) -> Self {
-        self.policies = Some(toml.into());
-        self
-    }
-
-    pub fn start(self) -> GatewayProc {
-        let env = self.env;
-        let data = env.dir.path().join("gw");
-        std::fs::create_dir_all(&data).expect("data dir");
-        let hash = wardengate_gateway::passwords::hash(ALICE_PASSWORD).expect("hash");
-        let scram = wardengate_protocols::postgres::Verifier::generate(ALICE_PASSWORD);
-        let postgres = match &self.postgres {
-            Some(lines) => format!(
-                "[postgres]\nlisten = \"127.0.0.1:0\"\nauth_rejection_time = \"10ms\"\nconnect_timeout = \"5s\"\n{lines}\n"
-            ),
-            None => String::new(),
-        };
-        let mut cfg = format!(
-            "[gateway]\nname = \"gw-test\"\ndata_dir = \"{data}\"\n{gateway_lines}\n[ssh]\nlisten = \"127.0.0.1:0\"\n\
-             auth_rejection_time = \"10ms\"\nconnect_timeout = \"5s\"\n\n{postgres}[api]\nlisten = \"127.0.0.1:0\"\n\n\
-             [[users]]\nname = \"alice\"\ngroups = [\"sre\"]\npublic_keys = [\"{key}\"]\npassword_hash = \"{hash}\"\n\
-             scram_sha_256 = \"{scram}\"\n\n",
-            data = data.display(),
-            key = env.alice_pub,
-            gateway_lines = self.gateway_lines,
-        );
-        for (name, addr, role, _, lines) in &self.pg_targets {
-            cfg.push_str(&format!(
-                "[[targets]]\nname = \"{name}\"\nprotocol = \"postgres\"\naddress = \"{addr}\"\ntags = {{ env = \"test\" }}\n\
-                 accounts = [{{ name = \"{role}\", secret = \"{name}/{role}\" }}]\n{lines}\n\n"
-            ));
-        }
-        for (name, addr, account, tag) in &self.targets {
-            let (k, v) = tag.split_once('=').expect("tag");
-            cfg.push_str(&format!(
-                "[[targets]]\nname = \"{name}\"\naddress = \"{addr}\"\ntags = {{ {k} = \"{v}\" }}\n\
-                 accounts = [{{ name = \"{account}\", secret = \"{name}/{account}\" }}]\n\n"
-            ));
-        }
-        cfg.push_str(&self.extra);
-        cfg.push_str(self.policies.as_deref().unwrap_or(
-            "\n[[policies]]\nname = \"sre-test\"\ngroups = [\"sre\"]\ntarget_tags = [\"env=test\"]\nallow_port_forwarding = true\n",
-        ));
-        let config = env.dir.path().join("gateway.toml");
-        std::fs::write(&config, &cfg).expect("config");
-        let key_file = env.path("account_key");
-        std::fs::write(&key_file, &env.account_key_pem).expect("key file");
-        for (name, _, account, _) in &self.targets {
-            let out = Command::new(bin("wardengate"))
-                .args(["vault", "--config"])
-                .arg(&config)
-                .args(["set", &format!("{name}/{account}"), "--private-key-file"])
-                .arg(&key_file)
-                .output()
-                .expect("wardengate vault set");
-            assert!(
-                out.status.success(),
-                "vault set: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        for (name, _, role, password, _) in &self.pg_targets {
-            let out = run_with_input(
-                Command::new(bin("wardengate"))
-                    .args(["vault", "--config"])
-                    .arg(&config)
-                    .args(["set", &format!("{name}/{role}"), "--password-stdin"]),
-                Some(password.as_bytes().to_vec()),
-                Duration::from_secs(30),
-            );
-            assert!(out.status.success(), "vault set: {}", text(&out.stderr));
-        }
-        // The key exists only in the vault from here on.
-        std::fs::remove_file(&key_file).expect("remove key file");
-        GatewayProc::spawn(config, data)
     }
 }
 

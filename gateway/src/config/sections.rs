@@ -1,0 +1,221 @@
+//! The daemon-wide sections of the configuration: `[gateway]`, `[ssh]`, `[postgres]`, `[api]`,
+//! `[recording]`, each with its defaults.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::humantime_serde_compat;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewaySection {
+    /// This gateway's name, shown as the owning gateway of its sessions.
+    #[serde(default = "default_name")]
+    pub name: String,
+    /// Where the store, keys and (later) recordings live. Relative paths are relative to the
+    /// config file.
+    #[serde(default = "default_data_dir")]
+    pub data_dir: PathBuf,
+    /// File holding the vault's 32-byte key as hex. `WARDENGATE_VAULT_KEY` overrides it.
+    /// Relative to `data_dir`; generated on first start when missing.
+    #[serde(default = "default_vault_key")]
+    pub vault_key_file: PathBuf,
+    /// Policy files, or directories of `*.toml` policy files, relative to the config file.
+    #[serde(default)]
+    pub policy_files: Vec<PathBuf>,
+    /// Most sessions this gateway (the pool, until gateways cluster) runs at once.
+    pub max_active: Option<u32>,
+}
+
+impl Default for GatewaySection {
+    fn default() -> Self {
+        GatewaySection {
+            name: default_name(),
+            data_dir: default_data_dir(),
+            vault_key_file: default_vault_key(),
+            policy_files: Vec::new(),
+            max_active: None,
+        }
+    }
+}
+
+fn default_name() -> String {
+    "gw-1".into()
+}
+fn default_data_dir() -> PathBuf {
+    PathBuf::from("data")
+}
+fn default_vault_key() -> PathBuf {
+    PathBuf::from("vault.key")
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SshSection {
+    #[serde(default = "default_ssh_listen")]
+    pub listen: SocketAddr,
+    /// Relative to `data_dir`; an Ed25519 key is generated when missing.
+    #[serde(default = "default_host_key")]
+    pub host_key_file: PathBuf,
+    /// Constant delay before each authentication rejection (defeats timing probes).
+    #[serde(default = "default_rejection", with = "humantime_serde_compat")]
+    pub auth_rejection_time: Duration,
+    /// How long the target leg may take to connect and authenticate.
+    #[serde(default = "default_connect_timeout", with = "humantime_serde_compat")]
+    pub connect_timeout: Duration,
+    /// Ciphers offered to clients and preferred towards targets, best first.
+    #[serde(default = "default_ciphers")]
+    pub ciphers: Vec<String>,
+}
+
+fn default_ciphers() -> Vec<String> {
+    wardengate_protocols::ssh::DEFAULT_CIPHERS
+        .iter()
+        .map(|c| c.to_string())
+        .collect()
+}
+
+impl Default for SshSection {
+    fn default() -> Self {
+        SshSection {
+            listen: default_ssh_listen(),
+            host_key_file: default_host_key(),
+            auth_rejection_time: default_rejection(),
+            connect_timeout: default_connect_timeout(),
+            ciphers: default_ciphers(),
+        }
+    }
+}
+
+fn default_ssh_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 2222))
+}
+fn default_host_key() -> PathBuf {
+    PathBuf::from("ssh_host_ed25519_key")
+}
+fn default_rejection() -> Duration {
+    Duration::from_millis(500)
+}
+fn default_connect_timeout() -> Duration {
+    Duration::from_secs(15)
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PostgresSection {
+    pub listen: SocketAddr,
+    /// PEM certificate chain and key for TLS with clients, relative to `data_dir`. A self-signed
+    /// certificate for `localhost` is generated when both are missing.
+    #[serde(default = "default_pg_cert")]
+    pub tls_cert_file: PathBuf,
+    #[serde(default = "default_pg_key")]
+    pub tls_key_file: PathBuf,
+    /// Refuse clients that do not use TLS.
+    #[serde(default)]
+    pub require_tls: bool,
+    /// Constant delay before an authentication failure is reported.
+    #[serde(default = "default_rejection", with = "humantime_serde_compat")]
+    pub auth_rejection_time: Duration,
+    /// How long a target may take to connect and start up.
+    #[serde(default = "default_connect_timeout", with = "humantime_serde_compat")]
+    pub connect_timeout: Duration,
+    /// How long a client may take from connecting to being authenticated.
+    #[serde(default = "default_auth_timeout", with = "humantime_serde_compat")]
+    pub auth_timeout: Duration,
+    /// Bytes of each statement and bind parameter kept in the query log.
+    #[serde(default = "default_capture_bytes")]
+    pub capture_bytes: usize,
+    /// Record `<redacted>` instead of bind parameter values.
+    #[serde(default)]
+    pub redact_params: bool,
+}
+
+fn default_pg_cert() -> PathBuf {
+    PathBuf::from("postgres_tls.crt")
+}
+fn default_pg_key() -> PathBuf {
+    PathBuf::from("postgres_tls.key")
+}
+fn default_auth_timeout() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_capture_bytes() -> usize {
+    4096
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiSection {
+    #[serde(default = "default_api_listen")]
+    pub listen: SocketAddr,
+    /// Relative to `data_dir`; generated when missing. `WARDENGATE_ADMIN_TOKEN` overrides it.
+    #[serde(default = "default_token_file")]
+    pub admin_token_file: PathBuf,
+}
+
+impl Default for ApiSection {
+    fn default() -> Self {
+        ApiSection {
+            listen: default_api_listen(),
+            admin_token_file: default_token_file(),
+        }
+    }
+}
+
+fn default_api_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8080))
+}
+fn default_token_file() -> PathBuf {
+    PathBuf::from("admin.token")
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecordingSection {
+    /// Where recordings are written, one directory per session. Relative to `data_dir`.
+    #[serde(default = "default_recordings_dir")]
+    pub dir: PathBuf,
+    /// The Ed25519 recording key (hex seed), generated on first start. Relative to `data_dir`.
+    #[serde(default = "default_recording_key")]
+    pub key_file: PathBuf,
+    /// Record what users type (keystrokes, uploads) as well as what targets print.
+    #[serde(default = "default_true")]
+    pub input: bool,
+    /// A chunk closes at this many raw event bytes...
+    #[serde(default = "default_chunk_bytes")]
+    pub chunk_bytes: usize,
+    /// ...or when its first event is this old.
+    #[serde(default = "default_chunk_age", with = "humantime_serde_compat")]
+    pub chunk_age: Duration,
+}
+
+impl Default for RecordingSection {
+    fn default() -> Self {
+        RecordingSection {
+            dir: default_recordings_dir(),
+            key_file: default_recording_key(),
+            input: true,
+            chunk_bytes: default_chunk_bytes(),
+            chunk_age: default_chunk_age(),
+        }
+    }
+}
+
+fn default_recordings_dir() -> PathBuf {
+    PathBuf::from("recordings")
+}
+fn default_recording_key() -> PathBuf {
+    PathBuf::from("recording_ed25519.key")
+}
+fn default_true() -> bool {
+    true
+}
+fn default_chunk_bytes() -> usize {
+    1 << 20
+}
+fn default_chunk_age() -> Duration {
+    Duration::from_secs(10)
+}
