@@ -339,6 +339,21 @@ impl GatewayProc {
         s.first().cloned().expect("a closed session")
     }
 
+    /// The session once it is over and its recording sealed (the seal is written by the
+    /// recorder task after the session ends).
+    #[track_caller]
+    pub fn wait_sealed(&self, id: &str) -> serde_json::Value {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let s = self.get_json(&format!("/api/v1/sessions/{id}"));
+            if s["recording"].is_object() || Instant::now() > deadline {
+                assert!(s["recording"].is_object(), "not sealed: {s}");
+                return s;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// Wait for exactly one active session and return its id.
     #[track_caller]
     pub fn wait_one_active(&self) -> String {

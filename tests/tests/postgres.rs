@@ -13,6 +13,7 @@ use wardengate_tests::*;
 const T: Duration = Duration::from_secs(120);
 
 fn export(gw: &GatewayProc, id: &str, format: &str) -> String {
+    gw.wait_sealed(id);
     let out = run(
         gw.wgctl()
             .args(["recording", "export", id, "--format", format]),

@@ -172,4 +172,21 @@ fn terminate_cancels_upstream_then_tells_the_client() {
         (Some("terminated"), Some("runaway query during incident 42")),
         "{s}"
     );
+    // The interrupted statement is in the query log, with what happened to it.
+    gw.wait_sealed(&id);
+    let out = run(
+        gw.wgctl()
+            .args(["recording", "export", &id, "--format", "jsonl"]),
+        T,
+    );
+    let sleep = text(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|v| v["type"] == "query" && v["statement"] == "select pg_sleep(60)")
+        .unwrap_or_else(|| panic!("not recorded: {}", text(&out.stdout)));
+    let why = format!("{} {}", sleep["sqlstate"], sleep["error"]);
+    assert!(
+        why.contains("57014") || why.contains("terminated by admin: runaway query"),
+        "{sleep}"
+    );
 }

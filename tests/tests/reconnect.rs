@@ -64,19 +64,6 @@ fn one(
     s[0].clone()
 }
 
-/// The session once it is over and its recording sealed.
-fn sealed(gw: &GatewayProc, id: &str) -> serde_json::Value {
-    let deadline = std::time::Instant::now() + T;
-    loop {
-        let s = gw.get_json(&format!("/api/v1/sessions/{id}"));
-        if s["recording"].is_object() || std::time::Instant::now() > deadline {
-            assert!(s["recording"].is_object(), "not sealed: {s}");
-            return s;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 #[test]
 fn resume_after_kill_9_reattaches_the_same_session_with_its_screen() {
     let env = TestEnv::new();
@@ -125,7 +112,7 @@ fn resume_after_kill_9_reattaches_the_same_session_with_its_screen() {
 
     second.send("exit\n");
     assert!(second.wait(T).is_some(), "{}", second.output());
-    let ended = sealed(&gw, &id);
+    let ended = gw.wait_sealed(&id);
     assert_eq!(ended["end_reason"], "client_exit", "{ended}");
     // The recording is one piece with a `resumed` marker, and verifies.
     let out = run(
@@ -190,7 +177,7 @@ fn reauth_opens_a_new_session_linked_to_the_dropped_one() {
     let old = gw.wait_one_active();
     first.kill9();
     // The dropped session ends and its recording is sealed.
-    let s = sealed(&gw, &old);
+    let s = gw.wait_sealed(&old);
     assert_eq!(s["end_reason"], "client_dropped", "{s}");
 
     let mut second = shell(&gw, &env, "reauth.test");
