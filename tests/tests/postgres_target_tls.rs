@@ -86,6 +86,22 @@ fn target_tls_verify_full_require_and_a_wrong_ca() {
             "{target}: the target leg is encrypted"
         );
     }
+    // Cancel reaches a TLS target too (the gateway forwards it over TLS).
+    let port = gw.pg_port.expect("pg port");
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async {
+        let conninfo = format!("host=127.0.0.1 port={port} user=alice#verified.test password='{ALICE_PASSWORD}' dbname=billing");
+        let (client, conn) = tokio_postgres::connect(&conninfo, tokio_postgres::NoTls).await.expect("connect");
+        tokio::spawn(conn);
+        let token = client.cancel_token();
+        let canceller = async {
+            tokio::time::sleep(Duration::from_millis(700)).await;
+            token.cancel_query(tokio_postgres::NoTls).await.expect("cancel");
+        };
+        let (r, ()) = tokio::join!(client.batch_execute("select pg_sleep(30)"), canceller);
+        let e = r.expect_err("cancelled");
+        assert_eq!(e.code(), Some(&tokio_postgres::error::SqlState::QUERY_CANCELED), "{e}");
+    });
     let out = run(
         gw.psql("alice#spoofed.test", "").args(["-c", "select 1"]),
         T,
