@@ -249,6 +249,8 @@ pub async fn run(
     let (trd, twr) = split(target);
     let shared = live.link.shared.clone();
     let terminated = Arc::new(AtomicBool::new(false));
+    // The pumps are futures of this task: never wait on this channel here (`try_send`), or the
+    // down pump that empties it could not run. Four is far more than ever waits.
     let (inject_tx, inject_rx) = mpsc::channel(4);
     // Both directions run as futures of this one task, beside the supervisor (as
     // `copy_bidirectional` does): a round trip wakes one task, not two on two threads.
@@ -291,9 +293,7 @@ pub async fn run(
                     tracing::warn!("cannot cancel the running statement: {e}");
                 }
             }
-            let _ = tx
-                .send(Inject::Fatal(wire::error("FATAL", code, &text, None, None)))
-                .await;
+            let _ = tx.try_send(Inject::Fatal(wire::error("FATAL", code, &text, None, None)));
         }
     };
     let outcome = loop {
@@ -313,8 +313,7 @@ pub async fn run(
                 match reason {
                     None => {
                         let _ = inject_tx
-                            .send(Inject::Notice(wire::notice("WARNING", "01000", &text)))
-                            .await;
+                            .try_send(Inject::Notice(wire::notice("WARNING", "01000", &text)));
                         continue;
                     }
                     Some(reason) => {
@@ -335,7 +334,7 @@ pub async fn run(
                     End::Client => Outcome::ClientDropped("the client closed the connection without a Terminate message".into()),
                     End::Protocol(e) => {
                         let msg = format!("wardengate: protocol violation: {e}");
-                        let _ = inject_tx.send(Inject::Fatal(wire::error("FATAL", "08P01", &msg, None, None))).await;
+                        let _ = inject_tx.try_send(Inject::Fatal(wire::error("FATAL", "08P01", &msg, None, None)));
                         Outcome::Error(format!("client {e}"))
                     }
                     End::Io(_) if terminated.load(Ordering::Relaxed) => Outcome::ClientExit,
