@@ -279,7 +279,7 @@ fn direct_tls_with_alpn_like_postgresql_17() {
             .await
             .expect("connect");
         let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
-        let mut tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+        let mut tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config.clone()))
             .connect(name, tcp)
             .await
             .expect("direct TLS handshake");
@@ -295,6 +295,27 @@ fn direct_tls_with_alpn_like_postgresql_17() {
         tls.read_exact(&mut head).await.expect("auth request");
         assert_eq!(head[0], b'R');
         assert_eq!(&head[5..9], &10u32.to_be_bytes(), "SASL over direct TLS");
+
+        // Without ALPN, as PostgreSQL 17 does: refused with a clear error.
+        let mut bare = config.clone();
+        bare.alpn_protocols.clear();
+        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .expect("connect");
+        let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
+        let mut tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(bare))
+            .connect(name, tcp)
+            .await
+            .expect("the handshake itself completes");
+        let mut answer = Vec::new();
+        let _ = tls.read_to_end(&mut answer).await;
+        assert_eq!(answer.first(), Some(&b'E'), "{answer:?}");
+        assert!(
+            String::from_utf8_lossy(&answer)
+                .contains("without ALPN protocol negotiation extension"),
+            "{}",
+            String::from_utf8_lossy(&answer)
+        );
     });
 }
 

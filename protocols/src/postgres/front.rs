@@ -71,13 +71,13 @@ pub async fn negotiate(tcp: TcpStream, settings: &PgSettings) -> Result<Opening,
             .accept(tcp)
             .await
             .map_err(|e| format!("TLS handshake failed: {e}"))?;
-        if tls
-            .get_ref()
-            .1
-            .alpn_protocol()
-            .is_some_and(|p| p != b"postgresql")
-        {
-            return Err("direct TLS with an ALPN protocol other than postgresql".into());
+        // As PostgreSQL 17: direct TLS must negotiate ALPN `postgresql` (rustls already refuses
+        // any other protocol), so a TLS client of some other service cannot be mistaken for us.
+        if tls.get_ref().1.alpn_protocol() != Some(b"postgresql") {
+            let mut conn = Conn::TlsServer(Box::new(tls));
+            let msg = "received direct TLS connection request without ALPN protocol negotiation extension";
+            fatal(&mut conn, "08P01", msg, None).await;
+            return Err(msg.into());
         }
         Conn::TlsServer(Box::new(tls))
     } else {

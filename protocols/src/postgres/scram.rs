@@ -156,6 +156,9 @@ impl Exchange {
         let cb = parts.next().unwrap_or_default();
         let authzid = parts.next().ok_or("malformed SCRAM client-first-message")?;
         let bare = parts.next().ok_or("malformed SCRAM client-first-message")?;
+        if !authzid.is_empty() {
+            return Err("SCRAM authorization identities are not supported".into());
+        }
         if cb.starts_with("p=") {
             return Err("SCRAM channel binding is not offered; use SCRAM-SHA-256".into());
         }
@@ -277,6 +280,7 @@ mod tests {
             b"n,,",
             b"x,,n=,r=abc",
             b"p=tls-server-end-point,,n=,r=a",
+            b"n,a=bob,n=,r=abc",
         ] {
             assert!(Exchange::start(v.clone(), bad).is_err(), "{bad:?}");
         }
