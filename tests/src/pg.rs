@@ -66,6 +66,34 @@ pub fn pg_standard() -> (TestEnv, PgCluster, GatewayProc) {
     (env, pg, gw)
 }
 
+/// What a tokio-postgres connection reports besides query results: notices, notifications,
+/// and the error that ended it.
+pub type Messages = tokio::sync::mpsc::UnboundedReceiver<
+    Result<tokio_postgres::AsyncMessage, tokio_postgres::Error>,
+>;
+
+/// tokio-postgres connected through the gateway as `alice#billing.test`; `extra` adds
+/// connection settings (`application_name=...`).
+pub async fn driver(port: u16, extra: &str) -> (tokio_postgres::Client, Messages) {
+    use futures_util::StreamExt;
+    let conninfo = format!("host=127.0.0.1 port={port} user=alice#billing.test password='{ALICE_PASSWORD}' dbname=billing {extra}");
+    let (client, mut conn) = tokio_postgres::connect(&conninfo, tokio_postgres::NoTls)
+        .await
+        .expect("connect through the gateway");
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut stream = futures_util::stream::poll_fn(move |cx| conn.poll_message(cx));
+        while let Some(m) = stream.next().await {
+            let end = m.is_err();
+            let _ = tx.send(m);
+            if end {
+                break;
+            }
+        }
+    });
+    (client, rx)
+}
+
 /// A hand-driven client speaking raw protocol 3.0 to the gateway.
 pub struct Raw {
     pub s: TcpStream,

@@ -218,32 +218,12 @@ fn pgbench_simple_and_prepared_through_the_gateway() {
     assert_eq!(ex["current"]["target"], 0, "{ex}");
 }
 
-async fn driver(
-    port: u16,
-) -> (
-    tokio_postgres::Client,
-    tokio::sync::mpsc::UnboundedReceiver<tokio_postgres::AsyncMessage>,
-) {
-    let conninfo = format!("host=127.0.0.1 port={port} user=alice#billing.test password='{ALICE_PASSWORD}' dbname=billing application_name=driver-test");
-    let (client, mut conn) = tokio_postgres::connect(&conninfo, tokio_postgres::NoTls)
-        .await
-        .expect("connect through the gateway");
-    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        let mut stream = futures_util::stream::poll_fn(move |cx| conn.poll_message(cx));
-        while let Some(Ok(m)) = stream.next().await {
-            let _ = tx.send(m);
-        }
-    });
-    (client, rx)
-}
-
 #[test]
 fn a_driver_gets_the_whole_protocol() {
     let (_env, pg, gw) = pg_standard();
     let port = gw.pg_port.expect("pg port");
     let rt = tokio::runtime::Runtime::new().expect("runtime");
-    let (client, mut messages) = rt.block_on(driver(port));
+    let (client, mut messages) = rt.block_on(driver(port, "application_name=driver-test"));
     let id = gw.wait_one_active();
     rt.block_on(async {
         // Extended protocol with a named statement, and pipelining (three in flight at once).
@@ -285,7 +265,7 @@ fn a_driver_gets_the_whole_protocol() {
         client.batch_execute("listen jobs; notify jobs, 'run-42'").await.expect("notify");
         let n = tokio::time::timeout(Duration::from_secs(10), async {
             loop {
-                if let Some(tokio_postgres::AsyncMessage::Notification(n)) = messages.recv().await {
+                if let Some(Ok(tokio_postgres::AsyncMessage::Notification(n))) = messages.recv().await {
                     return n;
                 }
             }

@@ -5,34 +5,10 @@
 
 use std::time::{Duration, Instant};
 
-use futures_util::StreamExt;
 use wardengate_tests::pg::*;
 use wardengate_tests::*;
 
 const T: Duration = Duration::from_secs(60);
-
-type Messages = tokio::sync::mpsc::UnboundedReceiver<
-    Result<tokio_postgres::AsyncMessage, tokio_postgres::Error>,
->;
-
-async fn connect(port: u16) -> (tokio_postgres::Client, Messages) {
-    let conninfo = format!("host=127.0.0.1 port={port} user=alice#billing.test password='{ALICE_PASSWORD}' dbname=billing");
-    let (client, mut conn) = tokio_postgres::connect(&conninfo, tokio_postgres::NoTls)
-        .await
-        .expect("connect");
-    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        let mut stream = futures_util::stream::poll_fn(move |cx| conn.poll_message(cx));
-        while let Some(m) = stream.next().await {
-            let end = m.is_err();
-            let _ = tx.send(m);
-            if end {
-                break;
-            }
-        }
-    });
-    (client, rx)
-}
 
 #[test]
 fn idle_counts_from_ready_for_query_and_ends_with_57p05() {
@@ -43,7 +19,7 @@ fn idle_counts_from_ready_for_query_and_ends_with_57p05() {
         .start();
     let port = gw.pg_port.expect("pg port");
     let rt = tokio::runtime::Runtime::new().expect("runtime");
-    let (client, mut messages) = rt.block_on(connect(port));
+    let (client, mut messages) = rt.block_on(driver(port, ""));
     let id = gw.wait_one_active();
     rt.block_on(async {
         // Three seconds inside one statement: never idle, however long it runs.
@@ -101,7 +77,7 @@ fn terminate_cancels_upstream_then_tells_the_client() {
     let (_env, pg, gw) = pg_standard();
     let port = gw.pg_port.expect("pg port");
     let rt = tokio::runtime::Runtime::new().expect("runtime");
-    let (client, mut messages) = rt.block_on(connect(port));
+    let (client, mut messages) = rt.block_on(driver(port, ""));
     let id = gw.wait_one_active();
     rt.block_on(client.batch_execute("begin; select 1"))
         .expect("begin");

@@ -14,7 +14,6 @@ use tokio::net::TcpStream;
 use super::scram::{Exchange, Verifier, MECHANISM};
 use super::wire::{encode, error, Conn, Rd};
 use super::{PgBroker, PgSettings};
-use crate::session::ClientInfo;
 
 const SSL_REQUEST: i32 = 80877103;
 const GSSENC_REQUEST: i32 = 80877104;
@@ -256,9 +255,7 @@ pub async fn authenticate<B: PgBroker>(
     conn: &mut Conn,
     user: &str,
     settings: &PgSettings,
-    client: &ClientInfo,
 ) -> AuthResult {
-    let _ = client;
     let known = broker.pg_user(user);
     let tls = conn.is_tls();
     let scram = match &known {

@@ -23,7 +23,6 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::BytesMut;
 use pgwire::messages::startup::{Authentication, BackendKeyData, SecretKey};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
@@ -263,18 +262,17 @@ pub async fn serve_connection<B: PgBroker>(
         front::refuse(&mut conn, "28000", &msg, None).await;
         return;
     };
-    let method =
-        match front::authenticate(&*broker, &mut conn, &login.user, &settings, &client).await {
-            AuthResult::Ok(m) => m,
-            AuthResult::Refused(kind, msg) => {
-                broker.refused(&login_text, &client, kind, &msg);
-                return;
-            }
-            AuthResult::Gone(e) => {
-                tracing::debug!(%peer, "client left during authentication: {e}");
-                return;
-            }
-        };
+    let method = match front::authenticate(&*broker, &mut conn, &login.user, &settings).await {
+        AuthResult::Ok(m) => m,
+        AuthResult::Refused(kind, msg) => {
+            broker.refused(&login_text, &client, kind, &msg);
+            return;
+        }
+        AuthResult::Gone(e) => {
+            tracing::debug!(%peer, "client left during authentication: {e}");
+            return;
+        }
+    };
     let plan = match broker.admit_pg(&login, method, &client).await {
         Ok(p) => p,
         Err(r) => {
@@ -375,6 +373,3 @@ async fn run_session<B: PgBroker>(
     info!(reason = outcome.reason(), "postgres session ended");
     broker.ended(&sid, outcome);
 }
-
-/// `BytesMut` is re-exported for the gateway's TLS helpers.
-pub type Buf = BytesMut;
