@@ -122,6 +122,81 @@ pub struct Session {
     /// The session's sealed recording, once sealed.
     #[serde(default)]
     pub recording: Option<RecordingSummary>,
+    /// Operators watching the live session now.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub observers: Vec<Observer>,
+    /// A handoff offered and not yet accepted, declined or expired.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handoff: Option<Handoff>,
+    /// Earlier owners, oldest first (the session was handed off).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub previous_owners: Vec<String>,
+}
+
+/// An operator watching a session (`wgctl session shadow`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Observer {
+    pub name: String,
+    /// `visible` (the owner was shown a banner) or `covert`.
+    pub banner: String,
+    pub since: String,
+}
+
+/// A pending handoff of a session to a new owner.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Handoff {
+    pub to: String,
+    pub by: String,
+    pub reason: String,
+    pub requested_at: String,
+    pub expires_at: String,
+}
+
+/// `POST /api/v1/sessions/{id}/handoff`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct HandoffRequest {
+    pub to: String,
+    pub reason: Option<String>,
+}
+
+/// One line of the shadow stream (`GET /api/v1/sessions/{id}/shadow`, newline-delimited JSON).
+/// `data` is base64 of terminal output.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ShadowEvent {
+    /// First line: who watches what, and how the owner was told.
+    Attached {
+        session: String,
+        observer: String,
+        /// `visible` or `covert`.
+        banner: String,
+        /// Session time at attach, `HH:MM:SS`.
+        at: String,
+        protocol: String,
+        actor: String,
+        target: String,
+    },
+    /// The whole screen (clear the terminal, then write it).
+    Screen {
+        data: String,
+        cols: u16,
+        rows: u16,
+    },
+    /// Terminal output to write (what changed since the last frame).
+    Output {
+        data: String,
+    },
+    /// A query-log line (PostgreSQL sessions).
+    Line {
+        text: String,
+    },
+    Notice {
+        text: String,
+    },
+    /// Last line: the session ended, or the stream was closed.
+    End {
+        reason: String,
+    },
 }
 
 /// What a recording's seal says.

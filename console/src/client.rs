@@ -81,11 +81,26 @@ impl Client {
         Self::decode(self.send(self.http.get(format!("{}{path}", self.base)).query(query))?)
     }
 
+    /// A long-lived streaming GET (no overall timeout); the gateway's error when it refuses.
+    pub fn stream(&self, path: &str) -> Result<Response> {
+        let http = Http::builder()
+            .timeout(None)
+            .build()
+            .map_err(|e| anyhow!("cannot build HTTP client: {e}"))?;
+        let resp = self.send(http.get(format!("{}{path}", self.base)))?;
+        if !resp.status().is_success() {
+            Self::body(resp)?;
+            bail!("the gateway refused the stream");
+        }
+        Ok(resp)
+    }
+
     /// GET a non-JSON body (event streams).
     pub fn get_text(&self, path: &str) -> Result<String> {
         Self::body(self.send(self.http.get(format!("{}{path}", self.base)))?)
     }
 
+    /// The token: the admin token, or your own (`users.api_token_sha256`).
     pub fn post<B: Serialize, T: DeserializeOwned>(&self, path: &str, body: &B) -> Result<T> {
         Self::decode(self.send(self.http.post(format!("{}{path}", self.base)).json(body))?)
     }

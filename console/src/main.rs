@@ -6,6 +6,7 @@
 mod client;
 mod policy;
 mod recording;
+mod shadow;
 mod table;
 
 use anyhow::{bail, Result};
@@ -25,7 +26,7 @@ struct Cli {
         default_value = "http://127.0.0.1:8080"
     )]
     addr: String,
-    /// Admin bearer token.
+    /// Bearer token: the admin token, or your own API token (`users.api_token_sha256`).
     #[arg(long, global = true, env = "WARDENGATE_TOKEN", hide_env_values = true)]
     token: Option<String>,
     /// Output format.
@@ -43,7 +44,7 @@ enum Output {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Sessions: list, show, terminate.
+    /// Sessions: list, show, terminate, shadow, handoff, accept, decline.
     #[command(subcommand)]
     Session(SessionCmd),
     /// The audit log.
@@ -126,9 +127,34 @@ enum SessionCmd {
         /// Include ended sessions (closed, denied, failed).
         #[arg(long)]
         all: bool,
+        /// Only sessions someone is shadowing now.
+        #[arg(long)]
+        shadowed: bool,
     },
     /// Show one session.
     Show { id: String },
+    /// Watch a live session read-only (Ctrl-] q detaches). A PostgreSQL session shows its
+    /// query log as statements complete.
+    Shadow { id: String },
+    /// Offer your session (or, as an operator, anyone's) to another user; they take it over
+    /// with `wgctl session accept ID`, then `ssh USER:ID@gateway`.
+    Handoff {
+        id: String,
+        /// The user who takes the session over.
+        #[arg(long)]
+        to: String,
+        /// Why (shown to the owner, recorded in the audit log and the recording).
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Accept a session handed off to you (then connect: ssh YOU:ID@gateway).
+    Accept { id: String },
+    /// Decline a handoff offered to you (or withdraw your own offer).
+    Decline {
+        id: String,
+        #[arg(long)]
+        reason: Option<String>,
+    },
     /// Terminate one session by id, or every live session matching selectors.
     Terminate {
         id: Option<String>,
@@ -223,6 +249,7 @@ fn run(cli: Cli) -> Result<()> {
             idle_gt,
             target_tag,
             all,
+            shadowed,
         }) => {
             if let Some(d) = &idle_gt {
                 humantime::parse_duration(d).map_err(|e| {
@@ -243,6 +270,9 @@ fn run(cli: Cli) -> Result<()> {
                     q.push((k, v));
                 }
             }
+            if shadowed {
+                q.push(("shadowed", "true".into()));
+            }
             let mut list: api::SessionList = c.get("/api/v1/sessions", &q)?;
             if !all {
                 list.sessions.retain(|s| !s.state.is_terminal());
@@ -262,6 +292,58 @@ fn run(cli: Cli) -> Result<()> {
                 print_json(&s)
             } else {
                 out(&table::session(&s))
+            }
+        }
+        Cmd::Session(SessionCmd::Shadow { id }) => shadow::run(&c, &id),
+        Cmd::Session(SessionCmd::Handoff { id, to, reason }) => {
+            let Some(reason) = reason.filter(|r| !r.trim().is_empty()) else {
+                bail!("--reason is required: say why the session changes hands (it is recorded)");
+            };
+            let h: api::Handoff = c.post(
+                &format!("/api/v1/sessions/{}/handoff", client::path_segment(&id)),
+                &api::HandoffRequest {
+                    to,
+                    reason: Some(reason),
+                },
+            )?;
+            if json {
+                print_json(&h)
+            } else {
+                out(&format!(
+                    "offered {id} to {}; it changes hands when {} runs `wgctl session accept {id}` (before {})\n",
+                    h.to, h.to, h.expires_at
+                ))
+            }
+        }
+        Cmd::Session(SessionCmd::Accept { id }) => {
+            let s: api::Session = c.post(
+                &format!("/api/v1/sessions/{}/accept", client::path_segment(&id)),
+                &serde_json::json!({}),
+            )?;
+            if json {
+                print_json(&s)
+            } else {
+                out(&format!(
+                    "{} is yours now (policy {}); take it over with: ssh {}:{}@GATEWAY\n",
+                    s.id,
+                    s.policy.as_deref().unwrap_or("-"),
+                    s.actor,
+                    s.id
+                ))
+            }
+        }
+        Cmd::Session(SessionCmd::Decline { id, reason }) => {
+            let h: api::Handoff = c.post(
+                &format!("/api/v1/sessions/{}/decline", client::path_segment(&id)),
+                &api::TerminateRequest { reason },
+            )?;
+            if json {
+                print_json(&h)
+            } else {
+                out(&format!(
+                    "declined the handoff of {id} to {}; nothing changed\n",
+                    h.to
+                ))
             }
         }
         Cmd::Session(SessionCmd::Terminate {

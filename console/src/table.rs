@@ -141,6 +141,24 @@ pub fn session(s: &api::Session) -> String {
     if let Some(l) = &s.linked_session {
         rows.push(("continues", l.clone()));
     }
+    if !s.previous_owners.is_empty() {
+        rows.push(("handed off by", s.previous_owners.join(" -> ")));
+    }
+    for o in &s.observers {
+        rows.push((
+            "observer",
+            format!("{} (banner={}, since {})", o.name, o.banner, o.since),
+        ));
+    }
+    if let Some(h) = &s.handoff {
+        rows.push((
+            "handoff",
+            format!(
+                "offered to {} by {} until {}: {}",
+                h.to, h.by, h.expires_at, h.reason
+            ),
+        ));
+    }
     if let Some(d) = &s.decision {
         if let Some(settings) = d.get("settings") {
             rows.push(("settings", crate::policy::settings_line(settings)));

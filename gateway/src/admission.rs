@@ -191,6 +191,36 @@ impl Gateway {
         client: &ClientInfo,
     ) -> Result<Admission, String> {
         let cfg = self.cfg();
+        if login.target.starts_with("sess_") && login.account.is_none() {
+            // `ssh dan:sess_…@gateway`: the new owner of a handed-off session takes it over.
+            let id = &login.target;
+            return match self.registry.take_session_ticket(id, &login.user) {
+                Some(t) => {
+                    self.audit(
+                        "session.handoff.takeover",
+                        Some(&login.user),
+                        Some(id),
+                        json!({"client": client.addr.to_string(), "auth_method": method}),
+                    );
+                    Ok(Admission::Resume(t))
+                }
+                None => {
+                    let msg = format!(
+                        "wardengate: session {id} is not waiting for {}: only the user it was \
+                         handed off to can take it over, after `wgctl session accept {id}` and \
+                         within the handoff window",
+                        login.user
+                    );
+                    self.audit(
+                        "session.handoff.takeover_refused",
+                        Some(&login.user),
+                        Some(id),
+                        json!({"client": client.addr.to_string(), "message": msg}),
+                    );
+                    Err(msg)
+                }
+            };
+        }
         if let Ok(r) = resolve(&cfg, login) {
             if let Some(t) = self.resume_ticket(&cfg, &r) {
                 return Ok(Admission::Resume(t));
@@ -371,6 +401,49 @@ impl Gateway {
             account: r.account.clone(),
             credential,
         })
+    }
+
+    /// Whether `to` may own session `rec` (a handoff): their policy for its target, account and
+    /// protocol, their limits, and the settings that then apply (the stricter of `current` and
+    /// theirs). Takes their concurrency slot when `lease` is given. `Err` is `(kind, message)`.
+    pub fn handoff_admission(
+        &self,
+        rec: &SessionRecord,
+        to: &str,
+        current: &Admitted,
+        lease: Option<&wardengate_policy::Lease>,
+    ) -> Result<(Admitted, Option<wardengate_policy::Lease>), (&'static str, String)> {
+        let cfg = self.cfg();
+        let login = Login {
+            user: to.to_string(),
+            target: rec.target.clone(),
+            account: Some(rec.account.clone()),
+        };
+        let r = resolve(&cfg, &login)
+            .map_err(|(kind, msg)| (kind, msg.trim_start_matches("wardengate: ").to_string()))?;
+        let protocol: &'static str = match rec.protocol.as_str() {
+            "postgres" => "postgres",
+            "rdp" => "rdp",
+            _ => "ssh",
+        };
+        let theirs = wardengate_policy::decide(&cfg.policies, &r.request(protocol))
+            .map_err(|d| ("no_permission", d.to_string()))?;
+        let merged = current.stricter(&theirs);
+        let Some(old) = lease else {
+            return Ok((merged, None));
+        };
+        let limits = cfg.limits(r.user, r.target, merged.settings());
+        let subject = Subject {
+            actor: &r.user.name,
+            target: &r.target.name,
+            policy: merged.policy(),
+            pool: &self.name,
+        };
+        let new = self
+            .ledger
+            .transfer(old, &rec.id, subject, &limits)
+            .map_err(|d| ("limit", d.to_string()))?;
+        Ok((merged, Some(new)))
     }
 
     /// A paused session of this actor, target and account that the policies still let them

@@ -70,6 +70,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/sessions/terminate", post(bulk_terminate))
         .route("/api/v1/sessions/{id}", get(get_session))
         .route("/api/v1/sessions/{id}/terminate", post(terminate))
+        .merge(crate::api_live::routes())
         .route("/api/v1/audit", get(audit))
         .route("/api/v1/recordings", get(list_recordings))
         .route("/api/v1/recordings/pubkey", get(recording_pubkey))
@@ -90,7 +91,36 @@ pub fn router(state: ApiState) -> Router {
         .with_state(state)
 }
 
-async fn require_token(State(st): State<ApiState>, req: Request, next: Next) -> Response {
+/// Who is calling: the admin token (`admin`), or a user's personal token
+/// (`users.api_token_sha256`). Operators (`users.operator`) may do what the admin may.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub name: String,
+    pub operator: bool,
+}
+
+/// What a user's own (non-operator) token may do: see, hand off and accept their sessions.
+fn user_may(method: &axum::http::Method, path: &str) -> bool {
+    let Some(rest) = path.strip_prefix("/api/v1/sessions") else {
+        return false;
+    };
+    let parts: Vec<&str> = rest.split('/').filter(|p| !p.is_empty()).collect();
+    match (method.as_str(), parts.as_slice()) {
+        ("GET", []) | ("GET", [_]) => true,
+        ("POST", [_, "handoff" | "accept" | "decline"]) => true,
+        _ => false,
+    }
+}
+
+fn same(a: &[u8; 32], b: &[u8; 32]) -> bool {
+    // Comparing fixed-size digests keeps the comparison independent of where they differ.
+    a.iter()
+        .zip(b.iter())
+        .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+        == 0
+}
+
+async fn require_token(State(st): State<ApiState>, mut req: Request, next: Next) -> Response {
     let presented = req
         .headers()
         .get(header::AUTHORIZATION)
@@ -104,14 +134,44 @@ async fn require_token(State(st): State<ApiState>, req: Request, next: Next) -> 
         .into_response();
     };
     let digest: [u8; 32] = Sha256::digest(token.trim().as_bytes()).into();
-    // Comparing fixed-size digests keeps the comparison independent of where the token differs.
-    let diff = digest
-        .iter()
-        .zip(st.token_hash.iter())
-        .fold(0u8, |acc, (a, b)| acc | (a ^ b));
-    if diff != 0 {
-        return ApiError(StatusCode::UNAUTHORIZED, "invalid admin token".into()).into_response();
+    let caller = if same(&digest, &st.token_hash) {
+        Caller {
+            name: "admin".into(),
+            operator: true,
+        }
+    } else {
+        let cfg = st.gw.cfg();
+        let user = cfg
+            .users
+            .values()
+            .filter(|u| u.api_token.is_some_and(|t| same(&t, &digest)))
+            .last();
+        match user {
+            Some(u) => Caller {
+                name: u.name.clone(),
+                operator: u.operator,
+            },
+            None => {
+                return ApiError(
+                    StatusCode::UNAUTHORIZED,
+                    "invalid token: neither the admin token nor a user's api token".into(),
+                )
+                .into_response()
+            }
+        }
+    };
+    if !caller.operator && !user_may(req.method(), req.uri().path()) {
+        return ApiError(
+            StatusCode::FORBIDDEN,
+            format!(
+                "{}'s token may list, hand off and accept their own sessions only; this needs an \
+                 operator (users.operator = true) or the admin token",
+                caller.name
+            ),
+        )
+        .into_response();
     }
+    req.extensions_mut().insert(caller);
     next.run(req).await
 }
 
@@ -134,6 +194,8 @@ struct ListParams {
     idle_gt: Option<String>,
     target_tag: Option<String>,
     limit: Option<u32>,
+    /// Only sessions being shadowed now.
+    shadowed: Option<bool>,
 }
 
 fn parse_duration_secs(s: &str) -> Result<u64, ApiError> {
@@ -151,6 +213,7 @@ fn parse_duration_secs(s: &str) -> Result<u64, ApiError> {
 
 async fn list_sessions(
     State(st): State<ApiState>,
+    axum::Extension(caller): axum::Extension<Caller>,
     q: Result<Query<ListParams>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<api::SessionList>, ApiError> {
     let Query(p) = q.map_err(|e| bad(format!("bad query: {}", e.body_text())))?;
@@ -169,6 +232,8 @@ async fn list_sessions(
         },
         idle_gt_secs: p.idle_gt.as_deref().map(parse_duration_secs).transpose()?,
         targets_in: p.target_tag.as_deref().map(|t| st.gw.targets_with_tag(t)),
+        shadowed: p.shadowed.unwrap_or(false),
+        visible_to: (!caller.operator).then(|| caller.name.clone()),
     };
     let rows = st
         .gw
@@ -181,7 +246,7 @@ async fn list_sessions(
 }
 
 /// A session with its recording summary (read from the seal, once sealed).
-fn session_json(gw: &Gateway, r: &crate::store::SessionRecord) -> api::Session {
+pub(crate) fn session_json(gw: &Gateway, r: &crate::store::SessionRecord) -> api::Session {
     let mut s = to_api(r);
     s.recording = gw.recordings.seal(&r.id).map(|seal| api::RecordingSummary {
         status: seal.status.as_str().into(),
@@ -195,13 +260,20 @@ fn session_json(gw: &Gateway, r: &crate::store::SessionRecord) -> api::Session {
 
 async fn get_session(
     State(st): State<ApiState>,
+    axum::Extension(caller): axum::Extension<Caller>,
     Path(id): Path<String>,
 ) -> Result<Json<api::Session>, ApiError> {
     let r = st.gw.registry.record(&st.gw.store, &id)?;
+    let offered = r.handoff.as_ref().is_some_and(|h| h.to == caller.name);
+    if !caller.operator && r.actor != caller.name && !offered {
+        return Err(RegistryError::NotFound(id).into());
+    }
     Ok(Json(session_json(&st.gw, &r)))
 }
 
-fn parse_body<T: for<'de> Deserialize<'de> + Default>(body: &Bytes) -> Result<T, ApiError> {
+pub(crate) fn parse_body<T: for<'de> Deserialize<'de> + Default>(
+    body: &Bytes,
+) -> Result<T, ApiError> {
     if body.is_empty() {
         return Ok(T::default());
     }
@@ -223,12 +295,13 @@ fn require_reason(reason: Option<String>) -> Result<String, ApiError> {
 
 async fn terminate(
     State(st): State<ApiState>,
+    axum::Extension(caller): axum::Extension<Caller>,
     Path(id): Path<String>,
     body: Bytes,
 ) -> Result<Json<api::Session>, ApiError> {
     let req: api::TerminateRequest = parse_body(&body)?;
     let reason = require_reason(req.reason)?;
-    let by = "admin";
+    let by = caller.name.as_str();
     // 404/409 before auditing an action that cannot happen.
     let current = st.gw.registry.record(&st.gw.store, &id)?;
     if api::SessionState::parse(&current.state).is_some_and(|s| s.is_terminal()) {
@@ -278,6 +351,8 @@ async fn bulk_terminate(
         },
         idle_gt_secs: None,
         targets_in: req.target_tag.as_deref().map(|t| st.gw.targets_with_tag(t)),
+        shadowed: false,
+        visible_to: None,
     };
     let live: Vec<String> = st
         .gw

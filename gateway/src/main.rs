@@ -67,6 +67,9 @@ enum Cmd {
     /// Read a password on stdin and print the user lines for it: `password_hash` (argon2, for
     /// SSH and TLS logins) and `scram_sha_256` (for PostgreSQL clients).
     HashPassword,
+    /// Make a personal API token for a user: prints the token (give it to them, for
+    /// `WARDENGATE_TOKEN`) and the `api_token_sha256` line for their `[[users]]` entry.
+    NewToken,
 }
 
 #[derive(Subcommand)]
@@ -207,6 +210,16 @@ fn real_main(cli: Cli) -> Result<()> {
                     println!("forgot {n} pinned host key(s) of {target}; the next connection pins the key it sees");
                 }
             }
+            Ok(())
+        }
+        Cmd::NewToken => {
+            use sha2::Digest;
+            let token = wardengate_gateway::util::new_token()?;
+            println!("token = {token}");
+            println!(
+                "api_token_sha256 = \"{}\"",
+                hex::encode(sha2::Sha256::digest(token.as_bytes()))
+            );
             Ok(())
         }
         Cmd::HashPassword => {

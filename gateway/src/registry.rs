@@ -16,6 +16,7 @@ use crate::recording::SealWatch;
 use crate::store::{SessionQuery, SessionRecord, Store};
 use wardengate_policy::{Admitted, Lease};
 use wardengate_protocols::session::Tap;
+use wardengate_protocols::shadow::ShadowHub;
 use wardengate_protocols::ssh::ResumeTicket;
 
 /// A session's control channel, made before admission so the recorder can use it.
@@ -32,9 +33,44 @@ struct Live {
     seal: Option<SealWatch>,
     /// The session's concurrency slot, given back when it finishes.
     lease: Mutex<Option<Lease>>,
-    admitted: Admitted,
+    /// The policy that governs the session (merged with the new owner's after a handoff).
+    admitted: Mutex<Admitted>,
     /// While paused: what a re-attaching connection needs.
     ticket: Mutex<Option<ResumeTicket>>,
+    hub: Arc<ShadowHub>,
+    handoff: Mutex<Option<Pending>>,
+}
+
+/// A handoff offered and not yet answered.
+#[derive(Debug, Clone)]
+pub struct Pending {
+    /// Tells this offer from a later one (the expiry timer checks it).
+    pub serial: u64,
+    pub to: String,
+    pub by: String,
+    pub reason: String,
+    pub requested_ms: u64,
+    pub expires_ms: u64,
+}
+
+impl Pending {
+    pub fn to_api(&self) -> api::Handoff {
+        api::Handoff {
+            to: self.to.clone(),
+            by: self.by.clone(),
+            reason: self.reason.clone(),
+            requested_at: rfc3339(self.requested_ms),
+            expires_at: rfc3339(self.expires_ms),
+        }
+    }
+}
+
+/// What an observer needs of a live session.
+pub struct Watch {
+    pub hub: Arc<ShadowHub>,
+    pub admitted: Admitted,
+    pub record: SessionRecord,
+    pub control: mpsc::Sender<Control>,
 }
 
 /// What an admitted session brings to the registry besides its record.
@@ -67,6 +103,10 @@ pub struct Filter {
     pub idle_gt_secs: Option<u64>,
     /// Target names that carry the requested tag (resolved by the caller from config).
     pub targets_in: Option<Vec<String>>,
+    /// Only sessions someone is shadowing now.
+    pub shadowed: bool,
+    /// Only sessions this user owns or is offered (a non-operator's own token).
+    pub visible_to: Option<String>,
 }
 
 impl Default for Registry {
@@ -99,6 +139,7 @@ impl Registry {
         } = admission;
         let (tap, seal) = recording.unzip();
         let shared = Arc::new(SessionShared::new(record.id.clone()));
+        let hub = ShadowHub::new();
         let live = Arc::new(Live {
             record: Mutex::new(record.clone()),
             shared: shared.clone(),
@@ -106,8 +147,10 @@ impl Registry {
             done,
             seal,
             lease: Mutex::new(Some(lease)),
-            admitted,
+            admitted: Mutex::new(admitted),
             ticket: Mutex::new(None),
+            hub: hub.clone(),
+            handoff: Mutex::new(None),
         });
         if let Ok(mut m) = self.live.write() {
             m.insert(record.id.clone(), live);
@@ -116,6 +159,7 @@ impl Registry {
             shared,
             control: rx,
             tap,
+            hub,
         })
     }
 
@@ -151,6 +195,8 @@ impl Registry {
             r.pty_cols = p.cols;
             r.pty_rows = p.rows;
         }
+        r.observers = live.hub.observers();
+        r.handoff = lock(&live.handoff).as_ref().map(Pending::to_api);
         r
     }
 
@@ -217,6 +263,125 @@ impl Registry {
         })
     }
 
+    /// A live session, for an observer; `Err` when it is unknown or over.
+    pub fn watch(&self, store: &Store, id: &str) -> Result<Watch, RegistryError> {
+        let live = self.live_or_err(store, id)?;
+        let admitted = lock(&live.admitted).clone();
+        Ok(Watch {
+            hub: live.hub.clone(),
+            admitted,
+            record: Self::snapshot(&live),
+            control: live.control.clone(),
+        })
+    }
+
+    fn live_or_err(&self, store: &Store, id: &str) -> Result<Arc<Live>, RegistryError> {
+        match self.get(id) {
+            Some(live) => Ok(live),
+            None => match store.session_get(id)? {
+                Some(r) => Err(RegistryError::Conflict(id.into(), r.state)),
+                None => Err(RegistryError::NotFound(id.into())),
+            },
+        }
+    }
+
+    /// Offer the session to a new owner; `Conflict` when another offer is pending.
+    pub fn offer(&self, store: &Store, id: &str, p: Pending) -> Result<(), RegistryError> {
+        let live = self.live_or_err(store, id)?;
+        let mut h = lock(&live.handoff);
+        if let Some(old) = h.as_ref().filter(|o| o.expires_ms > now_ms()) {
+            return Err(RegistryError::Conflict(
+                id.into(),
+                format!("offered to {} (until {})", old.to, rfc3339(old.expires_ms)),
+            ));
+        }
+        *h = Some(p);
+        Ok(())
+    }
+
+    /// Take the pending offer (to answer it), if it is still `serial` when one is given.
+    pub fn take_offer(&self, id: &str, serial: Option<u64>) -> Option<Pending> {
+        let live = self.get(id)?;
+        let mut h = lock(&live.handoff);
+        if serial.is_some_and(|s| h.as_ref().is_some_and(|p| p.serial != s)) {
+            return None;
+        }
+        h.take()
+    }
+
+    pub fn offer_of(&self, id: &str) -> Option<Pending> {
+        let live = self.get(id)?;
+        let p = lock(&live.handoff).clone();
+        p
+    }
+
+    /// Run `f` on session `id`'s concurrency slot (`None` when it is not live).
+    pub fn with_lease<R>(&self, id: &str, f: impl FnOnce(Option<&Lease>) -> R) -> Option<R> {
+        let live = self.get(id)?;
+        let l = lock(&live.lease);
+        Some(f(l.as_ref()))
+    }
+
+    /// The session's governing admission now.
+    pub fn admitted(&self, id: &str) -> Option<Admitted> {
+        let live = self.get(id)?;
+        let a = lock(&live.admitted).clone();
+        Some(a)
+    }
+
+    /// Whether the live session is recorded.
+    pub fn recorded(&self, id: &str) -> bool {
+        self.get(id).is_some_and(|l| l.seal.is_some())
+    }
+
+    /// The session now belongs to `owner`, under `admitted` and holding `lease`.
+    pub fn transfer(
+        &self,
+        store: &Store,
+        id: &str,
+        owner: &str,
+        admitted: Admitted,
+        lease: Lease,
+    ) -> Result<SessionRecord, RegistryError> {
+        let live = self.live_or_err(store, id)?;
+        if let Ok(mut r) = live.record.lock() {
+            let prev = std::mem::replace(&mut r.actor, owner.to_string());
+            r.previous_owners = Some(match r.previous_owners.take() {
+                Some(p) if !p.is_empty() => format!("{p},{prev}"),
+                _ => prev,
+            });
+            r.policy = Some(admitted.policy().to_string());
+        }
+        *lock(&live.admitted) = admitted;
+        // The new owner's slot is held before the old owner's is given back.
+        *lock(&live.lease) = Some(lease);
+        let snap = Self::snapshot(&live);
+        store.session_update(&snap)?;
+        Ok(snap)
+    }
+
+    /// The paused session `id`, if it waits for `actor` (handed off to them).
+    pub fn take_session_ticket(&self, id: &str, actor: &str) -> Option<ResumeTicket> {
+        let live = self.get(id)?;
+        let ok = live
+            .record
+            .lock()
+            .is_ok_and(|r| r.actor == actor && r.state == api::SessionState::Paused.as_str());
+        if !ok {
+            return None;
+        }
+        let t = live.ticket.lock().ok()?.take();
+        t
+    }
+
+    /// Tell the relay of session `id` something (shadow markers, notices, a handoff).
+    pub async fn control(&self, id: &str, c: Control) -> bool {
+        let Some(live) = self.get(id) else {
+            return false;
+        };
+        live.control.send(c).await.is_ok()
+    }
+
     /// End a session by rule (concurrency eviction): the relay shows `message` and closes.
     pub fn end(&self, id: &str, reason: &'static str, message: String) -> bool {
         let Some(live) = self.get(id) else {
@@ -242,7 +407,11 @@ impl Registry {
         if let Ok(mut t) = live.ticket.lock() {
             t.take();
         }
+        live.hub
+            .end(&format!("the session ended ({})", outcome.reason()));
         let mut r = Self::snapshot(&live);
+        r.observers.clear();
+        r.handoff = None;
         r.ended_ms = Some(now_ms());
         r.channels = 0;
         r.end_reason = Some(outcome.reason().into());
@@ -273,7 +442,8 @@ impl Registry {
             tracing::error!(session = id, "cannot persist session end: {e:#}");
         }
         let _ = live.done.send(true);
-        Some((r, live.admitted.clone()))
+        let admitted = lock(&live.admitted).clone();
+        Some((r, admitted))
     }
 
     /// Ask the owning relay to terminate the session, and wait (briefly) until it has.
@@ -347,6 +517,15 @@ impl Registry {
                     continue;
                 }
             }
+            if f.shadowed && rec.observers.is_empty() {
+                continue;
+            }
+            if let Some(user) = &f.visible_to {
+                let offered = rec.handoff.as_ref().is_some_and(|h| &h.to == user);
+                if &rec.actor != user && !offered {
+                    continue;
+                }
+            }
             if let Some(min) = f.idle_gt_secs {
                 if rec.ended_ms.is_some() || idle_secs(&rec, now) <= min {
                     continue;
@@ -356,6 +535,10 @@ impl Registry {
         }
         Ok(out)
     }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 pub fn idle_secs(r: &SessionRecord, now: u64) -> u64 {
@@ -399,5 +582,25 @@ pub fn to_api(r: &SessionRecord) -> api::Session {
             .and_then(|d| serde_json::from_str(d).ok()),
         linked_session: r.linked_session.clone(),
         recording: None,
+        observers: r
+            .observers
+            .iter()
+            .map(|o| api::Observer {
+                name: o.name.clone(),
+                banner: o.banner.clone(),
+                since: rfc3339(o.since_ms),
+            })
+            .collect(),
+        handoff: r.handoff.clone(),
+        previous_owners: r
+            .previous_owners
+            .as_deref()
+            .map(|p| {
+                p.split(',')
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_string)
+                    .collect()
+            })
+            .unwrap_or_default(),
     }
 }

@@ -51,6 +51,12 @@ pub struct SessionRecord {
     pub channels: u32,
     /// What a live database session is doing (`idle in transaction`); not persisted.
     pub activity: Option<String>,
+    /// Earlier owners of a handed-off session, oldest first, comma-separated.
+    pub previous_owners: Option<String>,
+    /// Who watches the live session now (not persisted).
+    pub observers: Vec<wardengate_protocols::shadow::ObserverInfo>,
+    /// A pending handoff (not persisted).
+    pub handoff: Option<wardengate_api::Handoff>,
 }
 
 /// Filters of `GET /api/v1/sessions` that the store can apply.
@@ -84,7 +90,8 @@ CREATE TABLE IF NOT EXISTS sessions (
   pty_term TEXT, pty_cols INTEGER NOT NULL DEFAULT 0, pty_rows INTEGER NOT NULL DEFAULT 0,
   gateway TEXT NOT NULL, started_ms INTEGER NOT NULL, ended_ms INTEGER, last_input_ms INTEGER,
   bytes_in INTEGER NOT NULL DEFAULT 0, bytes_out INTEGER NOT NULL DEFAULT 0,
-  end_reason TEXT, end_detail TEXT, terminated_by TEXT, decision TEXT, linked_session TEXT);
+  end_reason TEXT, end_detail TEXT, terminated_by TEXT, decision TEXT, linked_session TEXT,
+  previous_owners TEXT);
 CREATE INDEX IF NOT EXISTS sessions_started ON sessions(started_ms);
 CREATE TABLE IF NOT EXISTS audit (
   seq INTEGER PRIMARY KEY, id TEXT NOT NULL, at_ms INTEGER NOT NULL, kind TEXT NOT NULL,
@@ -101,10 +108,14 @@ CREATE TABLE IF NOT EXISTS vault (
 const SESSION_COLS: &str = "id, state, protocol, actor, client_addr, client_version, target, \
     target_addr, account, account_ref, policy, pty_term, pty_cols, pty_rows, gateway, started_ms, \
     ended_ms, last_input_ms, bytes_in, bytes_out, end_reason, end_detail, terminated_by, decision, \
-    linked_session";
+    linked_session, previous_owners";
 
 /// Columns added after the first release: (name, type), added to older stores at open.
-const ADDED_SESSION_COLUMNS: &[(&str, &str)] = &[("decision", "TEXT"), ("linked_session", "TEXT")];
+const ADDED_SESSION_COLUMNS: &[(&str, &str)] = &[
+    ("decision", "TEXT"),
+    ("linked_session", "TEXT"),
+    ("previous_owners", "TEXT"),
+];
 
 fn session_from_row(r: &Row<'_>) -> rusqlite::Result<SessionRecord> {
     Ok(SessionRecord {
@@ -133,8 +144,11 @@ fn session_from_row(r: &Row<'_>) -> rusqlite::Result<SessionRecord> {
         terminated_by: r.get(22)?,
         decision: r.get(23)?,
         linked_session: r.get(24)?,
+        previous_owners: r.get(25)?,
         channels: 0,
         activity: None,
+        observers: Vec::new(),
+        handoff: None,
     })
 }
 
@@ -213,13 +227,14 @@ impl Store {
 
     pub fn session_insert(&self, s: &SessionRecord) -> Result<()> {
         self.conn()?.execute(
-            &format!("INSERT INTO sessions ({SESSION_COLS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18,?19,?20,?21,?22,?23,?24,?25)"),
+            &format!("INSERT INTO sessions ({SESSION_COLS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18,?19,?20,?21,?22,?23,?24,?25,?26)"),
             params![
                 s.id, s.state, s.protocol, s.actor, s.client_addr, s.client_version, s.target,
                 s.target_addr, s.account, s.account_ref, s.policy, s.pty_term, s.pty_cols,
                 s.pty_rows, s.gateway, s.started_ms as i64, s.ended_ms.map(|v| v as i64),
                 s.last_input_ms.map(|v| v as i64), s.bytes_in as i64, s.bytes_out as i64,
-                s.end_reason, s.end_detail, s.terminated_by, s.decision, s.linked_session
+                s.end_reason, s.end_detail, s.terminated_by, s.decision, s.linked_session,
+                s.previous_owners
             ],
         ).context("cannot record session")?;
         Ok(())
@@ -230,11 +245,13 @@ impl Store {
         self.conn()?.execute(
             "UPDATE sessions SET state=?2, client_version=?3, policy=?4, pty_term=?5, pty_cols=?6,
              pty_rows=?7, ended_ms=?8, last_input_ms=?9, bytes_in=?10, bytes_out=?11,
-             end_reason=?12, end_detail=?13, terminated_by=?14 WHERE id=?1",
+             end_reason=?12, end_detail=?13, terminated_by=?14, actor=?15, previous_owners=?16
+             WHERE id=?1",
             params![
                 s.id, s.state, s.client_version, s.policy, s.pty_term, s.pty_cols, s.pty_rows,
                 s.ended_ms.map(|v| v as i64), s.last_input_ms.map(|v| v as i64),
-                s.bytes_in as i64, s.bytes_out as i64, s.end_reason, s.end_detail, s.terminated_by
+                s.bytes_in as i64, s.bytes_out as i64, s.end_reason, s.end_detail, s.terminated_by,
+                s.actor, s.previous_owners
             ],
         ).context("cannot update session")?;
         Ok(())

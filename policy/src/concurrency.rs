@@ -92,7 +92,7 @@ pub struct Subject<'a> {
     pub pool: &'a str,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Held {
     tag: String,
     actor: String,
@@ -277,6 +277,36 @@ impl Ledger {
                 id,
             },
             evicted,
+        })
+    }
+
+    /// A session changes hands: a slot for `subject`, counted as if the session's `old` slot
+    /// were already free (the caller drops `old` once the new owner holds this one).
+    pub fn transfer(
+        self: &Arc<Self>,
+        old: &Lease,
+        tag: &str,
+        subject: Subject<'_>,
+        limits: &Limits,
+    ) -> Result<Lease, LimitDenial> {
+        let mut st = self.lock();
+        let prev = st.held.get(&old.id).cloned();
+        if let Some(d) = st.check(&subject, limits, prev.as_ref()) {
+            return Err(d);
+        }
+        let held = Held {
+            tag: tag.to_string(),
+            actor: subject.actor.to_string(),
+            target: subject.target.to_string(),
+            policy: subject.policy.to_string(),
+        };
+        st.add(&held, true);
+        st.next += 1;
+        let id = st.next;
+        st.held.insert(id, held);
+        Ok(Lease {
+            ledger: self.clone(),
+            id,
         })
     }
 

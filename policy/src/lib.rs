@@ -63,6 +63,55 @@ impl Admitted {
     pub fn recording(&self) -> RecordingMode {
         self.policy.recording
     }
+
+    /// A session that changes hands runs under the stricter of the two admissions: the shorter
+    /// idle timeout, grace and lifespan, recording if either records, the stricter shadow mode
+    /// (`blocked` over `visible` over `covert`) and reconnect mode (`strict` over `reauth` over
+    /// `resume`), MFA if either needs it, port forwarding only if both allow it. The name joins
+    /// both policies' (`oncall+contractors`).
+    pub fn stricter(&self, other: &Admitted) -> Admitted {
+        let (a, b) = (&*self.policy, &*other.policy);
+        let mut p = a.clone();
+        if a.name != b.name {
+            p.name = format!("{}+{}", a.name, b.name);
+        }
+        if b.mfa == MfaMode::Required {
+            p.mfa = MfaMode::Required;
+        }
+        if b.recording == RecordingMode::Required {
+            p.recording = RecordingMode::Required;
+        }
+        let shadow_rank = |m: ShadowMode| match m {
+            ShadowMode::Covert => 0,
+            ShadowMode::Visible => 1,
+            ShadowMode::Blocked => 2,
+        };
+        if shadow_rank(b.shadow) > shadow_rank(a.shadow) {
+            p.shadow = b.shadow;
+        }
+        p.allow_port_forwarding = a.allow_port_forwarding && b.allow_port_forwarding;
+        p.idle_timeout = a.idle_timeout.min(b.idle_timeout);
+        p.idle_grace = a.idle_grace.min(b.idle_grace);
+        p.max_lifespan = match (a.max_lifespan.is_zero(), b.max_lifespan.is_zero()) {
+            (true, _) => b.max_lifespan,
+            (_, true) => a.max_lifespan,
+            _ => a.max_lifespan.min(b.max_lifespan),
+        };
+        p.lifespan_warning = a.lifespan_warning.max(b.lifespan_warning);
+        let mode_rank = |m: ReconnectMode| match m {
+            ReconnectMode::Resume => 0,
+            ReconnectMode::Reauth => 1,
+            ReconnectMode::Strict => 2,
+        };
+        if mode_rank(b.reconnect.mode) > mode_rank(a.reconnect.mode) {
+            p.reconnect.mode = b.reconnect.mode;
+        }
+        p.reconnect.grace = a.reconnect.grace.min(b.reconnect.grace);
+        Admitted {
+            policy: Arc::new(p),
+            source: other.source.clone(),
+        }
+    }
 }
 
 /// Why a request was not admitted.
@@ -286,6 +335,51 @@ mod tests {
                 line: 1,
             },
         }
+    }
+
+    #[test]
+    fn stricter_of_two_admissions() {
+        use crate::duration::Dur;
+        let req = Request {
+            user: "alice",
+            groups: &[],
+            target: "web",
+            target_tags: &[],
+            protocol: "ssh",
+            account: "root",
+        };
+        let alice = decide(
+            &[p("oncall", |p| {
+                p.idle_timeout = Dur::secs(600);
+                p.shadow = ShadowMode::Covert;
+                p.recording = RecordingMode::Off;
+                p.allow_port_forwarding = true;
+                p.reconnect.mode = ReconnectMode::Resume;
+            })],
+            &req,
+        )
+        .expect("alice");
+        let dan = decide(
+            &[p("contractors", |p| {
+                p.idle_timeout = Dur::secs(60);
+                p.max_lifespan = Dur::secs(3600);
+                p.shadow = ShadowMode::Visible;
+                p.recording = RecordingMode::Required;
+            })],
+            &req,
+        )
+        .expect("dan");
+        let m = alice.stricter(&dan);
+        let s = m.settings();
+        assert_eq!(m.policy(), "oncall+contractors");
+        assert_eq!(s.idle_timeout, Dur::secs(60));
+        assert_eq!(s.max_lifespan, Dur::secs(3600));
+        assert_eq!(s.shadow, ShadowMode::Visible);
+        assert_eq!(s.recording, RecordingMode::Required);
+        assert!(!s.allow_port_forwarding);
+        assert_eq!(s.reconnect.mode, ReconnectMode::Strict);
+        // Symmetric in the settings.
+        assert_eq!(dan.stricter(&alice).settings().idle_timeout, Dur::secs(60));
     }
 
     fn p(name: &str, f: impl FnOnce(&mut Policy)) -> Entry {

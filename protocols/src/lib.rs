@@ -8,5 +8,6 @@
 
 pub mod postgres;
 pub mod session;
+pub mod shadow;
 pub mod ssh;
 pub mod timers;

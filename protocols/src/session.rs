@@ -266,6 +266,24 @@ pub enum Control {
         reason: &'static str,
         message: String,
     },
+    /// An observer attached or detached: record it, and show `banner` to the owner if set
+    /// (policy `shadow = "visible"`).
+    Shadow {
+        marker: &'static str,
+        detail: String,
+        banner: Option<String>,
+    },
+    /// Tell the owner something in-band (a handoff was offered, declined or expired).
+    Notice(String),
+    /// The session changes hands: tell the current client, detach it, and wait up to `window`
+    /// for the new owner's connection; from now on `admitted` governs the session.
+    Handoff {
+        from: String,
+        to: String,
+        reason: String,
+        admitted: wardengate_policy::Admitted,
+        window: std::time::Duration,
+    },
 }
 
 /// The recording tap: events go to the session's recorder task through a bounded queue. A full
@@ -312,6 +330,8 @@ pub struct SessionLink {
     pub control: mpsc::Receiver<Control>,
     /// `None` when the session is not recorded (`recording = "off"`).
     pub tap: Option<Tap>,
+    /// Where observers get the session live.
+    pub hub: Arc<crate::shadow::ShadowHub>,
 }
 
 /// How a session ended.

@@ -18,11 +18,13 @@ use std::time::{Duration, Instant};
 
 mod builder;
 pub mod live;
+pub mod observe;
 mod peers;
 pub use builder::*;
 pub mod pg;
 pub use peers::*;
 pub mod russh_client;
+pub mod tmux;
 
 use wardengate_gateway::dev::sshd::Sshd;
 use wardengate_gateway::keys;

@@ -71,6 +71,12 @@ pub struct User {
     pub scram_sha_256: Option<String>,
     /// Overrides `limits.max_sessions_per_user` (and any group's value) for this user.
     pub max_sessions: Option<u32>,
+    /// sha256 (hex) of the user's personal API token (`wardengate new-token` makes one), for
+    /// `wgctl` as themselves: hand off and accept sessions, and (operators) shadow them.
+    pub api_token_sha256: Option<String>,
+    /// An operator's token may do what the admin token does, under their own name.
+    #[serde(default)]
+    pub operator: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -142,6 +148,9 @@ pub struct Identity {
     pub scram: Option<wardengate_protocols::postgres::Verifier>,
     /// The most specific per-user session limit (user, then groups, then `limits`).
     pub max_sessions: Option<u32>,
+    /// sha256 of the user's API token.
+    pub api_token: Option<[u8; 32]>,
+    pub operator: bool,
 }
 
 /// The validated configuration, indexed for lookups.
@@ -252,6 +261,22 @@ pub fn parse(text: &str, path: &Path) -> Result<Loaded> {
                 u.name
             );
         }
+        let api_token = match &u.api_token_sha256 {
+            Some(h) => Some(
+                hex::decode(h.trim())
+                    .ok()
+                    .and_then(|b| <[u8; 32]>::try_from(b).ok())
+                    .ok_or_else(|| {
+                        anyhow!(
+                            "{}: users.{}.api_token_sha256 must be 64 hex digits (the sha256 \
+                             that `wardengate new-token` prints)",
+                            here(h),
+                            u.name
+                        )
+                    })?,
+            ),
+            None => None,
+        };
         let id = Identity {
             name: u.name.clone(),
             groups: u.groups.clone(),
@@ -259,6 +284,8 @@ pub fn parse(text: &str, path: &Path) -> Result<Loaded> {
             password_hash: u.password_hash.clone(),
             scram,
             max_sessions: u.max_sessions,
+            api_token,
+            operator: u.operator,
         };
         if users.insert(u.name.clone(), id).is_some() {
             bail!(

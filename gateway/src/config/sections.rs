@@ -154,6 +154,9 @@ pub struct ApiSection {
     /// Relative to `data_dir`; generated when missing. `WARDENGATE_ADMIN_TOKEN` overrides it.
     #[serde(default = "default_token_file")]
     pub admin_token_file: PathBuf,
+    /// How long a handoff waits for the new owner to accept it, and then for their connection.
+    #[serde(default = "default_handoff_window", with = "humantime_serde_compat")]
+    pub handoff_window: Duration,
 }
 
 impl Default for ApiSection {
@@ -161,8 +164,13 @@ impl Default for ApiSection {
         ApiSection {
             listen: default_api_listen(),
             admin_token_file: default_token_file(),
+            handoff_window: default_handoff_window(),
         }
     }
+}
+
+fn default_handoff_window() -> Duration {
+    Duration::from_secs(300)
 }
 
 fn default_api_listen() -> SocketAddr {

@@ -16,6 +16,7 @@ use wardengate_recorder::EventKind;
 use super::querylog::{self, QueryLog};
 use super::wire::{self, Conn, Scanner};
 use crate::session::{Control, Outcome, SessionLink, Tap};
+use crate::shadow::ShadowHub;
 use crate::timers::{human, Due, Timers};
 
 type Reader = Box<dyn AsyncRead + Unpin + Send>;
@@ -105,7 +106,7 @@ async fn down(
     mut rd: Reader,
     mut wr: Writer,
     log: Arc<Mutex<QueryLog>>,
-    tap: Option<Tap>,
+    (tap, hub): (Option<Tap>, Arc<ShadowHub>),
     mut inject: mpsc::Receiver<Inject>,
     shared: Arc<crate::session::SessionShared>,
 ) -> End {
@@ -123,7 +124,7 @@ async fn down(
         tokio::select! {
             _ = async { if let Some(t) = waiting { tokio::time::sleep_until(t).await } }, if waiting.is_some() => {
                 flush_at = None;
-                if !record(&log, &tap, &mut params).await {
+                if !record(&log, (&tap, &hub), shared.started_ms, &mut params).await {
                     return End::Io("the recording failed".into());
                 }
             }
@@ -165,7 +166,7 @@ async fn down(
                 // session finds them if it comes first.
                 if ready >= FLUSH_BATCH || fatal || !params.is_empty() {
                     flush_at = None;
-                    if !record(&log, &tap, &mut params).await {
+                    if !record(&log, (&tap, &hub), shared.started_ms, &mut params).await {
                         return End::Io("the recording failed".into());
                     }
                 } else if ready > 0 && flush_at.is_none() {
@@ -200,8 +201,20 @@ async fn down(
 
 /// Hand the log's completed records (and ParameterStatus changes) to the recording; `false`
 /// when the recording failed.
-async fn record(log: &Mutex<QueryLog>, tap: &Option<Tap>, params: &mut Vec<String>) -> bool {
+async fn record(
+    log: &Mutex<QueryLog>,
+    (tap, hub): (&Option<Tap>, &ShadowHub),
+    started_ms: u64,
+    params: &mut Vec<String>,
+) -> bool {
     let ready = log.lock().map(|mut l| l.take_ready()).unwrap_or_default();
+    if hub.count() > 0 {
+        // Observers get the log as `recording play` shows it (timed at the batch's flush).
+        let t_us = crate::session::now_ms().saturating_sub(started_ms) * 1000;
+        for r in &ready {
+            hub.line(r.line(t_us));
+        }
+    }
     let Some(tap) = tap else {
         params.clear();
         return true;
@@ -266,7 +279,7 @@ pub async fn run(
         trd,
         cwr,
         live.log.clone(),
-        live.link.tap.clone(),
+        (live.link.tap.clone(), live.link.hub.clone()),
         inject_rx,
         shared.clone(),
     );
@@ -364,7 +377,17 @@ pub async fn run(
                     end("57P01", message.clone(), &live).await;
                     break Outcome::Policy { reason, message };
                 }
-                None => {}
+                Some(Control::Shadow { marker: kind, detail, banner }) => {
+                    marker(&live.link.tap, kind, detail).await;
+                    if let Some(text) = banner {
+                        let _ = inject_tx.try_send(Inject::Notice(wire::notice("NOTICE", "01000", &text)));
+                    }
+                }
+                Some(Control::Notice(text)) => {
+                    let _ = inject_tx.try_send(Inject::Notice(wire::notice("NOTICE", "01000", &text)));
+                }
+                // The gateway refuses to hand off a PostgreSQL session (no terminal to take over).
+                Some(Control::Handoff { .. }) | None => {}
             },
             _ = tokio::time::sleep(wait) => {}
             _ = shutdown.cancelled() => {

@@ -7,12 +7,9 @@
 //! A denial after authentication (unknown target, no permission) is accepted and explained on
 //! every channel instead (see `front.rs`), so that BatchMode clients see it too.
 
-use std::sync::Arc;
-
 use russh::keys::PublicKey;
 use russh::server::{self, Auth};
 use russh::{MethodKind, MethodSet};
-use wardengate_policy::ReconnectMode;
 
 use super::back;
 use super::front::{AdmittedSession, AuthOutcome, Front, Kbd, Started, MAX_PASSWORD_TRIES};
@@ -141,8 +138,7 @@ impl<B: SshBroker> Front<B> {
             },
         );
         let ending = tokio_util::sync::CancellationToken::new();
-        let resume = (admitted.settings().reconnect.mode == ReconnectMode::Resume)
-            .then(Arc::<super::resume::ResumeState>::default);
+        let resume = super::resume::ResumeState::new(link.hub.clone());
         self.admitted = Some(AdmittedSession {
             shared: link.shared.clone(),
             leg: leg.clone(),
@@ -176,7 +172,7 @@ impl<B: SshBroker> Front<B> {
             policy: t.admitted.policy().to_string(),
             tap: t.tap.clone(),
             ending: ending.clone(),
-            resume: Some(t.state.clone()),
+            resume: t.state.clone(),
         });
         if let Some(tx) = self.started_tx.take() {
             let _ = tx.send(AuthOutcome::Resumed(super::front::Resumed {

@@ -53,7 +53,7 @@ impl<B: SshBroker> Front<B> {
             return;
         };
         if direct.is_none() {
-            if let Some(attach) = adm.resume.as_ref().and_then(|r| r.claim()) {
+            if let Some(attach) = adm.resume.claim() {
                 // A re-attaching client: this channel takes over the paused one at its shell
                 // request (see `shell_request`).
                 reply.accept().await;
@@ -129,7 +129,7 @@ impl<B: SshBroker> Front<B> {
             return;
         };
         let shared = adm.shared.clone();
-        let resume = adm.resume.clone().filter(|_| direct.is_none());
+        let resume = Some(adm.resume.clone()).filter(|_| direct.is_none());
         let cid = channel.id();
         let open = if direct.is_none() {
             self.open_channels.clone()
@@ -171,8 +171,8 @@ impl<B: SshBroker> Front<B> {
                 if let (Some((term, cols, rows, px, py, modes)), Some((w, _))) =
                     (r.pty, self.channels.get(&id))
                 {
-                    if let Some(a) = self.attaches.get(&id) {
-                        a.set_pty(cols, rows);
+                    if let (Some(a), Some(adm)) = (self.attaches.get(&id), &self.admitted) {
+                        a.set_pty(&adm.resume.hub, cols, rows);
                     }
                     let _ = w
                         .request_pty(false, &term, cols, rows, px, py, &modes)
@@ -209,7 +209,7 @@ impl<B: SshBroker> Front<B> {
         let cid = channel.id();
         if let Some((_, cols, rows, px, py, _)) = pty {
             // The paused terminal takes the new client's size.
-            attach.set_pty(cols, rows);
+            attach.set_pty(&adm.resume.hub, cols, rows);
             let _ = attach.target_tx.window_change(cols, rows, px, py).await;
         }
         self.channels.insert(cid, (attach.target_tx.clone(), leg));

@@ -49,8 +49,8 @@ pub(crate) struct Started {
     /// Cancelled by the supervisor when the session is ending: pending waits give up at once.
     pub ending: tokio_util::sync::CancellationToken,
     pub admitted: Admitted,
-    /// `Some` in a resume-mode session.
-    pub resume: Option<Arc<ResumeState>>,
+    /// The session's swappable channels (resume, handoff).
+    pub resume: Arc<ResumeState>,
     pub client: ClientInfo,
 }
 
@@ -61,7 +61,7 @@ pub(super) struct AdmittedSession {
     pub(super) policy: String,
     pub(super) tap: Option<Tap>,
     pub(super) ending: tokio_util::sync::CancellationToken,
-    pub(super) resume: Option<Arc<ResumeState>>,
+    pub(super) resume: Arc<ResumeState>,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -373,8 +373,8 @@ impl<B: SshBroker> server::Handler for Front<B> {
             ));
             return session.channel_success(channel);
         }
-        if let Some(a) = self.attaches.get(&channel) {
-            a.set_pty(col_width, row_height);
+        if let (Some(a), Some(adm)) = (self.attaches.get(&channel), &self.admitted) {
+            a.set_pty(&adm.resume.hub, col_width, row_height);
         }
         self.mark("pty", format!("{term} {col_width}x{row_height}"))
             .await;
@@ -479,8 +479,8 @@ impl<B: SshBroker> server::Handler for Front<B> {
         if let Some(adm) = &self.admitted {
             adm.shared.resize(col_width, row_height);
         }
-        if let Some(a) = self.attaches.get(&channel) {
-            a.set_pty(col_width, row_height);
+        if let (Some(a), Some(adm)) = (self.attaches.get(&channel), &self.admitted) {
+            a.set_pty(&adm.resume.hub, col_width, row_height);
         }
         self.resize(channel, col_width, row_height).await;
         if let Some((w, _)) = self.channels.get(&channel) {

@@ -323,7 +323,7 @@ pub(crate) fn spawn(
         leg.forget(tid);
         let side = match &down_attach {
             Some(a) => {
-                a.done.store(true, std::sync::atomic::Ordering::Release);
+                a.finish();
                 a.client()
             }
             None => Some(side),
@@ -441,7 +441,7 @@ async fn down(
         let (side, wait) = match &attach {
             Some(a) => {
                 let data = match &item {
-                    Item::Data(b) | Item::Ext(_, b) => Some(&b[..]),
+                    Item::Data(b) | Item::Ext(_, b) => Some(b),
                     _ => None,
                 };
                 a.deliver(data)

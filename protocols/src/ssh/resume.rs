@@ -21,6 +21,7 @@ use wardengate_policy::Admitted;
 use super::back::LegState;
 use super::relay::{Brake, OpenChannels};
 use crate::session::{SessionShared, Tap};
+use crate::shadow::{Frame, ShadowHub, Term};
 
 /// Where the down pump delivers to, while a client is attached (shared as one `Arc`, so a
 /// delivered item costs one reference count).
@@ -35,8 +36,8 @@ pub(crate) struct ClientSide {
 /// gets it" are decided together.
 struct Side {
     client: Option<Arc<ClientSide>>,
-    /// The terminal as the user sees it, kept for pty channels only.
-    screen: Option<vt100::Parser>,
+    /// The terminal as the user sees it (pty channels only), kept by the shadow hub.
+    term: Option<Arc<Term>>,
     /// A re-attached client is being sent its repaint: output must wait behind it.
     repainting: bool,
 }
@@ -69,7 +70,7 @@ impl Attach {
             rec_channel,
             side: Mutex::new(Side {
                 client: Some(client),
-                screen: None,
+                term: None,
                 repainting: false,
             }),
             gate: tokio::sync::Mutex::new(()),
@@ -91,10 +92,10 @@ impl Attach {
     /// Target output (`None` for items that are not terminal data): fold it into the terminal
     /// state and say who should get it — in the same step, so a re-attach cannot fall between
     /// the two. `true`: wait for [`Attach::repainted`] before writing.
-    pub fn deliver(&self, data: Option<&[u8]>) -> (Option<Arc<ClientSide>>, bool) {
-        let mut s = self.lock();
-        if let (Some(d), Some(p)) = (data, s.screen.as_mut()) {
-            p.process(d);
+    pub fn deliver(&self, data: Option<&bytes::Bytes>) -> (Option<Arc<ClientSide>>, bool) {
+        let s = self.lock();
+        if let (Some(d), Some(t)) = (data, s.term.as_ref()) {
+            t.feed(d);
         }
         (s.client.clone(), s.repainting)
     }
@@ -112,14 +113,10 @@ impl Attach {
             let mut s = self.lock();
             s.repainting = true;
             s.client = Some(side.clone());
-            s.screen.as_ref().map(|p| {
-                let mut out = b"\x1b[H\x1b[2J".to_vec();
-                out.extend_from_slice(p.screen().state_formatted().as_bytes());
-                out
-            })
+            s.term.as_ref().map(|t| t.snapshot())
         };
-        if let Some(r) = repaint {
-            let _ = side.tx.data_bytes(bytes::Bytes::from(r)).await;
+        if let Some(Frame::Screen { data, .. }) = repaint {
+            let _ = side.tx.data_bytes(data).await;
         }
         self.lock().repainting = false;
     }
@@ -141,24 +138,30 @@ impl Attach {
     }
 
     pub fn has_pty(&self) -> bool {
-        self.lock().screen.is_some()
+        self.lock().term.is_some()
     }
 
-    /// The channel got a terminal of this size.
-    pub fn set_pty(&self, cols: u32, rows: u32) {
-        use wardengate_recorder::term_dim;
-        let (rows, cols) = (term_dim(rows.min(1000), 24), term_dim(cols.min(1000), 80));
+    /// The channel got a terminal of this size (its first one: from the session's hub).
+    pub fn set_pty(&self, hub: &Arc<ShadowHub>, cols: u32, rows: u32) {
         let mut s = self.lock();
-        match s.screen.as_mut() {
-            Some(p) => p.screen_mut().set_size(rows, cols),
-            None => s.screen = Some(vt100::Parser::new(rows, cols, 0)),
+        match s.term.as_ref() {
+            Some(t) => t.resize(cols, rows),
+            None => s.term = Some(hub.terminal(self.rec_channel, cols, rows)),
+        }
+    }
+
+    /// The target closed the channel.
+    pub fn finish(&self) {
+        self.done.store(true, Ordering::Release);
+        if let Some(t) = self.lock().term.as_ref() {
+            t.close();
         }
     }
 
     /// Detached with a terminal and the target still there: worth waiting for the user.
     pub fn resumable(&self) -> bool {
         let s = self.lock();
-        !self.done.load(Ordering::Acquire) && s.screen.is_some() && s.client.is_none()
+        !self.done.load(Ordering::Acquire) && s.term.is_some() && s.client.is_none()
     }
 
     fn claim(&self) -> bool {
@@ -170,13 +173,22 @@ impl Attach {
     }
 }
 
-/// The resumable channels of one session.
-#[derive(Default)]
+/// The swappable channels of one session (every session channel but port forwards): a client
+/// can re-attach them (`reconnect.mode = "resume"`) or a new owner take them over (handoff).
 pub(crate) struct ResumeState {
     channels: Mutex<Vec<Arc<Attach>>>,
+    /// The session's shadow hub, which keeps the terminals.
+    pub hub: Arc<ShadowHub>,
 }
 
 impl ResumeState {
+    pub fn new(hub: Arc<ShadowHub>) -> Arc<ResumeState> {
+        Arc::new(ResumeState {
+            channels: Mutex::new(Vec::new()),
+            hub,
+        })
+    }
+
     pub fn add(&self, a: Arc<Attach>) {
         if let Ok(mut c) = self.channels.lock() {
             c.retain(|x| !x.done.load(Ordering::Acquire));

@@ -40,10 +40,12 @@ struct Session<B: SshBroker> {
     target: String,
     leg: watch::Receiver<LegState>,
     admitted: Admitted,
-    resume: Option<Arc<ResumeState>>,
+    resume: Arc<ResumeState>,
     attach_tx: mpsc::Sender<ClientConn>,
     attach_rx: mpsc::Receiver<ClientConn>,
     shutdown: CancellationToken,
+    /// Handed off and waiting for the new owner's connection: who, and for how long.
+    handoff: Option<(String, Duration)>,
 }
 
 pub(crate) async fn supervise<B: SshBroker>(
@@ -72,13 +74,14 @@ pub(crate) async fn supervise<B: SshBroker>(
         attach_tx,
         attach_rx,
         shutdown,
+        handoff: None,
     };
     let mut timers = Timers::new(s.admitted.settings(), s.link.shared.started_ms);
     tracing::debug!(session = %s.sid, "supervising");
     let outcome = loop {
         let next = match s.attached(&mut conn, &mut timers).await {
             // A re-attached connection that only ran a command leaves the paused shell paused.
-            Next::Exit(Outcome::ClientExit) if s.resume.as_ref().is_some_and(|r| r.resumable()) => {
+            Next::Exit(Outcome::ClientExit) if s.may_pause() && s.resume.resumable() => {
                 Next::Dropped("the client left; the paused shell still waits".into())
             }
             next => next,
@@ -91,9 +94,7 @@ pub(crate) async fn supervise<B: SshBroker>(
             }
             Next::Dropped(detail) => {
                 conn.ending.cancel();
-                if let Some(r) = &s.resume {
-                    r.detach_connection(&conn.open_channels);
-                }
+                s.resume.detach_connection(&conn.open_channels);
                 match s.paused(detail).await {
                     Ok(next) => {
                         conn = next;
@@ -162,6 +163,55 @@ impl<B: SshBroker> Session<B> {
         self.admitted.policy()
     }
 
+    /// A dropped client may come back: the policy says so, or the session waits for the
+    /// owner it was handed to.
+    fn may_pause(&self) -> bool {
+        self.handoff.is_some()
+            || self.admitted.settings().reconnect.mode == wardengate_policy::ReconnectMode::Resume
+    }
+
+    /// Controls that do not end the session: shadow markers and banners, notices.
+    async fn side_control(&self, ctl: Control, conn: Option<&ClientConn>) {
+        match ctl {
+            Control::Shadow {
+                marker,
+                detail,
+                banner,
+            } => {
+                self.marker(marker, detail).await;
+                if let (Some(text), Some(conn)) = (banner, conn) {
+                    relay::say(&conn.handle, &conn.open_channels, &text).await;
+                }
+            }
+            Control::Notice(text) => {
+                if let Some(conn) = conn {
+                    relay::say(&conn.handle, &conn.open_channels, &text).await;
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// The session changes hands: from now on the merged policy governs it, and a connection of
+    /// the new owner may take it over.
+    async fn hand_off(&mut self, ctl: Control) -> Option<String> {
+        let Control::Handoff {
+            from,
+            to,
+            reason,
+            admitted,
+            window,
+        } = ctl
+        else {
+            return None;
+        };
+        self.marker("handoff", format!("{from} -> {to}: {reason}"))
+            .await;
+        info!(session = %self.sid, %from, %to, "session handed off");
+        self.admitted = admitted;
+        self.handoff = Some((to.clone(), window));
+        Some(to)
+    }
     async fn marker(&self, kind: &str, detail: String) {
         if let Some(tap) = &self.link.tap {
             tap.marker(kind, detail).await;
@@ -206,6 +256,18 @@ impl<B: SshBroker> Session<B> {
                         relay::say_and_disconnect(&conn.handle, &conn.open_channels, &message).await;
                         return Next::Done(Outcome::Policy { reason, message });
                     }
+                    Some(ctl @ Control::Handoff { .. }) => {
+                        if let Some(to) = self.hand_off(ctl).await {
+                            *timers = Timers::new(self.admitted.settings(), self.link.shared.started_ms);
+                            // The old owner's terminals stay on the target for the new owner.
+                            self.resume.detach_connection(&conn.open_channels);
+                            let text = format!("wardengate: session handed off to {to}; this connection is detached (the session goes on under {to})");
+                            relay::say_and_disconnect(&conn.handle, &conn.open_channels, &text).await;
+                            finish_client(conn).await;
+                            return Next::Dropped(format!("handed off to {to}"));
+                        }
+                    }
+                    Some(ctl) => self.side_control(ctl, Some(conn)).await,
                     None => {}
                 },
                 failure = back::wait_failed(&mut target_gone) => {
@@ -282,28 +344,32 @@ impl<B: SshBroker> Session<B> {
         }
     }
 
+    fn ticket(&self) -> ResumeTicket {
+        ResumeTicket {
+            admitted: self.admitted.clone(),
+            shared: self.link.shared.clone(),
+            leg: self.leg.clone(),
+            tap: self.link.tap.clone(),
+            state: self.resume.clone(),
+            attach: self.attach_tx.clone(),
+            target: self.target.clone(),
+        }
+    }
+
     /// The client dropped: wait for a re-attach if the policy and the session allow it.
     async fn paused(&mut self, detail: String) -> Result<ClientConn, Outcome> {
         let settings = self.admitted.settings();
-        let Some(state) = self.resume.clone().filter(|r| r.resumable()) else {
+        if !self.may_pause() || !self.resume.resumable() {
             return Err(Outcome::ClientDropped(detail));
+        }
+        let grace = match &self.handoff {
+            Some((_, window)) => *window,
+            None => settings.reconnect.grace.get(),
         };
-        let grace = settings.reconnect.grace.get();
         self.marker("paused", detail.clone()).await;
-        self.broker.paused(
-            &self.sid,
-            ResumeTicket {
-                admitted: self.admitted.clone(),
-                shared: self.link.shared.clone(),
-                leg: self.leg.clone(),
-                tap: self.link.tap.clone(),
-                state: state.clone(),
-                attach: self.attach_tx.clone(),
-                target: self.target.clone(),
-            },
-        );
+        self.broker.paused(&self.sid, self.ticket());
         info!(session = %self.sid, "client dropped; session paused for {}", human(grace));
-        let deadline = tokio::time::Instant::now() + grace;
+        let mut deadline = tokio::time::Instant::now() + grace;
         let mut target_gone = self.leg.clone();
         loop {
             let channels_changed = self.link.shared.channels_changed.notified();
@@ -314,12 +380,18 @@ impl<B: SshBroker> Session<B> {
                 conn = self.attach_rx.recv() => {
                     let Some(conn) = conn else { continue };
                     self.link.shared.note_activity();
-                    self.marker("resumed", format!("from {}", conn.client.addr)).await;
+                    match self.handoff.take() {
+                        Some((to, _)) => self.marker("taken-over", format!("by {to} from {}", conn.client.addr)).await,
+                        None => self.marker("resumed", format!("from {}", conn.client.addr)).await,
+                    }
                     self.broker.resumed(&self.sid, &conn.client);
                     return Ok(conn);
                 }
                 _ = tokio::time::sleep_until(deadline) => {
-                    return Err(Outcome::ClientDropped(format!("{detail}; not resumed within {}", human(grace))));
+                    return Err(Outcome::ClientDropped(match &self.handoff {
+                        Some((to, window)) => format!("{detail}; {to} did not take it over within {}", human(*window)),
+                        None => format!("{detail}; not resumed within {}", human(grace)),
+                    }));
                 }
                 ctl = self.link.control.recv() => match ctl {
                     Some(Control::Terminate { by, reason }) => {
@@ -327,6 +399,14 @@ impl<B: SshBroker> Session<B> {
                         return Err(Outcome::Terminated { by, reason });
                     }
                     Some(Control::End { reason, message }) => return Err(Outcome::Policy { reason, message }),
+                    Some(ctl @ Control::Handoff { .. }) => {
+                        // Paused and handed off: the new owner gets the whole window.
+                        if let Some((_, window)) = self.hand_off(ctl).await.and(self.handoff.clone()) {
+                            deadline = tokio::time::Instant::now() + window;
+                            self.broker.paused(&self.sid, self.ticket());
+                        }
+                    }
+                    Some(ctl) => self.side_control(ctl, None).await,
                     None => {}
                 },
                 failure = back::wait_failed(&mut target_gone) => {

@@ -1,0 +1,203 @@
+//! `wgctl session shadow ID`: watch a live session read-only in this terminal.
+//!
+//! The stream (`GET /api/v1/sessions/{id}/shadow`) carries the session's screen, then what
+//! changes on it; this command writes it to the terminal as it comes. The terminal is put in raw
+//! mode so that keystrokes are not echoed and `Ctrl-]` then `q` can detach; nothing typed here
+//! goes anywhere — the stream has no way back to the session.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use anyhow::{anyhow, Result};
+use base64::Engine;
+use wardengate_api as api;
+
+use crate::client::{path_segment, Client};
+
+/// The terminal in raw mode while alive; restored when dropped.
+struct RawMode {
+    fd: i32,
+    saved: libc::termios,
+}
+
+impl RawMode {
+    fn enter(fd: i32) -> Option<RawMode> {
+        // SAFETY: tcgetattr/tcsetattr only read and write the termios struct we pass.
+        unsafe {
+            if libc::isatty(fd) != 1 {
+                return None;
+            }
+            let mut t: libc::termios = std::mem::zeroed();
+            if libc::tcgetattr(fd, &mut t) != 0 {
+                return None;
+            }
+            let saved = t;
+            libc::cfmakeraw(&mut t);
+            if libc::tcsetattr(fd, libc::TCSANOW, &t) != 0 {
+                return None;
+            }
+            Some(RawMode { fd, saved })
+        }
+    }
+}
+
+impl Drop for RawMode {
+    fn drop(&mut self) {
+        // SAFETY: restores the settings read in `enter`.
+        unsafe {
+            libc::tcsetattr(self.fd, libc::TCSANOW, &self.saved);
+        }
+    }
+}
+
+/// This terminal's size (cols, rows), if stdout is one.
+fn own_size() -> Option<(u16, u16)> {
+    // SAFETY: TIOCGWINSZ fills the winsize struct.
+    unsafe {
+        let mut ws: libc::winsize = std::mem::zeroed();
+        if libc::ioctl(std::io::stdout().as_raw_fd(), libc::TIOCGWINSZ, &mut ws) == 0
+            && ws.ws_col > 0
+        {
+            Some((ws.ws_col, ws.ws_row))
+        } else {
+            None
+        }
+    }
+}
+
+/// Keystrokes are read and dropped; `Ctrl-]` then `q` asks to detach.
+fn watch_keys(detach: Arc<AtomicBool>) {
+    std::thread::spawn(move || {
+        let mut stdin = std::io::stdin();
+        let mut armed = false;
+        let mut b = [0u8; 64];
+        while let Ok(n) = stdin.read(&mut b) {
+            if n == 0 {
+                return;
+            }
+            for &c in &b[..n] {
+                if armed && (c == b'q' || c == b'Q') {
+                    // The main thread may be blocked reading a quiet stream: leave from here.
+                    detach.store(true, Ordering::Release);
+                    std::process::exit(finish(None));
+                }
+                armed = c == 0x1d;
+            }
+        }
+    });
+}
+
+/// Leave the terminal usable, say why we stopped; the exit code.
+fn finish(why: Option<&str>) -> i32 {
+    let mut out = std::io::stdout();
+    let _ = out.write_all(b"\x1b[0m\x1b[?25h\r\n");
+    let _ = match why {
+        Some(w) => out.write_all(format!("[shadow] {w}\r\n").as_bytes()),
+        None => out.write_all(b"[shadow] detached\r\n"),
+    };
+    let _ = out.flush();
+    if let Some(r) = RAW.get() {
+        // SAFETY: restores the terminal settings saved when raw mode was entered.
+        unsafe {
+            libc::tcsetattr(r.0, libc::TCSANOW, &r.1);
+        }
+    }
+    0
+}
+
+struct Saved(i32, libc::termios);
+// SAFETY: termios is plain data.
+unsafe impl Send for Saved {}
+unsafe impl Sync for Saved {}
+static RAW: std::sync::OnceLock<Saved> = std::sync::OnceLock::new();
+
+pub fn run(c: &Client, id: &str) -> Result<()> {
+    let resp = c.stream(&format!("/api/v1/sessions/{}/shadow", path_segment(id)))?;
+    let mut lines = BufReader::new(resp).lines();
+    let first = lines
+        .next()
+        .ok_or_else(|| anyhow!("the gateway closed the shadow stream at once"))?
+        .map_err(|e| anyhow!("cannot read the shadow stream: {e}"))?;
+    let hello: api::ShadowEvent = serde_json::from_str(&first)
+        .map_err(|e| anyhow!("unexpected answer from the gateway: {e}"))?;
+    let api::ShadowEvent::Attached {
+        session,
+        observer,
+        banner,
+        at,
+        protocol,
+        actor,
+        target,
+    } = hello
+    else {
+        return Err(anyhow!(
+            "unexpected first line of the shadow stream: {first}"
+        ));
+    };
+    let raw = RawMode::enter(std::io::stdin().as_raw_fd());
+    if let Some(r) = &raw {
+        let _ = RAW.set(Saved(r.fd, r.saved));
+    }
+    let detach = Arc::new(AtomicBool::new(false));
+    if raw.is_some() {
+        watch_keys(detach.clone());
+    }
+    let mut out = std::io::stdout();
+    let header = format!(
+        "[shadow] attached read-only at {at} of {session} ({actor} on {target}, {protocol})\r\n\
+         [shadow] observer: {observer}  banner={banner}\r\n\
+         [shadow] detach with Ctrl-] q\r\n"
+    );
+    out.write_all(header.as_bytes())?;
+    out.flush()?;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let mut first_screen = true;
+    let mut why = "the stream ended".to_string();
+    for l in lines {
+        if detach.load(Ordering::Acquire) {
+            break;
+        }
+        let l = l.map_err(|e| anyhow!("the shadow stream broke: {e}"))?;
+        let ev: api::ShadowEvent = match serde_json::from_str(&l) {
+            Ok(ev) => ev,
+            Err(_) => continue,
+        };
+        match ev {
+            api::ShadowEvent::Screen { data, cols, rows } => {
+                if first_screen {
+                    first_screen = false;
+                    // Keep the header in the scrollback: the screen repaint clears the view.
+                    let mut pre = String::new();
+                    if let Some((c, r)) = own_size() {
+                        if (c, r) != (cols, rows) {
+                            pre.push_str(&format!("[shadow] the session's terminal is {cols}x{rows}; this one is {c}x{r} (resize it to match)\r\n"));
+                        }
+                        pre.push_str(&"\r\n".repeat(usize::from(r)));
+                    }
+                    out.write_all(pre.as_bytes())?;
+                }
+                out.write_all(&b64.decode(data.as_bytes()).unwrap_or_default())?;
+            }
+            api::ShadowEvent::Output { data } => {
+                out.write_all(&b64.decode(data.as_bytes()).unwrap_or_default())?;
+            }
+            api::ShadowEvent::Line { text } => {
+                out.write_all(format!("{}\r\n", text.replace('\n', "\r\n")).as_bytes())?;
+            }
+            api::ShadowEvent::Notice { text } => {
+                out.write_all(format!("\r\n{text}\r\n").as_bytes())?;
+            }
+            api::ShadowEvent::End { reason } => {
+                why = format!("session ended: {reason}");
+                break;
+            }
+            api::ShadowEvent::Attached { .. } => {}
+        }
+        out.flush()?;
+    }
+    drop(raw);
+    finish(Some(&why));
+    Ok(())
+}

@@ -1,0 +1,496 @@
+//! The shadow hub: read-only observers of a live session, and the terminal state the gateway keeps
+//! for them (and for repainting a resumed or handed-off terminal).
+//!
+//! The data path pays almost nothing for it: a pty channel's output is appended to its
+//! [`Term`]'s pending queue (a reference count and a short lock), and nothing else happens until
+//! someone needs the screen. The terminal emulator (`vt100`, about 30 MB/s) runs only then: for an
+//! observer's next frame, an attach snapshot, or a repaint. When more than [`PENDING_CAP`] bytes
+//! pile up unparsed (a flood of output with nobody watching), the oldest are dropped: the screen
+//! after a flood is made by its last screenfuls, so it is rebuilt from the tail. (Modes set inside
+//! the dropped part, such as the alternate screen, can be missed; the recording has every byte.)
+//!
+//! Observers get frames, not bytes: at most one every [`FRAME_INTERVAL`], each the difference
+//! between the screen at the previous frame and now. Their bandwidth depends on how fast the
+//! screen changes, not on how fast the session writes, so fifty observers of a bulk `cat` cost
+//! fifty small diffs per frame. Each observer has a short queue; when it is full (a stalled
+//! observer), frames are not queued for it and it is marked for resync: once it drains, it gets a
+//! fresh full screen instead of the diffs it missed. Nothing an observer does can make the session
+//! wait.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::sync::{mpsc, Notify};
+
+use crate::session::now_ms;
+
+/// Unparsed output kept per terminal; older bytes are dropped (see the module docs).
+pub const PENDING_CAP: usize = 256 << 10;
+/// The shortest time between two frames to observers (30 per second).
+pub const FRAME_INTERVAL: Duration = Duration::from_millis(33);
+/// Frames queued per observer before it is marked for resync.
+pub const OBSERVER_QUEUE: usize = 32;
+/// Query-log lines and notices kept for the snapshot a new observer gets.
+const RECENT_LINES: usize = 20;
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Every update leaves the state usable, so a poisoned lock is taken over.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// What an observer receives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Frame {
+    /// The whole screen: clear the terminal, then write `data` (also sent after a resync).
+    Screen { data: Bytes, cols: u16, rows: u16 },
+    /// What changed on the screen since the previous frame, as terminal output.
+    Output(Bytes),
+    /// A line of a session without a terminal (a PostgreSQL query log entry).
+    Line(String),
+    /// Something the observer should know (another observer came, the owner changed).
+    Notice(String),
+    /// The session is over.
+    End(String),
+}
+
+/// Unparsed output of one terminal.
+#[derive(Default)]
+struct Pending {
+    chunks: VecDeque<Bytes>,
+    bytes: usize,
+    /// Output was dropped since the last parse.
+    gap: bool,
+}
+
+/// The terminal of one pty channel: output waiting to be parsed, and the emulator.
+pub struct Term {
+    pending: Mutex<Pending>,
+    parser: Mutex<vt100::Parser>,
+    /// The channel number it belongs to (recording numbering).
+    pub channel: u32,
+    closed: AtomicBool,
+    hub: std::sync::Weak<ShadowHub>,
+}
+
+impl Term {
+    /// Target output on this terminal. Cheap: the bytes are parsed only when someone looks.
+    #[inline]
+    pub fn feed(&self, data: &Bytes) {
+        if data.is_empty() {
+            return;
+        }
+        {
+            let mut p = lock(&self.pending);
+            p.bytes += data.len();
+            p.chunks.push_back(data.clone());
+            while p.bytes > PENDING_CAP && p.chunks.len() > 1 {
+                if let Some(old) = p.chunks.pop_front() {
+                    p.bytes -= old.len();
+                    p.gap = true;
+                }
+            }
+        }
+        if let Some(hub) = self.hub.upgrade() {
+            if hub.watching.load(Ordering::Relaxed) > 0 {
+                hub.dirty.notify_one();
+            }
+        }
+    }
+
+    /// Bring the emulator up to date and run `f` on it.
+    fn with_screen<R>(&self, f: impl FnOnce(&mut vt100::Parser, bool) -> R) -> R {
+        let mut parser = lock(&self.parser);
+        let taken = std::mem::take(&mut *lock(&self.pending));
+        for c in &taken.chunks {
+            parser.process(c);
+        }
+        f(&mut parser, taken.gap)
+    }
+
+    /// The screen as terminal output that repaints it from a cleared terminal.
+    pub fn snapshot(&self) -> Frame {
+        self.with_screen(|p, _| {
+            let s = p.screen();
+            let (rows, cols) = s.size();
+            let mut out = b"\x1b[H\x1b[2J".to_vec();
+            out.extend_from_slice(s.state_formatted().as_bytes());
+            Frame::Screen {
+                data: Bytes::from(out),
+                cols: cols.get(),
+                rows: rows.get(),
+            }
+        })
+    }
+
+    /// The terminal got a new size.
+    pub fn resize(&self, cols: u32, rows: u32) {
+        use wardengate_recorder::term_dim;
+        let (rows, cols) = (term_dim(rows.min(1000), 24), term_dim(cols.min(1000), 80));
+        self.with_screen(|p, _| p.screen_mut().set_size(rows, cols));
+        if let Some(hub) = self.hub.upgrade() {
+            hub.resync_all();
+        }
+    }
+
+    /// The channel closed: observers move to the session's next terminal, if any.
+    pub fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+        if let Some(hub) = self.hub.upgrade() {
+            hub.resync_all();
+        }
+    }
+
+    /// The screen's text (tests, diagnostics).
+    pub fn contents(&self) -> String {
+        self.with_screen(|p, _| p.screen().contents())
+    }
+}
+
+/// One attached observer, as the hub sees it.
+struct Slot {
+    id: u64,
+    info: ObserverInfo,
+    tx: mpsc::Sender<Frame>,
+    stats: Arc<Stats>,
+}
+
+/// Shared by the hub and the observer's stream (which must not hold the sender).
+#[derive(Default)]
+struct Stats {
+    /// Frames were dropped: the next frame it gets is a full screen.
+    resync: AtomicBool,
+    resyncs: AtomicU64,
+}
+
+/// Who is watching, for `session show` and the audit log.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ObserverInfo {
+    pub name: String,
+    /// `visible` or `covert`.
+    pub banner: String,
+    pub since_ms: u64,
+}
+
+/// The screen the frame producer last sent, and which terminal it was.
+#[derive(Default)]
+struct Framing {
+    last: Option<(u32, vt100::Screen)>,
+}
+
+/// A session's shadow hub.
+pub struct ShadowHub {
+    terms: Mutex<Vec<Arc<Term>>>,
+    slots: Mutex<Vec<Arc<Slot>>>,
+    framing: tokio::sync::Mutex<Framing>,
+    recent: Mutex<VecDeque<String>>,
+    watching: AtomicUsize,
+    dirty: Notify,
+    next_id: AtomicU64,
+    ended: Mutex<Option<String>>,
+    producer: AtomicBool,
+}
+
+impl std::fmt::Debug for ShadowHub {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ShadowHub")
+            .field("observers", &self.watching.load(Ordering::Relaxed))
+            .finish()
+    }
+}
+
+impl ShadowHub {
+    pub fn new() -> Arc<ShadowHub> {
+        Arc::new(ShadowHub {
+            terms: Mutex::new(Vec::new()),
+            slots: Mutex::new(Vec::new()),
+            framing: tokio::sync::Mutex::new(Framing::default()),
+            recent: Mutex::new(VecDeque::new()),
+            watching: AtomicUsize::new(0),
+            dirty: Notify::new(),
+            next_id: AtomicU64::new(1),
+            ended: Mutex::new(None),
+            producer: AtomicBool::new(false),
+        })
+    }
+
+    /// A pty channel's terminal (`cols`×`rows`).
+    pub fn terminal(self: &Arc<Self>, channel: u32, cols: u32, rows: u32) -> Arc<Term> {
+        use wardengate_recorder::term_dim;
+        let (r, c) = (term_dim(rows.min(1000), 24), term_dim(cols.min(1000), 80));
+        let t = Arc::new(Term {
+            pending: Mutex::new(Pending::default()),
+            parser: Mutex::new(vt100::Parser::new(r, c, 0)),
+            channel,
+            closed: AtomicBool::new(false),
+            hub: Arc::downgrade(self),
+        });
+        let mut terms = lock(&self.terms);
+        terms.retain(|t| !t.closed.load(Ordering::Acquire));
+        terms.push(t.clone());
+        drop(terms);
+        self.resync_all();
+        t
+    }
+
+    /// The terminal observers watch: the session's oldest open one.
+    pub fn primary(&self) -> Option<Arc<Term>> {
+        lock(&self.terms)
+            .iter()
+            .find(|t| !t.closed.load(Ordering::Acquire))
+            .cloned()
+    }
+
+    /// How many observers are attached.
+    pub fn count(&self) -> usize {
+        self.watching.load(Ordering::Relaxed)
+    }
+
+    pub fn observers(&self) -> Vec<ObserverInfo> {
+        lock(&self.slots).iter().map(|s| s.info.clone()).collect()
+    }
+
+    fn resync_all(&self) {
+        for s in lock(&self.slots).iter() {
+            s.stats.resync.store(true, Ordering::Release);
+        }
+        if self.count() > 0 {
+            self.dirty.notify_one();
+        }
+    }
+
+    /// A line for observers of a session without a terminal (a query log entry).
+    pub fn line(&self, text: String) {
+        {
+            let mut r = lock(&self.recent);
+            if r.len() == RECENT_LINES {
+                r.pop_front();
+            }
+            r.push_back(text.clone());
+        }
+        self.broadcast(Frame::Line(text));
+    }
+
+    /// Tell every observer something (not kept for later observers).
+    pub fn notice(&self, text: String) {
+        self.broadcast(Frame::Notice(text));
+    }
+
+    fn broadcast(&self, frame: Frame) {
+        for s in lock(&self.slots).iter() {
+            if s.tx.try_send(frame.clone()).is_err() {
+                s.stats.resync.store(true, Ordering::Release);
+            }
+        }
+    }
+
+    /// The session is over: observers get `reason` and their streams end.
+    pub fn end(&self, reason: &str) {
+        *lock(&self.ended) = Some(reason.to_string());
+        let slots: Vec<Arc<Slot>> = lock(&self.slots).drain(..).collect();
+        self.watching.store(0, Ordering::Relaxed);
+        for s in slots {
+            // A full queue still gets the end: the stream closes when the sender goes.
+            let _ = s.tx.try_send(Frame::End(reason.to_string()));
+        }
+        self.dirty.notify_one();
+    }
+
+    /// Attach an observer. It first gets the screen as it is (or the recent query log), then
+    /// live frames. `Err` when the session is over.
+    pub async fn attach(self: &Arc<Self>, info: ObserverInfo) -> Result<Observer, String> {
+        let (tx, rx) = mpsc::channel(OBSERVER_QUEUE);
+        let slot = Arc::new(Slot {
+            id: self.next_id.fetch_add(1, Ordering::Relaxed),
+            info,
+            tx,
+            stats: Arc::default(),
+        });
+        // Under the framing lock no frame is produced, so the first diff this observer gets is
+        // against the snapshot it got.
+        {
+            let mut framing = self.framing.lock().await;
+            if let Some(reason) = lock(&self.ended).clone() {
+                return Err(reason);
+            }
+            let first = match self.primary() {
+                Some(t) => {
+                    let snap = self.frame_locked(&mut framing, &t).1;
+                    vec![snap]
+                }
+                None => lock(&self.recent)
+                    .iter()
+                    .cloned()
+                    .map(Frame::Line)
+                    .collect(),
+            };
+            for f in first.into_iter().take(OBSERVER_QUEUE - 1) {
+                let _ = slot.tx.try_send(f);
+            }
+            lock(&self.slots).push(slot.clone());
+            self.watching.fetch_add(1, Ordering::Relaxed);
+        }
+        self.ensure_producer();
+        Ok(Observer {
+            rx,
+            hub: self.clone(),
+            id: slot.id,
+            info: slot.info.clone(),
+            stats: slot.stats.clone(),
+        })
+    }
+
+    fn detach(&self, id: u64) {
+        let mut slots = lock(&self.slots);
+        let before = slots.len();
+        slots.retain(|s| s.id != id);
+        if slots.len() < before {
+            self.watching.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Bring `t` up to date: the diff since the last frame (or `None` when nothing changed),
+    /// and the full screen.
+    fn frame_locked(&self, framing: &mut Framing, t: &Term) -> (Option<Frame>, Frame) {
+        t.with_screen(|p, gap| {
+            let s = p.screen();
+            let diff = match &framing.last {
+                Some((ch, prev)) if *ch == t.channel && !gap && prev.size() == s.size() => {
+                    let d = s.state_diff(prev);
+                    (!d.is_empty()).then(|| Frame::Output(Bytes::from(d.into_bytes())))
+                }
+                // Another terminal, a new size, or dropped output: everyone gets the screen.
+                _ => {
+                    for slot in lock(&self.slots).iter() {
+                        slot.stats.resync.store(true, Ordering::Release);
+                    }
+                    None
+                }
+            };
+            let (rows, cols) = s.size();
+            let mut out = b"\x1b[H\x1b[2J".to_vec();
+            out.extend_from_slice(s.state_formatted().as_bytes());
+            framing.last = Some((t.channel, s.clone()));
+            (
+                diff,
+                Frame::Screen {
+                    data: Bytes::from(out),
+                    cols: cols.get(),
+                    rows: rows.get(),
+                },
+            )
+        })
+    }
+
+    /// Produce one frame for every observer.
+    async fn produce(&self) {
+        let Some(t) = self.primary() else {
+            // No terminal: lines missed by a stalled observer are not replayed; it is told.
+            for s in lock(&self.slots).iter() {
+                if s.stats.resync.load(Ordering::Acquire) {
+                    let note = "[shadow] this observer fell behind and skipped some lines; the recording has them all";
+                    if s.tx.try_send(Frame::Notice(note.into())).is_ok() {
+                        s.stats.resync.store(false, Ordering::Release);
+                        s.stats.resyncs.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+            return;
+        };
+        let mut framing = self.framing.lock().await;
+        let (diff, screen) = self.frame_locked(&mut framing, &t);
+        for s in lock(&self.slots).iter() {
+            let frame = if s.stats.resync.load(Ordering::Acquire) {
+                screen.clone()
+            } else {
+                match &diff {
+                    Some(d) => d.clone(),
+                    None => continue,
+                }
+            };
+            let full = matches!(frame, Frame::Screen { .. });
+            match s.tx.try_send(frame) {
+                Ok(()) if full => {
+                    s.stats.resync.store(false, Ordering::Release);
+                    s.stats.resyncs.fetch_add(1, Ordering::Relaxed);
+                }
+                Ok(()) => {}
+                Err(_) => s.stats.resync.store(true, Ordering::Release),
+            }
+        }
+    }
+
+    /// The frame producer runs while anyone watches.
+    fn ensure_producer(self: &Arc<Self>) {
+        if self.producer.swap(true, Ordering::AcqRel) {
+            self.dirty.notify_one();
+            return;
+        }
+        let hub = Arc::downgrade(self);
+        tokio::spawn(async move {
+            loop {
+                let Some(h) = hub.upgrade() else { return };
+                if h.count() == 0 || lock(&h.ended).is_some() {
+                    h.producer.store(false, Ordering::Release);
+                    // An observer that attached meanwhile restarts it.
+                    if h.count() > 0 && lock(&h.ended).is_none() {
+                        h.ensure_producer();
+                    }
+                    return;
+                }
+                // Wake up now and then too: a stalled observer that drained needs its resync.
+                let _ = tokio::time::timeout(Duration::from_millis(500), h.dirty.notified()).await;
+                h.produce().await;
+                drop(h);
+                tokio::time::sleep(FRAME_INTERVAL).await;
+            }
+        });
+    }
+}
+
+/// An attached observer's stream; detaches when dropped.
+pub struct Observer {
+    rx: mpsc::Receiver<Frame>,
+    hub: Arc<ShadowHub>,
+    id: u64,
+    info: ObserverInfo,
+    stats: Arc<Stats>,
+}
+
+impl Observer {
+    /// The next frame; `None` when the session is over (after its `End`) or the hub is gone.
+    pub async fn next(&mut self) -> Option<Frame> {
+        let f = self.rx.recv().await;
+        if f.is_none() || self.stats.resync.load(Ordering::Acquire) {
+            // Drained after a stall: ask for the fresh screen now rather than at the next output.
+            self.hub.dirty.notify_one();
+        }
+        f
+    }
+
+    /// How many times this observer was resynchronised with a full screen after falling behind.
+    pub fn resyncs(&self) -> u64 {
+        self.stats.resyncs.load(Ordering::Relaxed)
+    }
+
+    pub fn info(&self) -> &ObserverInfo {
+        &self.info
+    }
+}
+
+impl Drop for Observer {
+    fn drop(&mut self) {
+        self.hub.detach(self.id);
+    }
+}
+
+/// `HH:MM:SS` since `started_ms` (for "attached read-only at 00:14:22 of sess_…").
+pub fn elapsed_hms(started_ms: u64) -> String {
+    let s = now_ms().saturating_sub(started_ms) / 1000;
+    format!("{:02}:{:02}:{:02}", s / 3600, (s / 60) % 60, s % 60)
+}
+
+#[cfg(test)]
+mod tests;
