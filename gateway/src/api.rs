@@ -105,11 +105,10 @@ fn user_may(method: &axum::http::Method, path: &str) -> bool {
         return false;
     };
     let parts: Vec<&str> = rest.split('/').filter(|p| !p.is_empty()).collect();
-    match (method.as_str(), parts.as_slice()) {
-        ("GET", []) | ("GET", [_]) => true,
-        ("POST", [_, "handoff" | "accept" | "decline"]) => true,
-        _ => false,
-    }
+    matches!(
+        (method.as_str(), parts.as_slice()),
+        ("GET", []) | ("GET", [_]) | ("POST", [_, "handoff" | "accept" | "decline"])
+    )
 }
 
 fn same(a: &[u8; 32], b: &[u8; 32]) -> bool {

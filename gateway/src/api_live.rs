@@ -437,16 +437,22 @@ async fn decline(
         Some(&id),
         json!({"to": p.to, "by": caller.name, "reason": reason}),
     );
-    let text = format!(
-        "[wardengate] {} declined the handoff to {}{}; nothing changed",
-        caller.name,
-        p.to,
-        if reason.is_empty() {
-            String::new()
-        } else {
-            format!(" ({reason})")
-        }
-    );
+    let why = if reason.is_empty() {
+        String::new()
+    } else {
+        format!(" ({reason})")
+    };
+    let text = if caller.name == p.to {
+        format!(
+            "[wardengate] {} declined the handoff{why}; nothing changed",
+            p.to
+        )
+    } else {
+        format!(
+            "[wardengate] {} withdrew the handoff to {}{why}; nothing changed",
+            caller.name, p.to
+        )
+    };
     st.gw.registry.control(&id, Control::Notice(text)).await;
     Ok(Json(p.to_api()))
 }

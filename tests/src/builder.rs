@@ -16,7 +16,9 @@ pub struct GatewayBuilder<'a> {
     pub(crate) postgres: Option<String>,
     pub(crate) extra: String,
     pub(crate) gateway_lines: String,
+    pub(crate) api_lines: String,
     pub(crate) policies: Option<String>,
+    pub(crate) alice_token: Option<String>,
 }
 
 /// The password every test user gets.
@@ -88,6 +90,19 @@ impl GatewayBuilder<'_> {
         self
     }
 
+    /// Give alice a personal API token (`users.api_token_sha256`).
+    pub fn user_token(mut self, token: &str) -> Self {
+        self.alice_token = Some(crate::sha256_hex(token.as_bytes()));
+        self
+    }
+
+    /// Lines added to the `[api]` section (`handoff_window = "2s"`).
+    pub fn api_lines(mut self, toml: &str) -> Self {
+        self.api_lines.push_str(toml);
+        self.api_lines.push('\n');
+        self
+    }
+
     /// Replace the default policy (group `sre`, env=test, port forwarding allowed).
     pub fn policies(mut self, toml: &str) -> Self {
         self.policies = Some(toml.into());
@@ -108,12 +123,18 @@ impl GatewayBuilder<'_> {
         };
         let mut cfg = format!(
             "[gateway]\nname = \"gw-test\"\ndata_dir = \"{data}\"\n{gateway_lines}\n[ssh]\nlisten = \"127.0.0.1:0\"\n\
-             auth_rejection_time = \"10ms\"\nconnect_timeout = \"5s\"\n\n{postgres}[api]\nlisten = \"127.0.0.1:0\"\n\n\
+             auth_rejection_time = \"10ms\"\nconnect_timeout = \"5s\"\n\n{postgres}[api]\nlisten = \"127.0.0.1:0\"\n{api_lines}\n\
              [[users]]\nname = \"alice\"\ngroups = [\"sre\"]\npublic_keys = [\"{key}\"]\npassword_hash = \"{hash}\"\n\
-             scram_sha_256 = \"{scram}\"\n\n",
+             scram_sha_256 = \"{scram}\"\n{token}\n",
             data = data.display(),
             key = env.alice_pub,
             gateway_lines = self.gateway_lines,
+            api_lines = self.api_lines,
+            token = self
+                .alice_token
+                .as_ref()
+                .map(|t| format!("api_token_sha256 = \"{t}\"\n"))
+                .unwrap_or_default(),
         );
         for (name, addr, role, _, lines) in &self.pg_targets {
             cfg.push_str(&format!(

@@ -102,6 +102,8 @@ impl TestEnv {
             extra: String::new(),
             policies: None,
             gateway_lines: String::new(),
+            api_lines: String::new(),
+            alice_token: None,
         }
     }
 }

@@ -5,6 +5,42 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use crate::{GatewayProc, TestEnv};
+
+/// A command line as tmux runs it.
+pub fn argv(c: &Command) -> Vec<String> {
+    std::iter::once(c.get_program())
+        .chain(c.get_args())
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect()
+}
+
+/// An interactive `ssh -t LOGIN` through the gateway in tmux window `win`, prompt set to `$ `;
+/// returns the id of the session it opened.
+pub fn shell(tmux: &Tmux, gw: &GatewayProc, env: &TestEnv, win: &str, login: &str) -> String {
+    let t = Duration::from_secs(20);
+    let before: Vec<String> = gw
+        .sessions("?state=active")
+        .iter()
+        .filter_map(|s| s["id"].as_str().map(str::to_string))
+        .collect();
+    let mut c = gw.ssh(env, login);
+    c.arg("-t");
+    tmux.spawn(win, &[], &argv(&c));
+    let fresh = |s: &serde_json::Value| {
+        s["pty"].is_object() && !before.iter().any(|b| s["id"] == b.as_str())
+    };
+    let live = gw.wait_sessions("?state=active", t, |s| s.iter().any(fresh));
+    let id = live
+        .iter()
+        .find(|s| fresh(s))
+        .and_then(|s| s["id"].as_str())
+        .expect("a new session with a terminal")
+        .to_string();
+    tmux.line(win, "PS1='$ '");
+    id
+}
+
 pub struct Tmux {
     socket: PathBuf,
 }

@@ -166,3 +166,49 @@ fn terminate_cancels_upstream_then_tells_the_client() {
         "{sleep}"
     );
 }
+
+#[test]
+fn an_operator_shadows_the_live_query_log() {
+    let (_env, _pg, gw) = pg_standard();
+    let port = gw.pg_port.expect("pg port");
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let (client, mut messages) = rt.block_on(driver(port, ""));
+    let id = gw.wait_one_active();
+    let w = gw.watch(&id, None);
+    assert_eq!(w.status, 200, "{}", w.error);
+    w.wait("the attach line", T, |e| {
+        e["type"] == "attached" && e["protocol"] == "postgres" && e["banner"] == "visible"
+    });
+    rt.block_on(async {
+        client
+            .batch_execute("select 6 * 7 as shadowed_answer")
+            .await
+            .expect("query");
+        // The owner is told, in-band, as a NoticeResponse.
+        let deadline = Instant::now() + T;
+        loop {
+            assert!(Instant::now() < deadline, "no shadow notice");
+            if let Ok(Some(Ok(tokio_postgres::AsyncMessage::Notice(n)))) =
+                tokio::time::timeout(Duration::from_secs(1), messages.recv()).await
+            {
+                if n.message()
+                    .contains("admin is now watching this session read-only")
+                {
+                    break;
+                }
+            }
+            // Notices arrive with the next response; keep the connection talking.
+            let _ = client.batch_execute("select 1").await;
+        }
+    });
+    w.expect("select 6 * 7 as shadowed_answer", T);
+    assert!(w.text().contains("SELECT 1"), "{}", w.text());
+    // A database session has no terminal to hand over.
+    let (status, body) = gw.post(
+        &format!("/api/v1/sessions/{id}/handoff"),
+        r#"{"to":"alice","reason":"x"}"#,
+    );
+    assert_eq!(status, 409, "{body}");
+    assert!(body.contains("has no terminal to hand over"), "{body}");
+    drop(client);
+}

@@ -2,10 +2,9 @@
 //! (tmux): the screen an observer sees, banners per policy mode, blocked attaches, several
 //! observers at once, keystrokes that go nowhere, and a stalled observer beside a bulk transfer.
 
-use std::process::Command;
 use std::time::Duration;
 
-use wardengate_tests::tmux::Tmux;
+use wardengate_tests::tmux::{shell, Tmux};
 use wardengate_tests::*;
 
 const T: Duration = Duration::from_secs(20);
@@ -51,38 +50,6 @@ fn gateway(env: &TestEnv, sshd: &wardengate_gateway::dev::sshd::Sshd) -> Gateway
         .start()
 }
 
-/// A command line as tmux runs it.
-fn argv(c: &Command) -> Vec<String> {
-    std::iter::once(c.get_program())
-        .chain(c.get_args())
-        .map(|a| a.to_string_lossy().into_owned())
-        .collect()
-}
-
-/// alice's interactive shell in tmux window `win`; returns the session id.
-fn shell(tmux: &Tmux, gw: &GatewayProc, env: &TestEnv, win: &str, target: &str) -> String {
-    let before: Vec<String> = gw
-        .sessions("?state=active")
-        .iter()
-        .filter_map(|s| s["id"].as_str().map(str::to_string))
-        .collect();
-    let mut c = gw.ssh(env, &format!("alice:{target}"));
-    c.arg("-t");
-    tmux.spawn(win, &[], &argv(&c));
-    let live = gw.wait_sessions("?state=active", T, |s| {
-        s.iter()
-            .any(|x| !before.iter().any(|b| x["id"] == b.as_str()) && x["pty"].is_object())
-    });
-    let id = live
-        .iter()
-        .filter_map(|s| s["id"].as_str())
-        .find(|id| !before.iter().any(|b| b == id))
-        .expect("a new session")
-        .to_string();
-    tmux.line(win, "PS1='$ '");
-    id
-}
-
 fn wgctl_shadow(tmux: &Tmux, gw: &GatewayProc, win: &str, id: &str, token: &str) {
     let cmd = vec![
         bin("wgctl").display().to_string(),
@@ -103,7 +70,7 @@ fn operators_watch_a_live_terminal_read_only() {
     let sshd = env.sshd();
     let gw = gateway(&env, &sshd);
     let tmux = Tmux::new(env.dir.path());
-    let id = shell(&tmux, &gw, &env, "alice", "visible.test");
+    let id = shell(&tmux, &gw, &env, "alice", "alice:visible.test");
     tmux.line("alice", "echo before-$((40+2))");
     tmux.expect("alice", "before-42", T);
 
@@ -111,7 +78,7 @@ fn operators_watch_a_live_terminal_read_only() {
     wgctl_shadow(&tmux, &gw, "carol", &id, CAROL_TOKEN);
     let screen = tmux.expect("carol", "before-42", T);
     assert!(
-        screen.contains(&format!("[shadow] attached read-only at 00:00:")),
+        screen.contains("[shadow] attached read-only at 00:00:"),
         "{screen}"
     );
     assert!(screen.contains(&format!("of {id}")), "{screen}");
@@ -234,7 +201,7 @@ fn covert_and_blocked_modes() {
     let gw = gateway(&env, &sshd);
     let tmux = Tmux::new(env.dir.path());
 
-    let covert = shell(&tmux, &gw, &env, "covert", "covert.test");
+    let covert = shell(&tmux, &gw, &env, "covert", "alice:covert.test");
     let w = gw.watch(&covert, Some(CAROL_TOKEN));
     assert_eq!(w.status, 200, "{}", w.error);
     w.wait("the attach line", T, |e| {
@@ -250,7 +217,7 @@ fn covert_and_blocked_modes() {
         tmux.screen("covert")
     );
 
-    let blocked = shell(&tmux, &gw, &env, "blocked", "blocked.test");
+    let blocked = shell(&tmux, &gw, &env, "blocked", "alice:blocked.test");
     let w = gw.watch(&blocked, Some(CAROL_TOKEN));
     assert_eq!(w.status, 403, "{}", w.error);
     assert!(
@@ -284,7 +251,7 @@ fn a_stalled_observer_never_holds_up_a_bulk_transfer() {
     let sshd = env.sshd();
     let gw = gateway(&env, &sshd);
     let tmux = Tmux::new(env.dir.path());
-    let id = shell(&tmux, &gw, &env, "alice", "visible.test");
+    let id = shell(&tmux, &gw, &env, "alice", "alice:visible.test");
     // An observer that never reads, and one that does.
     let stalled = gw.stalled_watch(&id);
     let reader = gw.watch(&id, Some(CAROL_TOKEN));

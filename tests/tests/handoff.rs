@@ -1,0 +1,325 @@
+//! Ownership handoff with real OpenSSH clients in real terminals (tmux) and `wgctl`: alice
+//! offers her live shell to dan, dan accepts and takes it over with `ssh dan:sess_…@gateway`
+//! (same shell, screen repainted), under the stricter of the two policies; offers that expire
+//! or are declined change nothing; handoffs nobody may accept are refused.
+
+use std::time::Duration;
+
+use wardengate_tests::tmux::{argv, shell, Tmux};
+use wardengate_tests::*;
+
+const T: Duration = Duration::from_secs(20);
+const ALICE_TOKEN: &str = "alice-0123456789abcdef0123456789abcdef";
+const DAN_TOKEN: &str = "dan-0123456789abcdef0123456789abcdef";
+const MALLORY_TOKEN: &str = "mallory-0123456789abcdef0123456789abcdef";
+
+const POLICIES: &str = r#"
+[[policies]]
+name = "oncall"
+groups = ["sre"]
+targets = ["web.test"]
+shadow = "covert"
+idle_timeout = "15m"
+
+[[policies]]
+name = "contractor"
+users = ["dan"]
+targets = ["web.test"]
+shadow = "visible"
+idle_timeout = "10m"
+"#;
+
+fn gateway(env: &TestEnv, sshd: &wardengate_gateway::dev::sshd::Sshd, window: &str) -> GatewayProc {
+    // dan logs in with the same key pair as alice (the test has one); the login name decides.
+    let users = format!(
+        "[[users]]\nname = \"dan\"\npublic_keys = [\"{key}\"]\napi_token_sha256 = \"{d}\"\n\n\
+         [[users]]\nname = \"mallory\"\npublic_keys = [\"{key}\"]\napi_token_sha256 = \"{m}\"\n\n",
+        key = env.alice_pub,
+        d = sha256_hex(DAN_TOKEN.as_bytes()),
+        m = sha256_hex(MALLORY_TOKEN.as_bytes()),
+    );
+    // alice's own token (the builder makes her; her entry takes the token line by name).
+    let gw = env
+        .gateway()
+        .target_at("web.test", &sshd.address(), &sshd.user)
+        .extra(&users)
+        .api_lines(&format!("handoff_window = \"{window}\""))
+        .policies(POLICIES);
+    gw.user_token(ALICE_TOKEN).start()
+}
+
+fn wgctl(gw: &GatewayProc, token: &str, args: &[&str]) -> std::process::Output {
+    run(gw.wgctl().env("WARDENGATE_TOKEN", token).args(args), T)
+}
+
+#[test]
+fn alice_hands_her_shell_to_dan() {
+    let env = TestEnv::new();
+    let sshd = env.sshd();
+    let gw = gateway(&env, &sshd, "60s");
+    let tmux = Tmux::new(env.dir.path());
+    let id = shell(&tmux, &gw, &env, "alice", "alice:web.test");
+    tmux.line("alice", "export MARK=$((1000+234)); echo mark-$MARK");
+    tmux.expect("alice", "mark-1234", T);
+
+    // alice offers it with her own token.
+    let out = wgctl(
+        &gw,
+        ALICE_TOKEN,
+        &[
+            "session",
+            "handoff",
+            &id,
+            "--to",
+            "dan",
+            "--reason",
+            "shift change",
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains(&format!("offered {id} to dan")),
+        "{}",
+        text(&out.stdout)
+    );
+    tmux.expect(
+        "alice",
+        "alice offered this session to dan (shift change)",
+        T,
+    );
+    let s = gw.get_json(&format!("/api/v1/sessions/{id}"));
+    assert_eq!(s["handoff"]["to"], "dan", "{s}");
+    // dan sees the session offered to him; mallory sees nothing of it and cannot take it.
+    let dans = wgctl(&gw, DAN_TOKEN, &["session", "list", "-o", "json"]);
+    assert!(text(&dans.stdout).contains(&id), "{}", text(&dans.stdout));
+    let mal = wgctl(&gw, MALLORY_TOKEN, &["session", "accept", &id]);
+    assert!(!mal.status.success());
+    assert!(
+        text(&mal.stderr).contains("HTTP 404"),
+        "{}",
+        text(&mal.stderr)
+    );
+    let mal = wgctl(&gw, MALLORY_TOKEN, &["session", "shadow", &id]);
+    assert!(
+        text(&mal.stderr).contains("HTTP 403"),
+        "{}",
+        text(&mal.stderr)
+    );
+
+    // dan accepts: ownership moves, alice is told and detached.
+    let out = wgctl(&gw, DAN_TOKEN, &["session", "accept", &id]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let said = text(&out.stdout);
+    assert!(said.contains(&format!("ssh dan:{id}@")), "{said}");
+    assert!(said.contains("oncall+contractor"), "{said}");
+    tmux.expect("alice", "session handed off to dan", T);
+    tmux.expect("alice", "[exited]", T);
+
+    // dan takes the live shell over: the screen as alice left it, the same shell.
+    let mut c = gw.ssh(&env, &format!("dan:{id}"));
+    c.arg("-t");
+    tmux.spawn("dan", &[], &argv(&c));
+    tmux.expect("dan", "mark-1234", T);
+    tmux.line("dan", "echo again-$MARK");
+    tmux.expect("dan", "again-1234", T);
+    let s = gw.get_json(&format!("/api/v1/sessions/{id}"));
+    assert_eq!(s["actor"], "dan", "{s}");
+    assert_eq!(s["state"], "active", "{s}");
+    assert_eq!(s["previous_owners"], serde_json::json!(["alice"]), "{s}");
+    assert_eq!(s["policy"], "oncall+contractor", "{s}");
+    // The stricter shadow mode now applies: an observer is announced to dan.
+    let w = gw.watch(&id, None);
+    assert_eq!(w.status, 200, "{}", w.error);
+    tmux.expect(
+        "dan",
+        "admin is now watching this session read-only (1 observer)",
+        T,
+    );
+    drop(w);
+
+    tmux.line("dan", "exit");
+    let rec = gw.wait_sealed(&id);
+    assert_eq!(rec["actor"], "dan", "{rec}");
+    for kind in [
+        "session.handoff.requested",
+        "session.handoff.accepted",
+        "session.handoff.takeover",
+    ] {
+        let e = gw.wait_audit(kind, T);
+        assert_eq!(e["session_id"], id.as_str(), "{e}");
+    }
+    assert_eq!(gw.wait_audit("session.handoff.accepted", T)["actor"], "dan");
+    // Every event after the handoff carries dan.
+    let closed = gw.get_json(&format!("/api/v1/audit?session={id}"))["events"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let after: Vec<&serde_json::Value> = closed
+        .iter()
+        .skip_while(|e| e["kind"] != "session.handoff.accepted")
+        .collect();
+    assert!(after.len() >= 3, "{closed:?}");
+    for e in &after {
+        if e["kind"] != "session.shadow.attach" && e["kind"] != "session.shadow.detach" {
+            assert_eq!(e["actor"], "dan", "{e}");
+        }
+    }
+    let out = run(
+        gw.wgctl()
+            .args(["recording", "export", &id, "--format", "jsonl"]),
+        T,
+    );
+    let jsonl = text(&out.stdout);
+    assert!(jsonl.contains("alice -> dan: shift change"), "{jsonl}");
+    assert!(jsonl.contains("taken-over"), "{jsonl}");
+    // The recording has both owners' work in one stream.
+    let play = run(
+        gw.wgctl()
+            .args(["recording", "export", &id, "--format", "text"]),
+        T,
+    );
+    let played = text(&play.stdout);
+    assert!(
+        played.contains("mark-1234") && played.contains("again-1234"),
+        "{played}"
+    );
+}
+
+#[test]
+fn offers_that_expire_or_are_declined_change_nothing() {
+    let env = TestEnv::new();
+    let sshd = env.sshd();
+    let gw = gateway(&env, &sshd, "2s");
+    let tmux = Tmux::new(env.dir.path());
+    let id = shell(&tmux, &gw, &env, "alice", "alice:web.test");
+
+    // Nobody may take over a session that was not handed to them.
+    let mut c = gw.ssh(&env, &format!("dan:{id}"));
+    let out = run(c.arg("true"), T);
+    assert!(!out.status.success());
+    assert_stderr_has(&out, &format!("session {id} is not waiting for dan"));
+
+    // Refused at once: a user no policy lets reach the target, a reason missing, a
+    // non-owner's offer, a session without a terminal.
+    let out = wgctl(
+        &gw,
+        ALICE_TOKEN,
+        &[
+            "session", "handoff", &id, "--to", "mallory", "--reason", "x",
+        ],
+    );
+    assert!(
+        text(&out.stderr).contains("cannot hand session") && text(&out.stderr).contains("HTTP 403"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = wgctl(
+        &gw,
+        ALICE_TOKEN,
+        &["session", "handoff", &id, "--to", "dan"],
+    );
+    assert!(
+        text(&out.stderr).contains("--reason is required"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = wgctl(
+        &gw,
+        MALLORY_TOKEN,
+        &[
+            "session", "handoff", &id, "--to", "mallory", "--reason", "mine",
+        ],
+    );
+    assert!(
+        text(&out.stderr).contains("HTTP 404"),
+        "{}",
+        text(&out.stderr)
+    );
+    let mut cmd = gw.ssh(&env, "alice:web.test");
+    let _batch = wardengate_tests::live::Live::spawn(cmd.arg("sleep 30"));
+    let live = gw.wait_sessions("?state=active", T, |s| s.len() == 2);
+    let batch = live
+        .iter()
+        .find(|s| s["id"] != id.as_str())
+        .and_then(|s| s["id"].as_str())
+        .expect("the batch session");
+    let out = wgctl(
+        &gw,
+        ALICE_TOKEN,
+        &["session", "handoff", batch, "--to", "dan", "--reason", "x"],
+    );
+    assert!(
+        text(&out.stderr).contains("has no terminal to hand over"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    // Expired: after the window, accepting fails and alice still owns it.
+    let out = wgctl(
+        &gw,
+        ALICE_TOKEN,
+        &[
+            "session", "handoff", &id, "--to", "dan", "--reason", "lunch",
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let e = gw.wait_audit("session.handoff.expired", Duration::from_secs(10));
+    assert_eq!(e["detail"]["to"], "dan", "{e}");
+    tmux.expect("alice", "the handoff to dan expired; nothing changed", T);
+    let out = wgctl(&gw, DAN_TOKEN, &["session", "accept", &id]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("HTTP 404")
+            || text(&out.stderr).contains("not being handed off"),
+        "{}",
+        text(&out.stderr)
+    );
+    let s = gw.get_json(&format!("/api/v1/sessions/{id}"));
+    assert_eq!(s["actor"], "alice", "{s}");
+    assert!(s["handoff"].is_null(), "{s}");
+
+    // Declined: dan says no; alice is told; nothing changes.
+    let out = wgctl(
+        &gw,
+        ALICE_TOKEN,
+        &[
+            "session", "handoff", &id, "--to", "dan", "--reason", "again",
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = wgctl(
+        &gw,
+        DAN_TOKEN,
+        &["session", "decline", &id, "--reason", "busy"],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    tmux.expect(
+        "alice",
+        "dan declined the handoff (busy); nothing changed",
+        T,
+    );
+    gw.wait_audit("session.handoff.declined", T);
+    assert_eq!(
+        gw.get_json(&format!("/api/v1/sessions/{id}"))["actor"],
+        "alice"
+    );
+
+    // Accepted but never taken over: the session waits out the window, then ends.
+    let out = wgctl(
+        &gw,
+        ALICE_TOKEN,
+        &["session", "handoff", &id, "--to", "dan", "--reason", "bye"],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = wgctl(&gw, DAN_TOKEN, &["session", "accept", &id]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    tmux.expect("alice", "session handed off to dan", T);
+    let rec = gw.wait_sealed(&id);
+    assert_eq!(rec["end_reason"], "client_dropped", "{rec}");
+    assert!(
+        rec["end_detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("dan did not take it over within 2s")),
+        "{rec}"
+    );
+}
