@@ -5,6 +5,10 @@
 //!   its echo; prints p50/p99/mean in microseconds.
 //! - `hold`: opens N sessions (pty + a sleeping shell), prints `ready N`, holds them until stdin
 //!   closes: the caller measures the gateway's memory meanwhile.
+//! - `shadow-lag --port P --user U --key FILE --api URL --token T`: like `latency`, with an
+//!   observer attached to the session (`GET /api/v1/sessions/{id}/shadow`); one keystroke every
+//!   50 ms (typing speed, so frames are not coalesced), and for each the time from its echo
+//!   reaching the user to the observer's frame showing it; prints p50/p99 in microseconds.
 //! - `relay --listen ADDR --to ADDR`: a no-op TCP relay (one task per connection, nodelay both
 //!   ways), the baseline of `scripts/bench pg`; prints `listening on ADDR` once bound, runs until
 //!   killed.
@@ -23,6 +27,8 @@ struct Args {
     user: String,
     key: Arc<PrivateKey>,
     n: usize,
+    api: Option<String>,
+    token: Option<String>,
 }
 
 fn parse(args: &[String]) -> Result<Args> {
@@ -30,6 +36,7 @@ fn parse(args: &[String]) -> Result<Args> {
     let mut user = None;
     let mut key = None;
     let mut n = 1000;
+    let (mut api, mut token) = (None, None);
     let mut it = args.iter();
     while let Some(a) = it.next() {
         let v = it.next().ok_or_else(|| anyhow!("{a} needs a value"))?;
@@ -40,6 +47,8 @@ fn parse(args: &[String]) -> Result<Args> {
                 key = Some(russh_client::load_key(v.as_ref()).with_context(|| format!("read {v}"))?)
             }
             "--samples" | "--count" => n = v.parse()?,
+            "--api" => api = Some(v.trim_end_matches('/').to_string()),
+            "--token" => token = Some(v.clone()),
             other => bail!("unknown option {other}"),
         }
     }
@@ -48,6 +57,8 @@ fn parse(args: &[String]) -> Result<Args> {
         user: user.ok_or_else(|| anyhow!("--user"))?,
         key: key.ok_or_else(|| anyhow!("--key"))?,
         n,
+        api,
+        token,
     })
 }
 
@@ -92,6 +103,103 @@ async fn latency(a: Args) -> Result<()> {
         pct(0.50),
         pct(0.99),
         mean,
+        samples.len()
+    );
+    Ok(())
+}
+
+/// The newest active session (the one this process just opened).
+async fn newest_session(http: &reqwest::Client, api: &str, token: &str) -> Result<String> {
+    let v: serde_json::Value = http
+        .get(format!("{api}/api/v1/sessions?state=active"))
+        .bearer_auth(token)
+        .send()
+        .await?
+        .json()
+        .await?;
+    v["sessions"]
+        .as_array()
+        .and_then(|s| {
+            s.iter()
+                .max_by_key(|x| x["started_at"].as_str().map(str::to_string))
+        })
+        .and_then(|s| s["id"].as_str())
+        .map(str::to_string)
+        .ok_or_else(|| anyhow!("no active session: {v}"))
+}
+
+async fn shadow_lag(a: Args) -> Result<()> {
+    let (Some(api), Some(token)) = (a.api.clone(), a.token.clone()) else {
+        bail!("shadow-lag needs --api and --token");
+    };
+    let h = connect(&a).await?;
+    let mut ch = h.channel_open_session().await?;
+    ch.request_pty(true, "xterm", 80, 24, 0, 0, &[]).await?;
+    ch.exec(true, "stty raw -echo; echo READY; exec cat")
+        .await?;
+    let mut seen = Vec::new();
+    while !String::from_utf8_lossy(&seen).contains("READY") {
+        match tokio::time::timeout(Duration::from_secs(10), ch.wait()).await? {
+            Some(ChannelMsg::Data { data }) => seen.extend_from_slice(&data),
+            Some(_) => {}
+            None => bail!("channel closed before READY"),
+        }
+    }
+    let http = reqwest::Client::new();
+    let id = newest_session(&http, &api, &token).await?;
+    let mut resp = http
+        .get(format!("{api}/api/v1/sessions/{id}/shadow"))
+        .bearer_auth(&token)
+        .send()
+        .await?;
+    if !resp.status().is_success() {
+        bail!("shadow refused: {}", resp.text().await.unwrap_or_default());
+    }
+    // Frame arrival times, from a reader task.
+    let (tx, mut frames) = tokio::sync::mpsc::unbounded_channel::<Instant>();
+    tokio::spawn(async move {
+        let mut pending = Vec::new();
+        while let Ok(Some(chunk)) = resp.chunk().await {
+            let at = Instant::now();
+            pending.extend_from_slice(&chunk);
+            while let Some(i) = pending.iter().position(|&b| b == b'\n') {
+                let line: Vec<u8> = pending.drain(..=i).collect();
+                let output = line.windows(16).any(|w| w == b"\"type\":\"output\"");
+                if output && tx.send(at).is_err() {
+                    return;
+                }
+            }
+        }
+    });
+    // Let the attach snapshot and banner pass.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    while frames.try_recv().is_ok() {}
+    let mut samples = Vec::with_capacity(a.n);
+    for i in 0..a.n + 10 {
+        ch.data_bytes(bytes_of(b'a' + (i % 26) as u8)).await?;
+        let echoed = loop {
+            match tokio::time::timeout(Duration::from_secs(10), ch.wait()).await? {
+                Some(ChannelMsg::Data { data }) if !data.is_empty() => break Instant::now(),
+                Some(_) => {}
+                None => bail!("channel closed"),
+            }
+        };
+        let shown = tokio::time::timeout(Duration::from_secs(10), frames.recv())
+            .await?
+            .ok_or_else(|| anyhow!("the shadow stream ended"))?;
+        if i >= 10 {
+            samples.push(shown.saturating_duration_since(echoed).as_nanos() as f64 / 1000.0);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        while frames.try_recv().is_ok() {}
+    }
+    samples.sort_by(|x, y| x.partial_cmp(y).unwrap_or(std::cmp::Ordering::Equal));
+    let pct = |p: f64| samples[((samples.len() as f64 - 1.0) * p).round() as usize];
+    println!(
+        "p50_us={:.1} p99_us={:.1} max_us={:.1} n={}",
+        pct(0.50),
+        pct(0.99),
+        pct(1.0),
         samples.len()
     );
     Ok(())
@@ -200,6 +308,7 @@ fn main() -> Result<()> {
     match cmd.as_str() {
         "latency" => rt.block_on(latency(a)),
         "hold" => rt.block_on(hold(a)),
+        "shadow-lag" => rt.block_on(shadow_lag(a)),
         other => bail!("unknown command {other}"),
     }
 }
