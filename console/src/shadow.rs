@@ -89,6 +89,21 @@ fn watch_keys(detach: Arc<AtomicBool>) {
     });
 }
 
+/// Text from the session (a SQL statement, an error) made safe for this terminal: control
+/// characters are shown as `\x1b`-style escapes, never interpreted (no OSC 52 clipboard writes,
+/// no cursor games from a database user).
+fn inert(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c.is_control() {
+            out.push_str(&format!("\\x{:02x}", c as u32));
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// Leave the terminal usable, say why we stopped; the exit code.
 fn finish(why: Option<&str>) -> i32 {
     let mut out = std::io::stdout();
@@ -184,13 +199,13 @@ pub fn run(c: &Client, id: &str) -> Result<()> {
                 out.write_all(&b64.decode(data.as_bytes()).unwrap_or_default())?;
             }
             api::ShadowEvent::Line { text } => {
-                out.write_all(format!("{}\r\n", text.replace('\n', "\r\n")).as_bytes())?;
+                out.write_all(format!("{}\r\n", inert(&text)).as_bytes())?;
             }
             api::ShadowEvent::Notice { text } => {
-                out.write_all(format!("\r\n{text}\r\n").as_bytes())?;
+                out.write_all(format!("\r\n{}\r\n", inert(&text)).as_bytes())?;
             }
             api::ShadowEvent::End { reason } => {
-                why = format!("session ended: {reason}");
+                why = format!("session ended: {}", inert(&reason));
                 break;
             }
             api::ShadowEvent::Attached { .. } => {}

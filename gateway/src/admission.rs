@@ -194,7 +194,30 @@ impl Gateway {
         if login.target.starts_with("sess_") && login.account.is_none() {
             // `ssh dan:sess_…@gateway`: the new owner of a handed-off session takes it over.
             let id = &login.target;
-            return match self.registry.take_session_ticket(id, &login.user) {
+            let ticket = self.registry.take_session_ticket(id, &login.user);
+            // Still permitted now (a policy reload since the accept counts).
+            let still = ticket.as_ref().map(|t| {
+                let rec = self.registry.record(&self.store, id).ok();
+                match rec {
+                    Some(r) => self
+                        .handoff_admission(&r, &login.user, t.admitted(), None)
+                        .map(|_| ())
+                        .map_err(|(_, why)| why),
+                    None => Err("the session is over".into()),
+                }
+            });
+            if let (Some(t), Some(Err(why))) = (ticket.clone(), still) {
+                self.registry.untake_session_ticket(id, t);
+                let msg = format!("wardengate: cannot take session {id} over: {why}");
+                self.audit(
+                    "session.handoff.takeover_refused",
+                    Some(&login.user),
+                    Some(id),
+                    json!({"client": client.addr.to_string(), "message": msg}),
+                );
+                return Err(msg);
+            }
+            return match ticket {
                 Some(t) => {
                     self.audit(
                         "session.handoff.takeover",
@@ -432,11 +455,13 @@ impl Gateway {
         let Some(old) = lease else {
             return Ok((merged, None));
         };
-        let limits = cfg.limits(r.user, r.target, merged.settings());
+        // Counted under the new owner's own policy and its limits, as their own session would
+        // be (the merged name is not a policy anyone's limits refer to).
+        let limits = cfg.limits(r.user, r.target, theirs.settings());
         let subject = Subject {
             actor: &r.user.name,
             target: &r.target.name,
-            policy: merged.policy(),
+            policy: theirs.policy(),
             pool: &self.name,
         };
         let new = self

@@ -267,6 +267,11 @@ async fn get_session(
     if !caller.operator && r.actor != caller.name && !offered {
         return Err(RegistryError::NotFound(id).into());
     }
+    let mut r = r;
+    if !caller.operator {
+        // A covert observer is not shown to the people being watched.
+        r.observers.retain(|o| o.banner != "covert");
+    }
     Ok(Json(session_json(&st.gw, &r)))
 }
 

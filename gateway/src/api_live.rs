@@ -48,7 +48,8 @@ fn plural(n: usize) -> String {
 
 /// Detaches the observer when the stream ends (the client left, or the session ended).
 struct Watching {
-    observer: Observer,
+    /// Taken (and dropped) first when the stream ends, so the count after it is right.
+    observer: Option<Observer>,
     st: ApiState,
     session: String,
     owner: String,
@@ -60,9 +61,13 @@ struct Watching {
 
 impl Drop for Watching {
     fn drop(&mut self) {
-        let name = self.observer.info().name.clone();
+        let Some(observer) = self.observer.take() else {
+            return;
+        };
+        let name = observer.info().name.clone();
+        let resyncs = observer.resyncs();
+        drop(observer);
         let secs = now_ms().saturating_sub(self.since_ms) / 1000;
-        let resyncs = self.observer.resyncs();
         self.st.gw.audit(
             "session.shadow.detach",
             Some(&name),
@@ -73,7 +78,6 @@ impl Drop for Watching {
         // The count is read after this observer's slot is gone.
         let hub_count = st.gw.registry.watch(&st.gw.store, &id).map(|w| w.hub);
         tokio::spawn(async move {
-            tokio::task::yield_now().await;
             let left = hub_count.map(|h| h.count()).unwrap_or(0);
             let banner = visible.then(|| {
                 format!(
@@ -182,7 +186,7 @@ async fn shadow(
         target: w.record.target.clone(),
     };
     let state = Watching {
-        observer,
+        observer: Some(observer),
         st: st.clone(),
         session: id,
         owner: w.record.actor.clone(),
@@ -198,7 +202,11 @@ async fn shadow(
         if s.done {
             return None;
         }
-        let ev = match s.observer.next().await {
+        let next = match s.observer.as_mut() {
+            Some(o) => o.next().await,
+            None => None,
+        };
+        let ev = match next {
             Some(f) => event(f),
             None => api::ShadowEvent::End {
                 reason: "the session ended".into(),
@@ -386,7 +394,17 @@ async fn accept(
                "policy": merged.policy()}),
     );
     let window = st.gw.cfg().config.api.handoff_window;
-    st.gw
+    if merged.settings().shadow == ShadowMode::Blocked {
+        // Whoever watched under the old policy stops now.
+        if let Ok(w) = st.gw.registry.watch(&st.gw.store, &id) {
+            w.hub.dismiss(&format!(
+                "the session changed hands and its policy '{}' blocks shadowing",
+                merged.policy()
+            ));
+        }
+    }
+    let delivered = st
+        .gw
         .registry
         .control(
             &id,
@@ -399,16 +417,17 @@ async fn accept(
             },
         )
         .await;
+    if !delivered {
+        return Err(conflict(format!(
+            "session {id} ended before it could change hands"
+        )));
+    }
     // Answer once the session waits for the new owner, so their `ssh` finds it ready.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    let mut r = r;
-    while tokio::time::Instant::now() < deadline {
-        r = st.gw.registry.record(&st.gw.store, &id)?;
-        if r.state != api::SessionState::Active.as_str() {
-            break;
-        }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !st.gw.registry.awaits_owner(&id) && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    let r = st.gw.registry.record(&st.gw.store, &id).unwrap_or(r);
     Ok(Json(session_json(&st.gw, &r)))
 }
 

@@ -21,7 +21,8 @@ use wardengate_protocols::ssh::ResumeTicket;
 
 /// A session's control channel, made before admission so the recorder can use it.
 pub fn control_channel() -> (mpsc::Sender<Control>, mpsc::Receiver<Control>) {
-    mpsc::channel(4)
+    // Room for shadow markers and notices beside a terminate or an eviction (`try_send`).
+    mpsc::channel(64)
 }
 use crate::util::rfc3339;
 
@@ -39,6 +40,8 @@ struct Live {
     ticket: Mutex<Option<ResumeTicket>>,
     hub: Arc<ShadowHub>,
     handoff: Mutex<Option<Pending>>,
+    /// Accepted by this user, who may now take it over with `ssh USER:sess_…`.
+    handed_to: Mutex<Option<String>>,
 }
 
 /// A handoff offered and not yet answered.
@@ -151,6 +154,7 @@ impl Registry {
             ticket: Mutex::new(None),
             hub: hub.clone(),
             handoff: Mutex::new(None),
+            handed_to: Mutex::new(None),
         });
         if let Ok(mut m) = self.live.write() {
             m.insert(record.id.clone(), live);
@@ -355,14 +359,32 @@ impl Registry {
         *lock(&live.admitted) = admitted;
         // The new owner's slot is held before the old owner's is given back.
         *lock(&live.lease) = Some(lease);
+        // A ticket made for the old owner (a paused session) must not serve the new one; the
+        // relay makes a new one when it takes the handoff in.
+        lock(&live.ticket).take();
+        *lock(&live.handed_to) = Some(owner.to_string());
+        if self.get(id).is_none() {
+            // It ended meanwhile: its final record is written; do not bring it back.
+            return Err(RegistryError::Conflict(id.into(), "closed".into()));
+        }
         let snap = Self::snapshot(&live);
         store.session_update(&snap)?;
         Ok(snap)
     }
 
+    /// The session waits for the new owner's connection (its relay has taken the handoff in).
+    pub fn awaits_owner(&self, id: &str) -> bool {
+        self.get(id).is_some_and(|l| lock(&l.ticket).is_some())
+    }
+
     /// The paused session `id`, if it waits for `actor` (handed off to them).
     pub fn take_session_ticket(&self, id: &str, actor: &str) -> Option<ResumeTicket> {
         let live = self.get(id)?;
+        // Only a session handed to this user (who stays its owner: a takeover that only ran a
+        // command leaves the shell waiting for them again).
+        if lock(&live.handed_to).as_deref() != Some(actor) {
+            return None;
+        }
         let ok = live
             .record
             .lock()
@@ -372,6 +394,14 @@ impl Registry {
         }
         let t = live.ticket.lock().ok()?.take();
         t
+    }
+
+    /// Put back a ticket taken by [`take_session_ticket`](Self::take_session_ticket) whose
+    /// connection was refused after all.
+    pub fn untake_session_ticket(&self, id: &str, t: ResumeTicket) {
+        if let Some(live) = self.get(id) {
+            *lock(&live.ticket) = Some(t);
+        }
     }
 
     /// Tell the relay of session `id` something (shadow markers, notices, a handoff).
@@ -516,6 +546,11 @@ impl Registry {
                 if !targets.contains(&rec.target) {
                     continue;
                 }
+            }
+            let mut rec = rec;
+            if f.visible_to.is_some() {
+                // A covert observer is not shown to the people being watched.
+                rec.observers.retain(|o| o.banner != "covert");
             }
             if f.shadowed && rec.observers.is_empty() {
                 continue;

@@ -6,8 +6,10 @@
 //! someone needs the screen. The terminal emulator (`vt100`, about 30 MB/s) runs only then: for an
 //! observer's next frame, an attach snapshot, or a repaint. When more than [`PENDING_CAP`] bytes
 //! pile up unparsed (a flood of output with nobody watching), the oldest are dropped: the screen
-//! after a flood is made by its last screenfuls, so it is rebuilt from the tail. (Modes set inside
-//! the dropped part, such as the alternate screen, can be missed; the recording has every byte.)
+//! after a flood is made by its last screenfuls, so it is rebuilt from the tail. The terminal
+//! modes set in the dropped part (alternate screen, cursor keys, keypad, bracketed paste, mouse,
+//! scroll region) are kept and replayed first, so a full-screen application still repaints right.
+//! (The recording has every byte.)
 //!
 //! Observers get frames, not bytes: at most one every [`FRAME_INTERVAL`], each the difference
 //! between the screen at the previous frame and now. Their bandwidth depends on how fast the
@@ -60,9 +62,54 @@ pub enum Frame {
 #[derive(Default)]
 struct Pending {
     chunks: VecDeque<Bytes>,
+    /// Small writes (keystroke echoes) gathered into one chunk, after `chunks`.
+    small: Vec<u8>,
     bytes: usize,
-    /// Output was dropped since the last parse.
-    gap: bool,
+    /// Mode-setting sequences of dropped output, replayed before the rest.
+    modes: Vec<u8>,
+}
+
+/// Writes shorter than this are copied into [`Pending::small`] rather than queued one by one.
+const SMALL_WRITE: usize = 512;
+/// The most mode-setting bytes kept from dropped output.
+const MODES_CAP: usize = 4096;
+
+/// Append the terminal-mode sequences in `data` to `modes`: DEC private modes (`ESC [ ? … h/l`),
+/// the scroll region (`ESC [ … r`) and the keypad mode (`ESC =`, `ESC >`).
+fn keep_modes(data: &[u8], modes: &mut Vec<u8>) {
+    let mut i = 0;
+    while let Some(off) = data[i..].iter().position(|&b| b == 0x1b) {
+        let start = i + off;
+        i = start + 1;
+        match data.get(start + 1) {
+            Some(b'=') | Some(b'>') => modes.extend_from_slice(&data[start..start + 2]),
+            Some(b'[') => {
+                let private = data.get(start + 2) == Some(&b'?');
+                let params = start + 2 + usize::from(private);
+                let end = data[params..]
+                    .iter()
+                    .position(|b| !(b.is_ascii_digit() || *b == b';'))
+                    .map(|n| params + n);
+                if let Some(end) = end {
+                    let fin = data[end];
+                    if (private && (fin == b'h' || fin == b'l')) || (!private && fin == b'r') {
+                        modes.extend_from_slice(&data[start..=end]);
+                        i = end + 1;
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    if modes.len() > MODES_CAP {
+        let cut = modes.len() - MODES_CAP / 2;
+        // Cut at a sequence start so no half sequence is replayed.
+        let at = modes[cut..]
+            .iter()
+            .position(|&b| b == 0x1b)
+            .map_or(modes.len(), |n| cut + n);
+        modes.drain(..at);
+    }
 }
 
 /// The terminal of one pty channel: output waiting to be parsed, and the emulator.
@@ -85,34 +132,49 @@ impl Term {
         {
             let mut p = lock(&self.pending);
             p.bytes += data.len();
-            p.chunks.push_back(data.clone());
-            while p.bytes > PENDING_CAP && p.chunks.len() > 1 {
-                if let Some(old) = p.chunks.pop_front() {
-                    p.bytes -= old.len();
-                    p.gap = true;
+            if data.len() < SMALL_WRITE {
+                p.small.extend_from_slice(data);
+                if p.small.len() >= 8 * SMALL_WRITE {
+                    let b = Bytes::from(std::mem::take(&mut p.small));
+                    p.chunks.push_back(b);
                 }
+            } else {
+                if !p.small.is_empty() {
+                    let b = Bytes::from(std::mem::take(&mut p.small));
+                    p.chunks.push_back(b);
+                }
+                p.chunks.push_back(data.clone());
+            }
+            while p.bytes > PENDING_CAP {
+                let Some(old) = p.chunks.pop_front() else {
+                    break;
+                };
+                p.bytes -= old.len();
+                keep_modes(&old, &mut p.modes);
             }
         }
         if let Some(hub) = self.hub.upgrade() {
-            if hub.watching.load(Ordering::Relaxed) > 0 {
+            if hub.watching.load(Ordering::SeqCst) > 0 {
                 hub.dirty.notify_one();
             }
         }
     }
 
     /// Bring the emulator up to date and run `f` on it.
-    fn with_screen<R>(&self, f: impl FnOnce(&mut vt100::Parser, bool) -> R) -> R {
+    fn with_screen<R>(&self, f: impl FnOnce(&mut vt100::Parser) -> R) -> R {
         let mut parser = lock(&self.parser);
         let taken = std::mem::take(&mut *lock(&self.pending));
+        parser.process(&taken.modes);
         for c in &taken.chunks {
             parser.process(c);
         }
-        f(&mut parser, taken.gap)
+        parser.process(&taken.small);
+        f(&mut parser)
     }
 
     /// The screen as terminal output that repaints it from a cleared terminal.
     pub fn snapshot(&self) -> Frame {
-        self.with_screen(|p, _| {
+        self.with_screen(|p| {
             let s = p.screen();
             let (rows, cols) = s.size();
             let mut out = b"\x1b[H\x1b[2J".to_vec();
@@ -129,7 +191,7 @@ impl Term {
     pub fn resize(&self, cols: u32, rows: u32) {
         use wardengate_recorder::term_dim;
         let (rows, cols) = (term_dim(rows.min(1000), 24), term_dim(cols.min(1000), 80));
-        self.with_screen(|p, _| p.screen_mut().set_size(rows, cols));
+        self.with_screen(|p| p.screen_mut().set_size(rows, cols));
         if let Some(hub) = self.hub.upgrade() {
             hub.resync_all();
         }
@@ -145,7 +207,7 @@ impl Term {
 
     /// The screen's text (tests, diagnostics).
     pub fn contents(&self) -> String {
-        self.with_screen(|p, _| p.screen().contents())
+        self.with_screen(|p| p.screen().contents())
     }
 }
 
@@ -245,7 +307,7 @@ impl ShadowHub {
 
     /// How many observers are attached.
     pub fn count(&self) -> usize {
-        self.watching.load(Ordering::Relaxed)
+        self.watching.load(Ordering::SeqCst)
     }
 
     pub fn observers(&self) -> Vec<ObserverInfo> {
@@ -288,14 +350,27 @@ impl ShadowHub {
 
     /// The session is over: observers get `reason` and their streams end.
     pub fn end(&self, reason: &str) {
-        *lock(&self.ended) = Some(reason.to_string());
-        let slots: Vec<Arc<Slot>> = lock(&self.slots).drain(..).collect();
-        self.watching.store(0, Ordering::Relaxed);
+        // Under the slots lock, so an attach either sees the end or is ended here.
+        let slots: Vec<Arc<Slot>> = {
+            let mut slots = lock(&self.slots);
+            *lock(&self.ended) = Some(reason.to_string());
+            slots.drain(..).collect()
+        };
+        self.watching.store(0, Ordering::SeqCst);
         for s in slots {
             // A full queue still gets the end: the stream closes when the sender goes.
             let _ = s.tx.try_send(Frame::End(reason.to_string()));
         }
         self.dirty.notify_one();
+    }
+
+    /// Detach every observer, telling them why (the session's policy now blocks shadowing).
+    pub fn dismiss(&self, reason: &str) {
+        let slots: Vec<Arc<Slot>> = lock(&self.slots).drain(..).collect();
+        self.watching.store(0, Ordering::SeqCst);
+        for s in slots {
+            let _ = s.tx.try_send(Frame::End(reason.to_string()));
+        }
     }
 
     /// Attach an observer. It first gets the screen as it is (or the recent query log), then
@@ -312,13 +387,12 @@ impl ShadowHub {
         // against the snapshot it got.
         {
             let mut framing = self.framing.lock().await;
-            if let Some(reason) = lock(&self.ended).clone() {
-                return Err(reason);
-            }
             let first = match self.primary() {
                 Some(t) => {
-                    let snap = self.frame_locked(&mut framing, &t).1;
-                    vec![snap]
+                    // The others get what changed up to now; this one the screen at now.
+                    let (diff, screen) = self.frame_locked(&mut framing, &t);
+                    self.send_frame(diff.as_ref(), &screen);
+                    vec![screen]
                 }
                 None => lock(&self.recent)
                     .iter()
@@ -326,11 +400,15 @@ impl ShadowHub {
                     .map(Frame::Line)
                     .collect(),
             };
+            let mut slots = lock(&self.slots);
+            if let Some(reason) = lock(&self.ended).clone() {
+                return Err(reason);
+            }
             for f in first.into_iter().take(OBSERVER_QUEUE - 1) {
                 let _ = slot.tx.try_send(f);
             }
-            lock(&self.slots).push(slot.clone());
-            self.watching.fetch_add(1, Ordering::Relaxed);
+            slots.push(slot.clone());
+            self.watching.fetch_add(1, Ordering::SeqCst);
         }
         self.ensure_producer();
         Ok(Observer {
@@ -347,21 +425,23 @@ impl ShadowHub {
         let before = slots.len();
         slots.retain(|s| s.id != id);
         if slots.len() < before {
-            self.watching.fetch_sub(1, Ordering::Relaxed);
+            self.watching.fetch_sub(1, Ordering::SeqCst);
         }
     }
 
     /// Bring `t` up to date: the diff since the last frame (or `None` when nothing changed),
     /// and the full screen.
     fn frame_locked(&self, framing: &mut Framing, t: &Term) -> (Option<Frame>, Frame) {
-        t.with_screen(|p, gap| {
+        t.with_screen(|p| {
             let s = p.screen();
+            // A diff stays right across dropped output: it takes the observers' screen (the last
+            // frame's) to the parser's, however that was reached.
             let diff = match &framing.last {
-                Some((ch, prev)) if *ch == t.channel && !gap && prev.size() == s.size() => {
+                Some((ch, prev)) if *ch == t.channel && prev.size() == s.size() => {
                     let d = s.state_diff(prev);
                     (!d.is_empty()).then(|| Frame::Output(Bytes::from(d.into_bytes())))
                 }
-                // Another terminal, a new size, or dropped output: everyone gets the screen.
+                // Another terminal or a new size: everyone gets the screen.
                 _ => {
                     for slot in lock(&self.slots).iter() {
                         slot.stats.resync.store(true, Ordering::Release);
@@ -401,11 +481,16 @@ impl ShadowHub {
         };
         let mut framing = self.framing.lock().await;
         let (diff, screen) = self.frame_locked(&mut framing, &t);
+        self.send_frame(diff.as_ref(), &screen);
+    }
+
+    /// Send every observer the diff, or the full screen to those marked for resync.
+    fn send_frame(&self, diff: Option<&Frame>, screen: &Frame) {
         for s in lock(&self.slots).iter() {
             let frame = if s.stats.resync.load(Ordering::Acquire) {
                 screen.clone()
             } else {
-                match &diff {
+                match diff {
                     Some(d) => d.clone(),
                     None => continue,
                 }
@@ -424,7 +509,7 @@ impl ShadowHub {
 
     /// The frame producer runs while anyone watches.
     fn ensure_producer(self: &Arc<Self>) {
-        if self.producer.swap(true, Ordering::AcqRel) {
+        if self.producer.swap(true, Ordering::SeqCst) {
             self.dirty.notify_one();
             return;
         }
@@ -433,7 +518,7 @@ impl ShadowHub {
             loop {
                 let Some(h) = hub.upgrade() else { return };
                 if h.count() == 0 || lock(&h.ended).is_some() {
-                    h.producer.store(false, Ordering::Release);
+                    h.producer.store(false, Ordering::SeqCst);
                     // An observer that attached meanwhile restarts it.
                     if h.count() > 0 && lock(&h.ended).is_none() {
                         h.ensure_producer();

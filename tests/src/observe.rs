@@ -18,6 +18,22 @@ pub struct Watcher {
     socket: Option<TcpStream>,
 }
 
+/// The terminal output in a raw shadow response (HTTP framing and all): every `data` field,
+/// decoded and joined.
+pub fn decode_raw(body: &[u8]) -> String {
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let text = String::from_utf8_lossy(body);
+    let mut out = String::new();
+    for part in text.split("\"data\":\"").skip(1) {
+        if let Some(end) = part.find('"') {
+            if let Ok(d) = b64.decode(&part[..end]) {
+                out.push_str(&String::from_utf8_lossy(&d));
+            }
+        }
+    }
+    out
+}
+
 impl Watcher {
     pub fn events(&self) -> Vec<serde_json::Value> {
         self.events.lock().map(|e| e.clone()).unwrap_or_default()
@@ -157,22 +173,6 @@ impl GatewayProc {
     pub fn stalled_watch(&self, id: &str) -> TcpStream {
         let addr = self.api.trim_start_matches("http://");
         let mut s = TcpStream::connect(addr).expect("connect api");
-        // A tiny receive buffer (so a tiny TCP window) makes the stall reach the gateway after a
-        // few kilobytes instead of megabytes of kernel buffers.
-        {
-            use std::os::fd::AsRawFd;
-            let size: libc::c_int = 4096;
-            // SAFETY: setsockopt reads `size` for the given length.
-            unsafe {
-                libc::setsockopt(
-                    s.as_raw_fd(),
-                    libc::SOL_SOCKET,
-                    libc::SO_RCVBUF,
-                    (&size as *const libc::c_int).cast(),
-                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-                );
-            }
-        }
         let req = format!(
             "GET /api/v1/sessions/{id}/shadow HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {}\r\n\r\n",
             self.token

@@ -115,6 +115,21 @@ fn alice_hands_her_shell_to_dan() {
     tmux.expect("alice", "session handed off to dan", T);
     tmux.expect("alice", "[exited]", T);
 
+    // A command run over the takeover login leaves the shell waiting for dan's terminal.
+    let out = run(
+        gw.ssh(&env, &format!("dan:{id}"))
+            .arg("echo quick-$((2+2))"),
+        T,
+    );
+    assert!(
+        text(&out.stdout).contains("quick-4"),
+        "{}",
+        text(&out.stderr)
+    );
+    // alice cannot come back through the takeover login.
+    let out = run(gw.ssh(&env, &format!("alice:{id}")).arg("true"), T);
+    assert_stderr_has(&out, &format!("session {id} is not waiting for alice"));
+
     // dan takes the live shell over: the screen as alice left it, the same shell.
     let mut c = gw.ssh(&env, &format!("dan:{id}"));
     c.arg("-t");
@@ -159,8 +174,15 @@ fn alice_hands_her_shell_to_dan() {
         .skip_while(|e| e["kind"] != "session.handoff.accepted")
         .collect();
     assert!(after.len() >= 3, "{closed:?}");
+    // (Events about someone else acting on it carry that someone: observers, alice's refused
+    // attempt to come back.)
+    let by_others = [
+        "session.shadow.attach",
+        "session.shadow.detach",
+        "session.handoff.takeover_refused",
+    ];
     for e in &after {
-        if e["kind"] != "session.shadow.attach" && e["kind"] != "session.shadow.detach" {
+        if !by_others.iter().any(|k| e["kind"] == *k) {
             assert_eq!(e["actor"], "dan", "{e}");
         }
     }

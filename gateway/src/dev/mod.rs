@@ -112,6 +112,19 @@ pub async fn run(opts: DevOptions) -> Result<()> {
     let alice_pub = std::fs::read_to_string(dir.join("alice_ed25519.pub"))?
         .trim()
         .to_string();
+    // dan, the next on-call engineer: his own key, and API tokens for both (handoff demo).
+    let dan_key_path = dir.join("dan_ed25519");
+    if !dan_key_path.exists() {
+        keys::write_keypair(
+            &dan_key_path,
+            &keys::generate_ed25519("dan@wardengate-dev")?,
+        )?;
+    }
+    let dan_pub = std::fs::read_to_string(dir.join("dan_ed25519.pub"))?
+        .trim()
+        .to_string();
+    let alice_token = user_token(&dir, "alice")?;
+    let dan_token = user_token(&dir, "dan")?;
     let password_file = dir.join("alice.password");
     let password = match std::fs::read_to_string(&password_file) {
         Ok(p) => p.trim().to_string(),
@@ -186,6 +199,13 @@ groups = ["sre", "dba"]
 public_keys = [{keys_toml}]
 password_hash = {hash}
 scram_sha_256 = {scram}
+api_token_sha256 = "{alice_token}"
+
+[[users]]
+name = "dan"
+groups = ["sre"]
+public_keys = [{dan_pub}]
+api_token_sha256 = "{dan_token}"
 
 [[targets]]
 name = "web-01.dev"
@@ -212,6 +232,7 @@ accounts = [{{ name = "billing_ro", secret = "billing-ro.dev/billing_ro" }}]
         addr = sshd.address(),
         account = toml_str(&account),
         account_raw = account,
+        dan_pub = toml_str(&dan_pub),
     );
     let policies = dir.join("policies");
     std::fs::create_dir_all(&policies)?;
@@ -272,6 +293,11 @@ accounts = [{{ name = "billing_ro", secret = "billing-ro.dev/billing_ro" }}]
              {wgctl} session list\n    {wgctl} session terminate SESSION_ID --reason \"demo\"\n    \
              {wgctl} policy explain --actor alice --target web-01.dev\n    \
              {wgctl} recording play SESSION_ID    (a psql session plays as its query log)\n\n\
+             Watch alice's session read-only, or hand it to dan (his token in {d}/dan.token):\n    \
+             {wgctl} session shadow SESSION_ID\n    \
+             {wgctl} session handoff SESSION_ID --to dan --reason \"shift change\"\n    \
+             WARDENGATE_TOKEN=$(cat {d}/dan.token) {wgctl} session accept SESSION_ID\n    \
+             ssh -i {d}/dan_ed25519 -p {sp} dan:SESSION_ID@127.0.0.1\n\n\
              Policies: {d}/policies/*.toml (edit, then `{wgctl} policy reload`). Sessions resume:\n    \
              kill the ssh client, reconnect within 2m, and the same shell comes back.\n\n\
              Ctrl-C stops the gateway and the demo targets.\n",
@@ -287,4 +313,19 @@ accounts = [{{ name = "billing_ro", secret = "billing-ro.dev/billing_ro" }}]
     drop(sshd);
     drop(cluster);
     Ok(())
+}
+
+/// `NAME.token` in the dev directory (made once), and the sha256 the config holds.
+fn user_token(dir: &std::path::Path, name: &str) -> anyhow::Result<String> {
+    use sha2::Digest;
+    let file = dir.join(format!("{name}.token"));
+    let token = match std::fs::read_to_string(&file) {
+        Ok(t) => t.trim().to_string(),
+        Err(_) => {
+            let t = crate::util::new_token()?;
+            crate::util::write_private(&file, format!("{t}\n").as_bytes())?;
+            t
+        }
+    };
+    Ok(hex::encode(sha2::Sha256::digest(token.as_bytes())))
 }

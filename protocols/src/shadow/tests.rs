@@ -125,3 +125,88 @@ async fn a_resize_sends_a_full_screen() {
         "{f:?}"
     );
 }
+
+/// Apply frames as a terminal would.
+fn render(frames: &[Frame], rows: u16, cols: u16) -> String {
+    let mut p = vt100::Parser::new(
+        std::num::NonZeroU16::new(rows).expect("rows"),
+        std::num::NonZeroU16::new(cols).expect("cols"),
+        0,
+    );
+    for f in frames {
+        if let Frame::Screen { data, .. } | Frame::Output(data) = f {
+            p.process(data);
+        }
+    }
+    p.screen().contents()
+}
+
+async fn drain(o: &mut Observer, into: &mut Vec<Frame>) {
+    while let Ok(Some(f)) = tokio::time::timeout(Duration::from_millis(300), o.next()).await {
+        into.push(f);
+    }
+}
+
+#[tokio::test]
+async fn every_observer_renders_the_same_screen_when_others_attach_mid_stream() {
+    let hub = ShadowHub::new();
+    let t = hub.terminal(0, 40, 10);
+    let mut a = hub.attach(info("a")).await.expect("attach a");
+    let mut seen_a = Vec::new();
+    t.feed(&Bytes::from_static(b"first\r\n"));
+    drain(&mut a, &mut seen_a).await;
+    // Output that no frame carried yet, then a second observer.
+    t.feed(&Bytes::from_static(b"second\r\n"));
+    let mut b = hub.attach(info("b")).await.expect("attach b");
+    t.feed(&Bytes::from_static(b"third\r\n"));
+    let mut seen_b = Vec::new();
+    drain(&mut a, &mut seen_a).await;
+    drain(&mut b, &mut seen_b).await;
+    let truth = t.contents();
+    assert!(
+        truth.contains("second") && truth.contains("third"),
+        "{truth}"
+    );
+    assert_eq!(render(&seen_a, 10, 40), truth, "observer a");
+    assert_eq!(render(&seen_b, 10, 40), truth, "observer b");
+}
+
+#[tokio::test]
+async fn modes_survive_a_flood_nobody_watched() {
+    let hub = ShadowHub::new();
+    let t = hub.terminal(0, 40, 10);
+    // A full-screen application starts (alternate screen, application cursor keys), then prints
+    // far more than is kept.
+    t.feed(&Bytes::from_static(b"\x1b[?1049h\x1b[?1h\x1b[2;9r"));
+    for i in 0..40_000 {
+        t.feed(&Bytes::from(format!(
+            "frame {i:06} of a busy full-screen app\r\n"
+        )));
+    }
+    let screen = t.with_screen(|p| {
+        let s = p.screen();
+        (s.alternate_screen(), s.application_cursor(), s.contents())
+    });
+    assert!(screen.0, "still on the alternate screen");
+    assert!(screen.1, "application cursor keys still on");
+    assert!(screen.2.contains("frame 039999"), "{}", screen.2);
+}
+
+#[test]
+fn keep_modes_takes_only_mode_sequences() {
+    let mut m = Vec::new();
+    keep_modes(
+        b"ab\x1b[?25lxx\x1b[31mred\x1b[1;20r\x1b=\x1b[?2004h\x1b[?",
+        &mut m,
+    );
+    assert_eq!(m, b"\x1b[?25l\x1b[1;20r\x1b=\x1b[?2004h");
+    let mut big = Vec::new();
+    for _ in 0..2000 {
+        keep_modes(b"\x1b[?1049h\x1b[?1049l", &mut big);
+    }
+    assert!(
+        big.len() <= MODES_CAP && big.starts_with(b"\x1b["),
+        "{}",
+        big.len()
+    );
+}

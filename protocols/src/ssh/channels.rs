@@ -214,6 +214,7 @@ impl<B: SshBroker> Front<B> {
         }
         self.channels.insert(cid, (attach.target_tx.clone(), leg));
         self.attaches.insert(cid, attach.clone());
+        adm.resume.note_reattach();
         session.channel_success(cid)?;
         relay::reattach(
             channel,

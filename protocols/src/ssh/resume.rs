@@ -143,11 +143,19 @@ impl Attach {
 
     /// The channel got a terminal of this size (its first one: from the session's hub).
     pub fn set_pty(&self, hub: &Arc<ShadowHub>, cols: u32, rows: u32) {
-        let mut s = self.lock();
-        match s.term.as_ref() {
-            Some(t) => t.resize(cols, rows),
-            None => s.term = Some(hub.terminal(self.rec_channel, cols, rows)),
-        }
+        let term = {
+            let mut s = self.lock();
+            match s.term.as_ref() {
+                Some(t) => t.clone(),
+                None => {
+                    s.term = Some(hub.terminal(self.rec_channel, cols, rows));
+                    return;
+                }
+            }
+        };
+        // Outside the side lock: a resize parses pending output, which must not hold up
+        // delivery.
+        term.resize(cols, rows);
     }
 
     /// The target closed the channel.
@@ -179,6 +187,8 @@ pub(crate) struct ResumeState {
     channels: Mutex<Vec<Arc<Attach>>>,
     /// The session's shadow hub, which keeps the terminals.
     pub hub: Arc<ShadowHub>,
+    /// Terminals re-attached so far (a takeover is complete once one is).
+    reattached: std::sync::atomic::AtomicUsize,
 }
 
 impl ResumeState {
@@ -186,7 +196,17 @@ impl ResumeState {
         Arc::new(ResumeState {
             channels: Mutex::new(Vec::new()),
             hub,
+            reattached: std::sync::atomic::AtomicUsize::new(0),
         })
+    }
+
+    /// A paused terminal was taken over by a new connection.
+    pub fn note_reattach(&self) {
+        self.reattached.fetch_add(1, Ordering::SeqCst);
+    }
+
+    pub fn reattached(&self) -> usize {
+        self.reattached.load(Ordering::SeqCst)
     }
 
     pub fn add(&self, a: Arc<Attach>) {

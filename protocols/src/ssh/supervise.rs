@@ -44,8 +44,10 @@ struct Session<B: SshBroker> {
     attach_tx: mpsc::Sender<ClientConn>,
     attach_rx: mpsc::Receiver<ClientConn>,
     shutdown: CancellationToken,
-    /// Handed off and waiting for the new owner's connection: who, and for how long.
-    handoff: Option<(String, Duration)>,
+    /// Handed off and waiting for the new owner to take a terminal over: who, for how long,
+    /// and the re-attach count when their connection came (the takeover is complete once a
+    /// terminal is re-attached; a connection that only runs a command leaves it waiting).
+    handoff: Option<(String, Duration, Option<usize>)>,
 }
 
 pub(crate) async fn supervise<B: SshBroker>(
@@ -79,7 +81,13 @@ pub(crate) async fn supervise<B: SshBroker>(
     let mut timers = Timers::new(s.admitted.settings(), s.link.shared.started_ms);
     tracing::debug!(session = %s.sid, "supervising");
     let outcome = loop {
-        let next = match s.attached(&mut conn, &mut timers).await {
+        let next = s.attached(&mut conn, &mut timers).await;
+        if let Some((_, _, Some(at))) = &s.handoff {
+            if s.resume.reattached() > *at {
+                s.handoff = None;
+            }
+        }
+        let next = match next {
             // A re-attached connection that only ran a command leaves the paused shell paused.
             Next::Exit(Outcome::ClientExit) if s.may_pause() && s.resume.resumable() => {
                 Next::Dropped("the client left; the paused shell still waits".into())
@@ -209,7 +217,7 @@ impl<B: SshBroker> Session<B> {
             .await;
         info!(session = %self.sid, %from, %to, "session handed off");
         self.admitted = admitted;
-        self.handoff = Some((to.clone(), window));
+        self.handoff = Some((to.clone(), window, None));
         Some(to)
     }
     async fn marker(&self, kind: &str, detail: String) {
@@ -363,7 +371,7 @@ impl<B: SshBroker> Session<B> {
             return Err(Outcome::ClientDropped(detail));
         }
         let grace = match &self.handoff {
-            Some((_, window)) => *window,
+            Some((_, window, _)) => *window,
             None => settings.reconnect.grace.get(),
         };
         self.marker("paused", detail.clone()).await;
@@ -380,8 +388,13 @@ impl<B: SshBroker> Session<B> {
                 conn = self.attach_rx.recv() => {
                     let Some(conn) = conn else { continue };
                     self.link.shared.note_activity();
-                    match self.handoff.take() {
-                        Some((to, _)) => self.marker("taken-over", format!("by {to} from {}", conn.client.addr)).await,
+                    let reattached = self.resume.reattached();
+                    match self.handoff.as_mut() {
+                        Some((to, _, at)) => {
+                            *at = Some(reattached);
+                            let detail = format!("by {to} from {}", conn.client.addr);
+                            self.marker("taken-over", detail).await;
+                        }
                         None => self.marker("resumed", format!("from {}", conn.client.addr)).await,
                     }
                     self.broker.resumed(&self.sid, &conn.client);
@@ -389,7 +402,7 @@ impl<B: SshBroker> Session<B> {
                 }
                 _ = tokio::time::sleep_until(deadline) => {
                     return Err(Outcome::ClientDropped(match &self.handoff {
-                        Some((to, window)) => format!("{detail}; {to} did not take it over within {}", human(*window)),
+                        Some((to, window, _)) => format!("{detail}; {to} did not take it over within {}", human(*window)),
                         None => format!("{detail}; not resumed within {}", human(grace)),
                     }));
                 }
@@ -401,7 +414,7 @@ impl<B: SshBroker> Session<B> {
                     Some(Control::End { reason, message }) => return Err(Outcome::Policy { reason, message }),
                     Some(ctl @ Control::Handoff { .. }) => {
                         // Paused and handed off: the new owner gets the whole window.
-                        if let Some((_, window)) = self.hand_off(ctl).await.and(self.handoff.clone()) {
+                        if let Some((_, window, _)) = self.hand_off(ctl).await.and(self.handoff.clone()) {
                             deadline = tokio::time::Instant::now() + window;
                             self.broker.paused(&self.sid, self.ticket());
                         }

@@ -164,7 +164,8 @@ async fn shadow_lag(a: Args) -> Result<()> {
             pending.extend_from_slice(&chunk);
             while let Some(i) = pending.iter().position(|&b| b == b'\n') {
                 let line: Vec<u8> = pending.drain(..=i).collect();
-                let output = line.windows(16).any(|w| w == b"\"type\":\"output\"");
+                let pat = b"\"type\":\"output\"";
+                let output = line.windows(pat.len()).any(|w| w == pat);
                 if output && tx.send(at).is_err() {
                     return;
                 }
