@@ -39,15 +39,15 @@ pub(crate) struct Admit<C> {
 }
 
 /// A login resolved against the configuration.
-struct Resolved<'a> {
-    user: &'a Identity,
-    target: &'a Target,
-    account: &'a Account,
-    tags: Vec<(String, String)>,
+pub(crate) struct Resolved<'a> {
+    pub(crate) user: &'a Identity,
+    pub(crate) target: &'a Target,
+    pub(crate) account: &'a Account,
+    pub(crate) tags: Vec<(String, String)>,
 }
 
 impl Resolved<'_> {
-    fn request(&self, protocol: &'static str) -> Request<'_> {
+    pub(crate) fn request(&self, protocol: &'static str) -> Request<'_> {
         Request {
             user: &self.user.name,
             groups: &self.user.groups,
@@ -59,7 +59,7 @@ impl Resolved<'_> {
     }
 }
 
-fn resolve<'a>(cfg: &'a Loaded, login: &Login) -> Result<Resolved<'a>, Refusal> {
+pub(crate) fn resolve<'a>(cfg: &'a Loaded, login: &Login) -> Result<Resolved<'a>, Refusal> {
     let user = cfg.users.get(&login.user).ok_or_else(|| {
         (
             "unknown_user",
@@ -193,56 +193,7 @@ impl Gateway {
         let cfg = self.cfg();
         if login.target.starts_with("sess_") && login.account.is_none() {
             // `ssh dan:sess_…@gateway`: the new owner of a handed-off session takes it over.
-            let id = &login.target;
-            let ticket = self.registry.take_session_ticket(id, &login.user);
-            // Still permitted now (a policy reload since the accept counts).
-            let still = ticket.as_ref().map(|t| {
-                let rec = self.registry.record(&self.store, id).ok();
-                match rec {
-                    Some(r) => self
-                        .handoff_admission(&r, &login.user, t.admitted(), None)
-                        .map(|_| ())
-                        .map_err(|(_, why)| why),
-                    None => Err("the session is over".into()),
-                }
-            });
-            if let (Some(t), Some(Err(why))) = (ticket.clone(), still) {
-                self.registry.untake_session_ticket(id, t);
-                let msg = format!("wardengate: cannot take session {id} over: {why}");
-                self.audit(
-                    "session.handoff.takeover_refused",
-                    Some(&login.user),
-                    Some(id),
-                    json!({"client": client.addr.to_string(), "message": msg}),
-                );
-                return Err(msg);
-            }
-            return match ticket {
-                Some(t) => {
-                    self.audit(
-                        "session.handoff.takeover",
-                        Some(&login.user),
-                        Some(id),
-                        json!({"client": client.addr.to_string(), "auth_method": method}),
-                    );
-                    Ok(Admission::Resume(t))
-                }
-                None => {
-                    let msg = format!(
-                        "wardengate: session {id} is not waiting for {}: only the user it was \
-                         handed off to can take it over, after `wgctl session accept {id}` and \
-                         within the handoff window",
-                        login.user
-                    );
-                    self.audit(
-                        "session.handoff.takeover_refused",
-                        Some(&login.user),
-                        Some(id),
-                        json!({"client": client.addr.to_string(), "message": msg}),
-                    );
-                    Err(msg)
-                }
-            };
+            return self.takeover(login, method, client);
         }
         if let Ok(r) = resolve(&cfg, login) {
             if let Some(t) = self.resume_ticket(&cfg, &r) {
@@ -424,51 +375,6 @@ impl Gateway {
             account: r.account.clone(),
             credential,
         })
-    }
-
-    /// Whether `to` may own session `rec` (a handoff): their policy for its target, account and
-    /// protocol, their limits, and the settings that then apply (the stricter of `current` and
-    /// theirs). Takes their concurrency slot when `lease` is given. `Err` is `(kind, message)`.
-    pub fn handoff_admission(
-        &self,
-        rec: &SessionRecord,
-        to: &str,
-        current: &Admitted,
-        lease: Option<&wardengate_policy::Lease>,
-    ) -> Result<(Admitted, Option<wardengate_policy::Lease>), (&'static str, String)> {
-        let cfg = self.cfg();
-        let login = Login {
-            user: to.to_string(),
-            target: rec.target.clone(),
-            account: Some(rec.account.clone()),
-        };
-        let r = resolve(&cfg, &login)
-            .map_err(|(kind, msg)| (kind, msg.trim_start_matches("wardengate: ").to_string()))?;
-        let protocol: &'static str = match rec.protocol.as_str() {
-            "postgres" => "postgres",
-            "rdp" => "rdp",
-            _ => "ssh",
-        };
-        let theirs = wardengate_policy::decide(&cfg.policies, &r.request(protocol))
-            .map_err(|d| ("no_permission", d.to_string()))?;
-        let merged = current.stricter(&theirs);
-        let Some(old) = lease else {
-            return Ok((merged, None));
-        };
-        // Counted under the new owner's own policy and its limits, as their own session would
-        // be (the merged name is not a policy anyone's limits refer to).
-        let limits = cfg.limits(r.user, r.target, theirs.settings());
-        let subject = Subject {
-            actor: &r.user.name,
-            target: &r.target.name,
-            policy: theirs.policy(),
-            pool: &self.name,
-        };
-        let new = self
-            .ledger
-            .transfer(old, &rec.id, subject, &limits)
-            .map_err(|d| ("limit", d.to_string()))?;
-        Ok((merged, Some(new)))
     }
 
     /// A paused session of this actor, target and account that the policies still let them

@@ -1,0 +1,118 @@
+//! Handoff admission: whether a user may own a session handed to them (their policy, their
+//! limits, the stricter settings that then apply), and the takeover login `ssh USER:sess_…`.
+
+use serde_json::json;
+use wardengate_policy::{Admitted, Subject};
+use wardengate_protocols::session::{ClientInfo, Login};
+use wardengate_protocols::ssh::Admission;
+
+use crate::admission::resolve;
+use crate::broker::Gateway;
+use crate::store::SessionRecord;
+
+impl Gateway {
+    /// Whether `to` may own session `rec` (a handoff): their policy for its target, account and
+    /// protocol, their limits, and the settings that then apply (the stricter of `current` and
+    /// theirs). Takes their concurrency slot when `lease` is given. `Err` is `(kind, message)`.
+    pub fn handoff_admission(
+        &self,
+        rec: &SessionRecord,
+        to: &str,
+        current: &Admitted,
+        lease: Option<&wardengate_policy::Lease>,
+    ) -> Result<(Admitted, Option<wardengate_policy::Lease>), (&'static str, String)> {
+        let cfg = self.cfg();
+        let login = Login {
+            user: to.to_string(),
+            target: rec.target.clone(),
+            account: Some(rec.account.clone()),
+        };
+        let r = resolve(&cfg, &login)
+            .map_err(|(kind, msg)| (kind, msg.trim_start_matches("wardengate: ").to_string()))?;
+        let protocol: &'static str = match rec.protocol.as_str() {
+            "postgres" => "postgres",
+            "rdp" => "rdp",
+            _ => "ssh",
+        };
+        let theirs = wardengate_policy::decide(&cfg.policies, &r.request(protocol))
+            .map_err(|d| ("no_permission", d.to_string()))?;
+        let merged = current.stricter(&theirs);
+        let Some(old) = lease else {
+            return Ok((merged, None));
+        };
+        // Counted under the new owner's own policy and its limits, as their own session would
+        // be (the merged name is not a policy anyone's limits refer to).
+        let limits = cfg.limits(r.user, r.target, theirs.settings());
+        let subject = Subject {
+            actor: &r.user.name,
+            target: &r.target.name,
+            policy: theirs.policy(),
+            pool: &self.name,
+        };
+        let new = self
+            .ledger
+            .transfer(old, &rec.id, subject, &limits)
+            .map_err(|d| ("limit", d.to_string()))?;
+        Ok((merged, Some(new)))
+    }
+
+    /// `ssh USER:sess_…@gateway`: take over the session handed to USER, if it waits for them
+    /// and their policy still allows it.
+    pub(crate) fn takeover(
+        &self,
+        login: &Login,
+        method: &str,
+        client: &ClientInfo,
+    ) -> Result<Admission, String> {
+        let id = &login.target;
+        let ticket = self.registry.take_session_ticket(id, &login.user);
+        // Still permitted now (a policy reload since the accept counts).
+        let still = ticket.as_ref().map(|t| {
+            let rec = self.registry.record(&self.store, id).ok();
+            match rec {
+                Some(r) => self
+                    .handoff_admission(&r, &login.user, t.admitted(), None)
+                    .map(|_| ())
+                    .map_err(|(_, why)| why),
+                None => Err("the session is over".into()),
+            }
+        });
+        if let (Some(t), Some(Err(why))) = (ticket.clone(), still) {
+            self.registry.untake_session_ticket(id, t);
+            let msg = format!("wardengate: cannot take session {id} over: {why}");
+            self.audit(
+                "session.handoff.takeover_refused",
+                Some(&login.user),
+                Some(id),
+                json!({"client": client.addr.to_string(), "message": msg}),
+            );
+            return Err(msg);
+        }
+        match ticket {
+            Some(t) => {
+                self.audit(
+                    "session.handoff.takeover",
+                    Some(&login.user),
+                    Some(id),
+                    json!({"client": client.addr.to_string(), "auth_method": method}),
+                );
+                Ok(Admission::Resume(t))
+            }
+            None => {
+                let msg = format!(
+                    "wardengate: session {id} is not waiting for {}: only the user it was \
+                     handed off to can take it over, after `wgctl session accept {id}` and \
+                     within the handoff window",
+                    login.user
+                );
+                self.audit(
+                    "session.handoff.takeover_refused",
+                    Some(&login.user),
+                    Some(id),
+                    json!({"client": client.addr.to_string(), "message": msg}),
+                );
+                Err(msg)
+            }
+        }
+    }
+}
