@@ -142,7 +142,7 @@ pub fn session(s: &api::Session) -> String {
         rows.push(("continues", l.clone()));
     }
     if !s.previous_owners.is_empty() {
-        rows.push(("handed off by", s.previous_owners.join(" -> ")));
+        rows.push(("handed from", s.previous_owners.join(" -> ")));
     }
     for o in &s.observers {
         rows.push((
