@@ -261,6 +261,14 @@ impl Ledger {
             st.add(&h, false);
             h.tag
         });
+        Ok(Granted {
+            lease: self.hold(&mut st, tag, &subject),
+            evicted,
+        })
+    }
+
+    /// Count a session tagged `tag` against `subject` (already checked).
+    fn hold(self: &Arc<Self>, st: &mut State, tag: &str, subject: &Subject<'_>) -> Lease {
         let held = Held {
             tag: tag.to_string(),
             actor: subject.actor.to_string(),
@@ -271,13 +279,10 @@ impl Ledger {
         st.next += 1;
         let id = st.next;
         st.held.insert(id, held);
-        Ok(Granted {
-            lease: Lease {
-                ledger: self.clone(),
-                id,
-            },
-            evicted,
-        })
+        Lease {
+            ledger: self.clone(),
+            id,
+        }
     }
 
     /// A session changes hands: a slot for `subject`, counted as if the session's `old` slot
@@ -294,20 +299,7 @@ impl Ledger {
         if let Some(d) = st.check(&subject, limits, prev.as_ref()) {
             return Err(d);
         }
-        let held = Held {
-            tag: tag.to_string(),
-            actor: subject.actor.to_string(),
-            target: subject.target.to_string(),
-            policy: subject.policy.to_string(),
-        };
-        st.add(&held, true);
-        st.next += 1;
-        let id = st.next;
-        st.held.insert(id, held);
-        Ok(Lease {
-            ledger: self.clone(),
-            id,
-        })
+        Ok(self.hold(&mut st, tag, &subject))
     }
 
     fn release(&self, id: u64) {

@@ -66,8 +66,8 @@ async fn connect(a: &Args) -> Result<Handle<AcceptAnyHostKey>> {
     russh_client::connect(a.port, &a.user, a.key.clone()).await
 }
 
-async fn latency(a: Args) -> Result<()> {
-    let h = connect(&a).await?;
+/// A pty running `cat` in raw mode (every byte sent comes back once), ready for input.
+async fn raw_cat(h: &Handle<AcceptAnyHostKey>) -> Result<russh::Channel<russh::client::Msg>> {
     let mut ch = h.channel_open_session().await?;
     ch.request_pty(true, "xterm", 80, 24, 0, 0, &[]).await?;
     ch.exec(true, "stty raw -echo; echo READY; exec cat")
@@ -80,6 +80,12 @@ async fn latency(a: Args) -> Result<()> {
             None => bail!("channel closed before READY"),
         }
     }
+    Ok(ch)
+}
+
+async fn latency(a: Args) -> Result<()> {
+    let h = connect(&a).await?;
+    let mut ch = raw_cat(&h).await?;
     let mut samples = Vec::with_capacity(a.n);
     for i in 0..a.n + 50 {
         let t0 = Instant::now();
@@ -133,18 +139,7 @@ async fn shadow_lag(a: Args) -> Result<()> {
         bail!("shadow-lag needs --api and --token");
     };
     let h = connect(&a).await?;
-    let mut ch = h.channel_open_session().await?;
-    ch.request_pty(true, "xterm", 80, 24, 0, 0, &[]).await?;
-    ch.exec(true, "stty raw -echo; echo READY; exec cat")
-        .await?;
-    let mut seen = Vec::new();
-    while !String::from_utf8_lossy(&seen).contains("READY") {
-        match tokio::time::timeout(Duration::from_secs(10), ch.wait()).await? {
-            Some(ChannelMsg::Data { data }) => seen.extend_from_slice(&data),
-            Some(_) => {}
-            None => bail!("channel closed before READY"),
-        }
-    }
+    let mut ch = raw_cat(&h).await?;
     let http = reqwest::Client::new();
     let id = newest_session(&http, &api, &token).await?;
     let mut resp = http
