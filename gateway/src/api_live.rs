@@ -378,14 +378,17 @@ async fn accept(
             ),
         ));
     }
-    let Some(lease) = lease else {
+    let Some((lease, decision)) = lease else {
         return Err(refuse("internal", "the session holds no slot".into()));
     };
     let from = rec.actor.clone();
-    let r = st
-        .gw
-        .registry
-        .transfer(&st.gw.store, &id, &caller.name, merged.clone(), lease)?;
+    let r = st.gw.registry.transfer(
+        &st.gw.store,
+        &id,
+        &caller.name,
+        (merged.clone(), decision),
+        lease,
+    )?;
     st.gw.audit(
         "session.handoff.accepted",
         Some(&caller.name),

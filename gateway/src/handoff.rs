@@ -10,6 +10,10 @@ use crate::admission::resolve;
 use crate::broker::Gateway;
 use crate::store::SessionRecord;
 
+/// The new owner's concurrency slot, and the decision record (JSON) that then describes the
+/// session.
+pub type NewSlot = (wardengate_policy::Lease, String);
+
 impl Gateway {
     /// Whether `to` may own session `rec` (a handoff): their policy for its target, account and
     /// protocol, their limits, and the settings that then apply (the stricter of `current` and
@@ -20,7 +24,7 @@ impl Gateway {
         to: &str,
         current: &Admitted,
         lease: Option<&wardengate_policy::Lease>,
-    ) -> Result<(Admitted, Option<wardengate_policy::Lease>), (&'static str, String)> {
+    ) -> Result<(Admitted, Option<NewSlot>), (&'static str, String)> {
         let cfg = self.cfg();
         let login = Login {
             user: to.to_string(),
@@ -53,7 +57,14 @@ impl Gateway {
             .ledger
             .transfer(old, &rec.id, subject, &limits)
             .map_err(|d| ("limit", d.to_string()))?;
-        Ok((merged, Some(new)))
+        // What `session show` reports from now on: the settings that govern the session.
+        let why = format!(
+            "handed to {to}: the stricter of '{}' and '{}'",
+            current.policy(),
+            theirs.policy()
+        );
+        let decision = crate::admission::decision_json(&merged, &why, &limits).to_string();
+        Ok((merged, Some((new, decision))))
     }
 
     /// `ssh USER:sess_…@gateway`: take over the session handed to USER, if it waits for them

@@ -124,7 +124,7 @@ impl Registry {
         store: &Store,
         id: &str,
         owner: &str,
-        admitted: Admitted,
+        (admitted, decision): (Admitted, String),
         lease: Lease,
     ) -> Result<SessionRecord, RegistryError> {
         let live = self.live_or_err(store, id)?;
@@ -135,6 +135,7 @@ impl Registry {
                 _ => prev,
             });
             r.policy = Some(admitted.policy().to_string());
+            r.decision = Some(decision);
         }
         *lock(&live.admitted) = admitted;
         // The new owner's slot is held before the old owner's is given back.

@@ -245,13 +245,13 @@ impl Store {
         self.conn()?.execute(
             "UPDATE sessions SET state=?2, client_version=?3, policy=?4, pty_term=?5, pty_cols=?6,
              pty_rows=?7, ended_ms=?8, last_input_ms=?9, bytes_in=?10, bytes_out=?11,
-             end_reason=?12, end_detail=?13, terminated_by=?14, actor=?15, previous_owners=?16
-             WHERE id=?1",
+             end_reason=?12, end_detail=?13, terminated_by=?14, actor=?15, previous_owners=?16,
+             decision=?17 WHERE id=?1",
             params![
                 s.id, s.state, s.client_version, s.policy, s.pty_term, s.pty_cols, s.pty_rows,
                 s.ended_ms.map(|v| v as i64), s.last_input_ms.map(|v| v as i64),
                 s.bytes_in as i64, s.bytes_out as i64, s.end_reason, s.end_detail, s.terminated_by,
-                s.actor, s.previous_owners
+                s.actor, s.previous_owners, s.decision
             ],
         ).context("cannot update session")?;
         Ok(())

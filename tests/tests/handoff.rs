@@ -142,6 +142,15 @@ fn alice_hands_her_shell_to_dan() {
     assert_eq!(s["state"], "active", "{s}");
     assert_eq!(s["previous_owners"], serde_json::json!(["alice"]), "{s}");
     assert_eq!(s["policy"], "oncall+contractor", "{s}");
+    // The settings reported are the merged ones: the shorter idle timeout, the stricter shadow.
+    assert_eq!(s["decision"]["settings"]["idle_timeout"], "10m", "{s}");
+    assert_eq!(s["decision"]["settings"]["shadow"], "visible", "{s}");
+    assert!(
+        s["decision"]["why"]
+            .as_str()
+            .is_some_and(|w| w.contains("handed to dan")),
+        "{s}"
+    );
     // The stricter shadow mode now applies: an observer is announced to dan.
     let w = gw.watch(&id, None);
     assert_eq!(w.status, 200, "{}", w.error);
