@@ -101,51 +101,17 @@ pub async fn run(opts: DevOptions) -> Result<()> {
     })
     .await??;
 
-    // alice's own key (what a user would have in ~/.ssh), and a password.
-    let alice_key_path = dir.join("alice_ed25519");
-    if !alice_key_path.exists() {
-        keys::write_keypair(
-            &alice_key_path,
-            &keys::generate_ed25519("alice@wardengate-dev")?,
-        )?;
-    }
-    let alice_pub = std::fs::read_to_string(dir.join("alice_ed25519.pub"))?
-        .trim()
-        .to_string();
-    // dan, the next on-call engineer: his own key, and API tokens for both (handoff demo).
-    let dan_key_path = dir.join("dan_ed25519");
-    if !dan_key_path.exists() {
-        keys::write_keypair(
-            &dan_key_path,
-            &keys::generate_ed25519("dan@wardengate-dev")?,
-        )?;
-    }
-    let dan_pub = std::fs::read_to_string(dir.join("dan_ed25519.pub"))?
-        .trim()
-        .to_string();
+    // alice's own key (what a user would have in ~/.ssh) and password; dan, the next on-call
+    // engineer, has his own key; API tokens for both (the handoff demo).
+    let alice_pub = user_key(&dir, "alice")?;
+    let dan_pub = user_key(&dir, "dan")?;
     let alice_token = user_token(&dir, "alice")?;
     let dan_token = user_token(&dir, "dan")?;
-    let password_file = dir.join("alice.password");
-    let password = match std::fs::read_to_string(&password_file) {
-        Ok(p) => p.trim().to_string(),
-        Err(_) => {
-            let p = crate::util::new_token()?[..16].to_string();
-            crate::util::write_private(&password_file, format!("{p}\n").as_bytes())?;
-            p
-        }
-    };
+    let password = kept_secret(&dir.join("alice.password"), 16)?;
     // The demo database: a real PostgreSQL cluster, its account's password only in the vault.
     let pg_dir = dir.join("postgres");
     std::fs::create_dir_all(&pg_dir)?;
-    let ro_file = pg_dir.join("billing_ro.password");
-    let ro_password = match std::fs::read_to_string(&ro_file) {
-        Ok(p) => p.trim().to_string(),
-        Err(_) => {
-            let p = crate::util::new_token()?[..24].to_string();
-            crate::util::write_private(&ro_file, format!("{p}\n").as_bytes())?;
-            p
-        }
-    };
+    let ro_password = kept_secret(&pg_dir.join("billing_ro.password"), 24)?;
     let cluster = tokio::task::spawn_blocking({
         let (d, password) = (pg_dir.clone(), ro_password.clone());
         move || {
@@ -318,14 +284,32 @@ accounts = [{{ name = "billing_ro", secret = "billing-ro.dev/billing_ro" }}]
 /// `NAME.token` in the dev directory (made once), and the sha256 the config holds.
 fn user_token(dir: &std::path::Path, name: &str) -> anyhow::Result<String> {
     use sha2::Digest;
-    let file = dir.join(format!("{name}.token"));
-    let token = match std::fs::read_to_string(&file) {
-        Ok(t) => t.trim().to_string(),
-        Err(_) => {
-            let t = crate::util::new_token()?;
-            crate::util::write_private(&file, format!("{t}\n").as_bytes())?;
-            t
-        }
-    };
+    let token = kept_secret(&dir.join(format!("{name}.token")), 64)?;
     Ok(hex::encode(sha2::Sha256::digest(token.as_bytes())))
+}
+
+/// A random secret of `len` hex digits kept in `file` (private), made on first use.
+fn kept_secret(file: &std::path::Path, len: usize) -> anyhow::Result<String> {
+    if let Ok(s) = std::fs::read_to_string(file) {
+        return Ok(s.trim().to_string());
+    }
+    let s = crate::util::new_token()?[..len].to_string();
+    crate::util::write_private(file, format!("{s}\n").as_bytes())?;
+    Ok(s)
+}
+
+/// `NAME_ed25519` in the dev directory (made once): the public key line.
+fn user_key(dir: &std::path::Path, name: &str) -> anyhow::Result<String> {
+    let path = dir.join(format!("{name}_ed25519"));
+    if !path.exists() {
+        keys::write_keypair(
+            &path,
+            &keys::generate_ed25519(&format!("{name}@wardengate-dev"))?,
+        )?;
+    }
+    Ok(
+        std::fs::read_to_string(dir.join(format!("{name}_ed25519.pub")))?
+            .trim()
+            .to_string(),
+    )
 }
