@@ -173,7 +173,7 @@ async fn connect_inner(
     let mut out = BytesMut::new();
     frontend::startup_message(startup, &mut out)
         .map_err(|e| format!("cannot encode the startup message: {e}"))?;
-    conn.write_all(&out)
+    super::wire::send(&mut conn, &[&out])
         .await
         .map_err(|e| format!("cannot write to target {address}: {e}"))?;
 
@@ -291,7 +291,7 @@ async fn connect_inner(
                 ));
             }
         }
-        conn.write_all(&out)
+        super::wire::send(&mut conn, &[&out])
             .await
             .map_err(|e| format!("cannot write to target {address}: {e}"))?;
     }
@@ -314,7 +314,7 @@ pub async fn cancel(route: &Route, pid: i32, secret: i32) -> Result<(), String> 
         };
         let mut out = BytesMut::new();
         frontend::cancel_request(pid, secret, &mut out);
-        conn.write_all(&out)
+        super::wire::send(&mut conn, &[&out])
             .await
             .map_err(|e| format!("cannot send the cancel request to {address}: {e}"))?;
         let mut sink = [0u8; 1];

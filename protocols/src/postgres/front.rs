@@ -212,7 +212,7 @@ pub async fn negotiate(tcp: TcpStream, settings: &PgSettings) -> Result<Opening,
 }
 
 async fn conn_write(conn: &mut Conn, b: &[u8]) -> Result<(), Early> {
-    conn.write_all(b)
+    super::wire::send(conn, &[b])
         .await
         .map_err(|e| format!("cannot write to the client: {e}"))
 }

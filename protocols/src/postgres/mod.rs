@@ -24,7 +24,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use pgwire::messages::startup::{Authentication, BackendKeyData, SecretKey};
-use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio_rustls::rustls;
 use tokio_util::sync::CancellationToken;
@@ -321,7 +320,7 @@ async fn run_session<B: PgBroker>(
         SecretKey::I32(secret),
     )));
     hello.extend_from_slice(&ready.ready);
-    if let Err(e) = conn.write_all(&hello).await {
+    if let Err(e) = wire::send(&mut conn, &[&hello]).await {
         broker.ended(
             &sid,
             Outcome::ClientDropped(format!("the client left during startup: {e}")),

@@ -95,7 +95,7 @@ async fn up(
             return End::Protocol(e);
         }
         shared.count_input(n);
-        if let Err(e) = wr.write_all(chunk).await {
+        if let Err(e) = wire::send(&mut wr, &[chunk]).await {
             return End::Io(format!("target connection: {e}"));
         }
     }
@@ -158,7 +158,7 @@ async fn down(
                     }
                     (m, _) => {
                         held = m;
-                        (wr.write_all(chunk).await, false)
+                        (wire::send(&mut wr, &[chunk]).await, false)
                     }
                 };
                 // Recorded once the client has the results (a wakeup of the recorder is not on
@@ -187,7 +187,7 @@ async fn down(
                     continue;
                 }
                 let (Inject::Notice(b) | Inject::Fatal(b)) = &m;
-                if let Err(e) = wr.write_all(b).await {
+                if let Err(e) = wire::send(&mut wr, &[b]).await {
                     return End::Io(format!("client connection: {e}"));
                 }
                 if matches!(m, Inject::Fatal(_)) {
@@ -232,12 +232,10 @@ async fn record(
 
 async fn write_split(wr: &mut Writer, chunk: &[u8], at: usize, m: &Inject) -> std::io::Result<()> {
     let (Inject::Notice(b) | Inject::Fatal(b)) = m;
-    wr.write_all(&chunk[..at]).await?;
-    wr.write_all(b).await?;
-    if matches!(m, Inject::Notice(_)) {
-        wr.write_all(&chunk[at..]).await?;
+    match m {
+        Inject::Notice(_) => wire::send(wr, &[&chunk[..at], b, &chunk[at..]]).await,
+        Inject::Fatal(_) => wire::send(wr, &[&chunk[..at], b]).await,
     }
-    Ok(())
 }
 
 /// A live PostgreSQL session.
