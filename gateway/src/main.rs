@@ -65,7 +65,8 @@ enum Cmd {
         cmd: HostkeyCmd,
     },
     /// Read a password on stdin and print the user lines for it: `password_hash` (argon2, for
-    /// SSH and TLS logins) and `scram_sha_256` (for PostgreSQL clients).
+    /// SSH and TLS logins), `scram_sha_256` (for PostgreSQL clients) and `nt_hash` (for RDP
+    /// clients' NLA).
     HashPassword,
     /// Make a personal API token for a user: prints the token (give it to them, for
     /// `WARDENGATE_TOKEN`) and the `api_token_sha256` line for their `[[users]]` entry.
@@ -134,13 +135,15 @@ fn real_main(cli: Cli) -> Result<()> {
         Cmd::Run { config } => {
             let cfg = config::load(&config)?;
             runtime()?.block_on(server::run(cfg, CancellationToken::new(), |l| {
-                match l.postgres {
-                    Some(pg) => println!(
-                        "wardengate ready: ssh={} postgres={pg} api=http://{}",
-                        l.ssh, l.api
-                    ),
-                    None => println!("wardengate ready: ssh={} api=http://{}", l.ssh, l.api),
-                }
+                let pg = l
+                    .postgres
+                    .map(|a| format!(" postgres={a}"))
+                    .unwrap_or_default();
+                let rdp = l.rdp.map(|a| format!(" rdp={a}")).unwrap_or_default();
+                println!(
+                    "wardengate ready: ssh={}{pg}{rdp} api=http://{}",
+                    l.ssh, l.api
+                );
             }))
         }
         Cmd::Dev {
@@ -228,6 +231,10 @@ fn real_main(cli: Cli) -> Result<()> {
             println!(
                 "scram_sha_256 = \"{}\"",
                 wardengate_protocols::postgres::Verifier::generate(&password)
+            );
+            println!(
+                "nt_hash = \"{}\"",
+                hex::encode(passwords::nt_hash(&password))
             );
             Ok(())
         }

@@ -22,8 +22,24 @@ pub fn verify(phc: &str, password: &str) -> bool {
         .unwrap_or(false)
 }
 
+/// The password's NT hash (MD4 of its UTF-16LE encoding), as NTLM (RDP's NLA) needs it.
+pub fn nt_hash(password: &str) -> [u8; 16] {
+    use md4::Digest;
+    let utf16: Vec<u8> = password.encode_utf16().flat_map(u16::to_le_bytes).collect();
+    md4::Md4::digest(&utf16).into()
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn nt_hash_matches_windows() {
+        // winpr-hash -u bob -p 'Secret1!' (FreeRDP's NTLM hashing tool) prints this.
+        assert_eq!(
+            hex::encode(super::nt_hash("Secret1!")),
+            "2b0fd3faca9a8acd5fdfff6ecae2c207"
+        );
+    }
+
     #[test]
     fn hash_and_verify() {
         let h = super::hash("correct horse").expect("hash");

@@ -1,11 +1,9 @@
 //! The gateway's side of the PostgreSQL front: users, admission (shared with SSH, mapped to
 //! SQLSTATEs), and the front's settings with its TLS certificate.
 
-use std::path::Path;
 use std::sync::Arc;
 
-use anyhow::{Context, Result};
-use tokio_rustls::rustls;
+use anyhow::Result;
 use wardengate_protocols::postgres::{
     Capture, PgBroker, PgPlan, PgSettings, PgTarget, PgUserAuth, Refusal, TargetTls,
 };
@@ -75,14 +73,16 @@ impl PgBroker for Gateway {
 /// The front's settings: TLS from the configured certificate, generated (self-signed, for
 /// `localhost`) on first start when neither file exists.
 pub fn settings(cfg: &Loaded, section: &PostgresSection) -> Result<PgSettings> {
-    let cert = crate::server::in_data_dir(cfg, &section.tls_cert_file);
-    let key = crate::server::in_data_dir(cfg, &section.tls_key_file);
-    if !cert.exists() && !key.exists() {
-        generate_certificate(&cert, &key)?;
-    }
-    let acceptor = acceptor(&cert, &key)?;
+    let (mut config, _) = crate::tls::server_config(
+        cfg,
+        &section.tls_cert_file,
+        &section.tls_key_file,
+        "postgres",
+    )?;
+    // PostgreSQL 17 clients offer this ALPN name with direct TLS (and with SSLRequest).
+    config.alpn_protocols = vec![b"postgresql".to_vec()];
     Ok(PgSettings {
-        tls: Some(acceptor),
+        tls: Some(tokio_rustls::TlsAcceptor::from(Arc::new(config))),
         require_tls: section.require_tls,
         auth_rejection_time: section.auth_rejection_time,
         connect_timeout: section.connect_timeout,
@@ -92,38 +92,4 @@ pub fn settings(cfg: &Loaded, section: &PostgresSection) -> Result<PgSettings> {
             redact_params: section.redact_params,
         },
     })
-}
-
-fn generate_certificate(cert: &Path, key: &Path) -> Result<()> {
-    let c =
-        rcgen::generate_simple_self_signed(vec!["localhost".to_string(), "127.0.0.1".to_string()])
-            .context("cannot generate the PostgreSQL TLS certificate")?;
-    std::fs::write(cert, c.cert.pem())
-        .with_context(|| format!("cannot write {}", cert.display()))?;
-    crate::util::write_private(key, c.signing_key.serialize_pem().as_bytes())
-        .with_context(|| format!("cannot write {}", key.display()))?;
-    tracing::info!(cert = %cert.display(), "generated a self-signed TLS certificate for PostgreSQL clients");
-    Ok(())
-}
-
-fn acceptor(cert: &Path, key: &Path) -> Result<tokio_rustls::TlsAcceptor> {
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
-        .with_context(|| format!("cannot read postgres.tls_cert_file {}", cert.display()))?
-        .collect::<Result<_, _>>()
-        .with_context(|| format!("postgres.tls_cert_file {} is not PEM", cert.display()))?;
-    let key = PrivateKeyDer::from_pem_file(key).with_context(|| {
-        format!(
-            "cannot read postgres.tls_key_file {} (a PEM private key)",
-            key.display()
-        )
-    })?;
-    let mut config = rustls::ServerConfig::builder()
-        .with_no_client_auth()
-        .with_single_cert(chain, key)
-        .context("the PostgreSQL TLS certificate and key do not fit together")?;
-    // PostgreSQL 17 clients offer this ALPN name with direct TLS (and with SSLRequest).
-    config.alpn_protocols = vec![b"postgresql".to_vec()];
-    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
 }

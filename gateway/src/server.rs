@@ -22,6 +22,7 @@ use crate::vault::Vault;
 pub struct Listening {
     pub ssh: std::net::SocketAddr,
     pub postgres: Option<std::net::SocketAddr>,
+    pub rdp: Option<std::net::SocketAddr>,
     pub api: std::net::SocketAddr,
 }
 
@@ -76,12 +77,26 @@ pub async fn run(
         }
         None => None,
     };
+    let rdp = match &cfg.config.rdp {
+        Some(section) => {
+            let settings = Arc::new(crate::rdp::settings(&cfg, section)?);
+            let listener = TcpListener::bind(section.listen)
+                .await
+                .with_context(|| format!("cannot listen for RDP on {}", section.listen))?;
+            Some((listener, settings))
+        }
+        None => None,
+    };
     let api_listener = TcpListener::bind(cfg.config.api.listen)
         .await
         .with_context(|| format!("cannot listen for the API on {}", cfg.config.api.listen))?;
     let listening = Listening {
         ssh: ssh_listener.local_addr()?,
         postgres: match &pg {
+            Some((l, _)) => Some(l.local_addr()?),
+            None => None,
+        },
+        rdp: match &rdp {
             Some((l, _)) => Some(l.local_addr()?),
             None => None,
         },
@@ -112,7 +127,7 @@ pub async fn run(
         "gateway.start",
         None,
         None,
-        serde_json::json!({"ssh": listening.ssh.to_string(), "postgres": listening.postgres.map(|a| a.to_string()), "api": listening.api.to_string()}),
+        serde_json::json!({"ssh": listening.ssh.to_string(), "postgres": listening.postgres.map(|a| a.to_string()), "rdp": listening.rdp.map(|a| a.to_string()), "api": listening.api.to_string()}),
     );
 
     let signals = shutdown.clone();
@@ -149,7 +164,7 @@ pub async fn run(
             .await
     });
 
-    tracing::info!(ssh = %listening.ssh, postgres = ?listening.postgres, api = %listening.api, gateway = %gw.name, "wardengate is ready");
+    tracing::info!(ssh = %listening.ssh, postgres = ?listening.postgres, rdp = ?listening.rdp, api = %listening.api, gateway = %gw.name, "wardengate is ready");
     on_ready(&listening);
 
     let config = Arc::new(ssh::server_config(&settings));
@@ -166,6 +181,25 @@ pub async fn run(
                         }
                         Err(e) => {
                             tracing::warn!("postgres accept failed: {e}");
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                        }
+                    },
+                    _ = shutdown.cancelled() => break,
+                }
+            }
+        });
+    }
+    if let Some((listener, settings)) = rdp {
+        let (gw, shutdown, tracker2) = (gw.clone(), shutdown.clone(), tracker.clone());
+        tracker.spawn(async move {
+            loop {
+                tokio::select! {
+                    accepted = listener.accept() => match accepted {
+                        Ok((socket, peer)) => {
+                            tracker2.spawn(wardengate_protocols::rdp::serve_connection(gw.clone(), settings.clone(), socket, peer, shutdown.clone()));
+                        }
+                        Err(e) => {
+                            tracing::warn!("rdp accept failed: {e}");
                             tokio::time::sleep(Duration::from_millis(50)).await;
                         }
                     },

@@ -7,7 +7,9 @@
 #![forbid(unsafe_code)]
 
 pub mod postgres;
+pub mod rdp;
 pub mod session;
 pub mod shadow;
 pub mod ssh;
 pub mod timers;
+pub mod tls;

@@ -14,6 +14,8 @@ pub struct GatewayBuilder<'a> {
     /// PostgreSQL targets: (name, address, role, password, extra TOML lines).
     pub(crate) pg_targets: Vec<(String, String, String, String, String)>,
     pub(crate) postgres: Option<String>,
+    /// RDP targets: (name, address, account, password).
+    pub(crate) rdp_targets: Vec<(String, String, String, String)>,
     pub(crate) extra: String,
     pub(crate) gateway_lines: String,
     pub(crate) api_lines: String,
@@ -70,6 +72,14 @@ impl GatewayBuilder<'_> {
     }
 
     /// Lines added to the `[postgres]` section (`require_tls = true`); turns the front on.
+    /// An RDP target (tag env=test) whose account logs in with `password`, kept in the vault
+    /// only. Turns the RDP front on.
+    pub fn rdp_target(mut self, name: &str, address: &str, account: &str, password: &str) -> Self {
+        self.rdp_targets
+            .push((name.into(), address.into(), account.into(), password.into()));
+        self
+    }
+
     pub fn postgres_lines(mut self, toml: &str) -> Self {
         let p = self.postgres.get_or_insert_with(String::new);
         p.push_str(toml);
@@ -121,11 +131,17 @@ impl GatewayBuilder<'_> {
             ),
             None => String::new(),
         };
+        let rdp = if self.rdp_targets.is_empty() {
+            String::new()
+        } else {
+            "[rdp]\nlisten = \"127.0.0.1:0\"\nauth_rejection_time = \"10ms\"\nconnect_timeout = \"10s\"\n\n".to_string()
+        };
+        let nt_hash = hex::encode(wardengate_gateway::passwords::nt_hash(ALICE_PASSWORD));
         let mut cfg = format!(
             "[gateway]\nname = \"gw-test\"\ndata_dir = \"{data}\"\n{gateway_lines}\n[ssh]\nlisten = \"127.0.0.1:0\"\n\
-             auth_rejection_time = \"10ms\"\nconnect_timeout = \"5s\"\n\n{postgres}[api]\nlisten = \"127.0.0.1:0\"\n{api_lines}\n\
+             auth_rejection_time = \"10ms\"\nconnect_timeout = \"5s\"\n\n{postgres}{rdp}[api]\nlisten = \"127.0.0.1:0\"\n{api_lines}\n\
              [[users]]\nname = \"alice\"\ngroups = [\"sre\"]\npublic_keys = [\"{key}\"]\npassword_hash = \"{hash}\"\n\
-             scram_sha_256 = \"{scram}\"\n{token}\n",
+             scram_sha_256 = \"{scram}\"\nnt_hash = \"{nt_hash}\"\n{token}\n",
             data = data.display(),
             key = env.alice_pub,
             gateway_lines = self.gateway_lines,
@@ -140,6 +156,12 @@ impl GatewayBuilder<'_> {
             cfg.push_str(&format!(
                 "[[targets]]\nname = \"{name}\"\nprotocol = \"postgres\"\naddress = \"{addr}\"\ntags = {{ env = \"test\" }}\n\
                  accounts = [{{ name = \"{role}\", secret = \"{name}/{role}\" }}]\n{lines}\n\n"
+            ));
+        }
+        for (name, addr, account, _) in &self.rdp_targets {
+            cfg.push_str(&format!(
+                "[[targets]]\nname = \"{name}\"\nprotocol = \"rdp\"\naddress = \"{addr}\"\ntags = {{ env = \"test\" }}\n\
+                 accounts = [{{ name = \"{account}\", secret = \"{name}/{account}\" }}]\n\n"
             ));
         }
         for (name, addr, account, tag) in &self.targets {
@@ -171,7 +193,12 @@ impl GatewayBuilder<'_> {
                 String::from_utf8_lossy(&out.stderr)
             );
         }
-        for (name, _, role, password, _) in &self.pg_targets {
+        let password_secrets = self
+            .pg_targets
+            .iter()
+            .map(|(name, _, role, password, _)| (name, role, password))
+            .chain(self.rdp_targets.iter().map(|(n, _, a, p)| (n, a, p)));
+        for (name, role, password) in password_secrets {
             let out = run_with_input(
                 Command::new(bin("wardengate"))
                     .args(["vault", "--config"])

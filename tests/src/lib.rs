@@ -98,6 +98,7 @@ impl TestEnv {
             env: self,
             targets: Vec::new(),
             pg_targets: Vec::new(),
+            rdp_targets: Vec::new(),
             postgres: None,
             extra: String::new(),
             policies: None,
@@ -116,6 +117,8 @@ pub struct GatewayProc {
     pub ssh_port: u16,
     /// The PostgreSQL front's port, when it is on.
     pub pg_port: Option<u16>,
+    /// The RDP front's port, when it is on.
+    pub rdp_port: Option<u16>,
     pub api: String,
     pub token: String,
     pub log: Arc<Mutex<String>>,
@@ -174,12 +177,16 @@ impl GatewayProc {
             .next()
             .and_then(|p| p.parse().ok())
             .expect("port");
-        let pg_port = ready
-            .split("postgres=")
-            .nth(1)
-            .and_then(|s| s.split_whitespace().next())
-            .and_then(|a| a.rsplit(':').next())
-            .and_then(|p| p.parse().ok());
+        let port_of = |name: &str| {
+            ready
+                .split(&format!("{name}="))
+                .nth(1)
+                .and_then(|s| s.split_whitespace().next())
+                .and_then(|a| a.rsplit(':').next())
+                .and_then(|p| p.parse().ok())
+        };
+        let pg_port = port_of("postgres");
+        let rdp_port = port_of("rdp");
         let token = std::fs::read_to_string(data.join("admin.token"))
             .expect("token")
             .trim()
@@ -190,6 +197,7 @@ impl GatewayProc {
             data,
             ssh_port,
             pg_port,
+            rdp_port,
             api,
             token,
             log,

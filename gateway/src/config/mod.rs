@@ -22,6 +22,8 @@ pub struct Config {
     pub ssh: SshSection,
     /// The PostgreSQL front; absent: no PostgreSQL listener.
     pub postgres: Option<PostgresSection>,
+    /// The RDP front; off unless configured.
+    pub rdp: Option<RdpSection>,
     #[serde(default)]
     pub api: ApiSection,
     #[serde(default)]
@@ -69,6 +71,9 @@ pub struct User {
     /// The same password as a SCRAM-SHA-256 verifier, for PostgreSQL clients
     /// (`wardengate hash-password` prints it too). Without it, PostgreSQL logins need TLS.
     pub scram_sha_256: Option<String>,
+    /// The same password's NT hash (32 hex digits, MD4 of its UTF-16), for RDP clients' NLA
+    /// (`wardengate hash-password` prints it too). NTLM cannot verify a password without it.
+    pub nt_hash: Option<String>,
     /// Overrides `limits.max_sessions_per_user` (and any group's value) for this user.
     pub max_sessions: Option<u32>,
     /// sha256 (hex) of the user's personal API token (`wardengate new-token` makes one), for
@@ -146,6 +151,7 @@ pub struct Identity {
     pub keys: Vec<PublicKey>,
     pub password_hash: Option<String>,
     pub scram: Option<wardengate_protocols::postgres::Verifier>,
+    pub nt_hash: Option<[u8; 16]>,
     /// The most specific per-user session limit (user, then groups, then `limits`).
     pub max_sessions: Option<u32>,
     /// sha256 of the user's API token.
@@ -254,7 +260,23 @@ pub fn parse(text: &str, path: &Path) -> Result<Loaded> {
             ),
             None => None,
         };
-        if keys.is_empty() && u.password_hash.is_none() && scram.is_none() {
+        let nt_hash = match &u.nt_hash {
+            Some(h) => Some(
+                hex::decode(h.trim())
+                    .ok()
+                    .and_then(|b| <[u8; 16]>::try_from(b).ok())
+                    .ok_or_else(|| {
+                        anyhow!(
+                            "{}: users.{}.nt_hash must be 32 hex digits (the NT hash that \
+                             `wardengate hash-password` prints)",
+                            here(h),
+                            u.name
+                        )
+                    })?,
+            ),
+            None => None,
+        };
+        if keys.is_empty() && u.password_hash.is_none() && scram.is_none() && nt_hash.is_none() {
             bail!(
                 "{}: users.{} has neither public_keys nor password_hash",
                 here(&u.name),
@@ -283,6 +305,7 @@ pub fn parse(text: &str, path: &Path) -> Result<Loaded> {
             keys,
             password_hash: u.password_hash.clone(),
             scram,
+            nt_hash,
             max_sessions: u.max_sessions,
             api_token,
             operator: u.operator,
@@ -336,8 +359,8 @@ pub fn parse(text: &str, path: &Path) -> Result<Loaded> {
             );
         }
         match (t.protocol.as_str(), &t.tls) {
-            ("ssh", None) if t.auth_methods.is_none() && t.database.is_none() => {}
-            ("ssh", _) => bail!(
+            ("ssh" | "rdp", None) if t.auth_methods.is_none() && t.database.is_none() => {}
+            ("ssh" | "rdp", _) => bail!(
                 "{}: targets.{}: tls, auth_methods and database apply to postgres targets only",
                 here(&t.name),
                 t.name
@@ -371,7 +394,7 @@ pub fn parse(text: &str, path: &Path) -> Result<Loaded> {
                 }
             }
             (other, _) => bail!(
-                "{}: targets.{}.protocol '{other}' is not supported yet (supported: ssh, postgres)",
+                "{}: targets.{}.protocol '{other}' is not supported (supported: ssh, postgres, rdp)",
                 here(other),
                 t.name
             ),

@@ -227,3 +227,31 @@ fn default_chunk_bytes() -> usize {
 fn default_chunk_age() -> Duration {
     Duration::from_secs(10)
 }
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RdpSection {
+    pub listen: SocketAddr,
+    /// PEM certificate chain and key for TLS with clients, relative to `data_dir`. A self-signed
+    /// certificate is generated when both are missing.
+    #[serde(default = "default_rdp_cert")]
+    pub tls_cert_file: PathBuf,
+    #[serde(default = "default_rdp_key")]
+    pub tls_key_file: PathBuf,
+    /// Constant delay before an authentication failure is reported.
+    #[serde(default = "default_rejection", with = "humantime_serde_compat")]
+    pub auth_rejection_time: Duration,
+    /// How long a target may take to connect and complete NLA.
+    #[serde(default = "default_connect_timeout", with = "humantime_serde_compat")]
+    pub connect_timeout: Duration,
+    /// How long a client may take from connecting to being authenticated.
+    #[serde(default = "default_auth_timeout", with = "humantime_serde_compat")]
+    pub auth_timeout: Duration,
+}
+
+fn default_rdp_cert() -> PathBuf {
+    PathBuf::from("rdp_tls.crt")
+}
+fn default_rdp_key() -> PathBuf {
+    PathBuf::from("rdp_tls.key")
+}

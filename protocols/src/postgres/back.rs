@@ -62,9 +62,7 @@ async fn tls_connect(tcp: TcpStream, target: &Route) -> Result<Conn, String> {
             .with_no_client_auth(),
         _ => rustls::ClientConfig::builder()
             .dangerous()
-            .with_custom_certificate_verifier(Arc::new(NoVerify(
-                rustls::crypto::ring::default_provider(),
-            )))
+            .with_custom_certificate_verifier(Arc::new(crate::tls::NoVerify::ring()))
             .with_no_client_auth(),
     };
     let host = target
@@ -324,51 +322,4 @@ pub async fn cancel(route: &Route, pid: i32, secret: i32) -> Result<(), String> 
     tokio::time::timeout(five * 2, send)
         .await
         .map_err(|_| format!("cancel request to {address} timed out"))?
-}
-
-/// `tls = "require"`: encrypted, but the certificate is not checked (libpq's `sslmode=require`).
-/// Signatures are still verified, so the handshake itself is sound.
-#[derive(Debug)]
-struct NoVerify(rustls::crypto::CryptoProvider);
-
-impl rustls::client::danger::ServerCertVerifier for NoVerify {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &rustls::pki_types::CertificateDer<'_>,
-        _intermediates: &[rustls::pki_types::CertificateDer<'_>],
-        _server_name: &rustls::pki_types::ServerName<'_>,
-        _ocsp: &[u8],
-        _now: rustls::pki_types::UnixTime,
-    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
-        Ok(rustls::client::danger::ServerCertVerified::assertion())
-    }
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &rustls::pki_types::CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &rustls::pki_types::CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
 }

@@ -1,0 +1,306 @@
+//! RDP: the gateway terminates the client's connection up to the end of CredSSP (NLA), so the
+//! person authenticates to the gateway and never learns the target account's password; it opens
+//! the target with the vault's credentials (CredSSP as the client), then relays the two plaintext
+//! TLS streams.
+//!
+//! The target is chosen by the NLA user name `USER:TARGET[:ACCOUNT]` (`alice:win-dc01.prod`).
+//! Both legs select plain HYBRID (CredSSP without the early authorization result), so the
+//! `serverSelectedProtocol` the client writes in its MCS Connect Initial is what the target
+//! selected too, and the stream needs no rewriting.
+
+pub mod input;
+pub mod nego;
+pub mod relay;
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ironrdp_pdu::nego::{FailureCode, SecurityProtocol};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio_rustls::rustls;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, Instrument};
+use wardengate_policy::Admitted;
+
+use crate::session::{ClientInfo, Lifecycle, Login, Outcome, SessionLink};
+
+/// How the RDP front behaves.
+#[derive(Clone)]
+pub struct RdpSettings {
+    /// TLS towards clients.
+    pub tls: tokio_rustls::TlsAcceptor,
+    /// The public key of the certificate in `tls` (what CredSSP binds to).
+    pub public_key: Vec<u8>,
+    /// Constant delay before an authentication failure is reported.
+    pub auth_rejection_time: Duration,
+    /// How long the target may take to connect and authenticate.
+    pub connect_timeout: Duration,
+    /// How long a client may take from connecting to being authenticated.
+    pub auth_timeout: Duration,
+}
+
+/// A Windows (RDP) target account, ready to connect.
+pub struct RdpTarget {
+    pub name: String,
+    /// `host:port`
+    pub address: String,
+    /// `user`, `DOMAIN\user` or `user@domain`.
+    pub username: String,
+    pub password: String,
+}
+
+impl fmt::Debug for RdpTarget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RdpTarget")
+            .field("name", &self.name)
+            .field("address", &self.address)
+            .field("username", &self.username)
+            .field("password", &"<redacted>")
+            .finish()
+    }
+}
+
+/// An admitted session.
+#[derive(Debug)]
+pub struct RdpPlan {
+    pub admitted: Admitted,
+    pub link: SessionLink,
+    pub target: RdpTarget,
+}
+
+/// Why admission refused.
+#[derive(Debug, Clone)]
+pub struct Refusal {
+    pub message: String,
+}
+
+/// The gateway's side of the RDP contract.
+pub trait RdpBroker: Lifecycle {
+    /// The user's NT hash (MD4 of the UTF-16 password) for NLA, or `None` when the user is
+    /// unknown or has none.
+    fn rdp_nt_hash(&self, user: &str) -> Option<[u8; 16]>;
+    /// Decide admission for an authenticated user.
+    fn admit_rdp(
+        &self,
+        login: &Login,
+        client: &ClientInfo,
+    ) -> impl std::future::Future<Output = Result<RdpPlan, Refusal>> + Send;
+}
+
+/// The example in every "which target?" error.
+pub const LOGIN_HINT: &str =
+    "log in as USER:TARGET or USER:TARGET:ACCOUNT, e.g. xfreerdp /u:alice:win-dc01.prod";
+
+/// Serve one client connection to its end.
+pub async fn serve_connection<B: RdpBroker>(
+    broker: Arc<B>,
+    settings: Arc<RdpSettings>,
+    socket: TcpStream,
+    peer: SocketAddr,
+    shutdown: CancellationToken,
+) {
+    let _ = socket.set_nodelay(true);
+    let opening = tokio::select! {
+        r = tokio::time::timeout(settings.auth_timeout, open(&*broker, &settings, socket, peer)) => match r {
+            Ok(r) => r,
+            Err(_) => Err(format!("no NLA within {}s", settings.auth_timeout.as_secs())),
+        },
+        _ = shutdown.cancelled() => return,
+    };
+    let (client_tls, login) = match opening {
+        Ok(o) => o,
+        Err(e) => {
+            info!(%peer, "RDP connection ended before authentication: {e}");
+            return;
+        }
+    };
+    let client = ClientInfo {
+        addr: peer,
+        version: "rdp".into(),
+    };
+    let plan = match broker.admit_rdp(&login, &client).await {
+        Ok(p) => p,
+        Err(r) => {
+            // RDP has no way to show text before the desktop: the refusal is in the audit log
+            // (written by admission) and the client sees the connection close.
+            info!(%peer, "RDP session refused: {}", r.message);
+            return;
+        }
+    };
+    let sid = plan.link.shared.id.clone();
+    let span = tracing::info_span!("session", id = %sid, target = %plan.target.name);
+    run_session(broker, settings, client_tls, plan, shutdown)
+        .instrument(span)
+        .await;
+}
+
+type ClientTls = tokio_rustls::server::TlsStream<TcpStream>;
+
+/// X.224 negotiation, TLS and NLA with the client; the authenticated login.
+async fn open<B: RdpBroker>(
+    broker: &B,
+    settings: &RdpSettings,
+    mut socket: TcpStream,
+    peer: SocketAddr,
+) -> Result<(ClientTls, Login), String> {
+    let frame = nego::read_tpkt(&mut socket).await?;
+    let req = nego::parse_request(&frame)?;
+    let client = ClientInfo {
+        addr: peer,
+        version: "rdp".into(),
+    };
+    if !req.protocol.contains(SecurityProtocol::HYBRID) {
+        let msg = "the client did not offer network level authentication (NLA/CredSSP), which the gateway requires";
+        broker.refused(
+            nego::cookie(&req).unwrap_or("?"),
+            &client,
+            "nla_required",
+            msg,
+        );
+        let _ = socket
+            .write_all(&nego::failure(FailureCode::HYBRID_REQUIRED_BY_SERVER)?)
+            .await;
+        return Err(msg.into());
+    }
+    socket
+        .write_all(&nego::confirm(SecurityProtocol::HYBRID)?)
+        .await
+        .map_err(|e| format!("cannot answer the X.224 request: {e}"))?;
+    let mut tls = settings
+        .tls
+        .accept(socket)
+        .await
+        .map_err(|e| format!("TLS with the client failed: {e}"))?;
+    let mut name = String::new();
+    let result = nego::accept_nla(&mut tls, settings.public_key.clone(), |n| {
+        name = n.to_string();
+        Login::split(n).and_then(|l| broker.rdp_nt_hash(&l.user))
+    })
+    .await;
+    match result {
+        Ok(authenticated) => {
+            let login = Login::split(&authenticated)
+                .ok_or_else(|| format!("NLA user name '{authenticated}' names no target"))?;
+            Ok((tls, login))
+        }
+        Err(nego::NlaFailure::Denied(e)) => {
+            tokio::time::sleep(settings.auth_rejection_time).await;
+            let (kind, msg) = match Login::split(&name) {
+                None => (
+                    "bad_login",
+                    format!("user name \"{name}\" does not name a target; {LOGIN_HINT}"),
+                ),
+                Some(_) => (
+                    "bad_password",
+                    format!("NLA failed for \"{name}\": wrong password, or no such user with an NT hash ({e})"),
+                ),
+            };
+            broker.refused(&name, &client, kind, &msg);
+            Err(msg)
+        }
+        Err(nego::NlaFailure::Broken(e)) => Err(e),
+    }
+}
+
+async fn run_session<B: RdpBroker>(
+    broker: Arc<B>,
+    settings: Arc<RdpSettings>,
+    client: ClientTls,
+    plan: RdpPlan,
+    shutdown: CancellationToken,
+) {
+    let sid = plan.link.shared.id.clone();
+    let target = tokio::select! {
+        r = tokio::time::timeout(settings.connect_timeout, connect(&plan.target)) => match r {
+            Ok(r) => r,
+            Err(_) => Err(format!("target {} did not complete NLA within {}s", plan.target.address, settings.connect_timeout.as_secs())),
+        },
+        _ = shutdown.cancelled() => Err("wardengate is shutting down".into()),
+    };
+    let target = match target {
+        Ok(t) => t,
+        Err(e) => {
+            info!("RDP target failed: {e}");
+            broker.ended(&sid, Outcome::TargetFailed(e));
+            return;
+        }
+    };
+    broker.opened(&sid);
+    if let Some(tap) = &plan.link.tap {
+        tap.marker(
+            "startup",
+            format!("protocol=rdp account={} security=nla", plan.target.username),
+        )
+        .await;
+    }
+    let notify_broker = broker.clone();
+    let notify_sid = sid.clone();
+    let policy = plan.admitted.policy().to_string();
+    let outcome = relay::run(
+        plan.link,
+        plan.admitted,
+        client,
+        target,
+        shutdown,
+        move |kind, text| {
+            notify_broker.notice(
+                &notify_sid,
+                kind,
+                serde_json::json!({"policy": policy, "message": text}),
+            );
+        },
+    )
+    .await;
+    info!(reason = outcome.reason(), "rdp session ended");
+    broker.ended(&sid, outcome);
+}
+
+type TargetTls = tokio_rustls::client::TlsStream<TcpStream>;
+
+/// Connect the target: X.224 with the account as the cookie, TLS, CredSSP with the vault's
+/// credentials.
+async fn connect(target: &RdpTarget) -> Result<TargetTls, String> {
+    let address = target.address.as_str();
+    let mut tcp = TcpStream::connect(address)
+        .await
+        .map_err(|e| format!("cannot connect to RDP target {address}: {e}"))?;
+    let _ = tcp.set_nodelay(true);
+    tcp.write_all(&nego::request(&target.username)?)
+        .await
+        .map_err(|e| format!("cannot write to RDP target {address}: {e}"))?;
+    let frame = nego::read_tpkt(&mut tcp)
+        .await
+        .map_err(|e| format!("RDP target {address}: {e}"))?;
+    let selected = nego::parse_confirm(&frame).map_err(|e| format!("{address}: {e}"))?;
+    if selected != SecurityProtocol::HYBRID {
+        return Err(format!(
+            "RDP target {address} selected {selected:?} instead of NLA (HYBRID)"
+        ));
+    }
+    let config = rustls::ClientConfig::builder()
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(crate::tls::NoVerify::ring()))
+        .with_no_client_auth();
+    let host = address.rsplit_once(':').map(|(h, _)| h).unwrap_or(address);
+    let host = host.trim_matches(['[', ']']).to_string();
+    let server_name = rustls::pki_types::ServerName::try_from(host.clone())
+        .map_err(|e| format!("'{host}' is not a valid TLS server name: {e}"))?;
+    let mut tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(server_name, tcp)
+        .await
+        .map_err(|e| format!("TLS with RDP target {address} failed: {e}"))?;
+    let cert = tls
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|c| c.first())
+        .ok_or_else(|| format!("RDP target {address} sent no TLS certificate"))?;
+    let key = nego::public_key(cert.as_ref())?;
+    nego::connect_nla(&mut tls, key, &host, &target.username, &target.password)
+        .await
+        .map_err(|e| format!("RDP target {address}: {e}"))?;
+    Ok(tls)
+}

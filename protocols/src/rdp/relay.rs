@@ -1,0 +1,229 @@
+//! The RDP relay: after both legs' CredSSP, the two plaintext TLS streams are moved socket to
+//! socket as they arrive. The client's stream is cut into PDUs (ironrdp's `find_size`) only to
+//! judge input for idle and to record it; the target's stream is recorded as it comes.
+
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use wardengate_policy::Admitted;
+use wardengate_recorder::EventKind;
+
+use super::input::InputFilter;
+use crate::session::{Control, Outcome, SessionLink, SessionShared, Tap};
+use crate::timers::{human, Due, Timers};
+
+const BUF: usize = 64 * 1024;
+/// Largest client PDU kept whole for inspection (a TPKT frame's limit).
+const MAX_PDU: usize = 0x1_0000;
+
+#[derive(Debug)]
+enum End {
+    Client,
+    Target,
+    Io(String),
+}
+
+async fn send<W: AsyncWrite + Unpin>(w: &mut W, b: &[u8]) -> std::io::Result<()> {
+    w.write_all(b).await?;
+    // tokio-rustls may keep the tail of a write in its buffer (see postgres::wire::send).
+    w.flush().await
+}
+
+/// Client → target: forwarded as read; whole PDUs are judged for idle and recorded.
+async fn up<R, W>(mut rd: R, mut wr: W, tap: Option<Tap>, shared: Arc<SessionShared>) -> End
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let mut buf = vec![0u8; BUF];
+    let mut pending = BytesMut::new();
+    let mut filter = InputFilter::default();
+    loop {
+        let n = match rd.read(&mut buf).await {
+            Ok(0) => return End::Client,
+            Ok(n) => n,
+            Err(e) => return End::Io(format!("client connection: {e}")),
+        };
+        if let Err(e) = send(&mut wr, &buf[..n]).await {
+            return End::Io(format!("target connection: {e}"));
+        }
+        pending.extend_from_slice(&buf[..n]);
+        loop {
+            let len = match ironrdp_pdu::find_size(&pending) {
+                Ok(Some(info)) if info.length > 0 && info.length <= MAX_PDU => info.length,
+                Ok(None) => break,
+                // A PDU the gateway cannot frame: still relayed, judged as not input.
+                _ => {
+                    shared.count_input(pending.len());
+                    if let Some(t) = &tap {
+                        let data = pending.split().freeze();
+                        t.record(EventKind::Input { channel: 0, data }).await;
+                    } else {
+                        pending.clear();
+                    }
+                    break;
+                }
+            };
+            if pending.len() < len {
+                break;
+            }
+            let pdu = pending.split_to(len).freeze();
+            if filter.meaningful(&pdu) {
+                shared.note_input(len);
+            } else {
+                shared.count_input(len);
+            }
+            if let Some(t) = &tap {
+                t.record(EventKind::Input {
+                    channel: 0,
+                    data: pdu,
+                })
+                .await;
+            }
+        }
+    }
+}
+
+/// Target → client: forwarded and recorded as read.
+async fn down<R, W>(mut rd: R, mut wr: W, tap: Option<Tap>, shared: Arc<SessionShared>) -> End
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let mut buf = vec![0u8; BUF];
+    loop {
+        let n = match rd.read(&mut buf).await {
+            Ok(0) => return End::Target,
+            Ok(n) => n,
+            Err(e) => return End::Io(format!("target connection: {e}")),
+        };
+        shared.note_output(n);
+        if let Err(e) = send(&mut wr, &buf[..n]).await {
+            return End::Io(format!("client connection: {e}"));
+        }
+        if let Some(t) = &tap {
+            t.record(EventKind::Output {
+                channel: 0,
+                data: Bytes::copy_from_slice(&buf[..n]),
+                stderr: false,
+            })
+            .await;
+        }
+    }
+}
+
+/// Relay until the session ends; the outcome is what the gateway records.
+pub async fn run<C, T>(
+    mut link: SessionLink,
+    admitted: Admitted,
+    client: C,
+    target: T,
+    shutdown: tokio_util::sync::CancellationToken,
+    notify: impl Fn(&str, String) + Send,
+) -> Outcome
+where
+    C: AsyncRead + AsyncWrite + Unpin + Send,
+    T: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    let (crd, cwr) = tokio::io::split(client);
+    let (trd, twr) = tokio::io::split(target);
+    let shared = link.shared.clone();
+    let up = up(crd, twr, link.tap.clone(), shared.clone());
+    let down = down(trd, cwr, link.tap.clone(), shared.clone());
+    tokio::pin!(up, down);
+    let mut timers = Timers::new(admitted.settings(), shared.started_ms);
+    let policy = admitted.policy().to_string();
+    let marker = |tap: &Option<Tap>, kind: &'static str, detail: String| {
+        let tap = tap.clone();
+        async move {
+            if let Some(t) = tap {
+                t.marker(kind, detail).await;
+            }
+        }
+    };
+    let outcome = loop {
+        let wait = match timers.poll(&shared) {
+            Due::Wait(d) => d,
+            due => {
+                let Some((kind, text, end)) = describe(&due, &policy, &admitted) else {
+                    continue;
+                };
+                notify(kind, text.clone());
+                marker(&link.tap, kind.trim_start_matches("session."), text.clone()).await;
+                if let Some(reason) = end {
+                    break Outcome::Policy {
+                        reason,
+                        message: text,
+                    };
+                }
+                continue;
+            }
+        };
+        tokio::select! {
+            r = &mut up => break match r {
+                End::Client => Outcome::ClientExit,
+                End::Io(e) if e.starts_with("client") => Outcome::ClientDropped(e),
+                End::Io(e) => Outcome::Error(e),
+                End::Target => Outcome::TargetClosed,
+            },
+            r = &mut down => break match r {
+                End::Target => Outcome::TargetClosed,
+                End::Io(e) if e.starts_with("client") => Outcome::ClientDropped(e),
+                End::Io(e) => Outcome::Error(e),
+                End::Client => Outcome::ClientExit,
+            },
+            ctl = link.control.recv() => match ctl {
+                Some(Control::Terminate { by, reason }) => {
+                    marker(&link.tap, "terminated", format!("by {by}: {reason}")).await;
+                    break Outcome::Terminated { by, reason };
+                }
+                Some(Control::End { reason, message }) => {
+                    marker(&link.tap, reason, message.clone()).await;
+                    break Outcome::Policy { reason, message };
+                }
+                Some(Control::Shadow { marker: kind, detail, .. }) => {
+                    marker(&link.tap, kind, detail).await;
+                }
+                Some(Control::Notice(_)) | Some(Control::Handoff { .. }) | None => {}
+            },
+            _ = tokio::time::sleep(wait) => {}
+            _ = shutdown.cancelled() => break Outcome::Shutdown,
+        }
+    };
+    // Returning drops both pumps, which closes both connections.
+    link.control.close();
+    outcome
+}
+
+/// The audit kind, the text, and (when the session ends) the reason. RDP has no in-band text
+/// channel before the desktop, so warnings go to the audit log and the recording only.
+fn describe(
+    due: &Due,
+    policy: &str,
+    admitted: &Admitted,
+) -> Option<(&'static str, String, Option<&'static str>)> {
+    Some(match due {
+        Due::Wait(_) => return None,
+        Due::IdleWarning { idle, grace } => (
+            "session.idle_warning",
+            format!("idle for {}; closing in {} without keyboard or mouse input (policy '{policy}')", human(*idle), human(*grace)),
+            None,
+        ),
+        Due::Idle { idle } => (
+            "session.idle_timeout",
+            format!("session closed after {} without keyboard or mouse input (idle timeout {}, policy '{policy}')", human(*idle), admitted.settings().idle_timeout),
+            Some("idle"),
+        ),
+        Due::LifespanWarning { left, max } => (
+            "session.lifespan_warning",
+            format!("the session reaches its maximum lifespan of {} in {} (policy '{policy}')", human(*max), human(*left)),
+            None,
+        ),
+        Due::Lifespan { max } => (
+            "session.lifespan_reached",
+            format!("session closed: it reached its maximum lifespan of {} (policy '{policy}')", human(*max)),
+            Some("lifespan"),
+        ),
+    })
+}
