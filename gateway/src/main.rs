@@ -37,6 +37,9 @@ enum Cmd {
         /// The gateway's PostgreSQL port (the demo database is behind it).
         #[arg(long, default_value_t = 6432)]
         pg_port: u16,
+        /// The gateway's RDP port (the demo Windows desktop is behind it).
+        #[arg(long, default_value_t = 3389)]
+        rdp_port: u16,
         /// Do not record the demo sessions (for comparisons; recording is on by default).
         #[arg(long)]
         no_recording: bool,
@@ -151,6 +154,7 @@ fn real_main(cli: Cli) -> Result<()> {
             ssh_port,
             api_port,
             pg_port,
+            rdp_port,
             no_recording,
             reconnect,
         } => runtime()?.block_on(dev::run(dev::DevOptions {
@@ -158,6 +162,7 @@ fn real_main(cli: Cli) -> Result<()> {
             ssh_port,
             api_port,
             pg_port,
+            rdp_port,
             no_recording,
             reconnect,
         })),

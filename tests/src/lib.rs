@@ -22,6 +22,7 @@ pub mod observe;
 mod peers;
 pub use builder::*;
 pub mod pg;
+pub mod rdp;
 pub use peers::*;
 pub mod russh_client;
 pub mod tmux;

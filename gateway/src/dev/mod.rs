@@ -6,6 +6,7 @@
 //! account password lives only in the vault, writes the config it runs with, and prints how to
 //! connect.
 
+pub mod desktop;
 pub mod postgres;
 pub mod sshd;
 
@@ -23,6 +24,7 @@ pub struct DevOptions {
     pub ssh_port: u16,
     pub api_port: u16,
     pub pg_port: u16,
+    pub rdp_port: u16,
     /// `recording = "off"` in the dev policy (benchmarks compare with and without).
     pub no_recording: bool,
     /// The reconnect mode of the dev policy (benchmarks compare them).
@@ -51,6 +53,10 @@ const EXAMPLE_POLICIES: &[(&str, &str)] = &[
     (
         "sre.toml",
         include_str!("../../../fixtures/policies/sre.toml"),
+    ),
+    (
+        "windows.toml",
+        include_str!("../../../fixtures/policies/windows.toml"),
     ),
     (
         "contractors.toml",
@@ -131,6 +137,14 @@ pub async fn run(opts: DevOptions) -> Result<()> {
         }
     })
     .await??;
+    // The demo Windows desktop: FreeRDP's shadow server on an Xvfb desktop, NLA with account
+    // 'bob' whose password is only in the vault.
+    let win_password = kept_secret(&dir.join("desktop.password"), 20)?;
+    let desktop = tokio::task::spawn_blocking({
+        let (d, password) = (dir.join("desktop"), win_password.clone());
+        move || desktop::Desktop::start(&d, 0, "bob", &password)
+    })
+    .await??;
     let mut alice_keys = vec![alice_pub];
     alice_keys.extend(home_public_keys());
     let keys_toml = alice_keys
@@ -156,6 +170,10 @@ auth_rejection_time = "200ms"
 listen = "127.0.0.1:{pg_port}"
 auth_rejection_time = "200ms"
 
+[rdp]
+listen = "127.0.0.1:{rdp_port}"
+auth_rejection_time = "200ms"
+
 [api]
 listen = "127.0.0.1:{api_port}"
 
@@ -165,6 +183,7 @@ groups = ["sre", "dba"]
 public_keys = [{keys_toml}]
 password_hash = {hash}
 scram_sha_256 = {scram}
+nt_hash = "{nt_hash}"
 api_token_sha256 = "{alice_token}"
 
 [[users]]
@@ -186,12 +205,22 @@ address = "{pg_addr}"
 tags = {{ env = "dev", kind = "postgres" }}
 accounts = [{{ name = "billing_ro", secret = "billing-ro.dev/billing_ro" }}]
 
+[[targets]]
+name = "win-dc01.dev"
+protocol = "rdp"
+address = "{desktop_addr}"
+tags = {{ env = "dev", kind = "windows" }}
+accounts = [{{ name = "bob", secret = "win-dc01.dev/bob" }}]
+
 {bench_policy}"#,
         bench_policy = bench_policy(&opts)?,
         ssh_port = opts.ssh_port,
         api_port = opts.api_port,
         pg_port = opts.pg_port,
+        rdp_port = opts.rdp_port,
         pg_addr = cluster.address(),
+        desktop_addr = desktop.address(),
+        nt_hash = hex::encode(crate::passwords::nt_hash(&password)),
         hash = toml_str(&crate::passwords::hash(&password)?),
         scram =
             toml_str(&wardengate_protocols::postgres::Verifier::generate(&password).to_string()),
@@ -225,6 +254,12 @@ accounts = [{{ name = "billing_ro", secret = "billing-ro.dev/billing_ro" }}]
             SecretKind::Password,
             &ro_password,
         )?;
+        vault.put(
+            &store,
+            "win-dc01.dev/bob",
+            SecretKind::Password,
+            &win_password,
+        )?;
         // A new sshd host key may have been generated: forget any stale pin from a previous run.
         let pinned = store.hostkey_get("web-01.dev", &sshd.address())?;
         if pinned.is_some_and(|(_, k)| {
@@ -245,15 +280,18 @@ accounts = [{{ name = "billing_ro", secret = "billing-ro.dev/billing_ro" }}]
     crate::server::run(cfg, shutdown, |l| {
         println!(
             "\nWardengate dev mode is running (data in {d}).\n\n  \
-             SSH gateway    {ssh}\n  PostgreSQL     127.0.0.1:{pgp}\n  REST API       http://{api}\n  \
+             SSH gateway    {ssh}\n  PostgreSQL     127.0.0.1:{pgp}\n  RDP            127.0.0.1:{rdpp}\n  REST API       http://{api}\n  \
              demo target    web-01.dev = OpenSSH sshd on {target}, account '{account}' (its key is only in the vault)\n  \
-             demo target    billing-ro.dev = demo postgres on {pg_target}, account 'billing_ro' (its password is only in the vault)\n\n\
+             demo target    billing-ro.dev = demo postgres on {pg_target}, account 'billing_ro' (its password is only in the vault)\n  \
+             demo target    win-dc01.dev = FreeRDP shadow server on an Xvfb desktop at {desktop}, account 'bob' (password only in the vault)\n\n\
              Connect as alice (key, or password {password}):\n    \
              ssh -i {d}/alice_ed25519 -p {sp} alice:web-01.dev@127.0.0.1\n\n\
              Copy files (scp, sftp and rsync read ':' as host:path, so use '#'):\n    \
              scp -i {d}/alice_ed25519 -P {sp} FILE 'alice#web-01.dev@127.0.0.1:/tmp/'\n\n\
              Query the database as alice (same password; every statement is recorded):\n    \
              psql \"host=127.0.0.1 port={pgp} user=alice#billing-ro.dev dbname=billing\"\n\n\
+             Open the Windows desktop as alice (same password; NLA; the gateway injects bob's):\n    \
+             xfreerdp /v:127.0.0.1:{rdpp} /u:alice:win-dc01.dev /p:{password} /cert:ignore\n\n\
              Operate (another terminal):\n    \
              export WARDENGATE_ADDR=http://{api} WARDENGATE_TOKEN=$(cat {d}/admin.token)\n    \
              {wgctl} session list\n    {wgctl} session terminate SESSION_ID --reason \"demo\"\n    \
@@ -273,11 +311,14 @@ accounts = [{{ name = "billing_ro", secret = "billing-ro.dev/billing_ro" }}]
             sp = l.ssh.port(),
             pg_target = cluster.address(),
             pgp = l.postgres.map(|a| a.port()).unwrap_or(opts.pg_port),
+            rdpp = l.rdp.map(|a| a.port()).unwrap_or(opts.rdp_port),
+            desktop = desktop.address(),
         );
     })
     .await?;
     drop(sshd);
     drop(cluster);
+    drop(desktop);
     Ok(())
 }
 

@@ -1,0 +1,145 @@
+//! A throwaway Windows-like RDP target: FreeRDP's shadow server (`freerdp-shadow-cli`) sharing an
+//! Xvfb desktop with something on it (`xlogo`, red), NLA required with an account kept in a SAM
+//! file. The demo RDP target of `wardengate dev` and the RDP target of the end-to-end tests.
+
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+/// A virtual X display, killed on drop.
+pub struct Xvfb {
+    child: Child,
+    /// The display number (`:N`).
+    pub display: u32,
+}
+
+impl Xvfb {
+    /// Start Xvfb on a free display with one screen of `width`×`height`, 24-bit.
+    pub fn start(width: u32, height: u32) -> Result<Xvfb> {
+        let first = 100 + std::process::id() % 500;
+        for n in (first..first + 200).chain(100..first) {
+            if Path::new(&format!("/tmp/.X{n}-lock")).exists()
+                || Path::new(&format!("/tmp/.X11-unix/X{n}")).exists()
+            {
+                continue;
+            }
+            let mut child = Command::new("Xvfb")
+                .arg(format!(":{n}"))
+                .args(["-screen", "0", &format!("{width}x{height}x24"), "-nolisten", "tcp"])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .context("cannot start Xvfb; install it with `apt-get install xvfb` (scripts/dev and scripts/test do this)")?;
+            let socket = PathBuf::from(format!("/tmp/.X11-unix/X{n}"));
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if socket.exists() {
+                    return Ok(Xvfb { child, display: n });
+                }
+                if let Ok(Some(_)) = child.try_wait() {
+                    break; // lost a race for this display: try the next
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        bail!("cannot start Xvfb on any display from :100 to :699")
+    }
+
+    /// `:N`, for `DISPLAY`.
+    pub fn name(&self) -> String {
+        format!(":{}", self.display)
+    }
+}
+
+impl Drop for Xvfb {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The desktop and its RDP server, killed on drop.
+pub struct Desktop {
+    server: Child,
+    logo: Child,
+    pub xvfb: Xvfb,
+    pub port: u16,
+    /// The Windows account and its password (in the SAM file).
+    pub user: String,
+    pub password: String,
+    pub dir: PathBuf,
+}
+
+impl Desktop {
+    /// Start a 1024×768 desktop in `dir` (the SAM file) served on `port` (0: pick one).
+    pub fn start(dir: &Path, port: u16, user: &str, password: &str) -> Result<Desktop> {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        let port = if port == 0 {
+            super::sshd::free_port()?
+        } else {
+            port
+        };
+        let sam = dir.join("sam");
+        let hash = hex::encode(crate::passwords::nt_hash(password));
+        std::fs::write(&sam, format!("{user}:::{hash}:::\n"))
+            .with_context(|| format!("cannot write {}", sam.display()))?;
+        let xvfb = Xvfb::start(1024, 768)?;
+        let logo = Command::new("xlogo")
+            .args(["-geometry", "400x300+100+80", "-bg", "red", "-fg", "white"])
+            .env("DISPLAY", xvfb.name())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("cannot start xlogo; install it with `apt-get install x11-apps`")?;
+        let log = std::fs::File::create(dir.join("shadow.log"))?;
+        let server = Command::new("freerdp-shadow-cli")
+            .arg(format!("/port:{port}"))
+            .arg("/bind-address:127.0.0.1")
+            .arg(format!("/sam-file:{}", sam.display()))
+            .args(["+auth", "/sec:nla"])
+            .env("DISPLAY", xvfb.name())
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .context("cannot start freerdp-shadow-cli; install it with `apt-get install freerdp2-shadow-x11`")?;
+        let mut d = Desktop {
+            server,
+            logo,
+            xvfb,
+            port,
+            user: user.into(),
+            password: password.into(),
+            dir: dir.to_path_buf(),
+        };
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if Instant::now() > deadline || matches!(d.server.try_wait(), Ok(Some(_))) {
+                let log = std::fs::read_to_string(dir.join("shadow.log")).unwrap_or_default();
+                bail!("freerdp-shadow-cli did not start on port {port}: {log}");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Ok(d)
+    }
+
+    pub fn address(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for Desktop {
+    fn drop(&mut self) {
+        for c in [&mut self.server, &mut self.logo] {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}

@@ -1,0 +1,219 @@
+//! RDP through the gateway with real peers: FreeRDP's `xfreerdp` as the client (on an Xvfb
+//! display of its own) and FreeRDP's shadow server sharing another Xvfb desktop as the target,
+//! NLA required on both legs. The person logs in to the gateway as `alice:TARGET` with their own
+//! password; the gateway logs in to the target with the account's password from the vault.
+
+use std::process::Child;
+use std::time::{Duration, Instant};
+
+use wardengate_tests::rdp::*;
+use wardengate_tests::*;
+
+const T: Duration = Duration::from_secs(60);
+
+fn desktop(env: &TestEnv) -> Desktop {
+    Desktop::start(&env.path("desktop"), 0, "bob", BOB_PASSWORD).expect("the RDP target desktop")
+}
+
+struct Client(Child);
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Wait until the client's display shows the target's red logo; the number of red pixels.
+fn wait_for_desktop(display: &Xvfb) -> usize {
+    let deadline = Instant::now() + T;
+    loop {
+        let (_, _, rgb) = screenshot(display);
+        let red = red_pixels(&rgb);
+        if red > 50_000 || Instant::now() > deadline {
+            return red;
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+#[test]
+fn xfreerdp_sees_the_target_desktop_with_the_injected_password_then_is_terminated() {
+    let env = TestEnv::new();
+    let desk = desktop(&env);
+    let gw = env
+        .gateway()
+        .rdp_target("win-dc01.test", &desk.address(), "bob", BOB_PASSWORD)
+        .start();
+    let port = gw.rdp_port.expect("the RDP front is on");
+    let screen = Xvfb::start(1024, 768).expect("the client's display");
+    let child = xfreerdp(&screen, port, "alice:win-dc01.test", ALICE_PASSWORD)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("xfreerdp");
+    let mut client = Client(child);
+    let id = gw.wait_one_active();
+    // The target's desktop (a 400x300 red logo) is on the client's screen.
+    let red = wait_for_desktop(&screen);
+    assert!(
+        red > 50_000,
+        "the client shows the desktop ({red} red pixels)"
+    );
+    let s = gw.get_json(&format!("/api/v1/sessions/{id}"));
+    assert_eq!(
+        (
+            s["protocol"].as_str(),
+            s["actor"].as_str(),
+            s["target"].as_str(),
+            s["account"].as_str()
+        ),
+        (
+            Some("rdp"),
+            Some("alice"),
+            Some("win-dc01.test"),
+            Some("bob")
+        ),
+        "{s}"
+    );
+    let show = run(gw.wgctl().args(["session", "show", &id]), T);
+    assert!(text(&show.stdout).contains("rdp"), "{}", text(&show.stdout));
+
+    // Terminated by an operator: the client is disconnected, the session closed with the reason.
+    let out = run(
+        gw.wgctl().args([
+            "session",
+            "terminate",
+            &id,
+            "--reason",
+            "maintenance window",
+        ]),
+        T,
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        wait_timeout(&mut client.0, T).is_some(),
+        "xfreerdp left after the session was terminated"
+    );
+    let s = gw.last_closed();
+    assert_eq!(
+        (s["end_reason"].as_str(), s["end_detail"].as_str()),
+        (Some("terminated"), Some("maintenance window")),
+        "{s}"
+    );
+
+    // The recording holds the session both ways (timestamped PDUs) and never the account's
+    // password: the client's stream after NLA is all the client ever received.
+    gw.wait_sealed(&id);
+    let rec = wardengate_recorder::read(&gw.data.join("recordings").join(&id)).expect("recording");
+    let (mut up, mut down) = (0usize, 0usize);
+    let mut all = Vec::new();
+    for e in &rec.events {
+        match &e.kind {
+            wardengate_recorder::EventKind::Input { data, .. } => {
+                up += data.len();
+                all.extend_from_slice(data);
+            }
+            wardengate_recorder::EventKind::Output { data, .. } => {
+                down += data.len();
+                all.extend_from_slice(data);
+            }
+            _ => {}
+        }
+    }
+    assert!(
+        up > 1000 && down > 10_000,
+        "recorded {up} bytes up, {down} down"
+    );
+    let utf16: Vec<u8> = BOB_PASSWORD
+        .encode_utf16()
+        .flat_map(u16::to_le_bytes)
+        .collect();
+    for needle in [BOB_PASSWORD.as_bytes(), &utf16] {
+        assert!(
+            !all.windows(needle.len()).any(|w| w == needle),
+            "the account's password is in what the client received"
+        );
+    }
+    assert!(!gw.log().contains(BOB_PASSWORD));
+}
+
+#[test]
+fn nla_refuses_a_wrong_password_and_a_login_without_a_target() {
+    let env = TestEnv::new();
+    let desk = desktop(&env);
+    let gw = env
+        .gateway()
+        .rdp_target("win-dc01.test", &desk.address(), "bob", BOB_PASSWORD)
+        .start();
+    let port = gw.rdp_port.expect("the RDP front is on");
+    let screen = Xvfb::start(640, 480).expect("the client's display");
+    let auth_only = |user: &str, password: &str| {
+        let out = run(xfreerdp(&screen, port, user, password).arg("+auth-only"), T);
+        out.status.code()
+    };
+    assert_eq!(auth_only("alice:win-dc01.test", ALICE_PASSWORD), Some(0));
+    assert_ne!(
+        auth_only("alice:win-dc01.test", "not her password"),
+        Some(0)
+    );
+    let failed = gw.wait_audit("auth.failed", T);
+    assert_eq!(failed["detail"]["reason"], "bad_password", "{failed}");
+    // The vault's password is the account's, not the person's: it does not log in to the gateway.
+    assert_ne!(auth_only("alice:win-dc01.test", BOB_PASSWORD), Some(0));
+    assert_ne!(auth_only("alice", ALICE_PASSWORD), Some(0));
+    let deadline = Instant::now() + T;
+    while !gw
+        .audit("auth.failed")
+        .iter()
+        .any(|e| e["detail"]["reason"] == "bad_login")
+    {
+        assert!(Instant::now() < deadline, "{:?}", gw.audit("auth.failed"));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // A target the policy does not grant: NLA succeeds, admission refuses and is audited.
+    assert_ne!(
+        run(
+            &mut xfreerdp(&screen, port, "alice:nowhere.test", ALICE_PASSWORD),
+            T
+        )
+        .status
+        .code(),
+        Some(0)
+    );
+    let denied = gw.wait_audit("session.denied", T);
+    assert_eq!(denied["detail"]["target"], "nowhere.test", "{denied}");
+}
+
+#[test]
+fn an_untouched_desktop_is_closed_for_idleness() {
+    let env = TestEnv::new();
+    let desk = desktop(&env);
+    let gw = env
+        .gateway()
+        .rdp_target("win-dc01.test", &desk.address(), "bob", BOB_PASSWORD)
+        .policies(
+            "\n[[policies]]\nname = \"idle-rdp\"\ngroups = [\"sre\"]\ntarget_tags = [\"env=test\"]\n\
+             idle_timeout = \"4s\"\nidle_grace = \"1s\"\n",
+        )
+        .start();
+    let port = gw.rdp_port.expect("the RDP front is on");
+    let screen = Xvfb::start(1024, 768).expect("the client's display");
+    let child = xfreerdp(&screen, port, "alice:win-dc01.test", ALICE_PASSWORD)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("xfreerdp");
+    let mut client = Client(child);
+    let id = gw.wait_one_active();
+    // The desktop keeps updating and the client keeps acknowledging frames and moving nothing:
+    // none of that is input, so the session is closed for idleness.
+    assert!(
+        wait_timeout(&mut client.0, T).is_some(),
+        "xfreerdp was disconnected"
+    );
+    let s = gw.last_closed();
+    assert_eq!(s["id"].as_str(), Some(id.as_str()), "{s}");
+    assert_eq!(s["end_reason"].as_str(), Some("idle"), "{s}");
+    gw.wait_audit("session.idle_warning", T);
+}
