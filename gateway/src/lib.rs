@@ -14,6 +14,7 @@ pub mod config;
 pub mod dev;
 pub mod handoff;
 pub mod keys;
+pub mod logging;
 pub mod passwords;
 pub mod pg;
 pub mod policy_files;

@@ -97,15 +97,6 @@ enum HostkeyCmd {
     Forget { target: String },
 }
 
-fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,russh=warn"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
-}
-
 fn read_stdin_line() -> Result<String> {
     let mut s = String::new();
     std::io::stdin()
@@ -120,7 +111,7 @@ fn read_stdin_line() -> Result<String> {
 
 fn main() {
     let cli = Cli::parse();
-    init_logging();
+    wardengate_gateway::logging::init();
     if let Err(e) = real_main(cli) {
         eprintln!("wardengate: {e:#}");
         std::process::exit(1);

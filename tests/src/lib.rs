@@ -25,6 +25,7 @@ pub mod pg;
 pub mod rdp;
 pub use peers::*;
 pub mod russh_client;
+pub mod secrets;
 pub mod tmux;
 
 use wardengate_gateway::dev::sshd::Sshd;

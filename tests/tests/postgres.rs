@@ -108,10 +108,8 @@ fn psql_over_tls_with_copy_and_large_objects_is_recorded_as_a_query_log() {
         queries.iter().any(|q| q["kind"] == "function"),
         "lo_import/lo_export use FunctionCall: {jsonl}"
     );
-    assert!(
-        !jsonl.contains(RO_PASSWORD),
-        "the vault password is not in the recording"
-    );
+    secrets::assert_secret_absent(&jsonl, RO_PASSWORD, "the recording");
+    secrets::assert_secret_absent(&gw.log(), RO_PASSWORD, "the gateway's log");
     assert!(
         jsonl.contains("application_name=audit-check"),
         "ParameterStatus changes are recorded: {jsonl}"
