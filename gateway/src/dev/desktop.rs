@@ -5,6 +5,7 @@
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -18,12 +19,19 @@ pub struct Xvfb {
 
 impl Xvfb {
     /// Start Xvfb on a free display with one screen of `width`×`height`, 24-bit.
+    ///
+    /// Displays are taken by racing for them: the display is ours only once Xvfb's lock file
+    /// names the Xvfb we started (a socket alone may belong to a concurrent start that won).
     pub fn start(width: u32, height: u32) -> Result<Xvfb> {
-        let first = 100 + std::process::id() % 500;
-        for n in (first..first + 200).chain(100..first) {
-            if Path::new(&format!("/tmp/.X{n}-lock")).exists()
-                || Path::new(&format!("/tmp/.X11-unix/X{n}")).exists()
-            {
+        static STARTS: AtomicU32 = AtomicU32::new(0);
+        let spread = std::process::id()
+            .wrapping_mul(7)
+            .wrapping_add(STARTS.fetch_add(1, Ordering::Relaxed));
+        let first = 100 + spread % 500;
+        for n in (first..700).chain(100..first) {
+            // A lock left by a killed Xvfb is stale: the X server replaces it itself.
+            let lock = Path::new(&format!("/tmp/.X{n}-lock")).exists();
+            if lock && lock_owner(n).is_none_or(|pid| Path::new(&format!("/proc/{pid}")).exists()) {
                 continue;
             }
             let mut child = Command::new("Xvfb")
@@ -37,7 +45,7 @@ impl Xvfb {
             let socket = PathBuf::from(format!("/tmp/.X11-unix/X{n}"));
             let deadline = Instant::now() + Duration::from_secs(10);
             while Instant::now() < deadline {
-                if socket.exists() {
+                if socket.exists() && lock_owner(n) == Some(child.id()) {
                     return Ok(Xvfb { child, display: n });
                 }
                 if let Ok(Some(_)) = child.try_wait() {
@@ -55,6 +63,12 @@ impl Xvfb {
     pub fn name(&self) -> String {
         format!(":{}", self.display)
     }
+}
+
+/// The pid written in display `n`'s lock file (Xvfb writes it, right-aligned, on creation).
+fn lock_owner(n: u32) -> Option<u32> {
+    let text = std::fs::read_to_string(format!("/tmp/.X{n}-lock")).ok()?;
+    text.trim().parse().ok()
 }
 
 impl Drop for Xvfb {

@@ -254,7 +254,7 @@ async fn run_session<B: RdpBroker>(
         },
     )
     .await;
-    info!(reason = outcome.reason(), "rdp session ended");
+    info!(reason = outcome.reason(), ?outcome, "rdp session ended");
     broker.ended(&sid, outcome);
 }
 
