@@ -4,6 +4,7 @@
 //! command takes `-o json`. Errors are one line on stderr and a non-zero exit.
 
 mod client;
+mod frames;
 mod policy;
 mod recording;
 mod shadow;
@@ -93,15 +94,24 @@ enum RecordingCmd {
         #[arg(long)]
         from: Option<String>,
     },
-    /// Export as asciicast v2, a text transcript (rendered by a terminal emulator), JSON lines, or
-    /// (database sessions) the query log as CSV.
+    /// Export as asciicast v2, a text transcript (rendered by a terminal emulator), JSON lines,
+    /// (database sessions) the query log as CSV, or (RDP sessions) the desktop as a PNG
+    /// (`--format png --at 00:01:30`) or a directory of PNG frames (`--format frames DIR`).
     Export {
         what: String,
+        /// frames: the directory to write the PNGs into.
+        dir: Option<std::path::PathBuf>,
         #[arg(long, default_value = "asciicast")]
         format: String,
         /// Write to this file instead of stdout.
         #[arg(long)]
         file: Option<std::path::PathBuf>,
+        /// png: the moment to show (HH:MM:SS or 90s into the session; past the end: the last frame).
+        #[arg(long)]
+        at: Option<String>,
+        /// frames: one frame per this much session time in which the desktop changed.
+        #[arg(long, default_value = "1s")]
+        every: String,
     },
 }
 
@@ -489,15 +499,57 @@ fn run_recording(cmd: RecordingCmd, c: Result<Client>, json: bool) -> Result<()>
                 })
                 .transpose()?;
             let from = from
-                .map(|f| recording::parse_offset(&f))
+                .map(|f| recording::parse_offset("--from", &f))
                 .transpose()?
                 .unwrap_or_default();
             let client = c.ok();
             let (_, events) = recording::load(&what, client.as_ref())?;
             recording::play(&events, speed, skip, from, &mut std::io::stdout().lock())
         }
-        RecordingCmd::Export { what, format, file } => {
+        RecordingCmd::Export {
+            what,
+            dir,
+            format,
+            file,
+            at,
+            every,
+        } => {
             let client = c.ok();
+            if format == "frames" {
+                let dir = dir.or(file).ok_or_else(|| {
+                    anyhow::anyhow!("--format frames writes PNGs into a directory: wgctl recording export ID --format frames DIR")
+                })?;
+                let every = recording::parse_offset("--every", &every)?;
+                let (_, events) = recording::load(&what, client.as_ref())?;
+                let n = frames::frames(&events, &dir, every)?;
+                return out(&format!("wrote {n} frame(s) to {}\n", dir.display()));
+            }
+            if let Some(d) = dir {
+                bail!(
+                    "unexpected argument '{}': only --format frames takes a directory",
+                    d.display()
+                );
+            }
+            if format == "png" {
+                let at = at.ok_or_else(|| {
+                    anyhow::anyhow!("--format png needs --at (HH:MM:SS into the session)")
+                })?;
+                let at = recording::parse_offset("--at", &at)?;
+                let (_, events) = recording::load(&what, client.as_ref())?;
+                let png = frames::png_at(&events, at)?;
+                return match file {
+                    Some(p) => std::fs::write(&p, png)
+                        .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", p.display())),
+                    None if std::io::IsTerminal::is_terminal(&std::io::stdout()) => {
+                        bail!("a PNG is binary: give --file F.png or redirect the output")
+                    }
+                    None => std::io::Write::write_all(&mut std::io::stdout().lock(), &png)
+                        .map_err(|e| anyhow::anyhow!("cannot write the PNG: {e}")),
+                };
+            }
+            if at.is_some() {
+                bail!("--at is for --format png");
+            }
             let (seal, events) = recording::load(&what, client.as_ref())?;
             let text = recording::export(seal, events, &format)?;
             match file {

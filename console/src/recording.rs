@@ -126,18 +126,18 @@ fn event_from_json(v: &serde_json::Value) -> Option<Event> {
 }
 
 /// `HH:MM:SS`, `MM:SS`, or a duration like `90s`.
-pub fn parse_offset(s: &str) -> Result<Duration> {
+pub fn parse_offset(flag: &str, s: &str) -> Result<Duration> {
     let parts: Vec<&str> = s.split(':').collect();
     if parts.len() > 1 {
         let mut secs = 0u64;
         for p in &parts {
             secs = secs * 60
                 + p.parse::<u64>()
-                    .map_err(|_| anyhow!("--from '{s}': expected HH:MM:SS"))?;
+                    .map_err(|_| anyhow!("{flag} '{s}': expected HH:MM:SS"))?;
         }
         return Ok(Duration::from_secs(secs));
     }
-    humantime::parse_duration(s).map_err(|e| anyhow!("--from '{s}': {e}"))
+    humantime::parse_duration(s).map_err(|e| anyhow!("{flag} '{s}': {e}"))
 }
 
 /// Replay terminal output with its timing. `speed` scales time; `skip_idle` caps every pause;
@@ -215,6 +215,8 @@ pub fn export(seal: Option<rec::Seal>, events: Vec<Event>, format: &str) -> Resu
                 rec::asciicast(&r)
             })
         }
-        other => bail!("unknown export format '{other}' (asciicast, text, jsonl, csv)"),
+        other => {
+            bail!("unknown export format '{other}' (asciicast, text, jsonl, csv, png, frames)")
+        }
     }
 }

@@ -11,6 +11,7 @@
 //! per-session task, tests drive it directly.
 #![forbid(unsafe_code)]
 
+pub mod desktop;
 mod event;
 mod export;
 mod format;

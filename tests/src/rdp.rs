@@ -61,6 +61,25 @@ pub fn parse_ppm(b: &[u8]) -> Option<(usize, usize, Vec<u8>)> {
     Some((w, h, data))
 }
 
+/// A PNG (8-bit RGB or RGBA): (width, height, RGB bytes).
+pub fn parse_png(b: &[u8]) -> (usize, usize, Vec<u8>) {
+    let mut reader = png::Decoder::new(std::io::Cursor::new(b))
+        .read_info()
+        .expect("a PNG header");
+    let mut buf = vec![0; reader.output_buffer_size().expect("PNG size")];
+    let info = reader.next_frame(&mut buf).expect("a PNG frame");
+    let px = match info.color_type {
+        png::ColorType::Rgb => 3,
+        png::ColorType::Rgba => 4,
+        other => panic!("unexpected PNG colour type {other:?}"),
+    };
+    let rgb = buf[..info.buffer_size()]
+        .chunks_exact(px)
+        .flat_map(|p| [p[0], p[1], p[2]])
+        .collect();
+    (info.width as usize, info.height as usize, rgb)
+}
+
 /// How many pixels are clearly red (the demo desktop's `xlogo` background).
 pub fn red_pixels(rgb: &[u8]) -> usize {
     rgb.chunks_exact(3)

@@ -135,6 +135,87 @@ fn xfreerdp_sees_the_target_desktop_with_the_injected_password_then_is_terminate
             "the account's password is in what the client received"
         );
     }
+    // The recording replays to what the target's desktop showed: the frame at the end (an
+    // offset past the end gives the last one) has the target's red logo, pixel for pixel.
+    let (_, _, target_rgb) = screenshot(&desk.xvfb);
+    let on_target = red_pixels(&target_rgb);
+    let png_file = env.path("end.png");
+    let png_path = png_file.to_str().expect("utf-8 path");
+    let out = run(
+        gw.wgctl().args([
+            "recording",
+            "export",
+            &id,
+            "--format",
+            "png",
+            "--at",
+            "1h",
+            "--file",
+            png_path,
+        ]),
+        T,
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let (w, h, rgb) = parse_png(&std::fs::read(&png_file).expect("the exported PNG"));
+    assert_eq!(
+        (w, h),
+        (1024, 768),
+        "the frame has the target desktop's size"
+    );
+    let replayed = red_pixels(&rgb);
+    assert!(
+        on_target > 50_000 && replayed.abs_diff(on_target) * 100 <= on_target,
+        "replayed frame: {replayed} red pixels, the target's screen: {on_target}"
+    );
+    // Before the desktop was drawn there is nothing to show, and wgctl says when it appears.
+    let out = run(
+        gw.wgctl().args([
+            "recording",
+            "export",
+            &id,
+            "--format",
+            "png",
+            "--at",
+            "0s",
+            "--file",
+            png_path,
+        ]),
+        T,
+    );
+    let err = text(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("not on screen yet at 00:00:00.000"),
+        "{err}"
+    );
+    // A directory of frames, the last of which is the desktop.
+    let frames = env.path("frames");
+    let out = run(
+        gw.wgctl()
+            .args(["recording", "export", &id, "--format", "frames"])
+            .arg(&frames),
+        T,
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let mut names: Vec<_> = std::fs::read_dir(&frames)
+        .expect("the frames directory")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .collect();
+    names.sort();
+    let last = names.last().expect("at least one frame");
+    assert!(text(&out.stdout).contains(&format!("wrote {} frame(s)", names.len())));
+    let (_, _, rgb) = parse_png(&std::fs::read(last).expect("a frame"));
+    assert!(
+        red_pixels(&rgb).abs_diff(on_target) * 100 <= on_target,
+        "{}",
+        last.display()
+    );
+    // The recording says what the gateway withdrew from the client's offer.
+    assert!(
+        rec.events.iter().any(|e| matches!(&e.kind,
+            wardengate_recorder::EventKind::Marker { kind, .. } if kind == "rdp-offer")),
+        "an rdp-offer marker"
+    );
+
     // The gateway logs at DEBUG in tests; CredSSP's library would print the password it wraps.
     secrets::assert_secret_absent(&gw.log(), BOB_PASSWORD, "the gateway's log");
 }

@@ -10,6 +10,7 @@
 
 pub mod input;
 pub mod nego;
+pub mod offer;
 pub mod relay;
 
 use std::fmt;

@@ -10,6 +10,7 @@ use wardengate_policy::Admitted;
 use wardengate_recorder::EventKind;
 
 use super::input::InputFilter;
+use super::offer::Offer;
 use crate::session::{Control, Outcome, SessionLink, SessionShared, Tap};
 use crate::timers::{human, Due, Timers};
 
@@ -30,7 +31,9 @@ async fn send<W: AsyncWrite + Unpin>(w: &mut W, b: &[u8]) -> std::io::Result<()>
     w.flush().await
 }
 
-/// Client → target: forwarded as read; whole PDUs are judged for idle and recorded.
+/// Client → target. Until the client's Confirm Active, whole PDUs go on one by one, the offer
+/// rewritten where the recording needs it ([`Offer`]); after that, bytes go on as read. Whole
+/// PDUs are judged for idle and recorded.
 async fn up<R, W>(mut rd: R, mut wr: W, tap: Option<Tap>, shared: Arc<SessionShared>) -> End
 where
     R: AsyncRead + Unpin,
@@ -39,14 +42,17 @@ where
     let mut buf = vec![0u8; BUF];
     let mut pending = BytesMut::new();
     let mut filter = InputFilter::default();
+    let mut offer = Offer::default();
     loop {
         let n = match rd.read(&mut buf).await {
             Ok(0) => return End::Client,
             Ok(n) => n,
             Err(e) => return End::Io(format!("client connection: {e}")),
         };
-        if let Err(e) = send(&mut wr, &buf[..n]).await {
-            return End::Io(format!("target connection: {e}"));
+        if !offer.pending() {
+            if let Err(e) = send(&mut wr, &buf[..n]).await {
+                return End::Io(format!("target connection: {e}"));
+            }
         }
         pending.extend_from_slice(&buf[..n]);
         loop {
@@ -55,12 +61,16 @@ where
                 Ok(None) => break,
                 // A PDU the gateway cannot frame: still relayed, judged as not input.
                 _ => {
+                    if offer.pending() {
+                        offer.finish();
+                        if let Err(e) = send(&mut wr, &pending).await {
+                            return End::Io(format!("target connection: {e}"));
+                        }
+                    }
                     shared.count_input(pending.len());
+                    let data = pending.split().freeze();
                     if let Some(t) = &tap {
-                        let data = pending.split().freeze();
                         t.record(EventKind::Input { channel: 0, data }).await;
-                    } else {
-                        pending.clear();
                     }
                     break;
                 }
@@ -68,11 +78,32 @@ where
             if pending.len() < len {
                 break;
             }
-            let pdu = pending.split_to(len).freeze();
+            let mut pdu = pending.split_to(len).freeze();
+            if offer.pending() {
+                if let Some(changed) = offer.rewrite(&pdu) {
+                    pdu = Bytes::from(changed);
+                }
+                if let Err(e) = send(&mut wr, &pdu).await {
+                    return End::Io(format!("target connection: {e}"));
+                }
+                if !offer.pending() {
+                    // The rest was read but not forwarded yet.
+                    if let Err(e) = send(&mut wr, &pending).await {
+                        return End::Io(format!("target connection: {e}"));
+                    }
+                    if let (Some(t), false) = (&tap, offer.withdrawn.is_empty()) {
+                        let detail = format!(
+                            "withdrawn from the client's offer so that the session replays: {}",
+                            offer.withdrawn.join(", ")
+                        );
+                        t.marker("rdp-offer", detail).await;
+                    }
+                }
+            }
             if filter.meaningful(&pdu) {
-                shared.note_input(len);
+                shared.note_input(pdu.len());
             } else {
-                shared.count_input(len);
+                shared.count_input(pdu.len());
             }
             if let Some(t) = &tap {
                 t.record(EventKind::Input {
