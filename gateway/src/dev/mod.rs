@@ -283,7 +283,7 @@ accounts = [{{ name = "bob", secret = "win-dc01.dev/bob" }}]
              SSH gateway    {ssh}\n  PostgreSQL     127.0.0.1:{pgp}\n  RDP            127.0.0.1:{rdpp}\n  REST API       http://{api}\n  \
              demo target    web-01.dev = OpenSSH sshd on {target}, account '{account}' (its key is only in the vault)\n  \
              demo target    billing-ro.dev = demo postgres on {pg_target}, account 'billing_ro' (its password is only in the vault)\n  \
-             demo target    win-dc01.dev = FreeRDP shadow server on an Xvfb desktop at {desktop}, account 'bob' (password only in the vault)\n\n\
+             demo target    win-dc01.dev = FreeRDP shadow server on Xvfb display {display} at {desktop}, account 'bob' (password only in the vault)\n\n\
              Connect as alice (key, or password {password}):\n    \
              ssh -i {d}/alice_ed25519 -p {sp} alice:web-01.dev@127.0.0.1\n\n\
              Copy files (scp, sftp and rsync read ':' as host:path, so use '#'):\n    \
@@ -313,6 +313,7 @@ accounts = [{{ name = "bob", secret = "win-dc01.dev/bob" }}]
             pgp = l.postgres.map(|a| a.port()).unwrap_or(opts.pg_port),
             rdpp = l.rdp.map(|a| a.port()).unwrap_or(opts.rdp_port),
             desktop = desktop.address(),
+            display = desktop.xvfb.name(),
         );
     })
     .await?;
