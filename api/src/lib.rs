@@ -159,6 +159,16 @@ pub struct HandoffRequest {
     pub reason: Option<String>,
 }
 
+/// `POST /api/v1/sessions/{id}/shadow/browser`: a one-time link to the browser shadow page.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ShadowLink {
+    /// Open it in a browser; the ticket in its fragment is spent when the page connects.
+    pub url: String,
+    pub expires_in_secs: u64,
+    /// Who the audit log will name as the observer.
+    pub observer: String,
+}
+
 /// One line of the shadow stream (`GET /api/v1/sessions/{id}/shadow`, newline-delimited JSON).
 /// `data` is base64 of terminal output.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -192,6 +202,12 @@ pub enum ShadowEvent {
     },
     Notice {
         text: String,
+    },
+    /// A desktop (RDP) session's picture or what changed in it: base64 of PNG rectangles, laid
+    /// out as the WebSocket's binary messages (see `GET /api/v1/sessions/{id}/shadow/ws`).
+    Desktop {
+        whole: bool,
+        data: String,
     },
     /// Last line: the session ended, or the stream was closed.
     End {

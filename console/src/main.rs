@@ -144,8 +144,14 @@ enum SessionCmd {
     /// Show one session.
     Show { id: String },
     /// Watch a live session read-only (Ctrl-] q detaches). A PostgreSQL session shows its
-    /// query log as statements complete.
-    Shadow { id: String },
+    /// query log as statements complete; a desktop (RDP) session is watched in a browser.
+    Shadow {
+        id: String,
+        /// Watch a desktop (RDP) session in a browser: prints a one-time link (valid 60 s) and
+        /// opens it with $BROWSER when that is set.
+        #[arg(long)]
+        browser: bool,
+    },
     /// Offer your session (or, as an operator, anyone's) to another user; they take it over
     /// with `wgctl session accept ID`, then `ssh USER:ID@gateway`.
     Handoff {
@@ -304,7 +310,8 @@ fn run(cli: Cli) -> Result<()> {
                 out(&table::session(&s))
             }
         }
-        Cmd::Session(SessionCmd::Shadow { id }) => shadow::run(&c, &id),
+        Cmd::Session(SessionCmd::Shadow { id, browser: true }) => shadow::browser(&c, &id),
+        Cmd::Session(SessionCmd::Shadow { id, browser: false }) => shadow::run(&c, &id),
         Cmd::Session(SessionCmd::Handoff { id, to, reason }) => {
             let Some(reason) = reason.filter(|r| !r.trim().is_empty()) else {
                 bail!("--reason is required: say why the session changes hands (it is recorded)");

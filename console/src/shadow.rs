@@ -128,7 +128,40 @@ unsafe impl Send for Saved {}
 unsafe impl Sync for Saved {}
 static RAW: std::sync::OnceLock<Saved> = std::sync::OnceLock::new();
 
+/// `--browser`: a one-time link to the gateway's shadow page, opened with `$BROWSER` if set.
+pub fn browser(c: &Client, id: &str) -> Result<()> {
+    let link: api::ShadowLink = c.post(
+        &format!("/api/v1/sessions/{}/shadow/browser", path_segment(id)),
+        &serde_json::json!({}),
+    )?;
+    println!(
+        "[shadow] watch {id} read-only in a browser as {} (the link works once, within {} s):\n  {}",
+        link.observer, link.expires_in_secs, link.url
+    );
+    if let Some(cmd) = std::env::var_os("BROWSER").filter(|b| !b.is_empty()) {
+        let shown = cmd.to_string_lossy().into_owned();
+        match std::process::Command::new(&cmd)
+            .arg(&link.url)
+            .stdin(std::process::Stdio::null())
+            .spawn()
+        {
+            Ok(_) => println!("[shadow] opened with {shown}"),
+            Err(e) => eprintln!(
+                "[shadow] could not start $BROWSER ({shown}): {e}; open the link yourself"
+            ),
+        }
+    }
+    Ok(())
+}
+
 pub fn run(c: &Client, id: &str) -> Result<()> {
+    let s: api::Session = c.get(&format!("/api/v1/sessions/{}", path_segment(id)), &[])?;
+    if s.protocol == "rdp" {
+        return Err(anyhow!(
+            "session {id} is a desktop (RDP) session: watch it in a browser with \
+             `wgctl session shadow {id} --browser`"
+        ));
+    }
     let resp = c.stream(&format!("/api/v1/sessions/{}/shadow", path_segment(id)))?;
     let mut lines = BufReader::new(resp).lines();
     let first = lines
@@ -208,7 +241,7 @@ pub fn run(c: &Client, id: &str) -> Result<()> {
                 why = format!("session ended: {}", inert(&reason));
                 break;
             }
-            api::ShadowEvent::Attached { .. } => {}
+            api::ShadowEvent::Attached { .. } | api::ShadowEvent::Desktop { .. } => {}
         }
         out.flush()?;
     }

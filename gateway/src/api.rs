@@ -27,6 +27,8 @@ pub struct ApiState {
     pub gw: Arc<Gateway>,
     /// sha256 of the admin token; compared in constant time.
     pub token_hash: [u8; 32],
+    /// Browser shadow links not opened yet.
+    pub tickets: crate::api_browser::Tickets,
 }
 
 pub struct ApiError(pub StatusCode, pub String);
@@ -71,6 +73,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/sessions/{id}", get(get_session))
         .route("/api/v1/sessions/{id}/terminate", post(terminate))
         .merge(crate::api_live::routes())
+        .merge(crate::api_browser::routes())
         .route("/api/v1/audit", get(audit))
         .route("/api/v1/recordings", get(list_recordings))
         .route("/api/v1/recordings/pubkey", get(recording_pubkey))
@@ -81,6 +84,7 @@ pub fn router(state: ApiState) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/api/v1/openapi.json", get(openapi))
+        .merge(crate::api_browser::open_routes())
         .merge(authed)
         .fallback(|| async {
             ApiError(

@@ -47,7 +47,7 @@ fn plural(n: usize) -> String {
 }
 
 /// Detaches the observer when the stream ends (the client left, or the session ended).
-struct Watching {
+pub(crate) struct Watching {
     /// Taken (and dropped) first when the stream ends, so the count after it is right.
     observer: Option<Observer>,
     st: ApiState,
@@ -106,7 +106,7 @@ fn line(ev: &api::ShadowEvent) -> Bytes {
     Bytes::from(v)
 }
 
-fn event(f: Frame) -> api::ShadowEvent {
+pub(crate) fn event(f: Frame) -> api::ShadowEvent {
     let b64 = |d: &[u8]| base64::engine::general_purpose::STANDARD.encode(d);
     match f {
         Frame::Screen { data, cols, rows } => api::ShadowEvent::Screen {
@@ -118,6 +118,26 @@ fn event(f: Frame) -> api::ShadowEvent {
         Frame::Line(text) => api::ShadowEvent::Line { text },
         Frame::Notice(text) => api::ShadowEvent::Notice { text },
         Frame::End(reason) => api::ShadowEvent::End { reason },
+        Frame::Desktop { whole, data } => api::ShadowEvent::Desktop {
+            whole,
+            data: b64(&data),
+        },
+    }
+}
+
+impl Watching {
+    /// The next frame for this observer; `None` after the end.
+    pub(crate) async fn next(&mut self) -> Option<Frame> {
+        if self.done {
+            return None;
+        }
+        let f = match self.observer.as_mut() {
+            Some(o) => o.next().await,
+            None => None,
+        };
+        let f = f.unwrap_or_else(|| Frame::End("the session ended".into()));
+        self.done = matches!(f, Frame::End(_));
+        Some(f)
     }
 }
 
@@ -126,20 +146,55 @@ async fn shadow(
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let w = st.gw.registry.watch(&st.gw.store, &id)?;
-    let mode = w.admitted.settings().shadow;
-    if mode == ShadowMode::Blocked {
-        st.gw.audit(
-            "session.shadow.refused",
-            Some(&caller.name),
-            Some(&id),
-            json!({"observer": caller.name, "policy": w.admitted.policy(), "why": "shadow = blocked"}),
-        );
-        return Err(forbidden(format!(
-            "policy '{}' blocks shadowing of session {id} (shadow = \"blocked\")",
-            w.admitted.policy()
-        )));
+    let (mut state, hello) = attach(&st, &caller, id).await?;
+    state.first = Some(line(&hello));
+    let stream = futures_util::stream::unfold(state, |mut s| async move {
+        if let Some(first) = s.first.take() {
+            return Some((Ok::<_, std::io::Error>(first), s));
+        }
+        let f = s.next().await?;
+        Some((Ok(line(&event(f))), s))
+    });
+    Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, "application/x-ndjson")
+        .header(header::CACHE_CONTROL, "no-store")
+        .body(Body::from_stream(stream))
+        .map_err(crate::api::internal)
+}
+
+/// Refuse when the session's policy blocks shadowing (audited).
+pub(crate) fn refuse_blocked(
+    st: &ApiState,
+    observer: &str,
+    id: &str,
+    admitted: &wardengate_policy::Admitted,
+) -> Result<(), ApiError> {
+    if admitted.settings().shadow != ShadowMode::Blocked {
+        return Ok(());
     }
+    st.gw.audit(
+        "session.shadow.refused",
+        Some(observer),
+        Some(id),
+        json!({"observer": observer, "policy": admitted.policy(), "why": "shadow = blocked"}),
+    );
+    Err(forbidden(format!(
+        "policy '{}' blocks shadowing of session {id} (shadow = \"blocked\")",
+        admitted.policy()
+    )))
+}
+
+/// Attach `caller` to session `id` as an observer: policy, audit, marker and banner. The
+/// observer stays attached until the returned [`Watching`] is dropped.
+pub(crate) async fn attach(
+    st: &ApiState,
+    caller: &Caller,
+    id: String,
+) -> Result<(Watching, api::ShadowEvent), ApiError> {
+    let w = st.gw.registry.watch(&st.gw.store, &id)?;
+    refuse_blocked(st, &caller.name, &id, &w.admitted)?;
+    let mode = w.admitted.settings().shadow;
     let visible = mode == ShadowMode::Visible;
     let banner = if visible { "visible" } else { "covert" };
     let since_ms = now_ms();
@@ -192,35 +247,10 @@ async fn shadow(
         owner: w.record.actor.clone(),
         visible,
         since_ms,
-        first: Some(line(&hello)),
+        first: None,
         done: false,
     };
-    let stream = futures_util::stream::unfold(state, |mut s| async move {
-        if let Some(first) = s.first.take() {
-            return Some((Ok::<_, std::io::Error>(first), s));
-        }
-        if s.done {
-            return None;
-        }
-        let next = match s.observer.as_mut() {
-            Some(o) => o.next().await,
-            None => None,
-        };
-        let ev = match next {
-            Some(f) => event(f),
-            None => api::ShadowEvent::End {
-                reason: "the session ended".into(),
-            },
-        };
-        s.done = matches!(ev, api::ShadowEvent::End { .. });
-        Some((Ok(line(&ev)), s))
-    });
-    Response::builder()
-        .status(StatusCode::OK)
-        .header(header::CONTENT_TYPE, "application/x-ndjson")
-        .header(header::CACHE_CONTROL, "no-store")
-        .body(Body::from_stream(stream))
-        .map_err(crate::api::internal)
+    Ok((state, hello))
 }
 
 async fn handoff(

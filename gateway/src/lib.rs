@@ -7,6 +7,7 @@
 
 pub mod admission;
 pub mod api;
+pub mod api_browser;
 pub mod api_live;
 pub mod api_policy;
 pub mod broker;

@@ -40,13 +40,17 @@ enum Cmd {
         /// The gateway's RDP port (the demo Windows desktop is behind it).
         #[arg(long, default_value_t = 3389)]
         rdp_port: u16,
-        /// Do not record the demo sessions (for comparisons; recording is on by default).
+        /// Do not record the demo sessions, nor keep their desktops for observers (for
+        /// comparisons; recording is on by default).
         #[arg(long)]
         no_recording: bool,
         /// Reconnect mode of the demo sessions: strict, reauth or resume (for comparisons; the
         /// example policies use resume).
         #[arg(long)]
         reconnect: Option<String>,
+        /// The demo Windows desktop's size, WIDTHxHEIGHT.
+        #[arg(long, default_value = "1024x768", value_parser = dev::parse_size)]
+        desktop_size: (u16, u16),
     },
     /// Validate a config file and exit.
     CheckConfig {
@@ -148,6 +152,7 @@ fn real_main(cli: Cli) -> Result<()> {
             rdp_port,
             no_recording,
             reconnect,
+            desktop_size,
         } => runtime()?.block_on(dev::run(dev::DevOptions {
             data_dir,
             ssh_port,
@@ -156,6 +161,7 @@ fn real_main(cli: Cli) -> Result<()> {
             rdp_port,
             no_recording,
             reconnect,
+            desktop_size,
         })),
         Cmd::CheckConfig { config } => {
             let cfg = config::load(&config)?;

@@ -155,6 +155,7 @@ pub async fn run(
     let api_state = crate::api::ApiState {
         gw: gw.clone(),
         token_hash: Sha256::digest(token.as_bytes()).into(),
+        tickets: Default::default(),
     };
     let api_stop = shutdown.clone();
     let api_task = tokio::spawn(async move {

@@ -29,6 +29,9 @@ use tokio::sync::{mpsc, Notify};
 
 use crate::session::now_ms;
 
+pub mod desktop;
+use desktop::{LiveDesktop, Picture};
+
 /// Unparsed output kept per terminal; older bytes are dropped (see the module docs).
 pub const PENDING_CAP: usize = 256 << 10;
 /// The shortest time between two frames to observers (30 per second).
@@ -52,6 +55,9 @@ pub enum Frame {
     Output(Bytes),
     /// A line of a session without a terminal (a PostgreSQL query log entry).
     Line(String),
+    /// A desktop session's picture, or what changed in it: PNG rectangles in the layout of
+    /// [`desktop::encode`]. `whole` when it is the entire picture (first, or after a resync).
+    Desktop { whole: bool, data: Bytes },
     /// Something the observer should know (another observer came, the owner changed).
     Notice(String),
     /// The session is over.
@@ -240,6 +246,8 @@ pub struct ObserverInfo {
 #[derive(Default)]
 struct Framing {
     last: Option<(u32, vt100::Screen)>,
+    /// A desktop session's last picture.
+    picture: Option<Picture>,
 }
 
 /// A session's shadow hub.
@@ -253,6 +261,8 @@ pub struct ShadowHub {
     next_id: AtomicU64,
     ended: Mutex<Option<String>>,
     producer: AtomicBool,
+    /// A desktop session's decoded desktop ([`ShadowHub::desktop`]).
+    live: Mutex<Option<Arc<LiveDesktop>>>,
 }
 
 impl std::fmt::Debug for ShadowHub {
@@ -275,6 +285,7 @@ impl ShadowHub {
             next_id: AtomicU64::new(1),
             ended: Mutex::new(None),
             producer: AtomicBool::new(false),
+            live: Mutex::new(None),
         })
     }
 
@@ -387,14 +398,28 @@ impl ShadowHub {
         // against the snapshot it got.
         {
             let mut framing = self.framing.lock().await;
-            let first = match self.primary() {
-                Some(t) => {
+            let live = lock(&self.live).clone();
+            let first = match (live, self.primary()) {
+                (Some(live), _) => {
+                    let (diff, whole) = self.desktop_locked(&mut framing, &live, true);
+                    self.send_frame(diff.as_ref(), whole.as_ref());
+                    let mut first: Vec<Frame> = whole.into_iter().collect();
+                    if first.is_empty() {
+                        first.push(Frame::Notice(
+                            "[shadow] the desktop is not on screen yet; it appears when the target draws it"
+                                .into(),
+                        ));
+                    }
+                    first.extend(lock(&live.stopped).clone().map(Frame::Notice));
+                    first
+                }
+                (None, Some(t)) => {
                     // The others get what changed up to now; this one the screen at now.
                     let (diff, screen) = self.frame_locked(&mut framing, &t);
-                    self.send_frame(diff.as_ref(), &screen);
+                    self.send_frame(diff.as_ref(), Some(&screen));
                     vec![screen]
                 }
-                None => lock(&self.recent)
+                (None, None) => lock(&self.recent)
                     .iter()
                     .cloned()
                     .map(Frame::Line)
@@ -464,8 +489,69 @@ impl ShadowHub {
         })
     }
 
+    /// Bring a desktop's picture up to date: the tiles that changed since the last picture
+    /// (`None` when none did, or the size changed), and the whole picture when `whole` is asked
+    /// for or an observer needs it (`None` before the desktop is on screen).
+    fn desktop_locked(
+        &self,
+        framing: &mut Framing,
+        live: &LiveDesktop,
+        whole: bool,
+    ) -> (Option<Frame>, Option<Frame>) {
+        let now = live.picture(framing.picture.as_ref().map(|p| p.version));
+        let message = |p: &Picture, rects: &[desktop::Rect], whole: bool| {
+            desktop::encode(&p.rgb, p.width, p.height, p.source, rects, whole)
+                .map_err(|e| tracing::warn!("shadow: a desktop picture could not be encoded: {e}"))
+                .ok()
+                .map(|data| Frame::Desktop { whole, data })
+        };
+        let diff = match (&now, &framing.picture) {
+            (Some(n), Some(p)) if (n.width, n.height) == (p.width, p.height) => {
+                let rects = desktop::changed(&p.rgb, &n.rgb, n.width, n.height);
+                (!rects.is_empty())
+                    .then(|| message(n, &rects, false))
+                    .flatten()
+            }
+            (Some(_), _) => {
+                // The first picture, or a new size: everyone gets the whole picture.
+                for slot in lock(&self.slots).iter() {
+                    slot.stats.resync.store(true, Ordering::Release);
+                }
+                None
+            }
+            (None, _) => None,
+        };
+        if let Some(n) = now {
+            framing.picture = Some(n);
+        }
+        let needed = whole
+            || lock(&self.slots)
+                .iter()
+                .any(|s| s.stats.resync.load(Ordering::Acquire));
+        let all = match (&framing.picture, needed) {
+            (Some(p), true) => {
+                let rect = desktop::Rect {
+                    x: 0,
+                    y: 0,
+                    w: p.width,
+                    h: p.height,
+                };
+                message(p, &[rect], true)
+            }
+            _ => None,
+        };
+        (diff, all)
+    }
+
     /// Produce one frame for every observer.
     async fn produce(&self) {
+        let live = lock(&self.live).clone();
+        if let Some(live) = live {
+            let mut framing = self.framing.lock().await;
+            let (diff, whole) = self.desktop_locked(&mut framing, &live, false);
+            self.send_frame(diff.as_ref(), whole.as_ref());
+            return;
+        }
         let Some(t) = self.primary() else {
             // No terminal: lines missed by a stalled observer are not replayed; it is told.
             for s in lock(&self.slots).iter() {
@@ -481,21 +567,28 @@ impl ShadowHub {
         };
         let mut framing = self.framing.lock().await;
         let (diff, screen) = self.frame_locked(&mut framing, &t);
-        self.send_frame(diff.as_ref(), &screen);
+        self.send_frame(diff.as_ref(), Some(&screen));
     }
 
-    /// Send every observer the diff, or the full screen to those marked for resync.
-    fn send_frame(&self, diff: Option<&Frame>, screen: &Frame) {
+    /// Send every observer the diff, or the full screen to those marked for resync (who wait
+    /// for the next one when there is none).
+    fn send_frame(&self, diff: Option<&Frame>, screen: Option<&Frame>) {
         for s in lock(&self.slots).iter() {
             let frame = if s.stats.resync.load(Ordering::Acquire) {
-                screen.clone()
+                match screen {
+                    Some(f) => f.clone(),
+                    None => continue,
+                }
             } else {
                 match diff {
                     Some(d) => d.clone(),
                     None => continue,
                 }
             };
-            let full = matches!(frame, Frame::Screen { .. });
+            let full = matches!(
+                frame,
+                Frame::Screen { .. } | Frame::Desktop { whole: true, .. }
+            );
             match s.tx.try_send(frame) {
                 Ok(()) if full => {
                     s.stats.resync.store(false, Ordering::Release);
@@ -528,8 +621,13 @@ impl ShadowHub {
                 // Wake up now and then too: a stalled observer that drained needs its resync.
                 let _ = tokio::time::timeout(Duration::from_millis(500), h.dirty.notified()).await;
                 h.produce().await;
+                let interval = if lock(&h.live).is_some() {
+                    desktop::DESKTOP_FRAME_INTERVAL
+                } else {
+                    FRAME_INTERVAL
+                };
                 drop(h);
-                tokio::time::sleep(FRAME_INTERVAL).await;
+                tokio::time::sleep(interval).await;
             }
         });
     }

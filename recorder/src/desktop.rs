@@ -179,6 +179,41 @@ impl Desktop {
         let image = self.image.as_ref()?;
         Some((image.width(), image.height(), rgb(image)))
     }
+
+    /// The current frame shrunk `factor` times on each side (each pixel the average of a
+    /// `factor`×`factor` block; a partial block at the right or bottom edge is dropped), as RGB
+    /// rows. `factor` 1 is [`Desktop::rgb`].
+    pub fn rgb_scaled(&self, factor: u16) -> Option<(u16, u16, Vec<u8>)> {
+        let image = self.image.as_ref()?;
+        let f = usize::from(factor.max(1));
+        if f == 1 {
+            return self.rgb();
+        }
+        let (w, h) = (
+            usize::from(image.width()) / f,
+            usize::from(image.height()) / f,
+        );
+        let (stride, data) = (image.stride(), image.data());
+        let mut out = vec![0u8; w * h * 3];
+        let mut sums = vec![0u32; w * 3];
+        let area = (f * f) as u32;
+        for (y, row_out) in out.chunks_exact_mut(w * 3).enumerate() {
+            sums.iter_mut().for_each(|s| *s = 0);
+            for row in data[y * f * stride..].chunks(stride).take(f) {
+                for (x, sum) in sums.chunks_exact_mut(3).enumerate() {
+                    for px in row[x * f * 4..(x + 1) * f * 4].chunks_exact(4) {
+                        sum[0] += u32::from(px[0]);
+                        sum[1] += u32::from(px[1]);
+                        sum[2] += u32::from(px[2]);
+                    }
+                }
+            }
+            for (o, s) in row_out.iter_mut().zip(&sums) {
+                *o = (s / area) as u8;
+            }
+        }
+        Some((w as u16, h as u16, out))
+    }
 }
 
 fn processor() -> Processor {
@@ -207,17 +242,18 @@ fn rgb(image: &DecodedImage) -> Vec<u8> {
 }
 
 fn encode_png(image: &DecodedImage) -> Result<Vec<u8>, png::EncodingError> {
+    rgb_png(image.width(), image.height(), &rgb(image))
+}
+
+/// RGB rows (`width` × `height` × 3 bytes) as a PNG.
+pub fn rgb_png(width: u16, height: u16, rgb: &[u8]) -> Result<Vec<u8>, png::EncodingError> {
     let mut out = Vec::new();
-    let mut enc = png::Encoder::new(
-        &mut out,
-        u32::from(image.width()),
-        u32::from(image.height()),
-    );
+    let mut enc = png::Encoder::new(&mut out, u32::from(width), u32::from(height));
     enc.set_color(png::ColorType::Rgb);
     enc.set_depth(png::BitDepth::Eight);
     enc.set_compression(png::Compression::Fast);
     let mut w = enc.write_header()?;
-    w.write_image_data(&rgb(image))?;
+    w.write_image_data(rgb)?;
     w.finish()?;
     Ok(out)
 }
@@ -256,6 +292,28 @@ mod tests {
         assert_eq!(red(&d), 90_452, "the red xlogo around its white X");
         let png = d.png().expect("a frame").expect("PNG");
         assert_eq!(&png[1..4], b"PNG");
+    }
+
+    #[test]
+    fn a_shrunk_frame_averages_blocks() {
+        let mut d = Desktop::new();
+        d.feed(SHADOW);
+        let (w, h, small) = d.rgb_scaled(2).expect("a desktop");
+        assert_eq!((w, h, small.len()), (512, 384, 512 * 384 * 3));
+        let red = small
+            .chunks_exact(3)
+            .filter(|p| p[0] > 200 && p[1] < 60 && p[2] < 60)
+            .count();
+        // A quarter of the full frame's red, less the blended edges of the logo.
+        assert!((21_500..=90_452 / 4).contains(&red), "{red} red pixels");
+        let (_, _, full) = d.rgb().expect("a desktop");
+        // The top-left block: the mean of its four pixels, channel by channel.
+        for c in 0..3 {
+            let px = |x: usize, y: usize| u32::from(full[(y * 1024 + x) * 3 + c]);
+            let mean = (px(0, 0) + px(1, 0) + px(0, 1) + px(1, 1)) / 4;
+            assert_eq!(u32::from(small[c]), mean);
+        }
+        assert_eq!(d.rgb_scaled(1), d.rgb());
     }
 
     #[test]

@@ -24,6 +24,7 @@ pub use builder::*;
 pub mod pg;
 pub mod rdp;
 pub use peers::*;
+pub mod browser;
 pub mod russh_client;
 pub mod secrets;
 pub mod tmux;

@@ -6,6 +6,7 @@
 use std::process::Child;
 use std::time::{Duration, Instant};
 
+use wardengate_tests::browser::Chromium;
 use wardengate_tests::rdp::*;
 use wardengate_tests::*;
 
@@ -35,6 +36,86 @@ fn wait_for_desktop(display: &Xvfb) -> usize {
         }
         std::thread::sleep(Duration::from_millis(300));
     }
+}
+
+/// An operator watches the desktop in a browser: headless Chromium opens the one-time link that
+/// `wgctl session shadow --browser` prints, and its canvas shows what the target's screen shows.
+fn watch_in_a_browser(env: &TestEnv, gw: &GatewayProc, desk: &Desktop, id: &str) {
+    // A desktop is not a terminal: the terminal shadow says where to look instead.
+    let out = run(gw.wgctl().args(["session", "shadow", id]), T);
+    assert!(
+        !out.status.success() && text(&out.stderr).contains("--browser"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = run(gw.wgctl().args(["session", "shadow", id, "--browser"]), T);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let url = text(&out.stdout)
+        .split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .map(String::from)
+        .unwrap_or_else(|| panic!("a link in {}", text(&out.stdout)));
+    assert!(url.contains(&format!("/shadow/{id}#ticket=")), "{url}");
+
+    let (_, _, target_rgb) = screenshot(&desk.xvfb);
+    let on_target = red_pixels(&target_rgb);
+    let profile = env.path("chromium");
+    let mut browser = Chromium::open(&url, &profile);
+    let status = "(() => { const s = window.wgShadow || {}; return {whole: s.whole || 0, \
+                  frames: s.frames || 0, state: s.state || null, size: s.size || null, \
+                  end: s.end === undefined ? null : s.end, \
+                  observer: s.attached ? s.attached.observer : null}; })()";
+    let v = browser.eval_until(status, T, |v| v["whole"].as_u64().unwrap_or(0) > 0);
+    assert!(
+        v["whole"].as_u64().unwrap_or(0) > 0,
+        "the page shows the desktop: {v}\nchromium: {}",
+        Chromium::log(&profile)
+    );
+    assert_eq!(
+        (&v["size"], v["observer"].as_str()),
+        (&serde_json::json!([1024, 768]), Some("admin")),
+        "{v}"
+    );
+    // The canvas holds the desktop at half size, with a quarter of the target screen's red.
+    let deadline = Instant::now() + T;
+    // (Within 5 %: shrinking blends the logo's edges.)
+    let (size, red) = loop {
+        let (w, h, rgb) = parse_png(&browser.canvas_png("#desktop"));
+        let red = red_pixels(&rgb) * 4;
+        if red.abs_diff(on_target) * 100 <= on_target * 5 || Instant::now() > deadline {
+            break ((w, h), red);
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    assert_eq!(size, (512, 384), "the canvas is the desktop shrunk by 2");
+    assert!(
+        on_target > 50_000 && red.abs_diff(on_target) * 100 <= on_target * 5,
+        "the browser shows {red} red pixels (scaled up), the target's screen {on_target}"
+    );
+    // Attaching is audited with the operator's name, and the session lists its observer.
+    let attach = gw.wait_audit("session.shadow.attach", T);
+    assert_eq!(
+        (attach["actor"].as_str(), attach["session_id"].as_str()),
+        (Some("admin"), Some(id)),
+        "{attach}"
+    );
+    let s = gw.get_json(&format!("/api/v1/sessions/{id}"));
+    assert_eq!(s["observers"][0]["name"], "admin", "{s}");
+
+    // The link works once: loaded again, the page cannot attach and says what to do.
+    browser.navigate(&url);
+    let v = browser.eval_until(status, T, |v| !v["end"].is_null());
+    let state = v["state"].as_str().unwrap_or_default();
+    assert!(
+        state.contains("could not attach") && state.contains("--browser"),
+        "{v}"
+    );
+    // The page left: the operator is detached (audited), and nobody watches any more.
+    drop(browser);
+    let detach = gw.wait_audit("session.shadow.detach", T);
+    assert_eq!(detach["actor"], "admin", "{detach}");
+    let watched = gw.wait_sessions("?shadowed=true", T, |s| s.is_empty());
+    assert!(watched.is_empty(), "{watched:?}");
 }
 
 #[test]
@@ -78,6 +159,8 @@ fn xfreerdp_sees_the_target_desktop_with_the_injected_password_then_is_terminate
     );
     let show = run(gw.wgctl().args(["session", "show", &id]), T);
     assert!(text(&show.stdout).contains("rdp"), "{}", text(&show.stdout));
+
+    watch_in_a_browser(&env, &gw, &desk, &id);
 
     // Terminated by an operator: the client is disconnected, the session closed with the reason.
     let out = run(

@@ -93,6 +93,17 @@ pub struct Desktop {
 impl Desktop {
     /// Start a 1024×768 desktop in `dir` (the SAM file) served on `port` (0: pick one).
     pub fn start(dir: &Path, port: u16, user: &str, password: &str) -> Result<Desktop> {
+        Self::start_sized(dir, port, user, password, (1024, 768))
+    }
+
+    /// [`Desktop::start`] with a desktop of `size` (width, height).
+    pub fn start_sized(
+        dir: &Path,
+        port: u16,
+        user: &str,
+        password: &str,
+        size: (u16, u16),
+    ) -> Result<Desktop> {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
         let port = if port == 0 {
             super::sshd::free_port()?
@@ -103,7 +114,7 @@ impl Desktop {
         let hash = hex::encode(crate::passwords::nt_hash(password));
         std::fs::write(&sam, format!("{user}:::{hash}:::\n"))
             .with_context(|| format!("cannot write {}", sam.display()))?;
-        let xvfb = Xvfb::start(1024, 768)?;
+        let xvfb = Xvfb::start(u32::from(size.0), u32::from(size.1))?;
         let logo = Command::new("xlogo")
             .args(["-geometry", "400x300+100+80", "-bg", "red", "-fg", "white"])
             .env("DISPLAY", xvfb.name())

@@ -29,6 +29,19 @@ pub struct DevOptions {
     pub no_recording: bool,
     /// The reconnect mode of the dev policy (benchmarks compare them).
     pub reconnect: Option<String>,
+    /// The demo desktop's width and height.
+    pub desktop_size: (u16, u16),
+}
+
+/// `WIDTHxHEIGHT`, each side 64 to 8192 pixels (`--desktop-size`).
+pub fn parse_size(s: &str) -> std::result::Result<(u16, u16), String> {
+    let bad = || format!("'{s}' is not a desktop size: write WIDTHxHEIGHT, e.g. 1280x800");
+    let (w, h) = s.trim().split_once(['x', 'X']).ok_or_else(bad)?;
+    let (w, h): (u16, u16) = (w.parse().map_err(|_| bad())?, h.parse().map_err(|_| bad())?);
+    if !(64..=8192).contains(&w) || !(64..=8192).contains(&h) {
+        return Err(format!("{w}x{h}: each side must be 64 to 8192 pixels"));
+    }
+    Ok((w, h))
 }
 
 fn home_public_keys() -> Vec<String> {
@@ -69,6 +82,8 @@ const EXAMPLE_POLICIES: &[(&str, &str)] = &[
 ];
 
 /// With `--no-recording` or `--reconnect`, one policy that wins over the examples (benchmarks).
+/// `--no-recording` takes the whole tap away: no recording, and no live desktop for observers
+/// (`shadow = "blocked"`).
 fn bench_policy(opts: &DevOptions) -> Result<String> {
     if !opts.no_recording && opts.reconnect.is_none() {
         return Ok(String::new());
@@ -80,8 +95,9 @@ fn bench_policy(opts: &DevOptions) -> Result<String> {
     Ok(format!(
         "\n# From --no-recording / --reconnect: wins over the example policies.\n\
          [[policies]]\nname = \"dev-bench\"\npriority = 1000\ngroups = [\"sre\"]\n\
-         recording = \"{}\"\nallow_port_forwarding = true\nreconnect = {{ mode = \"{mode}\" }}\n",
-        if opts.no_recording { "off" } else { "required" }
+         recording = \"{}\"\nshadow = \"{}\"\nallow_port_forwarding = true\nreconnect = {{ mode = \"{mode}\" }}\n",
+        if opts.no_recording { "off" } else { "required" },
+        if opts.no_recording { "blocked" } else { "visible" },
     ))
 }
 
@@ -141,8 +157,8 @@ pub async fn run(opts: DevOptions) -> Result<()> {
     // 'bob' whose password is only in the vault.
     let win_password = kept_secret(&dir.join("desktop.password"), 20)?;
     let desktop = tokio::task::spawn_blocking({
-        let (d, password) = (dir.join("desktop"), win_password.clone());
-        move || desktop::Desktop::start(&d, 0, "bob", &password)
+        let (d, password, size) = (dir.join("desktop"), win_password.clone(), opts.desktop_size);
+        move || desktop::Desktop::start_sized(&d, 0, "bob", &password, size)
     })
     .await??;
     let mut alice_keys = vec![alice_pub];

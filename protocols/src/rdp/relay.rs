@@ -6,12 +6,13 @@ use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use wardengate_policy::Admitted;
+use wardengate_policy::{Admitted, ShadowMode};
 use wardengate_recorder::EventKind;
 
 use super::input::InputFilter;
 use super::offer::Offer;
 use crate::session::{Control, Outcome, SessionLink, SessionShared, Tap};
+use crate::shadow::desktop::DesktopFeed;
 use crate::timers::{human, Due, Timers};
 
 const BUF: usize = 64 * 1024;
@@ -116,8 +117,15 @@ where
     }
 }
 
-/// Target → client: forwarded and recorded as read.
-async fn down<R, W>(mut rd: R, mut wr: W, tap: Option<Tap>, shared: Arc<SessionShared>) -> End
+/// Target → client: forwarded and recorded as read, and handed to the live desktop (which never
+/// makes it wait).
+async fn down<R, W>(
+    mut rd: R,
+    mut wr: W,
+    tap: Option<Tap>,
+    live: Option<DesktopFeed>,
+    shared: Arc<SessionShared>,
+) -> End
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
@@ -133,10 +141,17 @@ where
         if let Err(e) = send(&mut wr, &buf[..n]).await {
             return End::Io(format!("client connection: {e}"));
         }
+        if tap.is_none() && live.is_none() {
+            continue;
+        }
+        let data = Bytes::copy_from_slice(&buf[..n]);
+        if let Some(l) = &live {
+            l.push(&data);
+        }
         if let Some(t) = &tap {
             t.record(EventKind::Output {
                 channel: 0,
-                data: Bytes::copy_from_slice(&buf[..n]),
+                data,
                 stderr: false,
             })
             .await;
@@ -161,7 +176,16 @@ where
     let (trd, twr) = tokio::io::split(target);
     let shared = link.shared.clone();
     let up = up(crd, twr, link.tap.clone(), shared.clone());
-    let down = down(trd, cwr, link.tap.clone(), shared.clone());
+    // Observers watch a decoded desktop; there is none to keep when the policy blocks them.
+    let live = match admitted.settings().shadow {
+        ShadowMode::Blocked => None,
+        _ => link
+            .hub
+            .desktop()
+            .map_err(|e| tracing::warn!("rdp: no live desktop for observers: {e}"))
+            .ok(),
+    };
+    let down = down(trd, cwr, link.tap.clone(), live, shared.clone());
     tokio::pin!(up, down);
     let mut timers = Timers::new(admitted.settings(), shared.started_ms);
     let policy = admitted.policy().to_string();

@@ -12,6 +12,7 @@ fn text(f: &Frame) -> String {
     match f {
         Frame::Screen { data, .. } | Frame::Output(data) => String::from_utf8_lossy(data).into(),
         Frame::Line(s) | Frame::Notice(s) | Frame::End(s) => s.clone(),
+        Frame::Desktop { .. } => "(a desktop picture)".into(),
     }
 }
 
