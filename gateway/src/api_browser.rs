@@ -111,6 +111,7 @@ async fn link(
     headers: HeaderMap,
 ) -> Result<Json<api::ShadowLink>, ApiError> {
     let w = st.gw.registry.watch(&st.gw.store, &id)?;
+    refuse_blocked(&st, &caller.name, &id, &w.admitted)?;
     if w.record.protocol != "rdp" {
         return Err(ApiError(
             StatusCode::CONFLICT,
@@ -121,7 +122,6 @@ async fn link(
             ),
         ));
     }
-    refuse_blocked(&st, &caller.name, &id, &w.admitted)?;
     let host = headers
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())

@@ -160,6 +160,16 @@ impl Chromium {
             .expect("base64 PNG")
     }
 
+    /// What the browser window shows, as PNG (`Page.captureScreenshot`).
+    pub fn screenshot(&mut self) -> Vec<u8> {
+        use base64::Engine;
+        let r = self.call("Page.captureScreenshot", json!({"format": "png"}));
+        let data = r["data"].as_str().expect("screenshot data");
+        base64::engine::general_purpose::STANDARD
+            .decode(data)
+            .expect("base64 PNG")
+    }
+
     /// Chromium's own log (for failure messages).
     pub fn log(dir: &Path) -> String {
         let mut s = String::new();

@@ -92,6 +92,15 @@ fn watch_in_a_browser(env: &TestEnv, gw: &GatewayProc, desk: &Desktop, id: &str)
         on_target > 50_000 && red.abs_diff(on_target) * 100 <= on_target * 5,
         "the browser shows {red} red pixels (scaled up), the target's screen {on_target}"
     );
+    // And the window shows that canvas (at its own size: it fits): a screenshot of the page has
+    // the same red as the canvas, next to the page's header.
+    let shot = browser.screenshot();
+    let (_, _, shot) = parse_png(&shot);
+    let shown = red_pixels(&shot) * 4;
+    assert!(
+        shown.abs_diff(red) * 100 <= red * 2,
+        "the page's screenshot has {shown} red pixels (scaled up), its canvas {red}"
+    );
     // Attaching is audited with the operator's name, and the session lists its observer.
     let attach = gw.wait_audit("session.shadow.attach", T);
     assert_eq!(

@@ -275,6 +275,13 @@ fn covert_and_blocked_modes() {
         text(&out.stderr)
     );
     gw.wait_audit("session.shadow.refused", T);
+    // Nor is there a browser link for it; and a terminal session has no browser view at all.
+    let (status, body) = gw.post(&format!("/api/v1/sessions/{blocked}/shadow/browser"), "{}");
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("blocks shadowing"), "{body}");
+    let (status, body) = gw.post(&format!("/api/v1/sessions/{covert}/shadow/browser"), "{}");
+    assert_eq!(status, 409, "{body}");
+    assert!(body.contains("wgctl session shadow"), "{body}");
     assert!(!tmux.screen("blocked").contains("watching"));
     assert_eq!(
         gw.get_json(&format!("/api/v1/sessions/{blocked}"))["observers"],

@@ -315,6 +315,8 @@ accounts = [{{ name = "bob", secret = "win-dc01.dev/bob" }}]
              {wgctl} recording play SESSION_ID    (a psql session plays as its query log)\n\n\
              Watch alice's session read-only, or hand it to dan (his token in {d}/dan.token):\n    \
              {wgctl} session shadow SESSION_ID\n    \
+             {wgctl} session shadow SESSION_ID --browser    (the desktop: a link for your browser)\n    \
+             {wgctl} recording export SESSION_ID --format png --at 1m --file at.png    (a desktop's recording)\n    \
              {wgctl} session handoff SESSION_ID --to dan --reason \"shift change\"\n    \
              WARDENGATE_TOKEN=$(cat {d}/dan.token) {wgctl} session accept SESSION_ID\n    \
              ssh -i {d}/dan_ed25519 -p {sp} dan:SESSION_ID@127.0.0.1\n\n\
