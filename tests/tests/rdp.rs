@@ -18,6 +18,15 @@ fn desktop(env: &TestEnv) -> Desktop {
 
 struct Client(Child);
 
+/// Where xfreerdp writes what it tells the person (`xfreerdp.log` in the test's directory).
+fn client_log(env: &TestEnv) -> std::fs::File {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(env.path("xfreerdp.log"))
+        .expect("xfreerdp.log")
+}
+
 impl Drop for Client {
     fn drop(&mut self) {
         let _ = self.0.kill();
@@ -138,8 +147,8 @@ fn xfreerdp_sees_the_target_desktop_with_the_injected_password_then_is_terminate
     let port = gw.rdp_port.expect("the RDP front is on");
     let screen = Xvfb::start(1024, 768).expect("the client's display");
     let child = xfreerdp(&screen, port, "alice:win-dc01.test", ALICE_PASSWORD)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
+        .stdout(client_log(&env))
+        .stderr(client_log(&env))
         .spawn()
         .expect("xfreerdp");
     let mut client = Client(child);
@@ -183,10 +192,13 @@ fn xfreerdp_sees_the_target_desktop_with_the_injected_password_then_is_terminate
         T,
     );
     assert!(out.status.success(), "{}", text(&out.stderr));
-    assert!(
-        wait_timeout(&mut client.0, T).is_some(),
-        "xfreerdp left after the session was terminated"
-    );
+    // xfreerdp is told why, in RDP's terms (Set Error Info), says so and exits with its code for
+    // a disconnect by the server (2), not a connection error.
+    let status =
+        wait_timeout(&mut client.0, T).expect("xfreerdp left after the session was terminated");
+    let said = std::fs::read_to_string(env.path("xfreerdp.log")).unwrap_or_default();
+    assert!(said.contains("ERRINFO_RPC_INITIATED_DISCONNECT"), "{said}");
+    assert_eq!(status.code(), Some(2), "{said}");
     let s = gw.last_closed();
     assert_eq!(
         (s["end_reason"].as_str(), s["end_detail"].as_str()),
@@ -374,18 +386,19 @@ fn an_untouched_desktop_is_closed_for_idleness() {
     let port = gw.rdp_port.expect("the RDP front is on");
     let screen = Xvfb::start(1024, 768).expect("the client's display");
     let child = xfreerdp(&screen, port, "alice:win-dc01.test", ALICE_PASSWORD)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
+        .stdout(client_log(&env))
+        .stderr(client_log(&env))
         .spawn()
         .expect("xfreerdp");
     let mut client = Client(child);
     let id = gw.wait_one_active();
     // The desktop keeps updating and the client keeps acknowledging frames and moving nothing:
     // none of that is input, so the session is closed for idleness.
-    assert!(
-        wait_timeout(&mut client.0, T).is_some(),
-        "xfreerdp was disconnected"
-    );
+    // Told why: xfreerdp names the idle timeout and exits with its code for it (3).
+    let status = wait_timeout(&mut client.0, T).expect("xfreerdp was disconnected");
+    let said = std::fs::read_to_string(env.path("xfreerdp.log")).unwrap_or_default();
+    assert!(said.contains("ERRINFO_IDLE_TIMEOUT"), "{said}");
+    assert_eq!(status.code(), Some(3), "{said}");
     let s = gw.last_closed();
     assert_eq!(s["id"].as_str(), Some(id.as_str()), "{s}");
     assert_eq!(s["end_reason"].as_str(), Some("idle"), "{s}");

@@ -6,9 +6,11 @@ use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::oneshot;
 use wardengate_policy::{Admitted, ShadowMode};
 use wardengate_recorder::EventKind;
 
+use super::farewell::{farewell, Boundaries, Goodbye};
 use super::input::InputFilter;
 use super::offer::Offer;
 use crate::session::{Control, Outcome, SessionLink, SessionShared, Tap};
@@ -24,6 +26,8 @@ enum End {
     Client,
     Target,
     Io(String),
+    /// The gateway ended the session and the client was told (or could not be).
+    Farewell,
 }
 
 async fn send<W: AsyncWrite + Unpin>(w: &mut W, b: &[u8]) -> std::io::Result<()> {
@@ -118,25 +122,50 @@ where
 }
 
 /// Target → client: forwarded and recorded as read, and handed to the live desktop (which never
-/// makes it wait).
+/// makes it wait). When the gateway ends the session (`bye`), the PDU being relayed is finished
+/// and the client is told why ([`farewell`]); then the pump returns [`End::Farewell`].
 async fn down<R, W>(
     mut rd: R,
     mut wr: W,
     tap: Option<Tap>,
     live: Option<DesktopFeed>,
     shared: Arc<SessionShared>,
+    mut bye: oneshot::Receiver<Goodbye>,
 ) -> End
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
     let mut buf = vec![0u8; BUF];
+    let mut framing = Boundaries::default();
+    let mut leaving: Option<Goodbye> = None;
     loop {
-        let n = match rd.read(&mut buf).await {
+        if let Some(why) = leaving {
+            if framing.at_boundary() {
+                return say_goodbye(&mut wr, &framing, why, &tap).await;
+            }
+        }
+        let read = tokio::select! {
+            r = rd.read(&mut buf) => r,
+            why = &mut bye, if leaving.is_none() => {
+                match why {
+                    Ok(why) if !framing.lost && framing.ids.is_some() => leaving = Some(why),
+                    // Nothing to say it with (before the desktop, or an unframeable stream).
+                    _ => return End::Farewell,
+                }
+                continue;
+            }
+        };
+        let mut n = match read {
             Ok(0) => return End::Target,
             Ok(n) => n,
             Err(e) => return End::Io(format!("target connection: {e}")),
         };
+        if leaving.is_some() {
+            // Only the rest of the PDU under way: the client gets no half PDU, nor a new one.
+            n = n.min(framing.rest());
+        }
+        framing.feed(&buf[..n]);
         shared.note_output(n);
         if let Err(e) = send(&mut wr, &buf[..n]).await {
             return End::Io(format!("client connection: {e}"));
@@ -158,6 +187,50 @@ where
         }
     }
 }
+
+fn ended(end: End) -> Outcome {
+    match end {
+        End::Client => Outcome::ClientExit,
+        End::Target => Outcome::TargetClosed,
+        End::Io(e) if e.starts_with("client") => Outcome::ClientDropped(e),
+        End::Io(e) => Outcome::Error(e),
+        End::Farewell => Outcome::Error("the relay ended the session unasked".into()),
+    }
+}
+
+/// Write the farewell (and record it: it is what the client got last).
+async fn say_goodbye<W: AsyncWrite + Unpin>(
+    wr: &mut W,
+    framing: &Boundaries,
+    why: Goodbye,
+    tap: &Option<Tap>,
+) -> End {
+    let Some(ids) = framing.ids else {
+        return End::Farewell;
+    };
+    let bytes = match farewell(ids, why) {
+        Ok(b) => b,
+        Err(e) => {
+            tracing::warn!("rdp: no farewell for the client: {e}");
+            return End::Farewell;
+        }
+    };
+    if send(wr, &bytes).await.is_ok() {
+        if let Some(t) = tap {
+            t.record(EventKind::Output {
+                channel: 0,
+                data: Bytes::from(bytes),
+                stderr: false,
+            })
+            .await;
+        }
+    }
+    End::Farewell
+}
+
+/// How long the client's last PDU may take to finish before the connection is closed without a
+/// farewell.
+const FAREWELL_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Relay until the session ends; the outcome is what the gateway records.
 pub async fn run<C, T>(
@@ -185,7 +258,8 @@ where
             .map_err(|e| tracing::warn!("rdp: no live desktop for observers: {e}"))
             .ok(),
     };
-    let down = down(trd, cwr, link.tap.clone(), live, shared.clone());
+    let (say_bye, bye) = oneshot::channel();
+    let down = down(trd, cwr, link.tap.clone(), live, shared.clone(), bye);
     tokio::pin!(up, down);
     let mut timers = Timers::new(admitted.settings(), shared.started_ms);
     let policy = admitted.policy().to_string();
@@ -216,18 +290,10 @@ where
             }
         };
         tokio::select! {
-            r = &mut up => break match r {
-                End::Client => Outcome::ClientExit,
-                End::Io(e) if e.starts_with("client") => Outcome::ClientDropped(e),
-                End::Io(e) => Outcome::Error(e),
-                End::Target => Outcome::TargetClosed,
-            },
-            r = &mut down => break match r {
-                End::Target => Outcome::TargetClosed,
-                End::Io(e) if e.starts_with("client") => Outcome::ClientDropped(e),
-                End::Io(e) => Outcome::Error(e),
-                End::Client => Outcome::ClientExit,
-            },
+            // (The pumps end by themselves only for what happens to a connection; the farewell
+            // is asked for after this loop.)
+            r = &mut up => break ended(r),
+            r = &mut down => break ended(r),
             ctl = link.control.recv() => match ctl {
                 Some(Control::Terminate { by, reason }) => {
                     marker(&link.tap, "terminated", format!("by {by}: {reason}")).await;
@@ -246,6 +312,21 @@ where
             _ = shutdown.cancelled() => break Outcome::Shutdown,
         }
     };
+    // The gateway ends it: the client is told why, in RDP's own terms.
+    let why = match &outcome {
+        Outcome::Terminated { .. } | Outcome::Shutdown => Some(Goodbye::Administrative),
+        Outcome::Policy { reason: "idle", .. } => Some(Goodbye::Idle),
+        Outcome::Policy {
+            reason: "lifespan", ..
+        } => Some(Goodbye::Lifespan),
+        Outcome::Policy { .. } => Some(Goodbye::Administrative),
+        _ => None,
+    };
+    if let Some(why) = why {
+        if say_bye.send(why).is_ok() {
+            let _ = tokio::time::timeout(FAREWELL_WAIT, &mut down).await;
+        }
+    }
     // Returning drops both pumps, which closes both connections.
     link.control.close();
     outcome
