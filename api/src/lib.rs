@@ -169,6 +169,15 @@ pub struct ShadowLink {
     pub observer: String,
 }
 
+/// `POST /api/v1/recordings/{id}/replay/browser`: how to play a desktop recording.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ReplayRequest {
+    /// 1.0 is real time (0.1 to 64).
+    pub speed: Option<f64>,
+    /// Start this far into the recording.
+    pub from_ms: Option<u64>,
+}
+
 /// One line of the shadow stream (`GET /api/v1/sessions/{id}/shadow`, newline-delimited JSON).
 /// `data` is base64 of terminal output.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -208,6 +217,23 @@ pub enum ShadowEvent {
     Desktop {
         whole: bool,
         data: String,
+    },
+    /// First message of a recording's replay in the browser player.
+    Replay {
+        recording: String,
+        actor: String,
+        target: String,
+        protocol: String,
+        /// When the session started (RFC 3339), when known.
+        started_at: String,
+        /// The recording's length, `HH:MM:SS`.
+        duration: String,
+        /// `1x`, `4x`, ...
+        speed: String,
+    },
+    /// Where the replay is in the recording, `HH:MM:SS`.
+    Position {
+        at: String,
     },
     /// Last line: the session ended, or the stream was closed.
     End {

@@ -93,6 +93,10 @@ enum RecordingCmd {
         /// Start at this offset (HH:MM:SS).
         #[arg(long)]
         from: Option<String>,
+        /// Play a desktop (RDP) recording in a browser: prints a one-time link (valid 60 s) to
+        /// the gateway's player, and opens it with $BROWSER when that is set.
+        #[arg(long)]
+        browser: bool,
     },
     /// Export as asciicast v2, a text transcript (rendered by a terminal emulator), JSON lines,
     /// (database sessions) the query log as CSV, or (RDP sessions) the desktop as a PNG
@@ -498,19 +502,46 @@ fn run_recording(cmd: RecordingCmd, c: Result<Client>, json: bool) -> Result<()>
             speed,
             skip_idle,
             from,
+            browser,
         } => {
+            let from = from
+                .map(|f| recording::parse_offset("--from", &f))
+                .transpose()?
+                .unwrap_or_default();
+            if browser {
+                if skip_idle.is_some() {
+                    bail!("--skip-idle is for terminal playback; the browser player keeps the session's pace (use --speed)");
+                }
+                let c =
+                    c.map_err(|e| anyhow::anyhow!("--browser plays through the gateway: {e}"))?;
+                let link: api::ShadowLink = c.post(
+                    &format!(
+                        "/api/v1/recordings/{}/replay/browser",
+                        client::path_segment(&what)
+                    ),
+                    &api::ReplayRequest {
+                        speed: Some(speed),
+                        from_ms: Some(from.as_millis() as u64),
+                    },
+                )?;
+                shadow::open_link(&format!("[replay] play {what} in a browser"), &link);
+                return Ok(());
+            }
             let skip = skip_idle
                 .map(|s| {
                     humantime::parse_duration(&s)
                         .map_err(|e| anyhow::anyhow!("--skip-idle '{s}': {e}"))
                 })
                 .transpose()?;
-            let from = from
-                .map(|f| recording::parse_offset("--from", &f))
-                .transpose()?
-                .unwrap_or_default();
             let client = c.ok();
             let (_, events) = recording::load(&what, client.as_ref())?;
+            if recording::is_desktop(&events) {
+                bail!(
+                    "{what} is a desktop (RDP) recording: play it in a browser with `wgctl recording \
+                     play {what} --browser`, or export pictures with `wgctl recording export {what} \
+                     --format frames DIR`"
+                );
+            }
             recording::play(&events, speed, skip, from, &mut std::io::stdout().lock())
         }
         RecordingCmd::Export {

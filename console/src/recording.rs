@@ -140,6 +140,14 @@ pub fn parse_offset(flag: &str, s: &str) -> Result<Duration> {
     humantime::parse_duration(s).map_err(|e| anyhow!("{flag} '{s}': {e}"))
 }
 
+/// A desktop (RDP) session's recording: its start marker says so.
+pub fn is_desktop(events: &[Event]) -> bool {
+    events.iter().take(16).any(|e| {
+        matches!(&e.kind, EventKind::Marker { kind, detail }
+            if kind == "startup" && detail.starts_with("protocol=rdp"))
+    })
+}
+
 /// Replay terminal output with its timing. `speed` scales time; `skip_idle` caps every pause;
 /// output before `from` is written at once (so the screen is right when playback starts).
 pub fn play(

@@ -134,8 +134,17 @@ pub fn browser(c: &Client, id: &str) -> Result<()> {
         &format!("/api/v1/sessions/{}/shadow/browser", path_segment(id)),
         &serde_json::json!({}),
     )?;
+    open_link(
+        &format!("[shadow] watch {id} read-only in a browser"),
+        &link,
+    );
+    Ok(())
+}
+
+/// Print a one-time browser link, and open it with `$BROWSER` when that is set.
+pub fn open_link(what: &str, link: &api::ShadowLink) {
     println!(
-        "[shadow] watch {id} read-only in a browser as {} (the link works once, within {} s):\n  {}",
+        "{what} as {} (the link works once, within {} s):\n  {}",
         link.observer, link.expires_in_secs, link.url
     );
     if let Some(cmd) = std::env::var_os("BROWSER").filter(|b| !b.is_empty()) {
@@ -145,13 +154,10 @@ pub fn browser(c: &Client, id: &str) -> Result<()> {
             .stdin(std::process::Stdio::null())
             .spawn()
         {
-            Ok(_) => println!("[shadow] opened with {shown}"),
-            Err(e) => eprintln!(
-                "[shadow] could not start $BROWSER ({shown}): {e}; open the link yourself"
-            ),
+            Ok(_) => println!("opened with {shown}"),
+            Err(e) => eprintln!("could not start $BROWSER ({shown}): {e}; open the link yourself"),
         }
     }
-    Ok(())
 }
 
 pub fn run(c: &Client, id: &str) -> Result<()> {
@@ -242,7 +248,10 @@ pub fn run(c: &Client, id: &str) -> Result<()> {
                 why = format!("session ended: {}", inert(&reason));
                 break;
             }
-            api::ShadowEvent::Attached { .. } | api::ShadowEvent::Desktop { .. } => {}
+            api::ShadowEvent::Attached { .. }
+            | api::ShadowEvent::Desktop { .. }
+            | api::ShadowEvent::Replay { .. }
+            | api::ShadowEvent::Position { .. } => {}
         }
         out.flush()?;
     }

@@ -454,7 +454,7 @@ async fn recording_pubkey(State(st): State<ApiState>) -> Json<api::PublicKey> {
 }
 
 /// Session ids are the recording directory names; refuse anything that could leave the directory.
-fn recording_dir(gw: &Gateway, id: &str) -> Result<std::path::PathBuf, ApiError> {
+pub(crate) fn recording_dir(gw: &Gateway, id: &str) -> Result<std::path::PathBuf, ApiError> {
     if id.is_empty()
         || !id
             .chars()

@@ -23,8 +23,12 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
+use serde_json::json;
 use wardengate_api as api;
+use wardengate_protocols::shadow::desktop::{picture, Picture};
 use wardengate_protocols::shadow::Frame;
+use wardengate_recorder::desktop::Desktop;
+use wardengate_recorder::{Event, EventKind};
 
 use crate::api::{ApiError, ApiState, Caller};
 use crate::api_live::{attach, event, refuse_blocked, Watching};
@@ -34,8 +38,19 @@ pub const TICKET_TTL: Duration = Duration::from_secs(60);
 /// The most links waiting at once (older ones are dropped first).
 const MAX_TICKETS: usize = 1024;
 
+/// What a link opens.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Purpose {
+    /// A live session, read-only.
+    Shadow,
+    /// A desktop recording, from `from_ms`, at `speed` times real time.
+    Replay { speed: f64, from_ms: u64 },
+}
+
 struct Ticket {
-    session: String,
+    /// The session (shadow) or recording (replay).
+    what: String,
+    purpose: Purpose,
     caller: Caller,
     expires: Instant,
 }
@@ -49,7 +64,7 @@ impl Tickets {
         self.0.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn issue(&self, session: &str, caller: &Caller) -> Result<String, ApiError> {
+    fn issue(&self, what: &str, purpose: Purpose, caller: &Caller) -> Result<String, ApiError> {
         let id = crate::util::new_token().map_err(crate::api::internal)?;
         let now = Instant::now();
         let mut t = self.lock();
@@ -66,7 +81,8 @@ impl Tickets {
         t.insert(
             id.clone(),
             Ticket {
-                session: session.to_string(),
+                what: what.to_string(),
+                purpose,
                 caller: caller.clone(),
                 expires: now + TICKET_TTL,
             },
@@ -74,18 +90,28 @@ impl Tickets {
         Ok(id)
     }
 
-    /// Spend a ticket for `session`; the caller it was issued to.
-    fn spend(&self, ticket: &str, session: &str) -> Result<Caller, ApiError> {
+    /// Spend a ticket for `what` (a replay when `replay`); who it was issued to, and for what.
+    fn spend(&self, ticket: &str, what: &str, replay: bool) -> Result<(Caller, Purpose), ApiError> {
         let spent = self.lock().remove(ticket);
         match spent {
-            Some(t) if t.expires > Instant::now() && t.session == session => Ok(t.caller),
+            Some(t)
+                if t.expires > Instant::now()
+                    && t.what == what
+                    && replay == matches!(t.purpose, Purpose::Replay { .. }) =>
+            {
+                Ok((t.caller, t.purpose))
+            }
             _ => Err(ApiError(
                 StatusCode::UNAUTHORIZED,
                 format!(
-                    "this shadow link was used already, has expired (links last {} s) or is for \
-                     another session: ask for a new one with `wgctl session shadow {session} \
-                     --browser`",
-                    TICKET_TTL.as_secs()
+                    "this link was used already, has expired (links last {} s) or is for \
+                     something else: ask for a new one with `wgctl {} {what} --browser`",
+                    TICKET_TTL.as_secs(),
+                    if replay {
+                        "recording play"
+                    } else {
+                        "session shadow"
+                    }
                 ),
             )),
         }
@@ -94,14 +120,18 @@ impl Tickets {
 
 /// Routes that need the operator's token.
 pub fn routes() -> Router<ApiState> {
-    Router::new().route("/api/v1/sessions/{id}/shadow/browser", post(link))
+    Router::new()
+        .route("/api/v1/sessions/{id}/shadow/browser", post(link))
+        .route("/api/v1/recordings/{id}/replay/browser", post(replay_link))
 }
 
 /// Routes a browser reaches without a token: the page, and its WebSocket (with a ticket).
 pub fn open_routes() -> Router<ApiState> {
     Router::new()
         .route("/shadow/{id}", get(page))
+        .route("/replay/{id}", get(page))
         .route("/api/v1/sessions/{id}/shadow/ws", get(socket))
+        .route("/api/v1/recordings/{id}/replay/ws", get(replay_socket))
 }
 
 async fn link(
@@ -122,14 +152,65 @@ async fn link(
             ),
         ));
     }
-    let host = headers
+    let ticket = st.tickets.issue(&w.record.id, Purpose::Shadow, &caller)?;
+    Ok(Json(api::ShadowLink {
+        url: format!(
+            "http://{}/shadow/{}#ticket={ticket}",
+            host(&headers)?,
+            w.record.id
+        ),
+        expires_in_secs: TICKET_TTL.as_secs(),
+        observer: caller.name,
+    }))
+}
+
+/// The address the operator reached the API at (the link must work from where they are).
+fn host(headers: &HeaderMap) -> Result<&str, ApiError> {
+    headers
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
         .filter(|h| !h.is_empty() && h.chars().all(|c| c.is_ascii_graphic()))
-        .ok_or_else(|| crate::api::bad("the request has no usable Host header"))?;
-    let ticket = st.tickets.issue(&id, &caller)?;
+        .ok_or_else(|| crate::api::bad("the request has no usable Host header"))
+}
+
+async fn replay_link(
+    State(st): State<ApiState>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Json<api::ShadowLink>, ApiError> {
+    let req: api::ReplayRequest = if body.is_empty() {
+        Default::default()
+    } else {
+        crate::api::parse_body(&body)?
+    };
+    let speed = req.speed.unwrap_or(1.0);
+    if !(0.1..=64.0).contains(&speed) {
+        return Err(crate::api::bad(format!(
+            "speed {speed} is out of range: 0.1 to 64 times real time"
+        )));
+    }
+    crate::api::recording_dir(&st.gw, &id)?;
+    if let Ok(r) = st.gw.registry.record(&st.gw.store, &id) {
+        if r.protocol != "rdp" {
+            return Err(ApiError(
+                StatusCode::CONFLICT,
+                format!(
+                    "recording {id} is of a {} session: the browser player is for desktops \
+                     (RDP); play it in a terminal with `wgctl recording play {id}`",
+                    r.protocol
+                ),
+            ));
+        }
+    }
+    let purpose = Purpose::Replay {
+        speed,
+        from_ms: req.from_ms.unwrap_or(0),
+    };
+    let ticket = st.tickets.issue(&id, purpose, &caller)?;
     Ok(Json(api::ShadowLink {
-        url: format!("http://{host}/shadow/{}#ticket={ticket}", w.record.id),
+        url: format!("http://{}/replay/{id}#ticket={ticket}", host(&headers)?),
         expires_in_secs: TICKET_TTL.as_secs(),
         observer: caller.name,
     }))
@@ -167,7 +248,7 @@ async fn socket(
     ws: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
     let ticket = q.ticket.unwrap_or_default();
-    let caller = st.tickets.spend(&ticket, &id)?;
+    let (caller, _) = st.tickets.spend(&ticket, &id, false)?;
     let (watching, hello) = attach(&st, &caller, id).await?;
     Ok(ws
         .max_message_size(64 << 10)
@@ -201,6 +282,155 @@ async fn pump(mut socket: WebSocket, mut watching: Watching, hello: api::ShadowE
                 Some(Ok(Message::Close(_))) | Some(Err(_)) | None => break,
                 Some(Ok(_)) => {}
             },
+        }
+    }
+    let _ = socket.send(Message::Close(None)).await;
+}
+
+async fn replay_socket(
+    State(st): State<ApiState>,
+    Path(id): Path<String>,
+    Query(q): Query<SocketQuery>,
+    ws: WebSocketUpgrade,
+) -> Result<Response, ApiError> {
+    let ticket = q.ticket.unwrap_or_default();
+    let (caller, purpose) = st.tickets.spend(&ticket, &id, true)?;
+    let Purpose::Replay { speed, from_ms } = purpose else {
+        return Err(crate::api::internal(
+            "a shadow ticket was spent for a replay",
+        ));
+    };
+    let dir = crate::api::recording_dir(&st.gw, &id)?;
+    let rec = tokio::task::spawn_blocking(move || wardengate_recorder::read(&dir))
+        .await
+        .map_err(crate::api::internal)?
+        .map_err(|e| {
+            ApiError(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                format!("recording {id} cannot be read: {e}"),
+            )
+        })?;
+    st.gw.audit(
+        "recording.accessed",
+        Some(&caller.name),
+        Some(&id),
+        json!({"by": caller.name, "what": "replay", "speed": speed, "from_ms": from_ms}),
+    );
+    let session = st.gw.registry.record(&st.gw.store, &id).ok();
+    let duration_us = rec.events.last().map_or(0, |e| e.t_us);
+    let hello = api::ShadowEvent::Replay {
+        recording: id.clone(),
+        actor: session
+            .as_ref()
+            .map(|s| s.actor.clone())
+            .unwrap_or_default(),
+        target: session
+            .as_ref()
+            .map(|s| s.target.clone())
+            .unwrap_or_default(),
+        protocol: session
+            .as_ref()
+            .map(|s| s.protocol.clone())
+            .unwrap_or_default(),
+        started_at: session
+            .as_ref()
+            .map(|s| crate::util::rfc3339(s.started_ms))
+            .unwrap_or_default(),
+        duration: hms(duration_us),
+        speed: format!("{speed}x"),
+    };
+    Ok(ws
+        .max_message_size(64 << 10)
+        .on_upgrade(move |socket| play(socket, rec.events, hello, speed, from_ms * 1000)))
+}
+
+/// `HH:MM:SS` of a recording offset.
+fn hms(us: u64) -> String {
+    let s = us / 1_000_000;
+    format!("{:02}:{:02}:{:02}", s / 3600, (s / 60) % 60, s % 60)
+}
+
+/// Feed the target's output up to `t_us` into `desk`, from event `i`; the next event's index.
+fn feed_until(desk: &mut Desktop, events: &[Event], mut i: usize, t_us: u64) -> usize {
+    while let Some(e) = events.get(i).filter(|e| e.t_us <= t_us) {
+        if let EventKind::Output { data, .. } = &e.kind {
+            desk.feed(data);
+        }
+        i += 1;
+    }
+    i
+}
+
+/// The recording's desktop to the page, paced like the session (times `speed`): what changed,
+/// every [`DESKTOP_FRAME_INTERVAL`], and where the replay is.
+async fn play(
+    mut socket: WebSocket,
+    events: Vec<Event>,
+    hello: api::ShadowEvent,
+    speed: f64,
+    from_us: u64,
+) {
+    use wardengate_protocols::shadow::desktop::DESKTOP_FRAME_INTERVAL;
+    if socket.send(text(&hello)).await.is_err() {
+        return;
+    }
+    let end_us = events.last().map_or(0, |e| e.t_us);
+    // Up to the start offset at once, off the runtime's threads (it can be an hour of desktop).
+    let start = tokio::task::spawn_blocking(move || {
+        let mut desk = Desktop::new();
+        let i = feed_until(&mut desk, &events, 0, from_us);
+        (desk, events, i)
+    })
+    .await;
+    let Ok((mut desk, events, mut i)) = start else {
+        return;
+    };
+    let mut shown: Option<Picture> = None;
+    let began = std::time::Instant::now();
+    let mut tick = tokio::time::interval(DESKTOP_FRAME_INTERVAL);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            m = socket.recv() => match m {
+                Some(Ok(Message::Close(_))) | Some(Err(_)) | None => return,
+                Some(Ok(_)) => continue,
+            },
+        }
+        let now_us = from_us + (began.elapsed().as_micros() as f64 * speed) as u64;
+        i = feed_until(&mut desk, &events, i, now_us);
+        if shown.as_ref().map(|p| p.version) != Some(desk.version) {
+            if let Some(p) = picture(&desk) {
+                match p.since(shown.as_ref()) {
+                    Ok(Some(m)) => {
+                        if socket.send(Message::Binary(m)).await.is_err() {
+                            return;
+                        }
+                    }
+                    Ok(None) => {}
+                    Err(e) => tracing::warn!("replay: a picture could not be encoded: {e}"),
+                }
+                shown = Some(p);
+            }
+        }
+        let at = api::ShadowEvent::Position {
+            at: hms(now_us.min(end_us)),
+        };
+        if socket.send(text(&at)).await.is_err() {
+            return;
+        }
+        if i >= events.len() {
+            let why = match (&desk.first_error, shown.is_some()) {
+                (_, false) => "end of the recording: it holds no desktop".to_string(),
+                (Some(e), true) => format!(
+                    "end of the recording ({} update(s) could not be decoded, the first: {e})",
+                    desk.errors
+                ),
+                (None, true) => "end of the recording".to_string(),
+            };
+            let _ = socket
+                .send(text(&api::ShadowEvent::End { reason: why }))
+                .await;
+            break;
         }
     }
     let _ = socket.send(Message::Close(None)).await;

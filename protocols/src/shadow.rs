@@ -499,18 +499,14 @@ impl ShadowHub {
         whole: bool,
     ) -> (Option<Frame>, Option<Frame>) {
         let now = live.picture(framing.picture.as_ref().map(|p| p.version));
-        let message = |p: &Picture, rects: &[desktop::Rect], whole: bool| {
-            desktop::encode(&p.rgb, p.width, p.height, p.source, rects, whole)
-                .map_err(|e| tracing::warn!("shadow: a desktop picture could not be encoded: {e}"))
+        let message = |m: Result<Bytes, String>, whole: bool| {
+            m.map_err(|e| tracing::warn!("shadow: a desktop picture could not be encoded: {e}"))
                 .ok()
                 .map(|data| Frame::Desktop { whole, data })
         };
         let diff = match (&now, &framing.picture) {
             (Some(n), Some(p)) if (n.width, n.height) == (p.width, p.height) => {
-                let rects = desktop::changed(&p.rgb, &n.rgb, n.width, n.height);
-                (!rects.is_empty())
-                    .then(|| message(n, &rects, false))
-                    .flatten()
+                n.since(Some(p)).transpose().and_then(|m| message(m, false))
             }
             (Some(_), _) => {
                 // The first picture, or a new size: everyone gets the whole picture.
@@ -529,15 +525,7 @@ impl ShadowHub {
                 .iter()
                 .any(|s| s.stats.resync.load(Ordering::Acquire));
         let all = match (&framing.picture, needed) {
-            (Some(p), true) => {
-                let rect = desktop::Rect {
-                    x: 0,
-                    y: 0,
-                    w: p.width,
-                    h: p.height,
-                };
-                message(p, &[rect], true)
-            }
+            (Some(p), true) => message(p.whole(), true),
             _ => None,
         };
         (diff, all)

@@ -47,6 +47,59 @@ fn wait_for_desktop(display: &Xvfb) -> usize {
     }
 }
 
+/// What the shadow/replay page shows (its `window.wgShadow`).
+const PAGE_STATUS: &str = "(() => { const s = window.wgShadow || {}; return {whole: s.whole || 0, \
+    frames: s.frames || 0, state: s.state || null, size: s.size || null, \
+    end: s.end === undefined ? null : s.end, position: s.position || null, \
+    duration: s.duration || null, observer: s.attached ? s.attached.observer : null}; })()";
+
+/// An auditor plays the recording in a browser: the terminal player points there; the page
+/// plays it to the end (at 4x) and shows the desktop as it was last.
+fn replay_in_a_browser(env: &TestEnv, gw: &GatewayProc, id: &str, on_target: usize) {
+    let out = run(gw.wgctl().args(["recording", "play", id]), T);
+    let err = text(&out.stderr);
+    assert!(!out.status.success() && err.contains("--browser"), "{err}");
+    let out = run(
+        gw.wgctl()
+            .args(["recording", "play", id, "--browser", "--speed", "4"]),
+        T,
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let url = text(&out.stdout)
+        .split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .map(String::from)
+        .unwrap_or_else(|| panic!("a link in {}", text(&out.stdout)));
+    assert!(url.contains(&format!("/replay/{id}#ticket=")), "{url}");
+    let profile = env.path("chromium-replay");
+    let mut browser = Chromium::open(&url, &profile);
+    let v = browser.eval_until(PAGE_STATUS, T, |v| !v["end"].is_null());
+    assert_eq!(
+        v["end"].as_str(),
+        Some("end of the recording"),
+        "{v}\nchromium: {}",
+        Chromium::log(&profile)
+    );
+    assert!(
+        v["position"].is_string() && v["position"] == v["duration"],
+        "played to the end: {v}"
+    );
+    let (w, h, rgb) = parse_png(&browser.canvas_png("#desktop"));
+    let red = red_pixels(&rgb) * 4;
+    assert_eq!((w, h), (512, 384));
+    assert!(
+        red.abs_diff(on_target) * 100 <= on_target * 5,
+        "the replay ends on {red} red pixels (scaled up), the target showed {on_target}"
+    );
+    let accessed = gw.audit("recording.accessed");
+    assert!(
+        accessed
+            .iter()
+            .any(|a| a["detail"]["what"] == "replay" && a["actor"] == "admin"),
+        "{accessed:?}"
+    );
+}
+
 /// An operator watches the desktop in a browser: headless Chromium opens the one-time link that
 /// `wgctl session shadow --browser` prints, and its canvas shows what the target's screen shows.
 fn watch_in_a_browser(env: &TestEnv, gw: &GatewayProc, desk: &Desktop, id: &str) {
@@ -70,11 +123,7 @@ fn watch_in_a_browser(env: &TestEnv, gw: &GatewayProc, desk: &Desktop, id: &str)
     let on_target = red_pixels(&target_rgb);
     let profile = env.path("chromium");
     let mut browser = Chromium::open(&url, &profile);
-    let status = "(() => { const s = window.wgShadow || {}; return {whole: s.whole || 0, \
-                  frames: s.frames || 0, state: s.state || null, size: s.size || null, \
-                  end: s.end === undefined ? null : s.end, \
-                  observer: s.attached ? s.attached.observer : null}; })()";
-    let v = browser.eval_until(status, T, |v| v["whole"].as_u64().unwrap_or(0) > 0);
+    let v = browser.eval_until(PAGE_STATUS, T, |v| v["whole"].as_u64().unwrap_or(0) > 0);
     assert!(
         v["whole"].as_u64().unwrap_or(0) > 0,
         "the page shows the desktop: {v}\nchromium: {}",
@@ -122,7 +171,7 @@ fn watch_in_a_browser(env: &TestEnv, gw: &GatewayProc, desk: &Desktop, id: &str)
 
     // The link works once: loaded again, the page cannot attach and says what to do.
     browser.navigate(&url);
-    let v = browser.eval_until(status, T, |v| !v["end"].is_null());
+    let v = browser.eval_until(PAGE_STATUS, T, |v| !v["end"].is_null());
     let state = v["state"].as_str().unwrap_or_default();
     assert!(
         state.contains("could not attach") && state.contains("--browser"),
@@ -313,6 +362,8 @@ fn xfreerdp_sees_the_target_desktop_with_the_injected_password_then_is_terminate
         "{}",
         last.display()
     );
+    replay_in_a_browser(&env, &gw, &id, on_target);
+
     // The recording says what the gateway withdrew from the client's offer.
     assert!(
         rec.events.iter().any(|e| matches!(&e.kind,

@@ -132,15 +132,72 @@ fn decode(
     }
 }
 
-/// The picture observers last got (shrunk RGB rows).
+/// A desktop as viewers get it (shrunk RGB rows).
 #[derive(Default)]
-pub(super) struct Picture {
-    pub(super) width: u16,
-    pub(super) height: u16,
+pub struct Picture {
+    pub width: u16,
+    pub height: u16,
     /// Of the full desktop, for the page's aspect and its "1024×768" label.
-    pub(super) source: (u16, u16),
-    pub(super) rgb: Vec<u8>,
-    pub(super) version: u64,
+    pub source: (u16, u16),
+    pub rgb: Vec<u8>,
+    /// The desktop's [`Desktop::version`] it was taken at.
+    pub version: u64,
+}
+
+/// The desktop now, shrunk for viewers; `None` before the target has announced it.
+pub fn picture(d: &Desktop) -> Option<Picture> {
+    let source = d.size()?;
+    let (width, height, rgb) = d.rgb_scaled(scale(source.0))?;
+    Some(Picture {
+        width,
+        height,
+        source,
+        rgb,
+        version: d.version,
+    })
+}
+
+impl Picture {
+    /// The whole picture as one message.
+    pub fn whole(&self) -> Result<Bytes, String> {
+        let all = Rect {
+            x: 0,
+            y: 0,
+            w: self.width,
+            h: self.height,
+        };
+        encode(
+            &self.rgb,
+            self.width,
+            self.height,
+            self.source,
+            &[all],
+            true,
+        )
+    }
+
+    /// What a viewer who has `before` needs to see this picture: the changed tiles, the whole
+    /// picture when the size changed (or there was none), nothing when nothing changed.
+    pub fn since(&self, before: Option<&Picture>) -> Result<Option<Bytes>, String> {
+        match before {
+            Some(b) if (b.width, b.height) == (self.width, self.height) => {
+                let rects = changed(&b.rgb, &self.rgb, self.width, self.height);
+                if rects.is_empty() {
+                    return Ok(None);
+                }
+                encode(
+                    &self.rgb,
+                    self.width,
+                    self.height,
+                    self.source,
+                    &rects,
+                    false,
+                )
+                .map(Some)
+            }
+            _ => self.whole().map(Some),
+        }
+    }
 }
 
 /// A rectangle of a picture, in its pixels.
@@ -160,16 +217,7 @@ impl LiveDesktop {
         if version == Some(d.version) {
             return None;
         }
-        let (sw, _) = d.size()?;
-        let source = d.size()?;
-        let (width, height, rgb) = d.rgb_scaled(scale(sw))?;
-        Some(Picture {
-            width,
-            height,
-            source,
-            rgb,
-            version: d.version,
-        })
+        picture(&d)
     }
 }
 
