@@ -94,7 +94,7 @@ enum RecordingCmd {
         #[arg(long)]
         from: Option<String>,
         /// Play a desktop (RDP) recording in a browser: prints a one-time link (valid 60 s) to
-        /// the gateway's player, and opens it with $BROWSER when that is set.
+        /// the gateway's player.
         #[arg(long)]
         browser: bool,
     },
@@ -151,8 +151,8 @@ enum SessionCmd {
     /// query log as statements complete; a desktop (RDP) session is watched in a browser.
     Shadow {
         id: String,
-        /// Watch a desktop (RDP) session in a browser: prints a one-time link (valid 60 s) and
-        /// opens it with $BROWSER when that is set.
+        /// Watch a desktop (RDP) session in a browser: prints a one-time link (valid 60 s) to
+        /// open.
         #[arg(long)]
         browser: bool,
     },

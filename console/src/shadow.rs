@@ -128,7 +128,7 @@ unsafe impl Send for Saved {}
 unsafe impl Sync for Saved {}
 static RAW: std::sync::OnceLock<Saved> = std::sync::OnceLock::new();
 
-/// `--browser`: a one-time link to the gateway's shadow page, opened with `$BROWSER` if set.
+/// `--browser`: a one-time link to the gateway's shadow page.
 pub fn browser(c: &Client, id: &str) -> Result<()> {
     let link: api::ShadowLink = c.post(
         &format!("/api/v1/sessions/{}/shadow/browser", path_segment(id)),
@@ -141,23 +141,14 @@ pub fn browser(c: &Client, id: &str) -> Result<()> {
     Ok(())
 }
 
-/// Print a one-time browser link, and open it with `$BROWSER` when that is set.
+/// Print a one-time browser link for the operator to open.
 pub fn open_link(what: &str, link: &api::ShadowLink) {
     println!(
         "{what} as {} (the link works once, within {} s):\n  {}",
         link.observer, link.expires_in_secs, link.url
     );
-    if let Some(cmd) = std::env::var_os("BROWSER").filter(|b| !b.is_empty()) {
-        let shown = cmd.to_string_lossy().into_owned();
-        match std::process::Command::new(&cmd)
-            .arg(&link.url)
-            .stdin(std::process::Stdio::null())
-            .spawn()
-        {
-            Ok(_) => println!("opened with {shown}"),
-            Err(e) => eprintln!("could not start $BROWSER ({shown}): {e}; open the link yourself"),
-        }
-    }
+    // Not handed to a browser command: a command line is readable by every local user, and
+    // the ticket must reach only the operator's browser.
 }
 
 pub fn run(c: &Client, id: &str) -> Result<()> {

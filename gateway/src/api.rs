@@ -31,6 +31,7 @@ pub struct ApiState {
     pub tickets: crate::api_browser::Tickets,
 }
 
+#[derive(Debug)]
 pub struct ApiError(pub StatusCode, pub String);
 
 impl IntoResponse for ApiError {

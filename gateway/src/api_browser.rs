@@ -14,9 +14,11 @@
 //! shadow's ([`crate::api_live::attach`]).
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use axum::body::Bytes;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
@@ -152,11 +154,21 @@ async fn link(
             ),
         ));
     }
+    if !w.hub.has_desktop() {
+        return Err(ApiError(
+            StatusCode::CONFLICT,
+            format!(
+                "session {id} began while its policy blocked shadowing, so its desktop is not \
+                 kept for observers; the recording has it (`wgctl recording play {id} --browser` \
+                 once it ends)"
+            ),
+        ));
+    }
     let ticket = st.tickets.issue(&w.record.id, Purpose::Shadow, &caller)?;
     Ok(Json(api::ShadowLink {
         url: format!(
-            "http://{}/shadow/{}#ticket={ticket}",
-            host(&headers)?,
+            "{}/shadow/{}#ticket={ticket}",
+            origin(&headers)?,
             w.record.id
         ),
         expires_in_secs: TICKET_TTL.as_secs(),
@@ -164,13 +176,19 @@ async fn link(
     }))
 }
 
-/// The address the operator reached the API at (the link must work from where they are).
-fn host(headers: &HeaderMap) -> Result<&str, ApiError> {
-    headers
+/// `scheme://host` as the operator reached the API (the link must work from where they are):
+/// `https` when a TLS-terminating proxy says so with `X-Forwarded-Proto`.
+fn origin(headers: &HeaderMap) -> Result<String, ApiError> {
+    let host = headers
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
         .filter(|h| !h.is_empty() && h.chars().all(|c| c.is_ascii_graphic()))
-        .ok_or_else(|| crate::api::bad("the request has no usable Host header"))
+        .ok_or_else(|| crate::api::bad("the request has no usable Host header"))?;
+    let https = headers
+        .get("x-forwarded-proto")
+        .and_then(|h| h.to_str().ok())
+        .is_some_and(|p| p.trim().eq_ignore_ascii_case("https"));
+    Ok(format!("{}://{host}", if https { "https" } else { "http" }))
 }
 
 async fn replay_link(
@@ -210,7 +228,7 @@ async fn replay_link(
     };
     let ticket = st.tickets.issue(&id, purpose, &caller)?;
     Ok(Json(api::ShadowLink {
-        url: format!("http://{}/replay/{id}#ticket={ticket}", host(&headers)?),
+        url: format!("{}/replay/{id}#ticket={ticket}", origin(&headers)?),
         expires_in_secs: TICKET_TTL.as_secs(),
         observer: caller.name,
     }))
@@ -261,7 +279,7 @@ fn text(ev: &api::ShadowEvent) -> Message {
 
 /// Frames to the page until the session ends or the page leaves (dropping `watching` detaches).
 async fn pump(mut socket: WebSocket, mut watching: Watching, hello: api::ShadowEvent) {
-    if socket.send(text(&hello)).await.is_err() {
+    if !send(&mut socket, text(&hello)).await {
         return;
     }
     loop {
@@ -273,7 +291,7 @@ async fn pump(mut socket: WebSocket, mut watching: Watching, hello: api::ShadowE
                     Frame::Desktop { data, .. } => Message::Binary(data),
                     other => text(&event(other)),
                 };
-                if socket.send(msg).await.is_err() || end {
+                if !send(&mut socket, msg).await || end {
                     break;
                 }
             }
@@ -284,7 +302,7 @@ async fn pump(mut socket: WebSocket, mut watching: Watching, hello: api::ShadowE
             },
         }
     }
-    let _ = socket.send(Message::Close(None)).await;
+    let _ = send(&mut socket, Message::Close(None)).await;
 }
 
 async fn replay_socket(
@@ -301,6 +319,12 @@ async fn replay_socket(
         ));
     };
     let dir = crate::api::recording_dir(&st.gw, &id)?;
+    let slot = ReplaySlot::take().ok_or_else(|| {
+        ApiError(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("{MAX_REPLAYS} recordings are playing already; try again when one ends"),
+        )
+    })?;
     let rec = tokio::task::spawn_blocking(move || wardengate_recorder::read(&dir))
         .await
         .map_err(crate::api::internal)?
@@ -339,9 +363,16 @@ async fn replay_socket(
         duration: hms(duration_us),
         speed: format!("{speed}x"),
     };
-    Ok(ws
-        .max_message_size(64 << 10)
-        .on_upgrade(move |socket| play(socket, rec.events, hello, speed, from_ms * 1000)))
+    Ok(ws.max_message_size(64 << 10).on_upgrade(move |socket| {
+        play(
+            socket,
+            rec.events,
+            hello,
+            speed,
+            from_ms.saturating_mul(1000),
+            slot,
+        )
+    }))
 }
 
 /// `HH:MM:SS` of a recording offset.
@@ -361,6 +392,75 @@ fn feed_until(desk: &mut Desktop, events: &[Event], mut i: usize, t_us: u64) -> 
     i
 }
 
+/// Where a replay is: the desktop so far, the next event, the picture the page has.
+struct Replay {
+    desk: Desktop,
+    events: Vec<Event>,
+    next: usize,
+    shown: Option<Picture>,
+}
+
+impl Replay {
+    /// Play up to `t_us`; what the page needs to see (pixel work: run it on the blocking pool).
+    fn advance(&mut self, t_us: u64) -> Option<Bytes> {
+        self.next = feed_until(&mut self.desk, &self.events, self.next, t_us);
+        if self.shown.as_ref().map(|p| p.version) == Some(self.desk.version) {
+            return None;
+        }
+        let p = picture(&self.desk)?;
+        match p.since(self.shown.as_ref()) {
+            Ok(m) => {
+                self.shown = Some(p);
+                m
+            }
+            Err(e) => {
+                // The page keeps its picture; the next update is made against it.
+                tracing::warn!("replay: a picture could not be encoded: {e}");
+                None
+            }
+        }
+    }
+}
+
+/// How long the page may take to accept a message before it is dropped.
+const SEND_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Send one message; `false` when the page is gone or stalled.
+async fn send(socket: &mut WebSocket, msg: Message) -> bool {
+    matches!(
+        tokio::time::timeout(SEND_WAIT, socket.send(msg)).await,
+        Ok(Ok(()))
+    )
+}
+
+/// Replays playing now, against [`MAX_REPLAYS`] (each holds its recording in memory).
+static REPLAYS: AtomicUsize = AtomicUsize::new(0);
+const MAX_REPLAYS: usize = 8;
+
+/// A replay slot; given back when dropped.
+struct ReplaySlot;
+
+impl ReplaySlot {
+    fn take() -> Option<ReplaySlot> {
+        let mut n = REPLAYS.load(Ordering::Acquire);
+        loop {
+            if n >= MAX_REPLAYS {
+                return None;
+            }
+            match REPLAYS.compare_exchange(n, n + 1, Ordering::AcqRel, Ordering::Acquire) {
+                Ok(_) => return Some(ReplaySlot),
+                Err(now) => n = now,
+            }
+        }
+    }
+}
+
+impl Drop for ReplaySlot {
+    fn drop(&mut self) {
+        REPLAYS.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 /// The recording's desktop to the page, paced like the session (times `speed`): what changed,
 /// every [`DESKTOP_FRAME_INTERVAL`], and where the replay is.
 async fn play(
@@ -369,23 +469,19 @@ async fn play(
     hello: api::ShadowEvent,
     speed: f64,
     from_us: u64,
+    _slot: ReplaySlot,
 ) {
     use wardengate_protocols::shadow::desktop::DESKTOP_FRAME_INTERVAL;
-    if socket.send(text(&hello)).await.is_err() {
+    if !send(&mut socket, text(&hello)).await {
         return;
     }
     let end_us = events.last().map_or(0, |e| e.t_us);
-    // Up to the start offset at once, off the runtime's threads (it can be an hour of desktop).
-    let start = tokio::task::spawn_blocking(move || {
-        let mut desk = Desktop::new();
-        let i = feed_until(&mut desk, &events, 0, from_us);
-        (desk, events, i)
-    })
-    .await;
-    let Ok((mut desk, events, mut i)) = start else {
-        return;
+    let mut state = Replay {
+        desk: Desktop::new(),
+        events,
+        next: 0,
+        shown: None,
     };
-    let mut shown: Option<Picture> = None;
     let began = std::time::Instant::now();
     let mut tick = tokio::time::interval(DESKTOP_FRAME_INTERVAL);
     loop {
@@ -396,42 +492,135 @@ async fn play(
                 Some(Ok(_)) => continue,
             },
         }
-        let now_us = from_us + (began.elapsed().as_micros() as f64 * speed) as u64;
-        i = feed_until(&mut desk, &events, i, now_us);
-        if shown.as_ref().map(|p| p.version) != Some(desk.version) {
-            if let Some(p) = picture(&desk) {
-                match p.since(shown.as_ref()) {
-                    Ok(Some(m)) => {
-                        if socket.send(Message::Binary(m)).await.is_err() {
-                            return;
-                        }
-                    }
-                    Ok(None) => {}
-                    Err(e) => tracing::warn!("replay: a picture could not be encoded: {e}"),
-                }
-                shown = Some(p);
+        let played = (began.elapsed().as_micros() as f64 * speed) as u64;
+        let now_us = from_us.saturating_add(played);
+        // Decoding (up to the start offset, the first time: maybe an hour of desktop) and PNG
+        // encoding run off the runtime's threads.
+        let work = tokio::task::spawn_blocking(move || {
+            let update = state.advance(now_us);
+            (state, update)
+        })
+        .await;
+        let Ok((back, update)) = work else {
+            let _ = send(
+                &mut socket,
+                text(&api::ShadowEvent::End {
+                    reason: "the replay failed: the recording could not be decoded".into(),
+                }),
+            )
+            .await;
+            return;
+        };
+        state = back;
+        if let Some(m) = update {
+            if !send(&mut socket, Message::Binary(m)).await {
+                return;
             }
         }
         let at = api::ShadowEvent::Position {
             at: hms(now_us.min(end_us)),
         };
-        if socket.send(text(&at)).await.is_err() {
+        if !send(&mut socket, text(&at)).await {
             return;
         }
-        if i >= events.len() {
-            let why = match (&desk.first_error, shown.is_some()) {
+        if state.next >= state.events.len() {
+            let d = &state.desk;
+            let why = match (&d.first_error, state.shown.is_some()) {
                 (_, false) => "end of the recording: it holds no desktop".to_string(),
                 (Some(e), true) => format!(
                     "end of the recording ({} update(s) could not be decoded, the first: {e})",
-                    desk.errors
+                    d.errors
                 ),
                 (None, true) => "end of the recording".to_string(),
             };
-            let _ = socket
-                .send(text(&api::ShadowEvent::End { reason: why }))
-                .await;
+            let _ = send(&mut socket, text(&api::ShadowEvent::End { reason: why })).await;
             break;
         }
     }
-    let _ = socket.send(Message::Close(None)).await;
+    let _ = send(&mut socket, Message::Close(None)).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn admin() -> Caller {
+        Caller {
+            name: "carol".into(),
+            operator: true,
+        }
+    }
+
+    #[test]
+    fn a_ticket_opens_one_thing_once() {
+        let t = Tickets::default();
+        let a = t
+            .issue("sess_a", Purpose::Shadow, &admin())
+            .expect("issued");
+        // For another session, or as a replay: refused, and the ticket is gone.
+        assert_eq!(
+            t.spend(&a, "sess_b", false).err().map(|e| e.0),
+            Some(StatusCode::UNAUTHORIZED)
+        );
+        assert!(
+            t.spend(&a, "sess_a", false).is_err(),
+            "a refused ticket is spent"
+        );
+        let b = t
+            .issue("sess_a", Purpose::Shadow, &admin())
+            .expect("issued");
+        assert!(
+            t.spend(&b, "sess_a", true).is_err(),
+            "a shadow ticket is not a replay's"
+        );
+        let c = t
+            .issue("sess_a", Purpose::Shadow, &admin())
+            .expect("issued");
+        let (who, what) = t.spend(&c, "sess_a", false).expect("spent");
+        assert_eq!((who.name.as_str(), what), ("carol", Purpose::Shadow));
+        let err = t.spend(&c, "sess_a", false).err().expect("used already");
+        assert!(
+            err.1.contains("wgctl session shadow sess_a --browser"),
+            "{}",
+            err.1
+        );
+        let r = t
+            .issue(
+                "sess_a",
+                Purpose::Replay {
+                    speed: 4.0,
+                    from_ms: 0,
+                },
+                &admin(),
+            )
+            .expect("issued");
+        let (_, what) = t.spend(&r, "sess_a", true).expect("spent");
+        assert_eq!(
+            what,
+            Purpose::Replay {
+                speed: 4.0,
+                from_ms: 0
+            }
+        );
+    }
+
+    #[test]
+    fn an_expired_ticket_opens_nothing() {
+        let t = Tickets::default();
+        let a = t
+            .issue("sess_a", Purpose::Shadow, &admin())
+            .expect("issued");
+        t.lock().get_mut(&a).expect("kept").expires = Instant::now();
+        assert!(t.spend(&a, "sess_a", false).is_err());
+    }
+
+    #[test]
+    fn links_say_https_behind_a_tls_proxy() {
+        let mut h = HeaderMap::new();
+        h.insert(header::HOST, "gw.corp:8080".parse().expect("header"));
+        assert_eq!(origin(&h).ok().as_deref(), Some("http://gw.corp:8080"));
+        h.insert("x-forwarded-proto", "https".parse().expect("header"));
+        assert_eq!(origin(&h).ok().as_deref(), Some("https://gw.corp:8080"));
+        assert!(origin(&HeaderMap::new()).is_err());
+    }
 }

@@ -401,7 +401,7 @@ impl ShadowHub {
             let live = lock(&self.live).clone();
             let first = match (live, self.primary()) {
                 (Some(live), _) => {
-                    let (diff, whole) = self.desktop_locked(&mut framing, &live, true);
+                    let (diff, whole) = self.desktop_locked(&mut framing, &live, true).await;
                     self.send_frame(diff.as_ref(), whole.as_ref());
                     let mut first: Vec<Frame> = whole.into_iter().collect();
                     if first.is_empty() {
@@ -491,42 +491,66 @@ impl ShadowHub {
 
     /// Bring a desktop's picture up to date: the tiles that changed since the last picture
     /// (`None` when none did, or the size changed), and the whole picture when `whole` is asked
-    /// for or an observer needs it (`None` before the desktop is on screen).
-    fn desktop_locked(
+    /// for or an observer needs it (`None` before the desktop is on screen). The pixel work runs
+    /// on the blocking pool, never on the runtime's threads.
+    async fn desktop_locked(
         &self,
         framing: &mut Framing,
-        live: &LiveDesktop,
+        live: &Arc<LiveDesktop>,
         whole: bool,
     ) -> (Option<Frame>, Option<Frame>) {
-        let now = live.picture(framing.picture.as_ref().map(|p| p.version));
-        let message = |m: Result<Bytes, String>, whole: bool| {
-            m.map_err(|e| tracing::warn!("shadow: a desktop picture could not be encoded: {e}"))
-                .ok()
-                .map(|data| Frame::Desktop { whole, data })
-        };
-        let diff = match (&now, &framing.picture) {
-            (Some(n), Some(p)) if (n.width, n.height) == (p.width, p.height) => {
-                n.since(Some(p)).transpose().and_then(|m| message(m, false))
-            }
-            (Some(_), _) => {
-                // The first picture, or a new size: everyone gets the whole picture.
-                for slot in lock(&self.slots).iter() {
-                    slot.stats.resync.store(true, Ordering::Release);
-                }
-                None
-            }
-            (None, _) => None,
-        };
-        if let Some(n) = now {
-            framing.picture = Some(n);
-        }
         let needed = whole
             || lock(&self.slots)
                 .iter()
                 .any(|s| s.stats.resync.load(Ordering::Acquire));
-        let all = match (&framing.picture, needed) {
-            (Some(p), true) => message(p.whole(), true),
-            _ => None,
+        let prev = framing.picture.take();
+        let live = live.clone();
+        let work = tokio::task::spawn_blocking(move || {
+            let now = live.picture(prev.as_ref().map(|p| p.version));
+            // The first picture, or a new size: everyone gets the whole picture.
+            let resized = match (&now, &prev) {
+                (Some(n), Some(p)) => (n.width, n.height) != (p.width, p.height),
+                (Some(_), None) => true,
+                (None, _) => false,
+            };
+            let diff = match (&now, &prev) {
+                (Some(n), Some(p)) if !resized => n.since(Some(p)).transpose(),
+                _ => None,
+            };
+            let current = now.or(prev);
+            let all = (needed || resized)
+                .then(|| current.as_ref().map(Picture::whole))
+                .flatten();
+            (current, diff, all, resized)
+        })
+        .await;
+        let Ok((current, diff, all, resized)) = work else {
+            // The pixel work panicked: start again from a whole picture next time.
+            return (None, None);
+        };
+        framing.picture = current;
+        let diff = match diff {
+            Some(Ok(data)) => Some(Frame::Desktop { whole: false, data }),
+            Some(Err(e)) => {
+                // Nobody got this change: the next diff would be against a picture nobody has.
+                tracing::warn!("shadow: a desktop update could not be encoded: {e}");
+                self.resync_all();
+                None
+            }
+            None => None,
+        };
+        if resized {
+            for slot in lock(&self.slots).iter() {
+                slot.stats.resync.store(true, Ordering::Release);
+            }
+        }
+        let all = match all {
+            Some(Ok(data)) => Some(Frame::Desktop { whole: true, data }),
+            Some(Err(e)) => {
+                tracing::warn!("shadow: a desktop picture could not be encoded: {e}");
+                None
+            }
+            None => None,
         };
         (diff, all)
     }
@@ -536,7 +560,7 @@ impl ShadowHub {
         let live = lock(&self.live).clone();
         if let Some(live) = live {
             let mut framing = self.framing.lock().await;
-            let (diff, whole) = self.desktop_locked(&mut framing, &live, false);
+            let (diff, whole) = self.desktop_locked(&mut framing, &live, false).await;
             self.send_frame(diff.as_ref(), whole.as_ref());
             return;
         }

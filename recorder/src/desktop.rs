@@ -193,6 +193,9 @@ impl Desktop {
             usize::from(image.width()) / f,
             usize::from(image.height()) / f,
         );
+        if w == 0 || h == 0 {
+            return None;
+        }
         let (stride, data) = (image.stride(), image.data());
         let mut out = vec![0u8; w * h * 3];
         let mut sums = vec![0u32; w * 3];

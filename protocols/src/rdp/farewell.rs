@@ -101,9 +101,25 @@ impl Boundaries {
         !self.lost && self.rest == 0 && self.head.is_empty()
     }
 
-    /// Bytes left of the current PDU.
-    pub fn rest(&self) -> usize {
-        self.rest
+    /// How many bytes at the start of `data` (what comes next) finish the PDU under way, its
+    /// header included when a read ended inside it; 0 at a boundary.
+    pub fn to_boundary(&self, data: &[u8]) -> usize {
+        if self.rest > 0 {
+            return self.rest.min(data.len());
+        }
+        if self.head.is_empty() {
+            return 0;
+        }
+        let take = data.len().min(HEADER);
+        let mut header = self.head.clone();
+        header.extend_from_slice(&data[..take]);
+        match ironrdp_pdu::find_size(&header) {
+            Ok(Some(info)) if info.length >= self.head.len() => {
+                (info.length - self.head.len()).min(data.len())
+            }
+            // Still not a whole header (or not a PDU): what there is, to learn more.
+            _ => take,
+        }
     }
 
     fn inspect(&mut self, pdu: &[u8]) {
@@ -209,9 +225,27 @@ mod tests {
         let mut b = Boundaries::default();
         b.feed(&SHADOW[..SHADOW.len() - 1]);
         assert!(!b.at_boundary());
-        assert_eq!(b.rest(), 1);
+        assert_eq!(b.to_boundary(&SHADOW[SHADOW.len() - 1..]), 1);
         b.feed(&SHADOW[SHADOW.len() - 1..]);
         assert!(b.at_boundary());
+        assert_eq!(b.to_boundary(b"\x03\x00"), 0);
+        // A read that ended two bytes into a PDU's header: the rest of that PDU, header
+        // included, is what finishes it.
+        let first = ironrdp_pdu::find_size(SHADOW)
+            .expect("frames")
+            .expect("whole")
+            .length;
+        let second = ironrdp_pdu::find_size(&SHADOW[first..])
+            .expect("frames")
+            .expect("whole")
+            .length;
+        let mut cut = Boundaries::default();
+        cut.feed(&SHADOW[..first + 2]);
+        assert!(!cut.at_boundary());
+        let next = &SHADOW[first + 2..];
+        assert_eq!(cut.to_boundary(next), second - 2);
+        cut.feed(&next[..second - 2]);
+        assert!(cut.at_boundary());
         let mut junk = Boundaries::default();
         junk.feed(b"\xff\xff\xff\xff\xff\xff");
         assert!(junk.lost && !junk.at_boundary());

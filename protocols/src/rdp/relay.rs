@@ -163,7 +163,7 @@ where
         };
         if leaving.is_some() {
             // Only the rest of the PDU under way: the client gets no half PDU, nor a new one.
-            n = n.min(framing.rest());
+            n = framing.to_boundary(&buf[..n]);
         }
         framing.feed(&buf[..n]);
         shared.note_output(n);

@@ -22,7 +22,9 @@ use wardengate_recorder::desktop::{rgb_png, Desktop};
 use super::{lock, ShadowHub};
 
 /// Target bytes the decoder may be behind before the live view gives up.
-pub const FEED_CAP: usize = 64 << 20;
+pub const FEED_CAP: usize = 16 << 20;
+/// The largest desktop kept live for observers (4K UHD); larger ones are only recorded.
+pub const MAX_LIVE_PIXELS: u64 = 3840 * 2160;
 /// The shortest time between two pictures to observers (4 per second).
 pub const DESKTOP_FRAME_INTERVAL: Duration = Duration::from_millis(250);
 /// Tile side, in pixels of the shrunk picture.
@@ -30,14 +32,10 @@ pub const TILE: usize = 32;
 /// First bytes of a [`Frame::Desktop`](super::Frame::Desktop) message.
 pub const MAGIC: &[u8; 4] = b"WGD1";
 
-/// How many times a desktop is shrunk on each side for observers: by 2 when wider than 800
-/// pixels (1280×800 is watched at 640×400), else not at all.
+/// How many times a desktop is shrunk on each side for observers: so that it is at most 960
+/// pixels wide (1024 to 1920 wide are shrunk by 2: 1280×800 is watched at 640×400; 4K by 4).
 pub fn scale(width: u16) -> u16 {
-    if width > 800 {
-        2
-    } else {
-        1
-    }
+    width.div_ceil(960).max(1)
 }
 
 /// The decoder's side, shared with the hub's frame producer.
@@ -73,6 +71,11 @@ impl DesktopFeed {
 }
 
 impl ShadowHub {
+    /// Whether this session's desktop is decoded for observers ([`ShadowHub::desktop`]).
+    pub fn has_desktop(&self) -> bool {
+        lock(&self.live).is_some()
+    }
+
     /// Make this session's hub show a desktop, decoded from what the returned feed is given.
     /// The decoder thread ends when the feed is dropped.
     pub fn desktop(self: &Arc<Self>) -> std::io::Result<DesktopFeed> {
@@ -102,25 +105,48 @@ fn decode(
     queued: Arc<AtomicUsize>,
     hub: Weak<ShadowHub>,
 ) {
+    let stop = |why: String| {
+        let why = format!(
+            "[shadow] the live view stopped for the rest of this session: {why} (the recording \
+             has everything)"
+        );
+        *lock(&live.stopped) = Some(why.clone());
+        if let Some(h) = hub.upgrade() {
+            h.notice(why);
+        }
+    };
     while let Some(data) = rx.blocking_recv() {
         if data.is_empty() {
-            let why = format!(
-                "[shadow] the live view stopped: decoding fell more than {} MiB behind the \
-                 session (the recording has everything)",
+            stop(format!(
+                "decoding fell more than {} MiB behind the session",
                 FEED_CAP >> 20
-            );
-            *lock(&live.stopped) = Some(why.clone());
-            if let Some(h) = hub.upgrade() {
-                h.notice(why);
-            }
+            ));
             return;
         }
         queued.fetch_sub(data.len(), Ordering::AcqRel);
-        let changed = {
+        let fed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             let mut d = lock(&live.desktop);
             let before = d.version;
             d.feed(&data);
-            d.version != before
+            let big = d
+                .size()
+                .is_some_and(|(w, h)| u64::from(w) * u64::from(h) > MAX_LIVE_PIXELS);
+            if big {
+                // Its frame buffer is given back now, not at the end of the session.
+                *d = Desktop::new();
+            }
+            (d.version != before, big)
+        }));
+        let changed = match fed {
+            Ok((_, true)) => {
+                stop("the desktop is larger than 3840×2160".into());
+                return;
+            }
+            Ok((changed, false)) => changed,
+            Err(_) => {
+                stop("the desktop decoder failed on the target's stream".into());
+                return;
+            }
         };
         if changed {
             if let Some(h) = hub.upgrade() {
@@ -334,6 +360,18 @@ mod tests {
         }
         assert_eq!(at, m.len(), "nothing after the last rectangle");
         (size, source, m[4] == 1, rects)
+    }
+
+    #[test]
+    fn desktops_are_shrunk_to_at_most_960_wide() {
+        let shown = |w: u16| w / scale(w);
+        assert_eq!(
+            [800, 1024, 1280, 1920, 2560, 3840].map(scale),
+            [1, 2, 2, 2, 3, 4]
+        );
+        assert!([640, 1024, 1366, 1920, 2560, 3840, 8192]
+            .iter()
+            .all(|&w| shown(w) <= 960));
     }
 
     #[test]
