@@ -578,7 +578,7 @@ mod tests {
             .expect("issued");
         let (who, what) = t.spend(&c, "sess_a", false).expect("spent");
         assert_eq!((who.name.as_str(), what), ("carol", Purpose::Shadow));
-        let err = t.spend(&c, "sess_a", false).err().expect("used already");
+        let err = t.spend(&c, "sess_a", false).expect_err("used already");
         assert!(
             err.1.contains("wgctl session shadow sess_a --browser"),
             "{}",
