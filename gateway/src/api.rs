@@ -12,7 +12,7 @@ use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use serde::Deserialize;
 use serde_json::json;
 use sha2::{Digest, Sha256};
@@ -532,14 +532,15 @@ async fn list_recordings(
 
 async fn get_recording(
     State(st): State<ApiState>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> Result<Json<api::Recording>, ApiError> {
     recording_dir(&st.gw, &id)?;
     st.gw.audit(
         "recording.accessed",
-        Some("admin"),
+        Some(&caller.name),
         Some(&id),
-        json!({"by": "admin", "what": "show"}),
+        json!({"by": caller.name, "what": "show"}),
     );
     Ok(Json(recording_json(&st.gw, &id, true)))
 }
@@ -547,14 +548,15 @@ async fn get_recording(
 /// The recording's events as JSON lines (what players and exporters consume).
 async fn recording_events(
     State(st): State<ApiState>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let dir = recording_dir(&st.gw, &id)?;
     st.gw.audit(
         "recording.accessed",
-        Some("admin"),
+        Some(&caller.name),
         Some(&id),
-        json!({"by": "admin", "what": "events"}),
+        json!({"by": caller.name, "what": "events"}),
     );
     let rec = tokio::task::spawn_blocking(move || wardengate_recorder::read(&dir))
         .await
