@@ -408,15 +408,17 @@ fn nla_refuses_a_wrong_password_and_a_login_without_a_target() {
         assert!(Instant::now() < deadline, "{:?}", gw.audit("auth.failed"));
         std::thread::sleep(Duration::from_millis(100));
     }
-    // A target the policy does not grant: NLA succeeds, admission refuses and is audited.
-    assert_ne!(
-        run(
-            &mut xfreerdp(&screen, port, "alice:nowhere.test", ALICE_PASSWORD),
-            T
-        )
-        .status
-        .code(),
-        Some(0)
+    // A target the policy does not grant: NLA succeeds, admission refuses and is audited, and
+    // the client is told in RDP's terms (the reason itself is in the audit log).
+    let out = run(
+        &mut xfreerdp(&screen, port, "alice:nowhere.test", ALICE_PASSWORD),
+        T,
+    );
+    let said = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    assert_ne!(out.status.code(), Some(0), "{said}");
+    assert!(
+        said.contains("ERRINFO_SERVER_INSUFFICIENT_PRIVILEGES"),
+        "xfreerdp says why: {said}"
     );
     let denied = gw.wait_audit("session.denied", T);
     assert_eq!(denied["detail"]["target"], "nowhere.test", "{denied}");

@@ -12,6 +12,7 @@ pub mod farewell;
 pub mod input;
 pub mod nego;
 pub mod offer;
+pub mod refuse;
 pub mod relay;
 
 use std::fmt;
@@ -112,7 +113,7 @@ pub async fn serve_connection<B: RdpBroker>(
         },
         _ = shutdown.cancelled() => return,
     };
-    let (client_tls, login) = match opening {
+    let (client_tls, login, request) = match opening {
         Ok(o) => o,
         Err(e) => {
             info!(%peer, "RDP connection ended before authentication: {e}");
@@ -126,9 +127,21 @@ pub async fn serve_connection<B: RdpBroker>(
     let plan = match broker.admit_rdp(&login, &client).await {
         Ok(p) => p,
         Err(r) => {
-            // RDP has no way to show text before the desktop: the refusal is in the audit log
-            // (written by admission) and the client sees the connection close.
+            // RDP carries no text: the reason is in the audit log (written by admission), and
+            // the client is told "insufficient privileges" in RDP's own terms.
             info!(%peer, "RDP session refused: {}", r.message);
+            let mut framed = ironrdp_tokio::TokioFramed::new(client_tls);
+            let told =
+                tokio::time::timeout(settings.auth_timeout, refuse::refuse(&mut framed, &request))
+                    .await
+                    .unwrap_or_else(|_| Err("the client did not go on with the connection".into()));
+            match told {
+                Ok(()) => {
+                    let (mut tls, _) = framed.into_inner();
+                    let _ = tls.shutdown().await;
+                }
+                Err(e) => info!(%peer, "the refused client could not be told why: {e}"),
+            }
             return;
         }
     };
@@ -147,7 +160,7 @@ async fn open<B: RdpBroker>(
     settings: &RdpSettings,
     mut socket: TcpStream,
     peer: SocketAddr,
-) -> Result<(ClientTls, Login), String> {
+) -> Result<(ClientTls, Login, Vec<u8>), String> {
     let frame = nego::read_tpkt(&mut socket).await?;
     let req = nego::parse_request(&frame)?;
     let client = ClientInfo {
@@ -186,7 +199,7 @@ async fn open<B: RdpBroker>(
         Ok(authenticated) => {
             let login = Login::split(&authenticated)
                 .ok_or_else(|| format!("NLA user name '{authenticated}' names no target"))?;
-            Ok((tls, login))
+            Ok((tls, login, frame))
         }
         Err(nego::NlaFailure::Denied(e)) => {
             tokio::time::sleep(settings.auth_rejection_time).await;
