@@ -128,6 +128,10 @@ pub struct Session {
     /// A handoff offered and not yet accepted, declined or expired.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub handoff: Option<Handoff>,
+    /// How long the gateway takes to pass the target's data on to the client (live RDP
+    /// sessions): from a read on the target's connection to the write to the client, flushed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub relay_latency: Option<RelayLatency>,
     /// Earlier owners, oldest first (the session was handed off).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub previous_owners: Vec<String>,
@@ -157,6 +161,15 @@ pub struct Handoff {
 pub struct HandoffRequest {
     pub to: String,
     pub reason: Option<String>,
+}
+
+/// Percentiles of the relay's added latency, in microseconds (within 19 %).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RelayLatency {
+    pub samples: u64,
+    pub p50_us: u64,
+    pub p99_us: u64,
+    pub max_us: u64,
 }
 
 /// `POST /api/v1/sessions/{id}/shadow/browser`: a one-time link to the browser shadow page.

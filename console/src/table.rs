@@ -126,6 +126,19 @@ pub fn session(s: &api::Session) -> String {
     if let Some(a) = &s.activity {
         rows.push(("activity", a.clone()));
     }
+    if let Some(l) = &s.relay_latency {
+        let ms = |us: u64| format!("{:.2} ms", us as f64 / 1000.0);
+        rows.push((
+            "relay latency",
+            format!(
+                "p50 {}, p99 {}, max {} ({} reads from the target)",
+                ms(l.p50_us),
+                ms(l.p99_us),
+                ms(l.max_us),
+                l.samples
+            ),
+        ));
+    }
     if let Some(e) = &s.ended_at {
         rows.push(("ended", e.clone()));
     }

@@ -170,6 +170,12 @@ impl Registry {
         }
         r.observers = live.hub.observers();
         r.handoff = lock(&live.handoff).as_ref().map(Pending::to_api);
+        r.relay_latency = live.shared.relay_latency().map(|l| api::RelayLatency {
+            samples: l.samples,
+            p50_us: l.p50_us,
+            p99_us: l.p99_us,
+            max_us: l.max_us,
+        });
         r
     }
 
@@ -451,6 +457,7 @@ pub fn to_api(r: &SessionRecord) -> api::Session {
             })
             .collect(),
         handoff: r.handoff.clone(),
+        relay_latency: r.relay_latency,
         previous_owners: r
             .previous_owners
             .as_deref()

@@ -57,6 +57,8 @@ pub struct SessionRecord {
     pub observers: Vec<wardengate_protocols::shadow::ObserverInfo>,
     /// A pending handoff (not persisted).
     pub handoff: Option<wardengate_api::Handoff>,
+    /// The relay's added latency so far (live sessions that measure it; not persisted).
+    pub relay_latency: Option<wardengate_api::RelayLatency>,
 }
 
 /// Filters of `GET /api/v1/sessions` that the store can apply.
@@ -149,6 +151,7 @@ fn session_from_row(r: &Row<'_>) -> rusqlite::Result<SessionRecord> {
         activity: None,
         observers: Vec::new(),
         handoff: None,
+        relay_latency: None,
     })
 }
 

@@ -224,8 +224,19 @@ fn xfreerdp_sees_the_target_desktop_with_the_injected_password_then_is_terminate
         ),
         "{s}"
     );
+    // The relay measures what it adds to the target's data on its way to the client.
+    assert!(
+        s["relay_latency"]["samples"].as_u64().unwrap_or(0) > 0
+            && s["relay_latency"]["p99_us"].as_u64() <= s["relay_latency"]["max_us"].as_u64(),
+        "{s}"
+    );
     let show = run(gw.wgctl().args(["session", "show", &id]), T);
     assert!(text(&show.stdout).contains("rdp"), "{}", text(&show.stdout));
+    assert!(
+        text(&show.stdout).contains("relay latency"),
+        "{}",
+        text(&show.stdout)
+    );
 
     watch_in_a_browser(&env, &gw, &desk, &id);
 

@@ -161,6 +161,7 @@ where
             Ok(n) => n,
             Err(e) => return End::Io(format!("target connection: {e}")),
         };
+        let read_at = std::time::Instant::now();
         if leaving.is_some() {
             // Only the rest of the PDU under way: the client gets no half PDU, nor a new one.
             n = framing.to_boundary(&buf[..n]);
@@ -170,6 +171,7 @@ where
         if let Err(e) = send(&mut wr, &buf[..n]).await {
             return End::Io(format!("client connection: {e}"));
         }
+        shared.note_relayed(read_at.elapsed());
         if tap.is_none() && live.is_none() {
             continue;
         }
