@@ -102,7 +102,7 @@ fn replay_in_a_browser(env: &TestEnv, gw: &GatewayProc, id: &str, on_target: usi
 
 /// An operator watches the desktop in a browser: headless Chromium opens the one-time link that
 /// `wgctl session shadow --browser` prints, and its canvas shows what the target's screen shows.
-fn watch_in_a_browser(env: &TestEnv, gw: &GatewayProc, desk: &Desktop, id: &str) {
+fn watch_in_a_browser(env: &TestEnv, gw: &GatewayProc, desk: &Desktop, client: &Xvfb, id: &str) {
     // A desktop is not a terminal: the terminal shadow says where to look instead.
     let out = run(gw.wgctl().args(["session", "shadow", id]), T);
     assert!(
@@ -168,6 +168,24 @@ fn watch_in_a_browser(env: &TestEnv, gw: &GatewayProc, desk: &Desktop, id: &str)
     );
     let s = gw.get_json(&format!("/api/v1/sessions/{id}"));
     assert_eq!(s["observers"][0]["name"], "admin", "{s}");
+    // The policy says `visible`: the person at the desktop sees who watches, drawn across the
+    // top of their screen.
+    let deadline = Instant::now() + T;
+    let shown = loop {
+        let (w, _, rgb) = screenshot(client);
+        let n = rgb[..w * 32 * 3]
+            .chunks_exact(3)
+            .filter(|p| *p == [0xf0, 0xb4, 0x29])
+            .count();
+        if n > 10_000 || Instant::now() > deadline {
+            break n;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(
+        shown > 10_000,
+        "the watched user sees the banner ({shown} amber pixels)"
+    );
 
     // The link works once: loaded again, the page cannot attach and says what to do.
     browser.navigate(&url);
@@ -238,7 +256,7 @@ fn xfreerdp_sees_the_target_desktop_with_the_injected_password_then_is_terminate
         text(&show.stdout)
     );
 
-    watch_in_a_browser(&env, &gw, &desk, &id);
+    watch_in_a_browser(&env, &gw, &desk, &screen, &id);
 
     // Terminated by an operator: the client is disconnected, the session closed with the reason.
     let out = run(
@@ -444,7 +462,7 @@ fn an_untouched_desktop_is_closed_for_idleness() {
         .rdp_target("win-dc01.test", &desk.address(), "bob", BOB_PASSWORD)
         .policies(
             "\n[[policies]]\nname = \"idle-rdp\"\ngroups = [\"sre\"]\ntarget_tags = [\"env=test\"]\n\
-             idle_timeout = \"4s\"\nidle_grace = \"1s\"\n",
+             idle_timeout = \"4s\"\nidle_grace = \"3s\"\n",
         )
         .start();
     let port = gw.rdp_port.expect("the RDP front is on");
@@ -458,6 +476,27 @@ fn an_untouched_desktop_is_closed_for_idleness() {
     let id = gw.wait_one_active();
     // The desktop keeps updating and the client keeps acknowledging frames and moving nothing:
     // none of that is input, so the session is closed for idleness.
+    // First the warning, drawn across the top of the client's screen (amber, as the gateway
+    // draws its banners), while the grace runs.
+    let amber = |rgb: &[u8], width: usize| {
+        rgb[..width * 32 * 3]
+            .chunks_exact(3)
+            .filter(|p| *p == [0xf0, 0xb4, 0x29])
+            .count()
+    };
+    let deadline = Instant::now() + T;
+    let warned = loop {
+        let (w, _, rgb) = screenshot(&screen);
+        let n = amber(&rgb, w);
+        if n > 10_000 || Instant::now() > deadline || matches!(client.0.try_wait(), Ok(Some(_))) {
+            break n;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(
+        warned > 10_000,
+        "the idle warning is drawn on the client's screen ({warned} amber pixels)"
+    );
     // Told why: xfreerdp names the idle timeout and exits with its code for it (3).
     let status = wait_timeout(&mut client.0, T).expect("xfreerdp was disconnected");
     let said = std::fs::read_to_string(env.path("xfreerdp.log")).unwrap_or_default();

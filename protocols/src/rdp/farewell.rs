@@ -49,6 +49,8 @@ pub struct Boundaries {
     /// A slow-path PDU kept whole until the Demand Active is found.
     keep: Option<Vec<u8>>,
     pub ids: Option<ShareIds>,
+    /// The desktop's width, from the same Demand Active (where a banner can go).
+    pub desktop_width: Option<u16>,
     /// The stream could not be framed: no farewell can be placed safely.
     pub lost: bool,
 }
@@ -129,7 +131,13 @@ impl Boundaries {
         let Ok(header) = decode::<ShareControlHeader>(&data.user_data) else {
             return;
         };
-        if let ShareControlPdu::ServerDemandActive(_) = header.share_control_pdu {
+        if let ShareControlPdu::ServerDemandActive(demand) = &header.share_control_pdu {
+            self.desktop_width = demand.pdu.capability_sets.iter().find_map(|c| match c {
+                ironrdp_pdu::rdp::capability_sets::CapabilitySet::Bitmap(b) => {
+                    Some(b.desktop_width)
+                }
+                _ => None,
+            });
             self.ids = Some(ShareIds {
                 initiator: data.initiator_id,
                 channel: data.channel_id,

@@ -8,6 +8,7 @@
 //! `serverSelectedProtocol` the client writes in its MCS Connect Initial is what the target
 //! selected too, and the stream needs no rewriting.
 
+pub mod banner;
 pub mod farewell;
 pub mod input;
 pub mod nego;

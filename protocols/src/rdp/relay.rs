@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 use wardengate_policy::{Admitted, ShadowMode};
 use wardengate_recorder::EventKind;
 
@@ -131,6 +131,7 @@ async fn down<R, W>(
     live: Option<DesktopFeed>,
     shared: Arc<SessionShared>,
     mut bye: oneshot::Receiver<Goodbye>,
+    mut banners: mpsc::Receiver<String>,
 ) -> End
 where
     R: AsyncRead + Unpin,
@@ -139,14 +140,30 @@ where
     let mut buf = vec![0u8; BUF];
     let mut framing = Boundaries::default();
     let mut leaving: Option<Goodbye> = None;
+    let mut banner: Option<String> = None;
+    let mut banners_open = true;
     loop {
         if let Some(why) = leaving {
             if framing.at_boundary() {
                 return say_goodbye(&mut wr, &framing, why, &tap).await;
             }
         }
+        if banner.is_some() && framing.at_boundary() {
+            if let Some(text) = banner.take() {
+                if let Err(e) = show_banner(&mut wr, &framing, &text, &tap).await {
+                    return e;
+                }
+            }
+        }
         let read = tokio::select! {
             r = rd.read(&mut buf) => r,
+            text = banners.recv(), if banners_open && banner.is_none() && leaving.is_none() => {
+                match text {
+                    Some(t) => banner = Some(t),
+                    None => banners_open = false,
+                }
+                continue;
+            }
             why = &mut bye, if leaving.is_none() => {
                 match why {
                     Ok(why) if !framing.lost && framing.ids.is_some() => leaving = Some(why),
@@ -200,6 +217,48 @@ fn ended(end: End) -> Outcome {
     }
 }
 
+/// Draw `text` across the top of the client's screen (and record it: the client saw it). Only
+/// a broken client connection is an error; a banner that cannot be drawn is skipped.
+async fn show_banner<W: AsyncWrite + Unpin>(
+    wr: &mut W,
+    framing: &Boundaries,
+    text: &str,
+    tap: &Option<Tap>,
+) -> Result<(), End> {
+    let Some(width) = framing.desktop_width.filter(|_| !framing.lost) else {
+        return Ok(()); // before the desktop: nothing to draw on
+    };
+    let bytes = match super::banner::banner(text, width) {
+        Ok(b) => b,
+        Err(e) => {
+            tracing::warn!("rdp: no banner for the client: {e}");
+            return Ok(());
+        }
+    };
+    inject(wr, bytes, tap)
+        .await
+        .map_err(|e| End::Io(format!("client connection: {e}")))
+}
+
+/// Bytes of the gateway's own for the client (a banner, a farewell): written, then recorded,
+/// since the client saw them.
+async fn inject<W: AsyncWrite + Unpin>(
+    wr: &mut W,
+    bytes: Vec<u8>,
+    tap: &Option<Tap>,
+) -> std::io::Result<()> {
+    send(wr, &bytes).await?;
+    if let Some(t) = tap {
+        t.record(EventKind::Output {
+            channel: 0,
+            data: Bytes::from(bytes),
+            stderr: false,
+        })
+        .await;
+    }
+    Ok(())
+}
+
 /// Write the farewell (and record it: it is what the client got last).
 async fn say_goodbye<W: AsyncWrite + Unpin>(
     wr: &mut W,
@@ -217,16 +276,7 @@ async fn say_goodbye<W: AsyncWrite + Unpin>(
             return End::Farewell;
         }
     };
-    if send(wr, &bytes).await.is_ok() {
-        if let Some(t) = tap {
-            t.record(EventKind::Output {
-                channel: 0,
-                data: Bytes::from(bytes),
-                stderr: false,
-            })
-            .await;
-        }
-    }
+    let _ = inject(wr, bytes, tap).await;
     End::Farewell
 }
 
@@ -261,7 +311,16 @@ where
             .ok(),
     };
     let (say_bye, bye) = oneshot::channel();
-    let down = down(trd, cwr, link.tap.clone(), live, shared.clone(), bye);
+    let (banner_tx, banners) = mpsc::channel::<String>(8);
+    let down = down(
+        trd,
+        cwr,
+        link.tap.clone(),
+        live,
+        shared.clone(),
+        bye,
+        banners,
+    );
     tokio::pin!(up, down);
     let mut timers = Timers::new(admitted.settings(), shared.started_ms);
     let policy = admitted.policy().to_string();
@@ -281,6 +340,8 @@ where
                     continue;
                 };
                 notify(kind, text.clone());
+                // The person at the desktop sees warnings drawn on it.
+                let _ = banner_tx.try_send(format!("[wardengate] {text}"));
                 marker(&link.tap, kind.trim_start_matches("session."), text.clone()).await;
                 if let Some(reason) = end {
                     break Outcome::Policy {
@@ -305,7 +366,10 @@ where
                     marker(&link.tap, reason, message.clone()).await;
                     break Outcome::Policy { reason, message };
                 }
-                Some(Control::Shadow { marker: kind, detail, .. }) => {
+                Some(Control::Shadow { marker: kind, detail, banner }) => {
+                    if let Some(text) = banner {
+                        let _ = banner_tx.try_send(text);
+                    }
                     marker(&link.tap, kind, detail).await;
                 }
                 Some(Control::Notice(_)) | Some(Control::Handoff { .. }) | None => {}
