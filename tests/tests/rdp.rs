@@ -47,6 +47,23 @@ fn wait_for_desktop(display: &Xvfb) -> usize {
     }
 }
 
+/// The one-time link wgctl printed.
+fn link_in(out: &std::process::Output) -> String {
+    text(&out.stdout)
+        .split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .map(String::from)
+        .unwrap_or_else(|| panic!("a link in {}", text(&out.stdout)))
+}
+
+/// Pixels of the gateway's banner amber in the top 32 rows of a `width`-wide screenshot.
+fn banner_pixels(rgb: &[u8], width: usize) -> usize {
+    rgb[..width * 32 * 3]
+        .chunks_exact(3)
+        .filter(|p| *p == [0xf0, 0xb4, 0x29])
+        .count()
+}
+
 /// What the shadow/replay page shows (its `window.wgShadow`).
 const PAGE_STATUS: &str = "(() => { const s = window.wgShadow || {}; return {whole: s.whole || 0, \
     frames: s.frames || 0, state: s.state || null, size: s.size || null, \
@@ -65,11 +82,7 @@ fn replay_in_a_browser(env: &TestEnv, gw: &GatewayProc, id: &str, on_target: usi
         T,
     );
     assert!(out.status.success(), "{}", text(&out.stderr));
-    let url = text(&out.stdout)
-        .split_whitespace()
-        .find(|w| w.starts_with("http://"))
-        .map(String::from)
-        .unwrap_or_else(|| panic!("a link in {}", text(&out.stdout)));
+    let url = link_in(&out);
     assert!(url.contains(&format!("/replay/{id}#ticket=")), "{url}");
     let profile = env.path("chromium-replay");
     let mut browser = Chromium::open(&url, &profile);
@@ -112,11 +125,7 @@ fn watch_in_a_browser(env: &TestEnv, gw: &GatewayProc, desk: &Desktop, client: &
     );
     let out = run(gw.wgctl().args(["session", "shadow", id, "--browser"]), T);
     assert!(out.status.success(), "{}", text(&out.stderr));
-    let url = text(&out.stdout)
-        .split_whitespace()
-        .find(|w| w.starts_with("http://"))
-        .map(String::from)
-        .unwrap_or_else(|| panic!("a link in {}", text(&out.stdout)));
+    let url = link_in(&out);
     assert!(url.contains(&format!("/shadow/{id}#ticket=")), "{url}");
 
     let (_, _, target_rgb) = screenshot(&desk.xvfb);
@@ -173,10 +182,7 @@ fn watch_in_a_browser(env: &TestEnv, gw: &GatewayProc, desk: &Desktop, client: &
     let deadline = Instant::now() + T;
     let shown = loop {
         let (w, _, rgb) = screenshot(client);
-        let n = rgb[..w * 32 * 3]
-            .chunks_exact(3)
-            .filter(|p| *p == [0xf0, 0xb4, 0x29])
-            .count();
+        let n = banner_pixels(&rgb, w);
         if n > 10_000 || Instant::now() > deadline {
             break n;
         }
@@ -478,16 +484,10 @@ fn an_untouched_desktop_is_closed_for_idleness() {
     // none of that is input, so the session is closed for idleness.
     // First the warning, drawn across the top of the client's screen (amber, as the gateway
     // draws its banners), while the grace runs.
-    let amber = |rgb: &[u8], width: usize| {
-        rgb[..width * 32 * 3]
-            .chunks_exact(3)
-            .filter(|p| *p == [0xf0, 0xb4, 0x29])
-            .count()
-    };
     let deadline = Instant::now() + T;
     let warned = loop {
         let (w, _, rgb) = screenshot(&screen);
-        let n = amber(&rgb, w);
+        let n = banner_pixels(&rgb, w);
         if n > 10_000 || Instant::now() > deadline || matches!(client.0.try_wait(), Ok(Some(_))) {
             break n;
         }
