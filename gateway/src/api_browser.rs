@@ -14,23 +14,17 @@
 //! shadow's ([`crate::api_live::attach`]).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use axum::body::Bytes;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
-use serde_json::json;
 use wardengate_api as api;
-use wardengate_protocols::shadow::desktop::{picture, Picture};
 use wardengate_protocols::shadow::Frame;
-use wardengate_recorder::desktop::Desktop;
-use wardengate_recorder::{Event, EventKind};
 
 use crate::api::{ApiError, ApiState, Caller};
 use crate::api_live::{attach, event, refuse_blocked, Watching};
@@ -42,7 +36,7 @@ const MAX_TICKETS: usize = 1024;
 
 /// What a link opens.
 #[derive(Debug, Clone, Copy, PartialEq)]
-enum Purpose {
+pub(crate) enum Purpose {
     /// A live session, read-only.
     Shadow,
     /// A desktop recording, from `from_ms`, at `speed` times real time.
@@ -66,7 +60,12 @@ impl Tickets {
         self.0.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn issue(&self, what: &str, purpose: Purpose, caller: &Caller) -> Result<String, ApiError> {
+    pub(crate) fn issue(
+        &self,
+        what: &str,
+        purpose: Purpose,
+        caller: &Caller,
+    ) -> Result<String, ApiError> {
         let id = crate::util::new_token().map_err(crate::api::internal)?;
         let now = Instant::now();
         let mut t = self.lock();
@@ -93,7 +92,12 @@ impl Tickets {
     }
 
     /// Spend a ticket for `what` (a replay when `replay`); who it was issued to, and for what.
-    fn spend(&self, ticket: &str, what: &str, replay: bool) -> Result<(Caller, Purpose), ApiError> {
+    pub(crate) fn spend(
+        &self,
+        ticket: &str,
+        what: &str,
+        replay: bool,
+    ) -> Result<(Caller, Purpose), ApiError> {
         let spent = self.lock().remove(ticket);
         match spent {
             Some(t)
@@ -124,7 +128,10 @@ impl Tickets {
 pub fn routes() -> Router<ApiState> {
     Router::new()
         .route("/api/v1/sessions/{id}/shadow/browser", post(link))
-        .route("/api/v1/recordings/{id}/replay/browser", post(replay_link))
+        .route(
+            "/api/v1/recordings/{id}/replay/browser",
+            post(crate::api_replay::replay_link),
+        )
 }
 
 /// Routes a browser reaches without a token: the page, and its WebSocket (with a ticket).
@@ -133,7 +140,10 @@ pub fn open_routes() -> Router<ApiState> {
         .route("/shadow/{id}", get(page))
         .route("/replay/{id}", get(page))
         .route("/api/v1/sessions/{id}/shadow/ws", get(socket))
-        .route("/api/v1/recordings/{id}/replay/ws", get(replay_socket))
+        .route(
+            "/api/v1/recordings/{id}/replay/ws",
+            get(crate::api_replay::replay_socket),
+        )
 }
 
 async fn link(
@@ -178,7 +188,7 @@ async fn link(
 
 /// `scheme://host` as the operator reached the API (the link must work from where they are):
 /// `https` when a TLS-terminating proxy says so with `X-Forwarded-Proto`.
-fn origin(headers: &HeaderMap) -> Result<String, ApiError> {
+pub(crate) fn origin(headers: &HeaderMap) -> Result<String, ApiError> {
     let host = headers
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
@@ -189,49 +199,6 @@ fn origin(headers: &HeaderMap) -> Result<String, ApiError> {
         .and_then(|h| h.to_str().ok())
         .is_some_and(|p| p.trim().eq_ignore_ascii_case("https"));
     Ok(format!("{}://{host}", if https { "https" } else { "http" }))
-}
-
-async fn replay_link(
-    State(st): State<ApiState>,
-    Extension(caller): Extension<Caller>,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-    body: axum::body::Bytes,
-) -> Result<Json<api::ShadowLink>, ApiError> {
-    let req: api::ReplayRequest = if body.is_empty() {
-        Default::default()
-    } else {
-        crate::api::parse_body(&body)?
-    };
-    let speed = req.speed.unwrap_or(1.0);
-    if !(0.1..=64.0).contains(&speed) {
-        return Err(crate::api::bad(format!(
-            "speed {speed} is out of range: 0.1 to 64 times real time"
-        )));
-    }
-    crate::api::recording_dir(&st.gw, &id)?;
-    if let Ok(r) = st.gw.registry.record(&st.gw.store, &id) {
-        if r.protocol != "rdp" {
-            return Err(ApiError(
-                StatusCode::CONFLICT,
-                format!(
-                    "recording {id} is of a {} session: the browser player is for desktops \
-                     (RDP); play it in a terminal with `wgctl recording play {id}`",
-                    r.protocol
-                ),
-            ));
-        }
-    }
-    let purpose = Purpose::Replay {
-        speed,
-        from_ms: req.from_ms.unwrap_or(0),
-    };
-    let ticket = st.tickets.issue(&id, purpose, &caller)?;
-    Ok(Json(api::ShadowLink {
-        url: format!("{}/replay/{id}#ticket={ticket}", origin(&headers)?),
-        expires_in_secs: TICKET_TTL.as_secs(),
-        observer: caller.name,
-    }))
 }
 
 const PAGE: &str = include_str!("shadow.html");
@@ -255,8 +222,8 @@ async fn page(Path(_id): Path<String>) -> Response {
 }
 
 #[derive(serde::Deserialize)]
-struct SocketQuery {
-    ticket: Option<String>,
+pub(crate) struct SocketQuery {
+    pub(crate) ticket: Option<String>,
 }
 
 async fn socket(
@@ -273,7 +240,7 @@ async fn socket(
         .on_upgrade(move |socket| pump(socket, watching, hello)))
 }
 
-fn text(ev: &api::ShadowEvent) -> Message {
+pub(crate) fn text(ev: &api::ShadowEvent) -> Message {
     Message::Text(serde_json::to_string(ev).unwrap_or_default().into())
 }
 
@@ -305,239 +272,15 @@ async fn pump(mut socket: WebSocket, mut watching: Watching, hello: api::ShadowE
     let _ = send(&mut socket, Message::Close(None)).await;
 }
 
-async fn replay_socket(
-    State(st): State<ApiState>,
-    Path(id): Path<String>,
-    Query(q): Query<SocketQuery>,
-    ws: WebSocketUpgrade,
-) -> Result<Response, ApiError> {
-    let ticket = q.ticket.unwrap_or_default();
-    let (caller, purpose) = st.tickets.spend(&ticket, &id, true)?;
-    let Purpose::Replay { speed, from_ms } = purpose else {
-        return Err(crate::api::internal(
-            "a shadow ticket was spent for a replay",
-        ));
-    };
-    let dir = crate::api::recording_dir(&st.gw, &id)?;
-    let slot = ReplaySlot::take().ok_or_else(|| {
-        ApiError(
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("{MAX_REPLAYS} recordings are playing already; try again when one ends"),
-        )
-    })?;
-    let rec = tokio::task::spawn_blocking(move || wardengate_recorder::read(&dir))
-        .await
-        .map_err(crate::api::internal)?
-        .map_err(|e| {
-            ApiError(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                format!("recording {id} cannot be read: {e}"),
-            )
-        })?;
-    st.gw.audit(
-        "recording.accessed",
-        Some(&caller.name),
-        Some(&id),
-        json!({"by": caller.name, "what": "replay", "speed": speed, "from_ms": from_ms}),
-    );
-    let session = st.gw.registry.record(&st.gw.store, &id).ok();
-    let duration_us = rec.events.last().map_or(0, |e| e.t_us);
-    let hello = api::ShadowEvent::Replay {
-        recording: id.clone(),
-        actor: session
-            .as_ref()
-            .map(|s| s.actor.clone())
-            .unwrap_or_default(),
-        target: session
-            .as_ref()
-            .map(|s| s.target.clone())
-            .unwrap_or_default(),
-        protocol: session
-            .as_ref()
-            .map(|s| s.protocol.clone())
-            .unwrap_or_default(),
-        started_at: session
-            .as_ref()
-            .map(|s| crate::util::rfc3339(s.started_ms))
-            .unwrap_or_default(),
-        duration: hms(duration_us),
-        speed: format!("{speed}x"),
-    };
-    Ok(ws.max_message_size(64 << 10).on_upgrade(move |socket| {
-        play(
-            socket,
-            rec.events,
-            hello,
-            speed,
-            from_ms.saturating_mul(1000),
-            slot,
-        )
-    }))
-}
-
-/// `HH:MM:SS` of a recording offset.
-fn hms(us: u64) -> String {
-    let s = us / 1_000_000;
-    format!("{:02}:{:02}:{:02}", s / 3600, (s / 60) % 60, s % 60)
-}
-
-/// Feed the target's output up to `t_us` into `desk`, from event `i`; the next event's index.
-fn feed_until(desk: &mut Desktop, events: &[Event], mut i: usize, t_us: u64) -> usize {
-    while let Some(e) = events.get(i).filter(|e| e.t_us <= t_us) {
-        if let EventKind::Output { data, .. } = &e.kind {
-            desk.feed(data);
-        }
-        i += 1;
-    }
-    i
-}
-
-/// Where a replay is: the desktop so far, the next event, the picture the page has.
-struct Replay {
-    desk: Desktop,
-    events: Vec<Event>,
-    next: usize,
-    shown: Option<Picture>,
-}
-
-impl Replay {
-    /// Play up to `t_us`; what the page needs to see (pixel work: run it on the blocking pool).
-    fn advance(&mut self, t_us: u64) -> Option<Bytes> {
-        self.next = feed_until(&mut self.desk, &self.events, self.next, t_us);
-        if self.shown.as_ref().map(|p| p.version) == Some(self.desk.version) {
-            return None;
-        }
-        let p = picture(&self.desk)?;
-        match p.since(self.shown.as_ref()) {
-            Ok(m) => {
-                self.shown = Some(p);
-                m
-            }
-            Err(e) => {
-                // The page keeps its picture; the next update is made against it.
-                tracing::warn!("replay: a picture could not be encoded: {e}");
-                None
-            }
-        }
-    }
-}
-
 /// How long the page may take to accept a message before it is dropped.
 const SEND_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Send one message; `false` when the page is gone or stalled.
-async fn send(socket: &mut WebSocket, msg: Message) -> bool {
+pub(crate) async fn send(socket: &mut WebSocket, msg: Message) -> bool {
     matches!(
         tokio::time::timeout(SEND_WAIT, socket.send(msg)).await,
         Ok(Ok(()))
     )
-}
-
-/// Replays playing now, against [`MAX_REPLAYS`] (each holds its recording in memory).
-static REPLAYS: AtomicUsize = AtomicUsize::new(0);
-const MAX_REPLAYS: usize = 8;
-
-/// A replay slot; given back when dropped.
-struct ReplaySlot;
-
-impl ReplaySlot {
-    fn take() -> Option<ReplaySlot> {
-        let mut n = REPLAYS.load(Ordering::Acquire);
-        loop {
-            if n >= MAX_REPLAYS {
-                return None;
-            }
-            match REPLAYS.compare_exchange(n, n + 1, Ordering::AcqRel, Ordering::Acquire) {
-                Ok(_) => return Some(ReplaySlot),
-                Err(now) => n = now,
-            }
-        }
-    }
-}
-
-impl Drop for ReplaySlot {
-    fn drop(&mut self) {
-        REPLAYS.fetch_sub(1, Ordering::AcqRel);
-    }
-}
-
-/// The recording's desktop to the page, paced like the session (times `speed`): what changed,
-/// every [`DESKTOP_FRAME_INTERVAL`], and where the replay is.
-async fn play(
-    mut socket: WebSocket,
-    events: Vec<Event>,
-    hello: api::ShadowEvent,
-    speed: f64,
-    from_us: u64,
-    _slot: ReplaySlot,
-) {
-    use wardengate_protocols::shadow::desktop::DESKTOP_FRAME_INTERVAL;
-    if !send(&mut socket, text(&hello)).await {
-        return;
-    }
-    let end_us = events.last().map_or(0, |e| e.t_us);
-    let mut state = Replay {
-        desk: Desktop::new(),
-        events,
-        next: 0,
-        shown: None,
-    };
-    let began = std::time::Instant::now();
-    let mut tick = tokio::time::interval(DESKTOP_FRAME_INTERVAL);
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            m = socket.recv() => match m {
-                Some(Ok(Message::Close(_))) | Some(Err(_)) | None => return,
-                Some(Ok(_)) => continue,
-            },
-        }
-        let played = (began.elapsed().as_micros() as f64 * speed) as u64;
-        let now_us = from_us.saturating_add(played);
-        // Decoding (up to the start offset, the first time: maybe an hour of desktop) and PNG
-        // encoding run off the runtime's threads.
-        let work = tokio::task::spawn_blocking(move || {
-            let update = state.advance(now_us);
-            (state, update)
-        })
-        .await;
-        let Ok((back, update)) = work else {
-            let _ = send(
-                &mut socket,
-                text(&api::ShadowEvent::End {
-                    reason: "the replay failed: the recording could not be decoded".into(),
-                }),
-            )
-            .await;
-            return;
-        };
-        state = back;
-        if let Some(m) = update {
-            if !send(&mut socket, Message::Binary(m)).await {
-                return;
-            }
-        }
-        let at = api::ShadowEvent::Position {
-            at: hms(now_us.min(end_us)),
-        };
-        if !send(&mut socket, text(&at)).await {
-            return;
-        }
-        if state.next >= state.events.len() {
-            let d = &state.desk;
-            let why = match (&d.first_error, state.shown.is_some()) {
-                (_, false) => "end of the recording: it holds no desktop".to_string(),
-                (Some(e), true) => format!(
-                    "end of the recording ({} update(s) could not be decoded, the first: {e})",
-                    d.errors
-                ),
-                (None, true) => "end of the recording".to_string(),
-            };
-            let _ = send(&mut socket, text(&api::ShadowEvent::End { reason: why })).await;
-            break;
-        }
-    }
-    let _ = send(&mut socket, Message::Close(None)).await;
 }
 
 #[cfg(test)]

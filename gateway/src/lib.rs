@@ -10,6 +10,7 @@ pub mod api;
 pub mod api_browser;
 pub mod api_live;
 pub mod api_policy;
+pub mod api_replay;
 pub mod broker;
 pub mod config;
 pub mod dev;

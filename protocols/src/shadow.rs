@@ -30,7 +30,11 @@ use tokio::sync::{mpsc, Notify};
 use crate::session::now_ms;
 
 pub mod desktop;
+mod term;
 use desktop::{LiveDesktop, Picture};
+pub use term::Term;
+#[cfg(test)]
+use term::{keep_modes, MODES_CAP};
 
 /// Unparsed output kept per terminal; older bytes are dropped (see the module docs).
 pub const PENDING_CAP: usize = 256 << 10;
@@ -62,159 +66,6 @@ pub enum Frame {
     Notice(String),
     /// The session is over.
     End(String),
-}
-
-/// Unparsed output of one terminal.
-#[derive(Default)]
-struct Pending {
-    chunks: VecDeque<Bytes>,
-    /// Small writes (keystroke echoes) gathered into one chunk, after `chunks`.
-    small: Vec<u8>,
-    bytes: usize,
-    /// Mode-setting sequences of dropped output, replayed before the rest.
-    modes: Vec<u8>,
-}
-
-/// Writes shorter than this are copied into [`Pending::small`] rather than queued one by one.
-const SMALL_WRITE: usize = 512;
-/// The most mode-setting bytes kept from dropped output.
-const MODES_CAP: usize = 4096;
-
-/// Append the terminal-mode sequences in `data` to `modes`: DEC private modes (`ESC [ ? … h/l`),
-/// the scroll region (`ESC [ … r`) and the keypad mode (`ESC =`, `ESC >`).
-fn keep_modes(data: &[u8], modes: &mut Vec<u8>) {
-    let mut i = 0;
-    while let Some(off) = data[i..].iter().position(|&b| b == 0x1b) {
-        let start = i + off;
-        i = start + 1;
-        match data.get(start + 1) {
-            Some(b'=') | Some(b'>') => modes.extend_from_slice(&data[start..start + 2]),
-            Some(b'[') => {
-                let private = data.get(start + 2) == Some(&b'?');
-                let params = start + 2 + usize::from(private);
-                let end = data[params..]
-                    .iter()
-                    .position(|b| !(b.is_ascii_digit() || *b == b';'))
-                    .map(|n| params + n);
-                if let Some(end) = end {
-                    let fin = data[end];
-                    if (private && (fin == b'h' || fin == b'l')) || (!private && fin == b'r') {
-                        modes.extend_from_slice(&data[start..=end]);
-                        i = end + 1;
-                    }
-                }
-            }
-            _ => {}
-        }
-    }
-    if modes.len() > MODES_CAP {
-        let cut = modes.len() - MODES_CAP / 2;
-        // Cut at a sequence start so no half sequence is replayed.
-        let at = modes[cut..]
-            .iter()
-            .position(|&b| b == 0x1b)
-            .map_or(modes.len(), |n| cut + n);
-        modes.drain(..at);
-    }
-}
-
-/// The terminal of one pty channel: output waiting to be parsed, and the emulator.
-pub struct Term {
-    pending: Mutex<Pending>,
-    parser: Mutex<vt100::Parser>,
-    /// The channel number it belongs to (recording numbering).
-    pub channel: u32,
-    closed: AtomicBool,
-    hub: std::sync::Weak<ShadowHub>,
-}
-
-impl Term {
-    /// Target output on this terminal. Cheap: the bytes are parsed only when someone looks.
-    #[inline]
-    pub fn feed(&self, data: &Bytes) {
-        if data.is_empty() {
-            return;
-        }
-        {
-            let mut p = lock(&self.pending);
-            p.bytes += data.len();
-            if data.len() < SMALL_WRITE {
-                p.small.extend_from_slice(data);
-                if p.small.len() >= 8 * SMALL_WRITE {
-                    let b = Bytes::from(std::mem::take(&mut p.small));
-                    p.chunks.push_back(b);
-                }
-            } else {
-                if !p.small.is_empty() {
-                    let b = Bytes::from(std::mem::take(&mut p.small));
-                    p.chunks.push_back(b);
-                }
-                p.chunks.push_back(data.clone());
-            }
-            while p.bytes > PENDING_CAP {
-                let Some(old) = p.chunks.pop_front() else {
-                    break;
-                };
-                p.bytes -= old.len();
-                keep_modes(&old, &mut p.modes);
-            }
-        }
-        if let Some(hub) = self.hub.upgrade() {
-            if hub.watching.load(Ordering::SeqCst) > 0 {
-                hub.dirty.notify_one();
-            }
-        }
-    }
-
-    /// Bring the emulator up to date and run `f` on it.
-    fn with_screen<R>(&self, f: impl FnOnce(&mut vt100::Parser) -> R) -> R {
-        let mut parser = lock(&self.parser);
-        let taken = std::mem::take(&mut *lock(&self.pending));
-        parser.process(&taken.modes);
-        for c in &taken.chunks {
-            parser.process(c);
-        }
-        parser.process(&taken.small);
-        f(&mut parser)
-    }
-
-    /// The screen as terminal output that repaints it from a cleared terminal.
-    pub fn snapshot(&self) -> Frame {
-        self.with_screen(|p| {
-            let s = p.screen();
-            let (rows, cols) = s.size();
-            let mut out = b"\x1b[H\x1b[2J".to_vec();
-            out.extend_from_slice(s.state_formatted().as_bytes());
-            Frame::Screen {
-                data: Bytes::from(out),
-                cols: cols.get(),
-                rows: rows.get(),
-            }
-        })
-    }
-
-    /// The terminal got a new size.
-    pub fn resize(&self, cols: u32, rows: u32) {
-        use wardengate_recorder::term_dim;
-        let (rows, cols) = (term_dim(rows.min(1000), 24), term_dim(cols.min(1000), 80));
-        self.with_screen(|p| p.screen_mut().set_size(rows, cols));
-        if let Some(hub) = self.hub.upgrade() {
-            hub.resync_all();
-        }
-    }
-
-    /// The channel closed: observers move to the session's next terminal, if any.
-    pub fn close(&self) {
-        self.closed.store(true, Ordering::Release);
-        if let Some(hub) = self.hub.upgrade() {
-            hub.resync_all();
-        }
-    }
-
-    /// The screen's text (tests, diagnostics).
-    pub fn contents(&self) -> String {
-        self.with_screen(|p| p.screen().contents())
-    }
 }
 
 /// One attached observer, as the hub sees it.
@@ -293,15 +144,9 @@ impl ShadowHub {
     pub fn terminal(self: &Arc<Self>, channel: u32, cols: u32, rows: u32) -> Arc<Term> {
         use wardengate_recorder::term_dim;
         let (r, c) = (term_dim(rows.min(1000), 24), term_dim(cols.min(1000), 80));
-        let t = Arc::new(Term {
-            pending: Mutex::new(Pending::default()),
-            parser: Mutex::new(vt100::Parser::new(r, c, 0)),
-            channel,
-            closed: AtomicBool::new(false),
-            hub: Arc::downgrade(self),
-        });
+        let t = Arc::new(Term::new(channel, r, c, Arc::downgrade(self)));
         let mut terms = lock(&self.terms);
-        terms.retain(|t| !t.closed.load(Ordering::Acquire));
+        terms.retain(|t| !t.is_closed());
         terms.push(t.clone());
         drop(terms);
         self.resync_all();
@@ -310,10 +155,7 @@ impl ShadowHub {
 
     /// The terminal observers watch: the session's oldest open one.
     pub fn primary(&self) -> Option<Arc<Term>> {
-        lock(&self.terms)
-            .iter()
-            .find(|t| !t.closed.load(Ordering::Acquire))
-            .cloned()
+        lock(&self.terms).iter().find(|t| !t.is_closed()).cloned()
     }
 
     /// How many observers are attached.
@@ -489,72 +331,6 @@ impl ShadowHub {
         })
     }
 
-    /// Bring a desktop's picture up to date: the tiles that changed since the last picture
-    /// (`None` when none did, or the size changed), and the whole picture when `whole` is asked
-    /// for or an observer needs it (`None` before the desktop is on screen). The pixel work runs
-    /// on the blocking pool, never on the runtime's threads.
-    async fn desktop_locked(
-        &self,
-        framing: &mut Framing,
-        live: &Arc<LiveDesktop>,
-        whole: bool,
-    ) -> (Option<Frame>, Option<Frame>) {
-        let needed = whole
-            || lock(&self.slots)
-                .iter()
-                .any(|s| s.stats.resync.load(Ordering::Acquire));
-        let prev = framing.picture.take();
-        let live = live.clone();
-        let work = tokio::task::spawn_blocking(move || {
-            let now = live.picture(prev.as_ref().map(|p| p.version));
-            // The first picture, or a new size: everyone gets the whole picture.
-            let resized = match (&now, &prev) {
-                (Some(n), Some(p)) => (n.width, n.height) != (p.width, p.height),
-                (Some(_), None) => true,
-                (None, _) => false,
-            };
-            let diff = match (&now, &prev) {
-                (Some(n), Some(p)) if !resized => n.since(Some(p)).transpose(),
-                _ => None,
-            };
-            let current = now.or(prev);
-            let all = (needed || resized)
-                .then(|| current.as_ref().map(Picture::whole))
-                .flatten();
-            (current, diff, all, resized)
-        })
-        .await;
-        let Ok((current, diff, all, resized)) = work else {
-            // The pixel work panicked: start again from a whole picture next time.
-            return (None, None);
-        };
-        framing.picture = current;
-        let diff = match diff {
-            Some(Ok(data)) => Some(Frame::Desktop { whole: false, data }),
-            Some(Err(e)) => {
-                // Nobody got this change: the next diff would be against a picture nobody has.
-                tracing::warn!("shadow: a desktop update could not be encoded: {e}");
-                self.resync_all();
-                None
-            }
-            None => None,
-        };
-        if resized {
-            for slot in lock(&self.slots).iter() {
-                slot.stats.resync.store(true, Ordering::Release);
-            }
-        }
-        let all = match all {
-            Some(Ok(data)) => Some(Frame::Desktop { whole: true, data }),
-            Some(Err(e)) => {
-                tracing::warn!("shadow: a desktop picture could not be encoded: {e}");
-                None
-            }
-            None => None,
-        };
-        (diff, all)
-    }
-
     /// Produce one frame for every observer.
     async fn produce(&self) {
         let live = lock(&self.live).clone();
@@ -683,8 +459,17 @@ impl Drop for Observer {
 
 /// `HH:MM:SS` since `started_ms` (for "attached read-only at 00:14:22 of sess_…").
 pub fn elapsed_hms(started_ms: u64) -> String {
-    let s = now_ms().saturating_sub(started_ms) / 1000;
-    format!("{:02}:{:02}:{:02}", s / 3600, (s / 60) % 60, s % 60)
+    hms(now_ms().saturating_sub(started_ms) / 1000)
+}
+
+/// `HH:MM:SS` of a number of seconds.
+pub fn hms(secs: u64) -> String {
+    format!(
+        "{:02}:{:02}:{:02}",
+        secs / 3600,
+        (secs / 60) % 60,
+        secs % 60
+    )
 }
 
 #[cfg(test)]

@@ -19,7 +19,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use tokio::sync::mpsc;
 use wardengate_recorder::desktop::{rgb_png, Desktop};
 
-use super::{lock, ShadowHub};
+use super::{lock, Frame, Framing, ShadowHub};
 
 /// Target bytes the decoder may be behind before the live view gives up.
 pub const FEED_CAP: usize = 16 << 20;
@@ -155,6 +155,74 @@ fn decode(
                 }
             }
         }
+    }
+}
+
+impl ShadowHub {
+    /// Bring a desktop's picture up to date: the tiles that changed since the last picture
+    /// (`None` when none did, or the size changed), and the whole picture when `whole` is asked
+    /// for or an observer needs it (`None` before the desktop is on screen). The pixel work runs
+    /// on the blocking pool, never on the runtime's threads.
+    pub(super) async fn desktop_locked(
+        &self,
+        framing: &mut Framing,
+        live: &Arc<LiveDesktop>,
+        whole: bool,
+    ) -> (Option<Frame>, Option<Frame>) {
+        let needed = whole
+            || lock(&self.slots)
+                .iter()
+                .any(|s| s.stats.resync.load(Ordering::Acquire));
+        let prev = framing.picture.take();
+        let live = live.clone();
+        let work = tokio::task::spawn_blocking(move || {
+            let now = live.picture(prev.as_ref().map(|p| p.version));
+            // The first picture, or a new size: everyone gets the whole picture.
+            let resized = match (&now, &prev) {
+                (Some(n), Some(p)) => (n.width, n.height) != (p.width, p.height),
+                (Some(_), None) => true,
+                (None, _) => false,
+            };
+            let diff = match (&now, &prev) {
+                (Some(n), Some(p)) if !resized => n.since(Some(p)).transpose(),
+                _ => None,
+            };
+            let current = now.or(prev);
+            let all = (needed || resized)
+                .then(|| current.as_ref().map(Picture::whole))
+                .flatten();
+            (current, diff, all, resized)
+        })
+        .await;
+        let Ok((current, diff, all, resized)) = work else {
+            // The pixel work panicked: start again from a whole picture next time.
+            return (None, None);
+        };
+        framing.picture = current;
+        let diff = match diff {
+            Some(Ok(data)) => Some(Frame::Desktop { whole: false, data }),
+            Some(Err(e)) => {
+                // Nobody got this change: the next diff would be against a picture nobody has.
+                tracing::warn!("shadow: a desktop update could not be encoded: {e}");
+                self.resync_all();
+                None
+            }
+            None => None,
+        };
+        if resized {
+            for slot in lock(&self.slots).iter() {
+                slot.stats.resync.store(true, Ordering::Release);
+            }
+        }
+        let all = match all {
+            Some(Ok(data)) => Some(Frame::Desktop { whole: true, data }),
+            Some(Err(e)) => {
+                tracing::warn!("shadow: a desktop picture could not be encoded: {e}");
+                None
+            }
+            None => None,
+        };
+        (diff, all)
     }
 }
 

@@ -86,7 +86,7 @@ async fn a_flood_keeps_only_the_tail_and_the_screen_stays_right() {
     for i in 0..100_000 {
         t.feed(&Bytes::from(format!("row {i:06}\r\n")));
     }
-    assert!(lock(&t.pending).bytes <= PENDING_CAP + 64);
+    assert!(t.pending_bytes() <= PENDING_CAP + 64);
     let c = t.contents();
     assert!(c.contains("row 099999"), "{c}");
     assert!(!c.contains("row 000001"), "{c}");
