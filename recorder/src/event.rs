@@ -120,6 +120,25 @@ impl Event {
         Ok(out)
     }
 
+    /// The longest prefix of `buf` made of whole, well-formed events (a write-ahead log cut by a
+    /// crash): (its length in bytes, the number of events, the first and last event times).
+    pub(crate) fn whole_prefix(mut buf: &[u8]) -> (usize, u32, u64, u64) {
+        let total = buf.len();
+        let (mut n, mut first, mut last) = (0u32, 0u64, 0u64);
+        while !buf.is_empty() {
+            let Ok((ev, rest)) = Self::decode_one(buf) else {
+                break;
+            };
+            if n == 0 {
+                first = ev.t_us;
+            }
+            last = last.max(ev.t_us);
+            n += 1;
+            buf = rest;
+        }
+        (total - buf.len(), n, first, last)
+    }
+
     fn decode_one(buf: &[u8]) -> Result<(Event, &[u8])> {
         let bad = |what: &str| Error::Format(format!("malformed event: {what}"));
         let len =

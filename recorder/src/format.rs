@@ -108,3 +108,8 @@ pub(crate) fn chunk_index(name: &str) -> Option<u64> {
 
 pub(crate) const SEAL_FILE: &str = "seal.json";
 pub(crate) const META_FILE: &str = "recording.json";
+/// The write-ahead log of the open chunk (see FORMAT.md, "Write-ahead log").
+pub(crate) const WAL_FILE: &str = "open.wal";
+pub(crate) const WAL_MAGIC: &[u8; 4] = b"WGWL";
+/// Magic, then the index of the chunk the log belongs to (u64 LE).
+pub(crate) const WAL_HEADER: usize = 4 + 8;

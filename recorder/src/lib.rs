@@ -11,6 +11,7 @@
 //! per-session task, tests drive it directly.
 #![forbid(unsafe_code)]
 
+pub mod audit;
 pub mod desktop;
 mod event;
 mod export;
@@ -23,7 +24,7 @@ mod writer;
 pub use event::{Event, EventKind};
 pub use export::{asciicast, event_json, term_dim, text};
 pub use format::{ChunkHeader, CHUNK_MAGIC, FORMAT_VERSION};
-pub use query::{csv_row, QueryRecord, CSV_HEADER};
+pub use query::{alert_for, csv_row, QueryRecord, CSV_HEADER};
 pub use reader::{read, verify, Problem, Recording, VerifyReport};
 pub use seal::{
     generate_key, parse_public_key, public_key_hex, Seal, SealStatus, SigningKey, VerifyingKey,

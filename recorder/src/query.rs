@@ -40,6 +40,25 @@ pub struct QueryRecord {
     /// The statement or a parameter was cut at the capture limit.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub truncated: bool,
+    /// Why an auditor should look at this statement (`password change`: it sets a role's
+    /// password, which can take the account away from the vault).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alert: Option<String>,
+}
+
+/// The alert a statement deserves, if any: `ALTER ROLE|USER … PASSWORD …` (what psql's
+/// `\password` sends, too) or `CREATE ROLE|USER … PASSWORD …`. A heuristic on the text: it
+/// also catches such statements inside a multi-statement query or a `DO` block.
+pub fn alert_for(statement: &str) -> Option<String> {
+    let words: Vec<String> = statement
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .filter(|w| !w.is_empty())
+        .map(|w| w.to_ascii_lowercase())
+        .collect();
+    let role_change = words.windows(2).any(|w| {
+        matches!(w[0].as_str(), "alter" | "create") && matches!(w[1].as_str(), "role" | "user")
+    });
+    (role_change && words.iter().any(|w| w == "password")).then(|| "password change".to_string())
 }
 
 impl QueryRecord {
@@ -60,8 +79,13 @@ impl QueryRecord {
             (None, Some(tag)) => tag.clone(),
             (None, None) => "-".into(),
         };
+        let alert = self
+            .alert
+            .as_ref()
+            .map(|a| format!("ALERT ({a})  "))
+            .unwrap_or_default();
         let mut line = format!(
-            "[{when}] {dur:>9}  {result}  ({})  {}",
+            "[{when}] {dur:>9}  {result}  ({})  {alert}{}",
             self.tx_status.as_deref().unwrap_or("?"),
             one_line(&self.statement)
         );
@@ -154,5 +178,30 @@ mod tests {
             row,
             "1.000000,0,1500,extended,,,\"select *\n from t where a = $1\",\"[\"\"x,\\\"\"y\\\"\"\"\",null]\",SELECT 2,2,,,idle"
         );
+    }
+}
+
+#[cfg(test)]
+mod alert_tests {
+    use super::alert_for;
+
+    #[test]
+    fn password_changes_are_flagged() {
+        for s in [
+            "ALTER ROLE billing_ro PASSWORD 'x'",
+            "alter user billing_ro with encrypted password 'SCRAM-SHA-256$4096:...'",
+            "select 1; ALTER\n  ROLE \"billing_ro\" PASSWORD 'y'",
+            "CREATE USER mallory PASSWORD 'z'",
+            "DO $$ BEGIN EXECUTE 'alter role billing_ro password ''p'''; END $$",
+        ] {
+            assert_eq!(alert_for(s).as_deref(), Some("password change"), "{s}");
+        }
+        for s in [
+            "select password from users",
+            "ALTER ROLE billing_ro SET search_path = x",
+            "alter table role_passwords add column x int",
+        ] {
+            assert_eq!(alert_for(s), None, "{s}");
+        }
     }
 }

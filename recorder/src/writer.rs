@@ -1,6 +1,12 @@
 //! Writing a recording: events accumulate in memory and are written as one chunk when the chunk
 //! reaches its size or age bound; each chunk is written to a temporary file, synced, then renamed,
-//! so a chunk file that exists is whole. A crash loses at most the chunk being filled.
+//! so a chunk file that exists is whole.
+//!
+//! Meanwhile the open chunk's events are appended, as they are encoded, to a write-ahead log
+//! (`open.wal`) whenever [`Writer::write_ahead`] runs (the gateway runs it every 200 ms while
+//! events arrive). A process crash then loses at most what arrived since the last append; crash
+//! recovery turns the log into a final chunk. The log is written, not synced: it survives the
+//! process, not the machine (a chunk is synced when it closes).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -9,7 +15,9 @@ use std::time::{Duration, Instant};
 use sha2::{Digest, Sha256};
 
 use crate::event::Event;
-use crate::format::{chunk_index, chunk_name, ChunkHeader, SEAL_FILE};
+use crate::format::{
+    chunk_index, chunk_name, ChunkHeader, SEAL_FILE, WAL_FILE, WAL_HEADER, WAL_MAGIC,
+};
 use crate::seal::{Seal, SealStatus, SigningKey};
 use crate::{Error, Result};
 
@@ -45,6 +53,10 @@ pub struct Writer {
     total_events: u64,
     total_raw: u64,
     stored: u64,
+    /// The write-ahead log of the open chunk, once something was appended to it.
+    wal: Option<std::fs::File>,
+    /// Bytes of `buf` already in the log.
+    wal_done: usize,
 }
 
 fn sync_dir(dir: &Path) {
@@ -94,7 +106,37 @@ impl Writer {
             total_events: 0,
             total_raw: 0,
             stored: 0,
+            wal: None,
+            wal_done: 0,
         })
+    }
+
+    /// Whether events arrived since the last [`write_ahead`](Self::write_ahead).
+    pub fn wal_pending(&self) -> bool {
+        self.buf.len() > self.wal_done
+    }
+
+    /// Append the open chunk's new events to its write-ahead log (written, not synced: a
+    /// process crash keeps them, crash recovery makes them the last chunk).
+    pub fn write_ahead(&mut self) -> Result<()> {
+        if !self.wal_pending() {
+            return Ok(());
+        }
+        let path = self.dir.join(WAL_FILE);
+        if self.wal.is_none() {
+            let mut f = std::fs::File::create(&path).map_err(|e| Error::io(&path, e))?;
+            let mut head = Vec::with_capacity(WAL_HEADER);
+            head.extend_from_slice(WAL_MAGIC);
+            head.extend_from_slice(&self.index.to_le_bytes());
+            f.write_all(&head).map_err(|e| Error::io(&path, e))?;
+            self.wal = Some(f);
+        }
+        if let Some(f) = self.wal.as_mut() {
+            f.write_all(&self.buf[self.wal_done..])
+                .map_err(|e| Error::io(&path, e))?;
+        }
+        self.wal_done = self.buf.len();
+        Ok(())
     }
 
     pub fn dir(&self) -> &Path {
@@ -138,37 +180,32 @@ impl Writer {
         if self.buf_events == 0 {
             return Ok(());
         }
-        let body = zstd_compress(&self.buf)?;
-        let header = ChunkHeader {
-            index: self.index,
-            first_t_us: self.first_t_us,
-            last_t_us: self.last_t_us,
-            events: self.buf_events,
-            raw_len: self.buf.len() as u64,
-            body_len: body.len() as u64,
-            prev_sha256: self.prev,
-            session_id: self.session_id.clone(),
-        };
-        let head = header.encode();
-        let mut h = Sha256::new();
-        h.update(&head);
-        h.update(&body);
-        let final_path = self.dir.join(chunk_name(self.index));
-        let tmp = self.dir.join(format!("{}.tmp", chunk_name(self.index)));
-        {
-            let mut f = std::fs::File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
-            f.write_all(&head).map_err(|e| Error::io(&tmp, e))?;
-            f.write_all(&body).map_err(|e| Error::io(&tmp, e))?;
-            f.sync_data().map_err(|e| Error::io(&tmp, e))?;
-        }
-        std::fs::rename(&tmp, &final_path).map_err(|e| Error::io(&final_path, e))?;
-        sync_dir(&self.dir);
-        self.prev = h.finalize().into();
+        let written = write_chunk(
+            &self.dir,
+            &ChunkHeader {
+                index: self.index,
+                first_t_us: self.first_t_us,
+                last_t_us: self.last_t_us,
+                events: self.buf_events,
+                raw_len: self.buf.len() as u64,
+                body_len: 0,
+                prev_sha256: self.prev,
+                session_id: self.session_id.clone(),
+            },
+            &self.buf,
+        )?;
+        self.prev = written.sha256;
         self.total_raw += self.buf.len() as u64;
-        self.stored += (head.len() + body.len()) as u64;
+        self.stored += written.stored;
         self.index += 1;
         self.buf.clear();
         self.buf_events = 0;
+        // The chunk is whole on disk: its log is done with.
+        if self.wal.take().is_some() {
+            let path = self.dir.join(WAL_FILE);
+            std::fs::remove_file(&path).map_err(|e| Error::io(&path, e))?;
+        }
+        self.wal_done = 0;
         Ok(())
     }
 
@@ -197,10 +234,62 @@ impl Writer {
         Ok(seal)
     }
 
+    /// Events recorded so far.
+    pub fn events(&self) -> u64 {
+        self.total_events
+    }
+
+    /// Remove a recording that holds no event (a session refused or failed before it opened):
+    /// an empty sealed recording would only suggest that something was recorded.
+    pub fn discard(self) -> Result<()> {
+        if self.total_events > 0 {
+            return Err(Error::Format(format!(
+                "{} holds {} events; it is sealed, not discarded",
+                self.dir.display(),
+                self.total_events
+            )));
+        }
+        std::fs::remove_dir_all(&self.dir).map_err(|e| Error::io(&self.dir, e))
+    }
+
     /// Bytes written to disk so far (headers + compressed bodies).
     pub fn stored_bytes(&self) -> u64 {
         self.stored
     }
+}
+
+/// A chunk on disk: its hash and its size.
+struct Written {
+    sha256: [u8; 32],
+    stored: u64,
+}
+
+/// Write chunk `header.index` with body `raw` (compressed here; `header.body_len` is set):
+/// to a temporary file, synced, then renamed.
+fn write_chunk(dir: &Path, header: &ChunkHeader, raw: &[u8]) -> Result<Written> {
+    let body = zstd_compress(raw)?;
+    let header = ChunkHeader {
+        body_len: body.len() as u64,
+        ..header.clone()
+    };
+    let head = header.encode();
+    let mut h = Sha256::new();
+    h.update(&head);
+    h.update(&body);
+    let final_path = dir.join(chunk_name(header.index));
+    let tmp = dir.join(format!("{}.tmp", chunk_name(header.index)));
+    {
+        let mut f = std::fs::File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
+        f.write_all(&head).map_err(|e| Error::io(&tmp, e))?;
+        f.write_all(&body).map_err(|e| Error::io(&tmp, e))?;
+        f.sync_data().map_err(|e| Error::io(&tmp, e))?;
+    }
+    std::fs::rename(&tmp, &final_path).map_err(|e| Error::io(&final_path, e))?;
+    sync_dir(dir);
+    Ok(Written {
+        sha256: h.finalize().into(),
+        stored: (head.len() + body.len()) as u64,
+    })
 }
 
 /// zstd level 3. Measured with `scripts/bench record` on 2 cores: level 3 stores 0.118 bytes per
@@ -236,8 +325,9 @@ fn write_seal(dir: &Path, seal: &mut Seal, key: &SigningKey) -> Result<()> {
 }
 
 /// Seal a recording that a crash left without a seal: verify the chunks in order, keep every
-/// whole chunk up to the first missing or damaged one, and seal them as `truncated`. Returns
-/// `Ok(None)` when the recording is already sealed.
+/// whole chunk up to the first missing or damaged one, make the write-ahead log of the open chunk
+/// the last chunk, and seal them as `truncated`. Returns `Ok(None)` when the recording is already
+/// sealed, or held nothing (then it is removed).
 pub fn recover(dir: &Path, key: &SigningKey, ended_at_ms: u64) -> Result<Option<Seal>> {
     if dir.join(SEAL_FILE).exists() {
         return Ok(None);
@@ -251,7 +341,19 @@ pub fn recover(dir: &Path, key: &SigningKey, ended_at_ms: u64) -> Result<Option<
             let _ = std::fs::remove_file(e.path());
         }
     }
-    let good = crate::reader::valid_prefix(dir)?;
+    let mut good = crate::reader::valid_prefix(dir)?;
+    if good.session_id.is_empty() {
+        good.session_id = dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+    }
+    recover_wal(dir, &mut good)?;
+    if good.chunks == 0 && !has_unsealed(dir) {
+        // Nothing was recorded before the crash: no recording, rather than an empty one.
+        std::fs::remove_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        return Ok(None);
+    }
     let mut seal = Seal {
         format: crate::format::FORMAT_VERSION,
         session_id: good.session_id.clone(),
@@ -274,4 +376,56 @@ pub fn recover(dir: &Path, key: &SigningKey, ended_at_ms: u64) -> Result<Option<
     }
     write_seal(dir, &mut seal, key)?;
     Ok(Some(seal))
+}
+
+/// Whether crash recovery moved damaged chunks aside here (kept for forensics).
+fn has_unsealed(dir: &Path) -> bool {
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .any(|e| e.file_name().to_string_lossy().ends_with(".chunk.unsealed"))
+}
+
+/// Turn the write-ahead log of the chunk that was open at the crash into that chunk: its whole
+/// events, chained after the valid chunks. A log of a chunk that was written after all (the
+/// crash came between the rename and the log's removal), or of nothing, is dropped.
+fn recover_wal(dir: &Path, good: &mut crate::reader::ValidPrefix) -> Result<()> {
+    let path = dir.join(WAL_FILE);
+    let log = match std::fs::read(&path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(Error::io(&path, e)),
+    };
+    let index = log
+        .get(4..WAL_HEADER)
+        .and_then(|b| b.try_into().ok())
+        .map(u64::from_le_bytes);
+    if log.get(..4) == Some(WAL_MAGIC.as_slice()) && index == Some(good.chunks) {
+        let body = &log[WAL_HEADER..];
+        let (len, events, first, last) = crate::event::Event::whole_prefix(body);
+        if events > 0 {
+            let written = write_chunk(
+                dir,
+                &ChunkHeader {
+                    index: good.chunks,
+                    first_t_us: first,
+                    last_t_us: last,
+                    events,
+                    raw_len: len as u64,
+                    body_len: 0,
+                    prev_sha256: good.final_sha256.unwrap_or([0u8; 32]),
+                    session_id: good.session_id.clone(),
+                },
+                &body[..len],
+            )?;
+            good.chunks += 1;
+            good.events += u64::from(events);
+            good.raw_bytes += len as u64;
+            good.last_t_us = good.last_t_us.max(last);
+            good.final_sha256 = Some(written.sha256);
+        }
+    }
+    std::fs::remove_file(&path).map_err(|e| Error::io(&path, e))?;
+    Ok(())
 }
