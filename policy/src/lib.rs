@@ -16,6 +16,7 @@
 pub mod concurrency;
 pub mod duration;
 pub mod file;
+pub mod forward;
 mod schema;
 
 use std::sync::Arc;
@@ -60,6 +61,18 @@ impl Admitted {
     pub fn allow_port_forwarding(&self) -> bool {
         self.policy.allow_port_forwarding
     }
+    /// May the session forward to `host:port` (on a target whose address names `target_host`)?
+    /// `Err` says why not.
+    pub fn forward(&self, host: &str, port: u32, target_host: &str) -> Result<(), String> {
+        if !self.policy.allow_port_forwarding {
+            return Err(format!(
+                "port forwarding is not allowed by policy '{}'",
+                self.policy.name
+            ));
+        }
+        forward::check(&self.policy.forward_to, host, port, target_host)
+            .map_err(|e| format!("{e} (policy '{}')", self.policy.name))
+    }
     pub fn recording(&self) -> RecordingMode {
         self.policy.recording
     }
@@ -90,6 +103,18 @@ impl Admitted {
             p.shadow = b.shadow;
         }
         p.allow_port_forwarding = a.allow_port_forwarding && b.allow_port_forwarding;
+        if a.forward_to != b.forward_to {
+            // Only destinations both allow; none in common: no forwarding.
+            p.forward_to = a
+                .forward_to
+                .iter()
+                .filter(|f| b.forward_to.contains(f))
+                .cloned()
+                .collect();
+            if p.forward_to.is_empty() {
+                p.allow_port_forwarding = false;
+            }
+        }
         p.idle_timeout = a.idle_timeout.min(b.idle_timeout);
         p.idle_grace = a.idle_grace.min(b.idle_grace);
         p.max_lifespan = match (a.max_lifespan.is_zero(), b.max_lifespan.is_zero()) {

@@ -39,6 +39,10 @@ pub struct Policy {
     /// Whether `ssh -L` / `-W` (direct-tcpip) is allowed.
     #[serde(default)]
     pub allow_port_forwarding: bool,
+    /// Where forwarding may go (`DEST[:PORTS]`, see `forward.rs`); empty: the target host only.
+    /// Loopback and link-local destinations need an entry that names them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub forward_to: Vec<String>,
     /// Time without meaningful input before the idle warning.
     #[serde(default = "default_idle_timeout")]
     pub idle_timeout: Dur,
@@ -87,6 +91,7 @@ impl Policy {
             recording: RecordingMode::default(),
             shadow: ShadowMode::default(),
             allow_port_forwarding: false,
+            forward_to: vec![],
             idle_timeout: default_idle_timeout(),
             idle_grace: default_idle_grace(),
             max_lifespan: Dur::default(),
@@ -194,6 +199,11 @@ impl Policy {
                     "protocols",
                     format!("'{p}' is not a protocol (use {})", PROTOCOLS.join(", ")),
                 );
+            }
+        }
+        for f in &self.forward_to {
+            if let Err(e) = crate::forward::Rule::parse(f) {
+                return fail("forward_to", e);
             }
         }
         if self.idle_timeout.is_zero() {
