@@ -4,6 +4,8 @@
 //! share this crate so a field renamed on one side is a compile error on the other.
 #![forbid(unsafe_code)]
 
+pub mod text;
+
 use serde::{Deserialize, Serialize};
 
 /// Lifecycle states of a session (see ARCHITECTURE.md).
@@ -333,8 +335,13 @@ pub struct AuditEvent {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct AuditList {
     pub events: Vec<AuditEvent>,
-    /// Whether the hash chain of the whole log verified when this list was served.
+    /// Whether the hash chain of the whole log, and its signed checkpoints, verified when this
+    /// list was served.
     pub chain_ok: bool,
+    /// What verification said: the first bad event and what happened to it, or how far the log
+    /// is signed.
+    #[serde(default)]
+    pub chain_message: Option<String>,
 }
 
 /// Every error body: one line a human can act on.

@@ -3,6 +3,7 @@
 //! Address and token come from `--addr`/`--token` or `WARDENGATE_ADDR`/`WARDENGATE_TOKEN`. Every
 //! command takes `-o json`. Errors are one line on stderr and a non-zero exit.
 
+mod audit;
 mod client;
 mod frames;
 mod policy;
@@ -203,6 +204,24 @@ enum AuditCmd {
         #[arg(long, default_value_t = 100)]
         limit: u32,
     },
+    /// Export the whole audit log with its signed checkpoints (JSON lines), for safekeeping and
+    /// offline verification.
+    Export {
+        /// Write to this file instead of stdout.
+        #[arg(long)]
+        file: Option<std::path::PathBuf>,
+    },
+    /// Verify the audit log: every hash and every signed checkpoint. With --file, an export
+    /// offline (with --pubkey, the key from `wgctl recording pubkey`); without, the gateway's
+    /// log through the API. Names the first bad event: edited, deleted, inserted, reordered,
+    /// re-chained or truncated. Exits 1 when it does not verify.
+    Verify {
+        #[arg(long)]
+        file: Option<std::path::PathBuf>,
+        /// The gateway's public key (hex), or a file holding it.
+        #[arg(long)]
+        pubkey: Option<String>,
+    },
 }
 
 fn main() {
@@ -234,8 +253,30 @@ fn sealed_line(s: &api::Session) -> String {
         .unwrap_or_default()
 }
 
-/// Write to stdout, returning errors (a closed pipe) instead of panicking like `print!`.
+/// Write a report to stdout, returning errors (a closed pipe) instead of panicking like
+/// `print!`. Every character a terminal would act on, but newline and tab, is shown as an escape:
+/// what a report prints (names, reasons, statements) came from users and clients.
 pub(crate) fn out(text: &str) -> Result<()> {
+    let safe: String = text
+        .split_inclusive('\n')
+        .map(|line| {
+            let (body, nl) = match line.strip_suffix('\n') {
+                Some(b) => (b, "\n"),
+                None => (line, ""),
+            };
+            let body: String = body
+                .split('\t')
+                .map(|p| api::text::inert(p, usize::MAX).into_owned())
+                .collect::<Vec<_>>()
+                .join("\t");
+            body + nl
+        })
+        .collect();
+    out_raw(&safe)
+}
+
+/// Write data to stdout as it is (an export the user asked for).
+pub(crate) fn out_raw(text: &str) -> Result<()> {
     use std::io::Write;
     let mut stdout = std::io::stdout().lock();
     stdout.write_all(text.as_bytes())?;
@@ -258,9 +299,13 @@ fn run(cli: Cli) -> Result<()> {
         let c = Client::new(&cli.addr, cli.token.as_deref());
         return policy::run(cmd, c, json);
     }
+    if let Cmd::Audit(cmd) = cli.cmd {
+        let c = Client::new(&cli.addr, cli.token.as_deref());
+        return run_audit(cmd, c, json);
+    }
     let c = Client::new(&cli.addr, cli.token.as_deref())?;
     match cli.cmd {
-        Cmd::Recording(_) | Cmd::Policy(_) => unreachable!("handled above"),
+        Cmd::Recording(_) | Cmd::Policy(_) | Cmd::Audit(_) => unreachable!("handled above"),
         Cmd::Session(SessionCmd::List {
             actor,
             target,
@@ -412,11 +457,17 @@ fn run(cli: Cli) -> Result<()> {
                 (None, false) => bail!("give a session id, or selectors (--actor, --target, --target-tag, --protocol) for a bulk terminate"),
             }
         }
-        Cmd::Audit(AuditCmd::List {
+    }
+}
+
+/// `wgctl audit ...`; `verify --file` works offline, without a gateway or a token.
+fn run_audit(cmd: AuditCmd, c: Result<Client>, json: bool) -> Result<()> {
+    match cmd {
+        AuditCmd::List {
             kind,
             session,
             limit,
-        }) => {
+        } => {
             let mut q = vec![("limit", limit.to_string())];
             if let Some(k) = kind {
                 q.push(("kind", k));
@@ -424,12 +475,44 @@ fn run(cli: Cli) -> Result<()> {
             if let Some(s) = session {
                 q.push(("session", s));
             }
-            let list: api::AuditList = c.get("/api/v1/audit", &q)?;
+            let list: api::AuditList = c?.get("/api/v1/audit", &q)?;
             if json {
                 print_json(&list)
             } else {
                 out(&table::audit(&list))
             }
+        }
+        AuditCmd::Export { file } => {
+            let text = c?.get_text("/api/v1/audit/export")?;
+            match file {
+                Some(p) => {
+                    std::fs::write(&p, &text)
+                        .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", p.display()))?;
+                    out(&format!(
+                        "wrote {} lines to {}\n",
+                        text.lines().count(),
+                        p.display()
+                    ))
+                }
+                None => out_raw(&text),
+            }
+        }
+        AuditCmd::Verify { file, pubkey } => {
+            let report = match file {
+                Some(f) => audit::verify_file(&f, pubkey.as_deref())?,
+                None => {
+                    c?.get::<wardengate_recorder::audit::AuditReport>("/api/v1/audit/verify", &[])?
+                }
+            };
+            if json {
+                print_json(&report)?;
+            } else {
+                out(&format!("{}\n", report.message))?;
+            }
+            if !report.ok() {
+                std::process::exit(1);
+            }
+            Ok(())
         }
     }
 }
@@ -593,7 +676,7 @@ fn run_recording(cmd: RecordingCmd, c: Result<Client>, json: bool) -> Result<()>
             match file {
                 Some(p) => std::fs::write(&p, text)
                     .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", p.display())),
-                None => out(&text),
+                None => out_raw(&text),
             }
         }
     }

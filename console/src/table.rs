@@ -31,25 +31,54 @@ fn age_secs(s: &api::Session) -> u64 {
         .unwrap_or(0)
 }
 
+/// Widest column a table prints (a longer value is cut with `…`); the last column gets more.
+const MAX_COLUMN: usize = 48;
+const MAX_LAST_COLUMN: usize = 400;
+
+/// A table: every cell made inert (escapes for control characters) and cut to its column's
+/// maximum, columns padded by hand (no format width, so no width is ever out of range).
 pub(crate) fn render(rows: &[Vec<String>]) -> String {
+    use api::text::{fit, inert, width};
     let cols = rows.first().map(Vec::len).unwrap_or(0);
+    let cells: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| {
+            r.iter()
+                .enumerate()
+                .map(|(i, v)| {
+                    let max = if i + 1 == cols {
+                        MAX_LAST_COLUMN
+                    } else {
+                        MAX_COLUMN
+                    };
+                    fit(&inert(v, api::text::MAX_TEXT), max).into_owned()
+                })
+                .collect()
+        })
+        .collect();
     let widths: Vec<usize> = (0..cols)
-        .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
+        .map(|c| {
+            cells
+                .iter()
+                .map(|r| r.get(c).map_or(0, |v| width(v)))
+                .max()
+                .unwrap_or(0)
+        })
         .collect();
     let mut out = String::new();
-    for r in rows {
-        let line: Vec<String> = r
-            .iter()
-            .enumerate()
-            .map(|(i, v)| {
-                if i + 1 == cols {
-                    v.clone()
-                } else {
-                    format!("{v:<w$}", w = widths[i])
-                }
-            })
-            .collect();
-        let _ = writeln!(out, "{}", line.join("  ").trim_end());
+    for r in &cells {
+        let mut line = String::new();
+        for (i, v) in r.iter().enumerate() {
+            if i > 0 {
+                line.push_str("  ");
+            }
+            line.push_str(v);
+            if i + 1 < cols {
+                let pad = widths.get(i).copied().unwrap_or(0).saturating_sub(width(v));
+                line.extend(std::iter::repeat_n(' ', pad));
+            }
+        }
+        let _ = writeln!(out, "{}", line.trim_end());
     }
     out
 }
@@ -202,10 +231,12 @@ pub fn audit(list: &api::AuditList) -> String {
         ]);
     }
     let mut out = render(&rows);
+    let said = list.chain_message.as_deref().unwrap_or("");
     let _ = writeln!(
         out,
-        "hash chain: {}",
-        if list.chain_ok { "ok" } else { "BROKEN" }
+        "hash chain: {}{}{said}",
+        if list.chain_ok { "ok" } else { "BROKEN" },
+        if said.is_empty() { "" } else { ": " }
     );
     out
 }
