@@ -49,6 +49,7 @@ fn users_log_in_with_their_method_and_password_only() {
         ],
         tls: None,
         database: "billing".into(),
+        owner: None,
     };
     let pg = PgCluster::start(&env.path("pg"), 0, &opts).expect("start the cluster");
     assert_eq!(pg.address(), format!("127.0.0.1:{}", pg.port));

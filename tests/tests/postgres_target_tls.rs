@@ -41,6 +41,7 @@ fn target_tls_verify_full_require_and_a_wrong_ca() {
             }],
             tls: Some((cert, key)),
             database: "billing".into(),
+            owner: None,
         },
     )
     .expect("cluster with TLS");

@@ -4,7 +4,7 @@
 
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
@@ -34,13 +34,12 @@ impl Xvfb {
             if lock && lock_owner(n).is_none_or(|pid| Path::new(&format!("/proc/{pid}")).exists()) {
                 continue;
             }
-            let mut child = Command::new("Xvfb")
+            let mut child = { let mut c = super::children::command("Xvfb"); c
                 .arg(format!(":{n}"))
                 .args(["-screen", "0", &format!("{width}x{height}x24"), "-nolisten", "tcp"])
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
+                .stderr(Stdio::null()); super::children::spawn(c) }
                 .context("cannot start Xvfb; install it with `apt-get install xvfb` (scripts/dev and scripts/test do this)")?;
             let socket = PathBuf::from(format!("/tmp/.X11-unix/X{n}"));
             let deadline = Instant::now() + Duration::from_secs(10);
@@ -112,19 +111,21 @@ impl Desktop {
         };
         let sam = dir.join("sam");
         let hash = hex::encode(crate::passwords::nt_hash(password));
-        std::fs::write(&sam, format!("{user}:::{hash}:::\n"))
-            .with_context(|| format!("cannot write {}", sam.display()))?;
+        // The NT hash logs in like the password (pass-the-hash into the desktop): owner only.
+        crate::util::write_private(&sam, format!("{user}:::{hash}:::\n").as_bytes())?;
         let xvfb = Xvfb::start(u32::from(size.0), u32::from(size.1))?;
-        let logo = Command::new("xlogo")
-            .args(["-geometry", "400x300+100+80", "-bg", "red", "-fg", "white"])
-            .env("DISPLAY", xvfb.name())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .context("cannot start xlogo; install it with `apt-get install x11-apps`")?;
+        let logo = {
+            let mut c = super::children::command("xlogo");
+            c.args(["-geometry", "400x300+100+80", "-bg", "red", "-fg", "white"])
+                .env("DISPLAY", xvfb.name())
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null());
+            super::children::spawn(c)
+        }
+        .context("cannot start xlogo; install it with `apt-get install x11-apps`")?;
         let log = std::fs::File::create(dir.join("shadow.log"))?;
-        let server = Command::new("freerdp-shadow-cli")
+        let server = { let mut c = super::children::command("freerdp-shadow-cli"); c
             .arg(format!("/port:{port}"))
             .arg("/bind-address:127.0.0.1")
             .arg(format!("/sam-file:{}", sam.display()))
@@ -132,8 +133,7 @@ impl Desktop {
             .env("DISPLAY", xvfb.name())
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()
+            .stderr(log); super::children::spawn(c) }
             .context("cannot start freerdp-shadow-cli; install it with `apt-get install freerdp2-shadow-x11`")?;
         let mut d = Desktop {
             server,

@@ -6,6 +6,7 @@
 //! account password lives only in the vault, writes the config it runs with, and prints how to
 //! connect.
 
+pub mod children;
 pub mod desktop;
 pub mod postgres;
 pub mod sshd;
@@ -101,10 +102,55 @@ fn bench_policy(opts: &DevOptions) -> Result<String> {
     ))
 }
 
+/// The running dev instance's pid, in its data directory; removed when it stops.
+const LOCK_FILE: &str = "dev.pid";
+
+/// Removes the lock file when dev mode ends.
+struct DevLock(PathBuf);
+
+impl Drop for DevLock {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// Before anything is touched: no other dev mode on this data directory, and every port free.
+fn claim(dir: &Path, opts: &DevOptions) -> Result<DevLock> {
+    let lock = dir.join(LOCK_FILE);
+    let flags = "--data-dir DIR --ssh-port N --api-port N --pg-port N --rdp-port N";
+    if let Some(pid) = std::fs::read_to_string(&lock)
+        .ok()
+        .and_then(|t| t.trim().parse::<u32>().ok())
+        .filter(|&pid| pid != std::process::id() && children::alive(pid))
+    {
+        anyhow::bail!(
+            "dev mode is already running (pid {pid}) on {}; stop it (Ctrl-C there, or kill {pid}) \
+             or start another one with its own {flags}",
+            dir.display()
+        );
+    }
+    for (flag, port) in [
+        ("--ssh-port", opts.ssh_port),
+        ("--api-port", opts.api_port),
+        ("--pg-port", opts.pg_port),
+        ("--rdp-port", opts.rdp_port),
+    ] {
+        if port != 0 && std::net::TcpListener::bind(("127.0.0.1", port)).is_err() {
+            anyhow::bail!(
+                "port {port} on 127.0.0.1 is in use (dev mode's {flag}); is dev mode already \
+                 running? Stop what uses it, or choose other ports: {flags}"
+            );
+        }
+    }
+    crate::util::write_private(&lock, format!("{}\n", std::process::id()).as_bytes())?;
+    Ok(DevLock(lock))
+}
+
 pub async fn run(opts: DevOptions) -> Result<()> {
     std::fs::create_dir_all(&opts.data_dir)
         .with_context(|| format!("cannot create {}", opts.data_dir.display()))?;
     let dir = opts.data_dir.canonicalize()?;
+    let _lock = claim(&dir, &opts)?;
 
     // The demo target's account key: generated once, stored in the vault, trusted by sshd.
     let target_key_path = dir.join("target/account_key");
@@ -148,6 +194,8 @@ pub async fn run(opts: DevOptions) -> Result<()> {
                     }],
                     tls: None,
                     database: "billing".into(),
+                    // billing_ro only reads: the data belongs to a role nobody logs in as.
+                    owner: Some("billing_owner".into()),
                 },
             )
         }
@@ -254,7 +302,8 @@ accounts = [{{ name = "bob", secret = "win-dc01.dev/bob" }}]
         }
     }
     let config_path = dir.join("wardengate.toml");
-    std::fs::write(&config_path, &config_text)?;
+    // It holds the demo users' password hashes and NT hashes.
+    crate::util::write_private(&config_path, config_text.as_bytes())?;
     let cfg = config::load(&config_path)?;
     {
         let (store, vault) = crate::server::open_state(&cfg, true)?;

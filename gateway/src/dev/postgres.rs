@@ -75,9 +75,12 @@ pub struct PgOptions {
     /// `(certificate PEM, private key PEM)`: when given, the server also accepts TLS (`ssl = on`);
     /// plain connections are still accepted.
     pub tls: Option<(String, String)>,
-    /// A database created at start (unless empty), owned by the first user, who also owns its
-    /// demo table `invoices` (50 rows); the other users may connect and read it.
+    /// A database created at start (unless empty), owned by `owner`, who also owns its demo
+    /// table `invoices` (50 rows); the users may connect and read it.
     pub database: String,
+    /// The role that owns the database and its table: a role of its own that cannot log in
+    /// (then every user only reads), or, when `None`, the first user.
+    pub owner: Option<String>,
 }
 
 /// A running PostgreSQL server, stopped on drop.
@@ -184,6 +187,13 @@ fn ident(s: &str) -> String {
     format!("\"{}\"", s.replace('"', "\"\""))
 }
 
+/// The pid of a live postmaster on `data_dir` (from its `postmaster.pid`).
+pub fn live_postmaster(data_dir: &Path) -> Option<u32> {
+    let text = std::fs::read_to_string(data_dir.join("postmaster.pid")).ok()?;
+    let pid: u32 = text.lines().next()?.trim().parse().ok()?;
+    super::children::alive(pid).then_some(pid)
+}
+
 impl PgCluster {
     /// Initialise a fresh cluster in `dir/data` (an old one there is deleted), start it on
     /// 127.0.0.1:`port` (0: pick a free one), create `opts`' users and database, and return once
@@ -205,6 +215,13 @@ impl PgCluster {
             );
         }
         let data_dir = dir.join("data");
+        if let Some(pid) = live_postmaster(&data_dir) {
+            bail!(
+                "a PostgreSQL server (pid {pid}) is running on {}: is another `wardengate dev` (or \
+                 test) using this directory? Stop it first; this cluster is not touched",
+                data_dir.display()
+            );
+        }
         if data_dir.exists() {
             std::fs::remove_dir_all(&data_dir)
                 .with_context(|| format!("cannot remove the old cluster {}", data_dir.display()))?;
@@ -243,7 +260,11 @@ impl PgCluster {
 
     /// A command for a server-side program, run as the server's user.
     fn server_cmd(&self, program: &str) -> Command {
-        let mut c = Command::new(self.bin_dir.join(program));
+        self.as_server(Command::new(self.bin_dir.join(program)))
+    }
+
+    /// `c` run in the cluster's directory as the server's user.
+    fn as_server(&self, mut c: Command) -> Command {
         c.current_dir(&self.dir).stdin(Stdio::null());
         if let Some((uid, gid)) = self.run_as {
             c.uid(uid).gid(gid).env("HOME", &self.dir);
@@ -327,15 +348,15 @@ impl PgCluster {
     /// Start `postgres` on `self.port` and wait until it accepts connections.
     fn spawn_and_wait(&mut self) -> Result<()> {
         let log = std::fs::File::create(self.log_path())?;
-        let child = self
-            .server_cmd("postgres")
-            .arg("-D")
+        // The postmaster dies with this process (its backends follow it).
+        let mut cmd = self.as_server(super::children::command(self.bin_dir.join("postgres")));
+        cmd.arg("-D")
             .arg(&self.data_dir)
             .arg("-p")
             .arg(self.port.to_string())
             .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()
+            .stderr(log);
+        let child = super::children::spawn(cmd)
             .with_context(|| format!("cannot start {}/postgres", self.bin_dir.display()))?;
         self.child = Some(child);
         let deadline = Instant::now() + START_TIMEOUT;
@@ -389,14 +410,19 @@ impl PgCluster {
         if opts.database.is_empty() {
             return self.psql("postgres", &sql).map(drop);
         }
-        let Some((owner, others)) = opts.users.split_first() else {
-            bail!(
+        let (owner, others): (String, &[PgUser]) = match (&opts.owner, opts.users.split_first()) {
+            (Some(o), _) => {
+                sql += &format!("CREATE ROLE {} NOLOGIN;\n", ident(o));
+                (o.clone(), &opts.users[..])
+            }
+            (None, Some((first, others))) => (first.name.clone(), others),
+            (None, None) => bail!(
                 "PostgreSQL database '{}' needs a user to own it",
                 opts.database
-            );
+            ),
         };
         let db = ident(&opts.database);
-        sql += &format!("CREATE DATABASE {db} OWNER {};\n", ident(&owner.name));
+        sql += &format!("CREATE DATABASE {db} OWNER {};\n", ident(&owner));
         for o in others {
             sql += &format!("GRANT CONNECT ON DATABASE {db} TO {};\n", ident(&o.name));
         }
@@ -409,7 +435,7 @@ impl PgCluster {
              SELECT (ARRAY['Acme', 'Globex', 'Initech', 'Umbrella', 'Hooli'])[1 + i % 5],\n    \
              ((i * 7919) % 100000) / 100.0, now() - i * interval '1 day'\n  \
              FROM generate_series(1, 50) AS i;\n",
-            ident(&owner.name)
+            ident(&owner)
         );
         for o in others {
             sql += &format!(

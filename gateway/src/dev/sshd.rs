@@ -87,16 +87,18 @@ impl Sshd {
         let cfg_path = dir.join("sshd_config");
         std::fs::write(&cfg_path, config)?;
         let log = std::fs::File::create(dir.join("sshd.log"))?;
-        let child = Command::new(&sshd)
-            .arg("-D")
-            .arg("-e")
-            .arg("-f")
-            .arg(&cfg_path)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .with_context(|| format!("cannot start {}", sshd.display()))?;
+        let child = {
+            let mut c = super::children::command(&sshd);
+            c.arg("-D")
+                .arg("-e")
+                .arg("-f")
+                .arg(&cfg_path)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(log);
+            super::children::spawn(c)
+        }
+        .with_context(|| format!("cannot start {}", sshd.display()))?;
         let mut me = Sshd {
             child,
             port,

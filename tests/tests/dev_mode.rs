@@ -1,0 +1,196 @@
+//! `wardengate dev` as a newcomer runs it: the demo targets work, the demo database account
+//! only reads, a second start does not break the first, and `kill -9` takes every demo process
+//! down with the gateway.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use wardengate_gateway::dev::sshd::free_port;
+use wardengate_tests::*;
+
+const T: Duration = Duration::from_secs(120);
+
+struct Ports {
+    ssh: u16,
+    api: u16,
+    pg: u16,
+    rdp: u16,
+}
+
+fn ports() -> Ports {
+    Ports {
+        ssh: free_port().expect("port"),
+        api: free_port().expect("port"),
+        pg: free_port().expect("port"),
+        rdp: free_port().expect("port"),
+    }
+}
+
+fn dev(dir: &Path, p: &Ports) -> Command {
+    let mut c = Command::new(bin("wardengate"));
+    c.args(["dev", "--data-dir"])
+        .arg(dir)
+        .args(["--ssh-port", &p.ssh.to_string()])
+        .args(["--api-port", &p.api.to_string()])
+        .args(["--pg-port", &p.pg.to_string()])
+        .args(["--rdp-port", &p.rdp.to_string()])
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null());
+    c
+}
+
+/// Start dev mode and wait for its banner; the demo desktop's X display (`:N`).
+fn start(dir: &Path, p: &Ports) -> (Child, String) {
+    let mut child = dev(dir, p)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("wardengate dev");
+    let mut out = BufReader::new(child.stdout.take().expect("stdout"));
+    let deadline = Instant::now() + T;
+    let mut line = String::new();
+    let mut display = String::new();
+    loop {
+        line.clear();
+        let n = out.read_line(&mut line).expect("read");
+        assert!(n > 0, "dev mode exited before it was ready");
+        if let Some(rest) = line.split("Xvfb display ").nth(1) {
+            display = rest
+                .split_whitespace()
+                .next()
+                .unwrap_or_default()
+                .to_string();
+        }
+        if line.contains("demo target    win-dc01.dev") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "dev mode never became ready");
+    }
+    std::thread::spawn(move || {
+        let mut sink = String::new();
+        while out.read_line(&mut sink).map(|n| n > 0).unwrap_or(false) {
+            sink.clear();
+        }
+    });
+    (child, display)
+}
+
+fn psql(dir: &Path, p: &Ports, sql: &str) -> std::process::Output {
+    let password = std::fs::read_to_string(dir.join("alice.password")).expect("password");
+    run(
+        Command::new("psql")
+            .args(["-X", "-A", "-t", "-c", sql])
+            .arg(format!(
+                "host=127.0.0.1 port={} user=alice#billing-ro.dev dbname=billing connect_timeout=10",
+                p.pg
+            ))
+            .env("PGPASSWORD", password.trim()),
+        T,
+    )
+}
+
+/// Processes whose command line mentions `needle`.
+fn pids_with(needle: &str) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()))
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .map(|c| {
+                    String::from_utf8_lossy(&c)
+                        .replace('\0', " ")
+                        .contains(needle)
+                })
+                .unwrap_or(false)
+        })
+        .collect()
+}
+
+fn alive(pid: u32) -> bool {
+    wardengate_gateway::dev::children::alive(pid)
+}
+
+#[test]
+fn dev_mode_runs_once_reads_only_and_dies_whole() {
+    let env = TestEnv::new();
+    let dir = env.path("dev");
+    let p = ports();
+    let (mut first, display) = start(&dir, &p);
+    assert!(
+        display.starts_with(':'),
+        "the banner names the X display: {display:?}"
+    );
+
+    let out = psql(&dir, &p, "select count(*) from invoices");
+    assert_eq!(text(&out.stdout).trim(), "50", "{}", text(&out.stderr));
+    // The injected account only reads (the data belongs to a role nobody logs in as).
+    let out = psql(
+        &dir,
+        &p,
+        "insert into invoices (customer, amount) values ('x', 1)",
+    );
+    assert!(!out.status.success());
+    assert_stderr_has(&out, "permission denied");
+
+    // A second start on the same directory is refused before it touches anything.
+    let other = ports();
+    let out = run(&mut dev(&dir, &other), T);
+    assert!(!out.status.success());
+    assert_stderr_has(
+        &out,
+        &format!("dev mode is already running (pid {})", first.id()),
+    );
+    let out = psql(&dir, &p, "select count(*) from invoices");
+    assert_eq!(
+        text(&out.stdout).trim(),
+        "50",
+        "the first instance still works: {}",
+        text(&out.stderr)
+    );
+    // Another directory on the same ports: told which port and which flag.
+    let out = run(&mut dev(&env.path("dev2"), &p), T);
+    assert!(!out.status.success());
+    assert_stderr_has(
+        &out,
+        &format!(
+            "port {} on 127.0.0.1 is in use (dev mode's --ssh-port)",
+            p.ssh
+        ),
+    );
+
+    // kill -9: every demo process goes with it.
+    let dir_s = dir.display().to_string();
+    let mut children: Vec<u32> = pids_with(&dir_s)
+        .into_iter()
+        .filter(|&pid| pid != first.id())
+        .collect();
+    assert!(
+        children.len() >= 3,
+        "sshd, postgres and the RDP server: {children:?}"
+    );
+    let xvfb = pids_with(&format!("Xvfb {display} "));
+    assert_eq!(xvfb.len(), 1, "the demo desktop's Xvfb: {xvfb:?}");
+    children.extend(xvfb);
+    let _ = first.kill();
+    let _ = first.wait();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while children.iter().any(|&c| alive(c)) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let left: Vec<u32> = children.into_iter().filter(|&c| alive(c)).collect();
+    assert!(left.is_empty(), "outlived the gateway: {left:?}");
+
+    // The next start finds the stale lock and a dead postmaster: it starts cleanly.
+    let (mut again, _) = start(&dir, &p);
+    let out = psql(&dir, &p, "select count(*) from invoices");
+    assert_eq!(text(&out.stdout).trim(), "50", "{}", text(&out.stderr));
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(again.id().to_string())
+        .status();
+    assert!(wait_timeout(&mut again, Duration::from_secs(30)).is_some());
+}
