@@ -59,7 +59,57 @@ impl Resolved<'_> {
     }
 }
 
-pub(crate) fn resolve<'a>(cfg: &'a Loaded, login: &Login) -> Result<Resolved<'a>, Refusal> {
+/// What `user` may reach with `protocol`: each target (sorted) with the accounts a policy grants.
+/// Denials name these only, never the rest of the inventory.
+fn reachable<'a>(
+    cfg: &'a Loaded,
+    user: &'a Identity,
+    protocol: &str,
+) -> Vec<(&'a str, Vec<&'a str>)> {
+    let mut out: Vec<(&str, Vec<&str>)> = cfg
+        .targets
+        .values()
+        .filter(|t| t.protocol == protocol)
+        .filter_map(|t| {
+            let tags: Vec<(String, String)> =
+                t.tags.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+            let accounts: Vec<&str> = t
+                .accounts
+                .iter()
+                .filter(|a| {
+                    let req = Request {
+                        user: &user.name,
+                        groups: &user.groups,
+                        target: &t.name,
+                        target_tags: &tags,
+                        protocol,
+                        account: &a.name,
+                    };
+                    wardengate_policy::decide(&cfg.policies, &req).is_ok()
+                })
+                .map(|a| a.name.as_str())
+                .collect();
+            (!accounts.is_empty()).then_some((t.name.as_str(), accounts))
+        })
+        .collect();
+    out.sort_unstable_by_key(|(t, _)| *t);
+    out
+}
+
+fn listed(names: &[&str]) -> String {
+    if names.is_empty() {
+        "none".into()
+    } else {
+        names.join(", ")
+    }
+}
+
+/// Resolve a login for `protocol`. A refusal names only what the user may reach with it.
+pub(crate) fn resolve<'a>(
+    cfg: &'a Loaded,
+    login: &Login,
+    protocol: &str,
+) -> Result<Resolved<'a>, Refusal> {
     let user = cfg.users.get(&login.user).ok_or_else(|| {
         (
             "unknown_user",
@@ -67,20 +117,26 @@ pub(crate) fn resolve<'a>(cfg: &'a Loaded, login: &Login) -> Result<Resolved<'a>
         )
     })?;
     let Some(target) = cfg.targets.get(&login.target) else {
-        let mut names: Vec<&str> = cfg.targets.keys().map(String::as_str).collect();
-        names.sort_unstable();
+        let names: Vec<&str> = reachable(cfg, user, protocol)
+            .into_iter()
+            .map(|(t, _)| t)
+            .collect();
         return Err((
             "unknown_target",
             format!(
-                "wardengate: unknown target '{}' (known targets: {})",
+                "wardengate: unknown target '{}' (targets you may reach with {protocol}: {})",
                 login.target,
-                names.join(", ")
+                listed(&names)
             ),
         ));
     };
     let names = || -> String {
-        let n: Vec<&str> = target.accounts.iter().map(|a| a.name.as_str()).collect();
-        n.join(", ")
+        let granted: Vec<&str> = reachable(cfg, user, &target.protocol)
+            .into_iter()
+            .find(|(t, _)| *t == target.name)
+            .map(|(_, a)| a)
+            .unwrap_or_default();
+        listed(&granted)
     };
     let account = match &login.account {
         Some(name) => target
@@ -91,7 +147,7 @@ pub(crate) fn resolve<'a>(cfg: &'a Loaded, login: &Login) -> Result<Resolved<'a>
                 (
                     "unknown_account",
                     format!(
-                        "wardengate: target {} has no account '{name}' (accounts: {})",
+                        "wardengate: target {} has no account '{name}' (accounts you may use: {})",
                         target.name,
                         names()
                     ),
@@ -102,7 +158,7 @@ pub(crate) fn resolve<'a>(cfg: &'a Loaded, login: &Login) -> Result<Resolved<'a>
             return Err((
                 "account_required",
                 format!(
-                    "wardengate: target {} has several accounts ({}); connect as {}:{}:ACCOUNT",
+                    "wardengate: target {} has several accounts (you may use: {}); connect as {}:{}:ACCOUNT",
                     target.name,
                     names(),
                     login.user,
@@ -195,7 +251,7 @@ impl Gateway {
             // `ssh dan:sess_…@gateway`: the new owner of a handed-off session takes it over.
             return self.takeover(login, method, client);
         }
-        if let Ok(r) = resolve(&cfg, login) {
+        if let Ok(r) = resolve(&cfg, login, "ssh") {
             if let Some(t) = self.resume_ticket(&cfg, &r) {
                 return Ok(Admission::Resume(t));
             }
@@ -243,7 +299,7 @@ impl Gateway {
         credential: impl FnOnce(crate::vault::Secret, &Account, &Target) -> Result<C, String>,
     ) -> Result<Admit<C>, Denied> {
         let cfg = self.cfg();
-        let resolved = resolve(&cfg, login);
+        let resolved = resolve(&cfg, login, protocol);
         let mut rec = SessionRecord {
             id: crate::util::new_id("sess_"),
             state: "requested".into(),
@@ -277,6 +333,7 @@ impl Gateway {
         if r.target.protocol != protocol {
             let how = match r.target.protocol.as_str() {
                 "postgres" => format!("connect with a PostgreSQL client, e.g. psql \"host=GATEWAY user={}#{} dbname=...\"", r.user.name, r.target.name),
+                "rdp" => format!("connect with an RDP client, e.g. xfreerdp /v:GATEWAY /u:{}:{}", r.user.name, r.target.name),
                 _ => format!("connect with ssh {}:{}@GATEWAY", r.user.name, r.target.name),
             };
             let msg = format!(
@@ -548,7 +605,7 @@ impl Gateway {
             target: target.to_string(),
             account: account.map(str::to_string),
         };
-        let r = resolve(&cfg, &login)
+        let r = resolve(&cfg, &login, protocol)
             .map_err(|(_, m)| m.trim_start_matches("wardengate: ").to_string())?;
         let Some(protocol) = wardengate_policy::PROTOCOLS
             .iter()

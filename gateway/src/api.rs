@@ -76,6 +76,8 @@ pub fn router(state: ApiState) -> Router {
         .merge(crate::api_live::routes())
         .merge(crate::api_browser::routes())
         .route("/api/v1/audit", get(audit))
+        .route("/api/v1/audit/export", get(audit_export))
+        .route("/api/v1/audit/verify", get(audit_verify))
         .route("/api/v1/recordings", get(list_recordings))
         .route("/api/v1/recordings/pubkey", get(recording_pubkey))
         .route("/api/v1/recordings/{id}", get(get_recording))
@@ -93,7 +95,38 @@ pub fn router(state: ApiState) -> Router {
                 "no such endpoint; see /api/v1/openapi.json".into(),
             )
         })
+        .layer(middleware::map_response(harden))
         .with_state(state)
+}
+
+/// Largest request body the API reads (axum's default limit).
+const MAX_BODY: usize = 2 << 20;
+
+/// Every response: `X-Content-Type-Options: nosniff` (a browser never guesses a type), and a
+/// body that was too large answered in the API's JSON error shape.
+async fn harden(r: Response) -> Response {
+    let mut r = if r.status() == StatusCode::PAYLOAD_TOO_LARGE
+        && !r
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .is_some_and(|v| v.as_bytes().starts_with(b"application/json"))
+    {
+        ApiError(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "the request body is too large: the API reads at most {} MiB",
+                MAX_BODY >> 20
+            ),
+        )
+        .into_response()
+    } else {
+        r
+    };
+    r.headers_mut().insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        axum::http::HeaderValue::from_static("nosniff"),
+    );
+    r
 }
 
 /// Who is calling: the admin token (`admin`), or a user's personal token
@@ -117,52 +150,53 @@ fn user_may(method: &axum::http::Method, path: &str) -> bool {
 }
 
 fn same(a: &[u8; 32], b: &[u8; 32]) -> bool {
-    // Comparing fixed-size digests keeps the comparison independent of where they differ.
-    a.iter()
-        .zip(b.iter())
-        .fold(0u8, |acc, (x, y)| acc | (x ^ y))
-        == 0
+    use subtle::ConstantTimeEq;
+    a.ct_eq(b).into()
 }
 
+/// The one answer to a request without a valid token, whatever is wrong with it.
+const BAD_TOKEN: &str =
+    "missing or invalid bearer token (Authorization: Bearer <admin token or your API token>)";
+
 async fn require_token(State(st): State<ApiState>, mut req: Request, next: Next) -> Response {
+    let ip = crate::http::peer(&req).ip();
+    let refuse = || ApiError(StatusCode::UNAUTHORIZED, BAD_TOKEN.into()).into_response();
+    // A source that keeps guessing tokens is refused without a check, like a wrong password.
+    if !st.gw.api_throttle.allow("", ip) {
+        return refuse();
+    }
     let presented = req
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
-    let Some(token) = presented else {
-        return ApiError(
-            StatusCode::UNAUTHORIZED,
-            "missing bearer token (Authorization: Bearer <admin token>)".into(),
-        )
-        .into_response();
-    };
-    let digest: [u8; 32] = Sha256::digest(token.trim().as_bytes()).into();
-    let caller = if same(&digest, &st.token_hash) {
-        Caller {
+    let digest: Option<[u8; 32]> = presented.map(|t| Sha256::digest(t.trim().as_bytes()).into());
+    let caller = match digest {
+        Some(d) if same(&d, &st.token_hash) => Some(Caller {
             name: "admin".into(),
             operator: true,
+        }),
+        Some(d) => {
+            let cfg = st.gw.cfg();
+            cfg.users
+                .values()
+                .filter(|u| u.api_token.is_some_and(|t| same(&t, &d)))
+                .last()
+                .map(|u| Caller {
+                    name: u.name.clone(),
+                    operator: u.operator,
+                })
         }
-    } else {
-        let cfg = st.gw.cfg();
-        let user = cfg
-            .users
-            .values()
-            .filter(|u| u.api_token.is_some_and(|t| same(&t, &digest)))
-            .last();
-        match user {
-            Some(u) => Caller {
-                name: u.name.clone(),
-                operator: u.operator,
-            },
-            None => {
-                return ApiError(
-                    StatusCode::UNAUTHORIZED,
-                    "invalid token: neither the admin token nor a user's api token".into(),
-                )
-                .into_response()
-            }
+        None => None,
+    };
+    let Some(caller) = caller else {
+        // Only a wrong token counts as a failure: a request without one is a client that has not
+        // been configured yet, not a guess.
+        if presented.is_some() {
+            let events = st.gw.api_throttle.record("", ip, false);
+            st.gw.audit_throttle("api", events);
         }
+        return refuse();
     };
     if !caller.operator && !user_may(req.method(), req.uri().path()) {
         return ApiError(
@@ -294,9 +328,9 @@ pub(crate) fn parse_body<T: for<'de> Deserialize<'de> + Default>(
 }
 
 fn require_reason(reason: Option<String>) -> Result<String, ApiError> {
-    match reason.map(|r| r.trim().to_string()) {
-        Some(r) if !r.is_empty() => Ok(r),
-        _ => Err(bad(
+    match api::text::reason(reason.as_deref()) {
+        Some(r) => Ok(r),
+        None => Err(bad(
             "a reason is required to terminate a session: send {\"reason\": \"...\"}",
         )),
     }
@@ -421,9 +455,14 @@ async fn audit(
             p.limit.unwrap_or(1000).min(100_000),
         )
         .map_err(internal)?;
-    let chain_ok = st.gw.store.audit_verify().map_err(internal)?.is_ok();
+    let report = st
+        .gw
+        .store
+        .audit_verify(Some(&st.gw.recordings.public_key()))
+        .map_err(internal)?;
     Ok(Json(api::AuditList {
-        chain_ok,
+        chain_ok: report.ok(),
+        chain_message: Some(report.message),
         events: rows
             .into_iter()
             .map(|r| api::AuditEvent {
@@ -439,6 +478,55 @@ async fn audit(
             })
             .collect(),
     }))
+}
+
+/// `GET /api/v1/audit/export`: the whole log as JSON lines, each checkpoint after the event it
+/// signs (`wgctl audit export`, then `wgctl audit verify --file` offline).
+async fn audit_export(
+    State(st): State<ApiState>,
+    Extension(caller): Extension<Caller>,
+) -> Result<Response, ApiError> {
+    use wardengate_recorder::audit::ExportLine;
+    let gw = st.gw.clone();
+    let body = tokio::task::spawn_blocking(move || -> anyhow::Result<String> {
+        let events = gw.store.audit_all()?;
+        let mut checkpoints = gw.store.checkpoints()?.into_iter().peekable();
+        let mut out = String::new();
+        for e in events {
+            let seq = e.seq;
+            out.push_str(&serde_json::to_string(&ExportLine::Event(e))?);
+            out.push('\n');
+            while let Some(c) = checkpoints.next_if(|c| c.seq <= seq) {
+                out.push_str(&serde_json::to_string(&ExportLine::Checkpoint(c))?);
+                out.push('\n');
+            }
+        }
+        for c in checkpoints {
+            out.push_str(&serde_json::to_string(&ExportLine::Checkpoint(c))?);
+            out.push('\n');
+        }
+        Ok(out)
+    })
+    .await
+    .map_err(internal)?
+    .map_err(internal)?;
+    st.gw
+        .audit("audit.exported", Some(&caller.name), None, json!({}));
+    Ok(([(header::CONTENT_TYPE, "application/x-ndjson")], body).into_response())
+}
+
+/// `GET /api/v1/audit/verify`: the chain and every checkpoint checked with the gateway's key.
+async fn audit_verify(
+    State(st): State<ApiState>,
+) -> Result<Json<wardengate_recorder::audit::AuditReport>, ApiError> {
+    let gw = st.gw.clone();
+    let report = tokio::task::spawn_blocking(move || {
+        gw.store.audit_verify(Some(&gw.recordings.public_key()))
+    })
+    .await
+    .map_err(internal)?
+    .map_err(internal)?;
+    Ok(Json(report))
 }
 
 async fn openapi() -> impl IntoResponse {

@@ -260,15 +260,15 @@ async fn handoff(
     body: Bytes,
 ) -> Result<(StatusCode, Json<api::Handoff>), ApiError> {
     let req: api::HandoffRequest = parse_body(&body)?;
-    let to = req.to.trim().to_string();
+    let to = api::text::inert(req.to.trim(), api::text::MAX_NAME).into_owned();
     if to.is_empty() {
         return Err(bad(
             "say who takes the session over: send {\"to\": \"dan\", \"reason\": \"...\"}",
         ));
     }
-    let reason = match req.reason.map(|r| r.trim().to_string()) {
-        Some(r) if !r.is_empty() => r,
-        _ => return Err(bad(
+    let reason = match api::text::reason(req.reason.as_deref()) {
+        Some(r) => r,
+        None => return Err(bad(
             "a reason is required to hand off a session: send {\"to\": ..., \"reason\": \"...\"}",
         )),
     };
@@ -482,7 +482,7 @@ async fn decline(
             "the handoff of session {id} was answered or expired meanwhile"
         )));
     };
-    let reason = req.reason.unwrap_or_default();
+    let reason = api::text::reason(req.reason.as_deref()).unwrap_or_default();
     st.gw.audit(
         "session.handoff.declined",
         Some(&caller.name),

@@ -7,7 +7,8 @@ use std::sync::{Arc, Mutex, RwLock};
 use russh::keys::{HashAlg, PublicKey};
 use serde_json::json;
 use wardengate_policy::{Ledger, ReconnectMode};
-use wardengate_protocols::session::{now_ms, Lifecycle, Outcome};
+use wardengate_protocols::error::TargetError;
+use wardengate_protocols::session::{now_ms, Lifecycle, Outcome, Verdict};
 use wardengate_protocols::ssh::{Admission, ClientInfo, Login, ResumeTicket, SshBroker, UserAuth};
 
 use crate::config::Loaded;
@@ -25,6 +26,17 @@ pub struct Gateway {
     pub registry: Registry,
     pub recordings: crate::recording::Recordings,
     pub ledger: Arc<Ledger>,
+    /// The bounded pool of password checks.
+    pub passwords: crate::guard::PasswordChecker,
+    /// Failed-login accounting per source and user (SSH, PostgreSQL, RDP).
+    pub throttle: crate::guard::Throttle,
+    /// The same for API tokens, kept apart: users failing to log in from an operator's network
+    /// must not lock the operators out of the API, nor the other way round.
+    pub api_throttle: crate::guard::Throttle,
+    /// PostgreSQL cancel requests per source.
+    pub cancels: crate::guard::CancelGuard,
+    /// When the audit chain head is signed next.
+    pub(crate) checkpoints: crate::audit::Checkpoints,
     /// Sessions that ended by a dropped connection, by (actor, target): a reconnect within the
     /// policy's grace is linked to them.
     pub(crate) drops: Mutex<HashMap<(String, String), (String, u64)>>,
@@ -37,7 +49,26 @@ impl Gateway {
         vault: Vault,
         recordings: crate::recording::Recordings,
     ) -> Gateway {
+        let sec = &cfg.config.security;
+        let passwords =
+            crate::guard::PasswordChecker::start(sec.password_checks, sec.password_queue_timeout);
+        let throttle = crate::guard::Throttle::new(sec);
+        let api_throttle = crate::guard::Throttle::new(sec);
+        let checkpoints = crate::audit::Checkpoints::new(
+            cfg.config.audit.checkpoint_every,
+            recordings.dir.join("audit-checkpoints.jsonl"),
+            store
+                .checkpoints()
+                .ok()
+                .and_then(|c| c.last().map(|c| c.seq))
+                .unwrap_or(0),
+        );
         Gateway {
+            cancels: crate::guard::CancelGuard::new(sec.cancel_requests_per_second),
+            checkpoints,
+            passwords,
+            throttle,
+            api_throttle,
             name: cfg.config.gateway.name.clone(),
             cfg: RwLock::new(Arc::new(cfg)),
             store,
@@ -60,22 +91,6 @@ impl Gateway {
     pub(crate) fn set_cfg(&self, cfg: Loaded) {
         let mut w = self.cfg.write().unwrap_or_else(|p| p.into_inner());
         *w = Arc::new(cfg);
-    }
-
-    /// Append to the audit log. An audit failure is logged loudly but never crashes a session.
-    pub fn audit(
-        &self,
-        kind: &str,
-        actor: Option<&str>,
-        session: Option<&str>,
-        detail: serde_json::Value,
-    ) {
-        if let Err(e) = self
-            .store
-            .audit_append(kind, actor, session, &detail.to_string())
-        {
-            tracing::error!(kind, "cannot append audit event: {e:#}");
-        }
     }
 
     /// Target names carrying `key=value`.
@@ -113,24 +128,84 @@ impl Gateway {
     }
 }
 
+impl Gateway {
+    /// Summarise cancel-request floods (one warning and one audit event per source and sweep).
+    pub fn audit_cancels(&self) {
+        for f in self.cancels.sweep() {
+            tracing::warn!(source = %f.source, dropped = f.dropped, unknown = f.unknown, "PostgreSQL cancel requests beyond the rate limit or with unknown keys (key guessing?)");
+            self.audit(
+                "postgres.cancel_flood",
+                None,
+                None,
+                json!({"source": f.source.to_string(), "dropped": f.dropped, "unknown": f.unknown}),
+            );
+        }
+    }
+
+    /// Audit the bursts of failed logins (`on`: `login` or `api`) the throttle reports.
+    pub fn audit_throttle(&self, on: &str, events: Vec<crate::guard::ThrottleEvent>) {
+        for e in events {
+            tracing::warn!(kind = e.kind, on, scope = e.scope, user = ?e.user, source = ?e.source, failures = e.failures, refused = e.refused, "failed logins");
+            self.audit(
+                e.kind,
+                e.user.as_deref(),
+                None,
+                json!({"on": on, "scope": e.scope, "user": e.user, "source": e.source.map(|s| s.to_string()), "failures": e.failures, "refused": e.refused, "wait_s": e.wait_s}),
+            );
+        }
+    }
+}
+
 impl Lifecycle for Gateway {
-    async fn verify_password(&self, user: &str, password: &str) -> bool {
-        let Some(hash) = self
-            .cfg()
-            .users
-            .get(user)
-            .and_then(|u| u.password_hash.clone())
-        else {
-            return false;
-        };
-        let password = password.to_string();
-        tokio::task::spawn_blocking(move || crate::passwords::verify(&hash, &password))
-            .await
-            .unwrap_or(false)
+    async fn check_password(
+        &self,
+        user: &str,
+        password: &str,
+        client: &ClientInfo,
+        usable: bool,
+    ) -> Verdict {
+        let ip = client.addr.ip();
+        if !self.throttle.allow(user, ip) {
+            return Verdict::Refused;
+        }
+        let phc = usable
+            .then(|| {
+                self.cfg()
+                    .users
+                    .get(user)
+                    .and_then(|u| u.password_hash.clone())
+            })
+            .flatten();
+        match self.passwords.verify(phc, password).await {
+            Ok(ok) => {
+                self.attempt_result(user, client, ok);
+                if ok {
+                    Verdict::Ok
+                } else {
+                    Verdict::Wrong
+                }
+            }
+            Err(_) => {
+                tracing::warn!(%ip, "password check refused: every check was busy for password_queue_timeout");
+                Verdict::Refused
+            }
+        }
+    }
+
+    fn attempt_allowed(&self, user: &str, client: &ClientInfo) -> bool {
+        self.throttle.allow(user, client.addr.ip())
+    }
+
+    fn attempt_result(&self, user: &str, client: &ClientInfo, ok: bool) {
+        let events = self.throttle.record(user, client.addr.ip(), ok);
+        self.audit_throttle("login", events);
     }
 
     fn refused(&self, login: &str, client: &ClientInfo, kind: &str, message: &str) {
-        let user = login.split(':').next().unwrap_or(login);
+        use wardengate_api::text::{inert, MAX_NAME};
+        // A login is a name: cut where names are cut, before anything is stored.
+        let login = inert(login, MAX_NAME);
+        let user = login.split([':', '#']).next().unwrap_or(&login);
         self.audit(
             "auth.failed",
             Some(user),
@@ -160,6 +235,24 @@ impl Lifecycle for Gateway {
     }
 
     fn ended(&self, session: &str, outcome: Outcome) {
+        if let Outcome::TargetFailed(TargetError::SecretRejected {
+            target,
+            account,
+            detail,
+        }) = &outcome
+        {
+            // Someone changed the account's secret on the target (through a session, or
+            // directly): every session through the gateway now fails, and whoever changed it can
+            // log in around the gateway. The operators must hear of it.
+            let r = self.registry.record(&self.store, session).ok();
+            tracing::error!(%target, %account, "the target rejected the vault's secret: {detail}");
+            self.audit(
+                "vault.secret_rejected",
+                r.as_ref().map(|r| r.actor.as_str()),
+                Some(session),
+                json!({"target": target, "account": account, "account_ref": r.as_ref().map(|r| r.account_ref.clone()), "detail": detail}),
+            );
+        }
         if let Some((r, admitted)) = self.registry.finish(&self.store, session, &outcome) {
             let reconnect = admitted.settings().reconnect;
             if matches!(outcome, Outcome::ClientDropped(_))

@@ -31,13 +31,13 @@ impl Gateway {
             target: rec.target.clone(),
             account: Some(rec.account.clone()),
         };
-        let r = resolve(&cfg, &login)
-            .map_err(|(kind, msg)| (kind, msg.trim_start_matches("wardengate: ").to_string()))?;
         let protocol: &'static str = match rec.protocol.as_str() {
             "postgres" => "postgres",
             "rdp" => "rdp",
             _ => "ssh",
         };
+        let r = resolve(&cfg, &login, protocol)
+            .map_err(|(kind, msg)| (kind, msg.trim_start_matches("wardengate: ").to_string()))?;
         let theirs = wardengate_policy::decide(&cfg.policies, &r.request(protocol))
             .map_err(|d| ("no_permission", d.to_string()))?;
         let merged = current.stricter(&theirs);

@@ -25,6 +25,9 @@ enum Cmd {
     Run {
         #[arg(short, long, env = "WARDENGATE_CONFIG")]
         config: PathBuf,
+        /// Start even when the config or a key file can be read by other users (warns loudly).
+        #[arg(long, env = "WARDENGATE_ALLOW_INSECURE_PERMISSIONS")]
+        allow_insecure_permissions: bool,
     },
     /// Zero-config dev mode: a gateway plus real demo targets (OpenSSH sshd, PostgreSQL).
     Dev {
@@ -129,9 +132,21 @@ fn real_main(cli: Cli) -> Result<()> {
         Ok(n) => tracing::debug!(limit = n, "open-file limit"),
         Err(e) => tracing::warn!("cannot raise the open-file limit: {e}"),
     }
+    // Everything the gateway writes (store, keys, recordings, dev mode's demo files) is its
+    // owner's only.
+    wardengate_gateway::perms::restrict_umask();
     match cli.cmd {
-        Cmd::Run { config } => {
+        Cmd::Run {
+            config,
+            allow_insecure_permissions,
+        } => {
             let cfg = config::load(&config)?;
+            // The data directory is ours: tightened first (open_state logs it), so only what the
+            // operator placed elsewhere can fail the check.
+            wardengate_gateway::perms::tighten_data_dir(&cfg.data_dir)?;
+            let mut secrets = vec![config.clone()];
+            secrets.extend(cfg.key_files());
+            wardengate_gateway::perms::check_private(&secrets, allow_insecure_permissions)?;
             runtime()?.block_on(server::run(cfg, CancellationToken::new(), |l| {
                 let pg = l
                     .postgres

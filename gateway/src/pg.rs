@@ -14,6 +14,14 @@ use crate::config::{Loaded, PostgresSection};
 use crate::vault::SecretKind;
 
 impl PgBroker for Gateway {
+    fn cancel_allowed(&self, peer: std::net::IpAddr) -> bool {
+        self.cancels.allow(peer)
+    }
+
+    fn cancel_unknown(&self, peer: std::net::IpAddr) {
+        self.cancels.unknown(peer)
+    }
+
     fn pg_user(&self, name: &str) -> Option<PgUserAuth> {
         self.cfg().users.get(name).map(|u| PgUserAuth {
             scram: u.scram.clone(),
@@ -86,7 +94,9 @@ pub fn settings(cfg: &Loaded, section: &PostgresSection) -> Result<PgSettings> {
         require_tls: section.require_tls,
         auth_rejection_time: section.auth_rejection_time,
         connect_timeout: section.connect_timeout,
-        auth_timeout: section.auth_timeout,
+        auth_timeout: section
+            .auth_timeout
+            .unwrap_or(cfg.config.security.auth_timeout),
         capture: Capture {
             max_bytes: section.capture_bytes.max(16),
             redact_params: section.redact_params,

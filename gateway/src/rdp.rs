@@ -57,6 +57,8 @@ pub fn settings(cfg: &Loaded, section: &RdpSection) -> Result<RdpSettings> {
         public_key,
         auth_rejection_time: section.auth_rejection_time,
         connect_timeout: section.connect_timeout,
-        auth_timeout: section.auth_timeout,
+        auth_timeout: section
+            .auth_timeout
+            .unwrap_or(cfg.config.security.auth_timeout),
     })
 }

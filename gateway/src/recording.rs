@@ -23,6 +23,9 @@ pub struct Recordings {
     key: Arc<SigningKey>,
     limits: Limits,
     record_input: bool,
+    /// How often new events are appended to the open chunk's write-ahead log: the most a crash
+    /// of the gateway process can lose.
+    write_ahead: std::time::Duration,
     /// Recorder tasks, so shutdown can wait for every recording to be sealed.
     tasks: tokio_util::task::TaskTracker,
 }
@@ -55,6 +58,7 @@ impl Recordings {
         key_file: &Path,
         limits: Limits,
         record_input: bool,
+        write_ahead: std::time::Duration,
     ) -> Result<Recordings> {
         let key = load_or_create_key(key_file)?;
         Ok(Recordings {
@@ -62,6 +66,7 @@ impl Recordings {
             key: Arc::new(key),
             limits,
             record_input,
+            write_ahead,
             tasks: tokio_util::task::TaskTracker::new(),
         })
     }
@@ -70,6 +75,11 @@ impl Recordings {
     pub async fn drain(&self, grace: std::time::Duration) -> bool {
         self.tasks.close();
         tokio::time::timeout(grace, self.tasks.wait()).await.is_ok()
+    }
+
+    /// The gateway's signing key (recording seals, audit checkpoints).
+    pub fn key(&self) -> &SigningKey {
+        &self.key
     }
 
     pub fn public_key(&self) -> VerifyingKey {
@@ -88,8 +98,14 @@ impl Recordings {
             .with_context(|| format!("cannot create recording {}", dir.display()))?;
         let (tx, rx) = mpsc::channel(TAP_QUEUE);
         let (seal_tx, seal_rx) = watch::channel(None);
-        self.tasks
-            .spawn(record(writer, rx, self.key.clone(), control, seal_tx));
+        self.tasks.spawn(record(
+            writer,
+            self.write_ahead,
+            rx,
+            self.key.clone(),
+            control,
+            seal_tx,
+        ));
         Ok((Tap::new(tx, self.record_input), seal_rx))
     }
 
@@ -138,11 +154,19 @@ impl Recordings {
     }
 }
 
-/// Write the open chunk on the blocking pool; the writer comes back unless the task panicked.
-async fn flush(mut writer: Writer) -> (Option<Writer>, std::result::Result<(), String>) {
+/// Write the open chunk (or, with `ahead`, only append its new events to the write-ahead log)
+/// on the blocking pool; the writer comes back unless the task panicked.
+async fn flush(
+    mut writer: Writer,
+    ahead: bool,
+) -> (Option<Writer>, std::result::Result<(), String>) {
     match tokio::task::spawn_blocking(move || {
-        let r = writer.flush().map_err(|e| e.to_string());
-        (writer, r)
+        let r = if ahead {
+            writer.write_ahead()
+        } else {
+            writer.flush()
+        };
+        (writer, r.map_err(|e| e.to_string()))
     })
     .await
     {
@@ -153,6 +177,7 @@ async fn flush(mut writer: Writer) -> (Option<Writer>, std::result::Result<(), S
 
 async fn record(
     writer: Writer,
+    write_ahead: std::time::Duration,
     mut rx: mpsc::Receiver<Event>,
     key: Arc<SigningKey>,
     control: mpsc::Sender<Control>,
@@ -165,17 +190,24 @@ async fn record(
         .unwrap_or_default();
     // Ok(writer) when the relay let go of the tap (the session is over), Err on a write failure.
     let mut current = writer;
+    // When the events that arrived since the last append must be in the write-ahead log.
+    let mut ahead_at: Option<tokio::time::Instant> = None;
     let outcome: std::result::Result<Writer, String> = loop {
         let due = current.due_in();
-        let flush_now = tokio::select! {
+        let (flush_now, ahead) = tokio::select! {
             ev = rx.recv() => match ev {
-                Some(ev) => current.push_buffered(&ev),
+                Some(ev) => {
+                    ahead_at.get_or_insert_with(|| tokio::time::Instant::now() + write_ahead);
+                    (current.push_buffered(&ev), false)
+                }
                 None => break Ok(current),
             },
-            _ = tokio::time::sleep(due.unwrap_or_default()), if due.is_some() => true,
+            _ = tokio::time::sleep(due.unwrap_or_default()), if due.is_some() => (true, false),
+            _ = tokio::time::sleep_until(ahead_at.unwrap_or_else(tokio::time::Instant::now)), if ahead_at.is_some() => (false, true),
         };
-        if flush_now {
-            match flush(current).await {
+        if flush_now || ahead {
+            ahead_at = None;
+            match flush(current, !flush_now).await {
                 (Some(w), Ok(())) => current = w,
                 (_, Err(e)) => break Err(e),
                 (None, Ok(())) => break Err("recorder task failed".into()),
@@ -198,6 +230,21 @@ async fn record(
             return;
         }
     };
+    if writer.events() == 0 {
+        // The session never got as far as recording anything (refused or failed before it
+        // opened): no recording at all, rather than an empty one.
+        let dir = writer.dir().to_path_buf();
+        match tokio::task::spawn_blocking(move || writer.discard()).await {
+            Ok(Ok(())) => {
+                tracing::debug!(session = %session, "nothing recorded; no recording kept")
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(dir = %dir.display(), "cannot remove an empty recording: {e}")
+            }
+            Err(e) => tracing::warn!("recorder task failed: {e}"),
+        }
+        return;
+    }
     let ended = now_ms();
     let result = tokio::task::spawn_blocking(move || writer.seal(&key, ended))
         .await

@@ -276,8 +276,8 @@ impl Registry {
         r.channels = 0;
         r.end_reason = Some(outcome.reason().into());
         let state = match outcome {
-            Outcome::TargetFailed(msg) => {
-                r.end_detail = Some(msg.clone());
+            Outcome::TargetFailed(e) => {
+                r.end_detail = Some(e.to_string());
                 api::SessionState::Failed
             }
             Outcome::Error(msg) => {
@@ -412,6 +412,7 @@ pub fn idle_secs(r: &SessionRecord, now: u64) -> u64 {
 }
 
 pub fn to_api(r: &SessionRecord) -> api::Session {
+    let r = &r.inert();
     api::Session {
         id: r.id.clone(),
         state: api::SessionState::parse(&r.state).unwrap_or(api::SessionState::Failed),

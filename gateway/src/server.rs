@@ -9,6 +9,7 @@ use sha2::{Digest, Sha256};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use wardengate_protocols::listener::{accept_loop, Gate, GateLimits, GateReport, Refused};
 use wardengate_protocols::postgres;
 use wardengate_protocols::ssh::{self, SshSettings};
 
@@ -36,8 +37,13 @@ pub(crate) fn in_data_dir(cfg: &Loaded, p: &std::path::Path) -> std::path::PathB
 
 /// Open the store and the vault of a configuration (also used by the `vault` subcommands).
 pub fn open_state(cfg: &Loaded, create_key: bool) -> Result<(Store, Vault)> {
-    std::fs::create_dir_all(&cfg.data_dir)
-        .with_context(|| format!("cannot create data directory {}", cfg.data_dir.display()))?;
+    let tightened = crate::perms::tighten_data_dir(&cfg.data_dir)?;
+    if tightened > 0 {
+        tracing::warn!(
+            dir = %cfg.data_dir.display(),
+            "made {tightened} file(s) and folder(s) of the data directory private to their owner (they were open to other users)"
+        );
+    }
     let store = Store::open(&cfg.data_dir.join("wardengate.db"))?;
     let vault = Vault::open(
         &in_data_dir(cfg, &cfg.config.gateway.vault_key_file),
@@ -111,6 +117,7 @@ pub async fn run(
             chunk_age: rc.chunk_age,
         },
         rc.input,
+        rc.write_ahead_interval,
     )?;
     let gw = Arc::new(Gateway::new(cfg, store, vault, recordings));
     gw.recover();
@@ -152,18 +159,66 @@ pub async fn run(
         }
     }
 
+    let sec = gw.cfg().config.security.clone();
+    let report: GateReport = {
+        let gw = gw.clone();
+        Arc::new(move |r: &Refused| {
+            tracing::warn!(listener = r.listener, source = %r.source, cap = r.cap, limit = r.limit, refused = r.refused, ended = r.ended, "connections refused before authentication");
+            gw.audit(
+                if r.ended { "connection.refused_summary" } else { "connection.refused" },
+                None,
+                None,
+                serde_json::json!({"listener": r.listener, "source": r.source.to_string(), "cap": r.cap, "limit": r.limit, "refused": r.refused}),
+            );
+        })
+    };
+    let gate = |name: &'static str, auth_timeout: Duration, per_source: usize| {
+        Gate::new(
+            name,
+            GateLimits {
+                auth_timeout,
+                max_unauthenticated: sec.max_unauthenticated,
+                max_unauthenticated_per_source: per_source,
+            },
+            Some(report.clone()),
+        )
+    };
+
     let api_state = crate::api::ApiState {
         gw: gw.clone(),
         token_hash: Sha256::digest(token.as_bytes()).into(),
         tickets: Default::default(),
     };
-    let api_stop = shutdown.clone();
-    let api_task = tokio::spawn(async move {
-        let app = crate::api::router(api_state);
-        axum::serve(api_listener, app)
-            .with_graceful_shutdown(async move { api_stop.cancelled().await })
-            .await
-    });
+    let api_gate = gate("api", sec.auth_timeout, sec.api_connections_per_source);
+    let api_task = tokio::spawn(crate::http::serve(
+        api_listener,
+        api_gate,
+        crate::api::router(api_state),
+        shutdown.clone(),
+        Duration::from_secs(5),
+    ));
+
+    // Failed-login bursts that went quiet are summarised in the audit; the audit chain head is
+    // signed at least every checkpoint_interval while events arrive.
+    {
+        let (gw, stop) = (gw.clone(), shutdown.clone());
+        let every = gw.cfg().config.audit.checkpoint_interval;
+        tokio::spawn(async move {
+            let mut sweep = tokio::time::interval(Duration::from_secs(15));
+            let mut sign = tokio::time::interval(every.max(Duration::from_secs(1)));
+            loop {
+                tokio::select! {
+                    _ = sweep.tick() => {
+                        gw.audit_throttle("login", gw.throttle.sweep());
+                        gw.audit_throttle("api", gw.api_throttle.sweep());
+                        gw.audit_cancels();
+                    }
+                    _ = sign.tick() => gw.checkpoint(),
+                    _ = stop.cancelled() => break,
+                }
+            }
+        });
+    }
 
     tracing::info!(ssh = %listening.ssh, postgres = ?listening.postgres, rdp = ?listening.rdp, api = %listening.api, gateway = %gw.name, "wardengate is ready");
     on_ready(&listening);
@@ -171,62 +226,77 @@ pub async fn run(
     let config = Arc::new(ssh::server_config(&settings));
     let tracker = TaskTracker::new();
     if let Some((listener, settings)) = pg {
-        let (gw, shutdown, tracker2) = (gw.clone(), shutdown.clone(), tracker.clone());
+        let (gw, stop) = (gw.clone(), shutdown.clone());
         let cancels = Arc::new(postgres::Cancels::default());
-        tracker.spawn(async move {
-            loop {
-                tokio::select! {
-                    accepted = listener.accept() => match accepted {
-                        Ok((socket, peer)) => {
-                            tracker2.spawn(postgres::serve_connection(gw.clone(), settings.clone(), cancels.clone(), socket, peer, shutdown.clone()));
-                        }
-                        Err(e) => {
-                            tracing::warn!("postgres accept failed: {e}");
-                            tokio::time::sleep(Duration::from_millis(50)).await;
-                        }
-                    },
-                    _ = shutdown.cancelled() => break,
-                }
-            }
-        });
+        let gate = gate(
+            "postgres",
+            settings.auth_timeout,
+            sec.max_unauthenticated_per_source,
+        );
+        tracker.spawn(accept_loop(
+            listener,
+            gate,
+            tracker.clone(),
+            shutdown.clone(),
+            move |socket, peer, slot| {
+                postgres::serve_connection(
+                    gw.clone(),
+                    settings.clone(),
+                    cancels.clone(),
+                    socket,
+                    peer,
+                    slot,
+                    stop.clone(),
+                )
+            },
+        ));
     }
     if let Some((listener, settings)) = rdp {
-        let (gw, shutdown, tracker2) = (gw.clone(), shutdown.clone(), tracker.clone());
-        tracker.spawn(async move {
-            loop {
-                tokio::select! {
-                    accepted = listener.accept() => match accepted {
-                        Ok((socket, peer)) => {
-                            tracker2.spawn(wardengate_protocols::rdp::serve_connection(gw.clone(), settings.clone(), socket, peer, shutdown.clone()));
-                        }
-                        Err(e) => {
-                            tracing::warn!("rdp accept failed: {e}");
-                            tokio::time::sleep(Duration::from_millis(50)).await;
-                        }
-                    },
-                    _ = shutdown.cancelled() => break,
-                }
-            }
-        });
+        let (gw, stop) = (gw.clone(), shutdown.clone());
+        let gate = gate(
+            "rdp",
+            settings.auth_timeout,
+            sec.max_unauthenticated_per_source,
+        );
+        tracker.spawn(accept_loop(
+            listener,
+            gate,
+            tracker.clone(),
+            shutdown.clone(),
+            move |socket, peer, slot| {
+                wardengate_protocols::rdp::serve_connection(
+                    gw.clone(),
+                    settings.clone(),
+                    socket,
+                    peer,
+                    slot,
+                    stop.clone(),
+                )
+            },
+        ));
     }
-    loop {
-        tokio::select! {
-            accepted = ssh_listener.accept() => {
-                let (socket, peer) = match accepted {
-                    Ok(a) => a,
-                    Err(e) => {
-                        // EMFILE and friends: back off instead of spinning.
-                        tracing::warn!("accept failed: {e}");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                };
-                tracker.spawn(ssh::serve_connection(gw.clone(), config.clone(), settings.clone(), socket, peer, shutdown.clone()));
-            }
-            _ = shutdown.cancelled() => break,
-        }
+    {
+        let (gw, stop) = (gw.clone(), shutdown.clone());
+        let gate = gate("ssh", sec.auth_timeout, sec.max_unauthenticated_per_source);
+        accept_loop(
+            ssh_listener,
+            gate,
+            tracker.clone(),
+            shutdown.clone(),
+            move |socket, peer, slot| {
+                ssh::serve_connection(
+                    gw.clone(),
+                    config.clone(),
+                    settings.clone(),
+                    socket,
+                    peer,
+                    slot,
+                    stop.clone(),
+                )
+            },
+        )
+        .await;
     }
-    drop(ssh_listener);
     tracing::info!(sessions = gw.registry.live_count(), "shutting down");
     tracker.close();
     if tokio::time::timeout(Duration::from_secs(10), tracker.wait())
@@ -239,8 +309,9 @@ pub async fn run(
     if !gw.recordings.drain(Duration::from_secs(10)).await {
         tracing::warn!("some recordings were not sealed within 10s; they are sealed as truncated at the next start");
     }
-    let _ = tokio::time::timeout(Duration::from_secs(5), api_task).await;
+    let _ = tokio::time::timeout(Duration::from_secs(10), api_task).await;
     gw.audit("gateway.stop", None, None, serde_json::json!({}));
+    gw.checkpoint();
     Ok(())
 }
 

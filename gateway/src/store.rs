@@ -9,9 +9,9 @@ use std::sync::Mutex;
 
 use anyhow::{anyhow, Context, Result};
 use rusqlite::{params, Connection, OptionalExtension, Row};
-use sha2::{Digest, Sha256};
 
 use crate::util;
+use wardengate_recorder::audit::{AuditReport, Checkpoint};
 
 pub struct Store {
     conn: Mutex<Connection>,
@@ -61,6 +61,28 @@ pub struct SessionRecord {
     pub relay_latency: Option<wardengate_api::RelayLatency>,
 }
 
+impl SessionRecord {
+    /// The record with every text that came from a client or an operator capped and made inert
+    /// (escapes for control characters), as it may be stored and served.
+    pub fn inert(&self) -> SessionRecord {
+        use wardengate_api::text::{inert, MAX_NAME, MAX_TEXT};
+        let name = |s: &str| inert(s, MAX_NAME).into_owned();
+        let text = |s: &str| inert(s, MAX_TEXT).into_owned();
+        SessionRecord {
+            actor: name(&self.actor),
+            client_version: name(&self.client_version),
+            target: name(&self.target),
+            account: name(&self.account),
+            pty_term: self.pty_term.as_deref().map(name),
+            end_detail: self.end_detail.as_deref().map(text),
+            terminated_by: self.terminated_by.as_deref().map(name),
+            previous_owners: self.previous_owners.as_deref().map(text),
+            activity: self.activity.as_deref().map(name),
+            ..self.clone()
+        }
+    }
+}
+
 /// Filters of `GET /api/v1/sessions` that the store can apply.
 #[derive(Debug, Clone, Default)]
 pub struct SessionQuery {
@@ -71,18 +93,9 @@ pub struct SessionQuery {
     pub limit: u32,
 }
 
-#[derive(Debug, Clone)]
-pub struct AuditRow {
-    pub seq: i64,
-    pub id: String,
-    pub at_ms: u64,
-    pub kind: String,
-    pub actor: Option<String>,
-    pub session_id: Option<String>,
-    pub detail: String,
-    pub prev_hash: String,
-    pub hash: String,
-}
+/// An audit row: the recorder's audit event (chain and checkpoints live there, shared with
+/// `wgctl audit verify`).
+pub type AuditRow = wardengate_recorder::audit::AuditEvent;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS sessions (
@@ -102,6 +115,9 @@ CREATE INDEX IF NOT EXISTS audit_session ON audit(session_id);
 CREATE TABLE IF NOT EXISTS host_keys (
   target TEXT NOT NULL, address TEXT NOT NULL, fingerprint TEXT NOT NULL, key TEXT NOT NULL,
   first_seen_ms INTEGER NOT NULL, PRIMARY KEY (target, address));
+CREATE TABLE IF NOT EXISTS audit_checkpoints (
+  seq INTEGER PRIMARY KEY, hash TEXT NOT NULL, at_ms INTEGER NOT NULL, gateway TEXT NOT NULL,
+  public_key TEXT NOT NULL, signature TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS vault (
   ref TEXT PRIMARY KEY, kind TEXT NOT NULL, nonce BLOB NOT NULL, ciphertext BLOB NOT NULL,
   updated_ms INTEGER NOT NULL);
@@ -155,25 +171,7 @@ fn session_from_row(r: &Row<'_>) -> rusqlite::Result<SessionRecord> {
     })
 }
 
-/// The hash of an audit event: sha256 over the previous hash and the event's fields, each
-/// length-prefixed so no two different events hash the same. `row.hash` is not an input.
-pub fn audit_hash(prev: &str, row: &AuditRow) -> String {
-    let mut h = Sha256::new();
-    for part in [
-        prev,
-        &row.seq.to_string(),
-        &row.id,
-        &row.at_ms.to_string(),
-        &row.kind,
-        row.actor.as_deref().unwrap_or(""),
-        row.session_id.as_deref().unwrap_or(""),
-        &row.detail,
-    ] {
-        h.update((part.len() as u64).to_be_bytes());
-        h.update(part.as_bytes());
-    }
-    hex::encode(h.finalize())
-}
+pub use wardengate_recorder::audit::event_hash as audit_hash;
 
 fn audit_from_row(r: &Row<'_>) -> rusqlite::Result<AuditRow> {
     Ok(AuditRow {
@@ -229,6 +227,7 @@ impl Store {
     }
 
     pub fn session_insert(&self, s: &SessionRecord) -> Result<()> {
+        let s = &s.inert();
         self.conn()?.execute(
             &format!("INSERT INTO sessions ({SESSION_COLS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18,?19,?20,?21,?22,?23,?24,?25,?26)"),
             params![
@@ -245,6 +244,7 @@ impl Store {
 
     /// Persist the mutable part of a session (state, live counters, end).
     pub fn session_update(&self, s: &SessionRecord) -> Result<()> {
+        let s = &s.inert();
         self.conn()?.execute(
             "UPDATE sessions SET state=?2, client_version=?3, policy=?4, pty_term=?5, pty_cols=?6,
              pty_rows=?7, ended_ms=?8, last_input_ms=?9, bytes_in=?10, bytes_out=?11,
@@ -363,27 +363,66 @@ impl Store {
         Ok(v)
     }
 
-    /// Recompute the whole chain; `Err` names the first event that does not verify.
-    pub fn audit_verify(&self) -> Result<std::result::Result<u64, String>> {
+    /// Every event in order, for export and verification.
+    pub fn audit_all(&self) -> Result<Vec<AuditRow>> {
         let conn = self.conn()?;
         let mut stmt = conn.prepare(
             "SELECT seq, id, at_ms, kind, actor, session_id, detail, prev_hash, hash FROM audit ORDER BY seq",
         )?;
         let rows = stmt.query_map([], audit_from_row)?;
-        let mut prev = String::new();
-        let mut n = 0u64;
-        for row in rows {
-            let row = row?;
-            if row.prev_hash != prev || row.hash != audit_hash(&prev, &row) {
-                return Ok(Err(format!(
-                    "audit event #{} ({}) does not match the hash chain",
-                    row.seq, row.id
-                )));
-            }
-            prev = row.hash;
-            n += 1;
-        }
-        Ok(Ok(n))
+        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+    }
+
+    /// The newest event (the chain head).
+    pub fn audit_head(&self) -> Result<Option<AuditRow>> {
+        Ok(self
+            .conn()?
+            .query_row(
+                "SELECT seq, id, at_ms, kind, actor, session_id, detail, prev_hash, hash FROM audit ORDER BY seq DESC LIMIT 1",
+                [],
+                audit_from_row,
+            )
+            .optional()?)
+    }
+
+    pub fn checkpoint_add(&self, c: &Checkpoint) -> Result<()> {
+        self.conn()?.execute(
+            "INSERT OR REPLACE INTO audit_checkpoints (seq, hash, at_ms, gateway, public_key, signature) VALUES (?1,?2,?3,?4,?5,?6)",
+            params![c.seq, c.hash, c.at_ms as i64, c.gateway, c.public_key, c.signature],
+        )?;
+        Ok(())
+    }
+
+    pub fn checkpoints(&self) -> Result<Vec<Checkpoint>> {
+        let conn = self.conn()?;
+        let mut stmt = conn.prepare(
+            "SELECT seq, hash, at_ms, gateway, public_key, signature FROM audit_checkpoints ORDER BY seq",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok(Checkpoint {
+                seq: r.get(0)?,
+                hash: r.get(1)?,
+                at_ms: r.get::<_, i64>(2)? as u64,
+                gateway: r.get(3)?,
+                public_key: r.get(4)?,
+                signature: r.get(5)?,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+    }
+
+    /// Recompute the whole chain and check every checkpoint (with `key`).
+    pub fn audit_verify(
+        &self,
+        key: Option<&wardengate_recorder::VerifyingKey>,
+    ) -> Result<AuditReport> {
+        let events = self.audit_all()?;
+        let checkpoints = self.checkpoints()?;
+        Ok(wardengate_recorder::audit::verify(
+            &events,
+            &checkpoints,
+            key,
+        ))
     }
 
     pub fn hostkey_get(&self, target: &str, address: &str) -> Result<Option<(String, String)>> {
@@ -479,14 +518,15 @@ mod tests {
         let second = store
             .audit_append("session.start", Some("alice"), Some("sess_1"), "{}")
             .expect("b");
-        assert_eq!(store.audit_verify().expect("verify"), Ok(2));
+        let r = store.audit_verify(None).expect("verify");
+        assert!(r.ok() && r.events == 2, "{r:?}");
         assert_eq!(second.prev_hash.len(), 64);
         store
             .conn()
             .expect("conn")
             .execute("UPDATE audit SET actor='mallory' WHERE seq=1", [])
             .expect("tamper");
-        let err = store.audit_verify().expect("verify").unwrap_err();
-        assert!(err.contains("#1"), "{err}");
+        let r = store.audit_verify(None).expect("verify");
+        assert_eq!(r.at_seq, Some(1), "{r:?}");
     }
 }

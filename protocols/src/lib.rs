@@ -6,6 +6,8 @@
 //! the session contract in [`session`]. Protocol code never touches the store or the API.
 #![forbid(unsafe_code)]
 
+pub mod error;
+pub mod listener;
 pub mod postgres;
 pub mod rdp;
 pub mod session;

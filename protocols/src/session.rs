@@ -38,9 +38,17 @@ pub struct Login {
     pub account: Option<String>,
 }
 
+/// Longest login the gateway reads (`user:target:account`); a longer one cannot log in, and is
+/// cut where it is audited.
+pub const MAX_LOGIN: usize = 256;
+
 impl Login {
-    /// Split `user<sep>target[<sep>account]` (`sep` is `:` or `#`); `None` when a part is missing.
+    /// Split `user<sep>target[<sep>account]` (`sep` is `:` or `#`); `None` when a part is missing
+    /// or the whole is longer than [`MAX_LOGIN`].
     pub fn split(s: &str) -> Option<Login> {
+        if s.len() > MAX_LOGIN {
+            return None;
+        }
         let mut parts = s.splitn(3, [':', '#']);
         let user = parts.next().unwrap_or_default();
         let target = parts.next().unwrap_or_default();
@@ -56,14 +64,36 @@ impl Login {
     }
 }
 
+/// What a password check said.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Ok,
+    /// Wrong password, unknown user, or a user without a password: the client is never told which.
+    Wrong,
+    /// Not checked: too many recent failures from this source (or for this user from it), or
+    /// every password check was busy. Refused like a wrong password; the gateway audits the
+    /// burst, so the protocol does not audit the attempt.
+    Refused,
+}
+
 /// What every protocol gateway asks of the gateway: passwords, the audit log, the lifecycle.
 pub trait Lifecycle: Send + Sync + 'static {
-    /// Check a password against the user's stored hash (slow by design: argon2).
-    fn verify_password(
+    /// Check `user`'s password (argon2, slow by design) as an attempt from `client`, throttled and
+    /// bounded by the gateway. An unknown user, a user without a password, or `usable = false`
+    /// (the login cannot succeed whatever the password, e.g. it names no target) is checked
+    /// against a dummy hash of the same cost, so every answer takes the same time.
+    fn check_password(
         &self,
         user: &str,
         password: &str,
-    ) -> impl std::future::Future<Output = bool> + Send;
+        client: &ClientInfo,
+        usable: bool,
+    ) -> impl std::future::Future<Output = Verdict> + Send;
+    /// Before a credential check the protocol makes itself (SCRAM, NTLM): may `user` try from
+    /// `client` now? `false` when throttled: refuse as for a wrong credential.
+    fn attempt_allowed(&self, user: &str, client: &ClientInfo) -> bool;
+    /// The result of such a check, counted for throttling.
+    fn attempt_result(&self, user: &str, client: &ClientInfo, ok: bool);
     /// Record a refused authentication or admission (audit), with the message shown to the user.
     fn refused(&self, login: &str, client: &ClientInfo, kind: &str, message: &str);
     /// The target leg is up: the session is active.
@@ -435,7 +465,7 @@ pub enum Outcome {
     /// An operator terminated the session.
     Terminated { by: String, reason: String },
     /// The target leg could not be opened (connect, host key, authentication).
-    TargetFailed(String),
+    TargetFailed(crate::error::TargetError),
     /// The gateway is shutting down.
     Shutdown,
     /// A protocol error on either leg.
@@ -457,6 +487,9 @@ impl Outcome {
             Outcome::ClientExit => "client_exit",
             Outcome::TargetClosed => "target_closed",
             Outcome::Terminated { .. } => "terminated",
+            Outcome::TargetFailed(crate::error::TargetError::SecretRejected { .. }) => {
+                "secret_rejected"
+            }
             Outcome::TargetFailed(_) => "target_failed",
             Outcome::Shutdown => "gateway_shutdown",
             Outcome::Error(_) => "error",

@@ -19,6 +19,9 @@ pub struct GatewayBuilder<'a> {
     pub(crate) extra: String,
     pub(crate) gateway_lines: String,
     pub(crate) api_lines: String,
+    pub(crate) security_lines: String,
+    /// `ssh.auth_rejection_time` (short in tests, so refusals do not slow the suite).
+    pub(crate) rejection_time: String,
     pub(crate) policies: Option<String>,
     pub(crate) alice_token: Option<String>,
 }
@@ -113,7 +116,21 @@ impl GatewayBuilder<'_> {
         self
     }
 
-    /// Replace the default policy (group `sre`, env=test, port forwarding allowed).
+    /// The SSH front's `auth_rejection_time` (default 10ms in tests).
+    pub fn ssh_rejection_time(mut self, t: &str) -> Self {
+        self.rejection_time = t.to_string();
+        self
+    }
+
+    /// Lines added to the `[security]` section (`failures_before_backoff = 3`).
+    pub fn security_lines(mut self, toml: &str) -> Self {
+        self.security_lines.push_str(toml);
+        self.security_lines.push('\n');
+        self
+    }
+
+    /// Replace the default policy (group `sre`, env=test, port forwarding allowed to 127.0.0.1,
+    /// where the tests' servers listen).
     pub fn policies(mut self, toml: &str) -> Self {
         self.policies = Some(toml.into());
         self
@@ -139,13 +156,15 @@ impl GatewayBuilder<'_> {
         let nt_hash = hex::encode(wardengate_gateway::passwords::nt_hash(ALICE_PASSWORD));
         let mut cfg = format!(
             "[gateway]\nname = \"gw-test\"\ndata_dir = \"{data}\"\n{gateway_lines}\n[ssh]\nlisten = \"127.0.0.1:0\"\n\
-             auth_rejection_time = \"10ms\"\nconnect_timeout = \"5s\"\n\n{postgres}{rdp}[api]\nlisten = \"127.0.0.1:0\"\n{api_lines}\n\
+             auth_rejection_time = \"{rejection}\"\nconnect_timeout = \"5s\"\n\n{postgres}{rdp}[api]\nlisten = \"127.0.0.1:0\"\n{api_lines}\n[security]\n{security_lines}\n\
              [[users]]\nname = \"alice\"\ngroups = [\"sre\"]\npublic_keys = [\"{key}\"]\npassword_hash = \"{hash}\"\n\
              scram_sha_256 = \"{scram}\"\nnt_hash = \"{nt_hash}\"\n{token}\n",
             data = data.display(),
             key = env.alice_pub,
             gateway_lines = self.gateway_lines,
             api_lines = self.api_lines,
+            security_lines = self.security_lines,
+            rejection = self.rejection_time,
             token = self
                 .alice_token
                 .as_ref()
@@ -173,10 +192,12 @@ impl GatewayBuilder<'_> {
         }
         cfg.push_str(&self.extra);
         cfg.push_str(self.policies.as_deref().unwrap_or(
-            "\n[[policies]]\nname = \"sre-test\"\ngroups = [\"sre\"]\ntarget_tags = [\"env=test\"]\nallow_port_forwarding = true\n",
+            "\n[[policies]]\nname = \"sre-test\"\ngroups = [\"sre\"]\ntarget_tags = [\"env=test\"]\nallow_port_forwarding = true\nforward_to = [\"127.0.0.1\"]\n",
         ));
         let config = env.dir.path().join("gateway.toml");
-        std::fs::write(&config, &cfg).expect("config");
+        // It holds alice's password hash, SCRAM verifier and NT hash: the gateway refuses to
+        // start on a config other users can read.
+        write_private(&config, &cfg);
         let key_file = env.path("account_key");
         std::fs::write(&key_file, &env.account_key_pem).expect("key file");
         for (name, _, account, _) in &self.targets {
@@ -213,4 +234,11 @@ impl GatewayBuilder<'_> {
         std::fs::remove_file(&key_file).expect("remove key file");
         GatewayProc::spawn(config, data)
     }
+}
+
+/// Write `text` to `path`, readable by its owner only.
+pub fn write_private(path: &std::path::Path, text: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, text).expect("write");
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).expect("chmod 600");
 }

@@ -25,6 +25,7 @@ pub mod pg;
 pub mod rdp;
 pub use peers::*;
 pub mod browser;
+pub mod hostile;
 pub mod russh_client;
 pub mod secrets;
 pub mod tmux;
@@ -107,6 +108,8 @@ impl TestEnv {
             policies: None,
             gateway_lines: String::new(),
             api_lines: String::new(),
+            security_lines: String::new(),
+            rejection_time: "10ms".into(),
             alice_token: None,
         }
     }

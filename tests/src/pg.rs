@@ -34,6 +34,7 @@ pub fn cluster(env: &TestEnv) -> PgCluster {
         ],
         tls: None,
         database: "billing".into(),
+        owner: None,
     };
     PgCluster::start(&env.path("pg"), 0, &opts).expect("start the PostgreSQL cluster")
 }
@@ -141,11 +142,36 @@ impl Raw {
         self.send(&b);
     }
 
+    /// A StartupMessage of protocol 3.`minor`, by hand (postgres-protocol writes 3.0 only).
+    pub fn startup_minor(&mut self, user: &str, minor: u16) {
+        let mut body = Vec::new();
+        body.extend_from_slice(&(3u32 << 16 | u32::from(minor)).to_be_bytes());
+        for (k, v) in [("user", user), ("database", "billing")] {
+            body.extend_from_slice(k.as_bytes());
+            body.push(0);
+            body.extend_from_slice(v.as_bytes());
+            body.push(0);
+        }
+        body.push(0);
+        let mut b = ((body.len() + 4) as u32).to_be_bytes().to_vec();
+        b.extend_from_slice(&body);
+        self.send(&b);
+    }
+
     /// Start up as alice and authenticate with SCRAM; returns what came after authentication
     /// (through the first ReadyForQuery).
     pub fn login(port: u16, login: &str) -> (Raw, Vec<(u8, Vec<u8>)>) {
+        Raw::login_minor(port, login, 0)
+    }
+
+    /// [`login`](Self::login) speaking protocol 3.`minor`.
+    pub fn login_minor(port: u16, login: &str, minor: u16) -> (Raw, Vec<(u8, Vec<u8>)>) {
         let mut r = Raw::connect(port);
-        r.startup(login);
+        if minor == 0 {
+            r.startup(login);
+        } else {
+            r.startup_minor(login, minor);
+        }
         let (tag, body) = r.recv().expect("authentication request");
         assert_eq!((tag, &body[..4]), (b'R', &10u32.to_be_bytes()[..]), "SASL");
         let mut scram = ScramSha256::new(ALICE_PASSWORD.as_bytes(), ChannelBinding::unsupported());

@@ -142,6 +142,9 @@ fn a_hundred_simultaneous_attempts_never_exceed_the_limit() {
         .gateway()
         .target("web-01.test", &sshd)
         .extra("[limits]\nmax_sessions_per_target = 5\n")
+        // A hundred logins at once from one address: more than the default per-source cap on
+        // unauthenticated connections (16), which would close most of them before they spoke.
+        .security_lines("max_unauthenticated_per_source = 128")
         .start();
     let barrier = std::sync::Arc::new(std::sync::Barrier::new(100));
     let handles: Vec<_> = (0..100)

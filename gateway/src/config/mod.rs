@@ -29,6 +29,10 @@ pub struct Config {
     #[serde(default)]
     pub recording: RecordingSection,
     #[serde(default)]
+    pub security: SecuritySection,
+    #[serde(default)]
+    pub audit: AuditSection,
+    #[serde(default)]
     pub users: Vec<User>,
     #[serde(default)]
     pub groups: Vec<Group>,
@@ -171,6 +175,26 @@ pub struct Loaded {
     pub pg_tls: HashMap<String, wardengate_protocols::postgres::TargetTls>,
     /// Inline policies first, then each policy file in the order listed (directories sorted).
     pub policies: Vec<Entry>,
+}
+
+impl Loaded {
+    /// Key files the configuration names that exist (vault key, SSH host key, recording key,
+    /// admin token, the TLS keys of the PostgreSQL and RDP fronts), resolved.
+    pub fn key_files(&self) -> Vec<PathBuf> {
+        let c = &self.config;
+        let mut v = vec![
+            c.gateway.vault_key_file.clone(),
+            c.ssh.host_key_file.clone(),
+            c.recording.key_file.clone(),
+            c.api.admin_token_file.clone(),
+        ];
+        v.extend(c.postgres.as_ref().map(|p| p.tls_key_file.clone()));
+        v.extend(c.rdp.as_ref().map(|r| r.tls_key_file.clone()));
+        v.into_iter()
+            .map(|p| crate::server::in_data_dir(self, &p))
+            .filter(|p| p.exists())
+            .collect()
+    }
 }
 
 /// Locate `key` (a dotted path such as `users.alice`) in the TOML text, for error messages.
@@ -503,6 +527,16 @@ pub(crate) mod humantime_serde_compat {
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         let s = String::deserialize(d)?;
         humantime::parse_duration(&s).map_err(|e| serde::de::Error::custom(format!("'{s}': {e}")))
+    }
+
+    /// The same for an optional setting.
+    pub mod option {
+        use serde::Deserializer;
+        use std::time::Duration;
+
+        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+            super::deserialize(d).map(Some)
+        }
     }
 }
 

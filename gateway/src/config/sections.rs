@@ -1,5 +1,5 @@
 //! The daemon-wide sections of the configuration: `[gateway]`, `[ssh]`, `[postgres]`, `[api]`,
-//! `[recording]`, each with its defaults.
+//! `[recording]`, `[security]`, each with its defaults.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -122,9 +122,10 @@ pub struct PostgresSection {
     /// How long a target may take to connect and start up.
     #[serde(default = "default_connect_timeout", with = "humantime_serde_compat")]
     pub connect_timeout: Duration,
-    /// How long a client may take from connecting to being authenticated.
-    #[serde(default = "default_auth_timeout", with = "humantime_serde_compat")]
-    pub auth_timeout: Duration,
+    /// How long a client may take from connecting to being authenticated; overrides
+    /// `security.auth_timeout` for this listener.
+    #[serde(default, with = "humantime_serde_compat::option")]
+    pub auth_timeout: Option<Duration>,
     /// Bytes of each statement and bind parameter kept in the query log.
     #[serde(default = "default_capture_bytes")]
     pub capture_bytes: usize,
@@ -138,9 +139,6 @@ fn default_pg_cert() -> PathBuf {
 }
 fn default_pg_key() -> PathBuf {
     PathBuf::from("postgres_tls.key")
-}
-fn default_auth_timeout() -> Duration {
-    Duration::from_secs(60)
 }
 fn default_capture_bytes() -> usize {
     4096
@@ -198,6 +196,14 @@ pub struct RecordingSection {
     /// ...or when its first event is this old.
     #[serde(default = "default_chunk_age", with = "humantime_serde_compat")]
     pub chunk_age: Duration,
+    /// How often the open chunk's new events are appended to its write-ahead log: the most of a
+    /// session a crash of the gateway process can lose.
+    #[serde(default = "default_write_ahead", with = "humantime_serde_compat")]
+    pub write_ahead_interval: Duration,
+}
+
+fn default_write_ahead() -> Duration {
+    Duration::from_millis(200)
 }
 
 impl Default for RecordingSection {
@@ -208,6 +214,7 @@ impl Default for RecordingSection {
             input: true,
             chunk_bytes: default_chunk_bytes(),
             chunk_age: default_chunk_age(),
+            write_ahead_interval: default_write_ahead(),
         }
     }
 }
@@ -244,9 +251,10 @@ pub struct RdpSection {
     /// How long a target may take to connect and complete NLA.
     #[serde(default = "default_connect_timeout", with = "humantime_serde_compat")]
     pub connect_timeout: Duration,
-    /// How long a client may take from connecting to being authenticated.
-    #[serde(default = "default_auth_timeout", with = "humantime_serde_compat")]
-    pub auth_timeout: Duration,
+    /// How long a client may take from connecting to being authenticated; overrides
+    /// `security.auth_timeout` for this listener.
+    #[serde(default, with = "humantime_serde_compat::option")]
+    pub auth_timeout: Option<Duration>,
 }
 
 fn default_rdp_cert() -> PathBuf {
@@ -254,4 +262,131 @@ fn default_rdp_cert() -> PathBuf {
 }
 fn default_rdp_key() -> PathBuf {
     PathBuf::from("rdp_tls.key")
+}
+
+/// What every listener does before a client has authenticated, and how password guessing is
+/// slowed down. The defaults suit a gateway exposed to hostile networks; README "Security" says
+/// what each one defends.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecuritySection {
+    /// From connect to authenticated, on every listener (for the API: until the request's
+    /// headers are in); then the connection is closed.
+    #[serde(default = "default_auth_timeout", with = "humantime_serde_compat")]
+    pub auth_timeout: Duration,
+    /// Connections not authenticated yet, per listener; more are closed at once.
+    #[serde(default = "default_max_unauthenticated")]
+    pub max_unauthenticated: usize,
+    /// Connections not authenticated yet from one source address (IPv6: one /64), per listener.
+    #[serde(default = "default_max_unauthenticated_per_source")]
+    pub max_unauthenticated_per_source: usize,
+    /// API connections open at once from one source address.
+    #[serde(default = "default_api_connections_per_source")]
+    pub api_connections_per_source: usize,
+    /// Password hashes (argon2, 19 MiB each) checked at once; 0 = one per CPU core.
+    #[serde(default)]
+    pub password_checks: usize,
+    /// How long an attempt waits for a free password check before it is refused.
+    #[serde(
+        default = "default_password_queue_timeout",
+        with = "humantime_serde_compat"
+    )]
+    pub password_queue_timeout: Duration,
+    /// Failed logins from one source (or for one user from one source) before each further
+    /// attempt has to wait: 1 s, then doubling up to `backoff_max`.
+    #[serde(default = "default_failures_before_backoff")]
+    pub failures_before_backoff: u32,
+    /// Failed logins for one user from all sources before sources that failed for that user
+    /// have to wait (sources without failures still get their chance: the real user's).
+    #[serde(default = "default_user_failures_before_backoff")]
+    pub user_failures_before_backoff: u32,
+    /// The longest wait between attempts.
+    #[serde(default = "default_backoff_max", with = "humantime_serde_compat")]
+    pub backoff_max: Duration,
+    /// Failures older than this are forgotten.
+    #[serde(default = "default_failure_window", with = "humantime_serde_compat")]
+    pub failure_window: Duration,
+    /// PostgreSQL CancelRequests accepted per second from one source (each may guess a key).
+    #[serde(default = "default_cancel_requests_per_second")]
+    pub cancel_requests_per_second: u32,
+}
+
+impl Default for SecuritySection {
+    fn default() -> Self {
+        SecuritySection {
+            auth_timeout: default_auth_timeout(),
+            max_unauthenticated: default_max_unauthenticated(),
+            max_unauthenticated_per_source: default_max_unauthenticated_per_source(),
+            api_connections_per_source: default_api_connections_per_source(),
+            password_checks: 0,
+            password_queue_timeout: default_password_queue_timeout(),
+            failures_before_backoff: default_failures_before_backoff(),
+            user_failures_before_backoff: default_user_failures_before_backoff(),
+            backoff_max: default_backoff_max(),
+            failure_window: default_failure_window(),
+            cancel_requests_per_second: default_cancel_requests_per_second(),
+        }
+    }
+}
+
+fn default_auth_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_max_unauthenticated() -> usize {
+    256
+}
+fn default_max_unauthenticated_per_source() -> usize {
+    16
+}
+fn default_api_connections_per_source() -> usize {
+    64
+}
+fn default_password_queue_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+fn default_failures_before_backoff() -> u32 {
+    5
+}
+fn default_user_failures_before_backoff() -> u32 {
+    20
+}
+fn default_backoff_max() -> Duration {
+    Duration::from_secs(300)
+}
+fn default_failure_window() -> Duration {
+    Duration::from_secs(900)
+}
+fn default_cancel_requests_per_second() -> u32 {
+    20
+}
+
+/// The audit log's signed checkpoints.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditSection {
+    /// Sign the chain head after this many events...
+    #[serde(default = "default_checkpoint_every")]
+    pub checkpoint_every: u64,
+    /// ...or this long after the first unsigned event (and at shutdown).
+    #[serde(
+        default = "default_checkpoint_interval",
+        with = "humantime_serde_compat"
+    )]
+    pub checkpoint_interval: Duration,
+}
+
+impl Default for AuditSection {
+    fn default() -> Self {
+        AuditSection {
+            checkpoint_every: default_checkpoint_every(),
+            checkpoint_interval: default_checkpoint_interval(),
+        }
+    }
+}
+
+fn default_checkpoint_every() -> u64 {
+    100
+}
+fn default_checkpoint_interval() -> Duration {
+    Duration::from_secs(60)
 }

@@ -17,6 +17,7 @@ use tokio_rustls::rustls;
 
 use super::wire::Conn;
 use super::{PgTarget, Route, TargetTls};
+use crate::error::TargetError;
 
 /// A target session ready for the client's first query.
 pub struct Ready {
@@ -112,7 +113,10 @@ async fn next(
     Ok((frame, msg))
 }
 
-fn error_text(fields: &postgres_protocol::message::backend::ErrorResponseBody) -> String {
+/// The SQLSTATE and message of an ErrorResponse.
+fn error_fields(
+    fields: &postgres_protocol::message::backend::ErrorResponseBody,
+) -> (String, String) {
     use fallible_iterator::FallibleIterator;
     let mut f = fields.fields();
     let (mut code, mut msg) = (String::new(), String::new());
@@ -123,7 +127,7 @@ fn error_text(fields: &postgres_protocol::message::backend::ErrorResponseBody) -
             _ => {}
         }
     }
-    format!("{msg} (SQLSTATE {code})")
+    (code, msg)
 }
 
 /// Open the target leg for `target` with the client's startup `params`.
@@ -131,22 +135,22 @@ pub async fn connect(
     target: &PgTarget,
     params: &BTreeMap<String, String>,
     timeout: std::time::Duration,
-) -> Result<Ready, String> {
+) -> Result<Ready, TargetError> {
     tokio::time::timeout(timeout, connect_inner(target, params))
         .await
         .unwrap_or_else(|_| {
-            Err(format!(
+            Err(TargetError::Failed(format!(
                 "target {} did not complete startup within {}s",
                 target.address,
                 timeout.as_secs()
-            ))
+            )))
         })
 }
 
 async fn connect_inner(
     target: &PgTarget,
     params: &BTreeMap<String, String>,
-) -> Result<Ready, String> {
+) -> Result<Ready, TargetError> {
     let address = target.address.as_str();
     let tcp = TcpStream::connect(address)
         .await
@@ -204,9 +208,9 @@ async fn connect_inner(
                     allowed("trust")?;
                 }
                 if scram.is_some() && !scram_verified {
-                    return Err(format!(
+                    return Err(TargetError::Failed(format!(
                         "target {address} ended SCRAM authentication without proving its identity"
-                    ));
+                    )));
                 }
                 continue;
             }
@@ -234,7 +238,7 @@ async fn connect_inner(
                     found |= m == "SCRAM-SHA-256";
                 }
                 if !found {
-                    return Err(format!("target {address} offers no SASL mechanism wardengate supports (SCRAM-SHA-256)"));
+                    return Err(TargetError::Failed(format!("target {address} offers no SASL mechanism wardengate supports (SCRAM-SHA-256)")));
                 }
                 let s = ScramSha256::new(password, ChannelBinding::unsupported());
                 frontend::sasl_initial_response("SCRAM-SHA-256", s.message(), &mut out)
@@ -258,12 +262,22 @@ async fn connect_inner(
                 continue;
             }
             Backend::ErrorResponse(body) => {
-                return Err(format!(
-                    "target {} refused the account {}: {}",
-                    target.name,
-                    target.username,
-                    error_text(&body)
-                ));
+                let (code, message) = error_fields(&body);
+                // 28P01 (invalid_password) after the gateway sent the vault's secret: the
+                // account's password is no longer the one in the vault.
+                if code == "28P01" {
+                    return Err(TargetError::SecretRejected {
+                        target: target.name.clone(),
+                        account: target.username.clone(),
+                        detail: format!("{message} (SQLSTATE {code})"),
+                    });
+                }
+                return Err(TargetError::Refused {
+                    target: target.name.clone(),
+                    account: target.username.clone(),
+                    message: format!("{message} (SQLSTATE {code})"),
+                    code: (!code.is_empty()).then_some(code),
+                });
             }
             Backend::ParameterStatus(_) | Backend::NoticeResponse(_) => {
                 preamble.extend_from_slice(&frame);
@@ -283,10 +297,10 @@ async fn connect_inner(
                 });
             }
             _ => {
-                return Err(format!(
+                return Err(TargetError::Failed(format!(
                     "target {address} sent an unexpected message (type '{}') during startup",
                     frame[0].escape_ascii()
-                ));
+                )));
             }
         }
         super::wire::send(&mut conn, &[&out])

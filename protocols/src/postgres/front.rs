@@ -14,22 +14,29 @@ use tokio::net::TcpStream;
 use super::scram::{Exchange, Verifier, MECHANISM};
 use super::wire::{encode, error, Conn, Rd};
 use super::{PgBroker, PgSettings};
+use crate::session::{ClientInfo, Verdict};
 
 const SSL_REQUEST: i32 = 80877103;
 const GSSENC_REQUEST: i32 = 80877104;
 const CANCEL_REQUEST: i32 = 80877102;
 /// Largest startup packet accepted (PostgreSQL's own limit).
 const MAX_STARTUP: usize = 10_000;
+/// Longest cancel key protocol 3.2 allows.
+const MAX_CANCEL_KEY: usize = 256;
 
 /// What the client asked for.
 pub enum Opening {
     Session {
         conn: Conn,
         params: BTreeMap<String, String>,
+        /// The protocol's minor version spoken with this client: 0, or 2 (3.2, whose cancel
+        /// keys are 32 bytes instead of 4).
+        minor: u16,
     },
     Cancel {
         pid: i32,
-        secret: i32,
+        /// The key the client got: 4 bytes (protocol 3.0) or up to 256 (3.2).
+        secret: Vec<u8>,
     },
 }
 
@@ -146,10 +153,12 @@ pub async fn negotiate(tcp: TcpStream, settings: &PgSettings) -> Result<Opening,
                 .await;
                 return Err("a second GSSENCRequest".into());
             }
-            CANCEL_REQUEST if body.len() >= 12 => {
+            CANCEL_REQUEST if (12..=8 + MAX_CANCEL_KEY).contains(&body.len()) => {
                 let pid = i32::from_be_bytes([body[4], body[5], body[6], body[7]]);
-                let secret = i32::from_be_bytes([body[8], body[9], body[10], body[11]]);
-                return Ok(Opening::Cancel { pid, secret });
+                return Ok(Opening::Cancel {
+                    pid,
+                    secret: body[8..].to_vec(),
+                });
             }
             _ if body[0..2] == [0, 3] => {
                 let mut packet = BytesMut::with_capacity(len);
@@ -171,11 +180,18 @@ pub async fn negotiate(tcp: TcpStream, settings: &PgSettings) -> Result<Opening,
                     .filter(|k| k.starts_with("_pq_."))
                     .cloned()
                     .collect();
-                if startup.protocol_number_minor != 0 || !unsupported.is_empty() {
-                    // Speak 3.0, which every PostgreSQL since 7.4 and every driver understands.
+                // 3.0, which every PostgreSQL since 7.4 and every driver understands, or 3.2
+                // (PostgreSQL 18), which differs only in its longer cancel keys: the gateway makes
+                // the client's key itself, so it can give a 3.2 client a 32-byte one whatever the
+                // target speaks.
+                let minor = match startup.protocol_number_minor {
+                    m if m >= 2 => 2,
+                    _ => 0,
+                };
+                if startup.protocol_number_minor != minor || !unsupported.is_empty() {
                     conn_write(
                         &mut conn,
-                        &encode(&NegotiateProtocolVersion::new(0, unsupported)),
+                        &encode(&NegotiateProtocolVersion::new(minor.into(), unsupported)),
                     )
                     .await?;
                 }
@@ -192,6 +208,7 @@ pub async fn negotiate(tcp: TcpStream, settings: &PgSettings) -> Result<Opening,
                 return Ok(Opening::Session {
                     conn,
                     params: startup.parameters,
+                    minor,
                 });
             }
             _ => {
@@ -245,43 +262,64 @@ pub enum AuthResult {
     Ok(&'static str),
     /// Told the client; audited by the caller with this kind and message.
     Refused(&'static str, String),
+    /// Told the client like a wrong password; not audited (the gateway audits the burst).
+    Throttled,
     /// The client went away (psql does this when it first learns a password is needed).
     Gone(Early),
 }
 
-/// Authenticate `user` at the gateway.
+/// The hint every password failure carries, whatever the reason (so it reveals nothing).
+const PASSWORD_HINT: &str = "check the user name (USER#TARGET) and your gateway password; a user without a SCRAM verifier can log in only over TLS (sslmode=require)";
+
+/// Authenticate `user` at the gateway. Whatever goes wrong (unknown user, no password, no
+/// SCRAM verifier outside TLS, wrong password, throttled), the client sees the same exchange
+/// and the same `28P01` after the same delay; the audit gets the reason.
 pub async fn authenticate<B: PgBroker>(
     broker: &B,
     conn: &mut Conn,
     user: &str,
+    client: &ClientInfo,
     settings: &PgSettings,
 ) -> AuthResult {
     let known = broker.pg_user(user);
     let tls = conn.is_tls();
-    let scram = match &known {
-        Some(u) if u.scram.is_some() => u.scram.clone(),
-        Some(u) if u.has_password && tls => None,
-        Some(u) if u.has_password => {
-            let msg = format!("wardengate: user \"{user}\" can log in to PostgreSQL targets only over TLS (no SCRAM verifier is configured, and a cleartext password is accepted only inside TLS)");
-            fatal(conn, "28000", &msg, Some("connect with sslmode=require, or ask an administrator to add users.scram_sha_256 (`wardengate hash-password` prints it)")).await;
-            return AuthResult::Refused("tls_required", msg);
-        }
-        Some(_) => {
-            let msg =
-                format!("wardengate: user \"{user}\" has no password; PostgreSQL targets need one");
-            fatal(conn, "28000", &msg, None).await;
-            return AuthResult::Refused("no_password", msg);
-        }
-        None => Some(Verifier::mock(user)),
+    let allowed = broker.attempt_allowed(user, client);
+    // Why the login cannot succeed whatever the password, for the audit.
+    let cannot: Option<(&'static str, String)> = match &known {
+        None => Some(("unknown_user", format!("unknown user \"{user}\""))),
+        Some(u) if u.scram.is_none() && !u.has_password => Some((
+            "no_password",
+            format!("user \"{user}\" has no password; PostgreSQL targets need one"),
+        )),
+        Some(u) if u.scram.is_none() && !tls => Some((
+            "tls_required",
+            format!("user \"{user}\" has no SCRAM verifier, so a cleartext password is accepted only inside TLS"),
+        )),
+        _ => None,
+    };
+    let scram = match (&known, &cannot) {
+        (Some(u), None) => u.scram.clone(),
+        // Every other case runs the same SCRAM exchange against a mock verifier and fails.
+        _ => Some(Verifier::mock(user)),
+    };
+    let scram = if allowed {
+        scram
+    } else {
+        Some(Verifier::mock(user))
     };
     let method = match (&scram, tls) {
         (Some(_), false) => "scram-sha-256",
         (Some(_), true) => "scram-sha-256 (tls)",
         (None, _) => "password (tls)",
     };
-    let ok = match scram {
+    let verdict = match scram {
         Some(v) => match scram_exchange(conn, v).await {
-            Ok(ok) => ok,
+            Ok(ok) => {
+                if allowed {
+                    broker.attempt_result(user, client, ok && cannot.is_none());
+                }
+                ok
+            }
             Err(e) => return AuthResult::Gone(e),
         },
         None => {
@@ -292,26 +330,24 @@ pub async fn authenticate<B: PgBroker>(
                 Ok(b) => b,
                 Err(e) => return AuthResult::Gone(e),
             };
-            match Rd(&body).cstr() {
-                Some(p) => broker.verify_password(user, &p).await,
-                None => false,
-            }
+            let p = Rd(&body).cstr().unwrap_or_default();
+            broker.check_password(user, &p, client, true).await == Verdict::Ok
         }
     };
-    if ok && known.is_some() {
+    if verdict && allowed && cannot.is_none() {
         return AuthResult::Ok(method);
     }
     tokio::time::sleep(settings.auth_rejection_time).await;
     let msg = format!("password authentication failed for user \"{user}\"");
-    fatal(conn, "28P01", &msg, None).await;
-    AuthResult::Refused(
-        if known.is_some() {
-            "bad_password"
-        } else {
-            "unknown_user"
-        },
-        msg,
-    )
+    let _ = conn
+        .write_all(&error("FATAL", "28P01", &msg, None, Some(PASSWORD_HINT)))
+        .await;
+    let _ = conn.shutdown().await;
+    if !allowed {
+        return AuthResult::Throttled;
+    }
+    let (kind, why) = cannot.unwrap_or(("bad_password", msg));
+    AuthResult::Refused(kind, why)
 }
 
 /// Run SCRAM-SHA-256; `Ok(false)` for a wrong password, `Err` when the client left.

@@ -33,6 +33,8 @@ use wardengate_policy::Admitted;
 pub use querylog::Capture;
 pub use scram::Verifier;
 
+use crate::error::TargetError;
+use crate::listener::PreAuth;
 use crate::session::{ClientInfo, Lifecycle, Login, Outcome, SessionLink};
 use front::{AuthResult, Opening};
 use wire::encode;
@@ -154,6 +156,11 @@ pub struct Refusal {
 pub trait PgBroker: Lifecycle {
     /// The user's credentials, or `None` for an unknown user.
     fn pg_user(&self, name: &str) -> Option<PgUserAuth>;
+    /// A CancelRequest arrived from `peer`: may it be looked up? `false` drops it (PostgreSQL
+    /// answers no cancel request, so the client learns nothing): each one may guess a key.
+    fn cancel_allowed(&self, peer: std::net::IpAddr) -> bool;
+    /// A CancelRequest named no live session (counted and summarised, never one log line each).
+    fn cancel_unknown(&self, peer: std::net::IpAddr);
     /// Decide admission for an authenticated user.
     fn admit_pg(
         &self,
@@ -163,35 +170,36 @@ pub trait PgBroker: Lifecycle {
     ) -> impl std::future::Future<Output = Result<PgPlan, Refusal>> + Send;
 }
 
-/// Cancel keys handed to clients: the real backend PID with a secret of the gateway's own,
-/// mapped to the target and its real secret.
+/// Cancel keys handed to clients: the real backend PID with a secret of the gateway's own (4
+/// bytes for protocol 3.0 clients, 32 for 3.2), mapped to the target and its real secret.
 #[derive(Default)]
-pub struct Cancels(Mutex<HashMap<(i32, i32), CancelTarget>>);
+pub struct Cancels(Mutex<HashMap<(i32, Vec<u8>), CancelTarget>>);
 
 /// Where a cancel key leads: (session id, the target, the backend's real secret).
 type CancelTarget = (String, Arc<Route>, i32);
 
 impl Cancels {
-    fn insert(&self, pid: i32, secret: i32, session: &str, route: Arc<Route>, real: i32) {
+    fn insert(&self, pid: i32, secret: &[u8], session: &str, route: Arc<Route>, real: i32) {
         if let Ok(mut m) = self.0.lock() {
-            m.insert((pid, secret), (session.to_string(), route, real));
+            m.insert((pid, secret.to_vec()), (session.to_string(), route, real));
         }
     }
-    fn remove(&self, pid: i32, secret: i32) {
+    fn remove(&self, pid: i32, secret: &[u8]) {
         if let Ok(mut m) = self.0.lock() {
-            m.remove(&(pid, secret));
+            m.remove(&(pid, secret.to_vec()));
         }
     }
-    fn get(&self, pid: i32, secret: i32) -> Option<CancelTarget> {
-        self.0.lock().ok()?.get(&(pid, secret)).cloned()
+    fn get(&self, pid: i32, secret: &[u8]) -> Option<CancelTarget> {
+        self.0.lock().ok()?.get(&(pid, secret.to_vec())).cloned()
     }
 }
 
-fn random_i32() -> i32 {
+/// A new cancel secret of `len` random bytes.
+fn random_secret(len: usize) -> Vec<u8> {
     use ring::rand::SecureRandom;
-    let mut b = [0u8; 4];
+    let mut b = vec![0u8; len];
     let _ = ring::rand::SystemRandom::new().fill(&mut b);
-    i32::from_be_bytes(b)
+    b
 }
 
 /// The example in every "which target?" error.
@@ -204,19 +212,25 @@ pub async fn serve_connection<B: PgBroker>(
     cancels: Arc<Cancels>,
     socket: TcpStream,
     peer: SocketAddr,
+    mut slot: PreAuth,
     shutdown: CancellationToken,
 ) {
     let _ = socket.set_nodelay(true);
-    let deadline = tokio::time::Instant::now() + settings.auth_timeout;
     let opening = tokio::select! {
-        o = front::negotiate(socket, &settings) => o,
-        _ = tokio::time::sleep_until(deadline) => Err(format!("no startup within {}s", settings.auth_timeout.as_secs())),
+        o = slot.within(front::negotiate(socket, &settings)) => o.unwrap_or_else(|| Err(format!("no startup within {:?}", slot.timeout()))),
         _ = shutdown.cancelled() => return,
     };
-    let (mut conn, params) = match opening {
-        Ok(Opening::Session { conn, params }) => (conn, params),
+    let (mut conn, params, minor) = match opening {
+        Ok(Opening::Session {
+            conn,
+            params,
+            minor,
+        }) => (conn, params, minor),
         Ok(Opening::Cancel { pid, secret }) => {
-            match cancels.get(pid, secret) {
+            if !broker.cancel_allowed(peer.ip()) {
+                return;
+            }
+            match cancels.get(pid, &secret) {
                 Some((session, route, real)) => {
                     broker.notice(
                         &session,
@@ -227,7 +241,7 @@ pub async fn serve_connection<B: PgBroker>(
                         tracing::warn!(%session, "cannot forward a cancel request: {e}");
                     }
                 }
-                None => info!(%peer, "cancel request with an unknown key ignored"),
+                None => broker.cancel_unknown(peer.ip()),
             }
             return;
         }
@@ -261,12 +275,35 @@ pub async fn serve_connection<B: PgBroker>(
         front::refuse(&mut conn, "28000", &msg, None).await;
         return;
     };
-    let method = match front::authenticate(&*broker, &mut conn, &login.user, &settings).await {
+    let authenticated = slot
+        .within(front::authenticate(
+            &*broker,
+            &mut conn,
+            &login.user,
+            &client,
+            &settings,
+        ))
+        .await;
+    let Some(authenticated) = authenticated else {
+        // Stalled inside SCRAM (or never answering the password request).
+        info!(%peer, "not authenticated within {:?}; closed", slot.timeout());
+        front::refuse(
+            &mut conn,
+            "08006",
+            "wardengate: authentication timeout",
+            None,
+        )
+        .await;
+        return;
+    };
+    slot.authenticated();
+    let method = match authenticated {
         AuthResult::Ok(m) => m,
         AuthResult::Refused(kind, msg) => {
             broker.refused(&login_text, &client, kind, &msg);
             return;
         }
+        AuthResult::Throttled => return,
         AuthResult::Gone(e) => {
             tracing::debug!(%peer, "client left during authentication: {e}");
             return;
@@ -281,17 +318,23 @@ pub async fn serve_connection<B: PgBroker>(
     };
     let sid = plan.link.shared.id.clone();
     let span = tracing::info_span!("session", id = %sid, target = %plan.target.name);
-    run_session(broker, settings, cancels, conn, params, plan, shutdown)
-        .instrument(span)
-        .await;
+    run_session(
+        broker,
+        settings,
+        cancels,
+        (conn, params, minor),
+        plan,
+        shutdown,
+    )
+    .instrument(span)
+    .await;
 }
 
 async fn run_session<B: PgBroker>(
     broker: Arc<B>,
     settings: Arc<PgSettings>,
     cancels: Arc<Cancels>,
-    mut conn: wire::Conn,
-    params: BTreeMap<String, String>,
+    (mut conn, params, minor): (wire::Conn, BTreeMap<String, String>, u16),
     plan: PgPlan,
     shutdown: CancellationToken,
 ) {
@@ -306,19 +349,28 @@ async fn run_session<B: PgBroker>(
     let ready = match ready {
         Ok(r) => r,
         Err(e) => {
+            // Drivers branch on the SQLSTATE: the target's own where it gave one (28P01 for a
+            // secret it rejected, 3D000, 53300, 57P03 ...), 08001 where it could not be reached.
+            let code = match &e {
+                TargetError::SecretRejected { .. } => "28P01",
+                TargetError::Refused { code: Some(c), .. } => c.as_str(),
+                _ => "08001",
+            };
             let msg = format!("wardengate: {e}");
-            front::refuse(&mut conn, "08001", &msg, None).await;
+            front::refuse(&mut conn, code, &msg, None).await;
             broker.ended(&sid, Outcome::TargetFailed(e));
             return;
         }
     };
-    let secret = random_i32();
+    // Protocol 3.2 clients get a 32-byte key: 2^256 to guess instead of 2^32.
+    let secret = random_secret(if minor >= 2 { 32 } else { 4 });
+    let key = match <[u8; 4]>::try_from(secret.as_slice()) {
+        Ok(four) => SecretKey::I32(i32::from_be_bytes(four)),
+        Err(_) => SecretKey::Bytes(secret.clone().into()),
+    };
     let mut hello = encode(&Authentication::Ok);
     hello.extend_from_slice(&ready.preamble);
-    hello.extend_from_slice(&encode(&BackendKeyData::new(
-        ready.pid,
-        SecretKey::I32(secret),
-    )));
+    hello.extend_from_slice(&encode(&BackendKeyData::new(ready.pid, key)));
     hello.extend_from_slice(&ready.ready);
     if let Err(e) = wire::send(&mut conn, &[&hello]).await {
         broker.ended(
@@ -328,7 +380,7 @@ async fn run_session<B: PgBroker>(
         return;
     }
     let route = Arc::new(plan.target.route());
-    cancels.insert(ready.pid, secret, &sid, route.clone(), ready.secret);
+    cancels.insert(ready.pid, &secret, &sid, route.clone(), ready.secret);
     broker.opened(&sid);
     let database = plan
         .target
@@ -368,7 +420,7 @@ async fn run_session<B: PgBroker>(
         );
     })
     .await;
-    cancels.remove(ready.pid, secret);
+    cancels.remove(ready.pid, &secret);
     info!(reason = outcome.reason(), "postgres session ended");
     broker.ended(&sid, outcome);
 }

@@ -109,6 +109,7 @@ async fn down(
     (tap, hub): (Option<Tap>, Arc<ShadowHub>),
     mut inject: mpsc::Receiver<Inject>,
     shared: Arc<crate::session::SessionShared>,
+    alerts: mpsc::Sender<String>,
 ) -> End {
     let mut buf = vec![0u8; BUF];
     let mut scanner = Scanner::new(64 * 1024);
@@ -124,7 +125,7 @@ async fn down(
         tokio::select! {
             _ = async { if let Some(t) = waiting { tokio::time::sleep_until(t).await } }, if waiting.is_some() => {
                 flush_at = None;
-                if !record(&log, (&tap, &hub), shared.started_ms, &mut params).await {
+                if !record(&log, (&tap, &hub, &alerts), shared.started_ms, &mut params).await {
                     return End::Io("the recording failed".into());
                 }
             }
@@ -166,7 +167,7 @@ async fn down(
                 // session finds them if it comes first.
                 if ready >= FLUSH_BATCH || fatal || !params.is_empty() {
                     flush_at = None;
-                    if !record(&log, (&tap, &hub), shared.started_ms, &mut params).await {
+                    if !record(&log, (&tap, &hub, &alerts), shared.started_ms, &mut params).await {
                         return End::Io("the recording failed".into());
                     }
                 } else if ready > 0 && flush_at.is_none() {
@@ -201,13 +202,25 @@ async fn down(
 
 /// Hand the log's completed records (and ParameterStatus changes) to the recording; `false`
 /// when the recording failed.
+/// The audit text of a record that carries an alert: `password change: ALTER ROLE ...`.
+fn alert_text(r: &wardengate_recorder::QueryRecord) -> Option<String> {
+    let alert = r.alert.as_deref()?;
+    let text: String = r.statement.chars().take(200).collect();
+    Some(format!("{alert}: {text}"))
+}
+
 async fn record(
     log: &Mutex<QueryLog>,
-    (tap, hub): (&Option<Tap>, &ShadowHub),
+    (tap, hub, alerts): (&Option<Tap>, &ShadowHub, &mpsc::Sender<String>),
     started_ms: u64,
     params: &mut Vec<String>,
 ) -> bool {
     let ready = log.lock().map(|mut l| l.take_ready()).unwrap_or_default();
+    for a in ready.iter().filter_map(alert_text) {
+        // The supervisor audits it (`session.alert`); more than a few at once are in the
+        // recording all the same.
+        let _ = alerts.try_send(a);
+    }
     if hub.count() > 0 {
         // Observers get the log as `recording play` shows it (timed at the batch's flush).
         let t_us = crate::session::now_ms().saturating_sub(started_ms) * 1000;
@@ -273,6 +286,7 @@ pub async fn run(
         terminated.clone(),
         shared.clone(),
     );
+    let (alert_tx, mut alert_rx) = mpsc::channel::<String>(16);
     let down = down(
         trd,
         cwr,
@@ -280,6 +294,7 @@ pub async fn run(
         (live.link.tap.clone(), live.link.hub.clone()),
         inject_rx,
         shared.clone(),
+        alert_tx,
     );
     tokio::pin!(up, down);
     let mut down_done = false;
@@ -387,6 +402,7 @@ pub async fn run(
                 // The gateway refuses to hand off a PostgreSQL session (no terminal to take over).
                 Some(Control::Handoff { .. }) | None => {}
             },
+            Some(alert) = alert_rx.recv() => notify("session.alert", alert),
             _ = tokio::time::sleep(wait) => {}
             _ = shutdown.cancelled() => {
                 end("57P01", "wardengate is shutting down; the session was closed".into(), &live).await;
@@ -411,6 +427,13 @@ pub async fn run(
         .lock()
         .map(|mut l| l.unfinished(&why))
         .unwrap_or_default();
+    // Alerts the supervisor had no turn to hear, and those of records never flushed.
+    while let Ok(alert) = alert_rx.try_recv() {
+        notify("session.alert", alert);
+    }
+    for a in unfinished.iter().filter_map(alert_text) {
+        notify("session.alert", a);
+    }
     if let Some(tap) = &live.link.tap {
         for r in unfinished {
             tap.record(EventKind::Query(Box::new(r))).await;

@@ -29,6 +29,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, Instrument};
 use wardengate_policy::Admitted;
 
+use crate::error::TargetError;
+use crate::listener::PreAuth;
+use crate::session::MAX_LOGIN;
 use crate::session::{ClientInfo, Lifecycle, Login, Outcome, SessionLink};
 
 /// How the RDP front behaves.
@@ -104,16 +107,18 @@ pub async fn serve_connection<B: RdpBroker>(
     settings: Arc<RdpSettings>,
     socket: TcpStream,
     peer: SocketAddr,
+    mut slot: PreAuth,
     shutdown: CancellationToken,
 ) {
     let _ = socket.set_nodelay(true);
     let opening = tokio::select! {
-        r = tokio::time::timeout(settings.auth_timeout, open(&*broker, &settings, socket, peer)) => match r {
-            Ok(r) => r,
-            Err(_) => Err(format!("no NLA within {}s", settings.auth_timeout.as_secs())),
+        r = slot.within(open(&*broker, &settings, socket, peer)) => match r {
+            Some(r) => r,
+            None => Err(format!("not authenticated (NLA) within {:?}", slot.timeout())),
         },
         _ = shutdown.cancelled() => return,
     };
+    slot.authenticated();
     let (client_tls, login, request) = match opening {
         Ok(o) => o,
         Err(e) => {
@@ -191,18 +196,36 @@ async fn open<B: RdpBroker>(
         .await
         .map_err(|e| format!("TLS with the client failed: {e}"))?;
     let mut name = String::new();
+    let mut throttled = false;
     let result = nego::accept_nla(&mut tls, settings.public_key.clone(), |n| {
-        name = n.to_string();
-        Login::split(n).and_then(|l| broker.rdp_nt_hash(&l.user))
+        name = n.chars().take(MAX_LOGIN).collect();
+        let login = Login::split(n)?;
+        // A throttled source fails NTLM exactly as a wrong password does.
+        if !broker.attempt_allowed(&login.user, &client) {
+            throttled = true;
+            return None;
+        }
+        broker.rdp_nt_hash(&login.user)
     })
     .await;
+    let user = Login::split(&name).map(|l| l.user).unwrap_or_default();
     match result {
         Ok(authenticated) => {
             let login = Login::split(&authenticated)
                 .ok_or_else(|| format!("NLA user name '{authenticated}' names no target"))?;
+            broker.attempt_result(&login.user, &client, true);
             Ok((tls, login, frame))
         }
+        Err(nego::NlaFailure::Denied(_)) if throttled => {
+            tokio::time::sleep(settings.auth_rejection_time).await;
+            Err(format!(
+                "NLA refused for \"{name}\": too many failures lately"
+            ))
+        }
         Err(nego::NlaFailure::Denied(e)) => {
+            if !user.is_empty() {
+                broker.attempt_result(&user, &client, false);
+            }
             tokio::time::sleep(settings.auth_rejection_time).await;
             let (kind, msg) = match Login::split(&name) {
                 None => (
@@ -232,9 +255,9 @@ async fn run_session<B: RdpBroker>(
     let target = tokio::select! {
         r = tokio::time::timeout(settings.connect_timeout, connect(&plan.target)) => match r {
             Ok(r) => r,
-            Err(_) => Err(format!("target {} did not complete NLA within {}s", plan.target.address, settings.connect_timeout.as_secs())),
+            Err(_) => Err(TargetError::Failed(format!("target {} did not complete NLA within {}s", plan.target.address, settings.connect_timeout.as_secs()))),
         },
-        _ = shutdown.cancelled() => Err("wardengate is shutting down".into()),
+        _ = shutdown.cancelled() => Err(TargetError::Failed("wardengate is shutting down".into())),
     };
     let target = match target {
         Ok(t) => t,
@@ -278,7 +301,7 @@ type TargetTls = tokio_rustls::client::TlsStream<TcpStream>;
 
 /// Connect the target: X.224 with the account as the cookie, TLS, CredSSP with the vault's
 /// credentials.
-async fn connect(target: &RdpTarget) -> Result<TargetTls, String> {
+async fn connect(target: &RdpTarget) -> Result<TargetTls, TargetError> {
     let address = target.address.as_str();
     let mut tcp = TcpStream::connect(address)
         .await
@@ -292,9 +315,9 @@ async fn connect(target: &RdpTarget) -> Result<TargetTls, String> {
         .map_err(|e| format!("RDP target {address}: {e}"))?;
     let selected = nego::parse_confirm(&frame).map_err(|e| format!("{address}: {e}"))?;
     if selected != SecurityProtocol::HYBRID {
-        return Err(format!(
+        return Err(TargetError::Failed(format!(
             "RDP target {address} selected {selected:?} instead of NLA (HYBRID)"
-        ));
+        )));
     }
     let config = rustls::ClientConfig::builder()
         .dangerous()
@@ -317,6 +340,15 @@ async fn connect(target: &RdpTarget) -> Result<TargetTls, String> {
     let key = nego::public_key(cert.as_ref())?;
     nego::connect_nla(&mut tls, key, &host, &target.username, &target.password)
         .await
-        .map_err(|e| format!("RDP target {address}: {e}"))?;
+        .map_err(|e| match e {
+            TargetError::SecretRejected {
+                account, detail, ..
+            } => TargetError::SecretRejected {
+                target: target.name.clone(),
+                account,
+                detail,
+            },
+            other => TargetError::Failed(format!("RDP target {address}: {other}")),
+        })?;
     Ok(tls)
 }

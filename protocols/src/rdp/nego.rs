@@ -234,10 +234,11 @@ pub async fn connect_nla<S>(
     server_name: &str,
     username: &str,
     password: &str,
-) -> Result<(), String>
+) -> Result<(), crate::error::TargetError>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
+    let account = username.to_string();
     let username = Username::parse(username)
         .map_err(|e| format!("the account name '{username}' is not valid for NLA: {e}"))?;
     let credentials: sspi::Credentials = AuthIdentity {
@@ -266,10 +267,18 @@ where
                 next = TsRequest::from_buffer(&frame)
                     .map_err(|e| format!("malformed CredSSP message from the target: {e}"))?;
                 if let Some(code) = next.error_code {
-                    return Err(format!(
-                        "the target refused the account's credentials (NTSTATUS 0x{:08x})",
-                        code.0
-                    ));
+                    let detail = format!("NTSTATUS 0x{:08x}", code.0);
+                    // Logon failure / wrong password: the vault's password is not the account's.
+                    if code == NStatusCode::LOGON_FAILURE || code == NStatusCode::WRONG_PASSWORD {
+                        return Err(crate::error::TargetError::SecretRejected {
+                            target: server_name.to_string(),
+                            account,
+                            detail,
+                        });
+                    }
+                    return Err(
+                        format!("the target refused the account's credentials ({detail})").into(),
+                    );
                 }
             }
             ClientState::FinalMessage(ts) => {

@@ -1,9 +1,11 @@
 //! Authentication of the client leg: public key, password, and keyboard-interactive (a password
-//! prompt, or a refusal message). Part of [`Front`](super::front::Front), split out for reading.
+//! prompt). Part of [`Front`](super::front::Front), split out for reading.
 //!
-//! A refusal the user must understand before authentication (unknown user, malformed login, wrong
-//! password, no registered key) is shown through keyboard-interactive: OpenSSH prints the
-//! `instruction` of an info request with no prompts, then the gateway ends the connection.
+//! Before authentication the client learns nothing about who exists: an unknown user, a
+//! malformed login, a user without a password, a wrong password and a throttled source all get
+//! the same password prompt, the same dummy-or-real argon2 check (the gateway's bounded pool),
+//! the same `auth_rejection_time` delay and the same text, [`ACCESS_DENIED`]. What really
+//! happened goes to the audit (`auth.failed` with the reason) only.
 //! A denial after authentication (unknown target, no permission) is accepted and explained on
 //! every channel instead (see `front.rs`), so that BatchMode clients see it too.
 
@@ -14,6 +16,25 @@ use russh::{MethodKind, MethodSet};
 use super::back;
 use super::front::{AdmittedSession, AuthOutcome, Front, Kbd, Started, MAX_PASSWORD_TRIES};
 use super::{Login, SshBroker, TargetPlan};
+use crate::session::Verdict;
+pub use crate::session::MAX_LOGIN;
+
+/// The one text every refusal before authentication shows, whatever the reason.
+pub const ACCESS_DENIED: &str = "wardengate: access denied. Log in as USER:TARGET[:ACCOUNT] \
+    (USER#TARGET for scp, sftp and rsync) with your own key or password, e.g. \
+    ssh alice:web-01.prod@gateway. An administrator can find the reason in the audit log.";
+
+/// Keys remembered per connection for the audit's "offered" list.
+const MAX_OFFERED_KEYS: usize = 16;
+
+/// The host part of `host:port` (`[v6]:port` too).
+fn host_of(address: &str) -> String {
+    address
+        .rsplit_once(':')
+        .map_or(address, |(h, _)| h)
+        .trim_matches(['[', ']'])
+        .to_string()
+}
 
 fn all_methods() -> MethodSet {
     let mut m = MethodSet::empty();
@@ -47,7 +68,7 @@ fn show(text: String, prompts: Vec<(std::borrow::Cow<'static, str>, bool)>) -> A
 impl<B: SshBroker> Front<B> {
     /// Parse the login once per distinct username (a client may change it between attempts).
     pub(super) fn note_login(&mut self, user: &str) {
-        if self.raw_login == user && (self.login.is_some() || self.refusal.is_some()) {
+        if self.raw_login == user {
             return;
         }
         self.raw_login = user.to_string();
@@ -56,22 +77,7 @@ impl<B: SshBroker> Front<B> {
         self.kbd = Kbd::Idle;
         self.password_failures = 0;
         self.offered_keys.clear();
-        match Login::parse(user) {
-            Ok(l) => {
-                self.login = Some(l);
-                if self.broker.user(&self.user()).is_none() {
-                    let msg = format!(
-                        "wardengate: unknown user '{}'; ask a Wardengate administrator to add you",
-                        self.user()
-                    );
-                    self.refuse("unknown_user", msg);
-                }
-            }
-            Err(msg) => {
-                self.login = None;
-                self.refuse("bad_login", msg);
-            }
-        }
+        self.login = Login::parse(user).ok();
     }
 
     pub(super) fn user(&self) -> String {
@@ -81,11 +87,63 @@ impl<B: SshBroker> Front<B> {
             .unwrap_or_default()
     }
 
-    pub(super) fn refuse(&mut self, kind: &str, msg: String) {
+    /// Why this login cannot succeed whatever the credential, for the audit.
+    fn why_not(&self) -> Option<(&'static str, String)> {
+        let Some(login) = &self.login else {
+            if self.raw_login.len() > MAX_LOGIN {
+                return Some(("bad_login", format!("login longer than {MAX_LOGIN} bytes")));
+            }
+            return Some((
+                "bad_login",
+                Login::parse(&self.raw_login).err().unwrap_or_default(),
+            ));
+        };
+        if self.broker.user(&login.user).is_none() {
+            return Some(("unknown_user", format!("unknown user '{}'", login.user)));
+        }
+        None
+    }
+
+    /// The name failures are counted under: the login's user, or the raw login when it parses
+    /// to none.
+    fn throttle_name(&self) -> String {
+        match &self.login {
+            Some(l) => l.user.clone(),
+            None => self.raw_login.chars().take(MAX_LOGIN).collect(),
+        }
+    }
+
+    /// Check a password (throttled, bounded; a dummy check when the login cannot succeed).
+    async fn check(&mut self, password: &str) -> Verdict {
+        let name = self.throttle_name();
+        let usable = self.login.is_some();
+        self.broker
+            .check_password(&name, password, &self.client, usable)
+            .await
+    }
+
+    /// A failed attempt: audited with its real reason, unless the throttle refused it (the
+    /// gateway audits the burst instead).
+    fn failed(&mut self, verdict: Verdict) {
+        self.password_failures += 1;
+        if verdict == Verdict::Refused {
+            return;
+        }
+        let (kind, msg) = self
+            .why_not()
+            .unwrap_or_else(|| match self.broker.user(&self.user()) {
+                Some(u) if !u.has_password => (
+                    "no_password",
+                    format!("user '{}' has no password (keys only)", self.user()),
+                ),
+                _ => (
+                    "bad_password",
+                    format!("wrong password for user '{}'", self.user()),
+                ),
+            });
         self.broker
             .refused(&self.raw_login, &self.client, kind, &msg);
         self.refusal_audited = true;
-        self.refusal = Some(msg);
     }
 
     pub(super) async fn admit(&mut self, method: &str) -> Auth {
@@ -125,6 +183,7 @@ impl<B: SshBroker> Front<B> {
             username,
             credential,
         } = plan;
+        let target_address = address.clone();
         let leg = back::spawn_connect(
             self.broker.clone(),
             back::LegSpec {
@@ -142,7 +201,8 @@ impl<B: SshBroker> Front<B> {
         self.admitted = Some(AdmittedSession {
             shared: link.shared.clone(),
             leg: leg.clone(),
-            allow_port_forwarding: admitted.allow_port_forwarding(),
+            admitted: admitted.clone(),
+            target_host: host_of(&target_address),
             policy: admitted.policy().to_string(),
             tap: link.tap.clone(),
             ending: ending.clone(),
@@ -165,10 +225,15 @@ impl<B: SshBroker> Front<B> {
     /// Re-attach a paused session: the target leg is up already.
     pub(super) fn start_resumed(&mut self, t: super::ResumeTicket) {
         let ending = tokio_util::sync::CancellationToken::new();
+        let target_host = match &*t.leg.borrow() {
+            back::LegState::Ready(leg) => host_of(&leg.address),
+            _ => String::new(),
+        };
         self.admitted = Some(AdmittedSession {
             shared: t.shared.clone(),
             leg: t.leg.clone(),
-            allow_port_forwarding: t.admitted.allow_port_forwarding(),
+            admitted: t.admitted.clone(),
+            target_host,
             policy: t.admitted.policy().to_string(),
             tap: t.tap.clone(),
             ending: ending.clone(),
@@ -185,9 +250,11 @@ impl<B: SshBroker> Front<B> {
     }
 
     pub(super) fn key_registered(&self, key: &PublicKey) -> bool {
-        self.broker
-            .user(&self.user())
-            .is_some_and(|u| u.keys.iter().any(|k| k.key_data() == key.key_data()))
+        self.login.is_some()
+            && self
+                .broker
+                .user(&self.user())
+                .is_some_and(|u| u.keys.iter().any(|k| k.key_data() == key.key_data()))
     }
 
     pub(super) async fn on_auth_none(&mut self, user: &str) -> Result<Auth, russh::Error> {
@@ -201,16 +268,14 @@ impl<B: SshBroker> Front<B> {
         offer: server::PublicKeyOffer<'_>,
     ) -> Result<Auth, russh::Error> {
         self.note_login(user);
-        if self.refusal.is_some() {
-            return Ok(reject(only_kbd()));
-        }
-        if self.key_registered(offer.public_key) {
+        if self.refusal.is_none() && self.key_registered(offer.public_key) {
             return Ok(Auth::Accept);
         }
         let fp = offer.public_key.fingerprint(Default::default()).to_string();
-        if !self.offered_keys.contains(&fp) {
+        if !self.offered_keys.contains(&fp) && self.offered_keys.len() < MAX_OFFERED_KEYS {
             self.offered_keys.push(fp);
         }
+        // russh waits `auth_rejection_time` from the request before sending this, whoever asks.
         Ok(reject(all_methods()))
     }
 
@@ -235,15 +300,14 @@ impl<B: SshBroker> Front<B> {
         if self.refusal.is_some() {
             return Ok(reject(only_kbd()));
         }
-        let name = self.user();
-        if self.broker.verify_password(&name, password).await {
-            return Ok(self.admit("password").await);
+        match self.check(password).await {
+            Verdict::Ok => Ok(self.admit("password").await),
+            v => {
+                self.failed(v);
+                // russh delays the rejection to `auth_rejection_time` after the request.
+                Ok(reject(all_methods()))
+            }
         }
-        self.password_failures += 1;
-        let msg = format!("wardengate: wrong password for user '{name}'");
-        self.broker
-            .refused(&self.raw_login, &self.client, "bad_password", &msg);
-        Ok(reject(all_methods()))
     }
 
     pub(super) async fn on_auth_keyboard_interactive<'a>(
@@ -252,34 +316,24 @@ impl<B: SshBroker> Front<B> {
         _submethods: &str,
         response: Option<server::Response<'a>>,
     ) -> Result<Auth, russh::Error> {
+        let started = tokio::time::Instant::now();
         self.note_login(user);
-        let name = self.user();
+        // The client's own name, made printable, in the prompt: the same for everyone.
+        let name: String = self
+            .throttle_name()
+            .chars()
+            .filter(|c| !c.is_control())
+            .take(64)
+            .collect();
         let prompt = || vec![(format!("Password for {name}@wardengate: ").into(), false)];
         if response.is_none() || self.kbd == Kbd::Idle {
             if let Some(msg) = self.refusal.clone() {
                 self.kbd = Kbd::ShowingRefusal;
                 return Ok(show(msg, vec![]));
             }
-            match self.broker.user(&name) {
-                Some(u) if u.has_password => {
-                    self.kbd = Kbd::AskingPassword;
-                    return Ok(show(String::new(), prompt()));
-                }
-                _ => {
-                    let offered = if self.offered_keys.is_empty() {
-                        "none".to_string()
-                    } else {
-                        self.offered_keys.join(", ")
-                    };
-                    let msg = format!(
-                        "wardengate: no public key registered for user '{name}' was offered \
-                         (offered: {offered}) and the user has no password"
-                    );
-                    self.refuse("bad_key", msg.clone());
-                    self.kbd = Kbd::ShowingRefusal;
-                    return Ok(show(msg, vec![]));
-                }
-            }
+            // Everyone is asked for a password: known or not, with a password or not.
+            self.kbd = Kbd::AskingPassword;
+            return Ok(show(String::new(), prompt()));
         }
         match self.kbd {
             Kbd::AskingPassword => {
@@ -287,28 +341,25 @@ impl<B: SshBroker> Front<B> {
                     .and_then(|mut r| r.next())
                     .map(|b| String::from_utf8_lossy(&b).into_owned())
                     .unwrap_or_default();
-                if self.broker.verify_password(&name, &password).await {
+                let verdict = self.check(&password).await;
+                if verdict == Verdict::Ok {
                     let auth = self.admit("keyboard-interactive").await;
                     if auth == Auth::Accept {
                         return Ok(auth);
                     }
-                    self.kbd = Kbd::ShowingRefusal;
-                    return Ok(show(self.refusal.clone().unwrap_or_default(), vec![]));
                 }
-                self.password_failures += 1;
-                let msg = format!("wardengate: wrong password for user '{name}'");
-                self.broker
-                    .refused(&self.raw_login, &self.client, "bad_password", &msg);
+                self.failed(verdict);
+                // russh delays rejections but not prompts: wait here the same time.
+                tokio::time::sleep_until(started + self.rejection_time).await;
                 if self.password_failures < MAX_PASSWORD_TRIES {
-                    return Ok(show(format!("{msg}, try again"), prompt()));
+                    return Ok(show(
+                        "wardengate: access denied, try again".into(),
+                        prompt(),
+                    ));
                 }
-                self.refusal = Some(format!(
-                    "wardengate: authentication failed for user '{name}': wrong password \
-                     ({} attempts)",
-                    self.password_failures
-                ));
+                self.refusal = Some(ACCESS_DENIED.to_string());
                 self.kbd = Kbd::ShowingRefusal;
-                Ok(show(self.refusal.clone().unwrap_or_default(), vec![]))
+                Ok(show(ACCESS_DENIED.to_string(), vec![]))
             }
             // The refusal was shown. OpenSSH treats an empty method list as "try anything", so
             // end the connection instead; the client prints "Connection closed".
@@ -322,12 +373,12 @@ impl<B: SshBroker> Drop for Front<B> {
         // A client that gave up after offering only unregistered keys never reached a point where
         // the failure was audited.
         if self.admitted.is_none() && !self.refusal_audited && !self.offered_keys.is_empty() {
-            let msg = format!(
-                "no registered public key was offered (offered: {})",
-                self.offered_keys.join(", ")
-            );
+            let (kind, why) = self
+                .why_not()
+                .unwrap_or(("bad_key", "no registered public key was offered".into()));
+            let msg = format!("{why} (offered: {})", self.offered_keys.join(", "));
             self.broker
-                .refused(&self.raw_login, &self.client, "bad_key", &msg);
+                .refused(&self.raw_login, &self.client, kind, &msg);
         }
     }
 }

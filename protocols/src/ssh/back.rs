@@ -19,6 +19,7 @@ use tokio::sync::{oneshot, watch};
 use tokio_util::sync::{CancellationToken, DropGuard};
 
 use super::{Credential, SshBroker};
+use crate::error::TargetError;
 
 /// Waiters for channel-request replies, per target channel, in request order.
 pub(crate) type Pending = Arc<Mutex<HashMap<ChannelId, VecDeque<oneshot::Sender<bool>>>>>;
@@ -30,13 +31,15 @@ pub struct TargetLeg {
     /// Cancelled when the target connection ends for any reason.
     pub(crate) closed: CancellationToken,
     pub(crate) target: String,
+    /// The target's `host:port`.
+    pub(crate) address: String,
 }
 
 #[derive(Clone)]
 pub(crate) enum LegState {
     Connecting,
     Ready(Arc<TargetLeg>),
-    Failed(String),
+    Failed(TargetError),
 }
 
 pub(crate) struct Back {
@@ -179,10 +182,10 @@ pub(crate) fn spawn_connect<B: SshBroker>(
                 LegState::Ready(Arc::new(leg))
             }
             Ok(Err(msg)) => LegState::Failed(msg),
-            Err(_) => LegState::Failed(format!(
+            Err(_) => LegState::Failed(TargetError::Failed(format!(
                 "target {target} ({address}) did not complete the SSH handshake within {}s",
                 timeout.as_secs()
-            )),
+            ))),
         };
         let _ = tx.send(state);
     });
@@ -196,7 +199,7 @@ async fn connect<B: SshBroker>(
     username: &str,
     credential: Credential,
     ciphers: &[String],
-) -> Result<TargetLeg, String> {
+) -> Result<TargetLeg, TargetError> {
     let tcp = TcpStream::connect(address)
         .await
         .map_err(|e| format!("target {target} ({address}) is unreachable: {e}"))?;
@@ -232,9 +235,9 @@ async fn connect<B: SshBroker>(
         Ok(h) => h,
         Err(e) => {
             let pinned = hostkey_error.lock().ok().and_then(|mut e| e.take());
-            return Err(pinned.unwrap_or_else(|| {
+            return Err(TargetError::Failed(pinned.unwrap_or_else(|| {
                 format!("SSH handshake with target {target} ({address}) failed: {e}")
-            }));
+            })));
         }
     };
     let auth = match credential {
@@ -253,16 +256,18 @@ async fn connect<B: SshBroker>(
     }
     .map_err(|e| format!("authentication to target {target} failed: {e}"))?;
     if !auth.success() {
-        return Err(format!(
-            "target {target} rejected the vault credential for account '{username}'; \
-             an administrator must update the secret"
-        ));
+        return Err(TargetError::SecretRejected {
+            target: target.to_string(),
+            account: username.to_string(),
+            detail: "SSH authentication failed".into(),
+        });
     }
     Ok(TargetLeg {
         handle,
         pending,
         closed,
         target: target.to_string(),
+        address: address.to_string(),
     })
 }
 
@@ -271,7 +276,7 @@ pub(crate) async fn ready(w: &mut watch::Receiver<LegState>) -> Result<Arc<Targe
     loop {
         match &*w.borrow_and_update() {
             LegState::Ready(leg) => return Ok(leg.clone()),
-            LegState::Failed(msg) => return Err(msg.clone()),
+            LegState::Failed(e) => return Err(e.to_string()),
             LegState::Connecting => {}
         }
         if w.changed().await.is_err() {

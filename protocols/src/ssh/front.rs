@@ -24,6 +24,11 @@ use crate::session::{Busy, PtyInfo, SessionLink, SessionShared, Tap};
 use wardengate_policy::Admitted;
 use wardengate_recorder::EventKind;
 
+/// A client-given host for the audit: at most 256 characters, no control characters.
+fn printable(s: &str) -> String {
+    s.chars().filter(|c| !c.is_control()).take(256).collect()
+}
+
 /// What the connection supervisor learns once authentication is over.
 pub(crate) enum AuthOutcome {
     Admitted(Started),
@@ -57,7 +62,10 @@ pub(crate) struct Started {
 pub(super) struct AdmittedSession {
     pub(super) shared: Arc<SessionShared>,
     pub(super) leg: watch::Receiver<LegState>,
-    pub(super) allow_port_forwarding: bool,
+    /// The admitting decision (port forwarding destinations).
+    pub(super) admitted: Admitted,
+    /// The target's host, as its address names it (`forward_to = ["target"]`).
+    pub(super) target_host: String,
     pub(super) policy: String,
     pub(super) tap: Option<Tap>,
     pub(super) ending: tokio_util::sync::CancellationToken,
@@ -87,6 +95,8 @@ pub(crate) struct Front<B: SshBroker> {
     pub(super) password_failures: u32,
     pub(super) offered_keys: Vec<String>,
     pub(super) connect_timeout: Duration,
+    /// How long every refused attempt takes (`ssh.auth_rejection_time`).
+    pub(super) rejection_time: Duration,
     pub(super) ciphers: Vec<String>,
     pub(super) started_tx: Option<oneshot::Sender<AuthOutcome>>,
     pub(super) admitted: Option<AdmittedSession>,
@@ -124,6 +134,7 @@ impl<B: SshBroker> Front<B> {
             password_failures: 0,
             offered_keys: Vec::new(),
             connect_timeout: settings.connect_timeout,
+            rejection_time: settings.auth_rejection_time,
             ciphers: settings.ciphers.clone(),
             started_tx: Some(started_tx),
             admitted: None,
@@ -301,22 +312,44 @@ impl<B: SshBroker> server::Handler for Front<B> {
         reply: ChannelOpenHandle,
         session: &mut Session,
     ) -> Result<(), Self::Error> {
-        if self.denied.is_none()
-            && !self
+        if self.denied.is_none() {
+            let Some(adm) = self.admitted.as_ref() else {
+                reply
+                    .reject(ChannelOpenFailure::Other {
+                        code: 1,
+                        reason: "wardengate: not admitted".into(),
+                    })
+                    .await;
+                return Ok(());
+            };
+            // Where forwarding may go is the policy's `forward_to`; every request is audited.
+            let dest = format!("{}:{port_to_connect}", printable(host_to_connect));
+            let verdict = adm
                 .admitted
-                .as_ref()
-                .is_some_and(|a| a.allow_port_forwarding)
-        {
-            let policy = self
-                .admitted
-                .as_ref()
-                .map(|a| a.policy.as_str())
-                .unwrap_or("-");
-            let reason = format!("wardengate: port forwarding is not allowed by policy '{policy}'");
-            reply
-                .reject(ChannelOpenFailure::Other { code: 1, reason })
-                .await;
-            return Ok(());
+                .forward(host_to_connect, port_to_connect, &adm.target_host);
+            self.broker.notice(
+                &adm.shared.id,
+                "session.forward",
+                serde_json::json!({
+                    "destination": dest,
+                    "originator": format!("{}:{originator_port}", printable(originator_address)),
+                    "allowed": verdict.is_ok(),
+                    "reason": verdict.as_ref().err(),
+                    "policy": adm.policy,
+                }),
+            );
+            if let Err(why) = verdict {
+                if let Some(tap) = &adm.tap {
+                    tap.marker("direct-tcpip-refused", format!("{dest}: {why}"))
+                        .await;
+                }
+                let reason = format!("wardengate: {why}");
+                reply
+                    // Code 1 is "administratively prohibited"; OpenSSH prints the reason.
+                    .reject(ChannelOpenFailure::Other { code: 1, reason })
+                    .await;
+                return Ok(());
+            }
         }
         let direct = (
             host_to_connect.to_string(),

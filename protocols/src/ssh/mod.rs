@@ -10,6 +10,7 @@
 //! sessions and the operator's control channel; each relayed channel has one task per direction.
 
 mod auth;
+pub use auth::ACCESS_DENIED;
 mod back;
 mod channels;
 mod front;
@@ -26,8 +27,9 @@ use russh::keys::{PrivateKey, PublicKey};
 use russh::server;
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn, Instrument};
+use tracing::{info, Instrument};
 
+pub use crate::listener::PreAuth;
 pub use crate::session::{ClientInfo, Login};
 use crate::session::{Lifecycle, SessionLink};
 pub use back::TargetLeg;
@@ -201,15 +203,28 @@ pub async fn serve_connection<B: SshBroker>(
     settings: Arc<SshSettings>,
     socket: TcpStream,
     peer: SocketAddr,
+    mut slot: PreAuth,
     shutdown: CancellationToken,
 ) {
     let _ = socket.set_nodelay(true);
+    // russh runs the connection in a task of its own: the deadline shuts the socket itself.
+    let (socket, kill) = match crate::listener::with_kill_switch(socket) {
+        Ok(s) => s,
+        Err(e) => {
+            info!(%peer, "cannot take the connection: {e}");
+            return;
+        }
+    };
     let (started_tx, mut started_rx) = tokio::sync::oneshot::channel();
     let front = front::Front::new(broker.clone(), settings.clone(), peer, started_tx);
-    let running = match server::run_stream(config, socket, front).await {
-        Ok(r) => r,
-        Err(e) => {
-            warn!(%peer, "ssh handshake failed: {e}");
+    let running = match slot.within(server::run_stream(config, socket, front)).await {
+        Some(Ok(r)) => r,
+        Some(Err(e)) => {
+            info!(%peer, "ssh handshake failed: {e}");
+            return;
+        }
+        None => {
+            info!(%peer, "no SSH identification within {:?}; closed", slot.timeout());
             return;
         }
     };
@@ -231,7 +246,7 @@ pub async fn serve_connection<B: SshBroker>(
             }
             return;
         }
-        s = &mut started_rx => match s {
+        s = &mut started_rx => { slot.authenticated(); match s {
             Ok(front::AuthOutcome::Admitted(s)) => s,
             Ok(front::AuthOutcome::Resumed(r)) => {
                 // The paused session's supervisor takes this connection over.
@@ -255,12 +270,24 @@ pub async fn serve_connection<B: SshBroker>(
                 return;
             }
             Err(_) => { let _ = (&mut running).await; return; }
-        },
+        }}
+        _ = tokio::time::sleep_until(slot.deadline()) => {
+            // Silent after the banner, stuck in key exchange, or never finishing authentication:
+            // the whole pre-authentication phase has one deadline.
+            info!(%peer, "not authenticated within {:?}; closed", slot.timeout());
+            let _ = handle.disconnect(russh::Disconnect::ByApplication, "wardengate: authentication timeout".into(), String::new()).await;
+            if tokio::time::timeout(Duration::from_secs(1), &mut running).await.is_err() {
+                // Stuck before keys were exchanged, the disconnect cannot even be sent.
+                let _ = kill.shutdown(std::net::Shutdown::Both);
+            }
+            return;
+        }
         _ = shutdown.cancelled() => {
             let _ = handle.disconnect(russh::Disconnect::ByApplication, "wardengate is shutting down".into(), String::new()).await;
             return;
         }
     };
+    slot.authenticated();
     let sid = started.link.shared.id.clone();
     let span = tracing::info_span!("session", id = %sid, target = %started.target);
     let conn = resume::ClientConn {

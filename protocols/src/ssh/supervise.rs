@@ -130,7 +130,7 @@ pub(crate) async fn end_unsupervised<B: SshBroker>(
 ) {
     let Started { mut link, leg, .. } = started;
     let failed = match &*leg.borrow() {
-        LegState::Failed(msg) => Some(msg.clone()),
+        LegState::Failed(e) => Some(e.clone()),
         _ => None,
     };
     let outcome = match (failed, result) {
@@ -281,7 +281,7 @@ impl<B: SshBroker> Session<B> {
                 failure = back::wait_failed(&mut target_gone) => {
                     let text = format!("wardengate: {failure}");
                     relay::say_and_disconnect(&conn.handle, &conn.open_channels, &text).await;
-                    return Next::Done(if failure.starts_with("connection to") { Outcome::TargetClosed } else { Outcome::TargetFailed(failure) });
+                    return Next::Done(if failure.starts_with("connection to") { Outcome::TargetClosed } else { Outcome::TargetFailed(failure.into()) });
                 }
                 _ = tokio::time::sleep(wait) => {}
                 _ = self.shutdown.cancelled() => {
@@ -423,7 +423,7 @@ impl<B: SshBroker> Session<B> {
                     None => {}
                 },
                 failure = back::wait_failed(&mut target_gone) => {
-                    return Err(if failure.starts_with("connection to") { Outcome::TargetClosed } else { Outcome::TargetFailed(failure) });
+                    return Err(if failure.starts_with("connection to") { Outcome::TargetClosed } else { Outcome::TargetFailed(failure.into()) });
                 }
                 _ = channels_changed => {}
                 _ = self.shutdown.cancelled() => return Err(Outcome::Shutdown),

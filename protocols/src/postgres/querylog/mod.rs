@@ -146,9 +146,11 @@ impl QueryLog {
     }
 
     fn record(&self, kind: &str, statement: &str, truncated: bool, started_ms: u64) -> QueryRecord {
+        let alert = wardengate_recorder::alert_for(statement);
         let (statement, cut_now) = cut(statement, self.capture.max_bytes);
         QueryRecord {
             kind: kind.into(),
+            alert,
             statement,
             started_ms,
             truncated: truncated || cut_now,

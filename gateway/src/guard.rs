@@ -1,0 +1,625 @@
+//! Defences before authentication that every protocol shares: a bounded pool of password
+//! checks, and a throttle on failed logins per source address and per user.
+//!
+//! **Password checks.** An argon2 check takes 19 MiB and tens of milliseconds by design, so
+//! parallel wrong passwords were a way to exhaust the gateway's memory without logging in. Checks
+//! run on a fixed pool of threads (one per core by default), each reusing its own argon2 memory
+//! ([`crate::passwords::Verifier`]), so at most that many run at once and the memory they take is
+//! fixed; an attempt that cannot get a check within `password_queue_timeout` is refused. Unknown users and users without a password
+//! are checked against a dummy hash of the same cost, so the answer takes the same time whoever
+//! asks.
+//!
+//! **Throttle.** Failures are counted per source (IPv4 address, IPv6 /64), per (user, source)
+//! and per user. Past `failures_before_backoff`, a source (or a user from that source) waits
+//! 1 s, 2 s, 4 s … up to `backoff_max` between attempts; attempts meanwhile are refused without a
+//! check, in the same words and after the same delay as a wrong password. A user under attack
+//! from many sources (`user_failures_before_backoff`) is closed only to the sources that failed
+//! for them: the real user, on an address of their own, still gets in. The audit gets one
+//! `auth.throttled` event when a burst starts and one `auth.throttle_ended` with its totals, not
+//! one per attempt.
+
+use std::collections::HashMap;
+use std::hash::Hash;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{oneshot, Semaphore};
+
+use crate::config::SecuritySection;
+use wardengate_protocols::listener::source_key;
+
+/// A check to run: the stored hash (`None`: the dummy), the password, where to answer.
+struct Job {
+    phc: Option<String>,
+    password: String,
+    reply: oneshot::Sender<bool>,
+}
+
+/// Why no password check was made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// Too many recent failures from this source or for this user from it.
+    Throttled,
+    /// Every check was busy for `password_queue_timeout`.
+    Saturated,
+}
+
+/// The bounded pool of argon2 checks.
+pub struct PasswordChecker {
+    permits: Arc<Semaphore>,
+    queue_timeout: Duration,
+    jobs: std::sync::mpsc::Sender<Job>,
+}
+
+impl PasswordChecker {
+    /// Start `threads` checking threads (0: one per core).
+    pub fn start(threads: usize, queue_timeout: Duration) -> PasswordChecker {
+        let n = if threads == 0 {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(2)
+        } else {
+            threads
+        };
+        let (tx, rx) = std::sync::mpsc::channel::<Job>();
+        let rx = Arc::new(Mutex::new(rx));
+        // The dummy hash has the cost of a real one (argon2's defaults, as `hash-password`
+        // makes); computed once, by the first thread to need it.
+        let dummy: Arc<std::sync::OnceLock<String>> = Arc::default();
+        for i in 0..n {
+            let rx = rx.clone();
+            let dummy = dummy.clone();
+            let spawned = std::thread::Builder::new()
+                .name(format!("password-check-{i}"))
+                .spawn(move || {
+                    // This thread's argon2 memory, reused by every check it makes.
+                    let mut verifier = crate::passwords::Verifier::default();
+                    loop {
+                        let job = match rx.lock() {
+                            Ok(r) => r.recv(),
+                            Err(_) => return,
+                        };
+                        let Ok(job) = job else { return };
+                        let ok = match &job.phc {
+                            Some(phc) => verifier.verify(phc, &job.password),
+                            None => {
+                                let phc = dummy.get_or_init(|| {
+                                    crate::passwords::hash("wardengate dummy password")
+                                        .unwrap_or_default()
+                                });
+                                let _ = verifier.verify(phc, &job.password);
+                                false
+                            }
+                        };
+                        let _ = job.reply.send(ok);
+                    }
+                });
+            if let Err(e) = spawned {
+                tracing::error!("cannot start a password check thread: {e}");
+            }
+        }
+        PasswordChecker {
+            permits: Arc::new(Semaphore::new(n)),
+            queue_timeout,
+            jobs: tx,
+        }
+    }
+
+    /// Check `password` against `phc` (`None`: the dummy, always false).
+    pub async fn verify(&self, phc: Option<String>, password: &str) -> Result<bool, Refusal> {
+        let permit = tokio::time::timeout(self.queue_timeout, self.permits.clone().acquire_owned())
+            .await
+            .map_err(|_| Refusal::Saturated)?
+            .map_err(|_| Refusal::Saturated)?;
+        let (reply, answer) = oneshot::channel();
+        self.jobs
+            .send(Job {
+                phc,
+                password: password.to_string(),
+                reply,
+            })
+            .map_err(|_| Refusal::Saturated)?;
+        let ok = answer.await.unwrap_or(false);
+        drop(permit);
+        Ok(ok)
+    }
+}
+
+/// Failures of one key (a source, a user, a user from a source).
+#[derive(Debug, Clone)]
+struct Record {
+    failures: u32,
+    last: Instant,
+    blocked_until: Option<Instant>,
+    /// Attempts refused without a check in the current burst.
+    refused: u64,
+    /// The burst was reported (`auth.throttled`).
+    reported: bool,
+}
+
+/// A burst the audit must hear about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ThrottleEvent {
+    /// `auth.throttled` or `auth.throttle_ended`.
+    pub kind: &'static str,
+    /// `source`, `user` or `user_source`.
+    pub scope: &'static str,
+    pub user: Option<String>,
+    pub source: Option<IpAddr>,
+    pub failures: u32,
+    pub refused: u64,
+    /// How long this key waits now, in whole seconds (start of a burst).
+    pub wait_s: u64,
+}
+
+/// Most keys remembered per map; past it the oldest records go (an attacker spraying names
+/// cannot grow the gateway's memory).
+const MAX_KEYS: usize = 65_536;
+
+struct Table<K> {
+    map: HashMap<K, Record>,
+}
+
+impl<K: Eq + Hash + Clone> Table<K> {
+    fn new() -> Self {
+        Table {
+            map: HashMap::new(),
+        }
+    }
+
+    fn blocked(&self, k: &K, now: Instant) -> bool {
+        self.map
+            .get(k)
+            .and_then(|r| r.blocked_until)
+            .is_some_and(|t| t > now)
+    }
+
+    fn failures(&self, k: &K, now: Instant, window: Duration) -> u32 {
+        self.map
+            .get(k)
+            .filter(|r| now.duration_since(r.last) < window)
+            .map_or(0, |r| r.failures)
+    }
+
+    /// Count a failure; `Some(wait)` when this failure starts (or extends) a wait.
+    fn fail(&mut self, k: &K, now: Instant, s: &Limits, free: u32) -> Option<Duration> {
+        if self.map.len() >= MAX_KEYS && !self.map.contains_key(k) {
+            self.evict(now, s.window);
+        }
+        let r = self.map.entry(k.clone()).or_insert(Record {
+            failures: 0,
+            last: now,
+            blocked_until: None,
+            refused: 0,
+            reported: false,
+        });
+        if now.duration_since(r.last) >= s.window {
+            r.failures = 0;
+        }
+        r.failures = r.failures.saturating_add(1);
+        r.last = now;
+        if r.failures <= free {
+            return None;
+        }
+        let doublings = (r.failures - free - 1).min(20);
+        let wait = Duration::from_secs(1u64 << doublings).min(s.backoff_max);
+        r.blocked_until = Some(now + wait);
+        Some(wait)
+    }
+
+    fn evict(&mut self, now: Instant, window: Duration) {
+        self.map.retain(|_, r| now.duration_since(r.last) < window);
+        if self.map.len() >= MAX_KEYS {
+            if let Some(oldest) = self
+                .map
+                .iter()
+                .min_by_key(|(_, r)| r.last)
+                .map(|(k, _)| k.clone())
+            {
+                self.map.remove(&oldest);
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Limits {
+    free: u32,
+    user_free: u32,
+    backoff_max: Duration,
+    window: Duration,
+}
+
+/// Failed-login accounting.
+pub struct Throttle {
+    limits: Limits,
+    state: Mutex<ThrottleState>,
+}
+
+struct ThrottleState {
+    sources: Table<IpAddr>,
+    users: Table<String>,
+    pairs: Table<(String, IpAddr)>,
+}
+
+impl Throttle {
+    pub fn new(s: &SecuritySection) -> Throttle {
+        Throttle {
+            limits: Limits {
+                free: s.failures_before_backoff,
+                user_free: s.user_failures_before_backoff,
+                backoff_max: s.backoff_max,
+                window: s.failure_window,
+            },
+            state: Mutex::new(ThrottleState {
+                sources: Table::new(),
+                users: Table::new(),
+                pairs: Table::new(),
+            }),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, ThrottleState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// May `user` (empty when the attempt names nobody, as an API token does) try from `ip`?
+    /// A refusal is counted towards the burst's summary.
+    pub fn allow(&self, user: &str, ip: IpAddr) -> bool {
+        let ip = source_key(ip);
+        let now = Instant::now();
+        let mut s = self.lock();
+        let pair = (user.to_string(), ip);
+        let by_source = s.sources.blocked(&ip, now);
+        let by_pair = s.pairs.blocked(&pair, now);
+        let by_user =
+            s.users.blocked(&pair.0, now) && s.pairs.failures(&pair, now, self.limits.window) > 0;
+        if !(by_source || by_pair || by_user) {
+            return true;
+        }
+        if by_source {
+            if let Some(r) = s.sources.map.get_mut(&ip) {
+                r.refused += 1;
+            }
+        }
+        if by_pair {
+            if let Some(r) = s.pairs.map.get_mut(&pair) {
+                r.refused += 1;
+            }
+        }
+        if by_user {
+            if let Some(r) = s.users.map.get_mut(&pair.0) {
+                r.refused += 1;
+            }
+        }
+        false
+    }
+
+    /// Count the outcome of a check. Returns the bursts that start now.
+    pub fn record(&self, user: &str, ip: IpAddr, ok: bool) -> Vec<ThrottleEvent> {
+        let ip = source_key(ip);
+        let now = Instant::now();
+        let l = self.limits;
+        let mut s = self.lock();
+        let pair = (user.to_string(), ip);
+        if ok {
+            s.pairs.map.remove(&pair);
+            return Vec::new();
+        }
+        let mut events = Vec::new();
+        let mut note = |rec: Option<&mut Record>, wait: Option<Duration>, ev: ThrottleEvent| {
+            if let (Some(r), Some(w)) = (rec, wait) {
+                if !r.reported {
+                    r.reported = true;
+                    events.push(ThrottleEvent {
+                        failures: r.failures,
+                        wait_s: w.as_secs(),
+                        ..ev
+                    });
+                }
+            }
+        };
+        let base = ThrottleEvent {
+            kind: "auth.throttled",
+            scope: "source",
+            user: None,
+            source: Some(ip),
+            failures: 0,
+            refused: 0,
+            wait_s: 0,
+        };
+        let w = s.sources.fail(&ip, now, &l, l.free);
+        note(s.sources.map.get_mut(&ip), w, base.clone());
+        if !user.is_empty() {
+            let w = s.pairs.fail(&pair, now, &l, l.free);
+            note(
+                s.pairs.map.get_mut(&pair),
+                w,
+                ThrottleEvent {
+                    scope: "user_source",
+                    user: Some(user.to_string()),
+                    ..base.clone()
+                },
+            );
+            let w = s.users.fail(&pair.0, now, &l, l.user_free);
+            note(
+                s.users.map.get_mut(&pair.0),
+                w,
+                ThrottleEvent {
+                    scope: "user",
+                    user: Some(user.to_string()),
+                    source: None,
+                    ..base
+                },
+            );
+        }
+        events
+    }
+
+    /// Bursts that are over (no failure for a whole window, or the wait ran out and nothing
+    /// was refused for a minute): their summaries, and their records forgotten when old.
+    pub fn sweep(&self) -> Vec<ThrottleEvent> {
+        let now = Instant::now();
+        let l = self.limits;
+        let quiet = Duration::from_secs(60).min(l.window);
+        let over = |r: &Record| {
+            r.reported
+                && r.blocked_until.is_none_or(|t| t <= now)
+                && now.duration_since(r.last) >= quiet
+        };
+        let summary =
+            |scope, user: Option<String>, source: Option<IpAddr>, r: &Record| ThrottleEvent {
+                kind: "auth.throttle_ended",
+                scope,
+                user,
+                source,
+                failures: r.failures,
+                refused: r.refused,
+                wait_s: 0,
+            };
+        let mut s = self.lock();
+        let mut out = Vec::new();
+        for (ip, r) in s.sources.map.iter_mut().filter(|(_, r)| over(r)) {
+            out.push(summary("source", None, Some(*ip), r));
+            r.reported = false;
+            r.refused = 0;
+        }
+        for ((u, ip), r) in s.pairs.map.iter_mut().filter(|(_, r)| over(r)) {
+            out.push(summary("user_source", Some(u.clone()), Some(*ip), r));
+            r.reported = false;
+            r.refused = 0;
+        }
+        for (u, r) in s.users.map.iter_mut().filter(|(_, r)| over(r)) {
+            out.push(summary("user", Some(u.clone()), None, r));
+            r.reported = false;
+            r.refused = 0;
+        }
+        let window = l.window;
+        s.sources
+            .map
+            .retain(|_, r| now.duration_since(r.last) < window);
+        s.pairs
+            .map
+            .retain(|_, r| now.duration_since(r.last) < window);
+        s.users
+            .map
+            .retain(|_, r| now.duration_since(r.last) < window);
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn throttle(free: u32, user_free: u32) -> Throttle {
+        Throttle::new(&SecuritySection {
+            failures_before_backoff: free,
+            user_failures_before_backoff: user_free,
+            ..SecuritySection::default()
+        })
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().expect("ip")
+    }
+
+    #[test]
+    fn a_source_waits_after_its_free_failures_and_others_do_not() {
+        let t = throttle(3, 100);
+        for _ in 0..3 {
+            assert!(t.allow("alice", ip("10.0.0.9")));
+            assert!(t.record("alice", ip("10.0.0.9"), false).is_empty());
+        }
+        let started = t.record("alice", ip("10.0.0.9"), false);
+        assert_eq!(started.len(), 2, "source and user_source: {started:?}");
+        assert!(started.iter().all(|e| e.kind == "auth.throttled"));
+        assert!(!t.allow("alice", ip("10.0.0.9")), "the attacker waits");
+        assert!(!t.allow("bob", ip("10.0.0.9")), "whatever name it tries");
+        assert!(t.allow("alice", ip("10.0.0.1")), "the real alice does not");
+        // More failures in the same burst are not reported again.
+        assert!(t.record("alice", ip("10.0.0.9"), false).is_empty());
+    }
+
+    #[test]
+    fn a_user_under_attack_stays_open_to_clean_sources() {
+        let t = throttle(100, 4);
+        for i in 0..5 {
+            let src = ip(&format!("10.0.1.{i}"));
+            assert!(t.allow("alice", src));
+            t.record("alice", src, false);
+        }
+        assert!(
+            !t.allow("alice", ip("10.0.1.2")),
+            "a source that failed for alice waits"
+        );
+        assert!(t.allow("alice", ip("10.0.2.1")), "a new source may try");
+        assert!(
+            t.allow("bob", ip("10.0.1.2")),
+            "other users are not affected"
+        );
+    }
+
+    #[test]
+    fn success_clears_the_pair_and_waits_double() {
+        let t = throttle(1, 100);
+        t.record("alice", ip("10.0.0.5"), false);
+        t.record("alice", ip("10.0.0.5"), true);
+        let mut s = t.lock();
+        assert!(s.pairs.map.is_empty());
+        let now = Instant::now();
+        let l = t.limits;
+        let k = ip("10.9.9.9");
+        let waits: Vec<u64> = (0..5)
+            .filter_map(|_| s.sources.fail(&k, now, &l, 1).map(|d| d.as_secs()))
+            .collect();
+        assert_eq!(waits, vec![1, 2, 4, 8]);
+    }
+
+    #[test]
+    fn memory_is_bounded_under_a_name_spray() {
+        let t = throttle(5, 5);
+        for i in 0..(MAX_KEYS + 100) {
+            t.record(&format!("user{i}"), ip("10.0.0.7"), false);
+        }
+        let s = t.lock();
+        assert!(s.users.map.len() <= MAX_KEYS);
+        assert!(s.pairs.map.len() <= MAX_KEYS);
+    }
+
+    #[tokio::test]
+    async fn checks_are_bounded_and_unknown_users_cost_the_same() {
+        let phc = crate::passwords::hash("right").expect("hash");
+        let c = Arc::new(PasswordChecker::start(1, Duration::from_secs(30)));
+        assert_eq!(c.verify(Some(phc.clone()), "right").await, Ok(true));
+        assert_eq!(c.verify(Some(phc.clone()), "wrong").await, Ok(false));
+        assert_eq!(c.verify(None, "right").await, Ok(false));
+        // One thread, a queue timeout shorter than a check: the second caller is refused.
+        let busy = Arc::new(PasswordChecker::start(1, Duration::from_millis(1)));
+        let (a, b) = tokio::join!(
+            busy.verify(Some(phc.clone()), "x"),
+            busy.verify(Some(phc), "y")
+        );
+        assert!(
+            [a, b].contains(&Err(Refusal::Saturated)),
+            "one of two concurrent checks waits past the queue timeout"
+        );
+    }
+}
+
+/// PostgreSQL CancelRequests per source: a token bucket of `rate` per second (each request may
+/// guess a backend key), and counts of what was dropped or named no session, summarised by
+/// [`CancelGuard::sweep`] instead of a log line per request.
+pub struct CancelGuard {
+    rate: f64,
+    state: Mutex<HashMap<IpAddr, CancelSource>>,
+}
+
+#[derive(Debug, Clone)]
+struct CancelSource {
+    tokens: f64,
+    last: Instant,
+    dropped: u64,
+    unknown: u64,
+}
+
+/// A source that sent cancel requests beyond the limit, or many with unknown keys.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CancelFlood {
+    pub source: IpAddr,
+    pub dropped: u64,
+    pub unknown: u64,
+}
+
+impl CancelGuard {
+    pub fn new(per_second: u32) -> CancelGuard {
+        CancelGuard {
+            rate: f64::from(per_second.max(1)),
+            state: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, CancelSource>> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// May a cancel request from `ip` be looked up now?
+    pub fn allow(&self, ip: IpAddr) -> bool {
+        let now = Instant::now();
+        let mut m = self.lock();
+        if m.len() >= MAX_KEYS && !m.contains_key(&source_key(ip)) {
+            m.retain(|_, s| now.duration_since(s.last) < Duration::from_secs(60));
+            if m.len() >= MAX_KEYS {
+                return false;
+            }
+        }
+        let s = m.entry(source_key(ip)).or_insert(CancelSource {
+            tokens: self.rate,
+            last: now,
+            dropped: 0,
+            unknown: 0,
+        });
+        s.tokens = (s.tokens + now.duration_since(s.last).as_secs_f64() * self.rate).min(self.rate);
+        s.last = now;
+        if s.tokens >= 1.0 {
+            s.tokens -= 1.0;
+            true
+        } else {
+            s.dropped += 1;
+            false
+        }
+    }
+
+    /// A cancel request from `ip` named no live session.
+    pub fn unknown(&self, ip: IpAddr) {
+        if let Some(s) = self.lock().get_mut(&source_key(ip)) {
+            s.unknown += 1;
+        }
+    }
+
+    /// Sources that were dropped or sent 10 or more unknown keys since the last sweep (counts
+    /// reset); idle sources are forgotten.
+    pub fn sweep(&self) -> Vec<CancelFlood> {
+        let now = Instant::now();
+        let mut m = self.lock();
+        let out = m
+            .iter_mut()
+            .filter(|(_, s)| s.dropped > 0 || s.unknown >= 10)
+            .map(|(ip, s)| {
+                let f = CancelFlood {
+                    source: *ip,
+                    dropped: s.dropped,
+                    unknown: s.unknown,
+                };
+                s.dropped = 0;
+                s.unknown = 0;
+                f
+            })
+            .collect();
+        m.retain(|_, s| now.duration_since(s.last) < Duration::from_secs(60));
+        out
+    }
+}
+
+#[cfg(test)]
+mod cancel_tests {
+    use super::*;
+
+    #[test]
+    fn a_source_gets_its_rate_and_is_summarised() {
+        let g = CancelGuard::new(5);
+        let ip: IpAddr = "10.0.0.9".parse().expect("ip");
+        let allowed = (0..50).filter(|_| g.allow(ip)).count();
+        assert!((5..=6).contains(&allowed), "{allowed}");
+        for _ in 0..12 {
+            g.unknown(ip);
+        }
+        let other: IpAddr = "10.0.0.1".parse().expect("ip");
+        assert!(g.allow(other), "another source has its own bucket");
+        let s = g.sweep();
+        assert_eq!(s.len(), 1, "{s:?}");
+        assert_eq!((s[0].dropped as usize, s[0].unknown), (50 - allowed, 12));
+        assert!(g.sweep().is_empty(), "counts reset");
+    }
+}

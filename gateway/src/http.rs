@@ -1,0 +1,90 @@
+//! Serving the API over HTTP/1.1 with the limits `axum::serve` does not set: a deadline for each
+//! request's headers (hyper's `header_read_timeout`, which needs a timer that `axum::serve` does
+//! not give it, so a client trickling headers would otherwise hold a connection for ever), and
+//! the listener gate's caps on connections per source address and in all.
+//!
+//! Each request carries the peer's address as `ConnectInfo<SocketAddr>`, so handlers can
+//! throttle by source.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::ConnectInfo;
+use axum::Router;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tower_service::Service;
+use wardengate_protocols::listener::{accept_loop, Gate};
+
+/// Serve `router` on `listener` until `shutdown`; then let requests in flight finish (up to
+/// `drain`).
+pub async fn serve(
+    listener: TcpListener,
+    gate: Arc<Gate>,
+    router: Router,
+    shutdown: CancellationToken,
+    drain: Duration,
+) {
+    let header_timeout = gate.limits().auth_timeout;
+    let tracker = TaskTracker::new();
+    let stop = shutdown.clone();
+    accept_loop(
+        listener,
+        gate,
+        tracker.clone(),
+        shutdown,
+        move |socket, peer, slot| {
+            let router = router.clone();
+            let stop = stop.clone();
+            async move {
+                // The slot is held for the connection's life: API connections count per source
+                // whether or not they carry a valid token.
+                let _slot = slot;
+                let _ = socket.set_nodelay(true);
+                let service = hyper::service::service_fn(move |mut req: hyper::Request<_>| {
+                    req.extensions_mut().insert(ConnectInfo(peer));
+                    let mut router = router.clone();
+                    router.call(req)
+                });
+                let mut builder = http1::Builder::new();
+                builder
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(header_timeout)
+                    .max_buf_size(64 * 1024);
+                let conn = builder
+                    .serve_connection(TokioIo::new(socket), service)
+                    .with_upgrades();
+                tokio::pin!(conn);
+                tokio::select! {
+                    r = conn.as_mut() => {
+                        if let Err(e) = r {
+                            tracing::debug!(%peer, "api connection ended: {e}");
+                        }
+                    }
+                    _ = stop.cancelled() => {
+                        conn.as_mut().graceful_shutdown();
+                        let _ = conn.await;
+                    }
+                }
+            }
+        },
+    )
+    .await;
+    tracker.close();
+    if tokio::time::timeout(drain, tracker.wait()).await.is_err() {
+        tracing::warn!("some API connections did not finish within {drain:?}");
+    }
+}
+
+/// The peer address of a request (set by [`serve`]); unspecified when absent (tests calling
+/// the router directly).
+pub fn peer<B>(req: &axum::http::Request<B>) -> SocketAddr {
+    req.extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0)
+        .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)))
+}
