@@ -84,7 +84,16 @@ pub struct Session {
     pub protocol: String,
     pub actor: String,
     pub client_addr: String,
+    /// Where the client address is, from the operator's GeoIP database (`London, GB`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_location: Option<String>,
     pub client_version: String,
+    /// The cipher (and MAC, unless the cipher is AEAD) the client leg negotiated (SSH).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_crypto: Option<String>,
+    /// The same for the target leg.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_crypto: Option<String>,
     pub target: String,
     pub target_addr: String,
     /// Target account name; the secret is referenced by `account_ref`, never included.
@@ -282,6 +291,12 @@ pub struct Recording {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RecordingList {
     pub recordings: Vec<Recording>,
+    /// Recordings matching after this page (0: this is all).
+    #[serde(default)]
+    pub more: u64,
+    /// Pass as `cursor` for the next page.
+    #[serde(default)]
+    pub next_cursor: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -293,6 +308,12 @@ pub struct PublicKey {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SessionList {
     pub sessions: Vec<Session>,
+    /// Sessions matching after this page (0: this is all).
+    #[serde(default)]
+    pub more: u64,
+    /// Pass as `cursor` for the next page.
+    #[serde(default)]
+    pub next_cursor: Option<String>,
 }
 
 /// Body of `POST /api/v1/sessions/{id}/terminate`.
@@ -342,6 +363,12 @@ pub struct AuditList {
     /// is signed.
     #[serde(default)]
     pub chain_message: Option<String>,
+    /// Older events matching (before the first one listed).
+    #[serde(default)]
+    pub older: u64,
+    /// Pass as `before` for the previous page.
+    #[serde(default)]
+    pub next_before: Option<i64>,
 }
 
 /// Every error body: one line a human can act on.

@@ -15,12 +15,21 @@ pub const MAX_REASON: usize = 512;
 /// Longest free text (a reason, a message, a client version) kept, in bytes.
 pub const MAX_TEXT: usize = 4096;
 
-/// Characters a terminal acts on or that reorder what is shown: C0 and C1 controls, DEL, and
-/// the Unicode bidirectional overrides and isolates (`U+202A`–`U+202E`, `U+2066`–`U+2069`),
-/// which can make a line read differently from what it holds.
+/// Characters a terminal acts on, or that change what a line seems to say: C0 and C1 controls,
+/// DEL, the Unicode bidirectional controls, line and paragraph separators, and zero-width
+/// characters. (A backslash is kept as it is: `\x1b` in a name was typed so, or escaped here;
+/// the stored text cannot act on a terminal either way.)
 pub fn is_unsafe(c: char) -> bool {
     c.is_control()
-        || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{200e}' | '\u{200f}')
+        || matches!(
+            c,
+            // Bidi embeddings, overrides, isolates and marks (the Arabic letter mark too).
+            '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{200e}' | '\u{200f}' | '\u{61c}'
+            // Line and paragraph separators (a new line to some terminals and viewers).
+            | '\u{2028}' | '\u{2029}'
+            // Zero-width characters, which make two different names look alike.
+            | '\u{200b}'..='\u{200d}' | '\u{2060}' | '\u{feff}'
+        )
 }
 
 /// `s` with unsafe characters escaped (`\x1b`, `\u{202e}`; newline and tab as `\n`, `\t`) and

@@ -100,6 +100,17 @@ impl Client {
         Self::body(self.send(self.http.get(format!("{}{path}", self.base)))?)
     }
 
+    /// [`get_text`](Self::get_text), with the value of response header `name`.
+    pub fn get_text_and_header(&self, path: &str, name: &str) -> Result<(String, Option<String>)> {
+        let resp = self.send(self.http.get(format!("{}{path}", self.base)))?;
+        let header = resp
+            .headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(String::from);
+        Ok((Self::body(resp)?, header))
+    }
+
     /// The token: the admin token, or your own (`users.api_token_sha256`).
     pub fn post<B: Serialize, T: DeserializeOwned>(&self, path: &str, body: &B) -> Result<T> {
         Self::decode(self.send(self.http.post(format!("{}{path}", self.base)).json(body))?)

@@ -72,6 +72,12 @@ enum RecordingCmd {
         target: Option<String>,
         #[arg(long)]
         protocol: Option<String>,
+        /// At most this many recordings, newest first (the rest are counted: "… N more").
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+        /// Continue a list that was cut, from where it stopped (the cursor it printed).
+        #[arg(long)]
+        cursor: Option<String>,
     },
     /// Show one recording: its seal and whether it verifies.
     Show { id: String },
@@ -98,6 +104,9 @@ enum RecordingCmd {
         /// the gateway's player.
         #[arg(long)]
         browser: bool,
+        /// A database session's query log with its timing (it prints at once by default).
+        #[arg(long)]
+        realtime: bool,
     },
     /// Export as asciicast v2, a text transcript (rendered by a terminal emulator), JSON lines,
     /// (database sessions) the query log as CSV, or (RDP sessions) the desktop as a PNG
@@ -106,8 +115,8 @@ enum RecordingCmd {
         what: String,
         /// frames: the directory to write the PNGs into.
         dir: Option<std::path::PathBuf>,
-        #[arg(long, default_value = "asciicast")]
-        format: String,
+        #[arg(long, value_enum, default_value_t = ExportFormat::Asciicast)]
+        format: ExportFormat,
         /// Write to this file instead of stdout.
         #[arg(long)]
         file: Option<std::path::PathBuf>,
@@ -118,6 +127,36 @@ enum RecordingCmd {
         #[arg(long, default_value = "1s")]
         every: String,
     },
+}
+
+/// What `wgctl recording export` writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum ExportFormat {
+    /// asciicast v2 (terminal sessions), for standard players
+    Asciicast,
+    /// a transcript: the terminal's screens, or a database session's query log
+    Text,
+    /// every event as a JSON line (any recording)
+    Jsonl,
+    /// the query log as CSV (database sessions)
+    Csv,
+    /// the desktop at --at as one PNG (RDP sessions)
+    Png,
+    /// a directory of PNG frames (RDP sessions)
+    Frames,
+}
+
+impl ExportFormat {
+    fn name(self) -> &'static str {
+        match self {
+            ExportFormat::Asciicast => "asciicast",
+            ExportFormat::Text => "text",
+            ExportFormat::Jsonl => "jsonl",
+            ExportFormat::Csv => "csv",
+            ExportFormat::Png => "png",
+            ExportFormat::Frames => "frames",
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -145,6 +184,12 @@ enum SessionCmd {
         /// Only sessions someone is shadowing now.
         #[arg(long)]
         shadowed: bool,
+        /// At most this many sessions, newest first (the rest are counted: "… N more").
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+        /// Continue a list that was cut, from where it stopped (the cursor it printed).
+        #[arg(long)]
+        cursor: Option<String>,
     },
     /// Show one session.
     Show { id: String },
@@ -203,6 +248,9 @@ enum AuditCmd {
         session: Option<String>,
         #[arg(long, default_value_t = 100)]
         limit: u32,
+        /// Only events older than this sequence number (the page before; printed when cut).
+        #[arg(long)]
+        before: Option<i64>,
     },
     /// Export the whole audit log with its signed checkpoints (JSON lines), for safekeeping and
     /// offline verification.
@@ -315,6 +363,8 @@ fn run(cli: Cli) -> Result<()> {
             target_tag,
             all,
             shadowed,
+            limit,
+            cursor,
         }) => {
             if let Some(d) = &idle_gt {
                 humantime::parse_duration(d).map_err(|e| {
@@ -338,14 +388,21 @@ fn run(cli: Cli) -> Result<()> {
             if shadowed {
                 q.push(("shadowed", "true".into()));
             }
-            let mut list: api::SessionList = c.get("/api/v1/sessions", &q)?;
             if !all {
-                list.sessions.retain(|s| !s.state.is_terminal());
+                q.push(("live", "true".into()));
             }
+            q.push(("limit", limit.to_string()));
+            if let Some(c) = cursor {
+                q.push(("cursor", c));
+            }
+            let list: api::SessionList = c.get("/api/v1/sessions", &q)?;
             if json {
                 print_json(&list)
             } else {
-                out(&table::sessions(&list.sessions, all))
+                let mut text = table::sessions(&list.sessions, all);
+                let next = list.next_cursor.as_deref();
+                text.push_str(&table::more(list.more, "session", next, "--cursor"));
+                out(&text)
             }
         }
         Cmd::Session(SessionCmd::Show { id }) => {
@@ -359,7 +416,7 @@ fn run(cli: Cli) -> Result<()> {
                 out(&table::session(&s))
             }
         }
-        Cmd::Session(SessionCmd::Shadow { id, browser: true }) => shadow::browser(&c, &id),
+        Cmd::Session(SessionCmd::Shadow { id, browser: true }) => shadow::browser(&c, &id, json),
         Cmd::Session(SessionCmd::Shadow { id, browser: false }) => shadow::run(&c, &id),
         Cmd::Session(SessionCmd::Handoff { id, to, reason }) => {
             let Some(reason) = reason.filter(|r| !r.trim().is_empty()) else {
@@ -467,8 +524,12 @@ fn run_audit(cmd: AuditCmd, c: Result<Client>, json: bool) -> Result<()> {
             kind,
             session,
             limit,
+            before,
         } => {
             let mut q = vec![("limit", limit.to_string())];
+            if let Some(b) = before {
+                q.push(("before", b.to_string()));
+            }
             if let Some(k) = kind {
                 q.push(("kind", k));
             }
@@ -479,7 +540,15 @@ fn run_audit(cmd: AuditCmd, c: Result<Client>, json: bool) -> Result<()> {
             if json {
                 print_json(&list)
             } else {
-                out(&table::audit(&list))
+                let mut text = table::audit(&list);
+                let before = list.next_before.map(|b| b.to_string());
+                text.push_str(&table::more(
+                    list.older,
+                    "older event",
+                    before.as_deref(),
+                    "--before",
+                ));
+                out(&text)
             }
         }
         AuditCmd::Export { file } => {
@@ -531,9 +600,16 @@ fn run_recording(cmd: RecordingCmd, c: Result<Client>, json: bool) -> Result<()>
             actor,
             target,
             protocol,
+            limit,
+            cursor,
         } => {
-            let mut q = vec![];
-            for (k, v) in [("actor", actor), ("target", target), ("protocol", protocol)] {
+            let mut q = vec![("limit", limit.to_string())];
+            for (k, v) in [
+                ("actor", actor),
+                ("target", target),
+                ("protocol", protocol),
+                ("cursor", cursor),
+            ] {
                 if let Some(v) = v {
                     q.push((k, v));
                 }
@@ -542,7 +618,10 @@ fn run_recording(cmd: RecordingCmd, c: Result<Client>, json: bool) -> Result<()>
             if json {
                 print_json(&list)
             } else {
-                out(&table::recordings(&list))
+                let mut text = table::recordings(&list);
+                let next = list.next_cursor.as_deref();
+                text.push_str(&table::more(list.more, "recording", next, "--cursor"));
+                out(&text)
             }
         }
         RecordingCmd::Show { id } => {
@@ -586,6 +665,7 @@ fn run_recording(cmd: RecordingCmd, c: Result<Client>, json: bool) -> Result<()>
             skip_idle,
             from,
             browser,
+            realtime,
         } => {
             let from = from
                 .map(|f| recording::parse_offset("--from", &f))
@@ -607,8 +687,11 @@ fn run_recording(cmd: RecordingCmd, c: Result<Client>, json: bool) -> Result<()>
                         from_ms: Some(from.as_millis() as u64),
                     },
                 )?;
-                shadow::open_link(&format!("[replay] play {what} in a browser"), &link);
-                return Ok(());
+                return shadow::open_link(
+                    &format!("[replay] play {what} in a browser"),
+                    &link,
+                    json,
+                );
             }
             let skip = skip_idle
                 .map(|s| {
@@ -625,7 +708,14 @@ fn run_recording(cmd: RecordingCmd, c: Result<Client>, json: bool) -> Result<()>
                      --format frames DIR`"
                 );
             }
-            recording::play(&events, speed, skip, from, &mut std::io::stdout().lock())
+            recording::play(
+                &events,
+                speed,
+                skip,
+                from,
+                realtime,
+                &mut std::io::stdout().lock(),
+            )
         }
         RecordingCmd::Export {
             what,
@@ -636,12 +726,13 @@ fn run_recording(cmd: RecordingCmd, c: Result<Client>, json: bool) -> Result<()>
             every,
         } => {
             let client = c.ok();
-            if format == "frames" {
+            let (seal, events) = recording::load(&what, client.as_ref())?;
+            recording::check_format(&what, &events, format.name())?;
+            if format == ExportFormat::Frames {
                 let dir = dir.or(file).ok_or_else(|| {
                     anyhow::anyhow!("--format frames writes PNGs into a directory: wgctl recording export ID --format frames DIR")
                 })?;
                 let every = recording::parse_offset("--every", &every)?;
-                let (_, events) = recording::load(&what, client.as_ref())?;
                 let n = frames::frames(&events, &dir, every)?;
                 return out(&format!("wrote {n} frame(s) to {}\n", dir.display()));
             }
@@ -651,12 +742,11 @@ fn run_recording(cmd: RecordingCmd, c: Result<Client>, json: bool) -> Result<()>
                     d.display()
                 );
             }
-            if format == "png" {
+            if format == ExportFormat::Png {
                 let at = at.ok_or_else(|| {
                     anyhow::anyhow!("--format png needs --at (HH:MM:SS into the session)")
                 })?;
                 let at = recording::parse_offset("--at", &at)?;
-                let (_, events) = recording::load(&what, client.as_ref())?;
                 let png = frames::png_at(&events, at)?;
                 return match file {
                     Some(p) => std::fs::write(&p, png)
@@ -671,8 +761,7 @@ fn run_recording(cmd: RecordingCmd, c: Result<Client>, json: bool) -> Result<()>
             if at.is_some() {
                 bail!("--at is for --format png");
             }
-            let (seal, events) = recording::load(&what, client.as_ref())?;
-            let text = recording::export(seal, events, &format)?;
+            let text = recording::export(seal, events, format.name())?;
             match file {
                 Some(p) => std::fs::write(&p, text)
                     .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", p.display())),

@@ -71,7 +71,11 @@ pub fn load(what: &str, client: Option<&Client>) -> Result<(Option<rec::Seal>, V
     let c = client.ok_or_else(|| {
         anyhow!("'{what}' is not a recording directory; to fetch it by id, set WARDENGATE_TOKEN")
     })?;
-    let text = c.get_text(&format!("/api/v1/recordings/{}/events", path_segment(what)))?;
+    // One request (one `recording.accessed` in the audit): the seal comes as a header.
+    let (text, seal) = c.get_text_and_header(
+        &format!("/api/v1/recordings/{}/events", path_segment(what)),
+        "x-wardengate-seal",
+    )?;
     let mut events = Vec::new();
     for (i, line) in text
         .lines()
@@ -84,10 +88,7 @@ pub fn load(what: &str, client: Option<&Client>) -> Result<(Option<rec::Seal>, V
             event_from_json(&v).ok_or_else(|| anyhow!("event {i} is not understood: {line}"))?,
         );
     }
-    let seal = c
-        .get::<api::Recording>(&format!("/api/v1/recordings/{}", path_segment(what)), &[])?
-        .seal
-        .and_then(|s| serde_json::from_value(s).ok());
+    let seal = seal.and_then(|s| serde_json::from_str(&s).ok());
     Ok((seal, events))
 }
 
@@ -142,28 +143,91 @@ pub fn parse_offset(flag: &str, s: &str) -> Result<Duration> {
 
 /// A desktop (RDP) session's recording: its start marker says so.
 pub fn is_desktop(events: &[Event]) -> bool {
-    events.iter().take(16).any(|e| {
-        matches!(&e.kind, EventKind::Marker { kind, detail }
-            if kind == "startup" && detail.starts_with("protocol=rdp"))
-    })
+    kind(events) == Kind::Desktop
+}
+
+/// What a recording holds, for the formats that fit it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Terminal,
+    Database,
+    Desktop,
+}
+
+impl Kind {
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Terminal => "a terminal (SSH) recording",
+            Kind::Database => "a database (PostgreSQL) recording",
+            Kind::Desktop => "a desktop (RDP) recording",
+        }
+    }
+
+    /// The export formats that show this kind of recording.
+    pub fn formats(self) -> &'static [&'static str] {
+        match self {
+            Kind::Terminal => &["asciicast", "text", "jsonl"],
+            Kind::Database => &["csv", "text", "jsonl"],
+            Kind::Desktop => &["png", "frames", "jsonl"],
+        }
+    }
+}
+
+/// The kind of a recording, from its start marker (or its query events).
+pub fn kind(events: &[Event]) -> Kind {
+    for e in events.iter().take(16) {
+        if let EventKind::Marker { kind, detail } = &e.kind {
+            if kind == "startup" && detail.starts_with("protocol=rdp") {
+                return Kind::Desktop;
+            }
+            if kind == "startup" && detail.starts_with("database=") {
+                return Kind::Database;
+            }
+        }
+    }
+    if events.iter().any(|e| matches!(e.kind, EventKind::Query(_))) {
+        Kind::Database
+    } else {
+        Kind::Terminal
+    }
+}
+
+/// Refuse a format that shows nothing of this recording, naming the ones that fit.
+pub fn check_format(what: &str, events: &[Event], format: &str) -> Result<()> {
+    let k = kind(events);
+    if k.formats().contains(&format) {
+        return Ok(());
+    }
+    bail!(
+        "{what} is {}: --format {format} shows nothing of it; use {}",
+        k.name(),
+        k.formats().join(", ")
+    )
 }
 
 /// Replay terminal output with its timing. `speed` scales time; `skip_idle` caps every pause;
 /// output before `from` is written at once (so the screen is right when playback starts).
+/// A database session plays as its query log: at once, or with its timing when `realtime`.
 pub fn play(
     events: &[Event],
     speed: f64,
     skip_idle: Option<Duration>,
     from: Duration,
+    realtime: bool,
     out: &mut impl Write,
 ) -> Result<()> {
     if speed <= 0.0 {
         bail!("--speed must be positive");
     }
-    let from_us = from.as_micros() as u64;
+    let queries = kind(events) == Kind::Database;
+    // A log is read, not watched: it prints at once unless the pace is asked for.
+    let from = if queries && !realtime {
+        Duration::MAX
+    } else {
+        from
+    };
+    let from_us = u64::try_from(from.as_micros()).unwrap_or(u64::MAX);
     let mut last = from_us;
-    // A database session plays as its query log, with the same timing.
-    let queries = events.iter().any(|e| matches!(e.kind, EventKind::Query(_)));
     for ev in events {
         let line;
         let data: &[u8] = match &ev.kind {
@@ -209,6 +273,12 @@ pub fn export(seal: Option<rec::Seal>, events: Vec<Event>, format: &str) -> Resu
                 }
             }
             Ok(out)
+        }
+        // A database session's transcript is its query log, as `play` prints it.
+        "text" if kind(&events) == Kind::Database => {
+            let mut out = Vec::new();
+            play(&events, 1.0, None, Duration::ZERO, false, &mut out)?;
+            Ok(String::from_utf8_lossy(&out).into_owned())
         }
         "asciicast" | "text" => {
             let r = rec::Recording {

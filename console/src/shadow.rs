@@ -93,15 +93,7 @@ fn watch_keys(detach: Arc<AtomicBool>) {
 /// characters are shown as `\x1b`-style escapes, never interpreted (no OSC 52 clipboard writes,
 /// no cursor games from a database user).
 fn inert(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        if c.is_control() {
-            out.push_str(&format!("\\x{:02x}", c as u32));
-        } else {
-            out.push(c);
-        }
-    }
-    out
+    api::text::inert(text, usize::MAX).into_owned()
 }
 
 /// Leave the terminal usable, say why we stopped; the exit code.
@@ -129,7 +121,7 @@ unsafe impl Sync for Saved {}
 static RAW: std::sync::OnceLock<Saved> = std::sync::OnceLock::new();
 
 /// `--browser`: a one-time link to the gateway's shadow page.
-pub fn browser(c: &Client, id: &str) -> Result<()> {
+pub fn browser(c: &Client, id: &str, json: bool) -> Result<()> {
     let link: api::ShadowLink = c.post(
         &format!("/api/v1/sessions/{}/shadow/browser", path_segment(id)),
         &serde_json::json!({}),
@@ -137,18 +129,21 @@ pub fn browser(c: &Client, id: &str) -> Result<()> {
     open_link(
         &format!("[shadow] watch {id} read-only in a browser"),
         &link,
-    );
-    Ok(())
+        json,
+    )
 }
 
-/// Print a one-time browser link for the operator to open.
-pub fn open_link(what: &str, link: &api::ShadowLink) {
-    println!(
-        "{what} as {} (the link works once, within {} s):\n  {}",
-        link.observer, link.expires_in_secs, link.url
-    );
+/// Print a one-time browser link for the operator to open (`-o json`: the link as JSON).
+pub fn open_link(what: &str, link: &api::ShadowLink, json: bool) -> Result<()> {
     // Not handed to a browser command: a command line is readable by every local user, and
     // the ticket must reach only the operator's browser.
+    if json {
+        return crate::print_json(link);
+    }
+    crate::out(&format!(
+        "{what} as {} (the link works once, within {} s):\n  {}\n",
+        link.observer, link.expires_in_secs, link.url
+    ))
 }
 
 pub fn run(c: &Client, id: &str) -> Result<()> {

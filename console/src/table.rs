@@ -126,7 +126,10 @@ pub fn session(s: &api::Session) -> String {
         ("actor", s.actor.clone()),
         (
             "client",
-            format!("{} ({})", s.client_addr, s.client_version),
+            match &s.client_location {
+                Some(l) => format!("{} ({l}) {}", s.client_addr, s.client_version),
+                None => format!("{} ({})", s.client_addr, s.client_version),
+            },
         ),
         ("target", format!("{} ({})", s.target, s.target_addr)),
         (
@@ -154,6 +157,17 @@ pub fn session(s: &api::Session) -> String {
     ];
     if let Some(a) = &s.activity {
         rows.push(("activity", a.clone()));
+    }
+    if s.client_crypto.is_some() || s.target_crypto.is_some() {
+        let leg = |c: &Option<String>| c.clone().unwrap_or_else(|| "-".into());
+        rows.push((
+            "ciphers",
+            format!(
+                "client {} / target {}",
+                leg(&s.client_crypto),
+                leg(&s.target_crypto)
+            ),
+        ));
     }
     if let Some(l) = &s.relay_latency {
         let ms = |us: u64| format!("{:.2} ms", us as f64 / 1000.0);
@@ -211,7 +225,8 @@ pub fn session(s: &api::Session) -> String {
     }
     let mut out = String::new();
     for (k, v) in rows {
-        let _ = writeln!(out, "{:<14}{v}", format!("{k}:"));
+        // At least one space after the longest names ("relay latency:", "terminated by:").
+        let _ = writeln!(out, "{:<13} {v}", format!("{k}:"));
     }
     out
 }
@@ -241,19 +256,49 @@ pub fn audit(list: &api::AuditList) -> String {
     out
 }
 
+/// The line under a list that was cut: how many more, and how to see them.
+pub fn more(n: u64, what: &str, cursor: Option<&str>, flag: &str) -> String {
+    match (n, cursor) {
+        (0, _) | (_, None) => String::new(),
+        (n, Some(c)) => format!(
+            "… {n} more {what}{}; use --limit to see more at once, or {flag} {c} for the next page\n",
+            if n == 1 { "" } else { "s" }
+        ),
+    }
+}
+
 pub fn recordings(list: &api::RecordingList) -> String {
     if list.recordings.is_empty() {
         return "no recordings\n".into();
     }
-    let mut rows = vec![
-        ["RECORDING", "ACTOR", "TARGET", "STATUS", "CHUNKS", "BYTES"]
-            .map(String::from)
-            .to_vec(),
-    ];
+    let mut rows = vec![[
+        "RECORDING",
+        "STARTED",
+        "ACTOR",
+        "TARGET",
+        "STATUS",
+        "CHUNKS",
+        "BYTES",
+    ]
+    .map(String::from)
+    .to_vec()];
     for r in &list.recordings {
         let seal = r.seal.as_ref();
+        let started = seal
+            .and_then(|s| s["started_at_ms"].as_u64())
+            .map(|ms| {
+                let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms);
+                humantime::format_rfc3339_seconds(t)
+                    .to_string()
+                    .replace('T', " ")
+                    .trim_end_matches('Z')
+                    .to_string()
+            })
+            .or_else(|| r.session.as_ref().map(|s| s.started_at.clone()))
+            .unwrap_or_else(|| "-".into());
         rows.push(vec![
             r.id.clone(),
+            started,
             r.session
                 .as_ref()
                 .map(|s| s.actor.clone())

@@ -306,6 +306,7 @@ impl Gateway {
             protocol: protocol.into(),
             actor: login.user.clone(),
             client_addr: client.addr.to_string(),
+            client_location: self.geoip.as_ref().and_then(|g| g.locate(client.addr.ip())),
             client_version: client.version.clone(),
             target: login.target.clone(),
             account: login.account.clone().unwrap_or_default(),
@@ -317,7 +318,7 @@ impl Gateway {
             "session.requested",
             Some(&login.user),
             Some(&rec.id),
-            json!({"target": login.target, "account": login.account, "client": rec.client_addr, "auth_method": method}),
+            json!({"target": login.target, "account": login.account, "client": rec.client_addr, "client_location": rec.client_location, "auth_method": method}),
         );
         let r = resolved.map_err(|(kind, msg)| {
             self.deny(

@@ -195,9 +195,12 @@ async fn require_token(State(st): State<ApiState>, mut req: Request, next: Next)
         if presented.is_some() {
             let events = st.gw.api_throttle.record("", ip, false);
             st.gw.audit_throttle("api", events);
+        } else {
+            st.gw.api_throttle.abandon("", ip);
         }
         return refuse();
     };
+    st.gw.api_throttle.record("", ip, true);
     if !caller.operator && !user_may(req.method(), req.uri().path()) {
         return ApiError(
             StatusCode::FORBIDDEN,
@@ -232,8 +235,24 @@ struct ListParams {
     idle_gt: Option<String>,
     target_tag: Option<String>,
     limit: Option<u32>,
+    /// Continue after this page (`next_cursor` of the last answer).
+    cursor: Option<String>,
+    /// Only sessions that have not ended.
+    live: Option<bool>,
     /// Only sessions being shadowed now.
     shadowed: Option<bool>,
+}
+
+/// A session list cursor, `STARTED_MS-ID` as `next_cursor` gives it.
+fn parse_cursor(c: &str) -> Result<(u64, String), ApiError> {
+    c.split_once('-')
+        .and_then(|(ms, id)| Some((ms.parse().ok()?, id.to_string())))
+        .filter(|(_, id)| id.starts_with("sess_"))
+        .ok_or_else(|| {
+            bad(format!(
+                "cursor '{c}' is not one this API gave (next_cursor)"
+            ))
+        })
 }
 
 fn parse_duration_secs(s: &str) -> Result<u64, ApiError> {
@@ -260,26 +279,54 @@ async fn list_sessions(
             return Err(bad(format!("unknown state '{s}'")));
         }
     }
+    let idle_gt_secs = p.idle_gt.as_deref().map(parse_duration_secs).transpose()?;
+    let shadowed = p.shadowed.unwrap_or(false);
+    // A user's own token sees their sessions (the store filters them, so pages and counts are
+    // theirs alone) and those offered to them (added to the first page).
+    let own = (!caller.operator).then(|| caller.name.clone());
+    if let (Some(me), Some(a)) = (&own, &p.actor) {
+        if a != me {
+            return Ok(Json(api::SessionList {
+                sessions: Vec::new(),
+                more: 0,
+                next_cursor: None,
+            }));
+        }
+    }
+    let first_page = p.cursor.is_none();
     let filter = Filter {
         query: SessionQuery {
-            actor: p.actor,
+            actor: own.clone().or(p.actor),
             target: p.target,
             protocol: p.protocol,
             state: p.state,
-            limit: p.limit.unwrap_or(500).min(10_000),
+            // Idle and shadowed sessions are live ones.
+            live: p.live.unwrap_or(false) || idle_gt_secs.is_some() || shadowed,
+            targets_in: p.target_tag.as_deref().map(|t| st.gw.targets_with_tag(t)),
+            before: p.cursor.as_deref().map(parse_cursor).transpose()?,
+            limit: p.limit.unwrap_or(500).clamp(1, 10_000),
         },
-        idle_gt_secs: p.idle_gt.as_deref().map(parse_duration_secs).transpose()?,
-        targets_in: p.target_tag.as_deref().map(|t| st.gw.targets_with_tag(t)),
-        shadowed: p.shadowed.unwrap_or(false),
-        visible_to: (!caller.operator).then(|| caller.name.clone()),
+        idle_gt_secs,
+        shadowed,
+        visible_to: own.clone(),
     };
-    let rows = st
+    let mut page = st
         .gw
         .registry
         .list(&st.gw.store, &filter)
         .map_err(internal)?;
+    if let (Some(me), true) = (&own, first_page) {
+        for mut r in st.gw.registry.offered_to(me) {
+            if !page.rows.iter().any(|x| x.id == r.id) {
+                r.observers.retain(|o| o.banner != "covert");
+                page.rows.insert(0, r);
+            }
+        }
+    }
     Ok(Json(api::SessionList {
-        sessions: rows.iter().map(to_api).collect(),
+        sessions: page.rows.iter().map(to_api).collect(),
+        more: page.more,
+        next_cursor: page.next.map(|(ms, id)| format!("{ms}-{id}")),
     }))
 }
 
@@ -389,11 +436,12 @@ async fn bulk_terminate(
             actor: req.actor.clone(),
             target: req.target.clone(),
             protocol: req.protocol.clone(),
-            state: None,
+            live: true,
+            targets_in: req.target_tag.as_deref().map(|t| st.gw.targets_with_tag(t)),
             limit: 100_000,
+            ..Default::default()
         },
         idle_gt_secs: None,
-        targets_in: req.target_tag.as_deref().map(|t| st.gw.targets_with_tag(t)),
         shadowed: false,
         visible_to: None,
     };
@@ -402,6 +450,7 @@ async fn bulk_terminate(
         .registry
         .list(&st.gw.store, &filter)
         .map_err(internal)?
+        .rows
         .into_iter()
         .filter(|r| !api::SessionState::parse(&r.state).is_some_and(|s| s.is_terminal()))
         .map(|r| r.id)
@@ -439,6 +488,8 @@ struct AuditParams {
     kind: Option<String>,
     session: Option<String>,
     limit: Option<u32>,
+    /// Only events older than this sequence number (the next page back).
+    before: Option<i64>,
 }
 
 async fn audit(
@@ -446,23 +497,27 @@ async fn audit(
     q: Result<Query<AuditParams>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<api::AuditList>, ApiError> {
     let Query(p) = q.map_err(|e| bad(format!("bad query: {}", e.body_text())))?;
-    let rows = st
+    let (rows, older) = st
         .gw
         .store
         .audit_list(
             p.kind.as_deref(),
             p.session.as_deref(),
-            p.limit.unwrap_or(1000).min(100_000),
+            p.before,
+            p.limit.unwrap_or(1000).clamp(1, 100_000),
         )
         .map_err(internal)?;
-    let report = st
-        .gw
-        .store
-        .audit_verify(Some(&st.gw.recordings.public_key()))
+    let before = (older > 0).then(|| rows.first().map(|r| r.seq)).flatten();
+    let gw = st.gw.clone();
+    let report = tokio::task::spawn_blocking(move || gw.audit_report())
+        .await
+        .map_err(internal)?
         .map_err(internal)?;
     Ok(Json(api::AuditList {
         chain_ok: report.ok(),
         chain_message: Some(report.message),
+        older,
+        next_before: before,
         events: rows
             .into_iter()
             .map(|r| api::AuditEvent {
@@ -490,7 +545,7 @@ async fn audit_export(
     let gw = st.gw.clone();
     let body = tokio::task::spawn_blocking(move || -> anyhow::Result<String> {
         let events = gw.store.audit_all()?;
-        let mut checkpoints = gw.store.checkpoints()?.into_iter().peekable();
+        let mut checkpoints = gw.checkpoints_all()?.into_iter().peekable();
         let mut out = String::new();
         for e in events {
             let seq = e.seq;
@@ -520,12 +575,10 @@ async fn audit_verify(
     State(st): State<ApiState>,
 ) -> Result<Json<wardengate_recorder::audit::AuditReport>, ApiError> {
     let gw = st.gw.clone();
-    let report = tokio::task::spawn_blocking(move || {
-        gw.store.audit_verify(Some(&gw.recordings.public_key()))
-    })
-    .await
-    .map_err(internal)?
-    .map_err(internal)?;
+    let report = tokio::task::spawn_blocking(move || gw.audit_report())
+        .await
+        .map_err(internal)?
+        .map_err(internal)?;
     Ok(Json(report))
 }
 
@@ -600,22 +653,52 @@ async fn list_recordings(
 ) -> Result<Json<api::RecordingList>, ApiError> {
     let Query(p) = q.map_err(|e| bad(format!("bad query: {}", e.body_text())))?;
     let ids = st.gw.recordings.list();
-    let mut out = Vec::new();
-    for id in ids.iter().take(p.limit.unwrap_or(500) as usize) {
-        let r = recording_json(&st.gw, id, false);
-        let keep = match &r.session {
+    let limit = p.limit.unwrap_or(500).clamp(1, 10_000) as usize;
+    // The cursor is the id the previous page ended with (the listing is newest first).
+    let start = match &p.cursor {
+        Some(c) => {
+            ids.iter()
+                .position(|id| id == c)
+                .ok_or_else(|| bad(format!("cursor '{c}' is not a recording of this gateway")))?
+                + 1
+        }
+        None => 0,
+    };
+    let filtered = p.actor.is_some() || p.target.is_some() || p.protocol.is_some();
+    // Whether a recording passes the filters: its session row (one indexed lookup), never the
+    // recording itself, so counting what is left of a long list stays cheap.
+    let keep = |id: &str| -> bool {
+        if !filtered {
+            return true;
+        }
+        match st.gw.store.session_get(id).ok().flatten() {
             Some(s) => {
                 p.actor.as_ref().is_none_or(|a| &s.actor == a)
                     && p.target.as_ref().is_none_or(|t| &s.target == t)
                     && p.protocol.as_ref().is_none_or(|pr| &s.protocol == pr)
             }
-            None => p.actor.is_none() && p.target.is_none() && p.protocol.is_none(),
-        };
-        if keep {
-            out.push(r);
+            None => false,
+        }
+    };
+    let mut out = Vec::new();
+    let mut last = None;
+    let mut more = 0u64;
+    for id in &ids[start.min(ids.len())..] {
+        if !keep(id) {
+            continue;
+        }
+        if out.len() < limit {
+            last = Some(id.clone());
+            out.push(recording_json(&st.gw, id, false));
+        } else {
+            more += 1;
         }
     }
-    Ok(Json(api::RecordingList { recordings: out }))
+    Ok(Json(api::RecordingList {
+        recordings: out,
+        more,
+        next_cursor: (more > 0).then_some(last).flatten(),
+    }))
 }
 
 async fn get_recording(
@@ -660,5 +743,15 @@ async fn recording_events(
         body.push_str(&wardengate_recorder::event_json(ev).to_string());
         body.push('\n');
     }
-    Ok(([(header::CONTENT_TYPE, "application/x-ndjson")], body).into_response())
+    let mut r = ([(header::CONTENT_TYPE, "application/x-ndjson")], body).into_response();
+    // The seal rides along, so a player or an exporter needs one request (one audit event).
+    if let Some(seal) = rec
+        .seal
+        .as_ref()
+        .and_then(|s| serde_json::to_string(s).ok())
+        .and_then(|s| axum::http::HeaderValue::from_str(&s).ok())
+    {
+        r.headers_mut().insert("x-wardengate-seal", seal);
+    }
+    Ok(r)
 }

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 use wardengate_api::text::{inert, inert_json, MAX_NAME, MAX_TEXT};
-use wardengate_recorder::audit::Checkpoint;
+use wardengate_recorder::audit::{AuditReport, Checkpoint};
 
 use crate::broker::Gateway;
 
@@ -22,6 +22,29 @@ pub struct Checkpoints {
     /// The newest signed event.
     signed: AtomicI64,
     file: PathBuf,
+}
+
+/// The checkpoints written to `file` (one JSON line each); lines that do not parse are skipped.
+pub fn read_file(file: &std::path::Path) -> Vec<Checkpoint> {
+    std::fs::read_to_string(file)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+/// Checkpoints from the store and from the file beside the recordings, each once: deleting
+/// the newest events and their checkpoint rows from the store does not hide them, since the
+/// file (on other storage, ideally append-only) still holds the checkpoint that covered them.
+pub fn merged(store: Vec<Checkpoint>, file: Vec<Checkpoint>) -> Vec<Checkpoint> {
+    let mut all = store;
+    for c in file {
+        if !all.contains(&c) {
+            all.push(c);
+        }
+    }
+    all.sort_by_key(|c| c.seq);
+    all
 }
 
 impl Checkpoints {
@@ -37,6 +60,26 @@ impl Checkpoints {
 }
 
 impl Gateway {
+    /// Every checkpoint, from the store and from the file.
+    pub fn checkpoints_all(&self) -> anyhow::Result<Vec<Checkpoint>> {
+        Ok(merged(
+            self.store.checkpoints()?,
+            read_file(&self.checkpoints.file),
+        ))
+    }
+
+    /// The whole audit log checked: the chain, and every checkpoint with the gateway's key.
+    /// Reads everything: call it off the async runtime's threads.
+    pub fn audit_report(&self) -> anyhow::Result<AuditReport> {
+        let events = self.store.audit_all()?;
+        let checkpoints = self.checkpoints_all()?;
+        Ok(wardengate_recorder::audit::verify(
+            &events,
+            &checkpoints,
+            Some(&self.recordings.public_key()),
+        ))
+    }
+
     /// Append to the audit log. An audit failure is logged loudly but never crashes a session.
     pub fn audit(
         &self,

@@ -33,6 +33,8 @@ pub struct Gateway {
     /// The same for API tokens, kept apart: users failing to log in from an operator's network
     /// must not lock the operators out of the API, nor the other way round.
     pub api_throttle: crate::guard::Throttle,
+    /// Where clients connect from (`[geoip] database`), when configured.
+    pub geoip: Option<crate::geoip::GeoIp>,
     /// PostgreSQL cancel requests per source.
     pub cancels: crate::guard::CancelGuard,
     /// When the audit chain head is signed next.
@@ -57,13 +59,15 @@ impl Gateway {
         let checkpoints = crate::audit::Checkpoints::new(
             cfg.config.audit.checkpoint_every,
             recordings.dir.join("audit-checkpoints.jsonl"),
-            store
-                .checkpoints()
-                .ok()
-                .and_then(|c| c.last().map(|c| c.seq))
-                .unwrap_or(0),
+            crate::audit::merged(
+                store.checkpoints().unwrap_or_default(),
+                crate::audit::read_file(&recordings.dir.join("audit-checkpoints.jsonl")),
+            )
+            .last()
+            .map_or(0, |c| c.seq),
         );
         Gateway {
+            geoip: None,
             cancels: crate::guard::CancelGuard::new(sec.cancel_requests_per_second),
             checkpoints,
             passwords,
@@ -186,6 +190,7 @@ impl Lifecycle for Gateway {
                 }
             }
             Err(_) => {
+                self.throttle.abandon(user, ip);
                 tracing::warn!(%ip, "password check refused: every check was busy for password_queue_timeout");
                 Verdict::Refused
             }
@@ -194,6 +199,10 @@ impl Lifecycle for Gateway {
 
     fn attempt_allowed(&self, user: &str, client: &ClientInfo) -> bool {
         self.throttle.allow(user, client.addr.ip())
+    }
+
+    fn attempt_abandoned(&self, user: &str, client: &ClientInfo) {
+        self.throttle.abandon(user, client.addr.ip());
     }
 
     fn attempt_result(&self, user: &str, client: &ClientInfo, ok: bool) {
@@ -220,7 +229,7 @@ impl Lifecycle for Gateway {
                 "session.start",
                 Some(&r.actor),
                 Some(session),
-                json!({"protocol": r.protocol, "target": r.target, "target_addr": r.target_addr, "account": r.account, "client": r.client_addr, "client_version": r.client_version}),
+                json!({"protocol": r.protocol, "target": r.target, "target_addr": r.target_addr, "account": r.account, "client": r.client_addr, "client_version": r.client_version, "client_crypto": r.client_crypto, "target_crypto": r.target_crypto}),
             );
         }
     }

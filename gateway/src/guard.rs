@@ -29,11 +29,13 @@ use tokio::sync::{oneshot, Semaphore};
 use crate::config::SecuritySection;
 use wardengate_protocols::listener::source_key;
 
-/// A check to run: the stored hash (`None`: the dummy), the password, where to answer.
+/// A check to run: the stored hash (`None`: the dummy), the password, where to answer, and the
+/// permit it holds until the check is done (even when the caller gave up waiting).
 struct Job {
     phc: Option<String>,
     password: String,
     reply: oneshot::Sender<bool>,
+    _permit: tokio::sync::OwnedSemaphorePermit,
 }
 
 /// Why no password check was made.
@@ -81,6 +83,10 @@ impl PasswordChecker {
                             Err(_) => return,
                         };
                         let Ok(job) = job else { return };
+                        if job.reply.is_closed() {
+                            // The caller went away while it queued (its deadline passed).
+                            continue;
+                        }
                         let ok = match &job.phc {
                             Some(phc) => verifier.verify(phc, &job.password),
                             None => {
@@ -118,11 +124,10 @@ impl PasswordChecker {
                 phc,
                 password: password.to_string(),
                 reply,
+                _permit: permit,
             })
             .map_err(|_| Refusal::Saturated)?;
-        let ok = answer.await.unwrap_or(false);
-        drop(permit);
-        Ok(ok)
+        Ok(answer.await.unwrap_or(false))
     }
 }
 
@@ -132,18 +137,41 @@ struct Record {
     failures: u32,
     last: Instant,
     blocked_until: Option<Instant>,
-    /// Attempts refused without a check in the current burst.
+    /// Attempts allowed and not yet judged (checks running): they count against the free
+    /// failures, so parallel attempts cannot all slip through the moment a wait ends.
+    pending: u32,
+    pending_at: Instant,
+    /// Attempts refused without a check in the current burst, and the last one's time.
     refused: u64,
+    last_refused: Option<Instant>,
     /// The burst was reported (`auth.throttled`).
     reported: bool,
 }
 
-/// A burst the audit must hear about.
+impl Record {
+    fn new(now: Instant) -> Record {
+        Record {
+            failures: 0,
+            last: now,
+            blocked_until: None,
+            pending: 0,
+            pending_at: now,
+            refused: 0,
+            last_refused: None,
+            reported: false,
+        }
+    }
+}
+
+/// An attempt still pending after this long is taken as abandoned (its client left mid-check).
+const PENDING_STALE: Duration = Duration::from_secs(60);
+
+/// A burst of failed logins the audit must hear about.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ThrottleEvent {
     /// `auth.throttled` or `auth.throttle_ended`.
     pub kind: &'static str,
-    /// `source`, `user` or `user_source`.
+    /// `source`, `network` (an IPv6 /48), `user` or `user_source`.
     pub scope: &'static str,
     pub user: Option<String>,
     pub source: Option<IpAddr>,
@@ -175,6 +203,31 @@ impl<K: Eq + Hash + Clone> Table<K> {
             .is_some_and(|t| t > now)
     }
 
+    /// Whether one more attempt fits: not waiting, and (past the free failures) none in flight.
+    fn admits(&self, k: &K, now: Instant, l: &Limits, free: u32) -> bool {
+        let Some(r) = self.map.get(k) else {
+            return true;
+        };
+        if r.blocked_until.is_some_and(|t| t > now) {
+            return false;
+        }
+        let failures = if now.duration_since(r.last) >= l.window {
+            0
+        } else {
+            r.failures
+        };
+        let pending = if now.duration_since(r.pending_at) >= PENDING_STALE {
+            0
+        } else {
+            r.pending
+        };
+        if failures >= free {
+            pending == 0
+        } else {
+            failures + pending < free.max(1)
+        }
+    }
+
     fn failures(&self, k: &K, now: Instant, window: Duration) -> u32 {
         self.map
             .get(k)
@@ -182,18 +235,40 @@ impl<K: Eq + Hash + Clone> Table<K> {
             .map_or(0, |r| r.failures)
     }
 
+    fn entry(&mut self, k: &K, now: Instant, window: Duration) -> &mut Record {
+        if self.map.len() >= MAX_KEYS && !self.map.contains_key(k) {
+            self.evict(now, window);
+        }
+        self.map
+            .entry(k.clone())
+            .or_insert_with(|| Record::new(now))
+    }
+
+    fn start(&mut self, k: &K, now: Instant, window: Duration) {
+        let r = self.entry(k, now, window);
+        if now.duration_since(r.pending_at) >= PENDING_STALE {
+            r.pending = 0;
+        }
+        r.pending += 1;
+        r.pending_at = now;
+    }
+
+    fn settle(&mut self, k: &K) {
+        if let Some(r) = self.map.get_mut(k) {
+            r.pending = r.pending.saturating_sub(1);
+        }
+    }
+
+    fn refuse(&mut self, k: &K, now: Instant) {
+        if let Some(r) = self.map.get_mut(k) {
+            r.refused += 1;
+            r.last_refused = Some(now);
+        }
+    }
+
     /// Count a failure; `Some(wait)` when this failure starts (or extends) a wait.
     fn fail(&mut self, k: &K, now: Instant, s: &Limits, free: u32) -> Option<Duration> {
-        if self.map.len() >= MAX_KEYS && !self.map.contains_key(k) {
-            self.evict(now, s.window);
-        }
-        let r = self.map.entry(k.clone()).or_insert(Record {
-            failures: 0,
-            last: now,
-            blocked_until: None,
-            refused: 0,
-            reported: false,
-        });
+        let r = self.entry(k, now, s.window);
         if now.duration_since(r.last) >= s.window {
             r.failures = 0;
         }
@@ -231,6 +306,22 @@ struct Limits {
     window: Duration,
 }
 
+/// How many more failures an IPv6 /48 gets than one of its /64s: a network that large is
+/// one attacker's, not many users', and its /64s must not each start afresh.
+const NETWORK_FACTOR: u32 = 8;
+
+/// The /48 an IPv6 address is in (`None` for IPv4, counted per address).
+fn network_key(ip: IpAddr) -> Option<IpAddr> {
+    match source_key(ip) {
+        IpAddr::V6(v6) => {
+            let mut seg = v6.segments();
+            seg[3..].fill(0);
+            Some(IpAddr::V6(seg.into()))
+        }
+        IpAddr::V4(_) => None,
+    }
+}
+
 /// Failed-login accounting.
 pub struct Throttle {
     limits: Limits,
@@ -239,6 +330,7 @@ pub struct Throttle {
 
 struct ThrottleState {
     sources: Table<IpAddr>,
+    networks: Table<IpAddr>,
     users: Table<String>,
     pairs: Table<(String, IpAddr)>,
 }
@@ -254,6 +346,7 @@ impl Throttle {
             },
             state: Mutex::new(ThrottleState {
                 sources: Table::new(),
+                networks: Table::new(),
                 users: Table::new(),
                 pairs: Table::new(),
             }),
@@ -265,44 +358,59 @@ impl Throttle {
     }
 
     /// May `user` (empty when the attempt names nobody, as an API token does) try from `ip`?
-    /// A refusal is counted towards the burst's summary.
+    /// An allowed attempt is in flight until [`record`](Self::record) (or
+    /// [`abandon`](Self::abandon)) judges it; a refusal is counted towards the burst's summary.
     pub fn allow(&self, user: &str, ip: IpAddr) -> bool {
-        let ip = source_key(ip);
-        let now = Instant::now();
-        let mut s = self.lock();
-        let pair = (user.to_string(), ip);
-        let by_source = s.sources.blocked(&ip, now);
-        let by_pair = s.pairs.blocked(&pair, now);
-        let by_user =
-            s.users.blocked(&pair.0, now) && s.pairs.failures(&pair, now, self.limits.window) > 0;
-        if !(by_source || by_pair || by_user) {
-            return true;
-        }
-        if by_source {
-            if let Some(r) = s.sources.map.get_mut(&ip) {
-                r.refused += 1;
-            }
-        }
-        if by_pair {
-            if let Some(r) = s.pairs.map.get_mut(&pair) {
-                r.refused += 1;
-            }
-        }
-        if by_user {
-            if let Some(r) = s.users.map.get_mut(&pair.0) {
-                r.refused += 1;
-            }
-        }
-        false
-    }
-
-    /// Count the outcome of a check. Returns the bursts that start now.
-    pub fn record(&self, user: &str, ip: IpAddr, ok: bool) -> Vec<ThrottleEvent> {
+        let net = network_key(ip);
         let ip = source_key(ip);
         let now = Instant::now();
         let l = self.limits;
         let mut s = self.lock();
         let pair = (user.to_string(), ip);
+        let by_source = !s.sources.admits(&ip, now, &l, l.free);
+        let by_network = net.is_some_and(|n| s.networks.blocked(&n, now));
+        let by_pair = !user.is_empty() && !s.pairs.admits(&pair, now, &l, l.free);
+        let by_user = s.users.blocked(&pair.0, now) && s.pairs.failures(&pair, now, l.window) > 0;
+        if !(by_source || by_network || by_pair || by_user) {
+            s.sources.start(&ip, now, l.window);
+            if !user.is_empty() {
+                s.pairs.start(&pair, now, l.window);
+            }
+            return true;
+        }
+        if by_source {
+            s.sources.refuse(&ip, now);
+        }
+        if let (true, Some(n)) = (by_network, net) {
+            s.networks.refuse(&n, now);
+        }
+        if by_pair {
+            s.pairs.refuse(&pair, now);
+        }
+        if by_user {
+            s.users.refuse(&pair.0, now);
+        }
+        false
+    }
+
+    /// An allowed attempt that was never judged (the check could not run).
+    pub fn abandon(&self, user: &str, ip: IpAddr) {
+        let ip = source_key(ip);
+        let mut s = self.lock();
+        s.sources.settle(&ip);
+        s.pairs.settle(&(user.to_string(), ip));
+    }
+
+    /// Count the outcome of a check. Returns the bursts that start now.
+    pub fn record(&self, user: &str, ip: IpAddr, ok: bool) -> Vec<ThrottleEvent> {
+        let net = network_key(ip);
+        let ip = source_key(ip);
+        let now = Instant::now();
+        let l = self.limits;
+        let mut s = self.lock();
+        let pair = (user.to_string(), ip);
+        s.sources.settle(&ip);
+        s.pairs.settle(&pair);
         if ok {
             s.pairs.map.remove(&pair);
             return Vec::new();
@@ -331,6 +439,20 @@ impl Throttle {
         };
         let w = s.sources.fail(&ip, now, &l, l.free);
         note(s.sources.map.get_mut(&ip), w, base.clone());
+        if let Some(n) = net {
+            let w = s
+                .networks
+                .fail(&n, now, &l, l.free.saturating_mul(NETWORK_FACTOR));
+            note(
+                s.networks.map.get_mut(&n),
+                w,
+                ThrottleEvent {
+                    scope: "network",
+                    source: Some(n),
+                    ..base.clone()
+                },
+            );
+        }
         if !user.is_empty() {
             let w = s.pairs.fail(&pair, now, &l, l.free);
             note(
@@ -357,8 +479,8 @@ impl Throttle {
         events
     }
 
-    /// Bursts that are over (no failure for a whole window, or the wait ran out and nothing
-    /// was refused for a minute): their summaries, and their records forgotten when old.
+    /// Bursts that are over (the wait ran out, and neither a failure nor a refusal came for a
+    /// minute): their summaries, and their records forgotten when old.
     pub fn sweep(&self) -> Vec<ThrottleEvent> {
         let now = Instant::now();
         let l = self.limits;
@@ -367,9 +489,11 @@ impl Throttle {
             r.reported
                 && r.blocked_until.is_none_or(|t| t <= now)
                 && now.duration_since(r.last) >= quiet
+                && r.last_refused
+                    .is_none_or(|t| now.duration_since(t) >= quiet)
         };
-        let summary =
-            |scope, user: Option<String>, source: Option<IpAddr>, r: &Record| ThrottleEvent {
+        let summary = |scope, user: Option<String>, source: Option<IpAddr>, r: &mut Record| {
+            let e = ThrottleEvent {
                 kind: "auth.throttle_ended",
                 scope,
                 user,
@@ -378,33 +502,32 @@ impl Throttle {
                 refused: r.refused,
                 wait_s: 0,
             };
+            r.reported = false;
+            r.refused = 0;
+            e
+        };
         let mut s = self.lock();
         let mut out = Vec::new();
         for (ip, r) in s.sources.map.iter_mut().filter(|(_, r)| over(r)) {
             out.push(summary("source", None, Some(*ip), r));
-            r.reported = false;
-            r.refused = 0;
+        }
+        for (ip, r) in s.networks.map.iter_mut().filter(|(_, r)| over(r)) {
+            out.push(summary("network", None, Some(*ip), r));
         }
         for ((u, ip), r) in s.pairs.map.iter_mut().filter(|(_, r)| over(r)) {
             out.push(summary("user_source", Some(u.clone()), Some(*ip), r));
-            r.reported = false;
-            r.refused = 0;
         }
         for (u, r) in s.users.map.iter_mut().filter(|(_, r)| over(r)) {
             out.push(summary("user", Some(u.clone()), None, r));
-            r.reported = false;
-            r.refused = 0;
         }
-        let window = l.window;
-        s.sources
-            .map
-            .retain(|_, r| now.duration_since(r.last) < window);
-        s.pairs
-            .map
-            .retain(|_, r| now.duration_since(r.last) < window);
-        s.users
-            .map
-            .retain(|_, r| now.duration_since(r.last) < window);
+        let keep = |r: &Record| {
+            now.duration_since(r.last) < l.window
+                || now.duration_since(r.pending_at) < PENDING_STALE
+        };
+        s.sources.map.retain(|_, r| keep(r));
+        s.networks.map.retain(|_, r| keep(r));
+        s.pairs.map.retain(|_, r| keep(r));
+        s.users.map.retain(|_, r| keep(r));
         out
     }
 }
@@ -475,6 +598,44 @@ mod tests {
             .filter_map(|_| s.sources.fail(&k, now, &l, 1).map(|d| d.as_secs()))
             .collect();
         assert_eq!(waits, vec![1, 2, 4, 8]);
+    }
+
+    #[test]
+    fn parallel_attempts_cannot_all_slip_through_when_a_wait_ends() {
+        let t = throttle(3, 100);
+        let ip = ip("10.0.0.8");
+        // Within the free failures: as many in flight as failures remain.
+        let allowed = (0..16).filter(|_| t.allow("alice", ip)).count();
+        assert_eq!(allowed, 3);
+        for _ in 0..3 {
+            t.record("alice", ip, false);
+        }
+        // Past them (and past the wait): one at a time.
+        std::thread::sleep(Duration::from_millis(1100));
+        let allowed = (0..16).filter(|_| t.allow("bob", ip)).count();
+        assert_eq!(allowed, 1);
+        t.abandon("bob", ip);
+        assert!(t.allow("bob", ip), "an abandoned attempt frees its place");
+    }
+
+    #[test]
+    fn an_ipv6_network_cannot_start_afresh_from_each_of_its_64s() {
+        let t = throttle(2, 1000);
+        let mut refused = 0;
+        for i in 0..200u32 {
+            let a: IpAddr = format!("2001:db8:7:{:x}::1", i).parse().expect("ip");
+            if t.allow("alice", a) {
+                t.record("alice", a, false);
+            } else {
+                refused += 1;
+            }
+        }
+        assert!(
+            refused > 150,
+            "the /48 is throttled as one: {refused} of 200 refused"
+        );
+        let elsewhere: IpAddr = "2001:db9::1".parse().expect("ip");
+        assert!(t.allow("alice", elsewhere), "another /48 is not");
     }
 
     #[test]

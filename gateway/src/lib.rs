@@ -15,6 +15,7 @@ pub mod audit;
 pub mod broker;
 pub mod config;
 pub mod dev;
+pub mod geoip;
 pub mod guard;
 pub mod handoff;
 pub mod http;

@@ -29,7 +29,12 @@ pub fn init() {
     tracing_subscriber::registry()
         .with(tracing_subscriber::filter::filter_fn(allowed))
         .with(filter)
-        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+        // Colours only for a person at a terminal: a log file or a journal gets plain text.
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())),
+        )
         .init();
 }
 

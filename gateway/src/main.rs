@@ -29,7 +29,8 @@ enum Cmd {
         #[arg(long, env = "WARDENGATE_ALLOW_INSECURE_PERMISSIONS")]
         allow_insecure_permissions: bool,
     },
-    /// Zero-config dev mode: a gateway plus real demo targets (OpenSSH sshd, PostgreSQL).
+    /// Zero-config dev mode: a gateway plus real demo targets (OpenSSH sshd, PostgreSQL, a
+    /// Windows-style desktop over RDP); the demo database is recreated at each start.
     Dev {
         #[arg(long, default_value = ".wardengate-dev")]
         data_dir: PathBuf,
@@ -43,6 +44,10 @@ enum Cmd {
         /// The gateway's RDP port (the demo Windows desktop is behind it).
         #[arg(long, default_value_t = 3389)]
         rdp_port: u16,
+        /// The demo status page web-01.dev "serves" on 127.0.0.1, the destination of the port
+        /// forwarding example (0: none).
+        #[arg(long, default_value_t = 9080)]
+        web_port: u16,
         /// Do not record the demo sessions, nor keep their desktops for observers (for
         /// comparisons; recording is on by default).
         #[arg(long)]
@@ -54,6 +59,13 @@ enum Cmd {
         /// The demo Windows desktop's size, WIDTHxHEIGHT.
         #[arg(long, default_value = "1024x768", value_parser = dev::parse_size)]
         desktop_size: (u16, u16),
+        /// The SSH ciphers the gateway offers, comma-separated (for comparisons; default: the
+        /// gateway's own default).
+        #[arg(long, hide = true)]
+        ssh_ciphers: Option<String>,
+        /// recording.write_ahead_interval (for comparisons; "0s" turns the write-ahead log off).
+        #[arg(long, hide = true)]
+        write_ahead_interval: Option<String>,
     },
     /// Validate a config file and exit.
     CheckConfig {
@@ -141,11 +153,14 @@ fn real_main(cli: Cli) -> Result<()> {
             allow_insecure_permissions,
         } => {
             let cfg = config::load(&config)?;
-            // The data directory is ours: tightened first (open_state logs it), so only what the
-            // operator placed elsewhere can fail the check.
-            wardengate_gateway::perms::tighten_data_dir(&cfg.data_dir)?;
+            // The data directory is ours: `run` makes it and everything in it private (and says
+            // so), so only what the operator placed elsewhere can fail the check.
             let mut secrets = vec![config.clone()];
-            secrets.extend(cfg.key_files());
+            secrets.extend(
+                cfg.key_files()
+                    .into_iter()
+                    .filter(|f| !f.starts_with(&cfg.data_dir)),
+            );
             wardengate_gateway::perms::check_private(&secrets, allow_insecure_permissions)?;
             runtime()?.block_on(server::run(cfg, CancellationToken::new(), |l| {
                 let pg = l
@@ -165,18 +180,24 @@ fn real_main(cli: Cli) -> Result<()> {
             api_port,
             pg_port,
             rdp_port,
+            web_port,
             no_recording,
             reconnect,
             desktop_size,
+            ssh_ciphers,
+            write_ahead_interval,
         } => runtime()?.block_on(dev::run(dev::DevOptions {
             data_dir,
             ssh_port,
             api_port,
             pg_port,
             rdp_port,
+            web_port,
             no_recording,
             reconnect,
             desktop_size,
+            ssh_ciphers,
+            write_ahead_interval,
         })),
         Cmd::CheckConfig { config } => {
             let cfg = config::load(&config)?;

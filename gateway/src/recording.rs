@@ -197,7 +197,9 @@ async fn record(
         let (flush_now, ahead) = tokio::select! {
             ev = rx.recv() => match ev {
                 Some(ev) => {
-                    ahead_at.get_or_insert_with(|| tokio::time::Instant::now() + write_ahead);
+                    if !write_ahead.is_zero() {
+                        ahead_at.get_or_insert_with(|| tokio::time::Instant::now() + write_ahead);
+                    }
                     (current.push_buffered(&ev), false)
                 }
                 None => break Ok(current),

@@ -71,10 +71,9 @@ pub struct Registry {
 /// Filters for listing sessions.
 #[derive(Debug, Clone, Default)]
 pub struct Filter {
+    /// What the store selects (a tag's targets resolved by the caller into `targets_in`).
     pub query: SessionQuery,
     pub idle_gt_secs: Option<u64>,
-    /// Target names that carry the requested tag (resolved by the caller from config).
-    pub targets_in: Option<Vec<String>>,
     /// Only sessions someone is shadowing now.
     pub shadowed: bool,
     /// Only sessions this user owns or is offered (a non-operator's own token).
@@ -144,6 +143,20 @@ impl Registry {
         self.live.read().map(|m| m.len()).unwrap_or(0)
     }
 
+    /// Live sessions offered to `user` (a pending handoff), whoever owns them.
+    pub fn offered_to(&self, user: &str) -> Vec<SessionRecord> {
+        let lives: Vec<Arc<Live>> = self
+            .live
+            .read()
+            .map(|m| m.values().cloned().collect())
+            .unwrap_or_default();
+        lives
+            .iter()
+            .filter(|l| lock(&l.handoff).as_ref().is_some_and(|p| p.to == user))
+            .map(|l| Self::snapshot(l))
+            .collect()
+    }
+
     pub fn live_ids(&self) -> Vec<String> {
         self.live
             .read()
@@ -163,6 +176,9 @@ impl Registry {
         if let Some(v) = live.shared.client_version() {
             r.client_version = v.to_string();
         }
+        let (client, target) = live.shared.crypto();
+        r.client_crypto = client.map(String::from).or(r.client_crypto);
+        r.target_crypto = target.map(String::from).or(r.target_crypto);
         if let Some(p) = live.shared.pty() {
             r.pty_term = Some(p.term);
             r.pty_cols = p.cols;
@@ -364,19 +380,28 @@ impl Registry {
             .ok_or_else(|| RegistryError::NotFound(id.into()))
     }
 
-    pub fn list(&self, store: &Store, f: &Filter) -> anyhow::Result<Vec<SessionRecord>> {
+    /// One page of sessions, newest first: the store's page with the live state of live
+    /// sessions, less what only the live state can filter out (idle, shadowed, someone else's);
+    /// how many sessions match after it, and the cursor of the next page.
+    pub fn list(&self, store: &Store, f: &Filter) -> anyhow::Result<Page> {
         let now = now_ms();
+        let page = store.session_list(&f.query)?;
+        let last = page.last().map(|r| (r.started_ms, r.id.clone()));
+        let more = match &last {
+            Some(c) if page.len() as u32 >= f.query.limit.max(1) => {
+                store.session_count(&SessionQuery {
+                    before: Some(c.clone()),
+                    ..f.query.clone()
+                })?
+            }
+            _ => 0,
+        };
         let mut out = Vec::new();
-        for rec in store.session_list(&f.query)? {
+        for rec in page {
             let rec = match self.get(&rec.id) {
                 Some(live) => Self::snapshot(&live),
                 None => rec,
             };
-            if let Some(targets) = &f.targets_in {
-                if !targets.contains(&rec.target) {
-                    continue;
-                }
-            }
             let mut rec = rec;
             if f.visible_to.is_some() {
                 // A covert observer is not shown to the people being watched.
@@ -398,8 +423,21 @@ impl Registry {
             }
             out.push(rec);
         }
-        Ok(out)
+        Ok(Page {
+            rows: out,
+            more,
+            next: (more > 0).then_some(last).flatten(),
+        })
     }
+}
+
+/// A page of sessions.
+pub struct Page {
+    pub rows: Vec<SessionRecord>,
+    /// Sessions matching the store's filters after this page.
+    pub more: u64,
+    /// Where the next page starts (after this `(started_ms, id)`).
+    pub next: Option<(u64, String)>,
 }
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -419,7 +457,10 @@ pub fn to_api(r: &SessionRecord) -> api::Session {
         protocol: r.protocol.clone(),
         actor: r.actor.clone(),
         client_addr: r.client_addr.clone(),
+        client_location: r.client_location.clone(),
         client_version: r.client_version.clone(),
+        client_crypto: r.client_crypto.clone(),
+        target_crypto: r.target_crypto.clone(),
         target: r.target.clone(),
         target_addr: r.target_addr.clone(),
         account: r.account.clone(),

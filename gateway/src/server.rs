@@ -119,7 +119,20 @@ pub async fn run(
         rc.input,
         rc.write_ahead_interval,
     )?;
-    let gw = Arc::new(Gateway::new(cfg, store, vault, recordings));
+    let geoip = match &cfg.config.geoip.database {
+        Some(db) => {
+            let path = cfg
+                .path
+                .parent()
+                .unwrap_or(std::path::Path::new("."))
+                .join(db);
+            Some(crate::geoip::GeoIp::open(&path)?)
+        }
+        None => None,
+    };
+    let mut gw = Gateway::new(cfg, store, vault, recordings);
+    gw.geoip = geoip;
+    let gw = Arc::new(gw);
     gw.recover();
     for seal in gw.recordings.recover_all() {
         tracing::warn!(session = %seal.session_id, chunks = seal.chunks, "sealed an unfinished recording as truncated");
@@ -160,16 +173,28 @@ pub async fn run(
     }
 
     let sec = gw.cfg().config.security.clone();
+    // Refusal bursts are audited by a task of their own, never in an accept loop (the audit
+    // writes to the store and may sign a checkpoint).
     let report: GateReport = {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Refused>();
         let gw = gw.clone();
+        tokio::spawn(async move {
+            while let Some(r) = rx.recv().await {
+                tracing::warn!(listener = r.listener, source = %r.source, cap = r.cap, limit = r.limit, refused = r.refused, ended = r.ended, "connections refused before authentication");
+                let gw = gw.clone();
+                let _ = tokio::task::spawn_blocking(move || {
+                    gw.audit(
+                        if r.ended { "connection.refused_summary" } else { "connection.refused" },
+                        None,
+                        None,
+                        serde_json::json!({"listener": r.listener, "source": r.source.to_string(), "cap": r.cap, "limit": r.limit, "refused": r.refused}),
+                    )
+                })
+                .await;
+            }
+        });
         Arc::new(move |r: &Refused| {
-            tracing::warn!(listener = r.listener, source = %r.source, cap = r.cap, limit = r.limit, refused = r.refused, ended = r.ended, "connections refused before authentication");
-            gw.audit(
-                if r.ended { "connection.refused_summary" } else { "connection.refused" },
-                None,
-                None,
-                serde_json::json!({"listener": r.listener, "source": r.source.to_string(), "cap": r.cap, "limit": r.limit, "refused": r.refused}),
-            );
+            let _ = tx.send(r.clone());
         })
     };
     let gate = |name: &'static str, auth_timeout: Duration, per_source: usize| {

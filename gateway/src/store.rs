@@ -57,6 +57,11 @@ pub struct SessionRecord {
     pub observers: Vec<wardengate_protocols::shadow::ObserverInfo>,
     /// A pending handoff (not persisted).
     pub handoff: Option<wardengate_api::Handoff>,
+    /// Where the client address is (`[geoip]`), when known.
+    pub client_location: Option<String>,
+    /// The cipher (and MAC) the client leg and the target leg negotiated (SSH).
+    pub client_crypto: Option<String>,
+    pub target_crypto: Option<String>,
     /// The relay's added latency so far (live sessions that measure it; not persisted).
     pub relay_latency: Option<wardengate_api::RelayLatency>,
 }
@@ -71,6 +76,7 @@ impl SessionRecord {
         SessionRecord {
             actor: name(&self.actor),
             client_version: name(&self.client_version),
+            client_location: self.client_location.as_deref().map(name),
             target: name(&self.target),
             account: name(&self.account),
             pty_term: self.pty_term.as_deref().map(name),
@@ -90,8 +96,22 @@ pub struct SessionQuery {
     pub target: Option<String>,
     pub protocol: Option<String>,
     pub state: Option<String>,
+    /// Only sessions that have not ended.
+    pub live: bool,
+    /// Only these targets (a tag's targets).
+    pub targets_in: Option<Vec<String>>,
+    /// Only sessions older than this one, in list order: (started_ms, id) of the last row of
+    /// the previous page.
+    pub before: Option<(u64, String)>,
     pub limit: u32,
 }
+
+/// The WHERE clause of [`SessionQuery`], over parameters ?1 .. ?8.
+const SESSION_WHERE: &str = "(?1 IS NULL OR actor=?1) AND (?2 IS NULL OR target=?2) AND \
+    (?3 IS NULL OR protocol=?3) AND (?4 IS NULL OR state=?4) AND \
+    (?5 = 0 OR state NOT IN ('closed','denied','failed')) AND \
+    (?6 IS NULL OR target IN (SELECT value FROM json_each(?6))) AND \
+    (?7 IS NULL OR started_ms < ?7 OR (started_ms = ?7 AND id < ?8))";
 
 /// An audit row: the recorder's audit event (chain and checkpoints live there, shared with
 /// `wgctl audit verify`).
@@ -106,7 +126,7 @@ CREATE TABLE IF NOT EXISTS sessions (
   gateway TEXT NOT NULL, started_ms INTEGER NOT NULL, ended_ms INTEGER, last_input_ms INTEGER,
   bytes_in INTEGER NOT NULL DEFAULT 0, bytes_out INTEGER NOT NULL DEFAULT 0,
   end_reason TEXT, end_detail TEXT, terminated_by TEXT, decision TEXT, linked_session TEXT,
-  previous_owners TEXT);
+  previous_owners TEXT, client_crypto TEXT, target_crypto TEXT, client_location TEXT);
 CREATE INDEX IF NOT EXISTS sessions_started ON sessions(started_ms);
 CREATE TABLE IF NOT EXISTS audit (
   seq INTEGER PRIMARY KEY, id TEXT NOT NULL, at_ms INTEGER NOT NULL, kind TEXT NOT NULL,
@@ -126,13 +146,16 @@ CREATE TABLE IF NOT EXISTS vault (
 const SESSION_COLS: &str = "id, state, protocol, actor, client_addr, client_version, target, \
     target_addr, account, account_ref, policy, pty_term, pty_cols, pty_rows, gateway, started_ms, \
     ended_ms, last_input_ms, bytes_in, bytes_out, end_reason, end_detail, terminated_by, decision, \
-    linked_session, previous_owners";
+    linked_session, previous_owners, client_crypto, target_crypto, client_location";
 
 /// Columns added after the first release: (name, type), added to older stores at open.
 const ADDED_SESSION_COLUMNS: &[(&str, &str)] = &[
     ("decision", "TEXT"),
     ("linked_session", "TEXT"),
     ("previous_owners", "TEXT"),
+    ("client_crypto", "TEXT"),
+    ("target_crypto", "TEXT"),
+    ("client_location", "TEXT"),
 ];
 
 fn session_from_row(r: &Row<'_>) -> rusqlite::Result<SessionRecord> {
@@ -163,6 +186,9 @@ fn session_from_row(r: &Row<'_>) -> rusqlite::Result<SessionRecord> {
         decision: r.get(23)?,
         linked_session: r.get(24)?,
         previous_owners: r.get(25)?,
+        client_crypto: r.get(26)?,
+        target_crypto: r.get(27)?,
+        client_location: r.get(28)?,
         channels: 0,
         activity: None,
         observers: Vec::new(),
@@ -229,14 +255,14 @@ impl Store {
     pub fn session_insert(&self, s: &SessionRecord) -> Result<()> {
         let s = &s.inert();
         self.conn()?.execute(
-            &format!("INSERT INTO sessions ({SESSION_COLS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18,?19,?20,?21,?22,?23,?24,?25,?26)"),
+            &format!("INSERT INTO sessions ({SESSION_COLS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18,?19,?20,?21,?22,?23,?24,?25,?26,?27,?28,?29)"),
             params![
                 s.id, s.state, s.protocol, s.actor, s.client_addr, s.client_version, s.target,
                 s.target_addr, s.account, s.account_ref, s.policy, s.pty_term, s.pty_cols,
                 s.pty_rows, s.gateway, s.started_ms as i64, s.ended_ms.map(|v| v as i64),
                 s.last_input_ms.map(|v| v as i64), s.bytes_in as i64, s.bytes_out as i64,
                 s.end_reason, s.end_detail, s.terminated_by, s.decision, s.linked_session,
-                s.previous_owners
+                s.previous_owners, s.client_crypto, s.target_crypto, s.client_location
             ],
         ).context("cannot record session")?;
         Ok(())
@@ -249,12 +275,12 @@ impl Store {
             "UPDATE sessions SET state=?2, client_version=?3, policy=?4, pty_term=?5, pty_cols=?6,
              pty_rows=?7, ended_ms=?8, last_input_ms=?9, bytes_in=?10, bytes_out=?11,
              end_reason=?12, end_detail=?13, terminated_by=?14, actor=?15, previous_owners=?16,
-             decision=?17 WHERE id=?1",
+             decision=?17, client_crypto=?18, target_crypto=?19 WHERE id=?1",
             params![
                 s.id, s.state, s.client_version, s.policy, s.pty_term, s.pty_cols, s.pty_rows,
                 s.ended_ms.map(|v| v as i64), s.last_input_ms.map(|v| v as i64),
                 s.bytes_in as i64, s.bytes_out as i64, s.end_reason, s.end_detail, s.terminated_by,
-                s.actor, s.previous_owners, s.decision
+                s.actor, s.previous_owners, s.decision, s.client_crypto, s.target_crypto
             ],
         ).context("cannot update session")?;
         Ok(())
@@ -274,15 +300,50 @@ impl Store {
     pub fn session_list(&self, q: &SessionQuery) -> Result<Vec<SessionRecord>> {
         let conn = self.conn()?;
         let mut stmt = conn.prepare(&format!(
-            "SELECT {SESSION_COLS} FROM sessions WHERE (?1 IS NULL OR actor=?1) AND
-             (?2 IS NULL OR target=?2) AND (?3 IS NULL OR protocol=?3) AND (?4 IS NULL OR state=?4)
-             ORDER BY started_ms DESC LIMIT ?5"
+            "SELECT {SESSION_COLS} FROM sessions WHERE {SESSION_WHERE}
+             ORDER BY started_ms DESC, id DESC LIMIT ?9"
         ))?;
+        let targets = q
+            .targets_in
+            .as_ref()
+            .map(|t| serde_json::to_string(t).unwrap_or_default());
+        let (before_ms, before_id) = match &q.before {
+            Some((ms, id)) => (Some(*ms as i64), Some(id.clone())),
+            None => (None, None),
+        };
         let rows = stmt.query_map(
-            params![q.actor, q.target, q.protocol, q.state, q.limit.max(1)],
+            params![
+                q.actor,
+                q.target,
+                q.protocol,
+                q.state,
+                q.live,
+                targets,
+                before_ms,
+                before_id,
+                q.limit.max(1)
+            ],
             session_from_row,
         )?;
         Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+    }
+
+    /// How many sessions match `q` (its cursor included, its limit not).
+    pub fn session_count(&self, q: &SessionQuery) -> Result<u64> {
+        let targets = q
+            .targets_in
+            .as_ref()
+            .map(|t| serde_json::to_string(t).unwrap_or_default());
+        let (before_ms, before_id) = match &q.before {
+            Some((ms, id)) => (Some(*ms as i64), Some(id.clone())),
+            None => (None, None),
+        };
+        let n: i64 = self.conn()?.query_row(
+            &format!("SELECT count(*) FROM sessions WHERE {SESSION_WHERE}"),
+            params![q.actor, q.target, q.protocol, q.state, q.live, targets, before_ms, before_id],
+            |r| r.get(0),
+        )?;
+        Ok(n.max(0) as u64)
     }
 
     /// Sessions this gateway left open when it stopped without a clean shutdown.
@@ -345,22 +406,36 @@ impl Store {
         Ok(row)
     }
 
+    /// The newest `limit` events (of `kind`, of `session`) older than event `before`, oldest
+    /// first, and how many older ones match too.
     pub fn audit_list(
         &self,
         kind: Option<&str>,
         session: Option<&str>,
+        before: Option<i64>,
         limit: u32,
-    ) -> Result<Vec<AuditRow>> {
+    ) -> Result<(Vec<AuditRow>, u64)> {
         let conn = self.conn()?;
-        let mut stmt = conn.prepare(
+        let filter = "(?1 IS NULL OR kind=?1) AND (?2 IS NULL OR session_id=?2) AND (?3 IS NULL OR seq < ?3)";
+        let mut stmt = conn.prepare(&format!(
             "SELECT seq, id, at_ms, kind, actor, session_id, detail, prev_hash, hash FROM audit
-             WHERE (?1 IS NULL OR kind=?1) AND (?2 IS NULL OR session_id=?2)
-             ORDER BY seq DESC LIMIT ?3",
-        )?;
-        let rows = stmt.query_map(params![kind, session, limit.max(1)], audit_from_row)?;
+             WHERE {filter} ORDER BY seq DESC LIMIT ?4"
+        ))?;
+        let rows = stmt.query_map(params![kind, session, before, limit.max(1)], audit_from_row)?;
         let mut v = rows.collect::<rusqlite::Result<Vec<_>>>()?;
         v.reverse();
-        Ok(v)
+        let older = match v.first() {
+            Some(first) => {
+                let n: i64 = conn.query_row(
+                    &format!("SELECT count(*) FROM audit WHERE {filter}"),
+                    params![kind, session, first.seq],
+                    |r| r.get(0),
+                )?;
+                n.max(0) as u64
+            }
+            None => 0,
+        };
+        Ok((v, older))
     }
 
     /// Every event in order, for export and verification.

@@ -200,6 +200,17 @@ fn special(ip: IpAddr) -> bool {
 enum Host {
     Ip(IpAddr),
     Name(String),
+    /// A number the target's resolver may read as an address (`127.1`, `2130706433`,
+    /// `0x7f.0.0.1`, `0177.0.0.1`): never allowed, since no rule can say where it leads.
+    Numeric,
+}
+
+/// Whether `h` is one of the legacy numeric forms `inet_aton` accepts (it starts with a digit
+/// and holds only hex digits, dots and `x`) without being a canonical address.
+fn numeric_form(h: &str) -> bool {
+    h.starts_with(|c: char| c.is_ascii_digit())
+        && h.chars()
+            .all(|c| c.is_ascii_hexdigit() || c == '.' || c == 'x' || c == 'X')
 }
 
 impl Host {
@@ -207,6 +218,7 @@ impl Host {
         let h = h.trim().trim_start_matches('[').trim_end_matches(']');
         match h.parse::<IpAddr>() {
             Ok(ip) => Host::Ip(ip),
+            Err(_) if numeric_form(h.trim_end_matches('.')) => Host::Numeric,
             Err(_) => Host::Name(h.trim_end_matches('.').to_ascii_lowercase()),
         }
     }
@@ -215,6 +227,7 @@ impl Host {
         match self {
             Host::Ip(ip) => special(*ip),
             Host::Name(n) => is_localhost(n),
+            Host::Numeric => true,
         }
     }
 
@@ -242,6 +255,12 @@ pub fn check(rules: &[String], host: &str, port: u32, target_host: &str) -> Resu
         rules.iter().filter_map(|r| Rule::parse(r).ok()).collect()
     };
     let h = Host::parse(host);
+    if matches!(h, Host::Numeric) {
+        return Err(format!(
+            "{host}:{port} is not a canonical address (a number the target could read as \
+             127.0.0.1 or 169.254.169.254): write the address as a.b.c.d or a host name"
+        ));
+    }
     let special = h.special();
     let allowed = parsed
         .iter()
@@ -305,6 +324,32 @@ mod tests {
         assert!(check(&rules(&["localhost:*"]), "localhost", 80, "x").is_ok());
         assert!(check(&rules(&["169.254.169.254"]), "169.254.169.254", 80, "x").is_ok());
         assert!(check(&rules(&["*"]), "db.internal", 5432, "x").is_ok());
+    }
+
+    #[test]
+    fn numeric_host_forms_are_refused_even_under_a_wildcard() {
+        let any = rules(&["*", "0.0.0.0/0"]);
+        for h in [
+            "2130706433",
+            "127.1",
+            "0x7f.0.0.1",
+            "0177.0.0.1",
+            "169.254.43518",
+            "0",
+            "0x7f000001",
+            "127.0.0.1.",
+        ] {
+            let e = check(&any, h, 80, "x").expect_err(h);
+            assert!(
+                e.contains("canonical") || e.contains("loopback"),
+                "{h}: {e}"
+            );
+        }
+        assert!(
+            check(&any, "1password.example", 443, "x").is_ok(),
+            "a name that starts with a digit"
+        );
+        assert!(check(&any, "10.1.2.3", 443, "x").is_ok());
     }
 
     #[test]

@@ -48,6 +48,9 @@ pub struct Refused {
 /// Where the gate reports bursts of refusals (the gateway audits them).
 pub type GateReport = Arc<dyn Fn(&Refused) + Send + Sync>;
 
+/// Sources whose refusals are counted at once.
+const MAX_BURSTS: usize = 65_536;
+
 /// How long a source must be quiet for its burst of refusals to be over.
 const BURST_QUIET: Duration = Duration::from_secs(10);
 
@@ -80,6 +83,8 @@ struct GateState {
     total: usize,
     per_source: HashMap<IpAddr, usize>,
     bursts: HashMap<IpAddr, Burst>,
+    /// When ended bursts were last looked for.
+    swept: Option<Instant>,
 }
 
 /// Counts the unauthenticated connections of one listener.
@@ -118,29 +123,50 @@ impl Gate {
         let slot = {
             let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
             let now = Instant::now();
-            // Bursts that went quiet are over: report their totals.
-            let ended: Vec<IpAddr> = s
-                .bursts
-                .iter()
-                .filter(|(_, b)| now.duration_since(b.last) >= BURST_QUIET)
-                .map(|(ip, _)| *ip)
-                .collect();
-            for ip in ended {
-                if let Some(b) = s.bursts.remove(&ip) {
-                    reports.push(self.refused(ip, &b, true));
+            // Bursts that went quiet are over: report their totals. (At most once a second: a
+            // flood of connections must not make every accept walk every burst.)
+            if s.swept
+                .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1))
+            {
+                s.swept = Some(now);
+                let ended: Vec<IpAddr> = s
+                    .bursts
+                    .iter()
+                    .filter(|(_, b)| now.duration_since(b.last) >= BURST_QUIET)
+                    .map(|(ip, _)| *ip)
+                    .collect();
+                for ip in ended {
+                    if let Some(b) = s.bursts.remove(&ip) {
+                        reports.push(self.refused(ip, &b, true));
+                    }
                 }
             }
             let here = s.per_source.get(&key).copied().unwrap_or(0);
-            let over = if here >= self.limits.max_unauthenticated_per_source {
-                Some(("per_source", self.limits.max_unauthenticated_per_source))
+            // A full listener is one burst, whoever knocks (the unspecified address stands for
+            // all of them), so many sources cannot each start one.
+            let (over, key_of_burst) = if here >= self.limits.max_unauthenticated_per_source {
+                (
+                    Some(("per_source", self.limits.max_unauthenticated_per_source)),
+                    key,
+                )
             } else if s.total >= self.limits.max_unauthenticated {
-                Some(("listener", self.limits.max_unauthenticated))
+                (
+                    Some(("listener", self.limits.max_unauthenticated)),
+                    IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+                )
             } else {
-                None
+                (None, key)
             };
             match over {
+                // Past MAX_BURSTS sources refused at once, new ones are refused without a
+                // record: memory stays bounded whatever the number of sources.
+                Some(_)
+                    if s.bursts.len() >= MAX_BURSTS && !s.bursts.contains_key(&key_of_burst) =>
+                {
+                    None
+                }
                 Some((cap, limit)) => {
-                    let burst = s.bursts.entry(key).or_insert(Burst {
+                    let burst = s.bursts.entry(key_of_burst).or_insert(Burst {
                         cap,
                         limit,
                         refused: 0,
@@ -150,7 +176,7 @@ impl Gate {
                     burst.last = now;
                     if burst.refused == 1 {
                         let b = *burst;
-                        reports.push(self.refused(key, &b, false));
+                        reports.push(self.refused(key_of_burst, &b, false));
                     }
                     None
                 }

@@ -94,6 +94,8 @@ pub trait Lifecycle: Send + Sync + 'static {
     fn attempt_allowed(&self, user: &str, client: &ClientInfo) -> bool;
     /// The result of such a check, counted for throttling.
     fn attempt_result(&self, user: &str, client: &ClientInfo, ok: bool);
+    /// An allowed attempt that ended without a result (the client left mid-exchange).
+    fn attempt_abandoned(&self, user: &str, client: &ClientInfo);
     /// Record a refused authentication or admission (audit), with the message shown to the user.
     fn refused(&self, login: &str, client: &ClientInfo, kind: &str, message: &str);
     /// The target leg is up: the session is active.
@@ -135,6 +137,9 @@ pub struct SessionShared {
     busy: AtomicU32,
     pty: Mutex<Option<PtyInfo>>,
     client_version: std::sync::OnceLock<String>,
+    /// The cipher (and MAC) each leg negotiated: `aes128-gcm@openssh.com`.
+    client_crypto: std::sync::OnceLock<String>,
+    target_crypto: std::sync::OnceLock<String>,
     /// What the session is doing, for protocols that know (PostgreSQL: `idle`, `active`,
     /// `idle in transaction`); an index into [`ACTIVITIES`], 0 for unknown.
     activity: std::sync::atomic::AtomicU8,
@@ -231,6 +236,8 @@ impl SessionShared {
             busy: AtomicU32::new(0),
             pty: Mutex::new(None),
             client_version: std::sync::OnceLock::new(),
+            client_crypto: std::sync::OnceLock::new(),
+            target_crypto: std::sync::OnceLock::new(),
             activity: std::sync::atomic::AtomicU8::new(0),
             channels_changed: tokio::sync::Notify::new(),
             relay_latency: LatencyHistogram::default(),
@@ -257,6 +264,24 @@ impl SessionShared {
 
     pub fn client_version(&self) -> Option<&str> {
         self.client_version.get().map(String::as_str)
+    }
+
+    /// What the client leg negotiated (set once).
+    pub fn set_client_crypto(&self, v: String) {
+        let _ = self.client_crypto.set(v);
+    }
+
+    /// What the target leg negotiated (set once).
+    pub fn set_target_crypto(&self, v: String) {
+        let _ = self.target_crypto.set(v);
+    }
+
+    /// (client leg, target leg), as far as known.
+    pub fn crypto(&self) -> (Option<&str>, Option<&str>) {
+        (
+            self.client_crypto.get().map(String::as_str),
+            self.target_crypto.get().map(String::as_str),
+        )
     }
 
     /// Set what the session is doing (one of [`ACTIVITIES`]; anything else is ignored).

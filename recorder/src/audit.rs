@@ -248,6 +248,14 @@ pub fn verify(
     let mut sorted: Vec<&Checkpoint> = checkpoints.iter().collect();
     sorted.sort_by_key(|c| c.seq);
     let last_seq = events.last().map(|e| e.seq);
+    // The chain check above proved the numbers contiguous: an event's place is its number.
+    let first_seq = events.first().map_or(1, |e| e.seq);
+    let at = |seq: i64| {
+        usize::try_from(seq - first_seq)
+            .ok()
+            .and_then(|i| events.get(i))
+            .filter(|e| e.seq == seq)
+    };
     for c in sorted {
         if let Some(k) = key {
             if !c.verify_signature(k) {
@@ -263,8 +271,24 @@ pub fn verify(
                 );
             }
         }
-        match events.iter().find(|e| e.seq == c.seq) {
+        match at(c.seq) {
             Some(e) if e.hash == c.hash => report.signed_through = Some(c.seq),
+            // The event now numbered like the signed one was written after the signature:
+            // the signed events were deleted and their numbers used again.
+            Some(e) if e.at_ms > c.at_ms => {
+                let from = report.signed_through.map_or(1, |s| s + 1);
+                return fail(
+                    report,
+                    Damage::Deleted,
+                    from,
+                    format!(
+                        "events from #{from} to #{} were deleted: a checkpoint signed at #{} \
+                         covers them, and the event numbered #{} now was written after that \
+                         signature",
+                        c.seq, c.seq, c.seq
+                    ),
+                );
+            }
             Some(_) => {
                 let from = report.signed_through.map_or(1, |s| s + 1);
                 return fail(
@@ -373,7 +397,7 @@ mod tests {
         at.iter()
             .map(|&s| {
                 let e = &events[(s - 1) as usize];
-                Checkpoint::sign(&key(), "gw-1", s, &e.hash, 0)
+                Checkpoint::sign(&key(), "gw-1", s, &e.hash, e.at_ms)
             })
             .collect()
     }
@@ -440,6 +464,17 @@ mod tests {
             "{r:?}"
         );
         assert!(r.message.contains("#6 to #10"), "{}", r.message);
+
+        // The newest deleted and their numbers used again by later events.
+        let mut reused = t[..7].to_vec();
+        let mut later = trail(10)[7..].to_vec();
+        for e in &mut later {
+            e.at_ms += 10_000;
+        }
+        reused.extend(later);
+        rechain(&mut reused);
+        let r = check(&reused, &c);
+        assert_eq!(r.damage, Some(Damage::Deleted), "{r:?}");
 
         let truncated = t[..7].to_vec();
         let r = check(&truncated, &c);

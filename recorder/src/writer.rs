@@ -378,18 +378,19 @@ pub fn recover(dir: &Path, key: &SigningKey, ended_at_ms: u64) -> Result<Option<
     Ok(Some(seal))
 }
 
-/// Whether crash recovery moved damaged chunks aside here (kept for forensics).
+/// Whether crash recovery moved damaged chunks or a log aside here (kept for forensics).
 fn has_unsealed(dir: &Path) -> bool {
     std::fs::read_dir(dir)
         .into_iter()
         .flatten()
         .flatten()
-        .any(|e| e.file_name().to_string_lossy().ends_with(".chunk.unsealed"))
+        .any(|e| e.file_name().to_string_lossy().ends_with(".unsealed"))
 }
 
 /// Turn the write-ahead log of the chunk that was open at the crash into that chunk: its whole
 /// events, chained after the valid chunks. A log of a chunk that was written after all (the
-/// crash came between the rename and the log's removal), or of nothing, is dropped.
+/// crash came between the rename and the log's removal), or of nothing, is dropped; a log that
+/// is not one, or belongs after a damaged chunk, is kept aside (`open.wal.unsealed`).
 fn recover_wal(dir: &Path, good: &mut crate::reader::ValidPrefix) -> Result<()> {
     let path = dir.join(WAL_FILE);
     let log = match std::fs::read(&path) {
@@ -401,7 +402,14 @@ fn recover_wal(dir: &Path, good: &mut crate::reader::ValidPrefix) -> Result<()> 
         .get(4..WAL_HEADER)
         .and_then(|b| b.try_into().ok())
         .map(u64::from_le_bytes);
-    if log.get(..4) == Some(WAL_MAGIC.as_slice()) && index == Some(good.chunks) {
+    if log.get(..4) != Some(WAL_MAGIC.as_slice()) || index.is_some_and(|i| i > good.chunks) {
+        // Not a log of ours, or of a chunk after a damaged one: kept aside for forensics, like
+        // the chunks after the first bad one.
+        let aside = dir.join(format!("{WAL_FILE}.unsealed"));
+        std::fs::rename(&path, &aside).map_err(|e| Error::io(&aside, e))?;
+        return Ok(());
+    }
+    if index == Some(good.chunks) {
         let body = &log[WAL_HEADER..];
         let (len, events, first, last) = crate::event::Event::whole_prefix(body);
         if events > 0 {

@@ -22,6 +22,7 @@ pub struct GatewayBuilder<'a> {
     pub(crate) security_lines: String,
     /// `ssh.auth_rejection_time` (short in tests, so refusals do not slow the suite).
     pub(crate) rejection_time: String,
+    pub(crate) ssh_lines: String,
     pub(crate) policies: Option<String>,
     pub(crate) alice_token: Option<String>,
 }
@@ -122,6 +123,13 @@ impl GatewayBuilder<'_> {
         self
     }
 
+    /// Lines added to the `[ssh]` section (`ciphers = [...]`).
+    pub fn ssh_lines(mut self, toml: &str) -> Self {
+        self.ssh_lines.push_str(toml);
+        self.ssh_lines.push('\n');
+        self
+    }
+
     /// Lines added to the `[security]` section (`failures_before_backoff = 3`).
     pub fn security_lines(mut self, toml: &str) -> Self {
         self.security_lines.push_str(toml);
@@ -156,7 +164,7 @@ impl GatewayBuilder<'_> {
         let nt_hash = hex::encode(wardengate_gateway::passwords::nt_hash(ALICE_PASSWORD));
         let mut cfg = format!(
             "[gateway]\nname = \"gw-test\"\ndata_dir = \"{data}\"\n{gateway_lines}\n[ssh]\nlisten = \"127.0.0.1:0\"\n\
-             auth_rejection_time = \"{rejection}\"\nconnect_timeout = \"5s\"\n\n{postgres}{rdp}[api]\nlisten = \"127.0.0.1:0\"\n{api_lines}\n[security]\n{security_lines}\n\
+             auth_rejection_time = \"{rejection}\"\nconnect_timeout = \"5s\"\n{ssh_lines}\n{postgres}{rdp}[api]\nlisten = \"127.0.0.1:0\"\n{api_lines}\n[security]\n{security_lines}\n\
              [[users]]\nname = \"alice\"\ngroups = [\"sre\"]\npublic_keys = [\"{key}\"]\npassword_hash = \"{hash}\"\n\
              scram_sha_256 = \"{scram}\"\nnt_hash = \"{nt_hash}\"\n{token}\n",
             data = data.display(),
@@ -165,6 +173,7 @@ impl GatewayBuilder<'_> {
             api_lines = self.api_lines,
             security_lines = self.security_lines,
             rejection = self.rejection_time,
+            ssh_lines = self.ssh_lines,
             token = self
                 .alice_token
                 .as_ref()

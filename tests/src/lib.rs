@@ -110,6 +110,7 @@ impl TestEnv {
             api_lines: String::new(),
             security_lines: String::new(),
             rejection_time: "10ms".into(),
+            ssh_lines: String::new(),
             alice_token: None,
         }
     }

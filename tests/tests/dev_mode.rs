@@ -17,6 +17,7 @@ struct Ports {
     api: u16,
     pg: u16,
     rdp: u16,
+    web: u16,
 }
 
 fn ports() -> Ports {
@@ -25,6 +26,7 @@ fn ports() -> Ports {
         api: free_port().expect("port"),
         pg: free_port().expect("port"),
         rdp: free_port().expect("port"),
+        web: free_port().expect("port"),
     }
 }
 
@@ -36,6 +38,7 @@ fn dev(dir: &Path, p: &Ports) -> Command {
         .args(["--api-port", &p.api.to_string()])
         .args(["--pg-port", &p.pg.to_string()])
         .args(["--rdp-port", &p.rdp.to_string()])
+        .args(["--web-port", &p.web.to_string()])
         .env("RUST_LOG", "info")
         .stdin(Stdio::null());
     c

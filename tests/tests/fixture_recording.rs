@@ -88,7 +88,11 @@ fn sample_exports_as_text_asciicast_and_jsonl_and_plays() {
     );
     let bad = wgctl_offline(&["recording", "export", &d, "--format", "pdf"]);
     assert!(!bad.status.success());
-    assert_stderr_has(&bad, "unknown export format 'pdf'");
+    assert_stderr_has(&bad, "invalid value 'pdf' for '--format <FORMAT>'");
+    assert_stderr_has(
+        &bad,
+        "[possible values: asciicast, text, jsonl, csv, png, frames]",
+    );
     // Real timing, sped up; idle gaps capped; starting at an offset.
     let play = wgctl_offline(&[
         "recording",

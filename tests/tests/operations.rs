@@ -372,3 +372,140 @@ fn terminate_during_setup_still_tells_the_user() {
     assert_eq!(s["state"], "closed");
     assert_eq!(s["end_reason"], "terminated");
 }
+
+/// Lists are cut at --limit and say so, with the way to the next page: sessions, audit events,
+/// recordings; the pages together hold everything once.
+#[test]
+fn lists_are_paged_and_say_what_was_cut() {
+    let (env, _sshd, gw) = standard();
+    for i in 0..5 {
+        let out = run(
+            gw.ssh(&env, "alice:web-01.test").arg(format!("echo {i}")),
+            T,
+        );
+        assert!(out.status.success());
+    }
+    gw.wait_sessions("?state=closed", T, |s| s.len() == 5);
+    let page = |args: &[&str]| -> (Vec<String>, Option<String>, String) {
+        let out = run(gw.wgctl().args(args), T);
+        assert!(out.status.success(), "{args:?}: {}", text(&out.stderr));
+        let shown = text(&out.stdout);
+        let rows: Vec<String> = shown
+            .lines()
+            .filter_map(|l| l.split_whitespace().next())
+            .filter(|w| w.starts_with("sess_"))
+            .map(String::from)
+            .collect();
+        let cursor = shown
+            .lines()
+            .find(|l| l.starts_with('…'))
+            .and_then(|l| l.split("--cursor ").nth(1))
+            .and_then(|rest| rest.split_whitespace().next())
+            .map(String::from);
+        (rows, cursor, shown)
+    };
+    let mut seen = Vec::new();
+    let mut args = vec!["session", "list", "--all", "--limit", "2"];
+    let (rows, cursor, shown) = page(&args);
+    assert_eq!(rows.len(), 2, "{shown}");
+    assert!(shown.contains("… 3 more sessions;"), "{shown}");
+    seen.extend(rows);
+    let c1 = cursor.expect("a cursor");
+    args.extend(["--cursor", c1.as_str()]);
+    let (rows, cursor, shown) = page(&args);
+    assert_eq!(rows.len(), 2, "{shown}");
+    assert!(shown.contains("… 1 more session;"), "{shown}");
+    seen.extend(rows);
+    let c2 = cursor.expect("a cursor");
+    let (rows, cursor, shown) =
+        page(&["session", "list", "--all", "--limit", "2", "--cursor", &c2]);
+    assert_eq!((rows.len(), cursor), (1, None), "{shown}");
+    seen.extend(rows);
+    seen.sort();
+    seen.dedup();
+    assert_eq!(seen.len(), 5, "every session once across the pages");
+
+    let (rows, _, shown) = page(&["recording", "list", "--limit", "3"]);
+    assert_eq!(rows.len(), 3, "{shown}");
+    assert!(
+        shown.contains("STARTED") && shown.contains("… 2 more recordings;"),
+        "{shown}"
+    );
+
+    let out = run(gw.wgctl().args(["audit", "list", "--limit", "3"]), T);
+    let shown = text(&out.stdout);
+    assert!(shown.contains("more older events; use --limit"), "{shown}");
+    let before = shown
+        .lines()
+        .find(|l| l.starts_with('…'))
+        .and_then(|l| l.split("--before ").nth(1))
+        .and_then(|rest| rest.split_whitespace().next())
+        .expect("a --before");
+    let out = run(
+        gw.wgctl()
+            .args(["audit", "list", "--limit", "3", "--before", before]),
+        T,
+    );
+    let older = text(&out.stdout);
+    let first_seq = |t: &str| -> i64 {
+        t.lines()
+            .nth(1)
+            .and_then(|l| l.split_whitespace().next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)
+    };
+    assert!(first_seq(&older) < first_seq(&shown), "{older}\n{shown}");
+}
+
+/// With `[geoip] database` set, `session show` says where the client connects from (MaxMind's
+/// test database; the client connects from one of its documented addresses, added to the
+/// loopback interface for the test).
+#[test]
+fn session_show_places_the_client() {
+    const LONDON: &str = "81.2.69.142";
+    struct Address;
+    impl Drop for Address {
+        fn drop(&mut self) {
+            let _ = Command::new("ip")
+                .args(["addr", "del", &format!("{LONDON}/32"), "dev", "lo"])
+                .status();
+        }
+    }
+    let added = Command::new("ip")
+        .args(["addr", "add", &format!("{LONDON}/32"), "dev", "lo"])
+        .status()
+        .expect("ip (iproute2)");
+    assert!(
+        added.success(),
+        "this test adds an address to lo: it needs root and iproute2"
+    );
+    let _cleanup = Address;
+    let env = TestEnv::new();
+    let sshd = env.sshd();
+    let db = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../fixtures/geoip/GeoIP2-City-Test.mmdb");
+    let gw = env
+        .gateway()
+        .target("web-01.test", &sshd)
+        .extra(&format!("[geoip]\ndatabase = \"{}\"\n", db.display()))
+        .start();
+    let out = run(
+        gw.ssh(&env, "alice:web-01.test")
+            .args(["-b", LONDON])
+            .arg("echo placed"),
+        T,
+    );
+    assert_eq!(text(&out.stdout).trim(), "placed", "{}", text(&out.stderr));
+    let id = gw.last_closed()["id"].as_str().expect("id").to_string();
+    let show = run(gw.wgctl().args(["session", "show", &id]), T);
+    let shown = text(&show.stdout);
+    assert!(shown.contains(&format!("{LONDON}:")), "{shown}");
+    assert!(shown.contains("(London, GB)"), "{shown}");
+    let s = gw.get_json(&format!("/api/v1/sessions/{id}"));
+    assert_eq!(s["client_location"], "London, GB", "{s}");
+    // From 127.0.0.1 there is nothing to say.
+    let out = run(gw.ssh(&env, "alice:web-01.test").arg("true"), T);
+    assert!(out.status.success());
+    let local = gw.last_closed();
+    assert!(local["client_location"].is_null(), "{local}");
+}

@@ -363,3 +363,72 @@ fn a_driver_gets_the_whole_protocol() {
     let active = pg.psql("postgres", "select count(*) from pg_stat_activity where query like '%pg_sleep(30)%' and state = 'active' and pid <> pg_backend_pid()").expect("psql");
     assert_eq!(active.trim(), "0");
 }
+
+/// A query log is read, not watched: `recording play` prints it at once (`--realtime` keeps the
+/// pace); a format that shows nothing of a recording is refused with the ones that fit; a play
+/// or an export is one `recording.accessed` event.
+#[test]
+fn query_logs_print_at_once_and_formats_fit_the_recording() {
+    let (_env, _pg, gw) = pg_standard();
+    let out = run(
+        gw.psql("alice#billing.test", "").args([
+            "-c",
+            "select 'first'",
+            "-c",
+            "select pg_sleep(3)",
+            "-c",
+            "select 'last'",
+        ]),
+        T,
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let id = gw.last_closed()["id"].as_str().expect("id").to_string();
+    gw.wait_sealed(&id);
+    let accessed = || gw.audit("recording.accessed").len();
+    let before = accessed();
+    let started = std::time::Instant::now();
+    let play = run(gw.wgctl().args(["recording", "play", &id]), T);
+    let took = started.elapsed();
+    let shown = text(&play.stdout);
+    assert!(
+        shown.contains("'first'") && shown.contains("'last'"),
+        "{shown}"
+    );
+    assert!(
+        took < Duration::from_millis(2500),
+        "the log was paced: {took:?}"
+    );
+    assert_eq!(accessed(), before + 1, "one play, one audit event");
+    let started = std::time::Instant::now();
+    let paced = run(gw.wgctl().args(["recording", "play", &id, "--realtime"]), T);
+    assert!(text(&paced.stdout).contains("'last'"));
+    assert!(
+        started.elapsed() >= Duration::from_secs(3),
+        "--realtime keeps the pace"
+    );
+
+    for (format, ok) in [
+        ("csv", true),
+        ("text", true),
+        ("asciicast", false),
+        ("png", false),
+    ] {
+        let out = run(
+            gw.wgctl()
+                .args(["recording", "export", &id, "--format", format]),
+            T,
+        );
+        assert_eq!(out.status.success(), ok, "{format}: {}", text(&out.stderr));
+        if !ok {
+            assert_stderr_has(
+                &out,
+                &format!("is a database (PostgreSQL) recording: --format {format} shows nothing of it; use csv, text, jsonl"),
+            );
+        }
+    }
+    let help = run(gw.wgctl().args(["recording", "export", "--help"]), T);
+    let help = text(&help.stdout);
+    for f in ["asciicast", "text", "jsonl", "csv", "png", "frames"] {
+        assert!(help.contains(f), "--help lists {f}: {help}");
+    }
+}

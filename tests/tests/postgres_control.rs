@@ -212,3 +212,56 @@ fn an_operator_shadows_the_live_query_log() {
     assert!(body.contains("has no terminal to hand over"), "{body}");
     drop(client);
 }
+
+/// psql sees the reason of a terminate during a running statement every time, never only the
+/// target's "canceling statement" error (it did in about 1 run in 6 when the cancel went first):
+/// the FATAL goes to the client first and the cancel follows it upstream.
+#[test]
+fn psql_always_hears_why_a_running_statement_was_terminated() {
+    let (_env, pg, gw) = pg_standard();
+    let running = "select count(*) from pg_stat_activity where query = 'select pg_sleep(30)' and state = 'active'";
+    for i in 0..12 {
+        let mut c = gw.psql("alice#billing.test", "");
+        c.args(["-c", "select pg_sleep(30)"])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        let child = c.spawn().expect("psql");
+        let deadline = Instant::now() + T;
+        while pg.psql("postgres", running).expect("psql").trim() != "1" {
+            assert!(
+                Instant::now() < deadline,
+                "run {i}: the statement never started"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let id = gw.wait_one_active();
+        let reason = format!("incident run {i}");
+        let out = run(
+            gw.wgctl()
+                .args(["session", "terminate", &id, "--reason", &reason]),
+            T,
+        );
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        let out = child.wait_with_output().expect("psql ends");
+        let err = text(&out.stderr);
+        assert!(
+            err.contains(&format!(
+                "FATAL:  wardengate: session terminated by admin: {reason}"
+            )),
+            "run {i}: psql did not hear why: {err}"
+        );
+        assert!(
+            !err.contains("canceling statement due to user request"),
+            "run {i}: the cancel reached psql before the reason: {err}"
+        );
+        let deadline = Instant::now() + T;
+        while pg.psql("postgres", running).expect("psql").trim() != "0" {
+            assert!(
+                Instant::now() < deadline,
+                "run {i}: the statement kept running upstream"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}

@@ -343,3 +343,30 @@ fn target_down_fails_the_session_and_frees_the_slot() {
     assert_eq!(s[0]["end_reason"], "target_failed", "{s:?}");
     no_live_sessions(&gw);
 }
+
+/// A target's own refusal keeps its SQLSTATE (drivers branch on it), with the gateway's context
+/// in the message; a target that cannot be reached is 08001.
+#[test]
+fn a_targets_own_refusal_keeps_its_sqlstate() {
+    let (_env, _pg, gw) = pg_standard();
+    let port = gw.pg_port.expect("pg port");
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let conninfo = format!(
+        "host=127.0.0.1 port={port} user=alice#billing.test password='{ALICE_PASSWORD}' dbname=nope"
+    );
+    let e = match rt.block_on(tokio_postgres::connect(&conninfo, tokio_postgres::NoTls)) {
+        Ok(_) => panic!("a database that does not exist was opened"),
+        Err(e) => e,
+    };
+    let d = db_error(&e);
+    assert_eq!(d.code(), &SqlState::INVALID_CATALOG_NAME, "{d:?}");
+    assert!(d.message().contains("billing.test"), "{}", d.message());
+    assert!(
+        d.message().contains("\"nope\" does not exist"),
+        "{}",
+        d.message()
+    );
+    let failed = gw.wait_sessions("?state=failed", T, |s| !s.is_empty());
+    assert_eq!(failed[0]["end_reason"], "target_failed");
+    no_live_sessions(&gw);
+}

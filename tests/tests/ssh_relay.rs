@@ -315,3 +315,52 @@ fn several_channels_on_one_connection() {
     let _ = m.kill();
     let _ = m.wait();
 }
+
+/// Which cipher each leg negotiated is on the session (and in `session.start`): by default a
+/// stock OpenSSH client gets AES-GCM (the gateway offers AEAD only; OpenSSH would pick CTR or
+/// chacha20 first if they were on offer); widened with `ssh.ciphers`, a client that asks for a
+/// CTR cipher gets it with its MAC.
+#[test]
+fn each_leg_shows_the_cipher_it_negotiated() {
+    let (env, _sshd, gw) = standard();
+    let out = run(gw.ssh(&env, "alice:web-01.test").arg("true"), T);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let s = gw.last_closed();
+    assert_eq!(s["client_crypto"], "aes128-gcm@openssh.com", "{s}");
+    assert_eq!(s["target_crypto"], "aes256-gcm@openssh.com", "{s}");
+    let id = s["id"].as_str().expect("id");
+    let show = text(&run(gw.wgctl().args(["session", "show", id]), T).stdout);
+    assert!(
+        show.contains(
+            "ciphers:      client aes128-gcm@openssh.com / target aes256-gcm@openssh.com"
+        ),
+        "{show}"
+    );
+    let start = gw.wait_audit("session.start", T);
+    assert_eq!(
+        start["detail"]["client_crypto"], "aes128-gcm@openssh.com",
+        "{start}"
+    );
+
+    let env = TestEnv::new();
+    let sshd = env.sshd();
+    let gw = env
+        .gateway()
+        .target("web-01.test", &sshd)
+        .ssh_lines(
+            "ciphers = [\"aes256-gcm@openssh.com\", \"aes128-gcm@openssh.com\", \"aes128-ctr\"]",
+        )
+        .start();
+    let out = run(
+        gw.ssh(&env, "alice:web-01.test")
+            .args(["-c", "aes128-ctr", "-m", "hmac-sha2-256-etm@openssh.com"])
+            .arg("true"),
+        T,
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let s = gw.last_closed();
+    assert_eq!(
+        s["client_crypto"], "aes128-ctr + hmac-sha2-256-etm@openssh.com",
+        "{s}"
+    );
+}

@@ -33,6 +33,8 @@ pub struct Config {
     #[serde(default)]
     pub audit: AuditSection,
     #[serde(default)]
+    pub geoip: GeoipSection,
+    #[serde(default)]
     pub users: Vec<User>,
     #[serde(default)]
     pub groups: Vec<Group>,

@@ -197,7 +197,8 @@ pub struct RecordingSection {
     #[serde(default = "default_chunk_age", with = "humantime_serde_compat")]
     pub chunk_age: Duration,
     /// How often the open chunk's new events are appended to its write-ahead log: the most of a
-    /// session a crash of the gateway process can lose.
+    /// session a crash of the gateway process can lose. `0s` turns the log off (a crash then
+    /// loses the open chunk: up to `chunk_bytes` or `chunk_age`).
     #[serde(default = "default_write_ahead", with = "humantime_serde_compat")]
     pub write_ahead_interval: Duration,
 }
@@ -358,6 +359,15 @@ fn default_failure_window() -> Duration {
 }
 fn default_cancel_requests_per_second() -> u32 {
     20
+}
+
+/// Where clients connect from, for `session show`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GeoipSection {
+    /// A GeoIP2 or GeoLite2 City database (`.mmdb`), relative to the config file; absent: no
+    /// locations.
+    pub database: Option<PathBuf>,
 }
 
 /// The audit log's signed checkpoints.

@@ -26,12 +26,18 @@ pub struct DevOptions {
     pub api_port: u16,
     pub pg_port: u16,
     pub rdp_port: u16,
+    /// The demo status page's port on 127.0.0.1 (0: none).
+    pub web_port: u16,
     /// `recording = "off"` in the dev policy (benchmarks compare with and without).
     pub no_recording: bool,
     /// The reconnect mode of the dev policy (benchmarks compare them).
     pub reconnect: Option<String>,
     /// The demo desktop's width and height.
     pub desktop_size: (u16, u16),
+    /// `ssh.ciphers` (benchmarks compare them).
+    pub ssh_ciphers: Option<String>,
+    /// `recording.write_ahead_interval` (benchmarks compare with and without).
+    pub write_ahead_interval: Option<String>,
 }
 
 /// `WIDTHxHEIGHT`, each side 64 to 8192 pixels (`--desktop-size`).
@@ -117,7 +123,7 @@ impl Drop for DevLock {
 /// Before anything is touched: no other dev mode on this data directory, and every port free.
 fn claim(dir: &Path, opts: &DevOptions) -> Result<DevLock> {
     let lock = dir.join(LOCK_FILE);
-    let flags = "--data-dir DIR --ssh-port N --api-port N --pg-port N --rdp-port N";
+    let flags = "--data-dir DIR --ssh-port N --api-port N --pg-port N --rdp-port N --web-port N";
     if let Some(pid) = std::fs::read_to_string(&lock)
         .ok()
         .and_then(|t| t.trim().parse::<u32>().ok())
@@ -134,6 +140,7 @@ fn claim(dir: &Path, opts: &DevOptions) -> Result<DevLock> {
         ("--api-port", opts.api_port),
         ("--pg-port", opts.pg_port),
         ("--rdp-port", opts.rdp_port),
+        ("--web-port", opts.web_port),
     ] {
         if port != 0 && std::net::TcpListener::bind(("127.0.0.1", port)).is_err() {
             anyhow::bail!(
@@ -229,7 +236,7 @@ policy_files = ["policies"]
 [ssh]
 listen = "127.0.0.1:{ssh_port}"
 auth_rejection_time = "200ms"
-
+{ssh_extra}
 [postgres]
 listen = "127.0.0.1:{pg_port}"
 auth_rejection_time = "200ms"
@@ -240,7 +247,7 @@ auth_rejection_time = "200ms"
 
 [api]
 listen = "127.0.0.1:{api_port}"
-
+{recording_extra}
 [[users]]
 name = "alice"
 groups = ["sre", "dba"]
@@ -278,6 +285,19 @@ accounts = [{{ name = "bob", secret = "win-dc01.dev/bob" }}]
 
 {bench_policy}"#,
         bench_policy = bench_policy(&opts)?,
+        ssh_extra = opts
+            .ssh_ciphers
+            .as_deref()
+            .map(|c| {
+                let list: Vec<String> = c.split(',').map(toml_str).collect();
+                format!("ciphers = [{}]\n", list.join(", "))
+            })
+            .unwrap_or_default(),
+        recording_extra = opts
+            .write_ahead_interval
+            .as_deref()
+            .map(|w| format!("\n[recording]\nwrite_ahead_interval = {}\n", toml_str(w)))
+            .unwrap_or_default(),
         ssh_port = opts.ssh_port,
         api_port = opts.api_port,
         pg_port = opts.pg_port,
@@ -334,6 +354,7 @@ accounts = [{{ name = "bob", secret = "win-dc01.dev/bob" }}]
         }
     }
     let shutdown = CancellationToken::new();
+    let web = status_page(opts.web_port, shutdown.clone()).await?;
     let d = dir.display().to_string();
     // wgctl is built next to wardengate; name it by path so the printed commands work as shown.
     let wgctl = std::env::current_exe()
@@ -351,11 +372,15 @@ accounts = [{{ name = "bob", secret = "win-dc01.dev/bob" }}]
              demo target    win-dc01.dev = FreeRDP shadow server on Xvfb display {display} at {desktop}, account 'bob' (password only in the vault)\n\n\
              Connect as alice (key, or password {password}):\n    \
              ssh -i {d}/alice_ed25519 -p {sp} alice:web-01.dev@127.0.0.1\n\n\
-             Copy files (scp, sftp and rsync read ':' as host:path, so use '#'):\n    \
-             scp -i {d}/alice_ed25519 -P {sp} FILE 'alice#web-01.dev@127.0.0.1:/tmp/'\n\n\
+             Copy files (scp, sftp and rsync read ':' as host:path, so use '#' to upload, and for\n  \
+             a download give the login with -o User=, which scp does not parse):\n    \
+             scp -i {d}/alice_ed25519 -P {sp} FILE 'alice#web-01.dev@127.0.0.1:/tmp/'\n    \
+             scp -i {d}/alice_ed25519 -P {sp} -o User=alice:web-01.dev 127.0.0.1:/etc/hostname .\n\n\
+             {forward}\
              Query the database as alice (same password; every statement is recorded):\n    \
              psql \"host=127.0.0.1 port={pgp} user=alice#billing-ro.dev dbname=billing\"\n\n\
-             Open the Windows desktop as alice (same password; NLA; the gateway injects bob's):\n    \
+             Open the Windows desktop as alice (same password; NLA; the gateway injects bob's;\n  \
+             without a display of your own, under xvfb-run):\n    \
              xfreerdp /v:127.0.0.1:{rdpp} /u:alice:win-dc01.dev /p:{password} /cert:ignore\n\n\
              Operate (another terminal):\n    \
              export WARDENGATE_ADDR=http://{api} WARDENGATE_TOKEN=$(cat {d}/admin.token)\n    \
@@ -371,7 +396,16 @@ accounts = [{{ name = "bob", secret = "win-dc01.dev/bob" }}]
              ssh -i {d}/dan_ed25519 -p {sp} dan:SESSION_ID@127.0.0.1\n\n\
              Policies: {d}/policies/*.toml (edit, then `{wgctl} policy reload`). Sessions resume:\n    \
              kill the ssh client, reconnect within 2m, and the same shell comes back.\n\n\
-             Ctrl-C stops the gateway and the demo targets.\n",
+             Ctrl-C stops the gateway and the demo targets. The demo database is recreated at each start.\n",
+            forward = match web {
+                Some(w) => format!(
+                    "Forward a port (the example policy lets alice reach the target and the demo status page):\n    \
+                     ssh -i {d}/alice_ed25519 -p {sp} -N -L 8081:{w} alice:web-01.dev@127.0.0.1 &\n    \
+                     curl http://127.0.0.1:8081/\n\n",
+                    sp = l.ssh.port()
+                ),
+                None => String::new(),
+            },
             ssh = l.ssh,
             api = l.api,
             target = sshd.address(),
@@ -388,6 +422,44 @@ accounts = [{{ name = "bob", secret = "win-dc01.dev/bob" }}]
     drop(cluster);
     drop(desktop);
     Ok(())
+}
+
+/// The demo status page: a web service on 127.0.0.1 that web-01.dev's users reach by port
+/// forwarding (the example policy's `forward_to` names it). Its address, when on.
+async fn status_page(
+    port: u16,
+    shutdown: CancellationToken,
+) -> Result<Option<std::net::SocketAddr>> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    if port == 0 {
+        return Ok(None);
+    }
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .with_context(|| {
+            format!("cannot serve the demo status page on 127.0.0.1:{port} (--web-port)")
+        })?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move {
+        loop {
+            let (mut s, _) = tokio::select! {
+                a = listener.accept() => match a { Ok(a) => a, Err(_) => continue },
+                _ = shutdown.cancelled() => return,
+            };
+            tokio::spawn(async move {
+                let mut buf = [0u8; 2048];
+                let _ =
+                    tokio::time::timeout(std::time::Duration::from_secs(5), s.read(&mut buf)).await;
+                let body = "web-01.dev status: all systems nominal (reached through a Wardengate port forward)\n";
+                let reply = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = s.write_all(reply.as_bytes()).await;
+            });
+        }
+    });
+    Ok(Some(addr))
 }
 
 /// `NAME.token` in the dev directory (made once), and the sha256 the config holds.

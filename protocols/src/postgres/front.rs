@@ -14,7 +14,7 @@ use tokio::net::TcpStream;
 use super::scram::{Exchange, Verifier, MECHANISM};
 use super::wire::{encode, error, Conn, Rd};
 use super::{PgBroker, PgSettings};
-use crate::session::{ClientInfo, Verdict};
+use crate::session::ClientInfo;
 
 const SSL_REQUEST: i32 = 80877103;
 const GSSENC_REQUEST: i32 = 80877104;
@@ -269,11 +269,13 @@ pub enum AuthResult {
 }
 
 /// The hint every password failure carries, whatever the reason (so it reveals nothing).
-const PASSWORD_HINT: &str = "check the user name (USER#TARGET) and your gateway password; a user without a SCRAM verifier can log in only over TLS (sslmode=require)";
+const PASSWORD_HINT: &str = "check the user name (USER#TARGET) and your gateway password; PostgreSQL logins need a SCRAM verifier for the user (users.scram_sha_256, printed by `wardengate hash-password`)";
 
-/// Authenticate `user` at the gateway. Whatever goes wrong (unknown user, no password, no
-/// SCRAM verifier outside TLS, wrong password, throttled), the client sees the same exchange
-/// and the same `28P01` after the same delay; the audit gets the reason.
+/// Authenticate `user` at the gateway with SCRAM-SHA-256. Whatever goes wrong (unknown user, no
+/// SCRAM verifier, wrong password, throttled), the client sees the same exchange, a salt that
+/// does not tell known users from unknown ones, and the same `28P01` after the same delay; the
+/// audit gets the reason. (Every user is asked for SCRAM, over TLS or not: asking some for a
+/// cleartext password instead would tell who has no verifier.)
 pub async fn authenticate<B: PgBroker>(
     broker: &B,
     conn: &mut Conn,
@@ -282,59 +284,39 @@ pub async fn authenticate<B: PgBroker>(
     settings: &PgSettings,
 ) -> AuthResult {
     let known = broker.pg_user(user);
-    let tls = conn.is_tls();
     let allowed = broker.attempt_allowed(user, client);
     // Why the login cannot succeed whatever the password, for the audit.
     let cannot: Option<(&'static str, String)> = match &known {
         None => Some(("unknown_user", format!("unknown user \"{user}\""))),
-        Some(u) if u.scram.is_none() && !u.has_password => Some((
-            "no_password",
-            format!("user \"{user}\" has no password; PostgreSQL targets need one"),
-        )),
-        Some(u) if u.scram.is_none() && !tls => Some((
-            "tls_required",
-            format!("user \"{user}\" has no SCRAM verifier, so a cleartext password is accepted only inside TLS"),
+        Some(u) if u.scram.is_none() => Some((
+            "no_scram_verifier",
+            format!("user \"{user}\" has no SCRAM verifier (users.scram_sha_256), which PostgreSQL logins need"),
         )),
         _ => None,
     };
-    let scram = match (&known, &cannot) {
-        (Some(u), None) => u.scram.clone(),
-        // Every other case runs the same SCRAM exchange against a mock verifier and fails.
-        _ => Some(Verifier::mock(user)),
+    let verifier = match (known.as_ref().and_then(|u| u.scram.as_ref()), allowed) {
+        (Some(v), true) => v.clone(),
+        (Some(v), false) => v.decoy(),
+        (None, _) => Verifier::mock(user),
     };
-    let scram = if allowed {
-        scram
+    let method = if conn.is_tls() {
+        "scram-sha-256 (tls)"
     } else {
-        Some(Verifier::mock(user))
+        "scram-sha-256"
     };
-    let method = match (&scram, tls) {
-        (Some(_), false) => "scram-sha-256",
-        (Some(_), true) => "scram-sha-256 (tls)",
-        (None, _) => "password (tls)",
-    };
-    let verdict = match scram {
-        Some(v) => match scram_exchange(conn, v).await {
-            Ok(ok) => {
-                if allowed {
-                    broker.attempt_result(user, client, ok && cannot.is_none());
-                }
-                ok
+    let ok = match scram_exchange(conn, verifier).await {
+        Ok(ok) => ok,
+        Err(e) => {
+            if allowed {
+                broker.attempt_abandoned(user, client);
             }
-            Err(e) => return AuthResult::Gone(e),
-        },
-        None => {
-            if let Err(e) = conn_write(conn, &encode(&Authentication::CleartextPassword)).await {
-                return AuthResult::Gone(e);
-            }
-            let body = match read_password_message(conn).await {
-                Ok(b) => b,
-                Err(e) => return AuthResult::Gone(e),
-            };
-            let p = Rd(&body).cstr().unwrap_or_default();
-            broker.check_password(user, &p, client, true).await == Verdict::Ok
+            return AuthResult::Gone(e);
         }
     };
-    if verdict && allowed && cannot.is_none() {
+    if allowed {
+        broker.attempt_result(user, client, ok && cannot.is_none());
+    }
+    if ok && allowed && cannot.is_none() {
         return AuthResult::Ok(method);
     }
     tokio::time::sleep(settings.auth_rejection_time).await;

@@ -96,7 +96,8 @@ async fn up(
         }
         shared.count_input(n);
         if let Err(e) = wire::send(&mut wr, &[chunk]).await {
-            return End::Io(format!("target connection: {e}"));
+            tracing::debug!("target connection: {e}");
+            return End::Target;
         }
     }
 }
@@ -109,7 +110,7 @@ async fn down(
     (tap, hub): (Option<Tap>, Arc<ShadowHub>),
     mut inject: mpsc::Receiver<Inject>,
     shared: Arc<crate::session::SessionShared>,
-    alerts: mpsc::Sender<String>,
+    alerts: mpsc::UnboundedSender<String>,
 ) -> End {
     let mut buf = vec![0u8; BUF];
     let mut scanner = Scanner::new(64 * 1024);
@@ -133,7 +134,11 @@ async fn down(
                 let n = match r {
                     Ok(0) => return End::Target,
                     Ok(n) => n,
-                    Err(e) => return End::Io(format!("target connection: {e}")),
+                    // A reset is the target going away, as a close is (pg_terminate_backend can do either).
+                    Err(e) => {
+                        tracing::debug!("target connection: {e}");
+                        return End::Target;
+                    }
                 };
                 let chunk = &buf[..n];
                 let (boundary, ready) = {
@@ -200,8 +205,6 @@ async fn down(
     }
 }
 
-/// Hand the log's completed records (and ParameterStatus changes) to the recording; `false`
-/// when the recording failed.
 /// The audit text of a record that carries an alert: `password change: ALTER ROLE ...`.
 fn alert_text(r: &wardengate_recorder::QueryRecord) -> Option<String> {
     let alert = r.alert.as_deref()?;
@@ -209,17 +212,19 @@ fn alert_text(r: &wardengate_recorder::QueryRecord) -> Option<String> {
     Some(format!("{alert}: {text}"))
 }
 
+/// Hand the log's completed records (and ParameterStatus changes) to the recording; `false`
+/// when the recording failed.
 async fn record(
     log: &Mutex<QueryLog>,
-    (tap, hub, alerts): (&Option<Tap>, &ShadowHub, &mpsc::Sender<String>),
+    (tap, hub, alerts): (&Option<Tap>, &ShadowHub, &mpsc::UnboundedSender<String>),
     started_ms: u64,
     params: &mut Vec<String>,
 ) -> bool {
     let ready = log.lock().map(|mut l| l.take_ready()).unwrap_or_default();
     for a in ready.iter().filter_map(alert_text) {
-        // The supervisor audits it (`session.alert`); more than a few at once are in the
-        // recording all the same.
-        let _ = alerts.try_send(a);
+        // The supervisor audits it (`session.alert`). Unbounded, so none is dropped: each one
+        // is a statement the session sent, and the supervisor drains them as they come.
+        let _ = alerts.send(a);
     }
     if hub.count() > 0 {
         // Observers get the log as `recording play` shows it (timed at the batch's flush).
@@ -286,7 +291,7 @@ pub async fn run(
         terminated.clone(),
         shared.clone(),
     );
-    let (alert_tx, mut alert_rx) = mpsc::channel::<String>(16);
+    let (alert_tx, mut alert_rx) = mpsc::unbounded_channel::<String>();
     let down = down(
         trd,
         cwr,
@@ -308,19 +313,14 @@ pub async fn run(
             }
         }
     };
-    // End with a FATAL to the client: cancel what runs upstream first, then tell, then close.
+    // End with a FATAL to the client, as pg_terminate_backend does: the client hears why first;
+    // what still runs upstream is cancelled behind it (after the loop), so the target's "canceling
+    // statement" error can never reach the client before the reason.
+    let mut cancel_after: Option<(Arc<super::Route>, i32, i32)> = None;
     let end = |code: &'static str, text: String, live: &Live| {
         let in_flight = live.log.lock().map(|l| l.in_flight()).unwrap_or(true);
-        let cancel = in_flight.then(|| live.cancel_key.clone());
-        let tx = inject_tx.clone();
-        async move {
-            if let Some((route, pid, secret)) = cancel {
-                if let Err(e) = super::back::cancel(&route, pid, secret).await {
-                    tracing::warn!("cannot cancel the running statement: {e}");
-                }
-            }
-            let _ = tx.try_send(Inject::Fatal(wire::error("FATAL", code, &text, None, None)));
-        }
+        let _ = inject_tx.try_send(Inject::Fatal(wire::error("FATAL", code, &text, None, None)));
+        in_flight.then(|| live.cancel_key.clone())
     };
     let outcome = loop {
         let wait = match timers.poll(&shared) {
@@ -344,7 +344,7 @@ pub async fn run(
                     }
                     Some(reason) => {
                         let code = if reason == "idle" { "57P05" } else { "57P01" };
-                        end(code, text.clone(), &live).await;
+                        cancel_after = end(code, text.clone(), &live);
                         break Outcome::Policy {
                             reason,
                             message: text,
@@ -382,12 +382,12 @@ pub async fn run(
             ctl = live.link.control.recv() => match ctl {
                 Some(Control::Terminate { by, reason }) => {
                     marker(&live.link.tap, "terminated", format!("by {by}: {reason}")).await;
-                    end("57P01", format!("wardengate: session terminated by {by}: {reason}"), &live).await;
+                    cancel_after = end("57P01", format!("wardengate: session terminated by {by}: {reason}"), &live);
                     break Outcome::Terminated { by, reason };
                 }
                 Some(Control::End { reason, message }) => {
                     marker(&live.link.tap, reason, message.clone()).await;
-                    end("57P01", message.clone(), &live).await;
+                    cancel_after = end("57P01", message.clone(), &live);
                     break Outcome::Policy { reason, message };
                 }
                 Some(Control::Shadow { marker: kind, detail, banner }) => {
@@ -405,7 +405,7 @@ pub async fn run(
             Some(alert) = alert_rx.recv() => notify("session.alert", alert),
             _ = tokio::time::sleep(wait) => {}
             _ = shutdown.cancelled() => {
-                end("57P01", "wardengate is shutting down; the session was closed".into(), &live).await;
+                cancel_after = end("57P01", "wardengate is shutting down; the session was closed".into(), &live);
                 break Outcome::Shutdown;
             }
         }
@@ -413,6 +413,11 @@ pub async fn run(
     // The FATAL (if any) goes out before both sides close; dropping the pumps closes them.
     if !down_done {
         let _ = tokio::time::timeout(Duration::from_secs(2), &mut down).await;
+    }
+    if let Some((route, pid, secret)) = cancel_after {
+        if let Err(e) = super::back::cancel(&route, pid, secret).await {
+            tracing::warn!("cannot cancel the running statement: {e}");
+        }
     }
     // Statements that never got their ReadyForQuery are recorded too, with why.
     let why = match &outcome {

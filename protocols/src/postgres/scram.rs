@@ -55,6 +55,18 @@ fn random_bytes<const N: usize>() -> [u8; N] {
 }
 
 impl Verifier {
+    /// A verifier with this one's salt and iterations that no password matches: what a
+    /// throttled attempt for a known user runs against, so the salt it sees is the user's own
+    /// and the exchange looks like any other.
+    pub fn decoy(&self) -> Verifier {
+        Verifier {
+            iterations: self.iterations,
+            salt: self.salt.clone(),
+            stored_key: random_bytes::<32>(),
+            server_key: random_bytes::<32>(),
+        }
+    }
+
     /// A new verifier for `password` with a random salt.
     pub fn generate(password: &str) -> Verifier {
         Verifier::derive(password, &random_bytes::<16>(), ITERATIONS)

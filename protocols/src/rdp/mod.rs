@@ -197,18 +197,22 @@ async fn open<B: RdpBroker>(
         .map_err(|e| format!("TLS with the client failed: {e}"))?;
     let mut name = String::new();
     let mut throttled = false;
+    // The user whose attempt is in flight (allowed by the throttle, not yet judged).
+    let mut attempting: Option<String> = None;
     let result = nego::accept_nla(&mut tls, settings.public_key.clone(), |n| {
         name = n.chars().take(MAX_LOGIN).collect();
         let login = Login::split(n)?;
-        // A throttled source fails NTLM exactly as a wrong password does.
-        if !broker.attempt_allowed(&login.user, &client) {
-            throttled = true;
-            return None;
+        if attempting.as_deref() != Some(login.user.as_str()) {
+            // A throttled source fails NTLM exactly as a wrong password does.
+            if throttled || !broker.attempt_allowed(&login.user, &client) {
+                throttled = true;
+                return None;
+            }
+            attempting = Some(login.user.clone());
         }
         broker.rdp_nt_hash(&login.user)
     })
     .await;
-    let user = Login::split(&name).map(|l| l.user).unwrap_or_default();
     match result {
         Ok(authenticated) => {
             let login = Login::split(&authenticated)
@@ -217,14 +221,17 @@ async fn open<B: RdpBroker>(
             Ok((tls, login, frame))
         }
         Err(nego::NlaFailure::Denied(_)) if throttled => {
+            if let Some(u) = &attempting {
+                broker.attempt_abandoned(u, &client);
+            }
             tokio::time::sleep(settings.auth_rejection_time).await;
             Err(format!(
                 "NLA refused for \"{name}\": too many failures lately"
             ))
         }
         Err(nego::NlaFailure::Denied(e)) => {
-            if !user.is_empty() {
-                broker.attempt_result(&user, &client, false);
+            if let Some(u) = &attempting {
+                broker.attempt_result(u, &client, false);
             }
             tokio::time::sleep(settings.auth_rejection_time).await;
             let (kind, msg) = match Login::split(&name) {
@@ -240,7 +247,12 @@ async fn open<B: RdpBroker>(
             broker.refused(&name, &client, kind, &msg);
             Err(msg)
         }
-        Err(nego::NlaFailure::Broken(e)) => Err(e),
+        Err(nego::NlaFailure::Broken(e)) => {
+            if let Some(u) = &attempting {
+                broker.attempt_abandoned(u, &client);
+            }
+            Err(e)
+        }
     }
 }
 

@@ -194,8 +194,10 @@ impl<B: SshBroker> Front<B> {
                 credential,
                 timeout: self.connect_timeout,
                 ciphers: self.ciphers.clone(),
+                shared: link.shared.clone(),
             },
         );
+        self.note_crypto(&link.shared);
         let ending = tokio_util::sync::CancellationToken::new();
         let resume = super::resume::ResumeState::new(link.hub.clone());
         self.admitted = Some(AdmittedSession {
@@ -225,6 +227,7 @@ impl<B: SshBroker> Front<B> {
     /// Re-attach a paused session: the target leg is up already.
     pub(super) fn start_resumed(&mut self, t: super::ResumeTicket) {
         let ending = tokio_util::sync::CancellationToken::new();
+        self.note_crypto(&t.shared);
         let target_host = match &*t.leg.borrow() {
             back::LegState::Ready(leg) => host_of(&leg.address),
             _ => String::new(),
@@ -246,6 +249,22 @@ impl<B: SshBroker> Front<B> {
                 ending,
                 client: self.client.clone(),
             }));
+        }
+    }
+
+    /// Tell the session which cipher this client connection negotiated (from its KEXINIT).
+    fn note_crypto(&self, shared: &crate::session::SessionShared) {
+        let Some(offer) = self.client_offer.get() else {
+            return;
+        };
+        let ciphers: Vec<&str> = self.ciphers.iter().map(String::as_str).collect();
+        let macs: Vec<&str> = russh::Preferred::DEFAULT
+            .mac
+            .iter()
+            .map(|m| m.as_ref())
+            .collect();
+        if let Some(c) = super::kexinit::negotiated(offer, &ciphers, &macs) {
+            shared.set_client_crypto(c);
         }
     }
 

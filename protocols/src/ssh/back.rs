@@ -46,6 +46,8 @@ pub(crate) struct Back {
     check: Box<dyn HostKeyCheck>,
     pending: Pending,
     hostkey_error: Arc<Mutex<Option<String>>>,
+    /// The session, told which cipher the target leg negotiated.
+    shared: Arc<crate::session::SessionShared>,
     // Fires `closed` when russh drops the handler, i.e. when the client session task ends.
     _closed_on_drop: DropGuard,
 }
@@ -75,6 +77,20 @@ impl<B: SshBroker> HostKeyCheck for BrokerCheck<B> {
 
 impl client::Handler for Back {
     type Error = russh::Error;
+
+    async fn kex_done(
+        &mut self,
+        _shared_secret: Option<&[u8]>,
+        names: &russh::Names,
+        _session: &mut client::Session,
+    ) -> Result<(), Self::Error> {
+        // The gateway sends; the client-to-server MAC is the one its packets carry.
+        self.shared.set_target_crypto(super::kexinit::describe(
+            names.cipher.as_ref(),
+            Some(names.client_mac.as_ref()),
+        ));
+        Ok(())
+    }
 
     async fn check_server_key(
         &mut self,
@@ -138,6 +154,8 @@ pub(crate) struct LegSpec {
     pub credential: Credential,
     pub timeout: Duration,
     pub ciphers: Vec<String>,
+    /// Where the negotiated cipher goes.
+    pub shared: Arc<crate::session::SessionShared>,
 }
 
 /// Start opening the target leg; the returned watch moves to `Ready` or `Failed`.
@@ -155,6 +173,7 @@ pub(crate) fn spawn_connect<B: SshBroker>(
             credential,
             timeout,
             ciphers,
+            shared,
         } = spec;
         let state = match tokio::time::timeout(
             timeout,
@@ -165,6 +184,7 @@ pub(crate) fn spawn_connect<B: SshBroker>(
                 &username,
                 credential,
                 &ciphers,
+                shared,
             ),
         )
         .await
@@ -199,6 +219,7 @@ async fn connect<B: SshBroker>(
     username: &str,
     credential: Credential,
     ciphers: &[String],
+    shared: Arc<crate::session::SessionShared>,
 ) -> Result<TargetLeg, TargetError> {
     let tcp = TcpStream::connect(address)
         .await
@@ -229,6 +250,7 @@ async fn connect<B: SshBroker>(
         }),
         pending: pending.clone(),
         hostkey_error: hostkey_error.clone(),
+        shared,
         _closed_on_drop: closed.clone().drop_guard(),
     };
     let mut handle = match client::connect_stream(config, tcp, back).await {

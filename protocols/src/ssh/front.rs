@@ -95,6 +95,8 @@ pub(crate) struct Front<B: SshBroker> {
     pub(super) password_failures: u32,
     pub(super) offered_keys: Vec<String>,
     pub(super) connect_timeout: Duration,
+    /// What the client offered in its KEXINIT (read as it passed, for the negotiated cipher).
+    pub(super) client_offer: Arc<std::sync::OnceLock<super::kexinit::ClientOffer>>,
     /// How long every refused attempt takes (`ssh.auth_rejection_time`).
     pub(super) rejection_time: Duration,
     pub(super) ciphers: Vec<String>,
@@ -119,6 +121,7 @@ impl<B: SshBroker> Front<B> {
         settings: Arc<SshSettings>,
         peer: SocketAddr,
         started_tx: oneshot::Sender<AuthOutcome>,
+        client_offer: Arc<std::sync::OnceLock<super::kexinit::ClientOffer>>,
     ) -> Self {
         Front {
             broker,
@@ -135,6 +138,7 @@ impl<B: SshBroker> Front<B> {
             offered_keys: Vec::new(),
             connect_timeout: settings.connect_timeout,
             rejection_time: settings.auth_rejection_time,
+            client_offer,
             ciphers: settings.ciphers.clone(),
             started_tx: Some(started_tx),
             admitted: None,

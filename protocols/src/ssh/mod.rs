@@ -14,6 +14,7 @@ pub use auth::ACCESS_DENIED;
 mod back;
 mod channels;
 mod front;
+pub mod kexinit;
 mod relay;
 mod resume;
 mod supervise;
@@ -133,17 +134,16 @@ pub trait SshBroker: Lifecycle {
     fn resumed(&self, session: &str, client: &ClientInfo);
 }
 
-/// Ciphers, fastest first on CPUs with AES instructions. Every byte through the gateway is
-/// decrypted and encrypted once per leg, so the cipher is the gateway's main CPU cost; ring's
-/// AES-GCM is several times faster than chacha20-poly1305 there. The client's preference decides
-/// what is used, so the front leaves chacha20 out unless `ssh.ciphers` asks for it.
-pub const DEFAULT_CIPHERS: &[&str] = &[
-    "aes256-gcm@openssh.com",
-    "aes128-gcm@openssh.com",
-    "aes256-ctr",
-    "aes192-ctr",
-    "aes128-ctr",
-];
+/// The ciphers offered by default: AEAD only, AES-GCM. Every byte through the gateway is
+/// decrypted and encrypted once per leg, so the cipher is the gateway's main CPU cost. The
+/// client's preference decides what its leg uses (RFC 4253 §7.1), and OpenSSH lists
+/// chacha20-poly1305 and the CTR ciphers before GCM: offered, they would be chosen. Measured
+/// with `BENCH_ONLY=ciphers scripts/bench ssh` (BENCHMARKS.md): through the gateway, a stock
+/// OpenSSH 9.2 client moved 74 MiB/s when CTR was on offer (it got aes128-ctr +
+/// hmac-sha2-256-etm), 94-98 with AES-GCM, 80 with chacha20-poly1305. `ssh.ciphers` widens
+/// the offer for clients without AES-GCM. The target leg (the gateway is the client there)
+/// prefers this order and then anything else russh speaks.
+pub const DEFAULT_CIPHERS: &[&str] = &["aes256-gcm@openssh.com", "aes128-gcm@openssh.com"];
 
 /// The cipher names russh implements, for validating configuration.
 pub const SUPPORTED_CIPHERS: &[&str] = &[
@@ -215,8 +215,15 @@ pub async fn serve_connection<B: SshBroker>(
             return;
         }
     };
+    let (socket, client_offer) = kexinit::Sniffer::new(socket);
     let (started_tx, mut started_rx) = tokio::sync::oneshot::channel();
-    let front = front::Front::new(broker.clone(), settings.clone(), peer, started_tx);
+    let front = front::Front::new(
+        broker.clone(),
+        settings.clone(),
+        peer,
+        started_tx,
+        client_offer,
+    );
     let running = match slot.within(server::run_stream(config, socket, front)).await {
         Some(Ok(r)) => r,
         Some(Err(e)) => {
@@ -246,7 +253,12 @@ pub async fn serve_connection<B: SshBroker>(
             }
             return;
         }
-        s = &mut started_rx => { slot.authenticated(); match s {
+        s = &mut started_rx => {
+            slot.authenticated();
+            // Past authentication the second handle must go: while it is open, the socket
+            // would stay open after russh has closed its own.
+            drop(kill);
+            match s {
             Ok(front::AuthOutcome::Admitted(s)) => s,
             Ok(front::AuthOutcome::Resumed(r)) => {
                 // The paused session's supervisor takes this connection over.
@@ -287,7 +299,6 @@ pub async fn serve_connection<B: SshBroker>(
             return;
         }
     };
-    slot.authenticated();
     let sid = started.link.shared.id.clone();
     let span = tracing::info_span!("session", id = %sid, target = %started.target);
     let conn = resume::ClientConn {

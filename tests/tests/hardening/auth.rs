@@ -341,4 +341,9 @@ fn hostile_names_are_capped_and_escaped() {
     );
     let s = gw.get_json(&format!("/api/v1/sessions/{id}"));
     assert_eq!(s["end_detail"], "\\x1b[2Jbye\\x07", "{s}");
+    let show = text(&run(gw.wgctl().args(["session", "show", &id]), T).stdout);
+    assert!(show.contains("terminated by: admin"), "{show}");
+    assert!(!show.contains('\u{1b}'), "{show}");
+    // The gateway's log is not a terminal here: no colour codes in it.
+    assert!(!gw.log().contains('\u{1b}'), "ANSI codes in a log file");
 }

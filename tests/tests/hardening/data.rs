@@ -295,4 +295,27 @@ fn audit_tampering_is_named() {
         "{}",
         text(&out.stdout)
     );
+
+    // Behind the gateway's back: the newest events deleted from the store, with the
+    // checkpoint rows that signed them. The checkpoint file beside the recordings still
+    // holds them, so the gateway's own verification names the deletion.
+    let mut gw = gw;
+    gw.stop();
+    let db = rusqlite::Connection::open(gw.data.join("wardengate.db")).expect("db");
+    let top: i64 = db
+        .query_row("SELECT max(seq) FROM audit_checkpoints", [], |r| r.get(0))
+        .expect("a checkpoint");
+    db.execute("DELETE FROM audit WHERE seq > ?1 - 3", [top])
+        .expect("delete");
+    db.execute("DELETE FROM audit_checkpoints", [])
+        .expect("delete");
+    drop(db);
+    let gw = GatewayProc::spawn(gw.config.clone(), gw.data.clone());
+    let out = run(gw.wgctl().args(["audit", "verify"]), T);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
+    assert!(
+        text(&out.stdout).contains("deleted"),
+        "{}",
+        text(&out.stdout)
+    );
 }

@@ -68,6 +68,8 @@ struct Prepared {
     text: Arc<str>,
     types: Arc<[u32]>,
     truncated: bool,
+    /// Judged on the whole text at Parse (the text kept may be cut before the telling part).
+    alert: Option<String>,
 }
 
 #[derive(Clone)]
@@ -147,6 +149,18 @@ impl QueryLog {
 
     fn record(&self, kind: &str, statement: &str, truncated: bool, started_ms: u64) -> QueryRecord {
         let alert = wardengate_recorder::alert_for(statement);
+        self.record_with(kind, statement, truncated, started_ms, alert)
+    }
+
+    /// [`record`](Self::record) with the alert already judged (a prepared statement's).
+    fn record_with(
+        &self,
+        kind: &str,
+        statement: &str,
+        truncated: bool,
+        started_ms: u64,
+        alert: Option<String>,
+    ) -> QueryRecord {
         let (statement, cut_now) = cut(statement, self.capture.max_bytes);
         QueryRecord {
             kind: kind.into(),
@@ -246,11 +260,13 @@ impl QueryLog {
                         (name, text, Vec::new())
                     }
                 };
+                let alert = wardengate_recorder::alert_for(&text);
                 let (text, cut_now) = cut(&text, self.capture.max_bytes);
                 let prepared = Prepared {
                     text: text.into(),
                     types: types.into(),
                     truncated: cut_now || !whole,
+                    alert,
                 };
                 self.push(Pending::Parse(name, prepared))?;
             }
@@ -345,7 +361,8 @@ impl QueryLog {
             .map(|s| s.text.clone())
             .unwrap_or_else(|| Arc::from(""));
         let truncated = p.is_some_and(|p| p.truncated) || prepared.is_some_and(|s| s.truncated);
-        let mut r = self.record("extended", &text, truncated, started_ms);
+        let alert = prepared.and_then(|s| s.alert.clone());
+        let mut r = self.record_with("extended", &text, truncated, started_ms, alert);
         r.statement_name = Some(statement);
         r.portal = Some(portal.to_string());
         r.params = p.map(|p| p.params.to_vec()).unwrap_or_default();
@@ -461,16 +478,23 @@ impl QueryLog {
                         }) => Some((self.execute_record(&portal, started_ms), at)),
                         Some(Pending::Function(r, at)) => Some((r, at)),
                         Some(Pending::Parse(_, p)) => Some((
-                            self.record("extended", &p.text, p.truncated, now_ms()),
+                            self.record_with(
+                                "extended",
+                                &p.text,
+                                p.truncated,
+                                now_ms(),
+                                p.alert.clone(),
+                            ),
                             Instant::now(),
                         )),
                         Some(Pending::Bind(_, b)) => {
-                            let text = self
-                                .statements
-                                .get(&b.statement)
+                            let prepared = self.statements.get(&b.statement);
+                            let text = prepared
                                 .map(|s| s.text.clone())
                                 .unwrap_or_else(|| Arc::from(""));
-                            let mut r = self.record("extended", &text, b.truncated, now_ms());
+                            let alert = prepared.and_then(|s| s.alert.clone());
+                            let mut r =
+                                self.record_with("extended", &text, b.truncated, now_ms(), alert);
                             r.statement_name = Some(b.statement);
                             r.params = b.params.to_vec();
                             Some((r, Instant::now()))
