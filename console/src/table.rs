@@ -246,13 +246,11 @@ pub fn audit(list: &api::AuditList) -> String {
         ]);
     }
     let mut out = render(&rows);
-    let said = list.chain_message.as_deref().unwrap_or("");
-    let _ = writeln!(
-        out,
-        "hash chain: {}{}{said}",
-        if list.chain_ok { "ok" } else { "BROKEN" },
-        if said.is_empty() { "" } else { ": " }
-    );
+    let _ = match (&list.chain_message, list.chain_ok) {
+        (Some(m), true) => writeln!(out, "hash chain: {m}"),
+        (Some(m), false) => writeln!(out, "hash chain: BROKEN: {m}"),
+        (None, ok) => writeln!(out, "hash chain: {}", if ok { "ok" } else { "BROKEN" }),
+    };
     out
 }
 

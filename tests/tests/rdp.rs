@@ -84,6 +84,17 @@ fn replay_in_a_browser(env: &TestEnv, gw: &GatewayProc, id: &str, on_target: usi
     assert!(out.status.success(), "{}", text(&out.stderr));
     let url = link_in(&out);
     assert!(url.contains(&format!("/replay/{id}#ticket=")), "{url}");
+    // The same link as JSON, for scripts (a second, unused ticket).
+    let json = run(
+        gw.wgctl()
+            .args(["-o", "json", "recording", "play", id, "--browser"]),
+        T,
+    );
+    let v: serde_json::Value = serde_json::from_slice(&json.stdout).expect("-o json");
+    assert!(
+        v["url"].as_str().is_some_and(|u| u.contains("#ticket=")) && v["expires_in_secs"] == 60,
+        "{v}"
+    );
     let profile = env.path("chromium-replay");
     let mut browser = Chromium::open(&url, &profile);
     let v = browser.eval_until(PAGE_STATUS, T, |v| !v["end"].is_null());
