@@ -118,9 +118,33 @@ pub fn fit(s: &str, cols: usize) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
+/// `s` cut to `cols` characters from the left, starting with `…` when cut: for paths, where
+/// the end (file name, line) says most. Never panics, whatever `cols`.
+pub fn fit_tail(s: &str, cols: usize) -> Cow<'_, str> {
+    let n = width(s);
+    if n <= cols {
+        return Cow::Borrowed(s);
+    }
+    if cols == 0 {
+        return Cow::Borrowed("");
+    }
+    let mut out = String::from('…');
+    out.extend(s.chars().skip(n - (cols - 1)));
+    Cow::Owned(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fit_tail_keeps_the_end() {
+        assert_eq!(fit_tail("/a/b/sre.toml:3", 20), "/a/b/sre.toml:3");
+        assert_eq!(fit_tail("/long/path/to/sre.toml:3", 12), "…/sre.toml:3");
+        assert_eq!(fit_tail("ééééé", 3), "…éé");
+        assert_eq!(fit_tail("abc", 0), "");
+        assert_eq!(fit_tail("abc", 1), "…");
+    }
 
     #[test]
     fn escapes_what_a_terminal_would_act_on() {

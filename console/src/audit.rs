@@ -2,18 +2,14 @@
 
 use std::path::Path;
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{bail, Context, Result};
+use clap::Subcommand;
+use wardengate_api as api;
 use wardengate_recorder::audit::{verify, AuditReport, ExportLine};
 
-/// The key from `--pubkey`: hex, or a file holding it.
-fn key(arg: &str) -> Result<wardengate_recorder::VerifyingKey> {
-    let text = if Path::new(arg).is_file() {
-        std::fs::read_to_string(arg).with_context(|| format!("cannot read {arg}"))?
-    } else {
-        arg.to_string()
-    };
-    wardengate_recorder::parse_public_key(&text).map_err(|e| anyhow!("--pubkey: {e}"))
-}
+use crate::client::Client;
+use crate::output::{out, out_raw, print_json};
+use crate::table;
 
 /// Verify an export (`wgctl audit export --file F`).
 pub fn verify_file(file: &Path, pubkey: Option<&str>) -> Result<AuditReport> {
@@ -23,7 +19,7 @@ pub fn verify_file(file: &Path, pubkey: Option<&str>) -> Result<AuditReport> {
              pubkey`, kept apart from the log)"
         );
     };
-    let key = key(pubkey)?;
+    let key = crate::recording::pubkey(Some(pubkey), None)?;
     let text =
         std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
     let (mut events, mut checkpoints) = (Vec::new(), Vec::new());
@@ -44,4 +40,107 @@ pub fn verify_file(file: &Path, pubkey: Option<&str>) -> Result<AuditReport> {
         }
     }
     Ok(verify(&events, &checkpoints, Some(&key)))
+}
+
+#[derive(Subcommand)]
+pub enum AuditCmd {
+    /// List audit events, oldest first.
+    List {
+        #[arg(long)]
+        kind: Option<String>,
+        #[arg(long)]
+        session: Option<String>,
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+        /// Only events older than this sequence number (the page before; printed when cut).
+        #[arg(long)]
+        before: Option<i64>,
+    },
+    /// Export the whole audit log with its signed checkpoints (JSON lines), for safekeeping and
+    /// offline verification.
+    Export {
+        /// Write to this file instead of stdout.
+        #[arg(long)]
+        file: Option<std::path::PathBuf>,
+    },
+    /// Verify the audit log: every hash and every signed checkpoint. With --file, an export
+    /// offline (with --pubkey, the key from `wgctl recording pubkey`); without, the gateway's
+    /// log through the API. Names the first bad event: edited, deleted, inserted, reordered,
+    /// re-chained or truncated. Exits 1 when it does not verify.
+    Verify {
+        #[arg(long)]
+        file: Option<std::path::PathBuf>,
+        /// The gateway's public key (hex), or a file holding it.
+        #[arg(long)]
+        pubkey: Option<String>,
+    },
+}
+
+/// `wgctl audit ...`; `verify --file` works offline, without a gateway or a token.
+pub fn run(cmd: AuditCmd, c: Result<Client>, json: bool) -> Result<()> {
+    match cmd {
+        AuditCmd::List {
+            kind,
+            session,
+            limit,
+            before,
+        } => {
+            let mut q = vec![("limit", limit.to_string())];
+            if let Some(b) = before {
+                q.push(("before", b.to_string()));
+            }
+            if let Some(k) = kind {
+                q.push(("kind", k));
+            }
+            if let Some(s) = session {
+                q.push(("session", s));
+            }
+            let list: api::AuditList = c?.get("/api/v1/audit", &q)?;
+            if json {
+                print_json(&list)
+            } else {
+                let mut text = table::audit(&list);
+                let before = list.next_before.map(|b| b.to_string());
+                text.push_str(&table::more(
+                    list.older,
+                    "older event",
+                    before.as_deref(),
+                    "--before",
+                ));
+                out(&text)
+            }
+        }
+        AuditCmd::Export { file } => {
+            let text = c?.get_text("/api/v1/audit/export")?;
+            match file {
+                Some(p) => {
+                    std::fs::write(&p, &text)
+                        .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", p.display()))?;
+                    out(&format!(
+                        "wrote {} lines to {}\n",
+                        text.lines().count(),
+                        p.display()
+                    ))
+                }
+                None => out_raw(&text),
+            }
+        }
+        AuditCmd::Verify { file, pubkey } => {
+            let report = match file {
+                Some(f) => verify_file(&f, pubkey.as_deref())?,
+                None => {
+                    c?.get::<wardengate_recorder::audit::AuditReport>("/api/v1/audit/verify", &[])?
+                }
+            };
+            if json {
+                print_json(&report)?;
+            } else {
+                out(&format!("{}\n", report.message))?;
+            }
+            if !report.ok() {
+                std::process::exit(1);
+            }
+            Ok(())
+        }
+    }
 }

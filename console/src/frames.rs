@@ -10,15 +10,7 @@ use wardengate_recorder::{Event, EventKind};
 
 /// `HH:MM:SS.mmm` of an offset into the session.
 fn hms(us: u64) -> String {
-    let ms = us / 1000;
-    let s = ms / 1000;
-    format!(
-        "{:02}:{:02}:{:02}.{:03}",
-        s / 3600,
-        s / 60 % 60,
-        s % 60,
-        ms % 1000
-    )
+    wardengate_recorder::time::clock(Duration::from_micros(us), true)
 }
 
 fn no_desktop(events: &[Event], at: u64) -> anyhow::Error {

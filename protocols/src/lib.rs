@@ -6,6 +6,7 @@
 //! the session contract in [`session`]. Protocol code never touches the store or the API.
 #![forbid(unsafe_code)]
 
+pub mod clock;
 pub mod error;
 pub mod listener;
 pub mod postgres;

@@ -27,7 +27,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::sync::{mpsc, Notify};
 
-use crate::session::now_ms;
+use crate::clock::now_ms;
 
 pub mod desktop;
 mod term;
@@ -459,17 +459,8 @@ impl Drop for Observer {
 
 /// `HH:MM:SS` since `started_ms` (for "attached read-only at 00:14:22 of sess_…").
 pub fn elapsed_hms(started_ms: u64) -> String {
-    hms(now_ms().saturating_sub(started_ms) / 1000)
-}
-
-/// `HH:MM:SS` of a number of seconds.
-pub fn hms(secs: u64) -> String {
-    format!(
-        "{:02}:{:02}:{:02}",
-        secs / 3600,
-        (secs / 60) % 60,
-        secs % 60
-    )
+    let ms = now_ms().saturating_sub(started_ms);
+    wardengate_recorder::time::clock(std::time::Duration::from_secs(ms / 1000), false)
 }
 
 #[cfg(test)]

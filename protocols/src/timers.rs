@@ -113,19 +113,7 @@ impl Timers {
     }
 }
 
-/// `90s`, `15m`, `1h 5m`: how the user reads a duration in a banner.
-pub fn human(d: Duration) -> String {
-    // Nearest second: a deadline polled a few ms late still reads as the configured value.
-    let s = ((d.as_millis() + 500) / 1000) as u64;
-    match s {
-        0 => format!("{}ms", d.as_millis()),
-        1..=119 => format!("{s}s"),
-        120..=7199 if s.is_multiple_of(60) => format!("{}m", s / 60),
-        120..=7199 => format!("{}m {}s", s / 60, s % 60),
-        _ if s.is_multiple_of(3600) => format!("{}h", s / 3600),
-        _ => format!("{}h {}m", s / 3600, (s % 3600) / 60),
-    }
-}
+pub use wardengate_recorder::time::human;
 
 #[cfg(test)]
 mod tests {
@@ -184,14 +172,5 @@ mod tests {
             t.poll_at(Some(9999), 10_000),
             Due::Lifespan { .. }
         ));
-    }
-
-    #[test]
-    fn human_durations() {
-        assert_eq!(human(Duration::from_secs(90)), "90s");
-        assert_eq!(human(Duration::from_secs(900)), "15m");
-        assert_eq!(human(Duration::from_secs(150)), "2m 30s");
-        assert_eq!(human(Duration::from_secs(8 * 3600)), "8h");
-        assert_eq!(human(Duration::from_millis(2995)), "3s");
     }
 }

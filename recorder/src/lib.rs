@@ -19,6 +19,7 @@ mod format;
 mod query;
 mod reader;
 mod seal;
+pub mod time;
 mod writer;
 
 pub use event::{Event, EventKind};

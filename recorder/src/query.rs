@@ -72,9 +72,7 @@ pub fn alert_for(statement: &str) -> Option<String> {
 impl QueryRecord {
     /// One human-readable line: `[00:00:01.234] 1.2 ms  SELECT 3  idle  select * from t`.
     pub fn line(&self, t_us: u64) -> String {
-        let s = t_us / 1_000_000;
-        let ms = (t_us / 1000) % 1000;
-        let when = format!("{:02}:{:02}:{:02}.{ms:03}", s / 3600, (s / 60) % 60, s % 60);
+        let when = crate::time::clock(std::time::Duration::from_micros(t_us), true);
         let dur = if self.duration_us >= 1_000_000 {
             format!("{:.2} s", self.duration_us as f64 / 1e6)
         } else {

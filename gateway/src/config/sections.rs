@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::humantime_serde_compat;
+use super::duration;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -61,10 +61,10 @@ pub struct SshSection {
     #[serde(default = "default_host_key")]
     pub host_key_file: PathBuf,
     /// Constant delay before each authentication rejection (defeats timing probes).
-    #[serde(default = "default_rejection", with = "humantime_serde_compat")]
+    #[serde(default = "default_rejection", with = "duration")]
     pub auth_rejection_time: Duration,
     /// How long the target leg may take to connect and authenticate.
-    #[serde(default = "default_connect_timeout", with = "humantime_serde_compat")]
+    #[serde(default = "default_connect_timeout", with = "duration")]
     pub connect_timeout: Duration,
     /// Ciphers offered to clients and preferred towards targets, best first.
     #[serde(default = "default_ciphers")]
@@ -117,14 +117,14 @@ pub struct PostgresSection {
     #[serde(default)]
     pub require_tls: bool,
     /// Constant delay before an authentication failure is reported.
-    #[serde(default = "default_rejection", with = "humantime_serde_compat")]
+    #[serde(default = "default_rejection", with = "duration")]
     pub auth_rejection_time: Duration,
     /// How long a target may take to connect and start up.
-    #[serde(default = "default_connect_timeout", with = "humantime_serde_compat")]
+    #[serde(default = "default_connect_timeout", with = "duration")]
     pub connect_timeout: Duration,
     /// How long a client may take from connecting to being authenticated; overrides
     /// `security.auth_timeout` for this listener.
-    #[serde(default, with = "humantime_serde_compat::option")]
+    #[serde(default, with = "duration::option")]
     pub auth_timeout: Option<Duration>,
     /// Bytes of each statement and bind parameter kept in the query log.
     #[serde(default = "default_capture_bytes")]
@@ -153,7 +153,7 @@ pub struct ApiSection {
     #[serde(default = "default_token_file")]
     pub admin_token_file: PathBuf,
     /// How long a handoff waits for the new owner to accept it, and then for their connection.
-    #[serde(default = "default_handoff_window", with = "humantime_serde_compat")]
+    #[serde(default = "default_handoff_window", with = "duration")]
     pub handoff_window: Duration,
 }
 
@@ -194,12 +194,12 @@ pub struct RecordingSection {
     #[serde(default = "default_chunk_bytes")]
     pub chunk_bytes: usize,
     /// ...or when its first event is this old.
-    #[serde(default = "default_chunk_age", with = "humantime_serde_compat")]
+    #[serde(default = "default_chunk_age", with = "duration")]
     pub chunk_age: Duration,
     /// How often the open chunk's new events are appended to its write-ahead log: the most of a
     /// session a crash of the gateway process can lose. `0s` turns the log off (a crash then
     /// loses the open chunk: up to `chunk_bytes` or `chunk_age`).
-    #[serde(default = "default_write_ahead", with = "humantime_serde_compat")]
+    #[serde(default = "default_write_ahead", with = "duration")]
     pub write_ahead_interval: Duration,
 }
 
@@ -247,14 +247,14 @@ pub struct RdpSection {
     #[serde(default = "default_rdp_key")]
     pub tls_key_file: PathBuf,
     /// Constant delay before an authentication failure is reported.
-    #[serde(default = "default_rejection", with = "humantime_serde_compat")]
+    #[serde(default = "default_rejection", with = "duration")]
     pub auth_rejection_time: Duration,
     /// How long a target may take to connect and complete NLA.
-    #[serde(default = "default_connect_timeout", with = "humantime_serde_compat")]
+    #[serde(default = "default_connect_timeout", with = "duration")]
     pub connect_timeout: Duration,
     /// How long a client may take from connecting to being authenticated; overrides
     /// `security.auth_timeout` for this listener.
-    #[serde(default, with = "humantime_serde_compat::option")]
+    #[serde(default, with = "duration::option")]
     pub auth_timeout: Option<Duration>,
 }
 
@@ -273,7 +273,7 @@ fn default_rdp_key() -> PathBuf {
 pub struct SecuritySection {
     /// From connect to authenticated, on every listener (for the API: until the request's
     /// headers are in); then the connection is closed.
-    #[serde(default = "default_auth_timeout", with = "humantime_serde_compat")]
+    #[serde(default = "default_auth_timeout", with = "duration")]
     pub auth_timeout: Duration,
     /// Connections not authenticated yet, per listener; more are closed at once.
     #[serde(default = "default_max_unauthenticated")]
@@ -288,10 +288,7 @@ pub struct SecuritySection {
     #[serde(default)]
     pub password_checks: usize,
     /// How long an attempt waits for a free password check before it is refused.
-    #[serde(
-        default = "default_password_queue_timeout",
-        with = "humantime_serde_compat"
-    )]
+    #[serde(default = "default_password_queue_timeout", with = "duration")]
     pub password_queue_timeout: Duration,
     /// Failed logins from one source (or for one user from one source) before each further
     /// attempt has to wait: 1 s, then doubling up to `backoff_max`.
@@ -302,10 +299,10 @@ pub struct SecuritySection {
     #[serde(default = "default_user_failures_before_backoff")]
     pub user_failures_before_backoff: u32,
     /// The longest wait between attempts.
-    #[serde(default = "default_backoff_max", with = "humantime_serde_compat")]
+    #[serde(default = "default_backoff_max", with = "duration")]
     pub backoff_max: Duration,
     /// Failures older than this are forgotten.
-    #[serde(default = "default_failure_window", with = "humantime_serde_compat")]
+    #[serde(default = "default_failure_window", with = "duration")]
     pub failure_window: Duration,
     /// PostgreSQL CancelRequests accepted per second from one source (each may guess a key).
     #[serde(default = "default_cancel_requests_per_second")]
@@ -378,10 +375,7 @@ pub struct AuditSection {
     #[serde(default = "default_checkpoint_every")]
     pub checkpoint_every: u64,
     /// ...or this long after the first unsigned event (and at shutdown).
-    #[serde(
-        default = "default_checkpoint_interval",
-        with = "humantime_serde_compat"
-    )]
+    #[serde(default = "default_checkpoint_interval", with = "duration")]
     pub checkpoint_interval: Duration,
 }
 

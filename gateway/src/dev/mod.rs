@@ -306,8 +306,9 @@ accounts = [{{ name = "bob", secret = "win-dc01.dev/bob" }}]
         desktop_addr = desktop.address(),
         nt_hash = hex::encode(crate::passwords::nt_hash(&password)),
         hash = toml_str(&crate::passwords::hash(&password)?),
-        scram =
-            toml_str(&wardengate_protocols::postgres::Verifier::generate(&password).to_string()),
+        scram = toml_str(&wardengate_protocols::postgres::Verifier::generate(
+            &password
+        )),
         addr = sshd.address(),
         account = toml_str(&account),
         account_raw = account,

@@ -1,6 +1,7 @@
-//! The relay: one task per direction moving bytes socket to socket as they arrive (one reusable
-//! buffer each way, never re-encoded, never held back), a frame scanner on each direction feeding
-//! decoded copies to the query log, and a supervisor for timers, operator control and the end.
+//! The relay: one task polling two pumps that move bytes socket to socket as they arrive (one
+//! reusable buffer each way, never re-encoded, never held back), a frame scanner on each
+//! direction feeding decoded copies to the query log, and a supervisor for timers, operator
+//! control and the end.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};

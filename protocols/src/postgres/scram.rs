@@ -2,14 +2,16 @@
 //!
 //! Users are verified against a PostgreSQL-format verifier
 //! (`SCRAM-SHA-256$<iterations>:<salt>$<StoredKey>:<ServerKey>`), which — unlike the salted
-//! password some libraries keep — cannot be used to log in if it leaks. The primitives (HMAC,
-//! PBKDF2, SHA-256) are ring's; this module only composes them as the RFC specifies.
+//! password some libraries keep — cannot be used to log in if it leaks. Verifiers are made by
+//! `postgres-protocol`; the primitives (HMAC, SHA-256) are ring's, the comparison `subtle`'s;
+//! this module only composes them as the RFC specifies.
 
 use std::sync::OnceLock;
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
-use ring::{digest, hmac, pbkdf2, rand::SecureRandom};
+use ring::{digest, hmac, rand::SecureRandom};
+use subtle::ConstantTimeEq;
 
 pub const MECHANISM: &str = "SCRAM-SHA-256";
 const ITERATIONS: u32 = 4096;
@@ -67,30 +69,11 @@ impl Verifier {
         }
     }
 
-    /// A new verifier for `password` with a random salt.
-    pub fn generate(password: &str) -> Verifier {
-        Verifier::derive(password, &random_bytes::<16>(), ITERATIONS)
-    }
-
-    fn derive(password: &str, salt: &[u8], iterations: u32) -> Verifier {
-        // SASLprep as PostgreSQL applies it; a password it rejects is used as is.
-        let prepared = stringprep::saslprep(password)
-            .map(|p| p.into_owned())
-            .unwrap_or_else(|_| password.to_string());
-        let mut salted = [0u8; 32];
-        pbkdf2::derive(
-            pbkdf2::PBKDF2_HMAC_SHA256,
-            std::num::NonZeroU32::new(iterations.max(1)).unwrap_or(std::num::NonZeroU32::MIN),
-            salt,
-            prepared.as_bytes(),
-            &mut salted,
-        );
-        Verifier {
-            iterations,
-            salt: salt.to_vec(),
-            stored_key: sha256(&hmac_sha256(&salted, b"Client Key")),
-            server_key: hmac_sha256(&salted, b"Server Key"),
-        }
+    /// A new verifier for `password` with a random salt, in `pg_authid` form (what
+    /// `wardengate hash-password` prints): `postgres-protocol`'s, as PostgreSQL's own clients
+    /// compute it (SASLprep, 4096 iterations).
+    pub fn generate(password: &str) -> String {
+        postgres_protocol::password::scram_sha_256(password.as_bytes())
     }
 
     /// Parse `SCRAM-SHA-256$4096:<salt>$<StoredKey>:<ServerKey>` (PostgreSQL's `pg_authid` form).
@@ -220,12 +203,8 @@ impl Exchange {
         for i in 0..32 {
             client_key[i] = proof[i] ^ signature[i];
         }
-        // Compared without an early exit.
-        let ok = sha256(&client_key)
-            .iter()
-            .zip(self.verifier.stored_key.iter())
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-            == 0;
+        // Compared in constant time.
+        let ok: bool = sha256(&client_key).ct_eq(&self.verifier.stored_key).into();
         if !ok {
             return Err("wrong password".into());
         }
@@ -241,7 +220,7 @@ mod tests {
 
     /// The exchange against tokio-postgres's client implementation.
     fn run(password_stored: &str, password_given: &str) -> Result<(), String> {
-        let v = Verifier::parse(&Verifier::generate(password_stored).to_string())?;
+        let v = Verifier::parse(&Verifier::generate(password_stored))?;
         let mut client = ScramSha256::new(password_given.as_bytes(), ChannelBinding::unsupported());
         let (ex, server_first) = Exchange::start(v, client.message())?;
         client
@@ -261,7 +240,7 @@ mod tests {
 
     #[test]
     fn verifier_round_trips_and_rejects_garbage() {
-        let v = Verifier::generate("pw");
+        let v = Verifier::parse(&Verifier::generate("pw")).expect("parse");
         assert_eq!(Verifier::parse(&v.to_string()).expect("parse"), v);
         for bad in [
             "",
@@ -285,7 +264,7 @@ mod tests {
 
     #[test]
     fn malformed_messages_are_errors() {
-        let v = Verifier::generate("pw");
+        let v = Verifier::parse(&Verifier::generate("pw")).expect("parse");
         for bad in [
             &b"\xff"[..],
             b"",

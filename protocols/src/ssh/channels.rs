@@ -4,25 +4,13 @@
 use std::sync::Arc;
 
 use russh::server::{ChannelOpenHandle, Msg, Session};
-use russh::{client, Channel, ChannelId, ChannelOpenFailure, Pty};
+use russh::{client, Channel, ChannelId, ChannelOpenFailure};
 
 use super::back::{self, TargetLeg};
-use super::front::Front;
-use super::relay::{self, OpenChannels};
-use super::resume::Attach;
+use super::brake::OpenChannels;
+use super::front::{Front, Resuming};
+use super::relay;
 use super::SshBroker;
-
-/// A re-attaching connection's channel, bound to a paused one until its shell request.
-pub(crate) struct Resuming {
-    pub(super) channel: Channel<Msg>,
-    pub(super) attach: Arc<Attach>,
-    /// The terminal it asked for: applied to the paused shell, or to a new target channel if the
-    /// client runs a command instead.
-    pub(super) pty: Option<PtyRequest>,
-}
-
-/// A `pty-req` as the client sent it: term, cols, rows, pixel width and height, modes.
-pub(super) type PtyRequest = (String, u32, u32, u32, u32, Vec<(Pty, u32)>);
 
 impl<B: SshBroker> Front<B> {
     pub(super) async fn open_target_channel(

@@ -16,8 +16,7 @@ use russh::{client, Channel, ChannelId, ChannelOpenFailure, ChannelWriteHalf, Pt
 use tokio::sync::{oneshot, watch};
 
 use super::back::{LegState, TargetLeg};
-use super::channels::Resuming;
-use super::relay::OpenChannels;
+use super::brake::OpenChannels;
 use super::resume::{Attach, ClientConn, ResumeState};
 use super::{ClientInfo, Login, SshBroker, SshSettings};
 use crate::session::{Busy, PtyInfo, SessionLink, SessionShared, Tap};
@@ -81,6 +80,18 @@ pub(super) enum Kbd {
 
 pub(super) const MAX_PASSWORD_TRIES: u32 = 3;
 const REQUEST_REPLY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A re-attaching connection's channel, bound to a paused one until its shell request.
+pub(crate) struct Resuming {
+    pub(super) channel: Channel<Msg>,
+    pub(super) attach: Arc<Attach>,
+    /// The terminal it asked for: applied to the paused shell, or to a new target channel if the
+    /// client runs a command instead.
+    pub(super) pty: Option<PtyRequest>,
+}
+
+/// A `pty-req` as the client sent it: term, cols, rows, pixel width and height, modes.
+pub(super) type PtyRequest = (String, u32, u32, u32, u32, Vec<(Pty, u32)>);
 
 pub(crate) struct Front<B: SshBroker> {
     pub(super) broker: Arc<B>,

@@ -12,6 +12,7 @@
 mod auth;
 pub use auth::ACCESS_DENIED;
 mod back;
+mod brake;
 mod channels;
 mod front;
 pub mod kexinit;

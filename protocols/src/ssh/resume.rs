@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 use wardengate_policy::Admitted;
 
 use super::back::LegState;
-use super::relay::{Brake, OpenChannels};
+use super::brake::{Brake, OpenChannels};
 use crate::session::{SessionShared, Tap};
 use crate::shadow::{Frame, ShadowHub, Term};
 

@@ -7,7 +7,7 @@ use anyhow::{Context, Result};
 use wardengate_protocols::rdp::{RdpBroker, RdpPlan, RdpSettings, RdpTarget, Refusal};
 use wardengate_protocols::session::{ClientInfo, Login};
 
-use crate::broker::Gateway;
+use super::Gateway;
 use crate::config::{Loaded, RdpSection};
 use crate::vault::SecretKind;
 

@@ -9,7 +9,7 @@ use wardengate_protocols::postgres::{
 };
 use wardengate_protocols::session::{ClientInfo, Login};
 
-use crate::broker::Gateway;
+use super::Gateway;
 use crate::config::{Loaded, PostgresSection};
 use crate::vault::SecretKind;
 

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use wardengate_policy::{Entry, Policy};
 
-use crate::config::{Config, Identity, Loaded, Target};
+use super::model::{Config, Identity, Loaded, Target};
 
 impl Loaded {
     /// The limits that apply to `user` opening a session to `target` under `policy`: the most

@@ -22,7 +22,9 @@ use wardengate_policy::ShadowMode;
 use wardengate_protocols::session::{now_ms, Control};
 use wardengate_protocols::shadow::{elapsed_hms, Frame, Observer, ObserverInfo};
 
-use crate::api::{bad, parse_body, session_json, ApiError, ApiState, Caller};
+use super::common::{bad, internal, parse_body, ApiError, Caller};
+use super::sessions::session_json;
+use super::state::ApiState;
 use crate::registry::{Pending, RegistryError};
 use crate::util::rfc3339;
 
@@ -160,7 +162,7 @@ async fn shadow(
         .header(header::CONTENT_TYPE, "application/x-ndjson")
         .header(header::CACHE_CONTROL, "no-store")
         .body(Body::from_stream(stream))
-        .map_err(crate::api::internal)
+        .map_err(internal)
 }
 
 /// Refuse when the session's policy blocks shadowing (audited).

@@ -3,48 +3,14 @@
 
 use std::sync::Arc;
 
-use tokio::sync::mpsc;
-use wardengate_api as api;
 use wardengate_policy::{Admitted, Lease};
 use wardengate_protocols::session::{now_ms, Control};
-use wardengate_protocols::shadow::ShadowHub;
 use wardengate_protocols::ssh::ResumeTicket;
 
-use crate::registry::{lock, Live, Registry, RegistryError};
+use super::{lock, Live, Pending, Registry, RegistryError, Watch};
 use crate::store::{SessionRecord, Store};
 use crate::util::rfc3339;
-
-/// A handoff offered and not yet answered.
-#[derive(Debug, Clone)]
-pub struct Pending {
-    /// Tells this offer from a later one (the expiry timer checks it).
-    pub serial: u64,
-    pub to: String,
-    pub by: String,
-    pub reason: String,
-    pub requested_ms: u64,
-    pub expires_ms: u64,
-}
-
-impl Pending {
-    pub fn to_api(&self) -> api::Handoff {
-        api::Handoff {
-            to: self.to.clone(),
-            by: self.by.clone(),
-            reason: self.reason.clone(),
-            requested_at: rfc3339(self.requested_ms),
-            expires_at: rfc3339(self.expires_ms),
-        }
-    }
-}
-
-/// What an observer needs of a live session.
-pub struct Watch {
-    pub hub: Arc<ShadowHub>,
-    pub admitted: Admitted,
-    pub record: SessionRecord,
-    pub control: mpsc::Sender<Control>,
-}
+use wardengate_api as api;
 
 impl Registry {
     /// A live session, for an observer; `Err` when it is unknown or over.

@@ -1,5 +1,6 @@
 //! Policy endpoints: list the loaded policies, reload them, and explain a decision.
 
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
@@ -7,7 +8,8 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::api::{bad, ApiError, ApiState};
+use super::common::{bad, query, ApiError};
+use super::state::ApiState;
 
 pub fn routes() -> Router<ApiState> {
     Router::new()
@@ -56,9 +58,9 @@ struct ExplainParams {
 
 async fn explain(
     State(st): State<ApiState>,
-    q: Result<Query<ExplainParams>, axum::extract::rejection::QueryRejection>,
+    q: Result<Query<ExplainParams>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    let Query(p) = q.map_err(|e| bad(format!("bad query: {}", e.body_text())))?;
+    let p = query(q)?;
     let (Some(actor), Some(target)) = (p.actor, p.target) else {
         return Err(bad(
             "explain needs actor and target (and protocol, default ssh)",

@@ -5,20 +5,24 @@
 //! otherwise the policies decide, then concurrency is counted at four levels — and only then is the
 //! vault touched, so a denial at any level never reads a target account's secret.
 
+mod handoff;
+mod reload;
+mod resolve;
+
+pub use reload::Reloaded;
+pub(crate) use resolve::{resolve, Resolved};
+
 use std::sync::Arc;
 
 use serde_json::{json, Value};
-use wardengate_policy::{Admitted, LimitDenial, Limits, OnLimit, ReconnectMode, Request, Subject};
+use wardengate_policy::{Admitted, LimitDenial, Limits, OnLimit, ReconnectMode, Subject};
 use wardengate_protocols::session::now_ms;
 use wardengate_protocols::ssh::{Admission, ClientInfo, Credential, Login, TargetPlan};
 
 use crate::broker::Gateway;
-use crate::config::{Account, Identity, Loaded, Target};
+use crate::config::{Account, Loaded, Target};
 use crate::store::SessionRecord;
 use crate::vault::SecretKind;
-
-/// Why a request was refused before a session record exists: (reason, message).
-type Refusal = (&'static str, String);
 
 /// A refused admission: the reason (`no_permission`, `concurrency`, ...), the message for the
 /// user, and for a concurrency limit the limit that was reached.
@@ -36,148 +40,6 @@ pub(crate) struct Admit<C> {
     pub target: Target,
     pub account: Account,
     pub credential: C,
-}
-
-/// A login resolved against the configuration.
-pub(crate) struct Resolved<'a> {
-    pub(crate) user: &'a Identity,
-    pub(crate) target: &'a Target,
-    pub(crate) account: &'a Account,
-    pub(crate) tags: Vec<(String, String)>,
-}
-
-impl Resolved<'_> {
-    pub(crate) fn request(&self, protocol: &'static str) -> Request<'_> {
-        Request {
-            user: &self.user.name,
-            groups: &self.user.groups,
-            target: &self.target.name,
-            target_tags: &self.tags,
-            protocol,
-            account: &self.account.name,
-        }
-    }
-}
-
-/// What `user` may reach with `protocol`: each target (sorted) with the accounts a policy grants.
-/// Denials name these only, never the rest of the inventory.
-fn reachable<'a>(
-    cfg: &'a Loaded,
-    user: &'a Identity,
-    protocol: &str,
-) -> Vec<(&'a str, Vec<&'a str>)> {
-    let mut out: Vec<(&str, Vec<&str>)> = cfg
-        .targets
-        .values()
-        .filter(|t| t.protocol == protocol)
-        .filter_map(|t| {
-            let tags: Vec<(String, String)> =
-                t.tags.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-            let accounts: Vec<&str> = t
-                .accounts
-                .iter()
-                .filter(|a| {
-                    let req = Request {
-                        user: &user.name,
-                        groups: &user.groups,
-                        target: &t.name,
-                        target_tags: &tags,
-                        protocol,
-                        account: &a.name,
-                    };
-                    wardengate_policy::decide(&cfg.policies, &req).is_ok()
-                })
-                .map(|a| a.name.as_str())
-                .collect();
-            (!accounts.is_empty()).then_some((t.name.as_str(), accounts))
-        })
-        .collect();
-    out.sort_unstable_by_key(|(t, _)| *t);
-    out
-}
-
-fn listed(names: &[&str]) -> String {
-    if names.is_empty() {
-        "none".into()
-    } else {
-        names.join(", ")
-    }
-}
-
-/// Resolve a login for `protocol`. A refusal names only what the user may reach with it.
-pub(crate) fn resolve<'a>(
-    cfg: &'a Loaded,
-    login: &Login,
-    protocol: &str,
-) -> Result<Resolved<'a>, Refusal> {
-    let user = cfg.users.get(&login.user).ok_or_else(|| {
-        (
-            "unknown_user",
-            format!("wardengate: unknown user '{}'", login.user),
-        )
-    })?;
-    let Some(target) = cfg.targets.get(&login.target) else {
-        let names: Vec<&str> = reachable(cfg, user, protocol)
-            .into_iter()
-            .map(|(t, _)| t)
-            .collect();
-        return Err((
-            "unknown_target",
-            format!(
-                "wardengate: unknown target '{}' (targets you may reach with {protocol}: {})",
-                login.target,
-                listed(&names)
-            ),
-        ));
-    };
-    let names = || -> String {
-        let granted: Vec<&str> = reachable(cfg, user, &target.protocol)
-            .into_iter()
-            .find(|(t, _)| *t == target.name)
-            .map(|(_, a)| a)
-            .unwrap_or_default();
-        listed(&granted)
-    };
-    let account = match &login.account {
-        Some(name) => target
-            .accounts
-            .iter()
-            .find(|a| &a.name == name)
-            .ok_or_else(|| {
-                (
-                    "unknown_account",
-                    format!(
-                        "wardengate: target {} has no account '{name}' (accounts you may use: {})",
-                        target.name,
-                        names()
-                    ),
-                )
-            })?,
-        None if target.accounts.len() == 1 => &target.accounts[0],
-        None => {
-            return Err((
-                "account_required",
-                format!(
-                    "wardengate: target {} has several accounts (you may use: {}); connect as {}:{}:ACCOUNT",
-                    target.name,
-                    names(),
-                    login.user,
-                    target.name
-                ),
-            ))
-        }
-    };
-    let tags = target
-        .tags
-        .iter()
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
-    Ok(Resolved {
-        user,
-        target,
-        account,
-        tags,
-    })
 }
 
 /// The admission decision as stored with the session and shown by `session show`.
@@ -514,135 +376,5 @@ impl Gateway {
             let d = json!({"admitted": false, "reason": "credential_unavailable", "policy": rec.policy});
             self.deny(rec, "credential_unavailable", msg, d)
         })
-    }
-}
-
-/// What a reload changed.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct Reloaded {
-    pub policies: Vec<String>,
-    pub users: usize,
-    pub targets: usize,
-    /// Settings that changed in the file but only take effect at the next start.
-    pub needs_restart: Vec<String>,
-}
-
-impl Gateway {
-    /// Re-read the configuration and its policy files. New sessions use the result; live sessions
-    /// keep the policy that admitted them. A configuration that does not load changes nothing.
-    pub fn reload(&self, trigger: &str) -> anyhow::Result<Reloaded> {
-        let cur = self.cfg();
-        let new = match crate::config::load(&cur.path) {
-            Ok(n) => n,
-            Err(e) => {
-                tracing::error!(
-                    trigger,
-                    "reload failed, the previous policies stay in force: {e:#}"
-                );
-                self.audit(
-                    "policy.reload_failed",
-                    None,
-                    None,
-                    json!({"trigger": trigger, "error": format!("{e:#}")}),
-                );
-                return Err(e);
-            }
-        };
-        let (a, b) = (&cur.config, &new.config);
-        let mut needs_restart = Vec::new();
-        for (name, changed) in [
-            ("gateway.name", a.gateway.name != b.gateway.name),
-            ("gateway.data_dir", cur.data_dir != new.data_dir),
-            ("ssh.listen", a.ssh.listen != b.ssh.listen),
-            (
-                "ssh.host_key_file",
-                a.ssh.host_key_file != b.ssh.host_key_file,
-            ),
-            ("ssh.ciphers", a.ssh.ciphers != b.ssh.ciphers),
-            ("api.listen", a.api.listen != b.api.listen),
-            (
-                "recording",
-                format!("{:?}", a.recording) != format!("{:?}", b.recording),
-            ),
-        ] {
-            if changed {
-                needs_restart.push(name.to_string());
-            }
-        }
-        let report = Reloaded {
-            policies: new.policies.iter().map(|e| e.policy.name.clone()).collect(),
-            users: new.users.len(),
-            targets: new.targets.len(),
-            needs_restart,
-        };
-        self.set_cfg(new);
-        tracing::info!(
-            trigger,
-            policies = report.policies.len(),
-            "configuration reloaded"
-        );
-        self.audit(
-            "policy.reloaded",
-            None,
-            None,
-            json!({"trigger": trigger, "policies": report.policies, "users": report.users,
-                   "targets": report.targets, "needs_restart": report.needs_restart}),
-        );
-        Ok(report)
-    }
-
-    /// `wgctl policy explain`: which policy would admit `actor` to `target` and why, the others'
-    /// verdicts, and the concurrency limits and counts that would apply.
-    pub fn explain(
-        &self,
-        actor: &str,
-        target: &str,
-        protocol: &str,
-        account: Option<&str>,
-    ) -> Result<Value, String> {
-        let cfg = self.cfg();
-        let login = Login {
-            user: actor.to_string(),
-            target: target.to_string(),
-            account: account.map(str::to_string),
-        };
-        let r = resolve(&cfg, &login, protocol)
-            .map_err(|(_, m)| m.trim_start_matches("wardengate: ").to_string())?;
-        let Some(protocol) = wardengate_policy::PROTOCOLS
-            .iter()
-            .copied()
-            .find(|p| *p == protocol)
-        else {
-            return Err(format!(
-                "'{protocol}' is not a protocol (use {})",
-                wardengate_policy::PROTOCOLS.join(", ")
-            ));
-        };
-        let req = r.request(protocol);
-        let ex = wardengate_policy::explain(&cfg.policies, &req);
-        let admitted = wardengate_policy::decide(&cfg.policies, &req).ok();
-        let (limits, counts) = match &admitted {
-            Some(a) => {
-                let l = cfg.limits(r.user, r.target, a.settings());
-                let c = self.ledger.counts(Subject {
-                    actor: &r.user.name,
-                    target: &r.target.name,
-                    policy: a.policy(),
-                    pool: &self.name,
-                });
-                (json!(l), json!(c))
-            }
-            None => (Value::Null, Value::Null),
-        };
-        Ok(json!({
-            "actor": r.user.name, "groups": r.user.groups, "target": r.target.name,
-            "target_tags": r.target.tags, "protocol": protocol, "account": r.account.name,
-            "admitted_by": ex.admitted_by,
-            "settings": admitted.as_ref().map(|a| serde_json::to_value(a.settings()).unwrap_or(Value::Null)),
-            "verdicts": ex.verdicts,
-            "limits": limits,
-            "current": counts,
-            "default_deny": ex.verdicts.is_empty(),
-        }))
     }
 }

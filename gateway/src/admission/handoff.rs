@@ -6,7 +6,7 @@ use wardengate_policy::{Admitted, Subject};
 use wardengate_protocols::session::{ClientInfo, Login};
 use wardengate_protocols::ssh::Admission;
 
-use crate::admission::resolve;
+use super::resolve::resolve;
 use crate::broker::Gateway;
 use crate::store::SessionRecord;
 
@@ -63,7 +63,7 @@ impl Gateway {
             current.policy(),
             theirs.policy()
         );
-        let decision = crate::admission::decision_json(&merged, &why, &limits).to_string();
+        let decision = super::decision_json(&merged, &why, &limits).to_string();
         Ok((merged, Some((new, decision))))
     }
 

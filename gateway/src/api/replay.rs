@@ -1,27 +1,43 @@
 //! Playing a desktop (RDP) recording in the browser: `POST /api/v1/recordings/{id}/replay/browser`
-//! gives a one-time link (the tickets of [`crate::api_browser`]) to the shadow page in replay
+//! gives a one-time link (the tickets of [`super::browser`]) to the shadow page in replay
 //! mode, whose WebSocket (`GET /api/v1/recordings/{id}/replay/ws?ticket=…`) gets the recording's
 //! desktop paced like the session: `replay`, `position` and `end` events as JSON text, pictures
 //! as binary messages, as for live shadowing.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
-use axum::{Extension, Json};
+use axum::routing::{get, post};
+use axum::{Extension, Json, Router};
 use serde_json::json;
 use wardengate_api as api;
 use wardengate_protocols::shadow::desktop::{picture, Picture};
 use wardengate_recorder::desktop::Desktop;
+use wardengate_recorder::time::clock;
 use wardengate_recorder::{Event, EventKind};
 
-use crate::api::{ApiError, ApiState, Caller};
-use crate::api_browser::{origin, send, text, Purpose, SocketQuery, TICKET_TTL};
+use super::browser::{origin, send, text, SocketQuery};
+use super::common::{bad, internal, parse_body, ApiError, Caller};
+use super::recordings::recording_dir;
+use super::state::ApiState;
+use super::tickets::{Purpose, TICKET_TTL};
 
-pub(crate) async fn replay_link(
+/// The link needs the operator's token.
+pub fn routes() -> Router<ApiState> {
+    Router::new().route("/api/v1/recordings/{id}/replay/browser", post(replay_link))
+}
+
+/// The WebSocket is reached with the link's ticket.
+pub fn open_routes() -> Router<ApiState> {
+    Router::new().route("/api/v1/recordings/{id}/replay/ws", get(replay_socket))
+}
+
+async fn replay_link(
     State(st): State<ApiState>,
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
@@ -31,15 +47,15 @@ pub(crate) async fn replay_link(
     let req: api::ReplayRequest = if body.is_empty() {
         Default::default()
     } else {
-        crate::api::parse_body(&body)?
+        parse_body(&body)?
     };
     let speed = req.speed.unwrap_or(1.0);
     if !(0.1..=64.0).contains(&speed) {
-        return Err(crate::api::bad(format!(
+        return Err(bad(format!(
             "speed {speed} is out of range: 0.1 to 64 times real time"
         )));
     }
-    crate::api::recording_dir(&st.gw, &id)?;
+    recording_dir(&st.gw, &id)?;
     if let Ok(r) = st.gw.registry.record(&st.gw.store, &id) {
         if r.protocol != "rdp" {
             return Err(ApiError(
@@ -64,7 +80,7 @@ pub(crate) async fn replay_link(
     }))
 }
 
-pub(crate) async fn replay_socket(
+async fn replay_socket(
     State(st): State<ApiState>,
     Path(id): Path<String>,
     Query(q): Query<SocketQuery>,
@@ -73,11 +89,9 @@ pub(crate) async fn replay_socket(
     let ticket = q.ticket.unwrap_or_default();
     let (caller, purpose) = st.tickets.spend(&ticket, &id, true)?;
     let Purpose::Replay { speed, from_ms } = purpose else {
-        return Err(crate::api::internal(
-            "a shadow ticket was spent for a replay",
-        ));
+        return Err(internal("a shadow ticket was spent for a replay"));
     };
-    let dir = crate::api::recording_dir(&st.gw, &id)?;
+    let dir = recording_dir(&st.gw, &id)?;
     let slot = ReplaySlot::take().ok_or_else(|| {
         ApiError(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -86,7 +100,7 @@ pub(crate) async fn replay_socket(
     })?;
     let rec = tokio::task::spawn_blocking(move || wardengate_recorder::read(&dir))
         .await
-        .map_err(crate::api::internal)?
+        .map_err(internal)?
         .map_err(|e| {
             ApiError(
                 StatusCode::UNPROCESSABLE_ENTITY,
@@ -136,7 +150,7 @@ pub(crate) async fn replay_socket(
 
 /// `HH:MM:SS` of a recording offset.
 fn hms(us: u64) -> String {
-    wardengate_protocols::shadow::hms(us / 1_000_000)
+    clock(Duration::from_secs(us / 1_000_000), false)
 }
 
 /// Feed the target's output up to `t_us` into `desk`, from event `i`; the next event's index.

@@ -6,65 +6,22 @@
 //! live on other storage), so deleting the newest rows or rewriting the chain is detected by
 //! `wgctl audit verify` (see `wardengate_recorder::audit`).
 
-use std::io::Write;
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+pub mod checkpoints;
 
+use serde_json::json;
 use wardengate_api::text::{inert, inert_json, MAX_NAME, MAX_TEXT};
 use wardengate_recorder::audit::{AuditReport, Checkpoint};
 
+use checkpoints::merged;
+
 use crate::broker::Gateway;
-
-/// When to sign the chain head, and where the checkpoints go besides the store.
-pub struct Checkpoints {
-    every: u64,
-    since: AtomicU64,
-    /// The newest signed event.
-    signed: AtomicI64,
-    file: PathBuf,
-}
-
-/// The checkpoints written to `file` (one JSON line each); lines that do not parse are skipped.
-pub fn read_file(file: &std::path::Path) -> Vec<Checkpoint> {
-    std::fs::read_to_string(file)
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect()
-}
-
-/// Checkpoints from the store and from the file beside the recordings, each once: deleting
-/// the newest events and their checkpoint rows from the store does not hide them, since the
-/// file (on other storage, ideally append-only) still holds the checkpoint that covered them.
-pub fn merged(store: Vec<Checkpoint>, file: Vec<Checkpoint>) -> Vec<Checkpoint> {
-    let mut all = store;
-    for c in file {
-        if !all.contains(&c) {
-            all.push(c);
-        }
-    }
-    all.sort_by_key(|c| c.seq);
-    all
-}
-
-impl Checkpoints {
-    /// `signed`: the newest event an existing checkpoint covers.
-    pub fn new(every: u64, file: PathBuf, signed: i64) -> Checkpoints {
-        Checkpoints {
-            every: every.max(1),
-            since: AtomicU64::new(0),
-            signed: AtomicI64::new(signed),
-            file,
-        }
-    }
-}
 
 impl Gateway {
     /// Every checkpoint, from the store and from the file.
     pub fn checkpoints_all(&self) -> anyhow::Result<Vec<Checkpoint>> {
         Ok(merged(
             self.store.checkpoints()?,
-            read_file(&self.checkpoints.file),
+            self.checkpoints.in_file(),
         ))
     }
 
@@ -98,8 +55,7 @@ impl Gateway {
             .audit_append(kind, actor.as_deref(), session, &detail.to_string())
         {
             Ok(_) => {
-                let n = self.checkpoints.since.fetch_add(1, Ordering::Relaxed) + 1;
-                if n >= self.checkpoints.every {
+                if self.checkpoints.counted() {
                     self.checkpoint();
                 }
             }
@@ -117,11 +73,9 @@ impl Gateway {
                 return;
             }
         };
-        let cp = &self.checkpoints;
-        if cp.signed.fetch_max(head.seq, Ordering::Relaxed) >= head.seq {
+        if !self.checkpoints.claim(head.seq) {
             return;
         }
-        cp.since.store(0, Ordering::Relaxed);
         let c = Checkpoint::sign(
             self.recordings.key(),
             &self.name,
@@ -132,17 +86,32 @@ impl Gateway {
         if let Err(e) = self.store.checkpoint_add(&c) {
             tracing::error!("cannot store an audit checkpoint: {e:#}");
         }
-        let line = serde_json::to_string(&c).unwrap_or_default();
-        if let Some(dir) = cp.file.parent() {
-            let _ = std::fs::create_dir_all(dir);
+        self.checkpoints.append(&c);
+    }
+
+    /// Summarise cancel-request floods (one warning and one audit event per source and sweep).
+    pub fn audit_cancels(&self) {
+        for f in self.cancels.sweep() {
+            tracing::warn!(source = %f.source, dropped = f.dropped, unknown = f.unknown, "PostgreSQL cancel requests beyond the rate limit or with unknown keys (key guessing?)");
+            self.audit(
+                "postgres.cancel_flood",
+                None,
+                None,
+                json!({"source": f.source.to_string(), "dropped": f.dropped, "unknown": f.unknown}),
+            );
         }
-        let written = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&cp.file)
-            .and_then(|mut f| f.write_all(format!("{line}\n").as_bytes()));
-        if let Err(e) = written {
-            tracing::error!(file = %cp.file.display(), "cannot write an audit checkpoint: {e}");
+    }
+
+    /// Audit the bursts of failed logins (`on`: `login` or `api`) the throttle reports.
+    pub fn audit_throttle(&self, on: &str, events: Vec<crate::guard::ThrottleEvent>) {
+        for e in events {
+            tracing::warn!(kind = e.kind, on, scope = e.scope, user = ?e.user, source = ?e.source, failures = e.failures, refused = e.refused, "failed logins");
+            self.audit(
+                e.kind,
+                e.user.as_deref(),
+                None,
+                json!({"on": on, "scope": e.scope, "user": e.user, "source": e.source.map(|s| s.to_string()), "failures": e.failures, "refused": e.refused, "wait_s": e.wait_s}),
+            );
         }
     }
 }

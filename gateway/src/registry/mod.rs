@@ -4,6 +4,8 @@
 //! The relay updates per-session counters through `SessionShared` atomics; the registry's map is
 //! touched only when a session starts or ends and when the API reads it, never per packet.
 
+mod live;
+
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
@@ -14,6 +16,7 @@ use wardengate_protocols::session::{now_ms, Control, Outcome, SessionLink, Sessi
 
 use crate::recording::SealWatch;
 use crate::store::{SessionQuery, SessionRecord, Store};
+use crate::util::rfc3339;
 use wardengate_policy::{Admitted, Lease};
 use wardengate_protocols::session::Tap;
 use wardengate_protocols::shadow::ShadowHub;
@@ -24,8 +27,38 @@ pub fn control_channel() -> (mpsc::Sender<Control>, mpsc::Receiver<Control>) {
     // Room for shadow markers and notices beside a terminate or an eviction (`try_send`).
     mpsc::channel(64)
 }
-pub use crate::registry_live::{Pending, Watch};
-use crate::util::rfc3339;
+
+/// A handoff offered and not yet answered.
+#[derive(Debug, Clone)]
+pub struct Pending {
+    /// Tells this offer from a later one (the expiry timer checks it).
+    pub serial: u64,
+    pub to: String,
+    pub by: String,
+    pub reason: String,
+    pub requested_ms: u64,
+    pub expires_ms: u64,
+}
+
+impl Pending {
+    pub fn to_api(&self) -> api::Handoff {
+        api::Handoff {
+            to: self.to.clone(),
+            by: self.by.clone(),
+            reason: self.reason.clone(),
+            requested_at: rfc3339(self.requested_ms),
+            expires_at: rfc3339(self.expires_ms),
+        }
+    }
+}
+
+/// What an observer needs of a live session.
+pub struct Watch {
+    pub hub: Arc<ShadowHub>,
+    pub admitted: Admitted,
+    pub record: SessionRecord,
+    pub control: mpsc::Sender<Control>,
+}
 
 pub(crate) struct Live {
     pub(crate) record: Mutex<SessionRecord>,

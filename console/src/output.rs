@@ -1,0 +1,39 @@
+//! What wgctl prints: reports made inert for a terminal, exports as they are, JSON.
+
+use anyhow::Result;
+use wardengate_api as api;
+
+/// Write a report to stdout, returning errors (a closed pipe) instead of panicking like
+/// `print!`. Every character a terminal would act on, but newline and tab, is shown as an escape:
+/// what a report prints (names, reasons, statements) came from users and clients.
+pub(crate) fn out(text: &str) -> Result<()> {
+    let safe: String = text
+        .split_inclusive('\n')
+        .map(|line| {
+            let (body, nl) = match line.strip_suffix('\n') {
+                Some(b) => (b, "\n"),
+                None => (line, ""),
+            };
+            let body: String = body
+                .split('\t')
+                .map(|p| api::text::inert(p, usize::MAX).into_owned())
+                .collect::<Vec<_>>()
+                .join("\t");
+            body + nl
+        })
+        .collect();
+    out_raw(&safe)
+}
+
+/// Write data to stdout as it is (an export the user asked for).
+pub(crate) fn out_raw(text: &str) -> Result<()> {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    stdout.write_all(text.as_bytes())?;
+    stdout.flush()?;
+    Ok(())
+}
+
+pub(crate) fn print_json<T: serde::Serialize>(v: &T) -> Result<()> {
+    out(&format!("{}\n", serde_json::to_string_pretty(v)?))
+}

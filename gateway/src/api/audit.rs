@@ -1,0 +1,121 @@
+//! The audit log: a page of it, the whole of it for offline checking, and its verification.
+
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Extension, Json, Router};
+use serde::Deserialize;
+use serde_json::json;
+use wardengate_api as api;
+
+use super::common::{internal, query, ApiError, Caller};
+use super::state::ApiState;
+
+pub(super) fn routes() -> Router<ApiState> {
+    Router::new()
+        .route("/api/v1/audit", get(audit))
+        .route("/api/v1/audit/export", get(audit_export))
+        .route("/api/v1/audit/verify", get(audit_verify))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AuditParams {
+    kind: Option<String>,
+    session: Option<String>,
+    limit: Option<u32>,
+    /// Only events older than this sequence number (the next page back).
+    before: Option<i64>,
+}
+
+async fn audit(
+    State(st): State<ApiState>,
+    q: Result<Query<AuditParams>, QueryRejection>,
+) -> Result<Json<api::AuditList>, ApiError> {
+    let p = query(q)?;
+    let (rows, older) = st
+        .gw
+        .store
+        .audit_list(
+            p.kind.as_deref(),
+            p.session.as_deref(),
+            p.before,
+            p.limit.unwrap_or(1000).clamp(1, 100_000),
+        )
+        .map_err(internal)?;
+    let before = (older > 0).then(|| rows.first().map(|r| r.seq)).flatten();
+    let gw = st.gw.clone();
+    let report = tokio::task::spawn_blocking(move || gw.audit_report())
+        .await
+        .map_err(internal)?
+        .map_err(internal)?;
+    Ok(Json(api::AuditList {
+        chain_ok: report.ok(),
+        chain_message: Some(report.message),
+        older,
+        next_before: before,
+        events: rows
+            .into_iter()
+            .map(|r| api::AuditEvent {
+                id: r.id,
+                seq: r.seq,
+                at: crate::util::rfc3339(r.at_ms),
+                kind: r.kind,
+                actor: r.actor,
+                session_id: r.session_id,
+                detail: serde_json::from_str(&r.detail).unwrap_or(serde_json::Value::Null),
+                prev_hash: r.prev_hash,
+                hash: r.hash,
+            })
+            .collect(),
+    }))
+}
+
+/// `GET /api/v1/audit/export`: the whole log as JSON lines, each checkpoint after the event it
+/// signs (`wgctl audit export`, then `wgctl audit verify --file` offline).
+async fn audit_export(
+    State(st): State<ApiState>,
+    Extension(caller): Extension<Caller>,
+) -> Result<Response, ApiError> {
+    use wardengate_recorder::audit::ExportLine;
+    let gw = st.gw.clone();
+    let body = tokio::task::spawn_blocking(move || -> anyhow::Result<String> {
+        let events = gw.store.audit_all()?;
+        let mut checkpoints = gw.checkpoints_all()?.into_iter().peekable();
+        let mut out = String::new();
+        for e in events {
+            let seq = e.seq;
+            out.push_str(&serde_json::to_string(&ExportLine::Event(e))?);
+            out.push('\n');
+            while let Some(c) = checkpoints.next_if(|c| c.seq <= seq) {
+                out.push_str(&serde_json::to_string(&ExportLine::Checkpoint(c))?);
+                out.push('\n');
+            }
+        }
+        for c in checkpoints {
+            out.push_str(&serde_json::to_string(&ExportLine::Checkpoint(c))?);
+            out.push('\n');
+        }
+        Ok(out)
+    })
+    .await
+    .map_err(internal)?
+    .map_err(internal)?;
+    st.gw
+        .audit("audit.exported", Some(&caller.name), None, json!({}));
+    Ok(([(header::CONTENT_TYPE, "application/x-ndjson")], body).into_response())
+}
+
+/// `GET /api/v1/audit/verify`: the chain and every checkpoint checked with the gateway's key.
+async fn audit_verify(
+    State(st): State<ApiState>,
+) -> Result<Json<wardengate_recorder::audit::AuditReport>, ApiError> {
+    let gw = st.gw.clone();
+    let report = tokio::task::spawn_blocking(move || gw.audit_report())
+        .await
+        .map_err(internal)?
+        .map_err(internal)?;
+    Ok(Json(report))
+}

@@ -1,0 +1,93 @@
+//! The bearer token in front of every authenticated endpoint, and what a user's own token may do.
+
+use axum::extract::{Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use sha2::{Digest, Sha256};
+
+use super::common::{ApiError, Caller};
+use super::state::ApiState;
+
+/// What a user's own (non-operator) token may do: see, hand off and accept their sessions.
+fn user_may(method: &axum::http::Method, path: &str) -> bool {
+    let Some(rest) = path.strip_prefix("/api/v1/sessions") else {
+        return false;
+    };
+    let parts: Vec<&str> = rest.split('/').filter(|p| !p.is_empty()).collect();
+    matches!(
+        (method.as_str(), parts.as_slice()),
+        ("GET", []) | ("GET", [_]) | ("POST", [_, "handoff" | "accept" | "decline"])
+    )
+}
+
+fn same(a: &[u8; 32], b: &[u8; 32]) -> bool {
+    use subtle::ConstantTimeEq;
+    a.ct_eq(b).into()
+}
+
+/// The one answer to a request without a valid token, whatever is wrong with it.
+const BAD_TOKEN: &str =
+    "missing or invalid bearer token (Authorization: Bearer <admin token or your API token>)";
+
+pub(super) async fn require_token(
+    State(st): State<ApiState>,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    let ip = crate::http::peer(&req).ip();
+    let refuse = || ApiError(StatusCode::UNAUTHORIZED, BAD_TOKEN.into()).into_response();
+    // A source that keeps guessing tokens is refused without a check, like a wrong password.
+    if !st.gw.api_throttle.allow("", ip) {
+        return refuse();
+    }
+    let presented = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    let digest: Option<[u8; 32]> = presented.map(|t| Sha256::digest(t.trim().as_bytes()).into());
+    let caller = match digest {
+        Some(d) if same(&d, &st.token_hash) => Some(Caller {
+            name: "admin".into(),
+            operator: true,
+        }),
+        Some(d) => {
+            let cfg = st.gw.cfg();
+            cfg.users
+                .values()
+                .filter(|u| u.api_token.is_some_and(|t| same(&t, &d)))
+                .last()
+                .map(|u| Caller {
+                    name: u.name.clone(),
+                    operator: u.operator,
+                })
+        }
+        None => None,
+    };
+    let Some(caller) = caller else {
+        // Only a wrong token counts as a failure: a request without one is a client that has not
+        // been configured yet, not a guess.
+        if presented.is_some() {
+            let events = st.gw.api_throttle.record("", ip, false);
+            st.gw.audit_throttle("api", events);
+        } else {
+            st.gw.api_throttle.abandon("", ip);
+        }
+        return refuse();
+    };
+    st.gw.api_throttle.record("", ip, true);
+    if !caller.operator && !user_may(req.method(), req.uri().path()) {
+        return ApiError(
+            StatusCode::FORBIDDEN,
+            format!(
+                "{}'s token may list, hand off and accept their own sessions only; this needs an \
+                 operator (users.operator = true) or the admin token",
+                caller.name
+            ),
+        )
+        .into_response();
+    }
+    req.extensions_mut().insert(caller);
+    next.run(req).await
+}

@@ -1,0 +1,75 @@
+//! What every endpoint shares: the error shape, the caller, body and query parsing.
+
+use axum::body::Bytes;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::Query;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Deserialize;
+use wardengate_api as api;
+
+use crate::registry::RegistryError;
+
+#[derive(Debug)]
+pub struct ApiError(pub StatusCode, pub String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(api::ApiError { error: self.1 })).into_response()
+    }
+}
+
+impl From<RegistryError> for ApiError {
+    fn from(e: RegistryError) -> Self {
+        match e {
+            RegistryError::NotFound(id) => {
+                ApiError(StatusCode::NOT_FOUND, format!("no session {id}"))
+            }
+            RegistryError::Conflict(id, state) => ApiError(
+                StatusCode::CONFLICT,
+                format!("session {id} is already {state}"),
+            ),
+            RegistryError::Internal(e) => internal(e),
+        }
+    }
+}
+
+pub(crate) fn internal(e: impl std::fmt::Display) -> ApiError {
+    tracing::error!("api: {e}");
+    ApiError(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        format!("internal error: {e}"),
+    )
+}
+
+pub(crate) fn bad(msg: impl Into<String>) -> ApiError {
+    ApiError(StatusCode::BAD_REQUEST, msg.into())
+}
+
+/// Who is calling: the admin token (`admin`), or a user's personal token
+/// (`users.api_token_sha256`). Operators (`users.operator`) may do what the admin may.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub name: String,
+    pub operator: bool,
+}
+
+pub(crate) fn parse_body<T: for<'de> Deserialize<'de> + Default>(
+    body: &Bytes,
+) -> Result<T, ApiError> {
+    if body.is_empty() {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(body).map_err(|e| {
+        bad(format!(
+            "request body is not valid JSON for this endpoint: {e}"
+        ))
+    })
+}
+
+/// A query string, or the one 400 that says what is wrong with it.
+pub(crate) fn query<T>(q: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
+    q.map(|Query(p)| p)
+        .map_err(|e| bad(format!("bad query: {}", e.body_text())))
+}

@@ -1,0 +1,190 @@
+//! Recordings: the list, one with its verification, its events, and the key that signs them.
+
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Extension, Json, Router};
+use serde_json::json;
+use wardengate_api as api;
+
+use super::common::{bad, internal, query, ApiError, Caller};
+use super::sessions::{session_json, ListParams};
+use super::state::ApiState;
+use crate::broker::Gateway;
+
+pub(super) fn routes() -> Router<ApiState> {
+    Router::new()
+        .route("/api/v1/recordings", get(list_recordings))
+        .route("/api/v1/recordings/pubkey", get(recording_pubkey))
+        .route("/api/v1/recordings/{id}", get(get_recording))
+        .route("/api/v1/recordings/{id}/events", get(recording_events))
+}
+
+async fn recording_pubkey(State(st): State<ApiState>) -> Json<api::PublicKey> {
+    Json(api::PublicKey {
+        public_key: wardengate_recorder::public_key_hex(&st.gw.recordings.public_key()),
+    })
+}
+
+/// Session ids are the recording directory names; refuse anything that could leave the directory.
+pub(crate) fn recording_dir(gw: &Gateway, id: &str) -> Result<std::path::PathBuf, ApiError> {
+    if id.is_empty()
+        || !id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    {
+        return Err(bad(format!("'{id}' is not a recording id")));
+    }
+    let dir = gw.recordings.path(id);
+    if !dir.is_dir() {
+        return Err(ApiError(
+            StatusCode::NOT_FOUND,
+            format!("no recording {id}"),
+        ));
+    }
+    Ok(dir)
+}
+
+fn recording_json(gw: &Gateway, id: &str, verify: bool) -> api::Recording {
+    let session = gw
+        .registry
+        .record(&gw.store, id)
+        .ok()
+        .map(|r| session_json(gw, &r));
+    let seal = gw
+        .recordings
+        .seal(id)
+        .and_then(|s| serde_json::to_value(s).ok());
+    let (verified, problems) = if verify {
+        match wardengate_recorder::verify(
+            &gw.recordings.path(id),
+            Some(&gw.recordings.public_key()),
+        ) {
+            Ok(r) => (
+                Some(r.ok()),
+                r.problems.iter().map(|p| p.to_string()).collect(),
+            ),
+            Err(e) => (Some(false), vec![e.to_string()]),
+        }
+    } else {
+        (None, Vec::new())
+    };
+    api::Recording {
+        id: id.to_string(),
+        session,
+        seal,
+        verified,
+        problems,
+    }
+}
+
+async fn list_recordings(
+    State(st): State<ApiState>,
+    q: Result<Query<ListParams>, QueryRejection>,
+) -> Result<Json<api::RecordingList>, ApiError> {
+    let p = query(q)?;
+    let ids = st.gw.recordings.list();
+    let limit = p.limit.unwrap_or(500).clamp(1, 10_000) as usize;
+    // The cursor is the id the previous page ended with (the listing is newest first).
+    let start = match &p.cursor {
+        Some(c) => {
+            ids.iter()
+                .position(|id| id == c)
+                .ok_or_else(|| bad(format!("cursor '{c}' is not a recording of this gateway")))?
+                + 1
+        }
+        None => 0,
+    };
+    let filtered = p.actor.is_some() || p.target.is_some() || p.protocol.is_some();
+    // Whether a recording passes the filters: its session row (one indexed lookup), never the
+    // recording itself, so counting what is left of a long list stays cheap.
+    let keep = |id: &str| -> bool {
+        if !filtered {
+            return true;
+        }
+        match st.gw.store.session_get(id).ok().flatten() {
+            Some(s) => {
+                p.actor.as_ref().is_none_or(|a| &s.actor == a)
+                    && p.target.as_ref().is_none_or(|t| &s.target == t)
+                    && p.protocol.as_ref().is_none_or(|pr| &s.protocol == pr)
+            }
+            None => false,
+        }
+    };
+    let mut out = Vec::new();
+    let mut last = None;
+    let mut more = 0u64;
+    for id in &ids[start.min(ids.len())..] {
+        if !keep(id) {
+            continue;
+        }
+        if out.len() < limit {
+            last = Some(id.clone());
+            out.push(recording_json(&st.gw, id, false));
+        } else {
+            more += 1;
+        }
+    }
+    Ok(Json(api::RecordingList {
+        recordings: out,
+        more,
+        next_cursor: (more > 0).then_some(last).flatten(),
+    }))
+}
+
+async fn get_recording(
+    State(st): State<ApiState>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> Result<Json<api::Recording>, ApiError> {
+    recording_dir(&st.gw, &id)?;
+    st.gw.audit(
+        "recording.accessed",
+        Some(&caller.name),
+        Some(&id),
+        json!({"by": caller.name, "what": "show"}),
+    );
+    Ok(Json(recording_json(&st.gw, &id, true)))
+}
+
+/// The recording's events as JSON lines (what players and exporters consume).
+async fn recording_events(
+    State(st): State<ApiState>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let dir = recording_dir(&st.gw, &id)?;
+    st.gw.audit(
+        "recording.accessed",
+        Some(&caller.name),
+        Some(&id),
+        json!({"by": caller.name, "what": "events"}),
+    );
+    let rec = tokio::task::spawn_blocking(move || wardengate_recorder::read(&dir))
+        .await
+        .map_err(internal)?
+        .map_err(|e| {
+            ApiError(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                format!("recording {id} cannot be read: {e}"),
+            )
+        })?;
+    let mut body = String::new();
+    for ev in &rec.events {
+        body.push_str(&wardengate_recorder::event_json(ev).to_string());
+        body.push('\n');
+    }
+    let mut r = ([(header::CONTENT_TYPE, "application/x-ndjson")], body).into_response();
+    // The seal rides along, so a player or an exporter needs one request (one audit event).
+    if let Some(seal) = rec
+        .seal
+        .as_ref()
+        .and_then(|s| serde_json::to_string(s).ok())
+        .and_then(|s| axum::http::HeaderValue::from_str(&s).ok())
+    {
+        r.headers_mut().insert("x-wardengate-seal", seal);
+    }
+    Ok(r)
+}

@@ -1,0 +1,264 @@
+//! Listing, showing and terminating sessions.
+
+use axum::body::Bytes;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::json;
+use wardengate_api as api;
+
+use super::common::{bad, internal, parse_body, query, ApiError, Caller};
+use super::state::ApiState;
+use crate::broker::Gateway;
+use crate::registry::{to_api, Filter, RegistryError};
+use crate::store::SessionQuery;
+
+pub(super) fn routes() -> Router<ApiState> {
+    Router::new()
+        .route("/api/v1/sessions", get(list_sessions))
+        .route("/api/v1/sessions/terminate", post(bulk_terminate))
+        .route("/api/v1/sessions/{id}", get(get_session))
+        .route("/api/v1/sessions/{id}/terminate", post(terminate))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ListParams {
+    pub(super) actor: Option<String>,
+    pub(super) target: Option<String>,
+    pub(super) protocol: Option<String>,
+    pub(super) state: Option<String>,
+    pub(super) idle_gt: Option<String>,
+    pub(super) target_tag: Option<String>,
+    pub(super) limit: Option<u32>,
+    /// Continue after this page (`next_cursor` of the last answer).
+    pub(super) cursor: Option<String>,
+    /// Only sessions that have not ended.
+    pub(super) live: Option<bool>,
+    /// Only sessions being shadowed now.
+    pub(super) shadowed: Option<bool>,
+}
+
+/// A session list cursor, `STARTED_MS-ID` as `next_cursor` gives it.
+fn parse_cursor(c: &str) -> Result<(u64, String), ApiError> {
+    c.split_once('-')
+        .and_then(|(ms, id)| Some((ms.parse().ok()?, id.to_string())))
+        .filter(|(_, id)| id.starts_with("sess_"))
+        .ok_or_else(|| {
+            bad(format!(
+                "cursor '{c}' is not one this API gave (next_cursor)"
+            ))
+        })
+}
+
+fn parse_duration_secs(s: &str) -> Result<u64, ApiError> {
+    if let Ok(n) = s.parse::<u64>() {
+        return Ok(n);
+    }
+    wardengate_policy::duration::parse(s)
+        .map(|d| d.as_secs())
+        .map_err(|e| bad(format!("idle_gt: {e}")))
+}
+
+async fn list_sessions(
+    State(st): State<ApiState>,
+    axum::Extension(caller): axum::Extension<Caller>,
+    q: Result<Query<ListParams>, QueryRejection>,
+) -> Result<Json<api::SessionList>, ApiError> {
+    let p = query(q)?;
+    if let Some(s) = &p.state {
+        if api::SessionState::parse(s).is_none() {
+            return Err(bad(format!("unknown state '{s}'")));
+        }
+    }
+    let idle_gt_secs = p.idle_gt.as_deref().map(parse_duration_secs).transpose()?;
+    let shadowed = p.shadowed.unwrap_or(false);
+    // A user's own token sees their sessions (the store filters them, so pages and counts are
+    // theirs alone) and those offered to them (added to the first page).
+    let own = (!caller.operator).then(|| caller.name.clone());
+    if let (Some(me), Some(a)) = (&own, &p.actor) {
+        if a != me {
+            return Ok(Json(api::SessionList {
+                sessions: Vec::new(),
+                more: 0,
+                next_cursor: None,
+            }));
+        }
+    }
+    let first_page = p.cursor.is_none();
+    let filter = Filter {
+        query: SessionQuery {
+            actor: own.clone().or(p.actor),
+            target: p.target,
+            protocol: p.protocol,
+            state: p.state,
+            // Idle and shadowed sessions are live ones.
+            live: p.live.unwrap_or(false) || idle_gt_secs.is_some() || shadowed,
+            targets_in: p.target_tag.as_deref().map(|t| st.gw.targets_with_tag(t)),
+            before: p.cursor.as_deref().map(parse_cursor).transpose()?,
+            limit: p.limit.unwrap_or(500).clamp(1, 10_000),
+        },
+        idle_gt_secs,
+        shadowed,
+        visible_to: own.clone(),
+    };
+    let mut page = st
+        .gw
+        .registry
+        .list(&st.gw.store, &filter)
+        .map_err(internal)?;
+    if let (Some(me), true) = (&own, first_page) {
+        for mut r in st.gw.registry.offered_to(me) {
+            if !page.rows.iter().any(|x| x.id == r.id) {
+                r.observers.retain(|o| o.banner != "covert");
+                page.rows.insert(0, r);
+            }
+        }
+    }
+    Ok(Json(api::SessionList {
+        sessions: page.rows.iter().map(to_api).collect(),
+        more: page.more,
+        next_cursor: page.next.map(|(ms, id)| format!("{ms}-{id}")),
+    }))
+}
+
+/// A session with its recording summary (read from the seal, once sealed).
+pub(crate) fn session_json(gw: &Gateway, r: &crate::store::SessionRecord) -> api::Session {
+    let mut s = to_api(r);
+    s.recording = gw.recordings.seal(&r.id).map(|seal| api::RecordingSummary {
+        status: seal.status.as_str().into(),
+        chunks: seal.chunks,
+        events: seal.events,
+        raw_bytes: seal.raw_bytes,
+        final_sha256: seal.final_sha256,
+    });
+    s
+}
+
+async fn get_session(
+    State(st): State<ApiState>,
+    axum::Extension(caller): axum::Extension<Caller>,
+    Path(id): Path<String>,
+) -> Result<Json<api::Session>, ApiError> {
+    let r = st.gw.registry.record(&st.gw.store, &id)?;
+    let offered = r.handoff.as_ref().is_some_and(|h| h.to == caller.name);
+    if !caller.operator && r.actor != caller.name && !offered {
+        return Err(RegistryError::NotFound(id).into());
+    }
+    let mut r = r;
+    if !caller.operator {
+        // A covert observer is not shown to the people being watched.
+        r.observers.retain(|o| o.banner != "covert");
+    }
+    Ok(Json(session_json(&st.gw, &r)))
+}
+
+fn require_reason(reason: Option<String>) -> Result<String, ApiError> {
+    match api::text::reason(reason.as_deref()) {
+        Some(r) => Ok(r),
+        None => Err(bad(
+            "a reason is required to terminate a session: send {\"reason\": \"...\"}",
+        )),
+    }
+}
+
+async fn terminate(
+    State(st): State<ApiState>,
+    axum::Extension(caller): axum::Extension<Caller>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Json<api::Session>, ApiError> {
+    let req: api::TerminateRequest = parse_body(&body)?;
+    let reason = require_reason(req.reason)?;
+    let by = caller.name.as_str();
+    // 404/409 before auditing an action that cannot happen.
+    let current = st.gw.registry.record(&st.gw.store, &id)?;
+    if api::SessionState::parse(&current.state).is_some_and(|s| s.is_terminal()) {
+        return Err(RegistryError::Conflict(id, current.state).into());
+    }
+    st.gw.audit(
+        "session.terminated",
+        Some(by),
+        Some(&id),
+        json!({"by": by, "reason": reason, "actor": current.actor, "target": current.target}),
+    );
+    let r = st
+        .gw
+        .registry
+        .terminate(&st.gw.store, &id, by, &reason)
+        .await?;
+    Ok(Json(session_json(&st.gw, &r)))
+}
+
+async fn bulk_terminate(
+    State(st): State<ApiState>,
+    body: Bytes,
+) -> Result<Json<api::TerminateResult>, ApiError> {
+    let req: api::BulkTerminateRequest = parse_body(&body)?;
+    let reason = require_reason(req.reason.clone())?;
+    if req.actor.is_none()
+        && req.target_tag.is_none()
+        && req.target.is_none()
+        && req.protocol.is_none()
+    {
+        return Err(bad(
+            "bulk terminate needs at least one selector: actor, target, target_tag or protocol",
+        ));
+    }
+    if let Some(tag) = &req.target_tag {
+        if !tag.contains('=') {
+            return Err(bad(format!("target_tag '{tag}' must be key=value")));
+        }
+    }
+    let filter = Filter {
+        query: SessionQuery {
+            actor: req.actor.clone(),
+            target: req.target.clone(),
+            protocol: req.protocol.clone(),
+            live: true,
+            targets_in: req.target_tag.as_deref().map(|t| st.gw.targets_with_tag(t)),
+            limit: 100_000,
+            ..Default::default()
+        },
+        idle_gt_secs: None,
+        shadowed: false,
+        visible_to: None,
+    };
+    let live: Vec<String> = st
+        .gw
+        .registry
+        .list(&st.gw.store, &filter)
+        .map_err(internal)?
+        .rows
+        .into_iter()
+        .filter(|r| !api::SessionState::parse(&r.state).is_some_and(|s| s.is_terminal()))
+        .map(|r| r.id)
+        .collect();
+    let by = "admin";
+    // Terminate concurrently: each waits for its relay to confirm.
+    let handles: Vec<_> = live
+        .into_iter()
+        .map(|id| {
+            st.gw.audit(
+                "session.terminated",
+                Some(by),
+                Some(&id),
+                json!({"by": by, "reason": reason, "bulk": true}),
+            );
+            let gw = st.gw.clone();
+            let reason = reason.clone();
+            tokio::spawn(async move { gw.registry.terminate(&gw.store, &id, by, &reason).await })
+        })
+        .collect();
+    let mut done = Vec::new();
+    for h in handles {
+        match h.await.map_err(internal)? {
+            Ok(r) => done.push(session_json(&st.gw, &r)),
+            Err(RegistryError::Conflict(..)) | Err(RegistryError::NotFound(_)) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(Json(api::TerminateResult { terminated: done }))
+}

@@ -1,0 +1,372 @@
+//! Loading: the TOML parsed, every name and reference checked, and the first problem named
+//! with its file, line and key.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use anyhow::{anyhow, bail, Context, Result};
+use russh::keys::PublicKey;
+
+use super::model::*;
+
+/// Locate `key` (a dotted path such as `users.alice`) in the TOML text, for error messages.
+fn line_of(text: &str, needle: &str) -> Option<usize> {
+    text.lines().position(|l| l.contains(needle)).map(|i| i + 1)
+}
+
+pub fn load(path: &Path) -> Result<Loaded> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read config file {}", path.display()))?;
+    parse(&text, path)
+}
+
+pub fn parse(text: &str, path: &Path) -> Result<Loaded> {
+    let config: Config = toml::from_str(text).map_err(|e| {
+        let at = e
+            .span()
+            .map(|s| {
+                format!(
+                    " line {}",
+                    text[..s.start.min(text.len())].matches('\n').count() + 1
+                )
+            })
+            .unwrap_or_default();
+        anyhow!("{}{at}: {}", path.display(), e.message())
+    })?;
+    let here = |needle: &str| {
+        line_of(text, needle)
+            .map(|l| format!("{} line {l}", path.display()))
+            .unwrap_or_else(|| path.display().to_string())
+    };
+    let base = path.parent().unwrap_or(Path::new(".")).to_path_buf();
+    let data_dir = if config.gateway.data_dir.is_absolute() {
+        config.gateway.data_dir.clone()
+    } else {
+        base.join(&config.gateway.data_dir)
+    };
+
+    if config.ssh.ciphers.is_empty() {
+        bail!(
+            "{}: ssh.ciphers must name at least one cipher",
+            here("ciphers")
+        );
+    }
+    for c in &config.ssh.ciphers {
+        if !wardengate_protocols::ssh::SUPPORTED_CIPHERS.contains(&c.as_str()) {
+            bail!(
+                "{}: ssh.ciphers entry '{c}' is not supported (supported: {})",
+                here(c),
+                wardengate_protocols::ssh::SUPPORTED_CIPHERS.join(", ")
+            );
+        }
+    }
+    let mut users = HashMap::new();
+    for u in &config.users {
+        if u.name.is_empty() || u.name.contains(':') || u.name.contains('#') {
+            bail!(
+                "{}: users.name '{}' must be non-empty without ':' or '#'",
+                here(&u.name),
+                u.name
+            );
+        }
+        let mut keys = Vec::new();
+        for (i, line) in u.public_keys.iter().enumerate() {
+            let key = PublicKey::from_openssh(line.trim()).map_err(|e| {
+                anyhow!(
+                    "{}: users.{}.public_keys[{i}] is not an OpenSSH public key: {e}",
+                    here(line.split_whitespace().nth(1).unwrap_or(line)),
+                    u.name
+                )
+            })?;
+            keys.push(key);
+        }
+        if let Some(h) = &u.password_hash {
+            argon2::password_hash::phc::PasswordHash::new(h).map_err(|e| {
+                anyhow!(
+                    "{}: users.{}.password_hash is not an argon2 PHC string: {e}",
+                    here(h),
+                    u.name
+                )
+            })?;
+        }
+        let scram = match &u.scram_sha_256 {
+            Some(v) => Some(
+                wardengate_protocols::postgres::Verifier::parse(v)
+                    .map_err(|e| anyhow!("{}: users.{}.scram_sha_256 is {e}", here(v), u.name))?,
+            ),
+            None => None,
+        };
+        let nt_hash = match &u.nt_hash {
+            Some(h) => Some(
+                hex::decode(h.trim())
+                    .ok()
+                    .and_then(|b| <[u8; 16]>::try_from(b).ok())
+                    .ok_or_else(|| {
+                        anyhow!(
+                            "{}: users.{}.nt_hash must be 32 hex digits (the NT hash that \
+                             `wardengate hash-password` prints)",
+                            here(h),
+                            u.name
+                        )
+                    })?,
+            ),
+            None => None,
+        };
+        if keys.is_empty() && u.password_hash.is_none() && scram.is_none() && nt_hash.is_none() {
+            bail!(
+                "{}: users.{} has neither public_keys nor password_hash",
+                here(&u.name),
+                u.name
+            );
+        }
+        let api_token = match &u.api_token_sha256 {
+            Some(h) => Some(
+                hex::decode(h.trim())
+                    .ok()
+                    .and_then(|b| <[u8; 32]>::try_from(b).ok())
+                    .ok_or_else(|| {
+                        anyhow!(
+                            "{}: users.{}.api_token_sha256 must be 64 hex digits (the sha256 \
+                             that `wardengate new-token` prints)",
+                            here(h),
+                            u.name
+                        )
+                    })?,
+            ),
+            None => None,
+        };
+        let id = Identity {
+            name: u.name.clone(),
+            groups: u.groups.clone(),
+            keys,
+            password_hash: u.password_hash.clone(),
+            scram,
+            nt_hash,
+            max_sessions: u.max_sessions,
+            api_token,
+            operator: u.operator,
+        };
+        if users.insert(u.name.clone(), id).is_some() {
+            bail!(
+                "{}: users.name '{}' is defined twice",
+                here(&u.name),
+                u.name
+            );
+        }
+    }
+    for g in &config.groups {
+        for m in &g.members {
+            let user = users.get_mut(m).ok_or_else(|| {
+                anyhow!(
+                    "{}: groups.{}.members names unknown user '{m}'",
+                    here(m),
+                    g.name
+                )
+            })?;
+            if !user.groups.contains(&g.name) {
+                user.groups.push(g.name.clone());
+            }
+        }
+    }
+    for u in &config.users {
+        let Some(id) = users.get_mut(&u.name) else {
+            continue;
+        };
+        let by_group = config
+            .groups
+            .iter()
+            .filter(|g| id.groups.contains(&g.name))
+            .filter_map(|g| g.max_sessions)
+            .max();
+        id.max_sessions = u
+            .max_sessions
+            .or(by_group)
+            .or(config.limits.max_sessions_per_user);
+    }
+
+    let mut targets = HashMap::new();
+    let mut pg_tls = HashMap::new();
+    for t in &config.targets {
+        if t.name.is_empty() || t.name.contains(':') || t.name.contains('#') {
+            bail!(
+                "{}: targets.name '{}' must be non-empty without ':' or '#'",
+                here(&t.name),
+                t.name
+            );
+        }
+        match (t.protocol.as_str(), &t.tls) {
+            ("ssh" | "rdp", None) if t.auth_methods.is_none() && t.database.is_none() => {}
+            ("ssh" | "rdp", _) => bail!(
+                "{}: targets.{}: tls, auth_methods and database apply to postgres targets only",
+                here(&t.name),
+                t.name
+            ),
+            ("postgres", _) => {
+                for m in t.auth_methods.iter().flatten() {
+                    if !wardengate_protocols::postgres::AUTH_METHODS.contains(&m.as_str()) {
+                        bail!(
+                            "{}: targets.{}.auth_methods entry '{m}' is not a method ({})",
+                            here(m),
+                            t.name,
+                            wardengate_protocols::postgres::AUTH_METHODS.join(", ")
+                        );
+                    }
+                }
+                if let Some(mode) = &t.tls {
+                    if !["disable", "require", "verify-full"].contains(&mode.as_str()) {
+                        bail!(
+                            "{}: targets.{}.tls '{mode}' is not a mode (disable, require, verify-full)",
+                            here(mode),
+                            t.name
+                        );
+                    }
+                    if mode == "verify-full" && t.tls_ca_file.is_none() {
+                        bail!(
+                            "{}: targets.{}.tls = \"verify-full\" needs tls_ca_file (the CA that signed the target's certificate)",
+                            here(mode),
+                            t.name
+                        );
+                    }
+                }
+            }
+            (other, _) => bail!(
+                "{}: targets.{}.protocol '{other}' is not supported (supported: ssh, postgres, rdp)",
+                here(other),
+                t.name
+            ),
+        }
+        if !t.address.contains(':')
+            || t.address
+                .rsplit_once(':')
+                .and_then(|(_, p)| p.parse::<u16>().ok())
+                .is_none()
+        {
+            bail!(
+                "{}: targets.{}.address '{}' must be host:port",
+                here(&t.address),
+                t.name,
+                t.address
+            );
+        }
+        if t.accounts.is_empty() {
+            bail!("{}: targets.{} has no accounts", here(&t.name), t.name);
+        }
+        let mut seen = Vec::new();
+        for a in &t.accounts {
+            if a.secret.is_empty() {
+                bail!(
+                    "{}: targets.{}.accounts.{}.secret is empty",
+                    here(&a.name),
+                    t.name,
+                    a.name
+                );
+            }
+            if seen.contains(&a.name) {
+                bail!(
+                    "{}: targets.{} defines account '{}' twice",
+                    here(&a.name),
+                    t.name,
+                    a.name
+                );
+            }
+            seen.push(a.name.clone());
+        }
+        if t.protocol == "postgres" {
+            pg_tls.insert(
+                t.name.clone(),
+                target_tls(t, &base)
+                    .map_err(|e| anyhow!("{}: targets.{}: {e}", here(&t.name), t.name))?,
+            );
+        }
+        if targets.insert(t.name.clone(), t.clone()).is_some() {
+            bail!(
+                "{}: targets.name '{}' is defined twice",
+                here(&t.name),
+                t.name
+            );
+        }
+    }
+    let mut policies = wardengate_policy::file::entries(
+        config.policies.clone(),
+        text,
+        &path.display().to_string(),
+        "policies",
+    )?;
+    policies.extend(super::policy_files::load(&config, &base)?);
+    wardengate_policy::check_set(&policies)?;
+    Ok(Loaded {
+        config,
+        path: path.to_path_buf(),
+        data_dir,
+        users,
+        targets,
+        pg_tls,
+        policies,
+    })
+}
+
+fn target_tls(t: &Target, base: &Path) -> Result<wardengate_protocols::postgres::TargetTls> {
+    use tokio_rustls::rustls::pki_types::{pem::PemObject, CertificateDer};
+    use wardengate_protocols::postgres::TargetTls;
+    Ok(match t.tls.as_deref().unwrap_or("disable") {
+        "require" => TargetTls::Require,
+        "verify-full" => {
+            let file = base.join(t.tls_ca_file.as_deref().unwrap_or(Path::new("")));
+            let mut roots = tokio_rustls::rustls::RootCertStore::empty();
+            for cert in CertificateDer::pem_file_iter(&file)
+                .with_context(|| format!("cannot read tls_ca_file {}", file.display()))?
+            {
+                let cert =
+                    cert.with_context(|| format!("tls_ca_file {} is not PEM", file.display()))?;
+                roots.add(cert).with_context(|| {
+                    format!("tls_ca_file {}: unusable certificate", file.display())
+                })?;
+            }
+            if roots.is_empty() {
+                bail!("tls_ca_file {} holds no certificate", file.display());
+            }
+            TargetTls::VerifyFull(std::sync::Arc::new(roots))
+        }
+        _ => TargetTls::Disable,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_name_file_line_and_key() {
+        let text = "[[users]]\nname = \"alice\"\npublic_keys = [\"ssh-ed25519 notbase64\"]\n";
+        let e = parse(text, Path::new("gw.toml")).unwrap_err().to_string();
+        assert!(e.contains("gw.toml line 3"), "{e}");
+        assert!(e.contains("users.alice.public_keys[0]"), "{e}");
+    }
+
+    #[test]
+    fn unknown_key_is_rejected_with_line() {
+        let text = "[ssh]\nlisten = \"127.0.0.1:2222\"\nlisen = 1\n";
+        let e = parse(text, Path::new("gw.toml")).unwrap_err().to_string();
+        assert!(e.contains("gw.toml line 3"), "{e}");
+        assert!(e.contains("lisen"), "{e}");
+    }
+
+    #[test]
+    fn groups_resolve_members() {
+        let text = r#"
+[[users]]
+name = "alice"
+password_hash = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$9Jb2ePnBiCIJUWOVVtP0kHbpv4x9sUE8C5bvpY4Qd1g"
+[[groups]]
+name = "sre"
+members = ["alice"]
+[[targets]]
+name = "web-01"
+address = "127.0.0.1:22"
+accounts = [{ name = "root", secret = "web-01/root" }]
+"#;
+        let l = parse(text, Path::new("gw.toml")).expect("valid");
+        assert_eq!(l.users["alice"].groups, vec!["sre".to_string()]);
+        assert_eq!(l.targets["web-01"].accounts[0].username(), "root");
+    }
+}

@@ -1,0 +1,201 @@
+//! The audit log: hash-chained rows, and the signed checkpoints over them.
+
+use anyhow::Result;
+use rusqlite::{params, OptionalExtension, Row};
+use wardengate_recorder::audit::{AuditReport, Checkpoint};
+
+use super::Store;
+use crate::util;
+
+/// An audit row: the recorder's audit event (chain and checkpoints live there, shared with
+/// `wgctl audit verify`).
+pub type AuditRow = wardengate_recorder::audit::AuditEvent;
+
+pub use wardengate_recorder::audit::event_hash as audit_hash;
+
+fn audit_from_row(r: &Row<'_>) -> rusqlite::Result<AuditRow> {
+    Ok(AuditRow {
+        seq: r.get(0)?,
+        id: r.get(1)?,
+        at_ms: r.get::<_, i64>(2)? as u64,
+        kind: r.get(3)?,
+        actor: r.get(4)?,
+        session_id: r.get(5)?,
+        detail: r.get(6)?,
+        prev_hash: r.get(7)?,
+        hash: r.get(8)?,
+    })
+}
+
+impl Store {
+    /// Append an audit event, chained to the previous one. Returns the stored row.
+    pub fn audit_append(
+        &self,
+        kind: &str,
+        actor: Option<&str>,
+        session: Option<&str>,
+        detail: &str,
+    ) -> Result<AuditRow> {
+        let mut conn = self.conn()?;
+        let tx = conn.transaction()?;
+        let (seq, prev): (i64, String) = tx
+            .query_row(
+                "SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1",
+                [],
+                |r| -> rusqlite::Result<(i64, String)> { Ok((r.get(0)?, r.get(1)?)) },
+            )
+            .optional()?
+            .map(|(s, h)| (s + 1, h))
+            .unwrap_or((1, String::new()));
+        let mut row = AuditRow {
+            seq,
+            id: util::new_id("evt_"),
+            at_ms: wardengate_protocols::session::now_ms(),
+            kind: kind.into(),
+            actor: actor.map(Into::into),
+            session_id: session.map(Into::into),
+            detail: detail.into(),
+            prev_hash: prev,
+            hash: String::new(),
+        };
+        row.hash = audit_hash(&row.prev_hash, &row);
+        tx.execute(
+            "INSERT INTO audit (seq, id, at_ms, kind, actor, session_id, detail, prev_hash, hash)
+             VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9)",
+            params![
+                row.seq,
+                row.id,
+                row.at_ms as i64,
+                row.kind,
+                row.actor,
+                row.session_id,
+                row.detail,
+                row.prev_hash,
+                row.hash
+            ],
+        )?;
+        tx.commit()?;
+        Ok(row)
+    }
+
+    /// The newest `limit` events (of `kind`, of `session`) older than event `before`, oldest
+    /// first, and how many older ones match too.
+    pub fn audit_list(
+        &self,
+        kind: Option<&str>,
+        session: Option<&str>,
+        before: Option<i64>,
+        limit: u32,
+    ) -> Result<(Vec<AuditRow>, u64)> {
+        let conn = self.conn()?;
+        let filter = "(?1 IS NULL OR kind=?1) AND (?2 IS NULL OR session_id=?2) AND (?3 IS NULL OR seq < ?3)";
+        let mut stmt = conn.prepare(&format!(
+            "SELECT seq, id, at_ms, kind, actor, session_id, detail, prev_hash, hash FROM audit
+             WHERE {filter} ORDER BY seq DESC LIMIT ?4"
+        ))?;
+        let rows = stmt.query_map(params![kind, session, before, limit.max(1)], audit_from_row)?;
+        let mut v = rows.collect::<rusqlite::Result<Vec<_>>>()?;
+        v.reverse();
+        let older = match v.first() {
+            Some(first) => {
+                let n: i64 = conn.query_row(
+                    &format!("SELECT count(*) FROM audit WHERE {filter}"),
+                    params![kind, session, first.seq],
+                    |r| r.get(0),
+                )?;
+                n.max(0) as u64
+            }
+            None => 0,
+        };
+        Ok((v, older))
+    }
+
+    /// Every event in order, for export and verification.
+    pub fn audit_all(&self) -> Result<Vec<AuditRow>> {
+        let conn = self.conn()?;
+        let mut stmt = conn.prepare(
+            "SELECT seq, id, at_ms, kind, actor, session_id, detail, prev_hash, hash FROM audit ORDER BY seq",
+        )?;
+        let rows = stmt.query_map([], audit_from_row)?;
+        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+    }
+
+    /// The newest event (the chain head).
+    pub fn audit_head(&self) -> Result<Option<AuditRow>> {
+        Ok(self
+            .conn()?
+            .query_row(
+                "SELECT seq, id, at_ms, kind, actor, session_id, detail, prev_hash, hash FROM audit ORDER BY seq DESC LIMIT 1",
+                [],
+                audit_from_row,
+            )
+            .optional()?)
+    }
+
+    pub fn checkpoint_add(&self, c: &Checkpoint) -> Result<()> {
+        self.conn()?.execute(
+            "INSERT OR REPLACE INTO audit_checkpoints (seq, hash, at_ms, gateway, public_key, signature) VALUES (?1,?2,?3,?4,?5,?6)",
+            params![c.seq, c.hash, c.at_ms as i64, c.gateway, c.public_key, c.signature],
+        )?;
+        Ok(())
+    }
+
+    pub fn checkpoints(&self) -> Result<Vec<Checkpoint>> {
+        let conn = self.conn()?;
+        let mut stmt = conn.prepare(
+            "SELECT seq, hash, at_ms, gateway, public_key, signature FROM audit_checkpoints ORDER BY seq",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok(Checkpoint {
+                seq: r.get(0)?,
+                hash: r.get(1)?,
+                at_ms: r.get::<_, i64>(2)? as u64,
+                gateway: r.get(3)?,
+                public_key: r.get(4)?,
+                signature: r.get(5)?,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+    }
+
+    /// Recompute the whole chain and check every checkpoint (with `key`).
+    pub fn audit_verify(
+        &self,
+        key: Option<&wardengate_recorder::VerifyingKey>,
+    ) -> Result<AuditReport> {
+        let events = self.audit_all()?;
+        let checkpoints = self.checkpoints()?;
+        Ok(wardengate_recorder::audit::verify(
+            &events,
+            &checkpoints,
+            key,
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn audit_chain_detects_edits() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(&dir.path().join("db.sqlite")).expect("store");
+        store
+            .audit_append("session.requested", Some("alice"), Some("sess_1"), "{}")
+            .expect("a");
+        let second = store
+            .audit_append("session.start", Some("alice"), Some("sess_1"), "{}")
+            .expect("b");
+        let r = store.audit_verify(None).expect("verify");
+        assert!(r.ok() && r.events == 2, "{r:?}");
+        assert_eq!(second.prev_hash.len(), 64);
+        store
+            .conn()
+            .expect("conn")
+            .execute("UPDATE audit SET actor='mallory' WHERE seq=1", [])
+            .expect("tamper");
+        let r = store.audit_verify(None).expect("verify");
+        assert_eq!(r.at_seq, Some(1), "{r:?}");
+    }
+}
