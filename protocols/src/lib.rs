@@ -14,5 +14,6 @@ pub mod rdp;
 pub mod session;
 pub mod shadow;
 pub mod ssh;
+pub mod supervisor;
 pub mod timers;
 pub mod tls;

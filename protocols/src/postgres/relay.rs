@@ -16,9 +16,9 @@ use wardengate_recorder::EventKind;
 
 use super::querylog::{self, QueryLog};
 use super::wire::{self, Conn, Scanner};
-use crate::session::{Control, Outcome, SessionLink, Tap};
+use crate::session::{Outcome, SessionLink, Tap};
 use crate::shadow::ShadowHub;
-use crate::timers::{human, Due, Timers};
+use crate::supervisor::{Ended, Front, Input, Say, Supervisor};
 
 type Reader = Box<dyn AsyncRead + Unpin + Send>;
 type Writer = Box<dyn AsyncWrite + Unpin + Send>;
@@ -267,28 +267,77 @@ pub struct Live {
     pub cancel_key: (Arc<super::Route>, i32, i32),
 }
 
+/// The client leg, for the supervisor: texts go out as NOTICE/WARNING messages between the
+/// target's frames, the end as a FATAL (as `pg_terminate_backend` sends it).
+struct PgFront<'a> {
+    inject: &'a mpsc::Sender<Inject>,
+    log: &'a Mutex<QueryLog>,
+    cancel_key: &'a (Arc<super::Route>, i32, i32),
+    /// The statement still running upstream when the session ended: cancelled once the client
+    /// has the FATAL, so the target's "canceling statement" error can never reach it first.
+    cancel_after: Option<(Arc<super::Route>, i32, i32)>,
+}
+
+impl Front for PgFront<'_> {
+    const INPUT: Input = Input {
+        noun: "a statement",
+        unless: "unless a statement runs",
+    };
+
+    async fn say(&mut self, text: &str, kind: Say) {
+        // The pumps are futures of this task: never wait on this channel here (`try_send`), or
+        // the down pump that empties it could not run. Four is far more than ever waits.
+        let severity = if kind == Say::Warning {
+            "WARNING"
+        } else {
+            "NOTICE"
+        };
+        let _ = self
+            .inject
+            .try_send(Inject::Notice(wire::notice(severity, "01000", text)));
+    }
+
+    async fn end(&mut self, outcome: &Outcome, text: &str) {
+        // 57P05: idle_session_timeout, as PostgreSQL's own; 57P01: admin_shutdown.
+        let code = match outcome {
+            Outcome::Policy { reason: "idle", .. } => "57P05",
+            _ => "57P01",
+        };
+        let in_flight = self.log.lock().map(|l| l.in_flight()).unwrap_or(true);
+        let _ = self
+            .inject
+            .try_send(Inject::Fatal(wire::error("FATAL", code, text, None, None)));
+        self.cancel_after = in_flight.then(|| self.cancel_key.clone());
+    }
+}
+
 /// Relay until the session ends; the outcome is what the gateway records.
 pub async fn run(
-    mut live: Live,
+    live: Live,
     client: Conn,
     target: Conn,
     shutdown: CancellationToken,
-    notify: impl Fn(&str, String) + Send,
+    notify: impl Fn(&'static str, String) + Send + Sync,
 ) -> Outcome {
+    let Live {
+        mut link,
+        admitted,
+        log,
+        capture_bytes,
+        cancel_key,
+    } = live;
     let (crd, cwr) = split(client);
     let (trd, twr) = split(target);
-    let shared = live.link.shared.clone();
+    let shared = link.shared.clone();
     let terminated = Arc::new(AtomicBool::new(false));
-    // The pumps are futures of this task: never wait on this channel here (`try_send`), or the
-    // down pump that empties it could not run. Four is far more than ever waits.
     let (inject_tx, inject_rx) = mpsc::channel(4);
     // Both directions run as futures of this one task, beside the supervisor (as
     // `copy_bidirectional` does): a round trip wakes one task, not two on two threads.
     let up = up(
         crd,
         twr,
-        live.log.clone(),
-        live.capture_bytes,
+        log.clone(),
+        capture_bytes,
         terminated.clone(),
         shared.clone(),
     );
@@ -296,120 +345,67 @@ pub async fn run(
     let down = down(
         trd,
         cwr,
-        live.log.clone(),
-        (live.link.tap.clone(), live.link.hub.clone()),
+        log.clone(),
+        (link.tap.clone(), link.hub.clone()),
         inject_rx,
         shared.clone(),
         alert_tx,
     );
     tokio::pin!(up, down);
     let mut down_done = false;
-    let mut timers = Timers::new(live.admitted.settings(), shared.started_ms);
-    let policy = live.admitted.policy().to_string();
-    let marker = |tap: &Option<Tap>, kind: &'static str, detail: String| {
-        let tap = tap.clone();
-        async move {
-            if let Some(t) = tap {
-                t.marker(kind, detail).await;
-            }
-        }
-    };
-    // End with a FATAL to the client, as pg_terminate_backend does: the client hears why first;
-    // what still runs upstream is cancelled behind it (after the loop), so the target's "canceling
-    // statement" error can never reach the client before the reason.
-    let mut cancel_after: Option<(Arc<super::Route>, i32, i32)> = None;
-    let end = |code: &'static str, text: String, live: &Live| {
-        let in_flight = live.log.lock().map(|l| l.in_flight()).unwrap_or(true);
-        let _ = inject_tx.try_send(Inject::Fatal(wire::error("FATAL", code, &text, None, None)));
-        in_flight.then(|| live.cancel_key.clone())
-    };
-    let outcome = loop {
-        let wait = match timers.poll(&shared) {
-            Due::Wait(d) => d,
-            due => {
-                let Some((kind, text, reason)) = describe(&due, &policy, &live.admitted) else {
-                    continue;
-                };
-                notify(kind, text.clone());
-                marker(
-                    &live.link.tap,
-                    kind.trim_start_matches("session."),
-                    text.clone(),
-                )
-                .await;
-                match reason {
-                    None => {
-                        let _ = inject_tx
-                            .try_send(Inject::Notice(wire::notice("WARNING", "01000", &text)));
-                        continue;
-                    }
-                    Some(reason) => {
-                        let code = if reason == "idle" { "57P05" } else { "57P01" };
-                        cancel_after = end(code, text.clone(), &live);
-                        break Outcome::Policy {
-                            reason,
-                            message: text,
+    let (outcome, cancel_after) = {
+        let mut front = PgFront {
+            inject: &inject_tx,
+            log: &log,
+            cancel_key: &cancel_key,
+            cancel_after: None,
+        };
+        let relay = async {
+            loop {
+                tokio::select! {
+                    r = &mut up => {
+                        return match r {
+                            End::Client if terminated.load(Ordering::Relaxed) => Outcome::ClientExit,
+                            End::Client => Outcome::ClientDropped("the client closed the connection without a Terminate message".into()),
+                            End::Protocol(e) => {
+                                let msg = format!("wardengate: protocol violation: {e}");
+                                let _ = inject_tx.try_send(Inject::Fatal(wire::error("FATAL", "08P01", &msg, None, None)));
+                                Outcome::Error(format!("client {e}"))
+                            }
+                            End::Io(_) if terminated.load(Ordering::Relaxed) => Outcome::ClientExit,
+                            End::Io(e) => Outcome::ClientDropped(e),
+                            End::Target | End::Injected => Outcome::TargetClosed,
                         };
                     }
+                    r = &mut down => {
+                        down_done = true;
+                        return match r {
+                            _ if terminated.load(Ordering::Relaxed) => Outcome::ClientExit,
+                            End::Target => Outcome::TargetClosed,
+                            End::Protocol(e) => Outcome::Error(e),
+                            End::Io(e) if e.starts_with("client") => Outcome::ClientDropped(e),
+                            End::Io(e) => Outcome::Error(e),
+                            End::Client | End::Injected => Outcome::ClientExit,
+                        };
+                    }
+                    // Alerts are audited as they come (`session.alert`).
+                    Some(alert) = alert_rx.recv() => notify("session.alert", alert),
                 }
             }
         };
-        tokio::select! {
-            r = &mut up => {
-                break match r {
-                    End::Client if terminated.load(Ordering::Relaxed) => Outcome::ClientExit,
-                    End::Client => Outcome::ClientDropped("the client closed the connection without a Terminate message".into()),
-                    End::Protocol(e) => {
-                        let msg = format!("wardengate: protocol violation: {e}");
-                        let _ = inject_tx.try_send(Inject::Fatal(wire::error("FATAL", "08P01", &msg, None, None)));
-                        Outcome::Error(format!("client {e}"))
-                    }
-                    End::Io(_) if terminated.load(Ordering::Relaxed) => Outcome::ClientExit,
-                    End::Io(e) => Outcome::ClientDropped(e),
-                    End::Target | End::Injected => Outcome::TargetClosed,
-                };
-            }
-            r = &mut down => {
-                down_done = true;
-                break match r {
-                    _ if terminated.load(Ordering::Relaxed) => Outcome::ClientExit,
-                    End::Target => Outcome::TargetClosed,
-                    End::Protocol(e) => Outcome::Error(e),
-                    End::Io(e) if e.starts_with("client") => Outcome::ClientDropped(e),
-                    End::Io(e) => Outcome::Error(e),
-                    End::Client | End::Injected => Outcome::ClientExit,
-                };
-            }
-            ctl = live.link.control.recv() => match ctl {
-                Some(Control::Terminate { by, reason }) => {
-                    marker(&live.link.tap, "terminated", format!("by {by}: {reason}")).await;
-                    cancel_after = end("57P01", format!("wardengate: session terminated by {by}: {reason}"), &live);
-                    break Outcome::Terminated { by, reason };
-                }
-                Some(Control::End { reason, message }) => {
-                    marker(&live.link.tap, reason, message.clone()).await;
-                    cancel_after = end("57P01", message.clone(), &live);
-                    break Outcome::Policy { reason, message };
-                }
-                Some(Control::Shadow { marker: kind, detail, banner }) => {
-                    marker(&live.link.tap, kind, detail).await;
-                    if let Some(text) = banner {
-                        let _ = inject_tx.try_send(Inject::Notice(wire::notice("NOTICE", "01000", &text)));
-                    }
-                }
-                Some(Control::Notice(text)) => {
-                    let _ = inject_tx.try_send(Inject::Notice(wire::notice("NOTICE", "01000", &text)));
-                }
-                // The gateway refuses to hand off a PostgreSQL session (no terminal to take over).
-                Some(Control::Handoff { .. }) | None => {}
-            },
-            Some(alert) = alert_rx.recv() => notify("session.alert", alert),
-            _ = tokio::time::sleep(wait) => {}
-            _ = shutdown.cancelled() => {
-                cancel_after = end("57P01", "wardengate is shutting down; the session was closed".into(), &live);
-                break Outcome::Shutdown;
-            }
-        }
+        tokio::pin!(relay);
+        let supervisor = Supervisor {
+            link: &mut link,
+            admitted: &admitted,
+            shutdown: &shutdown,
+            notify: &notify,
+        };
+        let outcome = match supervisor.run(&mut front, relay).await {
+            Ended::Relay(o) | Ended::Gateway(o) => o,
+            // Never asked for: a PostgreSQL front does not hand off.
+            Ended::Handoff(_) => Outcome::Error("a handoff reached a PostgreSQL session".into()),
+        };
+        (outcome, front.cancel_after)
     };
     // The FATAL (if any) goes out before both sides close; dropping the pumps closes them.
     if !down_done {
@@ -428,8 +424,7 @@ pub async fn run(
         }
         other => format!("the session ended ({})", other.reason()),
     };
-    let unfinished = live
-        .log
+    let unfinished = log
         .lock()
         .map(|mut l| l.unfinished(&why))
         .unwrap_or_default();
@@ -440,42 +435,11 @@ pub async fn run(
     for a in unfinished.iter().filter_map(alert_text) {
         notify("session.alert", a);
     }
-    if let Some(tap) = &live.link.tap {
+    if let Some(tap) = &link.tap {
         for r in unfinished {
             tap.record(EventKind::Query(Box::new(r))).await;
         }
     }
-    live.link.control.close();
+    link.control.close();
     outcome
-}
-
-/// The audit kind, the text for the user, and (when the session ends) the reason.
-pub fn describe(
-    due: &Due,
-    policy: &str,
-    admitted: &Admitted,
-) -> Option<(&'static str, String, Option<&'static str>)> {
-    Some(match due {
-        Due::Wait(_) => return None,
-        Due::IdleWarning { idle, grace } => (
-            "session.idle_warning",
-            format!("wardengate: this session has been idle for {}; it will be closed in {} unless a statement runs (policy '{policy}')", human(*idle), human(*grace)),
-            None,
-        ),
-        Due::Idle { idle } => (
-            "session.idle_timeout",
-            format!("wardengate: session closed after {} without a statement (idle timeout {}, policy '{policy}')", human(*idle), admitted.settings().idle_timeout),
-            Some("idle"),
-        ),
-        Due::LifespanWarning { left, max } => (
-            "session.lifespan_warning",
-            format!("wardengate: this session reaches its maximum lifespan of {} in {} (policy '{policy}')", human(*max), human(*left)),
-            None,
-        ),
-        Due::Lifespan { max } => (
-            "session.lifespan_reached",
-            format!("wardengate: session closed: it reached its maximum lifespan of {} (policy '{policy}')", human(*max)),
-            Some("lifespan"),
-        ),
-    })
 }

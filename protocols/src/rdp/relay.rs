@@ -13,9 +13,9 @@ use wardengate_recorder::EventKind;
 use super::farewell::{farewell, Boundaries, Goodbye};
 use super::input::InputFilter;
 use super::offer::Offer;
-use crate::session::{Control, Outcome, SessionLink, SessionShared, Tap};
+use crate::session::{Outcome, SessionLink, SessionShared, Tap};
 use crate::shadow::desktop::DesktopFeed;
-use crate::timers::{human, Due, Timers};
+use crate::supervisor::{Ended, Front, Input, Say, Supervisor};
 
 const BUF: usize = 64 * 1024;
 /// Largest client PDU kept whole for inspection (a TPKT frame's limit).
@@ -284,6 +284,32 @@ async fn say_goodbye<W: AsyncWrite + Unpin>(
 /// farewell.
 const FAREWELL_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
+/// The client leg, for the supervisor: texts are drawn across the top of the desktop; the end
+/// is a farewell in RDP's own terms, sent by the down pump once the supervisor is done.
+struct RdpFront<'a> {
+    banners: &'a mpsc::Sender<String>,
+}
+
+impl Front for RdpFront<'_> {
+    const INPUT: Input = Input {
+        noun: "keyboard or mouse input",
+        unless: "unless the keyboard or mouse is used",
+    };
+
+    async fn say(&mut self, text: &str, _: Say) {
+        let text = match text.strip_prefix("wardengate: ") {
+            Some(rest) => format!("[wardengate] {rest}"),
+            None => text.to_string(),
+        };
+        // Never waits: a banner that finds the queue full is skipped.
+        let _ = self.banners.try_send(text);
+    }
+
+    async fn end(&mut self, _: &Outcome, _: &str) {
+        // The farewell names the reason in RDP's terms; it is sent after the supervisor.
+    }
+}
+
 /// Relay until the session ends; the outcome is what the gateway records.
 pub async fn run<C, T>(
     mut link: SessionLink,
@@ -291,7 +317,7 @@ pub async fn run<C, T>(
     client: C,
     target: T,
     shutdown: tokio_util::sync::CancellationToken,
-    notify: impl Fn(&str, String) + Send,
+    notify: impl Fn(&'static str, String) + Send + Sync,
 ) -> Outcome
 where
     C: AsyncRead + AsyncWrite + Unpin + Send,
@@ -322,60 +348,29 @@ where
         banners,
     );
     tokio::pin!(up, down);
-    let mut timers = Timers::new(admitted.settings(), shared.started_ms);
-    let policy = admitted.policy().to_string();
-    let marker = |tap: &Option<Tap>, kind: &'static str, detail: String| {
-        let tap = tap.clone();
-        async move {
-            if let Some(t) = tap {
-                t.marker(kind, detail).await;
-            }
-        }
-    };
-    let outcome = loop {
-        let wait = match timers.poll(&shared) {
-            Due::Wait(d) => d,
-            due => {
-                let Some((kind, text, end)) = describe(&due, &policy, &admitted) else {
-                    continue;
-                };
-                notify(kind, text.clone());
-                // The person at the desktop sees warnings drawn on it.
-                let _ = banner_tx.try_send(format!("[wardengate] {text}"));
-                marker(&link.tap, kind.trim_start_matches("session."), text.clone()).await;
-                if let Some(reason) = end {
-                    break Outcome::Policy {
-                        reason,
-                        message: text,
-                    };
-                }
-                continue;
+    let outcome = {
+        // (The pumps end by themselves only for what happens to a connection; the farewell is
+        // asked for after the supervisor.)
+        let relay = async {
+            tokio::select! {
+                r = &mut up => ended(r),
+                r = &mut down => ended(r),
             }
         };
-        tokio::select! {
-            // (The pumps end by themselves only for what happens to a connection; the farewell
-            // is asked for after this loop.)
-            r = &mut up => break ended(r),
-            r = &mut down => break ended(r),
-            ctl = link.control.recv() => match ctl {
-                Some(Control::Terminate { by, reason }) => {
-                    marker(&link.tap, "terminated", format!("by {by}: {reason}")).await;
-                    break Outcome::Terminated { by, reason };
-                }
-                Some(Control::End { reason, message }) => {
-                    marker(&link.tap, reason, message.clone()).await;
-                    break Outcome::Policy { reason, message };
-                }
-                Some(Control::Shadow { marker: kind, detail, banner }) => {
-                    if let Some(text) = banner {
-                        let _ = banner_tx.try_send(text);
-                    }
-                    marker(&link.tap, kind, detail).await;
-                }
-                Some(Control::Notice(_)) | Some(Control::Handoff { .. }) | None => {}
-            },
-            _ = tokio::time::sleep(wait) => {}
-            _ = shutdown.cancelled() => break Outcome::Shutdown,
+        tokio::pin!(relay);
+        let supervisor = Supervisor {
+            link: &mut link,
+            admitted: &admitted,
+            shutdown: &shutdown,
+            notify: &notify,
+        };
+        let mut front = RdpFront {
+            banners: &banner_tx,
+        };
+        match supervisor.run(&mut front, relay).await {
+            Ended::Relay(o) | Ended::Gateway(o) => o,
+            // Never asked for: an RDP front does not hand off.
+            Ended::Handoff(_) => Outcome::Error("a handoff reached an RDP session".into()),
         }
     };
     // The gateway ends it: the client is told why, in RDP's own terms.
@@ -396,36 +391,4 @@ where
     // Returning drops both pumps, which closes both connections.
     link.control.close();
     outcome
-}
-
-/// The audit kind, the text, and (when the session ends) the reason. RDP has no in-band text
-/// channel before the desktop, so warnings go to the audit log and the recording only.
-fn describe(
-    due: &Due,
-    policy: &str,
-    admitted: &Admitted,
-) -> Option<(&'static str, String, Option<&'static str>)> {
-    Some(match due {
-        Due::Wait(_) => return None,
-        Due::IdleWarning { idle, grace } => (
-            "session.idle_warning",
-            format!("idle for {}; closing in {} without keyboard or mouse input (policy '{policy}')", human(*idle), human(*grace)),
-            None,
-        ),
-        Due::Idle { idle } => (
-            "session.idle_timeout",
-            format!("session closed after {} without keyboard or mouse input (idle timeout {}, policy '{policy}')", human(*idle), admitted.settings().idle_timeout),
-            Some("idle"),
-        ),
-        Due::LifespanWarning { left, max } => (
-            "session.lifespan_warning",
-            format!("the session reaches its maximum lifespan of {} in {} (policy '{policy}')", human(*max), human(*left)),
-            None,
-        ),
-        Due::Lifespan { max } => (
-            "session.lifespan_reached",
-            format!("session closed: it reached its maximum lifespan of {} (policy '{policy}')", human(*max)),
-            Some("lifespan"),
-        ),
-    })
 }

@@ -16,12 +16,14 @@ use tracing::info;
 use wardengate_policy::Admitted;
 
 use super::back::{self, LegState};
+use super::brake::OpenChannels;
 use super::front::Started;
 use super::relay;
 use super::resume::{ClientConn, ResumeState, ResumeTicket};
 use super::SshBroker;
 use crate::session::{Control, Outcome, SessionLink};
-use crate::timers::{human, Due, Timers};
+use crate::supervisor::{Ended, Front, Input, Say, Supervisor};
+use crate::timers::human;
 
 /// How the attached phase ended.
 enum Next {
@@ -78,10 +80,9 @@ pub(crate) async fn supervise<B: SshBroker>(
         shutdown,
         handoff: None,
     };
-    let mut timers = Timers::new(s.admitted.settings(), s.link.shared.started_ms);
     tracing::debug!(session = %s.sid, "supervising");
     let outcome = loop {
-        let next = s.attached(&mut conn, &mut timers).await;
+        let next = s.attached(&mut conn).await;
         if let Some((_, _, Some(at))) = &s.handoff {
             if s.resume.reattached() > *at {
                 s.handoff = None;
@@ -104,10 +105,7 @@ pub(crate) async fn supervise<B: SshBroker>(
                 conn.ending.cancel();
                 s.resume.detach_connection(&conn.open_channels);
                 match s.paused(detail).await {
-                    Ok(next) => {
-                        conn = next;
-                        timers = Timers::new(s.admitted.settings(), s.link.shared.started_ms);
-                    }
+                    Ok(next) => conn = next,
                     Err(o) => break o,
                 }
             }
@@ -162,8 +160,27 @@ async fn finish_client(conn: &mut ClientConn) {
     }
 }
 
-fn open_count(conn: &ClientConn) -> usize {
-    conn.open_channels.lock().map(|o| o.len()).unwrap_or(0)
+/// The client leg, for the supervisor: texts go to the client's open channels (stderr of a
+/// shell), the end is the text and a disconnect.
+struct SshFront<'a> {
+    handle: &'a russh::server::Handle,
+    channels: &'a OpenChannels,
+}
+
+impl Front for SshFront<'_> {
+    const INPUT: Input = Input {
+        noun: "input",
+        unless: "unless you type something",
+    };
+    const HANDS_OFF: bool = true;
+
+    async fn say(&mut self, text: &str, _: Say) {
+        relay::say(self.handle, self.channels, text).await;
+    }
+
+    async fn end(&mut self, _: &Outcome, text: &str) {
+        relay::say_and_disconnect(self.handle, self.channels, text).await;
+    }
 }
 
 impl<B: SshBroker> Session<B> {
@@ -178,25 +195,11 @@ impl<B: SshBroker> Session<B> {
             || self.admitted.settings().reconnect.mode == wardengate_policy::ReconnectMode::Resume
     }
 
-    /// Controls that do not end the session: shadow markers and banners, notices.
-    async fn side_control(&self, ctl: Control, conn: Option<&ClientConn>) {
-        match ctl {
-            Control::Shadow {
-                marker,
-                detail,
-                banner,
-            } => {
-                self.marker(marker, detail).await;
-                if let (Some(text), Some(conn)) = (banner, conn) {
-                    relay::say(&conn.handle, &conn.open_channels, &text).await;
-                }
-            }
-            Control::Notice(text) => {
-                if let Some(conn) = conn {
-                    relay::say(&conn.handle, &conn.open_channels, &text).await;
-                }
-            }
-            _ => {}
+    /// Controls that do not end the session while it is paused: shadow markers (no client to
+    /// show a banner to).
+    async fn side_control(&self, ctl: Control) {
+        if let Control::Shadow { marker, detail, .. } = ctl {
+            self.marker(marker, detail).await;
         }
     }
 
@@ -227,127 +230,63 @@ impl<B: SshBroker> Session<B> {
     }
 
     /// Relay with a client attached until something ends that phase.
-    async fn attached(&mut self, conn: &mut ClientConn, timers: &mut Timers) -> Next {
-        let mut target_gone = self.leg.clone();
+    async fn attached(&mut self, conn: &mut ClientConn) -> Next {
         loop {
-            let wait = match timers.poll(&self.link.shared) {
-                Due::Wait(d) => d,
-                due => match self.apply(due, conn).await {
-                    Some(outcome) => return Next::Done(outcome),
-                    None => continue,
-                },
+            let broker = self.broker.clone();
+            let sid = self.sid.clone();
+            let policy = self.policy().to_string();
+            let notify = move |kind: &'static str, text: String| {
+                broker.notice(&sid, kind, json!({"policy": policy, "message": text}));
             };
-            tokio::select! {
-                r = &mut conn.running => {
-                    // A client that gave up because the target leg failed (its channel open was
-                    // refused) leaves a failed session, whichever wakeup came first.
-                    if let LegState::Failed(msg) = &*self.leg.borrow() {
-                        return Next::Exit(Outcome::TargetFailed(msg.clone()));
-                    }
-                    let dropped = open_count(conn) > 0;
-                    return match r {
-                        Ok(()) | Err(russh::Error::Disconnect) | Err(russh::Error::HUP) if !dropped => Next::Exit(Outcome::ClientExit),
-                        Err(e) if !dropped => Next::Exit(Outcome::Error(format!("client connection: {e}"))),
-                        Ok(()) => Next::Dropped("the client connection closed with channels open".into()),
-                        Err(e) => Next::Dropped(format!("the client connection was lost: {e}")),
-                    };
-                }
-                ctl = self.link.control.recv() => match ctl {
-                    Some(Control::Terminate { by, reason }) => {
-                        self.marker("terminated", format!("by {by}: {reason}")).await;
-                        let text = format!("session terminated by {by}: {reason}");
-                        relay::say_and_disconnect(&conn.handle, &conn.open_channels, &text).await;
-                        return Next::Done(Outcome::Terminated { by, reason });
-                    }
-                    Some(Control::End { reason, message }) => {
-                        self.marker(reason, message.clone()).await;
-                        relay::say_and_disconnect(&conn.handle, &conn.open_channels, &message).await;
-                        return Next::Done(Outcome::Policy { reason, message });
-                    }
-                    Some(ctl @ Control::Handoff { .. }) => {
-                        if let Some(to) = self.hand_off(ctl).await {
-                            *timers = Timers::new(self.admitted.settings(), self.link.shared.started_ms);
-                            // The old owner's terminals stay on the target for the new owner.
-                            self.resume.detach_connection(&conn.open_channels);
-                            let text = format!("wardengate: session handed off to {to}; this connection is detached (the session goes on under {to})");
-                            relay::say_and_disconnect(&conn.handle, &conn.open_channels, &text).await;
-                            finish_client(conn).await;
-                            return Next::Dropped(format!("handed off to {to}"));
+            let ctl = {
+                let (running, handle, channels) =
+                    (&mut conn.running, &conn.handle, &conn.open_channels);
+                let leg = &self.leg;
+                let mut target_gone = self.leg.clone();
+                let relay = async move {
+                    tokio::select! {
+                        r = running => {
+                            // A client that gave up because the target leg failed (its channel open
+                            // was refused) leaves a failed session, whichever wakeup came first.
+                            if let LegState::Failed(msg) = &*leg.borrow() {
+                                return Next::Exit(Outcome::TargetFailed(msg.clone()));
+                            }
+                            let dropped = channels.lock().map(|o| !o.is_empty()).unwrap_or(false);
+                            match r {
+                                Ok(()) | Err(russh::Error::Disconnect) | Err(russh::Error::HUP) if !dropped => Next::Exit(Outcome::ClientExit),
+                                Err(e) if !dropped => Next::Exit(Outcome::Error(format!("client connection: {e}"))),
+                                Ok(()) => Next::Dropped("the client connection closed with channels open".into()),
+                                Err(e) => Next::Dropped(format!("the client connection was lost: {e}")),
+                            }
+                        }
+                        failure = back::wait_failed(&mut target_gone) => {
+                            let text = format!("wardengate: {failure}");
+                            relay::say_and_disconnect(handle, channels, &text).await;
+                            Next::Done(if failure.starts_with("connection to") { Outcome::TargetClosed } else { Outcome::TargetFailed(failure.into()) })
                         }
                     }
-                    Some(ctl) => self.side_control(ctl, Some(conn)).await,
-                    None => {}
-                },
-                failure = back::wait_failed(&mut target_gone) => {
-                    let text = format!("wardengate: {failure}");
-                    relay::say_and_disconnect(&conn.handle, &conn.open_channels, &text).await;
-                    return Next::Done(if failure.starts_with("connection to") { Outcome::TargetClosed } else { Outcome::TargetFailed(failure.into()) });
+                };
+                tokio::pin!(relay);
+                let supervisor = Supervisor {
+                    link: &mut self.link,
+                    admitted: &self.admitted,
+                    shutdown: &self.shutdown,
+                    notify: &notify,
+                };
+                let mut front = SshFront { handle, channels };
+                match supervisor.run(&mut front, relay).await {
+                    Ended::Relay(next) => return next,
+                    Ended::Gateway(outcome) => return Next::Done(outcome),
+                    Ended::Handoff(ctl) => ctl,
                 }
-                _ = tokio::time::sleep(wait) => {}
-                _ = self.shutdown.cancelled() => {
-                    relay::say_and_disconnect(&conn.handle, &conn.open_channels, "wardengate is shutting down; the session was closed").await;
-                    return Next::Done(Outcome::Shutdown);
-                }
-            }
-        }
-    }
-
-    /// Act on an idle or lifespan deadline; `Some` ends the session.
-    async fn apply(&self, due: Due, conn: &ClientConn) -> Option<Outcome> {
-        let policy = self.policy().to_string();
-        let (kind, text, end) = match due {
-            Due::Wait(_) => return None,
-            Due::IdleWarning { idle, grace } => (
-                "session.idle_warning",
-                format!(
-                    "wardengate: this session has been idle for {}; it will be closed in {} unless you type something (policy '{policy}')",
-                    human(idle),
-                    human(grace)
-                ),
-                None,
-            ),
-            Due::Idle { idle } => (
-                "session.idle_timeout",
-                format!(
-                    "wardengate: session closed after {} without input (idle timeout {}, policy '{policy}')",
-                    human(idle),
-                    self.admitted.settings().idle_timeout
-                ),
-                Some("idle"),
-            ),
-            Due::LifespanWarning { left, max } => (
-                "session.lifespan_warning",
-                format!(
-                    "wardengate: this session reaches its maximum lifespan of {} in {} (policy '{policy}'); save your work",
-                    human(max),
-                    human(left)
-                ),
-                None,
-            ),
-            Due::Lifespan { max } => (
-                "session.lifespan_reached",
-                format!(
-                    "wardengate: session closed: it reached its maximum lifespan of {} (policy '{policy}')",
-                    human(max)
-                ),
-                Some("lifespan"),
-            ),
-        };
-        self.broker
-            .notice(&self.sid, kind, json!({"policy": policy, "message": text}));
-        self.marker(kind.trim_start_matches("session."), text.clone())
-            .await;
-        match end {
-            None => {
-                relay::say(&conn.handle, &conn.open_channels, &text).await;
-                None
-            }
-            Some(reason) => {
+            };
+            if let Some(to) = self.hand_off(ctl).await {
+                // The old owner's terminals stay on the target for the new owner.
+                self.resume.detach_connection(&conn.open_channels);
+                let text = format!("wardengate: session handed off to {to}; this connection is detached (the session goes on under {to})");
                 relay::say_and_disconnect(&conn.handle, &conn.open_channels, &text).await;
-                Some(Outcome::Policy {
-                    reason,
-                    message: text,
-                })
+                finish_client(conn).await;
+                return Next::Dropped(format!("handed off to {to}"));
             }
         }
     }
@@ -419,7 +358,7 @@ impl<B: SshBroker> Session<B> {
                             self.broker.paused(&self.sid, self.ticket());
                         }
                     }
-                    Some(ctl) => self.side_control(ctl, None).await,
+                    Some(ctl) => self.side_control(ctl).await,
                     None => {}
                 },
                 failure = back::wait_failed(&mut target_gone) => {
