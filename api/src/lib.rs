@@ -9,9 +9,11 @@ pub mod text;
 use serde::{Deserialize, Serialize};
 
 /// Lifecycle states of a session (see ARCHITECTURE.md).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SessionState {
+    /// The first state of every session.
+    #[default]
     Requested,
     AwaitingApproval,
     Approved,
@@ -68,6 +70,43 @@ impl SessionState {
     }
 }
 
+impl std::fmt::Display for SessionState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The protocols the gateway brokers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    Ssh,
+    Postgres,
+    Rdp,
+}
+
+impl Protocol {
+    pub const ALL: [Protocol; 3] = [Protocol::Ssh, Protocol::Postgres, Protocol::Rdp];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Ssh => "ssh",
+            Protocol::Postgres => "postgres",
+            Protocol::Rdp => "rdp",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Protocol> {
+        Protocol::ALL.into_iter().find(|p| p.as_str() == s)
+    }
+}
+
+impl std::fmt::Display for Protocol {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// The terminal attached to a session, if the client asked for one.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Pty {
@@ -81,7 +120,7 @@ pub struct Pty {
 pub struct Session {
     pub id: String,
     pub state: SessionState,
-    pub protocol: String,
+    pub protocol: Protocol,
     pub actor: String,
     pub client_addr: String,
     /// Where the client address is, from the operator's GeoIP database (`London, GB`).

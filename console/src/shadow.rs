@@ -115,7 +115,7 @@ pub fn open_link(what: &str, link: &api::ShadowLink, json: bool) -> Result<()> {
 pub fn run(c: &Client, id: &str) -> Result<()> {
     // (A token that may not see the session gets the shadow endpoint's own answer below.)
     let s = c.get::<api::Session>(&format!("/api/v1/sessions/{}", path_segment(id)), &[]);
-    if s.is_ok_and(|s| s.protocol == "rdp") {
+    if s.is_ok_and(|s| s.protocol == api::Protocol::Rdp) {
         return Err(anyhow!(
             "session {id} is a desktop (RDP) session: watch it in a browser with \
              `wgctl session shadow {id} --browser`"

@@ -91,7 +91,7 @@ pub fn sessions(list: &[api::Session], with_state: bool) -> String {
             s.id.clone(),
             s.actor.clone(),
             s.target.clone(),
-            s.protocol.clone(),
+            s.protocol.to_string(),
             s.gateway.clone(),
             short(age_secs(s)),
             if s.state.is_terminal() {
@@ -112,7 +112,7 @@ pub fn session(s: &api::Session) -> String {
     let mut rows: Vec<(&str, String)> = vec![
         ("session", s.id.clone()),
         ("state", s.state.as_str().into()),
-        ("protocol", s.protocol.clone()),
+        ("protocol", s.protocol.to_string()),
         ("actor", s.actor.clone()),
         (
             "client",

@@ -43,3 +43,45 @@ impl From<&str> for TargetError {
         TargetError::Failed(s.to_string())
     }
 }
+
+/// Which leg of a session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Leg {
+    /// The connection from the person's client to the gateway.
+    Client,
+    /// The connection from the gateway to the target.
+    Target,
+}
+
+impl std::fmt::Display for Leg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Leg::Client => "client connection",
+            Leg::Target => "target connection",
+        })
+    }
+}
+
+/// A relay's read or write failed on one leg.
+#[derive(Debug, thiserror::Error)]
+#[error("{leg}: {source}")]
+pub struct LegError {
+    pub leg: Leg,
+    #[source]
+    pub source: std::io::Error,
+}
+
+impl LegError {
+    pub fn client(source: std::io::Error) -> LegError {
+        LegError {
+            leg: Leg::Client,
+            source,
+        }
+    }
+    pub fn target(source: std::io::Error) -> LegError {
+        LegError {
+            leg: Leg::Target,
+            source,
+        }
+    }
+}

@@ -127,6 +127,14 @@ fn api_status_codes_and_filters() {
     assert_eq!(code, 400, "{body}");
     assert_eq!(gw.get("/api/v1/sessions?idle_gt=soon").0, 400);
     assert_eq!(gw.get("/api/v1/sessions?state=sleeping").0, 400);
+    let (code, body) = gw.get("/api/v1/sessions?protocol=telnet");
+    assert_eq!(code, 400, "{body}");
+    assert!(
+        body.contains("unknown protocol 'telnet' (one of: ssh, postgres, rdp)"),
+        "{body}"
+    );
+    assert_eq!(gw.sessions("?protocol=ssh").len(), 1);
+    assert_eq!(gw.sessions("?protocol=postgres").len(), 0);
     let unauth = reqwest::blocking::get(format!("{}/api/v1/sessions", gw.api)).expect("get");
     assert_eq!(unauth.status().as_u16(), 401);
     let health = reqwest::blocking::get(format!("{}/healthz", gw.api)).expect("get");

@@ -31,11 +31,7 @@ impl Gateway {
             target: rec.target.clone(),
             account: Some(rec.account.clone()),
         };
-        let protocol: &'static str = match rec.protocol.as_str() {
-            "postgres" => "postgres",
-            "rdp" => "rdp",
-            _ => "ssh",
-        };
+        let protocol = rec.protocol;
         let r = resolve(&cfg, &login, protocol)
             .map_err(|(kind, msg)| (kind, msg.trim_start_matches("wardengate: ").to_string()))?;
         let theirs = wardengate_policy::decide(&cfg.policies, &r.request(protocol))

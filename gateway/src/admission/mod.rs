@@ -15,6 +15,7 @@ pub(crate) use resolve::{resolve, Resolved};
 use std::sync::Arc;
 
 use serde_json::{json, Value};
+use wardengate_api as api;
 use wardengate_policy::{Admitted, LimitDenial, Limits, OnLimit, ReconnectMode, Subject};
 use wardengate_protocols::session::now_ms;
 use wardengate_protocols::ssh::{Admission, ClientInfo, Credential, Login, TargetPlan};
@@ -64,7 +65,7 @@ impl Gateway {
         message: String,
         decision: Value,
     ) -> Denied {
-        rec.state = "denied".into();
+        rec.state = api::SessionState::Denied;
         rec.ended_ms = Some(rec.started_ms);
         rec.end_reason = Some(kind.into());
         rec.end_detail = Some(message.clone());
@@ -113,7 +114,7 @@ impl Gateway {
             // `ssh dan:sess_…@gateway`: the new owner of a handed-off session takes it over.
             return self.takeover(login, method, client);
         }
-        if let Ok(r) = resolve(&cfg, login, "ssh") {
+        if let Ok(r) = resolve(&cfg, login, api::Protocol::Ssh) {
             if let Some(t) = self.resume_ticket(&cfg, &r) {
                 return Ok(Admission::Resume(t));
             }
@@ -123,7 +124,7 @@ impl Gateway {
                 login,
                 method,
                 client,
-                "ssh",
+                api::Protocol::Ssh,
                 |secret, account, target| match secret.kind {
                     SecretKind::Password => Ok(Credential::Password(secret.value)),
                     SecretKind::PrivateKey => {
@@ -157,24 +158,19 @@ impl Gateway {
         login: &Login,
         method: &str,
         client: &ClientInfo,
-        protocol: &'static str,
+        protocol: api::Protocol,
         credential: impl FnOnce(crate::vault::Secret, &Account, &Target) -> Result<C, String>,
     ) -> Result<Admit<C>, Denied> {
         let cfg = self.cfg();
         let resolved = resolve(&cfg, login, protocol);
         let mut rec = SessionRecord {
-            id: crate::util::new_id("sess_"),
-            state: "requested".into(),
-            protocol: protocol.into(),
             actor: login.user.clone(),
             client_addr: client.addr.to_string(),
             client_location: self.geoip.as_ref().and_then(|g| g.locate(client.addr.ip())),
             client_version: client.version.clone(),
             target: login.target.clone(),
             account: login.account.clone().unwrap_or_default(),
-            gateway: self.name.clone(),
-            started_ms: now_ms(),
-            ..Default::default()
+            ..SessionRecord::requested(crate::util::new_id("sess_"), protocol, &self.name)
         };
         self.audit(
             "session.requested",
@@ -194,10 +190,10 @@ impl Gateway {
         rec.account = r.account.name.clone();
         rec.account_ref = r.account.secret.clone();
         if r.target.protocol != protocol {
-            let how = match r.target.protocol.as_str() {
-                "postgres" => format!("connect with a PostgreSQL client, e.g. psql \"host=GATEWAY user={}#{} dbname=...\"", r.user.name, r.target.name),
-                "rdp" => format!("connect with an RDP client, e.g. xfreerdp /v:GATEWAY /u:{}:{}", r.user.name, r.target.name),
-                _ => format!("connect with ssh {}:{}@GATEWAY", r.user.name, r.target.name),
+            let how = match r.target.protocol {
+                api::Protocol::Postgres => format!("connect with a PostgreSQL client, e.g. psql \"host=GATEWAY user={}#{} dbname=...\"", r.user.name, r.target.name),
+                api::Protocol::Rdp => format!("connect with an RDP client, e.g. xfreerdp /v:GATEWAY /u:{}:{}", r.user.name, r.target.name),
+                api::Protocol::Ssh => format!("connect with ssh {}:{}@GATEWAY", r.user.name, r.target.name),
             };
             let msg = format!(
                 "wardengate: target {} is a {} target, not {protocol}; {how}",
@@ -239,7 +235,7 @@ impl Gateway {
         })?;
         rec.linked_session = self.linked(&rec.actor, &rec.target);
         rec.decision = Some(decision_json(&admitted, &why, &limits).to_string());
-        rec.state = "approved".into();
+        rec.state = api::SessionState::Approved;
         let control = crate::registry::control_channel();
         let recording = match admitted.recording() {
             wardengate_policy::RecordingMode::Off => None,
@@ -308,7 +304,7 @@ impl Gateway {
             .registry
             .take_ticket(&r.user.name, &r.target.name, &r.account.name)?;
         // Permissions are evaluated again on re-attach.
-        match wardengate_policy::decide(&cfg.policies, &r.request("ssh")) {
+        match wardengate_policy::decide(&cfg.policies, &r.request(api::Protocol::Ssh)) {
             Ok(a) if a.settings().reconnect.mode == ReconnectMode::Resume => Some(ticket),
             other => {
                 let why = match other {

@@ -95,18 +95,14 @@ impl Gateway {
             target: target.to_string(),
             account: account.map(str::to_string),
         };
-        let r = resolve(&cfg, &login, protocol)
-            .map_err(|(_, m)| m.trim_start_matches("wardengate: ").to_string())?;
-        let Some(protocol) = wardengate_policy::PROTOCOLS
-            .iter()
-            .copied()
-            .find(|p| *p == protocol)
-        else {
+        let Some(protocol) = wardengate_api::Protocol::parse(protocol) else {
             return Err(format!(
                 "'{protocol}' is not a protocol (use {})",
                 wardengate_policy::PROTOCOLS.join(", ")
             ));
         };
+        let r = resolve(&cfg, &login, protocol)
+            .map_err(|(_, m)| m.trim_start_matches("wardengate: ").to_string())?;
         let req = r.request(protocol);
         let ex = wardengate_policy::explain(&cfg.policies, &req);
         let admitted = wardengate_policy::decide(&cfg.policies, &req).ok();

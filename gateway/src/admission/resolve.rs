@@ -1,6 +1,7 @@
 //! A login resolved against the configuration: the user, the target and the account, or a refusal
 //! that names only what the user may reach.
 
+use wardengate_api::Protocol;
 use wardengate_policy::Request;
 use wardengate_protocols::ssh::Login;
 
@@ -18,13 +19,13 @@ pub(crate) struct Resolved<'a> {
 }
 
 impl Resolved<'_> {
-    pub(crate) fn request(&self, protocol: &'static str) -> Request<'_> {
+    pub(crate) fn request(&self, protocol: Protocol) -> Request<'_> {
         Request {
             user: &self.user.name,
             groups: &self.user.groups,
             target: &self.target.name,
             target_tags: &self.tags,
-            protocol,
+            protocol: protocol.as_str(),
             account: &self.account.name,
         }
     }
@@ -35,7 +36,7 @@ impl Resolved<'_> {
 fn reachable<'a>(
     cfg: &'a Loaded,
     user: &'a Identity,
-    protocol: &str,
+    protocol: Protocol,
 ) -> Vec<(&'a str, Vec<&'a str>)> {
     let mut out: Vec<(&str, Vec<&str>)> = cfg
         .targets
@@ -53,7 +54,7 @@ fn reachable<'a>(
                         groups: &user.groups,
                         target: &t.name,
                         target_tags: &tags,
-                        protocol,
+                        protocol: protocol.as_str(),
                         account: &a.name,
                     };
                     wardengate_policy::decide(&cfg.policies, &req).is_ok()
@@ -79,7 +80,7 @@ fn listed(names: &[&str]) -> String {
 pub(crate) fn resolve<'a>(
     cfg: &'a Loaded,
     login: &Login,
-    protocol: &str,
+    protocol: Protocol,
 ) -> Result<Resolved<'a>, Refusal> {
     let user = cfg.users.get(&login.user).ok_or_else(|| {
         (
@@ -102,7 +103,7 @@ pub(crate) fn resolve<'a>(
         ));
     };
     let names = || -> String {
-        let granted: Vec<&str> = reachable(cfg, user, &target.protocol)
+        let granted: Vec<&str> = reachable(cfg, user, target.protocol)
             .into_iter()
             .find(|(t, _)| *t == target.name)
             .map(|(_, a)| a)

@@ -48,7 +48,7 @@ async fn link(
 ) -> Result<Json<api::ShadowLink>, ApiError> {
     let w = st.gw.registry.watch(&st.gw.store, &id)?;
     refuse_blocked(&st, &caller.name, &id, &w.admitted)?;
-    if w.record.protocol != "rdp" {
+    if w.record.protocol != api::Protocol::Rdp {
         return Err(ApiError(
             StatusCode::CONFLICT,
             format!(

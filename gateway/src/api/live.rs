@@ -238,7 +238,7 @@ pub(crate) async fn attach(
         observer: caller.name.clone(),
         banner: banner.into(),
         at: elapsed_hms(w.record.started_ms),
-        protocol: w.record.protocol.clone(),
+        protocol: w.record.protocol.to_string(),
         actor: w.record.actor.clone(),
         target: w.record.target.clone(),
     };
@@ -278,11 +278,10 @@ async fn handoff(
     if !caller.operator && rec.actor != caller.name {
         return Err(RegistryError::NotFound(id).into());
     }
-    let state = api::SessionState::parse(&rec.state);
-    if state.is_some_and(|s| s.is_terminal()) {
-        return Err(RegistryError::Conflict(id, rec.state).into());
+    if rec.state.is_terminal() {
+        return Err(RegistryError::Conflict(id, rec.state.to_string()).into());
     }
-    if rec.protocol != "ssh" || rec.pty_term.is_none() {
+    if rec.protocol != api::Protocol::Ssh || rec.pty_term.is_none() {
         return Err(conflict(format!(
             "session {id} has no terminal to hand over: handoff is for interactive SSH sessions \
              (a {} session without a pty cannot change hands; the new owner opens their own)",
@@ -396,7 +395,9 @@ async fn accept(
         .with_lease(&id, |l| {
             st.gw.handoff_admission(&rec, &caller.name, &current, l)
         })
-        .ok_or_else(|| RegistryError::Conflict(id.clone(), "closed".into()))?;
+        .ok_or_else(|| {
+            RegistryError::Conflict(id.clone(), api::SessionState::Closed.to_string())
+        })?;
     let (merged, lease) = checked.map_err(|(kind, why)| refuse(kind, why))?;
     if merged.recording() == wardengate_policy::RecordingMode::Required
         && !st.gw.registry.recorded(&id)

@@ -108,7 +108,9 @@ async fn list_recordings(
             Some(s) => {
                 p.actor.as_ref().is_none_or(|a| &s.actor == a)
                     && p.target.as_ref().is_none_or(|t| &s.target == t)
-                    && p.protocol.as_ref().is_none_or(|pr| &s.protocol == pr)
+                    && p.protocol
+                        .as_ref()
+                        .is_none_or(|pr| s.protocol.as_str() == pr)
             }
             None => false,
         }

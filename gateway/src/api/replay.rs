@@ -57,7 +57,7 @@ async fn replay_link(
     }
     recording_dir(&st.gw, &id)?;
     if let Ok(r) = st.gw.registry.record(&st.gw.store, &id) {
-        if r.protocol != "rdp" {
+        if r.protocol != api::Protocol::Rdp {
             return Err(ApiError(
                 StatusCode::CONFLICT,
                 format!(
@@ -127,7 +127,7 @@ async fn replay_socket(
             .unwrap_or_default(),
         protocol: session
             .as_ref()
-            .map(|s| s.protocol.clone())
+            .map(|s| s.protocol.to_string())
             .unwrap_or_default(),
         started_at: session
             .as_ref()

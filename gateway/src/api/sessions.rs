@@ -53,6 +53,15 @@ fn parse_cursor(c: &str) -> Result<(u64, String), ApiError> {
         })
 }
 
+/// A `protocol` parameter: one of ours, or a clear refusal.
+pub(super) fn protocol_param(s: &str) -> Result<api::Protocol, ApiError> {
+    api::Protocol::parse(s).ok_or_else(|| {
+        bad(format!(
+            "unknown protocol '{s}' (one of: ssh, postgres, rdp)"
+        ))
+    })
+}
+
 fn parse_duration_secs(s: &str) -> Result<u64, ApiError> {
     if let Ok(n) = s.parse::<u64>() {
         return Ok(n);
@@ -68,11 +77,12 @@ async fn list_sessions(
     q: Result<Query<ListParams>, QueryRejection>,
 ) -> Result<Json<api::SessionList>, ApiError> {
     let p = query(q)?;
-    if let Some(s) = &p.state {
-        if api::SessionState::parse(s).is_none() {
-            return Err(bad(format!("unknown state '{s}'")));
-        }
-    }
+    let state = p
+        .state
+        .as_deref()
+        .map(|s| api::SessionState::parse(s).ok_or_else(|| bad(format!("unknown state '{s}'"))))
+        .transpose()?;
+    let protocol = p.protocol.as_deref().map(protocol_param).transpose()?;
     let idle_gt_secs = p.idle_gt.as_deref().map(parse_duration_secs).transpose()?;
     let shadowed = p.shadowed.unwrap_or(false);
     // A user's own token sees their sessions (the store filters them, so pages and counts are
@@ -92,8 +102,8 @@ async fn list_sessions(
         query: SessionQuery {
             actor: own.clone().or(p.actor),
             target: p.target,
-            protocol: p.protocol,
-            state: p.state,
+            protocol,
+            state,
             // Idle and shadowed sessions are live ones.
             live: p.live.unwrap_or(false) || idle_gt_secs.is_some() || shadowed,
             targets_in: p.target_tag.as_deref().map(|t| st.gw.targets_with_tag(t)),
@@ -175,8 +185,8 @@ async fn terminate(
     let by = caller.name.as_str();
     // 404/409 before auditing an action that cannot happen.
     let current = st.gw.registry.record(&st.gw.store, &id)?;
-    if api::SessionState::parse(&current.state).is_some_and(|s| s.is_terminal()) {
-        return Err(RegistryError::Conflict(id, current.state).into());
+    if current.state.is_terminal() {
+        return Err(RegistryError::Conflict(id, current.state.to_string()).into());
     }
     st.gw.audit(
         "session.terminated",
@@ -216,7 +226,7 @@ async fn bulk_terminate(
         query: SessionQuery {
             actor: req.actor.clone(),
             target: req.target.clone(),
-            protocol: req.protocol.clone(),
+            protocol: req.protocol.as_deref().map(protocol_param).transpose()?,
             live: true,
             targets_in: req.target_tag.as_deref().map(|t| st.gw.targets_with_tag(t)),
             limit: 100_000,
@@ -233,7 +243,7 @@ async fn bulk_terminate(
         .map_err(internal)?
         .rows
         .into_iter()
-        .filter(|r| !api::SessionState::parse(&r.state).is_some_and(|s| s.is_terminal()))
+        .filter(|r| !r.state.is_terminal())
         .map(|r| r.id)
         .collect();
     let by = "admin";

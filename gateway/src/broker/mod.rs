@@ -116,7 +116,7 @@ impl Gateway {
         match self.store.sessions_open_on(&self.name) {
             Ok(rows) => {
                 for mut r in rows {
-                    r.state = "failed".into();
+                    r.state = wardengate_api::SessionState::Failed;
                     r.ended_ms = Some(wardengate_protocols::session::now_ms());
                     r.end_reason = Some("gateway_restart".into());
                     r.end_detail = Some("the gateway stopped while the session was open".into());

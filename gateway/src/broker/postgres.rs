@@ -37,7 +37,7 @@ impl PgBroker for Gateway {
     ) -> Result<PgPlan, Refusal> {
         let cfg = self.cfg();
         let a = self
-            .admit_session(login, method, client, "postgres", |secret, account, target| match secret.kind {
+            .admit_session(login, method, client, wardengate_api::Protocol::Postgres, |secret, account, target| match secret.kind {
                 SecretKind::Password => Ok(secret.value),
                 SecretKind::PrivateKey => Err(format!(
                     "wardengate: the vault holds a private key for {}@{}, but a PostgreSQL account needs a password",

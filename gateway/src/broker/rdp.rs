@@ -18,7 +18,7 @@ impl RdpBroker for Gateway {
 
     async fn admit_rdp(&self, login: &Login, client: &ClientInfo) -> Result<RdpPlan, Refusal> {
         let a = self
-            .admit_session(login, "nla", client, "rdp", |secret, account, target| {
+            .admit_session(login, "nla", client, wardengate_api::Protocol::Rdp, |secret, account, target| {
                 match secret.kind {
                     SecretKind::Password => Ok(secret.value),
                     SecretKind::PrivateKey => Err(format!(

@@ -106,7 +106,7 @@ pub struct Target {
     #[serde(default)]
     pub tags: BTreeMap<String, String>,
     #[serde(default = "default_protocol")]
-    pub protocol: String,
+    pub protocol: wardengate_api::Protocol,
     pub accounts: Vec<Account>,
     /// Overrides `limits.max_sessions_per_target` for this target.
     pub max_sessions: Option<u32>,
@@ -125,8 +125,8 @@ pub struct Target {
     pub auth_methods: Option<Vec<String>>,
 }
 
-fn default_protocol() -> String {
-    "ssh".into()
+fn default_protocol() -> wardengate_api::Protocol {
+    wardengate_api::Protocol::Ssh
 }
 
 #[derive(Debug, Clone, Deserialize)]

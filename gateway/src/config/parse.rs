@@ -194,14 +194,16 @@ pub fn parse(text: &str, path: &Path) -> Result<Loaded> {
                 t.name
             );
         }
-        match (t.protocol.as_str(), &t.tls) {
-            ("ssh" | "rdp", None) if t.auth_methods.is_none() && t.database.is_none() => {}
-            ("ssh" | "rdp", _) => bail!(
+        use wardengate_api::Protocol;
+        match (t.protocol, &t.tls) {
+            (Protocol::Ssh | Protocol::Rdp, None)
+                if t.auth_methods.is_none() && t.database.is_none() => {}
+            (Protocol::Ssh | Protocol::Rdp, _) => bail!(
                 "{}: targets.{}: tls, auth_methods and database apply to postgres targets only",
                 here(&t.name),
                 t.name
             ),
-            ("postgres", _) => {
+            (Protocol::Postgres, _) => {
                 for m in t.auth_methods.iter().flatten() {
                     if !wardengate_protocols::postgres::AUTH_METHODS.contains(&m.as_str()) {
                         bail!(
@@ -229,11 +231,6 @@ pub fn parse(text: &str, path: &Path) -> Result<Loaded> {
                     }
                 }
             }
-            (other, _) => bail!(
-                "{}: targets.{}.protocol '{other}' is not supported (supported: ssh, postgres, rdp)",
-                here(other),
-                t.name
-            ),
         }
         if !t.address.contains(':')
             || t.address
@@ -271,7 +268,7 @@ pub fn parse(text: &str, path: &Path) -> Result<Loaded> {
             }
             seen.push(a.name.clone());
         }
-        if t.protocol == "postgres" {
+        if t.protocol == wardengate_api::Protocol::Postgres {
             pg_tls.insert(
                 t.name.clone(),
                 target_tls(t, &base)

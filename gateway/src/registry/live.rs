@@ -29,7 +29,7 @@ impl Registry {
         match self.get(id) {
             Some(live) => Ok(live),
             None => match store.session_get(id)? {
-                Some(r) => Err(RegistryError::Conflict(id.into(), r.state)),
+                Some(r) => Err(RegistryError::Conflict(id.into(), r.state.to_string())),
                 None => Err(RegistryError::NotFound(id.into())),
             },
         }
@@ -135,7 +135,7 @@ impl Registry {
         let ok = live
             .record
             .lock()
-            .is_ok_and(|r| r.actor == actor && r.state == api::SessionState::Paused.as_str());
+            .is_ok_and(|r| r.actor == actor && r.state == api::SessionState::Paused);
         if !ok {
             return None;
         }

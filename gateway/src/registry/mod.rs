@@ -199,7 +199,7 @@ impl Registry {
 
     /// Fold the live counters into the record.
     pub(crate) fn snapshot(live: &Live) -> SessionRecord {
-        let mut r = live.record.lock().map(|r| r.clone()).unwrap_or_default();
+        let mut r = lock(&live.record).clone();
         let (bin, bout) = live.shared.bytes();
         r.bytes_in = bin;
         r.bytes_out = bout;
@@ -232,7 +232,7 @@ impl Registry {
     pub fn activate(&self, store: &Store, id: &str) -> Option<SessionRecord> {
         let live = self.get(id)?;
         if let Ok(mut r) = live.record.lock() {
-            r.state = api::SessionState::Active.as_str().into();
+            r.state = api::SessionState::Active;
         }
         let snap = Self::snapshot(&live);
         if let Err(e) = store.session_update(&snap) {
@@ -249,7 +249,7 @@ impl Registry {
     ) -> Option<SessionRecord> {
         let live = self.get(id)?;
         if let Ok(mut r) = live.record.lock() {
-            r.state = state.as_str().into();
+            r.state = state;
         }
         let snap = Self::snapshot(&live);
         if let Err(e) = store.session_update(&snap) {
@@ -281,7 +281,7 @@ impl Registry {
                 r.actor == actor
                     && r.target == target
                     && r.account == account
-                    && r.state == api::SessionState::Paused.as_str()
+                    && r.state == api::SessionState::Paused
             });
             if matches {
                 live.ticket.lock().ok()?.take()
@@ -346,7 +346,7 @@ impl Registry {
                 api::SessionState::Closed
             }
         };
-        r.state = state.as_str().into();
+        r.state = state;
         if let Err(e) = store.session_update(&r) {
             tracing::error!(session = id, "cannot persist session end: {e:#}");
         }
@@ -365,12 +365,12 @@ impl Registry {
     ) -> Result<SessionRecord, RegistryError> {
         let Some(live) = self.get(id) else {
             return match store.session_get(id)? {
-                Some(r) => Err(RegistryError::Conflict(id.into(), r.state)),
+                Some(r) => Err(RegistryError::Conflict(id.into(), r.state.to_string())),
                 None => Err(RegistryError::NotFound(id.into())),
             };
         };
         if let Ok(mut r) = live.record.lock() {
-            r.state = api::SessionState::Closing.as_str().into();
+            r.state = api::SessionState::Closing;
         }
         let mut done = live.done.subscribe();
         let _ = live
@@ -486,8 +486,8 @@ pub fn to_api(r: &SessionRecord) -> api::Session {
     let r = &r.inert();
     api::Session {
         id: r.id.clone(),
-        state: api::SessionState::parse(&r.state).unwrap_or(api::SessionState::Failed),
-        protocol: r.protocol.clone(),
+        state: r.state,
+        protocol: r.protocol,
         actor: r.actor.clone(),
         client_addr: r.client_addr.clone(),
         client_location: r.client_location.clone(),

@@ -4,13 +4,24 @@ use anyhow::{Context, Result};
 use rusqlite::{params, OptionalExtension, Row};
 
 use super::Store;
+use wardengate_api::{Protocol, SessionState};
+
+/// A stored name that is not one of ours (a newer gateway's, or an edited database): an error
+/// that says which column held what.
+fn unknown(column: usize, what: &str, value: String) -> rusqlite::Error {
+    rusqlite::Error::FromSqlConversionFailure(
+        column,
+        rusqlite::types::Type::Text,
+        format!("unknown {what} '{value}'").into(),
+    )
+}
 
 /// A session row.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct SessionRecord {
     pub id: String,
-    pub state: String,
-    pub protocol: String,
+    pub state: SessionState,
+    pub protocol: Protocol,
     pub actor: String,
     pub client_addr: String,
     pub client_version: String,
@@ -55,6 +66,46 @@ pub struct SessionRecord {
 }
 
 impl SessionRecord {
+    /// A new session as admission first records it: `requested`, started now, on `gateway`.
+    pub fn requested(id: String, protocol: Protocol, gateway: &str) -> SessionRecord {
+        SessionRecord {
+            id,
+            state: SessionState::Requested,
+            protocol,
+            actor: String::new(),
+            client_addr: String::new(),
+            client_version: String::new(),
+            target: String::new(),
+            target_addr: String::new(),
+            account: String::new(),
+            account_ref: String::new(),
+            policy: None,
+            pty_term: None,
+            pty_cols: 0,
+            pty_rows: 0,
+            gateway: gateway.to_string(),
+            started_ms: wardengate_protocols::session::now_ms(),
+            ended_ms: None,
+            last_input_ms: None,
+            bytes_in: 0,
+            bytes_out: 0,
+            end_reason: None,
+            end_detail: None,
+            terminated_by: None,
+            decision: None,
+            linked_session: None,
+            channels: 0,
+            activity: None,
+            previous_owners: None,
+            observers: Vec::new(),
+            handoff: None,
+            client_location: None,
+            client_crypto: None,
+            target_crypto: None,
+            relay_latency: None,
+        }
+    }
+
     /// The record with every text that came from a client or an operator capped and made inert
     /// (escapes for control characters), as it may be stored and served.
     pub fn inert(&self) -> SessionRecord {
@@ -82,8 +133,8 @@ impl SessionRecord {
 pub struct SessionQuery {
     pub actor: Option<String>,
     pub target: Option<String>,
-    pub protocol: Option<String>,
-    pub state: Option<String>,
+    pub protocol: Option<Protocol>,
+    pub state: Option<SessionState>,
     /// Only sessions that have not ended.
     pub live: bool,
     /// Only these targets (a tag's targets).
@@ -134,8 +185,14 @@ pub(super) const ADDED_SESSION_COLUMNS: &[(&str, &str)] = &[
 fn session_from_row(r: &Row<'_>) -> rusqlite::Result<SessionRecord> {
     Ok(SessionRecord {
         id: r.get(0)?,
-        state: r.get(1)?,
-        protocol: r.get(2)?,
+        state: {
+            let v: String = r.get(1)?;
+            SessionState::parse(&v).ok_or_else(|| unknown(1, "session state", v))?
+        },
+        protocol: {
+            let v: String = r.get(2)?;
+            Protocol::parse(&v).ok_or_else(|| unknown(2, "protocol", v))?
+        },
         actor: r.get(3)?,
         client_addr: r.get(4)?,
         client_version: r.get(5)?,
@@ -176,7 +233,7 @@ impl Store {
         self.conn()?.execute(
             &format!("INSERT INTO sessions ({SESSION_COLS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18,?19,?20,?21,?22,?23,?24,?25,?26,?27,?28,?29)"),
             params![
-                s.id, s.state, s.protocol, s.actor, s.client_addr, s.client_version, s.target,
+                s.id, s.state.as_str(), s.protocol.as_str(), s.actor, s.client_addr, s.client_version, s.target,
                 s.target_addr, s.account, s.account_ref, s.policy, s.pty_term, s.pty_cols,
                 s.pty_rows, s.gateway, s.started_ms as i64, s.ended_ms.map(|v| v as i64),
                 s.last_input_ms.map(|v| v as i64), s.bytes_in as i64, s.bytes_out as i64,
@@ -196,7 +253,7 @@ impl Store {
              end_reason=?12, end_detail=?13, terminated_by=?14, actor=?15, previous_owners=?16,
              decision=?17, client_crypto=?18, target_crypto=?19 WHERE id=?1",
             params![
-                s.id, s.state, s.client_version, s.policy, s.pty_term, s.pty_cols, s.pty_rows,
+                s.id, s.state.as_str(), s.client_version, s.policy, s.pty_term, s.pty_cols, s.pty_rows,
                 s.ended_ms.map(|v| v as i64), s.last_input_ms.map(|v| v as i64),
                 s.bytes_in as i64, s.bytes_out as i64, s.end_reason, s.end_detail, s.terminated_by,
                 s.actor, s.previous_owners, s.decision, s.client_crypto, s.target_crypto
@@ -227,8 +284,8 @@ impl Store {
             params![
                 q.actor,
                 q.target,
-                q.protocol,
-                q.state,
+                q.protocol.map(Protocol::as_str),
+                q.state.map(SessionState::as_str),
                 q.live,
                 targets,
                 before_ms,
@@ -245,7 +302,16 @@ impl Store {
         let (targets, before_ms, before_id) = q.bound();
         let n: i64 = self.conn()?.query_row(
             &format!("SELECT count(*) FROM sessions WHERE {SESSION_WHERE}"),
-            params![q.actor, q.target, q.protocol, q.state, q.live, targets, before_ms, before_id],
+            params![
+                q.actor,
+                q.target,
+                q.protocol.map(Protocol::as_str),
+                q.state.map(SessionState::as_str),
+                q.live,
+                targets,
+                before_ms,
+                before_id
+            ],
             |r| r.get(0),
         )?;
         Ok(n.max(0) as u64)

@@ -16,6 +16,7 @@ use wardengate_recorder::EventKind;
 
 use super::querylog::{self, QueryLog};
 use super::wire::{self, Conn, Scanner};
+use crate::error::{Leg, LegError};
 use crate::session::{Outcome, SessionLink, Tap};
 use crate::shadow::ShadowHub;
 use crate::supervisor::{Ended, Front, Input, Say, Supervisor};
@@ -51,7 +52,9 @@ enum End {
     /// A message of the gateway's own ended the session (FATAL written).
     Injected,
     Protocol(String),
-    Io(String),
+    Io(LegError),
+    /// The recording could not take the session's records.
+    Recording,
 }
 
 /// Messages the gateway writes to the client between the target's frames.
@@ -77,7 +80,7 @@ async fn up(
         let n = match rd.read(&mut buf).await {
             Ok(0) => return End::Client,
             Ok(n) => n,
-            Err(e) => return End::Io(format!("client connection: {e}")),
+            Err(e) => return End::Io(LegError::client(e)),
         };
         let chunk = &buf[..n];
         let mut refused = None;
@@ -128,7 +131,7 @@ async fn down(
             _ = async { if let Some(t) = waiting { tokio::time::sleep_until(t).await } }, if waiting.is_some() => {
                 flush_at = None;
                 if !record(&log, (&tap, &hub, &alerts), shared.started_ms, &mut params).await {
-                    return End::Io("the recording failed".into());
+                    return End::Recording;
                 }
             }
             r = rd.read(&mut buf) => {
@@ -174,13 +177,13 @@ async fn down(
                 if ready >= FLUSH_BATCH || fatal || !params.is_empty() {
                     flush_at = None;
                     if !record(&log, (&tap, &hub, &alerts), shared.started_ms, &mut params).await {
-                        return End::Io("the recording failed".into());
+                        return End::Recording;
                     }
                 } else if ready > 0 && flush_at.is_none() {
                     flush_at = Some(tokio::time::Instant::now() + FLUSH_AFTER);
                 }
                 if let Err(e) = res {
-                    return End::Io(format!("client connection: {e}"));
+                    return End::Io(LegError::client(e));
                 }
                 if fatal {
                     let _ = wr.shutdown().await;
@@ -195,7 +198,7 @@ async fn down(
                 }
                 let (Inject::Notice(b) | Inject::Fatal(b)) = &m;
                 if let Err(e) = wire::send(&mut wr, &[b]).await {
-                    return End::Io(format!("client connection: {e}"));
+                    return End::Io(LegError::client(e));
                 }
                 if matches!(m, Inject::Fatal(_)) {
                     let _ = wr.shutdown().await;
@@ -373,8 +376,9 @@ pub async fn run(
                                 Outcome::Error(format!("client {e}"))
                             }
                             End::Io(_) if terminated.load(Ordering::Relaxed) => Outcome::ClientExit,
-                            End::Io(e) => Outcome::ClientDropped(e),
+                            End::Io(e) => Outcome::ClientDropped(e.to_string()),
                             End::Target | End::Injected => Outcome::TargetClosed,
+                            End::Recording => Outcome::Error("the recording failed".into()),
                         };
                     }
                     r = &mut down => {
@@ -383,8 +387,9 @@ pub async fn run(
                             _ if terminated.load(Ordering::Relaxed) => Outcome::ClientExit,
                             End::Target => Outcome::TargetClosed,
                             End::Protocol(e) => Outcome::Error(e),
-                            End::Io(e) if e.starts_with("client") => Outcome::ClientDropped(e),
-                            End::Io(e) => Outcome::Error(e),
+                            End::Io(e) if e.leg == Leg::Client => Outcome::ClientDropped(e.to_string()),
+                            End::Io(e) => Outcome::Error(e.to_string()),
+                            End::Recording => Outcome::Error("the recording failed".into()),
                             End::Client | End::Injected => Outcome::ClientExit,
                         };
                     }

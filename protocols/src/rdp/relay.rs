@@ -13,6 +13,7 @@ use wardengate_recorder::EventKind;
 use super::farewell::{farewell, Boundaries, Goodbye};
 use super::input::InputFilter;
 use super::offer::Offer;
+use crate::error::{Leg, LegError};
 use crate::session::{Outcome, SessionLink, SessionShared, Tap};
 use crate::shadow::desktop::DesktopFeed;
 use crate::supervisor::{Ended, Front, Input, Say, Supervisor};
@@ -25,7 +26,7 @@ const MAX_PDU: usize = 0x1_0000;
 enum End {
     Client,
     Target,
-    Io(String),
+    Io(LegError),
     /// The gateway ended the session and the client was told (or could not be).
     Farewell,
 }
@@ -52,11 +53,11 @@ where
         let n = match rd.read(&mut buf).await {
             Ok(0) => return End::Client,
             Ok(n) => n,
-            Err(e) => return End::Io(format!("client connection: {e}")),
+            Err(e) => return End::Io(LegError::client(e)),
         };
         if !offer.pending() {
             if let Err(e) = send(&mut wr, &buf[..n]).await {
-                return End::Io(format!("target connection: {e}"));
+                return End::Io(LegError::target(e));
             }
         }
         pending.extend_from_slice(&buf[..n]);
@@ -69,7 +70,7 @@ where
                     if offer.pending() {
                         offer.finish();
                         if let Err(e) = send(&mut wr, &pending).await {
-                            return End::Io(format!("target connection: {e}"));
+                            return End::Io(LegError::target(e));
                         }
                     }
                     shared.count_input(pending.len());
@@ -89,12 +90,12 @@ where
                     pdu = Bytes::from(changed);
                 }
                 if let Err(e) = send(&mut wr, &pdu).await {
-                    return End::Io(format!("target connection: {e}"));
+                    return End::Io(LegError::target(e));
                 }
                 if !offer.pending() {
                     // The rest was read but not forwarded yet.
                     if let Err(e) = send(&mut wr, &pending).await {
-                        return End::Io(format!("target connection: {e}"));
+                        return End::Io(LegError::target(e));
                     }
                     if let (Some(t), false) = (&tap, offer.withdrawn.is_empty()) {
                         let detail = format!(
@@ -176,7 +177,7 @@ where
         let mut n = match read {
             Ok(0) => return End::Target,
             Ok(n) => n,
-            Err(e) => return End::Io(format!("target connection: {e}")),
+            Err(e) => return End::Io(LegError::target(e)),
         };
         let read_at = std::time::Instant::now();
         if leaving.is_some() {
@@ -186,7 +187,7 @@ where
         framing.feed(&buf[..n]);
         shared.note_output(n);
         if let Err(e) = send(&mut wr, &buf[..n]).await {
-            return End::Io(format!("client connection: {e}"));
+            return End::Io(LegError::client(e));
         }
         shared.note_relayed(read_at.elapsed());
         if tap.is_none() && live.is_none() {
@@ -211,8 +212,8 @@ fn ended(end: End) -> Outcome {
     match end {
         End::Client => Outcome::ClientExit,
         End::Target => Outcome::TargetClosed,
-        End::Io(e) if e.starts_with("client") => Outcome::ClientDropped(e),
-        End::Io(e) => Outcome::Error(e),
+        End::Io(e) if e.leg == Leg::Client => Outcome::ClientDropped(e.to_string()),
+        End::Io(e) => Outcome::Error(e.to_string()),
         End::Farewell => Outcome::Error("the relay ended the session unasked".into()),
     }
 }
@@ -237,7 +238,7 @@ async fn show_banner<W: AsyncWrite + Unpin>(
     };
     inject(wr, bytes, tap)
         .await
-        .map_err(|e| End::Io(format!("client connection: {e}")))
+        .map_err(|e| End::Io(LegError::client(e)))
 }
 
 /// Bytes of the gateway's own for the client (a banner, a farewell): written, then recorded,

@@ -294,11 +294,13 @@ async fn connect<B: SshBroker>(
 }
 
 /// Wait until the leg is ready (or failed).
-pub(crate) async fn ready(w: &mut watch::Receiver<LegState>) -> Result<Arc<TargetLeg>, String> {
+pub(crate) async fn ready(
+    w: &mut watch::Receiver<LegState>,
+) -> Result<Arc<TargetLeg>, TargetError> {
     loop {
         match &*w.borrow_and_update() {
             LegState::Ready(leg) => return Ok(leg.clone()),
-            LegState::Failed(e) => return Err(e.to_string()),
+            LegState::Failed(e) => return Err(e.clone()),
             LegState::Connecting => {}
         }
         if w.changed().await.is_err() {
@@ -307,13 +309,33 @@ pub(crate) async fn ready(w: &mut watch::Receiver<LegState>) -> Result<Arc<Targe
     }
 }
 
-/// Resolves with a message when the leg fails to open or, once open, when the target goes away.
-pub(crate) async fn wait_failed(w: &mut watch::Receiver<LegState>) -> String {
+/// How the target leg went away under a session.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum Gone {
+    /// It never opened.
+    #[error("{0}")]
+    Failed(TargetError),
+    /// It was open and the target closed it.
+    #[error("connection to target {0} lost")]
+    Lost(String),
+}
+
+impl Gone {
+    pub(crate) fn outcome(self) -> crate::session::Outcome {
+        match self {
+            Gone::Failed(e) => crate::session::Outcome::TargetFailed(e),
+            Gone::Lost(_) => crate::session::Outcome::TargetClosed,
+        }
+    }
+}
+
+/// Resolves when the leg fails to open or, once open, when the target goes away.
+pub(crate) async fn wait_failed(w: &mut watch::Receiver<LegState>) -> Gone {
     match ready(w).await {
-        Err(msg) => msg,
+        Err(e) => Gone::Failed(e),
         Ok(leg) => {
             leg.closed.cancelled().await;
-            format!("connection to target {} lost", leg.target)
+            Gone::Lost(leg.target.clone())
         }
     }
 }

@@ -84,7 +84,7 @@ impl<B: SshBroker> Front<B> {
         let ending = adm.ending.clone();
         let ready = tokio::select! {
             r = back::ready(&mut leg_watch) => r,
-            _ = ending.cancelled() => Err("the session is closing".to_string()),
+            _ = ending.cancelled() => Err("the session is closing".into()),
         };
         let leg = ready.map_err(|msg| format!("wardengate: {msg}"))?;
         let opened = match direct {

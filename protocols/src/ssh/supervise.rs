@@ -262,7 +262,7 @@ impl<B: SshBroker> Session<B> {
                         failure = back::wait_failed(&mut target_gone) => {
                             let text = format!("wardengate: {failure}");
                             relay::say_and_disconnect(handle, channels, &text).await;
-                            Next::Done(if failure.starts_with("connection to") { Outcome::TargetClosed } else { Outcome::TargetFailed(failure.into()) })
+                            Next::Done(failure.outcome())
                         }
                     }
                 };
@@ -362,7 +362,7 @@ impl<B: SshBroker> Session<B> {
                     None => {}
                 },
                 failure = back::wait_failed(&mut target_gone) => {
-                    return Err(if failure.starts_with("connection to") { Outcome::TargetClosed } else { Outcome::TargetFailed(failure.into()) });
+                    return Err(failure.outcome());
                 }
                 _ = channels_changed => {}
                 _ = self.shutdown.cancelled() => return Err(Outcome::Shutdown),
