@@ -31,42 +31,7 @@ enum Cmd {
     },
     /// Zero-config dev mode: a gateway plus real demo targets (OpenSSH sshd, PostgreSQL, a
     /// Windows-style desktop over RDP); the demo database is recreated at each start.
-    Dev {
-        #[arg(long, default_value = ".wardengate-dev")]
-        data_dir: PathBuf,
-        #[arg(long, default_value_t = 2222)]
-        ssh_port: u16,
-        #[arg(long, default_value_t = 8080)]
-        api_port: u16,
-        /// The gateway's PostgreSQL port (the demo database is behind it).
-        #[arg(long, default_value_t = 6432)]
-        pg_port: u16,
-        /// The gateway's RDP port (the demo Windows desktop is behind it).
-        #[arg(long, default_value_t = 3389)]
-        rdp_port: u16,
-        /// The demo status page web-01.dev "serves" on 127.0.0.1, the destination of the port
-        /// forwarding example (0: none).
-        #[arg(long, default_value_t = 9080)]
-        web_port: u16,
-        /// Do not record the demo sessions, nor keep their desktops for observers (for
-        /// comparisons; recording is on by default).
-        #[arg(long)]
-        no_recording: bool,
-        /// Reconnect mode of the demo sessions: strict, reauth or resume (for comparisons; the
-        /// example policies use resume).
-        #[arg(long)]
-        reconnect: Option<String>,
-        /// The demo Windows desktop's size, WIDTHxHEIGHT.
-        #[arg(long, default_value = "1024x768", value_parser = dev::parse_size)]
-        desktop_size: (u16, u16),
-        /// The SSH ciphers the gateway offers, comma-separated (for comparisons; default: the
-        /// gateway's own default).
-        #[arg(long, hide = true)]
-        ssh_ciphers: Option<String>,
-        /// recording.write_ahead_interval (for comparisons; "0s" turns the write-ahead log off).
-        #[arg(long, hide = true)]
-        write_ahead_interval: Option<String>,
-    },
+    Dev(dev::DevOptions),
     /// Validate a config file and exit.
     CheckConfig {
         #[arg(short, long, env = "WARDENGATE_CONFIG")]
@@ -174,31 +139,7 @@ fn real_main(cli: Cli) -> Result<()> {
                 );
             }))
         }
-        Cmd::Dev {
-            data_dir,
-            ssh_port,
-            api_port,
-            pg_port,
-            rdp_port,
-            web_port,
-            no_recording,
-            reconnect,
-            desktop_size,
-            ssh_ciphers,
-            write_ahead_interval,
-        } => runtime()?.block_on(dev::run(dev::DevOptions {
-            data_dir,
-            ssh_port,
-            api_port,
-            pg_port,
-            rdp_port,
-            web_port,
-            no_recording,
-            reconnect,
-            desktop_size,
-            ssh_ciphers,
-            write_ahead_interval,
-        })),
+        Cmd::Dev(options) => runtime()?.block_on(dev::run(options)),
         Cmd::CheckConfig { config } => {
             let cfg = config::load(&config)?;
             println!(

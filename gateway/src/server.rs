@@ -62,32 +62,22 @@ pub async fn run(
         server_id: format!("SSH-2.0-Wardengate_{}", env!("CARGO_PKG_VERSION")),
         ciphers: cfg.config.ssh.ciphers.clone(),
     });
-    let ssh_listener = TcpListener::bind(cfg.config.ssh.listen)
-        .await
-        .with_context(|| format!("cannot listen for SSH on {}", cfg.config.ssh.listen))?;
+    let ssh_listener = bind(cfg.config.ssh.listen, "SSH").await?;
     let pg = match &cfg.config.postgres {
         Some(section) => {
             let settings = Arc::new(crate::broker::postgres::settings(&cfg, section)?);
-            let listener = TcpListener::bind(section.listen)
-                .await
-                .with_context(|| format!("cannot listen for PostgreSQL on {}", section.listen))?;
-            Some((listener, settings))
+            Some((bind(section.listen, "PostgreSQL").await?, settings))
         }
         None => None,
     };
     let rdp = match &cfg.config.rdp {
         Some(section) => {
             let settings = Arc::new(crate::broker::rdp::settings(&cfg, section)?);
-            let listener = TcpListener::bind(section.listen)
-                .await
-                .with_context(|| format!("cannot listen for RDP on {}", section.listen))?;
-            Some((listener, settings))
+            Some((bind(section.listen, "RDP").await?, settings))
         }
         None => None,
     };
-    let api_listener = TcpListener::bind(cfg.config.api.listen)
-        .await
-        .with_context(|| format!("cannot listen for the API on {}", cfg.config.api.listen))?;
+    let api_listener = bind(cfg.config.api.listen, "the API").await?;
     let listening = Listening {
         ssh: ssh_listener.local_addr()?,
         postgres: match &pg {
@@ -349,4 +339,11 @@ async fn wait_for_signal() {
     {
         let _ = tokio::signal::ctrl_c().await;
     }
+}
+
+/// Listen on `addr` for `what`, or say which listener could not.
+async fn bind(addr: std::net::SocketAddr, what: &str) -> Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen for {what} on {addr}"))
 }

@@ -70,7 +70,21 @@ pub struct Supervisor<'a> {
     pub notify: &'a (dyn Fn(&'static str, String) + Send + Sync),
 }
 
-impl Supervisor<'_> {
+impl<'a> Supervisor<'a> {
+    pub fn new(
+        link: &'a mut SessionLink,
+        admitted: &'a Admitted,
+        shutdown: &'a CancellationToken,
+        notify: &'a (dyn Fn(&'static str, String) + Send + Sync),
+    ) -> Supervisor<'a> {
+        Supervisor {
+            link,
+            admitted,
+            shutdown,
+            notify,
+        }
+    }
+
     /// Supervise until the relay ends or the gateway ends the session.
     pub async fn run<F, R>(self, front: &mut F, mut relay: Pin<&mut R>) -> Ended<R::Output>
     where

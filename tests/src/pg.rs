@@ -21,16 +21,11 @@ pub const CLEAR_PASSWORD: &str = "clear-Secret-2b8d";
 /// authentication method: `billing_ro` (SCRAM, owns the database), `billing_md5` (MD5),
 /// `billing_clear` (cleartext password).
 pub fn cluster(env: &TestEnv) -> PgCluster {
-    let user = |name: &str, password: &str, method| PgUser {
-        name: name.into(),
-        password: password.into(),
-        method,
-    };
     let opts = PgOptions {
         users: vec![
-            user("billing_ro", RO_PASSWORD, PgAuth::Scram),
-            user("billing_md5", MD5_PASSWORD, PgAuth::Md5),
-            user("billing_clear", CLEAR_PASSWORD, PgAuth::Password),
+            PgUser::new("billing_ro", RO_PASSWORD, PgAuth::Scram),
+            PgUser::new("billing_md5", MD5_PASSWORD, PgAuth::Md5),
+            PgUser::new("billing_clear", CLEAR_PASSWORD, PgAuth::Password),
         ],
         tls: None,
         database: "billing".into(),

@@ -16,6 +16,12 @@ fn desktop(env: &TestEnv) -> Desktop {
     Desktop::start(&env.path("desktop"), 0, "bob", BOB_PASSWORD).expect("the RDP target desktop")
 }
 
+/// A gateway with `desk` as the RDP target win-dc01.test (account bob, password in the vault).
+fn rdp_gateway<'a>(env: &'a TestEnv, desk: &Desktop) -> GatewayBuilder<'a> {
+    env.gateway()
+        .rdp_target("win-dc01.test", &desk.address(), "bob", BOB_PASSWORD)
+}
+
 struct Client(Child);
 
 /// Where xfreerdp writes what it tells the person (`xfreerdp.log` in the test's directory).
@@ -224,10 +230,7 @@ fn watch_in_a_browser(env: &TestEnv, gw: &GatewayProc, desk: &Desktop, client: &
 fn xfreerdp_sees_the_target_desktop_with_the_injected_password_then_is_terminated() {
     let env = TestEnv::new();
     let desk = desktop(&env);
-    let gw = env
-        .gateway()
-        .rdp_target("win-dc01.test", &desk.address(), "bob", BOB_PASSWORD)
-        .start();
+    let gw = rdp_gateway(&env, &desk).start();
     let port = gw.rdp_port.expect("the RDP front is on");
     let screen = Xvfb::start(1024, 768).expect("the client's display");
     let child = xfreerdp(&screen, port, "alice:win-dc01.test", ALICE_PASSWORD)
@@ -425,10 +428,7 @@ fn xfreerdp_sees_the_target_desktop_with_the_injected_password_then_is_terminate
 fn nla_refuses_a_wrong_password_and_a_login_without_a_target() {
     let env = TestEnv::new();
     let desk = desktop(&env);
-    let gw = env
-        .gateway()
-        .rdp_target("win-dc01.test", &desk.address(), "bob", BOB_PASSWORD)
-        .start();
+    let gw = rdp_gateway(&env, &desk).start();
     let port = gw.rdp_port.expect("the RDP front is on");
     let screen = Xvfb::start(640, 480).expect("the client's display");
     let auth_only = |user: &str, password: &str| {
@@ -474,9 +474,7 @@ fn nla_refuses_a_wrong_password_and_a_login_without_a_target() {
 fn an_untouched_desktop_is_closed_for_idleness() {
     let env = TestEnv::new();
     let desk = desktop(&env);
-    let gw = env
-        .gateway()
-        .rdp_target("win-dc01.test", &desk.address(), "bob", BOB_PASSWORD)
+    let gw = rdp_gateway(&env, &desk)
         .policies(
             "\n[[policies]]\nname = \"idle-rdp\"\ngroups = [\"sre\"]\ntarget_tags = [\"env=test\"]\n\
              idle_timeout = \"4s\"\nidle_grace = \"3s\"\n",

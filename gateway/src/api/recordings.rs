@@ -29,6 +29,23 @@ async fn recording_pubkey(State(st): State<ApiState>) -> Json<api::PublicKey> {
 }
 
 /// Session ids are the recording directory names; refuse anything that could leave the directory.
+/// Read a whole recording off the runtime's threads; a recording that cannot be read is a 422
+/// that says why.
+pub(crate) async fn read_recording(
+    dir: std::path::PathBuf,
+    id: &str,
+) -> Result<wardengate_recorder::Recording, ApiError> {
+    tokio::task::spawn_blocking(move || wardengate_recorder::read(&dir))
+        .await
+        .map_err(internal)?
+        .map_err(|e| {
+            ApiError(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                format!("recording {id} cannot be read: {e}"),
+            )
+        })
+}
+
 pub(crate) fn recording_dir(gw: &Gateway, id: &str) -> Result<std::path::PathBuf, ApiError> {
     if id.is_empty()
         || !id
@@ -164,15 +181,7 @@ async fn recording_events(
         Some(&id),
         json!({"by": caller.name, "what": "events"}),
     );
-    let rec = tokio::task::spawn_blocking(move || wardengate_recorder::read(&dir))
-        .await
-        .map_err(internal)?
-        .map_err(|e| {
-            ApiError(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                format!("recording {id} cannot be read: {e}"),
-            )
-        })?;
+    let rec = read_recording(dir, &id).await?;
     let mut body = String::new();
     for ev in &rec.events {
         body.push_str(&wardengate_recorder::event_json(ev).to_string());

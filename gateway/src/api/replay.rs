@@ -23,7 +23,7 @@ use wardengate_recorder::{Event, EventKind};
 
 use super::browser::{origin, send, text, SocketQuery};
 use super::common::{bad, internal, parse_body, ApiError, Caller};
-use super::recordings::recording_dir;
+use super::recordings::{read_recording, recording_dir};
 use super::state::ApiState;
 use super::tickets::{Purpose, TICKET_TTL};
 
@@ -98,15 +98,7 @@ async fn replay_socket(
             format!("{MAX_REPLAYS} recordings are playing already; try again when one ends"),
         )
     })?;
-    let rec = tokio::task::spawn_blocking(move || wardengate_recorder::read(&dir))
-        .await
-        .map_err(internal)?
-        .map_err(|e| {
-            ApiError(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                format!("recording {id} cannot be read: {e}"),
-            )
-        })?;
+    let rec = read_recording(dir, &id).await?;
     st.gw.audit(
         "recording.accessed",
         Some(&caller.name),

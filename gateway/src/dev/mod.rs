@@ -20,23 +20,42 @@ use crate::config;
 use crate::keys;
 use crate::vault::SecretKind;
 
+/// `wardengate dev`'s flags.
+#[derive(Debug, clap::Args)]
 pub struct DevOptions {
+    #[arg(long, default_value = ".wardengate-dev")]
     pub data_dir: PathBuf,
+    #[arg(long, default_value_t = 2222)]
     pub ssh_port: u16,
+    #[arg(long, default_value_t = 8080)]
     pub api_port: u16,
+    /// The gateway's PostgreSQL port (the demo database is behind it).
+    #[arg(long, default_value_t = 6432)]
     pub pg_port: u16,
+    /// The gateway's RDP port (the demo Windows desktop is behind it).
+    #[arg(long, default_value_t = 3389)]
     pub rdp_port: u16,
-    /// The demo status page's port on 127.0.0.1 (0: none).
+    /// The demo status page web-01.dev "serves" on 127.0.0.1, the destination of the port
+    /// forwarding example (0: none).
+    #[arg(long, default_value_t = 9080)]
     pub web_port: u16,
-    /// `recording = "off"` in the dev policy (benchmarks compare with and without).
+    /// Do not record the demo sessions, nor keep their desktops for observers (for
+    /// comparisons; recording is on by default).
+    #[arg(long)]
     pub no_recording: bool,
-    /// The reconnect mode of the dev policy (benchmarks compare them).
+    /// Reconnect mode of the demo sessions: strict, reauth or resume (for comparisons; the
+    /// example policies use resume).
+    #[arg(long)]
     pub reconnect: Option<String>,
-    /// The demo desktop's width and height.
+    /// The demo Windows desktop's size, WIDTHxHEIGHT.
+    #[arg(long, default_value = "1024x768", value_parser = parse_size)]
     pub desktop_size: (u16, u16),
-    /// `ssh.ciphers` (benchmarks compare them).
+    /// The SSH ciphers the gateway offers, comma-separated (for comparisons; default: the
+    /// gateway's own default).
+    #[arg(long, hide = true)]
     pub ssh_ciphers: Option<String>,
-    /// `recording.write_ahead_interval` (benchmarks compare with and without).
+    /// recording.write_ahead_interval (for comparisons; "0s" turns the write-ahead log off).
+    #[arg(long, hide = true)]
     pub write_ahead_interval: Option<String>,
 }
 
@@ -194,11 +213,11 @@ pub async fn run(opts: DevOptions) -> Result<()> {
                 &d,
                 0,
                 &postgres::PgOptions {
-                    users: vec![postgres::PgUser {
-                        name: "billing_ro".into(),
-                        password,
-                        method: postgres::PgAuth::Scram,
-                    }],
+                    users: vec![postgres::PgUser::new(
+                        "billing_ro",
+                        &password,
+                        postgres::PgAuth::Scram,
+                    )],
                     tls: None,
                     database: "billing".into(),
                     // billing_ro only reads: the data belongs to a role nobody logs in as.

@@ -69,6 +69,16 @@ pub struct PgUser {
     pub method: PgAuth,
 }
 
+impl PgUser {
+    pub fn new(name: &str, password: &str, method: PgAuth) -> PgUser {
+        PgUser {
+            name: name.into(),
+            password: password.into(),
+            method,
+        }
+    }
+}
+
 #[derive(Clone, Debug, Default)]
 pub struct PgOptions {
     pub users: Vec<PgUser>,

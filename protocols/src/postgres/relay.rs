@@ -399,12 +399,7 @@ pub async fn run(
             }
         };
         tokio::pin!(relay);
-        let supervisor = Supervisor {
-            link: &mut link,
-            admitted: &admitted,
-            shutdown: &shutdown,
-            notify: &notify,
-        };
+        let supervisor = Supervisor::new(&mut link, &admitted, &shutdown, &notify);
         let outcome = match supervisor.run(&mut front, relay).await {
             Ended::Relay(o) | Ended::Gateway(o) => o,
             // Never asked for: a PostgreSQL front does not hand off.

@@ -359,12 +359,7 @@ where
             }
         };
         tokio::pin!(relay);
-        let supervisor = Supervisor {
-            link: &mut link,
-            admitted: &admitted,
-            shutdown: &shutdown,
-            notify: &notify,
-        };
+        let supervisor = Supervisor::new(&mut link, &admitted, &shutdown, &notify);
         let mut front = RdpFront {
             banners: &banner_tx,
         };

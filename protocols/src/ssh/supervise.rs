@@ -267,12 +267,8 @@ impl<B: SshBroker> Session<B> {
                     }
                 };
                 tokio::pin!(relay);
-                let supervisor = Supervisor {
-                    link: &mut self.link,
-                    admitted: &self.admitted,
-                    shutdown: &self.shutdown,
-                    notify: &notify,
-                };
+                let supervisor =
+                    Supervisor::new(&mut self.link, &self.admitted, &self.shutdown, &notify);
                 let mut front = SshFront { handle, channels };
                 match supervisor.run(&mut front, relay).await {
                     Ended::Relay(next) => return next,

@@ -37,15 +37,10 @@ fn psql_tcp(pg: &PgCluster, user: &str, password: &str, sql: &str) -> Output {
 #[test]
 fn users_log_in_with_their_method_and_password_only() {
     let env = TestEnv::new();
-    let user = |name: &str, password: &str, method| PgUser {
-        name: name.into(),
-        password: password.into(),
-        method,
-    };
     let opts = PgOptions {
         users: vec![
-            user("owner_scram", "s3cret 'quoted'", PgAuth::Scram),
-            user("reader_md5", "md5-pass", PgAuth::Md5),
+            PgUser::new("owner_scram", "s3cret 'quoted'", PgAuth::Scram),
+            PgUser::new("reader_md5", "md5-pass", PgAuth::Md5),
         ],
         tls: None,
         database: "billing".into(),

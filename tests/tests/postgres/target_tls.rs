@@ -34,11 +34,7 @@ fn target_tls_verify_full_require_and_a_wrong_ca() {
         &env.path("pg"),
         0,
         &PgOptions {
-            users: vec![PgUser {
-                name: "billing_ro".into(),
-                password: RO_PASSWORD.into(),
-                method: PgAuth::Scram,
-            }],
+            users: vec![PgUser::new("billing_ro", RO_PASSWORD, PgAuth::Scram)],
             tls: Some((cert, key)),
             database: "billing".into(),
             owner: None,
