@@ -473,6 +473,31 @@ pub struct SessionLink {
     pub hub: Arc<crate::shadow::ShadowHub>,
 }
 
+/// Why admission refused a session, in the one vocabulary of every protocol. Each protocol gives
+/// it its own wire form: SSH shows `message` on the channels the client opens, PostgreSQL sends
+/// an ErrorResponse whose SQLSTATE follows `kind` (`postgres::sqlstate`) with the limit as its
+/// detail, RDP refuses in its own terms (the audit has the text).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Denial {
+    /// `unknown_user`, `unknown_target`, `unknown_account`, `no_permission`, `wrong_protocol`,
+    /// `concurrency`, `credential_unavailable`, `recording_unavailable`, `internal`, ...
+    pub kind: &'static str,
+    /// What the person is shown (already audited as `session.denied`).
+    pub message: String,
+    /// The concurrency limit that refused: scope, limit, current and subject.
+    pub limit: Option<wardengate_policy::LimitDenial>,
+}
+
+impl Denial {
+    pub fn new(kind: &'static str, message: impl Into<String>) -> Denial {
+        Denial {
+            kind,
+            message: message.into(),
+            limit: None,
+        }
+    }
+}
+
 /// How a session ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {

@@ -3,7 +3,7 @@
 
 use serde_json::json;
 use wardengate_policy::{Admitted, Subject};
-use wardengate_protocols::session::{ClientInfo, Login};
+use wardengate_protocols::session::{ClientInfo, Denial, Login};
 use wardengate_protocols::ssh::Admission;
 
 use super::resolve::resolve;
@@ -70,7 +70,7 @@ impl Gateway {
         login: &Login,
         method: &str,
         client: &ClientInfo,
-    ) -> Result<Admission, String> {
+    ) -> Result<Admission, Denial> {
         let id = &login.target;
         let ticket = self.registry.take_session_ticket(id, &login.user);
         // Still permitted now (a policy reload since the accept counts).
@@ -93,7 +93,7 @@ impl Gateway {
                 Some(id),
                 json!({"client": client.addr.to_string(), "message": msg}),
             );
-            return Err(msg);
+            return Err(Denial::new("takeover_refused", msg));
         }
         match ticket {
             Some(t) => {
@@ -118,7 +118,7 @@ impl Gateway {
                     Some(id),
                     json!({"client": client.addr.to_string(), "message": msg}),
                 );
-                Err(msg)
+                Err(Denial::new("takeover_refused", msg))
             }
         }
     }

@@ -17,22 +17,13 @@ use std::sync::Arc;
 use serde_json::{json, Value};
 use wardengate_api as api;
 use wardengate_policy::{Admitted, LimitDenial, Limits, OnLimit, ReconnectMode, Subject};
-use wardengate_protocols::session::now_ms;
+use wardengate_protocols::session::{now_ms, Denial};
 use wardengate_protocols::ssh::{Admission, ClientInfo, Credential, Login, TargetPlan};
 
 use crate::broker::Gateway;
 use crate::config::{Account, Loaded, Target};
 use crate::store::SessionRecord;
 use crate::vault::SecretKind;
-
-/// A refused admission: the reason (`no_permission`, `concurrency`, ...), the message for the
-/// user, and for a concurrency limit the limit that was reached.
-#[derive(Debug)]
-pub(crate) struct Denied {
-    pub kind: &'static str,
-    pub message: String,
-    pub limit: Option<Value>,
-}
 
 /// An admitted session before its protocol takes over.
 pub(crate) struct Admit<C> {
@@ -64,7 +55,7 @@ impl Gateway {
         kind: &'static str,
         message: String,
         decision: Value,
-    ) -> Denied {
+    ) -> Denial {
         rec.state = api::SessionState::Denied;
         rec.ended_ms = Some(rec.started_ms);
         rec.end_reason = Some(kind.into());
@@ -80,11 +71,7 @@ impl Gateway {
             json!({"target": rec.target, "account": rec.account, "reason": kind, "message": message,
                    "client": rec.client_addr, "policy": rec.policy, "decision": decision}),
         );
-        Denied {
-            kind,
-            message,
-            limit: None,
-        }
+        Denial::new(kind, message)
     }
 
     /// The session a reconnect within the grace continues, if the actor's last session to this
@@ -108,7 +95,7 @@ impl Gateway {
         login: &Login,
         method: &str,
         client: &ClientInfo,
-    ) -> Result<Admission, String> {
+    ) -> Result<Admission, Denial> {
         let cfg = self.cfg();
         if login.target.starts_with("sess_") && login.account.is_none() {
             // `ssh dan:sess_…@gateway`: the new owner of a handed-off session takes it over.
@@ -119,27 +106,25 @@ impl Gateway {
                 return Ok(Admission::Resume(t));
             }
         }
-        let a = self
-            .admit_session(
-                login,
-                method,
-                client,
-                api::Protocol::Ssh,
-                |secret, account, target| match secret.kind {
-                    SecretKind::Password => Ok(Credential::Password(secret.value)),
-                    SecretKind::PrivateKey => {
-                        russh::keys::PrivateKey::from_openssh(secret.value.trim())
-                            .map(|k| Credential::PrivateKey(Arc::new(k)))
-                            .map_err(|e| {
-                                format!(
-                                    "wardengate: the vault key for {}@{} is unreadable: {e}",
-                                    account.name, target.name
-                                )
-                            })
-                    }
-                },
-            )
-            .map_err(|d| d.message)?;
+        let a = self.admit_session(
+            login,
+            method,
+            client,
+            api::Protocol::Ssh,
+            |secret, account, target| match secret.kind {
+                SecretKind::Password => Ok(Credential::Password(secret.value)),
+                SecretKind::PrivateKey => {
+                    russh::keys::PrivateKey::from_openssh(secret.value.trim())
+                        .map(|k| Credential::PrivateKey(Arc::new(k)))
+                        .map_err(|e| {
+                            format!(
+                                "wardengate: the vault key for {}@{} is unreadable: {e}",
+                                account.name, target.name
+                            )
+                        })
+                }
+            },
+        )?;
         Ok(Admission::New(TargetPlan {
             admitted: a.admitted,
             link: a.link,
@@ -160,7 +145,7 @@ impl Gateway {
         client: &ClientInfo,
         protocol: api::Protocol,
         credential: impl FnOnce(crate::vault::Secret, &Account, &Target) -> Result<C, String>,
-    ) -> Result<Admit<C>, Denied> {
+    ) -> Result<Admit<C>, Denial> {
         let cfg = self.cfg();
         let resolved = resolve(&cfg, login, protocol);
         let mut rec = SessionRecord {
@@ -268,11 +253,10 @@ impl Gateway {
             )
             .map_err(|e| {
                 tracing::error!("cannot register session: {e:#}");
-                Denied {
-                    kind: "internal",
-                    message: "wardengate: internal error while registering the session".into(),
-                    limit: None,
-                }
+                Denial::new(
+                    "internal",
+                    "wardengate: internal error while registering the session",
+                )
             })?;
         self.audit(
             "session.approved",
@@ -323,7 +307,7 @@ impl Gateway {
         }
     }
 
-    fn deny_limit(&self, rec: &mut SessionRecord, d: &LimitDenial, limits: &Limits) -> Denied {
+    fn deny_limit(&self, rec: &mut SessionRecord, d: &LimitDenial, limits: &Limits) -> Denial {
         let setting = match d.scope {
             wardengate_policy::Scope::Actor => "max_sessions_per_user",
             wardengate_policy::Scope::Target => "max_sessions_per_target",
@@ -334,7 +318,7 @@ impl Gateway {
         let decision = json!({"admitted": false, "reason": "concurrency", "policy": rec.policy,
                               "limit": d, "on_limit": limits.on_actor_limit});
         let mut denied = self.deny(rec, "concurrency", msg, decision);
-        denied.limit = serde_json::to_value(d).ok();
+        denied.limit = Some(d.clone());
         denied
     }
 
@@ -362,7 +346,7 @@ impl Gateway {
         rec: &mut SessionRecord,
         account: &Account,
         target: &Target,
-    ) -> Result<crate::vault::Secret, Denied> {
+    ) -> Result<crate::vault::Secret, Denial> {
         self.vault.get(&self.store, &account.secret).map_err(|e| {
             tracing::error!(account_ref = %account.secret, "vault lookup failed: {e:#}");
             let msg = format!(

@@ -5,9 +5,9 @@ use std::sync::Arc;
 
 use anyhow::Result;
 use wardengate_protocols::postgres::{
-    Capture, PgBroker, PgPlan, PgSettings, PgTarget, PgUserAuth, Refusal, TargetTls,
+    Capture, PgBroker, PgPlan, PgSettings, PgTarget, PgUserAuth, TargetTls,
 };
-use wardengate_protocols::session::{ClientInfo, Login};
+use wardengate_protocols::session::{ClientInfo, Denial, Login};
 
 use super::Gateway;
 use crate::config::{Loaded, PostgresSection};
@@ -34,7 +34,7 @@ impl PgBroker for Gateway {
         login: &Login,
         method: &str,
         client: &ClientInfo,
-    ) -> Result<PgPlan, Refusal> {
+    ) -> Result<PgPlan, Denial> {
         let cfg = self.cfg();
         let a = self
             .admit_session(login, method, client, wardengate_api::Protocol::Postgres, |secret, account, target| match secret.kind {
@@ -43,15 +43,6 @@ impl PgBroker for Gateway {
                     "wardengate: the vault holds a private key for {}@{}, but a PostgreSQL account needs a password",
                     account.name, target.name
                 )),
-            })
-            .map_err(|d| Refusal {
-                code: match d.kind {
-                    "concurrency" => "53300",
-                    "credential_unavailable" | "recording_unavailable" | "internal" => "58000",
-                    _ => "28000",
-                },
-                detail: d.limit.map(|l| l.to_string()),
-                message: d.message,
             })?;
         let tls = cfg
             .pg_tls

@@ -4,8 +4,8 @@
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use wardengate_protocols::rdp::{RdpBroker, RdpPlan, RdpSettings, RdpTarget, Refusal};
-use wardengate_protocols::session::{ClientInfo, Login};
+use wardengate_protocols::rdp::{RdpBroker, RdpPlan, RdpSettings, RdpTarget};
+use wardengate_protocols::session::{ClientInfo, Denial, Login};
 
 use super::Gateway;
 use crate::config::{Loaded, RdpSection};
@@ -16,7 +16,7 @@ impl RdpBroker for Gateway {
         self.cfg().users.get(user).and_then(|u| u.nt_hash)
     }
 
-    async fn admit_rdp(&self, login: &Login, client: &ClientInfo) -> Result<RdpPlan, Refusal> {
+    async fn admit_rdp(&self, login: &Login, client: &ClientInfo) -> Result<RdpPlan, Denial> {
         let a = self
             .admit_session(login, "nla", client, wardengate_api::Protocol::Rdp, |secret, account, target| {
                 match secret.kind {
@@ -26,8 +26,7 @@ impl RdpBroker for Gateway {
                         account.name, target.name
                     )),
                 }
-            })
-            .map_err(|d| Refusal { message: d.message })?;
+            })?;
         Ok(RdpPlan {
             admitted: a.admitted,
             link: a.link,

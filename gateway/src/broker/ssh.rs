@@ -20,7 +20,7 @@ impl SshBroker for Gateway {
         login: &Login,
         method: &str,
         client: &ClientInfo,
-    ) -> Result<Admission, String> {
+    ) -> Result<Admission, wardengate_protocols::session::Denial> {
         self.admit_sync(login, method, client)
     }
 

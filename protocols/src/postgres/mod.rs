@@ -143,13 +143,15 @@ pub struct PgPlan {
     pub target: PgTarget,
 }
 
-/// Why admission refused: the SQLSTATE and the text the client shows.
-#[derive(Debug, Clone)]
-pub struct Refusal {
-    pub code: &'static str,
-    pub message: String,
-    /// Structured detail (a concurrency limit as JSON).
-    pub detail: Option<String>,
+/// The SQLSTATE a refusal of `kind` is sent with: 53300 (too_many_connections) for a
+/// concurrency limit, 58000 (system_error) for what the gateway could not do, 28000
+/// (invalid_authorization_specification) for the rest.
+pub fn sqlstate(kind: &str) -> &'static str {
+    match kind {
+        "concurrency" => "53300",
+        "credential_unavailable" | "recording_unavailable" | "internal" => "58000",
+        _ => "28000",
+    }
 }
 
 /// The gateway's side of the PostgreSQL contract.
@@ -167,7 +169,7 @@ pub trait PgBroker: Lifecycle {
         login: &Login,
         method: &str,
         client: &ClientInfo,
-    ) -> impl std::future::Future<Output = Result<PgPlan, Refusal>> + Send;
+    ) -> impl std::future::Future<Output = Result<PgPlan, crate::session::Denial>> + Send;
 }
 
 /// Cancel keys handed to clients: the real backend PID with a secret of the gateway's own (4
@@ -311,8 +313,14 @@ pub async fn serve_connection<B: PgBroker>(
     };
     let plan = match broker.admit_pg(&login, method, &client).await {
         Ok(p) => p,
-        Err(r) => {
-            front::refuse(&mut conn, r.code, &r.message, r.detail.as_deref()).await;
+        Err(d) => {
+            // As a JSON object with sorted keys (a `Value`'s order), as clients have parsed it.
+            let detail = d
+                .limit
+                .as_ref()
+                .and_then(|l| serde_json::to_value(l).ok())
+                .map(|v| v.to_string());
+            front::refuse(&mut conn, sqlstate(d.kind), &d.message, detail.as_deref()).await;
             return;
         }
     };

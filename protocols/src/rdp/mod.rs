@@ -78,12 +78,6 @@ pub struct RdpPlan {
     pub target: RdpTarget,
 }
 
-/// Why admission refused.
-#[derive(Debug, Clone)]
-pub struct Refusal {
-    pub message: String,
-}
-
 /// The gateway's side of the RDP contract.
 pub trait RdpBroker: Lifecycle {
     /// The user's NT hash (MD4 of the UTF-16 password) for NLA, or `None` when the user is
@@ -94,7 +88,7 @@ pub trait RdpBroker: Lifecycle {
         &self,
         login: &Login,
         client: &ClientInfo,
-    ) -> impl std::future::Future<Output = Result<RdpPlan, Refusal>> + Send;
+    ) -> impl std::future::Future<Output = Result<RdpPlan, crate::session::Denial>> + Send;
 }
 
 /// The example in every "which target?" error.

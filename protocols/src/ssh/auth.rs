@@ -159,7 +159,8 @@ impl<B: SshBroker> Front<B> {
                 self.start_resumed(ticket);
                 Auth::Accept
             }
-            Err(msg) => {
+            Err(denial) => {
+                let msg = denial.message;
                 // The user proved who they are, so they may learn why they cannot go on: accept
                 // the authentication and explain on every channel they open (works in BatchMode
                 // too, where keyboard-interactive messages are never shown). The broker audited

@@ -114,13 +114,13 @@ impl Login {
 pub trait SshBroker: Lifecycle {
     /// The user's credentials, or `None` for an unknown user.
     fn user(&self, name: &str) -> Option<UserAuth>;
-    /// Decide admission for an authenticated user; `Err` is the message shown to the user.
+    /// Decide admission for an authenticated user.
     fn admit(
         &self,
         login: &Login,
         method: &str,
         client: &ClientInfo,
-    ) -> impl std::future::Future<Output = Result<Admission, String>> + Send;
+    ) -> impl std::future::Future<Output = Result<Admission, crate::session::Denial>> + Send;
     /// Verify the target's host key (pin on first use); `Err` is the message shown to the user.
     fn check_host_key(
         &self,
