@@ -9,9 +9,57 @@ use russh::keys::PublicKey;
 
 use super::model::*;
 
-/// Locate `key` (a dotted path such as `users.alice`) in the TOML text, for error messages.
-fn line_of(text: &str, needle: &str) -> Option<usize> {
-    text.lines().position(|l| l.contains(needle)).map(|i| i + 1)
+/// One step of a path into the configuration document: a key or an array index.
+enum At<'a> {
+    K(&'a str),
+    I(usize),
+}
+use At::{I, K};
+
+/// Where things are in the configuration text, by their path in the parsed document (toml's
+/// own spans): `users[3].password_hash` is the line of that value, even when the same text
+/// appears elsewhere or the name is defined twice.
+struct Spans<'i> {
+    text: &'i str,
+    doc: Option<toml::Spanned<toml::de::DeTable<'i>>>,
+}
+
+impl<'i> Spans<'i> {
+    fn new(text: &'i str) -> Spans<'i> {
+        Spans {
+            text,
+            doc: toml::de::DeTable::parse(text).ok(),
+        }
+    }
+
+    /// The line of the value at `path` (or of the deepest part of it that exists).
+    fn line(&self, path: &[At<'_>]) -> Option<usize> {
+        use toml::de::DeValue;
+        let doc = self.doc.as_ref()?;
+        let mut span = doc.span();
+        let mut table = Some(doc.get_ref());
+        let mut array: Option<&toml::de::DeArray<'_>> = None;
+        for step in path {
+            let next = match (step, table, array) {
+                (K(k), Some(t), _) => t.get(*k),
+                (I(i), _, Some(a)) => a.get(*i),
+                _ => None,
+            };
+            let Some(next) = next else { break };
+            span = next.span();
+            (table, array) = match next.get_ref() {
+                DeValue::Table(t) => (Some(t), None),
+                DeValue::Array(a) => (None, Some(a)),
+                _ => (None, None),
+            };
+        }
+        Some(
+            self.text[..span.start.min(self.text.len())]
+                .matches('\n')
+                .count()
+                + 1,
+        )
+    }
 }
 
 pub fn load(path: &Path) -> Result<Loaded> {
@@ -33,8 +81,10 @@ pub fn parse(text: &str, path: &Path) -> Result<Loaded> {
             .unwrap_or_default();
         anyhow!("{}{at}: {}", path.display(), e.message())
     })?;
-    let here = |needle: &str| {
-        line_of(text, needle)
+    let spans = Spans::new(text);
+    let here = |at: &[At<'_>]| {
+        spans
+            .line(at)
             .map(|l| format!("{} line {l}", path.display()))
             .unwrap_or_else(|| path.display().to_string())
     };
@@ -48,24 +98,25 @@ pub fn parse(text: &str, path: &Path) -> Result<Loaded> {
     if config.ssh.ciphers.is_empty() {
         bail!(
             "{}: ssh.ciphers must name at least one cipher",
-            here("ciphers")
+            here(&[K("ssh"), K("ciphers")])
         );
     }
-    for c in &config.ssh.ciphers {
+    for (ci, c) in config.ssh.ciphers.iter().enumerate() {
         if !wardengate_protocols::ssh::SUPPORTED_CIPHERS.contains(&c.as_str()) {
             bail!(
                 "{}: ssh.ciphers entry '{c}' is not supported (supported: {})",
-                here(c),
+                here(&[K("ssh"), K("ciphers"), I(ci)]),
                 wardengate_protocols::ssh::SUPPORTED_CIPHERS.join(", ")
             );
         }
     }
     let mut users = HashMap::new();
-    for u in &config.users {
+    for (ui, u) in config.users.iter().enumerate() {
+        let user = |key: &'static str| here(&[K("users"), I(ui), K(key)]);
         if u.name.is_empty() || u.name.contains(':') || u.name.contains('#') {
             bail!(
                 "{}: users.name '{}' must be non-empty without ':' or '#'",
-                here(&u.name),
+                user("name"),
                 u.name
             );
         }
@@ -74,7 +125,7 @@ pub fn parse(text: &str, path: &Path) -> Result<Loaded> {
             let key = PublicKey::from_openssh(line.trim()).map_err(|e| {
                 anyhow!(
                     "{}: users.{}.public_keys[{i}] is not an OpenSSH public key: {e}",
-                    here(line.split_whitespace().nth(1).unwrap_or(line)),
+                    here(&[K("users"), I(ui), K("public_keys"), I(i)]),
                     u.name
                 )
             })?;
@@ -84,15 +135,20 @@ pub fn parse(text: &str, path: &Path) -> Result<Loaded> {
             argon2::password_hash::phc::PasswordHash::new(h).map_err(|e| {
                 anyhow!(
                     "{}: users.{}.password_hash is not an argon2 PHC string: {e}",
-                    here(h),
+                    user("password_hash"),
                     u.name
                 )
             })?;
         }
         let scram = match &u.scram_sha_256 {
             Some(v) => Some(
-                wardengate_protocols::postgres::Verifier::parse(v)
-                    .map_err(|e| anyhow!("{}: users.{}.scram_sha_256 is {e}", here(v), u.name))?,
+                wardengate_protocols::postgres::Verifier::parse(v).map_err(|e| {
+                    anyhow!(
+                        "{}: users.{}.scram_sha_256 is {e}",
+                        user("scram_sha_256"),
+                        u.name
+                    )
+                })?,
             ),
             None => None,
         };
@@ -105,7 +161,7 @@ pub fn parse(text: &str, path: &Path) -> Result<Loaded> {
                         anyhow!(
                             "{}: users.{}.nt_hash must be 32 hex digits (the NT hash that \
                              `wardengate hash-password` prints)",
-                            here(h),
+                            user("nt_hash"),
                             u.name
                         )
                     })?,
@@ -115,7 +171,7 @@ pub fn parse(text: &str, path: &Path) -> Result<Loaded> {
         if keys.is_empty() && u.password_hash.is_none() && scram.is_none() && nt_hash.is_none() {
             bail!(
                 "{}: users.{} has neither public_keys nor password_hash",
-                here(&u.name),
+                user("name"),
                 u.name
             );
         }
@@ -128,7 +184,7 @@ pub fn parse(text: &str, path: &Path) -> Result<Loaded> {
                         anyhow!(
                             "{}: users.{}.api_token_sha256 must be 64 hex digits (the sha256 \
                              that `wardengate new-token` prints)",
-                            here(h),
+                            user("api_token_sha256"),
                             u.name
                         )
                     })?,
@@ -147,19 +203,15 @@ pub fn parse(text: &str, path: &Path) -> Result<Loaded> {
             operator: u.operator,
         };
         if users.insert(u.name.clone(), id).is_some() {
-            bail!(
-                "{}: users.name '{}' is defined twice",
-                here(&u.name),
-                u.name
-            );
+            bail!("{}: users.name '{}' is defined twice", user("name"), u.name);
         }
     }
-    for g in &config.groups {
-        for m in &g.members {
+    for (gi, g) in config.groups.iter().enumerate() {
+        for (mi, m) in g.members.iter().enumerate() {
             let user = users.get_mut(m).ok_or_else(|| {
                 anyhow!(
                     "{}: groups.{}.members names unknown user '{m}'",
-                    here(m),
+                    here(&[K("groups"), I(gi), K("members"), I(mi)]),
                     g.name
                 )
             })?;
@@ -186,11 +238,12 @@ pub fn parse(text: &str, path: &Path) -> Result<Loaded> {
 
     let mut targets = HashMap::new();
     let mut pg_tls = HashMap::new();
-    for t in &config.targets {
+    for (ti, t) in config.targets.iter().enumerate() {
+        let target = |key: &'static str| here(&[K("targets"), I(ti), K(key)]);
         if t.name.is_empty() || t.name.contains(':') || t.name.contains('#') {
             bail!(
                 "{}: targets.name '{}' must be non-empty without ':' or '#'",
-                here(&t.name),
+                target("name"),
                 t.name
             );
         }
@@ -200,15 +253,15 @@ pub fn parse(text: &str, path: &Path) -> Result<Loaded> {
                 if t.auth_methods.is_none() && t.database.is_none() => {}
             (Protocol::Ssh | Protocol::Rdp, _) => bail!(
                 "{}: targets.{}: tls, auth_methods and database apply to postgres targets only",
-                here(&t.name),
+                target("protocol"),
                 t.name
             ),
             (Protocol::Postgres, _) => {
-                for m in t.auth_methods.iter().flatten() {
+                for (mi, m) in t.auth_methods.iter().flatten().enumerate() {
                     if !wardengate_protocols::postgres::AUTH_METHODS.contains(&m.as_str()) {
                         bail!(
                             "{}: targets.{}.auth_methods entry '{m}' is not a method ({})",
-                            here(m),
+                            here(&[K("targets"), I(ti), K("auth_methods"), I(mi)]),
                             t.name,
                             wardengate_protocols::postgres::AUTH_METHODS.join(", ")
                         );
@@ -218,14 +271,14 @@ pub fn parse(text: &str, path: &Path) -> Result<Loaded> {
                     if !["disable", "require", "verify-full"].contains(&mode.as_str()) {
                         bail!(
                             "{}: targets.{}.tls '{mode}' is not a mode (disable, require, verify-full)",
-                            here(mode),
+                            target("tls"),
                             t.name
                         );
                     }
                     if mode == "verify-full" && t.tls_ca_file.is_none() {
                         bail!(
                             "{}: targets.{}.tls = \"verify-full\" needs tls_ca_file (the CA that signed the target's certificate)",
-                            here(mode),
+                            target("tls"),
                             t.name
                         );
                     }
@@ -240,20 +293,22 @@ pub fn parse(text: &str, path: &Path) -> Result<Loaded> {
         {
             bail!(
                 "{}: targets.{}.address '{}' must be host:port",
-                here(&t.address),
+                target("address"),
                 t.name,
                 t.address
             );
         }
         if t.accounts.is_empty() {
-            bail!("{}: targets.{} has no accounts", here(&t.name), t.name);
+            bail!("{}: targets.{} has no accounts", target("name"), t.name);
         }
         let mut seen = Vec::new();
-        for a in &t.accounts {
+        for (ai, a) in t.accounts.iter().enumerate() {
+            let account =
+                |key: &'static str| here(&[K("targets"), I(ti), K("accounts"), I(ai), K(key)]);
             if a.secret.is_empty() {
                 bail!(
                     "{}: targets.{}.accounts.{}.secret is empty",
-                    here(&a.name),
+                    account("secret"),
                     t.name,
                     a.name
                 );
@@ -261,7 +316,7 @@ pub fn parse(text: &str, path: &Path) -> Result<Loaded> {
             if seen.contains(&a.name) {
                 bail!(
                     "{}: targets.{} defines account '{}' twice",
-                    here(&a.name),
+                    account("name"),
                     t.name,
                     a.name
                 );
@@ -272,13 +327,13 @@ pub fn parse(text: &str, path: &Path) -> Result<Loaded> {
             pg_tls.insert(
                 t.name.clone(),
                 target_tls(t, &base)
-                    .map_err(|e| anyhow!("{}: targets.{}: {e}", here(&t.name), t.name))?,
+                    .map_err(|e| anyhow!("{}: targets.{}: {e}", target("name"), t.name))?,
             );
         }
         if targets.insert(t.name.clone(), t.clone()).is_some() {
             bail!(
                 "{}: targets.name '{}' is defined twice",
-                here(&t.name),
+                target("name"),
                 t.name
             );
         }
@@ -338,6 +393,33 @@ mod tests {
         let e = parse(text, Path::new("gw.toml")).unwrap_err().to_string();
         assert!(e.contains("gw.toml line 3"), "{e}");
         assert!(e.contains("users.alice.public_keys[0]"), "{e}");
+    }
+
+    /// Lines come from the document's spans, not from searching the text: a name defined twice
+    /// is shown at its second definition, and a bad value at its own line even when the same
+    /// text appears earlier in the file.
+    #[test]
+    fn errors_point_at_the_offending_value_not_the_first_match() {
+        let hash = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$9Jb2ePnBiCIJUWOVVtP0kHbpv4x9sUE8C5bvpY4Qd1g";
+        let twice = format!(
+            "[[users]]\nname = \"alice\"\npassword_hash = \"{hash}\"\n\n\
+             [[users]]\nname = \"alice\"\npassword_hash = \"{hash}\"\n"
+        );
+        let e = parse(&twice, Path::new("gw.toml")).unwrap_err().to_string();
+        assert!(
+            e.contains("gw.toml line 6: users.name 'alice' is defined twice"),
+            "{e}"
+        );
+
+        // "web-01" is on line 2 as a comment; the bad address is on line 5.
+        let text = "[[targets]]\n# web-01 is the first web server\nname = \"web-01\"\n\
+                    accounts = [{ name = \"root\", secret = \"web-01/root\" }]\n\
+                    address = \"web-01\"\n";
+        let e = parse(text, Path::new("gw.toml")).unwrap_err().to_string();
+        assert!(
+            e.contains("gw.toml line 5: targets.web-01.address 'web-01' must be host:port"),
+            "{e}"
+        );
     }
 
     #[test]
