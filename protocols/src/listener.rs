@@ -298,7 +298,11 @@ pub async fn accept_loop<F, Fut>(
             accepted = listener.accept() => match accepted {
                 Ok((socket, peer)) => match gate.admit(peer) {
                     Some(slot) => {
-                        tracker.spawn(serve(socket, peer, slot));
+                        // Everything logged about this connection, from before authentication to
+                        // its end, names the listener and the peer (the session's span, once
+                        // admitted, adds the session id, protocol, actor and target).
+                        let span = tracing::info_span!("conn", listener = gate.name, %peer);
+                        tracker.spawn(tracing::Instrument::instrument(serve(socket, peer, slot), span));
                     }
                     // Closing at once: a SYN flood of stalled clients costs a file descriptor
                     // for microseconds, not a slot for the whole auth timeout.

@@ -325,7 +325,7 @@ pub async fn serve_connection<B: PgBroker>(
         }
     };
     let sid = plan.link.shared.id.clone();
-    let span = tracing::info_span!("session", id = %sid, target = %plan.target.name);
+    let span = tracing::info_span!("session", id = %sid, protocol = "postgres", actor = %login.user, target = %plan.target.name);
     run_session(
         broker,
         settings,

@@ -146,7 +146,7 @@ pub async fn serve_connection<B: RdpBroker>(
         }
     };
     let sid = plan.link.shared.id.clone();
-    let span = tracing::info_span!("session", id = %sid, target = %plan.target.name);
+    let span = tracing::info_span!("session", id = %sid, protocol = "rdp", actor = %login.user, target = %plan.target.name);
     run_session(broker, settings, client_tls, plan, shutdown)
         .instrument(span)
         .await;

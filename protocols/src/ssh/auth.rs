@@ -214,6 +214,11 @@ impl<B: SshBroker> Front<B> {
         if let Some(tx) = self.started_tx.take() {
             let _ = tx.send(AuthOutcome::Admitted(Started {
                 link,
+                actor: self
+                    .login
+                    .as_ref()
+                    .map(|l| l.user.clone())
+                    .unwrap_or_default(),
                 target,
                 leg,
                 open_channels: self.open_channels.clone(),

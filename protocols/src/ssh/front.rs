@@ -47,6 +47,8 @@ pub(crate) struct Resumed {
 /// Handed to the connection supervisor once a session is admitted.
 pub(crate) struct Started {
     pub link: SessionLink,
+    /// Who logged in on this connection.
+    pub actor: String,
     pub target: String,
     pub leg: watch::Receiver<LegState>,
     pub open_channels: OpenChannels,

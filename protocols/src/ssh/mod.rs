@@ -301,7 +301,7 @@ pub async fn serve_connection<B: SshBroker>(
         }
     };
     let sid = started.link.shared.id.clone();
-    let span = tracing::info_span!("session", id = %sid, target = %started.target);
+    let span = tracing::info_span!("session", id = %sid, protocol = "ssh", actor = %started.actor, target = %started.target);
     let conn = resume::ClientConn {
         handle,
         running,
