@@ -172,11 +172,11 @@ fn real_main(cli: Cli) -> Result<()> {
                         (None, true) => (SecretKind::Password, read_stdin_line()?),
                         _ => bail!("give --private-key-file FILE or --password-stdin"),
                     };
-                    vault.put(&store, &reference, kind, &value)?;
+                    block_on(vault.put(&*store, &reference, kind, &value))?;
                     println!("stored {} secret '{reference}'", kind.as_str());
                 }
                 VaultCmd::List => {
-                    for (r, kind, ms) in store.vault_list()? {
+                    for (r, kind, ms) in block_on(store.vault_list())? {
                         println!("{r}\t{kind}\t{}", wardengate_gateway::util::rfc3339(ms));
                     }
                 }
@@ -188,7 +188,7 @@ fn real_main(cli: Cli) -> Result<()> {
             let (store, _) = server::open_state(&cfg, true)?;
             match cmd {
                 HostkeyCmd::Forget { target } => {
-                    let n = store.hostkey_forget(&target)?;
+                    let n = block_on(store.hostkey_forget(&target))?;
                     println!("forgot {n} pinned host key(s) of {target}; the next connection pins the key it sees");
                 }
             }
@@ -225,4 +225,12 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")
+}
+
+/// Run one store call from a subcommand (the store answers from a thread of its own).
+fn block_on<T>(f: impl std::future::Future<Output = Result<T>>) -> Result<T> {
+    tokio::runtime::Builder::new_current_thread()
+        .build()
+        .context("cannot start a runtime")?
+        .block_on(f)
 }

@@ -15,7 +15,7 @@ use wardengate_protocols::ssh::{self, SshSettings};
 
 use crate::broker::Gateway;
 use crate::config::Loaded;
-use crate::store::Store;
+use crate::store::{Sqlite, Store};
 use crate::vault::Vault;
 
 /// What a started gateway listens on.
@@ -28,7 +28,7 @@ pub struct Listening {
 }
 
 /// Open the store and the vault of a configuration (also used by the `vault` subcommands).
-pub fn open_state(cfg: &Loaded, create_key: bool) -> Result<(Store, Vault)> {
+pub fn open_state(cfg: &Loaded, create_key: bool) -> Result<(Arc<dyn Store>, Vault)> {
     let tightened = crate::perms::tighten_data_dir(&cfg.data_dir)?;
     if tightened > 0 {
         tracing::warn!(
@@ -36,7 +36,7 @@ pub fn open_state(cfg: &Loaded, create_key: bool) -> Result<(Store, Vault)> {
             "made {tightened} file(s) and folder(s) of the data directory private to their owner (they were open to other users)"
         );
     }
-    let store = Store::open(&cfg.data_dir.join("wardengate.db"))?;
+    let store = Arc::new(Sqlite::open(&cfg.data_dir.join("wardengate.db"))?);
     let vault = Vault::open(
         &cfg.in_data_dir(&cfg.config.gateway.vault_key_file),
         create_key,
@@ -112,10 +112,10 @@ pub async fn run(
         }
         None => None,
     };
-    let mut gw = Gateway::new(cfg, store, vault, recordings);
+    let mut gw = Gateway::new(cfg, store, vault, recordings).await;
     gw.geoip = geoip;
     let gw = Arc::new(gw);
-    gw.recover();
+    gw.recover().await;
     for seal in gw.recordings.recover_all() {
         tracing::warn!(session = %seal.session_id, chunks = seal.chunks, "sealed an unfinished recording as truncated");
         gw.audit(
@@ -220,7 +220,8 @@ pub async fn run(
                         gw.audit_throttle("api", gw.api_throttle.sweep());
                         gw.audit_cancels();
                     }
-                    _ = sign.tick() => gw.checkpoint(),
+                    _ = sign.tick() => gw.checkpoint().await,
+                    _ = gw.checkpoints.due.notified() => gw.checkpoint().await,
                     _ = stop.cancelled() => break,
                 }
             }
@@ -318,7 +319,10 @@ pub async fn run(
     }
     let _ = tokio::time::timeout(Duration::from_secs(10), api_task).await;
     gw.audit("gateway.stop", None, None, serde_json::json!({}));
-    gw.checkpoint();
+    gw.checkpoint().await;
+    if let Err(e) = gw.store.flush().await {
+        tracing::error!("cannot write the store's last changes: {e:#}");
+    }
     Ok(())
 }
 

@@ -98,7 +98,13 @@ impl Vault {
         })
     }
 
-    pub fn put(&self, store: &Store, reference: &str, kind: SecretKind, value: &str) -> Result<()> {
+    pub async fn put(
+        &self,
+        store: &dyn Store,
+        reference: &str,
+        kind: SecretKind,
+        value: &str,
+    ) -> Result<()> {
         if reference.is_empty() {
             bail!("a vault reference must not be empty");
         }
@@ -118,16 +124,19 @@ impl Vault {
                 },
             )
             .map_err(|_| anyhow!("encryption failed"))?;
-        store.vault_put(reference, kind.as_str(), &nonce, &ciphertext)
+        store
+            .vault_put(reference, kind.as_str(), &nonce, &ciphertext)
+            .await
     }
 
-    pub fn get(&self, store: &Store, reference: &str) -> Result<Secret> {
+    pub async fn get(&self, store: &dyn Store, reference: &str) -> Result<Secret> {
         let crate::store::VaultEntry {
             kind,
             nonce,
             ciphertext,
         } = store
-            .vault_get(reference)?
+            .vault_get(reference)
+            .await?
             .ok_or_else(|| anyhow!("no secret stored under '{reference}'"))?;
         if nonce.len() != 24 {
             bail!(
@@ -159,23 +168,28 @@ impl Vault {
 mod tests {
     use super::*;
 
-    #[test]
-    fn round_trip_and_binding() {
+    #[tokio::test]
+    async fn round_trip_and_binding() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let store = Store::open(&dir.path().join("db.sqlite")).expect("store");
+        let store = crate::store::Sqlite::open(&dir.path().join("db.sqlite")).expect("store");
         let vault = Vault::open(&dir.path().join("vault.key"), true).expect("vault");
         vault
             .put(&store, "web/root", SecretKind::Password, "hunter2")
+            .await
             .expect("put");
-        let s = vault.get(&store, "web/root").expect("get");
+        let s = vault.get(&store, "web/root").await.expect("get");
         assert_eq!(s.value, "hunter2");
         assert!(!format!("{s:?}").contains("hunter2"));
         // Stored ciphertext does not contain the plaintext.
-        let entry = store.vault_get("web/root").expect("row").expect("some");
+        let entry = store
+            .vault_get("web/root")
+            .await
+            .expect("row")
+            .expect("some");
         assert!(!entry.ciphertext.windows(7).any(|w| w == b"hunter2"));
         // Another key cannot read it.
         let other = Vault::open(&dir.path().join("other.key"), true).expect("vault2");
-        assert!(other.get(&store, "web/root").is_err());
-        assert!(vault.get(&store, "missing").is_err());
+        assert!(other.get(&store, "web/root").await.is_err());
+        assert!(vault.get(&store, "missing").await.is_err());
     }
 }

@@ -75,7 +75,7 @@ impl Gateway {
         let ticket = self.registry.take_session_ticket(id, &login.user);
         // Still permitted now (a policy reload since the accept counts).
         let still = ticket.as_ref().map(|t| {
-            let rec = self.registry.record(&self.store, id).ok();
+            let rec = self.registry.live_record(id);
             match rec {
                 Some(r) => self
                     .handoff_admission(&r, &login.user, t.admitted(), None)

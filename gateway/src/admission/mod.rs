@@ -61,9 +61,7 @@ impl Gateway {
         rec.end_reason = Some(kind.into());
         rec.end_detail = Some(message.clone());
         rec.decision = Some(decision.to_string());
-        if let Err(e) = self.store.session_insert(rec) {
-            tracing::error!("cannot record denied session: {e:#}");
-        }
+        self.store.session_insert_later(rec.clone());
         self.audit(
             "session.denied",
             Some(&rec.actor),
@@ -90,7 +88,7 @@ impl Gateway {
     }
 
     /// SSH admission: a paused session to resume, or a new one.
-    pub(crate) fn admit_sync(
+    pub(crate) async fn admit_ssh(
         &self,
         login: &Login,
         method: &str,
@@ -106,25 +104,27 @@ impl Gateway {
                 return Ok(Admission::Resume(t));
             }
         }
-        let a = self.admit_session(
-            login,
-            method,
-            client,
-            api::Protocol::Ssh,
-            |secret, account, target| match secret.kind {
-                SecretKind::Password => Ok(Credential::Password(secret.value)),
-                SecretKind::PrivateKey => {
-                    russh::keys::PrivateKey::from_openssh(secret.value.trim())
-                        .map(|k| Credential::PrivateKey(Arc::new(k)))
-                        .map_err(|e| {
-                            format!(
-                                "wardengate: the vault key for {}@{} is unreadable: {e}",
-                                account.name, target.name
-                            )
-                        })
-                }
-            },
-        )?;
+        let a = self
+            .admit_session(
+                login,
+                method,
+                client,
+                api::Protocol::Ssh,
+                |secret, account, target| match secret.kind {
+                    SecretKind::Password => Ok(Credential::Password(secret.value)),
+                    SecretKind::PrivateKey => {
+                        russh::keys::PrivateKey::from_openssh(secret.value.trim())
+                            .map(|k| Credential::PrivateKey(Arc::new(k)))
+                            .map_err(|e| {
+                                format!(
+                                    "wardengate: the vault key for {}@{} is unreadable: {e}",
+                                    account.name, target.name
+                                )
+                            })
+                    }
+                },
+            )
+            .await?;
         Ok(Admission::New(TargetPlan {
             admitted: a.admitted,
             link: a.link,
@@ -138,7 +138,7 @@ impl Gateway {
     /// Admission for any protocol: resolve, decide, count, read the vault (turned into the
     /// protocol's credential by `credential`), register. Every step is audited; a refusal at any
     /// step leaves a `denied` session record.
-    pub(crate) fn admit_session<C>(
+    pub(crate) async fn admit_session<C>(
         &self,
         login: &Login,
         method: &str,
@@ -213,7 +213,7 @@ impl Gateway {
             .acquire(&rec.id, subject, &limits)
             .map_err(|d| self.deny_limit(&mut rec, &d, &limits))?;
         let evicted = granted.evicted.clone();
-        let secret = self.secret(&mut rec, r.account, r.target)?;
+        let secret = self.secret(&mut rec, r.account, r.target).await?;
         let credential = credential(secret, r.account, r.target).map_err(|msg| {
             let d = json!({"admitted": false, "reason": "credential_unavailable", "policy": rec.policy});
             self.deny(&mut rec, "credential_unavailable", msg, d)
@@ -242,7 +242,7 @@ impl Gateway {
         let link = self
             .registry
             .insert(
-                &self.store,
+                &*self.store,
                 rec.clone(),
                 crate::registry::NewSession {
                     control,
@@ -251,6 +251,7 @@ impl Gateway {
                     admitted: admitted.clone(),
                 },
             )
+            .await
             .map_err(|e| {
                 tracing::error!("cannot register session: {e:#}");
                 Denial::new(
@@ -341,13 +342,14 @@ impl Gateway {
     }
 
     /// The account's secret from the vault.
-    fn secret(
+    async fn secret(
         &self,
         rec: &mut SessionRecord,
         account: &Account,
         target: &Target,
     ) -> Result<crate::vault::Secret, Denial> {
-        self.vault.get(&self.store, &account.secret).map_err(|e| {
+        let got = self.vault.get(&*self.store, &account.secret).await;
+        got.map_err(|e| {
             tracing::error!(account_ref = %account.secret, "vault lookup failed: {e:#}");
             let msg = format!(
                 "wardengate: the credential for {}@{} is not available ({e}); ask an administrator",

@@ -44,13 +44,10 @@ async fn audit(
             p.before,
             p.limit.unwrap_or(1000).clamp(1, 100_000),
         )
+        .await
         .map_err(internal)?;
     let before = (older > 0).then(|| rows.first().map(|r| r.seq)).flatten();
-    let gw = st.gw.clone();
-    let report = tokio::task::spawn_blocking(move || gw.audit_report())
-        .await
-        .map_err(internal)?
-        .map_err(internal)?;
+    let report = st.gw.audit_report().await.map_err(internal)?;
     Ok(Json(api::AuditList {
         chain_ok: report.ok(),
         chain_message: Some(report.message),
@@ -80,10 +77,10 @@ async fn audit_export(
     Extension(caller): Extension<Caller>,
 ) -> Result<Response, ApiError> {
     use wardengate_recorder::audit::ExportLine;
-    let gw = st.gw.clone();
+    let events = st.gw.store.audit_all().await.map_err(internal)?;
+    let checkpoints = st.gw.checkpoints_all().await.map_err(internal)?;
     let body = tokio::task::spawn_blocking(move || -> anyhow::Result<String> {
-        let events = gw.store.audit_all()?;
-        let mut checkpoints = gw.checkpoints_all()?.into_iter().peekable();
+        let mut checkpoints = checkpoints.into_iter().peekable();
         let mut out = String::new();
         for e in events {
             let seq = e.seq;
@@ -112,10 +109,5 @@ async fn audit_export(
 async fn audit_verify(
     State(st): State<ApiState>,
 ) -> Result<Json<wardengate_recorder::audit::AuditReport>, ApiError> {
-    let gw = st.gw.clone();
-    let report = tokio::task::spawn_blocking(move || gw.audit_report())
-        .await
-        .map_err(internal)?
-        .map_err(internal)?;
-    Ok(Json(report))
+    Ok(Json(st.gw.audit_report().await.map_err(internal)?))
 }

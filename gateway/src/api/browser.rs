@@ -46,7 +46,7 @@ async fn link(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Json<api::ShadowLink>, ApiError> {
-    let w = st.gw.registry.watch(&st.gw.store, &id)?;
+    let w = st.gw.registry.watch(&*st.gw.store, &id).await?;
     refuse_blocked(&st, &caller.name, &id, &w.admitted)?;
     if w.record.protocol != api::Protocol::Rdp {
         return Err(ApiError(

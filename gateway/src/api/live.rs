@@ -78,9 +78,9 @@ impl Drop for Watching {
         );
         let (st, id, visible) = (self.st.clone(), self.session.clone(), self.visible);
         // The count is read after this observer's slot is gone.
-        let hub_count = st.gw.registry.watch(&st.gw.store, &id).map(|w| w.hub);
+        let hub_count = st.gw.registry.get(&id).map(|live| live.hub.clone());
         tokio::spawn(async move {
-            let left = hub_count.map(|h| h.count()).unwrap_or(0);
+            let left = hub_count.map_or(0, |h| h.count());
             let banner = visible.then(|| {
                 format!(
                     "[wardengate] {name} stopped watching this session ({} now)",
@@ -194,7 +194,7 @@ pub(crate) async fn attach(
     caller: &Caller,
     id: String,
 ) -> Result<(Watching, api::ShadowEvent), ApiError> {
-    let w = st.gw.registry.watch(&st.gw.store, &id)?;
+    let w = st.gw.registry.watch(&*st.gw.store, &id).await?;
     refuse_blocked(st, &caller.name, &id, &w.admitted)?;
     let mode = w.admitted.settings().shadow;
     let visible = mode == ShadowMode::Visible;
@@ -274,7 +274,7 @@ async fn handoff(
             "a reason is required to hand off a session: send {\"to\": ..., \"reason\": \"...\"}",
         )),
     };
-    let rec = st.gw.registry.record(&st.gw.store, &id)?;
+    let rec = st.gw.registry.record(&*st.gw.store, &id).await?;
     if !caller.operator && rec.actor != caller.name {
         return Err(RegistryError::NotFound(id).into());
     }
@@ -312,7 +312,10 @@ async fn handoff(
         requested_ms: now,
         expires_ms: now + window.as_millis() as u64,
     };
-    st.gw.registry.offer(&st.gw.store, &id, pending.clone())?;
+    st.gw
+        .registry
+        .offer(&*st.gw.store, &id, pending.clone())
+        .await?;
     st.gw.audit(
         "session.handoff.requested",
         Some(&caller.name),
@@ -349,8 +352,8 @@ async fn handoff(
 }
 
 /// The offer of session `id` to `caller`, or why there is none.
-fn offer_for(st: &ApiState, id: &str, caller: &Caller) -> Result<Pending, ApiError> {
-    let rec = st.gw.registry.record(&st.gw.store, id)?;
+async fn offer_for(st: &ApiState, id: &str, caller: &Caller) -> Result<Pending, ApiError> {
+    let rec = st.gw.registry.record(&*st.gw.store, id).await?;
     match st.gw.registry.offer_of(id) {
         Some(p) if p.to == caller.name => Ok(p),
         Some(_) | None if !caller.operator && rec.actor != caller.name => {
@@ -368,13 +371,13 @@ async fn accept(
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> Result<Json<api::Session>, ApiError> {
-    let offer = offer_for(&st, &id, &caller)?;
+    let offer = offer_for(&st, &id, &caller).await?;
     let Some(p) = st.gw.registry.take_offer(&id, Some(offer.serial)) else {
         return Err(conflict(format!(
             "the handoff of session {id} was answered or expired meanwhile"
         )));
     };
-    let rec = st.gw.registry.record(&st.gw.store, &id)?;
+    let rec = st.gw.registry.record(&*st.gw.store, &id).await?;
     let refuse = |kind: &str, why: String| {
         st.gw.audit(
             "session.handoff.refused",
@@ -415,13 +418,17 @@ async fn accept(
         return Err(refuse("internal", "the session holds no slot".into()));
     };
     let from = rec.actor.clone();
-    let r = st.gw.registry.transfer(
-        &st.gw.store,
-        &id,
-        &caller.name,
-        (merged.clone(), decision),
-        lease,
-    )?;
+    let r = st
+        .gw
+        .registry
+        .transfer(
+            &*st.gw.store,
+            &id,
+            &caller.name,
+            (merged.clone(), decision),
+            lease,
+        )
+        .await?;
     st.gw.audit(
         "session.handoff.accepted",
         Some(&caller.name),
@@ -432,7 +439,7 @@ async fn accept(
     let window = st.gw.cfg().config.api.handoff_window;
     if merged.settings().shadow == ShadowMode::Blocked {
         // Whoever watched under the old policy stops now.
-        if let Ok(w) = st.gw.registry.watch(&st.gw.store, &id) {
+        if let Ok(w) = st.gw.registry.watch(&*st.gw.store, &id).await {
             w.hub.dismiss(&format!(
                 "the session changed hands and its policy '{}' blocks shadowing",
                 merged.policy()
@@ -463,7 +470,7 @@ async fn accept(
     while !st.gw.registry.awaits_owner(&id) && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let r = st.gw.registry.record(&st.gw.store, &id).unwrap_or(r);
+    let r = st.gw.registry.record(&*st.gw.store, &id).await.unwrap_or(r);
     Ok(Json(session_json(&st.gw, &r)))
 }
 
@@ -477,8 +484,8 @@ async fn decline(
     let offer = match st.gw.registry.offer_of(&id) {
         // The owner or an operator may withdraw an offer; the addressee may decline it.
         Some(p) if p.to == caller.name || caller.operator => p,
-        Some(p) if st.gw.registry.record(&st.gw.store, &id)?.actor == caller.name => p,
-        _ => offer_for(&st, &id, &caller)?,
+        Some(p) if st.gw.registry.record(&*st.gw.store, &id).await?.actor == caller.name => p,
+        _ => offer_for(&st, &id, &caller).await?,
     };
     let Some(p) = st.gw.registry.take_offer(&id, Some(offer.serial)) else {
         return Err(conflict(format!(

@@ -64,10 +64,11 @@ pub(crate) fn recording_dir(gw: &Gateway, id: &str) -> Result<std::path::PathBuf
     Ok(dir)
 }
 
-fn recording_json(gw: &Gateway, id: &str, verify: bool) -> api::Recording {
+async fn recording_json(gw: &Gateway, id: &str, verify: bool) -> api::Recording {
     let session = gw
         .registry
-        .record(&gw.store, id)
+        .record(&*gw.store, id)
+        .await
         .ok()
         .map(|r| session_json(gw, &r));
     let seal = gw
@@ -117,11 +118,8 @@ async fn list_recordings(
     let filtered = p.actor.is_some() || p.target.is_some() || p.protocol.is_some();
     // Whether a recording passes the filters: its session row (one indexed lookup), never the
     // recording itself, so counting what is left of a long list stays cheap.
-    let keep = |id: &str| -> bool {
-        if !filtered {
-            return true;
-        }
-        match st.gw.store.session_get(id).ok().flatten() {
+    let keep = |s: Option<crate::store::SessionRecord>| -> bool {
+        match s {
             Some(s) => {
                 p.actor.as_ref().is_none_or(|a| &s.actor == a)
                     && p.target.as_ref().is_none_or(|t| &s.target == t)
@@ -136,12 +134,12 @@ async fn list_recordings(
     let mut last = None;
     let mut more = 0u64;
     for id in &ids[start.min(ids.len())..] {
-        if !keep(id) {
+        if filtered && !keep(st.gw.store.session_get(id).await.ok().flatten()) {
             continue;
         }
         if out.len() < limit {
             last = Some(id.clone());
-            out.push(recording_json(&st.gw, id, false));
+            out.push(recording_json(&st.gw, id, false).await);
         } else {
             more += 1;
         }
@@ -165,7 +163,7 @@ async fn get_recording(
         Some(&id),
         json!({"by": caller.name, "what": "show"}),
     );
-    Ok(Json(recording_json(&st.gw, &id, true)))
+    Ok(Json(recording_json(&st.gw, &id, true).await))
 }
 
 /// The recording's events as JSON lines (what players and exporters consume).

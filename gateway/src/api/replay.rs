@@ -56,7 +56,7 @@ async fn replay_link(
         )));
     }
     recording_dir(&st.gw, &id)?;
-    if let Ok(r) = st.gw.registry.record(&st.gw.store, &id) {
+    if let Ok(r) = st.gw.registry.record(&*st.gw.store, &id).await {
         if r.protocol != api::Protocol::Rdp {
             return Err(ApiError(
                 StatusCode::CONFLICT,
@@ -105,7 +105,7 @@ async fn replay_socket(
         Some(&id),
         json!({"by": caller.name, "what": "replay", "speed": speed, "from_ms": from_ms}),
     );
-    let session = st.gw.registry.record(&st.gw.store, &id).ok();
+    let session = st.gw.registry.record(&*st.gw.store, &id).await.ok();
     let duration_us = rec.events.last().map_or(0, |e| e.t_us);
     let hello = api::ShadowEvent::Replay {
         recording: id.clone(),

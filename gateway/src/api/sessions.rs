@@ -117,7 +117,8 @@ async fn list_sessions(
     let mut page = st
         .gw
         .registry
-        .list(&st.gw.store, &filter)
+        .list(&*st.gw.store, &filter)
+        .await
         .map_err(internal)?;
     if let (Some(me), true) = (&own, first_page) {
         for mut r in st.gw.registry.offered_to(me) {
@@ -152,7 +153,7 @@ async fn get_session(
     axum::Extension(caller): axum::Extension<Caller>,
     Path(id): Path<String>,
 ) -> Result<Json<api::Session>, ApiError> {
-    let r = st.gw.registry.record(&st.gw.store, &id)?;
+    let r = st.gw.registry.record(&*st.gw.store, &id).await?;
     let offered = r.handoff.as_ref().is_some_and(|h| h.to == caller.name);
     if !caller.operator && r.actor != caller.name && !offered {
         return Err(RegistryError::NotFound(id).into());
@@ -184,7 +185,7 @@ async fn terminate(
     let reason = require_reason(req.reason)?;
     let by = caller.name.as_str();
     // 404/409 before auditing an action that cannot happen.
-    let current = st.gw.registry.record(&st.gw.store, &id)?;
+    let current = st.gw.registry.record(&*st.gw.store, &id).await?;
     if current.state.is_terminal() {
         return Err(RegistryError::Conflict(id, current.state.to_string()).into());
     }
@@ -197,7 +198,7 @@ async fn terminate(
     let r = st
         .gw
         .registry
-        .terminate(&st.gw.store, &id, by, &reason)
+        .terminate(&*st.gw.store, &id, by, &reason)
         .await?;
     Ok(Json(session_json(&st.gw, &r)))
 }
@@ -239,7 +240,8 @@ async fn bulk_terminate(
     let live: Vec<String> = st
         .gw
         .registry
-        .list(&st.gw.store, &filter)
+        .list(&*st.gw.store, &filter)
+        .await
         .map_err(internal)?
         .rows
         .into_iter()
@@ -259,7 +261,7 @@ async fn bulk_terminate(
             );
             let gw = st.gw.clone();
             let reason = reason.clone();
-            tokio::spawn(async move { gw.registry.terminate(&gw.store, &id, by, &reason).await })
+            tokio::spawn(async move { gw.registry.terminate(&*gw.store, &id, by, &reason).await })
         })
         .collect();
     let mut done = Vec::new();

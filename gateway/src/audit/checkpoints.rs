@@ -13,6 +13,8 @@ pub struct Checkpoints {
     /// The newest signed event.
     signed: AtomicI64,
     file: PathBuf,
+    /// Woken when `every` events were appended since the last checkpoint.
+    pub due: tokio::sync::Notify,
 }
 
 /// The checkpoints written to `file` (one JSON line each); lines that do not parse are skipped.
@@ -46,6 +48,7 @@ impl Checkpoints {
             since: AtomicU64::new(0),
             signed: AtomicI64::new(signed),
             file,
+            due: tokio::sync::Notify::new(),
         }
     }
 

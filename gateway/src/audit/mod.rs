@@ -18,26 +18,27 @@ use crate::broker::Gateway;
 
 impl Gateway {
     /// Every checkpoint, from the store and from the file.
-    pub fn checkpoints_all(&self) -> anyhow::Result<Vec<Checkpoint>> {
+    pub async fn checkpoints_all(&self) -> anyhow::Result<Vec<Checkpoint>> {
         Ok(merged(
-            self.store.checkpoints()?,
+            self.store.checkpoints().await?,
             self.checkpoints.in_file(),
         ))
     }
 
-    /// The whole audit log checked: the chain, and every checkpoint with the gateway's key.
-    /// Reads everything: call it off the async runtime's threads.
-    pub fn audit_report(&self) -> anyhow::Result<AuditReport> {
-        let events = self.store.audit_all()?;
-        let checkpoints = self.checkpoints_all()?;
-        Ok(wardengate_recorder::audit::verify(
-            &events,
-            &checkpoints,
-            Some(&self.recordings.public_key()),
-        ))
+    /// The whole audit log checked: the chain, and every checkpoint with the gateway's key
+    /// (the hashing runs on a blocking thread).
+    pub async fn audit_report(&self) -> anyhow::Result<AuditReport> {
+        let events = self.store.audit_all().await?;
+        let checkpoints = self.checkpoints_all().await?;
+        let key = self.recordings.public_key();
+        Ok(tokio::task::spawn_blocking(move || {
+            wardengate_recorder::audit::verify(&events, &checkpoints, Some(&key))
+        })
+        .await?)
     }
 
-    /// Append to the audit log. An audit failure is logged loudly but never crashes a session.
+    /// Append to the audit log (queued: it returns at once, and whatever reads the log after
+    /// sees the event). An audit failure is logged loudly but never crashes a session.
     pub fn audit(
         &self,
         kind: &str,
@@ -49,23 +50,21 @@ impl Gateway {
         // stored: an audit row can then be printed anywhere.
         let mut detail = detail;
         inert_json(&mut detail, MAX_TEXT);
-        let actor = actor.map(|a| inert(a, MAX_NAME));
-        match self
-            .store
-            .audit_append(kind, actor.as_deref(), session, &detail.to_string())
-        {
-            Ok(_) => {
-                if self.checkpoints.counted() {
-                    self.checkpoint();
-                }
-            }
-            Err(e) => tracing::error!(kind, "cannot append audit event: {e:#}"),
+        self.store.audit_append_later(crate::store::AuditEntry {
+            kind: kind.into(),
+            actor: actor.map(|a| inert(a, MAX_NAME).into_owned()),
+            session: session.map(Into::into),
+            detail: detail.to_string(),
+        });
+        if self.checkpoints.counted() {
+            // The signing task (server.rs) signs the head, after this event is written.
+            self.checkpoints.due.notify_one();
         }
     }
 
     /// Sign the chain head, unless it is signed already.
-    pub fn checkpoint(&self) {
-        let head = match self.store.audit_head() {
+    pub async fn checkpoint(&self) {
+        let head = match self.store.audit_head().await {
             Ok(Some(h)) => h,
             Ok(None) => return,
             Err(e) => {
@@ -83,7 +82,7 @@ impl Gateway {
             &head.hash,
             wardengate_protocols::session::now_ms(),
         );
-        if let Err(e) = self.store.checkpoint_add(&c) {
+        if let Err(e) = self.store.checkpoint_add(&c).await {
             tracing::error!("cannot store an audit checkpoint: {e:#}");
         }
         self.checkpoints.append(&c);

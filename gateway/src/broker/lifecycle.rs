@@ -73,7 +73,7 @@ impl Lifecycle for Gateway {
     }
 
     fn opened(&self, session: &str) {
-        if let Some(r) = self.registry.activate(&self.store, session) {
+        if let Some(r) = self.registry.activate(&*self.store, session) {
             self.audit(
                 "session.start",
                 Some(&r.actor),
@@ -84,11 +84,7 @@ impl Lifecycle for Gateway {
     }
 
     fn notice(&self, session: &str, kind: &str, detail: serde_json::Value) {
-        let actor = self
-            .registry
-            .record(&self.store, session)
-            .ok()
-            .map(|r| r.actor);
+        let actor = self.registry.live_record(session).map(|r| r.actor);
         self.audit(kind, actor.as_deref(), Some(session), detail);
     }
 
@@ -102,7 +98,7 @@ impl Lifecycle for Gateway {
             // Someone changed the account's secret on the target (through a session, or
             // directly): every session through the gateway now fails, and whoever changed it can
             // log in around the gateway. The operators must hear of it.
-            let r = self.registry.record(&self.store, session).ok();
+            let r = self.registry.live_record(session);
             tracing::error!(%target, %account, "the target rejected the vault's secret: {detail}");
             self.audit(
                 "vault.secret_rejected",
@@ -111,7 +107,7 @@ impl Lifecycle for Gateway {
                 json!({"target": target, "account": account, "account_ref": r.as_ref().map(|r| r.account_ref.clone()), "detail": detail}),
             );
         }
-        if let Some((r, admitted)) = self.registry.finish(&self.store, session, &outcome) {
+        if let Some((r, admitted)) = self.registry.finish(&*self.store, session, &outcome) {
             let reconnect = admitted.settings().reconnect;
             if matches!(outcome, Outcome::ClientDropped(_))
                 && reconnect.mode != ReconnectMode::Strict

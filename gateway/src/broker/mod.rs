@@ -24,7 +24,7 @@ pub struct Gateway {
     pub name: String,
     /// The configuration; replaced whole by a reload (live sessions keep what admitted them).
     cfg: RwLock<Arc<Loaded>>,
-    pub store: Store,
+    pub store: Arc<dyn Store>,
     pub vault: Vault,
     pub registry: Registry,
     pub recordings: crate::recording::Recordings,
@@ -48,9 +48,9 @@ pub struct Gateway {
 }
 
 impl Gateway {
-    pub fn new(
+    pub async fn new(
         cfg: Loaded,
-        store: Store,
+        store: Arc<dyn Store>,
         vault: Vault,
         recordings: crate::recording::Recordings,
     ) -> Gateway {
@@ -63,7 +63,7 @@ impl Gateway {
             cfg.config.audit.checkpoint_every,
             recordings.dir.join("audit-checkpoints.jsonl"),
             checkpoints::merged(
-                store.checkpoints().unwrap_or_default(),
+                store.checkpoints().await.unwrap_or_default(),
                 checkpoints::read_file(&recordings.dir.join("audit-checkpoints.jsonl")),
             )
             .last()
@@ -112,15 +112,15 @@ impl Gateway {
     }
 
     /// Sessions a previous run left open (crash, kill -9) are marked failed at start.
-    pub fn recover(&self) {
-        match self.store.sessions_open_on(&self.name) {
+    pub async fn recover(&self) {
+        match self.store.sessions_open_on(&self.name).await {
             Ok(rows) => {
                 for mut r in rows {
                     r.state = wardengate_api::SessionState::Failed;
                     r.ended_ms = Some(wardengate_protocols::session::now_ms());
                     r.end_reason = Some("gateway_restart".into());
                     r.end_detail = Some("the gateway stopped while the session was open".into());
-                    if self.store.session_update(&r).is_ok() {
+                    if self.store.session_update(&r).await.is_ok() {
                         self.audit(
                             "session.end",
                             Some(&r.actor),

@@ -43,7 +43,8 @@ impl PgBroker for Gateway {
                     "wardengate: the vault holds a private key for {}@{}, but a PostgreSQL account needs a password",
                     account.name, target.name
                 )),
-            })?;
+            })
+            .await?;
         let tls = cfg
             .pg_tls
             .get(&a.target.name)

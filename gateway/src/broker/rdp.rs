@@ -26,7 +26,8 @@ impl RdpBroker for Gateway {
                         account.name, target.name
                     )),
                 }
-            })?;
+            })
+            .await?;
         Ok(RdpPlan {
             admitted: a.admitted,
             link: a.link,

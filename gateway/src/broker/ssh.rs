@@ -21,7 +21,7 @@ impl SshBroker for Gateway {
         method: &str,
         client: &ClientInfo,
     ) -> Result<Admission, wardengate_protocols::session::Denial> {
-        self.admit_sync(login, method, client)
+        self.admit_ssh(login, method, client).await
     }
 
     async fn check_host_key(
@@ -32,7 +32,7 @@ impl SshBroker for Gateway {
     ) -> Result<(), String> {
         let fp = key.fingerprint(HashAlg::Sha256).to_string();
         let openssh = key.to_openssh().unwrap_or_default();
-        match self.store.hostkey_get(target, address) {
+        match self.store.hostkey_get(target, address).await {
             Ok(Some((pinned_fp, pinned))) if pinned == openssh => {
                 let _ = pinned_fp;
                 Ok(())
@@ -53,6 +53,7 @@ impl SshBroker for Gateway {
             Ok(None) => {
                 self.store
                     .hostkey_pin(target, address, &fp, &openssh)
+                    .await
                     .map_err(|e| format!("cannot pin the host key of {target}: {e}"))?;
                 self.audit(
                     "target.hostkey_pinned",
@@ -68,7 +69,7 @@ impl SshBroker for Gateway {
 
     fn paused(&self, session: &str, ticket: ResumeTicket) {
         let grace = ticket.admitted().settings().reconnect.grace;
-        if let Some(r) = self.registry.pause(&self.store, session, ticket) {
+        if let Some(r) = self.registry.pause(&*self.store, session, ticket) {
             self.audit(
                 "session.paused",
                 Some(&r.actor),
@@ -79,7 +80,7 @@ impl SshBroker for Gateway {
     }
 
     fn resumed(&self, session: &str, client: &ClientInfo) {
-        if let Some(r) = self.registry.resume(&self.store, session) {
+        if let Some(r) = self.registry.resume(&*self.store, session) {
             self.audit(
                 "session.resumed",
                 Some(&r.actor),

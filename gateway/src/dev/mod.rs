@@ -347,30 +347,33 @@ accounts = [{{ name = "bob", secret = "win-dc01.dev/bob" }}]
     let cfg = config::load(&config_path)?;
     {
         let (store, vault) = crate::server::open_state(&cfg, true)?;
-        vault.put(
-            &store,
-            &format!("web-01.dev/{account}"),
-            SecretKind::PrivateKey,
-            &keys::private_openssh(&target_key)?,
-        )?;
-        vault.put(
-            &store,
-            "billing-ro.dev/billing_ro",
-            SecretKind::Password,
-            &ro_password,
-        )?;
-        vault.put(
-            &store,
-            "win-dc01.dev/bob",
-            SecretKind::Password,
-            &win_password,
-        )?;
+        let store = &*store;
+        let demo_key = keys::private_openssh(&target_key)?;
+        for (reference, kind, secret) in [
+            (
+                format!("web-01.dev/{account}"),
+                SecretKind::PrivateKey,
+                &demo_key,
+            ),
+            (
+                "billing-ro.dev/billing_ro".into(),
+                SecretKind::Password,
+                &ro_password,
+            ),
+            (
+                "win-dc01.dev/bob".into(),
+                SecretKind::Password,
+                &win_password,
+            ),
+        ] {
+            vault.put(store, &reference, kind, secret).await?;
+        }
         // A new sshd host key may have been generated: forget any stale pin from a previous run.
-        let pinned = store.hostkey_get("web-01.dev", &sshd.address())?;
+        let pinned = store.hostkey_get("web-01.dev", &sshd.address()).await?;
         if pinned.is_some_and(|(_, k)| {
             Some(k.trim().to_string()) != sshd.host_key_pub().ok().map(|p| p.trim().to_string())
         }) {
-            store.hostkey_forget("web-01.dev")?;
+            store.hostkey_forget("web-01.dev").await?;
         }
     }
     let shutdown = CancellationToken::new();

@@ -14,8 +14,8 @@ use wardengate_api as api;
 
 impl Registry {
     /// A live session, for an observer; `Err` when it is unknown or over.
-    pub fn watch(&self, store: &Store, id: &str) -> Result<Watch, RegistryError> {
-        let live = self.live_or_err(store, id)?;
+    pub async fn watch(&self, store: &dyn Store, id: &str) -> Result<Watch, RegistryError> {
+        let live = self.live_or_err(store, id).await?;
         let admitted = lock(&live.admitted).clone();
         Ok(Watch {
             hub: live.hub.clone(),
@@ -25,19 +25,34 @@ impl Registry {
         })
     }
 
-    pub(crate) fn live_or_err(&self, store: &Store, id: &str) -> Result<Arc<Live>, RegistryError> {
+    pub(crate) async fn live_or_err(
+        &self,
+        store: &dyn Store,
+        id: &str,
+    ) -> Result<Arc<Live>, RegistryError> {
         match self.get(id) {
             Some(live) => Ok(live),
-            None => match store.session_get(id)? {
-                Some(r) => Err(RegistryError::Conflict(id.into(), r.state.to_string())),
-                None => Err(RegistryError::NotFound(id.into())),
-            },
+            None => Err(Self::not_live(store, id).await),
+        }
+    }
+
+    /// Why `id` is not live: it ended (a conflict naming its state) or was never known.
+    pub(crate) async fn not_live(store: &dyn Store, id: &str) -> RegistryError {
+        match store.session_get(id).await {
+            Ok(Some(r)) => RegistryError::Conflict(id.into(), r.state.to_string()),
+            Ok(None) => RegistryError::NotFound(id.into()),
+            Err(e) => e.into(),
         }
     }
 
     /// Offer the session to a new owner; `Conflict` when another offer is pending.
-    pub fn offer(&self, store: &Store, id: &str, p: Pending) -> Result<(), RegistryError> {
-        let live = self.live_or_err(store, id)?;
+    pub async fn offer(
+        &self,
+        store: &dyn Store,
+        id: &str,
+        p: Pending,
+    ) -> Result<(), RegistryError> {
+        let live = self.live_or_err(store, id).await?;
         let mut h = lock(&live.handoff);
         if let Some(old) = h.as_ref().filter(|o| o.expires_ms > now_ms()) {
             return Err(RegistryError::Conflict(
@@ -85,15 +100,15 @@ impl Registry {
     }
 
     /// The session now belongs to `owner`, under `admitted` and holding `lease`.
-    pub fn transfer(
+    pub async fn transfer(
         &self,
-        store: &Store,
+        store: &dyn Store,
         id: &str,
         owner: &str,
         (admitted, decision): (Admitted, String),
         lease: Lease,
     ) -> Result<SessionRecord, RegistryError> {
-        let live = self.live_or_err(store, id)?;
+        let live = self.live_or_err(store, id).await?;
         if let Ok(mut r) = live.record.lock() {
             let prev = std::mem::replace(&mut r.actor, owner.to_string());
             r.previous_owners = Some(match r.previous_owners.take() {
@@ -115,7 +130,7 @@ impl Registry {
             return Err(RegistryError::Conflict(id.into(), "closed".into()));
         }
         let snap = Self::snapshot(&live);
-        store.session_update(&snap)?;
+        store.session_update(&snap).await?;
         Ok(snap)
     }
 

@@ -127,13 +127,13 @@ impl Registry {
     }
 
     /// Register an admitted session; the returned link goes to the relay.
-    pub fn insert(
+    pub async fn insert(
         &self,
-        store: &Store,
+        store: &dyn Store,
         record: SessionRecord,
         admission: NewSession,
     ) -> anyhow::Result<SessionLink> {
-        store.session_insert(&record)?;
+        store.session_insert(&record).await?;
         let (done, _) = watch::channel(false);
         let NewSession {
             control: (tx, rx),
@@ -229,21 +229,19 @@ impl Registry {
     }
 
     /// The target leg is up.
-    pub fn activate(&self, store: &Store, id: &str) -> Option<SessionRecord> {
+    pub fn activate(&self, store: &dyn Store, id: &str) -> Option<SessionRecord> {
         let live = self.get(id)?;
         if let Ok(mut r) = live.record.lock() {
             r.state = api::SessionState::Active;
         }
         let snap = Self::snapshot(&live);
-        if let Err(e) = store.session_update(&snap) {
-            tracing::error!(session = id, "cannot persist session start: {e:#}");
-        }
+        store.session_update_later(snap.clone());
         Some(snap)
     }
 
     fn set_state(
         &self,
-        store: &Store,
+        store: &dyn Store,
         id: &str,
         state: api::SessionState,
     ) -> Option<SessionRecord> {
@@ -252,14 +250,17 @@ impl Registry {
             r.state = state;
         }
         let snap = Self::snapshot(&live);
-        if let Err(e) = store.session_update(&snap) {
-            tracing::error!(session = id, "cannot persist session state: {e:#}");
-        }
+        store.session_update_later(snap.clone());
         Some(snap)
     }
 
     /// The client dropped; the session waits for a re-attach with `ticket`.
-    pub fn pause(&self, store: &Store, id: &str, ticket: ResumeTicket) -> Option<SessionRecord> {
+    pub fn pause(
+        &self,
+        store: &dyn Store,
+        id: &str,
+        ticket: ResumeTicket,
+    ) -> Option<SessionRecord> {
         if let Some(live) = self.get(id) {
             if let Ok(mut t) = live.ticket.lock() {
                 *t = Some(ticket);
@@ -269,7 +270,7 @@ impl Registry {
     }
 
     /// A paused session was re-attached.
-    pub fn resume(&self, store: &Store, id: &str) -> Option<SessionRecord> {
+    pub fn resume(&self, store: &dyn Store, id: &str) -> Option<SessionRecord> {
         self.set_state(store, id, api::SessionState::Active)
     }
 
@@ -305,7 +306,7 @@ impl Registry {
     /// anyone waiting for it. Returns the final record and the admitting policy.
     pub fn finish(
         &self,
-        store: &Store,
+        store: &dyn Store,
         id: &str,
         outcome: &Outcome,
     ) -> Option<(SessionRecord, Admitted)> {
@@ -347,9 +348,9 @@ impl Registry {
             }
         };
         r.state = state;
-        if let Err(e) = store.session_update(&r) {
-            tracing::error!(session = id, "cannot persist session end: {e:#}");
-        }
+        // Queued before `done` is sent: whoever waits for `done` and then reads the store
+        // (terminate) reads the final record.
+        store.session_update_later(r.clone());
         let _ = live.done.send(true);
         let admitted = lock(&live.admitted).clone();
         Some((r, admitted))
@@ -358,16 +359,13 @@ impl Registry {
     /// Ask the owning relay to terminate the session, and wait (briefly) until it has.
     pub async fn terminate(
         &self,
-        store: &Store,
+        store: &dyn Store,
         id: &str,
         by: &str,
         reason: &str,
     ) -> Result<SessionRecord, RegistryError> {
         let Some(live) = self.get(id) else {
-            return match store.session_get(id)? {
-                Some(r) => Err(RegistryError::Conflict(id.into(), r.state.to_string())),
-                None => Err(RegistryError::NotFound(id.into())),
-            };
+            return Err(Self::not_live(store, id).await);
         };
         if let Ok(mut r) = live.record.lock() {
             r.state = api::SessionState::Closing;
@@ -387,7 +385,8 @@ impl Registry {
                 tokio::time::timeout(Duration::from_secs(5), seal.wait_for(|s| s.is_some())).await;
         }
         Ok(store
-            .session_get(id)?
+            .session_get(id)
+            .await?
             .unwrap_or_else(|| Self::snapshot(&live)))
     }
 
@@ -404,28 +403,41 @@ impl Registry {
         }
     }
 
-    pub fn record(&self, store: &Store, id: &str) -> Result<SessionRecord, RegistryError> {
+    /// The live session's record now (`None` once it has ended).
+    pub fn live_record(&self, id: &str) -> Option<SessionRecord> {
+        self.get(id).map(|live| Self::snapshot(&live))
+    }
+
+    /// The session's record, live or from the store.
+    pub async fn record(
+        &self,
+        store: &dyn Store,
+        id: &str,
+    ) -> Result<SessionRecord, RegistryError> {
         if let Some(live) = self.get(id) {
             return Ok(Self::snapshot(&live));
         }
         store
-            .session_get(id)?
+            .session_get(id)
+            .await?
             .ok_or_else(|| RegistryError::NotFound(id.into()))
     }
 
     /// One page of sessions, newest first: the store's page with the live state of live
     /// sessions, less what only the live state can filter out (idle, shadowed, someone else's);
     /// how many sessions match after it, and the cursor of the next page.
-    pub fn list(&self, store: &Store, f: &Filter) -> anyhow::Result<Page> {
+    pub async fn list(&self, store: &dyn Store, f: &Filter) -> anyhow::Result<Page> {
         let now = now_ms();
-        let page = store.session_list(&f.query)?;
+        let page = store.session_list(&f.query).await?;
         let last = page.last().map(|r| (r.started_ms, r.id.clone()));
         let more = match &last {
             Some(c) if page.len() as u32 >= f.query.limit.max(1) => {
-                store.session_count(&SessionQuery {
-                    before: Some(c.clone()),
-                    ..f.query.clone()
-                })?
+                store
+                    .session_count(&SessionQuery {
+                        before: Some(c.clone()),
+                        ..f.query.clone()
+                    })
+                    .await?
             }
             _ => 0,
         };

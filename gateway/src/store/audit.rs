@@ -2,9 +2,9 @@
 
 use anyhow::Result;
 use rusqlite::{params, OptionalExtension, Row};
-use wardengate_recorder::audit::{AuditReport, Checkpoint};
+use wardengate_recorder::audit::Checkpoint;
 
-use super::Store;
+use super::Db;
 use crate::util;
 
 /// An audit row: the recorder's audit event (chain and checkpoints live there, shared with
@@ -27,7 +27,7 @@ fn audit_from_row(r: &Row<'_>) -> rusqlite::Result<AuditRow> {
     })
 }
 
-impl Store {
+impl Db {
     /// Append an audit event, chained to the previous one. Returns the stored row.
     pub fn audit_append(
         &self,
@@ -36,8 +36,8 @@ impl Store {
         session: Option<&str>,
         detail: &str,
     ) -> Result<AuditRow> {
-        let mut conn = self.conn()?;
-        let tx = conn.transaction()?;
+        let conn = self.conn()?;
+        let tx = conn.unchecked_transaction()?;
         let (seq, prev): (i64, String) = tx
             .query_row(
                 "SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1",
@@ -159,10 +159,11 @@ impl Store {
     }
 
     /// Recompute the whole chain and check every checkpoint (with `key`).
+    #[cfg(test)]
     pub fn audit_verify(
         &self,
         key: Option<&wardengate_recorder::VerifyingKey>,
-    ) -> Result<AuditReport> {
+    ) -> Result<wardengate_recorder::audit::AuditReport> {
         let events = self.audit_all()?;
         let checkpoints = self.checkpoints()?;
         Ok(wardengate_recorder::audit::verify(
@@ -180,7 +181,7 @@ mod tests {
     #[test]
     fn audit_chain_detects_edits() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let store = Store::open(&dir.path().join("db.sqlite")).expect("store");
+        let store = Db::open(&dir.path().join("db.sqlite")).expect("store");
         store
             .audit_append("session.requested", Some("alice"), Some("sess_1"), "{}")
             .expect("a");

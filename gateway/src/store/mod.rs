@@ -1,25 +1,104 @@
-//! The embedded store: one SQLite database in the data directory holding sessions, the audit log,
-//! pinned target host keys and the vault's ciphertexts.
+//! The store: sessions, the audit log, pinned target host keys and the vault's ciphertexts.
 //!
-//! SQLite calls are short (single-row writes, indexed reads) and never on the relay's data path;
-//! a `Mutex<Connection>` serialises them. WAL mode lets `wardengate vault` run beside the daemon.
+//! Callers see [`Store`], an async interface, so that another implementation (PostgreSQL, for
+//! several gateways) can stand beside the embedded one without touching them. The embedded one,
+//! [`Sqlite`], is one SQLite database in the data directory owned by a thread of its own: every
+//! call is a job on that thread's queue, answered through a oneshot, so no SQLite call ever runs
+//! on the async runtime's threads, and jobs run in the order they were queued (a read sees every
+//! write queued before it, `*_later` writes included). WAL mode lets `wardengate vault` run
+//! beside the daemon.
 
 mod audit;
 mod secrets;
 mod sessions;
+mod sqlite;
 
 use std::path::Path;
-use std::sync::Mutex;
 
-use anyhow::{anyhow, Context, Result};
+use anyhow::{Context, Result};
+use async_trait::async_trait;
 use rusqlite::Connection;
+use wardengate_recorder::audit::Checkpoint;
 
 pub use audit::{audit_hash, AuditRow};
 pub use secrets::VaultEntry;
 pub use sessions::{SessionQuery, SessionRecord};
+pub use sqlite::Sqlite;
 
-pub struct Store {
-    conn: Mutex<Connection>,
+/// What the gateway keeps. Methods ending in `_later` queue the write and return at once (for
+/// callers that are not async, and for writes nobody waits on); their failures are logged.
+/// Everything else answers when done.
+#[async_trait]
+pub trait Store: Send + Sync {
+    async fn session_insert(&self, s: &SessionRecord) -> Result<()>;
+    fn session_insert_later(&self, s: SessionRecord);
+    /// Persist the mutable part of a session (state, live counters, end).
+    async fn session_update(&self, s: &SessionRecord) -> Result<()>;
+    fn session_update_later(&self, s: SessionRecord);
+    async fn session_get(&self, id: &str) -> Result<Option<SessionRecord>>;
+    async fn session_list(&self, q: &SessionQuery) -> Result<Vec<SessionRecord>>;
+    /// How many sessions match `q` (its cursor included, its limit not).
+    async fn session_count(&self, q: &SessionQuery) -> Result<u64>;
+    /// Sessions `gateway` left open when it stopped without a clean shutdown.
+    async fn sessions_open_on(&self, gateway: &str) -> Result<Vec<SessionRecord>>;
+
+    /// Append an event to the audit chain.
+    fn audit_append_later(&self, e: AuditEntry);
+    /// The newest `limit` events (of `kind`, of `session`) older than event `before`, oldest
+    /// first, and how many older ones match too.
+    async fn audit_list(
+        &self,
+        kind: Option<&str>,
+        session: Option<&str>,
+        before: Option<i64>,
+        limit: u32,
+    ) -> Result<(Vec<AuditRow>, u64)>;
+    /// Every event in order, for export and verification.
+    async fn audit_all(&self) -> Result<Vec<AuditRow>>;
+    /// The newest event (the chain head).
+    async fn audit_head(&self) -> Result<Option<AuditRow>>;
+    async fn checkpoint_add(&self, c: &Checkpoint) -> Result<()>;
+    async fn checkpoints(&self) -> Result<Vec<Checkpoint>>;
+
+    /// The pinned host key of `target` at `address`: (fingerprint, OpenSSH key).
+    async fn hostkey_get(&self, target: &str, address: &str) -> Result<Option<(String, String)>>;
+    async fn hostkey_pin(
+        &self,
+        target: &str,
+        address: &str,
+        fingerprint: &str,
+        key: &str,
+    ) -> Result<()>;
+    async fn hostkey_forget(&self, target: &str) -> Result<usize>;
+
+    async fn vault_put(
+        &self,
+        reference: &str,
+        kind: &str,
+        nonce: &[u8],
+        ciphertext: &[u8],
+    ) -> Result<()>;
+    async fn vault_get(&self, reference: &str) -> Result<Option<VaultEntry>>;
+    /// Every secret: (reference, kind, updated at in ms).
+    async fn vault_list(&self) -> Result<Vec<(String, String, u64)>>;
+
+    /// Wait until everything queued so far is written.
+    async fn flush(&self) -> Result<()>;
+}
+
+/// An audit event before it is chained (its sequence number, id, time and hashes are the
+/// store's to give).
+#[derive(Debug, Clone)]
+pub struct AuditEntry {
+    pub kind: String,
+    pub actor: Option<String>,
+    pub session: Option<String>,
+    pub detail: String,
+}
+
+/// The SQLite database itself, used only on the [`Sqlite`] thread (and by tests).
+pub struct Db {
+    conn: Connection,
 }
 
 const SCHEMA: &str = "
@@ -48,8 +127,8 @@ CREATE TABLE IF NOT EXISTS vault (
   updated_ms INTEGER NOT NULL);
 ";
 
-impl Store {
-    pub fn open(path: &Path) -> Result<Store> {
+impl Db {
+    pub fn open(path: &Path) -> Result<Db> {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)
                 .with_context(|| format!("cannot create data directory {}", dir.display()))?;
@@ -71,12 +150,10 @@ impl Store {
                     .with_context(|| format!("cannot upgrade store {}", path.display()))?;
             }
         }
-        Ok(Store {
-            conn: Mutex::new(conn),
-        })
+        Ok(Db { conn })
     }
 
-    fn conn(&self) -> Result<std::sync::MutexGuard<'_, Connection>> {
-        self.conn.lock().map_err(|_| anyhow!("store lock poisoned"))
+    fn conn(&self) -> Result<&Connection> {
+        Ok(&self.conn)
     }
 }

@@ -3,7 +3,7 @@
 use anyhow::Result;
 use rusqlite::{params, OptionalExtension};
 
-use super::Store;
+use super::Db;
 
 /// A vault row: the secret's kind, its nonce and its ciphertext.
 pub struct VaultEntry {
@@ -12,7 +12,7 @@ pub struct VaultEntry {
     pub ciphertext: Vec<u8>,
 }
 
-impl Store {
+impl Db {
     pub fn hostkey_get(&self, target: &str, address: &str) -> Result<Option<(String, String)>> {
         Ok(self
             .conn()?

@@ -3,7 +3,7 @@
 use anyhow::{Context, Result};
 use rusqlite::{params, OptionalExtension, Row};
 
-use super::Store;
+use super::Db;
 use wardengate_api::{Protocol, SessionState};
 
 /// A stored name that is not one of ours (a newer gateway's, or an edited database): an error
@@ -227,7 +227,7 @@ fn session_from_row(r: &Row<'_>) -> rusqlite::Result<SessionRecord> {
     })
 }
 
-impl Store {
+impl Db {
     pub fn session_insert(&self, s: &SessionRecord) -> Result<()> {
         let s = &s.inert();
         self.conn()?.execute(

@@ -1,0 +1,220 @@
+//! The embedded store: a thread that owns the SQLite connection and runs the jobs callers queue,
+//! in order, off the async runtime.
+
+use std::path::Path;
+use std::sync::mpsc;
+
+use anyhow::{anyhow, Context, Result};
+use async_trait::async_trait;
+use wardengate_recorder::audit::Checkpoint;
+
+use super::{AuditEntry, AuditRow, Db, SessionQuery, SessionRecord, Store, VaultEntry};
+
+type Job = Box<dyn FnOnce(&Db) + Send>;
+
+/// The handle to the store thread. The thread ends, after the jobs queued before, when the last
+/// handle is dropped.
+pub struct Sqlite {
+    jobs: mpsc::Sender<Job>,
+}
+
+impl Sqlite {
+    /// Open (or create and upgrade) the database at `path`, and start its thread.
+    pub fn open(path: &Path) -> Result<Sqlite> {
+        let db = Db::open(path)?;
+        let (jobs, queue) = mpsc::channel::<Job>();
+        std::thread::Builder::new()
+            .name("wardengate-store".into())
+            .spawn(move || {
+                for job in queue {
+                    job(&db);
+                }
+            })
+            .context("cannot start the store thread")?;
+        Ok(Sqlite { jobs })
+    }
+
+    /// Run `f` on the store thread and wait for its answer.
+    async fn call<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Db) -> Result<R> + Send + 'static,
+    ) -> Result<R> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.jobs
+            .send(Box::new(move |db| {
+                let _ = tx.send(f(db));
+            }))
+            .map_err(|_| anyhow!("the store thread has stopped"))?;
+        rx.await
+            .map_err(|_| anyhow!("the store thread stopped during a call"))?
+    }
+
+    /// Queue `f` and return at once; a failure is logged with `what`.
+    fn later(&self, what: &'static str, f: impl FnOnce(&Db) -> Result<()> + Send + 'static) {
+        let sent = self.jobs.send(Box::new(move |db| {
+            if let Err(e) = f(db) {
+                tracing::error!("store: cannot {what}: {e:#}");
+            }
+        }));
+        if sent.is_err() {
+            tracing::error!("store: cannot {what}: the store thread has stopped");
+        }
+    }
+}
+
+#[async_trait]
+impl Store for Sqlite {
+    async fn session_insert(&self, s: &SessionRecord) -> Result<()> {
+        let s = s.clone();
+        self.call(move |db| db.session_insert(&s)).await
+    }
+
+    fn session_insert_later(&self, s: SessionRecord) {
+        self.later("record a session", move |db| db.session_insert(&s))
+    }
+
+    async fn session_update(&self, s: &SessionRecord) -> Result<()> {
+        let s = s.clone();
+        self.call(move |db| db.session_update(&s)).await
+    }
+
+    fn session_update_later(&self, s: SessionRecord) {
+        self.later("update a session", move |db| db.session_update(&s))
+    }
+
+    async fn session_get(&self, id: &str) -> Result<Option<SessionRecord>> {
+        let id = id.to_owned();
+        self.call(move |db| db.session_get(&id)).await
+    }
+
+    async fn session_list(&self, q: &SessionQuery) -> Result<Vec<SessionRecord>> {
+        let q = q.clone();
+        self.call(move |db| db.session_list(&q)).await
+    }
+
+    async fn session_count(&self, q: &SessionQuery) -> Result<u64> {
+        let q = q.clone();
+        self.call(move |db| db.session_count(&q)).await
+    }
+
+    async fn sessions_open_on(&self, gateway: &str) -> Result<Vec<SessionRecord>> {
+        let gateway = gateway.to_owned();
+        self.call(move |db| db.sessions_open_on(&gateway)).await
+    }
+
+    fn audit_append_later(&self, e: AuditEntry) {
+        self.later("append an audit event", move |db| {
+            db.audit_append(&e.kind, e.actor.as_deref(), e.session.as_deref(), &e.detail)
+                .map(drop)
+        })
+    }
+
+    async fn audit_list(
+        &self,
+        kind: Option<&str>,
+        session: Option<&str>,
+        before: Option<i64>,
+        limit: u32,
+    ) -> Result<(Vec<AuditRow>, u64)> {
+        let (kind, session) = (kind.map(str::to_owned), session.map(str::to_owned));
+        self.call(move |db| db.audit_list(kind.as_deref(), session.as_deref(), before, limit))
+            .await
+    }
+
+    async fn audit_all(&self) -> Result<Vec<AuditRow>> {
+        self.call(|db| db.audit_all()).await
+    }
+
+    async fn audit_head(&self) -> Result<Option<AuditRow>> {
+        self.call(|db| db.audit_head()).await
+    }
+
+    async fn checkpoint_add(&self, c: &Checkpoint) -> Result<()> {
+        let c = c.clone();
+        self.call(move |db| db.checkpoint_add(&c)).await
+    }
+
+    async fn checkpoints(&self) -> Result<Vec<Checkpoint>> {
+        self.call(|db| db.checkpoints()).await
+    }
+
+    async fn hostkey_get(&self, target: &str, address: &str) -> Result<Option<(String, String)>> {
+        let (target, address) = (target.to_owned(), address.to_owned());
+        self.call(move |db| db.hostkey_get(&target, &address)).await
+    }
+
+    async fn hostkey_pin(
+        &self,
+        target: &str,
+        address: &str,
+        fingerprint: &str,
+        key: &str,
+    ) -> Result<()> {
+        let a = [target, address, fingerprint, key].map(str::to_owned);
+        self.call(move |db| db.hostkey_pin(&a[0], &a[1], &a[2], &a[3]))
+            .await
+    }
+
+    async fn hostkey_forget(&self, target: &str) -> Result<usize> {
+        let target = target.to_owned();
+        self.call(move |db| db.hostkey_forget(&target)).await
+    }
+
+    async fn vault_put(
+        &self,
+        reference: &str,
+        kind: &str,
+        nonce: &[u8],
+        ciphertext: &[u8],
+    ) -> Result<()> {
+        let (reference, kind) = (reference.to_owned(), kind.to_owned());
+        let (nonce, ciphertext) = (nonce.to_vec(), ciphertext.to_vec());
+        self.call(move |db| db.vault_put(&reference, &kind, &nonce, &ciphertext))
+            .await
+    }
+
+    async fn vault_get(&self, reference: &str) -> Result<Option<VaultEntry>> {
+        let reference = reference.to_owned();
+        self.call(move |db| db.vault_get(&reference)).await
+    }
+
+    async fn vault_list(&self) -> Result<Vec<(String, String, u64)>> {
+        self.call(|db| db.vault_list()).await
+    }
+
+    async fn flush(&self) -> Result<()> {
+        self.call(|_| Ok(())).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Jobs run in the order they were queued: a read sees the writes queued before it, those
+    /// queued with `_later` included, and the calls never run on the caller's thread.
+    #[tokio::test]
+    async fn reads_see_the_writes_queued_before_them() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Sqlite::open(&dir.path().join("db.sqlite")).expect("store");
+        for i in 0..50 {
+            store.audit_append_later(AuditEntry {
+                kind: format!("test.{i}"),
+                actor: Some("alice".into()),
+                session: None,
+                detail: "{}".into(),
+            });
+        }
+        let head = store.audit_head().await.expect("head").expect("an event");
+        assert_eq!((head.seq, head.kind.as_str()), (50, "test.49"));
+        let all = store.audit_all().await.expect("all");
+        let r = wardengate_recorder::audit::verify(&all, &[], None);
+        assert!(r.ok() && r.events == 50, "{r:?}");
+        let main = std::thread::current().id();
+        let on = store
+            .call(|_| Ok(std::thread::current().id()))
+            .await
+            .expect("call");
+        assert_ne!(on, main, "SQLite ran on the caller's thread");
+    }
+}
