@@ -8,17 +8,18 @@ use wardengate_api as api;
 
 use wardengate_recorder::time::human_secs as short;
 
-fn age_secs(s: &api::Session) -> u64 {
+/// How long the session has run (or ran): a session of 250 ms shows as `250ms`, not `0ms`.
+fn age(s: &api::Session) -> String {
     let start = humantime::parse_rfc3339_weak(&s.started_at).ok();
     let end = s
         .ended_at
         .as_deref()
         .and_then(|e| humantime::parse_rfc3339_weak(e).ok())
         .unwrap_or_else(SystemTime::now);
-    start
+    let d = start
         .and_then(|st| end.duration_since(st).ok())
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
+        .unwrap_or_default();
+    wardengate_recorder::time::human(d)
 }
 
 /// Widest column a table prints (a longer value is cut with `…`); the last column gets more.
@@ -93,7 +94,7 @@ pub fn sessions(list: &[api::Session], with_state: bool) -> String {
             s.target.clone(),
             s.protocol.to_string(),
             s.gateway.clone(),
-            short(age_secs(s)),
+            age(s),
             if s.state.is_terminal() {
                 "-".into()
             } else {
@@ -136,7 +137,7 @@ pub fn session(s: &api::Session) -> String {
         ),
         ("gateway", s.gateway.clone()),
         ("started", s.started_at.clone()),
-        ("age", short(age_secs(s))),
+        ("age", age(s)),
         (
             "last input",
             s.last_input_at.clone().unwrap_or_else(|| "-".into()),
@@ -400,11 +401,24 @@ pub fn settings_line(v: &Value) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::short;
+    use super::{age, api, short};
 
     #[test]
     fn short_durations() {
         assert_eq!(short(5), "5s");
         assert_eq!(short(3600 * 3 + 60 * 12), "3h 12m");
+    }
+
+    #[test]
+    fn a_short_session_shows_its_milliseconds() {
+        let s: api::Session = serde_json::from_value(serde_json::json!({
+            "id": "sess_1", "state": "closed", "protocol": "ssh", "actor": "alice",
+            "client_addr": "127.0.0.1:1", "client_version": "", "target": "web", "target_addr": "",
+            "account": "root", "account_ref": "", "gateway": "gw", "idle_secs": 0, "bytes_in": 0,
+            "bytes_out": 0, "channels": 0, "observers": [],
+            "started_at": "2026-12-03T19:20:38.773Z", "ended_at": "2026-12-03T19:20:39.023Z",
+        }))
+        .expect("a session");
+        assert_eq!(age(&s), "250ms");
     }
 }
