@@ -12,17 +12,23 @@ use super::{AuditEntry, AuditRow, Db, SessionQuery, SessionRecord, Store, VaultE
 
 type Job = Box<dyn FnOnce(&Db) + Send>;
 
+/// How many jobs may wait for the store thread. The queue is bounded so that a flood of audited
+/// events (failed logins from many sources) cannot grow memory without bound when the disk is
+/// slow: a full queue makes the next caller wait, as every call did before the store had a
+/// thread of its own.
+const QUEUE: usize = 8192;
+
 /// The handle to the store thread. The thread ends, after the jobs queued before, when the last
 /// handle is dropped.
 pub struct Sqlite {
-    jobs: mpsc::Sender<Job>,
+    jobs: mpsc::SyncSender<Job>,
 }
 
 impl Sqlite {
     /// Open (or create and upgrade) the database at `path`, and start its thread.
     pub fn open(path: &Path) -> Result<Sqlite> {
         let db = Db::open(path)?;
-        let (jobs, queue) = mpsc::channel::<Job>();
+        let (jobs, queue) = mpsc::sync_channel::<Job>(QUEUE);
         std::thread::Builder::new()
             .name("wardengate-store".into())
             .spawn(move || {
