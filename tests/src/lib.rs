@@ -293,11 +293,23 @@ impl GatewayProc {
 
     /// GET an API path with the admin token: (status, body).
     pub fn get(&self, path: &str) -> (u16, String) {
-        let r = Self::http()
-            .get(format!("{}{path}", self.api))
-            .bearer_auth(&self.token)
+        self.request("GET", path, &self.token, "")
+    }
+
+    /// `method` an API path with `token` (a JSON body unless empty): (status, body).
+    pub fn request(&self, method: &str, path: &str, token: &str, body: &str) -> (u16, String) {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).expect("an HTTP method");
+        let mut req = Self::http()
+            .request(method.clone(), format!("{}{path}", self.api))
+            .bearer_auth(token);
+        if !body.is_empty() {
+            req = req
+                .header("content-type", "application/json")
+                .body(body.to_string());
+        }
+        let r = req
             .send()
-            .expect("GET");
+            .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
         (r.status().as_u16(), r.text().unwrap_or_default())
     }
 

@@ -1,4 +1,6 @@
-//! The bearer token in front of every authenticated endpoint, and what a user's own token may do.
+//! The bearer token in front of every authenticated endpoint, and the operator check in front of
+//! the routes a user's own token may not call (which routes those are is the router's to say:
+//! `api/mod.rs` puts every route in the user group or the operator group).
 
 use axum::extract::{Request, State};
 use axum::http::{header, StatusCode};
@@ -8,18 +10,6 @@ use sha2::{Digest, Sha256};
 
 use super::common::{ApiError, Caller};
 use super::state::ApiState;
-
-/// What a user's own (non-operator) token may do: see, hand off and accept their sessions.
-fn user_may(method: &axum::http::Method, path: &str) -> bool {
-    let Some(rest) = path.strip_prefix("/api/v1/sessions") else {
-        return false;
-    };
-    let parts: Vec<&str> = rest.split('/').filter(|p| !p.is_empty()).collect();
-    matches!(
-        (method.as_str(), parts.as_slice()),
-        ("GET", []) | ("GET", [_]) | ("POST", [_, "handoff" | "accept" | "decline"])
-    )
-}
 
 fn same(a: &[u8; 32], b: &[u8; 32]) -> bool {
     use subtle::ConstantTimeEq;
@@ -77,17 +67,23 @@ pub(super) async fn require_token(
         return refuse();
     };
     st.gw.api_throttle.record("", ip, true);
-    if !caller.operator && !user_may(req.method(), req.uri().path()) {
-        return ApiError(
+    req.extensions_mut().insert(caller);
+    next.run(req).await
+}
+
+/// In front of the operator routes (after [`require_token`]): an operator's or the admin token
+/// passes; a user's own token gets 403 saying what it may do instead.
+pub(super) async fn require_operator(req: Request, next: Next) -> Response {
+    match req.extensions().get::<Caller>() {
+        Some(c) if c.operator => next.run(req).await,
+        caller => ApiError(
             StatusCode::FORBIDDEN,
             format!(
                 "{}'s token may list, hand off and accept their own sessions only; this needs an \
                  operator (users.operator = true) or the admin token",
-                caller.name
+                caller.map_or("this", |c| c.name.as_str())
             ),
         )
-        .into_response();
+        .into_response(),
     }
-    req.extensions_mut().insert(caller);
-    next.run(req).await
 }

@@ -28,12 +28,18 @@ use super::state::ApiState;
 use crate::registry::{Pending, RegistryError};
 use crate::util::rfc3339;
 
-pub fn routes() -> Router<ApiState> {
+/// What a user's own token may call too: hand off their session, accept or decline one offered
+/// to them (the handlers check whose session it is).
+pub fn user_routes() -> Router<ApiState> {
     Router::new()
-        .route("/api/v1/sessions/{id}/shadow", get(shadow))
         .route("/api/v1/sessions/{id}/handoff", post(handoff))
         .route("/api/v1/sessions/{id}/accept", post(accept))
         .route("/api/v1/sessions/{id}/decline", post(decline))
+}
+
+/// Operators only.
+pub fn routes() -> Router<ApiState> {
+    Router::new().route("/api/v1/sessions/{id}/shadow", get(shadow))
 }
 
 fn forbidden(msg: impl Into<String>) -> ApiError {

@@ -29,7 +29,9 @@ pub use state::ApiState;
 pub use tickets::Tickets;
 
 pub fn router(state: ApiState) -> Router {
-    let authed = Router::new()
+    // Every authenticated route is in one of two groups: what a user's own token may call, and
+    // what needs an operator. A new route is an operator's unless it is put with the users'.
+    let operator = Router::new()
         .merge(sessions::routes())
         .merge(live::routes())
         .merge(browser::routes())
@@ -37,6 +39,11 @@ pub fn router(state: ApiState) -> Router {
         .merge(audit::routes())
         .merge(recordings::routes())
         .merge(policy::routes())
+        .route_layer(middleware::from_fn(auth::require_operator));
+    let authed = Router::new()
+        .merge(sessions::user_routes())
+        .merge(live::user_routes())
+        .merge(operator)
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             auth::require_token,

@@ -15,11 +15,17 @@ use crate::broker::Gateway;
 use crate::registry::{to_api, Filter, RegistryError};
 use crate::store::SessionQuery;
 
-pub(super) fn routes() -> Router<ApiState> {
+/// What a user's own token may call too: their sessions (the handlers show them only theirs).
+pub(super) fn user_routes() -> Router<ApiState> {
     Router::new()
         .route("/api/v1/sessions", get(list_sessions))
-        .route("/api/v1/sessions/terminate", post(bulk_terminate))
         .route("/api/v1/sessions/{id}", get(get_session))
+}
+
+/// Operators only.
+pub(super) fn routes() -> Router<ApiState> {
+    Router::new()
+        .route("/api/v1/sessions/terminate", post(bulk_terminate))
         .route("/api/v1/sessions/{id}/terminate", post(terminate))
 }
 

@@ -517,3 +517,63 @@ fn session_show_places_the_client() {
     let local = gw.last_closed();
     assert!(local["client_location"].is_null(), "{local}");
 }
+
+/// Who may call what: every route the OpenAPI document lists is served (none falls through to
+/// "no such endpoint"), and a user's own, non-operator token gets 403 on every one of them but
+/// the five that show, hand off and accept their own sessions. A route added without being put
+/// with the users' is an operator's; one put there by mistake fails here.
+#[test]
+fn a_users_token_reaches_only_the_user_routes_and_every_documented_route_is_served() {
+    const DAN_TOKEN: &str = "dan-0123456789abcdef0123456789abcdef";
+    let env = TestEnv::new();
+    let sshd = env.sshd();
+    let users = format!(
+        "[[users]]\nname = \"dan\"\npublic_keys = [\"{}\"]\napi_token_sha256 = \"{}\"\n\n",
+        env.alice_pub,
+        sha256_hex(DAN_TOKEN.as_bytes())
+    );
+    let gw = env
+        .gateway()
+        .target_at("web-01.test", &sshd.address(), &sshd.user)
+        .extra(&users)
+        .start();
+    let doc = gw.get_json("/api/v1/openapi.json");
+    let paths = doc["paths"].as_object().expect("paths");
+    // Open routes: no token at all (health) or a one-time browser ticket instead of a token.
+    let open = |p: &str| p == "/healthz" || p.ends_with("/ws");
+    let user = [
+        ("GET", "/api/v1/sessions"),
+        ("GET", "/api/v1/sessions/{id}"),
+        ("POST", "/api/v1/sessions/{id}/handoff"),
+        ("POST", "/api/v1/sessions/{id}/accept"),
+        ("POST", "/api/v1/sessions/{id}/decline"),
+    ];
+    let mut checked = 0;
+    for (path, item) in paths {
+        for method in ["get", "post", "put", "delete", "patch"] {
+            if item.get(method).is_none() {
+                continue;
+            }
+            let m = method.to_uppercase();
+            let concrete = path.replace("{id}", "sess_00000000000000000000");
+            let body = if m == "POST" { "{}" } else { "" };
+            let (status, text) = gw.request(&m, &concrete, &gw.token, body);
+            assert!(
+                !(status == 404 && text.contains("no such endpoint")),
+                "{m} {path} is documented but not served: {text}"
+            );
+            if open(path) {
+                continue;
+            }
+            let (status, text) = gw.request(&m, &concrete, DAN_TOKEN, body);
+            if user.contains(&(m.as_str(), path.as_str())) {
+                assert_ne!(status, 403, "{m} {path} refused to dan's token: {text}");
+            } else {
+                assert_eq!(status, 403, "{m} {path} with dan's token: {text}");
+                assert!(text.contains("needs an operator"), "{m} {path}: {text}");
+            }
+            checked += 1;
+        }
+    }
+    assert!(checked >= 19, "only {checked} routes checked");
+}
