@@ -4,7 +4,7 @@
 use std::process::Command;
 use std::time::Duration;
 
-use wardengate_gateway::dev::sshd::Sshd;
+use wardengate_dev::sshd::Sshd;
 
 use crate::{bin, run_with_input, text, GatewayProc, TestEnv};
 

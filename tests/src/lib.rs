@@ -30,7 +30,7 @@ pub mod russh_client;
 pub mod secrets;
 pub mod tmux;
 
-use wardengate_gateway::dev::sshd::Sshd;
+use wardengate_dev::sshd::Sshd;
 use wardengate_gateway::keys;
 
 /// Path of a workspace binary built next to this test executable.

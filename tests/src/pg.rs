@@ -8,7 +8,7 @@ use std::time::Duration;
 use bytes::BytesMut;
 use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256};
 use postgres_protocol::message::frontend;
-use wardengate_gateway::dev::postgres::{PgAuth, PgCluster, PgOptions, PgUser};
+use wardengate_dev::postgres::{PgAuth, PgCluster, PgOptions, PgUser};
 
 use crate::{GatewayBuilder, GatewayProc, TestEnv, ALICE_PASSWORD};
 

@@ -3,7 +3,7 @@
 
 use std::process::{Command, Stdio};
 
-pub use wardengate_gateway::dev::desktop::{Desktop, Xvfb};
+pub use wardengate_dev::desktop::{Desktop, Xvfb};
 
 /// The Windows account's password: in the target's SAM file and the gateway's vault, never
 /// anywhere the client can see.

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use wardengate_gateway::dev::sshd::free_port;
+use wardengate_dev::sshd::free_port;
 use wardengate_tests::*;
 
 const T: Duration = Duration::from_secs(120);
@@ -114,7 +114,7 @@ fn pids_with(needle: &str) -> Vec<u32> {
 }
 
 fn alive(pid: u32) -> bool {
-    wardengate_gateway::dev::children::alive(pid)
+    wardengate_dev::children::alive(pid)
 }
 
 #[test]

@@ -169,7 +169,7 @@ fn cancel_key_guessing_is_rate_limited_and_summarised() {
 fn the_smaller_findings() {
     let env = TestEnv::new();
     let sshd = env.sshd();
-    let dead = wardengate_gateway::dev::sshd::free_port().expect("port");
+    let dead = wardengate_dev::sshd::free_port().expect("port");
     let gw = env
         .gateway()
         .target("web-01.test", &sshd)

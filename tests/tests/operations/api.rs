@@ -234,7 +234,7 @@ fn wgctl_errors_are_one_line() {
         text(&out.stderr).trim(),
         "wgctl: no admin token: pass --token or set WARDENGATE_TOKEN"
     );
-    let port = wardengate_gateway::dev::sshd::free_port().expect("port");
+    let port = wardengate_dev::sshd::free_port().expect("port");
     let out = run(
         Command::new(bin("wgctl")).args([
             "session",

@@ -1,11 +1,11 @@
-//! The throwaway PostgreSQL cluster (`wardengate_gateway::dev::postgres`), the PostgreSQL target of
+//! The throwaway PostgreSQL cluster (`wardengate_dev::postgres`), the PostgreSQL target of
 //! the end-to-end tests and `wardengate dev`: each user logs in over TCP with its own method and
 //! password, driven by the real `psql` client.
 
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use wardengate_gateway::dev::postgres::{PgAuth, PgCluster, PgOptions, PgUser};
+use wardengate_dev::postgres::{PgAuth, PgCluster, PgOptions, PgUser};
 use wardengate_tests::*;
 
 const T: Duration = Duration::from_secs(60);

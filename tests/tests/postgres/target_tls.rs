@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
-use wardengate_gateway::dev::postgres::{PgAuth, PgCluster, PgOptions, PgUser};
+use wardengate_dev::postgres::{PgAuth, PgCluster, PgOptions, PgUser};
 use wardengate_tests::pg::*;
 use wardengate_tests::*;
 

@@ -29,7 +29,7 @@ shadow = "visible"
 idle_timeout = "10m"
 "#;
 
-fn gateway(env: &TestEnv, sshd: &wardengate_gateway::dev::sshd::Sshd, window: &str) -> GatewayProc {
+fn gateway(env: &TestEnv, sshd: &wardengate_dev::sshd::Sshd, window: &str) -> GatewayProc {
     // dan logs in with the same key pair as alice (the test has one); the login name decides.
     let users = format!(
         "[[users]]\nname = \"dan\"\npublic_keys = [\"{key}\"]\napi_token_sha256 = \"{d}\"\n\n\

@@ -25,7 +25,7 @@ lifespan_warning = "3s"
 
 const T: Duration = Duration::from_secs(30);
 
-fn gateway(env: &TestEnv, sshd: &wardengate_gateway::dev::sshd::Sshd) -> GatewayProc {
+fn gateway(env: &TestEnv, sshd: &wardengate_dev::sshd::Sshd) -> GatewayProc {
     let addr = sshd.address();
     env.gateway()
         .target_at("idle.test", &addr, &sshd.user)

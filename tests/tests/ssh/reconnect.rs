@@ -33,7 +33,7 @@ targets = ["strict.test"]
 reconnect = { mode = "strict" }
 "#;
 
-fn gateway(env: &TestEnv, sshd: &wardengate_gateway::dev::sshd::Sshd) -> GatewayProc {
+fn gateway(env: &TestEnv, sshd: &wardengate_dev::sshd::Sshd) -> GatewayProc {
     let addr = sshd.address();
     env.gateway()
         .target_at("resume.test", &addr, &sshd.user)

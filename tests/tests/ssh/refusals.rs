@@ -222,7 +222,7 @@ fn unknown_target_no_permission_and_account_errors_are_specific() {
 fn target_down_fails_the_session_with_a_clear_error() {
     let env = TestEnv::new();
     let sshd = env.sshd();
-    let dead = wardengate_gateway::dev::sshd::free_port().expect("port");
+    let dead = wardengate_dev::sshd::free_port().expect("port");
     let gw = env
         .gateway()
         .target_at("down.test", &format!("127.0.0.1:{dead}"), &sshd.user)

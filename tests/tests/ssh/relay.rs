@@ -199,7 +199,7 @@ fn local_port_forwarding_when_the_policy_allows_it() {
     let sshd = env.sshd();
     let echo = echo_server();
     let gw = env.gateway().target("web-01.test", &sshd).start();
-    let local = wardengate_gateway::dev::sshd::free_port().expect("port");
+    let local = wardengate_dev::sshd::free_port().expect("port");
     let mut fwd = gw.ssh(&env, "alice:web-01.test");
     fwd.args([
         "-N",

@@ -34,7 +34,7 @@ targets = ["blocked.test"]
 shadow = "blocked"
 "#;
 
-fn gateway(env: &TestEnv, sshd: &wardengate_gateway::dev::sshd::Sshd) -> GatewayProc {
+fn gateway(env: &TestEnv, sshd: &wardengate_dev::sshd::Sshd) -> GatewayProc {
     let addr = sshd.address();
     let users = format!(
         "[[users]]\nname = \"carol\"\noperator = true\npublic_keys = [\"{key}\"]\napi_token_sha256 = \"{c}\"\n\n\

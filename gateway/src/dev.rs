@@ -6,10 +6,7 @@
 //! account password lives only in the vault, writes the config it runs with, and prints how to
 //! connect.
 
-pub mod children;
-pub mod desktop;
-pub mod postgres;
-pub mod sshd;
+use wardengate_dev::{children, desktop, postgres, sshd};
 
 use std::path::{Path, PathBuf};
 
@@ -89,22 +86,16 @@ fn toml_str(s: &str) -> String {
 
 /// The example policies from `fixtures/policies`, written to the dev data directory.
 const EXAMPLE_POLICIES: &[(&str, &str)] = &[
-    (
-        "sre.toml",
-        include_str!("../../../fixtures/policies/sre.toml"),
-    ),
+    ("sre.toml", include_str!("../../fixtures/policies/sre.toml")),
     (
         "windows.toml",
-        include_str!("../../../fixtures/policies/windows.toml"),
+        include_str!("../../fixtures/policies/windows.toml"),
     ),
     (
         "contractors.toml",
-        include_str!("../../../fixtures/policies/contractors.toml"),
+        include_str!("../../fixtures/policies/contractors.toml"),
     ),
-    (
-        "dba.toml",
-        include_str!("../../../fixtures/policies/dba.toml"),
-    ),
+    ("dba.toml", include_str!("../../fixtures/policies/dba.toml")),
 ];
 
 /// With `--no-recording` or `--reconnect`, one policy that wins over the examples (benchmarks).

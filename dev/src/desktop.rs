@@ -34,12 +34,12 @@ impl Xvfb {
             if lock && lock_owner(n).is_none_or(|pid| Path::new(&format!("/proc/{pid}")).exists()) {
                 continue;
             }
-            let mut child = { let mut c = super::children::command("Xvfb"); c
+            let mut child = { let mut c = crate::children::command("Xvfb"); c
                 .arg(format!(":{n}"))
                 .args(["-screen", "0", &format!("{width}x{height}x24"), "-nolisten", "tcp"])
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
-                .stderr(Stdio::null()); super::children::spawn(c) }
+                .stderr(Stdio::null()); crate::children::spawn(c) }
                 .context("cannot start Xvfb; install it with `apt-get install xvfb` (scripts/dev and scripts/test do this)")?;
             let socket = PathBuf::from(format!("/tmp/.X11-unix/X{n}"));
             let deadline = Instant::now() + Duration::from_secs(10);
@@ -105,27 +105,40 @@ impl Desktop {
     ) -> Result<Desktop> {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
         let port = if port == 0 {
-            super::sshd::free_port()?
+            crate::sshd::free_port()?
         } else {
             port
         };
         let sam = dir.join("sam");
-        let hash = hex::encode(crate::passwords::nt_hash(password));
-        // The NT hash logs in like the password (pass-the-hash into the desktop): owner only.
-        crate::util::write_private(&sam, format!("{user}:::{hash}:::\n").as_bytes())?;
+        // The NT hash (MD4 of the UTF-16LE password) logs in like the password (pass-the-hash into
+        // the desktop): the file is its owner's only.
+        let utf16: Vec<u8> = password.encode_utf16().flat_map(u16::to_le_bytes).collect();
+        let hash = hex::encode(<md4::Md4 as md4::Digest>::digest(&utf16));
+        {
+            use std::io::Write;
+            use std::os::unix::fs::OpenOptionsExt;
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&sam)
+                .and_then(|mut f| f.write_all(format!("{user}:::{hash}:::\n").as_bytes()))
+                .with_context(|| format!("cannot write {}", sam.display()))?;
+        }
         let xvfb = Xvfb::start(u32::from(size.0), u32::from(size.1))?;
         let logo = {
-            let mut c = super::children::command("xlogo");
+            let mut c = crate::children::command("xlogo");
             c.args(["-geometry", "400x300+100+80", "-bg", "red", "-fg", "white"])
                 .env("DISPLAY", xvfb.name())
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .stderr(Stdio::null());
-            super::children::spawn(c)
+            crate::children::spawn(c)
         }
         .context("cannot start xlogo; install it with `apt-get install x11-apps`")?;
         let log = std::fs::File::create(dir.join("shadow.log"))?;
-        let server = { let mut c = super::children::command("freerdp-shadow-cli"); c
+        let server = { let mut c = crate::children::command("freerdp-shadow-cli"); c
             .arg(format!("/port:{port}"))
             .arg("/bind-address:127.0.0.1")
             .arg(format!("/sam-file:{}", sam.display()))
@@ -133,7 +146,7 @@ impl Desktop {
             .env("DISPLAY", xvfb.name())
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
-            .stderr(log); super::children::spawn(c) }
+            .stderr(log); crate::children::spawn(c) }
             .context("cannot start freerdp-shadow-cli; install it with `apt-get install freerdp2-shadow-x11`")?;
         let mut d = Desktop {
             server,

@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 
-use super::sshd::free_port;
+use crate::sshd::free_port;
 
 /// The superuser created by `initdb`; it logs in over the unix socket only (trust).
 pub const SUPERUSER: &str = "postgres";
@@ -201,7 +201,7 @@ fn ident(s: &str) -> String {
 pub fn live_postmaster(data_dir: &Path) -> Option<u32> {
     let text = std::fs::read_to_string(data_dir.join("postmaster.pid")).ok()?;
     let pid: u32 = text.lines().next()?.trim().parse().ok()?;
-    super::children::alive(pid).then_some(pid)
+    crate::children::alive(pid).then_some(pid)
 }
 
 impl PgCluster {
@@ -359,14 +359,14 @@ impl PgCluster {
     fn spawn_and_wait(&mut self) -> Result<()> {
         let log = std::fs::File::create(self.log_path())?;
         // The postmaster dies with this process (its backends follow it).
-        let mut cmd = self.as_server(super::children::command(self.bin_dir.join("postgres")));
+        let mut cmd = self.as_server(crate::children::command(self.bin_dir.join("postgres")));
         cmd.arg("-D")
             .arg(&self.data_dir)
             .arg("-p")
             .arg(self.port.to_string())
             .stdout(log.try_clone()?)
             .stderr(log);
-        let child = super::children::spawn(cmd)
+        let child = crate::children::spawn(cmd)
             .with_context(|| format!("cannot start {}/postgres", self.bin_dir.display()))?;
         self.child = Some(child);
         let deadline = Instant::now() + START_TIMEOUT;

@@ -58,10 +58,28 @@ impl Sshd {
         let dir = dir.canonicalize()?;
         let host_key = dir.join("ssh_host_ed25519_key");
         if !host_key.exists() {
-            crate::keys::write_keypair(
-                &host_key,
-                &crate::keys::generate_ed25519("demo target host key")?,
-            )?;
+            let out = Command::new("ssh-keygen")
+                .args([
+                    "-q",
+                    "-t",
+                    "ed25519",
+                    "-N",
+                    "",
+                    "-C",
+                    "demo target host key",
+                    "-f",
+                ])
+                .arg(&host_key)
+                .stdin(Stdio::null())
+                .output()
+                .context("cannot run ssh-keygen (install openssh-client)")?;
+            if !out.status.success() {
+                bail!(
+                    "ssh-keygen could not make the demo host key {}: {}",
+                    host_key.display(),
+                    String::from_utf8_lossy(&out.stderr).trim()
+                );
+            }
         }
         std::fs::write(
             dir.join("authorized_keys"),
@@ -88,7 +106,7 @@ impl Sshd {
         std::fs::write(&cfg_path, config)?;
         let log = std::fs::File::create(dir.join("sshd.log"))?;
         let child = {
-            let mut c = super::children::command(&sshd);
+            let mut c = crate::children::command(&sshd);
             c.arg("-D")
                 .arg("-e")
                 .arg("-f")
@@ -96,7 +114,7 @@ impl Sshd {
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .stderr(log);
-            super::children::spawn(c)
+            crate::children::spawn(c)
         }
         .with_context(|| format!("cannot start {}", sshd.display()))?;
         let mut me = Sshd {
