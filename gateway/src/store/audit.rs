@@ -36,7 +36,7 @@ impl Db {
         session: Option<&str>,
         detail: &str,
     ) -> Result<AuditRow> {
-        let conn = self.conn()?;
+        let conn = &self.conn;
         let tx = conn.unchecked_transaction()?;
         let (seq, prev): (i64, String) = tx
             .query_row(
@@ -87,7 +87,7 @@ impl Db {
         before: Option<i64>,
         limit: u32,
     ) -> Result<(Vec<AuditRow>, u64)> {
-        let conn = self.conn()?;
+        let conn = &self.conn;
         let filter = "(?1 IS NULL OR kind=?1) AND (?2 IS NULL OR session_id=?2) AND (?3 IS NULL OR seq < ?3)";
         let mut stmt = conn.prepare(&format!(
             "SELECT seq, id, at_ms, kind, actor, session_id, detail, prev_hash, hash FROM audit
@@ -112,7 +112,7 @@ impl Db {
 
     /// Every event in order, for export and verification.
     pub fn audit_all(&self) -> Result<Vec<AuditRow>> {
-        let conn = self.conn()?;
+        let conn = &self.conn;
         let mut stmt = conn.prepare(
             "SELECT seq, id, at_ms, kind, actor, session_id, detail, prev_hash, hash FROM audit ORDER BY seq",
         )?;
@@ -123,7 +123,7 @@ impl Db {
     /// The newest event (the chain head).
     pub fn audit_head(&self) -> Result<Option<AuditRow>> {
         Ok(self
-            .conn()?
+            .conn
             .query_row(
                 "SELECT seq, id, at_ms, kind, actor, session_id, detail, prev_hash, hash FROM audit ORDER BY seq DESC LIMIT 1",
                 [],
@@ -133,7 +133,7 @@ impl Db {
     }
 
     pub fn checkpoint_add(&self, c: &Checkpoint) -> Result<()> {
-        self.conn()?.execute(
+        self.conn.execute(
             "INSERT OR REPLACE INTO audit_checkpoints (seq, hash, at_ms, gateway, public_key, signature) VALUES (?1,?2,?3,?4,?5,?6)",
             params![c.seq, c.hash, c.at_ms as i64, c.gateway, c.public_key, c.signature],
         )?;
@@ -141,7 +141,7 @@ impl Db {
     }
 
     pub fn checkpoints(&self) -> Result<Vec<Checkpoint>> {
-        let conn = self.conn()?;
+        let conn = &self.conn;
         let mut stmt = conn.prepare(
             "SELECT seq, hash, at_ms, gateway, public_key, signature FROM audit_checkpoints ORDER BY seq",
         )?;
@@ -192,8 +192,7 @@ mod tests {
         assert!(r.ok() && r.events == 2, "{r:?}");
         assert_eq!(second.prev_hash.len(), 64);
         store
-            .conn()
-            .expect("conn")
+            .conn
             .execute("UPDATE audit SET actor='mallory' WHERE seq=1", [])
             .expect("tamper");
         let r = store.audit_verify(None).expect("verify");

@@ -152,8 +152,4 @@ impl Db {
         }
         Ok(Db { conn })
     }
-
-    fn conn(&self) -> Result<&Connection> {
-        Ok(&self.conn)
-    }
 }

@@ -15,7 +15,7 @@ pub struct VaultEntry {
 impl Db {
     pub fn hostkey_get(&self, target: &str, address: &str) -> Result<Option<(String, String)>> {
         Ok(self
-            .conn()?
+            .conn
             .query_row(
                 "SELECT fingerprint, key FROM host_keys WHERE target=?1 AND address=?2",
                 [target, address],
@@ -31,7 +31,7 @@ impl Db {
         fingerprint: &str,
         key: &str,
     ) -> Result<()> {
-        self.conn()?.execute(
+        self.conn.execute(
             "INSERT OR IGNORE INTO host_keys (target, address, fingerprint, key, first_seen_ms) VALUES (?1,?2,?3,?4,?5)",
             params![target, address, fingerprint, key, wardengate_protocols::session::now_ms() as i64],
         )?;
@@ -40,7 +40,7 @@ impl Db {
 
     pub fn hostkey_forget(&self, target: &str) -> Result<usize> {
         Ok(self
-            .conn()?
+            .conn
             .execute("DELETE FROM host_keys WHERE target=?1", [target])?)
     }
 
@@ -51,7 +51,7 @@ impl Db {
         nonce: &[u8],
         ciphertext: &[u8],
     ) -> Result<()> {
-        self.conn()?.execute(
+        self.conn.execute(
             "INSERT INTO vault (ref, kind, nonce, ciphertext, updated_ms) VALUES (?1,?2,?3,?4,?5)
              ON CONFLICT(ref) DO UPDATE SET kind=?2, nonce=?3, ciphertext=?4, updated_ms=?5",
             params![
@@ -67,7 +67,7 @@ impl Db {
 
     pub fn vault_get(&self, reference: &str) -> Result<Option<VaultEntry>> {
         Ok(self
-            .conn()?
+            .conn
             .query_row(
                 "SELECT kind, nonce, ciphertext FROM vault WHERE ref=?1",
                 [reference],
@@ -83,7 +83,7 @@ impl Db {
     }
 
     pub fn vault_list(&self) -> Result<Vec<(String, String, u64)>> {
-        let conn = self.conn()?;
+        let conn = &self.conn;
         let mut stmt = conn.prepare("SELECT ref, kind, updated_ms FROM vault ORDER BY ref")?;
         let rows = stmt.query_map([], |r| {
             Ok((r.get(0)?, r.get(1)?, r.get::<_, i64>(2)? as u64))

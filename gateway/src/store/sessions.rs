@@ -230,7 +230,7 @@ fn session_from_row(r: &Row<'_>) -> rusqlite::Result<SessionRecord> {
 impl Db {
     pub fn session_insert(&self, s: &SessionRecord) -> Result<()> {
         let s = &s.inert();
-        self.conn()?.execute(
+        self.conn.execute(
             &format!("INSERT INTO sessions ({SESSION_COLS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18,?19,?20,?21,?22,?23,?24,?25,?26,?27,?28,?29)"),
             params![
                 s.id, s.state.as_str(), s.protocol.as_str(), s.actor, s.client_addr, s.client_version, s.target,
@@ -247,7 +247,7 @@ impl Db {
     /// Persist the mutable part of a session (state, live counters, end).
     pub fn session_update(&self, s: &SessionRecord) -> Result<()> {
         let s = &s.inert();
-        self.conn()?.execute(
+        self.conn.execute(
             "UPDATE sessions SET state=?2, client_version=?3, policy=?4, pty_term=?5, pty_cols=?6,
              pty_rows=?7, ended_ms=?8, last_input_ms=?9, bytes_in=?10, bytes_out=?11,
              end_reason=?12, end_detail=?13, terminated_by=?14, actor=?15, previous_owners=?16,
@@ -264,7 +264,7 @@ impl Db {
 
     pub fn session_get(&self, id: &str) -> Result<Option<SessionRecord>> {
         Ok(self
-            .conn()?
+            .conn
             .query_row(
                 &format!("SELECT {SESSION_COLS} FROM sessions WHERE id=?1"),
                 [id],
@@ -274,7 +274,7 @@ impl Db {
     }
 
     pub fn session_list(&self, q: &SessionQuery) -> Result<Vec<SessionRecord>> {
-        let conn = self.conn()?;
+        let conn = &self.conn;
         let mut stmt = conn.prepare(&format!(
             "SELECT {SESSION_COLS} FROM sessions WHERE {SESSION_WHERE}
              ORDER BY started_ms DESC, id DESC LIMIT ?9"
@@ -300,7 +300,7 @@ impl Db {
     /// How many sessions match `q` (its cursor included, its limit not).
     pub fn session_count(&self, q: &SessionQuery) -> Result<u64> {
         let (targets, before_ms, before_id) = q.bound();
-        let n: i64 = self.conn()?.query_row(
+        let n: i64 = self.conn.query_row(
             &format!("SELECT count(*) FROM sessions WHERE {SESSION_WHERE}"),
             params![
                 q.actor,
@@ -319,7 +319,7 @@ impl Db {
 
     /// Sessions this gateway left open when it stopped without a clean shutdown.
     pub fn sessions_open_on(&self, gateway: &str) -> Result<Vec<SessionRecord>> {
-        let conn = self.conn()?;
+        let conn = &self.conn;
         let mut stmt = conn.prepare(&format!(
             "SELECT {SESSION_COLS} FROM sessions WHERE gateway=?1 AND state NOT IN ('closed','denied','failed')"
         ))?;
