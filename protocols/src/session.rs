@@ -100,6 +100,48 @@ pub trait Lifecycle: Send + Sync + 'static {
     fn ended(&self, session: &str, outcome: Outcome);
 }
 
+/// A user as the gateway knows them, for each protocol's own authentication.
+#[derive(Debug, Clone, Default)]
+pub struct UserAuth {
+    /// SSH public keys.
+    pub keys: Vec<russh::keys::PublicKey>,
+    /// The user has an argon2 password (SSH password and keyboard-interactive, PostgreSQL
+    /// cleartext inside TLS).
+    pub has_password: bool,
+    /// The same password as a SCRAM-SHA-256 verifier (PostgreSQL).
+    pub scram: Option<crate::postgres::Verifier>,
+    /// The same password's NT hash (RDP's NLA).
+    pub nt_hash: Option<[u8; 16]>,
+}
+
+/// An admitted session, ready for its protocol to open the target leg: what admitted it, its
+/// link to the gateway, and the protocol's target (where, as whom, with the vault's secret).
+#[derive(Debug)]
+pub struct Plan<T> {
+    pub admitted: wardengate_policy::Admitted,
+    pub link: SessionLink,
+    pub target: T,
+}
+
+/// The gateway's side of the contract every protocol shares: who a user is, and admission. `A`
+/// is what admission hands the protocol: a [`Plan`] of its target, or for SSH an
+/// [`Admission`](crate::ssh::Admission) that may also resume a paused session. Each protocol
+/// adds what only it needs in a trait of its own ([`SshBroker`](crate::ssh::SshBroker),
+/// [`PgBroker`](crate::postgres::PgBroker)).
+pub trait Broker<A>: Lifecycle {
+    /// The user's credentials, or `None` for an unknown user.
+    fn user(&self, name: &str) -> Option<UserAuth>;
+    /// Decide admission for a user authenticated by `method` (`publickey`, `scram-sha-256`,
+    /// `nla`, ...): resolve, decide, count, read the vault; a refusal is a [`Denial`] that the
+    /// protocol puts in its own wire form.
+    fn admit(
+        &self,
+        login: &Login,
+        method: &str,
+        client: &ClientInfo,
+    ) -> impl std::future::Future<Output = Result<A, Denial>> + Send;
+}
+
 /// A terminal as requested by the client (`pty-req`, then `window-change`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PtyInfo {

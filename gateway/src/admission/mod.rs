@@ -12,21 +12,17 @@ mod resolve;
 pub use reload::Reloaded;
 pub(crate) use resolve::{resolve, Resolved};
 
-use std::sync::Arc;
-
 use serde_json::{json, Value};
 use wardengate_api as api;
 use wardengate_policy::{Admitted, LimitDenial, Limits, OnLimit, ReconnectMode, Subject};
-use wardengate_protocols::session::{now_ms, Denial};
-use wardengate_protocols::ssh::{Admission, ClientInfo, Credential, Login, TargetPlan};
+use wardengate_protocols::session::{now_ms, ClientInfo, Denial, Login};
 
 use crate::broker::Gateway;
 use crate::config::{Account, Loaded, Target};
 use crate::store::SessionRecord;
-use crate::vault::SecretKind;
 
 /// An admitted session before its protocol takes over.
-pub(crate) struct Admit<C> {
+pub(crate) struct Granted<C> {
     pub admitted: Admitted,
     pub link: wardengate_protocols::session::SessionLink,
     pub target: Target,
@@ -87,54 +83,6 @@ impl Gateway {
         }
     }
 
-    /// SSH admission: a paused session to resume, or a new one.
-    pub(crate) async fn admit_ssh(
-        &self,
-        login: &Login,
-        method: &str,
-        client: &ClientInfo,
-    ) -> Result<Admission, Denial> {
-        let cfg = self.cfg();
-        if login.target.starts_with("sess_") && login.account.is_none() {
-            // `ssh dan:sess_…@gateway`: the new owner of a handed-off session takes it over.
-            return self.takeover(login, method, client);
-        }
-        if let Ok(r) = resolve(&cfg, login, api::Protocol::Ssh) {
-            if let Some(t) = self.resume_ticket(&cfg, &r) {
-                return Ok(Admission::Resume(t));
-            }
-        }
-        let a = self
-            .admit_session(
-                login,
-                method,
-                client,
-                api::Protocol::Ssh,
-                |secret, account, target| match secret.kind {
-                    SecretKind::Password => Ok(Credential::Password(secret.value)),
-                    SecretKind::PrivateKey => {
-                        russh::keys::PrivateKey::from_openssh(secret.value.trim())
-                            .map(|k| Credential::PrivateKey(Arc::new(k)))
-                            .map_err(|e| {
-                                format!(
-                                    "wardengate: the vault key for {}@{} is unreadable: {e}",
-                                    account.name, target.name
-                                )
-                            })
-                    }
-                },
-            )
-            .await?;
-        Ok(Admission::New(TargetPlan {
-            admitted: a.admitted,
-            link: a.link,
-            username: a.account.username().to_string(),
-            target: a.target.name,
-            address: a.target.address,
-            credential: a.credential,
-        }))
-    }
-
     /// Admission for any protocol: resolve, decide, count, read the vault (turned into the
     /// protocol's credential by `credential`), register. Every step is audited; a refusal at any
     /// step leaves a `denied` session record.
@@ -145,7 +93,7 @@ impl Gateway {
         client: &ClientInfo,
         protocol: api::Protocol,
         credential: impl FnOnce(crate::vault::Secret, &Account, &Target) -> Result<C, String>,
-    ) -> Result<Admit<C>, Denial> {
+    ) -> Result<Granted<C>, Denial> {
         let cfg = self.cfg();
         let resolved = resolve(&cfg, login, protocol);
         let mut rec = SessionRecord {
@@ -269,7 +217,7 @@ impl Gateway {
         if let Some(victim) = &evicted {
             self.evict(victim, &rec, &limits);
         }
-        Ok(Admit {
+        Ok(Granted {
             admitted,
             link,
             target: r.target.clone(),
@@ -280,7 +228,7 @@ impl Gateway {
 
     /// A paused session of this actor, target and account that the policies still let them
     /// resume.
-    fn resume_ticket(
+    pub(crate) fn resume_ticket(
         &self,
         cfg: &Loaded,
         r: &Resolved<'_>,

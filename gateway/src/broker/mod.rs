@@ -2,6 +2,7 @@
 //! contract — the lifecycle every protocol reports to (`lifecycle`), SSH (`ssh`), PostgreSQL
 //! (`postgres`) and RDP (`rdp`) — each step audited.
 
+mod admit;
 mod lifecycle;
 pub mod postgres;
 pub mod rdp;

@@ -1,17 +1,13 @@
-//! The gateway's side of the PostgreSQL front: users, admission (shared with SSH, mapped to
-//! SQLSTATEs), and the front's settings with its TLS certificate.
+//! The gateway's side of the PostgreSQL front: cancel requests, and the front's settings with its
+//! TLS certificate.
 
 use std::sync::Arc;
 
 use anyhow::Result;
-use wardengate_protocols::postgres::{
-    Capture, PgBroker, PgPlan, PgSettings, PgTarget, PgUserAuth, TargetTls,
-};
-use wardengate_protocols::session::{ClientInfo, Denial, Login};
+use wardengate_protocols::postgres::{Capture, PgBroker, PgSettings};
 
 use super::Gateway;
 use crate::config::{Loaded, PostgresSection};
-use crate::vault::SecretKind;
 
 impl PgBroker for Gateway {
     fn cancel_allowed(&self, peer: std::net::IpAddr) -> bool {
@@ -20,53 +16,6 @@ impl PgBroker for Gateway {
 
     fn cancel_unknown(&self, peer: std::net::IpAddr) {
         self.cancels.unknown(peer)
-    }
-
-    fn pg_user(&self, name: &str) -> Option<PgUserAuth> {
-        self.cfg().users.get(name).map(|u| PgUserAuth {
-            scram: u.scram.clone(),
-            has_password: u.password_hash.is_some(),
-        })
-    }
-
-    async fn admit_pg(
-        &self,
-        login: &Login,
-        method: &str,
-        client: &ClientInfo,
-    ) -> Result<PgPlan, Denial> {
-        let cfg = self.cfg();
-        let a = self
-            .admit_session(login, method, client, wardengate_api::Protocol::Postgres, |secret, account, target| match secret.kind {
-                SecretKind::Password => Ok(secret.value),
-                SecretKind::PrivateKey => Err(format!(
-                    "wardengate: the vault holds a private key for {}@{}, but a PostgreSQL account needs a password",
-                    account.name, target.name
-                )),
-            })
-            .await?;
-        let tls = cfg
-            .pg_tls
-            .get(&a.target.name)
-            .cloned()
-            .unwrap_or(TargetTls::Disable);
-        Ok(PgPlan {
-            admitted: a.admitted,
-            link: a.link,
-            target: PgTarget {
-                username: a.account.username().to_string(),
-                name: a.target.name,
-                address: a.target.address,
-                password: a.credential,
-                database: a.target.database,
-                tls,
-                tls_server_name: a.target.tls_server_name,
-                auth_methods: a
-                    .target
-                    .auth_methods
-                    .unwrap_or_else(|| vec!["scram-sha-256".to_string()]),
-            },
-        })
     }
 }
 

@@ -3,27 +3,11 @@
 
 use russh::keys::{HashAlg, PublicKey};
 use serde_json::json;
-use wardengate_protocols::ssh::{Admission, ClientInfo, Login, ResumeTicket, SshBroker, UserAuth};
+use wardengate_protocols::ssh::{ClientInfo, ResumeTicket, SshBroker};
 
 use super::Gateway;
 
 impl SshBroker for Gateway {
-    fn user(&self, name: &str) -> Option<UserAuth> {
-        self.cfg().users.get(name).map(|u| UserAuth {
-            keys: u.keys.clone(),
-            has_password: u.password_hash.is_some(),
-        })
-    }
-
-    async fn admit(
-        &self,
-        login: &Login,
-        method: &str,
-        client: &ClientInfo,
-    ) -> Result<Admission, wardengate_protocols::session::Denial> {
-        self.admit_ssh(login, method, client).await
-    }
-
     async fn check_host_key(
         &self,
         target: &str,

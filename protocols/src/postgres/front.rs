@@ -283,7 +283,7 @@ pub async fn authenticate<B: PgBroker>(
     client: &ClientInfo,
     settings: &PgSettings,
 ) -> AuthResult {
-    let known = broker.pg_user(user);
+    let known = broker.user(user);
     let allowed = broker.attempt_allowed(user, client);
     // Why the login cannot succeed whatever the password, for the audit.
     let cannot: Option<(&'static str, String)> = match &known {

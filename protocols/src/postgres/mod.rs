@@ -28,14 +28,13 @@ use tokio::net::TcpStream;
 use tokio_rustls::rustls;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, Instrument};
-use wardengate_policy::Admitted;
 
 pub use querylog::Capture;
 pub use scram::Verifier;
 
 use crate::error::TargetError;
 use crate::listener::PreAuth;
-use crate::session::{ClientInfo, Lifecycle, Login, Outcome, SessionLink};
+use crate::session::{Broker, ClientInfo, Login, Outcome, Plan};
 use front::{AuthResult, Opening};
 use wire::encode;
 
@@ -54,13 +53,6 @@ pub struct PgSettings {
     pub auth_timeout: Duration,
     /// What the query log keeps of statements and parameters.
     pub capture: Capture,
-}
-
-/// A gateway user as the PostgreSQL front authenticates them.
-#[derive(Debug, Clone)]
-pub struct PgUserAuth {
-    pub scram: Option<Verifier>,
-    pub has_password: bool,
 }
 
 /// How the target leg uses TLS.
@@ -135,14 +127,6 @@ impl fmt::Debug for PgTarget {
     }
 }
 
-/// An admitted session.
-#[derive(Debug)]
-pub struct PgPlan {
-    pub admitted: Admitted,
-    pub link: SessionLink,
-    pub target: PgTarget,
-}
-
 /// The SQLSTATE a refusal of `kind` is sent with: 53300 (too_many_connections) for a
 /// concurrency limit, 58000 (system_error) for what the gateway could not do, 28000
 /// (invalid_authorization_specification) for the rest.
@@ -154,22 +138,13 @@ pub fn sqlstate(kind: &str) -> &'static str {
     }
 }
 
-/// The gateway's side of the PostgreSQL contract.
-pub trait PgBroker: Lifecycle {
-    /// The user's credentials, or `None` for an unknown user.
-    fn pg_user(&self, name: &str) -> Option<PgUserAuth>;
+/// What the PostgreSQL front needs of the gateway beyond [`Broker`]: cancel requests.
+pub trait PgBroker: Broker<Plan<PgTarget>> {
     /// A CancelRequest arrived from `peer`: may it be looked up? `false` drops it (PostgreSQL
     /// answers no cancel request, so the client learns nothing): each one may guess a key.
     fn cancel_allowed(&self, peer: std::net::IpAddr) -> bool;
     /// A CancelRequest named no live session (counted and summarised, never one log line each).
     fn cancel_unknown(&self, peer: std::net::IpAddr);
-    /// Decide admission for an authenticated user.
-    fn admit_pg(
-        &self,
-        login: &Login,
-        method: &str,
-        client: &ClientInfo,
-    ) -> impl std::future::Future<Output = Result<PgPlan, crate::session::Denial>> + Send;
 }
 
 /// Cancel keys handed to clients: the real backend PID with a secret of the gateway's own (4
@@ -311,7 +286,7 @@ pub async fn serve_connection<B: PgBroker>(
             return;
         }
     };
-    let plan = match broker.admit_pg(&login, method, &client).await {
+    let plan = match broker.admit(&login, method, &client).await {
         Ok(p) => p,
         Err(d) => {
             // As a JSON object with sorted keys (a `Value`'s order), as clients have parsed it.
@@ -343,7 +318,7 @@ async fn run_session<B: PgBroker>(
     settings: Arc<PgSettings>,
     cancels: Arc<Cancels>,
     (mut conn, params, minor): (wire::Conn, BTreeMap<String, String>, u16),
-    plan: PgPlan,
+    plan: Plan<PgTarget>,
     shutdown: CancellationToken,
 ) {
     let sid = plan.link.shared.id.clone();

@@ -27,12 +27,11 @@ use tokio::net::TcpStream;
 use tokio_rustls::rustls;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, Instrument};
-use wardengate_policy::Admitted;
 
 use crate::error::TargetError;
 use crate::listener::PreAuth;
 use crate::session::MAX_LOGIN;
-use crate::session::{ClientInfo, Lifecycle, Login, Outcome, SessionLink};
+use crate::session::{Broker, ClientInfo, Login, Outcome, Plan};
 
 /// How the RDP front behaves.
 #[derive(Clone)]
@@ -70,33 +69,12 @@ impl fmt::Debug for RdpTarget {
     }
 }
 
-/// An admitted session.
-#[derive(Debug)]
-pub struct RdpPlan {
-    pub admitted: Admitted,
-    pub link: SessionLink,
-    pub target: RdpTarget,
-}
-
-/// The gateway's side of the RDP contract.
-pub trait RdpBroker: Lifecycle {
-    /// The user's NT hash (MD4 of the UTF-16 password) for NLA, or `None` when the user is
-    /// unknown or has none.
-    fn rdp_nt_hash(&self, user: &str) -> Option<[u8; 16]>;
-    /// Decide admission for an authenticated user.
-    fn admit_rdp(
-        &self,
-        login: &Login,
-        client: &ClientInfo,
-    ) -> impl std::future::Future<Output = Result<RdpPlan, crate::session::Denial>> + Send;
-}
-
 /// The example in every "which target?" error.
 pub const LOGIN_HINT: &str =
     "log in as USER:TARGET or USER:TARGET:ACCOUNT, e.g. xfreerdp /u:alice:win-dc01.prod";
 
 /// Serve one client connection to its end.
-pub async fn serve_connection<B: RdpBroker>(
+pub async fn serve_connection<B: Broker<Plan<RdpTarget>>>(
     broker: Arc<B>,
     settings: Arc<RdpSettings>,
     socket: TcpStream,
@@ -124,7 +102,7 @@ pub async fn serve_connection<B: RdpBroker>(
         addr: peer,
         version: "rdp".into(),
     };
-    let plan = match broker.admit_rdp(&login, &client).await {
+    let plan = match broker.admit(&login, "nla", &client).await {
         Ok(p) => p,
         Err(r) => {
             // RDP carries no text: the reason is in the audit log (written by admission), and
@@ -155,7 +133,7 @@ pub async fn serve_connection<B: RdpBroker>(
 type ClientTls = tokio_rustls::server::TlsStream<TcpStream>;
 
 /// X.224 negotiation, TLS and NLA with the client; the authenticated login.
-async fn open<B: RdpBroker>(
+async fn open<B: Broker<Plan<RdpTarget>>>(
     broker: &B,
     settings: &RdpSettings,
     mut socket: TcpStream,
@@ -204,7 +182,7 @@ async fn open<B: RdpBroker>(
             }
             attempting = Some(login.user.clone());
         }
-        broker.rdp_nt_hash(&login.user)
+        broker.user(&login.user).and_then(|u| u.nt_hash)
     })
     .await;
     match result {
@@ -250,11 +228,11 @@ async fn open<B: RdpBroker>(
     }
 }
 
-async fn run_session<B: RdpBroker>(
+async fn run_session<B: Broker<Plan<RdpTarget>>>(
     broker: Arc<B>,
     settings: Arc<RdpSettings>,
     client: ClientTls,
-    plan: RdpPlan,
+    plan: Plan<RdpTarget>,
     shutdown: CancellationToken,
 ) {
     let sid = plan.link.shared.id.clone();

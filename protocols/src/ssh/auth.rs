@@ -15,7 +15,8 @@ use russh::{MethodKind, MethodSet};
 
 use super::back;
 use super::front::{AdmittedSession, AuthOutcome, Front, Kbd, Started, MAX_PASSWORD_TRIES};
-use super::{Login, SshBroker, TargetPlan};
+use super::{Login, SshBroker, SshTarget};
+use crate::session::Plan;
 use crate::session::Verdict;
 pub use crate::session::MAX_LOGIN;
 
@@ -175,14 +176,17 @@ impl<B: SshBroker> Front<B> {
         }
     }
 
-    pub(super) fn start(&mut self, plan: TargetPlan) {
-        let TargetPlan {
+    pub(super) fn start(&mut self, plan: Plan<SshTarget>) {
+        let Plan {
             admitted,
             link,
-            target,
-            address,
-            username,
-            credential,
+            target:
+                SshTarget {
+                    name: target,
+                    address,
+                    username,
+                    credential,
+                },
         } = plan;
         let target_address = address.clone();
         let leg = back::spawn_connect(

@@ -32,11 +32,10 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, Instrument};
 
 pub use crate::listener::PreAuth;
+use crate::session::{Broker, Plan};
 pub use crate::session::{ClientInfo, Login};
-use crate::session::{Lifecycle, SessionLink};
 pub use back::TargetLeg;
 pub use resume::ResumeTicket;
-use wardengate_policy::Admitted;
 
 /// Where the SSH front listens and how it behaves.
 #[derive(Debug, Clone)]
@@ -68,19 +67,10 @@ impl fmt::Debug for Credential {
     }
 }
 
-/// A user as the gateway knows them, for authentication.
-#[derive(Debug, Clone)]
-pub struct UserAuth {
-    pub keys: Vec<PublicKey>,
-    pub has_password: bool,
-}
-
-/// Everything needed to open the target leg of an admitted session.
+/// An SSH target account, ready to connect.
 #[derive(Debug)]
-pub struct TargetPlan {
-    pub admitted: Admitted,
-    pub link: SessionLink,
-    pub target: String,
+pub struct SshTarget {
+    pub name: String,
     /// `host:port`
     pub address: String,
     pub username: String,
@@ -91,7 +81,7 @@ pub struct TargetPlan {
 #[derive(Debug)]
 pub enum Admission {
     /// A new session: open a target leg.
-    New(TargetPlan),
+    New(Plan<SshTarget>),
     /// Re-attach a paused session of the same actor and target (`reconnect.mode = "resume"`).
     Resume(ResumeTicket),
 }
@@ -110,17 +100,8 @@ impl Login {
     }
 }
 
-/// The gateway's side of the SSH contract: identities, admission, host keys, lifecycle.
-pub trait SshBroker: Lifecycle {
-    /// The user's credentials, or `None` for an unknown user.
-    fn user(&self, name: &str) -> Option<UserAuth>;
-    /// Decide admission for an authenticated user.
-    fn admit(
-        &self,
-        login: &Login,
-        method: &str,
-        client: &ClientInfo,
-    ) -> impl std::future::Future<Output = Result<Admission, crate::session::Denial>> + Send;
+/// What the SSH front needs of the gateway beyond [`Broker`]: host keys, pause and resume.
+pub trait SshBroker: Broker<Admission> {
     /// Verify the target's host key (pin on first use); `Err` is the message shown to the user.
     fn check_host_key(
         &self,

@@ -262,7 +262,7 @@ pub(crate) struct ClientConn {
 }
 
 /// Everything a re-attaching connection needs; the gateway keeps it while the session is paused
-/// and hands it back from [`SshBroker::admit`](super::SshBroker::admit).
+/// and hands it back from [`Broker::admit`](crate::session::Broker::admit).
 #[derive(Clone)]
 pub struct ResumeTicket {
     pub(crate) admitted: Admitted,
