@@ -6,6 +6,10 @@
 
 mod audit;
 mod client;
+#[cfg(feature = "desktop")]
+mod frames;
+#[cfg(not(feature = "desktop"))]
+#[path = "frames_absent.rs"]
 mod frames;
 mod output;
 mod policy;

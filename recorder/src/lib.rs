@@ -12,6 +12,7 @@
 #![forbid(unsafe_code)]
 
 pub mod audit;
+#[cfg(feature = "desktop")]
 pub mod desktop;
 mod event;
 mod export;
