@@ -116,3 +116,41 @@ impl Client {
         Self::decode(self.send(self.http.post(format!("{}{path}", self.base)).json(body))?)
     }
 }
+
+/// What `session list` and `recording list` share: who, where, which protocol, and the page.
+#[derive(clap::Args, Debug)]
+pub struct ListFilter {
+    #[arg(long)]
+    pub actor: Option<String>,
+    #[arg(long)]
+    pub target: Option<String>,
+    #[arg(long)]
+    pub protocol: Option<String>,
+    /// At most this many, newest first (the rest are counted: "… N more").
+    #[arg(long, default_value_t = 100)]
+    pub limit: u32,
+    /// Continue a list that was cut, from where it stopped (the cursor it printed).
+    #[arg(long)]
+    pub cursor: Option<String>,
+}
+
+impl ListFilter {
+    /// The API query: the filters given, `extra` ones, and the page.
+    pub fn query(self, extra: Vec<(&'static str, Option<String>)>) -> Vec<(&'static str, String)> {
+        let named = [
+            ("actor", self.actor),
+            ("target", self.target),
+            ("protocol", self.protocol),
+        ];
+        let mut q: Vec<(&'static str, String)> = named
+            .into_iter()
+            .chain(extra)
+            .filter_map(|(k, v)| v.map(|v| (k, v)))
+            .collect();
+        q.push(("limit", self.limit.to_string()));
+        if let Some(c) = self.cursor {
+            q.push(("cursor", c));
+        }
+        q
+    }
+}

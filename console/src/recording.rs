@@ -11,7 +11,7 @@ use clap::{Subcommand, ValueEnum};
 use wardengate_api as api;
 use wardengate_recorder::{self as rec, Event, EventKind};
 
-use crate::client::{self, path_segment, Client};
+use crate::client::{self, path_segment, Client, ListFilter};
 use crate::output::{out, out_raw, print_json};
 use crate::{frames, shadow, table};
 
@@ -313,18 +313,8 @@ pub enum RecordingCmd {
     Pubkey,
     /// List recordings.
     List {
-        #[arg(long)]
-        actor: Option<String>,
-        #[arg(long)]
-        target: Option<String>,
-        #[arg(long)]
-        protocol: Option<String>,
-        /// At most this many recordings, newest first (the rest are counted: "… N more").
-        #[arg(long, default_value_t = 100)]
-        limit: u32,
-        /// Continue a list that was cut, from where it stopped (the cursor it printed).
-        #[arg(long)]
-        cursor: Option<String>,
+        #[command(flatten)]
+        filter: ListFilter,
     },
     /// Show one recording: its seal and whether it verifies.
     Show { id: String },
@@ -416,24 +406,8 @@ pub fn run(cmd: RecordingCmd, c: Result<Client>, json: bool) -> Result<()> {
                 out(&format!("{}\n", k.public_key))
             }
         }
-        RecordingCmd::List {
-            actor,
-            target,
-            protocol,
-            limit,
-            cursor,
-        } => {
-            let mut q = vec![("limit", limit.to_string())];
-            for (k, v) in [
-                ("actor", actor),
-                ("target", target),
-                ("protocol", protocol),
-                ("cursor", cursor),
-            ] {
-                if let Some(v) = v {
-                    q.push((k, v));
-                }
-            }
+        RecordingCmd::List { filter } => {
+            let q = filter.query(vec![]);
             let list: api::RecordingList = c?.get("/api/v1/recordings", &q)?;
             if json {
                 print_json(&list)

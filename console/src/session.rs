@@ -4,7 +4,7 @@ use anyhow::{bail, Result};
 use clap::Subcommand;
 use wardengate_api as api;
 
-use crate::client::{self, Client};
+use crate::client::{self, Client, ListFilter};
 use crate::output::{out, print_json};
 use crate::{recording, shadow, table};
 
@@ -12,12 +12,8 @@ use crate::{recording, shadow, table};
 pub enum SessionCmd {
     /// List live sessions (all sessions with --all).
     List {
-        #[arg(long)]
-        actor: Option<String>,
-        #[arg(long)]
-        target: Option<String>,
-        #[arg(long)]
-        protocol: Option<String>,
+        #[command(flatten)]
+        filter: ListFilter,
         /// Only sessions in this state (implies --all).
         #[arg(long)]
         state: Option<String>,
@@ -33,12 +29,6 @@ pub enum SessionCmd {
         /// Only sessions someone is shadowing now.
         #[arg(long)]
         shadowed: bool,
-        /// At most this many sessions, newest first (the rest are counted: "… N more").
-        #[arg(long, default_value_t = 100)]
-        limit: u32,
-        /// Continue a list that was cut, from where it stopped (the cursor it printed).
-        #[arg(long)]
-        cursor: Option<String>,
     },
     /// Show one session.
     Show { id: String },
@@ -90,44 +80,25 @@ pub enum SessionCmd {
 pub fn run(cmd: SessionCmd, c: Client, json: bool) -> Result<()> {
     match cmd {
         SessionCmd::List {
-            actor,
-            target,
-            protocol,
+            filter,
             state,
             idle_gt,
             target_tag,
             all,
             shadowed,
-            limit,
-            cursor,
         } => {
             if let Some(d) = &idle_gt {
                 recording::duration("--idle-gt", d)?;
             }
             let all = all || state.is_some();
-            let mut q = vec![];
-            for (k, v) in [
-                ("actor", actor),
-                ("target", target),
-                ("protocol", protocol),
+            let flag = |on: bool| on.then(|| "true".to_string());
+            let q = filter.query(vec![
                 ("state", state),
                 ("idle_gt", idle_gt),
                 ("target_tag", target_tag),
-            ] {
-                if let Some(v) = v {
-                    q.push((k, v));
-                }
-            }
-            if shadowed {
-                q.push(("shadowed", "true".into()));
-            }
-            if !all {
-                q.push(("live", "true".into()));
-            }
-            q.push(("limit", limit.to_string()));
-            if let Some(c) = cursor {
-                q.push(("cursor", c));
-            }
+                ("shadowed", flag(shadowed)),
+                ("live", flag(!all)),
+            ]);
             let list: api::SessionList = c.get("/api/v1/sessions", &q)?;
             if json {
                 print_json(&list)

@@ -233,77 +233,44 @@ pub async fn run(
 
     let config = Arc::new(ssh::server_config(&settings));
     let tracker = TaskTracker::new();
+    // Each protocol's listener: its gate (pre-authentication deadline and caps), then its loop.
+    let gate = |name, auth_timeout| gate(name, auth_timeout, sec.max_unauthenticated_per_source);
     if let Some((listener, settings)) = pg {
         let (gw, stop) = (gw.clone(), shutdown.clone());
         let cancels = Arc::new(postgres::Cancels::default());
-        let gate = gate(
-            "postgres",
-            settings.auth_timeout,
-            sec.max_unauthenticated_per_source,
-        );
-        tracker.spawn(accept_loop(
-            listener,
-            gate,
-            tracker.clone(),
-            shutdown.clone(),
-            move |socket, peer, slot| {
-                postgres::serve_connection(
-                    gw.clone(),
-                    settings.clone(),
-                    cancels.clone(),
-                    socket,
-                    peer,
-                    slot,
-                    stop.clone(),
-                )
-            },
-        ));
+        let gate = gate("postgres", settings.auth_timeout);
+        let serve = move |socket, peer, slot| {
+            let (gw, cancels, stop) = (gw.clone(), cancels.clone(), stop.clone());
+            postgres::serve_connection(gw, settings.clone(), cancels, socket, peer, slot, stop)
+        };
+        let accepting = accept_loop(listener, gate, tracker.clone(), shutdown.clone(), serve);
+        tracker.spawn(accepting);
     }
     if let Some((listener, settings)) = rdp {
         let (gw, stop) = (gw.clone(), shutdown.clone());
-        let gate = gate(
-            "rdp",
-            settings.auth_timeout,
-            sec.max_unauthenticated_per_source,
-        );
-        tracker.spawn(accept_loop(
-            listener,
-            gate,
-            tracker.clone(),
-            shutdown.clone(),
-            move |socket, peer, slot| {
-                wardengate_protocols::rdp::serve_connection(
-                    gw.clone(),
-                    settings.clone(),
-                    socket,
-                    peer,
-                    slot,
-                    stop.clone(),
-                )
-            },
-        ));
+        let gate = gate("rdp", settings.auth_timeout);
+        let serve = move |socket, peer, slot| {
+            let (gw, stop) = (gw.clone(), stop.clone());
+            wardengate_protocols::rdp::serve_connection(
+                gw,
+                settings.clone(),
+                socket,
+                peer,
+                slot,
+                stop,
+            )
+        };
+        let accepting = accept_loop(listener, gate, tracker.clone(), shutdown.clone(), serve);
+        tracker.spawn(accepting);
     }
     {
         let (gw, stop) = (gw.clone(), shutdown.clone());
-        let gate = gate("ssh", sec.auth_timeout, sec.max_unauthenticated_per_source);
-        accept_loop(
-            ssh_listener,
-            gate,
-            tracker.clone(),
-            shutdown.clone(),
-            move |socket, peer, slot| {
-                ssh::serve_connection(
-                    gw.clone(),
-                    config.clone(),
-                    settings.clone(),
-                    socket,
-                    peer,
-                    slot,
-                    stop.clone(),
-                )
-            },
-        )
-        .await;
+        let gate = gate("ssh", sec.auth_timeout);
+        let serve = move |socket, peer, slot| {
+            let (gw, config, stop) = (gw.clone(), config.clone(), stop.clone());
+            ssh::serve_connection(gw, config, settings.clone(), socket, peer, slot, stop)
+        };
+        accept_loop(ssh_listener, gate, tracker.clone(), shutdown.clone(), serve).await;
     }
     tracing::info!(sessions = gw.registry.live_count(), "shutting down");
     tracker.close();

@@ -12,6 +12,7 @@ use wardengate_api as api;
 
 use super::common::{internal, query, ApiError, Caller};
 use super::state::ApiState;
+use crate::store::AuditQuery;
 
 pub(super) fn routes() -> Router<ApiState> {
     Router::new()
@@ -38,12 +39,12 @@ async fn audit(
     let (rows, older) = st
         .gw
         .store
-        .audit_list(
-            p.kind.as_deref(),
-            p.session.as_deref(),
-            p.before,
-            p.limit.unwrap_or(1000).clamp(1, 100_000),
-        )
+        .audit_list(AuditQuery {
+            kind: p.kind,
+            session: p.session,
+            before: p.before,
+            limit: p.limit.unwrap_or(1000).clamp(1, 100_000),
+        })
         .await
         .map_err(internal)?;
     let before = (older > 0).then(|| rows.first().map(|r| r.seq)).flatten();

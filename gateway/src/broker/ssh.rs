@@ -6,6 +6,7 @@ use serde_json::json;
 use wardengate_protocols::ssh::{ClientInfo, ResumeTicket, SshBroker};
 
 use super::Gateway;
+use crate::store::HostKey;
 
 impl SshBroker for Gateway {
     async fn check_host_key(
@@ -36,7 +37,12 @@ impl SshBroker for Gateway {
             }
             Ok(None) => {
                 self.store
-                    .hostkey_pin(target, address, &fp, &openssh)
+                    .hostkey_pin(HostKey {
+                        target: target.to_string(),
+                        address: address.to_string(),
+                        fingerprint: fp.clone(),
+                        key: openssh,
+                    })
                     .await
                     .map_err(|e| format!("cannot pin the host key of {target}: {e}"))?;
                 self.audit(

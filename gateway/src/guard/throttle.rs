@@ -188,6 +188,22 @@ struct Limits {
 /// one attacker's, not many users', and its /64s must not each start afresh.
 const NETWORK_FACTOR: u32 = 8;
 
+/// What one attempt is counted under: its network (an IPv6 /48), its source, and (user, source).
+struct Keys {
+    net: Option<IpAddr>,
+    ip: IpAddr,
+    pair: (String, IpAddr),
+}
+
+fn keys(user: &str, ip: IpAddr) -> Keys {
+    let source = source_key(ip);
+    Keys {
+        net: network_key(ip),
+        ip: source,
+        pair: (user.to_string(), source),
+    }
+}
+
 /// The /48 an IPv6 address is in (`None` for IPv4, counted per address).
 fn network_key(ip: IpAddr) -> Option<IpAddr> {
     match source_key(ip) {
@@ -239,12 +255,8 @@ impl Throttle {
     /// An allowed attempt is in flight until [`record`](Self::record) (or
     /// [`abandon`](Self::abandon)) judges it; a refusal is counted towards the burst's summary.
     pub fn allow(&self, user: &str, ip: IpAddr) -> bool {
-        let net = network_key(ip);
-        let ip = source_key(ip);
-        let now = Instant::now();
-        let l = self.limits;
-        let mut s = self.lock();
-        let pair = (user.to_string(), ip);
+        let Keys { net, ip, pair } = keys(user, ip);
+        let (now, l, mut s) = (Instant::now(), self.limits, self.lock());
         let by_source = !s.sources.admits(&ip, now, &l, l.free);
         let by_network = net.is_some_and(|n| s.networks.blocked(&n, now));
         let by_pair = !user.is_empty() && !s.pairs.admits(&pair, now, &l, l.free);
@@ -281,12 +293,8 @@ impl Throttle {
 
     /// Count the outcome of a check. Returns the bursts that start now.
     pub fn record(&self, user: &str, ip: IpAddr, ok: bool) -> Vec<ThrottleEvent> {
-        let net = network_key(ip);
-        let ip = source_key(ip);
-        let now = Instant::now();
-        let l = self.limits;
-        let mut s = self.lock();
-        let pair = (user.to_string(), ip);
+        let Keys { net, ip, pair } = keys(user, ip);
+        let (now, l, mut s) = (Instant::now(), self.limits, self.lock());
         s.sources.settle(&ip);
         s.pairs.settle(&pair);
         if ok {

@@ -13,6 +13,16 @@ pub type AuditRow = wardengate_recorder::audit::AuditEvent;
 
 pub use wardengate_recorder::audit::event_hash as audit_hash;
 
+/// Which audit events to list: of `kind`, of `session`, older than event `before`; the newest
+/// `limit` of them.
+#[derive(Debug, Clone, Default)]
+pub struct AuditQuery {
+    pub kind: Option<String>,
+    pub session: Option<String>,
+    pub before: Option<i64>,
+    pub limit: u32,
+}
+
 fn audit_from_row(r: &Row<'_>) -> rusqlite::Result<AuditRow> {
     Ok(AuditRow {
         seq: r.get(0)?,
@@ -78,22 +88,19 @@ impl Db {
         Ok(row)
     }
 
-    /// The newest `limit` events (of `kind`, of `session`) older than event `before`, oldest
-    /// first, and how many older ones match too.
-    pub fn audit_list(
-        &self,
-        kind: Option<&str>,
-        session: Option<&str>,
-        before: Option<i64>,
-        limit: u32,
-    ) -> Result<(Vec<AuditRow>, u64)> {
+    /// The newest events matching `q`, oldest first, and how many older ones match too.
+    pub fn audit_list(&self, q: &AuditQuery) -> Result<(Vec<AuditRow>, u64)> {
+        let (kind, session, before) = (q.kind.as_deref(), q.session.as_deref(), q.before);
         let conn = &self.conn;
         let filter = "(?1 IS NULL OR kind=?1) AND (?2 IS NULL OR session_id=?2) AND (?3 IS NULL OR seq < ?3)";
         let mut stmt = conn.prepare(&format!(
             "SELECT seq, id, at_ms, kind, actor, session_id, detail, prev_hash, hash FROM audit
              WHERE {filter} ORDER BY seq DESC LIMIT ?4"
         ))?;
-        let rows = stmt.query_map(params![kind, session, before, limit.max(1)], audit_from_row)?;
+        let rows = stmt.query_map(
+            params![kind, session, before, q.limit.max(1)],
+            audit_from_row,
+        )?;
         let mut v = rows.collect::<rusqlite::Result<Vec<_>>>()?;
         v.reverse();
         let older = match v.first() {

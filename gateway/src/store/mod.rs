@@ -20,8 +20,8 @@ use async_trait::async_trait;
 use rusqlite::Connection;
 use wardengate_recorder::audit::Checkpoint;
 
-pub use audit::{audit_hash, AuditRow};
-pub use secrets::VaultEntry;
+pub use audit::{audit_hash, AuditQuery, AuditRow};
+pub use secrets::{HostKey, VaultEntry};
 pub use sessions::{SessionQuery, SessionRecord};
 pub use sqlite::Sqlite;
 
@@ -44,15 +44,8 @@ pub trait Store: Send + Sync {
 
     /// Append an event to the audit chain.
     fn audit_append_later(&self, e: AuditEntry);
-    /// The newest `limit` events (of `kind`, of `session`) older than event `before`, oldest
-    /// first, and how many older ones match too.
-    async fn audit_list(
-        &self,
-        kind: Option<&str>,
-        session: Option<&str>,
-        before: Option<i64>,
-        limit: u32,
-    ) -> Result<(Vec<AuditRow>, u64)>;
+    /// The newest events matching `q`, oldest first, and how many older ones match too.
+    async fn audit_list(&self, q: AuditQuery) -> Result<(Vec<AuditRow>, u64)>;
     /// Every event in order, for export and verification.
     async fn audit_all(&self) -> Result<Vec<AuditRow>>;
     /// The newest event (the chain head).
@@ -62,13 +55,8 @@ pub trait Store: Send + Sync {
 
     /// The pinned host key of `target` at `address`: (fingerprint, OpenSSH key).
     async fn hostkey_get(&self, target: &str, address: &str) -> Result<Option<(String, String)>>;
-    async fn hostkey_pin(
-        &self,
-        target: &str,
-        address: &str,
-        fingerprint: &str,
-        key: &str,
-    ) -> Result<()>;
+    /// Pin a target's host key on first use (a key pinned already stays).
+    async fn hostkey_pin(&self, k: HostKey) -> Result<()>;
     async fn hostkey_forget(&self, target: &str) -> Result<usize>;
 
     async fn vault_put(

@@ -5,6 +5,18 @@ use rusqlite::{params, OptionalExtension};
 
 use super::Db;
 
+/// A target's SSH host key as pinned on first use.
+#[derive(Debug, Clone)]
+pub struct HostKey {
+    pub target: String,
+    /// `host:port`
+    pub address: String,
+    /// SHA256 fingerprint, as OpenSSH prints it.
+    pub fingerprint: String,
+    /// The key in OpenSSH format.
+    pub key: String,
+}
+
 /// A vault row: the secret's kind, its nonce and its ciphertext.
 pub struct VaultEntry {
     pub kind: String,
@@ -24,16 +36,10 @@ impl Db {
             .optional()?)
     }
 
-    pub fn hostkey_pin(
-        &self,
-        target: &str,
-        address: &str,
-        fingerprint: &str,
-        key: &str,
-    ) -> Result<()> {
+    pub fn hostkey_pin(&self, k: &HostKey) -> Result<()> {
         self.conn.execute(
             "INSERT OR IGNORE INTO host_keys (target, address, fingerprint, key, first_seen_ms) VALUES (?1,?2,?3,?4,?5)",
-            params![target, address, fingerprint, key, wardengate_protocols::session::now_ms() as i64],
+            params![k.target, k.address, k.fingerprint, k.key, wardengate_protocols::session::now_ms() as i64],
         )?;
         Ok(())
     }

@@ -8,7 +8,9 @@ use anyhow::{anyhow, Context, Result};
 use async_trait::async_trait;
 use wardengate_recorder::audit::Checkpoint;
 
-use super::{AuditEntry, AuditRow, Db, SessionQuery, SessionRecord, Store, VaultEntry};
+use super::{
+    AuditEntry, AuditQuery, AuditRow, Db, HostKey, SessionQuery, SessionRecord, Store, VaultEntry,
+};
 
 type Job = Box<dyn FnOnce(&Db) + Send>;
 
@@ -115,16 +117,8 @@ impl Store for Sqlite {
         })
     }
 
-    async fn audit_list(
-        &self,
-        kind: Option<&str>,
-        session: Option<&str>,
-        before: Option<i64>,
-        limit: u32,
-    ) -> Result<(Vec<AuditRow>, u64)> {
-        let (kind, session) = (kind.map(str::to_owned), session.map(str::to_owned));
-        self.call(move |db| db.audit_list(kind.as_deref(), session.as_deref(), before, limit))
-            .await
+    async fn audit_list(&self, q: AuditQuery) -> Result<(Vec<AuditRow>, u64)> {
+        self.call(move |db| db.audit_list(&q)).await
     }
 
     async fn audit_all(&self) -> Result<Vec<AuditRow>> {
@@ -149,16 +143,8 @@ impl Store for Sqlite {
         self.call(move |db| db.hostkey_get(&target, &address)).await
     }
 
-    async fn hostkey_pin(
-        &self,
-        target: &str,
-        address: &str,
-        fingerprint: &str,
-        key: &str,
-    ) -> Result<()> {
-        let a = [target, address, fingerprint, key].map(str::to_owned);
-        self.call(move |db| db.hostkey_pin(&a[0], &a[1], &a[2], &a[3]))
-            .await
+    async fn hostkey_pin(&self, k: HostKey) -> Result<()> {
+        self.call(move |db| db.hostkey_pin(&k)).await
     }
 
     async fn hostkey_forget(&self, target: &str) -> Result<usize> {
