@@ -339,40 +339,14 @@ mod tests {
     }
 
     #[test]
+    #[rustfmt::skip] // one case a line reads as the table it is
     fn each_level_denies_with_its_numbers() {
+        let one = Some(1);
         let cases = [
-            (
-                Limits {
-                    actor: Some(1),
-                    ..Default::default()
-                },
-                Scope::Actor,
-                "alice",
-            ),
-            (
-                Limits {
-                    target: Some(1),
-                    ..Default::default()
-                },
-                Scope::Target,
-                "web-01",
-            ),
-            (
-                Limits {
-                    policy: Some(1),
-                    ..Default::default()
-                },
-                Scope::Policy,
-                "sre",
-            ),
-            (
-                Limits {
-                    pool: Some(1),
-                    ..Default::default()
-                },
-                Scope::Pool,
-                "gw-1",
-            ),
+            (Limits { actor: one, ..Default::default() }, Scope::Actor, "alice"),
+            (Limits { target: one, ..Default::default() }, Scope::Target, "web-01"),
+            (Limits { policy: one, ..Default::default() }, Scope::Policy, "sre"),
+            (Limits { pool: one, ..Default::default() }, Scope::Pool, "gw-1"),
         ];
         for (limits, scope, subject) in cases {
             let ledger = Ledger::new();

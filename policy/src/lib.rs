@@ -352,6 +352,16 @@ pub fn decide(policies: &[Entry], req: &Request<'_>) -> Result<Admitted, Denial>
 mod tests {
     use super::*;
 
+    /// alice, in no group, to web-01 (untagged) over SSH as deploy.
+    const ALICE_TO_WEB_01: Request<'static> = Request {
+        user: "alice",
+        groups: &[],
+        target: "web-01",
+        target_tags: &[],
+        protocol: "ssh",
+        account: "deploy",
+    };
+
     fn entry(p: Policy) -> Entry {
         Entry {
             policy: Arc::new(p),
@@ -366,12 +376,9 @@ mod tests {
     fn stricter_of_two_admissions() {
         use crate::duration::Dur;
         let req = Request {
-            user: "alice",
-            groups: &[],
             target: "web",
-            target_tags: &[],
-            protocol: "ssh",
             account: "root",
+            ..ALICE_TO_WEB_01
         };
         let alice = decide(
             &[p("oncall", |p| {
@@ -417,145 +424,105 @@ mod tests {
         v.iter().map(|x| x.to_string()).collect()
     }
 
-    struct Case {
-        name: &'static str,
-        policies: Vec<Entry>,
-        user: &'static str,
-        groups: &'static [&'static str],
-        target: &'static str,
-        tags: &'static [(&'static str, &'static str)],
-        protocol: &'static str,
-        account: &'static str,
-        /// `Ok(policy)` or `Err(substring of the denial)`.
-        want: Result<&'static str, &'static str>,
-    }
+    /// One row of the table: its name, the policies loaded, and `Ok(policy)` or `Err(substring
+    /// of the denial)` for alice (group sre) reaching web-01.prod (env=prod) over SSH as deploy.
+    type Case = (&'static str, Vec<Entry>, Result<&'static str, &'static str>);
 
-    fn run(c: &Case) {
-        let groups = s(c.groups);
-        let tags: Vec<(String, String)> = c
-            .tags
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
+    fn run((name, policies, want): &Case) {
+        let groups = s(&["sre"]);
+        let tags = vec![("env".to_string(), "prod".to_string())];
         let req = Request {
-            user: c.user,
+            user: "alice",
             groups: &groups,
-            target: c.target,
+            target: "web-01.prod",
             target_tags: &tags,
-            protocol: c.protocol,
-            account: c.account,
+            protocol: "ssh",
+            account: "deploy",
         };
-        match (&c.want, decide(&c.policies, &req)) {
-            (Ok(name), Ok(a)) => assert_eq!(a.policy(), *name, "case {}", c.name),
-            (Err(needle), Err(d)) => {
-                assert!(d.why.contains(needle), "case {}: {}", c.name, d.why)
-            }
-            (want, got) => panic!("case {}: want {want:?}, got {got:?}", c.name),
+        match (want, decide(policies, &req)) {
+            (Ok(want), Ok(a)) => assert_eq!(a.policy(), *want, "case {name}"),
+            (Err(needle), Err(d)) => assert!(d.why.contains(needle), "case {name}: {}", d.why),
+            (want, got) => panic!("case {name}: want {want:?}, got {got:?}"),
         }
     }
 
     #[test]
     fn matching_and_precedence_table() {
-        let base = Case {
-            name: "",
-            policies: vec![],
-            user: "alice",
-            groups: &["sre"],
-            target: "web-01.prod",
-            tags: &[("env", "prod")],
-            protocol: "ssh",
-            account: "deploy",
-            want: Err("default deny"),
-        };
-        let cases = vec![
-            Case {
-                name: "default deny",
-                ..base
-            },
-            Case {
-                name: "group and tag",
-                policies: vec![p("sre-prod", |p| {
+        let cases: Vec<Case> = vec![
+            ("default deny", vec![], Err("default deny")),
+            (
+                "group and tag",
+                vec![p("sre-prod", |p| {
                     p.groups = s(&["sre"]);
                     p.target_tags = s(&["env=prod"]);
                 })],
-                want: Ok("sre-prod"),
-                ..base
-            },
-            Case {
-                name: "missing tag",
-                policies: vec![p("sre-stage", |p| p.target_tags = s(&["env=stage"]))],
-                want: Err("policy sre-stage: target web-01.prod lacks tag env=stage"),
-                ..base
-            },
-            Case {
-                name: "user not listed",
-                policies: vec![p("bob-only", |p| p.users = s(&["bob"]))],
-                want: Err("policy bob-only: actor alice (groups sre) is not among"),
-                ..base
-            },
-            Case {
-                name: "wildcard user",
-                policies: vec![p("everyone", |p| p.users = s(&["*"]))],
-                want: Ok("everyone"),
-                ..base
-            },
-            Case {
-                name: "account filter",
-                policies: vec![p("ro", |p| p.accounts = s(&["readonly"]))],
-                want: Err("account deploy is not among its accounts (readonly)"),
-                ..base
-            },
-            Case {
-                name: "protocol filter",
-                policies: vec![p("pg", |p| p.protocols = s(&["postgres"]))],
-                want: Err("protocol ssh is not among its protocols (postgres)"),
-                ..base
-            },
-            Case {
-                name: "user beats group",
-                policies: vec![
+                Ok("sre-prod"),
+            ),
+            (
+                "missing tag",
+                vec![p("sre-stage", |p| p.target_tags = s(&["env=stage"]))],
+                Err("policy sre-stage: target web-01.prod lacks tag env=stage"),
+            ),
+            (
+                "user not listed",
+                vec![p("bob-only", |p| p.users = s(&["bob"]))],
+                Err("policy bob-only: actor alice (groups sre) is not among"),
+            ),
+            (
+                "wildcard user",
+                vec![p("everyone", |p| p.users = s(&["*"]))],
+                Ok("everyone"),
+            ),
+            (
+                "account filter",
+                vec![p("ro", |p| p.accounts = s(&["readonly"]))],
+                Err("account deploy is not among its accounts (readonly)"),
+            ),
+            (
+                "protocol filter",
+                vec![p("pg", |p| p.protocols = s(&["postgres"]))],
+                Err("protocol ssh is not among its protocols (postgres)"),
+            ),
+            (
+                "user beats group",
+                vec![
                     p("by-group", |p| p.groups = s(&["sre"])),
                     p("by-user", |p| p.users = s(&["alice"])),
                 ],
-                want: Ok("by-user"),
-                ..base
-            },
-            Case {
-                name: "named target beats tag",
-                policies: vec![
+                Ok("by-user"),
+            ),
+            (
+                "named target beats tag",
+                vec![
                     p("by-tag", |p| p.target_tags = s(&["env=prod"])),
                     p("by-name", |p| p.targets = s(&["web-01.prod"])),
                 ],
-                want: Ok("by-name"),
-                ..base
-            },
-            Case {
-                name: "actor specificity outranks target specificity",
-                policies: vec![
+                Ok("by-name"),
+            ),
+            (
+                "actor specificity outranks target specificity",
+                vec![
                     p("group-named-target", |p| {
                         p.groups = s(&["sre"]);
                         p.targets = s(&["web-01.prod"]);
                     }),
                     p("user-any-target", |p| p.users = s(&["alice"])),
                 ],
-                want: Ok("user-any-target"),
-                ..base
-            },
-            Case {
-                name: "priority beats specificity",
-                policies: vec![
+                Ok("user-any-target"),
+            ),
+            (
+                "priority beats specificity",
+                vec![
                     p("specific", |p| p.users = s(&["alice"])),
                     p("lockdown", |p| p.priority = 10),
                 ],
-                want: Ok("lockdown"),
-                ..base
-            },
-            Case {
-                name: "ties go to the first loaded",
-                policies: vec![p("first", |_| {}), p("second", |_| {})],
-                want: Ok("first"),
-                ..base
-            },
+                Ok("lockdown"),
+            ),
+            (
+                "ties go to the first loaded",
+                vec![p("first", |_| {}), p("second", |_| {})],
+                Ok("first"),
+            ),
         ];
         for c in &cases {
             run(c);
@@ -571,12 +538,8 @@ mod tests {
         ];
         let groups = s(&["sre"]);
         let req = Request {
-            user: "alice",
             groups: &groups,
-            target: "web-01",
-            target_tags: &[],
-            protocol: "ssh",
-            account: "deploy",
+            ..ALICE_TO_WEB_01
         };
         let ex = explain(&policies, &req);
         assert_eq!(ex.admitted_by.as_deref(), Some("by-user"));

@@ -406,6 +406,12 @@ mod tests {
         verify(events, c, Some(&key().verifying_key()))
     }
 
+    /// What `check` finds in `events` against checkpoints `c`: the damage and where.
+    fn found(events: &[AuditEvent], c: &[Checkpoint]) -> (Option<Damage>, Option<i64>) {
+        let r = check(events, c);
+        (r.damage, r.at_seq)
+    }
+
     #[test]
     fn a_whole_trail_verifies_and_reports_its_tail() {
         let t = trail(10);
@@ -422,21 +428,11 @@ mod tests {
 
         let mut edited = t.clone();
         edited[2].actor = Some("mallory".into());
-        let r = check(&edited, &c);
-        assert_eq!(
-            (r.damage, r.at_seq),
-            (Some(Damage::Edited), Some(3)),
-            "{r:?}"
-        );
+        assert_eq!(found(&edited, &c), (Some(Damage::Edited), Some(3)));
 
         let mut deleted = t.clone();
         deleted.remove(3);
-        let r = check(&deleted, &c);
-        assert_eq!(
-            (r.damage, r.at_seq),
-            (Some(Damage::Deleted), Some(5)),
-            "{r:?}"
-        );
+        assert_eq!(found(&deleted, &c), (Some(Damage::Deleted), Some(5)));
 
         // A forged event chained after #4 and numbered 5; the real #5 follows it.
         let mut inserted = t.clone();
@@ -458,11 +454,7 @@ mod tests {
         rechained[6].detail = "{\"forged\":true}".into();
         rechain(&mut rechained);
         let r = check(&rechained, &c);
-        assert_eq!(
-            (r.damage, r.at_seq),
-            (Some(Damage::Rechained), Some(6)),
-            "{r:?}"
-        );
+        assert_eq!(found(&rechained, &c), (Some(Damage::Rechained), Some(6)));
         assert!(r.message.contains("#6 to #10"), "{}", r.message);
 
         // The newest deleted and their numbers used again by later events.
@@ -477,12 +469,7 @@ mod tests {
         assert_eq!(r.damage, Some(Damage::Deleted), "{r:?}");
 
         let truncated = t[..7].to_vec();
-        let r = check(&truncated, &c);
-        assert_eq!(
-            (r.damage, r.at_seq),
-            (Some(Damage::Truncated), Some(8)),
-            "{r:?}"
-        );
+        assert_eq!(found(&truncated, &c), (Some(Damage::Truncated), Some(8)));
 
         let mut forged = c.clone();
         forged[1].hash = "00".repeat(32);

@@ -121,16 +121,22 @@ fn chunk(dir: &Path, i: u64) -> std::path::PathBuf {
     dir.join(format!("{i:08}.chunk"))
 }
 
-#[test]
-fn modified_body_byte_is_named() {
+/// A sample recording with `bits` flipped in one byte (`at` of the chunk's length) of chunk
+/// `index`: what the verifier finds.
+fn flip_and_verify(index: u64, at: impl Fn(&[u8]) -> usize, bits: u8) -> Vec<Problem> {
     let dir = tempfile::tempdir().expect("tempdir");
     sample(dir.path(), 100);
-    let p = chunk(dir.path(), 1);
+    let p = chunk(dir.path(), index);
     let mut b = std::fs::read(&p).expect("read");
-    let at = b.len() - 10;
-    b[at] ^= 0x40;
+    let at = at(&b);
+    b[at] ^= bits;
     std::fs::write(&p, b).expect("write");
-    let pr = problems(dir.path());
+    problems(dir.path())
+}
+
+#[test]
+fn modified_body_byte_is_named() {
+    let pr = flip_and_verify(1, |b| b.len() - 10, 0x40);
     assert!(
         matches!(pr.first(), Some(Problem::ChunkModified { index: 1, .. })),
         "{pr:?}"
@@ -139,13 +145,8 @@ fn modified_body_byte_is_named() {
 
 #[test]
 fn modified_header_byte_breaks_the_chain_at_the_next_chunk() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    sample(dir.path(), 100);
-    let p = chunk(dir.path(), 1);
-    let mut b = std::fs::read(&p).expect("read");
-    b[20] ^= 1; // inside first_t_us: decodes fine, but the chunk's hash changed
-    std::fs::write(&p, b).expect("write");
-    let pr = problems(dir.path());
+    // Byte 20 is inside first_t_us: it decodes fine, but the chunk's hash changed.
+    let pr = flip_and_verify(1, |_| 20, 1);
     assert!(
         pr.iter().any(
             |p| matches!(p, Problem::ChunkModified { index: 1, why } if why.contains("chain"))

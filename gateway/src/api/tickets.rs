@@ -118,9 +118,11 @@ mod tests {
     #[test]
     fn a_ticket_opens_one_thing_once() {
         let t = Tickets::default();
-        let a = t
-            .issue("sess_a", Purpose::Shadow, &admin())
-            .expect("issued");
+        let shadow_a = || {
+            t.issue("sess_a", Purpose::Shadow, &admin())
+                .expect("issued")
+        };
+        let a = shadow_a();
         // For another session, or as a replay: refused, and the ticket is gone.
         assert_eq!(
             t.spend(&a, "sess_b", false).err().map(|e| e.0),
@@ -130,16 +132,12 @@ mod tests {
             t.spend(&a, "sess_a", false).is_err(),
             "a refused ticket is spent"
         );
-        let b = t
-            .issue("sess_a", Purpose::Shadow, &admin())
-            .expect("issued");
+        let b = shadow_a();
         assert!(
             t.spend(&b, "sess_a", true).is_err(),
             "a shadow ticket is not a replay's"
         );
-        let c = t
-            .issue("sess_a", Purpose::Shadow, &admin())
-            .expect("issued");
+        let c = shadow_a();
         let (who, what) = t.spend(&c, "sess_a", false).expect("spent");
         assert_eq!((who.name.as_str(), what), ("carol", Purpose::Shadow));
         let err = t.spend(&c, "sess_a", false).expect_err("used already");
@@ -171,9 +169,11 @@ mod tests {
     #[test]
     fn an_expired_ticket_opens_nothing() {
         let t = Tickets::default();
-        let a = t
-            .issue("sess_a", Purpose::Shadow, &admin())
-            .expect("issued");
+        let shadow_a = || {
+            t.issue("sess_a", Purpose::Shadow, &admin())
+                .expect("issued")
+        };
+        let a = shadow_a();
         t.lock().get_mut(&a).expect("kept").expires = Instant::now();
         assert!(t.spend(&a, "sess_a", false).is_err());
     }

@@ -51,6 +51,14 @@ fn c(l: &mut QueryLog, tag: u8, body: &[u8]) {
     l.client(tag, body, body.len()).expect("accepted");
 }
 
+/// The client runs `sql` as the unnamed statement and portal: Parse, Bind, Execute, Sync.
+fn unnamed(l: &mut QueryLog, sql: &str) {
+    c(l, b'P', &parse("", sql));
+    c(l, b'B', &bind("", "", &[], false));
+    c(l, b'E', &exec(""));
+    c(l, b'S', &[]);
+}
+
 fn srv(l: &mut QueryLog, tags: &[u8]) {
     for t in tags {
         assert!(l.server(*t, &[]).is_empty());
@@ -144,10 +152,7 @@ fn statements_count_only_once_the_server_confirms_them() {
 #[test]
 fn copy_in_over_the_extended_protocol_ignores_its_syncs() {
     let mut l = log();
-    c(&mut l, b'P', &parse("", "copy t from stdin"));
-    c(&mut l, b'B', &bind("", "", &[], false));
-    c(&mut l, b'E', &exec(""));
-    c(&mut l, b'S', &[]);
+    unnamed(&mut l, "copy t from stdin");
     srv(&mut l, b"12G");
     c(&mut l, b'S', &[]);
     c(&mut l, b'c', &[]);
@@ -166,10 +171,7 @@ fn copy_in_over_the_extended_protocol_ignores_its_syncs() {
 #[test]
 fn an_error_at_sync_and_the_end_of_a_session_are_recorded() {
     let mut l = log();
-    c(&mut l, b'P', &parse("", "insert"));
-    c(&mut l, b'B', &bind("", "", &[], false));
-    c(&mut l, b'E', &exec(""));
-    c(&mut l, b'S', &[]);
+    unnamed(&mut l, "insert");
     srv(&mut l, b"12");
     l.server(b'C', &cstrs(&["INSERT 0 1"]));
     l.server(b'E', &error("40001"));
