@@ -521,18 +521,64 @@ pub fn text(b: &[u8]) -> String {
 /// The usual scenario: a temp env, one sshd, a gateway with target `web-01.test` on it.
 /// Keep the `Sshd` alive for the test's duration.
 pub fn standard() -> (TestEnv, Sshd, GatewayProc) {
+    standard_with(|gw| gw)
+}
+
+/// [`standard`] with the gateway's configuration adjusted by `configure` before it starts:
+/// `standard_with(|gw| gw.extra("[recording]\ninput = false\n"))`.
+pub fn standard_with(
+    configure: impl for<'a> FnOnce(GatewayBuilder<'a>) -> GatewayBuilder<'a>,
+) -> (TestEnv, Sshd, GatewayProc) {
     let env = TestEnv::new();
     let sshd = env.sshd();
-    let gw = env.gateway().target("web-01.test", &sshd).start();
+    let gw = configure(env.gateway().target("web-01.test", &sshd)).start();
+    (env, sshd, gw)
+}
+
+/// A gateway whose only target, `slow.test`, sits behind a proxy that waits `delay` before it
+/// connects to the sshd: sessions are admitted at once but their target leg is slow to come up.
+pub fn slow_target(delay: Duration) -> (TestEnv, Sshd, GatewayProc) {
+    let env = TestEnv::new();
+    let sshd = env.sshd();
+    let slow = delayed_proxy(sshd.address(), delay);
+    let gw = env
+        .gateway()
+        .target_at("slow.test", &format!("127.0.0.1:{slow}"), &sshd.user)
+        .start();
     (env, sshd, gw)
 }
 
 /// Assert that a command's stderr contains `needle`, showing the stderr when it does not.
 #[track_caller]
 pub fn assert_stderr_has(out: &Output, needle: &str) {
-    let err = text(&out.stderr);
+    assert_has(&text(&out.stderr), needle, "stderr");
+}
+
+/// Assert that a command's stdout contains `needle`, showing the stdout when it does not.
+#[track_caller]
+pub fn assert_stdout_has(out: &Output, needle: &str) {
+    assert_has(&text(&out.stdout), needle, "stdout");
+}
+
+/// Assert that `haystack` contains every one of `needles`, showing it (as `what`) when one is
+/// missing.
+#[track_caller]
+pub fn assert_has_all(haystack: &str, needles: &[&str], what: &str) {
+    for needle in needles {
+        assert_has(haystack, needle, what);
+    }
+}
+
+#[track_caller]
+pub fn assert_has(haystack: &str, needle: &str, what: &str) {
     assert!(
-        err.contains(needle),
-        "expected {needle:?} in stderr:\n{err}"
+        haystack.contains(needle),
+        "expected {needle:?} in {what}:\n{haystack}"
     );
+}
+
+/// Assert that a command exited 0, showing its stderr (after `what`) when it did not.
+#[track_caller]
+pub fn assert_success(out: &Output, what: &str) {
+    assert!(out.status.success(), "{what}: {}", text(&out.stderr));
 }

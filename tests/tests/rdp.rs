@@ -269,12 +269,8 @@ fn xfreerdp_sees_the_target_desktop_with_the_injected_password_then_is_terminate
         "{s}"
     );
     let show = run(gw.wgctl().args(["session", "show", &id]), T);
-    assert!(text(&show.stdout).contains("rdp"), "{}", text(&show.stdout));
-    assert!(
-        text(&show.stdout).contains("relay latency"),
-        "{}",
-        text(&show.stdout)
-    );
+    assert_stdout_has(&show, "rdp");
+    assert_stdout_has(&show, "relay latency");
 
     watch_in_a_browser(&env, &gw, &desk, &screen, &id);
 

@@ -61,11 +61,7 @@ fn terminate_with_wgctl_reaches_the_user_at_once() {
 
     let missing = wgctl(&gw, &["session", "terminate", &id]);
     assert!(!missing.status.success());
-    assert!(
-        text(&missing.stderr).contains("--reason is required"),
-        "{}",
-        text(&missing.stderr)
-    );
+    assert_stderr_has(&missing, "--reason is required");
 
     let started = Instant::now();
     let out = wgctl(
@@ -106,11 +102,8 @@ fn terminate_with_wgctl_reaches_the_user_at_once() {
     // Again: already closed.
     let again = wgctl(&gw, &["session", "terminate", &id, "--reason", "twice"]);
     assert!(!again.status.success());
-    assert!(
-        text(&again.stderr).contains("already closed") && text(&again.stderr).contains("409"),
-        "{}",
-        text(&again.stderr)
-    );
+    assert_stderr_has(&again, "already closed");
+    assert_stderr_has(&again, "409");
 }
 
 #[test]
@@ -183,11 +176,7 @@ fn api_status_codes_and_filters() {
         ],
     );
     assert!(out.status.success(), "{}", text(&out.stderr));
-    assert!(
-        text(&out.stdout).contains("1 session(s) terminated"),
-        "{}",
-        text(&out.stdout)
-    );
+    assert_stdout_has(&out, "1 session(s) terminated");
     let (_, err) = finish(child);
     assert!(err.contains("maintenance window"), "{err}");
 }

@@ -94,13 +94,9 @@ fn a_broken_policy_file_is_rejected_with_file_line_and_key() {
 
 #[test]
 fn explain_names_the_admitting_policy_and_why_others_did_not_match() {
-    let env = TestEnv::new();
-    let sshd = env.sshd();
-    let gw = env
-        .gateway()
-        .target("web-01.test", &sshd)
-        .gateway_lines(&format!("policy_files = [\"{}\"]", fixtures().display()))
-        .start();
+    let (env, _sshd, gw) = standard_with(|gw| {
+        gw.gateway_lines(&format!("policy_files = [\"{}\"]", fixtures().display()))
+    });
     let out = run(
         gw.wgctl().args([
             "policy",
@@ -219,11 +215,7 @@ fn reload_applies_to_new_sessions_only_and_a_broken_file_keeps_the_old_policies(
     assert_stderr_has(&out, &format!("{} line 3", file.display()));
     assert_eq!(gw.audit("policy.reload_failed").len(), 1);
     let list = run(gw.wgctl().args(["policy", "list"]), T);
-    assert!(
-        text(&list.stdout).contains("bob-only"),
-        "{}",
-        text(&list.stdout)
-    );
+    assert_stdout_has(&list, "bob-only");
 
     // Back to allowing alice, through the API.
     std::fs::write(&file, allow).expect("write");

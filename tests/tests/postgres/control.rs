@@ -82,11 +82,7 @@ fn terminate_cancels_upstream_then_tells_the_client() {
     rt.block_on(client.batch_execute("begin; select 1"))
         .expect("begin");
     let show = run(gw.wgctl().args(["session", "show", &id]), T);
-    assert!(
-        text(&show.stdout).contains("activity:     idle in transaction"),
-        "{}",
-        text(&show.stdout)
-    );
+    assert_stdout_has(&show, "activity:     idle in transaction");
     let query = rt.spawn(async move {
         let r = client.batch_execute("select pg_sleep(60)").await;
         (r, client)
@@ -98,11 +94,7 @@ fn terminate_cancels_upstream_then_tells_the_client() {
         std::thread::sleep(Duration::from_millis(100));
     }
     let show = run(gw.wgctl().args(["session", "show", &id]), T);
-    assert!(
-        text(&show.stdout).contains("activity:     active"),
-        "{}",
-        text(&show.stdout)
-    );
+    assert_stdout_has(&show, "activity:     active");
     let out = run(
         gw.wgctl().args([
             "session",

@@ -215,11 +215,7 @@ fn hostile_startup_packets_get_clear_errors() {
             .args(["-c", "IDENTIFY_SYSTEM"]),
         T,
     );
-    assert!(
-        text(&out.stderr).contains("replication connections are not supported"),
-        "{}",
-        text(&out.stderr)
-    );
+    assert_stderr_has(&out, "replication connections are not supported");
     assert!(gw.sessions("?state=active").is_empty());
     assert!(!gw.log().contains("panicked"), "{}", gw.log());
 }

@@ -35,11 +35,7 @@ fn exit_signal_is_relayed() {
     // OpenSSH exits 255 on a remote signal; its debug log shows the exit-signal request arrived
     // (exactly as with a direct connection to the sshd).
     assert_eq!(out.status.code(), Some(255));
-    assert!(
-        text(&out.stderr).contains("rtype exit-signal"),
-        "stderr: {}",
-        text(&out.stderr)
-    );
+    assert_stderr_has(&out, "rtype exit-signal");
 }
 
 #[test]
@@ -80,11 +76,7 @@ fn keystrokes_sent_before_the_target_is_ready_are_not_lost() {
     let mut cmd = gw.ssh(&env, "alice:slow.test");
     cmd.arg("-tt");
     let out = run_with_input(&mut cmd, Some(b"echo early-$((1+1))\nexit 0\n".to_vec()), T);
-    assert!(
-        text(&out.stdout).contains("early-2"),
-        "{}",
-        text(&out.stdout)
-    );
+    assert_stdout_has(&out, "early-2");
     assert_eq!(out.status.code(), Some(0));
 }
 
@@ -230,13 +222,8 @@ fn local_port_forwarding_when_the_policy_allows_it() {
 
 #[test]
 fn port_forwarding_is_refused_when_the_policy_does_not_allow_it() {
-    let env = TestEnv::new();
-    let sshd = env.sshd();
-    let gw = env
-        .gateway()
-        .target("web-01.test", &sshd)
-        .policies("[[policies]]\nname = \"no-fwd\"\ngroups = [\"sre\"]\n")
-        .start();
+    let (env, _sshd, gw) =
+        standard_with(|gw| gw.policies("[[policies]]\nname = \"no-fwd\"\ngroups = [\"sre\"]\n"));
     let out = run(
         gw.ssh(&env, "alice:web-01.test")
             .args(["-W", "127.0.0.1:9", "-o", "LogLevel=INFO"]),
@@ -342,15 +329,11 @@ fn each_leg_shows_the_cipher_it_negotiated() {
         "{start}"
     );
 
-    let env = TestEnv::new();
-    let sshd = env.sshd();
-    let gw = env
-        .gateway()
-        .target("web-01.test", &sshd)
-        .ssh_lines(
+    let (env, _sshd, gw) = standard_with(|gw| {
+        gw.ssh_lines(
             "ciphers = [\"aes256-gcm@openssh.com\", \"aes128-gcm@openssh.com\", \"aes128-ctr\"]",
         )
-        .start();
+    });
     let out = run(
         gw.ssh(&env, "alice:web-01.test")
             .args(["-c", "aes128-ctr", "-m", "hmac-sha2-256-etm@openssh.com"])

@@ -144,21 +144,13 @@ fn operators_watch_a_live_terminal_read_only() {
         assert!(names.contains(&n), "{names:?}");
     }
     let out = run(gw.wgctl().args(["session", "show", &id]), T);
-    assert!(
-        text(&out.stdout).contains("carol (banner=visible"),
-        "{}",
-        text(&out.stdout)
-    );
+    assert_stdout_has(&out, "carol (banner=visible");
     let shadowed = run(
         gw.wgctl()
             .args(["session", "list", "--shadowed", "-o", "json"]),
         T,
     );
-    assert!(
-        text(&shadowed.stdout).contains(&id),
-        "{}",
-        text(&shadowed.stdout)
-    );
+    assert_stdout_has(&shadowed, &id);
 
     // carol detaches with Ctrl-] q; alice is told; the count drops.
     tmux.keys("carol", &["C-]", "q"]);
@@ -221,11 +213,7 @@ fn covert_and_blocked_modes() {
     );
     // Operators see the covert observer; alice, asking about her own session, does not.
     let admin_view = run(gw.wgctl().args(["session", "show", &covert]), T);
-    assert!(
-        text(&admin_view.stdout).contains("carol (banner=covert"),
-        "{}",
-        text(&admin_view.stdout)
-    );
+    assert_stdout_has(&admin_view, "carol (banner=covert");
     let alice_view = run(
         gw.wgctl()
             .env("WARDENGATE_TOKEN", ALICE_TOKEN)
@@ -269,11 +257,8 @@ fn covert_and_blocked_modes() {
         T,
     );
     assert!(!out.status.success());
-    assert!(
-        text(&out.stderr).contains("blocks shadowing") && text(&out.stderr).contains("HTTP 403"),
-        "{}",
-        text(&out.stderr)
-    );
+    assert_stderr_has(&out, "blocks shadowing");
+    assert_stderr_has(&out, "HTTP 403");
     gw.wait_audit("session.shadow.refused", T);
     // Nor is there a browser link for it; and a terminal session has no browser view at all.
     let (status, body) = gw.post(&format!("/api/v1/sessions/{blocked}/shadow/browser"), "{}");
