@@ -352,14 +352,12 @@ impl GatewayProc {
         timeout: Duration,
         pred: impl Fn(&[serde_json::Value]) -> bool,
     ) -> Vec<serde_json::Value> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let s = self.sessions(query);
-            if pred(&s) || Instant::now() > deadline {
-                return s;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        poll(
+            timeout,
+            Duration::from_millis(50),
+            || self.sessions(query),
+            |s| pred(s),
+        )
     }
 
     /// The most recent closed session, once there is one (a client's exit reaches the registry a
@@ -374,15 +372,14 @@ impl GatewayProc {
     /// recorder task after the session ends).
     #[track_caller]
     pub fn wait_sealed(&self, id: &str) -> serde_json::Value {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let s = self.get_json(&format!("/api/v1/sessions/{id}"));
-            if s["recording"].is_object() || Instant::now() > deadline {
-                assert!(s["recording"].is_object(), "not sealed: {s}");
-                return s;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let s = poll(
+            Duration::from_secs(30),
+            Duration::from_millis(50),
+            || self.get_json(&format!("/api/v1/sessions/{id}")),
+            |s| s["recording"].is_object(),
+        );
+        assert!(s["recording"].is_object(), "not sealed: {s}");
+        s
     }
 
     /// Wait for exactly one active session and return its id.
@@ -443,6 +440,42 @@ impl Drop for GatewayProc {
             let _ = c.wait();
         }
     }
+}
+
+/// Call `probe` until `done` accepts what it returns or `timeout` has passed, sleeping `every`
+/// between calls; the last value `probe` returned (the caller checks it: `done` may not hold).
+pub fn poll<T>(
+    timeout: Duration,
+    every: Duration,
+    mut probe: impl FnMut() -> T,
+    done: impl Fn(&T) -> bool,
+) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let v = probe();
+        if done(&v) || Instant::now() > deadline {
+            return v;
+        }
+        std::thread::sleep(every);
+    }
+}
+
+/// Read a text with `read` every `every` until it contains `needle`, and return that text;
+/// panics after `timeout` with the last text read, called `what` ("the client's output").
+#[track_caller]
+pub fn wait_for_text(
+    what: &str,
+    needle: &str,
+    timeout: Duration,
+    every: Duration,
+    read: impl FnMut() -> String,
+) -> String {
+    let seen = poll(timeout, every, read, |t| t.contains(needle));
+    assert!(
+        seen.contains(needle),
+        "{what} never showed {needle:?} within {timeout:?}; it shows:\n{seen}"
+    );
+    seen
 }
 
 /// Wait for a child with a timeout; kill it when the timeout passes.
