@@ -368,6 +368,29 @@ impl GatewayProc {
         s.first().cloned().expect("a closed session")
     }
 
+    /// The most recent closed session, asserting that it ended with `end_reason` and
+    /// `end_detail` (`"terminated"`, the operator's reason).
+    #[track_caller]
+    pub fn last_closed_with(&self, end_reason: &str, end_detail: &str) -> serde_json::Value {
+        let s = self.last_closed();
+        assert_eq!(
+            (s["end_reason"].as_str(), s["end_detail"].as_str()),
+            (Some(end_reason), Some(end_detail)),
+            "{s}"
+        );
+        s
+    }
+
+    /// What `wgctl recording export ID --format FORMAT` prints (its stdout, as text).
+    pub fn recording_export(&self, id: &str, format: &str) -> String {
+        let out = run(
+            self.wgctl()
+                .args(["recording", "export", id, "--format", format]),
+            Duration::from_secs(30),
+        );
+        text(&out.stdout)
+    }
+
     /// The session once it is over and its recording sealed (the seal is written by the
     /// recorder task after the session ends).
     #[track_caller]
@@ -388,6 +411,15 @@ impl GatewayProc {
         let live = self.wait_sessions("?state=active", Duration::from_secs(20), |s| s.len() == 1);
         assert_eq!(live.len(), 1, "expected one active session: {live:?}");
         live[0]["id"].as_str().expect("id").to_string()
+    }
+
+    /// The API's port (from its address, `http://127.0.0.1:PORT`).
+    pub fn api_port(&self) -> u16 {
+        self.api
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .expect("api port")
     }
 
     /// The gateway's process id (for signals).
@@ -581,29 +613,39 @@ pub fn slow_target(delay: Duration) -> (TestEnv, Sshd, GatewayProc) {
     (env, sshd, gw)
 }
 
+/// Everything a child that has exited wrote to its stderr (which must have been piped).
+pub fn stderr_of(child: &mut Child) -> String {
+    let mut err = String::new();
+    let _ = child
+        .stderr
+        .take()
+        .expect("the child's stderr is piped")
+        .read_to_string(&mut err);
+    err
+}
+
 /// Assert that a command's stderr contains `needle`, showing the stderr when it does not.
 #[track_caller]
 pub fn assert_stderr_has(out: &Output, needle: &str) {
-    assert_has(&text(&out.stderr), needle, "stderr");
+    assert_text_has("stderr", &text(&out.stderr), needle);
 }
 
 /// Assert that a command's stdout contains `needle`, showing the stdout when it does not.
 #[track_caller]
 pub fn assert_stdout_has(out: &Output, needle: &str) {
-    assert_has(&text(&out.stdout), needle, "stdout");
+    assert_text_has("stdout", &text(&out.stdout), needle);
 }
 
-/// Assert that `haystack` contains every one of `needles`, showing it (as `what`) when one is
-/// missing.
+/// Assert that `haystack` contains every one of `needles`, showing it when one is missing.
 #[track_caller]
-pub fn assert_has_all(haystack: &str, needles: &[&str], what: &str) {
+pub fn assert_has_all(haystack: &str, needles: &[&str]) {
     for needle in needles {
-        assert_has(haystack, needle, what);
+        assert_text_has("the text", haystack, needle);
     }
 }
 
 #[track_caller]
-pub fn assert_has(haystack: &str, needle: &str, what: &str) {
+fn assert_text_has(what: &str, haystack: &str, needle: &str) {
     assert!(
         haystack.contains(needle),
         "expected {needle:?} in {what}:\n{haystack}"

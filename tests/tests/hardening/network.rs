@@ -27,14 +27,6 @@ fn echo_server() -> u16 {
     port
 }
 
-fn api_port(gw: &GatewayProc) -> u16 {
-    gw.api
-        .rsplit(':')
-        .next()
-        .and_then(|p| p.parse().ok())
-        .expect("api port")
-}
-
 /// `ssh -W` to the gateway's own API, to the cloud metadata address and to a host the policy
 /// does not list are refused and audited; a destination the policy names works.
 #[test]
@@ -50,7 +42,7 @@ fn forwarding_goes_only_where_the_policy_says() {
              forward_to = [\"target\", \"127.0.0.1:{echo}\", \"*.internal:5432\"]\n"
         ))
         .start();
-    let api = api_port(&gw);
+    let api = gw.api_port();
     for (dest, why) in [
         (format!("127.0.0.1:{api}"), "loopback or link-local"),
         ("169.254.169.254:80".to_string(), "loopback or link-local"),
@@ -230,8 +222,7 @@ fn the_smaller_findings() {
         .expect("tamper");
     let out = run(gw.wgctl().args(["audit", "list"]), T);
     let shown = text(&out.stdout);
-    assert!(shown.contains("hash chain: BROKEN: event #2 "), "{shown}");
-    assert!(shown.contains("was edited"), "{shown}");
+    assert_has_all(&shown, &["hash chain: BROKEN: event #2 ", "was edited"]);
 }
 
 /// A protocol 3.2 client (PostgreSQL 18's libpq can ask for it) gets a 32-byte cancel key

@@ -112,11 +112,13 @@ fn explain_names_the_admitting_policy_and_why_others_did_not_match() {
     );
     assert!(out.status.success(), "{}", text(&out.stderr));
     let s = text(&out.stdout);
-    assert!(s.contains("ADMITTED by policy sre-test"), "{s}");
-    assert!(s.contains("target web-01.test lacks tag env=dev"), "{s}");
-    assert!(
-        s.contains("actor alice (groups sre) is not among its users/groups"),
-        "{s}"
+    assert_has_all(
+        &s,
+        &[
+            "ADMITTED by policy sre-test",
+            "target web-01.test lacks tag env=dev",
+            "actor alice (groups sre) is not among its users/groups",
+        ],
     );
     assert!(
         s.contains("fixtures/policies/sre.toml:"),
@@ -162,8 +164,7 @@ fn explain_names_the_admitting_policy_and_why_others_did_not_match() {
         s.contains("sre-test (") && s.contains("gateway.toml:"),
         "{s}"
     );
-    assert!(s.contains("admits: matches group sre, tag env=test"), "{s}");
-    assert!(s.contains("idle=15m"), "{s}");
+    assert_has_all(&s, &["admits: matches group sre, tag env=test", "idle=15m"]);
 }
 
 #[test]

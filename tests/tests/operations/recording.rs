@@ -255,13 +255,7 @@ fn a_recording_that_fails_mid_session_ends_the_session_with_a_message() {
     let status = wait_timeout(&mut child, Duration::from_secs(20))
         .expect("the session must end, not run unrecorded");
     assert_eq!(status.code(), Some(255));
-    let mut err = String::new();
-    use std::io::Read;
-    let _ = child
-        .stderr
-        .take()
-        .expect("stderr")
-        .read_to_string(&mut err);
+    let err = stderr_of(&mut child);
     assert!(
         err.contains("the session recording could not be written"),
         "{err}"

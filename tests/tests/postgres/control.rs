@@ -134,20 +134,11 @@ fn terminate_cancels_upstream_then_tells_the_client() {
         "0",
         "the running statement was cancelled upstream"
     );
-    let s = gw.last_closed();
-    assert_eq!(
-        (s["end_reason"].as_str(), s["end_detail"].as_str()),
-        (Some("terminated"), Some("runaway query during incident 42")),
-        "{s}"
-    );
+    gw.last_closed_with("terminated", "runaway query during incident 42");
     // The interrupted statement is in the query log, with what happened to it.
     gw.wait_sealed(&id);
-    let out = run(
-        gw.wgctl()
-            .args(["recording", "export", &id, "--format", "jsonl"]),
-        T,
-    );
-    let sleep = text(&out.stdout)
+    let sleep = gw
+        .recording_export(&id, "jsonl")
         .lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
         .find(|v| v["type"] == "query" && v["statement"] == "select pg_sleep(60)")

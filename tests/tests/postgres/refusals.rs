@@ -117,13 +117,12 @@ fn denials_carry_their_sqlstate_and_psql_prints_them() {
         T,
     );
     let err = text(&out.stderr);
-    assert!(
-        err.contains("FATAL:  wardengate: target at capacity: billing.test 1/1"),
-        "{err}"
-    );
-    assert!(
-        err.contains("DETAIL:  {\"current\":1,\"limit\":1,\"scope\":\"target\""),
-        "{err}"
+    assert_has_all(
+        &err,
+        &[
+            "FATAL:  wardengate: target at capacity: billing.test 1/1",
+            "DETAIL:  {\"current\":1,\"limit\":1,\"scope\":\"target\"",
+        ],
     );
     let out = run(
         gw.wgctl()

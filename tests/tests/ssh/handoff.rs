@@ -183,21 +183,10 @@ fn alice_hands_her_shell_to_dan() {
             assert_eq!(e["actor"], "dan", "{e}");
         }
     }
-    let out = run(
-        gw.wgctl()
-            .args(["recording", "export", &id, "--format", "jsonl"]),
-        T,
-    );
-    let jsonl = text(&out.stdout);
-    assert!(jsonl.contains("alice -> dan: shift change"), "{jsonl}");
-    assert!(jsonl.contains("taken-over"), "{jsonl}");
+    let jsonl = gw.recording_export(&id, "jsonl");
+    assert_has_all(&jsonl, &["alice -> dan: shift change", "taken-over"]);
     // The recording has both owners' work in one stream.
-    let play = run(
-        gw.wgctl()
-            .args(["recording", "export", &id, "--format", "text"]),
-        T,
-    );
-    let played = text(&play.stdout);
+    let played = gw.recording_export(&id, "text");
     assert!(
         played.contains("mark-1234") && played.contains("again-1234"),
         "{played}"

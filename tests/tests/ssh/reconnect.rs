@@ -115,14 +115,8 @@ fn resume_after_kill_9_reattaches_the_same_session_with_its_screen() {
     let ended = gw.wait_sealed(&id);
     assert_eq!(ended["end_reason"], "client_exit", "{ended}");
     // The recording is one piece with a `resumed` marker, and verifies.
-    let out = run(
-        gw.wgctl()
-            .args(["recording", "export", &id, "--format", "jsonl"]),
-        T,
-    );
-    let jsonl = text(&out.stdout);
-    assert!(jsonl.contains("\"paused\""), "{jsonl}");
-    assert!(jsonl.contains("\"resumed\""), "{jsonl}");
+    let jsonl = gw.recording_export(&id, "jsonl");
+    assert_has_all(&jsonl, &["\"paused\"", "\"resumed\""]);
     assert!(
         jsonl.contains("again-2-resumed"),
         "input after the resume is recorded"

@@ -85,11 +85,13 @@ fn operators_watch_a_live_terminal_read_only() {
         "{screen}"
     );
     assert!(screen.contains(&format!("of {id}")), "{screen}");
-    assert!(
-        screen.contains("[shadow] observer: carol  banner=visible"),
-        "{screen}"
+    assert_has_all(
+        &screen,
+        &[
+            "[shadow] observer: carol  banner=visible",
+            "[shadow] detach with Ctrl-] q",
+        ],
     );
-    assert!(screen.contains("[shadow] detach with Ctrl-] q"), "{screen}");
     // alice is told, in her terminal.
     tmux.expect(
         "alice",
@@ -176,12 +178,7 @@ fn operators_watch_a_live_terminal_read_only() {
     assert_eq!(attach.len(), 3, "{attach:?}");
     assert!(attach.iter().all(|a| a["detail"]["banner"] == "visible"));
     // The recording says who watched, and when.
-    let out = run(
-        gw.wgctl()
-            .args(["recording", "export", &id, "--format", "jsonl"]),
-        T,
-    );
-    let jsonl = text(&out.stdout);
+    let jsonl = gw.recording_export(&id, "jsonl");
     assert!(
         jsonl.contains("shadow.attach") && jsonl.contains("carol (visible)"),
         "{jsonl}"
