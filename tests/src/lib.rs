@@ -291,6 +291,26 @@ impl GatewayProc {
             .expect("http client")
     }
 
+    /// `wgctl policy explain --actor ACTOR --target TARGET`, then `more` arguments
+    /// (`--protocol ssh`, `-o json`).
+    pub fn policy_explain(&self, actor: &str, target: &str, more: &[&str]) -> Output {
+        run(
+            self.wgctl()
+                .args(["policy", "explain", "--actor", actor, "--target", target])
+                .args(more),
+            Duration::from_secs(30),
+        )
+    }
+
+    /// `wgctl session terminate ID --reason REASON` with the admin token.
+    pub fn terminate(&self, id: &str, reason: &str) -> Output {
+        run(
+            self.wgctl()
+                .args(["session", "terminate", id, "--reason", reason]),
+            Duration::from_secs(60),
+        )
+    }
+
     /// GET an API path with the admin token: (status, body).
     pub fn get(&self, path: &str) -> (u16, String) {
         self.request("GET", path, &self.token, "")

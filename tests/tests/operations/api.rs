@@ -342,14 +342,8 @@ fn a_killed_gateway_leaves_no_session_open_after_restart() {
 
 #[test]
 fn terminate_during_setup_still_tells_the_user() {
-    let env = TestEnv::new();
-    let sshd = env.sshd();
     // The target leg takes 2 s: the session is admitted but not yet active when terminated.
-    let slow = delayed_proxy(sshd.address(), Duration::from_secs(2));
-    let gw = env
-        .gateway()
-        .target_at("slow.test", &format!("127.0.0.1:{slow}"), &sshd.user)
-        .start();
+    let (env, _sshd, gw) = slow_target(Duration::from_secs(2));
     let child = long_session(&gw, &env, "alice:slow.test");
     let s = gw.wait_sessions("?state=approved", Duration::from_secs(20), |s| s.len() == 1);
     assert_eq!(s.len(), 1, "session should wait in approved: {s:?}");

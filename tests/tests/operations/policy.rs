@@ -97,19 +97,7 @@ fn explain_names_the_admitting_policy_and_why_others_did_not_match() {
     let (env, _sshd, gw) = standard_with(|gw| {
         gw.gateway_lines(&format!("policy_files = [\"{}\"]", fixtures().display()))
     });
-    let out = run(
-        gw.wgctl().args([
-            "policy",
-            "explain",
-            "--actor",
-            "alice",
-            "--target",
-            "web-01.test",
-            "--protocol",
-            "ssh",
-        ]),
-        T,
-    );
+    let out = gw.policy_explain("alice", "web-01.test", &["--protocol", "ssh"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let s = text(&out.stdout);
     assert_has_all(
@@ -124,34 +112,14 @@ fn explain_names_the_admitting_policy_and_why_others_did_not_match() {
         s.contains("fixtures/policies/sre.toml:"),
         "sources are shown: {s}"
     );
-    let out = run(
-        gw.wgctl().args([
-            "policy",
-            "explain",
-            "--actor",
-            "alice",
-            "--target",
-            "web-01.test",
-            "--protocol",
-            "postgres",
-            "-o",
-            "json",
-        ]),
-        T,
+    let out = gw.policy_explain(
+        "alice",
+        "web-01.test",
+        &["--protocol", "postgres", "-o", "json"],
     );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
     assert_eq!(v["admitted_by"], "sre-test", "{v}");
-    let out = run(
-        gw.wgctl().args([
-            "policy",
-            "explain",
-            "--actor",
-            "mallory",
-            "--target",
-            "web-01.test",
-        ]),
-        T,
-    );
+    let out = gw.policy_explain("mallory", "web-01.test", &[]);
     assert_eq!(out.status.code(), Some(1));
     assert_stderr_has(&out, "unknown user 'mallory'");
     // session show names the admitting policy and where it was defined.

@@ -95,16 +95,7 @@ fn terminate_cancels_upstream_then_tells_the_client() {
     }
     let show = run(gw.wgctl().args(["session", "show", &id]), T);
     assert_stdout_has(&show, "activity:     active");
-    let out = run(
-        gw.wgctl().args([
-            "session",
-            "terminate",
-            &id,
-            "--reason",
-            "runaway query during incident 42",
-        ]),
-        T,
-    );
+    let out = gw.terminate(&id, "runaway query during incident 42");
     assert!(out.status.success(), "{}", text(&out.stderr));
     let (r, _client) = rt.block_on(query).expect("join");
     let err = r.expect_err("the statement was stopped");
@@ -220,11 +211,7 @@ fn psql_always_hears_why_a_running_statement_was_terminated() {
         }
         let id = gw.wait_one_active();
         let reason = format!("incident run {i}");
-        let out = run(
-            gw.wgctl()
-                .args(["session", "terminate", &id, "--reason", &reason]),
-            T,
-        );
+        let out = gw.terminate(&id, &reason);
         assert!(out.status.success(), "{}", text(&out.stderr));
         let out = child.wait_with_output().expect("psql ends");
         let err = text(&out.stderr);

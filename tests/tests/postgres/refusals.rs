@@ -124,11 +124,7 @@ fn denials_carry_their_sqlstate_and_psql_prints_them() {
             "DETAIL:  {\"current\":1,\"limit\":1,\"scope\":\"target\"",
         ],
     );
-    let out = run(
-        gw.wgctl()
-            .args(["session", "terminate", &held, "--reason", "free the slot"]),
-        T,
-    );
+    let out = gw.terminate(&held, "free the slot");
     assert!(out.status.success(), "{}", text(&out.stderr));
     let _ = wait_timeout(&mut holder, T);
 

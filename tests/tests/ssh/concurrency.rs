@@ -112,19 +112,7 @@ fn the_most_specific_value_wins() {
     wait_active(&gw, 2);
     let out = run(gw.ssh(&env, "alice:web-01.test").arg("true"), T);
     assert_stderr_has(&out, "user at capacity: alice 2/2");
-    let ex = run(
-        gw.wgctl().args([
-            "policy",
-            "explain",
-            "--actor",
-            "alice",
-            "--target",
-            "web-01.test",
-            "-o",
-            "json",
-        ]),
-        T,
-    );
+    let ex = gw.policy_explain("alice", "web-01.test", &["-o", "json"]);
     let v: serde_json::Value = serde_json::from_slice(&ex.stdout).expect("json");
     assert_eq!(v["limits"]["actor"], 2, "{v}");
     assert_eq!(v["current"]["actor"], 2, "{v}");

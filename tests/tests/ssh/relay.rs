@@ -65,14 +65,8 @@ fn interactive_shell_through_pty_with_env_and_resize_state() {
 
 #[test]
 fn keystrokes_sent_before_the_target_is_ready_are_not_lost() {
-    let env = TestEnv::new();
-    let sshd = env.sshd();
     // The target leg takes 1.5 s to come up; the client types at once.
-    let slow = delayed_proxy(sshd.address(), Duration::from_millis(1500));
-    let gw = env
-        .gateway()
-        .target_at("slow.test", &format!("127.0.0.1:{slow}"), &sshd.user)
-        .start();
+    let (env, _sshd, gw) = slow_target(Duration::from_millis(1500));
     let mut cmd = gw.ssh(&env, "alice:slow.test");
     cmd.arg("-tt");
     let out = run_with_input(&mut cmd, Some(b"echo early-$((1+1))\nexit 0\n".to_vec()), T);
@@ -187,10 +181,8 @@ fn scp_sftp_and_rsync_work_with_the_hash_login_form() {
 
 #[test]
 fn local_port_forwarding_when_the_policy_allows_it() {
-    let env = TestEnv::new();
-    let sshd = env.sshd();
     let echo = echo_server();
-    let gw = env.gateway().target("web-01.test", &sshd).start();
+    let (env, _sshd, gw) = standard();
     let local = wardengate_dev::sshd::free_port().expect("port");
     let mut fwd = gw.ssh(&env, "alice:web-01.test");
     fwd.args([
