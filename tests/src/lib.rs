@@ -614,9 +614,17 @@ pub fn standard() -> (TestEnv, Sshd, GatewayProc) {
 pub fn standard_with(
     configure: impl for<'a> FnOnce(GatewayBuilder<'a>) -> GatewayBuilder<'a>,
 ) -> (TestEnv, Sshd, GatewayProc) {
+    with_gateway(|env, sshd| configure(env.gateway().target("web-01.test", sshd)).start())
+}
+
+/// A temp env and one sshd, and the gateway `start` makes for them (often a test file's own
+/// `gateway(&env, &sshd)`). Keep the `Sshd` alive for the test's duration.
+pub fn with_gateway(
+    start: impl FnOnce(&TestEnv, &Sshd) -> GatewayProc,
+) -> (TestEnv, Sshd, GatewayProc) {
     let env = TestEnv::new();
     let sshd = env.sshd();
-    let gw = configure(env.gateway().target("web-01.test", &sshd)).start();
+    let gw = start(&env, &sshd);
     (env, sshd, gw)
 }
 

@@ -159,19 +159,18 @@ fn cancel_key_guessing_is_rate_limited_and_summarised() {
 /// `data::a_hijacked_account_password_is_detected`.)
 #[test]
 fn the_smaller_findings() {
-    let env = TestEnv::new();
-    let sshd = env.sshd();
     let dead = wardengate_dev::sshd::free_port().expect("port");
-    let gw = env
-        .gateway()
-        .target("web-01.test", &sshd)
-        .target_at("down.test", &format!("127.0.0.1:{dead}"), &sshd.user)
-        .rdp_target("win.test", "127.0.0.1:9", "bob", "unused")
-        .extra(&format!(
-            "[[targets]]\nname = \"db-01.prod\"\naddress = \"{}\"\ntags = {{ env = \"prod\" }}\naccounts = [{{ name = \"x\", secret = \"db/x\" }}]\n\n",
-            sshd.address()
-        ))
-        .start();
+    let (env, _sshd, gw) = with_gateway(|env, sshd| {
+        env.gateway()
+            .target("web-01.test", sshd)
+            .target_at("down.test", &format!("127.0.0.1:{dead}"), &sshd.user)
+            .rdp_target("win.test", "127.0.0.1:9", "bob", "unused")
+            .extra(&format!(
+                "[[targets]]\nname = \"db-01.prod\"\naddress = \"{}\"\ntags = {{ env = \"prod\" }}\naccounts = [{{ name = \"x\", secret = \"db/x\" }}]\n\n",
+                sshd.address()
+            ))
+            .start()
+    });
     let http = reqwest::blocking::Client::new();
     for path in [
         "/healthz",

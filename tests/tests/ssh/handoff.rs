@@ -54,9 +54,7 @@ fn wgctl(gw: &GatewayProc, token: &str, args: &[&str]) -> std::process::Output {
 
 #[test]
 fn alice_hands_her_shell_to_dan() {
-    let env = TestEnv::new();
-    let sshd = env.sshd();
-    let gw = gateway(&env, &sshd, "60s");
+    let (env, _sshd, gw) = with_gateway(|env, sshd| gateway(env, sshd, "60s"));
     let tmux = Tmux::new(env.dir.path());
     let id = shell(&tmux, &gw, &env, "alice", "alice:web.test");
     tmux.line("alice", "export MARK=$((1000+234)); echo mark-$MARK");
@@ -195,9 +193,7 @@ fn alice_hands_her_shell_to_dan() {
 
 #[test]
 fn offers_that_expire_or_are_declined_change_nothing() {
-    let env = TestEnv::new();
-    let sshd = env.sshd();
-    let gw = gateway(&env, &sshd, "2s");
+    let (env, _sshd, gw) = with_gateway(|env, sshd| gateway(env, sshd, "2s"));
     let tmux = Tmux::new(env.dir.path());
     let id = shell(&tmux, &gw, &env, "alice", "alice:web.test");
 

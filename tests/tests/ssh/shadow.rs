@@ -69,9 +69,7 @@ fn wgctl_shadow(tmux: &Tmux, gw: &GatewayProc, win: &str, id: &str, token: &str)
 
 #[test]
 fn operators_watch_a_live_terminal_read_only() {
-    let env = TestEnv::new();
-    let sshd = env.sshd();
-    let gw = gateway(&env, &sshd);
+    let (env, _sshd, gw) = with_gateway(gateway);
     let tmux = Tmux::new(env.dir.path());
     let id = shell(&tmux, &gw, &env, "alice", "alice:visible.test");
     tmux.line("alice", "echo before-$((40+2))");
@@ -188,9 +186,7 @@ fn operators_watch_a_live_terminal_read_only() {
 
 #[test]
 fn covert_and_blocked_modes() {
-    let env = TestEnv::new();
-    let sshd = env.sshd();
-    let gw = gateway(&env, &sshd);
+    let (env, _sshd, gw) = with_gateway(gateway);
     let tmux = Tmux::new(env.dir.path());
 
     let covert = shell(&tmux, &gw, &env, "covert", "alice:covert.test");
@@ -273,9 +269,7 @@ fn covert_and_blocked_modes() {
 
 #[test]
 fn a_stalled_observer_never_holds_up_a_bulk_transfer() {
-    let env = TestEnv::new();
-    let sshd = env.sshd();
-    let gw = gateway(&env, &sshd);
+    let (env, _sshd, gw) = with_gateway(gateway);
     let tmux = Tmux::new(env.dir.path());
     let id = shell(&tmux, &gw, &env, "alice", "alice:visible.test");
     // An observer that never reads, and one that does.
