@@ -111,12 +111,7 @@ fn denials_carry_their_sqlstate_and_psql_prints_them() {
         (Some("target"), Some(1), Some(1)),
         "{detail}"
     );
-    let out = run(
-        gw.psql("alice#billing.test", "sslmode=require")
-            .args(["-c", "select 1"]),
-        T,
-    );
-    let err = text(&out.stderr);
+    let err = gw.psql_stderr("alice#billing.test", "sslmode=require", "select 1");
     assert_has_all(
         &err,
         &[
@@ -320,12 +315,7 @@ fn target_down_fails_the_session_and_frees_the_slot() {
         .gateway()
         .pg_target("billing.test", &addr, "billing_ro", RO_PASSWORD)
         .start();
-    let out = run(
-        gw.psql("alice#billing.test", "sslmode=disable")
-            .args(["-c", "select 1"]),
-        T,
-    );
-    let err = text(&out.stderr);
+    let err = gw.psql_stderr("alice#billing.test", "sslmode=disable", "select 1");
     assert!(
         err.contains("FATAL:  wardengate: cannot connect to target billing.test"),
         "{err}"

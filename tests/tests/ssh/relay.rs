@@ -129,6 +129,12 @@ fn scp_sftp_and_rsync_work_with_the_hash_login_form() {
     let want = sha256_hex(&data);
     let dest = |n: &str| format!("alice#web-01.test@127.0.0.1:{}", env.path(n).display());
     let port = gw.ssh_port.to_string();
+    // `tool` succeeded and the file `copy` it wrote holds the data.
+    let assert_copied = |tool: &str, out: &std::process::Output, copy: &str| {
+        assert!(out.status.success(), "{tool}: {}", text(&out.stderr));
+        let copied = std::fs::read(env.path(copy)).unwrap_or_else(|e| panic!("{tool} copy: {e}"));
+        assert_eq!(sha256_hex(&copied), want);
+    };
 
     let out = run(
         Command::new("scp")
@@ -139,11 +145,7 @@ fn scp_sftp_and_rsync_work_with_the_hash_login_form() {
             .arg(dest("scp.bin")),
         T,
     );
-    assert!(out.status.success(), "scp: {}", text(&out.stderr));
-    assert_eq!(
-        sha256_hex(&std::fs::read(env.path("scp.bin")).expect("scp copy")),
-        want
-    );
+    assert_copied("scp", &out, "scp.bin");
 
     let batch = format!(
         "put {} {}\nget {} {}\n",
@@ -158,11 +160,7 @@ fn scp_sftp_and_rsync_work_with_the_hash_login_form() {
         .args(["-P", &port])
         .arg("alice#web-01.test@127.0.0.1");
     let out = run_with_input(&mut sftp, Some(batch.into_bytes()), T);
-    assert!(out.status.success(), "sftp: {}", text(&out.stderr));
-    assert_eq!(
-        sha256_hex(&std::fs::read(env.path("sftp-back.bin")).expect("sftp copy")),
-        want
-    );
+    assert_copied("sftp", &out, "sftp-back.bin");
 
     let e = format!("ssh {} -p {port}", gw.ssh_opts(&env).join(" "));
     let out = run(
@@ -172,11 +170,7 @@ fn scp_sftp_and_rsync_work_with_the_hash_login_form() {
             .arg(dest("rsync.bin")),
         T,
     );
-    assert!(out.status.success(), "rsync: {}", text(&out.stderr));
-    assert_eq!(
-        sha256_hex(&std::fs::read(env.path("rsync.bin")).expect("rsync copy")),
-        want
-    );
+    assert_copied("rsync", &out, "rsync.bin");
 }
 
 #[test]
