@@ -128,14 +128,12 @@ impl Chromium {
         timeout: Duration,
         done: impl Fn(&Value) -> bool,
     ) -> Value {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let v = self.eval(expression);
-            if done(&v) || Instant::now() > deadline {
-                return v;
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        }
+        crate::poll(
+            timeout,
+            Duration::from_millis(200),
+            || self.eval(expression),
+            done,
+        )
     }
 
     /// Load `url` afresh (a new document even when only the fragment differs).

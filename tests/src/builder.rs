@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use wardengate_dev::sshd::Sshd;
 
-use crate::{bin, run_with_input, text, GatewayProc, TestEnv};
+use crate::{assert_success, bin, run_with_input, GatewayProc, TestEnv};
 
 pub struct GatewayBuilder<'a> {
     pub(crate) env: &'a TestEnv,
@@ -85,9 +85,7 @@ impl GatewayBuilder<'_> {
     }
 
     pub fn postgres_lines(mut self, toml: &str) -> Self {
-        let p = self.postgres.get_or_insert_with(String::new);
-        p.push_str(toml);
-        p.push('\n');
+        push_line(self.postgres.get_or_insert_with(String::new), toml);
         self
     }
 
@@ -99,8 +97,7 @@ impl GatewayBuilder<'_> {
 
     /// Lines added to the `[gateway]` section (`max_active = 2`, `policy_files = [...]`).
     pub fn gateway_lines(mut self, toml: &str) -> Self {
-        self.gateway_lines.push_str(toml);
-        self.gateway_lines.push('\n');
+        push_line(&mut self.gateway_lines, toml);
         self
     }
 
@@ -112,8 +109,7 @@ impl GatewayBuilder<'_> {
 
     /// Lines added to the `[api]` section (`handoff_window = "2s"`).
     pub fn api_lines(mut self, toml: &str) -> Self {
-        self.api_lines.push_str(toml);
-        self.api_lines.push('\n');
+        push_line(&mut self.api_lines, toml);
         self
     }
 
@@ -125,15 +121,13 @@ impl GatewayBuilder<'_> {
 
     /// Lines added to the `[ssh]` section (`ciphers = [...]`).
     pub fn ssh_lines(mut self, toml: &str) -> Self {
-        self.ssh_lines.push_str(toml);
-        self.ssh_lines.push('\n');
+        push_line(&mut self.ssh_lines, toml);
         self
     }
 
     /// Lines added to the `[security]` section (`failures_before_backoff = 3`).
     pub fn security_lines(mut self, toml: &str) -> Self {
-        self.security_lines.push_str(toml);
-        self.security_lines.push('\n');
+        push_line(&mut self.security_lines, toml);
         self
     }
 
@@ -217,11 +211,7 @@ impl GatewayBuilder<'_> {
                 .arg(&key_file)
                 .output()
                 .expect("wardengate vault set");
-            assert!(
-                out.status.success(),
-                "vault set: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
+            assert_success(&out, "vault set");
         }
         let password_secrets = self
             .pg_targets
@@ -237,12 +227,18 @@ impl GatewayBuilder<'_> {
                 Some(password.as_bytes().to_vec()),
                 Duration::from_secs(30),
             );
-            assert!(out.status.success(), "vault set: {}", text(&out.stderr));
+            assert_success(&out, "vault set");
         }
         // The key exists only in the vault from here on.
         std::fs::remove_file(&key_file).expect("remove key file");
         GatewayProc::spawn(config, data)
     }
+}
+
+/// Add `toml` as a line of a section's text (the `*_lines` setters).
+fn push_line(section: &mut String, toml: &str) {
+    section.push_str(toml);
+    section.push('\n');
 }
 
 /// Write `text` to `path`, readable by its owner only.

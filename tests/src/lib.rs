@@ -291,6 +291,26 @@ impl GatewayProc {
             .expect("http client")
     }
 
+    /// `wgctl policy explain --actor ACTOR --target TARGET`, then `more` arguments
+    /// (`--protocol ssh`, `-o json`).
+    pub fn policy_explain(&self, actor: &str, target: &str, more: &[&str]) -> Output {
+        run(
+            self.wgctl()
+                .args(["policy", "explain", "--actor", actor, "--target", target])
+                .args(more),
+            Duration::from_secs(30),
+        )
+    }
+
+    /// `wgctl session terminate ID --reason REASON` with the admin token.
+    pub fn terminate(&self, id: &str, reason: &str) -> Output {
+        run(
+            self.wgctl()
+                .args(["session", "terminate", id, "--reason", reason]),
+            Duration::from_secs(60),
+        )
+    }
+
     /// GET an API path with the admin token: (status, body).
     pub fn get(&self, path: &str) -> (u16, String) {
         self.request("GET", path, &self.token, "")
@@ -352,14 +372,12 @@ impl GatewayProc {
         timeout: Duration,
         pred: impl Fn(&[serde_json::Value]) -> bool,
     ) -> Vec<serde_json::Value> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let s = self.sessions(query);
-            if pred(&s) || Instant::now() > deadline {
-                return s;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        poll(
+            timeout,
+            Duration::from_millis(50),
+            || self.sessions(query),
+            |s| pred(s),
+        )
     }
 
     /// The most recent closed session, once there is one (a client's exit reaches the registry a
@@ -370,19 +388,41 @@ impl GatewayProc {
         s.first().cloned().expect("a closed session")
     }
 
+    /// The most recent closed session, asserting that it ended with `end_reason` and
+    /// `end_detail` (`"terminated"`, the operator's reason).
+    #[track_caller]
+    pub fn last_closed_with(&self, end_reason: &str, end_detail: &str) -> serde_json::Value {
+        let s = self.last_closed();
+        assert_eq!(
+            (s["end_reason"].as_str(), s["end_detail"].as_str()),
+            (Some(end_reason), Some(end_detail)),
+            "{s}"
+        );
+        s
+    }
+
+    /// What `wgctl recording export ID --format FORMAT` prints (its stdout, as text).
+    pub fn recording_export(&self, id: &str, format: &str) -> String {
+        let out = run(
+            self.wgctl()
+                .args(["recording", "export", id, "--format", format]),
+            Duration::from_secs(30),
+        );
+        text(&out.stdout)
+    }
+
     /// The session once it is over and its recording sealed (the seal is written by the
     /// recorder task after the session ends).
     #[track_caller]
     pub fn wait_sealed(&self, id: &str) -> serde_json::Value {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let s = self.get_json(&format!("/api/v1/sessions/{id}"));
-            if s["recording"].is_object() || Instant::now() > deadline {
-                assert!(s["recording"].is_object(), "not sealed: {s}");
-                return s;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let s = poll(
+            Duration::from_secs(30),
+            Duration::from_millis(50),
+            || self.get_json(&format!("/api/v1/sessions/{id}")),
+            |s| s["recording"].is_object(),
+        );
+        assert!(s["recording"].is_object(), "not sealed: {s}");
+        s
     }
 
     /// Wait for exactly one active session and return its id.
@@ -391,6 +431,15 @@ impl GatewayProc {
         let live = self.wait_sessions("?state=active", Duration::from_secs(20), |s| s.len() == 1);
         assert_eq!(live.len(), 1, "expected one active session: {live:?}");
         live[0]["id"].as_str().expect("id").to_string()
+    }
+
+    /// The API's port (from its address, `http://127.0.0.1:PORT`).
+    pub fn api_port(&self) -> u16 {
+        self.api
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .expect("api port")
     }
 
     /// The gateway's process id (for signals).
@@ -443,6 +492,42 @@ impl Drop for GatewayProc {
             let _ = c.wait();
         }
     }
+}
+
+/// Call `probe` until `done` accepts what it returns or `timeout` has passed, sleeping `every`
+/// between calls; the last value `probe` returned (the caller checks it: `done` may not hold).
+pub fn poll<T>(
+    timeout: Duration,
+    every: Duration,
+    mut probe: impl FnMut() -> T,
+    done: impl Fn(&T) -> bool,
+) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let v = probe();
+        if done(&v) || Instant::now() > deadline {
+            return v;
+        }
+        std::thread::sleep(every);
+    }
+}
+
+/// Read a text with `read` every `every` until it contains `needle`, and return that text;
+/// panics after `timeout` with the last text read, called `what` ("the client's output").
+#[track_caller]
+pub fn wait_for_text(
+    what: &str,
+    needle: &str,
+    timeout: Duration,
+    every: Duration,
+    read: impl FnMut() -> String,
+) -> String {
+    let seen = poll(timeout, every, read, |t| t.contains(needle));
+    assert!(
+        seen.contains(needle),
+        "{what} never showed {needle:?} within {timeout:?}; it shows:\n{seen}"
+    );
+    seen
 }
 
 /// Wait for a child with a timeout; kill it when the timeout passes.
@@ -521,18 +606,82 @@ pub fn text(b: &[u8]) -> String {
 /// The usual scenario: a temp env, one sshd, a gateway with target `web-01.test` on it.
 /// Keep the `Sshd` alive for the test's duration.
 pub fn standard() -> (TestEnv, Sshd, GatewayProc) {
+    standard_with(|gw| gw)
+}
+
+/// [`standard`] with the gateway's configuration adjusted by `configure` before it starts:
+/// `standard_with(|gw| gw.extra("[recording]\ninput = false\n"))`.
+pub fn standard_with(
+    configure: impl for<'a> FnOnce(GatewayBuilder<'a>) -> GatewayBuilder<'a>,
+) -> (TestEnv, Sshd, GatewayProc) {
+    with_gateway(|env, sshd| configure(env.gateway().target("web-01.test", sshd)).start())
+}
+
+/// A temp env and one sshd, and the gateway `start` makes for them (often a test file's own
+/// `gateway(&env, &sshd)`). Keep the `Sshd` alive for the test's duration.
+pub fn with_gateway(
+    start: impl FnOnce(&TestEnv, &Sshd) -> GatewayProc,
+) -> (TestEnv, Sshd, GatewayProc) {
     let env = TestEnv::new();
     let sshd = env.sshd();
-    let gw = env.gateway().target("web-01.test", &sshd).start();
+    let gw = start(&env, &sshd);
     (env, sshd, gw)
+}
+
+/// A gateway whose only target, `slow.test`, sits behind a proxy that waits `delay` before it
+/// connects to the sshd: sessions are admitted at once but their target leg is slow to come up.
+pub fn slow_target(delay: Duration) -> (TestEnv, Sshd, GatewayProc) {
+    let env = TestEnv::new();
+    let sshd = env.sshd();
+    let slow = delayed_proxy(sshd.address(), delay);
+    let gw = env
+        .gateway()
+        .target_at("slow.test", &format!("127.0.0.1:{slow}"), &sshd.user)
+        .start();
+    (env, sshd, gw)
+}
+
+/// Everything a child that has exited wrote to its stderr (which must have been piped).
+pub fn stderr_of(child: &mut Child) -> String {
+    let mut err = String::new();
+    let _ = child
+        .stderr
+        .take()
+        .expect("the child's stderr is piped")
+        .read_to_string(&mut err);
+    err
 }
 
 /// Assert that a command's stderr contains `needle`, showing the stderr when it does not.
 #[track_caller]
 pub fn assert_stderr_has(out: &Output, needle: &str) {
-    let err = text(&out.stderr);
+    assert_text_has("stderr", &text(&out.stderr), needle);
+}
+
+/// Assert that a command's stdout contains `needle`, showing the stdout when it does not.
+#[track_caller]
+pub fn assert_stdout_has(out: &Output, needle: &str) {
+    assert_text_has("stdout", &text(&out.stdout), needle);
+}
+
+/// Assert that `haystack` contains every one of `needles`, showing it when one is missing.
+#[track_caller]
+pub fn assert_has_all(haystack: &str, needles: &[&str]) {
+    for needle in needles {
+        assert_text_has("the text", haystack, needle);
+    }
+}
+
+#[track_caller]
+fn assert_text_has(what: &str, haystack: &str, needle: &str) {
     assert!(
-        err.contains(needle),
-        "expected {needle:?} in stderr:\n{err}"
+        haystack.contains(needle),
+        "expected {needle:?} in {what}:\n{haystack}"
     );
+}
+
+/// Assert that a command exited 0, showing its stderr (after `what`) when it did not.
+#[track_caller]
+pub fn assert_success(out: &Output, what: &str) {
+    assert!(out.status.success(), "{what}: {}", text(&out.stderr));
 }

@@ -3,7 +3,10 @@
 use std::io::{Read, Write};
 use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+/// How often [`Live::expect`] looks at the output.
+const POLL: Duration = Duration::from_millis(25);
 
 /// A running client (usually `ssh -tt`), stdout and stderr collected together.
 pub struct Live {
@@ -69,17 +72,9 @@ impl Live {
     /// Wait until the output contains `needle`; panics with the output when it does not in time.
     #[track_caller]
     pub fn expect(&self, needle: &str, timeout: Duration) {
-        let deadline = Instant::now() + timeout;
-        while Instant::now() < deadline {
-            if self.output().contains(needle) {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(25));
-        }
-        panic!(
-            "expected {needle:?} within {timeout:?}; output:\n{}",
+        crate::wait_for_text("the client's output", needle, timeout, POLL, || {
             self.output()
-        );
+        });
     }
 
     /// Wait for the client to exit.

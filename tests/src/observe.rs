@@ -4,11 +4,14 @@
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use base64::Engine;
 
 use crate::GatewayProc;
+
+/// How often the observer's events are looked at while waiting for one.
+const POLL: Duration = Duration::from_millis(25);
 
 /// An observer reading `GET /api/v1/sessions/{id}/shadow` in a thread.
 pub struct Watcher {
@@ -58,33 +61,17 @@ impl Watcher {
     /// Wait until an event satisfies `pred`.
     #[track_caller]
     pub fn wait(&self, what: &str, timeout: Duration, pred: impl Fn(&serde_json::Value) -> bool) {
-        let deadline = Instant::now() + timeout;
-        while Instant::now() < deadline {
-            if self.events().iter().any(&pred) {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(25));
-        }
-        panic!(
-            "observer never got {what} within {timeout:?}: {:?}",
-            self.events()
+        let events = crate::poll(timeout, POLL, || self.events(), |e| e.iter().any(&pred));
+        assert!(
+            events.iter().any(&pred),
+            "observer never got {what} within {timeout:?}: {events:?}"
         );
     }
 
     /// Wait until the decoded output contains `needle`.
     #[track_caller]
     pub fn expect(&self, needle: &str, timeout: Duration) {
-        let deadline = Instant::now() + timeout;
-        while Instant::now() < deadline {
-            if self.text().contains(needle) {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(25));
-        }
-        panic!(
-            "observer never saw {needle:?} within {timeout:?}; it saw:\n{}",
-            self.text()
-        );
+        crate::wait_for_text("the observer", needle, timeout, POLL, || self.text());
     }
 }
 

@@ -90,6 +90,37 @@ pub async fn driver(port: u16, extra: &str) -> (tokio_postgres::Client, Messages
     (client, rx)
 }
 
+/// A runtime and a [`driver`] connected through `gw` (`extra`: more connection settings), once
+/// the gateway shows its session active: (runtime, client, messages, session id). Keep the
+/// runtime: the connection runs on it.
+pub fn driver_session(
+    gw: &GatewayProc,
+    extra: &str,
+) -> (
+    tokio::runtime::Runtime,
+    tokio_postgres::Client,
+    Messages,
+    String,
+) {
+    let port = gw.pg_port.expect("pg port");
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let (client, messages) = rt.block_on(driver(port, extra));
+    let id = gw.wait_one_active();
+    (rt, client, messages, id)
+}
+
+impl GatewayProc {
+    /// Run `sql` with [`psql`](GatewayProc::psql) through the gateway as `login` (`conninfo`:
+    /// more settings); what psql printed on stderr (a refusal's `FATAL:` line and detail).
+    pub fn psql_stderr(&self, login: &str, conninfo: &str, sql: &str) -> String {
+        let out = crate::run(
+            self.psql(login, conninfo).args(["-c", sql]),
+            Duration::from_secs(120),
+        );
+        crate::text(&out.stderr)
+    }
+}
+
 /// A hand-driven client speaking raw protocol 3.0 to the gateway.
 pub struct Raw {
     pub s: TcpStream,

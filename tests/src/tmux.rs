@@ -3,9 +3,9 @@
 
 use std::path::PathBuf;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crate::{GatewayProc, TestEnv};
+use crate::{assert_success, GatewayProc, TestEnv};
 
 /// A command line as tmux runs it.
 pub fn argv(c: &Command) -> Vec<String> {
@@ -87,11 +87,7 @@ impl Tmux {
         );
         c.arg(script);
         let out = c.output().expect("tmux new-session");
-        assert!(
-            out.status.success(),
-            "tmux: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert_success(&out, "tmux");
     }
 
     /// Type `keys` (tmux key names allowed, e.g. `Enter`, `C-]`) into window `name`.
@@ -102,11 +98,7 @@ impl Tmux {
             .args(keys)
             .output()
             .expect("tmux send-keys");
-        assert!(
-            out.status.success(),
-            "tmux: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert_success(&out, "tmux");
     }
 
     /// Type `text` literally, then Enter.
@@ -143,17 +135,13 @@ impl Tmux {
     /// Wait until window `name` shows `needle` (scrollback included).
     #[track_caller]
     pub fn expect(&self, name: &str, needle: &str, timeout: Duration) -> String {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let s = self.screen(name);
-            if s.contains(needle) {
-                return s;
-            }
-            if Instant::now() > deadline {
-                panic!("window {name} never showed {needle:?} within {timeout:?}; it shows:\n{s}");
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        crate::wait_for_text(
+            &format!("window {name}"),
+            needle,
+            timeout,
+            Duration::from_millis(50),
+            || self.screen(name),
+        )
     }
 }
 

@@ -40,6 +40,22 @@ impl Drop for Client {
     }
 }
 
+/// alice's xfreerdp on a 1024x768 display of its own, logged in to win-dc01.test through the
+/// gateway (telling `xfreerdp.log` what it tells the person): the display, the client, and
+/// the session's id once it is active.
+fn alice_connects(env: &TestEnv, gw: &GatewayProc) -> (Xvfb, Client, String) {
+    let port = gw.rdp_port.expect("the RDP front is on");
+    let screen = Xvfb::start(1024, 768).expect("the client's display");
+    let child = xfreerdp(&screen, port, "alice:win-dc01.test", ALICE_PASSWORD)
+        .stdout(client_log(env))
+        .stderr(client_log(env))
+        .spawn()
+        .expect("xfreerdp");
+    let client = Client(child);
+    let id = gw.wait_one_active();
+    (screen, client, id)
+}
+
 /// Wait until the client's display shows the target's red logo; the number of red pixels.
 fn wait_for_desktop(display: &Xvfb) -> usize {
     let deadline = Instant::now() + T;
@@ -231,15 +247,7 @@ fn xfreerdp_sees_the_target_desktop_with_the_injected_password_then_is_terminate
     let env = TestEnv::new();
     let desk = desktop(&env);
     let gw = rdp_gateway(&env, &desk).start();
-    let port = gw.rdp_port.expect("the RDP front is on");
-    let screen = Xvfb::start(1024, 768).expect("the client's display");
-    let child = xfreerdp(&screen, port, "alice:win-dc01.test", ALICE_PASSWORD)
-        .stdout(client_log(&env))
-        .stderr(client_log(&env))
-        .spawn()
-        .expect("xfreerdp");
-    let mut client = Client(child);
-    let id = gw.wait_one_active();
+    let (screen, mut client, id) = alice_connects(&env, &gw);
     // The target's desktop (a 400x300 red logo) is on the client's screen.
     let red = wait_for_desktop(&screen);
     assert!(
@@ -269,26 +277,13 @@ fn xfreerdp_sees_the_target_desktop_with_the_injected_password_then_is_terminate
         "{s}"
     );
     let show = run(gw.wgctl().args(["session", "show", &id]), T);
-    assert!(text(&show.stdout).contains("rdp"), "{}", text(&show.stdout));
-    assert!(
-        text(&show.stdout).contains("relay latency"),
-        "{}",
-        text(&show.stdout)
-    );
+    assert_stdout_has(&show, "rdp");
+    assert_stdout_has(&show, "relay latency");
 
     watch_in_a_browser(&env, &gw, &desk, &screen, &id);
 
     // Terminated by an operator: the client is disconnected, the session closed with the reason.
-    let out = run(
-        gw.wgctl().args([
-            "session",
-            "terminate",
-            &id,
-            "--reason",
-            "maintenance window",
-        ]),
-        T,
-    );
+    let out = gw.terminate(&id, "maintenance window");
     assert!(out.status.success(), "{}", text(&out.stderr));
     // xfreerdp is told why, in RDP's terms (Set Error Info), says so and exits with its code for
     // a disconnect by the server (2), not a connection error.
@@ -297,12 +292,7 @@ fn xfreerdp_sees_the_target_desktop_with_the_injected_password_then_is_terminate
     let said = std::fs::read_to_string(env.path("xfreerdp.log")).unwrap_or_default();
     assert!(said.contains("ERRINFO_RPC_INITIATED_DISCONNECT"), "{said}");
     assert_eq!(status.code(), Some(2), "{said}");
-    let s = gw.last_closed();
-    assert_eq!(
-        (s["end_reason"].as_str(), s["end_detail"].as_str()),
-        (Some("terminated"), Some("maintenance window")),
-        "{s}"
-    );
+    gw.last_closed_with("terminated", "maintenance window");
 
     // The recording holds the session both ways (timestamped PDUs) and never the account's
     // password: the client's stream after NLA is all the client ever received.
@@ -343,20 +333,24 @@ fn xfreerdp_sees_the_target_desktop_with_the_injected_password_then_is_terminate
     let on_target = red_pixels(&target_rgb);
     let png_file = env.path("end.png");
     let png_path = png_file.to_str().expect("utf-8 path");
-    let out = run(
-        gw.wgctl().args([
-            "recording",
-            "export",
-            &id,
-            "--format",
-            "png",
-            "--at",
-            "1h",
-            "--file",
-            png_path,
-        ]),
-        T,
-    );
+    // `wgctl recording export` of the frame at offset `at` as a PNG into `png_file`.
+    let export_png_at = |at: &str| {
+        run(
+            gw.wgctl().args([
+                "recording",
+                "export",
+                &id,
+                "--format",
+                "png",
+                "--at",
+                at,
+                "--file",
+                png_path,
+            ]),
+            T,
+        )
+    };
+    let out = export_png_at("1h");
     assert!(out.status.success(), "{}", text(&out.stderr));
     let (w, h, rgb) = parse_png(&std::fs::read(&png_file).expect("the exported PNG"));
     assert_eq!(
@@ -370,20 +364,7 @@ fn xfreerdp_sees_the_target_desktop_with_the_injected_password_then_is_terminate
         "replayed frame: {replayed} red pixels, the target's screen: {on_target}"
     );
     // Before the desktop was drawn there is nothing to show, and wgctl says when it appears.
-    let out = run(
-        gw.wgctl().args([
-            "recording",
-            "export",
-            &id,
-            "--format",
-            "png",
-            "--at",
-            "0s",
-            "--file",
-            png_path,
-        ]),
-        T,
-    );
+    let out = export_png_at("0s");
     let err = text(&out.stderr);
     assert!(
         !out.status.success() && err.contains("not on screen yet at 00:00:00.000"),
@@ -480,15 +461,7 @@ fn an_untouched_desktop_is_closed_for_idleness() {
              idle_timeout = \"4s\"\nidle_grace = \"3s\"\n",
         )
         .start();
-    let port = gw.rdp_port.expect("the RDP front is on");
-    let screen = Xvfb::start(1024, 768).expect("the client's display");
-    let child = xfreerdp(&screen, port, "alice:win-dc01.test", ALICE_PASSWORD)
-        .stdout(client_log(&env))
-        .stderr(client_log(&env))
-        .spawn()
-        .expect("xfreerdp");
-    let mut client = Client(child);
-    let id = gw.wait_one_active();
+    let (screen, mut client, id) = alice_connects(&env, &gw);
     // The desktop keeps updating and the client keeps acknowledging frames and moving nothing:
     // none of that is input, so the session is closed for idleness.
     // First the warning, drawn across the top of the client's screen (amber, as the gateway

@@ -234,12 +234,7 @@ fn postgres_and_api_guessing_is_throttled_too() {
 
     // The API: wrong tokens from the attacker's address, then the right one from there.
     let rt = hostile::runtime();
-    let api_port: u16 = gw
-        .api
-        .rsplit(':')
-        .next()
-        .and_then(|p| p.parse().ok())
-        .expect("port");
+    let api_port = gw.api_port();
     let status = |token: &str| -> u16 {
         rt.block_on(async {
             use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -300,13 +295,7 @@ fn hostile_names_are_capped_and_escaped() {
     );
     assert_eq!(code, 200, "{body}");
     let _ = wait_timeout(&mut child, T);
-    let mut err = String::new();
-    use std::io::Read;
-    let _ = child
-        .stderr
-        .take()
-        .expect("stderr")
-        .read_to_string(&mut err);
+    let err = stderr_of(&mut child);
     assert!(
         !err.contains('\u{1b}'),
         "the user's terminal got an escape: {err:?}"

@@ -79,11 +79,7 @@ fn secrets_are_private_files() {
     assert!(line.starts_with("wardengate ready:"), "{line}");
     let _ = child.kill();
     let out = child.wait_with_output().expect("wait");
-    assert!(
-        text(&out.stderr).contains("INSECURE"),
-        "{}",
-        text(&out.stderr)
-    );
+    assert_stderr_has(&out, "INSECURE");
 }
 
 /// `kill -9` a moment after a session printed 283 lines: what the user saw is in the recording
@@ -148,11 +144,7 @@ fn a_hijacked_account_password_is_detected() {
     let id = alert["session_id"].as_str().expect("session").to_string();
     gw.wait_sealed(&id);
     let log = run(gw.wgctl().args(["recording", "play", &id]), T);
-    assert!(
-        text(&log.stdout).contains("ALERT (password change)"),
-        "{}",
-        text(&log.stdout)
-    );
+    assert_stdout_has(&log, "ALERT (password change)");
 
     let out = run(
         gw.psql("alice#billing.test", "").args(["-c", "select 1"]),
@@ -251,11 +243,7 @@ fn audit_tampering_is_named() {
     cut.drain(last_cp - 2..last_cp);
     let out = verify(&write("cut.jsonl", &cut));
     assert_eq!(out.status.code(), Some(1));
-    assert!(
-        text(&out.stdout).contains("deleted"),
-        "{}",
-        text(&out.stdout)
-    );
+    assert_stdout_has(&out, "deleted");
     // One event edited.
     let (i, mut e) = events[3].clone();
     e["actor"] = "mallory".into();
@@ -263,16 +251,8 @@ fn audit_tampering_is_named() {
     edited[i] = e.to_string();
     let out = verify(&write("edited.jsonl", &edited));
     assert_eq!(out.status.code(), Some(1));
-    assert!(
-        text(&out.stdout).contains(&format!("event #{} ", e["seq"])),
-        "{}",
-        text(&out.stdout)
-    );
-    assert!(
-        text(&out.stdout).contains("edited"),
-        "{}",
-        text(&out.stdout)
-    );
+    assert_stdout_has(&out, &format!("event #{} ", e["seq"]));
+    assert_stdout_has(&out, "edited");
     // Edited, and every hash after it recomputed: only the signature catches it.
     let mut prev = String::new();
     let mut rechained = lines.clone();
@@ -290,11 +270,7 @@ fn audit_tampering_is_named() {
     }
     let out = verify(&write("rechained.jsonl", &rechained));
     assert_eq!(out.status.code(), Some(1));
-    assert!(
-        text(&out.stdout).contains("re-chained"),
-        "{}",
-        text(&out.stdout)
-    );
+    assert_stdout_has(&out, "re-chained");
 
     // Behind the gateway's back: the newest events deleted from the store, with the
     // checkpoint rows that signed them. The checkpoint file beside the recordings still
@@ -313,9 +289,5 @@ fn audit_tampering_is_named() {
     let gw = GatewayProc::spawn(gw.config.clone(), gw.data.clone());
     let out = run(gw.wgctl().args(["audit", "verify"]), T);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
-    assert!(
-        text(&out.stdout).contains("deleted"),
-        "{}",
-        text(&out.stdout)
-    );
+    assert_stdout_has(&out, "deleted");
 }

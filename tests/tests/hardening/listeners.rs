@@ -101,12 +101,7 @@ fn stalled_connections_are_closed_at_the_deadline_and_capped_per_source() {
     );
 
     // The API: headers that never end.
-    let api_port: u16 = gw
-        .api
-        .rsplit(':')
-        .next()
-        .and_then(|p| p.parse().ok())
-        .expect("api port");
+    let api_port = gw.api_port();
     let mut c = std_tcp_from(ATTACKER, api_port).expect("connect");
     c.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
         .expect("half a request");

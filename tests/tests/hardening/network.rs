@@ -27,14 +27,6 @@ fn echo_server() -> u16 {
     port
 }
 
-fn api_port(gw: &GatewayProc) -> u16 {
-    gw.api
-        .rsplit(':')
-        .next()
-        .and_then(|p| p.parse().ok())
-        .expect("api port")
-}
-
 /// `ssh -W` to the gateway's own API, to the cloud metadata address and to a host the policy
 /// does not list are refused and audited; a destination the policy names works.
 #[test]
@@ -50,7 +42,7 @@ fn forwarding_goes_only_where_the_policy_says() {
              forward_to = [\"target\", \"127.0.0.1:{echo}\", \"*.internal:5432\"]\n"
         ))
         .start();
-    let api = api_port(&gw);
+    let api = gw.api_port();
     for (dest, why) in [
         (format!("127.0.0.1:{api}"), "loopback or link-local"),
         ("169.254.169.254:80".to_string(), "loopback or link-local"),
@@ -167,19 +159,18 @@ fn cancel_key_guessing_is_rate_limited_and_summarised() {
 /// `data::a_hijacked_account_password_is_detected`.)
 #[test]
 fn the_smaller_findings() {
-    let env = TestEnv::new();
-    let sshd = env.sshd();
     let dead = wardengate_dev::sshd::free_port().expect("port");
-    let gw = env
-        .gateway()
-        .target("web-01.test", &sshd)
-        .target_at("down.test", &format!("127.0.0.1:{dead}"), &sshd.user)
-        .rdp_target("win.test", "127.0.0.1:9", "bob", "unused")
-        .extra(&format!(
-            "[[targets]]\nname = \"db-01.prod\"\naddress = \"{}\"\ntags = {{ env = \"prod\" }}\naccounts = [{{ name = \"x\", secret = \"db/x\" }}]\n\n",
-            sshd.address()
-        ))
-        .start();
+    let (env, _sshd, gw) = with_gateway(|env, sshd| {
+        env.gateway()
+            .target("web-01.test", sshd)
+            .target_at("down.test", &format!("127.0.0.1:{dead}"), &sshd.user)
+            .rdp_target("win.test", "127.0.0.1:9", "bob", "unused")
+            .extra(&format!(
+                "[[targets]]\nname = \"db-01.prod\"\naddress = \"{}\"\ntags = {{ env = \"prod\" }}\naccounts = [{{ name = \"x\", secret = \"db/x\" }}]\n\n",
+                sshd.address()
+            ))
+            .start()
+    });
     let http = reqwest::blocking::Client::new();
     for path in [
         "/healthz",
@@ -230,8 +221,7 @@ fn the_smaller_findings() {
         .expect("tamper");
     let out = run(gw.wgctl().args(["audit", "list"]), T);
     let shown = text(&out.stdout);
-    assert!(shown.contains("hash chain: BROKEN: event #2 "), "{shown}");
-    assert!(shown.contains("was edited"), "{shown}");
+    assert_has_all(&shown, &["hash chain: BROKEN: event #2 ", "was edited"]);
 }
 
 /// A protocol 3.2 client (PostgreSQL 18's libpq can ask for it) gets a 32-byte cancel key

@@ -61,11 +61,7 @@ fn terminate_with_wgctl_reaches_the_user_at_once() {
 
     let missing = wgctl(&gw, &["session", "terminate", &id]);
     assert!(!missing.status.success());
-    assert!(
-        text(&missing.stderr).contains("--reason is required"),
-        "{}",
-        text(&missing.stderr)
-    );
+    assert_stderr_has(&missing, "--reason is required");
 
     let started = Instant::now();
     let out = wgctl(
@@ -106,11 +102,8 @@ fn terminate_with_wgctl_reaches_the_user_at_once() {
     // Again: already closed.
     let again = wgctl(&gw, &["session", "terminate", &id, "--reason", "twice"]);
     assert!(!again.status.success());
-    assert!(
-        text(&again.stderr).contains("already closed") && text(&again.stderr).contains("409"),
-        "{}",
-        text(&again.stderr)
-    );
+    assert_stderr_has(&again, "already closed");
+    assert_stderr_has(&again, "409");
 }
 
 #[test]
@@ -183,11 +176,7 @@ fn api_status_codes_and_filters() {
         ],
     );
     assert!(out.status.success(), "{}", text(&out.stderr));
-    assert!(
-        text(&out.stdout).contains("1 session(s) terminated"),
-        "{}",
-        text(&out.stdout)
-    );
+    assert_stdout_has(&out, "1 session(s) terminated");
     let (_, err) = finish(child);
     assert!(err.contains("maintenance window"), "{err}");
 }
@@ -353,14 +342,8 @@ fn a_killed_gateway_leaves_no_session_open_after_restart() {
 
 #[test]
 fn terminate_during_setup_still_tells_the_user() {
-    let env = TestEnv::new();
-    let sshd = env.sshd();
     // The target leg takes 2 s: the session is admitted but not yet active when terminated.
-    let slow = delayed_proxy(sshd.address(), Duration::from_secs(2));
-    let gw = env
-        .gateway()
-        .target_at("slow.test", &format!("127.0.0.1:{slow}"), &sshd.user)
-        .start();
+    let (env, _sshd, gw) = slow_target(Duration::from_secs(2));
     let child = long_session(&gw, &env, "alice:slow.test");
     let s = gw.wait_sessions("?state=approved", Duration::from_secs(20), |s| s.len() == 1);
     assert_eq!(s.len(), 1, "session should wait in approved: {s:?}");

@@ -94,66 +94,32 @@ fn a_broken_policy_file_is_rejected_with_file_line_and_key() {
 
 #[test]
 fn explain_names_the_admitting_policy_and_why_others_did_not_match() {
-    let env = TestEnv::new();
-    let sshd = env.sshd();
-    let gw = env
-        .gateway()
-        .target("web-01.test", &sshd)
-        .gateway_lines(&format!("policy_files = [\"{}\"]", fixtures().display()))
-        .start();
-    let out = run(
-        gw.wgctl().args([
-            "policy",
-            "explain",
-            "--actor",
-            "alice",
-            "--target",
-            "web-01.test",
-            "--protocol",
-            "ssh",
-        ]),
-        T,
-    );
+    let (env, _sshd, gw) = standard_with(|gw| {
+        gw.gateway_lines(&format!("policy_files = [\"{}\"]", fixtures().display()))
+    });
+    let out = gw.policy_explain("alice", "web-01.test", &["--protocol", "ssh"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let s = text(&out.stdout);
-    assert!(s.contains("ADMITTED by policy sre-test"), "{s}");
-    assert!(s.contains("target web-01.test lacks tag env=dev"), "{s}");
-    assert!(
-        s.contains("actor alice (groups sre) is not among its users/groups"),
-        "{s}"
+    assert_has_all(
+        &s,
+        &[
+            "ADMITTED by policy sre-test",
+            "target web-01.test lacks tag env=dev",
+            "actor alice (groups sre) is not among its users/groups",
+        ],
     );
     assert!(
         s.contains("fixtures/policies/sre.toml:"),
         "sources are shown: {s}"
     );
-    let out = run(
-        gw.wgctl().args([
-            "policy",
-            "explain",
-            "--actor",
-            "alice",
-            "--target",
-            "web-01.test",
-            "--protocol",
-            "postgres",
-            "-o",
-            "json",
-        ]),
-        T,
+    let out = gw.policy_explain(
+        "alice",
+        "web-01.test",
+        &["--protocol", "postgres", "-o", "json"],
     );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
     assert_eq!(v["admitted_by"], "sre-test", "{v}");
-    let out = run(
-        gw.wgctl().args([
-            "policy",
-            "explain",
-            "--actor",
-            "mallory",
-            "--target",
-            "web-01.test",
-        ]),
-        T,
-    );
+    let out = gw.policy_explain("mallory", "web-01.test", &[]);
     assert_eq!(out.status.code(), Some(1));
     assert_stderr_has(&out, "unknown user 'mallory'");
     // session show names the admitting policy and where it was defined.
@@ -166,8 +132,7 @@ fn explain_names_the_admitting_policy_and_why_others_did_not_match() {
         s.contains("sre-test (") && s.contains("gateway.toml:"),
         "{s}"
     );
-    assert!(s.contains("admits: matches group sre, tag env=test"), "{s}");
-    assert!(s.contains("idle=15m"), "{s}");
+    assert_has_all(&s, &["admits: matches group sre, tag env=test", "idle=15m"]);
 }
 
 #[test]
@@ -219,11 +184,7 @@ fn reload_applies_to_new_sessions_only_and_a_broken_file_keeps_the_old_policies(
     assert_stderr_has(&out, &format!("{} line 3", file.display()));
     assert_eq!(gw.audit("policy.reload_failed").len(), 1);
     let list = run(gw.wgctl().args(["policy", "list"]), T);
-    assert!(
-        text(&list.stdout).contains("bob-only"),
-        "{}",
-        text(&list.stdout)
-    );
+    assert_stdout_has(&list, "bob-only");
 
     // Back to allowing alice, through the API.
     std::fs::write(&file, allow).expect("write");

@@ -40,11 +40,7 @@ fn a_real_session_is_recorded_verified_and_exported() {
         Some(b"echo recorded-$((20+22))\nexit 0\n".to_vec()),
         T,
     );
-    assert!(
-        text(&out.stdout).contains("recorded-42"),
-        "{}",
-        text(&out.stdout)
-    );
+    assert_stdout_has(&out, "recorded-42");
     let id = gw.last_closed()["id"].as_str().expect("id").to_string();
     let dir = sealed_dir(&gw, &id);
 
@@ -142,22 +138,12 @@ fn terminate_prints_the_seal_and_tampering_is_detected() {
     std::fs::write(&chunk, b).expect("write");
     let bad = run(gw.wgctl().args(["recording", "verify"]).arg(&dir), T);
     assert!(!bad.status.success());
-    assert!(
-        text(&bad.stderr).contains("chunk 0 was modified"),
-        "{}",
-        text(&bad.stderr)
-    );
+    assert_stderr_has(&bad, "chunk 0 was modified");
 }
 
 #[test]
 fn a_killed_gateway_leaves_a_truncated_recording_that_verifies() {
-    let env = TestEnv::new();
-    let sshd = env.sshd();
-    let gw = env
-        .gateway()
-        .target("web-01.test", &sshd)
-        .extra("[recording]\nchunk_bytes = 2048\n")
-        .start();
+    let (env, _sshd, gw) = standard_with(|gw| gw.extra("[recording]\nchunk_bytes = 2048\n"));
     let mut c = gw.ssh(&env, "alice:web-01.test");
     c.arg("for i in $(seq 1 2000); do echo crash-line-$i; done; sleep 600");
     c.stdin(Stdio::null())
@@ -234,13 +220,7 @@ fn an_unwritable_recording_store_refuses_the_session() {
 
 #[test]
 fn input_can_be_left_out_of_recordings() {
-    let env = TestEnv::new();
-    let sshd = env.sshd();
-    let gw = env
-        .gateway()
-        .target("web-01.test", &sshd)
-        .extra("[recording]\ninput = false\n")
-        .start();
+    let (env, _sshd, gw) = standard_with(|gw| gw.extra("[recording]\ninput = false\n"));
     let mut c = gw.ssh(&env, "alice:web-01.test");
     c.arg("-tt");
     let out = run_with_input(
@@ -261,13 +241,7 @@ fn input_can_be_left_out_of_recordings() {
 
 #[test]
 fn a_recording_that_fails_mid_session_ends_the_session_with_a_message() {
-    let env = TestEnv::new();
-    let sshd = env.sshd();
-    let gw = env
-        .gateway()
-        .target("web-01.test", &sshd)
-        .extra("[recording]\nchunk_bytes = 1024\n")
-        .start();
+    let (env, _sshd, gw) = standard_with(|gw| gw.extra("[recording]\nchunk_bytes = 1024\n"));
     let mut c = gw.ssh(&env, "alice:web-01.test");
     c.args(["-o", "LogLevel=INFO"])
         .arg("while true; do echo still-running; sleep 0.05; done");
@@ -281,13 +255,7 @@ fn a_recording_that_fails_mid_session_ends_the_session_with_a_message() {
     let status = wait_timeout(&mut child, Duration::from_secs(20))
         .expect("the session must end, not run unrecorded");
     assert_eq!(status.code(), Some(255));
-    let mut err = String::new();
-    use std::io::Read;
-    let _ = child
-        .stderr
-        .take()
-        .expect("stderr")
-        .read_to_string(&mut err);
+    let err = stderr_of(&mut child);
     assert!(
         err.contains("the session recording could not be written"),
         "{err}"

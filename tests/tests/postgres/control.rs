@@ -5,10 +5,22 @@
 
 use std::time::{Duration, Instant};
 
+use wardengate_dev::postgres::PgCluster;
 use wardengate_tests::pg::*;
 use wardengate_tests::*;
 
 const T: Duration = Duration::from_secs(60);
+
+/// Wait until `count` (a `select count(*)` on the target cluster) answers `want`; fails with
+/// `what` when it still does not after `T`.
+#[track_caller]
+fn wait_for_count(pg: &PgCluster, count: &str, want: &str, what: &str) {
+    let deadline = Instant::now() + T;
+    while pg.psql("postgres", count).expect("psql").trim() != want {
+        assert!(Instant::now() < deadline, "{what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
 
 #[test]
 fn idle_counts_from_ready_for_query_and_ends_with_57p05() {
@@ -17,10 +29,7 @@ fn idle_counts_from_ready_for_query_and_ends_with_57p05() {
     let gw = pg_targets(env.gateway(), &pg)
         .policies("[[policies]]\nname = \"dba-idle\"\ngroups = [\"sre\"]\ntarget_tags = [\"env=test\"]\nidle_timeout = \"1s\"\nidle_grace = \"1s\"\n")
         .start();
-    let port = gw.pg_port.expect("pg port");
-    let rt = tokio::runtime::Runtime::new().expect("runtime");
-    let (client, mut messages) = rt.block_on(driver(port, ""));
-    let id = gw.wait_one_active();
+    let (rt, client, mut messages, id) = driver_session(&gw, "");
     rt.block_on(async {
         // Three seconds inside one statement: never idle, however long it runs.
         client
@@ -75,44 +84,25 @@ fn idle_counts_from_ready_for_query_and_ends_with_57p05() {
 #[test]
 fn terminate_cancels_upstream_then_tells_the_client() {
     let (_env, pg, gw) = pg_standard();
-    let port = gw.pg_port.expect("pg port");
-    let rt = tokio::runtime::Runtime::new().expect("runtime");
-    let (client, mut messages) = rt.block_on(driver(port, ""));
-    let id = gw.wait_one_active();
+    let (rt, client, mut messages, id) = driver_session(&gw, "");
     rt.block_on(client.batch_execute("begin; select 1"))
         .expect("begin");
     let show = run(gw.wgctl().args(["session", "show", &id]), T);
-    assert!(
-        text(&show.stdout).contains("activity:     idle in transaction"),
-        "{}",
-        text(&show.stdout)
-    );
+    assert_stdout_has(&show, "activity:     idle in transaction");
     let query = rt.spawn(async move {
         let r = client.batch_execute("select pg_sleep(60)").await;
         (r, client)
     });
     // Wait until the statement runs on the target.
-    let deadline = Instant::now() + T;
-    while pg.psql("postgres", "select count(*) from pg_stat_activity where query = 'select pg_sleep(60)' and state = 'active'").expect("psql").trim() != "1" {
-        assert!(Instant::now() < deadline, "the statement never started");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_for_count(
+        &pg,
+        "select count(*) from pg_stat_activity where query = 'select pg_sleep(60)' and state = 'active'",
+        "1",
+        "the statement never started",
+    );
     let show = run(gw.wgctl().args(["session", "show", &id]), T);
-    assert!(
-        text(&show.stdout).contains("activity:     active"),
-        "{}",
-        text(&show.stdout)
-    );
-    let out = run(
-        gw.wgctl().args([
-            "session",
-            "terminate",
-            &id,
-            "--reason",
-            "runaway query during incident 42",
-        ]),
-        T,
-    );
+    assert_stdout_has(&show, "activity:     active");
+    let out = gw.terminate(&id, "runaway query during incident 42");
     assert!(out.status.success(), "{}", text(&out.stderr));
     let (r, _client) = rt.block_on(query).expect("join");
     let err = r.expect_err("the statement was stopped");
@@ -142,20 +132,11 @@ fn terminate_cancels_upstream_then_tells_the_client() {
         "0",
         "the running statement was cancelled upstream"
     );
-    let s = gw.last_closed();
-    assert_eq!(
-        (s["end_reason"].as_str(), s["end_detail"].as_str()),
-        (Some("terminated"), Some("runaway query during incident 42")),
-        "{s}"
-    );
+    gw.last_closed_with("terminated", "runaway query during incident 42");
     // The interrupted statement is in the query log, with what happened to it.
     gw.wait_sealed(&id);
-    let out = run(
-        gw.wgctl()
-            .args(["recording", "export", &id, "--format", "jsonl"]),
-        T,
-    );
-    let sleep = text(&out.stdout)
+    let sleep = gw
+        .recording_export(&id, "jsonl")
         .lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
         .find(|v| v["type"] == "query" && v["statement"] == "select pg_sleep(60)")
@@ -170,10 +151,7 @@ fn terminate_cancels_upstream_then_tells_the_client() {
 #[test]
 fn an_operator_shadows_the_live_query_log() {
     let (_env, _pg, gw) = pg_standard();
-    let port = gw.pg_port.expect("pg port");
-    let rt = tokio::runtime::Runtime::new().expect("runtime");
-    let (client, mut messages) = rt.block_on(driver(port, ""));
-    let id = gw.wait_one_active();
+    let (rt, client, mut messages, id) = driver_session(&gw, "");
     let w = gw.watch(&id, None);
     assert_eq!(w.status, 200, "{}", w.error);
     w.wait("the attach line", T, |e| {
@@ -227,21 +205,15 @@ fn psql_always_hears_why_a_running_statement_was_terminated() {
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped());
         let child = c.spawn().expect("psql");
-        let deadline = Instant::now() + T;
-        while pg.psql("postgres", running).expect("psql").trim() != "1" {
-            assert!(
-                Instant::now() < deadline,
-                "run {i}: the statement never started"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        wait_for_count(
+            &pg,
+            running,
+            "1",
+            &format!("run {i}: the statement never started"),
+        );
         let id = gw.wait_one_active();
         let reason = format!("incident run {i}");
-        let out = run(
-            gw.wgctl()
-                .args(["session", "terminate", &id, "--reason", &reason]),
-            T,
-        );
+        let out = gw.terminate(&id, &reason);
         assert!(out.status.success(), "{}", text(&out.stderr));
         let out = child.wait_with_output().expect("psql ends");
         let err = text(&out.stderr);
@@ -255,13 +227,11 @@ fn psql_always_hears_why_a_running_statement_was_terminated() {
             !err.contains("canceling statement due to user request"),
             "run {i}: the cancel reached psql before the reason: {err}"
         );
-        let deadline = Instant::now() + T;
-        while pg.psql("postgres", running).expect("psql").trim() != "0" {
-            assert!(
-                Instant::now() < deadline,
-                "run {i}: the statement kept running upstream"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        wait_for_count(
+            &pg,
+            running,
+            "0",
+            &format!("run {i}: the statement kept running upstream"),
+        );
     }
 }

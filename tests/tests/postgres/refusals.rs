@@ -111,25 +111,15 @@ fn denials_carry_their_sqlstate_and_psql_prints_them() {
         (Some("target"), Some(1), Some(1)),
         "{detail}"
     );
-    let out = run(
-        gw.psql("alice#billing.test", "sslmode=require")
-            .args(["-c", "select 1"]),
-        T,
+    let err = gw.psql_stderr("alice#billing.test", "sslmode=require", "select 1");
+    assert_has_all(
+        &err,
+        &[
+            "FATAL:  wardengate: target at capacity: billing.test 1/1",
+            "DETAIL:  {\"current\":1,\"limit\":1,\"scope\":\"target\"",
+        ],
     );
-    let err = text(&out.stderr);
-    assert!(
-        err.contains("FATAL:  wardengate: target at capacity: billing.test 1/1"),
-        "{err}"
-    );
-    assert!(
-        err.contains("DETAIL:  {\"current\":1,\"limit\":1,\"scope\":\"target\""),
-        "{err}"
-    );
-    let out = run(
-        gw.wgctl()
-            .args(["session", "terminate", &held, "--reason", "free the slot"]),
-        T,
-    );
+    let out = gw.terminate(&held, "free the slot");
     assert!(out.status.success(), "{}", text(&out.stderr));
     let _ = wait_timeout(&mut holder, T);
 
@@ -215,11 +205,7 @@ fn hostile_startup_packets_get_clear_errors() {
             .args(["-c", "IDENTIFY_SYSTEM"]),
         T,
     );
-    assert!(
-        text(&out.stderr).contains("replication connections are not supported"),
-        "{}",
-        text(&out.stderr)
-    );
+    assert_stderr_has(&out, "replication connections are not supported");
     assert!(gw.sessions("?state=active").is_empty());
     assert!(!gw.log().contains("panicked"), "{}", gw.log());
 }
@@ -329,12 +315,7 @@ fn target_down_fails_the_session_and_frees_the_slot() {
         .gateway()
         .pg_target("billing.test", &addr, "billing_ro", RO_PASSWORD)
         .start();
-    let out = run(
-        gw.psql("alice#billing.test", "sslmode=disable")
-            .args(["-c", "select 1"]),
-        T,
-    );
-    let err = text(&out.stderr);
+    let err = gw.psql_stderr("alice#billing.test", "sslmode=disable", "select 1");
     assert!(
         err.contains("FATAL:  wardengate: cannot connect to target billing.test"),
         "{err}"

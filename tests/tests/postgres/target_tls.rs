@@ -99,11 +99,7 @@ fn target_tls_verify_full_require_and_a_wrong_ca() {
         let e = r.expect_err("cancelled");
         assert_eq!(e.code(), Some(&tokio_postgres::error::SqlState::QUERY_CANCELED), "{e}");
     });
-    let out = run(
-        gw.psql("alice#spoofed.test", "").args(["-c", "select 1"]),
-        T,
-    );
-    let err = text(&out.stderr);
+    let err = gw.psql_stderr("alice#spoofed.test", "", "select 1");
     assert!(
         err.contains("TLS with target localhost:") && err.contains("invalid peer certificate"),
         "{err}"

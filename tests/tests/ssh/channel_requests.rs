@@ -40,16 +40,28 @@ async fn read_until(
     (text, other)
 }
 
+/// alice's russh connection to web-01.test through the gateway, and a session channel on it
+/// (keep the connection: dropping it ends the channel).
+async fn alice_session_channel(
+    env: &TestEnv,
+    gw: &GatewayProc,
+) -> (
+    russh::client::Handle<russh_client::AcceptAnyHostKey>,
+    russh::Channel<russh::client::Msg>,
+) {
+    let key = russh_client::load_key(&env.alice_key).expect("key");
+    let h = russh_client::connect(gw.ssh_port, "alice:web-01.test", key)
+        .await
+        .expect("connect");
+    let ch = h.channel_open_session().await.expect("channel");
+    (h, ch)
+}
+
 #[test]
 fn window_change_reaches_the_target_pty() {
     let (env, _sshd, gw) = standard();
-    let rt = runtime();
-    let key = russh_client::load_key(&env.alice_key).expect("key");
-    rt.block_on(async {
-        let h = russh_client::connect(gw.ssh_port, "alice:web-01.test", key)
-            .await
-            .expect("connect");
-        let mut ch = h.channel_open_session().await.expect("channel");
+    runtime().block_on(async {
+        let (_connection, mut ch) = alice_session_channel(&env, &gw).await;
         ch.request_pty(true, "xterm", 80, 24, 0, 0, &[])
             .await
             .expect("pty");
@@ -74,13 +86,10 @@ fn signal_request_reaches_the_target_sshd() {
     // connection ("session signalling requires privilege separation"), so what is checked is
     // that the request crossed the gateway: sshd logs its refusal.
     let (env, sshd, gw) = standard();
+    // Kept until the end: its tasks carry the connection while the signal goes out.
     let rt = runtime();
-    let key = russh_client::load_key(&env.alice_key).expect("key");
     rt.block_on(async {
-        let h = russh_client::connect(gw.ssh_port, "alice:web-01.test", key)
-            .await
-            .expect("connect");
-        let mut ch = h.channel_open_session().await.expect("channel");
+        let (_connection, mut ch) = alice_session_channel(&env, &gw).await;
         ch.exec(true, "echo started; exec sleep 30")
             .await
             .expect("exec");

@@ -103,32 +103,16 @@ fn each_level_denies_with_its_text_and_structured_detail() {
 
 #[test]
 fn the_most_specific_value_wins() {
-    let env = TestEnv::new();
-    let sshd = env.sshd();
     // The global user limit is 1, but alice's group allows 2.
-    let gw = env
-        .gateway()
-        .target("web-01.test", &sshd)
-        .extra("[limits]\nmax_sessions_per_user = 1\n[[groups]]\nname = \"sre\"\nmembers = [\"alice\"]\nmax_sessions = 2\n")
-        .start();
+    let (env, _sshd, gw) = standard_with(|gw| {
+        gw.extra("[limits]\nmax_sessions_per_user = 1\n[[groups]]\nname = \"sre\"\nmembers = [\"alice\"]\nmax_sessions = 2\n")
+    });
     let _a = hold(&gw, &env);
     let _b = hold(&gw, &env);
     wait_active(&gw, 2);
     let out = run(gw.ssh(&env, "alice:web-01.test").arg("true"), T);
     assert_stderr_has(&out, "user at capacity: alice 2/2");
-    let ex = run(
-        gw.wgctl().args([
-            "policy",
-            "explain",
-            "--actor",
-            "alice",
-            "--target",
-            "web-01.test",
-            "-o",
-            "json",
-        ]),
-        T,
-    );
+    let ex = gw.policy_explain("alice", "web-01.test", &["-o", "json"]);
     let v: serde_json::Value = serde_json::from_slice(&ex.stdout).expect("json");
     assert_eq!(v["limits"]["actor"], 2, "{v}");
     assert_eq!(v["current"]["actor"], 2, "{v}");
@@ -136,16 +120,12 @@ fn the_most_specific_value_wins() {
 
 #[test]
 fn a_hundred_simultaneous_attempts_never_exceed_the_limit() {
-    let env = TestEnv::new();
-    let sshd = env.sshd();
-    let gw = env
-        .gateway()
-        .target("web-01.test", &sshd)
-        .extra("[limits]\nmax_sessions_per_target = 5\n")
-        // A hundred logins at once from one address: more than the default per-source cap on
-        // unauthenticated connections (16), which would close most of them before they spoke.
-        .security_lines("max_unauthenticated_per_source = 128")
-        .start();
+    let (env, _sshd, gw) = standard_with(|gw| {
+        gw.extra("[limits]\nmax_sessions_per_target = 5\n")
+            // A hundred logins at once from one address: more than the default per-source cap on
+            // unauthenticated connections (16), which would close most of them before they spoke.
+            .security_lines("max_unauthenticated_per_source = 128")
+    });
     let barrier = std::sync::Arc::new(std::sync::Barrier::new(100));
     let handles: Vec<_> = (0..100)
         .map(|_| {
@@ -177,13 +157,9 @@ fn a_hundred_simultaneous_attempts_never_exceed_the_limit() {
 
 #[test]
 fn evict_oldest_terminates_the_oldest_session_with_reason_concurrency() {
-    let env = TestEnv::new();
-    let sshd = env.sshd();
-    let gw = env
-        .gateway()
-        .target("web-01.test", &sshd)
-        .extra("[limits]\nmax_sessions_per_user = 1\non_limit = \"evict_oldest\"\n")
-        .start();
+    let (env, _sshd, gw) = standard_with(|gw| {
+        gw.extra("[limits]\nmax_sessions_per_user = 1\non_limit = \"evict_oldest\"\n")
+    });
     let mut oldest = hold(&gw, &env);
     wait_active(&gw, 1);
     let first = gw.wait_one_active();

@@ -54,9 +54,7 @@ fn wgctl(gw: &GatewayProc, token: &str, args: &[&str]) -> std::process::Output {
 
 #[test]
 fn alice_hands_her_shell_to_dan() {
-    let env = TestEnv::new();
-    let sshd = env.sshd();
-    let gw = gateway(&env, &sshd, "60s");
+    let (env, _sshd, gw) = with_gateway(|env, sshd| gateway(env, sshd, "60s"));
     let tmux = Tmux::new(env.dir.path());
     let id = shell(&tmux, &gw, &env, "alice", "alice:web.test");
     tmux.line("alice", "export MARK=$((1000+234)); echo mark-$MARK");
@@ -77,11 +75,7 @@ fn alice_hands_her_shell_to_dan() {
         ],
     );
     assert!(out.status.success(), "{}", text(&out.stderr));
-    assert!(
-        text(&out.stdout).contains(&format!("offered {id} to dan")),
-        "{}",
-        text(&out.stdout)
-    );
+    assert_stdout_has(&out, &format!("offered {id} to dan"));
     tmux.expect(
         "alice",
         "alice offered this session to dan (shift change)",
@@ -91,20 +85,12 @@ fn alice_hands_her_shell_to_dan() {
     assert_eq!(s["handoff"]["to"], "dan", "{s}");
     // dan sees the session offered to him; mallory sees nothing of it and cannot take it.
     let dans = wgctl(&gw, DAN_TOKEN, &["session", "list", "-o", "json"]);
-    assert!(text(&dans.stdout).contains(&id), "{}", text(&dans.stdout));
+    assert_stdout_has(&dans, &id);
     let mal = wgctl(&gw, MALLORY_TOKEN, &["session", "accept", &id]);
     assert!(!mal.status.success());
-    assert!(
-        text(&mal.stderr).contains("HTTP 404"),
-        "{}",
-        text(&mal.stderr)
-    );
+    assert_stderr_has(&mal, "HTTP 404");
     let mal = wgctl(&gw, MALLORY_TOKEN, &["session", "shadow", &id]);
-    assert!(
-        text(&mal.stderr).contains("HTTP 403"),
-        "{}",
-        text(&mal.stderr)
-    );
+    assert_stderr_has(&mal, "HTTP 403");
 
     // dan accepts: ownership moves, alice is told and detached.
     let out = wgctl(&gw, DAN_TOKEN, &["session", "accept", &id]);
@@ -195,21 +181,10 @@ fn alice_hands_her_shell_to_dan() {
             assert_eq!(e["actor"], "dan", "{e}");
         }
     }
-    let out = run(
-        gw.wgctl()
-            .args(["recording", "export", &id, "--format", "jsonl"]),
-        T,
-    );
-    let jsonl = text(&out.stdout);
-    assert!(jsonl.contains("alice -> dan: shift change"), "{jsonl}");
-    assert!(jsonl.contains("taken-over"), "{jsonl}");
+    let jsonl = gw.recording_export(&id, "jsonl");
+    assert_has_all(&jsonl, &["alice -> dan: shift change", "taken-over"]);
     // The recording has both owners' work in one stream.
-    let play = run(
-        gw.wgctl()
-            .args(["recording", "export", &id, "--format", "text"]),
-        T,
-    );
-    let played = text(&play.stdout);
+    let played = gw.recording_export(&id, "text");
     assert!(
         played.contains("mark-1234") && played.contains("again-1234"),
         "{played}"
@@ -218,9 +193,7 @@ fn alice_hands_her_shell_to_dan() {
 
 #[test]
 fn offers_that_expire_or_are_declined_change_nothing() {
-    let env = TestEnv::new();
-    let sshd = env.sshd();
-    let gw = gateway(&env, &sshd, "2s");
+    let (env, _sshd, gw) = with_gateway(|env, sshd| gateway(env, sshd, "2s"));
     let tmux = Tmux::new(env.dir.path());
     let id = shell(&tmux, &gw, &env, "alice", "alice:web.test");
 
@@ -239,21 +212,14 @@ fn offers_that_expire_or_are_declined_change_nothing() {
             "session", "handoff", &id, "--to", "mallory", "--reason", "x",
         ],
     );
-    assert!(
-        text(&out.stderr).contains("cannot hand session") && text(&out.stderr).contains("HTTP 403"),
-        "{}",
-        text(&out.stderr)
-    );
+    assert_stderr_has(&out, "cannot hand session");
+    assert_stderr_has(&out, "HTTP 403");
     let out = wgctl(
         &gw,
         ALICE_TOKEN,
         &["session", "handoff", &id, "--to", "dan"],
     );
-    assert!(
-        text(&out.stderr).contains("--reason is required"),
-        "{}",
-        text(&out.stderr)
-    );
+    assert_stderr_has(&out, "--reason is required");
     let out = wgctl(
         &gw,
         MALLORY_TOKEN,
@@ -261,11 +227,7 @@ fn offers_that_expire_or_are_declined_change_nothing() {
             "session", "handoff", &id, "--to", "mallory", "--reason", "mine",
         ],
     );
-    assert!(
-        text(&out.stderr).contains("HTTP 404"),
-        "{}",
-        text(&out.stderr)
-    );
+    assert_stderr_has(&out, "HTTP 404");
     let mut cmd = gw.ssh(&env, "alice:web.test");
     let _batch = wardengate_tests::live::Live::spawn(cmd.arg("sleep 30"));
     let live = gw.wait_sessions("?state=active", T, |s| s.len() == 2);
@@ -279,11 +241,7 @@ fn offers_that_expire_or_are_declined_change_nothing() {
         ALICE_TOKEN,
         &["session", "handoff", batch, "--to", "dan", "--reason", "x"],
     );
-    assert!(
-        text(&out.stderr).contains("has no terminal to hand over"),
-        "{}",
-        text(&out.stderr)
-    );
+    assert_stderr_has(&out, "has no terminal to hand over");
 
     // Expired: after the window, accepting fails and alice still owns it.
     let out = wgctl(

@@ -36,9 +36,7 @@ fn gateway(env: &TestEnv, sshd: &wardengate_dev::sshd::Sshd) -> GatewayProc {
 
 #[test]
 fn idle_sessions_are_warned_then_closed_whatever_keepalives_and_output_say() {
-    let env = TestEnv::new();
-    let sshd = env.sshd();
-    let gw = gateway(&env, &sshd);
+    let (env, _sshd, gw) = with_gateway(gateway);
 
     // 1. An interactive shell whose client sends keepalives every second, and nothing else.
     let mut quiet =
@@ -92,9 +90,7 @@ fn idle_sessions_are_warned_then_closed_whatever_keepalives_and_output_say() {
 
 #[test]
 fn typing_during_the_grace_keeps_the_session() {
-    let env = TestEnv::new();
-    let sshd = env.sshd();
-    let gw = gateway(&env, &sshd);
+    let (env, _sshd, gw) = with_gateway(gateway);
     let mut c = Live::spawn(gw.ssh(&env, "alice:idle.test").arg("-tt"));
     c.expect("it will be closed in 2s", T);
     c.send("echo still-$((40+2))\n");
@@ -112,9 +108,7 @@ fn typing_during_the_grace_keeps_the_session() {
 
 #[test]
 fn lifespan_is_absolute_with_a_warning_first() {
-    let env = TestEnv::new();
-    let sshd = env.sshd();
-    let gw = gateway(&env, &sshd);
+    let (env, _sshd, gw) = with_gateway(gateway);
     let mut c = Live::spawn(gw.ssh(&env, "alice:life.test").arg("-tt"));
     c.expect(
         "reaches its maximum lifespan of 5s in 3s (policy 'short-life')",

@@ -66,9 +66,7 @@ fn one(
 
 #[test]
 fn resume_after_kill_9_reattaches_the_same_session_with_its_screen() {
-    let env = TestEnv::new();
-    let sshd = env.sshd();
-    let gw = gateway(&env, &sshd);
+    let (env, _sshd, gw) = with_gateway(gateway);
     let mut first = shell(&gw, &env, "resume.test");
     // The shell computes the marker, so seeing it proves the target ran our command.
     first.send("export WG=resumed; echo MARK-$((6*7))-$WG\n");
@@ -115,14 +113,8 @@ fn resume_after_kill_9_reattaches_the_same_session_with_its_screen() {
     let ended = gw.wait_sealed(&id);
     assert_eq!(ended["end_reason"], "client_exit", "{ended}");
     // The recording is one piece with a `resumed` marker, and verifies.
-    let out = run(
-        gw.wgctl()
-            .args(["recording", "export", &id, "--format", "jsonl"]),
-        T,
-    );
-    let jsonl = text(&out.stdout);
-    assert!(jsonl.contains("\"paused\""), "{jsonl}");
-    assert!(jsonl.contains("\"resumed\""), "{jsonl}");
+    let jsonl = gw.recording_export(&id, "jsonl");
+    assert_has_all(&jsonl, &["\"paused\"", "\"resumed\""]);
     assert!(
         jsonl.contains("again-2-resumed"),
         "input after the resume is recorded"
@@ -133,9 +125,7 @@ fn resume_after_kill_9_reattaches_the_same_session_with_its_screen() {
 
 #[test]
 fn resume_window_expiry_ends_the_session_and_strict_ends_at_once() {
-    let env = TestEnv::new();
-    let sshd = env.sshd();
-    let gw = gateway(&env, &sshd);
+    let (env, _sshd, gw) = with_gateway(gateway);
     let mut strict = shell(&gw, &env, "strict.test");
     strict.send("echo strict-$((2+3))\n");
     strict.expect("strict-5", T);
@@ -168,9 +158,7 @@ fn resume_window_expiry_ends_the_session_and_strict_ends_at_once() {
 
 #[test]
 fn reauth_opens_a_new_session_linked_to_the_dropped_one() {
-    let env = TestEnv::new();
-    let sshd = env.sshd();
-    let gw = gateway(&env, &sshd);
+    let (env, _sshd, gw) = with_gateway(gateway);
     let mut first = shell(&gw, &env, "reauth.test");
     first.send("echo reauth-$((3+4))\n");
     first.expect("reauth-7", T);

@@ -51,31 +51,36 @@ fn unregistered_key_is_refused() {
     let other = wardengate_gateway::keys::generate_ed25519("other").expect("key");
     let other_path = env.path("other_key");
     wardengate_gateway::keys::write_keypair(&other_path, &other).expect("write");
-    let mut c = Command::new("ssh");
-    c.args([
-        "-o",
-        "StrictHostKeyChecking=no",
-        "-o",
-        "UserKnownHostsFile=/dev/null",
-        "-o",
-        "IdentitiesOnly=yes",
-    ])
-    .args([
+    // `ssh alice:web-01.test true` with `options`, offering only the key the gateway does not know.
+    let ssh_with_other_key = |options: &[&str]| {
+        let mut c = Command::new("ssh");
+        c.args([
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+            "-o",
+            "IdentitiesOnly=yes",
+        ])
+        .args(options)
+        .arg("-i")
+        .arg(&other_path)
+        .args([
+            "-p",
+            &gw.ssh_port.to_string(),
+            "alice:web-01.test@127.0.0.1",
+            "true",
+        ]);
+        c
+    };
+    let mut c = ssh_with_other_key(&[
         "-o",
         "PreferredAuthentications=publickey,keyboard-interactive",
         "-o",
         "BatchMode=no",
-    ])
-    .env("SSH_ASKPASS", "/bin/false")
-    .env("SSH_ASKPASS_REQUIRE", "force")
-    .arg("-i")
-    .arg(&other_path)
-    .args([
-        "-p",
-        &gw.ssh_port.to_string(),
-        "alice:web-01.test@127.0.0.1",
-        "true",
     ]);
+    c.env("SSH_ASKPASS", "/bin/false")
+        .env("SSH_ASKPASS_REQUIRE", "force");
     let out = run(&mut c, T);
     assert_eq!(out.status.code(), Some(255));
     // alice has a password, so keyboard-interactive asks for it; askpass fails, nothing is accepted.
@@ -84,28 +89,7 @@ fn unregistered_key_is_refused() {
         .iter()
         .all(|s| s["state"] != "active"));
     // Batch clients get the plain refusal.
-    let out = run(
-        Command::new("ssh")
-            .args([
-                "-o",
-                "StrictHostKeyChecking=no",
-                "-o",
-                "UserKnownHostsFile=/dev/null",
-                "-o",
-                "IdentitiesOnly=yes",
-                "-o",
-                "BatchMode=yes",
-            ])
-            .arg("-i")
-            .arg(&other_path)
-            .args([
-                "-p",
-                &gw.ssh_port.to_string(),
-                "alice:web-01.test@127.0.0.1",
-                "true",
-            ]),
-        T,
-    );
+    let out = run(&mut ssh_with_other_key(&["-o", "BatchMode=yes"]), T);
     assert_eq!(out.status.code(), Some(255));
     assert_stderr_has(&out, "Permission denied");
 }
@@ -149,18 +133,17 @@ fn wrong_password_is_told_and_audited_and_right_password_works() {
 
 #[test]
 fn unknown_target_no_permission_and_account_errors_are_specific() {
-    let env = TestEnv::new();
-    let sshd = env.sshd();
-    let gw = env
-        .gateway()
-        .target("web-01.test", &sshd)
-        .extra(&format!(
-            "[[targets]]\nname = \"db-01.prod\"\naddress = \"{a}\"\ntags = {{ env = \"prod\" }}\naccounts = [{{ name = \"x\", secret = \"db/x\" }}]\n\n\
-             [[targets]]\nname = \"multi.test\"\naddress = \"{a}\"\ntags = {{ env = \"test\" }}\n\
-             accounts = [{{ name = \"one\", secret = \"m/one\" }}, {{ name = \"two\", secret = \"m/two\" }}]\n",
-            a = sshd.address()
-        ))
-        .start();
+    let (env, _sshd, gw) = with_gateway(|env, sshd| {
+        env.gateway()
+            .target("web-01.test", sshd)
+            .extra(&format!(
+                "[[targets]]\nname = \"db-01.prod\"\naddress = \"{a}\"\ntags = {{ env = \"prod\" }}\naccounts = [{{ name = \"x\", secret = \"db/x\" }}]\n\n\
+                 [[targets]]\nname = \"multi.test\"\naddress = \"{a}\"\ntags = {{ env = \"test\" }}\n\
+                 accounts = [{{ name = \"one\", secret = \"m/one\" }}, {{ name = \"two\", secret = \"m/two\" }}]\n",
+                a = sshd.address()
+            ))
+            .start()
+    });
     let cases = [
         (
             "alice:nope.test",
@@ -220,13 +203,12 @@ fn unknown_target_no_permission_and_account_errors_are_specific() {
 
 #[test]
 fn target_down_fails_the_session_with_a_clear_error() {
-    let env = TestEnv::new();
-    let sshd = env.sshd();
     let dead = wardengate_dev::sshd::free_port().expect("port");
-    let gw = env
-        .gateway()
-        .target_at("down.test", &format!("127.0.0.1:{dead}"), &sshd.user)
-        .start();
+    let (env, _sshd, gw) = with_gateway(|env, sshd| {
+        env.gateway()
+            .target_at("down.test", &format!("127.0.0.1:{dead}"), &sshd.user)
+            .start()
+    });
     let out = run(
         gw.ssh(&env, "alice:down.test")
             .args(["-o", "LogLevel=INFO"])

@@ -35,11 +35,7 @@ fn exit_signal_is_relayed() {
     // OpenSSH exits 255 on a remote signal; its debug log shows the exit-signal request arrived
     // (exactly as with a direct connection to the sshd).
     assert_eq!(out.status.code(), Some(255));
-    assert!(
-        text(&out.stderr).contains("rtype exit-signal"),
-        "stderr: {}",
-        text(&out.stderr)
-    );
+    assert_stderr_has(&out, "rtype exit-signal");
 }
 
 #[test]
@@ -69,22 +65,12 @@ fn interactive_shell_through_pty_with_env_and_resize_state() {
 
 #[test]
 fn keystrokes_sent_before_the_target_is_ready_are_not_lost() {
-    let env = TestEnv::new();
-    let sshd = env.sshd();
     // The target leg takes 1.5 s to come up; the client types at once.
-    let slow = delayed_proxy(sshd.address(), Duration::from_millis(1500));
-    let gw = env
-        .gateway()
-        .target_at("slow.test", &format!("127.0.0.1:{slow}"), &sshd.user)
-        .start();
+    let (env, _sshd, gw) = slow_target(Duration::from_millis(1500));
     let mut cmd = gw.ssh(&env, "alice:slow.test");
     cmd.arg("-tt");
     let out = run_with_input(&mut cmd, Some(b"echo early-$((1+1))\nexit 0\n".to_vec()), T);
-    assert!(
-        text(&out.stdout).contains("early-2"),
-        "{}",
-        text(&out.stdout)
-    );
+    assert_stdout_has(&out, "early-2");
     assert_eq!(out.status.code(), Some(0));
 }
 
@@ -143,6 +129,12 @@ fn scp_sftp_and_rsync_work_with_the_hash_login_form() {
     let want = sha256_hex(&data);
     let dest = |n: &str| format!("alice#web-01.test@127.0.0.1:{}", env.path(n).display());
     let port = gw.ssh_port.to_string();
+    // `tool` succeeded and the file `copy` it wrote holds the data.
+    let assert_copied = |tool: &str, out: &std::process::Output, copy: &str| {
+        assert!(out.status.success(), "{tool}: {}", text(&out.stderr));
+        let copied = std::fs::read(env.path(copy)).unwrap_or_else(|e| panic!("{tool} copy: {e}"));
+        assert_eq!(sha256_hex(&copied), want);
+    };
 
     let out = run(
         Command::new("scp")
@@ -153,11 +145,7 @@ fn scp_sftp_and_rsync_work_with_the_hash_login_form() {
             .arg(dest("scp.bin")),
         T,
     );
-    assert!(out.status.success(), "scp: {}", text(&out.stderr));
-    assert_eq!(
-        sha256_hex(&std::fs::read(env.path("scp.bin")).expect("scp copy")),
-        want
-    );
+    assert_copied("scp", &out, "scp.bin");
 
     let batch = format!(
         "put {} {}\nget {} {}\n",
@@ -172,11 +160,7 @@ fn scp_sftp_and_rsync_work_with_the_hash_login_form() {
         .args(["-P", &port])
         .arg("alice#web-01.test@127.0.0.1");
     let out = run_with_input(&mut sftp, Some(batch.into_bytes()), T);
-    assert!(out.status.success(), "sftp: {}", text(&out.stderr));
-    assert_eq!(
-        sha256_hex(&std::fs::read(env.path("sftp-back.bin")).expect("sftp copy")),
-        want
-    );
+    assert_copied("sftp", &out, "sftp-back.bin");
 
     let e = format!("ssh {} -p {port}", gw.ssh_opts(&env).join(" "));
     let out = run(
@@ -186,19 +170,13 @@ fn scp_sftp_and_rsync_work_with_the_hash_login_form() {
             .arg(dest("rsync.bin")),
         T,
     );
-    assert!(out.status.success(), "rsync: {}", text(&out.stderr));
-    assert_eq!(
-        sha256_hex(&std::fs::read(env.path("rsync.bin")).expect("rsync copy")),
-        want
-    );
+    assert_copied("rsync", &out, "rsync.bin");
 }
 
 #[test]
 fn local_port_forwarding_when_the_policy_allows_it() {
-    let env = TestEnv::new();
-    let sshd = env.sshd();
     let echo = echo_server();
-    let gw = env.gateway().target("web-01.test", &sshd).start();
+    let (env, _sshd, gw) = standard();
     let local = wardengate_dev::sshd::free_port().expect("port");
     let mut fwd = gw.ssh(&env, "alice:web-01.test");
     fwd.args([
@@ -230,13 +208,8 @@ fn local_port_forwarding_when_the_policy_allows_it() {
 
 #[test]
 fn port_forwarding_is_refused_when_the_policy_does_not_allow_it() {
-    let env = TestEnv::new();
-    let sshd = env.sshd();
-    let gw = env
-        .gateway()
-        .target("web-01.test", &sshd)
-        .policies("[[policies]]\nname = \"no-fwd\"\ngroups = [\"sre\"]\n")
-        .start();
+    let (env, _sshd, gw) =
+        standard_with(|gw| gw.policies("[[policies]]\nname = \"no-fwd\"\ngroups = [\"sre\"]\n"));
     let out = run(
         gw.ssh(&env, "alice:web-01.test")
             .args(["-W", "127.0.0.1:9", "-o", "LogLevel=INFO"]),
@@ -342,15 +315,11 @@ fn each_leg_shows_the_cipher_it_negotiated() {
         "{start}"
     );
 
-    let env = TestEnv::new();
-    let sshd = env.sshd();
-    let gw = env
-        .gateway()
-        .target("web-01.test", &sshd)
-        .ssh_lines(
+    let (env, _sshd, gw) = standard_with(|gw| {
+        gw.ssh_lines(
             "ciphers = [\"aes256-gcm@openssh.com\", \"aes128-gcm@openssh.com\", \"aes128-ctr\"]",
         )
-        .start();
+    });
     let out = run(
         gw.ssh(&env, "alice:web-01.test")
             .args(["-c", "aes128-ctr", "-m", "hmac-sha2-256-etm@openssh.com"])

@@ -69,9 +69,7 @@ fn wgctl_shadow(tmux: &Tmux, gw: &GatewayProc, win: &str, id: &str, token: &str)
 
 #[test]
 fn operators_watch_a_live_terminal_read_only() {
-    let env = TestEnv::new();
-    let sshd = env.sshd();
-    let gw = gateway(&env, &sshd);
+    let (env, _sshd, gw) = with_gateway(gateway);
     let tmux = Tmux::new(env.dir.path());
     let id = shell(&tmux, &gw, &env, "alice", "alice:visible.test");
     tmux.line("alice", "echo before-$((40+2))");
@@ -85,11 +83,13 @@ fn operators_watch_a_live_terminal_read_only() {
         "{screen}"
     );
     assert!(screen.contains(&format!("of {id}")), "{screen}");
-    assert!(
-        screen.contains("[shadow] observer: carol  banner=visible"),
-        "{screen}"
+    assert_has_all(
+        &screen,
+        &[
+            "[shadow] observer: carol  banner=visible",
+            "[shadow] detach with Ctrl-] q",
+        ],
     );
-    assert!(screen.contains("[shadow] detach with Ctrl-] q"), "{screen}");
     // alice is told, in her terminal.
     tmux.expect(
         "alice",
@@ -144,21 +144,13 @@ fn operators_watch_a_live_terminal_read_only() {
         assert!(names.contains(&n), "{names:?}");
     }
     let out = run(gw.wgctl().args(["session", "show", &id]), T);
-    assert!(
-        text(&out.stdout).contains("carol (banner=visible"),
-        "{}",
-        text(&out.stdout)
-    );
+    assert_stdout_has(&out, "carol (banner=visible");
     let shadowed = run(
         gw.wgctl()
             .args(["session", "list", "--shadowed", "-o", "json"]),
         T,
     );
-    assert!(
-        text(&shadowed.stdout).contains(&id),
-        "{}",
-        text(&shadowed.stdout)
-    );
+    assert_stdout_has(&shadowed, &id);
 
     // carol detaches with Ctrl-] q; alice is told; the count drops.
     tmux.keys("carol", &["C-]", "q"]);
@@ -184,12 +176,7 @@ fn operators_watch_a_live_terminal_read_only() {
     assert_eq!(attach.len(), 3, "{attach:?}");
     assert!(attach.iter().all(|a| a["detail"]["banner"] == "visible"));
     // The recording says who watched, and when.
-    let out = run(
-        gw.wgctl()
-            .args(["recording", "export", &id, "--format", "jsonl"]),
-        T,
-    );
-    let jsonl = text(&out.stdout);
+    let jsonl = gw.recording_export(&id, "jsonl");
     assert!(
         jsonl.contains("shadow.attach") && jsonl.contains("carol (visible)"),
         "{jsonl}"
@@ -199,9 +186,7 @@ fn operators_watch_a_live_terminal_read_only() {
 
 #[test]
 fn covert_and_blocked_modes() {
-    let env = TestEnv::new();
-    let sshd = env.sshd();
-    let gw = gateway(&env, &sshd);
+    let (env, _sshd, gw) = with_gateway(gateway);
     let tmux = Tmux::new(env.dir.path());
 
     let covert = shell(&tmux, &gw, &env, "covert", "alice:covert.test");
@@ -221,11 +206,7 @@ fn covert_and_blocked_modes() {
     );
     // Operators see the covert observer; alice, asking about her own session, does not.
     let admin_view = run(gw.wgctl().args(["session", "show", &covert]), T);
-    assert!(
-        text(&admin_view.stdout).contains("carol (banner=covert"),
-        "{}",
-        text(&admin_view.stdout)
-    );
+    assert_stdout_has(&admin_view, "carol (banner=covert");
     let alice_view = run(
         gw.wgctl()
             .env("WARDENGATE_TOKEN", ALICE_TOKEN)
@@ -269,11 +250,8 @@ fn covert_and_blocked_modes() {
         T,
     );
     assert!(!out.status.success());
-    assert!(
-        text(&out.stderr).contains("blocks shadowing") && text(&out.stderr).contains("HTTP 403"),
-        "{}",
-        text(&out.stderr)
-    );
+    assert_stderr_has(&out, "blocks shadowing");
+    assert_stderr_has(&out, "HTTP 403");
     gw.wait_audit("session.shadow.refused", T);
     // Nor is there a browser link for it; and a terminal session has no browser view at all.
     let (status, body) = gw.post(&format!("/api/v1/sessions/{blocked}/shadow/browser"), "{}");
@@ -291,9 +269,7 @@ fn covert_and_blocked_modes() {
 
 #[test]
 fn a_stalled_observer_never_holds_up_a_bulk_transfer() {
-    let env = TestEnv::new();
-    let sshd = env.sshd();
-    let gw = gateway(&env, &sshd);
+    let (env, _sshd, gw) = with_gateway(gateway);
     let tmux = Tmux::new(env.dir.path());
     let id = shell(&tmux, &gw, &env, "alice", "alice:visible.test");
     // An observer that never reads, and one that does.
