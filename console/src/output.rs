@@ -37,3 +37,16 @@ pub(crate) fn out_raw(text: &str) -> Result<()> {
 pub(crate) fn print_json<T: serde::Serialize>(v: &T) -> Result<()> {
     out(&format!("{}\n", serde_json::to_string_pretty(v)?))
 }
+
+/// A report: pretty JSON with `-o json`, else `text` of it (inert for a terminal).
+pub(crate) fn report<T: serde::Serialize>(
+    v: &T,
+    json: bool,
+    text: impl FnOnce(&T) -> String,
+) -> Result<()> {
+    if json {
+        print_json(v)
+    } else {
+        out(&text(v))
+    }
+}

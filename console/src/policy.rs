@@ -109,12 +109,7 @@ pub fn run(cmd: PolicyCmd, c: Result<Client>, json: bool) -> Result<()> {
             if json {
                 return print_json(&v);
             }
-            let names: Vec<&str> = v["policies"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(Value::as_str)
-                .collect();
+            let names = strings(&v["policies"]);
             let mut text = format!(
                 "reloaded: {} policies ({})\n",
                 names.len(),
@@ -147,13 +142,17 @@ pub fn run(cmd: PolicyCmd, c: Result<Client>, json: bool) -> Result<()> {
     }
 }
 
-fn explain_text(v: &Value) -> String {
-    let groups: Vec<&str> = v["groups"]
-        .as_array()
+/// The strings of a JSON array (none when it is not one).
+fn strings(v: &Value) -> Vec<&str> {
+    v.as_array()
         .into_iter()
         .flatten()
         .filter_map(Value::as_str)
-        .collect();
+        .collect()
+}
+
+fn explain_text(v: &Value) -> String {
+    let groups = strings(&v["groups"]);
     let tags: Vec<String> = v["target_tags"]
         .as_object()
         .into_iter()

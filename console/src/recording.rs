@@ -12,7 +12,7 @@ use wardengate_api as api;
 use wardengate_recorder::{self as rec, Event, EventKind};
 
 use crate::client::{self, path_segment, Client, ListFilter};
-use crate::output::{out, out_raw, print_json};
+use crate::output::{out, out_raw, print_json, report};
 use crate::{frames, shadow, table};
 
 /// A recording directory on this machine, or a session id to fetch through the API.
@@ -423,11 +423,7 @@ pub fn run(cmd: RecordingCmd, c: Result<Client>, json: bool) -> Result<()> {
                 &format!("/api/v1/recordings/{}", client::path_segment(&id)),
                 &[],
             )?;
-            if json {
-                print_json(&r)
-            } else {
-                out(&table::recording(&r))
-            }
+            report(&r, json, table::recording)
         }
         RecordingCmd::Verify { what, pubkey } => {
             let client = c.ok();

@@ -5,7 +5,7 @@ use clap::Subcommand;
 use wardengate_api as api;
 
 use crate::client::{self, Client, ListFilter};
-use crate::output::{out, print_json};
+use crate::output::{out, print_json, report};
 use crate::{recording, shadow, table};
 
 #[derive(Subcommand)]
@@ -114,11 +114,7 @@ pub fn run(cmd: SessionCmd, c: Client, json: bool) -> Result<()> {
                 &format!("/api/v1/sessions/{}", client::path_segment(&id)),
                 &[],
             )?;
-            if json {
-                print_json(&s)
-            } else {
-                out(&table::session(&s))
-            }
+            report(&s, json, table::session)
         }
         SessionCmd::Shadow { id, browser: true } => shadow::browser(&c, &id, json),
         SessionCmd::Shadow { id, browser: false } => shadow::run(&c, &id),

@@ -125,7 +125,14 @@ impl Vault {
             )
             .map_err(|_| anyhow!("encryption failed"))?;
         store
-            .vault_put(reference, kind.as_str(), &nonce, &ciphertext)
+            .vault_put(
+                reference,
+                crate::store::VaultEntry {
+                    kind: kind.as_str().to_string(),
+                    nonce: nonce.to_vec(),
+                    ciphertext,
+                },
+            )
             .await
     }
 

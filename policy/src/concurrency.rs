@@ -348,14 +348,11 @@ mod tests {
             (Limits { policy: one, ..Default::default() }, Scope::Policy, "sre"),
             (Limits { pool: one, ..Default::default() }, Scope::Pool, "gw-1"),
         ];
+        let alice = subj("alice", "web-01", "sre");
         for (limits, scope, subject) in cases {
             let ledger = Ledger::new();
-            let _first = ledger
-                .acquire("s1", subj("alice", "web-01", "sre"), &limits)
-                .expect("first fits");
-            let d = ledger
-                .acquire("s2", subj("alice", "web-01", "sre"), &limits)
-                .expect_err("second exceeds");
+            let _first = ledger.acquire("s1", alice, &limits).expect("first fits");
+            let d = ledger.acquire("s2", alice, &limits).expect_err("second exceeds");
             assert_eq!(
                 d,
                 LimitDenial {

@@ -69,8 +69,11 @@ pub enum Verdict {
     Refused,
 }
 
-/// What every protocol gateway asks of the gateway: passwords, the audit log, the lifecycle.
+/// What every protocol gateway asks of the gateway: users, passwords, the audit log, the
+/// lifecycle.
 pub trait Lifecycle: Send + Sync + 'static {
+    /// The user's credentials, or `None` for an unknown user.
+    fn user(&self, name: &str) -> Option<UserAuth>;
     /// Check `user`'s password (argon2, slow by design) as an attempt from `client`, throttled and
     /// bounded by the gateway. An unknown user, a user without a password, or `usable = false`
     /// (the login cannot succeed whatever the password, e.g. it names no target) is checked
@@ -123,14 +126,12 @@ pub struct Plan<T> {
     pub target: T,
 }
 
-/// The gateway's side of the contract every protocol shares: who a user is, and admission. `A`
+/// The gateway's side of admission, the same for every protocol. `A`
 /// is what admission hands the protocol: a [`Plan`] of its target, or for SSH an
 /// [`Admission`](crate::ssh::Admission) that may also resume a paused session. Each protocol
 /// adds what only it needs in a trait of its own ([`SshBroker`](crate::ssh::SshBroker),
 /// [`PgBroker`](crate::postgres::PgBroker)).
 pub trait Broker<A>: Lifecycle {
-    /// The user's credentials, or `None` for an unknown user.
-    fn user(&self, name: &str) -> Option<UserAuth>;
     /// Decide admission for a user authenticated by `method` (`publickey`, `scram-sha-256`,
     /// `nla`, ...): resolve, decide, count, read the vault; a refusal is a [`Denial`] that the
     /// protocol puts in its own wire form.

@@ -271,61 +271,51 @@ pub fn verify(
                 );
             }
         }
-        match at(c.seq) {
-            Some(e) if e.hash == c.hash => report.signed_through = Some(c.seq),
+        let signed_from = report.signed_through.map_or(1, |s| s + 1);
+        let (damage, from, message) = match at(c.seq) {
+            Some(e) if e.hash == c.hash => {
+                report.signed_through = Some(c.seq);
+                continue;
+            }
             // The event now numbered like the signed one was written after the signature:
             // the signed events were deleted and their numbers used again.
-            Some(e) if e.at_ms > c.at_ms => {
-                let from = report.signed_through.map_or(1, |s| s + 1);
-                return fail(
-                    report,
-                    Damage::Deleted,
-                    from,
-                    format!(
-                        "events from #{from} to #{} were deleted: a checkpoint signed at #{} \
-                         covers them, and the event numbered #{} now was written after that \
-                         signature",
-                        c.seq, c.seq, c.seq
-                    ),
-                );
-            }
-            Some(_) => {
-                let from = report.signed_through.map_or(1, |s| s + 1);
-                return fail(
-                    report,
-                    Damage::Rechained,
-                    from,
-                    format!(
-                        "events #{from} to #{} were rewritten and re-chained: the chain is whole, \
-                         but the checkpoint signed at #{} says its hash was {}",
-                        c.seq,
-                        c.seq,
-                        &c.hash[..c.hash.len().min(16)]
-                    ),
-                );
-            }
+            Some(e) if e.at_ms > c.at_ms => (
+                Damage::Deleted,
+                signed_from,
+                format!(
+                    "events from #{signed_from} to #{} were deleted: a checkpoint signed at #{} \
+                     covers them, and the event numbered #{} now was written after that \
+                     signature",
+                    c.seq, c.seq, c.seq
+                ),
+            ),
+            Some(_) => (
+                Damage::Rechained,
+                signed_from,
+                format!(
+                    "events #{signed_from} to #{} were rewritten and re-chained: the chain is \
+                     whole, but the checkpoint signed at #{} says its hash was {}",
+                    c.seq,
+                    c.seq,
+                    &c.hash[..c.hash.len().min(16)]
+                ),
+            ),
             None if last_seq.is_none_or(|l| c.seq > l) => {
                 let from = last_seq.map_or(1, |l| l + 1);
-                return fail(
-                    report,
-                    Damage::Truncated,
-                    from,
-                    format!(
-                        "events from #{from} on were deleted: a checkpoint signed at #{} \
-                         covers events that are not there",
-                        c.seq
-                    ),
+                let message = format!(
+                    "events from #{from} on were deleted: a checkpoint signed at #{} covers \
+                     events that are not there",
+                    c.seq
                 );
+                (Damage::Truncated, from, message)
             }
-            None => {
-                return fail(
-                    report,
-                    Damage::Deleted,
-                    c.seq,
-                    format!("event #{} (signed by a checkpoint) is missing", c.seq),
-                );
-            }
-        }
+            None => (
+                Damage::Deleted,
+                c.seq,
+                format!("event #{} (signed by a checkpoint) is missing", c.seq),
+            ),
+        };
+        return fail(report, damage, from, message);
     }
     report.unsigned_tail = match (report.signed_through, last_seq) {
         (Some(s), Some(l)) => (l - s).max(0) as u64,

@@ -2,7 +2,7 @@
 //! limits, the stricter settings that then apply), and the takeover login `ssh USER:sess_…`.
 
 use serde_json::json;
-use wardengate_policy::{Admitted, Subject};
+use wardengate_policy::Admitted;
 use wardengate_protocols::session::{ClientInfo, Denial, Login};
 use wardengate_protocols::ssh::Admission;
 
@@ -43,12 +43,7 @@ impl Gateway {
         // Counted under the new owner's own policy and its limits, as their own session would
         // be (the merged name is not a policy anyone's limits refer to).
         let limits = cfg.limits(r.user, r.target, theirs.settings());
-        let subject = Subject {
-            actor: &r.user.name,
-            target: &r.target.name,
-            policy: theirs.policy(),
-            pool: &self.name,
-        };
+        let subject = r.subject(theirs.policy(), &self.name);
         let new = self
             .ledger
             .transfer(old, &rec.id, subject, &limits)

@@ -14,7 +14,7 @@ pub(crate) use resolve::{resolve, Resolved};
 
 use serde_json::{json, Value};
 use wardengate_api as api;
-use wardengate_policy::{Admitted, LimitDenial, Limits, OnLimit, ReconnectMode, Subject};
+use wardengate_policy::{Admitted, LimitDenial, Limits, OnLimit, ReconnectMode};
 use wardengate_protocols::session::{now_ms, ClientInfo, Denial, Login};
 
 use crate::broker::Gateway;
@@ -150,12 +150,7 @@ impl Gateway {
             .map(|v| v.why.clone())
             .unwrap_or_default();
         let limits = cfg.limits(r.user, r.target, admitted.settings());
-        let subject = Subject {
-            actor: &r.user.name,
-            target: &r.target.name,
-            policy: admitted.policy(),
-            pool: &self.name,
-        };
+        let subject = r.subject(admitted.policy(), &self.name);
         let granted = self
             .ledger
             .acquire(&rec.id, subject, &limits)

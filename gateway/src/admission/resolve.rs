@@ -2,7 +2,7 @@
 //! that names only what the user may reach.
 
 use wardengate_api::Protocol;
-use wardengate_policy::Request;
+use wardengate_policy::{Request, Subject};
 use wardengate_protocols::ssh::Login;
 
 use crate::config::{Account, Identity, Loaded, Target};
@@ -27,6 +27,16 @@ impl Resolved<'_> {
             target_tags: &self.tags,
             protocol: protocol.as_str(),
             account: &self.account.name,
+        }
+    }
+
+    /// What the ledger counts a session of this login under, admitted by `policy` in `pool`.
+    pub(crate) fn subject<'s>(&'s self, policy: &'s str, pool: &'s str) -> Subject<'s> {
+        Subject {
+            actor: &self.user.name,
+            target: &self.target.name,
+            policy,
+            pool,
         }
     }
 }

@@ -1,5 +1,5 @@
-//! The one admission contract ([`Broker`]) for each protocol: who a user is, and what an
-//! admitted session of theirs connects to. Admission itself is the same for every protocol
+//! The one admission contract ([`Broker`]) for each protocol: what an admitted session
+//! connects to. Admission itself is the same for every protocol
 //! (`Gateway::admit_session`); what differs is the secret each target leg takes (a password or,
 //! for SSH, a private key) and the shape of the target handed to the protocol.
 
@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use wardengate_protocols::postgres::{PgTarget, TargetTls};
 use wardengate_protocols::rdp::RdpTarget;
-use wardengate_protocols::session::{Broker, ClientInfo, Denial, Login, Plan, UserAuth};
+use wardengate_protocols::session::{Broker, ClientInfo, Denial, Login, Plan};
 use wardengate_protocols::ssh::{Admission, Credential, SshTarget};
 
 use super::Gateway;
@@ -15,18 +15,6 @@ use crate::admission::{resolve, Granted};
 use crate::config::{Account, Target};
 use crate::vault::{Secret, SecretKind};
 use wardengate_api::Protocol;
-
-impl Gateway {
-    /// A user's credentials as every protocol's authentication reads them.
-    fn user_auth(&self, name: &str) -> Option<UserAuth> {
-        self.cfg().users.get(name).map(|u| UserAuth {
-            keys: u.keys.clone(),
-            has_password: u.password_hash.is_some(),
-            scram: u.scram.clone(),
-            nt_hash: u.nt_hash,
-        })
-    }
-}
 
 /// The vault's secret as a password; `kind` names the account ("a PostgreSQL account") when the
 /// vault holds a private key instead.
@@ -62,10 +50,6 @@ fn ssh_credential(
 }
 
 impl Broker<Admission> for Gateway {
-    fn user(&self, name: &str) -> Option<UserAuth> {
-        self.user_auth(name)
-    }
-
     /// A handed-off session to take over (`ssh dan:sess_…@gateway`), a paused session to
     /// resume, or a new one.
     async fn admit(
@@ -98,10 +82,6 @@ impl Broker<Admission> for Gateway {
 }
 
 impl Broker<Plan<PgTarget>> for Gateway {
-    fn user(&self, name: &str) -> Option<UserAuth> {
-        self.user_auth(name)
-    }
-
     async fn admit(
         &self,
         login: &Login,
@@ -139,10 +119,6 @@ impl Broker<Plan<PgTarget>> for Gateway {
 }
 
 impl Broker<Plan<RdpTarget>> for Gateway {
-    fn user(&self, name: &str) -> Option<UserAuth> {
-        self.user_auth(name)
-    }
-
     async fn admit(
         &self,
         login: &Login,

@@ -1,15 +1,24 @@
-//! The session lifecycle every protocol reports to: password checks and their throttling,
+//! The session lifecycle every protocol reports to: users, password checks and their throttling,
 //! refusals, a session's start, notices and end, each audited.
 
 use serde_json::json;
 use wardengate_policy::ReconnectMode;
 use wardengate_protocols::error::TargetError;
-use wardengate_protocols::session::{now_ms, Lifecycle, Outcome, Verdict};
+use wardengate_protocols::session::{now_ms, Lifecycle, Outcome, UserAuth, Verdict};
 use wardengate_protocols::ssh::ClientInfo;
 
 use super::Gateway;
 
 impl Lifecycle for Gateway {
+    fn user(&self, name: &str) -> Option<UserAuth> {
+        self.cfg().users.get(name).map(|u| UserAuth {
+            keys: u.keys.clone(),
+            has_password: u.password_hash.is_some(),
+            scram: u.scram.clone(),
+            nt_hash: u.nt_hash,
+        })
+    }
+
     async fn check_password(
         &self,
         user: &str,

@@ -68,6 +68,18 @@ pub fn load(path: &Path) -> Result<Loaded> {
     parse(&text, path)
 }
 
+/// A user or target name is part of a login (`user:target`, `user#target`): it must be
+/// non-empty and hold neither separator. `at` says where it was written.
+fn login_part(name: &str, kind: &str, at: impl FnOnce() -> String) -> Result<()> {
+    if name.is_empty() || name.contains([':', '#']) {
+        bail!(
+            "{}: {kind}.name '{name}' must be non-empty without ':' or '#'",
+            at()
+        );
+    }
+    Ok(())
+}
+
 pub fn parse(text: &str, path: &Path) -> Result<Loaded> {
     let config: Config = toml::from_str(text).map_err(|e| {
         let at = e
@@ -113,13 +125,7 @@ pub fn parse(text: &str, path: &Path) -> Result<Loaded> {
     let mut users = HashMap::new();
     for (ui, u) in config.users.iter().enumerate() {
         let user = |key: &'static str| here(&[K("users"), I(ui), K(key)]);
-        if u.name.is_empty() || u.name.contains(':') || u.name.contains('#') {
-            bail!(
-                "{}: users.name '{}' must be non-empty without ':' or '#'",
-                user("name"),
-                u.name
-            );
-        }
+        login_part(&u.name, "users", || user("name"))?;
         let mut keys = Vec::new();
         for (i, line) in u.public_keys.iter().enumerate() {
             let key = PublicKey::from_openssh(line.trim()).map_err(|e| {
@@ -240,13 +246,7 @@ pub fn parse(text: &str, path: &Path) -> Result<Loaded> {
     let mut pg_tls = HashMap::new();
     for (ti, t) in config.targets.iter().enumerate() {
         let target = |key: &'static str| here(&[K("targets"), I(ti), K(key)]);
-        if t.name.is_empty() || t.name.contains(':') || t.name.contains('#') {
-            bail!(
-                "{}: targets.name '{}' must be non-empty without ':' or '#'",
-                target("name"),
-                t.name
-            );
-        }
+        login_part(&t.name, "targets", || target("name"))?;
         use wardengate_api::Protocol;
         match (t.protocol, &t.tls) {
             (Protocol::Ssh | Protocol::Rdp, None)

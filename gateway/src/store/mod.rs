@@ -59,13 +59,8 @@ pub trait Store: Send + Sync {
     async fn hostkey_pin(&self, k: HostKey) -> Result<()>;
     async fn hostkey_forget(&self, target: &str) -> Result<usize>;
 
-    async fn vault_put(
-        &self,
-        reference: &str,
-        kind: &str,
-        nonce: &[u8],
-        ciphertext: &[u8],
-    ) -> Result<()>;
+    /// Store (or replace) the secret under `reference`.
+    async fn vault_put(&self, reference: &str, e: VaultEntry) -> Result<()>;
     async fn vault_get(&self, reference: &str) -> Result<Option<VaultEntry>>;
     /// Every secret: (reference, kind, updated at in ms).
     async fn vault_list(&self) -> Result<Vec<(String, String, u64)>>;

@@ -50,21 +50,15 @@ impl Db {
             .execute("DELETE FROM host_keys WHERE target=?1", [target])?)
     }
 
-    pub fn vault_put(
-        &self,
-        reference: &str,
-        kind: &str,
-        nonce: &[u8],
-        ciphertext: &[u8],
-    ) -> Result<()> {
+    pub fn vault_put(&self, reference: &str, e: &VaultEntry) -> Result<()> {
         self.conn.execute(
             "INSERT INTO vault (ref, kind, nonce, ciphertext, updated_ms) VALUES (?1,?2,?3,?4,?5)
              ON CONFLICT(ref) DO UPDATE SET kind=?2, nonce=?3, ciphertext=?4, updated_ms=?5",
             params![
                 reference,
-                kind,
-                nonce,
-                ciphertext,
+                e.kind,
+                e.nonce,
+                e.ciphertext,
                 wardengate_protocols::session::now_ms() as i64
             ],
         )?;

@@ -152,17 +152,9 @@ impl Store for Sqlite {
         self.call(move |db| db.hostkey_forget(&target)).await
     }
 
-    async fn vault_put(
-        &self,
-        reference: &str,
-        kind: &str,
-        nonce: &[u8],
-        ciphertext: &[u8],
-    ) -> Result<()> {
-        let (reference, kind) = (reference.to_owned(), kind.to_owned());
-        let (nonce, ciphertext) = (nonce.to_vec(), ciphertext.to_vec());
-        self.call(move |db| db.vault_put(&reference, &kind, &nonce, &ciphertext))
-            .await
+    async fn vault_put(&self, reference: &str, e: VaultEntry) -> Result<()> {
+        let reference = reference.to_owned();
+        self.call(move |db| db.vault_put(&reference, &e)).await
     }
 
     async fn vault_get(&self, reference: &str) -> Result<Option<VaultEntry>> {

@@ -291,33 +291,27 @@ impl<B: SshBroker> Front<B> {
         Ok(reject(all_methods()))
     }
 
-    pub(super) async fn on_auth_publickey_offered(
-        &mut self,
-        user: &str,
-        offer: server::PublicKeyOffer<'_>,
-    ) -> Result<Auth, russh::Error> {
+    /// A key the client offers: accepted when it is the user's, so that the client signs with it.
+    pub(super) fn on_key_offered(&mut self, user: &str, key: &PublicKey) -> Auth {
         self.note_login(user);
-        if self.refusal.is_none() && self.key_registered(offer.public_key) {
-            return Ok(Auth::Accept);
+        if self.refusal.is_none() && self.key_registered(key) {
+            return Auth::Accept;
         }
-        let fp = offer.public_key.fingerprint(Default::default()).to_string();
+        let fp = key.fingerprint(Default::default()).to_string();
         if !self.offered_keys.contains(&fp) && self.offered_keys.len() < MAX_OFFERED_KEYS {
             self.offered_keys.push(fp);
         }
         // russh waits `auth_rejection_time` from the request before sending this, whoever asks.
-        Ok(reject(all_methods()))
+        reject(all_methods())
     }
 
-    pub(super) async fn on_auth_publickey(
-        &mut self,
-        user: &str,
-        key: server::VerifiedPublicKey<'_>,
-    ) -> Result<Auth, russh::Error> {
+    /// The client proved it holds the key (russh verified the signature): admission.
+    pub(super) async fn on_key_verified(&mut self, user: &str, key: &PublicKey) -> Auth {
         self.note_login(user);
-        if self.refusal.is_some() || !self.key_registered(key.public_key) {
-            return Ok(reject(all_methods()));
+        if self.refusal.is_some() || !self.key_registered(key) {
+            return reject(all_methods());
         }
-        Ok(self.admit("publickey").await)
+        self.admit("publickey").await
     }
 
     pub(super) async fn on_auth_password(

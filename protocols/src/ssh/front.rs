@@ -271,7 +271,7 @@ impl<B: SshBroker> server::Handler for Front<B> {
         user: &str,
         offer: server::PublicKeyOffer<'_>,
     ) -> Result<Auth, Self::Error> {
-        self.on_auth_publickey_offered(user, offer).await
+        Ok(self.on_key_offered(user, offer.public_key))
     }
 
     async fn auth_publickey(
@@ -279,7 +279,7 @@ impl<B: SshBroker> server::Handler for Front<B> {
         user: &str,
         key: server::VerifiedPublicKey<'_>,
     ) -> Result<Auth, Self::Error> {
-        self.on_auth_publickey(user, key).await
+        Ok(self.on_key_verified(user, key.public_key).await)
     }
 
     async fn auth_password(&mut self, user: &str, password: &str) -> Result<Auth, Self::Error> {
