@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 /// Lifecycle states of a session (see ARCHITECTURE.md).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum SessionState {
     /// The first state of every session.
@@ -78,6 +79,7 @@ impl std::fmt::Display for SessionState {
 
 /// The protocols the gateway brokers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum Protocol {
     Ssh,
@@ -109,6 +111,7 @@ impl std::fmt::Display for Protocol {
 
 /// The terminal attached to a session, if the client asked for one.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Pty {
     pub term: String,
     pub cols: u32,
@@ -117,6 +120,7 @@ pub struct Pty {
 
 /// One brokered session, as `GET /api/v1/sessions/{id}` returns it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Session {
     pub id: String,
     pub state: SessionState,
@@ -189,6 +193,7 @@ pub struct Session {
 
 /// An operator watching a session (`wgctl session shadow`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Observer {
     pub name: String,
     /// `visible` (the owner was shown a banner) or `covert`.
@@ -198,6 +203,7 @@ pub struct Observer {
 
 /// A pending handoff of a session to a new owner.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Handoff {
     pub to: String,
     pub by: String,
@@ -208,6 +214,7 @@ pub struct Handoff {
 
 /// `POST /api/v1/sessions/{id}/handoff`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct HandoffRequest {
     pub to: String,
     pub reason: Option<String>,
@@ -215,6 +222,7 @@ pub struct HandoffRequest {
 
 /// Percentiles of the relay's added latency, in microseconds (within 19 %).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RelayLatency {
     pub samples: u64,
     pub p50_us: u64,
@@ -224,6 +232,7 @@ pub struct RelayLatency {
 
 /// `POST /api/v1/sessions/{id}/shadow/browser`: a one-time link to the browser shadow page.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ShadowLink {
     /// Open it in a browser; the ticket in its fragment is spent when the page connects.
     pub url: String,
@@ -234,6 +243,7 @@ pub struct ShadowLink {
 
 /// `POST /api/v1/recordings/{id}/replay/browser`: how to play a desktop recording.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ReplayRequest {
     /// 1.0 is real time (0.1 to 64).
     pub speed: Option<f64>,
@@ -244,6 +254,7 @@ pub struct ReplayRequest {
 /// One line of the shadow stream (`GET /api/v1/sessions/{id}/shadow`, newline-delimited JSON).
 /// `data` is base64 of terminal output.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ShadowEvent {
     /// First line: who watches what, and how the owner was told.
@@ -306,6 +317,7 @@ pub enum ShadowEvent {
 
 /// What a recording's seal says.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RecordingSummary {
     /// `complete` or `truncated`.
     pub status: String,
@@ -317,6 +329,7 @@ pub struct RecordingSummary {
 
 /// One recording, as `GET /api/v1/recordings/{id}` returns it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Recording {
     pub id: String,
     pub session: Option<Session>,
@@ -328,6 +341,7 @@ pub struct Recording {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RecordingList {
     pub recordings: Vec<Recording>,
     /// Recordings matching after this page (0: this is all).
@@ -339,12 +353,14 @@ pub struct RecordingList {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PublicKey {
     /// Hex of the gateway's Ed25519 recording public key.
     pub public_key: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SessionList {
     pub sessions: Vec<Session>,
     /// Sessions matching after this page (0: this is all).
@@ -357,12 +373,14 @@ pub struct SessionList {
 
 /// Body of `POST /api/v1/sessions/{id}/terminate`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TerminateRequest {
     pub reason: Option<String>,
 }
 
 /// Body of `POST /api/v1/sessions/terminate` (bulk). At least one selector is required.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct BulkTerminateRequest {
     pub reason: Option<String>,
     pub actor: Option<String>,
@@ -373,12 +391,14 @@ pub struct BulkTerminateRequest {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TerminateResult {
     pub terminated: Vec<Session>,
 }
 
 /// One entry of the append-only audit log.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AuditEvent {
     pub id: String,
     pub seq: i64,
@@ -393,6 +413,7 @@ pub struct AuditEvent {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AuditList {
     pub events: Vec<AuditEvent>,
     /// Whether the hash chain of the whole log, and its signed checkpoints, verified when this
@@ -412,11 +433,13 @@ pub struct AuditList {
 
 /// Every error body: one line a human can act on.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ApiError {
     pub error: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Health {
     pub status: String,
     pub gateway: String,

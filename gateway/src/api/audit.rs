@@ -21,16 +21,26 @@ pub(super) fn routes() -> Router<ApiState> {
         .route("/api/v1/audit/verify", get(audit_verify))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
-struct AuditParams {
+#[into_params(parameter_in = Query)]
+pub(super) struct AuditParams {
+    /// Only events of this kind (`session.terminated`, ...).
     kind: Option<String>,
+    /// Only events of this session.
     session: Option<String>,
+    /// At most this many, the newest (default 1000).
     limit: Option<u32>,
     /// Only events older than this sequence number (the next page back).
     before: Option<i64>,
 }
 
+/// The audit log (hash-chained), oldest first, newest page by default.
+#[utoipa::path(
+    get, operation_id = "list_audit", path = "/api/v1/audit", tag = "audit",
+    params(AuditParams),
+    responses((status = 200, body = api::AuditList), (status = 400, description = "a filter that does not parse", body = api::ApiError))
+)]
 async fn audit(
     State(st): State<ApiState>,
     q: Result<Query<AuditParams>, QueryRejection>,
@@ -73,6 +83,10 @@ async fn audit(
 
 /// `GET /api/v1/audit/export`: the whole log as JSON lines, each checkpoint after the event it
 /// signs (`wgctl audit export`, then `wgctl audit verify --file` offline).
+#[utoipa::path(
+    get, path = "/api/v1/audit/export", tag = "audit",
+    responses((status = 200, description = "one JSON object a line: {\"type\":\"event\",...} or {\"type\":\"checkpoint\",...}", content_type = "application/x-ndjson", body = String))
+)]
 async fn audit_export(
     State(st): State<ApiState>,
     Extension(caller): Extension<Caller>,
@@ -107,6 +121,10 @@ async fn audit_export(
 }
 
 /// `GET /api/v1/audit/verify`: the chain and every checkpoint checked with the gateway's key.
+#[utoipa::path(
+    get, path = "/api/v1/audit/verify", tag = "audit",
+    responses((status = 200, description = "the verifier's report: ok, the number of events and checkpoints, the first bad event and why", body = Object))
+)]
 async fn audit_verify(
     State(st): State<ApiState>,
 ) -> Result<Json<wardengate_recorder::audit::AuditReport>, ApiError> {

@@ -40,6 +40,12 @@ pub fn open_routes() -> Router<ApiState> {
         .route("/api/v1/sessions/{id}/shadow/ws", get(socket))
 }
 
+/// A one-time link to watch a desktop (RDP) session in a browser.
+#[utoipa::path(
+    post, operation_id = "shadow_in_browser", path = "/api/v1/sessions/{id}/shadow/browser", tag = "live",
+    params(("id" = String, Path, description = "session id (sess_…)")),
+    responses((status = 200, description = "a one-time link (60 s) to the gateway's page", body = api::ShadowLink), (status = 403, description = "the session's policy blocks shadowing", body = api::ApiError), (status = 404, description = "unknown id", body = api::ApiError), (status = 409, description = "not a desktop session, or over", body = api::ApiError))
+)]
 async fn link(
     State(st): State<ApiState>,
     Extension(caller): Extension<Caller>,
@@ -120,6 +126,12 @@ pub(crate) struct SocketQuery {
     pub(crate) ticket: Option<String>,
 }
 
+/// WebSocket of the browser shadow page (no bearer token: the link's ticket). Text messages are the shadow stream's JSON events; binary messages are desktop pictures (WGD1 layout, see the README).
+#[utoipa::path(
+    get, operation_id = "shadow_socket", path = "/api/v1/sessions/{id}/shadow/ws", tag = "live", security(()),
+    params(("id" = String, Path, description = "session id (sess_…)"), ("ticket" = String, Query, description = "the one-time ticket from the link's fragment")),
+    responses((status = 101, description = "switching to WebSocket"), (status = 401, description = "the ticket was used already, expired or is for something else", body = api::ApiError), (status = 403, description = "the session's policy blocks shadowing", body = api::ApiError))
+)]
 async fn socket(
     State(st): State<ApiState>,
     Path(id): Path<String>,

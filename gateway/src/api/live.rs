@@ -149,6 +149,12 @@ impl Watching {
     }
 }
 
+/// Watch a live session read-only: newline-delimited JSON events (attached, screen, output, line, desktop, notice, end); attach and detach are audited.
+#[utoipa::path(
+    get, operation_id = "shadow_stream", path = "/api/v1/sessions/{id}/shadow", tag = "live",
+    params(("id" = String, Path, description = "session id (sess_…)")),
+    responses((status = 200, description = "the event stream, one api::ShadowEvent a line", content_type = "application/x-ndjson", body = api::ShadowEvent), (status = 403, description = "the session's policy blocks shadowing", body = api::ApiError), (status = 404, description = "unknown id", body = api::ApiError), (status = 409, description = "the session is over", body = api::ApiError))
+)]
 async fn shadow(
     State(st): State<ApiState>,
     Extension(caller): Extension<Caller>,
@@ -261,6 +267,12 @@ pub(crate) async fn attach(
     Ok((state, hello))
 }
 
+/// Offer a live SSH session with a terminal to another user.
+#[utoipa::path(
+    post, operation_id = "offer_handoff", path = "/api/v1/sessions/{id}/handoff", tag = "live",
+    params(("id" = String, Path, description = "session id (sess_…)")), request_body = api::HandoffRequest,
+    responses((status = 202, description = "the pending offer", body = api::Handoff), (status = 400, description = "to or reason missing", body = api::ApiError), (status = 403, description = "the new owner's policy does not permit the target and account", body = api::ApiError), (status = 404, description = "unknown id", body = api::ApiError), (status = 409, description = "not handable (over, no terminal, already offered)", body = api::ApiError))
+)]
 async fn handoff(
     State(st): State<ApiState>,
     Extension(caller): Extension<Caller>,
@@ -372,6 +384,12 @@ async fn offer_for(st: &ApiState, id: &str, caller: &Caller) -> Result<Pending, 
     }
 }
 
+/// Accept a handoff offered to you: ownership moves under the stricter of the two policies.
+#[utoipa::path(
+    post, operation_id = "accept_handoff", path = "/api/v1/sessions/{id}/accept", tag = "live",
+    params(("id" = String, Path, description = "session id (sess_…)")),
+    responses((status = 200, description = "the session, now yours", body = api::Session), (status = 404, description = "no offer to you", body = api::ApiError), (status = 409, description = "expired, or the session is over", body = api::ApiError))
+)]
 async fn accept(
     State(st): State<ApiState>,
     Extension(caller): Extension<Caller>,
@@ -480,6 +498,12 @@ async fn accept(
     Ok(Json(session_json(&st.gw, &r)))
 }
 
+/// Decline a handoff offered to you (audited).
+#[utoipa::path(
+    post, operation_id = "decline_handoff", path = "/api/v1/sessions/{id}/decline", tag = "live",
+    params(("id" = String, Path, description = "session id (sess_…)")), request_body(content = Option<api::TerminateRequest>, description = "an optional reason"),
+    responses((status = 200, description = "the declined offer", body = api::Handoff), (status = 404, description = "no offer to you", body = api::ApiError))
+)]
 async fn decline(
     State(st): State<ApiState>,
     Extension(caller): Extension<Caller>,

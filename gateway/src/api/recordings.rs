@@ -22,6 +22,11 @@ pub(super) fn routes() -> Router<ApiState> {
         .route("/api/v1/recordings/{id}/events", get(recording_events))
 }
 
+/// The recording public key (hex), for offline verification.
+#[utoipa::path(
+    get, path = "/api/v1/recordings/pubkey", tag = "recordings",
+    responses((status = 200, body = api::PublicKey))
+)]
 async fn recording_pubkey(State(st): State<ApiState>) -> Json<api::PublicKey> {
     Json(api::PublicKey {
         public_key: wardengate_recorder::public_key_hex(&st.gw.recordings.public_key()),
@@ -98,6 +103,17 @@ async fn recording_json(gw: &Gateway, id: &str, verify: bool) -> api::Recording 
     }
 }
 
+/// List recordings, newest first.
+#[utoipa::path(
+    get, path = "/api/v1/recordings", tag = "recordings",
+    params(
+        ("actor" = Option<String>, Query), ("target" = Option<String>, Query),
+        ("protocol" = Option<String>, Query, description = "ssh, postgres or rdp"),
+        ("limit" = Option<u32>, Query, description = "at most this many (default 500)"),
+        ("cursor" = Option<String>, Query, description = "continue after this page (`next_cursor`)"),
+    ),
+    responses((status = 200, body = api::RecordingList), (status = 400, description = "a filter or cursor that does not parse", body = api::ApiError))
+)]
 async fn list_recordings(
     State(st): State<ApiState>,
     q: Result<Query<ListParams>, QueryRejection>,
@@ -151,6 +167,12 @@ async fn list_recordings(
     }))
 }
 
+/// A recording's seal and its verification with this gateway's key.
+#[utoipa::path(
+    get, path = "/api/v1/recordings/{id}", tag = "recordings",
+    params(("id" = String, Path, description = "recording id: the session id")),
+    responses((status = 200, body = api::Recording), (status = 404, description = "no such recording", body = api::ApiError))
+)]
 async fn get_recording(
     State(st): State<ApiState>,
     Extension(caller): Extension<Caller>,
@@ -167,6 +189,11 @@ async fn get_recording(
 }
 
 /// The recording's events as JSON lines (what players and exporters consume).
+#[utoipa::path(
+    get, path = "/api/v1/recordings/{id}/events", tag = "recordings",
+    params(("id" = String, Path, description = "recording id: the session id")),
+    responses((status = 200, description = "one event a line", content_type = "application/x-ndjson", body = String), (status = 404, description = "no such recording", body = api::ApiError), (status = 422, description = "the recording cannot be read", body = api::ApiError))
+)]
 async fn recording_events(
     State(st): State<ApiState>,
     Extension(caller): Extension<Caller>,

@@ -29,15 +29,21 @@ pub(super) fn routes() -> Router<ApiState> {
         .route("/api/v1/sessions/{id}/terminate", post(terminate))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub(super) struct ListParams {
     pub(super) actor: Option<String>,
     pub(super) target: Option<String>,
+    /// `ssh`, `postgres` or `rdp`.
     pub(super) protocol: Option<String>,
+    /// One state (`active`, `paused`, `closed`, ...).
     pub(super) state: Option<String>,
+    /// Only sessions idle longer than this (`90s`, `5m`, `2h`, or seconds).
     pub(super) idle_gt: Option<String>,
+    /// `key=value`: only sessions to targets with this tag.
     pub(super) target_tag: Option<String>,
+    /// At most this many (default 100).
     pub(super) limit: Option<u32>,
     /// Continue after this page (`next_cursor` of the last answer).
     pub(super) cursor: Option<String>,
@@ -77,6 +83,12 @@ fn parse_duration_secs(s: &str) -> Result<u64, ApiError> {
         .map_err(|e| bad(format!("idle_gt: {e}")))
 }
 
+/// List sessions, newest first (a user's own token: only theirs).
+#[utoipa::path(
+    get, path = "/api/v1/sessions", tag = "sessions",
+    params(ListParams),
+    responses((status = 200, body = api::SessionList), (status = 400, description = "a filter that does not parse", body = api::ApiError), (status = 401, description = "missing or invalid token", body = api::ApiError))
+)]
 async fn list_sessions(
     State(st): State<ApiState>,
     axum::Extension(caller): axum::Extension<Caller>,
@@ -154,6 +166,12 @@ pub(crate) fn session_json(gw: &Gateway, r: &crate::store::SessionRecord) -> api
     s
 }
 
+/// One session (a user's own token: theirs, or one offered to them).
+#[utoipa::path(
+    get, path = "/api/v1/sessions/{id}", tag = "sessions",
+    params(("id" = String, Path, description = "session id (sess_…)")),
+    responses((status = 200, body = api::Session), (status = 404, description = "unknown id", body = api::ApiError))
+)]
 async fn get_session(
     State(st): State<ApiState>,
     axum::Extension(caller): axum::Extension<Caller>,
@@ -181,6 +199,12 @@ fn require_reason(reason: Option<String>) -> Result<String, ApiError> {
     }
 }
 
+/// Terminate a live session; the user sees the reason.
+#[utoipa::path(
+    post, operation_id = "terminate_session", path = "/api/v1/sessions/{id}/terminate", tag = "sessions",
+    params(("id" = String, Path, description = "session id (sess_…)")), request_body = api::TerminateRequest,
+    responses((status = 200, description = "the closed session", body = api::Session), (status = 400, description = "reason missing", body = api::ApiError), (status = 404, description = "unknown id", body = api::ApiError), (status = 409, description = "already over", body = api::ApiError))
+)]
 async fn terminate(
     State(st): State<ApiState>,
     axum::Extension(caller): axum::Extension<Caller>,
@@ -209,6 +233,12 @@ async fn terminate(
     Ok(Json(session_json(&st.gw, &r)))
 }
 
+/// Terminate every live session matching the selectors.
+#[utoipa::path(
+    post, path = "/api/v1/sessions/terminate", tag = "sessions",
+    request_body = api::BulkTerminateRequest,
+    responses((status = 200, description = "the terminated sessions", body = api::TerminateResult), (status = 400, description = "reason or selector missing", body = api::ApiError))
+)]
 async fn bulk_terminate(
     State(st): State<ApiState>,
     body: Bytes,
