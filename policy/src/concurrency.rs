@@ -397,21 +397,16 @@ mod tests {
             on_actor_limit: OnLimit::EvictOldest,
             ..Default::default()
         };
+        let alice = subj("alice", "t", "p");
         let _bob = ledger.acquire("b1", subj("bob", "t", "p"), &limits);
-        let a1 = ledger
-            .acquire("a1", subj("alice", "t", "p"), &limits)
-            .expect("a1");
-        let _a2 = ledger
-            .acquire("a2", subj("alice", "t", "p"), &limits)
-            .expect("a2");
-        let g = ledger
-            .acquire("a3", subj("alice", "t", "p"), &limits)
-            .expect("a3 evicts");
+        let a1 = ledger.acquire("a1", alice, &limits).expect("a1");
+        let _a2 = ledger.acquire("a2", alice, &limits).expect("a2");
+        let g = ledger.acquire("a3", alice, &limits).expect("a3 evicts");
         assert_eq!(g.evicted.as_deref(), Some("a1"));
-        assert_eq!(ledger.counts(subj("alice", "t", "p")).actor, 2);
+        assert_eq!(ledger.counts(alice).actor, 2);
         // The evicted lease's own drop later is a no-op.
         drop(a1);
-        assert_eq!(ledger.counts(subj("alice", "t", "p")).actor, 2);
+        assert_eq!(ledger.counts(alice).actor, 2);
         // Eviction never lets another level overshoot.
         let tight = Limits {
             actor: Some(1),
@@ -420,12 +415,9 @@ mod tests {
             ..Default::default()
         };
         let ledger = Ledger::new();
-        let _x = ledger
-            .acquire("x", subj("carol", "t", "p"), &tight)
-            .expect("x");
-        let g = ledger
-            .acquire("y", subj("carol", "t", "p"), &tight)
-            .expect("y evicts x");
+        let carol = subj("carol", "t", "p");
+        let _x = ledger.acquire("x", carol, &tight).expect("x");
+        let g = ledger.acquire("y", carol, &tight).expect("y evicts x");
         assert_eq!(g.evicted.as_deref(), Some("x"));
     }
 

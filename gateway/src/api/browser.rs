@@ -22,7 +22,7 @@ use axum::{Extension, Json, Router};
 use wardengate_api as api;
 use wardengate_protocols::shadow::Frame;
 
-use super::common::{bad, ApiError, Caller};
+use super::common::{bad, ApiError, Caller, SessionId};
 use super::live::{attach, event, refuse_blocked, Watching};
 use super::state::ApiState;
 use super::tickets::{Purpose, TICKET_TTL};
@@ -43,7 +43,7 @@ pub fn open_routes() -> Router<ApiState> {
 /// A one-time link to watch a desktop (RDP) session in a browser.
 #[utoipa::path(
     post, operation_id = "shadow_in_browser", path = "/api/v1/sessions/{id}/shadow/browser", tag = "live",
-    params(("id" = String, Path, description = "session id (sess_…)")),
+    params(SessionId),
     responses((status = 200, description = "a one-time link (60 s) to the gateway's page", body = api::ShadowLink), (status = 403, description = "the session's policy blocks shadowing", body = api::ApiError), (status = 404, description = "unknown id", body = api::ApiError), (status = 409, description = "not a desktop session, or over", body = api::ApiError))
 )]
 async fn link(
@@ -121,15 +121,19 @@ async fn page(Path(_id): Path<String>) -> Response {
         .into_response()
 }
 
-#[derive(serde::Deserialize)]
+#[derive(serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct SocketQuery {
+    /// The one-time ticket from the link's fragment.
+    #[param(required = true)]
     pub(crate) ticket: Option<String>,
 }
 
-/// WebSocket of the browser shadow page (no bearer token: the link's ticket). Text messages are the shadow stream's JSON events; binary messages are desktop pictures (WGD1 layout, see the README).
+/// WebSocket of the browser shadow page (no bearer token: the link's ticket). Text messages are the
+/// shadow stream's JSON events; binary messages are desktop pictures (WGD1 layout, see the README).
 #[utoipa::path(
     get, operation_id = "shadow_socket", path = "/api/v1/sessions/{id}/shadow/ws", tag = "live", security(()),
-    params(("id" = String, Path, description = "session id (sess_…)"), ("ticket" = String, Query, description = "the one-time ticket from the link's fragment")),
+    params(SessionId, SocketQuery),
     responses((status = 101, description = "switching to WebSocket"), (status = 401, description = "the ticket was used already, expired or is for something else", body = api::ApiError), (status = 403, description = "the session's policy blocks shadowing", body = api::ApiError))
 )]
 async fn socket(

@@ -73,3 +73,21 @@ pub(crate) fn query<T>(q: Result<Query<T>, QueryRejection>) -> Result<T, ApiErro
     q.map(|Query(p)| p)
         .map_err(|e| bad(format!("bad query: {}", e.body_text())))
 }
+
+/// `{id}` of a session's routes, for the OpenAPI document (handlers take `Path<String>`).
+#[derive(utoipa::IntoParams)]
+#[into_params(names("id"), parameter_in = Path)]
+#[allow(dead_code)]
+pub(super) struct SessionId(
+    /// The session id (`sess_…`).
+    String,
+);
+
+/// `{id}` of a recording's routes: the id of the session it recorded.
+#[derive(utoipa::IntoParams)]
+#[into_params(names("id"), parameter_in = Path)]
+#[allow(dead_code)]
+pub(super) struct RecordingId(
+    /// The recording id: its session's id (`sess_…`).
+    String,
+);

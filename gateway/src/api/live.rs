@@ -22,7 +22,7 @@ use wardengate_policy::ShadowMode;
 use wardengate_protocols::session::{now_ms, Control};
 use wardengate_protocols::shadow::{elapsed_hms, Frame, Observer, ObserverInfo};
 
-use super::common::{bad, internal, parse_body, ApiError, Caller};
+use super::common::{bad, internal, parse_body, ApiError, Caller, SessionId};
 use super::sessions::session_json;
 use super::state::ApiState;
 use crate::registry::{Pending, RegistryError};
@@ -149,10 +149,11 @@ impl Watching {
     }
 }
 
-/// Watch a live session read-only: newline-delimited JSON events (attached, screen, output, line, desktop, notice, end); attach and detach are audited.
+/// Watch a live session read-only: newline-delimited JSON events (attached, screen, output, line,
+/// desktop, notice, end); attach and detach are audited.
 #[utoipa::path(
     get, operation_id = "shadow_stream", path = "/api/v1/sessions/{id}/shadow", tag = "live",
-    params(("id" = String, Path, description = "session id (sess_…)")),
+    params(SessionId),
     responses((status = 200, description = "the event stream, one api::ShadowEvent a line", content_type = "application/x-ndjson", body = api::ShadowEvent), (status = 403, description = "the session's policy blocks shadowing", body = api::ApiError), (status = 404, description = "unknown id", body = api::ApiError), (status = 409, description = "the session is over", body = api::ApiError))
 )]
 async fn shadow(
@@ -270,7 +271,7 @@ pub(crate) async fn attach(
 /// Offer a live SSH session with a terminal to another user.
 #[utoipa::path(
     post, operation_id = "offer_handoff", path = "/api/v1/sessions/{id}/handoff", tag = "live",
-    params(("id" = String, Path, description = "session id (sess_…)")), request_body = api::HandoffRequest,
+    params(SessionId), request_body = api::HandoffRequest,
     responses((status = 202, description = "the pending offer", body = api::Handoff), (status = 400, description = "to or reason missing", body = api::ApiError), (status = 403, description = "the new owner's policy does not permit the target and account", body = api::ApiError), (status = 404, description = "unknown id", body = api::ApiError), (status = 409, description = "not handable (over, no terminal, already offered)", body = api::ApiError))
 )]
 async fn handoff(
@@ -387,7 +388,7 @@ async fn offer_for(st: &ApiState, id: &str, caller: &Caller) -> Result<Pending, 
 /// Accept a handoff offered to you: ownership moves under the stricter of the two policies.
 #[utoipa::path(
     post, operation_id = "accept_handoff", path = "/api/v1/sessions/{id}/accept", tag = "live",
-    params(("id" = String, Path, description = "session id (sess_…)")),
+    params(SessionId),
     responses((status = 200, description = "the session, now yours", body = api::Session), (status = 404, description = "no offer to you", body = api::ApiError), (status = 409, description = "expired, or the session is over", body = api::ApiError))
 )]
 async fn accept(
@@ -501,7 +502,7 @@ async fn accept(
 /// Decline a handoff offered to you (audited).
 #[utoipa::path(
     post, operation_id = "decline_handoff", path = "/api/v1/sessions/{id}/decline", tag = "live",
-    params(("id" = String, Path, description = "session id (sess_…)")), request_body(content = Option<api::TerminateRequest>, description = "an optional reason"),
+    params(SessionId), request_body(content = Option<api::TerminateRequest>, description = "an optional reason"),
     responses((status = 200, description = "the declined offer", body = api::Handoff), (status = 404, description = "no offer to you", body = api::ApiError))
 )]
 async fn decline(

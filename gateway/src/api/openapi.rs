@@ -164,5 +164,16 @@ mod tests {
                 "parameter {p} missing: {names}"
             );
         }
+        // A browser WebSocket takes its one-time ticket instead of a bearer token.
+        let ws = &doc["paths"]["/api/v1/sessions/{id}/shadow/ws"]["get"];
+        let ticket = ws["parameters"]
+            .as_array()
+            .and_then(|ps| ps.iter().find(|p| p["name"] == "ticket"))
+            .expect("the ticket parameter");
+        assert_eq!(
+            (&ticket["in"], &ticket["required"]),
+            (&"query".into(), &true.into())
+        );
+        assert_eq!(ws["security"], serde_json::json!([{}]), "no bearer token");
     }
 }

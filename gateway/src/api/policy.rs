@@ -66,7 +66,8 @@ pub(super) struct ExplainParams {
     account: Option<String>,
 }
 
-/// Which policy admits an actor to a target and why: every policy's verdict, the limits and the current counts.
+/// Which policy admits an actor to a target and why: every policy's verdict, the limits and the
+/// current counts.
 #[utoipa::path(
     get, operation_id = "explain_policies", path = "/api/v1/policies/explain", tag = "policies",
     params(ExplainParams),

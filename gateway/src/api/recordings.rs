@@ -9,7 +9,7 @@ use axum::{Extension, Json, Router};
 use serde_json::json;
 use wardengate_api as api;
 
-use super::common::{bad, internal, query, ApiError, Caller};
+use super::common::{bad, internal, query, ApiError, Caller, RecordingId};
 use super::sessions::{session_json, ListParams};
 use super::state::ApiState;
 use crate::broker::Gateway;
@@ -170,7 +170,7 @@ async fn list_recordings(
 /// A recording's seal and its verification with this gateway's key.
 #[utoipa::path(
     get, path = "/api/v1/recordings/{id}", tag = "recordings",
-    params(("id" = String, Path, description = "recording id: the session id")),
+    params(RecordingId),
     responses((status = 200, body = api::Recording), (status = 404, description = "no such recording", body = api::ApiError))
 )]
 async fn get_recording(
@@ -191,7 +191,7 @@ async fn get_recording(
 /// The recording's events as JSON lines (what players and exporters consume).
 #[utoipa::path(
     get, path = "/api/v1/recordings/{id}/events", tag = "recordings",
-    params(("id" = String, Path, description = "recording id: the session id")),
+    params(RecordingId),
     responses((status = 200, description = "one event a line", content_type = "application/x-ndjson", body = String), (status = 404, description = "no such recording", body = api::ApiError), (status = 422, description = "the recording cannot be read", body = api::ApiError))
 )]
 async fn recording_events(

@@ -22,7 +22,7 @@ use wardengate_recorder::time::clock;
 use wardengate_recorder::{Event, EventKind};
 
 use super::browser::{origin, send, text, SocketQuery};
-use super::common::{bad, internal, parse_body, ApiError, Caller};
+use super::common::{bad, internal, parse_body, ApiError, Caller, RecordingId};
 use super::recordings::{read_recording, recording_dir};
 use super::state::ApiState;
 use super::tickets::{Purpose, TICKET_TTL};
@@ -40,7 +40,7 @@ pub fn open_routes() -> Router<ApiState> {
 /// A one-time link to play a desktop (RDP) recording in a browser.
 #[utoipa::path(
     post, operation_id = "replay_in_browser", path = "/api/v1/recordings/{id}/replay/browser", tag = "recordings",
-    params(("id" = String, Path, description = "recording id: the session id")), request_body(content = Option<api::ReplayRequest>),
+    params(RecordingId), request_body(content = Option<api::ReplayRequest>),
     responses((status = 200, description = "a one-time link (60 s) to the gateway's page", body = api::ShadowLink), (status = 400, description = "speed out of range", body = api::ApiError), (status = 404, description = "no such recording", body = api::ApiError), (status = 409, description = "not a desktop recording", body = api::ApiError))
 )]
 async fn replay_link(
@@ -86,10 +86,11 @@ async fn replay_link(
     }))
 }
 
-/// WebSocket of the browser player (no bearer token: the link's ticket): replay, position and end events as JSON text, desktop pictures as binary messages, paced like the session.
+/// WebSocket of the browser player (no bearer token: the link's ticket): replay, position and end
+/// events as JSON text, desktop pictures as binary messages, paced like the session.
 #[utoipa::path(
     get, path = "/api/v1/recordings/{id}/replay/ws", tag = "recordings", security(()),
-    params(("id" = String, Path, description = "recording id: the session id"), ("ticket" = String, Query, description = "the one-time ticket from the link's fragment")),
+    params(RecordingId, SocketQuery),
     responses((status = 101, description = "switching to WebSocket"), (status = 401, description = "the ticket was used already, expired or is for something else", body = api::ApiError), (status = 422, description = "the recording cannot be read", body = api::ApiError))
 )]
 async fn replay_socket(

@@ -9,7 +9,7 @@ use serde::Deserialize;
 use serde_json::json;
 use wardengate_api as api;
 
-use super::common::{bad, internal, parse_body, query, ApiError, Caller};
+use super::common::{bad, internal, parse_body, query, ApiError, Caller, SessionId};
 use super::state::ApiState;
 use crate::broker::Gateway;
 use crate::registry::{to_api, Filter, RegistryError};
@@ -169,7 +169,7 @@ pub(crate) fn session_json(gw: &Gateway, r: &crate::store::SessionRecord) -> api
 /// One session (a user's own token: theirs, or one offered to them).
 #[utoipa::path(
     get, path = "/api/v1/sessions/{id}", tag = "sessions",
-    params(("id" = String, Path, description = "session id (sess_…)")),
+    params(SessionId),
     responses((status = 200, body = api::Session), (status = 404, description = "unknown id", body = api::ApiError))
 )]
 async fn get_session(
@@ -202,7 +202,7 @@ fn require_reason(reason: Option<String>) -> Result<String, ApiError> {
 /// Terminate a live session; the user sees the reason.
 #[utoipa::path(
     post, operation_id = "terminate_session", path = "/api/v1/sessions/{id}/terminate", tag = "sessions",
-    params(("id" = String, Path, description = "session id (sess_…)")), request_body = api::TerminateRequest,
+    params(SessionId), request_body = api::TerminateRequest,
     responses((status = 200, description = "the closed session", body = api::Session), (status = 400, description = "reason missing", body = api::ApiError), (status = 404, description = "unknown id", body = api::ApiError), (status = 409, description = "already over", body = api::ApiError))
 )]
 async fn terminate(

@@ -115,14 +115,16 @@ mod tests {
         }
     }
 
+    /// A ticket to shadow `sess_a`, issued to carol.
+    fn shadow_a(t: &Tickets) -> String {
+        t.issue("sess_a", Purpose::Shadow, &admin())
+            .expect("issued")
+    }
+
     #[test]
     fn a_ticket_opens_one_thing_once() {
         let t = Tickets::default();
-        let shadow_a = || {
-            t.issue("sess_a", Purpose::Shadow, &admin())
-                .expect("issued")
-        };
-        let a = shadow_a();
+        let a = shadow_a(&t);
         // For another session, or as a replay: refused, and the ticket is gone.
         assert_eq!(
             t.spend(&a, "sess_b", false).err().map(|e| e.0),
@@ -132,12 +134,12 @@ mod tests {
             t.spend(&a, "sess_a", false).is_err(),
             "a refused ticket is spent"
         );
-        let b = shadow_a();
+        let b = shadow_a(&t);
         assert!(
             t.spend(&b, "sess_a", true).is_err(),
             "a shadow ticket is not a replay's"
         );
-        let c = shadow_a();
+        let c = shadow_a(&t);
         let (who, what) = t.spend(&c, "sess_a", false).expect("spent");
         assert_eq!((who.name.as_str(), what), ("carol", Purpose::Shadow));
         let err = t.spend(&c, "sess_a", false).expect_err("used already");
@@ -169,11 +171,7 @@ mod tests {
     #[test]
     fn an_expired_ticket_opens_nothing() {
         let t = Tickets::default();
-        let shadow_a = || {
-            t.issue("sess_a", Purpose::Shadow, &admin())
-                .expect("issued")
-        };
-        let a = shadow_a();
+        let a = shadow_a(&t);
         t.lock().get_mut(&a).expect("kept").expires = Instant::now();
         assert!(t.spend(&a, "sess_a", false).is_err());
     }

@@ -68,6 +68,11 @@ pub fn load(path: &Path) -> Result<Loaded> {
     parse(&text, path)
 }
 
+/// `N` bytes written as hex (surrounding spaces allowed).
+fn hex_bytes<const N: usize>(h: &str) -> Option<[u8; N]> {
+    hex::decode(h.trim()).ok()?.try_into().ok()
+}
+
 /// A user or target name is part of a login (`user:target`, `user#target`): it must be
 /// non-empty and hold neither separator. `at` says where it was written.
 fn login_part(name: &str, kind: &str, at: impl FnOnce() -> String) -> Result<()> {
@@ -159,19 +164,14 @@ pub fn parse(text: &str, path: &Path) -> Result<Loaded> {
             None => None,
         };
         let nt_hash = match &u.nt_hash {
-            Some(h) => Some(
-                hex::decode(h.trim())
-                    .ok()
-                    .and_then(|b| <[u8; 16]>::try_from(b).ok())
-                    .ok_or_else(|| {
-                        anyhow!(
-                            "{}: users.{}.nt_hash must be 32 hex digits (the NT hash that \
+            Some(h) => Some(hex_bytes::<16>(h).ok_or_else(|| {
+                anyhow!(
+                    "{}: users.{}.nt_hash must be 32 hex digits (the NT hash that \
                              `wardengate hash-password` prints)",
-                            user("nt_hash"),
-                            u.name
-                        )
-                    })?,
-            ),
+                    user("nt_hash"),
+                    u.name
+                )
+            })?),
             None => None,
         };
         if keys.is_empty() && u.password_hash.is_none() && scram.is_none() && nt_hash.is_none() {
@@ -182,19 +182,14 @@ pub fn parse(text: &str, path: &Path) -> Result<Loaded> {
             );
         }
         let api_token = match &u.api_token_sha256 {
-            Some(h) => Some(
-                hex::decode(h.trim())
-                    .ok()
-                    .and_then(|b| <[u8; 32]>::try_from(b).ok())
-                    .ok_or_else(|| {
-                        anyhow!(
-                            "{}: users.{}.api_token_sha256 must be 64 hex digits (the sha256 \
+            Some(h) => Some(hex_bytes::<32>(h).ok_or_else(|| {
+                anyhow!(
+                    "{}: users.{}.api_token_sha256 must be 64 hex digits (the sha256 \
                              that `wardengate new-token` prints)",
-                            user("api_token_sha256"),
-                            u.name
-                        )
-                    })?,
-            ),
+                    user("api_token_sha256"),
+                    u.name
+                )
+            })?),
             None => None,
         };
         let id = Identity {
