@@ -1,8 +1,10 @@
 //! The Wardengate daemon as a library: configuration, identities, the credential vault, the
-//! session registry and store, the audit log, the REST API, and `wardengate dev`.
+//! session registry and store, the audit log, the REST API.
 //!
 //! It wires the protocol gateways (`wardengate-protocols`) to decisions (`wardengate-policy`) and
-//! never parses protocol bytes itself. `main.rs` is only the command line.
+//! never parses protocol bytes itself. The `wardengate` binary (`src/cli/`) is the
+//! command line and `wardengate dev`, which alone uses the throwaway peers of `wardengate-dev`:
+//! the daemon library does not.
 #![forbid(unsafe_code)]
 
 pub mod admission;
@@ -10,7 +12,6 @@ pub mod api;
 pub mod audit;
 pub mod broker;
 pub mod config;
-pub mod dev;
 pub mod geoip;
 pub mod guard;
 pub mod http;

@@ -112,7 +112,7 @@ pub struct UserAuth {
     /// cleartext inside TLS).
     pub has_password: bool,
     /// The same password as a SCRAM-SHA-256 verifier (PostgreSQL).
-    pub scram: Option<crate::postgres::Verifier>,
+    pub scram: Option<crate::postgres::scram::Verifier>,
     /// The same password's NT hash (RDP's NLA).
     pub nt_hash: Option<[u8; 16]>,
 }

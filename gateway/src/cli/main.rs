@@ -6,7 +6,9 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
-use wardengate_gateway::{config, dev, passwords, server, vault::SecretKind};
+mod dev;
+
+use wardengate_gateway::{config, passwords, server, vault::SecretKind};
 
 #[derive(Parser)]
 #[command(

@@ -13,9 +13,9 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use tokio_util::sync::CancellationToken;
 
-use crate::config;
-use crate::keys;
-use crate::vault::SecretKind;
+use wardengate_gateway::config;
+use wardengate_gateway::keys;
+use wardengate_gateway::vault::SecretKind;
 
 /// `wardengate dev`'s flags.
 #[derive(Debug, clap::Args)]
@@ -86,16 +86,22 @@ fn toml_str(s: &str) -> String {
 
 /// The example policies from `fixtures/policies`, written to the dev data directory.
 const EXAMPLE_POLICIES: &[(&str, &str)] = &[
-    ("sre.toml", include_str!("../../fixtures/policies/sre.toml")),
+    (
+        "sre.toml",
+        include_str!("../../../fixtures/policies/sre.toml"),
+    ),
     (
         "windows.toml",
-        include_str!("../../fixtures/policies/windows.toml"),
+        include_str!("../../../fixtures/policies/windows.toml"),
     ),
     (
         "contractors.toml",
-        include_str!("../../fixtures/policies/contractors.toml"),
+        include_str!("../../../fixtures/policies/contractors.toml"),
     ),
-    ("dba.toml", include_str!("../../fixtures/policies/dba.toml")),
+    (
+        "dba.toml",
+        include_str!("../../../fixtures/policies/dba.toml"),
+    ),
 ];
 
 /// With `--no-recording` or `--reconnect`, one policy that wins over the examples (benchmarks).
@@ -159,7 +165,7 @@ fn claim(dir: &Path, opts: &DevOptions) -> Result<DevLock> {
             );
         }
     }
-    crate::util::write_private(&lock, format!("{}\n", std::process::id()).as_bytes())?;
+    wardengate_gateway::util::write_private(&lock, format!("{}\n", std::process::id()).as_bytes())?;
     Ok(DevLock(lock))
 }
 
@@ -314,8 +320,8 @@ accounts = [{{ name = "bob", secret = "win-dc01.dev/bob" }}]
         rdp_port = opts.rdp_port,
         pg_addr = cluster.address(),
         desktop_addr = desktop.address(),
-        nt_hash = hex::encode(crate::passwords::nt_hash(&password)),
-        hash = toml_str(&crate::passwords::hash(&password)?),
+        nt_hash = hex::encode(wardengate_gateway::passwords::nt_hash(&password)),
+        hash = toml_str(&wardengate_gateway::passwords::hash(&password)?),
         scram = toml_str(&wardengate_protocols::postgres::Verifier::generate(
             &password
         )),
@@ -334,10 +340,10 @@ accounts = [{{ name = "bob", secret = "win-dc01.dev/bob" }}]
     }
     let config_path = dir.join("wardengate.toml");
     // It holds the demo users' password hashes and NT hashes.
-    crate::util::write_private(&config_path, config_text.as_bytes())?;
+    wardengate_gateway::util::write_private(&config_path, config_text.as_bytes())?;
     let cfg = config::load(&config_path)?;
     {
-        let (store, vault) = crate::server::open_state(&cfg, true)?;
+        let (store, vault) = wardengate_gateway::server::open_state(&cfg, true)?;
         let store = &*store;
         let demo_key = keys::private_openssh(&target_key)?;
         for (reference, kind, secret) in [
@@ -377,7 +383,7 @@ accounts = [{{ name = "bob", secret = "win-dc01.dev/bob" }}]
         .filter(|p| p.exists())
         .map(|p| p.display().to_string())
         .unwrap_or_else(|| "wgctl".into());
-    crate::server::run(cfg, shutdown, |l| {
+    wardengate_gateway::server::run(cfg, shutdown, |l| {
         println!(
             "\nWardengate dev mode is running (data in {d}).\n\n  \
              SSH gateway    {ssh}\n  PostgreSQL     127.0.0.1:{pgp}\n  RDP            127.0.0.1:{rdpp}\n  REST API       http://{api}\n  \
@@ -488,8 +494,8 @@ fn kept_secret(file: &std::path::Path, len: usize) -> anyhow::Result<String> {
     if let Ok(s) = std::fs::read_to_string(file) {
         return Ok(s.trim().to_string());
     }
-    let s = crate::util::new_token()?[..len].to_string();
-    crate::util::write_private(file, format!("{s}\n").as_bytes())?;
+    let s = wardengate_gateway::util::new_token()?[..len].to_string();
+    wardengate_gateway::util::write_private(file, format!("{s}\n").as_bytes())?;
     Ok(s)
 }
 
