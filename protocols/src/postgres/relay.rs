@@ -125,22 +125,48 @@ async fn down(
     // round trip on a busy machine; until they are sent, records stay in the log, where the end
     // of the session finds them.
     let mut flush_at: Option<tokio::time::Instant> = None;
+    let mut inject_open = true;
     loop {
         let waiting = flush_at;
         tokio::select! {
-            _ = async { if let Some(t) = waiting { tokio::time::sleep_until(t).await } }, if waiting.is_some() => {
-                flush_at = None;
-                if !record(&log, (&tap, &hub, &alerts), shared.started_ms, &mut params).await {
-                    return End::Recording;
+            // What the gateway has to say goes first: a FATAL queued as the session ends must
+            // not lose to the target closing at the same moment.
+            biased;
+            m = inject.recv(), if held.is_none() && inject_open => {
+                let Some(m) = m else {
+                    inject_open = false;
+                    continue;
+                };
+                if !scanner.at_boundary() {
+                    held = Some(m);
+                    continue;
+                }
+                let (Inject::Notice(b) | Inject::Fatal(b)) = &m;
+                if let Err(e) = wire::send(&mut wr, &[b]).await {
+                    return End::Io(LegError::client(e));
+                }
+                if matches!(m, Inject::Fatal(_)) {
+                    let _ = wr.shutdown().await;
+                    return End::Injected;
                 }
             }
             r = rd.read(&mut buf) => {
                 let n = match r {
-                    Ok(0) => return End::Target,
-                    Ok(n) => n,
-                    // A reset is the target going away, as a close is (pg_terminate_backend can do either).
-                    Err(e) => {
-                        tracing::debug!("target connection: {e}");
+                    Ok(n) if n > 0 => n,
+                    // A reset is the target going away, as a close is (pg_terminate_backend can do
+                    // either). It can come at once after the gateway ended the session itself (a
+                    // client's protocol violation closes the target leg): the FATAL that says why
+                    // still goes to the client.
+                    other => {
+                        if let Err(e) = other {
+                            tracing::debug!("target connection: {e}");
+                        }
+                        let pending = held.take().or_else(|| inject.try_recv().ok());
+                        if let (Some(Inject::Fatal(b)), true) = (pending, scanner.at_boundary()) {
+                            let _ = wire::send(&mut wr, &[&b]).await;
+                            let _ = wr.shutdown().await;
+                            return End::Injected;
+                        }
                         return End::Target;
                     }
                 };
@@ -190,19 +216,10 @@ async fn down(
                     return End::Injected;
                 }
             }
-            m = inject.recv(), if held.is_none() => {
-                let Some(m) = m else { continue };
-                if !scanner.at_boundary() {
-                    held = Some(m);
-                    continue;
-                }
-                let (Inject::Notice(b) | Inject::Fatal(b)) = &m;
-                if let Err(e) = wire::send(&mut wr, &[b]).await {
-                    return End::Io(LegError::client(e));
-                }
-                if matches!(m, Inject::Fatal(_)) {
-                    let _ = wr.shutdown().await;
-                    return End::Injected;
+            _ = async { if let Some(t) = waiting { tokio::time::sleep_until(t).await } }, if waiting.is_some() => {
+                flush_at = None;
+                if !record(&log, (&tap, &hub, &alerts), shared.started_ms, &mut params).await {
+                    return End::Recording;
                 }
             }
         }
