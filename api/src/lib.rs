@@ -446,3 +446,102 @@ pub struct Health {
     pub version: String,
     pub active_sessions: usize,
 }
+
+/// `POST /api/v1/mfa/enroll`: a link to enrol a security key or passkey.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct MfaEnrollRequest {
+    /// What to call the key (`YubiKey 5C`); default `security key`.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Whose key (operators and the admin token); default the caller.
+    #[serde(default)]
+    pub user: Option<String>,
+}
+
+/// `POST /api/v1/mfa/prove`: a link to prove presence ahead of a PostgreSQL or RDP connection.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct MfaProveRequest {
+    /// The target the proof is for (its policy); default: any policy.
+    #[serde(default)]
+    pub target: Option<String>,
+    /// Whose proof (operators and the admin token); default the caller.
+    #[serde(default)]
+    pub user: Option<String>,
+}
+
+/// A one-time link to the gateway's security-key page.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct MfaLink {
+    /// Open it in a browser on the machine with the key; the ticket in its fragment is spent by
+    /// the page.
+    pub url: String,
+    pub expires_in_secs: u64,
+    /// Whose key.
+    pub user: String,
+    /// `enroll` or `prove`.
+    pub purpose: String,
+    /// `prove` for one target: the policy the proof admits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<String>,
+}
+
+/// An enrolled security key or passkey.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct SecurityKey {
+    /// `key_…`
+    pub id: String,
+    pub user: String,
+    pub name: String,
+    /// The WebAuthn credential id (base64url).
+    pub credential_id: String,
+    /// The authenticator model, when it tells it.
+    pub aaguid: Option<String>,
+    /// The signature counter after the last use.
+    pub counter: u32,
+    /// RFC 3339.
+    pub created: String,
+    pub last_used: Option<String>,
+}
+
+/// `POST /api/v1/users/{name}/mfa-reset`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct MfaResetRequest {
+    /// Why (audited), required.
+    #[serde(default)]
+    pub reason: String,
+}
+
+/// Keys removed from a person.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct MfaRemoved {
+    pub user: String,
+    pub removed: Vec<String>,
+}
+
+/// The page's calls: `POST /api/v1/mfa/ceremony/start` (ticket) and `/finish` (ticket and the
+/// browser's credential as `PublicKeyCredential.toJSON()` gives it).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct CeremonyRequest {
+    pub ticket: String,
+    #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
+    pub credential: Option<serde_json::Value>,
+}
+
+/// What the page shows when the ceremony is over.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct CeremonyDone {
+    pub message: String,
+}

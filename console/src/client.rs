@@ -111,6 +111,10 @@ impl Client {
         Ok((Self::body(resp)?, header))
     }
 
+    pub fn delete<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
+        Self::decode(self.send(self.http.delete(format!("{}{path}", self.base)))?)
+    }
+
     /// The token: the admin token, or your own (`users.api_token_sha256`).
     pub fn post<B: Serialize, T: DeserializeOwned>(&self, path: &str, body: &B) -> Result<T> {
         Self::decode(self.send(self.http.post(format!("{}{path}", self.base)).json(body))?)

@@ -11,6 +11,7 @@ mod frames;
 #[cfg(not(feature = "desktop"))]
 #[path = "frames_absent.rs"]
 mod frames;
+mod mfa;
 mod output;
 mod policy;
 mod recording;
@@ -64,6 +65,12 @@ enum Cmd {
     /// Policies: check files offline, list, explain a decision, reload.
     #[command(subcommand)]
     Policy(policy::PolicyCmd),
+    /// Security keys: enrol, list, remove, prove presence before a connection.
+    #[command(subcommand)]
+    Mfa(mfa::MfaCmd),
+    /// People: reset a person's security keys.
+    #[command(subcommand)]
+    User(mfa::UserCmd),
 }
 
 fn main() {
@@ -90,5 +97,7 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Policy(cmd) => policy::run(cmd, c, json),
         Cmd::Audit(cmd) => audit::run(cmd, c, json),
         Cmd::Session(cmd) => session::run(cmd, c?, json),
+        Cmd::Mfa(cmd) => mfa::run(cmd, c?, json),
+        Cmd::User(cmd) => mfa::run_user(cmd, c?, json),
     }
 }

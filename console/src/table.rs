@@ -128,6 +128,7 @@ pub fn session(s: &api::Session) -> String {
             format!("{} (vault ref {})", s.account, s.account_ref),
         ),
         ("policy", policy_line(s)),
+        ("mfa", mfa_line(s)),
         (
             "pty",
             s.pty
@@ -220,6 +221,50 @@ pub fn session(s: &api::Session) -> String {
         let _ = writeln!(out, "{:<13} {v}", format!("{k}:"));
     }
     out
+}
+
+/// `webauthn (YubiKey 5C, 00:00:42 before start)`, or `-` when the policy asked for none.
+fn mfa_line(s: &api::Session) -> String {
+    let Some(m) = s
+        .decision
+        .as_ref()
+        .map(|d| &d["mfa"])
+        .filter(|m| m.is_object())
+    else {
+        return "-".into();
+    };
+    let before = m["before_start_ms"].as_u64().unwrap_or(0);
+    format!(
+        "{} ({}, {} before start)",
+        m["method"].as_str().unwrap_or("?"),
+        m["key"].as_str().unwrap_or("?"),
+        wardengate_recorder::time::clock(std::time::Duration::from_millis(before), false)
+    )
+}
+
+pub fn security_keys(keys: &[api::SecurityKey]) -> String {
+    if keys.is_empty() {
+        return "no security keys enrolled (wgctl mfa enroll)\n".into();
+    }
+    let mut rows = vec![vec![
+        "ID".to_string(),
+        "USER".into(),
+        "NAME".into(),
+        "CREATED".into(),
+        "LAST USED".into(),
+        "COUNTER".into(),
+    ]];
+    for k in keys {
+        rows.push(vec![
+            k.id.clone(),
+            k.user.clone(),
+            k.name.clone(),
+            k.created.clone(),
+            k.last_used.clone().unwrap_or_else(|| "never".into()),
+            k.counter.to_string(),
+        ]);
+    }
+    render(&rows)
 }
 
 pub fn audit(list: &api::AuditList) -> String {

@@ -15,6 +15,7 @@ pub mod config;
 pub mod geoip;
 pub mod guard;
 pub mod http;
+pub mod identity;
 pub mod keys;
 pub mod logging;
 pub mod passwords;

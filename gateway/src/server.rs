@@ -114,6 +114,7 @@ pub async fn run(
     };
     let mut gw = Gateway::new(cfg, store, vault, recordings).await;
     gw.geoip = geoip;
+    gw.api_port = listening.api.port();
     let gw = Arc::new(gw);
     gw.recover().await;
     for seal in gw.recordings.recover_all() {

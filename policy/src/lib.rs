@@ -88,8 +88,13 @@ impl Admitted {
         if a.name != b.name {
             p.name = format!("{}+{}", a.name, b.name);
         }
-        if b.mfa == MfaMode::Required {
-            p.mfa = MfaMode::Required;
+        if b.mfa == MfaMode::Webauthn {
+            p.mfa = MfaMode::Webauthn;
+            p.mfa_max_age = if a.mfa == MfaMode::Webauthn {
+                a.mfa_max_age.min(b.mfa_max_age)
+            } else {
+                b.mfa_max_age
+            };
         }
         if b.recording == RecordingMode::Required {
             p.recording = RecordingMode::Required;

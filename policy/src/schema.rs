@@ -29,9 +29,13 @@ pub struct Policy {
     pub protocols: Vec<String>,
     #[serde(default)]
     pub accounts: Vec<String>,
-    /// Multi-factor authentication before admission (validated now; enforced when MFA lands).
+    /// A second factor before admission: `webauthn` asks for a security key (step-up).
     #[serde(default)]
     pub mfa: MfaMode,
+    /// How old a security-key proof may be and still admit a session of this policy; `0` (the
+    /// default) asks for one per session.
+    #[serde(default)]
+    pub mfa_max_age: Dur,
     #[serde(default)]
     pub recording: RecordingMode,
     #[serde(default)]
@@ -88,6 +92,7 @@ impl Policy {
             protocols: vec![],
             accounts: vec![],
             mfa: MfaMode::default(),
+            mfa_max_age: Dur::default(),
             recording: RecordingMode::default(),
             shadow: ShadowMode::default(),
             allow_port_forwarding: false,
@@ -107,7 +112,10 @@ impl Policy {
 pub enum MfaMode {
     #[default]
     Off,
-    Required,
+    /// A security key or passkey (WebAuthn), proved in the gateway's page. `required`, the
+    /// name from before MFA was enforced, means the same.
+    #[serde(alias = "required")]
+    Webauthn,
 }
 
 /// `required` (default): the session is recorded, or refused / ended when it cannot be.

@@ -529,6 +529,9 @@ pub struct Denial {
     pub message: String,
     /// The concurrency limit that refused: scope, limit, current and subject.
     pub limit: Option<wardengate_policy::LimitDenial>,
+    /// Not refused yet: the policy asks for a second factor the person can give now (SSH shows
+    /// the prompt and waits; nothing was recorded as denied).
+    pub step_up: Option<Box<StepUp>>,
 }
 
 impl Denial {
@@ -537,6 +540,43 @@ impl Denial {
             kind,
             message: message.into(),
             limit: None,
+            step_up: None,
+        }
+    }
+}
+
+/// A second factor asked for during admission: what to show, and the answer to wait for.
+#[derive(Debug, Clone)]
+pub struct StepUp {
+    /// One line for the person (`Security key required by policy sre-prod: open <link> within
+    /// 2m and touch your key`).
+    pub prompt: String,
+    /// `None` until the proof is made (`Ok`) or refused (`Err` with the reason shown).
+    pub done: tokio::sync::watch::Receiver<Option<Result<(), String>>>,
+    /// How long to wait for it.
+    pub within: std::time::Duration,
+}
+
+impl PartialEq for StepUp {
+    fn eq(&self, other: &StepUp) -> bool {
+        self.prompt == other.prompt && self.within == other.within
+    }
+}
+
+impl Eq for StepUp {}
+
+impl StepUp {
+    /// Wait for the proof: `Err` with what to tell the person when it is refused or late.
+    pub async fn wait(mut self) -> Result<(), String> {
+        let within = self.within;
+        let got = tokio::time::timeout(within, self.done.wait_for(Option::is_some)).await;
+        match got {
+            Ok(Ok(v)) => v.clone().unwrap_or(Err(String::new())),
+            Ok(Err(_)) => Err("wardengate: the security-key check was withdrawn".into()),
+            Err(_) => Err(format!(
+                "wardengate: access denied: no security key was presented within {}",
+                crate::timers::human(within)
+            )),
         }
     }
 }

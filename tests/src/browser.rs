@@ -94,7 +94,8 @@ impl Chromium {
         }
     }
 
-    fn call(&mut self, method: &str, params: Value) -> Value {
+    /// One DevTools call (`WebAuthn.addVirtualAuthenticator`, ...); its result.
+    pub fn call(&mut self, method: &str, params: Value) -> Value {
         let id = self.next_id;
         self.next_id += 1;
         let msg = json!({"id": id, "method": method, "params": params}).to_string();

@@ -14,8 +14,8 @@ pub(crate) use resolve::{resolve, Resolved};
 
 use serde_json::{json, Value};
 use wardengate_api as api;
-use wardengate_policy::{Admitted, LimitDenial, Limits, OnLimit, ReconnectMode};
-use wardengate_protocols::session::{now_ms, ClientInfo, Denial, Login};
+use wardengate_policy::{Admitted, LimitDenial, Limits, MfaMode, OnLimit, ReconnectMode};
+use wardengate_protocols::session::{now_ms, ClientInfo, Denial, Login, StepUp};
 
 use crate::broker::Gateway;
 use crate::config::{Account, Loaded, Target};
@@ -149,6 +149,10 @@ impl Gateway {
             .find(|v| v.policy == admitted.policy())
             .map(|v| v.why.clone())
             .unwrap_or_default();
+        let linked = self.linked(&rec.actor, &rec.target);
+        let proof = self
+            .second_factor(&mut rec, &admitted, protocol, linked.is_some())
+            .await?;
         let limits = cfg.limits(r.user, r.target, admitted.settings());
         let subject = r.subject(admitted.policy(), &self.name);
         let granted = self
@@ -161,8 +165,12 @@ impl Gateway {
             let d = json!({"admitted": false, "reason": "credential_unavailable", "policy": rec.policy});
             self.deny(&mut rec, "credential_unavailable", msg, d)
         })?;
-        rec.linked_session = self.linked(&rec.actor, &rec.target);
-        rec.decision = Some(decision_json(&admitted, &why, &limits).to_string());
+        rec.linked_session = linked;
+        let mut decision = decision_json(&admitted, &why, &limits);
+        if let Some(p) = &proof {
+            decision["mfa"] = crate::identity::decision(p, rec.started_ms);
+        }
+        rec.decision = Some(decision.to_string());
         rec.state = api::SessionState::Approved;
         let control = crate::registry::control_channel();
         let recording = match admitted.recording() {
@@ -219,6 +227,88 @@ impl Gateway {
             account: r.account.clone(),
             credential,
         })
+    }
+
+    /// The second factor the policy asks for (`mfa = "webauthn"`): a proof made already, or a
+    /// link to make one — shown by SSH, which waits (nothing is recorded as denied yet), and
+    /// given in the refusal by protocols that cannot wait.
+    async fn second_factor(
+        &self,
+        rec: &mut SessionRecord,
+        admitted: &Admitted,
+        protocol: api::Protocol,
+        reconnect: bool,
+    ) -> Result<Option<crate::identity::Proof>, Denial> {
+        let p = admitted.settings();
+        if p.mfa == MfaMode::Off {
+            return Ok(None);
+        }
+        let cfg = self.cfg();
+        let id = &cfg.config.identity;
+        // `reauth` after a dropped connection: a fresh proof, whatever mfa_max_age says.
+        let fresh = reconnect && p.reconnect.mode == ReconnectMode::Reauth;
+        let max_age = p.mfa_max_age.get();
+        if let Some(proof) = self
+            .mfa
+            .take(&rec.actor, &p.name, max_age, fresh, id.proof_valid_for)
+        {
+            return Ok(Some(proof));
+        }
+        let decision = json!({"admitted": false, "reason": "mfa_required", "policy": p.name});
+        let keys = self.store.key_list(Some(&rec.actor)).await.map_err(|e| {
+            tracing::error!("cannot read security keys: {e:#}");
+            Denial::new(
+                "internal",
+                "wardengate: internal error while checking security keys",
+            )
+        })?;
+        if keys.is_empty() {
+            let msg = format!(
+                "wardengate: access denied: policy {} requires a security key, and {} has none \
+                 enrolled; enrol one with `wgctl mfa enroll`, then connect again",
+                p.name, rec.actor
+            );
+            return Err(self.deny(rec, "mfa_not_enrolled", msg, decision));
+        }
+        let purpose = crate::identity::Purpose::Prove {
+            policy: Some(p.name.clone()),
+        };
+        let link = self
+            .mfa
+            .issue(&rec.actor, purpose, &self.page_origin(), id.link_ttl)
+            .map_err(|e| {
+                tracing::error!("cannot issue a security-key link: {e}");
+                Denial::new(
+                    "internal",
+                    "wardengate: internal error while asking for a security key",
+                )
+            })?;
+        self.audit(
+            "mfa.challenged",
+            Some(&rec.actor),
+            Some(&rec.id),
+            json!({"policy": p.name, "target": rec.target, "fresh": fresh, "protocol": protocol}),
+        );
+        let within = wardengate_recorder::time::human(link.expires_in);
+        if protocol == api::Protocol::Ssh {
+            let prompt = format!(
+                "Security key required by policy {}: open {} within {within} and touch your key",
+                p.name, link.url
+            );
+            let mut d = Denial::new("mfa_required", prompt.clone());
+            d.step_up = Some(Box::new(StepUp {
+                prompt,
+                done: link.done,
+                within: link.expires_in,
+            }));
+            return Err(d);
+        }
+        let msg = format!(
+            "wardengate: MFA required by policy {}: open {} within {within} and touch your key, \
+             then connect again (or run `wgctl mfa prove --target {}` first)",
+            p.name, link.url, rec.target
+        );
+        Err(self.deny(rec, "mfa_required", msg, decision))
     }
 
     /// A paused session of this actor, target and account that the policies still let them

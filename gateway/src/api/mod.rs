@@ -9,6 +9,7 @@ mod auth;
 mod browser;
 mod common;
 mod live;
+mod mfa;
 mod openapi;
 mod policy;
 mod recordings;
@@ -40,10 +41,12 @@ pub fn router(state: ApiState) -> Router {
         .merge(audit::routes())
         .merge(recordings::routes())
         .merge(policy::routes())
+        .merge(mfa::routes())
         .route_layer(middleware::from_fn(auth::require_operator));
     let authed = Router::new()
         .merge(sessions::user_routes())
         .merge(live::user_routes())
+        .merge(mfa::user_routes())
         .merge(operator)
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
@@ -54,6 +57,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/openapi.json", get(openapi::serve))
         .merge(browser::open_routes())
         .merge(replay::open_routes())
+        .merge(mfa::open_routes())
         .merge(authed)
         .fallback(|| async {
             ApiError(

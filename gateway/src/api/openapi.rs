@@ -9,7 +9,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 use wardengate_api as api;
 
-use super::{audit, browser, live, policy, recordings, replay, sessions};
+use super::{audit, browser, live, mfa, policy, recordings, replay, sessions};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -48,6 +48,13 @@ use super::{audit, browser, live, policy, recordings, replay, sessions};
         policy::list,
         policy::reload,
         policy::explain,
+        mfa::enroll,
+        mfa::prove,
+        mfa::list,
+        mfa::remove,
+        mfa::reset,
+        mfa::start,
+        mfa::finish,
     ),
     components(schemas(api::SessionState, api::Protocol)),
     modifiers(&BearerToken),
@@ -58,6 +65,7 @@ use super::{audit, browser, live, policy, recordings, replay, sessions};
         (name = "recordings", description = "Recordings, their verification and replay"),
         (name = "audit", description = "The hash-chained, signed audit log"),
         (name = "policies", description = "Loaded policies, reload and explain"),
+        (name = "identity", description = "Security keys: enrolment, proofs, removal and reset"),
     )
 )]
 pub(super) struct ApiDoc;

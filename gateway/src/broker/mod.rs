@@ -46,6 +46,11 @@ pub struct Gateway {
     /// Sessions that ended by a dropped connection, by (actor, target): a reconnect within the
     /// policy's grace is linked to them.
     pub(crate) drops: Mutex<HashMap<(String, String), (String, u64)>>,
+    /// Security-key links waiting to be used, and proofs waiting for their sessions.
+    pub mfa: crate::identity::Mfa,
+    /// The port the API listens on (the configured one, or the one picked for port 0): the
+    /// default origin of the gateway's pages.
+    pub api_port: u16,
 }
 
 impl Gateway {
@@ -60,6 +65,7 @@ impl Gateway {
             crate::guard::PasswordChecker::start(sec.password_checks, sec.password_queue_timeout);
         let throttle = crate::guard::Throttle::new(sec);
         let api_throttle = crate::guard::Throttle::new(sec);
+        let api_port = cfg.config.api.listen.port();
         let checkpoints = Checkpoints::new(
             cfg.config.audit.checkpoint_every,
             recordings.dir.join("audit-checkpoints.jsonl"),
@@ -85,6 +91,8 @@ impl Gateway {
             recordings,
             ledger: Ledger::new(),
             drops: Mutex::new(HashMap::new()),
+            mfa: crate::identity::Mfa::default(),
+            api_port,
         }
     }
 

@@ -32,6 +32,8 @@ pub struct Config {
     #[serde(default)]
     pub geoip: GeoipSection,
     #[serde(default)]
+    pub identity: IdentitySection,
+    #[serde(default)]
     pub users: Vec<User>,
     #[serde(default)]
     pub groups: Vec<Group>,

@@ -127,6 +127,8 @@ pub fn parse(text: &str, path: &Path) -> Result<Loaded> {
             );
         }
     }
+    crate::identity::relying_party(&config.identity, config.api.listen.port())
+        .map_err(|e| anyhow!("{}: identity: {e}", here(&[K("identity")])))?;
     let mut users = HashMap::new();
     for (ui, u) in config.users.iter().enumerate() {
         let user = |key: &'static str| here(&[K("users"), I(ui), K(key)]);

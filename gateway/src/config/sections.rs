@@ -394,3 +394,53 @@ fn default_checkpoint_every() -> u64 {
 fn default_checkpoint_interval() -> Duration {
     Duration::from_secs(60)
 }
+
+/// `[identity]`: the WebAuthn relying party that security keys are enrolled with and proved to.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdentitySection {
+    /// The relying party id keys are bound to: the gateway's host name as people's browsers
+    /// reach it (`gateway.example.com`), never an IP address. Default `localhost` (dev mode).
+    #[serde(default = "default_rp_id")]
+    pub rp_id: String,
+    /// The origin of the gateway's pages as the browser shows it
+    /// (`https://gateway.example.com`); it must be `rp_id` or a host under it. Default
+    /// `http://localhost:<api port>`.
+    pub origin: Option<String>,
+    /// The name a browser shows when a key is enrolled.
+    #[serde(default = "default_rp_name")]
+    pub rp_name: String,
+    /// How long an enrolment or proof link can wait to be opened and used, and how long an SSH
+    /// login waits for the key.
+    #[serde(default = "default_link_ttl", with = "duration")]
+    pub link_ttl: Duration,
+    /// How long a proof made ahead (`wgctl mfa prove`, or a refusal's link) waits for the
+    /// session it is for, when the policy's `mfa_max_age` is 0 (one proof per session).
+    #[serde(default = "default_proof_valid_for", with = "duration")]
+    pub proof_valid_for: Duration,
+}
+
+impl Default for IdentitySection {
+    fn default() -> Self {
+        IdentitySection {
+            rp_id: default_rp_id(),
+            origin: None,
+            rp_name: default_rp_name(),
+            link_ttl: default_link_ttl(),
+            proof_valid_for: default_proof_valid_for(),
+        }
+    }
+}
+
+fn default_rp_id() -> String {
+    "localhost".into()
+}
+fn default_rp_name() -> String {
+    "Wardengate".into()
+}
+fn default_link_ttl() -> Duration {
+    Duration::from_secs(120)
+}
+fn default_proof_valid_for() -> Duration {
+    Duration::from_secs(300)
+}

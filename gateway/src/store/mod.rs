@@ -1,4 +1,5 @@
-//! The store: sessions, the audit log, pinned target host keys and the vault's ciphertexts.
+//! The store: sessions, the audit log, pinned target host keys, people's security keys and the
+//! vault's ciphertexts.
 //!
 //! Callers see [`Store`], an async interface, so that another implementation (PostgreSQL, for
 //! several gateways) can stand beside the embedded one without touching them. The embedded one,
@@ -9,6 +10,7 @@
 //! beside the daemon.
 
 mod audit;
+mod keys;
 mod secrets;
 mod sessions;
 mod sqlite;
@@ -21,6 +23,7 @@ use rusqlite::Connection;
 use wardengate_recorder::audit::Checkpoint;
 
 pub use audit::{audit_hash, AuditQuery, AuditRow};
+pub use keys::SecurityKeyRow;
 pub use secrets::{HostKey, VaultEntry};
 pub use sessions::{SessionQuery, SessionRecord};
 pub use sqlite::Sqlite;
@@ -65,6 +68,13 @@ pub trait Store: Send + Sync {
     /// Every secret: (reference, kind, updated at in ms).
     async fn vault_list(&self) -> Result<Vec<(String, String, u64)>>;
 
+    /// Add a person's security key, or replace it (its counter after a use).
+    async fn key_put(&self, k: SecurityKeyRow) -> Result<()>;
+    /// `user`'s security keys, or everyone's.
+    async fn key_list(&self, user: Option<&str>) -> Result<Vec<SecurityKeyRow>>;
+    /// Remove `user`'s key `id`, or all of theirs; how many went.
+    async fn key_remove(&self, user: &str, id: Option<&str>) -> Result<usize>;
+
     /// Wait until everything queued so far is written.
     async fn flush(&self) -> Result<()>;
 }
@@ -105,6 +115,11 @@ CREATE TABLE IF NOT EXISTS host_keys (
 CREATE TABLE IF NOT EXISTS audit_checkpoints (
   seq INTEGER PRIMARY KEY, hash TEXT NOT NULL, at_ms INTEGER NOT NULL, gateway TEXT NOT NULL,
   public_key TEXT NOT NULL, signature TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS security_keys (
+  id TEXT PRIMARY KEY, user TEXT NOT NULL, name TEXT NOT NULL, credential_id TEXT NOT NULL UNIQUE,
+  aaguid TEXT, key TEXT NOT NULL, counter INTEGER NOT NULL, created_ms INTEGER NOT NULL,
+  last_used_ms INTEGER);
+CREATE INDEX IF NOT EXISTS security_keys_user ON security_keys(user);
 CREATE TABLE IF NOT EXISTS vault (
   ref TEXT PRIMARY KEY, kind TEXT NOT NULL, nonce BLOB NOT NULL, ciphertext BLOB NOT NULL,
   updated_ms INTEGER NOT NULL);

@@ -9,7 +9,8 @@ use async_trait::async_trait;
 use wardengate_recorder::audit::Checkpoint;
 
 use super::{
-    AuditEntry, AuditQuery, AuditRow, Db, HostKey, SessionQuery, SessionRecord, Store, VaultEntry,
+    AuditEntry, AuditQuery, AuditRow, Db, HostKey, SecurityKeyRow, SessionQuery, SessionRecord,
+    Store, VaultEntry,
 };
 
 type Job = Box<dyn FnOnce(&Db) + Send>;
@@ -164,6 +165,21 @@ impl Store for Sqlite {
 
     async fn vault_list(&self) -> Result<Vec<(String, String, u64)>> {
         self.call(|db| db.vault_list()).await
+    }
+
+    async fn key_put(&self, k: SecurityKeyRow) -> Result<()> {
+        self.call(move |db| db.key_put(&k)).await
+    }
+
+    async fn key_list(&self, user: Option<&str>) -> Result<Vec<SecurityKeyRow>> {
+        let user = user.map(str::to_owned);
+        self.call(move |db| db.key_list(user.as_deref())).await
+    }
+
+    async fn key_remove(&self, user: &str, id: Option<&str>) -> Result<usize> {
+        let (user, id) = (user.to_owned(), id.map(str::to_owned));
+        self.call(move |db| db.key_remove(&user, id.as_deref()))
+            .await
     }
 
     async fn flush(&self) -> Result<()> {

@@ -16,14 +16,16 @@ use russh::{MethodKind, MethodSet};
 use super::back;
 use super::front::{AdmittedSession, AuthOutcome, Front, Kbd, Started, MAX_PASSWORD_TRIES};
 use super::{Login, SshBroker, SshTarget};
-use crate::session::Plan;
-use crate::session::Verdict;
 pub use crate::session::MAX_LOGIN;
+use crate::session::{Denial, Plan, Verdict};
 
 /// The one text every refusal before authentication shows, whatever the reason.
 pub const ACCESS_DENIED: &str = "wardengate: access denied. Log in as USER:TARGET[:ACCOUNT] \
     (USER#TARGET for scp, sftp and rsync) with your own key or password, e.g. \
     ssh alice:web-01.prod@gateway. An administrator can find the reason in the audit log.";
+
+/// How long past a step-up's own wait the connection may take to finish authenticating.
+const STEP_UP_SLACK: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Keys remembered per connection for the audit's "offered" list.
 const MAX_OFFERED_KEYS: usize = 16;
@@ -77,6 +79,7 @@ impl<B: SshBroker> Front<B> {
         self.refusal_audited = false;
         self.kbd = Kbd::Idle;
         self.password_failures = 0;
+        self.step_up = None;
         self.offered_keys.clear();
         self.login = Login::parse(user).ok();
     }
@@ -159,6 +162,23 @@ impl<B: SshBroker> Front<B> {
             Ok(super::Admission::Resume(ticket)) => {
                 self.start_resumed(ticket);
                 Auth::Accept
+            }
+            Err(Denial {
+                step_up: Some(step),
+                ..
+            }) => {
+                // The first factor passed; the policy asks for a security key. Keyboard-
+                // interactive shows where, and waits (the pre-authentication deadline moves past
+                // the wait).
+                let _ = self
+                    .deadline
+                    .send(tokio::time::Instant::now() + step.within + STEP_UP_SLACK);
+                self.step_up = Some((format!("{method}+webauthn"), *step));
+                self.kbd = Kbd::Idle;
+                Auth::Reject {
+                    proceed_with_methods: Some(only_kbd()),
+                    partial_success: true,
+                }
             }
             Err(denial) => {
                 let msg = denial.message;
@@ -349,6 +369,29 @@ impl<B: SshBroker> Front<B> {
             .take(64)
             .collect();
         let prompt = || vec![(format!("Password for {name}@wardengate: ").into(), false)];
+        if let Some((method, step)) = self.step_up.take() {
+            if self.kbd != Kbd::AwaitingKey {
+                // Shown with no prompt: the client answers at once, and that answer waits.
+                self.kbd = Kbd::AwaitingKey;
+                let text = step.prompt.clone();
+                self.step_up = Some((method, step));
+                return Ok(show(text, vec![]));
+            }
+            return Ok(match step.wait().await {
+                Ok(()) => {
+                    self.kbd = Kbd::Idle;
+                    self.admit(&method).await
+                }
+                Err(why) => {
+                    self.broker
+                        .refused(&self.raw_login, &self.client, "mfa_failed", &why);
+                    self.refusal_audited = true;
+                    self.refusal = Some(why.clone());
+                    self.kbd = Kbd::ShowingRefusal;
+                    show(why, vec![])
+                }
+            });
+        }
         if response.is_none() || self.kbd == Kbd::Idle {
             if let Some(msg) = self.refusal.clone() {
                 self.kbd = Kbd::ShowingRefusal;
@@ -370,6 +413,11 @@ impl<B: SshBroker> Front<B> {
                     if auth == Auth::Accept {
                         return Ok(auth);
                     }
+                    if let Some((_, step)) = &self.step_up {
+                        // The password was right; the security key is asked for in this round.
+                        self.kbd = Kbd::AwaitingKey;
+                        return Ok(show(step.prompt.clone(), vec![]));
+                    }
                 }
                 self.failed(verdict);
                 // russh delays rejections but not prompts: wait here the same time.
@@ -386,7 +434,7 @@ impl<B: SshBroker> Front<B> {
             }
             // The refusal was shown. OpenSSH treats an empty method list as "try anything", so
             // end the connection instead; the client prints "Connection closed".
-            Kbd::ShowingRefusal | Kbd::Idle => Err(russh::Error::Disconnect),
+            Kbd::ShowingRefusal | Kbd::Idle | Kbd::AwaitingKey => Err(russh::Error::Disconnect),
         }
     }
 }

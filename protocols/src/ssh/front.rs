@@ -78,6 +78,8 @@ pub(super) enum Kbd {
     Idle,
     ShowingRefusal,
     AskingPassword,
+    /// The prompt of a step-up (security key) was shown; the next answer waits for the proof.
+    AwaitingKey,
 }
 
 pub(super) const MAX_PASSWORD_TRIES: u32 = 3;
@@ -126,6 +128,11 @@ pub(crate) struct Front<B: SshBroker> {
     pub(super) ptys: HashSet<ChannelId>,
     /// Running non-pty commands: the session is not idle while they run.
     pub(super) busy: HashMap<ChannelId, Busy>,
+    /// The first factor passed and the policy asks for a security key: shown at the next
+    /// keyboard-interactive round, then waited for.
+    pub(super) step_up: Option<(String, crate::session::StepUp)>,
+    /// When the connection must be authenticated; a step-up moves it past the wait.
+    pub(super) deadline: watch::Sender<tokio::time::Instant>,
 }
 
 impl<B: SshBroker> Front<B> {
@@ -135,6 +142,7 @@ impl<B: SshBroker> Front<B> {
         peer: SocketAddr,
         started_tx: oneshot::Sender<AuthOutcome>,
         client_offer: Arc<std::sync::OnceLock<super::kexinit::ClientOffer>>,
+        deadline: watch::Sender<tokio::time::Instant>,
     ) -> Self {
         Front {
             broker,
@@ -162,6 +170,8 @@ impl<B: SshBroker> Front<B> {
             resuming: HashMap::new(),
             ptys: HashSet::new(),
             busy: HashMap::new(),
+            step_up: None,
+            deadline,
         }
     }
 

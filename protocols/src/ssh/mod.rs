@@ -199,12 +199,14 @@ pub async fn serve_connection<B: SshBroker>(
     };
     let (socket, client_offer) = kexinit::Sniffer::new(socket);
     let (started_tx, mut started_rx) = tokio::sync::oneshot::channel();
+    let (deadline_tx, mut deadline) = tokio::sync::watch::channel(slot.deadline());
     let front = front::Front::new(
         broker.clone(),
         settings.clone(),
         peer,
         started_tx,
         client_offer,
+        deadline_tx,
     );
     let running = match slot.within(server::run_stream(config, socket, front)).await {
         Some(Ok(r)) => r,
@@ -265,7 +267,7 @@ pub async fn serve_connection<B: SshBroker>(
             }
             Err(_) => { let _ = (&mut running).await; return; }
         }}
-        _ = tokio::time::sleep_until(slot.deadline()) => {
+        _ = until(&mut deadline) => {
             // Silent after the banner, stuck in key exchange, or never finishing authentication:
             // the whole pre-authentication phase has one deadline.
             info!(%peer, "not authenticated within {:?}; closed", slot.timeout());
@@ -293,6 +295,21 @@ pub async fn serve_connection<B: SshBroker>(
     supervise::supervise(broker, conn, started, shutdown)
         .instrument(span)
         .await;
+}
+
+/// Sleep until the deadline `rx` holds, following it when it moves (a step-up waiting for a
+/// security key).
+async fn until(rx: &mut tokio::sync::watch::Receiver<tokio::time::Instant>) {
+    loop {
+        let at = *rx.borrow_and_update();
+        tokio::select! {
+            _ = tokio::time::sleep_until(at) => return,
+            changed = rx.changed() => if changed.is_err() {
+                tokio::time::sleep_until(at).await;
+                return;
+            },
+        }
+    }
 }
 
 #[cfg(test)]

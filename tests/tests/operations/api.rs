@@ -503,7 +503,8 @@ fn session_show_places_the_client() {
 
 /// Who may call what: every route the OpenAPI document lists is served (none falls through to
 /// "no such endpoint"), and a user's own, non-operator token gets 403 on every one of them but
-/// the five that show, hand off and accept their own sessions. A route added without being put
+/// the five that show, hand off and accept their own sessions and the four of their own security
+/// keys. A route added without being put
 /// with the users' is an operator's; one put there by mistake fails here.
 #[test]
 fn a_users_token_reaches_only_the_user_routes_and_every_documented_route_is_served() {
@@ -523,13 +524,18 @@ fn a_users_token_reaches_only_the_user_routes_and_every_documented_route_is_serv
     let doc = gw.get_json("/api/v1/openapi.json");
     let paths = doc["paths"].as_object().expect("paths");
     // Open routes: no token at all (health) or a one-time browser ticket instead of a token.
-    let open = |p: &str| p == "/healthz" || p.ends_with("/ws");
+    let open = |p: &str| p == "/healthz" || p.ends_with("/ws") || p.contains("/ceremony/");
     let user = [
         ("GET", "/api/v1/sessions"),
         ("GET", "/api/v1/sessions/{id}"),
         ("POST", "/api/v1/sessions/{id}/handoff"),
         ("POST", "/api/v1/sessions/{id}/accept"),
         ("POST", "/api/v1/sessions/{id}/decline"),
+        // Their own security keys.
+        ("POST", "/api/v1/mfa/enroll"),
+        ("POST", "/api/v1/mfa/prove"),
+        ("GET", "/api/v1/mfa/keys"),
+        ("DELETE", "/api/v1/mfa/keys/{id}"),
     ];
     let mut checked = 0;
     for (path, item) in paths {
@@ -538,7 +544,9 @@ fn a_users_token_reaches_only_the_user_routes_and_every_documented_route_is_serv
                 continue;
             }
             let m = method.to_uppercase();
-            let concrete = path.replace("{id}", "sess_00000000000000000000");
+            let concrete = path
+                .replace("{id}", "sess_00000000000000000000")
+                .replace("{name}", "dan");
             let body = if m == "POST" { "{}" } else { "" };
             let (status, text) = gw.request(&m, &concrete, &gw.token, body);
             assert!(
@@ -558,5 +566,5 @@ fn a_users_token_reaches_only_the_user_routes_and_every_documented_route_is_serv
             checked += 1;
         }
     }
-    assert!(checked >= 19, "only {checked} routes checked");
+    assert!(checked >= 24, "only {checked} routes checked");
 }

@@ -1,0 +1,361 @@
+//! Security keys end to end with real peers: headless Chromium's DevTools virtual authenticator
+//! (CTAP2, user verification) as the person's key on the gateway's `/mfa` page, OpenSSH in tmux
+//! for the step-up prompt, psql for a protocol that cannot prompt, `wgctl` for the links.
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use wardengate_dev::sshd::Sshd;
+use wardengate_tests::browser::Chromium;
+use wardengate_tests::tmux::{argv, Tmux};
+use wardengate_tests::*;
+
+const T: Duration = Duration::from_secs(30);
+const ALICE_TOKEN: &str = "alice-own-api-token-for-the-identity-tests";
+
+/// The page's outcome: `{state, text}` once it is no longer working.
+const STATUS: &str = "(() => { const s = document.getElementById('status'); \
+    return s ? {state: s.dataset.state, text: s.textContent} : null; })()";
+
+/// A browser with a virtual security key plugged in.
+struct Browser {
+    chromium: Chromium,
+    authenticator: String,
+    profile: std::path::PathBuf,
+    shots: usize,
+}
+
+impl Browser {
+    fn start(env: &TestEnv, name: &str) -> Browser {
+        let profile = env.path(name);
+        let mut chromium = Chromium::open("about:blank", &profile);
+        chromium.call("WebAuthn.enable", json!({}));
+        let authenticator = Self::plug(&mut chromium);
+        Browser {
+            chromium,
+            authenticator,
+            profile,
+            shots: 0,
+        }
+    }
+
+    /// A new virtual key (USB, CTAP2, with a PIN that is always right, touched at once).
+    fn plug(chromium: &mut Chromium) -> String {
+        let r = chromium.call(
+            "WebAuthn.addVirtualAuthenticator",
+            json!({"options": {"protocol": "ctap2", "transport": "usb", "hasResidentKey": false,
+                   "hasUserVerification": true, "isUserVerified": true,
+                   "automaticPresenceSimulation": true}}),
+        );
+        r["authenticatorId"]
+            .as_str()
+            .expect("an authenticator id")
+            .to_string()
+    }
+
+    /// Open `url` and wait for the page to finish: `(state, text)`.
+    fn complete(&mut self, url: &str) -> (String, String) {
+        self.chromium.navigate(url);
+        let v = self.chromium.eval_until(STATUS, T, |v| {
+            v["state"].as_str().is_some_and(|s| s != "working")
+        });
+        let out = (
+            v["state"].as_str().unwrap_or_default().to_string(),
+            v["text"].as_str().unwrap_or_default().to_string(),
+        );
+        assert!(
+            !out.0.is_empty(),
+            "the page never finished: {v}\nchromium: {}",
+            Chromium::log(&self.profile)
+        );
+        // To look at the page: WARDENGATE_SCREENSHOTS=DIR keeps a picture of each outcome.
+        if let Some(dir) = std::env::var_os("WARDENGATE_SCREENSHOTS") {
+            let name = format!("mfa-{}-{}.png", out.0, self.shots);
+            self.shots += 1;
+            let _ = std::fs::write(
+                std::path::Path::new(&dir).join(name),
+                self.chromium.screenshot(),
+            );
+        }
+        out
+    }
+
+    fn credentials(&mut self) -> Vec<Value> {
+        let r = self.chromium.call(
+            "WebAuthn.getCredentials",
+            json!({"authenticatorId": self.authenticator}),
+        );
+        r["credentials"].as_array().cloned().unwrap_or_default()
+    }
+}
+
+/// A gateway where alice has her own API token and `policy` (a TOML `[[policies]]` block).
+fn gateway<'a>(env: &'a TestEnv, sshd: &Sshd, policy: &str) -> GatewayBuilder<'a> {
+    env.gateway()
+        .target("web-01.test", sshd)
+        .user_token(ALICE_TOKEN)
+        .policies(policy)
+}
+
+const STEP_UP: &str = "\n[[policies]]\nname = \"sre-prod\"\ngroups = [\"sre\"]\n\
+    target_tags = [\"env=test\"]\nmfa = \"webauthn\"\n";
+
+/// `wgctl` as alice herself.
+fn alice_wgctl(gw: &GatewayProc, args: &[&str]) -> std::process::Output {
+    run(
+        gw.wgctl().env("WARDENGATE_TOKEN", ALICE_TOKEN).args(args),
+        T,
+    )
+}
+
+/// The link `wgctl mfa enroll|prove` printed (JSON).
+fn link_of(out: &std::process::Output) -> String {
+    assert_success(out, "wgctl mfa");
+    let v: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    v["url"].as_str().expect("a url").to_string()
+}
+
+/// alice enrols her browser's key as "YubiKey 5C".
+fn enrol(gw: &GatewayProc, browser: &mut Browser) {
+    let url = link_of(&alice_wgctl(
+        gw,
+        &["mfa", "enroll", "--name", "YubiKey 5C", "-o", "json"],
+    ));
+    assert!(url.contains("/mfa#ticket="), "{url}");
+    let (state, text) = browser.complete(&url);
+    assert_eq!(state, "done", "{text}");
+    assert!(text.contains("'YubiKey 5C' enrolled for alice"), "{text}");
+}
+
+#[test]
+fn a_key_is_enrolled_listed_and_removed_and_its_link_works_once() {
+    let env = TestEnv::new();
+    let sshd = env.sshd();
+    let gw = gateway(&env, &sshd, STEP_UP).start();
+    let mut browser = Browser::start(&env, "chromium");
+    let url = link_of(&alice_wgctl(
+        &gw,
+        &["mfa", "enroll", "--name", "YubiKey 5C", "-o", "json"],
+    ));
+    let (state, text) = browser.complete(&url);
+    assert_eq!(state, "done", "{text}");
+    assert_eq!(
+        browser.credentials().len(),
+        1,
+        "the key holds one credential"
+    );
+
+    // The same link again: spent.
+    let (state, text) = browser.complete(&url);
+    assert_eq!(state, "failed", "{text}");
+    assert!(text.contains("cannot be used"), "{text}");
+
+    let out = alice_wgctl(&gw, &["mfa", "list"]);
+    assert_stdout_has(&out, "YubiKey 5C");
+    let out = alice_wgctl(&gw, &["mfa", "list", "-o", "json"]);
+    let keys: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let id = keys[0]["id"].as_str().expect("a key id").to_string();
+    assert_eq!(keys[0]["user"], "alice");
+    assert!(keys[0]["counter"].as_u64().is_some(), "{keys}");
+    let enrolled = gw.wait_audit("mfa.enrolled", T);
+    assert_eq!(enrolled["actor"], "alice", "{enrolled}");
+    assert_eq!(enrolled["detail"]["key"], id.as_str(), "{enrolled}");
+
+    // Nobody removes another person's key with their own token; alice removes hers.
+    let out = alice_wgctl(&gw, &["mfa", "remove", "key_0000"]);
+    assert_stderr_has(&out, "no security key key_0000 of yours");
+    assert_success(&alice_wgctl(&gw, &["mfa", "remove", &id]), "mfa remove");
+    let out = alice_wgctl(&gw, &["mfa", "list"]);
+    assert_stdout_has(&out, "no security keys enrolled");
+    let removed = gw.wait_audit("mfa.removed", T);
+    assert_eq!(removed["detail"]["by"], "alice", "{removed}");
+
+    // The admin token is nobody: it has to name the person.
+    let out = run(gw.wgctl().args(["mfa", "enroll"]), T);
+    assert_stderr_has(&out, "belongs to no person");
+}
+
+#[test]
+fn ssh_asks_for_the_key_and_continues_once_it_is_touched() {
+    let env = TestEnv::new();
+    let sshd = env.sshd();
+    let gw = gateway(&env, &sshd, STEP_UP).start();
+    let mut browser = Browser::start(&env, "chromium");
+    enrol(&gw, &mut browser);
+
+    let tmux = Tmux::new(env.dir.path());
+    let mut c = gw.ssh_interactive(&env, "alice:web-01.test");
+    c.arg("-t");
+    tmux.spawn("ssh", &[], &argv(&c));
+    let screen = tmux.expect("ssh", "Security key required by policy sre-prod: open ", T);
+    let link = screen
+        .split_whitespace()
+        .find(|w| w.contains("/mfa#ticket="))
+        .unwrap_or_else(|| panic!("no link on the screen:\n{screen}"))
+        .to_string();
+    assert!(screen.contains("within 2m and touch your key"), "{screen}");
+    // Nothing was admitted while the key is awaited.
+    assert!(gw.sessions("?state=active").is_empty());
+
+    let (state, text) = browser.complete(&link);
+    assert_eq!(state, "done", "{text}");
+    assert!(
+        text.contains("alice proved presence with 'YubiKey 5C'"),
+        "{text}"
+    );
+    let id = gw.wait_one_active();
+    tmux.line("ssh", "echo step-up-$((40+2))");
+    tmux.expect("ssh", "step-up-42", T);
+
+    let out = run(gw.wgctl().args(["session", "show", &id]), T);
+    assert_stdout_has(&out, "webauthn (YubiKey 5C, 00:00:");
+    let passed = gw.wait_audit("mfa.passed", T);
+    assert_eq!(passed["detail"]["policy"], "sre-prod", "{passed}");
+    assert!(!gw.audit("mfa.challenged").is_empty());
+
+    // A proof is for one session (mfa_max_age = 0): a BatchMode client gets no session.
+    let out = run(gw.ssh(&env, "alice:web-01.test").arg("true"), T);
+    assert!(!out.status.success(), "admitted without a new proof");
+}
+
+#[test]
+fn postgres_is_refused_with_the_link_and_admitted_after_a_proof() {
+    let env = TestEnv::new();
+    let pg = wardengate_tests::pg::cluster(&env);
+    let gw = wardengate_tests::pg::pg_targets(env.gateway(), &pg)
+        .user_token(ALICE_TOKEN)
+        .policies(STEP_UP)
+        .start();
+    let mut browser = Browser::start(&env, "chromium");
+
+    // Without a key: refused, and told to enrol.
+    let err = gw.psql_stderr("alice#billing.test", "", "select 1");
+    assert!(err.contains("has none enrolled"), "{err}");
+    enrol(&gw, &mut browser);
+
+    let err = gw.psql_stderr("alice#billing.test", "", "select 1");
+    assert!(
+        err.contains("MFA required by policy sre-prod: open http://localhost:"),
+        "{err}"
+    );
+    assert!(
+        err.contains("wgctl mfa prove --target billing.test"),
+        "{err}"
+    );
+
+    let url = link_of(&alice_wgctl(
+        &gw,
+        &["mfa", "prove", "--target", "billing.test", "-o", "json"],
+    ));
+    let (state, text) = browser.complete(&url);
+    assert_eq!(state, "done", "{text}");
+    let out = run(
+        gw.psql("alice#billing.test", "")
+            .args(["-c", "select 40 + 2"]),
+        T,
+    );
+    assert_success(&out, "psql after the proof");
+    assert_stdout_has(&out, "42");
+    // Spent by that session: the next one asks again.
+    let err = gw.psql_stderr("alice#billing.test", "", "select 1");
+    assert!(err.contains("MFA required"), "{err}");
+    let denied = gw.audit("session.denied");
+    assert!(
+        denied
+            .iter()
+            .any(|d| d["detail"]["reason"] == "mfa_required"),
+        "{denied:?}"
+    );
+}
+
+#[test]
+fn a_cloned_key_whose_counter_goes_back_is_refused() {
+    let env = TestEnv::new();
+    let sshd = env.sshd();
+    let gw = gateway(&env, &sshd, STEP_UP).start();
+    let mut browser = Browser::start(&env, "chromium");
+    enrol(&gw, &mut browser);
+    let prove = |browser: &mut Browser| {
+        let url = link_of(&alice_wgctl(&gw, &["mfa", "prove", "-o", "json"]));
+        browser.complete(&url)
+    };
+    let (state, text) = prove(&mut browser);
+    assert_eq!(state, "done", "{text}");
+
+    // The same private key in a second authenticator whose counter starts over.
+    let cred = browser
+        .credentials()
+        .pop()
+        .expect("the enrolled credential");
+    browser.chromium.call(
+        "WebAuthn.removeVirtualAuthenticator",
+        json!({"authenticatorId": browser.authenticator}),
+    );
+    let clone = Browser::plug(&mut browser.chromium);
+    let mut copy = cred.clone();
+    copy["signCount"] = json!(0);
+    browser.chromium.call(
+        "WebAuthn.addCredential",
+        json!({"authenticatorId": clone, "credential": copy}),
+    );
+    let (state, text) = prove(&mut browser);
+    assert_eq!(state, "failed", "{text}");
+    assert!(
+        text.contains("signature counter did not move forward"),
+        "{text}"
+    );
+    assert!(text.contains("cloned"), "{text}");
+    let failed = gw.wait_audit("mfa.failed", T);
+    assert_eq!(failed["actor"], "alice", "{failed}");
+    assert!(
+        failed["detail"]["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("counter")),
+        "{failed}"
+    );
+}
+
+#[test]
+fn a_page_on_another_origin_and_an_expired_link_are_refused() {
+    let env = TestEnv::new();
+    let sshd = env.sshd();
+    // The gateway believes its pages are at port 1; the browser reaches the real port.
+    let gw = gateway(&env, &sshd, STEP_UP)
+        .extra("[identity]\norigin = \"http://localhost:1\"\nlink_ttl = \"20s\"\n")
+        .start();
+    let mut browser = Browser::start(&env, "chromium");
+    let url = link_of(&alice_wgctl(&gw, &["mfa", "enroll", "-o", "json"]));
+    let real = url.replace(
+        "http://localhost:1/",
+        &format!("http://localhost:{}/", gw.api_port()),
+    );
+    let (state, text) = browser.complete(&real);
+    assert_eq!(state, "failed", "{text}");
+    assert!(
+        text.contains(&format!(
+            "origin http://localhost:{} is not the gateway's",
+            gw.api_port()
+        )),
+        "{text}"
+    );
+    let failed = gw.wait_audit("mfa.failed", T);
+    assert_eq!(failed["detail"]["stage"], "enroll", "{failed}");
+    assert!(alice_wgctl(&gw, &["mfa", "list", "-o", "json"])
+        .stdout
+        .starts_with(b"[]"));
+}
+
+#[test]
+fn a_link_past_its_time_is_refused() {
+    let env = TestEnv::new();
+    let sshd = env.sshd();
+    let gw = gateway(&env, &sshd, STEP_UP)
+        .extra("[identity]\nlink_ttl = \"1s\"\n")
+        .start();
+    let mut browser = Browser::start(&env, "chromium");
+    let url = link_of(&alice_wgctl(&gw, &["mfa", "enroll", "-o", "json"]));
+    std::thread::sleep(Duration::from_millis(1500));
+    let (state, text) = browser.complete(&url);
+    assert_eq!(state, "failed", "{text}");
+    assert!(text.contains("has expired"), "{text}");
+}
