@@ -102,6 +102,10 @@ const EXAMPLE_POLICIES: &[(&str, &str)] = &[
         "dba.toml",
         include_str!("../../../fixtures/policies/dba.toml"),
     ),
+    (
+        "prod.toml",
+        include_str!("../../../fixtures/policies/prod.toml"),
+    ),
 ];
 
 /// With `--no-recording` or `--reconnect`, one policy that wins over the examples (benchmarks).
@@ -285,6 +289,13 @@ address = "{addr}"
 tags = {{ env = "dev" }}
 accounts = [{{ name = {account}, secret = "web-01.dev/{account_raw}" }}]
 
+# The same host as a production one: policy sre-prod asks for a security key (step-up).
+[[targets]]
+name = "web-01-prod.dev"
+address = "{addr}"
+tags = {{ env = "dev", tier = "prod" }}
+accounts = [{{ name = {account}, secret = "web-01.dev/{account_raw}" }}]
+
 [[targets]]
 name = "billing-ro.dev"
 protocol = "postgres"
@@ -402,6 +413,10 @@ accounts = [{{ name = "bob", secret = "win-dc01.dev/bob" }}]
              Open the Windows desktop as alice (same password; NLA; the gateway injects bob's;\n  \
              without a display of your own, under xvfb-run):\n    \
              xfreerdp /v:127.0.0.1:{rdpp} /u:alice:win-dc01.dev /p:{password} /cert:ignore\n\n\
+             Step up with a security key (policy sre-prod asks for one on web-01-prod.dev): enrol\n  \
+             a key or passkey with alice's own token, open the link, then ssh shows a link to touch it:\n    \
+             WARDENGATE_ADDR=http://{api} WARDENGATE_TOKEN=$(cat {d}/alice.token) {wgctl} mfa enroll --name \"my key\"\n    \
+             ssh -i {d}/alice_ed25519 -p {sp} alice:web-01-prod.dev@127.0.0.1\n\n\
              Operate (another terminal):\n    \
              export WARDENGATE_ADDR=http://{api} WARDENGATE_TOKEN=$(cat {d}/admin.token)\n    \
              {wgctl} session list\n    {wgctl} session terminate SESSION_ID --reason \"demo\"\n    \
