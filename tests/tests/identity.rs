@@ -359,3 +359,48 @@ fn a_link_past_its_time_is_refused() {
     assert_eq!(state, "failed", "{text}");
     assert!(text.contains("has expired"), "{text}");
 }
+
+#[test]
+fn mfa_max_age_lets_one_proof_serve_and_reauth_asks_again_after_a_drop() {
+    let env = TestEnv::new();
+    let sshd = env.sshd();
+    let policy = "\n[[policies]]\nname = \"sre-prod\"\ngroups = [\"sre\"]\n\
+        target_tags = [\"env=test\"]\nmfa = \"webauthn\"\nmfa_max_age = \"1h\"\n\
+        reconnect = { mode = \"reauth\", grace = \"2m\" }\n";
+    let gw = gateway(&env, &sshd, policy).start();
+    let mut browser = Browser::start(&env, "chromium");
+    enrol(&gw, &mut browser);
+    let url = link_of(&alice_wgctl(
+        &gw,
+        &["mfa", "prove", "--target", "web-01.test", "-o", "json"],
+    ));
+    let (state, text) = browser.complete(&url);
+    assert_eq!(state, "done", "{text}");
+    assert!(
+        text.contains("under policy") || text.contains("proved presence"),
+        "{text}"
+    );
+
+    // Within mfa_max_age the one proof admits session after session (BatchMode: no prompt).
+    for n in ["one", "two"] {
+        let out = run(gw.ssh(&env, "alice:web-01.test").args(["echo", n]), T);
+        assert_success(&out, "ssh within mfa_max_age");
+        assert_stdout_has(&out, n);
+    }
+
+    // A dropped connection: the reconnect is linked to it, and wants a fresh proof.
+    let mut c = gw.ssh(&env, "alice:web-01.test");
+    c.arg("-tt");
+    let mut first = wardengate_tests::live::Live::spawn(&mut c);
+    let old = gw.wait_one_active();
+    first.kill9();
+    let s = gw.wait_sealed(&old);
+    assert_eq!(s["end_reason"], "client_dropped", "{s}");
+    let out = run(gw.ssh(&env, "alice:web-01.test").arg("true"), T);
+    assert!(
+        !out.status.success(),
+        "a reauth admitted without a fresh proof"
+    );
+    let challenged = gw.wait_audit("mfa.challenged", T);
+    assert_eq!(challenged["detail"]["fresh"], true, "{challenged}");
+}

@@ -69,12 +69,12 @@ impl Gateway {
     }
 
     /// The session a reconnect within the grace continues, if the actor's last session to this
-    /// target ended by a dropped connection.
-    fn linked(&self, actor: &str, target: &str) -> Option<String> {
+    /// target ended by a dropped connection: its id, and when it dropped.
+    fn linked(&self, actor: &str, target: &str) -> Option<(String, u64)> {
         let mut d = self.drops.lock().ok()?;
         let key = (actor.to_string(), target.to_string());
         match d.get(&key) {
-            Some((id, until)) if *until > now_ms() => Some(id.clone()),
+            Some((id, until, at)) if *until > now_ms() => Some((id.clone(), *at)),
             Some(_) => {
                 d.remove(&key);
                 None
@@ -151,7 +151,7 @@ impl Gateway {
             .unwrap_or_default();
         let linked = self.linked(&rec.actor, &rec.target);
         let proof = self
-            .second_factor(&mut rec, &admitted, protocol, linked.is_some())
+            .second_factor(&mut rec, &admitted, protocol, linked.as_ref().map(|l| l.1))
             .await?;
         let limits = cfg.limits(r.user, r.target, admitted.settings());
         let subject = r.subject(admitted.policy(), &self.name);
@@ -165,7 +165,7 @@ impl Gateway {
             let d = json!({"admitted": false, "reason": "credential_unavailable", "policy": rec.policy});
             self.deny(&mut rec, "credential_unavailable", msg, d)
         })?;
-        rec.linked_session = linked;
+        rec.linked_session = linked.map(|l| l.0);
         let mut decision = decision_json(&admitted, &why, &limits);
         if let Some(p) = &proof {
             decision["mfa"] = crate::identity::decision(p, rec.started_ms);
@@ -237,7 +237,7 @@ impl Gateway {
         rec: &mut SessionRecord,
         admitted: &Admitted,
         protocol: api::Protocol,
-        reconnect: bool,
+        dropped_at: Option<u64>,
     ) -> Result<Option<crate::identity::Proof>, Denial> {
         let p = admitted.settings();
         if p.mfa == MfaMode::Off {
@@ -245,8 +245,9 @@ impl Gateway {
         }
         let cfg = self.cfg();
         let id = &cfg.config.identity;
-        // `reauth` after a dropped connection: a fresh proof, whatever mfa_max_age says.
-        let fresh = reconnect && p.reconnect.mode == ReconnectMode::Reauth;
+        // `reauth` after a dropped connection: a proof made since the drop, whatever
+        // mfa_max_age says.
+        let fresh = dropped_at.filter(|_| p.reconnect.mode == ReconnectMode::Reauth);
         let max_age = p.mfa_max_age.get();
         if let Some(proof) = self
             .mfa
@@ -287,7 +288,7 @@ impl Gateway {
             "mfa.challenged",
             Some(&rec.actor),
             Some(&rec.id),
-            json!({"policy": p.name, "target": rec.target, "fresh": fresh, "protocol": protocol}),
+            json!({"policy": p.name, "target": rec.target, "fresh": fresh.is_some(), "protocol": protocol}),
         );
         let within = wardengate_recorder::time::human(link.expires_in);
         if protocol == api::Protocol::Ssh {

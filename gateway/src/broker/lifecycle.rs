@@ -122,9 +122,13 @@ impl Lifecycle for Gateway {
                 && reconnect.mode != ReconnectMode::Strict
             {
                 if let Ok(mut d) = self.drops.lock() {
-                    let until = now_ms() + reconnect.grace.get().as_millis() as u64;
-                    d.retain(|_, (_, u)| *u > now_ms());
-                    d.insert((r.actor.clone(), r.target.clone()), (r.id.clone(), until));
+                    let now = now_ms();
+                    let until = now + reconnect.grace.get().as_millis() as u64;
+                    d.retain(|_, (_, u, _)| *u > now);
+                    d.insert(
+                        (r.actor.clone(), r.target.clone()),
+                        (r.id.clone(), until, now),
+                    );
                 }
             }
             self.audit(

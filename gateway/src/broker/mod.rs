@@ -44,8 +44,8 @@ pub struct Gateway {
     /// When the audit chain head is signed next.
     pub(crate) checkpoints: Checkpoints,
     /// Sessions that ended by a dropped connection, by (actor, target): a reconnect within the
-    /// policy's grace is linked to them.
-    pub(crate) drops: Mutex<HashMap<(String, String), (String, u64)>>,
+    /// policy's grace is linked to them. The session, the end of the grace, when it dropped.
+    pub(crate) drops: Mutex<HashMap<(String, String), (String, u64, u64)>>,
     /// Security-key links waiting to be used, and proofs waiting for their sessions.
     pub mfa: crate::identity::Mfa,
     /// The port the API listens on (the configured one, or the one picked for port 0): the

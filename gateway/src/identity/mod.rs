@@ -170,14 +170,14 @@ impl Mfa {
         p.push(proof);
     }
 
-    /// A proof that admits `user` under `policy`: see the module's text. `once` (max age 0, or
-    /// a reauth) takes an unspent proof at most `window` old and spends it.
+    /// A proof that admits `user` under `policy`: see the module's text. With max age 0, or
+    /// `since` (a reauth: made after that time), an unspent proof at most `window` old, spent.
     pub fn take(
         &self,
         user: &str,
         policy: &str,
         max_age: Duration,
-        once: bool,
+        since: Option<u64>,
         window: Duration,
     ) -> Option<Proof> {
         let now = now_ms();
@@ -185,9 +185,10 @@ impl Mfa {
             p.user == user
                 && p.policy.as_deref().is_none_or(|x| x == policy)
                 && now.saturating_sub(p.at_ms) <= age.as_millis() as u64
+                && since.is_none_or(|t| p.at_ms > t)
         };
         let mut proofs = lock(&self.proofs);
-        if once || max_age.is_zero() {
+        if since.is_some() || max_age.is_zero() {
             let p = proofs
                 .iter_mut()
                 .rev()
@@ -257,32 +258,30 @@ mod tests {
     fn a_proof_for_every_session_is_spent_by_the_first() {
         let m = Mfa::default();
         m.prove(proof("alice", Some("prod"), 1000));
-        assert!(m.take("bob", "prod", Duration::ZERO, false, MIN).is_none());
-        assert!(m
-            .take("alice", "other", Duration::ZERO, false, MIN)
-            .is_none());
-        assert!(m
-            .take("alice", "prod", Duration::ZERO, false, MIN)
-            .is_some());
-        assert!(m
-            .take("alice", "prod", Duration::ZERO, false, MIN)
-            .is_none());
+        let take = |user: &str, policy: &str| m.take(user, policy, Duration::ZERO, None, MIN);
+        assert!(take("bob", "prod").is_none());
+        assert!(take("alice", "other").is_none());
+        assert!(take("alice", "prod").is_some());
+        assert!(take("alice", "prod").is_none());
     }
 
     #[test]
     fn a_proof_older_than_the_window_or_max_age_admits_nothing() {
         let m = Mfa::default();
         m.prove(proof("alice", None, 120_000));
-        assert!(m
-            .take("alice", "prod", Duration::ZERO, false, MIN)
-            .is_none());
-        assert!(m.take("alice", "prod", MIN, false, MIN).is_none());
+        let take = |age: Duration, since: Option<u64>| m.take("alice", "prod", age, since, MIN);
+        assert!(take(Duration::ZERO, None).is_none());
+        assert!(take(MIN, None).is_none());
         // Within max_age, the same proof serves several sessions.
         let hour = Duration::from_secs(3600);
-        assert!(m.take("alice", "prod", hour, false, MIN).is_some());
-        assert!(m.take("alice", "prod", hour, false, MIN).is_some());
-        // A reauth wants a fresh one whatever max_age says.
-        assert!(m.take("alice", "prod", hour, true, MIN).is_none());
+        assert!(take(hour, None).is_some());
+        assert!(take(hour, None).is_some());
+        // A reauth wants one made after the drop whatever max_age says, once.
+        let dropped = now_ms() - 1000;
+        assert!(take(hour, Some(dropped)).is_none());
+        m.prove(proof("alice", Some("prod"), 0));
+        assert!(take(hour, Some(dropped)).is_some());
+        assert!(take(hour, Some(dropped)).is_none());
     }
 
     #[test]
