@@ -74,7 +74,7 @@ impl Gateway {
         let mut d = self.drops.lock().ok()?;
         let key = (actor.to_string(), target.to_string());
         match d.get(&key) {
-            Some((id, until, at)) if *until > now_ms() => Some((id.clone(), *at)),
+            Some(x) if x.until > now_ms() => Some((x.session.clone(), x.at)),
             Some(_) => {
                 d.remove(&key);
                 None

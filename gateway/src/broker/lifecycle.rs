@@ -124,11 +124,13 @@ impl Lifecycle for Gateway {
                 if let Ok(mut d) = self.drops.lock() {
                     let now = now_ms();
                     let until = now + reconnect.grace.get().as_millis() as u64;
-                    d.retain(|_, (_, u, _)| *u > now);
-                    d.insert(
-                        (r.actor.clone(), r.target.clone()),
-                        (r.id.clone(), until, now),
-                    );
+                    d.retain(|_, x| x.until > now);
+                    let dropped = super::Dropped {
+                        session: r.id.clone(),
+                        until,
+                        at: now,
+                    };
+                    d.insert((r.actor.clone(), r.target.clone()), dropped);
                 }
             }
             self.audit(

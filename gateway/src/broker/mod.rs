@@ -20,6 +20,15 @@ use crate::registry::Registry;
 use crate::store::Store;
 use crate::vault::Vault;
 
+/// A session that ended by a dropped connection, for the reconnect that may follow.
+pub(crate) struct Dropped {
+    pub session: String,
+    /// When its policy's reconnect grace ends (ms).
+    pub until: u64,
+    /// When the connection dropped (ms).
+    pub at: u64,
+}
+
 /// Everything a running gateway owns.
 pub struct Gateway {
     pub name: String,
@@ -45,7 +54,7 @@ pub struct Gateway {
     pub(crate) checkpoints: Checkpoints,
     /// Sessions that ended by a dropped connection, by (actor, target): a reconnect within the
     /// policy's grace is linked to them. The session, the end of the grace, when it dropped.
-    pub(crate) drops: Mutex<HashMap<(String, String), (String, u64, u64)>>,
+    pub(crate) drops: Mutex<HashMap<(String, String), Dropped>>,
     /// Security-key links waiting to be used, and proofs waiting for their sessions.
     pub mfa: crate::identity::Mfa,
     /// The port the API listens on (the configured one, or the one picked for port 0): the
