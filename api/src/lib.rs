@@ -545,3 +545,71 @@ pub struct CeremonyRequest {
 pub struct CeremonyDone {
     pub message: String,
 }
+
+/// Where an approval request stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum ApprovalState {
+    Pending,
+    Approved,
+    Denied,
+    Withdrawn,
+    /// Approved, and a session was admitted on it.
+    Used,
+}
+
+impl ApprovalState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ApprovalState::Pending => "pending",
+            ApprovalState::Approved => "approved",
+            ApprovalState::Denied => "denied",
+            ApprovalState::Withdrawn => "withdrawn",
+            ApprovalState::Used => "used",
+        }
+    }
+}
+
+/// One approver's answer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ApprovalDecision {
+    pub by: String,
+    pub approved: bool,
+    pub reason: String,
+    pub at_ms: u64,
+}
+
+/// A session waiting for approval (`req_…`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ApprovalRequest {
+    pub id: String,
+    pub actor: String,
+    pub target: String,
+    pub account: String,
+    pub policy: String,
+    pub protocol: Protocol,
+    pub state: ApprovalState,
+    /// Users, or `group:NAME`.
+    pub approvers: Vec<String>,
+    /// How many different approvers must approve.
+    pub required: u32,
+    pub decisions: Vec<ApprovalDecision>,
+    pub created_ms: u64,
+    /// When a pending request is denied (`approval_timeout`).
+    pub expires_ms: u64,
+    /// Why it was denied or withdrawn.
+    pub reason: Option<String>,
+}
+
+/// `POST /api/v1/approvals/{id}/approve` and `/deny`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct ApprovalDecisionRequest {
+    /// Why (audited), required.
+    #[serde(default)]
+    pub reason: Option<String>,
+}

@@ -68,6 +68,9 @@ enum Cmd {
     /// Security keys: enrol, list, remove, prove presence before a connection.
     #[command(subcommand)]
     Mfa(mfa::MfaCmd),
+    /// Approval requests: list, approve, deny, withdraw.
+    #[command(subcommand)]
+    Approval(mfa::ApprovalCmd),
     /// People: reset a person's security keys.
     #[command(subcommand)]
     User(mfa::UserCmd),
@@ -99,5 +102,6 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Session(cmd) => session::run(cmd, c?, json),
         Cmd::Mfa(cmd) => mfa::run(cmd, c?, json),
         Cmd::User(cmd) => mfa::run_user(cmd, c?, json),
+        Cmd::Approval(cmd) => mfa::run_approval(cmd, c?, json),
     }
 }

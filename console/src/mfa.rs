@@ -39,6 +39,33 @@ pub enum MfaCmd {
 }
 
 #[derive(Subcommand)]
+pub enum ApprovalCmd {
+    /// Requests you made or may decide (operators: all), newest first.
+    List {
+        /// Only your own requests.
+        #[arg(long)]
+        mine: bool,
+        /// pending, approved, denied, withdrawn, used.
+        #[arg(long)]
+        state: Option<String>,
+    },
+    /// Approve a request (you must be one of its approvers, and not its requester).
+    Approve {
+        id: String,
+        #[arg(long)]
+        reason: String,
+    },
+    /// Deny a request; the waiting session is refused with your reason.
+    Deny {
+        id: String,
+        #[arg(long)]
+        reason: String,
+    },
+    /// Withdraw your own waiting request.
+    Withdraw { id: String },
+}
+
+#[derive(Subcommand)]
 pub enum UserCmd {
     /// Remove every security key of a person (a lost key); they enrol again.
     MfaReset {
@@ -90,6 +117,59 @@ pub fn run(cmd: MfaCmd, c: Client, json: bool) -> Result<()> {
                     r.user
                 )
             })
+        }
+    }
+}
+
+fn decided(r: &api::ApprovalRequest) -> String {
+    let yes = r.decisions.iter().filter(|d| d.approved).count();
+    format!(
+        "{} is {} ({yes}/{} approvals; {} to {}:{} under {})\n",
+        r.id,
+        r.state.as_str(),
+        r.required,
+        r.actor,
+        r.target,
+        r.account,
+        r.policy
+    )
+}
+
+pub fn run_approval(cmd: ApprovalCmd, c: Client, json: bool) -> Result<()> {
+    match cmd {
+        ApprovalCmd::List { mine, state } => {
+            let mut q: Vec<(&str, String)> = state.into_iter().map(|s| ("state", s)).collect();
+            if mine {
+                q.push(("mine", "true".into()));
+            }
+            let list: Vec<api::ApprovalRequest> = c.get("/api/v1/approvals", &q)?;
+            report(&list, json, |l| table::approvals(l))
+        }
+        ApprovalCmd::Approve { id, reason } | ApprovalCmd::Deny { id, reason }
+            if reason.trim().is_empty() =>
+        {
+            anyhow::bail!("a reason is required for {id}: --reason \"...\"")
+        }
+        ApprovalCmd::Approve { id, reason } => {
+            let r: api::ApprovalRequest = c.post(
+                &format!("/api/v1/approvals/{}/approve", path_segment(&id)),
+                &json!({ "reason": reason }),
+            )?;
+            report(&r, json, decided)
+        }
+        ApprovalCmd::Deny { id, reason } => {
+            let r: api::ApprovalRequest = c.post(
+                &format!("/api/v1/approvals/{}/deny", path_segment(&id)),
+                &json!({ "reason": reason }),
+            )?;
+            report(&r, json, decided)
+        }
+        ApprovalCmd::Withdraw { id } => {
+            let r: api::ApprovalRequest = c.post(
+                &format!("/api/v1/approvals/{}/withdraw", path_segment(&id)),
+                &json!({}),
+            )?;
+            report(&r, json, decided)
         }
     }
 }

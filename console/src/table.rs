@@ -242,6 +242,36 @@ fn mfa_line(s: &api::Session) -> String {
     )
 }
 
+pub fn approvals(list: &[api::ApprovalRequest]) -> String {
+    if list.is_empty() {
+        return "no approval requests\n".into();
+    }
+    let mut rows = vec![vec![
+        "REQUEST".to_string(),
+        "STATE".into(),
+        "ACTOR".into(),
+        "TARGET".into(),
+        "POLICY".into(),
+        "APPROVALS".into(),
+        "APPROVERS".into(),
+        "AGE".into(),
+    ]];
+    for r in list {
+        let yes = r.decisions.iter().filter(|d| d.approved).count();
+        rows.push(vec![
+            r.id.clone(),
+            r.state.as_str().into(),
+            r.actor.clone(),
+            format!("{}:{}", r.target, r.account),
+            r.policy.clone(),
+            format!("{yes}/{}", r.required),
+            r.approvers.join(","),
+            since(r.created_ms),
+        ]);
+    }
+    render(&rows)
+}
+
 pub fn security_keys(keys: &[api::SecurityKey]) -> String {
     if keys.is_empty() {
         return "no security keys enrolled (wgctl mfa enroll)\n".into();
@@ -397,11 +427,36 @@ fn policy_line(s: &api::Session) -> String {
     let d = s.decision.as_ref();
     let source = d.and_then(|d| d.get("source")).and_then(|v| v.as_str());
     let why = d.and_then(|d| d.get("why")).and_then(|v| v.as_str());
+    // `prod-ssh-write (approved by carol, 00:14:08 ago)` when an approval admitted it.
+    let approved = d
+        .map(|d| &d["approval"])
+        .filter(|a| a.is_object())
+        .map(|a| {
+            let by: Vec<&str> = a["approved_by"]
+                .as_array()
+                .map(|v| v.iter().filter_map(|x| x.as_str()).collect())
+                .unwrap_or_default();
+            let ago = a["approved_ms"].as_u64().map(since).unwrap_or_default();
+            format!(" (approved by {}, {ago} ago)", by.join(" and "))
+        });
+    let p = format!("{p}{}", approved.unwrap_or_default());
     match (source, why) {
         (Some(src), Some(why)) => format!("{p} ({src}): {why}"),
         (Some(src), None) => format!("{p} ({src})"),
-        _ => p.clone(),
+        _ => p,
     }
+}
+
+/// `HH:MM:SS` since the Unix time `ms`.
+fn since(ms: u64) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(ms);
+    wardengate_recorder::time::clock(
+        std::time::Duration::from_millis(now.saturating_sub(ms)),
+        false,
+    )
 }
 
 /// `recording=required idle=15m/1m lifespan=8h reconnect=resume(2m) ...`

@@ -214,8 +214,10 @@ pub async fn run(
         tokio::spawn(async move {
             let mut sweep = tokio::time::interval(Duration::from_secs(15));
             let mut sign = tokio::time::interval(every.max(Duration::from_secs(1)));
+            let mut approvals = tokio::time::interval(Duration::from_secs(1));
             loop {
                 tokio::select! {
+                    _ = approvals.tick() => gw.expire_approvals(),
                     _ = sweep.tick() => {
                         gw.audit_throttle("login", gw.throttle.sweep());
                         gw.audit_throttle("api", gw.api_throttle.sweep());

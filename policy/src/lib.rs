@@ -96,6 +96,9 @@ impl Admitted {
                 b.mfa_max_age
             };
         }
+        if p.approval.is_none() {
+            p.approval = b.approval.clone();
+        }
         if b.recording == RecordingMode::Required {
             p.recording = RecordingMode::Required;
         }

@@ -36,6 +36,9 @@ pub struct Policy {
     /// default) asks for one per session.
     #[serde(default)]
     pub mfa_max_age: Dur,
+    /// People who must approve each session first (`awaiting_approval`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval: Option<Approval>,
     #[serde(default)]
     pub recording: RecordingMode,
     #[serde(default)]
@@ -93,6 +96,7 @@ impl Policy {
             accounts: vec![],
             mfa: MfaMode::default(),
             mfa_max_age: Dur::default(),
+            approval: None,
             recording: RecordingMode::default(),
             shadow: ShadowMode::default(),
             allow_port_forwarding: false,
@@ -104,6 +108,43 @@ impl Policy {
             reconnect: Reconnect::default(),
             concurrency: PolicyConcurrency::default(),
         }
+    }
+}
+
+/// `approval = { approvers = ["group:sre-leads", "carol"], required = 1, timeout = "15m",
+/// valid_for = "15m" }`.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Approval {
+    /// Users by name, or `group:NAME`: who may approve. Nobody approves their own request.
+    pub approvers: Vec<String>,
+    /// How many different approvers must say yes.
+    #[serde(default = "one")]
+    pub required: u32,
+    /// How long a request waits for them before it is denied (`approval_timeout`).
+    #[serde(default = "default_approval_window")]
+    pub timeout: Dur,
+    /// After approval, how long the requester has to connect (PostgreSQL, RDP), once.
+    #[serde(default = "default_approval_window")]
+    pub valid_for: Dur,
+}
+
+fn one() -> u32 {
+    1
+}
+fn default_approval_window() -> Dur {
+    Dur::secs(15 * 60)
+}
+
+impl Approval {
+    /// Does `user` (member of `groups`) match an approver entry?
+    pub fn may_approve(&self, user: &str, groups: &[String]) -> bool {
+        self.approvers
+            .iter()
+            .any(|a| match a.strip_prefix("group:") {
+                Some(g) => groups.iter().any(|x| x == g),
+                None => a == user,
+            })
     }
 }
 
@@ -237,6 +278,26 @@ impl Policy {
                 "reconnect",
                 "grace must be longer than 0 for resume and reauth".into(),
             );
+        }
+        if let Some(a) = &self.approval {
+            if a.approvers
+                .iter()
+                .all(|x| x.trim().is_empty() || x == "group:")
+            {
+                return fail(
+                    "approval",
+                    "approvers must name a user or group:NAME".into(),
+                );
+            }
+            if a.required == 0 {
+                return fail("approval", "required must be at least 1".into());
+            }
+            if a.timeout.is_zero() || a.valid_for.is_zero() {
+                return fail(
+                    "approval",
+                    "timeout and valid_for must be longer than 0".into(),
+                );
+            }
         }
         if self.concurrency.max == Some(0) {
             return fail(

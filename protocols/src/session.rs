@@ -555,6 +555,8 @@ pub struct StepUp {
     pub done: tokio::sync::watch::Receiver<Option<Result<(), String>>>,
     /// How long to wait for it.
     pub within: std::time::Duration,
+    /// What the person is told when it does not come in time.
+    pub late: String,
 }
 
 impl PartialEq for StepUp {
@@ -573,10 +575,7 @@ impl StepUp {
         match got {
             Ok(Ok(v)) => v.clone().unwrap_or(Err(String::new())),
             Ok(Err(_)) => Err("wardengate: the security-key check was withdrawn".into()),
-            Err(_) => Err(format!(
-                "wardengate: access denied: no security key was presented within {}",
-                crate::timers::human(within)
-            )),
+            Err(_) => Err(self.late),
         }
     }
 }

@@ -404,3 +404,199 @@ fn mfa_max_age_lets_one_proof_serve_and_reauth_asks_again_after_a_drop() {
     let challenged = gw.wait_audit("mfa.challenged", T);
     assert_eq!(challenged["detail"]["fresh"], true, "{challenged}");
 }
+
+const CAROL_TOKEN: &str = "carol-own-api-token-an-approver";
+const BOB_TOKEN: &str = "bob-own-api-token-another-approver";
+const DAN_TOKEN: &str = "dan-own-api-token-not-an-approver";
+
+/// carol and bob lead the SREs (approvers); dan is an SRE who may not approve. (Their SSH key
+/// is alice's: the config wants one; these tests log them in only to the API.)
+fn people(env: &TestEnv) -> String {
+    [
+        ("carol", "sre-leads", CAROL_TOKEN),
+        ("bob", "sre-leads", BOB_TOKEN),
+        ("dan", "sre", DAN_TOKEN),
+    ]
+    .iter()
+    .map(|(name, group, token)| {
+        format!(
+            "[[users]]\nname = \"{name}\"\ngroups = [\"{group}\"]\npublic_keys = [\"{}\"]\n\
+                 api_token_sha256 = \"{}\"\n\n",
+            env.alice_pub,
+            sha256_hex(token.as_bytes())
+        )
+    })
+    .collect()
+}
+
+fn wgctl_as(gw: &GatewayProc, token: &str, args: &[&str]) -> std::process::Output {
+    run(gw.wgctl().env("WARDENGATE_TOKEN", token).args(args), T)
+}
+
+/// The `req_…` id in a text.
+fn request_id(text: &str) -> String {
+    text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .find(|w| w.starts_with("req_"))
+        .unwrap_or_else(|| panic!("no request id in: {text}"))
+        .to_string()
+}
+
+#[test]
+fn an_ssh_session_waits_for_an_approver_and_continues_when_approved() {
+    let env = TestEnv::new();
+    let sshd = env.sshd();
+    let policy = "\n[[policies]]\nname = \"prod-ssh-write\"\ngroups = [\"sre\"]\n\
+        target_tags = [\"env=test\"]\n\
+        approval = { approvers = [\"group:sre-leads\", \"alice\"], required = 1, timeout = \"1m\", valid_for = \"5m\" }\n";
+    let gw = gateway(&env, &sshd, policy).extra(&people(&env)).start();
+
+    let tmux = Tmux::new(env.dir.path());
+    let mut c = gw.ssh_interactive(&env, "alice:web-01.test");
+    c.arg("-t");
+    tmux.spawn("ssh", &[], &argv(&c));
+    let screen = tmux.expect("ssh", "Ctrl-C to withdraw", T);
+    assert!(screen.contains("waiting for approval req_"), "{screen}");
+    assert!(screen.contains("(approvers: sre-leads, alice)"), "{screen}");
+    let id = request_id(&screen);
+
+    // carol sees it; dan may not decide; alice may not decide on her own request.
+    let out = wgctl_as(&gw, CAROL_TOKEN, &["approval", "list"]);
+    assert_stdout_has(&out, &id);
+    let out = wgctl_as(
+        &gw,
+        DAN_TOKEN,
+        &["approval", "approve", &id, "--reason", "sure"],
+    );
+    assert_stderr_has(&out, "dan is not an approver");
+    let out = wgctl_as(
+        &gw,
+        ALICE_TOKEN,
+        &["approval", "approve", &id, "--reason", "me"],
+    );
+    assert_stderr_has(&out, "nobody decides on their own request");
+    assert!(
+        gw.sessions("?state=active").is_empty(),
+        "admitted before approval"
+    );
+
+    let out = wgctl_as(
+        &gw,
+        CAROL_TOKEN,
+        &["approval", "approve", &id, "--reason", "change 42"],
+    );
+    assert_stdout_has(&out, "approved (1/1 approvals");
+    let sid = gw.wait_one_active();
+    tmux.line("ssh", "echo approved-$((40+2))");
+    tmux.expect("ssh", "approved-42", T);
+    let out = run(gw.wgctl().args(["session", "show", &sid]), T);
+    assert_stdout_has(&out, "prod-ssh-write (approved by carol, 00:00:");
+    for kind in ["approval.requested", "approval.granted", "approval.used"] {
+        let e = gw.wait_audit(kind, T);
+        assert_eq!(e["actor"], "alice", "{kind}: {e}");
+    }
+    let out = wgctl_as(
+        &gw,
+        ALICE_TOKEN,
+        &["approval", "list", "--mine", "-o", "json"],
+    );
+    let list: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(list[0]["state"], "used", "{list}");
+    assert_eq!(list[0]["decisions"][0]["by"], "carol", "{list}");
+
+    // A second connection waits on a new request; Ctrl-C withdraws it.
+    tmux.spawn("ssh2", &[], &argv(&c));
+    let screen = tmux.expect("ssh2", "Ctrl-C to withdraw", T);
+    let second = request_id(&screen);
+    assert_ne!(second, id);
+    tmux.keys("ssh2", &["C-c"]);
+    let list = poll(
+        T,
+        Duration::from_millis(250),
+        || {
+            let out = wgctl_as(
+                &gw,
+                ALICE_TOKEN,
+                &["approval", "list", "--mine", "-o", "json"],
+            );
+            serde_json::from_slice::<Value>(&out.stdout).unwrap_or(Value::Null)
+        },
+        |l| l[0]["state"] == "withdrawn",
+    );
+    assert_eq!(list[0]["id"], second.as_str(), "{list}");
+    let withdrawn = gw.wait_audit("approval.withdrawn", T);
+    assert_eq!(withdrawn["detail"]["reason"], "client_left", "{withdrawn}");
+}
+
+#[test]
+fn postgres_needs_two_approvers_once_and_a_request_times_out() {
+    let env = TestEnv::new();
+    let pg = wardengate_tests::pg::cluster(&env);
+    let policy = "\n[[policies]]\nname = \"dba-two-person\"\ngroups = [\"sre\"]\n\
+        target_tags = [\"env=test\"]\n\
+        approval = { approvers = [\"group:sre-leads\"], required = 2, timeout = \"6s\", valid_for = \"5m\" }\n";
+    let gw = wardengate_tests::pg::pg_targets(env.gateway(), &pg)
+        .user_token(ALICE_TOKEN)
+        .extra(&people(&env))
+        .policies(policy)
+        .start();
+    let err = gw.psql_stderr("alice#billing.test", "", "select 1");
+    assert!(
+        err.contains("policy dba-two-person needs approval: request req_"),
+        "{err}"
+    );
+    let id = request_id(&err);
+
+    let approve = |token: &str| {
+        wgctl_as(
+            &gw,
+            token,
+            &["approval", "approve", &id, "--reason", "ticket 7"],
+        )
+    };
+    assert_success(&approve(CAROL_TOKEN), "carol approves");
+    // One of two: still waiting, on the same request; carol cannot count twice.
+    let err = gw.psql_stderr("alice#billing.test", "", "select 1");
+    assert_eq!(request_id(&err), id, "{err}");
+    assert_stderr_has(&approve(CAROL_TOKEN), "carol approved");
+    assert_success(&approve(BOB_TOKEN), "bob approves");
+
+    let out = run(
+        gw.psql("alice#billing.test", "")
+            .args(["-c", "select 40 + 2"]),
+        T,
+    );
+    assert_success(&out, "psql once approved");
+    assert_stdout_has(&out, "42");
+    // Once: the next connection makes a new request, which alice withdraws.
+    let err = gw.psql_stderr("alice#billing.test", "", "select 1");
+    let second = request_id(&err);
+    assert_ne!(second, id);
+    let out = wgctl_as(&gw, ALICE_TOKEN, &["approval", "withdraw", &second]);
+    assert_stdout_has(&out, "is withdrawn");
+
+    // Nobody answers the third within 6 s: denied, approval_timeout.
+    let err = gw.psql_stderr("alice#billing.test", "", "select 1");
+    let third = request_id(&err);
+    let list = poll(
+        Duration::from_secs(20),
+        Duration::from_millis(250),
+        || {
+            let out = wgctl_as(&gw, CAROL_TOKEN, &["approval", "list", "-o", "json"]);
+            serde_json::from_slice::<Value>(&out.stdout).unwrap_or(Value::Null)
+        },
+        |l| {
+            l.as_array().is_some_and(|a| {
+                a.iter()
+                    .any(|r| r["id"] == third.as_str() && r["state"] == "denied")
+            })
+        },
+    );
+    let r = list
+        .as_array()
+        .and_then(|a| a.iter().find(|r| r["id"] == third.as_str()))
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(r["reason"], "approval_timeout", "{list}");
+    let denied = gw.wait_audit("approval.denied", T);
+    assert_eq!(denied["detail"]["reason"], "approval_timeout", "{denied}");
+}

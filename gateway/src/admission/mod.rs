@@ -19,6 +19,7 @@ use wardengate_protocols::session::{now_ms, ClientInfo, Denial, Login, StepUp};
 
 use crate::broker::Gateway;
 use crate::config::{Account, Loaded, Target};
+use crate::identity::approvals::Gate;
 use crate::store::SessionRecord;
 
 /// An admitted session before its protocol takes over.
@@ -149,6 +150,22 @@ impl Gateway {
             .find(|v| v.policy == admitted.policy())
             .map(|v| v.why.clone())
             .unwrap_or_default();
+        let approval = match admitted.settings().approval.clone() {
+            None => None,
+            Some(a) => match self.approval_gate(
+                &rec.actor,
+                &rec.target,
+                &rec.account,
+                admitted.policy(),
+                protocol,
+                &a,
+            ) {
+                Gate::Approved(id, record) => Some((id, record)),
+                Gate::Waiting(req, done, new) => {
+                    return Err(self.await_approval(&mut rec, req, done, new, &a, protocol))
+                }
+            },
+        };
         let linked = self.linked(&rec.actor, &rec.target);
         let proof = self
             .second_factor(&mut rec, &admitted, protocol, linked.as_ref().map(|l| l.1))
@@ -169,6 +186,9 @@ impl Gateway {
         let mut decision = decision_json(&admitted, &why, &limits);
         if let Some(p) = &proof {
             decision["mfa"] = crate::identity::decision(p, rec.started_ms);
+        }
+        if let Some((_, record)) = &approval {
+            decision["approval"] = record.clone();
         }
         rec.decision = Some(decision.to_string());
         rec.state = api::SessionState::Approved;
@@ -219,6 +239,9 @@ impl Gateway {
         );
         if let Some(victim) = &evicted {
             self.evict(victim, &rec, &limits);
+        }
+        if let Some((id, _)) = &approval {
+            self.approval_used(id, &rec.id);
         }
         Ok(Granted {
             admitted,
@@ -301,6 +324,9 @@ impl Gateway {
                 prompt,
                 done: link.done,
                 within: link.expires_in,
+                late: format!(
+                    "wardengate: access denied: no security key was presented within {within}"
+                ),
             }));
             return Err(d);
         }
@@ -310,6 +336,55 @@ impl Gateway {
             p.name, link.url, rec.target
         );
         Err(self.deny(rec, "mfa_required", msg, decision))
+    }
+
+    /// The session waits for approval: SSH shows the request and waits on it (nothing recorded
+    /// as denied); PostgreSQL and RDP are refused with its id.
+    fn await_approval(
+        &self,
+        rec: &mut SessionRecord,
+        req: api::ApprovalRequest,
+        done: tokio::sync::watch::Receiver<crate::identity::Outcome>,
+        new: bool,
+        approval: &wardengate_policy::Approval,
+        protocol: api::Protocol,
+    ) -> Denial {
+        if new {
+            self.audit(
+                "approval.requested",
+                Some(&rec.actor),
+                Some(&rec.id),
+                json!({"request": req.id, "target": req.target, "account": req.account,
+                       "policy": req.policy, "approvers": req.approvers, "required": req.required,
+                       "protocol": protocol}),
+            );
+        }
+        if protocol == api::Protocol::Ssh {
+            let prompt = Self::approval_prompt(&req);
+            let left = req.expires_ms.saturating_sub(now_ms());
+            let mut d = Denial::new("approval_required", prompt.clone());
+            d.step_up = Some(Box::new(StepUp {
+                prompt,
+                done,
+                within: std::time::Duration::from_millis(left + 2000),
+                late: format!(
+                    "wardengate: access denied: approval {} was not given in time                      (approval_timeout)",
+                    req.id
+                ),
+            }));
+            return d;
+        }
+        let msg = format!(
+            "wardengate: policy {} needs approval: request {} waits for {} (`wgctl approval              approve {}`); connect again once it is approved, within {}",
+            req.policy,
+            req.id,
+            req.approvers.join(", "),
+            req.id,
+            approval.valid_for
+        );
+        let decision = json!({"admitted": false, "reason": "approval_required",
+                              "policy": req.policy, "request": req.id});
+        self.deny(rec, "approval_required", msg, decision)
     }
 
     /// A paused session of this actor, target and account that the policies still let them

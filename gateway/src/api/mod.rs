@@ -4,6 +4,7 @@
 //! that matches it: 400 for bad input (including a missing terminate reason), 401 for a missing or
 //! wrong token, 404 for an unknown session, 409 for a session that is already over.
 
+mod approvals;
 mod audit;
 mod auth;
 mod browser;
@@ -47,6 +48,7 @@ pub fn router(state: ApiState) -> Router {
         .merge(sessions::user_routes())
         .merge(live::user_routes())
         .merge(mfa::user_routes())
+        .merge(approvals::user_routes())
         .merge(operator)
         .route_layer(middleware::from_fn_with_state(
             state.clone(),

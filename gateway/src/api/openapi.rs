@@ -9,7 +9,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 use wardengate_api as api;
 
-use super::{audit, browser, live, mfa, policy, recordings, replay, sessions};
+use super::{approvals, audit, browser, live, mfa, policy, recordings, replay, sessions};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -55,6 +55,10 @@ use super::{audit, browser, live, mfa, policy, recordings, replay, sessions};
         mfa::reset,
         mfa::start,
         mfa::finish,
+        approvals::list,
+        approvals::approve,
+        approvals::deny,
+        approvals::withdraw,
     ),
     components(schemas(api::SessionState, api::Protocol)),
     modifiers(&BearerToken),
@@ -65,7 +69,7 @@ use super::{audit, browser, live, mfa, policy, recordings, replay, sessions};
         (name = "recordings", description = "Recordings, their verification and replay"),
         (name = "audit", description = "The hash-chained, signed audit log"),
         (name = "policies", description = "Loaded policies, reload and explain"),
-        (name = "identity", description = "Security keys: enrolment, proofs, removal and reset"),
+        (name = "identity", description = "Security keys (enrolment, proofs, removal, reset) and approvals"),
     )
 )]
 pub(super) struct ApiDoc;

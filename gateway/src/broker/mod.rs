@@ -57,6 +57,8 @@ pub struct Gateway {
     pub(crate) drops: Mutex<HashMap<(String, String), Dropped>>,
     /// Security-key links waiting to be used, and proofs waiting for their sessions.
     pub mfa: crate::identity::Mfa,
+    /// Sessions waiting for approval, and approvals not used yet.
+    pub approvals: crate::identity::approvals::Approvals,
     /// The port the API listens on (the configured one, or the one picked for port 0): the
     /// default origin of the gateway's pages.
     pub api_port: u16,
@@ -101,6 +103,7 @@ impl Gateway {
             ledger: Ledger::new(),
             drops: Mutex::new(HashMap::new()),
             mfa: crate::identity::Mfa::default(),
+            approvals: Default::default(),
             api_port,
         }
     }

@@ -13,6 +13,7 @@
 //! any proof of that age; `reconnect.mode = "reauth"` after a dropped session asks for a fresh
 //! one whatever the age.
 
+pub mod approvals;
 mod ceremony;
 
 use std::collections::HashMap;

@@ -68,6 +68,22 @@ fn show(text: String, prompts: Vec<(std::borrow::Cow<'static, str>, bool)>) -> A
     }
 }
 
+/// Resolves when the client closes its connection (polled: russh reads nothing while an
+/// authentication answer is pending).
+async fn client_gone(socket: std::net::TcpStream) {
+    if socket.set_nonblocking(true).is_err() {
+        return std::future::pending().await;
+    }
+    loop {
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+        match socket.peek(&mut [0u8; 1]) {
+            Ok(0) => return,
+            Err(e) if e.kind() != std::io::ErrorKind::WouldBlock => return,
+            _ => {}
+        }
+    }
+}
+
 impl<B: SshBroker> Front<B> {
     /// Parse the login once per distinct username (a client may change it between attempts).
     pub(super) fn note_login(&mut self, user: &str) {
@@ -154,7 +170,18 @@ impl<B: SshBroker> Front<B> {
         let Some(login) = self.login.clone() else {
             return reject(only_kbd());
         };
-        match self.broker.admit(&login, method, &self.client).await {
+        let admitted = self.broker.admit(&login, method, &self.client).await;
+        if !matches!(
+            &admitted,
+            Err(Denial {
+                step_up: Some(_),
+                ..
+            })
+        ) {
+            // Authentication is over whatever follows.
+            self.peer_socket = None;
+        }
+        match admitted {
             Ok(super::Admission::New(plan)) => {
                 self.start(plan);
                 Auth::Accept
@@ -377,7 +404,14 @@ impl<B: SshBroker> Front<B> {
                 self.step_up = Some((method, step));
                 return Ok(show(text, vec![]));
             }
-            return Ok(match step.wait().await {
+            let waited = match self.peer_socket.as_ref().and_then(|s| s.try_clone().ok()) {
+                Some(socket) => tokio::select! {
+                    r = step.wait() => r,
+                    _ = client_gone(socket) => Err("wardengate: withdrawn: the client left".into()),
+                },
+                None => step.wait().await,
+            };
+            return Ok(match waited {
                 Ok(()) => {
                     self.kbd = Kbd::Idle;
                     self.admit(&method).await

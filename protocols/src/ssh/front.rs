@@ -133,6 +133,9 @@ pub(crate) struct Front<B: SshBroker> {
     pub(super) step_up: Option<(String, crate::session::StepUp)>,
     /// When the connection must be authenticated; a step-up moves it past the wait.
     pub(super) deadline: watch::Sender<tokio::time::Instant>,
+    /// The client's socket, only to notice it close during a step-up wait; let go once
+    /// authentication is over (it would keep the connection open after russh closes it).
+    pub(super) peer_socket: Option<std::net::TcpStream>,
 }
 
 impl<B: SshBroker> Front<B> {
@@ -143,6 +146,7 @@ impl<B: SshBroker> Front<B> {
         started_tx: oneshot::Sender<AuthOutcome>,
         client_offer: Arc<std::sync::OnceLock<super::kexinit::ClientOffer>>,
         deadline: watch::Sender<tokio::time::Instant>,
+        peer_socket: Option<std::net::TcpStream>,
     ) -> Self {
         Front {
             broker,
@@ -172,6 +176,7 @@ impl<B: SshBroker> Front<B> {
             busy: HashMap::new(),
             step_up: None,
             deadline,
+            peer_socket,
         }
     }
 

@@ -200,6 +200,8 @@ pub async fn serve_connection<B: SshBroker>(
     let (socket, client_offer) = kexinit::Sniffer::new(socket);
     let (started_tx, mut started_rx) = tokio::sync::oneshot::channel();
     let (deadline_tx, mut deadline) = tokio::sync::watch::channel(slot.deadline());
+    // A step-up wait watches the socket to notice a client that gave up (Ctrl-C).
+    let peer_socket = kill.try_clone().ok();
     let front = front::Front::new(
         broker.clone(),
         settings.clone(),
@@ -207,6 +209,7 @@ pub async fn serve_connection<B: SshBroker>(
         started_tx,
         client_offer,
         deadline_tx,
+        peer_socket,
     );
     let running = match slot.within(server::run_stream(config, socket, front)).await {
         Some(Ok(r)) => r,

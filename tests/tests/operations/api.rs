@@ -503,8 +503,8 @@ fn session_show_places_the_client() {
 
 /// Who may call what: every route the OpenAPI document lists is served (none falls through to
 /// "no such endpoint"), and a user's own, non-operator token gets 403 on every one of them but
-/// the five that show, hand off and accept their own sessions and the four of their own security
-/// keys. A route added without being put
+/// the five that show, hand off and accept their own sessions, the four of their own security
+/// keys and the four of approvals (each request checks its approvers). A route added without being put
 /// with the users' is an operator's; one put there by mistake fails here.
 #[test]
 fn a_users_token_reaches_only_the_user_routes_and_every_documented_route_is_served() {
@@ -536,6 +536,11 @@ fn a_users_token_reaches_only_the_user_routes_and_every_documented_route_is_serv
         ("POST", "/api/v1/mfa/prove"),
         ("GET", "/api/v1/mfa/keys"),
         ("DELETE", "/api/v1/mfa/keys/{id}"),
+        // Approvals: who may decide is each request's approvers.
+        ("GET", "/api/v1/approvals"),
+        ("POST", "/api/v1/approvals/{id}/approve"),
+        ("POST", "/api/v1/approvals/{id}/deny"),
+        ("POST", "/api/v1/approvals/{id}/withdraw"),
     ];
     let mut checked = 0;
     for (path, item) in paths {
@@ -566,5 +571,5 @@ fn a_users_token_reaches_only_the_user_routes_and_every_documented_route_is_serv
             checked += 1;
         }
     }
-    assert!(checked >= 24, "only {checked} routes checked");
+    assert!(checked >= 28, "only {checked} routes checked");
 }

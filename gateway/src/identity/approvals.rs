@@ -1,0 +1,347 @@
+//! Approvals: a policy's `approval = { approvers, required, timeout, valid_for }` holds each
+//! session until enough approvers say yes.
+//!
+//! Admission makes a request (`req_…`) for (actor, target, account, policy), or finds the one
+//! already waiting. SSH shows it and waits (the person presses Ctrl-C to withdraw); PostgreSQL
+//! and RDP are refused with its id, and a connection within `valid_for` after the approval is
+//! admitted on it, once. Approvers decide through the API (`wgctl approval approve|deny`): nobody
+//! decides on their own request, an approver must match `approvers`, and `required = 2` needs two
+//! different people. A request nobody decided within `timeout` is denied (`approval_timeout`).
+//! Every step is audited (`approval.requested`, `approval.approved`, `approval.granted`,
+//! `approval.denied`, `approval.withdrawn`, `approval.used`).
+//!
+//! Requests live in memory: a gateway restart forgets the pending ones (their people connect
+//! again), and the audit keeps the history.
+
+use std::sync::Mutex;
+
+use serde_json::{json, Value};
+use tokio::sync::watch;
+use wardengate_api as api;
+use wardengate_policy::Approval;
+use wardengate_protocols::session::now_ms;
+
+use super::{lock, Outcome};
+use crate::broker::Gateway;
+
+/// The most requests kept (decided ones are dropped first, oldest first).
+const MAX_REQUESTS: usize = 4096;
+/// Decided requests are kept this long for `approval list`.
+const KEEP_DECIDED_MS: u64 = 24 * 3600 * 1000;
+
+/// One request and the answer its waiter (an SSH login) listens for.
+struct Request {
+    wire: api::ApprovalRequest,
+    approval: Approval,
+    expires_ms: u64,
+    valid_until_ms: Option<u64>,
+    /// An SSH login waits on it: when it lets go, the request is withdrawn.
+    waited: bool,
+    done: watch::Sender<Outcome>,
+}
+
+/// The requests of this gateway.
+#[derive(Default)]
+pub struct Approvals(Mutex<Vec<Request>>);
+
+/// What admission learns.
+pub enum Gate {
+    /// An approval that admits this session: its id, and the decision's record.
+    Approved(String, Value),
+    /// Waiting: the request (new or already open) and its answer.
+    Waiting(api::ApprovalRequest, watch::Receiver<Outcome>, bool),
+}
+
+/// Why a decision was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum DecideError {
+    #[error("no approval request {0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
+    Conflict(String),
+}
+
+fn human_ms(ms: u64) -> String {
+    wardengate_recorder::time::human(std::time::Duration::from_millis(ms))
+}
+
+impl Gateway {
+    /// The approval this admission needs: one granted and unused, or the request to wait on.
+    pub(crate) fn approval_gate(
+        &self,
+        actor: &str,
+        target: &str,
+        account: &str,
+        policy: &str,
+        protocol: api::Protocol,
+        approval: &Approval,
+    ) -> Gate {
+        let now = now_ms();
+        let mut reqs = lock(&self.approvals.0);
+        let same = |r: &Request| {
+            r.wire.actor == actor
+                && r.wire.target == target
+                && r.wire.account == account
+                && r.wire.policy == policy
+        };
+        if let Some(r) = reqs.iter().find(|r| {
+            same(r)
+                && r.wire.state == api::ApprovalState::Approved
+                && r.valid_until_ms.is_some_and(|v| v > now)
+        }) {
+            let by: Vec<&str> = r.wire.decisions.iter().map(|d| d.by.as_str()).collect();
+            let at = r.wire.decisions.last().map_or(now, |d| d.at_ms);
+            return Gate::Approved(
+                r.wire.id.clone(),
+                json!({"request": r.wire.id, "approved_by": by, "approved_ms": at}),
+            );
+        }
+        if let Some(r) = reqs
+            .iter()
+            .find(|r| same(r) && r.wire.state == api::ApprovalState::Pending)
+        {
+            return Gate::Waiting(r.wire.clone(), r.done.subscribe(), false);
+        }
+        if reqs.len() >= MAX_REQUESTS {
+            let oldest = reqs
+                .iter()
+                .position(|r| r.wire.state != api::ApprovalState::Pending)
+                .unwrap_or(0);
+            reqs.remove(oldest);
+        }
+        let (tx, rx) = watch::channel(None);
+        let wire = api::ApprovalRequest {
+            id: crate::util::new_id("req_"),
+            actor: actor.into(),
+            target: target.into(),
+            account: account.into(),
+            policy: policy.into(),
+            protocol,
+            state: api::ApprovalState::Pending,
+            approvers: approval.approvers.clone(),
+            required: approval.required,
+            decisions: Vec::new(),
+            created_ms: now,
+            expires_ms: now + approval.timeout.get().as_millis() as u64,
+            reason: None,
+        };
+        reqs.push(Request {
+            wire: wire.clone(),
+            approval: approval.clone(),
+            expires_ms: wire.expires_ms,
+            valid_until_ms: None,
+            waited: protocol == api::Protocol::Ssh,
+            done: tx,
+        });
+        Gate::Waiting(wire, rx, true)
+    }
+
+    /// Admission went through on an approved request: it is spent.
+    pub(crate) fn approval_used(&self, id: &str, session: &str) {
+        let mut reqs = lock(&self.approvals.0);
+        if let Some(r) = reqs.iter_mut().find(|r| r.wire.id == id) {
+            r.wire.state = api::ApprovalState::Used;
+            let actor = r.wire.actor.clone();
+            drop(reqs);
+            self.audit(
+                "approval.used",
+                Some(&actor),
+                Some(session),
+                json!({"request": id}),
+            );
+        }
+    }
+
+    /// The prompt SSH shows while it waits.
+    pub(crate) fn approval_prompt(r: &api::ApprovalRequest) -> String {
+        format!(
+            "waiting for approval {} (approvers: {}); Ctrl-C to withdraw",
+            r.id,
+            r.approvers
+                .iter()
+                .map(|a| a.strip_prefix("group:").unwrap_or(a))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    }
+
+    /// Requests, newest first: `who` sees their own and those they may decide (operators:
+    /// all); `mine` only their own.
+    pub fn approval_list(
+        &self,
+        who: &str,
+        operator: bool,
+        mine: bool,
+    ) -> Vec<api::ApprovalRequest> {
+        let cfg = self.cfg();
+        let groups = cfg
+            .users
+            .get(who)
+            .map(|u| u.groups.clone())
+            .unwrap_or_default();
+        let reqs = lock(&self.approvals.0);
+        let mut out: Vec<api::ApprovalRequest> = reqs
+            .iter()
+            .filter(|r| {
+                r.wire.actor == who || (!mine && (operator || r.approval.may_approve(who, &groups)))
+            })
+            .map(|r| r.wire.clone())
+            .collect();
+        out.reverse();
+        out
+    }
+
+    /// `who` approves (`yes`) or denies request `id`.
+    pub fn approval_decide(
+        &self,
+        id: &str,
+        who: &str,
+        yes: bool,
+        reason: &str,
+    ) -> Result<api::ApprovalRequest, DecideError> {
+        let cfg = self.cfg();
+        let groups = cfg
+            .users
+            .get(who)
+            .map(|u| u.groups.clone())
+            .unwrap_or_default();
+        let now = now_ms();
+        let mut reqs = lock(&self.approvals.0);
+        let r = reqs
+            .iter_mut()
+            .find(|r| r.wire.id == id)
+            .ok_or_else(|| DecideError::NotFound(id.into()))?;
+        if r.wire.actor == who {
+            return Err(DecideError::Forbidden(format!(
+                "{who} asked for {id}: nobody decides on their own request"
+            )));
+        }
+        if !r.approval.may_approve(who, &groups) {
+            return Err(DecideError::Forbidden(format!(
+                "{who} is not an approver of {id} (approvers: {})",
+                r.approval.approvers.join(", ")
+            )));
+        }
+        if r.wire.state != api::ApprovalState::Pending {
+            return Err(DecideError::Conflict(format!(
+                "{id} is {} already",
+                r.wire.state.as_str()
+            )));
+        }
+        if r.wire.decisions.iter().any(|d| d.by == who) {
+            return Err(DecideError::Conflict(format!(
+                "{who} approved {id} already; it needs {} different approvers",
+                r.wire.required
+            )));
+        }
+        r.wire.decisions.push(api::ApprovalDecision {
+            by: who.into(),
+            approved: yes,
+            reason: reason.into(),
+            at_ms: now,
+        });
+        let detail = json!({"request": id, "by": who, "reason": reason, "target": r.wire.target,
+                            "policy": r.wire.policy});
+        let actor = r.wire.actor.clone();
+        let (kind, outcome) = if !yes {
+            r.wire.state = api::ApprovalState::Denied;
+            r.wire.reason = Some(format!("denied by {who}: {reason}"));
+            (
+                "approval.denied",
+                Some(Err(format!(
+                    "wardengate: access denied: approval {id} was denied by {who}: {reason}"
+                ))),
+            )
+        } else if r.wire.decisions.len() as u32 >= r.wire.required {
+            r.wire.state = api::ApprovalState::Approved;
+            r.valid_until_ms = Some(now + r.approval.valid_for.get().as_millis() as u64);
+            ("approval.granted", Some(Ok(())))
+        } else {
+            ("approval.approved", None)
+        };
+        if let Some(o) = outcome {
+            let _ = r.done.send(Some(o));
+        }
+        let wire = r.wire.clone();
+        drop(reqs);
+        self.audit(kind, Some(&actor), None, detail);
+        Ok(wire)
+    }
+
+    /// The requester withdraws a waiting request.
+    pub fn approval_withdraw(
+        &self,
+        id: &str,
+        who: &str,
+    ) -> Result<api::ApprovalRequest, DecideError> {
+        let mut reqs = lock(&self.approvals.0);
+        let r = reqs
+            .iter_mut()
+            .find(|r| r.wire.id == id && r.wire.actor == who)
+            .ok_or_else(|| DecideError::NotFound(id.into()))?;
+        if r.wire.state != api::ApprovalState::Pending {
+            return Err(DecideError::Conflict(format!(
+                "{id} is {} already",
+                r.wire.state.as_str()
+            )));
+        }
+        r.wire.state = api::ApprovalState::Withdrawn;
+        r.wire.reason = Some("withdrawn by the requester".into());
+        let _ = r
+            .done
+            .send(Some(Err("wardengate: approval withdrawn".into())));
+        let wire = r.wire.clone();
+        drop(reqs);
+        self.audit(
+            "approval.withdrawn",
+            Some(who),
+            None,
+            json!({"request": id}),
+        );
+        Ok(wire)
+    }
+
+    /// Deny what waited too long (`approval_timeout`), withdraw what its SSH login gave up on,
+    /// forget old decided requests. Run every second.
+    pub fn expire_approvals(&self) {
+        let now = now_ms();
+        let mut ended = Vec::new();
+        {
+            let mut reqs = lock(&self.approvals.0);
+            for r in reqs
+                .iter_mut()
+                .filter(|r| r.wire.state == api::ApprovalState::Pending)
+            {
+                if r.expires_ms <= now {
+                    r.wire.state = api::ApprovalState::Denied;
+                    r.wire.reason = Some("approval_timeout".into());
+                    let waited = human_ms(r.approval.timeout.get().as_millis() as u64);
+                    let _ = r.done.send(Some(Err(format!(
+                        "wardengate: access denied: approval {} was not given within {waited} \
+                         (approval_timeout)",
+                        r.wire.id
+                    ))));
+                    ended.push(("approval.denied", r.wire.clone(), "approval_timeout"));
+                } else if r.waited && r.done.receiver_count() == 0 {
+                    r.wire.state = api::ApprovalState::Withdrawn;
+                    r.wire.reason = Some("the requester's ssh ended (Ctrl-C)".into());
+                    ended.push(("approval.withdrawn", r.wire.clone(), "client_left"));
+                }
+            }
+            reqs.retain(|r| {
+                r.wire.state == api::ApprovalState::Pending
+                    || now.saturating_sub(r.wire.created_ms) < KEEP_DECIDED_MS
+            });
+        }
+        for (kind, r, why) in ended {
+            self.audit(
+                kind,
+                Some(&r.actor),
+                None,
+                json!({"request": r.id, "reason": why, "target": r.target, "policy": r.policy}),
+            );
+        }
+    }
+}
