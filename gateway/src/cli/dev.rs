@@ -106,6 +106,10 @@ const EXAMPLE_POLICIES: &[(&str, &str)] = &[
         "prod.toml",
         include_str!("../../../fixtures/policies/prod.toml"),
     ),
+    (
+        "change.toml",
+        include_str!("../../../fixtures/policies/change.toml"),
+    ),
 ];
 
 /// With `--no-recording` or `--reconnect`, one policy that wins over the examples (benchmarks).
@@ -296,6 +300,13 @@ address = "{addr}"
 tags = {{ env = "dev", tier = "prod" }}
 accounts = [{{ name = {account}, secret = "web-01.dev/{account_raw}" }}]
 
+# The same host once more: policy sre-change holds each session for an approver (dan).
+[[targets]]
+name = "web-01-change.dev"
+address = "{addr}"
+tags = {{ env = "dev", change = "yes" }}
+accounts = [{{ name = {account}, secret = "web-01.dev/{account_raw}" }}]
+
 [[targets]]
 name = "billing-ro.dev"
 protocol = "postgres"
@@ -417,6 +428,10 @@ accounts = [{{ name = "bob", secret = "win-dc01.dev/bob" }}]
              a key or passkey with alice's own token, open the link, then ssh shows a link to touch it:\n    \
              WARDENGATE_ADDR=http://{api} WARDENGATE_TOKEN=$(cat {d}/alice.token) {wgctl} mfa enroll --name \"my key\"\n    \
              ssh -i {d}/alice_ed25519 -p {sp} alice:web-01-prod.dev@127.0.0.1\n\n\
+             Ask for approval (policy sre-change holds web-01-change.dev for an approver, dan):\n    \
+             ssh -i {d}/alice_ed25519 -p {sp} alice:web-01-change.dev@127.0.0.1    (waits; Ctrl-C withdraws)\n    \
+             WARDENGATE_ADDR=http://{api} WARDENGATE_TOKEN=$(cat {d}/dan.token) {wgctl} approval list\n    \
+             WARDENGATE_ADDR=http://{api} WARDENGATE_TOKEN=$(cat {d}/dan.token) {wgctl} approval approve REQ --reason \"change 42\"\n\n\
              Operate (another terminal):\n    \
              export WARDENGATE_ADDR=http://{api} WARDENGATE_TOKEN=$(cat {d}/admin.token)\n    \
              {wgctl} session list\n    {wgctl} session terminate SESSION_ID --reason \"demo\"\n    \
