@@ -412,21 +412,25 @@ const DAN_TOKEN: &str = "dan-own-api-token-not-an-approver";
 /// carol and bob lead the SREs (approvers); dan is an SRE who may not approve. (Their SSH key
 /// is alice's: the config wants one; these tests log them in only to the API.)
 fn people(env: &TestEnv) -> String {
-    [
+    // All of them, alice too, may decide approvals ([[roles]] approval.decide); which requests
+    // is each policy's approvers.
+    let mut toml = "[[roles]]\nname = \"approvers\"\n\
+        members = [\"group:sre-leads\", \"dan\", \"alice\"]\ncan = [\"approval.decide\"]\n\n"
+        .to_string();
+    let people = [
         ("carol", "sre-leads", CAROL_TOKEN),
         ("bob", "sre-leads", BOB_TOKEN),
         ("dan", "sre", DAN_TOKEN),
-    ]
-    .iter()
-    .map(|(name, group, token)| {
-        format!(
+    ];
+    for (name, group, token) in people {
+        toml.push_str(&format!(
             "[[users]]\nname = \"{name}\"\ngroups = [\"{group}\"]\npublic_keys = [\"{}\"]\n\
-                 api_token_sha256 = \"{}\"\n\n",
+             api_token_sha256 = \"{}\"\n\n",
             env.alice_pub,
             sha256_hex(token.as_bytes())
-        )
-    })
-    .collect()
+        ));
+    }
+    toml
 }
 
 fn wgctl_as(gw: &GatewayProc, token: &str, args: &[&str]) -> std::process::Output {
@@ -599,4 +603,47 @@ fn postgres_needs_two_approvers_once_and_a_request_times_out() {
     assert_eq!(r["reason"], "approval_timeout", "{list}");
     let denied = gw.wait_audit("approval.denied", T);
     assert_eq!(denied["detail"]["reason"], "approval_timeout", "{denied}");
+}
+
+#[test]
+fn a_role_gives_a_person_exactly_its_permissions() {
+    const ERIN_TOKEN: &str = "erin-own-api-token-an-auditor";
+    let env = TestEnv::new();
+    let sshd = env.sshd();
+    let erin = format!(
+        "[[roles]]\nname = \"auditors\"\nmembers = [\"group:audit\"]\n\
+         can = [\"audit.read\", \"recording.read\"]\n\n\
+         [[users]]\nname = \"erin\"\ngroups = [\"audit\"]\npublic_keys = [\"{}\"]\n\
+         api_token_sha256 = \"{}\"\n\n",
+        env.alice_pub,
+        sha256_hex(ERIN_TOKEN.as_bytes())
+    );
+    let gw = gateway(&env, &sshd, STEP_UP).extra(&erin).start();
+    assert_success(
+        &wgctl_as(&gw, ERIN_TOKEN, &["audit", "list"]),
+        "an auditor reads the audit",
+    );
+    assert_success(
+        &wgctl_as(&gw, ERIN_TOKEN, &["recording", "list"]),
+        "an auditor lists recordings",
+    );
+    let out = wgctl_as(
+        &gw,
+        ERIN_TOKEN,
+        &[
+            "session",
+            "terminate",
+            "sess_00000000000000000000",
+            "--reason",
+            "x",
+        ],
+    );
+    assert_stderr_has(
+        &out,
+        "erin may not POST /api/v1/sessions/{id}/terminate: it needs session.terminate",
+    );
+    let out = wgctl_as(&gw, ERIN_TOKEN, &["policy", "reload"]);
+    assert_stderr_has(&out, "it needs policy.reload");
+    let forbidden = gw.wait_audit("api.forbidden", T);
+    assert_eq!(forbidden["actor"], "erin", "{forbidden}");
 }

@@ -14,6 +14,7 @@ use wardengate_api::text::{inert, MAX_REASON};
 
 use super::common::{bad, parse_body, query, ApiError, Caller};
 use super::state::ApiState;
+use crate::config::Perm;
 use crate::identity::approvals::DecideError;
 
 pub(super) fn user_routes() -> Router<ApiState> {
@@ -57,9 +58,11 @@ async fn list(
     q: Result<Query<ApprovalParams>, QueryRejection>,
 ) -> Result<Json<Vec<api::ApprovalRequest>>, ApiError> {
     let p = query(q)?;
-    let mut all = st
-        .gw
-        .approval_list(&caller.name, caller.operator, p.mine.unwrap_or(false));
+    let mut all = st.gw.approval_list(
+        &caller.name,
+        caller.may(Perm::ApprovalDecide),
+        p.mine.unwrap_or(false),
+    );
     if let Some(s) = p.state {
         let known = ["pending", "approved", "denied", "withdrawn", "used"];
         if !known.contains(&s.as_str()) {

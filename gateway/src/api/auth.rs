@@ -1,6 +1,5 @@
-//! The bearer token in front of every authenticated endpoint, and the operator check in front of
-//! the routes a user's own token may not call (which routes those are is the router's to say:
-//! `api/mod.rs` puts every route in the user group or the operator group).
+//! The bearer token in front of every authenticated endpoint (what each route needs beyond it
+//! is `perms.rs`'s to say).
 
 use axum::extract::{Request, State};
 use axum::http::{header, StatusCode};
@@ -38,19 +37,19 @@ pub(super) async fn require_token(
         .and_then(|v| v.strip_prefix("Bearer "));
     let digest: Option<[u8; 32]> = presented.map(|t| Sha256::digest(t.trim().as_bytes()).into());
     let caller = match digest {
-        Some(d) if same(&d, &st.token_hash) => Some(Caller {
-            name: "admin".into(),
-            operator: true,
-        }),
+        Some(d) if same(&d, &st.token_hash) => Some(Caller::all("admin")),
         Some(d) => {
             let cfg = st.gw.cfg();
             cfg.users
                 .values()
                 .filter(|u| u.api_token.is_some_and(|t| same(&t, &d)))
                 .last()
-                .map(|u| Caller {
-                    name: u.name.clone(),
-                    operator: u.operator,
+                .map(|u| match u.operator {
+                    true => Caller::all(&u.name),
+                    false => Caller {
+                        name: u.name.clone(),
+                        can: crate::config::perms_of(&u.name, &u.groups, &cfg.config.roles),
+                    },
                 })
         }
         None => None,
@@ -69,21 +68,4 @@ pub(super) async fn require_token(
     st.gw.api_throttle.record("", ip, true);
     req.extensions_mut().insert(caller);
     next.run(req).await
-}
-
-/// In front of the operator routes (after [`require_token`]): an operator's or the admin token
-/// passes; a user's own token gets 403 saying what it may do instead.
-pub(super) async fn require_operator(req: Request, next: Next) -> Response {
-    match req.extensions().get::<Caller>() {
-        Some(c) if c.operator => next.run(req).await,
-        caller => ApiError(
-            StatusCode::FORBIDDEN,
-            format!(
-                "{}'s token may list, hand off and accept their own sessions only; this needs an \
-                 operator (users.operator = true) or the admin token",
-                caller.map_or("this", |c| c.name.as_str())
-            ),
-        )
-        .into_response(),
-    }
 }

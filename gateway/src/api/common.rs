@@ -48,11 +48,26 @@ pub(crate) fn bad(msg: impl Into<String>) -> ApiError {
 }
 
 /// Who is calling: the admin token (`admin`), or a user's personal token
-/// (`users.api_token_sha256`). Operators (`users.operator`) may do what the admin may.
+/// (`users.api_token_sha256`), with what they may do: every permission for the admin token and
+/// operators (`users.operator`), else what their `[[roles]]` give.
 #[derive(Debug, Clone)]
 pub struct Caller {
     pub name: String,
-    pub operator: bool,
+    pub can: crate::config::Perms,
+}
+
+impl Caller {
+    /// The admin token, or an operator: every permission.
+    pub fn all(name: &str) -> Caller {
+        Caller {
+            name: name.into(),
+            can: crate::config::Perms::all(),
+        }
+    }
+
+    pub fn may(&self, p: crate::config::Perm) -> bool {
+        self.can.has(p)
+    }
 }
 
 pub(crate) fn parse_body<T: for<'de> Deserialize<'de> + Default>(

@@ -25,6 +25,7 @@ use wardengate_protocols::shadow::{elapsed_hms, Frame, Observer, ObserverInfo};
 use super::common::{bad, internal, parse_body, ApiError, Caller, SessionId};
 use super::sessions::session_json;
 use super::state::ApiState;
+use crate::config::Perm;
 use crate::registry::{Pending, RegistryError};
 use crate::util::rfc3339;
 
@@ -294,7 +295,7 @@ async fn handoff(
         )),
     };
     let rec = st.gw.registry.record(&*st.gw.store, &id).await?;
-    if !caller.operator && rec.actor != caller.name {
+    if !caller.may(Perm::SessionHandoff) && rec.actor != caller.name {
         return Err(RegistryError::NotFound(id).into());
     }
     if rec.state.is_terminal() {
@@ -375,7 +376,7 @@ async fn offer_for(st: &ApiState, id: &str, caller: &Caller) -> Result<Pending, 
     let rec = st.gw.registry.record(&*st.gw.store, id).await?;
     match st.gw.registry.offer_of(id) {
         Some(p) if p.to == caller.name => Ok(p),
-        Some(_) | None if !caller.operator && rec.actor != caller.name => {
+        Some(_) | None if !caller.may(Perm::SessionHandoff) && rec.actor != caller.name => {
             Err(RegistryError::NotFound(id.into()).into())
         }
         _ => Err(conflict(format!(
@@ -514,7 +515,7 @@ async fn decline(
     let req: api::TerminateRequest = parse_body(&body)?;
     let offer = match st.gw.registry.offer_of(&id) {
         // The owner or an operator may withdraw an offer; the addressee may decline it.
-        Some(p) if p.to == caller.name || caller.operator => p,
+        Some(p) if p.to == caller.name || caller.may(Perm::SessionHandoff) => p,
         Some(p) if st.gw.registry.record(&*st.gw.store, &id).await?.actor == caller.name => p,
         _ => offer_for(&st, &id, &caller).await?,
     };

@@ -16,6 +16,7 @@ use wardengate_api::text::{inert, MAX_NAME, MAX_REASON};
 
 use super::common::{bad, internal, parse_body, query, ApiError, Caller};
 use super::state::ApiState;
+use crate::config::Perm;
 use crate::identity::{CeremonyError, Purpose};
 
 /// Routes for any token: a person's own keys (operators: anyone's).
@@ -44,7 +45,7 @@ pub(super) fn open_routes() -> Router<ApiState> {
 fn person(st: &ApiState, caller: &Caller, asked: Option<String>) -> Result<String, ApiError> {
     let cfg = st.gw.cfg();
     let name = match asked {
-        Some(u) if u != caller.name && !caller.operator => {
+        Some(u) if u != caller.name && !caller.may(Perm::UserAdmin) => {
             return Err(ApiError(
                 StatusCode::FORBIDDEN,
                 format!(
@@ -192,7 +193,7 @@ async fn list(
 ) -> Result<Json<Vec<api::SecurityKey>>, ApiError> {
     let p = query(q)?;
     let user = match p.user.as_deref() {
-        Some("*") if caller.operator => None,
+        Some("*") if caller.may(Perm::UserAdmin) => None,
         _ => Some(person(&st, &caller, p.user)?),
     };
     let keys = st
@@ -218,7 +219,7 @@ async fn remove(
     let all = st.gw.store.key_list(None).await.map_err(internal)?;
     let key = all
         .into_iter()
-        .find(|k| k.id == id && (k.user == caller.name || caller.operator))
+        .find(|k| k.id == id && (k.user == caller.name || caller.may(Perm::UserAdmin)))
         .ok_or_else(|| {
             ApiError(
                 StatusCode::NOT_FOUND,

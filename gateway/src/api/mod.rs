@@ -12,6 +12,7 @@ mod common;
 mod live;
 mod mfa;
 mod openapi;
+mod perms;
 mod policy;
 mod recordings;
 mod replay;
@@ -32,9 +33,14 @@ pub use state::ApiState;
 pub use tickets::Tickets;
 
 pub fn router(state: ApiState) -> Router {
-    // Every authenticated route is in one of two groups: what a user's own token may call, and
-    // what needs an operator. A new route is an operator's unless it is put with the users'.
-    let operator = Router::new()
+    // Every authenticated route: a valid token first, then the permission the route needs
+    // (`perms.rs`: what every person may call, one permission, or, for a route not placed
+    // there, every permission).
+    let authed = Router::new()
+        .merge(sessions::user_routes())
+        .merge(live::user_routes())
+        .merge(mfa::user_routes())
+        .merge(approvals::user_routes())
         .merge(sessions::routes())
         .merge(live::routes())
         .merge(browser::routes())
@@ -43,13 +49,10 @@ pub fn router(state: ApiState) -> Router {
         .merge(recordings::routes())
         .merge(policy::routes())
         .merge(mfa::routes())
-        .route_layer(middleware::from_fn(auth::require_operator));
-    let authed = Router::new()
-        .merge(sessions::user_routes())
-        .merge(live::user_routes())
-        .merge(mfa::user_routes())
-        .merge(approvals::user_routes())
-        .merge(operator)
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            perms::require_permission,
+        ))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             auth::require_token,

@@ -12,6 +12,7 @@ use wardengate_api as api;
 use super::common::{bad, internal, parse_body, query, ApiError, Caller, SessionId};
 use super::state::ApiState;
 use crate::broker::Gateway;
+use crate::config::Perm;
 use crate::registry::{to_api, Filter, RegistryError};
 use crate::store::SessionQuery;
 
@@ -105,7 +106,7 @@ async fn list_sessions(
     let shadowed = p.shadowed.unwrap_or(false);
     // A user's own token sees their sessions (the store filters them, so pages and counts are
     // theirs alone) and those offered to them (added to the first page).
-    let own = (!caller.operator).then(|| caller.name.clone());
+    let own = (!caller.may(Perm::SessionRead)).then(|| caller.name.clone());
     if let (Some(me), Some(a)) = (&own, &p.actor) {
         if a != me {
             return Ok(Json(api::SessionList {
@@ -179,11 +180,11 @@ async fn get_session(
 ) -> Result<Json<api::Session>, ApiError> {
     let r = st.gw.registry.record(&*st.gw.store, &id).await?;
     let offered = r.handoff.as_ref().is_some_and(|h| h.to == caller.name);
-    if !caller.operator && r.actor != caller.name && !offered {
+    if !caller.may(Perm::SessionRead) && r.actor != caller.name && !offered {
         return Err(RegistryError::NotFound(id).into());
     }
     let mut r = r;
-    if !caller.operator {
+    if !caller.may(Perm::SessionRead) {
         // A covert observer is not shown to the people being watched.
         r.observers.retain(|o| o.banner != "covert");
     }

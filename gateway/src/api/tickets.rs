@@ -109,10 +109,7 @@ mod tests {
     use super::*;
 
     fn admin() -> Caller {
-        Caller {
-            name: "carol".into(),
-            operator: true,
-        }
+        Caller::all("carol")
     }
 
     /// A ticket to shadow `sess_a`, issued to carol.

@@ -6,8 +6,10 @@ mod duration;
 mod model;
 mod parse;
 mod policy_files;
+mod roles;
 mod sections;
 
 pub use model::*;
 pub use parse::{load, parse};
+pub use roles::{perms_of, Perm, Perms, Role};
 pub use sections::*;

@@ -37,6 +37,9 @@ pub struct Config {
     pub users: Vec<User>,
     #[serde(default)]
     pub groups: Vec<Group>,
+    /// Operator permissions for users and groups.
+    #[serde(default)]
+    pub roles: Vec<super::Role>,
     #[serde(default)]
     pub targets: Vec<Target>,
     #[serde(default)]

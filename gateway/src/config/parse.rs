@@ -129,6 +129,18 @@ pub fn parse(text: &str, path: &Path) -> Result<Loaded> {
     }
     crate::identity::relying_party(&config.identity, config.api.listen.port())
         .map_err(|e| anyhow!("{}: identity: {e}", here(&[K("identity")])))?;
+    for (ri, r) in config.roles.iter().enumerate() {
+        for (ci, c) in r.can.iter().enumerate() {
+            if super::Perm::parse(c).is_none() {
+                bail!(
+                    "{}: roles.{}: '{c}' is not a permission (one of {})",
+                    here(&[K("roles"), I(ri), K("can"), I(ci)]),
+                    r.name,
+                    super::Perm::ALL.map(super::Perm::name).join(", ")
+                );
+            }
+        }
+    }
     let mut users = HashMap::new();
     for (ui, u) in config.users.iter().enumerate() {
         let user = |key: &'static str| here(&[K("users"), I(ui), K(key)]);
@@ -397,6 +409,30 @@ mod tests {
         for p in parts {
             assert!(e.contains(p), "{p:?} not in: {e}");
         }
+    }
+
+    #[test]
+    fn a_role_with_an_unknown_permission_is_refused_with_its_line() {
+        let text = "[[roles]]\nname = \"auditors\"\nmembers = [\"erin\"]\n\
+                    can = [\"audit.read\", \"audit.delete\"]\n";
+        says(
+            &refusal(text),
+            &[
+                "gw.toml line 4",
+                "roles.auditors",
+                "'audit.delete' is not a permission",
+                "audit.read",
+            ],
+        );
+    }
+
+    #[test]
+    fn an_identity_origin_on_an_ip_address_is_refused() {
+        let text = "[identity]\norigin = \"http://10.0.0.5:8080\"\n";
+        says(
+            &refusal(text),
+            &["gw.toml line 1", "identity", "IP address"],
+        );
     }
 
     #[test]

@@ -504,7 +504,7 @@ fn session_show_places_the_client() {
 /// Who may call what: every route the OpenAPI document lists is served (none falls through to
 /// "no such endpoint"), and a user's own, non-operator token gets 403 on every one of them but
 /// the five that show, hand off and accept their own sessions, the four of their own security
-/// keys and the four of approvals (each request checks its approvers). A route added without being put
+/// keys and the two of their own approval requests; every other refusal names the permission. A route added without being put
 /// with the users' is an operator's; one put there by mistake fails here.
 #[test]
 fn a_users_token_reaches_only_the_user_routes_and_every_documented_route_is_served() {
@@ -536,13 +536,12 @@ fn a_users_token_reaches_only_the_user_routes_and_every_documented_route_is_serv
         ("POST", "/api/v1/mfa/prove"),
         ("GET", "/api/v1/mfa/keys"),
         ("DELETE", "/api/v1/mfa/keys/{id}"),
-        // Approvals: who may decide is each request's approvers.
+        // Their own approval requests (deciding needs approval.decide).
         ("GET", "/api/v1/approvals"),
-        ("POST", "/api/v1/approvals/{id}/approve"),
-        ("POST", "/api/v1/approvals/{id}/deny"),
         ("POST", "/api/v1/approvals/{id}/withdraw"),
     ];
     let mut checked = 0;
+    let mut perms = std::collections::BTreeSet::new();
     for (path, item) in paths {
         for method in ["get", "post", "put", "delete", "patch"] {
             if item.get(method).is_none() {
@@ -566,10 +565,46 @@ fn a_users_token_reaches_only_the_user_routes_and_every_documented_route_is_serv
                 assert_ne!(status, 403, "{m} {path} refused to dan's token: {text}");
             } else {
                 assert_eq!(status, 403, "{m} {path} with dan's token: {text}");
-                assert!(text.contains("needs an operator"), "{m} {path}: {text}");
+                let perm = needs(&m, path);
+                assert!(
+                    text.contains(&format!("it needs {perm}")),
+                    "{m} {path} should name {perm}: {text}"
+                );
+                perms.insert(perm);
             }
             checked += 1;
         }
     }
     assert!(checked >= 28, "only {checked} routes checked");
+    // Every permission guards at least one route, and each refusal is audited.
+    // (session.handoff is checked by the handoff handler: one's own sessions need none.)
+    assert_eq!(perms.len(), 8, "{perms:?}");
+    let forbidden = gw.audit("api.forbidden");
+    assert!(
+        forbidden
+            .iter()
+            .any(|e| e["actor"] == "dan" && e["detail"]["missing"] == "user.admin"),
+        "{forbidden:?}"
+    );
+}
+
+/// The permission a route needs, as the README's table says.
+fn needs(method: &str, path: &str) -> &'static str {
+    match (method, path) {
+        ("POST", "/api/v1/approvals/{id}/approve" | "/api/v1/approvals/{id}/deny") => {
+            "approval.decide"
+        }
+        ("POST", "/api/v1/sessions/terminate" | "/api/v1/sessions/{id}/terminate") => {
+            "session.terminate"
+        }
+        (_, "/api/v1/sessions/{id}/shadow" | "/api/v1/sessions/{id}/shadow/browser") => {
+            "session.shadow"
+        }
+        ("GET", "/api/v1/policies" | "/api/v1/policies/explain") => "session.read",
+        ("POST", "/api/v1/policies/reload") => "policy.reload",
+        (_, p) if p.starts_with("/api/v1/audit") => "audit.read",
+        (_, p) if p.starts_with("/api/v1/recordings") => "recording.read",
+        ("POST", "/api/v1/users/{name}/mfa-reset") => "user.admin",
+        _ => "every permission",
+    }
 }
