@@ -10,6 +10,8 @@ pub struct Client {
     http: Http,
     base: String,
     token: String,
+    /// A CA certificate to trust besides the system's (`--ca-file`: a self-signed gateway).
+    ca: Option<reqwest::Certificate>,
 }
 
 /// Percent-encode a path segment (session ids are plain, but user input may not be): everything
@@ -25,7 +27,11 @@ pub fn path_segment(s: &str) -> String {
 }
 
 impl Client {
-    pub fn new(addr: &str, token: Option<&str>) -> Result<Client> {
+    pub fn new(
+        addr: &str,
+        token: Option<&str>,
+        ca_file: Option<&std::path::Path>,
+    ) -> Result<Client> {
         let token = token
             .map(str::trim)
             .filter(|t| !t.is_empty())
@@ -34,20 +40,58 @@ impl Client {
         if !base.starts_with("http://") && !base.starts_with("https://") {
             bail!("gateway address '{addr}' must start with http:// or https://");
         }
-        let http = Http::builder()
-            .timeout(std::time::Duration::from_secs(30))
-            .build()
-            .map_err(|e| anyhow!("cannot build HTTP client: {e}"))?;
+        // rustls's one provider for the process (ring, as the gateway's); a second call is a
+        // no-op.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let ca = match ca_file {
+            None => None,
+            Some(f) => {
+                let pem = std::fs::read(f)
+                    .map_err(|e| anyhow!("cannot read --ca-file {}: {e}", f.display()))?;
+                Some(reqwest::Certificate::from_pem(&pem).map_err(|e| {
+                    anyhow!("--ca-file {} is not a PEM certificate: {e}", f.display())
+                })?)
+            }
+        };
+        let http = Self::builder(&ca, Some(std::time::Duration::from_secs(30)))?;
         Ok(Client {
             http,
             base,
             token: token.to_string(),
+            ca,
         })
+    }
+
+    /// An HTTP client trusting the system's roots and `ca`, with an overall `timeout`.
+    fn builder(
+        ca: &Option<reqwest::Certificate>,
+        timeout: Option<std::time::Duration>,
+    ) -> Result<Http> {
+        let mut b = Http::builder().timeout(timeout).use_rustls_tls();
+        if let Some(c) = ca {
+            b = b.add_root_certificate(c.clone());
+        }
+        b.build()
+            .map_err(|e| anyhow!("cannot build HTTP client: {e}"))
     }
 
     fn send(&self, req: RequestBuilder) -> Result<Response> {
         req.bearer_auth(&self.token).send().map_err(|e| {
-            if e.is_connect() {
+            // The TLS failure is a few sources down the chain.
+            let mut chain = e.to_string();
+            let mut src = std::error::Error::source(&e);
+            while let Some(s) = src {
+                chain.push_str(&format!(": {s}"));
+                src = s.source();
+            }
+            if e.is_connect() && chain.to_lowercase().contains("certificate") {
+                anyhow!(
+                    "the gateway at {} presented a certificate this machine does not trust: pass \
+                     its certificate with --ca-file (or WARDENGATE_CA_FILE), e.g. the gateway's \
+                     data/api_tls.crt",
+                    self.base
+                )
+            } else if e.is_connect() {
                 anyhow!("cannot reach the gateway at {}: is wardengate running? (set --addr or WARDENGATE_ADDR)", self.base)
             } else if e.is_timeout() {
                 anyhow!("the gateway at {} did not answer in time", self.base)
@@ -83,10 +127,7 @@ impl Client {
 
     /// A long-lived streaming GET (no overall timeout); the gateway's error when it refuses.
     pub fn stream(&self, path: &str) -> Result<Response> {
-        let http = Http::builder()
-            .timeout(None)
-            .build()
-            .map_err(|e| anyhow!("cannot build HTTP client: {e}"))?;
+        let http = Self::builder(&self.ca, None)?;
         let resp = self.send(http.get(format!("{}{path}", self.base)))?;
         if !resp.status().is_success() {
             Self::body(resp)?;

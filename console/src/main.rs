@@ -38,6 +38,10 @@ struct Cli {
     /// Bearer token: the admin token, or your own API token (`users.api_token_sha256`).
     #[arg(long, global = true, env = "WARDENGATE_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    /// A CA certificate (PEM) to trust for an https gateway besides the system's: a gateway's
+    /// self-signed `api_tls.crt`.
+    #[arg(long, global = true, env = "WARDENGATE_CA_FILE")]
+    ca_file: Option<std::path::PathBuf>,
     /// Output format.
     #[arg(short = 'o', long, global = true, value_enum, default_value_t = Output::Table)]
     output: Output,
@@ -94,7 +98,7 @@ fn run(cli: Cli) -> Result<()> {
     let json = cli.output == Output::Json;
     // Offline commands (recording verify/play/export of a directory, policy check, audit verify
     // --file) work without a gateway: the client is optional for them.
-    let c = Client::new(&cli.addr, cli.token.as_deref());
+    let c = Client::new(&cli.addr, cli.token.as_deref(), cli.ca_file.as_deref());
     match cli.cmd {
         Cmd::Recording(cmd) => recording::run(cmd, c, json),
         Cmd::Policy(cmd) => policy::run(cmd, c, json),

@@ -20,15 +20,17 @@ use tokio_util::task::TaskTracker;
 use tower_service::Service;
 use wardengate_protocols::listener::{accept_loop, Gate};
 
-/// Serve `router` on `listener` until `shutdown`; then let requests in flight finish (up to
-/// `drain`).
+/// Serve `router` on `listener` (over TLS with `tls`) until `shutdown`; then let requests in
+/// flight finish (up to `drain`).
 pub async fn serve(
     listener: TcpListener,
     gate: Arc<Gate>,
     router: Router,
+    tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
     shutdown: CancellationToken,
     drain: Duration,
 ) {
+    let tls = tls.map(tokio_rustls::TlsAcceptor::from);
     let header_timeout = gate.limits().auth_timeout;
     let tracker = TaskTracker::new();
     let stop = shutdown.clone();
@@ -40,36 +42,23 @@ pub async fn serve(
         move |socket, peer, slot| {
             let router = router.clone();
             let stop = stop.clone();
+            let tls = tls.clone();
             async move {
                 // The slot is held for the connection's life: API connections count per source
                 // whether or not they carry a valid token.
-                let _slot = slot;
                 let _ = socket.set_nodelay(true);
-                let service = hyper::service::service_fn(move |mut req: hyper::Request<_>| {
-                    req.extensions_mut().insert(ConnectInfo(peer));
-                    let mut router = router.clone();
-                    router.call(req)
-                });
-                let mut builder = http1::Builder::new();
-                builder
-                    .timer(TokioTimer::new())
-                    .header_read_timeout(header_timeout)
-                    .max_buf_size(64 * 1024);
-                let conn = builder
-                    .serve_connection(TokioIo::new(socket), service)
-                    .with_upgrades();
-                tokio::pin!(conn);
-                tokio::select! {
-                    r = conn.as_mut() => {
-                        if let Err(e) = r {
-                            tracing::debug!(%peer, "api connection ended: {e}");
+                match tls {
+                    None => connection(socket, peer, router, header_timeout, stop).await,
+                    Some(acceptor) => {
+                        // The handshake is before the headers: the same deadline.
+                        match slot.within(acceptor.accept(socket)).await {
+                            Some(Ok(s)) => connection(s, peer, router, header_timeout, stop).await,
+                            Some(Err(e)) => tracing::debug!(%peer, "api TLS handshake failed: {e}"),
+                            None => tracing::debug!(%peer, "api TLS handshake timed out"),
                         }
                     }
-                    _ = stop.cancelled() => {
-                        conn.as_mut().graceful_shutdown();
-                        let _ = conn.await;
-                    }
                 }
+                drop(slot);
             }
         },
     )
@@ -77,6 +66,43 @@ pub async fn serve(
     tracker.close();
     if tokio::time::timeout(drain, tracker.wait()).await.is_err() {
         tracing::warn!("some API connections did not finish within {drain:?}");
+    }
+}
+
+/// One HTTP/1.1 connection (plain or TLS) until it ends or the gateway stops.
+async fn connection<S>(
+    socket: S,
+    peer: SocketAddr,
+    router: Router,
+    header_timeout: Duration,
+    stop: CancellationToken,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = hyper::service::service_fn(move |mut req: hyper::Request<_>| {
+        req.extensions_mut().insert(ConnectInfo(peer));
+        let mut router = router.clone();
+        router.call(req)
+    });
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout)
+        .max_buf_size(64 * 1024);
+    let conn = builder
+        .serve_connection(TokioIo::new(socket), service)
+        .with_upgrades();
+    tokio::pin!(conn);
+    tokio::select! {
+        r = conn.as_mut() => {
+            if let Err(e) = r {
+                tracing::debug!(%peer, "api connection ended: {e}");
+            }
+        }
+        _ = stop.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            let _ = conn.await;
+        }
     }
 }
 

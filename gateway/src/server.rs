@@ -156,6 +156,7 @@ pub async fn run(
     }
 
     let sec = gw.cfg().config.security.clone();
+    let cfg_api = gw.cfg().config.api.clone();
     // Refusal bursts are audited by a task of their own, never in an accept loop (the audit
     // writes to the store and may sign a checkpoint).
     let report: GateReport = {
@@ -198,10 +199,23 @@ pub async fn run(
         tickets: Default::default(),
     };
     let api_gate = gate("api", sec.auth_timeout, sec.api_connections_per_source);
+    let api_tls = if cfg_api.plain_http {
+        None
+    } else {
+        let (mut c, _) = crate::tls::server_config(
+            &gw.cfg(),
+            &cfg_api.tls_cert_file,
+            &cfg_api.tls_key_file,
+            "api",
+        )?;
+        c.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Some(Arc::new(c))
+    };
     let api_task = tokio::spawn(crate::http::serve(
         api_listener,
         api_gate,
         crate::api::router(api_state),
+        api_tls,
         shutdown.clone(),
         Duration::from_secs(5),
     ));

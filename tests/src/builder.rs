@@ -107,6 +107,13 @@ impl GatewayBuilder<'_> {
         self
     }
 
+    /// Serve the API over TLS (its self-signed certificate generated at first start), not the
+    /// tests' default plain HTTP on loopback.
+    pub fn api_tls(mut self) -> Self {
+        self.api_lines = self.api_lines.replace("plain_http = true\n", "");
+        self
+    }
+
     /// Lines added to the `[api]` section (`handoff_window = "2s"`).
     pub fn api_lines(mut self, toml: &str) -> Self {
         push_line(&mut self.api_lines, toml);

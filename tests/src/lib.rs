@@ -107,7 +107,8 @@ impl TestEnv {
             extra: String::new(),
             policies: None,
             gateway_lines: String::new(),
-            api_lines: String::new(),
+            // Plain HTTP on loopback, as dev mode runs (`api_tls()` for the TLS listener).
+            api_lines: "plain_http = true\n".into(),
             security_lines: String::new(),
             rejection_time: "10ms".into(),
             ssh_lines: String::new(),

@@ -647,3 +647,70 @@ fn a_role_gives_a_person_exactly_its_permissions() {
     let forbidden = gw.wait_audit("api.forbidden", T);
     assert_eq!(forbidden["actor"], "erin", "{forbidden}");
 }
+
+#[test]
+fn the_api_speaks_tls_and_wgctl_trusts_the_certificate_it_is_given() {
+    let env = TestEnv::new();
+    let sshd = env.sshd();
+    let gw = gateway(&env, &sshd, STEP_UP).api_tls().start();
+    assert!(gw.api.starts_with("https://127.0.0.1:"), "{}", gw.api);
+    let cert = env.dir.path().join("gw").join("api_tls.crt");
+    assert!(
+        cert.exists(),
+        "a self-signed certificate is generated at first start"
+    );
+
+    // Without the certificate: refused, and told what to do.
+    let out = run(gw.wgctl().args(["session", "list"]), T);
+    assert_stderr_has(&out, "does not trust: pass its certificate with --ca-file");
+    // With it: the same command works over TLS.
+    let out = run(
+        gw.wgctl()
+            .arg("--ca-file")
+            .arg(&cert)
+            .args(["session", "list"]),
+        T,
+    );
+    assert_success(&out, "wgctl over https");
+    // Plain HTTP to the TLS listener gets no answer a client could take for the API.
+    let http = gw.api.replace("https://", "http://");
+    let out = run(
+        std::process::Command::new("curl").args([
+            "-s",
+            "-m",
+            "5",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            &format!("{http}/healthz"),
+        ]),
+        T,
+    );
+    assert_eq!(
+        text(&out.stdout),
+        "000",
+        "plain HTTP answered on the TLS port"
+    );
+    // A link for the browser names https.
+    let url = link_of(&alice_wgctl_ca(
+        &gw,
+        &cert,
+        &["mfa", "enroll", "-o", "json"],
+    ));
+    assert!(
+        url.starts_with(&format!("https://localhost:{}/mfa#ticket=", gw.api_port())),
+        "{url}"
+    );
+}
+
+fn alice_wgctl_ca(gw: &GatewayProc, ca: &std::path::Path, args: &[&str]) -> std::process::Output {
+    run(
+        gw.wgctl()
+            .env("WARDENGATE_TOKEN", ALICE_TOKEN)
+            .arg("--ca-file")
+            .arg(ca)
+            .args(args),
+        T,
+    )
+}

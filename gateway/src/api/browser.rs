@@ -78,7 +78,7 @@ async fn link(
     Ok(Json(api::ShadowLink {
         url: format!(
             "{}/shadow/{}#ticket={ticket}",
-            origin(&headers)?,
+            origin(&headers, !st.gw.cfg().config.api.plain_http)?,
             w.record.id
         ),
         expires_in_secs: TICKET_TTL.as_secs(),
@@ -87,17 +87,19 @@ async fn link(
 }
 
 /// `scheme://host` as the operator reached the API (the link must work from where they are):
-/// `https` when a TLS-terminating proxy says so with `X-Forwarded-Proto`.
-pub(crate) fn origin(headers: &HeaderMap) -> Result<String, ApiError> {
+/// `https` when the gateway serves TLS, or a TLS-terminating proxy says so with
+/// `X-Forwarded-Proto`.
+pub(crate) fn origin(headers: &HeaderMap, tls: bool) -> Result<String, ApiError> {
     let host = headers
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
         .filter(|h| !h.is_empty() && h.chars().all(|c| c.is_ascii_graphic()))
         .ok_or_else(|| bad("the request has no usable Host header"))?;
-    let https = headers
-        .get("x-forwarded-proto")
-        .and_then(|h| h.to_str().ok())
-        .is_some_and(|p| p.trim().eq_ignore_ascii_case("https"));
+    let https = tls
+        || headers
+            .get("x-forwarded-proto")
+            .and_then(|h| h.to_str().ok())
+            .is_some_and(|p| p.trim().eq_ignore_ascii_case("https"));
     Ok(format!("{}://{host}", if https { "https" } else { "http" }))
 }
 
@@ -201,9 +203,15 @@ mod tests {
     fn links_say_https_behind_a_tls_proxy() {
         let mut h = HeaderMap::new();
         h.insert(header::HOST, "gw.corp:8080".parse().expect("header"));
-        assert_eq!(origin(&h).ok().as_deref(), Some("http://gw.corp:8080"));
+        assert_eq!(
+            origin(&h, false).ok().as_deref(),
+            Some("http://gw.corp:8080")
+        );
         h.insert("x-forwarded-proto", "https".parse().expect("header"));
-        assert_eq!(origin(&h).ok().as_deref(), Some("https://gw.corp:8080"));
-        assert!(origin(&HeaderMap::new()).is_err());
+        assert_eq!(
+            origin(&h, false).ok().as_deref(),
+            Some("https://gw.corp:8080")
+        );
+        assert!(origin(&HeaderMap::new(), false).is_err());
     }
 }

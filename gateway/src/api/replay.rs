@@ -80,7 +80,10 @@ async fn replay_link(
     };
     let ticket = st.tickets.issue(&id, purpose, &caller)?;
     Ok(Json(api::ShadowLink {
-        url: format!("{}/replay/{id}#ticket={ticket}", origin(&headers)?),
+        url: format!(
+            "{}/replay/{id}#ticket={ticket}",
+            origin(&headers, !st.gw.cfg().config.api.plain_http)?
+        ),
         expires_in_secs: TICKET_TTL.as_secs(),
         observer: caller.name,
     }))

@@ -271,6 +271,9 @@ auth_rejection_time = "200ms"
 
 [api]
 listen = "127.0.0.1:{api_port}"
+# Plain HTTP on loopback only: browsers accept security keys on http://localhost, not on a
+# self-signed certificate. Off loopback the API serves TLS (api_tls.crt, generated).
+plain_http = true
 {recording_extra}
 [[users]]
 name = "alice"

@@ -129,6 +129,7 @@ fn real_main(cli: Cli) -> Result<()> {
                     .filter(|f| !f.starts_with(&cfg.data_dir)),
             );
             wardengate_gateway::perms::check_private(&secrets, allow_insecure_permissions)?;
+            let scheme = cfg.config.api.scheme();
             runtime()?.block_on(server::run(cfg, CancellationToken::new(), |l| {
                 let pg = l
                     .postgres
@@ -136,7 +137,7 @@ fn real_main(cli: Cli) -> Result<()> {
                     .unwrap_or_default();
                 let rdp = l.rdp.map(|a| format!(" rdp={a}")).unwrap_or_default();
                 println!(
-                    "wardengate ready: ssh={}{pg}{rdp} api=http://{}",
+                    "wardengate ready: ssh={}{pg}{rdp} api={scheme}://{}",
                     l.ssh, l.api
                 );
             }))

@@ -201,6 +201,9 @@ impl Loaded {
             c.recording.key_file.clone(),
             c.api.admin_token_file.clone(),
         ];
+        if !c.api.plain_http {
+            v.push(c.api.tls_key_file.clone());
+        }
         v.extend(c.postgres.as_ref().map(|p| p.tls_key_file.clone()));
         v.extend(c.rdp.as_ref().map(|r| r.tls_key_file.clone()));
         v.into_iter()

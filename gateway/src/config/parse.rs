@@ -127,8 +127,20 @@ pub fn parse(text: &str, path: &Path) -> Result<Loaded> {
             );
         }
     }
-    crate::identity::relying_party(&config.identity, config.api.listen.port())
-        .map_err(|e| anyhow!("{}: identity: {e}", here(&[K("identity")])))?;
+    if config.api.plain_http && !config.api.listen.ip().is_loopback() {
+        bail!(
+            "{}: api.plain_http is only allowed on a loopback listen address ({} is not): API \
+             tokens would travel in clear; remove it to serve TLS",
+            here(&[K("api"), K("plain_http")]),
+            config.api.listen
+        );
+    }
+    crate::identity::relying_party(
+        &config.identity,
+        config.api.listen.port(),
+        config.api.scheme(),
+    )
+    .map_err(|e| anyhow!("{}: identity: {e}", here(&[K("identity")])))?;
     for (ri, r) in config.roles.iter().enumerate() {
         for (ci, c) in r.can.iter().enumerate() {
             if super::Perm::parse(c).is_none() {
@@ -423,6 +435,15 @@ mod tests {
                 "'audit.delete' is not a permission",
                 "audit.read",
             ],
+        );
+    }
+
+    #[test]
+    fn plain_http_off_loopback_is_refused() {
+        let text = "[api]\nlisten = \"0.0.0.0:8080\"\nplain_http = true\n";
+        says(
+            &refusal(text),
+            &["gw.toml line 3", "api.plain_http", "in clear"],
         );
     }
 

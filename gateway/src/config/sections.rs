@@ -155,6 +155,17 @@ pub struct ApiSection {
     /// How long a handoff waits for the new owner to accept it, and then for their connection.
     #[serde(default = "default_handoff_window", with = "duration")]
     pub handoff_window: Duration,
+    /// The API's (and the pages') TLS certificate chain, PEM, relative to `data_dir`; a
+    /// self-signed one is generated at first start when neither file exists.
+    #[serde(default = "default_api_cert")]
+    pub tls_cert_file: PathBuf,
+    #[serde(default = "default_api_key")]
+    pub tls_key_file: PathBuf,
+    /// Serve plain HTTP instead of TLS: only for a loopback `listen` (tokens would travel in
+    /// clear otherwise), e.g. dev mode, where browsers accept security keys on
+    /// `http://localhost` but not on a self-signed certificate.
+    #[serde(default)]
+    pub plain_http: bool,
 }
 
 impl Default for ApiSection {
@@ -163,8 +174,29 @@ impl Default for ApiSection {
             listen: default_api_listen(),
             admin_token_file: default_token_file(),
             handoff_window: default_handoff_window(),
+            tls_cert_file: default_api_cert(),
+            tls_key_file: default_api_key(),
+            plain_http: false,
         }
     }
+}
+
+impl ApiSection {
+    /// `https`, or `http` with `plain_http`.
+    pub fn scheme(&self) -> &'static str {
+        if self.plain_http {
+            "http"
+        } else {
+            "https"
+        }
+    }
+}
+
+fn default_api_cert() -> PathBuf {
+    PathBuf::from("api_tls.crt")
+}
+fn default_api_key() -> PathBuf {
+    PathBuf::from("api_tls.key")
 }
 
 fn default_handoff_window() -> Duration {

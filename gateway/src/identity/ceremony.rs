@@ -89,13 +89,15 @@ fn stored_counter(key: &SecurityKey) -> u32 {
 impl Gateway {
     /// The relying party as configured now.
     fn relying_party(&self) -> Result<Webauthn, CeremonyError> {
-        super::relying_party(&self.cfg().config.identity, self.api_port)
+        let cfg = self.cfg();
+        super::relying_party(&cfg.config.identity, self.api_port, cfg.config.api.scheme())
             .map_err(CeremonyError::Internal)
     }
 
     /// The origin of the gateway's pages, for links.
     pub fn page_origin(&self) -> String {
-        super::origin(&self.cfg().config.identity, self.api_port)
+        let cfg = self.cfg();
+        super::origin(&cfg.config.identity, self.api_port, cfg.config.api.scheme())
     }
 
     /// The page asks for the challenge of its ticket: WebAuthn options for

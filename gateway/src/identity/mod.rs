@@ -87,18 +87,18 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// The origin of the gateway's pages: `[identity] origin`, or `http://localhost:<api port>`.
-pub fn origin(s: &IdentitySection, api_port: u16) -> String {
+/// The origin of the gateway's pages: `[identity] origin`, or `<scheme>://localhost:<api port>`.
+pub fn origin(s: &IdentitySection, api_port: u16, scheme: &str) -> String {
     s.origin
         .clone()
-        .unwrap_or_else(|| format!("http://localhost:{api_port}"))
+        .unwrap_or_else(|| format!("{scheme}://localhost:{api_port}"))
         .trim_end_matches('/')
         .to_string()
 }
 
 /// The relying party as configured; `Err` says what is wrong with the configuration.
-pub fn relying_party(s: &IdentitySection, api_port: u16) -> Result<Webauthn, String> {
-    let origin = origin(s, api_port);
+pub fn relying_party(s: &IdentitySection, api_port: u16, scheme: &str) -> Result<Webauthn, String> {
+    let origin = origin(s, api_port, scheme);
     let url = Url::parse(&origin).map_err(|e| format!("origin '{origin}' is not a URL: {e}"))?;
     if url
         .host_str()
@@ -288,14 +288,14 @@ mod tests {
     #[test]
     fn the_relying_party_refuses_an_ip_origin_and_a_foreign_host() {
         let mut s = IdentitySection::default();
-        assert!(relying_party(&s, 8080).is_ok());
+        assert!(relying_party(&s, 8080, "http").is_ok());
         s.origin = Some("http://127.0.0.1:8080".into());
-        let e = relying_party(&s, 8080).err().unwrap_or_default();
+        let e = relying_party(&s, 8080, "http").err().unwrap_or_default();
         assert!(e.contains("IP address"), "{e}");
         s.origin = Some("https://gw.example.com".into());
-        let e = relying_party(&s, 8080).err().unwrap_or_default();
+        let e = relying_party(&s, 8080, "http").err().unwrap_or_default();
         assert!(e.contains("do not fit together"), "{e}");
         s.rp_id = "example.com".into();
-        assert!(relying_party(&s, 8080).is_ok());
+        assert!(relying_party(&s, 8080, "http").is_ok());
     }
 }
