@@ -714,3 +714,59 @@ fn alice_wgctl_ca(gw: &GatewayProc, ca: &std::path::Path, args: &[&str]) -> std:
         T,
     )
 }
+
+#[test]
+fn rdp_is_refused_without_a_proof_and_admitted_after_wgctl_mfa_prove() {
+    use wardengate_tests::rdp::{xfreerdp, Desktop, Xvfb, BOB_PASSWORD};
+    let env = TestEnv::new();
+    let desk = Desktop::start(&env.path("desktop"), 0, "bob", BOB_PASSWORD)
+        .expect("the RDP target desktop");
+    let gw = env
+        .gateway()
+        .rdp_target("win-dc01.test", &desk.address(), "bob", BOB_PASSWORD)
+        .user_token(ALICE_TOKEN)
+        .policies(STEP_UP)
+        .start();
+    let mut browser = Browser::start(&env, "chromium");
+    enrol(&gw, &mut browser);
+    let port = gw.rdp_port.expect("the RDP front is on");
+    let screen = Xvfb::start(1024, 768).expect("the client's display");
+
+    // RDP cannot show the link: refused in its own terms, the link in the audit.
+    let out = run(
+        &mut xfreerdp(&screen, port, "alice:win-dc01.test", ALICE_PASSWORD),
+        T,
+    );
+    let said = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    assert_ne!(out.status.code(), Some(0), "{said}");
+    assert!(
+        said.contains("ERRINFO_SERVER_INSUFFICIENT_PRIVILEGES"),
+        "{said}"
+    );
+    let denied = gw.wait_audit("session.denied", T);
+    assert_eq!(denied["detail"]["reason"], "mfa_required", "{denied}");
+    assert!(
+        denied["detail"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("/mfa#ticket=")
+                && m.contains("wgctl mfa prove --target win-dc01.test")),
+        "{denied}"
+    );
+
+    let url = link_of(&alice_wgctl(
+        &gw,
+        &["mfa", "prove", "--target", "win-dc01.test", "-o", "json"],
+    ));
+    let (state, text) = browser.complete(&url);
+    assert_eq!(state, "done", "{text}");
+    let mut client = xfreerdp(&screen, port, "alice:win-dc01.test", ALICE_PASSWORD)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("xfreerdp");
+    let id = gw.wait_one_active();
+    let _ = client.kill();
+    let _ = client.wait();
+    let out = run(gw.wgctl().args(["session", "show", &id]), T);
+    assert_stdout_has(&out, "webauthn (YubiKey 5C, ");
+}
