@@ -613,3 +613,53 @@ pub struct ApprovalDecisionRequest {
     #[serde(default)]
     pub reason: Option<String>,
 }
+
+/// `POST /api/v1/login/device`: a sign-in for wgctl, waiting for its person.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct LoginStarted {
+    /// wgctl's secret for polling; never shown.
+    pub device_code: String,
+    /// What the person compares on the page (`ABCD-2345`).
+    pub user_code: String,
+    /// The sign-in page, with the code in its fragment.
+    pub url: String,
+    pub expires_in_secs: u64,
+    /// How often to poll.
+    pub interval_secs: u64,
+}
+
+/// `POST /api/v1/login/poll`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct LoginPollRequest {
+    pub device_code: String,
+}
+
+/// The answer to a poll: `pending`, or `ok` with the token.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct LoginPoll {
+    pub status: String,
+    pub user: Option<String>,
+    pub token: Option<String>,
+    pub expires_ms: Option<u64>,
+}
+
+/// `POST /api/v1/login/password`: the page's first step.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct LoginPasswordRequest {
+    pub code: String,
+    pub user: String,
+    pub password: String,
+}
+
+/// The security-key step's ticket (for `/mfa#ticket=…`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct LoginTicket {
+    pub ticket: String,
+}

@@ -9,7 +9,8 @@ use wardengate_api as api;
 pub struct Client {
     http: Http,
     base: String,
-    token: String,
+    /// None for the sign-in calls, which need none.
+    token: Option<String>,
     /// A CA certificate to trust besides the system's (`--ca-file`: a self-signed gateway).
     ca: Option<reqwest::Certificate>,
 }
@@ -35,7 +36,16 @@ impl Client {
         let token = token
             .map(str::trim)
             .filter(|t| !t.is_empty())
-            .ok_or_else(|| anyhow!("no admin token: pass --token or set WARDENGATE_TOKEN"))?;
+            .ok_or_else(|| {
+                anyhow!("not signed in: run `wgctl login`, or pass --token / set WARDENGATE_TOKEN")
+            })?;
+        let mut c = Self::anonymous(addr, ca_file)?;
+        c.token = Some(token.to_string());
+        Ok(c)
+    }
+
+    /// A client without a token (`wgctl login`).
+    pub fn anonymous(addr: &str, ca_file: Option<&std::path::Path>) -> Result<Client> {
         let base = addr.trim_end_matches('/').to_string();
         if !base.starts_with("http://") && !base.starts_with("https://") {
             bail!("gateway address '{addr}' must start with http:// or https://");
@@ -57,7 +67,7 @@ impl Client {
         Ok(Client {
             http,
             base,
-            token: token.to_string(),
+            token: None,
             ca,
         })
     }
@@ -76,7 +86,11 @@ impl Client {
     }
 
     fn send(&self, req: RequestBuilder) -> Result<Response> {
-        req.bearer_auth(&self.token).send().map_err(|e| {
+        let req = match &self.token {
+            Some(t) => req.bearer_auth(t),
+            None => req,
+        };
+        req.send().map_err(|e| {
             // The TLS failure is a few sources down the chain.
             let mut chain = e.to_string();
             let mut src = std::error::Error::source(&e);
@@ -150,6 +164,11 @@ impl Client {
             .and_then(|v| v.to_str().ok())
             .map(String::from);
         Ok((Self::body(resp)?, header))
+    }
+
+    /// The address this client talks to.
+    pub fn base(&self) -> &str {
+        &self.base
     }
 
     pub fn delete<T: DeserializeOwned>(&self, path: &str) -> Result<T> {

@@ -11,6 +11,7 @@ mod frames;
 #[cfg(not(feature = "desktop"))]
 #[path = "frames_absent.rs"]
 mod frames;
+mod login;
 mod mfa;
 mod output;
 mod policy;
@@ -27,14 +28,10 @@ use client::Client;
 #[derive(Parser)]
 #[command(name = "wgctl", version, about = "Operate a Wardengate gateway")]
 struct Cli {
-    /// Gateway API address.
-    #[arg(
-        long,
-        global = true,
-        env = "WARDENGATE_ADDR",
-        default_value = "http://127.0.0.1:8080"
-    )]
-    addr: String,
+    /// Gateway API address (default: where `wgctl login` signed in, else
+    /// http://127.0.0.1:8080).
+    #[arg(long, global = true, env = "WARDENGATE_ADDR")]
+    addr: Option<String>,
     /// Bearer token: the admin token, or your own API token (`users.api_token_sha256`).
     #[arg(long, global = true, env = "WARDENGATE_TOKEN", hide_env_values = true)]
     token: Option<String>,
@@ -72,6 +69,11 @@ enum Cmd {
     /// Security keys: enrol, list, remove, prove presence before a connection.
     #[command(subcommand)]
     Mfa(mfa::MfaCmd),
+    /// Sign in through the gateway's page (password and security key); the token is kept in
+    /// ~/.config/wardengate/credentials (0600) for the next commands.
+    Login,
+    /// Revoke the kept sign-in and forget it.
+    Logout,
     /// Approval requests: list, approve, deny, withdraw.
     #[command(subcommand)]
     Approval(mfa::ApprovalCmd),
@@ -98,7 +100,33 @@ fn run(cli: Cli) -> Result<()> {
     let json = cli.output == Output::Json;
     // Offline commands (recording verify/play/export of a directory, policy check, audit verify
     // --file) work without a gateway: the client is optional for them.
-    let c = Client::new(&cli.addr, cli.token.as_deref(), cli.ca_file.as_deref());
+    // A token given wins; else the kept sign-in (and its address, unless another is given).
+    let kept = if cli.token.is_none() {
+        login::load()
+    } else {
+        Ok(None)
+    };
+    let kept_ref = kept.as_ref().ok().and_then(Option::as_ref);
+    let addr = cli
+        .addr
+        .clone()
+        .or_else(|| kept_ref.map(|k| k.addr.clone()))
+        .unwrap_or_else(|| "http://127.0.0.1:8080".into());
+    let ca = cli.ca_file.as_deref();
+    match cli.cmd {
+        Cmd::Login => return login::login(Client::anonymous(&addr, ca)?),
+        Cmd::Logout => {
+            let token = kept?.map(|k| k.token);
+            return login::logout(Client::new(&addr, token.as_deref(), ca)?);
+        }
+        _ => {}
+    }
+    let token = match (&cli.token, kept) {
+        (Some(t), _) => Some(t.clone()),
+        (None, Ok(k)) => k.map(|k| k.token),
+        (None, Err(e)) => return Err(e),
+    };
+    let c = Client::new(&addr, token.as_deref(), ca);
     match cli.cmd {
         Cmd::Recording(cmd) => recording::run(cmd, c, json),
         Cmd::Policy(cmd) => policy::run(cmd, c, json),
@@ -107,5 +135,6 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Mfa(cmd) => mfa::run(cmd, c?, json),
         Cmd::User(cmd) => mfa::run_user(cmd, c?, json),
         Cmd::Approval(cmd) => mfa::run_approval(cmd, c?, json),
+        Cmd::Login | Cmd::Logout => Ok(()),
     }
 }

@@ -56,6 +56,9 @@ impl Browser {
     /// Open `url` and wait for the page to finish: `(state, text)`.
     fn complete(&mut self, url: &str) -> (String, String) {
         self.chromium.navigate(url);
+        // Page.navigate does not wait for the page: wait until it is the key page.
+        self.chromium
+            .eval_until("location.pathname", T, |v| v == &json!("/mfa"));
         let v = self.chromium.eval_until(STATUS, T, |v| {
             v["state"].as_str().is_some_and(|s| s != "working")
         });
@@ -769,4 +772,120 @@ fn rdp_is_refused_without_a_proof_and_admitted_after_wgctl_mfa_prove() {
     let _ = client.wait();
     let out = run(gw.wgctl().args(["session", "show", &id]), T);
     assert_stdout_has(&out, "webauthn (YubiKey 5C, ");
+}
+
+#[test]
+fn wgctl_login_signs_in_through_the_page_with_password_and_key() {
+    use std::io::BufRead;
+    let env = TestEnv::new();
+    let sshd = env.sshd();
+    let gw = gateway(&env, &sshd, STEP_UP).start();
+    let mut browser = Browser::start(&env, "chromium");
+    enrol(&gw, &mut browser);
+    let home = env.path("home");
+    std::fs::create_dir_all(&home).expect("home");
+    let wgctl = |args: &[&str]| {
+        let mut c = std::process::Command::new(bin("wgctl"));
+        c.env("HOME", &home)
+            .env_remove("XDG_CONFIG_HOME")
+            .env_remove("WARDENGATE_TOKEN")
+            .env("WARDENGATE_ADDR", &gw.api)
+            .args(args);
+        c
+    };
+    let sign_in = |browser: &mut Browser, password: &str| -> (std::process::Child, String) {
+        let mut child = wgctl(&["login"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("wgctl login");
+        let stderr = child.stderr.take().expect("stderr");
+        let url = std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+            .find_map(|l| {
+                l.split_whitespace()
+                    .find(|w| w.contains("/login#code="))
+                    .map(String::from)
+            })
+            .expect("wgctl login prints the link");
+        browser.chromium.navigate(&url);
+        // Page.navigate does not wait for the page: wait for its form.
+        browser.chromium.eval_until(
+            "location.pathname === '/login' && !!document.getElementById('form')",
+            T,
+            |v| v == &json!(true),
+        );
+        let filled = browser.chromium.eval(&format!(
+            "(() => {{ const code = document.getElementById('code').value; \
+             document.getElementById('user').value = 'alice'; \
+             document.getElementById('password').value = {}; \
+             document.getElementById('form').requestSubmit(); return code; }})()",
+            json!(password)
+        ));
+        (child, filled.as_str().unwrap_or_default().to_string())
+    };
+
+    // A wrong password: refused on the page, audited, wgctl still waits.
+    let (mut waiting, code) = sign_in(&mut browser, "not her password");
+    assert_eq!(
+        code.len(),
+        9,
+        "the page shows the code from its link: {code}"
+    );
+    let said =
+        browser
+            .chromium
+            .eval_until("document.getElementById('status').textContent", T, |v| {
+                v.as_str().is_some_and(|t| t.contains("refused"))
+            });
+    assert!(
+        said.as_str().is_some_and(|t| t.contains("sign-in refused")),
+        "{said}"
+    );
+    let failed = gw.wait_audit("login.failed", T);
+    assert_eq!(failed["actor"], "alice", "{failed}");
+    let _ = waiting.kill();
+    let _ = waiting.wait();
+
+    // Password and key: wgctl receives its token.
+    let (mut child, _) = sign_in(&mut browser, ALICE_PASSWORD);
+    let v = browser.chromium.eval_until(STATUS, T, |v| {
+        v["state"].as_str().is_some_and(|s| s != "working")
+    });
+    assert_eq!(v["state"], "done", "{v}");
+    assert!(
+        v["text"]
+            .as_str()
+            .is_some_and(|t| t.contains("alice signed in")),
+        "{v}"
+    );
+    let status = wait_timeout(&mut child, T).expect("wgctl login finished");
+    let mut out = String::new();
+    std::io::Read::read_to_string(&mut child.stdout.take().expect("stdout"), &mut out).ok();
+    assert!(status.success(), "{out}");
+    assert!(out.contains("as alice for 12h"), "{out}");
+    let creds = home.join(".config/wardengate/credentials");
+    let mode = std::fs::metadata(&creds)
+        .expect("credentials")
+        .permissions();
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
+        0o600
+    );
+
+    // The kept token acts as alice: her sessions, not the audit (no role gives it).
+    assert_success(
+        &run(&mut wgctl(&["session", "list"]), T),
+        "session list signed in",
+    );
+    let out = run(&mut wgctl(&["audit", "list"]), T);
+    assert_stderr_has(&out, "alice may not GET /api/v1/audit: it needs audit.read");
+    assert!(!gw.audit("login.succeeded").is_empty());
+
+    let out = run(&mut wgctl(&["logout"]), T);
+    assert_stdout_has(&out, "signed out");
+    assert!(!creds.exists(), "the credentials are forgotten");
+    let out = run(&mut wgctl(&["session", "list"]), T);
+    assert_stderr_has(&out, "not signed in: run `wgctl login`");
 }

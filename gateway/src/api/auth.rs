@@ -40,9 +40,13 @@ pub(super) async fn require_token(
         Some(d) if same(&d, &st.token_hash) => Some(Caller::all("admin")),
         Some(d) => {
             let cfg = st.gw.cfg();
+            let signed_in = st.gw.logins.user_of(&d);
             cfg.users
                 .values()
-                .filter(|u| u.api_token.is_some_and(|t| same(&t, &d)))
+                .filter(|u| {
+                    u.api_token.is_some_and(|t| same(&t, &d))
+                        || signed_in.as_deref() == Some(u.name.as_str())
+                })
                 .last()
                 .map(|u| match u.operator {
                     true => Caller::all(&u.name),

@@ -10,6 +10,7 @@ mod auth;
 mod browser;
 mod common;
 mod live;
+mod login;
 mod mfa;
 mod openapi;
 mod perms;
@@ -41,6 +42,7 @@ pub fn router(state: ApiState) -> Router {
         .merge(live::user_routes())
         .merge(mfa::user_routes())
         .merge(approvals::user_routes())
+        .merge(login::user_routes())
         .merge(sessions::routes())
         .merge(live::routes())
         .merge(browser::routes())
@@ -63,6 +65,7 @@ pub fn router(state: ApiState) -> Router {
         .merge(browser::open_routes())
         .merge(replay::open_routes())
         .merge(mfa::open_routes())
+        .merge(login::open_routes())
         .merge(authed)
         .fallback(|| async {
             ApiError(

@@ -9,7 +9,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 use wardengate_api as api;
 
-use super::{approvals, audit, browser, live, mfa, policy, recordings, replay, sessions};
+use super::{approvals, audit, browser, live, login, mfa, policy, recordings, replay, sessions};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -59,6 +59,10 @@ use super::{approvals, audit, browser, live, mfa, policy, recordings, replay, se
         approvals::approve,
         approvals::deny,
         approvals::withdraw,
+        login::device,
+        login::poll,
+        login::password,
+        login::logout,
     ),
     components(schemas(api::SessionState, api::Protocol)),
     modifiers(&BearerToken),

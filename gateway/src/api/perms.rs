@@ -31,6 +31,7 @@ pub fn needed(method: &Method, path: &str) -> Result<Option<Perm>, ()> {
         ("GET", "/api/v1/mfa/keys") | ("DELETE", "/api/v1/mfa/keys/{id}") => None,
         ("GET", "/api/v1/approvals") => None,
         ("POST", "/api/v1/approvals/{id}/withdraw") => None,
+        ("POST", "/api/v1/logout") => None,
         ("POST", "/api/v1/approvals/{id}/approve" | "/api/v1/approvals/{id}/deny") => {
             Some(ApprovalDecide)
         }

@@ -59,6 +59,8 @@ pub struct Gateway {
     pub mfa: crate::identity::Mfa,
     /// Sessions waiting for approval, and approvals not used yet.
     pub approvals: crate::identity::approvals::Approvals,
+    /// `wgctl login` in progress, and the tokens it gave.
+    pub logins: crate::identity::login::Logins,
     /// The port the API listens on (the configured one, or the one picked for port 0): the
     /// default origin of the gateway's pages.
     pub api_port: u16,
@@ -104,6 +106,7 @@ impl Gateway {
             drops: Mutex::new(HashMap::new()),
             mfa: crate::identity::Mfa::default(),
             approvals: Default::default(),
+            logins: Default::default(),
             api_port,
         }
     }

@@ -450,6 +450,9 @@ pub struct IdentitySection {
     /// session it is for, when the policy's `mfa_max_age` is 0 (one proof per session).
     #[serde(default = "default_proof_valid_for", with = "duration")]
     pub proof_valid_for: Duration,
+    /// How long a `wgctl login` token lasts.
+    #[serde(default = "default_operator_token_ttl", with = "duration")]
+    pub operator_token_ttl: Duration,
 }
 
 impl Default for IdentitySection {
@@ -460,6 +463,7 @@ impl Default for IdentitySection {
             rp_name: default_rp_name(),
             link_ttl: default_link_ttl(),
             proof_valid_for: default_proof_valid_for(),
+            operator_token_ttl: default_operator_token_ttl(),
         }
     }
 }
@@ -472,6 +476,9 @@ fn default_rp_name() -> String {
 }
 fn default_link_ttl() -> Duration {
     Duration::from_secs(120)
+}
+fn default_operator_token_ttl() -> Duration {
+    Duration::from_secs(12 * 3600)
 }
 fn default_proof_valid_for() -> Duration {
     Duration::from_secs(300)

@@ -139,7 +139,11 @@ impl Gateway {
                     json!({"kind": "enroll", "user": user, "name": name, "options": options}),
                 )
             }
-            Purpose::Prove { policy } => {
+            Purpose::Prove { .. } | Purpose::SignIn { .. } => {
+                let (kind, policy) = match &purpose {
+                    Purpose::Prove { policy } => ("prove", policy.clone()),
+                    _ => ("signin", None),
+                };
                 if keys.is_empty() {
                     return Err(CeremonyError::Unusable(format!(
                         "{user} has no security key enrolled: enrol one first (`wgctl mfa enroll`)"
@@ -150,7 +154,7 @@ impl Gateway {
                     .map_err(|e| CeremonyError::Internal(e.to_string()))?;
                 (
                     State::Assert(Box::new(auth)),
-                    json!({"kind": "prove", "user": user, "policy": policy, "options": options}),
+                    json!({"kind": kind, "user": user, "policy": policy, "options": options}),
                 )
             }
         };
@@ -184,7 +188,10 @@ impl Gateway {
                 self.enrolled(&rp, &user, &name, answer, &reg).await
             }
             (Purpose::Prove { policy }, Some(State::Assert(auth))) => {
-                self.proved(&rp, &user, policy, answer, &auth).await
+                self.proved(&rp, &user, Ok(policy), answer, &auth).await
+            }
+            (Purpose::SignIn { code }, Some(State::Assert(auth))) => {
+                self.proved(&rp, &user, Err(code), answer, &auth).await
             }
             _ => Err(CeremonyError::Ticket),
         };
@@ -278,10 +285,15 @@ impl Gateway {
         &self,
         rp: &Webauthn,
         user: &str,
-        policy: Option<String>,
+        for_what: Result<Option<String>, String>,
         answer: Value,
         auth: &SecurityKeyAuthentication,
     ) -> Result<String, CeremonyError> {
+        // A proof for sessions (a policy, or any), or the sign-in of this code.
+        let (policy, sign_in) = match for_what {
+            Ok(p) => (p, None),
+            Err(code) => (None, Some(code)),
+        };
         let cred: PublicKeyCredential = serde_json::from_value(answer).map_err(|e| {
             CeremonyError::Unusable(format!("the browser's answer is not an assertion: {e}"))
         })?;
@@ -321,6 +333,20 @@ impl Gateway {
             .key_put(used)
             .await
             .map_err(|e| CeremonyError::Internal(format!("cannot store the key: {e:#}")))?;
+        if let Some(code) = &sign_in {
+            self.login_proved(user, code)
+                .map_err(CeremonyError::Unusable)?;
+            self.audit(
+                "mfa.passed",
+                Some(user),
+                None,
+                json!({"key": row.id, "name": row.name, "for": "sign-in", "counter": result.counter()}),
+            );
+            return Ok(format!(
+                "{user} signed in with '{}'; go back to wgctl",
+                row.name
+            ));
+        }
         self.mfa.prove(Proof {
             user: user.to_string(),
             policy: policy.clone(),

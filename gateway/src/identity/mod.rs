@@ -15,6 +15,7 @@
 
 pub mod approvals;
 mod ceremony;
+pub mod login;
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -42,6 +43,8 @@ pub enum Purpose {
     Enroll { name: String },
     /// Prove presence of an enrolled key: for one policy's sessions, or any (`None`).
     Prove { policy: Option<String> },
+    /// The second factor of `wgctl login` with this code (no proof for sessions is left).
+    SignIn { code: String },
 }
 
 /// The answer a link's waiter gets: `Ok` once proved, `Err` with the reason shown.

@@ -215,13 +215,16 @@ fn wgctl_errors_are_one_line() {
     let out = run(
         Command::new(bin("wgctl"))
             .args(["session", "list"])
-            .env_remove("WARDENGATE_TOKEN"),
+            .env_remove("WARDENGATE_TOKEN")
+            .env_remove("XDG_CONFIG_HOME")
+            // No kept sign-in either.
+            .env("HOME", "/nonexistent-wgctl-home"),
         T,
     );
     assert!(!out.status.success());
     assert_eq!(
         text(&out.stderr).trim(),
-        "wgctl: no admin token: pass --token or set WARDENGATE_TOKEN"
+        "wgctl: not signed in: run `wgctl login`, or pass --token / set WARDENGATE_TOKEN"
     );
     let port = wardengate_dev::sshd::free_port().expect("port");
     let out = run(
@@ -524,7 +527,9 @@ fn a_users_token_reaches_only_the_user_routes_and_every_documented_route_is_serv
     let doc = gw.get_json("/api/v1/openapi.json");
     let paths = doc["paths"].as_object().expect("paths");
     // Open routes: no token at all (health) or a one-time browser ticket instead of a token.
-    let open = |p: &str| p == "/healthz" || p.ends_with("/ws") || p.contains("/ceremony/");
+    let open = |p: &str| {
+        p == "/healthz" || p.ends_with("/ws") || p.contains("/ceremony/") || p.contains("/login/")
+    };
     let user = [
         ("GET", "/api/v1/sessions"),
         ("GET", "/api/v1/sessions/{id}"),
@@ -539,6 +544,7 @@ fn a_users_token_reaches_only_the_user_routes_and_every_documented_route_is_serv
         // Their own approval requests (deciding needs approval.decide).
         ("GET", "/api/v1/approvals"),
         ("POST", "/api/v1/approvals/{id}/withdraw"),
+        ("POST", "/api/v1/logout"),
     ];
     let mut checked = 0;
     let mut perms = std::collections::BTreeSet::new();
