@@ -793,6 +793,8 @@ fn wgctl_login_signs_in_through_the_page_with_password_and_key() {
             .args(args);
         c
     };
+    // wgctl's stderr, read to the end in a thread (closing it early would fail its next write).
+    let wgctl_said = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
     let sign_in = |browser: &mut Browser, password: &str| -> (std::process::Child, String) {
         let mut child = wgctl(&["login"])
             .stdout(std::process::Stdio::piped())
@@ -800,15 +802,23 @@ fn wgctl_login_signs_in_through_the_page_with_password_and_key() {
             .spawn()
             .expect("wgctl login");
         let stderr = child.stderr.take().expect("stderr");
-        let url = std::io::BufReader::new(stderr)
-            .lines()
-            .map_while(Result::ok)
-            .find_map(|l| {
-                l.split_whitespace()
-                    .find(|w| w.contains("/login#code="))
-                    .map(String::from)
-            })
-            .expect("wgctl login prints the link");
+        let (tx, rx) = std::sync::mpsc::channel();
+        let said = wgctl_said.clone();
+        std::thread::spawn(move || {
+            for l in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if let Some(u) = l.split_whitespace().find(|w| w.contains("/login#code=")) {
+                    let _ = tx.send(u.to_string());
+                }
+                if let Ok(mut s) = said.lock() {
+                    s.push_str(&l);
+                    s.push('\n');
+                }
+            }
+        });
+        let url = rx.recv_timeout(T).expect("wgctl login prints the link");
         browser.chromium.navigate(&url);
         // Page.navigate does not wait for the page: wait for its form.
         browser.chromium.eval_until(
@@ -863,7 +873,11 @@ fn wgctl_login_signs_in_through_the_page_with_password_and_key() {
     let status = wait_timeout(&mut child, T).expect("wgctl login finished");
     let mut out = String::new();
     std::io::Read::read_to_string(&mut child.stdout.take().expect("stdout"), &mut out).ok();
-    assert!(status.success(), "{out}");
+    assert!(
+        status.success(),
+        "{out}\nwgctl said: {}",
+        wgctl_said.lock().map(|s| s.clone()).unwrap_or_default()
+    );
     assert!(out.contains("as alice for 12h"), "{out}");
     let creds = home.join(".config/wardengate/credentials");
     let mode = std::fs::metadata(&creds)

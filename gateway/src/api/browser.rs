@@ -16,7 +16,7 @@
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
 use wardengate_api as api;
@@ -106,21 +106,7 @@ pub(crate) fn origin(headers: &HeaderMap, tls: bool) -> Result<String, ApiError>
 const PAGE: &str = include_str!("shadow.html");
 
 async fn page(Path(_id): Path<String>) -> Response {
-    (
-        [
-            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
-            (header::CACHE_CONTROL, "no-store"),
-            (header::REFERRER_POLICY, "no-referrer"),
-            (header::X_FRAME_OPTIONS, "DENY"),
-            (
-                header::CONTENT_SECURITY_POLICY,
-                "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; \
-                 img-src blob:; connect-src 'self'; frame-ancestors 'none'",
-            ),
-        ],
-        PAGE,
-    )
-        .into_response()
+    super::common::html_page(PAGE, "; img-src blob:")
 }
 
 #[derive(serde::Deserialize, utoipa::IntoParams)]

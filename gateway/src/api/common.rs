@@ -106,3 +106,24 @@ pub(super) struct RecordingId(
     /// The recording id: its session's id (`sess_…`).
     String,
 );
+
+/// One of the gateway's own pages: HTML that is never cached, framed or sniffed, under a CSP that
+/// allows its inline script and style, calls to this origin, and `extra` (`img-src blob:`).
+pub(crate) fn html_page(html: &'static str, extra: &str) -> Response {
+    use axum::http::header;
+    let csp = format!(
+        "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; \
+         connect-src 'self'; form-action 'none'; frame-ancestors 'none'{extra}"
+    );
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8".to_string()),
+            (header::CACHE_CONTROL, "no-store".into()),
+            (header::REFERRER_POLICY, "no-referrer".into()),
+            (header::X_FRAME_OPTIONS, "DENY".into()),
+            (header::CONTENT_SECURITY_POLICY, csp),
+        ],
+        html,
+    )
+        .into_response()
+}

@@ -154,6 +154,15 @@ impl Gateway {
         }
     }
 
+    /// The groups `who` is a member of (none for the admin token).
+    fn groups_of(&self, who: &str) -> Vec<String> {
+        self.cfg()
+            .users
+            .get(who)
+            .map(|u| u.groups.clone())
+            .unwrap_or_default()
+    }
+
     /// The prompt SSH shows while it waits.
     pub(crate) fn approval_prompt(r: &api::ApprovalRequest) -> String {
         format!(
@@ -175,12 +184,7 @@ impl Gateway {
         operator: bool,
         mine: bool,
     ) -> Vec<api::ApprovalRequest> {
-        let cfg = self.cfg();
-        let groups = cfg
-            .users
-            .get(who)
-            .map(|u| u.groups.clone())
-            .unwrap_or_default();
+        let groups = self.groups_of(who);
         let reqs = lock(&self.approvals.0);
         let mut out: Vec<api::ApprovalRequest> = reqs
             .iter()
@@ -201,12 +205,7 @@ impl Gateway {
         yes: bool,
         reason: &str,
     ) -> Result<api::ApprovalRequest, DecideError> {
-        let cfg = self.cfg();
-        let groups = cfg
-            .users
-            .get(who)
-            .map(|u| u.groups.clone())
-            .unwrap_or_default();
+        let groups = self.groups_of(who);
         let now = now_ms();
         let mut reqs = lock(&self.approvals.0);
         let r = reqs

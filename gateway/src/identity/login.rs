@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use serde_json::json;
 use sha2::{Digest, Sha256};
-use wardengate_protocols::session::{now_ms, ClientInfo, Verdict};
+use wardengate_protocols::session::{now_ms, ClientInfo, Lifecycle, Verdict};
 
 use super::{lock, Purpose};
 use crate::broker::Gateway;
@@ -170,9 +170,9 @@ impl Gateway {
             version: "wgctl login".into(),
         };
         let user = user.trim();
-        let verdict = self
-            .check_password_for_login(user, password, &info, known)
-            .await;
+        // The same pool and throttle as every protocol's login, and the dummy hash for an unknown
+        // user or code, so every answer takes the same time.
+        let verdict = self.check_password(user, password, &info, known).await;
         if !known || verdict != Verdict::Ok {
             let why = if !known {
                 "unknown or expired code"
@@ -245,19 +245,6 @@ impl Gateway {
             json!({"code": code, "expires_ms": expires_ms}),
         );
         Ok(())
-    }
-
-    /// Password check for sign-in: the same pool and throttle as every protocol's, and the
-    /// dummy hash for an unknown user or code, so every answer takes the same time.
-    async fn check_password_for_login(
-        &self,
-        user: &str,
-        password: &str,
-        client: &ClientInfo,
-        usable: bool,
-    ) -> Verdict {
-        use wardengate_protocols::session::Lifecycle;
-        self.check_password(user, password, client, usable).await
     }
 }
 
