@@ -541,9 +541,14 @@ fn postgres_needs_two_approvers_once_and_a_request_times_out() {
     let policy = "\n[[policies]]\nname = \"dba-two-person\"\ngroups = [\"sre\"]\n\
         target_tags = [\"env=test\"]\n\
         approval = { approvers = [\"group:sre-leads\"], required = 2, timeout = \"6s\", valid_for = \"5m\" }\n";
+    // The chat bot's webhook: refuses the first delivery (the gateway retries), takes the next.
+    let (hook_port, hooks) = webhook_receiver();
     let gw = wardengate_tests::pg::pg_targets(env.gateway(), &pg)
         .user_token(ALICE_TOKEN)
-        .extra(&people(&env))
+        .extra(&format!(
+            "[approvals]\nwebhook_url = \"http://127.0.0.1:{hook_port}/hook\"\n\n{}",
+            people(&env)
+        ))
         .policies(policy)
         .start();
     let err = gw.psql_stderr("alice#billing.test", "", "select 1");
@@ -552,6 +557,16 @@ fn postgres_needs_two_approvers_once_and_a_request_times_out() {
         "{err}"
     );
     let id = request_id(&err);
+    let announced = hooks
+        .recv_timeout(T)
+        .expect("the request is announced again after a 500");
+    assert_eq!(announced["request"], id.as_str(), "{announced}");
+    assert_eq!(announced["actor"], "alice", "{announced}");
+    assert_eq!(
+        announced["approvers"],
+        json!(["group:sre-leads"]),
+        "{announced}"
+    );
 
     let approve = |token: &str| {
         wgctl_as(
@@ -902,4 +917,44 @@ fn wgctl_login_signs_in_through_the_page_with_password_and_key() {
     assert!(!creds.exists(), "the credentials are forgotten");
     let out = run(&mut wgctl(&["session", "list"]), T);
     assert_stderr_has(&out, "not signed in: run `wgctl login`");
+}
+
+/// A webhook endpoint on loopback (the peer a chat bot would be): answers 500 to the first
+/// POST and 200 to the rest, and passes on each JSON body it accepted.
+fn webhook_receiver() -> (u16, std::sync::mpsc::Receiver<Value>) {
+    use std::io::{BufRead, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("webhook listener");
+    let port = listener.local_addr().expect("addr").port();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for (n, conn) in listener.incoming().enumerate() {
+            let Ok(mut conn) = conn else { continue };
+            let mut reader = std::io::BufReader::new(conn.try_clone().expect("clone"));
+            let mut length = 0usize;
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    length = v.trim().parse().unwrap_or(0);
+                }
+            }
+            let mut body = vec![0u8; length];
+            let _ = reader.read_exact(&mut body);
+            let status = if n == 0 {
+                "500 Internal Server Error"
+            } else {
+                "200 OK"
+            };
+            let _ = write!(
+                conn,
+                "HTTP/1.1 {status}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+            );
+            if n > 0 {
+                let _ = tx.send(serde_json::from_slice(&body).unwrap_or(Value::Null));
+            }
+        }
+    });
+    (port, rx)
 }

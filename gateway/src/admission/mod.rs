@@ -358,6 +358,7 @@ impl Gateway {
                        "policy": req.policy, "approvers": req.approvers, "required": req.required,
                        "protocol": protocol}),
             );
+            self.announce_approval(&req);
         }
         if protocol == api::Protocol::Ssh {
             let prompt = Self::approval_prompt(&req);

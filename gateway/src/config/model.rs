@@ -34,6 +34,8 @@ pub struct Config {
     #[serde(default)]
     pub identity: IdentitySection,
     #[serde(default)]
+    pub approvals: ApprovalsSection,
+    #[serde(default)]
     pub users: Vec<User>,
     #[serde(default)]
     pub groups: Vec<Group>,

@@ -127,6 +127,16 @@ pub fn parse(text: &str, path: &Path) -> Result<Loaded> {
             );
         }
     }
+    if let Some(u) = &config.approvals.webhook_url {
+        if !(u.starts_with("https://") || u.starts_with("http://"))
+            || u.parse::<reqwest::Url>().is_err()
+        {
+            bail!(
+                "{}: approvals.webhook_url '{u}' is not an http(s) URL",
+                here(&[K("approvals"), K("webhook_url")])
+            );
+        }
+    }
     if config.api.plain_http && !config.api.listen.ip().is_loopback() {
         bail!(
             "{}: api.plain_http is only allowed on a loopback listen address ({} is not): API \
@@ -434,6 +444,19 @@ mod tests {
                 "roles.auditors",
                 "'audit.delete' is not a permission",
                 "audit.read",
+            ],
+        );
+    }
+
+    #[test]
+    fn an_approval_webhook_must_be_an_http_url() {
+        let text = "[approvals]\nwebhook_url = \"ftp://chat.example/hook\"\n";
+        says(
+            &refusal(text),
+            &[
+                "gw.toml line 2",
+                "approvals.webhook_url",
+                "not an http(s) URL",
             ],
         );
     }

@@ -483,3 +483,12 @@ fn default_operator_token_ttl() -> Duration {
 fn default_proof_valid_for() -> Duration {
     Duration::from_secs(300)
 }
+
+/// `[approvals]`: where new approval requests are announced.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApprovalsSection {
+    /// Each new request is POSTed here as JSON (a chat bot announces it); failures are logged
+    /// and retried a few times, and never hold the request up.
+    pub webhook_url: Option<String>,
+}

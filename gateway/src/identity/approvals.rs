@@ -163,6 +163,49 @@ impl Gateway {
             .unwrap_or_default()
     }
 
+    /// Announce a new request to `[approvals] webhook_url`, in the background: up to four
+    /// tries (1 s, 2 s, 4 s apart), each failure logged; nothing waits for it.
+    pub(crate) fn announce_approval(&self, r: &api::ApprovalRequest) {
+        let Some(url) = self.cfg().config.approvals.webhook_url.clone() else {
+            return;
+        };
+        let body = json!({
+            "request": r.id, "actor": r.actor, "target": r.target, "account": r.account,
+            "policy": r.policy, "protocol": r.protocol, "approvers": r.approvers,
+            "required": r.required, "expires_ms": r.expires_ms,
+            "approve": format!("wgctl approval approve {} --reason \"...\"", r.id),
+            "list": format!("{}/api/v1/approvals", self.page_origin()),
+        });
+        let id = r.id.clone();
+        tokio::spawn(async move {
+            let client = match reqwest::Client::builder()
+                .timeout(std::time::Duration::from_secs(5))
+                .build()
+            {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!(request = %id, "approval webhook: no HTTP client: {e}");
+                    return;
+                }
+            };
+            for attempt in 0..4u32 {
+                if attempt > 0 {
+                    tokio::time::sleep(std::time::Duration::from_secs(1 << (attempt - 1))).await;
+                }
+                match client.post(&url).json(&body).send().await {
+                    Ok(resp) if resp.status().is_success() => return,
+                    Ok(resp) => {
+                        tracing::warn!(request = %id, attempt, status = %resp.status(), "approval webhook refused")
+                    }
+                    Err(e) => {
+                        tracing::warn!(request = %id, attempt, "approval webhook failed: {e}")
+                    }
+                }
+            }
+            tracing::error!(request = %id, "approval webhook: gave up after 4 tries");
+        });
+    }
+
     /// The prompt SSH shows while it waits.
     pub(crate) fn approval_prompt(r: &api::ApprovalRequest) -> String {
         format!(
