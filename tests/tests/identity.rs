@@ -958,3 +958,41 @@ fn webhook_receiver() -> (u16, std::sync::mpsc::Receiver<Value>) {
     });
     (port, rx)
 }
+
+#[test]
+fn sign_in_answers_the_same_whoever_is_named_and_is_throttled() {
+    let env = TestEnv::new();
+    let sshd = env.sshd();
+    let gw = gateway(&env, &sshd, STEP_UP)
+        .security_lines("failures_before_backoff = 3\nuser_failures_before_backoff = 3")
+        .start();
+    let (status, body) = gw.request("POST", "/api/v1/login/device", "", "{}");
+    assert_eq!(status, 200, "{body}");
+    let started: Value = serde_json::from_str(&body).expect("JSON");
+    let code = started["user_code"].as_str().expect("a code").to_string();
+    let attempt = |user: &str, code: &str| {
+        let body = json!({"code": code, "user": user, "password": "not the password"});
+        gw.request("POST", "/api/v1/login/password", "", &body.to_string())
+    };
+    // A known person with a wrong password, an unknown one, a wrong code: one answer.
+    let known = attempt("alice", &code);
+    let unknown = attempt("nobody-like-this", &code);
+    let bad_code = attempt("alice", "ZZZZ-9999");
+    assert_eq!(known.0, 401, "{known:?}");
+    assert_eq!(known, unknown);
+    assert_eq!(known, bad_code);
+    // Guessing on: the source is throttled, still with the same answer, and audited.
+    for _ in 0..6 {
+        assert_eq!(attempt("alice", &code), known);
+    }
+    let throttled = gw.wait_audit("auth.throttled", T);
+    assert!(
+        throttled["detail"].to_string().contains("127.0.0.1") || throttled["actor"] == "alice",
+        "{throttled}"
+    );
+    let failed = gw.audit("login.failed");
+    assert!(
+        failed.iter().any(|e| e["actor"] == "nobody-like-this"),
+        "{failed:?}"
+    );
+}
