@@ -996,3 +996,27 @@ fn sign_in_answers_the_same_whoever_is_named_and_is_throttled() {
         "{failed:?}"
     );
 }
+
+#[test]
+fn a_named_api_token_acts_as_itself_with_its_permissions() {
+    const CI_TOKEN: &str = "ci-deployer-token-for-automation-only";
+    let env = TestEnv::new();
+    let sshd = env.sshd();
+    let tokens = format!(
+        "[[api_tokens]]\nname = \"ci-deployer\"\nsha256 = \"{}\"\ncan = [\"session.read\", \"audit.read\"]\n\n",
+        sha256_hex(CI_TOKEN.as_bytes())
+    );
+    let gw = gateway(&env, &sshd, STEP_UP).extra(&tokens).start();
+    assert_success(
+        &wgctl_as(&gw, CI_TOKEN, &["session", "list"]),
+        "session.read",
+    );
+    assert_success(&wgctl_as(&gw, CI_TOKEN, &["audit", "list"]), "audit.read");
+    let out = wgctl_as(&gw, CI_TOKEN, &["policy", "reload"]);
+    assert_stderr_has(
+        &out,
+        "token:ci-deployer may not POST /api/v1/policies/reload: it needs policy.reload",
+    );
+    let forbidden = gw.wait_audit("api.forbidden", T);
+    assert_eq!(forbidden["actor"], "token:ci-deployer", "{forbidden}");
+}

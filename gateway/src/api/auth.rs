@@ -40,6 +40,20 @@ pub(super) async fn require_token(
         Some(d) if same(&d, &st.token_hash) => Some(Caller::all("admin")),
         Some(d) => {
             let cfg = st.gw.cfg();
+            let named = cfg.config.api_tokens.iter().find(|t| {
+                hex::decode(t.sha256.trim())
+                    .ok()
+                    .and_then(|h| <[u8; 32]>::try_from(h).ok())
+                    .is_some_and(|h| same(&h, &d))
+            });
+            if let Some(t) = named {
+                st.gw.api_throttle.record("", ip, true);
+                req.extensions_mut().insert(Caller {
+                    name: format!("token:{}", t.name),
+                    can: t.perms(),
+                });
+                return next.run(req).await;
+            }
             let signed_in = st.gw.logins.user_of(&d);
             cfg.users
                 .values()

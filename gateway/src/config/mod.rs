@@ -11,5 +11,5 @@ mod sections;
 
 pub use model::*;
 pub use parse::{load, parse};
-pub use roles::{perms_of, Perm, Perms, Role};
+pub use roles::{perms_of, ApiToken, Perm, Perms, Role};
 pub use sections::*;

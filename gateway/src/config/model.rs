@@ -42,6 +42,9 @@ pub struct Config {
     /// Operator permissions for users and groups.
     #[serde(default)]
     pub roles: Vec<super::Role>,
+    /// Named tokens for automation, each with its permissions.
+    #[serde(default)]
+    pub api_tokens: Vec<super::ApiToken>,
     #[serde(default)]
     pub targets: Vec<Target>,
     #[serde(default)]

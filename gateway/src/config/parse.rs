@@ -163,6 +163,34 @@ pub fn parse(text: &str, path: &Path) -> Result<Loaded> {
             }
         }
     }
+    let mut token_names = std::collections::HashSet::new();
+    for (ti, t) in config.api_tokens.iter().enumerate() {
+        let at = |key| here(&[K("api_tokens"), I(ti), K(key)]);
+        if t.name.trim().is_empty() || !token_names.insert(t.name.as_str()) {
+            bail!(
+                "{}: api_tokens.name '{}' is empty or defined twice",
+                at("name"),
+                t.name
+            );
+        }
+        if hex_bytes::<32>(&t.sha256).is_none() {
+            bail!(
+                "{}: api_tokens.{}.sha256 must be 64 hex digits (`wardengate new-token` prints them)",
+                at("sha256"),
+                t.name
+            );
+        }
+        for (ci, c) in t.can.iter().enumerate() {
+            if super::Perm::parse(c).is_none() {
+                bail!(
+                    "{}: api_tokens.{}: '{c}' is not a permission (one of {})",
+                    here(&[K("api_tokens"), I(ti), K("can"), I(ci)]),
+                    t.name,
+                    super::Perm::ALL.map(super::Perm::name).join(", ")
+                );
+            }
+        }
+    }
     let mut users = HashMap::new();
     for (ui, u) in config.users.iter().enumerate() {
         let user = |key: &'static str| here(&[K("users"), I(ui), K(key)]);

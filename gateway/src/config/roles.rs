@@ -1,6 +1,30 @@
-//! Operator roles (`[[roles]]`): named sets of permissions given to users and groups.
+//! Operator roles (`[[roles]]`): named sets of permissions given to users and groups; and
+//! named API tokens for automation (`[[api_tokens]]`), each with its own permissions.
 
 use serde::Deserialize;
+
+/// `[[api_tokens]] name = "ci-deployer", sha256 = "…", can = ["session.read"]`: a token for
+/// automation, kept as its sha256 (`wardengate new-token` prints a token and its hash); it acts
+/// as `token:NAME`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiToken {
+    pub name: String,
+    /// sha256 of the token, 64 hex digits.
+    pub sha256: String,
+    #[serde(default)]
+    pub can: Vec<String>,
+}
+
+impl ApiToken {
+    /// Its permissions (names already checked at load).
+    pub fn perms(&self) -> Perms {
+        self.can
+            .iter()
+            .filter_map(|c| Perm::parse(c))
+            .fold(Perms::default(), Perms::with)
+    }
+}
 
 /// `[[roles]] name = "auditors", members = ["group:audit", "erin"], can = ["audit.read"]`.
 #[derive(Debug, Clone, Deserialize)]
