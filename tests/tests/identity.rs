@@ -995,6 +995,16 @@ fn sign_in_answers_the_same_whoever_is_named_and_is_throttled() {
         failed.iter().any(|e| e["actor"] == "nobody-like-this"),
         "{failed:?}"
     );
+    // One source cannot fill the gateway with waiting sign-ins.
+    for _ in 0..3 {
+        assert_eq!(gw.request("POST", "/api/v1/login/device", "", "{}").0, 200);
+    }
+    let (status, body) = gw.request("POST", "/api/v1/login/device", "", "{}");
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body.contains("sign-ins from this address are waiting"),
+        "{body}"
+    );
 }
 
 #[test]

@@ -22,13 +22,15 @@ use crate::broker::Gateway;
 
 /// How long a login waits for the person (and its code stays usable).
 pub const LOGIN_WINDOW: Duration = Duration::from_secs(600);
-/// The most logins waiting at once.
+/// The most logins waiting at once, and from one source address.
 const MAX_LOGINS: usize = 256;
+const MAX_LOGINS_PER_SOURCE: usize = 4;
 /// Letters of the code a person compares (no 0/O, 1/I).
 const CODE_ALPHABET: &[u8] = b"ABCDEFGHJKLMNPQRSTUVWXYZ23456789";
 
 /// A login waiting for its person.
 struct Pending {
+    source: std::net::IpAddr,
     user_code: String,
     expires_ms: u64,
     /// Set once the person passed password and key.
@@ -99,12 +101,19 @@ impl Gateway {
         let now = now_ms();
         let mut p = lock(&self.logins.pending);
         p.retain(|_, l| l.expires_ms > now);
+        if p.values().filter(|l| l.source == client.ip()).count() >= MAX_LOGINS_PER_SOURCE {
+            return Err(format!(
+                "{MAX_LOGINS_PER_SOURCE} sign-ins from this address are waiting already; finish \
+                 one or try again in a few minutes"
+            ));
+        }
         if p.len() >= MAX_LOGINS {
             return Err("too many sign-ins are waiting; try again in a few minutes".into());
         }
         p.insert(
             digest(&device_code),
             Pending {
+                source: client.ip(),
                 user_code: code.clone(),
                 expires_ms: now + LOGIN_WINDOW.as_millis() as u64,
                 token: None,
