@@ -58,9 +58,9 @@ pub struct Gateway {
     /// Security-key links waiting to be used, and proofs waiting for their sessions.
     pub mfa: crate::identity::Mfa,
     /// Sessions waiting for approval, and approvals not used yet.
-    pub approvals: crate::identity::approvals::Approvals,
+    pub approvals: crate::identity::state::Approvals,
     /// `wgctl login` in progress, and the tokens it gave.
-    pub logins: crate::identity::login::Logins,
+    pub logins: crate::identity::state::Logins,
     /// The port the API listens on (the configured one, or the one picked for port 0): the
     /// default origin of the gateway's pages.
     pub api_port: u16,

@@ -13,14 +13,13 @@
 //! Requests live in memory: a gateway restart forgets the pending ones (their people connect
 //! again), and the audit keeps the history.
 
-use std::sync::Mutex;
-
 use serde_json::{json, Value};
 use tokio::sync::watch;
 use wardengate_api as api;
 use wardengate_policy::Approval;
 use wardengate_protocols::session::now_ms;
 
+use super::state::Request;
 use super::{lock, Outcome};
 use crate::broker::Gateway;
 
@@ -28,21 +27,6 @@ use crate::broker::Gateway;
 const MAX_REQUESTS: usize = 4096;
 /// Decided requests are kept this long for `approval list`.
 const KEEP_DECIDED_MS: u64 = 24 * 3600 * 1000;
-
-/// One request and the answer its waiter (an SSH login) listens for.
-struct Request {
-    wire: api::ApprovalRequest,
-    approval: Approval,
-    expires_ms: u64,
-    valid_until_ms: Option<u64>,
-    /// An SSH login waits on it: when it lets go, the request is withdrawn.
-    waited: bool,
-    done: watch::Sender<Outcome>,
-}
-
-/// The requests of this gateway.
-#[derive(Default)]
-pub struct Approvals(Mutex<Vec<Request>>);
 
 /// What admission learns.
 pub enum Gate {

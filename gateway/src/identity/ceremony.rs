@@ -12,15 +12,9 @@ use webauthn_rs::prelude::{
     SecurityKeyRegistration, Uuid, Webauthn, WebauthnError,
 };
 
-use super::{lock, Pending, Proof, Purpose};
+use super::{lock, Pending, Proof, Purpose, State};
 use crate::broker::Gateway;
 use crate::store::SecurityKeyRow;
-
-/// A started ceremony's state, kept in memory until the page answers.
-pub(crate) enum State {
-    Register(Box<SecurityKeyRegistration>),
-    Assert(Box<SecurityKeyAuthentication>),
-}
 
 /// Why a ceremony cannot go on.
 #[derive(Debug, thiserror::Error)]
@@ -364,6 +358,29 @@ impl Gateway {
             "{user} proved presence with '{}'; go back to your terminal or connect again",
             row.name
         ))
+    }
+}
+
+impl crate::broker::Gateway {
+    /// The policy that admits `user` to `target` (its default account): what a proof made
+    /// ahead (`wgctl mfa prove --target`) is for.
+    pub fn policy_for(&self, user: &str, target: &str) -> Result<String, String> {
+        use wardengate_api::text::{inert, MAX_NAME};
+        let cfg = self.cfg();
+        let t = cfg
+            .targets
+            .get(target)
+            .ok_or_else(|| format!("no target {}", inert(target, MAX_NAME)))?;
+        let login = wardengate_protocols::session::Login {
+            user: user.to_string(),
+            target: target.to_string(),
+            account: None,
+        };
+        let r = crate::admission::resolve(&cfg, &login, t.protocol)
+            .map_err(|(_, m)| m.trim_start_matches("wardengate: ").to_string())?;
+        wardengate_policy::decide(&cfg.policies, &r.request(t.protocol))
+            .map(|a| a.policy().to_string())
+            .map_err(|d| format!("no policy admits {user} to {target}: {}", d.why))
     }
 }
 

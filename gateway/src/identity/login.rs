@@ -9,14 +9,12 @@
 //! everyone out. Audited: `login.started`, `login.failed` (with the reason), `login.succeeded`,
 //! `login.revoked`.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
 use std::time::Duration;
 
 use serde_json::json;
-use sha2::{Digest, Sha256};
 use wardengate_protocols::session::{now_ms, ClientInfo, Lifecycle, Verdict};
 
+use super::state::{digest, LoginPending as Pending};
 use super::{lock, Purpose};
 use crate::broker::Gateway;
 
@@ -27,28 +25,6 @@ const MAX_LOGINS: usize = 256;
 const MAX_LOGINS_PER_SOURCE: usize = 4;
 /// Letters of the code a person compares (no 0/O, 1/I).
 const CODE_ALPHABET: &[u8] = b"ABCDEFGHJKLMNPQRSTUVWXYZ23456789";
-
-/// A login waiting for its person.
-struct Pending {
-    source: std::net::IpAddr,
-    user_code: String,
-    expires_ms: u64,
-    /// Set once the person passed password and key.
-    token: Option<(String, String, u64)>,
-}
-
-/// Logins in progress and the tokens they gave.
-#[derive(Default)]
-pub struct Logins {
-    /// By the hash of the device code (wgctl's secret).
-    pending: Mutex<HashMap<[u8; 32], Pending>>,
-    /// By the hash of the token: (user, expires at ms).
-    tokens: Mutex<HashMap<[u8; 32], (String, u64)>>,
-}
-
-fn digest(s: &str) -> [u8; 32] {
-    Sha256::digest(s.trim().as_bytes()).into()
-}
 
 fn user_code() -> Result<String, String> {
     let mut b = [0u8; 8];
@@ -76,21 +52,6 @@ pub enum Poll {
         expires_ms: u64,
     },
     Unknown,
-}
-
-impl Logins {
-    /// The user named by a valid operator token.
-    pub fn user_of(&self, token_hash: &[u8; 32]) -> Option<String> {
-        let now = now_ms();
-        let mut t = lock(&self.tokens);
-        t.retain(|_, (_, exp)| *exp > now);
-        t.get(token_hash).map(|(u, _)| u.clone())
-    }
-
-    /// Revoke a token; its user when it was valid.
-    pub fn revoke(&self, token: &str) -> Option<String> {
-        lock(&self.tokens).remove(&digest(token)).map(|(u, _)| u)
-    }
 }
 
 impl Gateway {

@@ -16,6 +16,7 @@
 pub mod approvals;
 mod ceremony;
 pub mod login;
+pub mod state;
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -24,7 +25,9 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use tokio::sync::watch;
 use wardengate_protocols::session::now_ms;
-use webauthn_rs::prelude::{Url, Webauthn, WebauthnBuilder};
+use webauthn_rs::prelude::{
+    SecurityKeyAuthentication, SecurityKeyRegistration, Url, Webauthn, WebauthnBuilder,
+};
 
 use crate::config::IdentitySection;
 
@@ -75,8 +78,14 @@ pub(crate) struct Pending {
     purpose: Purpose,
     expires: Instant,
     /// Set once the page has asked for the challenge.
-    state: Option<ceremony::State>,
+    state: Option<State>,
     done: watch::Sender<Outcome>,
+}
+
+/// A started ceremony's state, kept in memory until the page answers.
+pub(crate) enum State {
+    Register(Box<SecurityKeyRegistration>),
+    Assert(Box<SecurityKeyAuthentication>),
 }
 
 /// Links waiting to be used, and proofs waiting for their sessions.
@@ -206,29 +215,6 @@ impl Mfa {
     /// Forget `user`'s proofs (their keys were reset).
     pub fn forget(&self, user: &str) {
         lock(&self.proofs).retain(|p| p.user != user);
-    }
-}
-
-impl crate::broker::Gateway {
-    /// The policy that admits `user` to `target` (its default account): what a proof made
-    /// ahead (`wgctl mfa prove --target`) is for.
-    pub fn policy_for(&self, user: &str, target: &str) -> Result<String, String> {
-        use wardengate_api::text::{inert, MAX_NAME};
-        let cfg = self.cfg();
-        let t = cfg
-            .targets
-            .get(target)
-            .ok_or_else(|| format!("no target {}", inert(target, MAX_NAME)))?;
-        let login = wardengate_protocols::session::Login {
-            user: user.to_string(),
-            target: target.to_string(),
-            account: None,
-        };
-        let r = crate::admission::resolve(&cfg, &login, t.protocol)
-            .map_err(|(_, m)| m.trim_start_matches("wardengate: ").to_string())?;
-        wardengate_policy::decide(&cfg.policies, &r.request(t.protocol))
-            .map(|a| a.policy().to_string())
-            .map_err(|d| format!("no policy admits {user} to {target}: {}", d.why))
     }
 }
 

@@ -1,0 +1,66 @@
+//! What the identity layer keeps while the gateway runs (approval requests, sign-ins and their
+//! tokens), apart from the code that acts on it (`impl Gateway` in `approvals.rs`, `login.rs`),
+//! so that the `Gateway` can own it without the files importing each other round.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use sha2::{Digest, Sha256};
+use tokio::sync::watch;
+use wardengate_api as api;
+use wardengate_policy::Approval;
+use wardengate_protocols::session::now_ms;
+
+use super::{lock, Outcome};
+
+/// One request and the answer its waiter (an SSH login) listens for.
+pub(crate) struct Request {
+    pub(crate) wire: api::ApprovalRequest,
+    pub(crate) approval: Approval,
+    pub(crate) expires_ms: u64,
+    pub(crate) valid_until_ms: Option<u64>,
+    /// An SSH login waits on it: when it lets go, the request is withdrawn.
+    pub(crate) waited: bool,
+    pub(crate) done: watch::Sender<Outcome>,
+}
+
+/// The requests of this gateway.
+#[derive(Default)]
+pub struct Approvals(pub(crate) Mutex<Vec<Request>>);
+
+/// A login waiting for its person.
+pub(crate) struct LoginPending {
+    pub(crate) source: std::net::IpAddr,
+    pub(crate) user_code: String,
+    pub(crate) expires_ms: u64,
+    /// Set once the person passed password and key.
+    pub(crate) token: Option<(String, String, u64)>,
+}
+
+/// Logins in progress and the tokens they gave.
+#[derive(Default)]
+pub struct Logins {
+    /// By the hash of the device code (wgctl's secret).
+    pub(crate) pending: Mutex<HashMap<[u8; 32], LoginPending>>,
+    /// By the hash of the token: (user, expires at ms).
+    pub(crate) tokens: Mutex<HashMap<[u8; 32], (String, u64)>>,
+}
+
+pub(crate) fn digest(s: &str) -> [u8; 32] {
+    Sha256::digest(s.trim().as_bytes()).into()
+}
+
+impl Logins {
+    /// The user named by a valid operator token.
+    pub fn user_of(&self, token_hash: &[u8; 32]) -> Option<String> {
+        let now = now_ms();
+        let mut t = lock(&self.tokens);
+        t.retain(|_, (_, exp)| *exp > now);
+        t.get(token_hash).map(|(u, _)| u.clone())
+    }
+
+    /// Revoke a token; its user when it was valid.
+    pub fn revoke(&self, token: &str) -> Option<String> {
+        lock(&self.tokens).remove(&digest(token)).map(|(u, _)| u)
+    }
+}
