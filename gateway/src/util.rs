@@ -49,3 +49,28 @@ pub fn write_private(path: &Path, data: &[u8]) -> Result<()> {
     f.write_all(data)
         .with_context(|| format!("cannot write {}", path.display()))
 }
+
+/// Insert into a map of things that expire (one-time links): the expired ones go first, and
+/// when `max` are still waiting the one expiring soonest makes room.
+pub fn insert_expiring<K, V>(
+    map: &mut std::collections::HashMap<K, V>,
+    key: K,
+    value: V,
+    max: usize,
+    expires: impl Fn(&V) -> std::time::Instant,
+) where
+    K: std::hash::Hash + Eq + Clone,
+{
+    let now = std::time::Instant::now();
+    map.retain(|_, v| expires(v) > now);
+    if map.len() >= max {
+        if let Some(oldest) = map
+            .iter()
+            .min_by_key(|(_, v)| expires(v))
+            .map(|(k, _)| k.clone())
+        {
+            map.remove(&oldest);
+        }
+    }
+    map.insert(key, value);
+}

@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 
 pub mod clock;
+pub mod denial;
 pub mod error;
 pub mod listener;
 pub mod postgres;

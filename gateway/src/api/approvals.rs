@@ -77,15 +77,28 @@ async fn list(
     Ok(Json(all))
 }
 
-fn reason(body: &Bytes, what: &str) -> Result<String, ApiError> {
+/// Approve (`yes`) or deny: the reason is required, capped and made inert.
+fn decide(
+    st: &ApiState,
+    caller: &Caller,
+    id: &str,
+    body: &Bytes,
+    yes: bool,
+) -> Result<Json<api::ApprovalRequest>, ApiError> {
     let req: api::ApprovalDecisionRequest = parse_body(body)?;
-    let r = inert(req.reason.as_deref().unwrap_or("").trim(), MAX_REASON).into_owned();
-    if r.is_empty() {
+    let reason = inert(req.reason.as_deref().unwrap_or("").trim(), MAX_REASON).into_owned();
+    if reason.is_empty() {
+        let what = if yes { "approve" } else { "deny" };
         return Err(bad(format!(
             "a reason is required to {what} a request: send {{\"reason\": \"...\"}}"
         )));
     }
-    Ok(r)
+    Ok(Json(st.gw.approval_decide(
+        id,
+        &caller.name,
+        yes,
+        &reason,
+    )?))
 }
 
 /// Approve a request (an approver who is not the requester); with `required` approvals the
@@ -102,13 +115,7 @@ async fn approve(
     Path(id): Path<String>,
     body: Bytes,
 ) -> Result<Json<api::ApprovalRequest>, ApiError> {
-    let reason = reason(&body, "approve")?;
-    Ok(Json(st.gw.approval_decide(
-        &id,
-        &caller.name,
-        true,
-        &reason,
-    )?))
+    decide(&st, &caller, &id, &body, true)
 }
 
 /// Deny a request; the waiting session is refused with the reason.
@@ -124,13 +131,7 @@ async fn deny(
     Path(id): Path<String>,
     body: Bytes,
 ) -> Result<Json<api::ApprovalRequest>, ApiError> {
-    let reason = reason(&body, "deny")?;
-    Ok(Json(st.gw.approval_decide(
-        &id,
-        &caller.name,
-        false,
-        &reason,
-    )?))
+    decide(&st, &caller, &id, &body, false)
 }
 
 /// The requester withdraws a waiting request.

@@ -48,18 +48,8 @@ impl Tickets {
     ) -> Result<String, ApiError> {
         let id = crate::util::new_token().map_err(internal)?;
         let now = Instant::now();
-        let mut t = self.lock();
-        t.retain(|_, v| v.expires > now);
-        if t.len() >= MAX_TICKETS {
-            if let Some(oldest) = t
-                .iter()
-                .min_by_key(|(_, v)| v.expires)
-                .map(|(k, _)| k.clone())
-            {
-                t.remove(&oldest);
-            }
-        }
-        t.insert(
+        crate::util::insert_expiring(
+            &mut self.lock(),
             id.clone(),
             Ticket {
                 what: what.to_string(),
@@ -67,6 +57,8 @@ impl Tickets {
                 caller: caller.clone(),
                 expires: now + TICKET_TTL,
             },
+            MAX_TICKETS,
+            |t| t.expires,
         );
         Ok(id)
     }

@@ -144,18 +144,8 @@ impl Mfa {
         let ticket = crate::util::new_token().map_err(|e| e.to_string())?;
         let now = Instant::now();
         let (tx, rx) = watch::channel(None);
-        let mut p = lock(&self.pending);
-        p.retain(|_, v| v.expires > now);
-        if p.len() >= MAX_CEREMONIES {
-            if let Some(oldest) = p
-                .iter()
-                .min_by_key(|(_, v)| v.expires)
-                .map(|(k, _)| k.clone())
-            {
-                p.remove(&oldest);
-            }
-        }
-        p.insert(
+        crate::util::insert_expiring(
+            &mut lock(&self.pending),
             ticket.clone(),
             Pending {
                 user: user.to_string(),
@@ -164,6 +154,8 @@ impl Mfa {
                 state: None,
                 done: tx,
             },
+            MAX_CEREMONIES,
+            |p| p.expires,
         );
         Ok(Link {
             url: format!("{origin}/mfa#ticket={ticket}"),

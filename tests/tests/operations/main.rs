@@ -3,5 +3,6 @@
 
 mod api;
 mod fixture_recording;
+mod permissions;
 mod policy;
 mod recording;

@@ -1,0 +1,223 @@
+//! Approvals: three people over SSH, two approvers for PostgreSQL, once only, withdraw,
+//! timeout, and the chat webhook.
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use wardengate_tests::tmux::{argv, Tmux};
+use wardengate_tests::*;
+
+use super::*;
+
+#[test]
+fn an_ssh_session_waits_for_an_approver_and_continues_when_approved() {
+    let env = TestEnv::new();
+    let sshd = env.sshd();
+    let policy = "\n[[policies]]\nname = \"prod-ssh-write\"\ngroups = [\"sre\"]\n\
+        target_tags = [\"env=test\"]\n\
+        approval = { approvers = [\"group:sre-leads\", \"alice\"], required = 1, timeout = \"1m\", valid_for = \"5m\" }\n";
+    let gw = gateway(&env, &sshd, policy).extra(&people(&env)).start();
+
+    let tmux = Tmux::new(env.dir.path());
+    let mut c = gw.ssh_interactive(&env, "alice:web-01.test");
+    c.arg("-t");
+    tmux.spawn("ssh", &[], &argv(&c));
+    let screen = tmux.expect("ssh", "Ctrl-C to withdraw", T);
+    assert!(screen.contains("waiting for approval req_"), "{screen}");
+    assert!(screen.contains("(approvers: sre-leads, alice)"), "{screen}");
+    let id = request_id(&screen);
+
+    // carol sees it; dan may not decide; alice may not decide on her own request.
+    let out = wgctl_as(&gw, CAROL_TOKEN, &["approval", "list"]);
+    assert_stdout_has(&out, &id);
+    let out = wgctl_as(
+        &gw,
+        DAN_TOKEN,
+        &["approval", "approve", &id, "--reason", "sure"],
+    );
+    assert_stderr_has(&out, "dan is not an approver");
+    let out = wgctl_as(
+        &gw,
+        ALICE_TOKEN,
+        &["approval", "approve", &id, "--reason", "me"],
+    );
+    assert_stderr_has(&out, "nobody decides on their own request");
+    assert!(
+        gw.sessions("?state=active").is_empty(),
+        "admitted before approval"
+    );
+
+    let out = wgctl_as(
+        &gw,
+        CAROL_TOKEN,
+        &["approval", "approve", &id, "--reason", "change 42"],
+    );
+    assert_stdout_has(&out, "approved (1/1 approvals");
+    let sid = gw.wait_one_active();
+    tmux.line("ssh", "echo approved-$((40+2))");
+    tmux.expect("ssh", "approved-42", T);
+    let out = run(gw.wgctl().args(["session", "show", &sid]), T);
+    assert_stdout_has(&out, "prod-ssh-write (approved by carol, 00:00:");
+    for kind in ["approval.requested", "approval.granted", "approval.used"] {
+        let e = gw.wait_audit(kind, T);
+        assert_eq!(e["actor"], "alice", "{kind}: {e}");
+    }
+    let out = wgctl_as(
+        &gw,
+        ALICE_TOKEN,
+        &["approval", "list", "--mine", "-o", "json"],
+    );
+    let list: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(list[0]["state"], "used", "{list}");
+    assert_eq!(list[0]["decisions"][0]["by"], "carol", "{list}");
+
+    // A second connection waits on a new request; Ctrl-C withdraws it.
+    tmux.spawn("ssh2", &[], &argv(&c));
+    let screen = tmux.expect("ssh2", "Ctrl-C to withdraw", T);
+    let second = request_id(&screen);
+    assert_ne!(second, id);
+    tmux.keys("ssh2", &["C-c"]);
+    let list = poll(
+        T,
+        Duration::from_millis(250),
+        || {
+            let out = wgctl_as(
+                &gw,
+                ALICE_TOKEN,
+                &["approval", "list", "--mine", "-o", "json"],
+            );
+            serde_json::from_slice::<Value>(&out.stdout).unwrap_or(Value::Null)
+        },
+        |l| l[0]["state"] == "withdrawn",
+    );
+    assert_eq!(list[0]["id"], second.as_str(), "{list}");
+    let withdrawn = gw.wait_audit("approval.withdrawn", T);
+    assert_eq!(withdrawn["detail"]["reason"], "client_left", "{withdrawn}");
+}
+
+#[test]
+fn postgres_needs_two_approvers_once_and_a_request_times_out() {
+    let env = TestEnv::new();
+    let pg = wardengate_tests::pg::cluster(&env);
+    let policy = "\n[[policies]]\nname = \"dba-two-person\"\ngroups = [\"sre\"]\n\
+        target_tags = [\"env=test\"]\n\
+        approval = { approvers = [\"group:sre-leads\"], required = 2, timeout = \"6s\", valid_for = \"5m\" }\n";
+    // The chat bot's webhook: refuses the first delivery (the gateway retries), takes the next.
+    let (hook_port, hooks) = webhook_receiver();
+    let gw = wardengate_tests::pg::pg_targets(env.gateway(), &pg)
+        .user_token(ALICE_TOKEN)
+        .extra(&format!(
+            "[approvals]\nwebhook_url = \"http://127.0.0.1:{hook_port}/hook\"\n\n{}",
+            people(&env)
+        ))
+        .policies(policy)
+        .start();
+    let err = gw.psql_stderr("alice#billing.test", "", "select 1");
+    assert!(
+        err.contains("policy dba-two-person needs approval: request req_"),
+        "{err}"
+    );
+    let id = request_id(&err);
+    let announced = hooks
+        .recv_timeout(T)
+        .expect("the request is announced again after a 500");
+    assert_eq!(announced["request"], id.as_str(), "{announced}");
+    assert_eq!(announced["actor"], "alice", "{announced}");
+    assert_eq!(
+        announced["approvers"],
+        json!(["group:sre-leads"]),
+        "{announced}"
+    );
+
+    let approve = |token: &str| {
+        wgctl_as(
+            &gw,
+            token,
+            &["approval", "approve", &id, "--reason", "ticket 7"],
+        )
+    };
+    assert_success(&approve(CAROL_TOKEN), "carol approves");
+    // One of two: still waiting, on the same request; carol cannot count twice.
+    let err = gw.psql_stderr("alice#billing.test", "", "select 1");
+    assert_eq!(request_id(&err), id, "{err}");
+    assert_stderr_has(&approve(CAROL_TOKEN), "carol approved");
+    assert_success(&approve(BOB_TOKEN), "bob approves");
+
+    let out = run(
+        gw.psql("alice#billing.test", "")
+            .args(["-c", "select 40 + 2"]),
+        T,
+    );
+    assert_success(&out, "psql once approved");
+    assert_stdout_has(&out, "42");
+    // Once: the next connection makes a new request, which alice withdraws.
+    let err = gw.psql_stderr("alice#billing.test", "", "select 1");
+    let second = request_id(&err);
+    assert_ne!(second, id);
+    let out = wgctl_as(&gw, ALICE_TOKEN, &["approval", "withdraw", &second]);
+    assert_stdout_has(&out, "is withdrawn");
+
+    // Nobody answers the third within 6 s: denied, approval_timeout.
+    let err = gw.psql_stderr("alice#billing.test", "", "select 1");
+    let third = request_id(&err);
+    let list = poll(
+        Duration::from_secs(20),
+        Duration::from_millis(250),
+        || {
+            let out = wgctl_as(&gw, CAROL_TOKEN, &["approval", "list", "-o", "json"]);
+            serde_json::from_slice::<Value>(&out.stdout).unwrap_or(Value::Null)
+        },
+        |l| {
+            l.as_array().is_some_and(|a| {
+                a.iter()
+                    .any(|r| r["id"] == third.as_str() && r["state"] == "denied")
+            })
+        },
+    );
+    let r = list
+        .as_array()
+        .and_then(|a| a.iter().find(|r| r["id"] == third.as_str()))
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(r["reason"], "approval_timeout", "{list}");
+    let denied = gw.wait_audit("approval.denied", T);
+    assert_eq!(denied["detail"]["reason"], "approval_timeout", "{denied}");
+}
+
+fn webhook_receiver() -> (u16, std::sync::mpsc::Receiver<Value>) {
+    use std::io::{BufRead, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("webhook listener");
+    let port = listener.local_addr().expect("addr").port();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for (n, conn) in listener.incoming().enumerate() {
+            let Ok(mut conn) = conn else { continue };
+            let mut reader = std::io::BufReader::new(conn.try_clone().expect("clone"));
+            let mut length = 0usize;
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    length = v.trim().parse().unwrap_or(0);
+                }
+            }
+            let mut body = vec![0u8; length];
+            let _ = reader.read_exact(&mut body);
+            let status = if n == 0 {
+                "500 Internal Server Error"
+            } else {
+                "200 OK"
+            };
+            let _ = write!(
+                conn,
+                "HTTP/1.1 {status}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+            );
+            if n > 0 {
+                let _ = tx.send(serde_json::from_slice(&body).unwrap_or(Value::Null));
+            }
+        }
+    });
+    (port, rx)
+}
