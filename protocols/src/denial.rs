@@ -42,6 +42,9 @@ pub struct StepUp {
     pub within: std::time::Duration,
     /// What the person is told when it does not come in time.
     pub late: String,
+    /// The session id the wait belongs to: the login after it carries it back
+    /// ([`crate::session::Login::waiting`]).
+    pub session: Option<String>,
 }
 
 impl PartialEq for StepUp {

@@ -30,6 +30,10 @@ pub struct Login {
     pub user: String,
     pub target: String,
     pub account: Option<String>,
+    /// The session this login continues after a step-up wait (security key, approval): the id
+    /// the gateway gave in [`crate::denial::StepUp::session`], so the wait and the session that
+    /// follows are one record. `None` from the wire.
+    pub waiting: Option<String>,
 }
 
 /// Longest login the gateway reads (`user:target:account`); a longer one cannot log in, and is
@@ -54,6 +58,7 @@ impl Login {
             user: user.to_string(),
             target: target.to_string(),
             account,
+            waiting: None,
         })
     }
 }

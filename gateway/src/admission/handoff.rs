@@ -30,6 +30,7 @@ impl Gateway {
             user: to.to_string(),
             target: rec.target.clone(),
             account: Some(rec.account.clone()),
+            waiting: None,
         };
         let protocol = rec.protocol;
         let r = resolve(&cfg, &login, protocol)

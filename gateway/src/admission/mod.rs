@@ -104,7 +104,15 @@ impl Gateway {
             client_version: client.version.clone(),
             target: login.target.clone(),
             account: login.account.clone().unwrap_or_default(),
-            ..SessionRecord::requested(crate::util::new_id("sess_"), protocol, &self.name)
+            ..SessionRecord::requested(
+                // After a step-up wait the login comes back as the same session.
+                login
+                    .waiting
+                    .clone()
+                    .unwrap_or_else(|| crate::util::new_id("sess_")),
+                protocol,
+                &self.name,
+            )
         };
         self.audit(
             "session.requested",
@@ -327,6 +335,7 @@ impl Gateway {
                 late: format!(
                     "wardengate: access denied: no security key was presented within {within}"
                 ),
+                session: Some(rec.id.clone()),
             }));
             return Err(d);
         }
@@ -369,14 +378,26 @@ impl Gateway {
                 done,
                 within: std::time::Duration::from_millis(left + 2000),
                 late: format!(
-                    "wardengate: access denied: approval {} was not given in time                      (approval_timeout)",
+                    "wardengate: access denied: approval {} was not given in time (approval_timeout)",
                     req.id
                 ),
+                session: Some(rec.id.clone()),
             }));
+            // The wait is a session the operators see (`awaiting_approval`) until the request
+            // is decided; the login that follows continues it under the same id.
+            rec.state = api::SessionState::AwaitingApproval;
+            rec.policy = Some(req.policy.clone());
+            rec.decision = Some(
+                json!({"admitted": false, "reason": "approval_required", "policy": req.policy,
+                       "request": req.id})
+                .to_string(),
+            );
+            self.store.session_insert_later(rec.clone());
+            self.approval_waits(&req.id, rec.clone());
             return d;
         }
         let msg = format!(
-            "wardengate: policy {} needs approval: request {} waits for {} (`wgctl approval              approve {}`); connect again once it is approved, within {}",
+            "wardengate: policy {} needs approval: request {} waits for {} (`wgctl approval approve {}`); connect again once it is approved, within {}",
             req.policy,
             req.id,
             req.approvers.join(", "),

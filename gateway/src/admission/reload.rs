@@ -94,6 +94,7 @@ impl Gateway {
             user: actor.to_string(),
             target: target.to_string(),
             account: account.map(str::to_string),
+            waiting: None,
         };
         let Some(protocol) = wardengate_api::Protocol::parse(protocol) else {
             return Err(format!(

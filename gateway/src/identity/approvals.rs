@@ -10,8 +10,13 @@
 //! Every step is audited (`approval.requested`, `approval.approved`, `approval.granted`,
 //! `approval.denied`, `approval.withdrawn`, `approval.used`).
 //!
+//! An SSH login that waits is a session in state `awaiting_approval` (listed like any other);
+//! the login that follows the approval continues it under the same id, and a denial, timeout
+//! or withdrawal ends it `denied` with that reason.
+//!
 //! Requests live in memory: a gateway restart forgets the pending ones (their people connect
-//! again), and the audit keeps the history.
+//! again; their waiting sessions are closed as `failed` at start like any left open), and the
+//! audit keeps the history.
 
 use serde_json::{json, Value};
 use tokio::sync::watch;
@@ -22,6 +27,7 @@ use wardengate_protocols::session::now_ms;
 use super::state::Request;
 use super::{lock, Outcome};
 use crate::broker::Gateway;
+use crate::store::SessionRecord;
 
 /// The most requests kept (decided ones are dropped first, oldest first).
 const MAX_REQUESTS: usize = 4096;
@@ -118,8 +124,31 @@ impl Gateway {
             valid_until_ms: None,
             waited: protocol == api::Protocol::Ssh,
             done: tx,
+            rows: Vec::new(),
         });
         Gate::Waiting(wire, rx, true)
+    }
+
+    /// An SSH login waits on request `id` as session `row` (`awaiting_approval`).
+    pub(crate) fn approval_waits(&self, id: &str, row: SessionRecord) {
+        let mut reqs = lock(&self.approvals.0);
+        if let Some(r) = reqs.iter_mut().find(|r| r.wire.id == id) {
+            r.rows.retain(|x| x.id != row.id);
+            r.rows.push(row);
+        }
+    }
+
+    /// The sessions that waited on a request that will not admit them end `denied`, with the
+    /// request's reason.
+    fn end_waiting(&self, rows: Vec<SessionRecord>, reason: &str, detail: &str) {
+        let now = now_ms();
+        for mut rec in rows {
+            rec.state = api::SessionState::Denied;
+            rec.ended_ms = Some(now);
+            rec.end_reason = Some(reason.into());
+            rec.end_detail = Some(detail.into());
+            self.store.session_update_later(rec);
+        }
     }
 
     /// Admission went through on an approved request: it is spent.
@@ -127,8 +156,16 @@ impl Gateway {
         let mut reqs = lock(&self.approvals.0);
         if let Some(r) = reqs.iter_mut().find(|r| r.wire.id == id) {
             r.wire.state = api::ApprovalState::Used;
+            r.rows.retain(|x| x.id != session);
+            let others = std::mem::take(&mut r.rows);
             let actor = r.wire.actor.clone();
             drop(reqs);
+            // Two logins waited on one request; the approval admits one of them.
+            self.end_waiting(
+                others,
+                "approval_used",
+                &format!("approval {id} admitted another session ({session})"),
+            );
             self.audit(
                 "approval.used",
                 Some(&actor),
@@ -287,11 +324,22 @@ impl Gateway {
         } else {
             ("approval.approved", None)
         };
+        let denied = matches!(outcome, Some(Err(_)));
+        let rows = if denied {
+            std::mem::take(&mut r.rows)
+        } else {
+            Vec::new()
+        };
         if let Some(o) = outcome {
             let _ = r.done.send(Some(o));
         }
         let wire = r.wire.clone();
         drop(reqs);
+        self.end_waiting(
+            rows,
+            "approval_denied",
+            wire.reason.as_deref().unwrap_or("denied"),
+        );
         self.audit(kind, Some(&actor), None, detail);
         Ok(wire)
     }
@@ -318,8 +366,10 @@ impl Gateway {
         let _ = r
             .done
             .send(Some(Err("wardengate: approval withdrawn".into())));
+        let rows = std::mem::take(&mut r.rows);
         let wire = r.wire.clone();
         drop(reqs);
+        self.end_waiting(rows, "approval_withdrawn", "withdrawn by the requester");
         self.audit(
             "approval.withdrawn",
             Some(who),
@@ -334,6 +384,7 @@ impl Gateway {
     pub fn expire_approvals(&self) {
         let now = now_ms();
         let mut ended = Vec::new();
+        let mut rows = Vec::new();
         {
             let mut reqs = lock(&self.approvals.0);
             for r in reqs
@@ -350,16 +401,29 @@ impl Gateway {
                         r.wire.id
                     ))));
                     ended.push(("approval.denied", r.wire.clone(), "approval_timeout"));
+                    rows.push((std::mem::take(&mut r.rows), "approval_timeout"));
                 } else if r.waited && r.done.receiver_count() == 0 {
                     r.wire.state = api::ApprovalState::Withdrawn;
                     r.wire.reason = Some("the requester's ssh ended (Ctrl-C)".into());
                     ended.push(("approval.withdrawn", r.wire.clone(), "client_left"));
+                    rows.push((std::mem::take(&mut r.rows), "approval_withdrawn"));
                 }
+            }
+            // Approved, and nobody came back for it in time.
+            for r in reqs.iter_mut().filter(|r| {
+                r.wire.state == api::ApprovalState::Approved
+                    && r.valid_until_ms.is_some_and(|v| v <= now)
+                    && !r.rows.is_empty()
+            }) {
+                rows.push((std::mem::take(&mut r.rows), "approval_unused"));
             }
             reqs.retain(|r| {
                 r.wire.state == api::ApprovalState::Pending
                     || now.saturating_sub(r.wire.created_ms) < KEEP_DECIDED_MS
             });
+        }
+        for (rows, why) in rows {
+            self.end_waiting(rows, why, why);
         }
         for (kind, r, why) in ended {
             self.audit(

@@ -375,6 +375,7 @@ impl crate::broker::Gateway {
             user: user.to_string(),
             target: target.to_string(),
             account: None,
+            waiting: None,
         };
         let r = crate::admission::resolve(&cfg, &login, t.protocol)
             .map_err(|(_, m)| m.trim_start_matches("wardengate: ").to_string())?;

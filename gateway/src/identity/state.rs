@@ -22,6 +22,9 @@ pub(crate) struct Request {
     /// An SSH login waits on it: when it lets go, the request is withdrawn.
     pub(crate) waited: bool,
     pub(crate) done: watch::Sender<Outcome>,
+    /// The `awaiting_approval` sessions of the SSH logins waiting on it: each ends `denied`
+    /// with the request's reason, or goes on as the session the approval admits.
+    pub(crate) rows: Vec<crate::store::SessionRecord>,
 }
 
 /// The requests of this gateway.

@@ -231,7 +231,7 @@ impl Db {
     pub fn session_insert(&self, s: &SessionRecord) -> Result<()> {
         let s = &s.inert();
         self.conn.execute(
-            &format!("INSERT INTO sessions ({SESSION_COLS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18,?19,?20,?21,?22,?23,?24,?25,?26,?27,?28,?29)"),
+            &format!("INSERT OR REPLACE INTO sessions ({SESSION_COLS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18,?19,?20,?21,?22,?23,?24,?25,?26,?27,?28,?29)"),
             params![
                 s.id, s.state.as_str(), s.protocol.as_str(), s.actor, s.client_addr, s.client_version, s.target,
                 s.target_addr, s.account, s.account_ref, s.policy, s.pty_term, s.pty_cols,

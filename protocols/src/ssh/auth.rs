@@ -404,6 +404,7 @@ impl<B: SshBroker> Front<B> {
                 self.step_up = Some((method, step));
                 return Ok(show(text, vec![]));
             }
+            let session = step.session.clone();
             let waited = match self.peer_socket.as_ref().and_then(|s| s.try_clone().ok()) {
                 Some(socket) => tokio::select! {
                     r = step.wait() => r,
@@ -414,6 +415,10 @@ impl<B: SshBroker> Front<B> {
             return Ok(match waited {
                 Ok(()) => {
                     self.kbd = Kbd::Idle;
+                    // The same session goes on: its id comes back with the login.
+                    if let Some(l) = self.login.as_mut() {
+                        l.waiting = session;
+                    }
                     self.admit(&method).await
                 }
                 Err(why) => {

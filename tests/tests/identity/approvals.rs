@@ -46,6 +46,13 @@ fn an_ssh_session_waits_for_an_approver_and_continues_when_approved() {
         gw.sessions("?state=active").is_empty(),
         "admitted before approval"
     );
+    // The wait is a session the operators see, with its request.
+    let waiting = gw.sessions("?state=awaiting_approval");
+    assert_eq!(waiting.len(), 1, "{waiting:?}");
+    assert_eq!(waiting[0]["actor"], "alice", "{waiting:?}");
+    let waiting_id = waiting[0]["id"].as_str().expect("id").to_string();
+    let out = run(gw.wgctl().args(["session", "list"]), T);
+    assert_stdout_has(&out, "awaiting_approval");
 
     let out = wgctl_as(
         &gw,
@@ -54,6 +61,11 @@ fn an_ssh_session_waits_for_an_approver_and_continues_when_approved() {
     );
     assert_stdout_has(&out, "approved (1/1 approvals");
     let sid = gw.wait_one_active();
+    assert_eq!(
+        sid, waiting_id,
+        "the approved login continues the waiting session"
+    );
+    assert!(gw.sessions("?state=awaiting_approval").is_empty());
     tmux.line("ssh", "echo approved-$((40+2))");
     tmux.expect("ssh", "approved-42", T);
     let out = run(gw.wgctl().args(["session", "show", &sid]), T);
@@ -93,6 +105,17 @@ fn an_ssh_session_waits_for_an_approver_and_continues_when_approved() {
     assert_eq!(list[0]["id"], second.as_str(), "{list}");
     let withdrawn = gw.wait_audit("approval.withdrawn", T);
     assert_eq!(withdrawn["detail"]["reason"], "client_left", "{withdrawn}");
+    // Its waiting session ended, denied, with the reason.
+    let rows = poll(
+        T,
+        Duration::from_millis(250),
+        || gw.sessions("?state=denied"),
+        |r| r.iter().any(|s| s["end_reason"] == "approval_withdrawn"),
+    );
+    assert!(
+        gw.sessions("?state=awaiting_approval").is_empty(),
+        "{rows:?}"
+    );
 }
 
 #[test]
