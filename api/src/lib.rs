@@ -4,9 +4,13 @@
 //! share this crate so a field renamed on one side is a compile error on the other.
 #![forbid(unsafe_code)]
 
+mod console;
 mod identity;
+pub mod table;
 pub mod text;
+pub mod time;
 
+pub use console::*;
 pub use identity::*;
 
 use serde::{Deserialize, Serialize};

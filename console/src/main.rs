@@ -6,6 +6,7 @@
 
 mod audit;
 mod client;
+mod console_session;
 #[cfg(feature = "desktop")]
 mod frames;
 #[cfg(not(feature = "desktop"))]
@@ -18,7 +19,7 @@ mod policy;
 mod recording;
 mod session;
 mod shadow;
-mod table;
+use wardengate_api::table;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand, ValueEnum};
@@ -80,6 +81,9 @@ enum Cmd {
     /// People: reset a person's security keys.
     #[command(subcommand)]
     User(mfa::UserCmd),
+    /// The operator console's sign-in sessions: list, invalidate.
+    #[command(subcommand)]
+    ConsoleSession(console_session::ConsoleSessionCmd),
 }
 
 fn main() {
@@ -135,6 +139,7 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Mfa(cmd) => mfa::run(cmd, c?, json),
         Cmd::User(cmd) => mfa::run_user(cmd, c?, json),
         Cmd::Approval(cmd) => mfa::run_approval(cmd, c?, json),
+        Cmd::ConsoleSession(cmd) => console_session::run(cmd, c?, json),
         Cmd::Login | Cmd::Logout => Ok(()),
     }
 }

@@ -114,6 +114,17 @@ pub async fn run(
     };
     let mut gw = Gateway::new(cfg, store, vault, recordings).await;
     gw.geoip = geoip;
+    gw.console_key =
+        crate::identity::console::CookieKey::open(&gw.cfg().data_dir.join("console.key"))?;
+    {
+        let c = &gw.cfg().config.console;
+        if c.idle_timeout.is_zero() && c.lifespan.is_zero() {
+            tracing::warn!(
+                "[console] idle_timeout and lifespan are both 0: console sessions then end only \
+                 when their person signs out (or an administrator invalidates them)"
+            );
+        }
+    }
     gw.api_port = listening.api.port();
     let gw = Arc::new(gw);
     gw.recover().await;
@@ -229,9 +240,12 @@ pub async fn run(
             let mut sweep = tokio::time::interval(Duration::from_secs(15));
             let mut sign = tokio::time::interval(every.max(Duration::from_secs(1)));
             let mut approvals = tokio::time::interval(Duration::from_secs(1));
+            let mut console = tokio::time::interval(gw.cfg().config.console.cleanup_interval);
+            console.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tokio::select! {
                     _ = approvals.tick() => gw.expire_approvals(),
+                    _ = console.tick() => gw.console_cleanup().await,
                     _ = sweep.tick() => {
                         gw.audit_throttle("login", gw.throttle.sweep());
                         gw.audit_throttle("api", gw.api_throttle.sweep());

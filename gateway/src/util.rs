@@ -31,6 +31,29 @@ pub fn rfc3339(ms: u64) -> String {
         .unwrap_or_default()
 }
 
+/// A 32-byte key kept in `path` as 64 hex digits; made (mode 0600) when the file is not there.
+pub fn key_file(path: &Path, what: &str) -> Result<[u8; 32]> {
+    if path.exists() {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read {what} file {}", path.display()))?;
+        return parse_key(&text, &path.display().to_string(), what);
+    }
+    let mut key = [0u8; 32];
+    getrandom::getrandom(&mut key).map_err(|e| anyhow!("no randomness for the {what}: {e}"))?;
+    write_private(path, format!("{}\n", hex::encode(key)).as_bytes())?;
+    tracing::warn!(file = %path.display(), "generated a new {what}");
+    Ok(key)
+}
+
+/// 64 hex digits as a key; the error names where they came from.
+pub fn parse_key(hex_text: &str, origin: &str, what: &str) -> Result<[u8; 32]> {
+    let bytes = hex::decode(hex_text.trim())
+        .map_err(|e| anyhow!("{origin}: the {what} must be 64 hex characters: {e}"))?;
+    bytes
+        .try_into()
+        .map_err(|b: Vec<u8>| anyhow!("{origin}: the {what} must be 32 bytes, found {}", b.len()))
+}
+
 /// Write a file readable only by its owner (keys, tokens).
 pub fn write_private(path: &Path, data: &[u8]) -> Result<()> {
     if let Some(dir) = path.parent() {

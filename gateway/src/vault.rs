@@ -8,7 +8,7 @@
 use std::fmt;
 use std::path::Path;
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, bail, Result};
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 
@@ -59,34 +59,16 @@ impl fmt::Debug for Vault {
     }
 }
 
-fn parse_key(hex_text: &str, origin: &str) -> Result<[u8; 32]> {
-    let bytes = hex::decode(hex_text.trim())
-        .map_err(|e| anyhow!("{origin}: the vault key must be 64 hex characters: {e}"))?;
-    bytes.try_into().map_err(|b: Vec<u8>| {
-        anyhow!(
-            "{origin}: the vault key must be 32 bytes, found {}",
-            b.len()
-        )
-    })
-}
-
 impl Vault {
     /// Load the key from `WARDENGATE_VAULT_KEY` or `key_file`; create the file (mode 0600) when
     /// neither exists and `create` is set.
     pub fn open(key_file: &Path, create: bool) -> Result<Vault> {
+        const WHAT: &str = "vault key";
         let key = if let Ok(hex_key) = std::env::var("WARDENGATE_VAULT_KEY") {
-            parse_key(&hex_key, "WARDENGATE_VAULT_KEY")?
-        } else if key_file.exists() {
-            let text = std::fs::read_to_string(key_file)
-                .with_context(|| format!("cannot read vault key file {}", key_file.display()))?;
-            parse_key(&text, &key_file.display().to_string())?
-        } else if create {
-            let mut key = [0u8; 32];
-            getrandom::getrandom(&mut key)
-                .map_err(|e| anyhow!("no randomness for the vault key: {e}"))?;
-            crate::util::write_private(key_file, format!("{}\n", hex::encode(key)).as_bytes())?;
-            tracing::warn!(file = %key_file.display(), "generated a new vault key; back it up, secrets cannot be read without it");
-            key
+            crate::util::parse_key(&hex_key, "WARDENGATE_VAULT_KEY", WHAT)?
+        } else if key_file.exists() || create {
+            // A new key is logged as generated: back it up, secrets cannot be read without it.
+            crate::util::key_file(key_file, WHAT)?
         } else {
             bail!(
                 "no vault key: set WARDENGATE_VAULT_KEY or create {} (64 hex characters)",

@@ -1,6 +1,6 @@
-//! Durations as policies write them: `<count><unit>` with unit `ms`, `s`, `m`, `h`, `d` or `w`
-//! (`90s`, `15m`, `8h`). A bare `0` means zero. Anything else is an error that says what is
-//! accepted.
+//! Durations as policies write them: `<count><unit>` with unit `ms`, `s`, `m`, `h`, `d`, `w`,
+//! `M` (a month, 30 days) or `Y` (a year, 365 days), Kibana's units (`90s`, `15m`, `8h`, `6M`).
+//! A bare `0` means zero. Anything else is an error that says what is accepted.
 
 use std::fmt;
 use std::time::Duration;
@@ -23,7 +23,7 @@ impl Dur {
     }
 }
 
-/// Parse `<count>[ms|s|m|h|d|w]`.
+/// Parse `<count>[ms|s|m|h|d|w|M|Y]`.
 pub fn parse(s: &str) -> Result<Duration, String> {
     let t = s.trim();
     if t == "0" {
@@ -32,7 +32,7 @@ pub fn parse(s: &str) -> Result<Duration, String> {
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (count, unit) = t.split_at(split);
     let bad = || {
-        format!("'{s}' is not a duration; write <count><unit> with unit ms, s, m, h, d or w (e.g. 90s, 15m, 8h)")
+        format!("'{s}' is not a duration; write <count><unit> with unit ms, s, m, h, d, w, M (30 days) or Y (365 days) (e.g. 90s, 15m, 8h)")
     };
     let n: u64 = count.parse().map_err(|_| bad())?;
     let ms_per = match unit {
@@ -42,6 +42,8 @@ pub fn parse(s: &str) -> Result<Duration, String> {
         "h" => 3_600_000,
         "d" => 86_400_000,
         "w" => 604_800_000,
+        "M" => 30 * 86_400_000,
+        "Y" => 365 * 86_400_000,
         _ => return Err(bad()),
     };
     n.checked_mul(ms_per)
@@ -96,6 +98,8 @@ mod tests {
             ("8h", 28_800_000),
             ("2d", 172_800_000),
             ("1w", 604_800_000),
+            ("1M", 2_592_000_000),
+            ("2Y", 63_072_000_000),
             ("0", 0),
         ] {
             assert_eq!(parse(text), Ok(Duration::from_millis(ms)), "{text}");

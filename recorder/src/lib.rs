@@ -20,7 +20,9 @@ mod format;
 mod query;
 mod reader;
 mod seal;
-pub mod time;
+/// Durations for people (`15m`, `2h 30m`) and offsets (`00:01:02`): kept in the wire-types
+/// crate, which renders them too.
+pub use wardengate_api::time;
 mod writer;
 
 pub use event::{Event, EventKind};

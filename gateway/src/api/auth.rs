@@ -1,5 +1,6 @@
-//! The bearer token in front of every authenticated endpoint (what each route needs beyond it
-//! is `perms.rs`'s to say).
+//! The bearer token, or the console's session cookie, in front of every authenticated endpoint
+//! (what each route needs beyond it is `perms.rs`'s to say). A request carried by the cookie
+//! that changes anything must also carry the session's `X-CSRF-Token`.
 
 use axum::extract::{Request, State};
 use axum::http::{header, StatusCode};
@@ -62,15 +63,12 @@ pub(super) async fn require_token(
                         || signed_in.as_deref() == Some(u.name.as_str())
                 })
                 .last()
-                .map(|u| match u.operator {
-                    true => Caller::all(&u.name),
-                    false => Caller {
-                        name: u.name.clone(),
-                        can: crate::config::perms_of(&u.name, &u.groups, &cfg.config.roles),
-                    },
-                })
+                .map(|u| caller_of(&cfg, u))
         }
-        None => None,
+        None => match crate::identity::console::cookie_of(req.headers()) {
+            Some(cookie) => return with_cookie(st, req, next, &cookie).await,
+            None => None,
+        },
     };
     let Some(caller) = caller else {
         // Only a wrong token counts as a failure: a request without one is a client that has not
@@ -85,5 +83,69 @@ pub(super) async fn require_token(
     };
     st.gw.api_throttle.record("", ip, true);
     req.extensions_mut().insert(caller);
+    next.run(req).await
+}
+
+/// What a person may do: everything for an operator, else what their roles give.
+fn caller_of(cfg: &crate::config::Loaded, u: &crate::config::Identity) -> Caller {
+    match u.operator {
+        true => Caller::all(&u.name),
+        false => Caller {
+            name: u.name.clone(),
+            can: crate::config::perms_of(&u.name, &u.groups, &cfg.config.roles),
+        },
+    }
+}
+
+/// The console's own requests: the cookie names a console session (both halves there, not
+/// expired), and a request that changes anything carries that session's CSRF token.
+async fn with_cookie(st: ApiState, mut req: Request, next: Next, cookie: &str) -> Response {
+    const SIGNED_OUT: &str =
+        "signed out: the console session has expired or was invalidated; sign in again at /console";
+    // The live stream is the page's, not the person's: it does not keep them signed in.
+    let background = req.uri().path() == "/api/v1/console/events";
+    let ip = crate::http::peer(&req).ip();
+    let row = st.gw.console_session(cookie, !background).await;
+    let cfg = st.gw.cfg();
+    let user = row.as_ref().and_then(|r| cfg.users.get(&r.username));
+    let (Some(row), Some(user)) = (row, user) else {
+        // A stale cookie (expired, invalidated) is the everyday way to be signed out, not a
+        // guess (the cookie is sealed: it cannot be guessed): the attempt is settled, not
+        // counted.
+        st.gw.api_throttle.abandon("", ip);
+        return ApiError(StatusCode::UNAUTHORIZED, SIGNED_OUT.into()).into_response();
+    };
+    st.gw.api_throttle.record("", ip, true);
+    let safe = matches!(
+        *req.method(),
+        axum::http::Method::GET | axum::http::Method::HEAD
+    );
+    if !safe {
+        let sent = req
+            .headers()
+            .get("x-csrf-token")
+            .map(|v| v.as_bytes())
+            .unwrap_or_default();
+        use subtle::ConstantTimeEq;
+        if !bool::from(sent.ct_eq(row.csrf.as_bytes())) {
+            st.gw.audit(
+                "api.csrf_refused",
+                Some(&row.username),
+                None,
+                serde_json::json!({"method": req.method().as_str(),
+                    "path": wardengate_api::text::inert(req.uri().path(), 200),
+                    "client": crate::http::peer(&req).to_string()}),
+            );
+            return ApiError(
+                StatusCode::FORBIDDEN,
+                "missing or wrong X-CSRF-Token: the console sends it with every change; a \
+                 request from another page cannot"
+                    .into(),
+            )
+            .into_response();
+        }
+    }
+    req.extensions_mut().insert(caller_of(&cfg, user));
+    req.extensions_mut().insert(row);
     next.run(req).await
 }

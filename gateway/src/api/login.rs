@@ -37,7 +37,7 @@ async fn device(
     let peer = crate::http::peer(&req);
     let s = st
         .gw
-        .login_start(&peer)
+        .login_start(&peer, false)
         .map_err(|e| ApiError(StatusCode::SERVICE_UNAVAILABLE, e))?;
     Ok(Json(api::LoginStarted {
         url: format!("{}/login#code={}", st.gw.page_origin(), s.user_code),
@@ -99,7 +99,8 @@ async fn password(
         .gw
         .login_password(&r.code, &r.user, &r.password, peer)
         .await
-        .map_err(|e| ApiError(StatusCode::UNAUTHORIZED, e))?;
+        .map_err(|e| ApiError(StatusCode::UNAUTHORIZED, e))?
+        .unwrap_or_default();
     Ok(Json(api::LoginTicket { ticket }))
 }
 

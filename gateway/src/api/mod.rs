@@ -9,6 +9,7 @@ mod audit;
 mod auth;
 mod browser;
 mod common;
+mod console;
 mod live;
 mod login;
 mod mfa;
@@ -43,6 +44,8 @@ pub fn router(state: ApiState) -> Router {
         .merge(mfa::user_routes())
         .merge(approvals::user_routes())
         .merge(login::user_routes())
+        .merge(console::user_routes())
+        .merge(console::routes())
         .merge(sessions::routes())
         .merge(live::routes())
         .merge(browser::routes())
@@ -66,6 +69,7 @@ pub fn router(state: ApiState) -> Router {
         .merge(replay::open_routes())
         .merge(mfa::open_routes())
         .merge(login::open_routes())
+        .merge(console::open_routes())
         .merge(authed)
         .fallback(|| async {
             ApiError(

@@ -30,7 +30,7 @@ pub(super) fn routes() -> Router<ApiState> {
         .route("/api/v1/sessions/{id}/terminate", post(terminate))
 }
 
-#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[derive(Debug, Clone, Default, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub(super) struct ListParams {
@@ -95,7 +95,16 @@ async fn list_sessions(
     axum::Extension(caller): axum::Extension<Caller>,
     q: Result<Query<ListParams>, QueryRejection>,
 ) -> Result<Json<api::SessionList>, ApiError> {
-    let p = query(q)?;
+    list_page(&st, &caller, query(q)?).await.map(Json)
+}
+
+/// One page of the sessions `caller` may see that match `p` (the list endpoint, and the
+/// console's live stream).
+pub(super) async fn list_page(
+    st: &ApiState,
+    caller: &Caller,
+    p: ListParams,
+) -> Result<api::SessionList, ApiError> {
     let state = p
         .state
         .as_deref()
@@ -109,11 +118,11 @@ async fn list_sessions(
     let own = (!caller.may(Perm::SessionRead)).then(|| caller.name.clone());
     if let (Some(me), Some(a)) = (&own, &p.actor) {
         if a != me {
-            return Ok(Json(api::SessionList {
+            return Ok(api::SessionList {
                 sessions: Vec::new(),
                 more: 0,
                 next_cursor: None,
-            }));
+            });
         }
     }
     let first_page = p.cursor.is_none();
@@ -147,11 +156,11 @@ async fn list_sessions(
             }
         }
     }
-    Ok(Json(api::SessionList {
+    Ok(api::SessionList {
         sessions: page.rows.iter().map(to_api).collect(),
         more: page.more,
         next_cursor: page.next.map(|(ms, id)| format!("{ms}-{id}")),
-    }))
+    })
 }
 
 /// A session with its recording summary (read from the seal, once sealed).
@@ -167,17 +176,33 @@ pub(crate) fn session_json(gw: &Gateway, r: &crate::store::SessionRecord) -> api
     s
 }
 
-/// One session (a user's own token: theirs, or one offered to them).
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub(super) struct ShowParams {
+    /// `text`: the session as `wgctl session show` prints it (text/plain).
+    format: Option<String>,
+}
+
+/// One session (a user's own token: theirs, or one offered to them); `?format=text` as
+/// `wgctl session show` prints it.
 #[utoipa::path(
     get, path = "/api/v1/sessions/{id}", tag = "sessions",
-    params(SessionId),
+    params(SessionId, ShowParams),
     responses((status = 200, body = api::Session), (status = 404, description = "unknown id", body = api::ApiError))
 )]
 async fn get_session(
     State(st): State<ApiState>,
     axum::Extension(caller): axum::Extension<Caller>,
     Path(id): Path<String>,
-) -> Result<Json<api::Session>, ApiError> {
+    q: Result<Query<ShowParams>, QueryRejection>,
+) -> Result<axum::response::Response, ApiError> {
+    use axum::response::IntoResponse;
+    let text = match query(q)?.format.as_deref() {
+        None | Some("json") => false,
+        Some("text") => true,
+        Some(f) => return Err(bad(format!("format '{f}' is not json or text"))),
+    };
     let r = st.gw.registry.record(&*st.gw.store, &id).await?;
     let offered = r.handoff.as_ref().is_some_and(|h| h.to == caller.name);
     if !caller.may(Perm::SessionRead) && r.actor != caller.name && !offered {
@@ -188,7 +213,18 @@ async fn get_session(
         // A covert observer is not shown to the people being watched.
         r.observers.retain(|o| o.banner != "covert");
     }
-    Ok(Json(session_json(&st.gw, &r)))
+    let s = session_json(&st.gw, &r);
+    Ok(match text {
+        true => (
+            [(
+                axum::http::header::CONTENT_TYPE,
+                "text/plain; charset=utf-8",
+            )],
+            api::table::session(&s),
+        )
+            .into_response(),
+        false => Json(s).into_response(),
+    })
 }
 
 fn require_reason(reason: Option<String>) -> Result<String, ApiError> {

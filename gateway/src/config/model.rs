@@ -36,6 +36,8 @@ pub struct Config {
     #[serde(default)]
     pub approvals: ApprovalsSection,
     #[serde(default)]
+    pub console: ConsoleSection,
+    #[serde(default)]
     pub users: Vec<User>,
     #[serde(default)]
     pub groups: Vec<Group>,

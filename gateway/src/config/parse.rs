@@ -151,6 +151,21 @@ pub fn parse(text: &str, path: &Path) -> Result<Loaded> {
         config.api.scheme(),
     )
     .map_err(|e| anyhow!("{}: identity: {e}", here(&[K("identity")])))?;
+    let console = &config.console;
+    if console.cleanup_interval < std::time::Duration::from_secs(10) {
+        bail!(
+            "{}: console.cleanup_interval must be at least 10s (it is {})",
+            here(&[K("console"), K("cleanup_interval")]),
+            wardengate_recorder::time::human(console.cleanup_interval)
+        );
+    }
+    if !(1..=1000).contains(&console.max_sessions) {
+        bail!(
+            "{}: console.max_sessions must be from 1 to 1000 (it is {})",
+            here(&[K("console"), K("max_sessions")]),
+            console.max_sessions
+        );
+    }
     for (ri, r) in config.roles.iter().enumerate() {
         for (ci, c) in r.can.iter().enumerate() {
             if super::Perm::parse(c).is_none() {
@@ -487,6 +502,22 @@ mod tests {
                 "not an http(s) URL",
             ],
         );
+    }
+
+    #[test]
+    fn console_cleanup_and_session_bounds_are_checked_with_their_line() {
+        let text = "[console]\nidle_timeout = \"2M\"\ncleanup_interval = \"5s\"\n";
+        says(
+            &refusal(text),
+            &["gw.toml line 3", "console.cleanup_interval", "at least 10s"],
+        );
+        let text = "[console]\nmax_sessions = 0\n";
+        says(
+            &refusal(text),
+            &["gw.toml line 2", "console.max_sessions", "1 to 1000"],
+        );
+        let text = "[console]\nlifespan = \"1x\"\n";
+        says(&refusal(text), &["gw.toml line 2", "M (30 days)"]);
     }
 
     #[test]

@@ -37,6 +37,10 @@ pub struct Role {
     /// Permissions (see [`Perm::name`]).
     #[serde(default)]
     pub can: Vec<String>,
+    /// Its members sign in to the console with a security key as well as their password
+    /// (people with a key enrolled always do).
+    #[serde(default)]
+    pub require_mfa: bool,
 }
 
 /// One permission (`[[roles]] can = [...]`).
@@ -148,11 +152,13 @@ mod tests {
                 name: "auditors".into(),
                 members: vec!["group:audit".into()],
                 can: vec!["audit.read".into(), "recording.read".into()],
+                require_mfa: false,
             },
             Role {
                 name: "leads".into(),
                 members: vec!["carol".into()],
                 can: vec!["approval.decide".into()],
+                require_mfa: true,
             },
         ];
         let erin = perms_of("erin", &["audit".into()], &roles);

@@ -492,3 +492,50 @@ pub struct ApprovalsSection {
     /// and retried a few times, and never hold the request up.
     pub webhook_url: Option<String>,
 }
+
+/// `[console]`: the operator console's sign-in sessions, Kibana's model: an encrypted cookie
+/// plus a record in the store, both needed. Durations take `<count>[ms|s|m|h|d|w|M|Y]`; `0`
+/// turns a timeout off.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsoleSection {
+    /// Signed out after this long without a request from the person (sliding). Default 1h: a
+    /// privileged console left open on an unattended screen should not stay usable for long.
+    #[serde(default = "default_console_idle", with = "duration")]
+    pub idle_timeout: Duration,
+    /// Signed out this long after signing in, however active (absolute). Default 1d: a working
+    /// day, then the password and key again.
+    #[serde(default = "default_console_lifespan", with = "duration")]
+    pub lifespan: Duration,
+    /// How often expired and invalid records are removed from the store (at least 10s).
+    #[serde(default = "default_console_cleanup", with = "duration")]
+    pub cleanup_interval: Duration,
+    /// Console sessions one person may hold (1 to 1000); signing in once more invalidates the
+    /// oldest.
+    #[serde(default = "default_console_max")]
+    pub max_sessions: u32,
+}
+
+fn default_console_idle() -> Duration {
+    Duration::from_secs(3600)
+}
+fn default_console_lifespan() -> Duration {
+    Duration::from_secs(86_400)
+}
+fn default_console_cleanup() -> Duration {
+    Duration::from_secs(3600)
+}
+fn default_console_max() -> u32 {
+    10
+}
+
+impl Default for ConsoleSection {
+    fn default() -> Self {
+        ConsoleSection {
+            idle_timeout: default_console_idle(),
+            lifespan: default_console_lifespan(),
+            cleanup_interval: default_console_cleanup(),
+            max_sessions: default_console_max(),
+        }
+    }
+}

@@ -55,8 +55,12 @@ pub enum Poll {
 }
 
 impl Gateway {
-    /// wgctl asks to sign in.
-    pub fn login_start(&self, client: &std::net::SocketAddr) -> Result<Started, String> {
+    /// wgctl (or the console's sign-in page, `console`) asks to sign in.
+    pub fn login_start(
+        &self,
+        client: &std::net::SocketAddr,
+        console: bool,
+    ) -> Result<Started, String> {
         let device_code = crate::util::new_token().map_err(|e| e.to_string())?;
         let code = user_code()?;
         let now = now_ms();
@@ -78,6 +82,7 @@ impl Gateway {
                 user_code: code.clone(),
                 expires_ms: now + LOGIN_WINDOW.as_millis() as u64,
                 token: None,
+                console: console.then(Default::default),
             },
         );
         drop(p);
@@ -85,7 +90,7 @@ impl Gateway {
             "login.started",
             None,
             None,
-            json!({"code": code, "client": client.to_string()}),
+            json!({"code": code, "client": client.to_string(), "console": console}),
         );
         Ok(Started {
             device_code,
@@ -100,6 +105,7 @@ impl Gateway {
         let mut p = lock(&self.logins.pending);
         let key = digest(device_code);
         match p.get(&key) {
+            Some(l) if l.console.is_some() => Poll::Unknown,
             Some(l) if l.expires_ms <= now => {
                 p.remove(&key);
                 Poll::Unknown
@@ -118,22 +124,26 @@ impl Gateway {
     }
 
     /// The page's first step: the code the person read, their name and password. Answers the
-    /// security-key ticket the page then runs the ceremony with. Every refusal is the same text.
+    /// security-key ticket the page then runs the ceremony with; `None` for a console sign-in
+    /// of a person with no key who needs none (the password was enough). Every refusal is the
+    /// same text.
     pub async fn login_password(
         &self,
         code: &str,
         user: &str,
         password: &str,
         client: std::net::SocketAddr,
-    ) -> Result<String, String> {
+    ) -> Result<Option<String>, String> {
         const REFUSED: &str =
             "sign-in refused: the code, the name or the password is wrong, or the code has expired";
         let code = code.trim().to_ascii_uppercase();
-        let known = {
+        let (known, console) = {
             let now = now_ms();
-            lock(&self.logins.pending)
+            let p = lock(&self.logins.pending);
+            let l = p
                 .values()
-                .any(|l| l.user_code == code && l.expires_ms > now && l.token.is_none())
+                .find(|l| l.user_code == code && l.expires_ms > now && l.token.is_none());
+            (l.is_some(), l.is_some_and(|l| l.console.is_some()))
         };
         let info = ClientInfo {
             addr: client,
@@ -164,6 +174,10 @@ impl Gateway {
             .key_list(Some(user))
             .await
             .map_err(|e| format!("internal error: {e:#}"))?;
+        if keys.is_empty() && console && !self.requires_mfa(user) {
+            self.console_proved(&code, user, "password")?;
+            return Ok(None);
+        }
         if keys.is_empty() {
             self.audit(
                 "login.failed",
@@ -191,11 +205,18 @@ impl Gateway {
             .rsplit_once("#ticket=")
             .map(|(_, t)| t.to_string())
             .unwrap_or_default();
-        Ok(ticket)
+        Ok(Some(ticket))
     }
 
-    /// The key was touched for sign-in `code`: the waiting wgctl gets its token.
+    /// The key was touched for sign-in `code`: the waiting wgctl gets its token (a console
+    /// sign-in, its session).
     pub(crate) fn login_proved(&self, user: &str, code: &str) -> Result<(), String> {
+        if lock(&self.logins.pending)
+            .values()
+            .any(|l| l.user_code == code && l.console.is_some())
+        {
+            return self.console_proved(code, user, "password+webauthn");
+        }
         let ttl = self.cfg().config.identity.operator_token_ttl;
         let token = crate::util::new_token().map_err(|e| e.to_string())?;
         let expires_ms = now_ms() + ttl.as_millis() as u64;

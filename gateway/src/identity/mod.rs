@@ -15,6 +15,7 @@
 
 pub mod approvals;
 mod ceremony;
+pub mod console;
 pub mod login;
 pub mod state;
 

@@ -38,6 +38,17 @@ pub(crate) struct LoginPending {
     pub(crate) expires_ms: u64,
     /// Set once the person passed password and key.
     pub(crate) token: Option<(String, String, u64)>,
+    /// A console sign-in (the page itself waits, and gets a console session, not a token).
+    pub(crate) console: Option<ConsoleSignIn>,
+}
+
+/// What a console sign-in learned on its way.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct ConsoleSignIn {
+    /// The person, once password (and key, where needed) passed.
+    pub(crate) user: Option<String>,
+    /// `password` or `password+webauthn`.
+    pub(crate) provider: &'static str,
 }
 
 /// Logins in progress and the tokens they gave.

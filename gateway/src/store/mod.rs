@@ -10,6 +10,7 @@
 //! beside the daemon.
 
 mod audit;
+mod console;
 mod keys;
 mod secrets;
 mod sessions;
@@ -23,6 +24,7 @@ use rusqlite::Connection;
 use wardengate_recorder::audit::Checkpoint;
 
 pub use audit::{audit_hash, AuditQuery, AuditRow};
+pub use console::ConsoleSessionRow;
 pub use keys::SecurityKeyRow;
 pub use secrets::{HostKey, VaultEntry};
 pub use sessions::{SessionQuery, SessionRecord};
@@ -75,6 +77,15 @@ pub trait Store: Send + Sync {
     /// Remove `user`'s key `id`, or all of theirs; how many went.
     async fn key_remove(&self, user: &str, id: Option<&str>) -> Result<usize>;
 
+    /// Add a console session, or replace it (its idle expiry moved).
+    async fn console_put(&self, s: ConsoleSessionRow) -> Result<()>;
+    /// The console session whose cookie secret hashes to `sid_hash`.
+    async fn console_get(&self, sid_hash: &str) -> Result<Option<ConsoleSessionRow>>;
+    /// `username`'s console sessions, or everyone's, oldest first.
+    async fn console_list(&self, username: Option<&str>) -> Result<Vec<ConsoleSessionRow>>;
+    /// Remove these console sessions; how many went.
+    async fn console_remove(&self, ids: Vec<String>) -> Result<usize>;
+
     /// Wait until everything queued so far is written.
     async fn flush(&self) -> Result<()>;
 }
@@ -120,6 +131,12 @@ CREATE TABLE IF NOT EXISTS security_keys (
   aaguid TEXT, key TEXT NOT NULL, counter INTEGER NOT NULL, created_ms INTEGER NOT NULL,
   last_used_ms INTEGER);
 CREATE INDEX IF NOT EXISTS security_keys_user ON security_keys(user);
+CREATE TABLE IF NOT EXISTS console_sessions (
+  id TEXT PRIMARY KEY, sid_hash TEXT NOT NULL UNIQUE, username TEXT NOT NULL,
+  provider TEXT NOT NULL, csrf TEXT NOT NULL, created_ms INTEGER NOT NULL,
+  idle_expires_ms INTEGER, lifespan_expires_ms INTEGER, source TEXT NOT NULL,
+  user_agent TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS console_sessions_user ON console_sessions(username);
 CREATE TABLE IF NOT EXISTS vault (
   ref TEXT PRIMARY KEY, kind TEXT NOT NULL, nonce BLOB NOT NULL, ciphertext BLOB NOT NULL,
   updated_ms INTEGER NOT NULL);

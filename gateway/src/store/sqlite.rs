@@ -9,8 +9,8 @@ use async_trait::async_trait;
 use wardengate_recorder::audit::Checkpoint;
 
 use super::{
-    AuditEntry, AuditQuery, AuditRow, Db, HostKey, SecurityKeyRow, SessionQuery, SessionRecord,
-    Store, VaultEntry,
+    AuditEntry, AuditQuery, AuditRow, ConsoleSessionRow, Db, HostKey, SecurityKeyRow, SessionQuery,
+    SessionRecord, Store, VaultEntry,
 };
 
 type Job = Box<dyn FnOnce(&Db) + Send>;
@@ -180,6 +180,24 @@ impl Store for Sqlite {
         let (user, id) = (user.to_owned(), id.map(str::to_owned));
         self.call(move |db| db.key_remove(&user, id.as_deref()))
             .await
+    }
+
+    async fn console_put(&self, s: ConsoleSessionRow) -> Result<()> {
+        self.call(move |db| db.console_put(&s)).await
+    }
+
+    async fn console_get(&self, sid_hash: &str) -> Result<Option<ConsoleSessionRow>> {
+        let h = sid_hash.to_owned();
+        self.call(move |db| db.console_get(&h)).await
+    }
+
+    async fn console_list(&self, username: Option<&str>) -> Result<Vec<ConsoleSessionRow>> {
+        let u = username.map(str::to_owned);
+        self.call(move |db| db.console_list(u.as_deref())).await
+    }
+
+    async fn console_remove(&self, ids: Vec<String>) -> Result<usize> {
+        self.call(move |db| db.console_remove(&ids)).await
     }
 
     async fn flush(&self) -> Result<()> {

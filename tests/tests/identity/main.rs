@@ -3,6 +3,7 @@
 //! for the step-up prompt, psql for a protocol that cannot prompt, `wgctl` for the links.
 
 mod approvals;
+mod console;
 mod keys;
 mod operators;
 

@@ -1,12 +1,13 @@
-//! Human-readable output of wgctl.
+//! Sessions, approvals, keys, the audit and recordings as people read them: wgctl prints this
+//! text, and the console shows the same (a session's detail panel is `wgctl session show`).
 
 use std::fmt::Write;
 use std::time::SystemTime;
 
+use crate as api;
 use serde_json::Value;
-use wardengate_api as api;
 
-use wardengate_recorder::time::human_secs as short;
+use crate::time::human_secs as short;
 
 /// How long the session has run (or ran): a session of 250 ms shows as `250ms`, not `0ms`.
 fn age(s: &api::Session) -> String {
@@ -19,16 +20,16 @@ fn age(s: &api::Session) -> String {
     let d = start
         .and_then(|st| end.duration_since(st).ok())
         .unwrap_or_default();
-    wardengate_recorder::time::human(d)
+    crate::time::human(d)
 }
 
 /// Widest column a table prints (a longer value is cut with `…`); the last column gets more.
-pub(crate) const MAX_COLUMN: usize = 48;
+pub const MAX_COLUMN: usize = 48;
 const MAX_LAST_COLUMN: usize = 400;
 
 /// A table: every cell made inert (escapes for control characters) and cut to its column's
 /// maximum, columns padded by hand (no format width, so no width is ever out of range).
-pub(crate) fn render(rows: &[Vec<String>]) -> String {
+pub fn render(rows: &[Vec<String>]) -> String {
     use api::text::{fit, inert, width};
     let cols = rows.first().map(Vec::len).unwrap_or(0);
     let cells: Vec<Vec<String>> = rows
@@ -238,7 +239,7 @@ fn mfa_line(s: &api::Session) -> String {
         "{} ({}, {} before start)",
         m["method"].as_str().unwrap_or("?"),
         m["key"].as_str().unwrap_or("?"),
-        wardengate_recorder::time::clock(std::time::Duration::from_millis(before), false)
+        crate::time::clock(std::time::Duration::from_millis(before), false)
     )
 }
 
@@ -267,6 +268,42 @@ pub fn approvals(list: &[api::ApprovalRequest]) -> String {
             format!("{yes}/{}", r.required),
             r.approvers.join(","),
             since(r.created_ms),
+        ]);
+    }
+    render(&rows)
+}
+
+/// `wgctl console-session list`.
+pub fn console_sessions(list: &[api::ConsoleSession]) -> String {
+    if list.is_empty() {
+        return "no console sessions\n".into();
+    }
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    let left = |t: Option<u64>| match t {
+        Some(t) => short(t.saturating_sub(now) / 1000),
+        None => "off".into(),
+    };
+    let mut rows = vec![vec![
+        "ID".to_string(),
+        "USER".into(),
+        "PROVIDER".into(),
+        "SOURCE".into(),
+        "AGE".into(),
+        "IDLE LEFT".into(),
+        "LIFESPAN LEFT".into(),
+    ]];
+    for s in list {
+        rows.push(vec![
+            s.id.clone(),
+            s.username.clone(),
+            s.provider.clone(),
+            s.source.clone(),
+            since(s.created_ms),
+            left(s.idle_expires_ms),
+            left(s.lifespan_expires_ms),
         ]);
     }
     render(&rows)
@@ -453,7 +490,7 @@ fn since(ms: u64) -> String {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(ms);
-    wardengate_recorder::time::clock(
+    crate::time::clock(
         std::time::Duration::from_millis(now.saturating_sub(ms)),
         false,
     )

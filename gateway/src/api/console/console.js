@@ -1,0 +1,255 @@
+// Wardengate console: the sessions view. A live stream (server-sent events) redraws the table
+// and the Live strip whenever what they show changes; a row opens the detail that
+// `wgctl session show` prints, with the actions the operator may take. Every change carries the
+// console session's CSRF token; buttons the operator may not use are not shown (and the API
+// refuses them anyway). Nothing from the gateway is ever parsed as HTML.
+"use strict";
+(function () {
+  const $ = (id) => document.getElementById(id);
+  const el = (tag, attrs, ...kids) => {
+    const e = document.createElement(tag);
+    for (const [k, v] of Object.entries(attrs || {})) {
+      if (k === "class") e.className = v; else if (k.startsWith("data-")) e.setAttribute(k, v);
+      else e[k] = v;
+    }
+    for (const k of kids) e.append(k);
+    return e;
+  };
+  let me = null;
+  let source = null;
+  let last = null;
+  const open = new Set();
+  const details = new Map();
+  const may = (p) => me && me.can.includes(p);
+  const liveStates = ["active", "approved", "paused", "awaiting_approval"];
+
+  async function api(method, path, body) {
+    const r = await fetch(path, { method, credentials: "same-origin",
+      headers: { "content-type": "application/json", "x-csrf-token": me ? me.csrf : "" },
+      body: body === undefined ? undefined : JSON.stringify(body) });
+    if (r.status === 401) { location.replace("/console/login"); throw new Error("signed out"); }
+    const text = await r.text();
+    let v = null;
+    try { v = JSON.parse(text); } catch (_) { v = text; }
+    if (!r.ok) throw new Error((v && v.error) || ("the gateway answered " + r.status));
+    return v;
+  }
+
+  function human(secs) {
+    if (secs < 120) return secs + "s";
+    if (secs < 7200) return Math.floor(secs / 60) + "m";
+    if (secs < 172800) return Math.floor(secs / 3600) + "h " + Math.floor((secs % 3600) / 60) + "m";
+    return Math.floor(secs / 86400) + "d";
+  }
+  function bytes(n) {
+    if (n < 1024) return n + " B";
+    if (n < 1048576) return (n / 1024).toFixed(1) + " KiB";
+    return (n / 1048576).toFixed(1) + " MiB";
+  }
+  function age(s) {
+    const start = Date.parse(s.started_at);
+    const end = s.ended_at ? Date.parse(s.ended_at) : Date.now();
+    return isNaN(start) ? "" : human(Math.max(0, Math.round((end - start) / 1000)));
+  }
+
+  function params() {
+    const q = new URLSearchParams();
+    for (const f of new FormData($("filters"))) {
+      const [k, v] = f;
+      if (v && k !== "policy") q.set(k, String(v).trim());
+    }
+    return q;
+  }
+
+  function connect() {
+    if (source) source.close();
+    const q = params();
+    history.replaceState(null, "", "/console" + (q.toString() ? "#" + q.toString() : ""));
+    source = new EventSource("/api/v1/console/events?" + q.toString());
+    $("conn").dataset.state = "connecting";
+    $("conn").textContent = "connecting";
+    source.addEventListener("open", () => { $("conn").dataset.state = "live"; $("conn").textContent = "live"; });
+    source.addEventListener("error", () => { $("conn").dataset.state = "down"; $("conn").textContent = "reconnecting"; });
+    source.addEventListener("signed_out", () => { source.close(); location.replace("/console/login"); });
+    source.addEventListener("sessions", (ev) => {
+      last = JSON.parse(ev.data);
+      draw();
+    });
+    updateBulk();
+  }
+
+  function visible() {
+    if (!last) return [];
+    const policy = $("f-policy").value.trim();
+    return last.list.sessions.filter((s) => !policy || s.policy === policy);
+  }
+
+  function draw() {
+    const st = last.strip;
+    $("s-active").textContent = st.active;
+    $("s-awaiting").textContent = st.awaiting_approval;
+    $("s-idle").textContent = st.idle_10m;
+    $("s-shadowed").textContent = st.shadowed;
+    const rows = visible();
+    const body = $("sessions").tBodies[0];
+    const kids = [];
+    for (const s of rows) {
+      const tr = el("tr", { class: "row", tabIndex: 0, "data-id": s.id, "data-state": s.state },
+        el("td", { class: "mono" }, s.id),
+        el("td", {}, el("span", { class: "badge", "data-state": s.state }, s.state.replace("_", " "))),
+        el("td", {}, s.protocol),
+        el("td", {}, s.actor),
+        el("td", {}, s.target + (s.account ? " (" + s.account + ")" : "")),
+        el("td", {}, s.policy || ""),
+        el("td", { class: "num" }, age(s)),
+        el("td", { class: "num" }, liveStates.includes(s.state) ? human(s.idle_secs) : ""),
+        el("td", { class: "num" }, bytes(s.bytes_in) + " / " + bytes(s.bytes_out)));
+      if (s.observers && s.observers.length) tr.classList.add("shadowed");
+      tr.setAttribute("aria-expanded", open.has(s.id) ? "true" : "false");
+      tr.addEventListener("click", () => toggle(s.id));
+      tr.addEventListener("keydown", (e) => {
+        if (e.key === "Enter" || e.key === " ") { e.preventDefault(); toggle(s.id); }
+      });
+      kids.push(tr);
+      if (open.has(s.id)) kids.push(detailRow(s));
+    }
+    body.replaceChildren(...kids);
+    $("empty").hidden = rows.length > 0;
+    const more = last.list.more ? " (" + last.list.more + " more not shown)" : "";
+    $("count").textContent = rows.length + " shown" + more;
+    updateBulk();
+  }
+
+  function detailRow(s) {
+    const pre = el("pre", { class: "detail" });
+    const known = details.get(s.id);
+    pre.textContent = known && known.state === s.state ? known.text : "loading…";
+    if (!known || known.state !== s.state || known.idle !== s.idle_secs) {
+      api("GET", "/api/v1/sessions/" + encodeURIComponent(s.id) + "?format=text").then((t) => {
+        details.set(s.id, { state: s.state, idle: s.idle_secs, text: t });
+        pre.textContent = t;
+      }).catch((e) => { pre.textContent = e.message; });
+    }
+    const actions = el("div", { class: "actions" });
+    const live = liveStates.includes(s.state);
+    if (live && may("session.handoff")) {
+      actions.append(el("button", { class: "ghost", onclick: () => handoff(s) }, "Handoff…"));
+    }
+    if (live && may("session.terminate")) {
+      actions.append(el("button", { class: "danger", onclick: () => terminate(s) }, "Terminate…"));
+    }
+    const td = el("td", { colSpan: 9 }, pre, actions);
+    return el("tr", { class: "expanded" }, td);
+  }
+
+  function toggle(id) {
+    if (open.has(id)) open.delete(id); else open.add(id);
+    if (last) draw();
+  }
+
+  // The reason dialog: resolves with {reason, to} or null when cancelled.
+  function ask(title, text, okLabel, withTo) {
+    const d = $("ask");
+    $("ask-title").textContent = title;
+    $("ask-text").textContent = text;
+    $("ask-ok").textContent = okLabel;
+    $("ask-to").hidden = $("ask-to-label").hidden = !withTo;
+    $("ask-to").required = !!withTo;
+    $("ask-to").value = "";
+    $("ask-reason").value = "";
+    d.showModal();
+    (withTo ? $("ask-to") : $("ask-reason")).focus();
+    return new Promise((resolve) => {
+      d.addEventListener("close", () => {
+        resolve(d.returnValue === "ok" && $("ask-reason").value.trim()
+          ? { reason: $("ask-reason").value.trim(), to: $("ask-to").value.trim() } : null);
+      }, { once: true });
+    });
+  }
+
+  async function terminate(s) {
+    const a = await ask("Terminate " + s.id, s.actor + " on " + s.target +
+      ": the connection ends now and they see the reason.", "Terminate", false);
+    if (!a) return;
+    try {
+      await api("POST", "/api/v1/sessions/" + encodeURIComponent(s.id) + "/terminate", { reason: a.reason });
+    } catch (e) { alert(e.message); }
+  }
+
+  async function handoff(s) {
+    const a = await ask("Hand off " + s.id, "Offer " + s.actor + "'s session on " + s.target +
+      " to another person; it moves when they accept.", "Offer", true);
+    if (!a) return;
+    try {
+      await api("POST", "/api/v1/sessions/" + encodeURIComponent(s.id) + "/handoff", { to: a.to, reason: a.reason });
+    } catch (e) { alert(e.message); }
+  }
+
+  function selectors() {
+    const q = params();
+    const sel = {};
+    for (const k of ["actor", "target_tag", "protocol"]) if (q.get(k)) sel[k] = q.get(k);
+    return sel;
+  }
+  function updateBulk() {
+    const sel = selectors();
+    const n = visible().filter((s) => ["active", "paused"].includes(s.state)).length;
+    $("bulk").hidden = !may("session.terminate") || Object.keys(sel).length === 0;
+    $("bulk-terminate").textContent = "Terminate " + n + " matching…";
+    $("bulk-terminate").disabled = n === 0;
+  }
+  async function bulkTerminate() {
+    const sel = selectors();
+    const n = visible().filter((s) => ["active", "paused"].includes(s.state)).length;
+    const what = Object.entries(sel).map(([k, v]) => k + "=" + v).join(", ");
+    const a = await ask("Terminate " + n + " sessions", "Every live session matching " + what +
+      " ends now.", "Terminate " + n, false);
+    if (!a) return;
+    try {
+      await api("POST", "/api/v1/sessions/terminate", Object.assign({ reason: a.reason }, sel));
+    } catch (e) { alert(e.message); }
+  }
+
+  async function start() {
+    try {
+      me = await api("GET", "/api/v1/console/me");
+    } catch (_) { return; }
+    $("who").textContent = me.user;
+    $("gateway").textContent = me.gateway;
+    // Filters come back from the address (a shared or reloaded view).
+    const q = new URLSearchParams(location.hash.slice(1));
+    for (const [k, v] of q) {
+      const f = $("filters").elements.namedItem(k);
+      if (f && f.type === "checkbox") f.checked = v === "true"; else if (f) f.value = v;
+    }
+    if (!may("session.read")) {
+      $("count").textContent = "You may not read sessions (session.read).";
+      return;
+    }
+    connect();
+  }
+
+  let typing = null;
+  $("filters").addEventListener("input", (e) => {
+    clearTimeout(typing);
+    if (e.target.name === "policy") { if (last) draw(); return; }
+    typing = setTimeout(connect, 250);
+  });
+  $("filters").addEventListener("reset", () => setTimeout(connect, 0));
+  $("filters").addEventListener("submit", (e) => e.preventDefault());
+  for (const t of document.querySelectorAll(".tile")) {
+    t.addEventListener("click", () => {
+      $("filters").reset();
+      const [k, v] = t.dataset.filter.split("=");
+      const f = $("filters").elements.namedItem(k);
+      if (f && f.type === "checkbox") f.checked = true; else if (f) f.value = v;
+      setTimeout(connect, 0);
+    });
+  }
+  $("bulk-terminate").addEventListener("click", bulkTerminate);
+  $("signout").addEventListener("click", async () => {
+    try { await api("POST", "/api/v1/console/logout"); } catch (_) { /* signed out either way */ }
+    location.replace("/console/login");
+  });
+  start();
+})();

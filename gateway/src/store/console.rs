@@ -1,0 +1,166 @@
+//! The operator console's sign-in sessions (Kibana's model): the server-side half of each one.
+//! The browser holds the other half, an encrypted cookie whose secret hashes to `sid_hash`;
+//! either missing means signed out.
+
+use anyhow::Result;
+use rusqlite::params;
+
+use super::Db;
+
+/// One console session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsoleSessionRow {
+    /// `cs_…`, the id operators see and invalidate by.
+    pub id: String,
+    /// sha256 (hex) of the secret in the person's cookie.
+    pub sid_hash: String,
+    pub username: String,
+    /// How the person proved who they are: `password` or `password+webauthn`.
+    pub provider: String,
+    /// The token each state-changing request carries in `X-CSRF-Token`.
+    pub csrf: String,
+    pub created_ms: u64,
+    /// Signed out when no request came before this (`idle_timeout`; `None`: off).
+    pub idle_expires_ms: Option<u64>,
+    /// Signed out at this time whatever happens (`lifespan`; `None`: off).
+    pub lifespan_expires_ms: Option<u64>,
+    /// Where the person signed in from, and with what browser (capped).
+    pub source: String,
+    pub user_agent: String,
+}
+
+impl ConsoleSessionRow {
+    /// Over: idle or lifespan passed.
+    pub fn expired(&self, now: u64) -> Option<&'static str> {
+        if self.lifespan_expires_ms.is_some_and(|t| t <= now) {
+            Some("lifespan")
+        } else if self.idle_expires_ms.is_some_and(|t| t <= now) {
+            Some("idle_timeout")
+        } else {
+            None
+        }
+    }
+}
+
+const COLS: &str = "id, sid_hash, username, provider, csrf, created_ms, idle_expires_ms, \
+                    lifespan_expires_ms, source, user_agent";
+
+fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ConsoleSessionRow> {
+    Ok(ConsoleSessionRow {
+        id: r.get(0)?,
+        sid_hash: r.get(1)?,
+        username: r.get(2)?,
+        provider: r.get(3)?,
+        csrf: r.get(4)?,
+        created_ms: r.get::<_, i64>(5)? as u64,
+        idle_expires_ms: r.get::<_, Option<i64>>(6)?.map(|v| v as u64),
+        lifespan_expires_ms: r.get::<_, Option<i64>>(7)?.map(|v| v as u64),
+        source: r.get(8)?,
+        user_agent: r.get(9)?,
+    })
+}
+
+impl Db {
+    /// Add a console session, or replace it (same id: its idle expiry moved).
+    pub fn console_put(&self, s: &ConsoleSessionRow) -> Result<()> {
+        self.conn.execute(
+            &format!("INSERT OR REPLACE INTO console_sessions ({COLS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10)"),
+            params![
+                s.id,
+                s.sid_hash,
+                s.username,
+                s.provider,
+                s.csrf,
+                s.created_ms as i64,
+                s.idle_expires_ms.map(|v| v as i64),
+                s.lifespan_expires_ms.map(|v| v as i64),
+                s.source,
+                s.user_agent
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// The session whose cookie secret hashes to `sid_hash`.
+    pub fn console_get(&self, sid_hash: &str) -> Result<Option<ConsoleSessionRow>> {
+        let mut stmt = self.conn.prepare(&format!(
+            "SELECT {COLS} FROM console_sessions WHERE sid_hash = ?1"
+        ))?;
+        let mut rows = stmt.query_map([sid_hash], row)?;
+        Ok(rows.next().transpose()?)
+    }
+
+    /// `username`'s sessions (everyone's with `None`), oldest first.
+    pub fn console_list(&self, username: Option<&str>) -> Result<Vec<ConsoleSessionRow>> {
+        let mut stmt = self.conn.prepare(&format!(
+            "SELECT {COLS} FROM console_sessions WHERE ?1 IS NULL OR username = ?1 \
+             ORDER BY created_ms, id"
+        ))?;
+        let rows = stmt.query_map([username], row)?;
+        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+    }
+
+    /// Remove these sessions; how many went.
+    pub fn console_remove(&self, ids: &[String]) -> Result<usize> {
+        let mut n = 0;
+        for id in ids {
+            n += self
+                .conn
+                .execute("DELETE FROM console_sessions WHERE id = ?1", [id])?;
+        }
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn session(id: &str, user: &str, created: u64) -> ConsoleSessionRow {
+        ConsoleSessionRow {
+            id: id.into(),
+            sid_hash: format!("hash-{id}"),
+            username: user.into(),
+            provider: "password+webauthn".into(),
+            csrf: "c".into(),
+            created_ms: created,
+            idle_expires_ms: Some(created + 100),
+            lifespan_expires_ms: None,
+            source: "127.0.0.1".into(),
+            user_agent: "test".into(),
+        }
+    }
+
+    #[test]
+    fn console_sessions_are_kept_found_by_hash_and_removed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = Db::open(&dir.path().join("db.sqlite")).expect("db");
+        db.console_put(&session("cs_b", "alice", 20)).expect("put");
+        db.console_put(&session("cs_a", "alice", 10)).expect("put");
+        db.console_put(&session("cs_c", "bob", 30)).expect("put");
+        let mut moved = session("cs_a", "alice", 10);
+        moved.idle_expires_ms = Some(500);
+        db.console_put(&moved).expect("slide");
+        let alice = db.console_list(Some("alice")).expect("list");
+        assert_eq!(
+            alice.iter().map(|s| s.id.as_str()).collect::<Vec<_>>(),
+            ["cs_a", "cs_b"]
+        );
+        assert_eq!(alice[0].idle_expires_ms, Some(500));
+        assert_eq!(
+            db.console_get("hash-cs_c")
+                .expect("get")
+                .map(|s| s.username),
+            Some("bob".into())
+        );
+        assert_eq!(db.console_get("nope").expect("get"), None);
+        assert_eq!(
+            db.console_remove(&["cs_a".into(), "cs_x".into()])
+                .expect("rm"),
+            1
+        );
+        assert_eq!(db.console_list(None).expect("all").len(), 2);
+        assert_eq!(moved.expired(499), None);
+        assert_eq!(moved.expired(500), Some("idle_timeout"));
+    }
+}
