@@ -51,8 +51,9 @@ pub(super) fn routes() -> Router<ApiState> {
         .route("/api/v1/console-sessions/_invalidate", post(invalidate))
 }
 
-/// The console's CSP: scripts, styles and calls to this origin only, nothing framed.
-const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+/// The console's CSP: scripts and calls to this origin only, nothing framed. Inline style is
+/// allowed (xterm.js sizes its rows with a style element); inline script never.
+const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; \
                    connect-src 'self'; form-action 'none'; base-uri 'none'; frame-ancestors 'none'";
 
 fn page(html: &'static str) -> Response {
@@ -98,6 +99,22 @@ const ASSETS: &[(&str, &str, &str)] = &[
         "webauthn.js",
         "text/javascript; charset=utf-8",
         include_str!("console/webauthn.js"),
+    ),
+    // xterm.js, pinned and vendored with its licence by scripts/vendor-xterm.
+    (
+        "xterm.js",
+        "text/javascript; charset=utf-8",
+        include_str!("console/vendor/xterm.js"),
+    ),
+    (
+        "xterm.css",
+        "text/css; charset=utf-8",
+        include_str!("console/vendor/xterm.css"),
+    ),
+    (
+        "xterm.LICENSE",
+        "text/plain; charset=utf-8",
+        include_str!("console/vendor/xterm.LICENSE"),
     ),
 ];
 

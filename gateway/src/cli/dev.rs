@@ -290,6 +290,15 @@ groups = ["sre"]
 public_keys = [{dan_pub}]
 api_token_sha256 = "{dan_token}"
 
+# The on-call operator of the demo: signs in to the console (/console) with the demo
+# password (and a security key once she enrols one).
+[[users]]
+name = "olga"
+groups = ["soc"]
+public_keys = []
+password_hash = {hash}
+operator = true
+
 [[targets]]
 name = "web-01.dev"
 address = "{addr}"
@@ -415,6 +424,7 @@ accounts = [{{ name = "bob", secret = "win-dc01.dev/bob" }}]
              demo target    web-01.dev = OpenSSH sshd on {target}, account '{account}' (its key is only in the vault)\n  \
              demo target    billing-ro.dev = demo postgres on {pg_target}, account 'billing_ro' (its password is only in the vault)\n  \
              demo target    win-dc01.dev = FreeRDP shadow server on Xvfb display {display} at {desktop}, account 'bob' (password only in the vault)\n\n\
+             Operator console: http://localhost:{api_port}/console (sign in as olga, password {password})\n\n\
              Connect as alice (key, or password {password}):\n    \
              ssh -i {d}/alice_ed25519 -p {sp} alice:web-01.dev@127.0.0.1\n\n\
              Copy files (scp, sftp and rsync read ':' as host:path, so use '#' to upload, and for\n  \
@@ -461,6 +471,7 @@ accounts = [{{ name = "bob", secret = "win-dc01.dev/bob" }}]
             },
             ssh = l.ssh,
             api = l.api,
+            api_port = l.api.port(),
             target = sshd.address(),
             sp = l.ssh.port(),
             pg_target = cluster.address(),

@@ -338,12 +338,30 @@ fn an_operator_signs_in_with_a_key_watches_a_live_ssh_session_and_terminates_it(
         .unwrap_or_default()
         .to_string();
     assert!(text.starts_with(&first), "page: {text}\nwgctl: {first}");
+
+    // Shadow: the terminal in the page (xterm.js) shows what alice types, and she is told.
+    c.eval("Array.from(document.querySelectorAll('.actions button')).find((b) => b.textContent === 'Shadow').click()");
+    c.eval_until(
+        "(document.querySelector('.shadow-status') || {}).textContent || ''",
+        T,
+        |v| v.as_str().is_some_and(|t| t.starts_with("Watching alice")),
+    );
+    tmux.line("ssh", "echo shadow-$((6*7))");
+    c.eval_until(
+        "(document.querySelector('.shadow .xterm-rows') || {}).textContent || ''",
+        T,
+        |v| v.as_str().is_some_and(|t| t.contains("shadow-42")),
+    );
+    let attach = gw.wait_audit("session.shadow.attach", T);
+    assert_eq!(attach["actor"], "alice", "{attach}");
     if let Some(dir) = std::env::var_os("WARDENGATE_SCREENSHOTS") {
         let _ = std::fs::write(
             std::path::Path::new(&dir).join("console-sessions.png"),
             c.screenshot(),
         );
     }
+    c.eval("Array.from(document.querySelectorAll('.actions button')).find((b) => b.textContent === 'Stop shadowing').click()");
+    gw.wait_audit("session.shadow.detach", T);
 
     // Terminate asks for a reason, and alice's ssh prints it.
     c.eval("Array.from(document.querySelectorAll('.actions button')).find((b) => b.textContent.startsWith('Terminate')).click()");

@@ -20,6 +20,8 @@
   let last = null;
   const open = new Set();
   const details = new Map();
+  // Shadows being watched, by session: their panel (kept across redraws) and how to stop.
+  const shadows = new Map();
   const may = (p) => me && me.can.includes(p);
   const liveStates = ["active", "approved", "paused", "awaiting_approval"];
 
@@ -121,7 +123,7 @@
   }
 
   function detailRow(s) {
-    const pre = el("pre", { class: "detail" });
+    const pre = el("pre", { class: shadows.has(s.id) ? "detail short" : "detail" });
     const known = details.get(s.id);
     pre.textContent = known && known.state === s.state ? known.text : "loading…";
     if (!known || known.state !== s.state || known.idle !== s.idle_secs) {
@@ -132,18 +134,109 @@
     }
     const actions = el("div", { class: "actions" });
     const live = liveStates.includes(s.state);
+    const watching = shadows.get(s.id);
+    if (watching) {
+      actions.append(el("button", { class: "ghost", onclick: () => stopShadow(s.id) }, "Stop shadowing"));
+    } else if (live && may("session.shadow")) {
+      actions.append(el("button", { class: "ghost", onclick: () => shadow(s) }, "Shadow"));
+    }
     if (live && may("session.handoff")) {
       actions.append(el("button", { class: "ghost", onclick: () => handoff(s) }, "Handoff…"));
     }
     if (live && may("session.terminate")) {
       actions.append(el("button", { class: "danger", onclick: () => terminate(s) }, "Terminate…"));
     }
-    const td = el("td", { colSpan: 9 }, pre, actions);
+    const td = el("td", { colSpan: 9 }, pre);
+    if (watching) td.append(watching.panel);
+    td.append(actions);
     return el("tr", { class: "expanded" }, td);
   }
 
+  // Watch a session from the same shadow stream `wgctl session shadow` reads: a terminal
+  // (xterm.js) for SSH, the query log for PostgreSQL; a desktop opens the gateway's viewer.
+  async function shadow(s) {
+    if (s.protocol === "rdp") {
+      try {
+        const l = await api("POST", "/api/v1/sessions/" + encodeURIComponent(s.id) + "/shadow/browser");
+        window.open(l.url, "_blank", "noopener");
+      } catch (e) { alert(e.message); }
+      return;
+    }
+    const status = el("div", { class: "shadow-status" }, "attaching…");
+    const screen = el("div", { class: s.protocol === "ssh" ? "term" : "querylog" });
+    const panel = el("div", { class: "shadow", "data-session": s.id }, status, screen);
+    const abort = new AbortController();
+    const w = { panel, abort, term: null, status };
+    shadows.set(s.id, w);
+    open.add(s.id);
+    if (last) draw();
+    if (s.protocol === "ssh") {
+      w.term = new Terminal({ convertEol: false, disableStdin: true, cursorBlink: false,
+        fontSize: 13, cols: 100, rows: 30, theme: { background: "#0d0f12" } });
+      w.term.open(screen);
+    }
+    const bytes = (b64) => Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+    const handle = (ev) => {
+      switch (ev.type) {
+        case "attached":
+          status.textContent = "Watching " + ev.actor + " on " + ev.target + " (" + ev.banner +
+            ", from " + ev.at + ")";
+          break;
+        case "screen":
+          if (w.term) { w.term.reset(); w.term.resize(ev.cols, ev.rows); w.term.write(bytes(ev.data)); }
+          break;
+        case "output":
+          if (w.term) w.term.write(bytes(ev.data));
+          break;
+        case "line":
+          screen.append(el("div", {}, ev.text));
+          screen.scrollTop = screen.scrollHeight;
+          break;
+        case "notice":
+          status.textContent = ev.text;
+          break;
+        case "end":
+          status.textContent = "Session over: " + ev.reason;
+          break;
+      }
+    };
+    try {
+      const r = await fetch("/api/v1/sessions/" + encodeURIComponent(s.id) + "/shadow",
+        { credentials: "same-origin", signal: abort.signal });
+      if (!r.ok) {
+        const v = await r.json().catch(() => ({}));
+        throw new Error(v.error || ("the gateway answered " + r.status));
+      }
+      const reader = r.body.getReader();
+      const text = new TextDecoder();
+      let buf = "";
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        buf += text.decode(value, { stream: true });
+        let nl;
+        while ((nl = buf.indexOf("\n")) >= 0) {
+          const lineText = buf.slice(0, nl);
+          buf = buf.slice(nl + 1);
+          if (lineText.trim()) handle(JSON.parse(lineText));
+        }
+      }
+    } catch (e) {
+      if (e.name !== "AbortError") status.textContent = e.message;
+    }
+  }
+
+  function stopShadow(id) {
+    const w = shadows.get(id);
+    if (!w) return;
+    w.abort.abort();
+    if (w.term) w.term.dispose();
+    shadows.delete(id);
+    if (last) draw();
+  }
+
   function toggle(id) {
-    if (open.has(id)) open.delete(id); else open.add(id);
+    if (open.has(id)) { open.delete(id); stopShadow(id); } else open.add(id);
     if (last) draw();
   }
 
