@@ -93,3 +93,27 @@ pub struct ConsoleInvalidateRequest {
 pub struct ConsoleInvalidated {
     pub total: usize,
 }
+
+/// One moment of a session's timeline: an audit event about it (policy decision, security-key
+/// challenge, approvals, shadow attach and detach, handoff, terminate, the recording sealed) or
+/// a marker its recording holds (idle warnings, pauses, the end).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct TimelineEntry {
+    pub at_ms: u64,
+    /// Time into the session, `HH:MM:SS`.
+    pub offset: String,
+    /// `audit` or `recording`.
+    pub source: String,
+    pub kind: String,
+    pub actor: Option<String>,
+    /// One line for people.
+    pub text: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Timeline {
+    pub session: String,
+    pub entries: Vec<TimelineEntry>,
+}

@@ -21,6 +21,7 @@ mod replay;
 mod sessions;
 mod state;
 mod tickets;
+mod timeline;
 
 use axum::extract::State;
 use axum::http::{header, StatusCode};
@@ -46,6 +47,7 @@ pub fn router(state: ApiState) -> Router {
         .merge(login::user_routes())
         .merge(console::user_routes())
         .merge(console::routes())
+        .merge(timeline::routes())
         .merge(sessions::routes())
         .merge(live::routes())
         .merge(browser::routes())

@@ -11,6 +11,7 @@ use wardengate_api as api;
 
 use super::{
     approvals, audit, browser, console, live, login, mfa, policy, recordings, replay, sessions,
+    timeline,
 };
 
 #[derive(OpenApi)]
@@ -72,6 +73,7 @@ use super::{
         console::events,
         console::list,
         console::invalidate,
+        timeline::timeline,
     ),
     components(schemas(api::SessionState, api::Protocol)),
     modifiers(&BearerToken),
@@ -139,6 +141,7 @@ mod tests {
             include_str!("approvals.rs"),
             include_str!("login.rs"),
             include_str!("console.rs"),
+            include_str!("timeline.rs"),
         ];
         // Pages for a browser, not API endpoints (they serve HTML behind a one-time ticket).
         let pages = [

@@ -33,7 +33,7 @@ pub fn needed(method: &Method, path: &str) -> Result<Option<Perm>, ()> {
         ("POST", "/api/v1/approvals/{id}/withdraw") => None,
         ("POST", "/api/v1/logout") => None,
         ("GET", "/api/v1/console/me") | ("POST", "/api/v1/console/logout") => None,
-        ("GET", "/api/v1/console/events") => Some(SessionRead),
+        ("GET", "/api/v1/console/events" | "/api/v1/sessions/{id}/timeline") => Some(SessionRead),
         ("GET", "/api/v1/console-sessions") => Some(UserAdmin),
         ("POST", "/api/v1/console-sessions/_invalidate") => Some(UserAdmin),
         ("POST", "/api/v1/approvals/{id}/approve" | "/api/v1/approvals/{id}/deny") => {

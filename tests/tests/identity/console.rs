@@ -384,6 +384,31 @@ fn an_operator_signs_in_with_a_key_watches_a_live_ssh_session_and_terminates_it(
         })
     });
 
+    // The timeline stitches the decision, the shadow and the terminate, from the audit and
+    // the recording's markers; the page shows it under the session.
+    let t = gw.get_json(&format!("/api/v1/sessions/{sid}/timeline"));
+    let kinds: Vec<&str> = t["entries"]
+        .as_array()
+        .expect("entries")
+        .iter()
+        .filter_map(|e| e["kind"].as_str())
+        .collect();
+    for k in [
+        "session.requested",
+        "session.approved",
+        "session.shadow.attach",
+        "session.shadow.detach",
+        "session.terminated",
+        "marker.terminated",
+    ] {
+        assert!(kinds.contains(&k), "{k} not in the timeline: {kinds:?}");
+    }
+    c.eval_until(
+        "Array.from(document.querySelectorAll('ol.timeline .k')).map((e) => e.textContent).join(' ')",
+        T,
+        |v| v.as_str().is_some_and(|t| t.contains("session.terminated")),
+    );
+
     // Signing out ends the record; the cookie alone no longer works.
     c.eval("document.getElementById('signout').click()");
     c.eval_until("location.pathname", T, |v| v == &json!("/console/login"));

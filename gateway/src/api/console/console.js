@@ -148,7 +148,7 @@
     }
     const td = el("td", { colSpan: 9 }, pre);
     if (watching) td.append(watching.panel);
-    td.append(actions);
+    td.append(timelineOf(s), actions);
     return el("tr", { class: "expanded" }, td);
   }
 
@@ -233,6 +233,26 @@
     if (w.term) w.term.dispose();
     shadows.delete(id);
     if (last) draw();
+  }
+
+  // The session's timeline (audit and recording markers), fetched again when its state moves.
+  const timelines = new Map();
+  function timelineOf(s) {
+    const box = el("ol", { class: "timeline", "aria-label": "Timeline" });
+    const fill = (t) => box.replaceChildren(...t.entries.map((e) =>
+      el("li", { "data-source": e.source },
+        el("span", { class: "t" }, e.offset),
+        el("span", { class: "k" }, e.kind),
+        el("span", { class: "x" }, (e.actor ? e.actor + ": " : "") + e.text))));
+    const known = timelines.get(s.id);
+    if (known) fill(known.t);
+    if (!known || known.state !== s.state || known.observers !== (s.observers || []).length) {
+      api("GET", "/api/v1/sessions/" + encodeURIComponent(s.id) + "/timeline").then((t) => {
+        timelines.set(s.id, { state: s.state, observers: (s.observers || []).length, t });
+        fill(t);
+      }).catch(() => {});
+    }
+    return box;
   }
 
   function toggle(id) {

@@ -1,0 +1,154 @@
+//! A session's timeline, stitched from the audit log and its recording's markers: what the
+//! console shows under a session, oldest first.
+
+use axum::extract::{Path, State};
+use axum::routing::get;
+use axum::{Extension, Json, Router};
+use serde_json::Value;
+use wardengate_api as api;
+
+use super::common::{internal, ApiError, Caller, SessionId};
+use super::state::ApiState;
+use crate::store::AuditQuery;
+
+/// Operators (`session.read`).
+pub(super) fn routes() -> Router<ApiState> {
+    Router::new().route("/api/v1/sessions/{id}/timeline", get(timeline))
+}
+
+/// Most audit events read for one session (and for each approval kind).
+const MAX_EVENTS: u32 = 2000;
+/// Approval events are logged under their request, not the session.
+const APPROVAL_KINDS: [&str; 4] = [
+    "approval.approved",
+    "approval.granted",
+    "approval.denied",
+    "approval.withdrawn",
+];
+/// The details worth a line, in this order.
+const SAID: [&str; 14] = [
+    "policy", "reason", "why", "by", "observer", "banner", "to", "request", "target", "status",
+    "message", "stage", "kind", "detail",
+];
+
+/// `key=value` of the details people look for.
+fn summary(kind: &str, detail: &Value) -> String {
+    let mut parts = Vec::new();
+    for k in SAID {
+        match detail.get(k) {
+            Some(Value::String(s)) if !s.is_empty() => parts.push(format!("{k}={s}")),
+            Some(Value::Bool(b)) => parts.push(format!("{k}={b}")),
+            Some(Value::Number(n)) => parts.push(format!("{k}={n}")),
+            _ => {}
+        }
+    }
+    let text = if parts.is_empty() {
+        kind.to_string()
+    } else {
+        parts.join(" ")
+    };
+    api::text::inert(&text, 300).into_owned()
+}
+
+/// A session's timeline: policy decision, MFA challenge, approvals, shadow attach and detach,
+/// handoff, idle warnings, the recording's seal, terminate; oldest first.
+#[utoipa::path(
+    get, operation_id = "session_timeline", path = "/api/v1/sessions/{id}/timeline", tag = "sessions",
+    params(SessionId),
+    responses((status = 200, body = api::Timeline), (status = 404, description = "unknown id", body = api::ApiError))
+)]
+async fn timeline(
+    State(st): State<ApiState>,
+    Extension(_caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> Result<Json<api::Timeline>, ApiError> {
+    let rec = st.gw.registry.record(&*st.gw.store, &id).await?;
+    let start = rec.started_ms;
+    let offset = |at: u64| {
+        wardengate_api::time::clock(std::time::Duration::from_millis(at.saturating_sub(start)), false)
+    };
+    let mut entries = Vec::new();
+    let (rows, _) = st
+        .gw
+        .store
+        .audit_list(AuditQuery {
+            kind: None,
+            session: Some(id.clone()),
+            before: None,
+            limit: MAX_EVENTS,
+        })
+        .await
+        .map_err(internal)?;
+    // The approval this session waited on or was admitted by.
+    let mut request = None;
+    for r in rows {
+        let detail: Value = serde_json::from_str(&r.detail).unwrap_or(Value::Null);
+        if let Some(q) = detail.get("request").and_then(Value::as_str) {
+            request = Some(q.to_string());
+        }
+        entries.push(api::TimelineEntry {
+            at_ms: r.at_ms,
+            offset: offset(r.at_ms),
+            source: "audit".into(),
+            text: summary(&r.kind, &detail),
+            kind: r.kind,
+            actor: r.actor,
+        });
+    }
+    if let Some(req) = request {
+        for kind in APPROVAL_KINDS {
+            let (rows, _) = st
+                .gw
+                .store
+                .audit_list(AuditQuery {
+                    kind: Some(kind.into()),
+                    session: None,
+                    before: None,
+                    limit: MAX_EVENTS,
+                })
+                .await
+                .map_err(internal)?;
+            for r in rows {
+                let detail: Value = serde_json::from_str(&r.detail).unwrap_or(Value::Null);
+                if detail.get("request").and_then(Value::as_str) == Some(req.as_str()) {
+                    entries.push(api::TimelineEntry {
+                        at_ms: r.at_ms,
+                        offset: offset(r.at_ms),
+                        source: "audit".into(),
+                        text: summary(&r.kind, &detail),
+                        kind: r.kind,
+                        actor: r.actor,
+                    });
+                }
+            }
+        }
+    }
+    // The recording's markers (read off the runtime; a recording being written is read as far
+    // as it goes).
+    let dir = st.gw.recordings.path(&id);
+    if dir.is_dir() {
+        let read = tokio::task::spawn_blocking(move || wardengate_recorder::read(&dir))
+            .await
+            .map_err(internal)?;
+        if let Ok(recording) = read {
+            for ev in recording.events {
+                if let wardengate_recorder::EventKind::Marker { kind, detail } = ev.kind {
+                    let at = start + ev.t_us / 1000;
+                    entries.push(api::TimelineEntry {
+                        at_ms: at,
+                        offset: offset(at),
+                        source: "recording".into(),
+                        text: api::text::inert(&detail, 300).into_owned(),
+                        kind: format!("marker.{kind}"),
+                        actor: None,
+                    });
+                }
+            }
+        }
+    }
+    entries.sort_by_key(|e| e.at_ms);
+    Ok(Json(api::Timeline {
+        session: id,
+        entries,
+    }))
+}
