@@ -152,6 +152,9 @@ mod tests {
             "/login",
             "/console",
             "/console/login",
+            "/console/recordings",
+            "/console/audit",
+            "/console/approvals",
             "/console/assets/{name}",
         ];
         let mut found = 0;

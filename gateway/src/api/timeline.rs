@@ -65,7 +65,10 @@ async fn timeline(
     let rec = st.gw.registry.record(&*st.gw.store, &id).await?;
     let start = rec.started_ms;
     let offset = |at: u64| {
-        wardengate_api::time::clock(std::time::Duration::from_millis(at.saturating_sub(start)), false)
+        wardengate_api::time::clock(
+            std::time::Duration::from_millis(at.saturating_sub(start)),
+            false,
+        )
     };
     let mut entries = Vec::new();
     let (rows, _) = st

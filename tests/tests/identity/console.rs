@@ -17,7 +17,7 @@ fn console_people(env: &TestEnv, console: &str) -> String {
     format!(
         "[console]\n{console}\n\n\
          [[roles]]\nname = \"soc\"\nmembers = [\"alice\"]\n\
-         can = [\"session.read\", \"session.terminate\", \"session.handoff\", \"session.shadow\", \"user.admin\"]\n\n\
+         can = [\"session.read\", \"session.terminate\", \"session.handoff\", \"session.shadow\", \"user.admin\", \"recording.read\", \"audit.read\"]\n\n\
          [[roles]]\nname = \"viewers\"\nmembers = [\"erin\"]\ncan = [\"session.read\"]\n\n\
          [[users]]\nname = \"erin\"\ngroups = [\"audit\"]\npublic_keys = [\"{}\"]\npassword_hash = \"{hash}\"\n\n",
         env.alice_pub
@@ -265,10 +265,13 @@ fn an_operator_signs_in_with_a_key_watches_a_live_ssh_session_and_terminates_it(
     // relying party, localhost: the page is opened there, as the gateway's links are.)
     let origin = gw.api.replace("127.0.0.1", "localhost");
     c.navigate(&format!("{origin}/console"));
-    c.eval_until("location.pathname", T, |v| v == &json!("/console/login"));
-    c.eval_until("!!document.getElementById('form')", T, |v| {
-        v == &json!(true)
-    });
+    until(c, "location.pathname", T, |v| v == &json!("/console/login"));
+    until(
+        c,
+        "!!document.getElementById('form') && !!window.WG",
+        T,
+        |v| v == &json!(true),
+    );
     c.eval(&format!(
         "(() => {{ document.getElementById('user').value = 'alice'; \
          document.getElementById('password').value = {}; \
@@ -277,18 +280,24 @@ fn an_operator_signs_in_with_a_key_watches_a_live_ssh_session_and_terminates_it(
     ));
     // The key is asked for (alice has one), touched by the virtual authenticator, and the
     // console opens.
-    c.eval_until("location.pathname", T, |v| v == &json!("/console"));
+    until(c, "location.pathname", T, |v| v == &json!("/console"));
     let signed = gw.wait_audit("console.signed_in", T);
     assert_eq!(
         signed["detail"]["provider"], "password+webauthn",
         "{signed}"
     );
-    c.eval_until("document.getElementById('who').textContent", T, |v| {
-        v == &json!("alice")
-    });
-    c.eval_until("document.getElementById('conn').dataset.state", T, |v| {
-        v == &json!("live")
-    });
+    until(
+        c,
+        "(document.getElementById('who') || {dataset: {}}).textContent",
+        T,
+        |v| v == &json!("alice"),
+    );
+    until(
+        c,
+        "(document.getElementById('conn') || {dataset: {}}).dataset.state",
+        T,
+        |v| v == &json!("live"),
+    );
 
     // A real ssh session appears by itself.
     let tmux = Tmux::new(env.dir.path());
@@ -296,16 +305,19 @@ fn an_operator_signs_in_with_a_key_watches_a_live_ssh_session_and_terminates_it(
     ssh.arg("-t");
     tmux.spawn("ssh", &[], &argv(&ssh));
     let sid = gw.wait_one_active();
-    let rows = c.eval_until(ROWS, T, |v| {
+    let rows = until(c, ROWS, T, |v| {
         v.as_array().is_some_and(|r| {
             r.iter()
                 .any(|x| x["id"] == sid.as_str() && x["state"] == "active")
         })
     });
     assert!(rows.to_string().contains(&sid), "{rows}");
-    c.eval_until("document.getElementById('s-active').textContent", T, |v| {
-        v == &json!("1")
-    });
+    until(
+        c,
+        "(document.getElementById('s-active') || {dataset: {}}).textContent",
+        T,
+        |v| v == &json!("1"),
+    );
 
     // Filters: another protocol hides it, ssh shows it again (and the address keeps the view).
     let set_protocol = |c: &mut wardengate_tests::browser::Chromium, p: &str| {
@@ -315,16 +327,17 @@ fn an_operator_signs_in_with_a_key_watches_a_live_ssh_session_and_terminates_it(
         ));
     };
     set_protocol(c, "postgres");
-    c.eval_until(ROWS, T, |v| v.as_array().is_some_and(|r| r.is_empty()));
+    until(c, ROWS, T, |v| v.as_array().is_some_and(|r| r.is_empty()));
     assert_eq!(c.eval("location.hash"), json!("#protocol=postgres"));
     set_protocol(c, "ssh");
-    c.eval_until(ROWS, T, |v| v.as_array().is_some_and(|r| r.len() == 1));
+    until(c, ROWS, T, |v| v.as_array().is_some_and(|r| r.len() == 1));
 
     // The row opens to what `wgctl session show` prints.
     c.eval(&format!(
         "document.querySelector('tr.row[data-id=\"{sid}\"]').click()"
     ));
-    let detail = c.eval_until(
+    let detail = until(
+        c,
         "(document.querySelector('pre.detail') || {}).textContent || ''",
         T,
         |v| v.as_str().is_some_and(|t| t.contains("sre-test")),
@@ -341,13 +354,15 @@ fn an_operator_signs_in_with_a_key_watches_a_live_ssh_session_and_terminates_it(
 
     // Shadow: the terminal in the page (xterm.js) shows what alice types, and she is told.
     c.eval("Array.from(document.querySelectorAll('.actions button')).find((b) => b.textContent === 'Shadow').click()");
-    c.eval_until(
+    until(
+        c,
         "(document.querySelector('.shadow-status') || {}).textContent || ''",
         T,
         |v| v.as_str().is_some_and(|t| t.starts_with("Watching alice")),
     );
     tmux.line("ssh", "echo shadow-$((6*7))");
-    c.eval_until(
+    until(
+        c,
         "(document.querySelector('.shadow .xterm-rows') || {}).textContent || ''",
         T,
         |v| v.as_str().is_some_and(|t| t.contains("shadow-42")),
@@ -365,9 +380,12 @@ fn an_operator_signs_in_with_a_key_watches_a_live_ssh_session_and_terminates_it(
 
     // Terminate asks for a reason, and alice's ssh prints it.
     c.eval("Array.from(document.querySelectorAll('.actions button')).find((b) => b.textContent.startsWith('Terminate')).click()");
-    c.eval_until("document.getElementById('ask').open", T, |v| {
-        v == &json!(true)
-    });
+    until(
+        c,
+        "(document.getElementById('ask') || {dataset: {}}).open",
+        T,
+        |v| v == &json!(true),
+    );
     c.eval(
         "(() => { document.getElementById('ask-reason').value = 'incident 4711: console test'; \
             document.getElementById('ask-ok').click(); })()",
@@ -377,7 +395,7 @@ fn an_operator_signs_in_with_a_key_watches_a_live_ssh_session_and_terminates_it(
     assert_eq!(s["end_reason"], "terminated", "{s}");
     assert_eq!(s["end_detail"], "incident 4711: console test", "{s}");
     assert_eq!(s["terminated_by"], "alice", "{s}");
-    c.eval_until(ROWS, T, |v| {
+    until(c, ROWS, T, |v| {
         v.as_array().is_some_and(|r| {
             r.iter()
                 .any(|x| x["id"] == sid.as_str() && x["state"] == "closed")
@@ -403,7 +421,7 @@ fn an_operator_signs_in_with_a_key_watches_a_live_ssh_session_and_terminates_it(
     ] {
         assert!(kinds.contains(&k), "{k} not in the timeline: {kinds:?}");
     }
-    c.eval_until(
+    until(c,
         "Array.from(document.querySelectorAll('ol.timeline .k')).map((e) => e.textContent).join(' ')",
         T,
         |v| v.as_str().is_some_and(|t| t.contains("session.terminated")),
@@ -411,7 +429,180 @@ fn an_operator_signs_in_with_a_key_watches_a_live_ssh_session_and_terminates_it(
 
     // Signing out ends the record; the cookie alone no longer works.
     c.eval("document.getElementById('signout').click()");
-    c.eval_until("location.pathname", T, |v| v == &json!("/console/login"));
+    until(c, "location.pathname", T, |v| v == &json!("/console/login"));
     let out = gw.wait_audit("console.signed_out", T);
     assert_eq!(out["actor"], "alice", "{out}");
+}
+
+/// Sign in to the console in the browser with a password (the person has no key).
+fn console_sign_in(c: &mut wardengate_tests::browser::Chromium, origin: &str, path: &str) {
+    c.navigate(&format!("{origin}{path}"));
+    until(c, "location.pathname", T, |v| v == &json!("/console/login"));
+    until(
+        c,
+        "!!document.getElementById('form') && !!window.WG",
+        T,
+        |v| v == &json!(true),
+    );
+    c.eval(&format!(
+        "(() => {{ document.getElementById('user').value = 'alice'; \
+         document.getElementById('password').value = {}; \
+         document.getElementById('form').requestSubmit(); }})()",
+        json!(ALICE_PASSWORD)
+    ));
+    until(c, "location.pathname", T, |v| v == &json!("/console"));
+    goto(c, origin, path);
+    until(
+        c,
+        "(document.getElementById('who') || {}).textContent",
+        T,
+        |v| v == &json!("alice"),
+    );
+}
+
+/// Wait until the page's `expr` satisfies `done`; fail with its last value if it never does.
+fn until(
+    c: &mut wardengate_tests::browser::Chromium,
+    expr: &str,
+    timeout: Duration,
+    done: impl Fn(&Value) -> bool,
+) -> Value {
+    let v = c.eval_until(expr, timeout, &done);
+    assert!(
+        done(&v),
+        "the page never got there: {expr}\nlast value: {v}"
+    );
+    v
+}
+
+/// Open a console page and wait until it is that page, loaded (Page.navigate does not wait).
+fn goto(c: &mut wardengate_tests::browser::Chromium, origin: &str, path: &str) {
+    c.navigate(&format!("{origin}{path}"));
+    until(
+        c,
+        &format!(
+            "location.pathname === {} && document.readyState === 'complete'",
+            json!(path)
+        ),
+        T,
+        |v| v == &json!(true),
+    );
+}
+
+/// Click the element `selector` names, once it is there.
+fn click(c: &mut wardengate_tests::browser::Chromium, selector: &str) {
+    until(c,
+        &format!(
+            "(() => {{ const e = document.querySelector({}); if (!e) return false; e.click(); return true; }})()",
+            json!(selector)
+        ),
+        T,
+        |v| v == &json!(true),
+    );
+}
+
+#[test]
+fn the_console_decides_approvals_plays_recordings_and_shows_the_verified_audit() {
+    let env = TestEnv::new();
+    let sshd = env.sshd();
+    let policy = "\n[[policies]]\nname = \"prod-change\"\ngroups = [\"sre\"]\n\
+        target_tags = [\"env=test\"]\n\
+        approval = { approvers = [\"alice\"], required = 1, timeout = \"2m\", valid_for = \"5m\" }\n";
+    let gw = gateway(&env, &sshd, policy)
+        .extra(&format!("{}{}", people(&env), console_people(&env, "")))
+        .start();
+    let mut browser = Browser::start(&env, "chromium");
+    let origin = gw.api.replace("127.0.0.1", "localhost");
+    let c = &mut browser.chromium;
+    console_sign_in(c, &origin, "/console/approvals");
+
+    // dan asks; the queue shows it; alice approves with a reason; dan's ssh goes on.
+    let tmux = Tmux::new(env.dir.path());
+    let mut ssh = gw.ssh_interactive(&env, "dan:web-01.test");
+    ssh.arg("-t");
+    tmux.spawn("ssh", &[], &argv(&ssh));
+    tmux.expect("ssh", "Ctrl-C to withdraw", T);
+    until(c,
+        "Array.from(document.querySelectorAll('#approvals tbody tr')).map((r) => r.textContent).join('|')",
+        T,
+        |v| v.as_str().is_some_and(|t| t.contains("dan") && t.contains("pending")),
+    );
+    c.eval("Array.from(document.querySelectorAll('#approvals button')).find((b) => b.textContent.startsWith('Approve')).click()");
+    until(
+        c,
+        "(document.getElementById('ask') || {dataset: {}}).open",
+        T,
+        |v| v == &json!(true),
+    );
+    c.eval(
+        "(() => { document.getElementById('ask-reason').value = 'change 42'; \
+            document.getElementById('ask-ok').click(); })()",
+    );
+    let sid = gw.wait_one_active();
+    let granted = gw.wait_audit("approval.granted", T);
+    assert_eq!(granted["detail"]["by"], "alice", "{granted}");
+    tmux.line("ssh", "echo replay-$((6*7))");
+    tmux.expect("ssh", "replay-42", T);
+    tmux.line("ssh", "exit");
+    gw.wait_sealed(&sid);
+
+    // The recording is listed with its seal, verifies, and plays in the page.
+    goto(c, &origin, "/console/recordings");
+    let row = format!("#recordings tr[data-id=\"{sid}\"]");
+    until(
+        c,
+        &format!(
+            "(document.querySelector({}) || {{}}).textContent || ''",
+            json!(row)
+        ),
+        T,
+        |v| {
+            v.as_str()
+                .is_some_and(|t| t.contains("complete") && t.contains("Verify"))
+        },
+    );
+    click(c, &format!("{row} td:nth-child(7) button"));
+    until(
+        c,
+        &format!(
+            "(document.querySelector({}) || {{}}).textContent || ''",
+            json!(format!("{row} td:nth-child(7)"))
+        ),
+        T,
+        |v| v == &json!("verified"),
+    );
+    click(c, &format!("{row} td:nth-child(8) button"));
+    c.eval("document.getElementById('player-speed').value = '16'");
+    until(
+        c,
+        "(document.querySelector('#player-term .xterm-rows') || {}).textContent || ''",
+        T,
+        |v| v.as_str().is_some_and(|t| t.contains("replay-42")),
+    );
+    let accessed = gw.wait_audit("recording.accessed", T);
+    assert_eq!(accessed["actor"], "alice", "{accessed}");
+    if let Some(dir) = std::env::var_os("WARDENGATE_SCREENSHOTS") {
+        let _ = std::fs::write(
+            std::path::Path::new(&dir).join("console-recordings.png"),
+            c.screenshot(),
+        );
+    }
+
+    // The audit page says the chain verifies, and filters by kind.
+    goto(c, &origin, "/console/audit");
+    until(
+        c,
+        "(document.getElementById('chain') || {dataset: {}}).dataset.ok",
+        T,
+        |v| v == &json!("true"),
+    );
+    c.eval(
+        "(() => { const f = document.getElementById('audit-filters'); \
+            f.elements.namedItem('kind').value = 'approval.granted'; f.requestSubmit(); })()",
+    );
+    until(c,
+        "Array.from(document.querySelectorAll('#audit tbody tr')).map((r) => r.textContent).join('|')",
+        T,
+        |v| v.as_str().is_some_and(|t| t.contains("approval.granted") && !t.contains("session.start")),
+    );
 }

@@ -323,12 +323,24 @@
     } catch (e) { alert(e.message); }
   }
 
+  const view = ({ "/console": "sessions", "/console/recordings": "recordings",
+    "/console/audit": "audit", "/console/approvals": "approvals" })[location.pathname] || "sessions";
+
   async function start() {
     try {
       me = await api("GET", "/api/v1/console/me");
     } catch (_) { return; }
     $("who").textContent = me.user;
     $("gateway").textContent = me.gateway;
+    for (const a of document.querySelectorAll("#nav a")) {
+      if (a.dataset.needs && !may(a.dataset.needs)) a.hidden = true;
+      if (a.dataset.view === view) a.setAttribute("aria-current", "page");
+    }
+    $("view-" + view).hidden = false;
+    $("conn").hidden = view !== "sessions";
+    if (view === "recordings") return recordings();
+    if (view === "audit") return audit();
+    if (view === "approvals") return approvals();
     // Filters come back from the address (a shared or reloaded view).
     const q = new URLSearchParams(location.hash.slice(1));
     for (const [k, v] of q) {
@@ -340,6 +352,198 @@
       return;
     }
     connect();
+  }
+
+  const clock = (secs) => {
+    const s = Math.max(0, Math.floor(secs));
+    const p = (n) => String(n).padStart(2, "0");
+    return p(Math.floor(s / 3600)) + ":" + p(Math.floor(s / 60) % 60) + ":" + p(s % 60);
+  };
+  const hexBytes = (h) => {
+    const b = new Uint8Array(h.length / 2);
+    for (let i = 0; i < b.length; i++) b[i] = parseInt(h.substr(i * 2, 2), 16);
+    return b;
+  };
+
+  // Recordings: the list with each one's seal and verification; a terminal recording plays in
+  // the page (speed, skip idle, seek), a database one is its query log, a desktop opens the
+  // gateway's player. Every playback is audited by the gateway (recording.accessed).
+  async function recordings() {
+    let list;
+    try { list = await api("GET", "/api/v1/recordings?limit=200"); } catch (e) {
+      $("rec-count").textContent = e.message; return;
+    }
+    $("rec-count").textContent = list.recordings.length + " shown" +
+      (list.more ? " (" + list.more + " more)" : "");
+    const rows = list.recordings.map((r) => {
+      const s = r.session || {};
+      const seal = r.seal ? (r.seal.status || "sealed") : "live or unsealed";
+      const verdict = el("td", {});
+      const shown = (v) => {
+        verdict.className = v.verified === false ? "bad" : "ok";
+        verdict.textContent = v.verified === true ? "verified"
+          : v.verified === false ? "FAILED: " + v.problems.join("; ") : "not sealed yet";
+      };
+      // Verifying reads the whole recording (and is audited): on request, and before playing.
+      const verify = async () => {
+        verdict.textContent = "verifying…";
+        try { shown(await api("GET", "/api/v1/recordings/" + encodeURIComponent(r.id))); }
+        catch (e) { verdict.className = "bad"; verdict.textContent = e.message; }
+      };
+      verdict.append(el("button", { class: "ghost", onclick: verify }, "Verify"));
+      const playButton = el("button", { class: "ghost", onclick: () => { verify(); play(r); } }, "Play");
+      return el("tr", { "data-id": r.id },
+        el("td", { class: "mono" }, r.id), el("td", {}, s.actor || ""),
+        el("td", {}, s.target || ""), el("td", {}, s.protocol || ""),
+        el("td", {}, (s.started_at || "").replace("T", " ").slice(0, 19)),
+        el("td", {}, seal), verdict, el("td", {}, playButton));
+    });
+    $("recordings").tBodies[0].replaceChildren(...rows);
+  }
+
+  let player = null;
+  function closePlayer() {
+    if (player) { clearInterval(player.timer); if (player.term) player.term.dispose(); }
+    player = null;
+    $("player").hidden = true;
+  }
+  $("player-close").addEventListener("click", closePlayer);
+
+  async function play(r) {
+    const s = r.session || {};
+    if (s.protocol === "rdp") {
+      try {
+        const l = await api("POST", "/api/v1/recordings/" + encodeURIComponent(r.id) + "/replay/browser", { speed: 4 });
+        window.open(l.url, "_blank", "noopener");
+      } catch (e) { alert(e.message); }
+      return;
+    }
+    closePlayer();
+    const text = await fetch("/api/v1/recordings/" + encodeURIComponent(r.id) + "/events",
+      { credentials: "same-origin" }).then((x) => x.ok ? x.text() : Promise.reject(new Error("the gateway answered " + x.status)))
+      .catch((e) => { alert(e.message); return null; });
+    if (text === null) return;
+    const events = text.split("\n").filter((l) => l.trim()).map((l) => JSON.parse(l));
+    $("player").hidden = false;
+    $("player-title").textContent = r.id + " · " + (s.actor || "") + " on " + (s.target || "");
+    const queries = events.filter((e) => e.type === "query");
+    const isQueries = s.protocol === "postgres";
+    $("player-term").hidden = isQueries;
+    $("player-queries").hidden = !isQueries;
+    $("player-controls").hidden = isQueries;
+    if (isQueries) {
+      const draw = () => {
+        const f = $("player-filter").value.trim().toLowerCase();
+        const rows = queries.filter((q) => !f || (q.statement || "").toLowerCase().includes(f))
+          .map((q) => el("tr", { class: q.error || q.alert ? "alert" : "" },
+            el("td", { class: "mono" }, clock(q.t)),
+            el("td", { class: "mono stmt" }, q.statement || ""),
+            el("td", { class: "num" }, ((q.duration_us || 0) / 1000).toFixed(1) + " ms"),
+            el("td", {}, q.error ? "ERROR " + (q.sqlstate || "") + ": " + q.error
+              : (q.alert ? "ALERT " + q.alert + " · " : "") + (q.tag || ""))));
+        document.querySelector("#player-queries tbody").replaceChildren(...rows);
+      };
+      $("player-filter").oninput = draw;
+      player = { timer: null, term: null };
+      draw();
+      return;
+    }
+    const output = events.filter((e) => e.type === "output" || e.type === "resize");
+    const first = output.find((e) => e.type === "resize" && e.cols > 0);
+    const term = new Terminal({ disableStdin: true, fontSize: 13, cols: first ? first.cols : 80,
+      rows: first ? first.rows : 24, theme: { background: "#0d0f12" } });
+    $("player-term").replaceChildren();
+    term.open($("player-term"));
+    const end = events.length ? events[events.length - 1].t : 0;
+    player = { term, pos: 0, i: 0, playing: true, timer: null, end };
+    const apply = (e) => {
+      if (e.type === "resize") { if (e.cols > 0 && e.rows > 0) term.resize(e.cols, e.rows); }
+      else term.write(hexBytes(e.data_hex));
+    };
+    const seek = (to) => {
+      term.reset();
+      player.i = 0;
+      while (player.i < output.length && output[player.i].t <= to) apply(output[player.i++]);
+      player.pos = to;
+    };
+    const show = () => {
+      $("player-pos").textContent = clock(player.pos) + " / " + clock(end);
+      $("player-seek").value = end ? Math.round(player.pos / end * 1000) : 0;
+      $("player-play").textContent = player.playing ? "Pause" : (player.pos >= end ? "Replay" : "Play");
+    };
+    $("player-seek").oninput = () => { seek($("player-seek").value / 1000 * end); show(); };
+    $("player-play").onclick = () => {
+      if (player.pos >= end) seek(0);
+      player.playing = !player.playing; show();
+    };
+    let lastTick = performance.now();
+    player.timer = setInterval(() => {
+      const now = performance.now();
+      const dt = (now - lastTick) / 1000;
+      lastTick = now;
+      if (!player.playing) return;
+      player.pos += dt * Number($("player-speed").value);
+      const next = output[player.i];
+      // Skip idle: a pause longer than a second passes in a second.
+      if ($("player-skip").checked && next && next.t - player.pos > 1) player.pos = next.t - 1;
+      while (player.i < output.length && output[player.i].t <= player.pos) apply(output[player.i++]);
+      if (player.pos >= end) { player.pos = end; player.playing = false; }
+      show();
+    }, 50);
+    show();
+  }
+
+  // The audit log, with the chain's verification.
+  async function audit() {
+    const q = new URLSearchParams();
+    for (const [k, v] of new FormData($("audit-filters"))) if (String(v).trim()) q.set(k, String(v).trim());
+    let list;
+    try { list = await api("GET", "/api/v1/audit?" + q.toString()); } catch (e) {
+      $("chain").textContent = e.message; return;
+    }
+    $("chain").dataset.ok = list.chain_ok ? "true" : "false";
+    $("chain").textContent = (list.chain_ok ? "Chain verified. " : "CHAIN BROKEN. ") + (list.chain_message || "");
+    const rows = list.events.slice().reverse().map((e) => {
+      const d = e.detail && typeof e.detail === "object"
+        ? Object.entries(e.detail).filter(([, v]) => v !== null && v !== "")
+          .map(([k, v]) => k + "=" + (typeof v === "object" ? JSON.stringify(v) : v)).join(" ")
+        : String(e.detail);
+      return el("tr", {}, el("td", { class: "num" }, String(e.seq)),
+        el("td", { class: "mono" }, e.at.replace("T", " ").slice(0, 19)),
+        el("td", { class: "mono" }, e.kind), el("td", {}, e.actor || ""),
+        el("td", { class: "mono" }, e.session_id || ""), el("td", { class: "detail-cell" }, d));
+    });
+    $("audit").tBodies[0].replaceChildren(...rows);
+  }
+  $("audit-filters").addEventListener("submit", (e) => { e.preventDefault(); audit(); });
+
+  // Approvals: pending requests (approve or deny, with a reason), kept current.
+  async function approvals() {
+    let list;
+    try { list = await api("GET", "/api/v1/approvals"); } catch (e) { return; }
+    const rows = list.filter((r) => r.state === "pending" || Date.now() - r.created_ms < 3600e3).map((r) => {
+      const yes = r.decisions.filter((d) => d.approved).length;
+      const cell = el("td", {});
+      if (r.state === "pending" && r.actor !== me.user && may("approval.decide")) {
+        cell.append(el("button", { class: "primary", onclick: () => decide(r, true) }, "Approve…"), " ",
+          el("button", { class: "danger", onclick: () => decide(r, false) }, "Deny…"));
+      }
+      return el("tr", { "data-id": r.id }, el("td", { class: "mono" }, r.id), el("td", {}, r.actor),
+        el("td", {}, r.target + ":" + r.account), el("td", {}, r.policy),
+        el("td", {}, yes + "/" + r.required), el("td", {}, r.approvers.join(", ")),
+        el("td", {}, el("span", { class: "badge", "data-state": r.state }, r.state)), cell);
+    });
+    $("approvals").tBodies[0].replaceChildren(...rows);
+    $("approvals-empty").hidden = rows.length > 0;
+    setTimeout(approvals, 2000);
+  }
+  async function decide(r, yes) {
+    const a = await ask((yes ? "Approve " : "Deny ") + r.id, r.actor + " asks for " + r.target +
+      " under " + r.policy + ".", yes ? "Approve" : "Deny", false);
+    if (!a) return;
+    try {
+      await api("POST", "/api/v1/approvals/" + encodeURIComponent(r.id) + (yes ? "/approve" : "/deny"), { reason: a.reason });
+    } catch (e) { alert(e.message); }
   }
 
   let typing = null;
