@@ -117,3 +117,24 @@ pub struct Timeline {
     pub session: String,
     pub entries: Vec<TimelineEntry>,
 }
+
+/// A saved view of the sessions list: the console's filters as a query string.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct SavedQuery {
+    pub name: String,
+    /// `protocol=ssh&target_tag=env%3Dprod` (keys: target_tag, protocol, policy, actor, state,
+    /// idle_gt, shadowed).
+    pub query: String,
+    pub pinned: bool,
+}
+
+/// `PUT /api/v1/console/queries/{name}`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct SavedQueryRequest {
+    pub query: String,
+    #[serde(default)]
+    pub pinned: bool,
+}

@@ -33,6 +33,8 @@ pub fn needed(method: &Method, path: &str) -> Result<Option<Perm>, ()> {
         ("POST", "/api/v1/approvals/{id}/withdraw") => None,
         ("POST", "/api/v1/logout") => None,
         ("GET", "/api/v1/console/me") | ("POST", "/api/v1/console/logout") => None,
+        ("GET", "/api/v1/console/queries") => None,
+        ("PUT" | "DELETE", "/api/v1/console/queries/{name}") => None,
         ("GET", "/api/v1/console/events" | "/api/v1/sessions/{id}/timeline") => Some(SessionRead),
         ("GET", "/api/v1/console-sessions") => Some(UserAdmin),
         ("POST", "/api/v1/console-sessions/_invalidate") => Some(UserAdmin),

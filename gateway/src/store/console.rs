@@ -164,3 +164,85 @@ mod tests {
         assert_eq!(moved.expired(500), Some("idle_timeout"));
     }
 }
+
+/// A named view of the sessions list an operator saved (the console's filters, as a query
+/// string), possibly pinned above the list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SavedQuery {
+    pub owner: String,
+    pub name: String,
+    /// `protocol=ssh&target_tag=env%3Dprod`.
+    pub query: String,
+    pub pinned: bool,
+    pub created_ms: u64,
+}
+
+impl Db {
+    /// Save (or replace) `owner`'s query `name`.
+    pub fn query_put(&self, q: &SavedQuery) -> Result<()> {
+        self.conn.execute(
+            "INSERT INTO console_queries (owner, name, query, pinned, created_ms) VALUES (?1,?2,?3,?4,?5)
+             ON CONFLICT(owner, name) DO UPDATE SET query=?3, pinned=?4",
+            params![q.owner, q.name, q.query, q.pinned, q.created_ms as i64],
+        )?;
+        Ok(())
+    }
+
+    /// `owner`'s saved queries, pinned first, then by name.
+    pub fn query_list(&self, owner: &str) -> Result<Vec<SavedQuery>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT owner, name, query, pinned, created_ms FROM console_queries WHERE owner = ?1
+             ORDER BY pinned DESC, name",
+        )?;
+        let rows = stmt.query_map([owner], |r| {
+            Ok(SavedQuery {
+                owner: r.get(0)?,
+                name: r.get(1)?,
+                query: r.get(2)?,
+                pinned: r.get(3)?,
+                created_ms: r.get::<_, i64>(4)? as u64,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+    }
+
+    /// Remove `owner`'s query `name`; whether it was there.
+    pub fn query_remove(&self, owner: &str, name: &str) -> Result<bool> {
+        Ok(self.conn.execute(
+            "DELETE FROM console_queries WHERE owner = ?1 AND name = ?2",
+            params![owner, name],
+        )? > 0)
+    }
+}
+
+#[cfg(test)]
+mod query_tests {
+    use super::*;
+
+    #[test]
+    fn saved_queries_belong_to_their_owner_pinned_first() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = Db::open(&dir.path().join("db.sqlite")).expect("db");
+        let q = |owner: &str, name: &str, pinned| SavedQuery {
+            owner: owner.into(),
+            name: name.into(),
+            query: "protocol=ssh".into(),
+            pinned,
+            created_ms: 1,
+        };
+        db.query_put(&q("alice", "b-view", false)).expect("put");
+        db.query_put(&q("alice", "a-view", false)).expect("put");
+        db.query_put(&q("bob", "b-view", true)).expect("put");
+        db.query_put(&q("alice", "b-view", true)).expect("pin");
+        let names: Vec<String> = db
+            .query_list("alice")
+            .expect("list")
+            .into_iter()
+            .map(|q| q.name)
+            .collect();
+        assert_eq!(names, ["b-view", "a-view"]);
+        assert!(db.query_remove("alice", "a-view").expect("rm"));
+        assert!(!db.query_remove("alice", "a-view").expect("rm again"));
+        assert_eq!(db.query_list("bob").expect("bob").len(), 1);
+    }
+}

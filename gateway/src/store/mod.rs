@@ -24,7 +24,7 @@ use rusqlite::Connection;
 use wardengate_recorder::audit::Checkpoint;
 
 pub use audit::{audit_hash, AuditQuery, AuditRow};
-pub use console::ConsoleSessionRow;
+pub use console::{ConsoleSessionRow, SavedQuery};
 pub use keys::SecurityKeyRow;
 pub use secrets::{HostKey, VaultEntry};
 pub use sessions::{SessionQuery, SessionRecord};
@@ -86,6 +86,11 @@ pub trait Store: Send + Sync {
     /// Remove these console sessions; how many went.
     async fn console_remove(&self, ids: Vec<String>) -> Result<usize>;
 
+    /// An operator's saved views of the sessions list.
+    async fn query_put(&self, q: SavedQuery) -> Result<()>;
+    async fn query_list(&self, owner: &str) -> Result<Vec<SavedQuery>>;
+    async fn query_remove(&self, owner: &str, name: &str) -> Result<bool>;
+
     /// Wait until everything queued so far is written.
     async fn flush(&self) -> Result<()>;
 }
@@ -137,6 +142,9 @@ CREATE TABLE IF NOT EXISTS console_sessions (
   idle_expires_ms INTEGER, lifespan_expires_ms INTEGER, source TEXT NOT NULL,
   user_agent TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS console_sessions_user ON console_sessions(username);
+CREATE TABLE IF NOT EXISTS console_queries (
+  owner TEXT NOT NULL, name TEXT NOT NULL, query TEXT NOT NULL, pinned INTEGER NOT NULL,
+  created_ms INTEGER NOT NULL, PRIMARY KEY (owner, name));
 CREATE TABLE IF NOT EXISTS vault (
   ref TEXT PRIMARY KEY, kind TEXT NOT NULL, nonce BLOB NOT NULL, ciphertext BLOB NOT NULL,
   updated_ms INTEGER NOT NULL);

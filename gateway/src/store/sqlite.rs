@@ -9,8 +9,8 @@ use async_trait::async_trait;
 use wardengate_recorder::audit::Checkpoint;
 
 use super::{
-    AuditEntry, AuditQuery, AuditRow, ConsoleSessionRow, Db, HostKey, SecurityKeyRow, SessionQuery,
-    SessionRecord, Store, VaultEntry,
+    AuditEntry, AuditQuery, AuditRow, ConsoleSessionRow, Db, HostKey, SavedQuery, SecurityKeyRow,
+    SessionQuery, SessionRecord, Store, VaultEntry,
 };
 
 type Job = Box<dyn FnOnce(&Db) + Send>;
@@ -198,6 +198,20 @@ impl Store for Sqlite {
 
     async fn console_remove(&self, ids: Vec<String>) -> Result<usize> {
         self.call(move |db| db.console_remove(&ids)).await
+    }
+
+    async fn query_put(&self, q: SavedQuery) -> Result<()> {
+        self.call(move |db| db.query_put(&q)).await
+    }
+
+    async fn query_list(&self, owner: &str) -> Result<Vec<SavedQuery>> {
+        let o = owner.to_owned();
+        self.call(move |db| db.query_list(&o)).await
+    }
+
+    async fn query_remove(&self, owner: &str, name: &str) -> Result<bool> {
+        let (o, n) = (owner.to_owned(), name.to_owned());
+        self.call(move |db| db.query_remove(&o, &n)).await
     }
 
     async fn flush(&self) -> Result<()> {

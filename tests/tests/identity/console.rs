@@ -255,7 +255,7 @@ fn an_operator_signs_in_with_a_key_watches_a_live_ssh_session_and_terminates_it(
     let policy =
         "\n[[policies]]\nname = \"sre-test\"\ngroups = [\"sre\"]\ntarget_tags = [\"env=test\"]\n";
     let gw = gateway(&env, &sshd, policy)
-        .extra(&console_people(&env, ""))
+        .extra(&format!("{}{}", people(&env), console_people(&env, "")))
         .start();
     let mut browser = Browser::start(&env, "chromium");
     enrol(&gw, &mut browser);
@@ -332,6 +332,41 @@ fn an_operator_signs_in_with_a_key_watches_a_live_ssh_session_and_terminates_it(
     set_protocol(c, "ssh");
     until(c, ROWS, T, |v| v.as_array().is_some_and(|r| r.len() == 1));
 
+    // The view is saved under a name, pinned above the list, and kept by the gateway.
+    click(c, "#save-view");
+    c.eval(
+        "(() => { document.getElementById('ask-reason').value = 'ssh only'; \
+            document.getElementById('ask-ok').click(); })()",
+    );
+    click(
+        c,
+        "#saved-list li[data-name='ssh only'] button[aria-label='pin ssh only']",
+    );
+    until(
+        c,
+        "Array.from(document.querySelectorAll('#pinned .chip')).map((b) => b.textContent)",
+        T,
+        |v| v == &json!(["ssh only"]),
+    );
+    let saved = c.eval("fetch('/api/v1/console/queries').then((r) => r.json())");
+    assert_eq!(
+        saved,
+        json!([{"name": "ssh only", "query": "protocol=ssh", "pinned": true}])
+    );
+    let refused = c.eval(
+        "(async () => { const me = await (await fetch('/api/v1/console/me')).json(); \
+         const r = await fetch('/api/v1/console/queries/x', {method: 'PUT', \
+           headers: {'content-type': 'application/json', 'x-csrf-token': me.csrf}, \
+           body: JSON.stringify({query: 'password=1'})}); return [r.status, (await r.json()).error]; })()",
+    );
+    assert_eq!(refused[0], 400, "{refused}");
+    assert!(
+        refused[1]
+            .as_str()
+            .is_some_and(|e| e.contains("not a filter")),
+        "{refused}"
+    );
+
     // The row opens to what `wgctl session show` prints.
     c.eval(&format!(
         "document.querySelector('tr.row[data-id=\"{sid}\"]').click()"
@@ -377,6 +412,20 @@ fn an_operator_signs_in_with_a_key_watches_a_live_ssh_session_and_terminates_it(
     }
     c.eval("Array.from(document.querySelectorAll('.actions button')).find((b) => b.textContent === 'Stop shadowing').click()");
     gw.wait_audit("session.shadow.detach", T);
+
+    // Handoff asks to whom and why; the offer is made.
+    click_button(c, "Handoff…");
+    until(c, "(document.getElementById('ask') || {}).open", T, |v| {
+        v == &json!(true)
+    });
+    c.eval(
+        "(() => { document.getElementById('ask-to').value = 'dan'; \
+            document.getElementById('ask-reason').value = 'shift change'; \
+            document.getElementById('ask-ok').click(); })()",
+    );
+    let offer = gw.wait_audit("session.handoff.requested", T);
+    assert_eq!(offer["detail"]["to"], "dan", "{offer}");
+    assert_eq!(offer["actor"], "alice", "{offer}");
 
     // Terminate asks for a reason, and alice's ssh prints it.
     c.eval("Array.from(document.querySelectorAll('.actions button')).find((b) => b.textContent.startsWith('Terminate')).click()");
@@ -483,6 +532,20 @@ fn goto(c: &mut wardengate_tests::browser::Chromium, origin: &str, path: &str) {
         &format!(
             "location.pathname === {} && document.readyState === 'complete'",
             json!(path)
+        ),
+        T,
+        |v| v == &json!(true),
+    );
+}
+
+/// Click the session's action button `text`, once it is there.
+fn click_button(c: &mut wardengate_tests::browser::Chromium, text: &str) {
+    until(
+        c,
+        &format!(
+            "(() => {{ const b = Array.from(document.querySelectorAll('.actions button')).find((b) => b.textContent === {}); \
+             if (!b) return false; b.click(); return true; }})()",
+            json!(text)
         ),
         T,
         |v| v == &json!(true),

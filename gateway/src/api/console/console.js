@@ -9,7 +9,8 @@
   const el = (tag, attrs, ...kids) => {
     const e = document.createElement(tag);
     for (const [k, v] of Object.entries(attrs || {})) {
-      if (k === "class") e.className = v; else if (k.startsWith("data-")) e.setAttribute(k, v);
+      if (k === "class") e.className = v;
+      else if (k.includes("-")) e.setAttribute(k, v); // data-*, aria-*
       else e[k] = v;
     }
     for (const k of kids) e.append(k);
@@ -261,8 +262,9 @@
   }
 
   // The reason dialog: resolves with {reason, to} or null when cancelled.
-  function ask(title, text, okLabel, withTo) {
+  function ask(title, text, okLabel, withTo, label) {
     const d = $("ask");
+    $("ask-reason-label").textContent = label || "Reason (audited, and shown to the person)";
     $("ask-title").textContent = title;
     $("ask-text").textContent = text;
     $("ask-ok").textContent = okLabel;
@@ -326,6 +328,45 @@
   const view = ({ "/console": "sessions", "/console/recordings": "recordings",
     "/console/audit": "audit", "/console/approvals": "approvals" })[location.pathname] || "sessions";
 
+  // Saved views: the filters under a name, per operator; pinned ones sit above the list.
+  function filterQuery() {
+    const q = new URLSearchParams();
+    for (const [k, v] of new FormData($("filters"))) if (String(v).trim()) q.set(k, String(v).trim());
+    return q;
+  }
+  function apply(query) {
+    $("filters").reset();
+    for (const [k, v] of new URLSearchParams(query)) {
+      const f = $("filters").elements.namedItem(k);
+      if (f && f.type === "checkbox") f.checked = v === "true"; else if (f) f.value = v;
+    }
+    setTimeout(connect, 0);
+  }
+  async function loadQueries() {
+    let list = [];
+    try { list = await api("GET", "/api/v1/console/queries"); } catch (_) { return; }
+    const path = (n) => "/api/v1/console/queries/" + encodeURIComponent(n);
+    $("saved-list").replaceChildren(...list.map((q) => el("li", { "data-name": q.name },
+      el("button", { class: "link", title: q.query, onclick: () => apply(q.query) }, q.name),
+      el("button", { class: "icon", title: q.pinned ? "unpin" : "pin", "aria-label": (q.pinned ? "unpin " : "pin ") + q.name,
+        onclick: async () => { await api("PUT", path(q.name), { query: q.query, pinned: !q.pinned }); loadQueries(); } },
+        q.pinned ? "★" : "☆"),
+      el("button", { class: "icon", title: "remove", "aria-label": "remove " + q.name,
+        onclick: async () => { await api("DELETE", path(q.name)); loadQueries(); } }, "×"))));
+    $("pinned").replaceChildren(...list.filter((q) => q.pinned).map((q) =>
+      el("button", { class: "chip", title: q.query, onclick: () => apply(q.query) }, q.name)));
+  }
+  $("save-view").addEventListener("click", async () => {
+    const q = filterQuery().toString();
+    const a = await ask("Save this view", q ? "Filters: " + decodeURIComponent(q) : "No filters: every session.",
+      "Save", false, "Name");
+    if (!a) return;
+    try {
+      await api("PUT", "/api/v1/console/queries/" + encodeURIComponent(a.reason), { query: q, pinned: false });
+    } catch (e) { alert(e.message); }
+    loadQueries();
+  });
+
   async function start() {
     try {
       me = await api("GET", "/api/v1/console/me");
@@ -352,6 +393,7 @@
       return;
     }
     connect();
+    loadQueries();
   }
 
   const clock = (secs) => {
