@@ -210,7 +210,8 @@ async fn hold(a: Args) -> Result<()> {
     let mut handles = Vec::with_capacity(a.n);
     let mut opened = 0;
     while opened < a.n {
-        let batch = (a.n - opened).min(25);
+        // Under the gateway's cap of 16 unauthenticated connections per source.
+        let batch = (a.n - opened).min(10);
         let tasks: Vec<_> = (0..batch)
             .map(|_| {
                 let a = a.clone();
