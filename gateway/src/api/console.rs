@@ -379,7 +379,8 @@ const TICK: Duration = Duration::from_millis(300);
 
 /// The sessions view, live: a `sessions` event (the list, with the same filters as
 /// `GET /api/v1/sessions`, and the Live strip) each time what it would show changes. Ends when
-/// the console session does (signed out, invalidated, expired).
+/// the console session does (signed out, invalidated, expired). `idle_secs` is 0 in it: idle
+/// time is now minus `last_input_at` (or `started_at`).
 #[utoipa::path(
     get, operation_id = "console_events", path = "/api/v1/console/events", tag = "console",
     params(ListParams),
@@ -433,7 +434,14 @@ async fn events(
                 }
             }
             let list = match list_page(&l.st, &l.caller, l.params.clone()).await {
-                Ok(list) => list,
+                // Idle time grows every second: the page works it out from the last input, so
+                // that an unchanged list is not sent again.
+                Ok(mut list) => {
+                    for s in &mut list.sessions {
+                        s.idle_secs = 0;
+                    }
+                    list
+                }
                 Err(e) => {
                     l.over = true;
                     let e = Event::default()

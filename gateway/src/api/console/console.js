@@ -49,6 +49,12 @@
     if (n < 1048576) return (n / 1024).toFixed(1) + " KiB";
     return (n / 1048576).toFixed(1) + " MiB";
   }
+  // Idle time from the last input (the live stream leaves idle_secs at 0 so that an unchanged
+  // list is not sent again every second).
+  function idle(s) {
+    const from = Date.parse(s.last_input_at || s.started_at);
+    return isNaN(from) ? 0 : Math.max(0, Math.round((Date.now() - from) / 1000));
+  }
   function age(s) {
     const start = Date.parse(s.started_at);
     const end = s.ended_at ? Date.parse(s.ended_at) : Date.now();
@@ -105,9 +111,10 @@
         el("td", {}, s.target + (s.account ? " (" + s.account + ")" : "")),
         el("td", {}, s.policy || ""),
         el("td", { class: "num" }, age(s)),
-        el("td", { class: "num" }, liveStates.includes(s.state) ? human(s.idle_secs) : ""),
+        el("td", { class: "num" }, liveStates.includes(s.state) ? human(idle(s)) : ""),
         el("td", { class: "num" }, bytes(s.bytes_in) + " / " + bytes(s.bytes_out)));
       if (s.observers && s.observers.length) tr.classList.add("shadowed");
+      tr.session = s;
       tr.setAttribute("aria-expanded", open.has(s.id) ? "true" : "false");
       tr.addEventListener("click", () => toggle(s.id));
       tr.addEventListener("keydown", (e) => {
@@ -116,20 +123,37 @@
       kids.push(tr);
       if (open.has(s.id)) kids.push(detailRow(s));
     }
+    // Keyboard users keep their place across redraws.
+    const focused = document.activeElement && document.activeElement.dataset
+      ? document.activeElement.dataset.id : null;
     body.replaceChildren(...kids);
+    if (focused) {
+      const again = body.querySelector("tr.row[data-id=\"" + CSS.escape(focused) + "\"]");
+      if (again) again.focus();
+    }
     $("empty").hidden = rows.length > 0;
     const more = last.list.more ? " (" + last.list.more + " more not shown)" : "";
     $("count").textContent = rows.length + " shown" + more;
     updateBulk();
   }
 
+  // Age and idle time move every second without the list changing: updated in place.
+  setInterval(() => {
+    for (const tr of document.querySelectorAll("#sessions tr.row")) {
+      const s = tr.session;
+      if (!s) continue;
+      tr.cells[6].textContent = age(s);
+      tr.cells[7].textContent = liveStates.includes(s.state) ? human(idle(s)) : "";
+    }
+  }, 1000);
+
   function detailRow(s) {
     const pre = el("pre", { class: shadows.has(s.id) ? "detail short" : "detail" });
     const known = details.get(s.id);
     pre.textContent = known && known.state === s.state ? known.text : "loading…";
-    if (!known || known.state !== s.state || known.idle !== s.idle_secs) {
+    if (!known || known.state !== s.state || known.bytes !== s.bytes_in + s.bytes_out) {
       api("GET", "/api/v1/sessions/" + encodeURIComponent(s.id) + "?format=text").then((t) => {
-        details.set(s.id, { state: s.state, idle: s.idle_secs, text: t });
+        details.set(s.id, { state: s.state, bytes: s.bytes_in + s.bytes_out, text: t });
         pre.textContent = t;
       }).catch((e) => { pre.textContent = e.message; });
     }
