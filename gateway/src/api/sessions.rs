@@ -278,6 +278,7 @@ async fn terminate(
 )]
 async fn bulk_terminate(
     State(st): State<ApiState>,
+    axum::Extension(caller): axum::Extension<Caller>,
     body: Bytes,
 ) -> Result<Json<api::TerminateResult>, ApiError> {
     let req: api::BulkTerminateRequest = parse_body(&body)?;
@@ -321,20 +322,21 @@ async fn bulk_terminate(
         .filter(|r| !r.state.is_terminal())
         .map(|r| r.id)
         .collect();
-    let by = "admin";
+    // Who asked: the audit and each session's `terminated_by` name them.
+    let by = caller.name.clone();
     // Terminate concurrently: each waits for its relay to confirm.
     let handles: Vec<_> = live
         .into_iter()
         .map(|id| {
             st.gw.audit(
                 "session.terminated",
-                Some(by),
+                Some(&by),
                 Some(&id),
                 json!({"by": by, "reason": reason, "bulk": true}),
             );
             let gw = st.gw.clone();
-            let reason = reason.clone();
-            tokio::spawn(async move { gw.registry.terminate(&*gw.store, &id, by, &reason).await })
+            let (reason, by) = (reason.clone(), by.clone());
+            tokio::spawn(async move { gw.registry.terminate(&*gw.store, &id, &by, &reason).await })
         })
         .collect();
     let mut done = Vec::new();

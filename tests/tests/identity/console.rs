@@ -485,6 +485,16 @@ fn an_operator_signs_in_with_a_key_watches_a_live_ssh_session_and_terminates_it(
 
 /// Sign in to the console in the browser with a password (the person has no key).
 fn console_sign_in(c: &mut wardengate_tests::browser::Chromium, origin: &str, path: &str) {
+    sign_in_as(c, origin, path, "alice", ALICE_PASSWORD);
+}
+
+fn sign_in_as(
+    c: &mut wardengate_tests::browser::Chromium,
+    origin: &str,
+    path: &str,
+    user: &str,
+    password: &str,
+) {
     c.navigate(&format!("{origin}{path}"));
     until(c, "location.pathname", T, |v| v == &json!("/console/login"));
     until(
@@ -494,10 +504,11 @@ fn console_sign_in(c: &mut wardengate_tests::browser::Chromium, origin: &str, pa
         |v| v == &json!(true),
     );
     c.eval(&format!(
-        "(() => {{ document.getElementById('user').value = 'alice'; \
+        "(() => {{ document.getElementById('user').value = {}; \
          document.getElementById('password').value = {}; \
          document.getElementById('form').requestSubmit(); }})()",
-        json!(ALICE_PASSWORD)
+        json!(user),
+        json!(password)
     ));
     until(c, "location.pathname", T, |v| v == &json!("/console"));
     goto(c, origin, path);
@@ -505,7 +516,7 @@ fn console_sign_in(c: &mut wardengate_tests::browser::Chromium, origin: &str, pa
         c,
         "(document.getElementById('who') || {}).textContent",
         T,
-        |v| v == &json!("alice"),
+        |v| v == &json!(user),
     );
 }
 
@@ -527,11 +538,12 @@ fn until(
 /// Open a console page and wait until it is that page, loaded (Page.navigate does not wait).
 fn goto(c: &mut wardengate_tests::browser::Chromium, origin: &str, path: &str) {
     c.navigate(&format!("{origin}{path}"));
+    let pathname = path.split('#').next().unwrap_or(path);
     until(
         c,
         &format!(
             "location.pathname === {} && document.readyState === 'complete'",
-            json!(path)
+            json!(pathname)
         ),
         T,
         |v| v == &json!(true),
@@ -668,4 +680,104 @@ fn the_console_decides_approvals_plays_recordings_and_shows_the_verified_audit()
         T,
         |v| v.as_str().is_some_and(|t| t.contains("approval.granted") && !t.contains("session.start")),
     );
+}
+
+#[test]
+fn a_viewer_gets_no_actions_and_bulk_terminate_counts_asks_and_ends_them_all() {
+    let env = TestEnv::new();
+    let sshd = env.sshd();
+    let policy =
+        "\n[[policies]]\nname = \"sre-test\"\ngroups = [\"sre\"]\ntarget_tags = [\"env=test\"]\n";
+    let gw = gateway(&env, &sshd, policy)
+        .extra(&console_people(&env, ""))
+        .start();
+    let mut sessions: Vec<std::process::Child> = (0..2)
+        .map(|_| {
+            gw.ssh(&env, "alice:web-01.test")
+                .args(["-tt", "sleep 120"])
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .expect("ssh")
+        })
+        .collect();
+    poll(
+        T,
+        Duration::from_millis(200),
+        || gw.sessions("?state=active").len(),
+        |n| *n == 2,
+    );
+    let mut browser = Browser::start(&env, "chromium");
+    let origin = gw.api.replace("127.0.0.1", "localhost");
+    let c = &mut browser.chromium;
+
+    // erin may read sessions, nothing more: no action is offered to her.
+    sign_in_as(c, &origin, "/console", "erin", ERIN_PASSWORD);
+    until(c, ROWS, T, |v| v.as_array().is_some_and(|r| r.len() == 2));
+    // The keyboard opens a row: focus it, press Enter.
+    c.eval("document.querySelector('#sessions tr.row').focus()");
+    for kind in ["keyDown", "keyUp"] {
+        c.call(
+            "Input.dispatchKeyEvent",
+            json!({"type": kind, "key": "Enter", "code": "Enter", "windowsVirtualKeyCode": 13}),
+        );
+    }
+    until(
+        c,
+        "(document.querySelector('pre.detail') || {}).textContent || ''",
+        T,
+        |v| v.as_str().is_some_and(|t| t.contains("sre-test")),
+    );
+    let buttons = c
+        .eval("Array.from(document.querySelectorAll('.actions button')).map((b) => b.textContent)");
+    assert_eq!(buttons, json!([]), "erin is offered {buttons}");
+    assert_eq!(
+        c.eval("document.getElementById('bulk').hidden"),
+        json!(true)
+    );
+    let nav = c.eval("Array.from(document.querySelectorAll('#nav a')).filter((a) => !a.hidden).map((a) => a.textContent)");
+    assert_eq!(nav, json!(["Sessions", "Approvals"]), "{nav}");
+    click(c, "#signout");
+    until(c, "location.pathname", T, |v| v == &json!("/console/login"));
+
+    // alice filters on herself: the bulk button counts, asks, and ends both.
+    sign_in_as(c, &origin, "/console#actor=alice", "alice", ALICE_PASSWORD);
+    until(
+        c,
+        "(document.getElementById('bulk-terminate') || {}).textContent",
+        T,
+        |v| v == &json!("Terminate 2 matching…"),
+    );
+    click(c, "#bulk-terminate");
+    until(
+        c,
+        "(document.getElementById('ask-title') || {}).textContent",
+        T,
+        |v| v == &json!("Terminate 2 sessions"),
+    );
+    c.eval(
+        "(() => { document.getElementById('ask-reason').value = 'incident 4712'; \
+            document.getElementById('ask-ok').click(); })()",
+    );
+    let deadline = Instant::now() + T;
+    for s in &mut sessions {
+        while s.try_wait().ok().flatten().is_none() {
+            assert!(
+                Instant::now() < deadline,
+                "an ssh outlived the bulk terminate"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    let ended = poll(
+        T,
+        Duration::from_millis(200),
+        || gw.sessions("?state=closed"),
+        |r| r.len() == 2,
+    );
+    for s in &ended {
+        assert_eq!(s["end_detail"], "incident 4712", "{s}");
+        assert_eq!(s["terminated_by"], "alice", "{s}");
+    }
 }
