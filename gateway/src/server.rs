@@ -115,7 +115,7 @@ pub async fn run(
     let mut gw = Gateway::new(cfg, store, vault, recordings).await;
     gw.geoip = geoip;
     gw.console_key =
-        crate::identity::console::CookieKey::open(&gw.cfg().data_dir.join("console.key"))?;
+        crate::identity::cookie::CookieKey::open(&gw.cfg().data_dir.join("console.key"))?;
     {
         let c = &gw.cfg().config.console;
         if c.idle_timeout.is_zero() && c.lifespan.is_zero() {

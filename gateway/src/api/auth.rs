@@ -65,7 +65,7 @@ pub(super) async fn require_token(
                 .last()
                 .map(|u| caller_of(&cfg, u))
         }
-        None => match crate::identity::console::cookie_of(req.headers()) {
+        None => match crate::identity::cookie::cookie_of(req.headers()) {
             Some(cookie) => return with_cookie(st, req, next, &cookie).await,
             None => None,
         },

@@ -23,7 +23,8 @@ use wardengate_api as api;
 use super::common::{bad, internal, parse_body, query, ApiError, Caller};
 use super::sessions::{list_page, ListParams};
 use super::state::ApiState;
-use crate::identity::console::{clear_cookie, set_cookie, Match};
+use crate::identity::console::Match;
+use crate::identity::cookie::{clear_cookie, set_cookie};
 use crate::store::{ConsoleSessionRow, SessionQuery};
 
 /// Pages and the sign-in steps, before anyone is signed in.
@@ -410,7 +411,7 @@ async fn events(
         caller,
         params,
         // Only a stream opened with the console's cookie ends with its console session.
-        cookie: row.and(crate::identity::console::cookie_of(&headers)),
+        cookie: row.and(crate::identity::cookie::cookie_of(&headers)),
         last: String::new(),
         ticks: 0,
         over: false,

@@ -62,7 +62,7 @@ pub struct Gateway {
     /// `wgctl login` in progress, and the tokens it gave.
     pub logins: crate::identity::state::Logins,
     /// The key console cookies are sealed with (`console.key` in the data directory).
-    pub console_key: crate::identity::console::CookieKey,
+    pub console_key: crate::identity::cookie::CookieKey,
     /// The port the API listens on (the configured one, or the one picked for port 0): the
     /// default origin of the gateway's pages.
     pub api_port: u16,
@@ -109,7 +109,7 @@ impl Gateway {
             mfa: crate::identity::Mfa::default(),
             approvals: Default::default(),
             logins: Default::default(),
-            console_key: crate::identity::console::CookieKey::ephemeral(),
+            console_key: crate::identity::cookie::CookieKey::ephemeral(),
             api_port,
         }
     }

@@ -1,9 +1,10 @@
 //! Console sessions, Kibana's model: signing in to the operator console (password, and a
 //! security key where the person has one or a role says `require_mfa`) gives the browser an
-//! encrypted, HttpOnly, SameSite=Strict cookie and the store a record. The cookie holds a
-//! random secret sealed with XChaCha20-Poly1305 under `console.key` (data directory, 0600); the
-//! record holds the secret's sha256. Both must be there and match: a cookie without its record
-//! (invalidated, expired, cleaned up) or a record without its cookie is signed out.
+//! encrypted, HttpOnly, SameSite=Strict cookie (`identity/cookie.rs`) and the store a record. The
+//! cookie holds a random secret sealed with XChaCha20-Poly1305 under `console.key` (data
+//! directory, 0600); the record holds the secret's sha256. Both must be there and match: a
+//! cookie without its record (invalidated, expired, cleaned up) or a record without its cookie
+//! is signed out.
 //!
 //! `[console] idle_timeout` slides with each request the person makes (the live stream does
 //! not count), `lifespan` is absolute, `cleanup_interval` removes expired records, and
@@ -11,13 +12,7 @@
 //! `console.signed_in`, `console.signed_out`, `console.expired`, `console.evicted`,
 //! `console.invalidated`.
 
-use std::path::Path;
-
-use anyhow::{anyhow, Result};
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine;
-use chacha20poly1305::aead::{Aead, KeyInit, Payload};
-use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+use anyhow::Result;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 use wardengate_protocols::session::now_ms;
@@ -27,105 +22,11 @@ use super::state::digest;
 use crate::broker::Gateway;
 use crate::store::ConsoleSessionRow;
 
-/// The cookie's name.
-pub const COOKIE: &str = "wg_console";
 /// The idle expiry is written back once it would move by this much (each request would be a
 /// store write), or by a tenth of the idle timeout when that is shorter.
 const SLIDE_EVERY_MS: u64 = 5_000;
 /// Longest user agent kept with a session.
 const MAX_AGENT: usize = 160;
-
-/// The key console cookies are sealed with.
-pub struct CookieKey(XChaCha20Poly1305);
-
-impl CookieKey {
-    /// A key for this process only (tests, and until the server loads its file).
-    pub fn ephemeral() -> CookieKey {
-        let mut k = [0u8; 32];
-        // No entropy at all: the cookie then cannot be trusted, and nothing decrypts with a key
-        // nobody else has either way.
-        let _ = getrandom::getrandom(&mut k);
-        CookieKey(XChaCha20Poly1305::new(&k.into()))
-    }
-
-    /// The key in `path` (64 hex digits), made (mode 0600) when it is not there: restarts keep
-    /// people signed in.
-    pub fn open(path: &Path) -> Result<CookieKey> {
-        Ok(CookieKey(XChaCha20Poly1305::new(
-            &crate::util::key_file(path, "console cookie key")?.into(),
-        )))
-    }
-
-    /// The cookie's value for `secret`.
-    pub fn seal(&self, secret: &[u8; 32]) -> Result<String> {
-        let mut nonce = [0u8; 24];
-        getrandom::getrandom(&mut nonce).map_err(|e| anyhow!("no randomness: {e}"))?;
-        let sealed = self
-            .0
-            .encrypt(
-                XNonce::from_slice(&nonce),
-                Payload {
-                    msg: secret,
-                    aad: COOKIE.as_bytes(),
-                },
-            )
-            .map_err(|_| anyhow!("cannot seal the console cookie"))?;
-        let mut out = nonce.to_vec();
-        out.extend_from_slice(&sealed);
-        Ok(URL_SAFE_NO_PAD.encode(out))
-    }
-
-    /// The secret in a cookie's value; `None` for anything this gateway did not seal.
-    pub fn open_value(&self, value: &str) -> Option<[u8; 32]> {
-        if value.len() > 256 {
-            return None;
-        }
-        let raw = URL_SAFE_NO_PAD.decode(value.trim()).ok()?;
-        if raw.len() < 24 {
-            return None;
-        }
-        let (nonce, sealed) = raw.split_at(24);
-        let plain = self
-            .0
-            .decrypt(
-                XNonce::from_slice(nonce),
-                Payload {
-                    msg: sealed,
-                    aad: COOKIE.as_bytes(),
-                },
-            )
-            .ok()?;
-        plain.try_into().ok()
-    }
-}
-
-/// The `Set-Cookie` value that gives the browser its half (`secure` behind TLS).
-pub fn set_cookie(value: &str, secure: bool) -> String {
-    format!(
-        "{COOKIE}={value}; Path=/; HttpOnly; SameSite=Strict{}",
-        if secure { "; Secure" } else { "" }
-    )
-}
-
-/// The `Set-Cookie` value that takes it away.
-pub fn clear_cookie(secure: bool) -> String {
-    format!(
-        "{COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0{}",
-        if secure { "; Secure" } else { "" }
-    )
-}
-
-/// The console cookie's value among a request's `Cookie` headers.
-pub fn cookie_of(headers: &axum::http::HeaderMap) -> Option<String> {
-    headers
-        .get_all(axum::http::header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|kv| kv.trim().split_once('='))
-        .find(|(k, _)| *k == COOKIE)
-        .map(|(_, v)| v.to_string())
-}
 
 fn sid_hash(secret: &[u8; 32]) -> String {
     hex::encode(Sha256::digest(secret))
@@ -375,39 +276,5 @@ impl Gateway {
             None,
             json!({"console_session": row.id}),
         );
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_cookie_opens_only_with_its_key_and_unchanged() {
-        let k = CookieKey::ephemeral();
-        let secret = [7u8; 32];
-        let v = k.seal(&secret).expect("seal");
-        assert_eq!(k.open_value(&v), Some(secret));
-        assert_ne!(k.seal(&secret).expect("seal"), v, "a fresh nonce each time");
-        assert_eq!(CookieKey::ephemeral().open_value(&v), None);
-        let mut raw = URL_SAFE_NO_PAD.decode(&v).expect("b64");
-        let last = raw.len() - 1;
-        raw[last] ^= 1;
-        assert_eq!(k.open_value(&URL_SAFE_NO_PAD.encode(raw)), None);
-        assert_eq!(k.open_value("not-a-cookie"), None);
-        assert_eq!(k.open_value(&"A".repeat(4000)), None);
-    }
-
-    #[test]
-    fn the_cookie_is_found_among_others_and_set_strictly() {
-        let mut h = axum::http::HeaderMap::new();
-        h.append("cookie", "a=1; wg_console=xyz; b=2".parse().expect("h"));
-        assert_eq!(cookie_of(&h).as_deref(), Some("xyz"));
-        let set = set_cookie("v", true);
-        for part in ["HttpOnly", "SameSite=Strict", "Secure", "Path=/"] {
-            assert!(set.contains(part), "{set}");
-        }
-        assert!(!set_cookie("v", false).contains("Secure"));
-        assert!(clear_cookie(false).contains("Max-Age=0"));
     }
 }

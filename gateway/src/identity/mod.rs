@@ -16,6 +16,7 @@
 pub mod approvals;
 mod ceremony;
 pub mod console;
+pub mod cookie;
 pub mod login;
 pub mod state;
 
