@@ -781,3 +781,42 @@ fn a_viewer_gets_no_actions_and_bulk_terminate_counts_asks_and_ends_them_all() {
         assert_eq!(s["terminated_by"], "alice", "{s}");
     }
 }
+
+#[test]
+fn the_console_shows_a_live_postgresql_session_as_its_query_log() {
+    use std::io::Write;
+    let env = TestEnv::new();
+    let pg = wardengate_tests::pg::cluster(&env);
+    let policy =
+        "\n[[policies]]\nname = \"dba\"\ngroups = [\"sre\"]\ntarget_tags = [\"env=test\"]\n";
+    let gw = wardengate_tests::pg::pg_targets(env.gateway(), &pg)
+        .policies(policy)
+        .extra(&console_people(&env, ""))
+        .start();
+    let mut psql = gw
+        .psql("alice#billing.test", "")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("psql");
+    let mut stdin = psql.stdin.take().expect("stdin");
+    writeln!(stdin, "select 40 + 1 as first;").expect("query");
+    let sid = gw.wait_one_active();
+    let mut browser = Browser::start(&env, "chromium");
+    let origin = gw.api.replace("127.0.0.1", "localhost");
+    let c = &mut browser.chromium;
+    console_sign_in(c, &origin, "/console");
+    click(c, &format!("#sessions tr.row[data-id=\"{sid}\"]"));
+    click_button(c, "Shadow");
+    writeln!(stdin, "select 'live-' || 42 as second;").expect("query");
+    let log = until(
+        c,
+        "(document.querySelector('.shadow .querylog') || {}).textContent || ''",
+        T,
+        |v| v.as_str().is_some_and(|t| t.contains("live-")),
+    );
+    assert!(log.to_string().contains("select"), "{log}");
+    drop(stdin);
+    let _ = psql.wait();
+}
