@@ -55,7 +55,7 @@ pub(super) async fn require_token(
                 });
                 return next.run(req).await;
             }
-            let signed_in = st.gw.logins.user_of(&d);
+            let signed_in = st.gw.token_user(&d).await;
             cfg.users
                 .values()
                 .filter(|u| {

@@ -118,7 +118,7 @@ async fn logout(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or_default();
-    match st.gw.logins.revoke(token) {
+    match st.gw.token_revoke(token).await {
         Some(user) => {
             st.gw
                 .audit("login.revoked", Some(&user), None, serde_json::json!({}));

@@ -40,6 +40,8 @@ pub(super) struct ListParams {
     pub(super) protocol: Option<String>,
     /// One state (`active`, `paused`, `closed`, ...).
     pub(super) state: Option<String>,
+    /// Only sessions under this policy.
+    pub(super) policy: Option<String>,
     /// Only sessions idle longer than this (`90s`, `5m`, `2h`, or seconds).
     pub(super) idle_gt: Option<String>,
     /// `key=value`: only sessions to targets with this tag.
@@ -132,6 +134,7 @@ pub(super) async fn list_page(
             target: p.target,
             protocol,
             state,
+            policy: p.policy,
             // Idle and shadowed sessions are live ones.
             live: p.live.unwrap_or(false) || idle_gt_secs.is_some() || shadowed,
             targets_in: p.target_tag.as_deref().map(|t| st.gw.targets_with_tag(t)),

@@ -329,6 +329,7 @@ impl Gateway {
             .map_err(|e| CeremonyError::Internal(format!("cannot store the key: {e:#}")))?;
         if let Some(code) = &sign_in {
             self.login_proved(user, code)
+                .await
                 .map_err(CeremonyError::Unusable)?;
             self.audit(
                 "mfa.passed",

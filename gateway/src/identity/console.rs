@@ -219,9 +219,13 @@ impl Gateway {
         }
     }
 
-    /// Remove the records that expired (every `[console] cleanup_interval`).
+    /// Remove the records that expired (every `[console] cleanup_interval`), and the `wgctl
+    /// login` tokens that did.
     pub async fn console_cleanup(&self) {
         let now = now_ms();
+        if let Err(e) = self.store.token_purge(now).await {
+            tracing::warn!("cannot purge expired operator tokens: {e:#}");
+        }
         match self.store.console_list(None).await {
             Ok(all) => {
                 let gone = all

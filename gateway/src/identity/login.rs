@@ -2,11 +2,12 @@
 //! link and a short code; the person opens the gateway's page `/login`, checks the code, gives
 //! their password (argon2, throttled per person and source like every login) and touches their
 //! security key; wgctl, polling with its secret device code, then receives a token that expires
-//! after `[identity] operator_token_ttl`. Tokens are kept hashed; `wgctl logout` revokes one.
+//! after `[identity] operator_token_ttl`. Tokens are kept hashed in the store (a restart keeps
+//! people signed in); `wgctl logout` revokes one.
 //!
 //! Sign-in needs an enrolled key: a person without one is told to enrol first (an administrator
-//! can, with `wgctl mfa enroll --user NAME`). Logins and tokens live in memory: a restart signs
-//! everyone out. Audited: `login.started`, `login.failed` (with the reason), `login.succeeded`,
+//! can, with `wgctl mfa enroll --user NAME`). Sign-ins in progress live in memory (a restart
+//! forgets them; people run `wgctl login` again). Audited: `login.started`, `login.failed` (with the reason), `login.succeeded`,
 //! `login.revoked`.
 
 use std::time::Duration;
@@ -97,6 +98,36 @@ impl Gateway {
             user_code: code,
             expires_in: LOGIN_WINDOW,
         })
+    }
+
+    /// The person a `wgctl login` token belongs to, while it is valid.
+    pub async fn token_user(&self, token_hash: &[u8; 32]) -> Option<String> {
+        match self
+            .store
+            .token_user(&hex::encode(token_hash), now_ms())
+            .await
+        {
+            Ok(u) => u,
+            Err(e) => {
+                tracing::error!("cannot read operator tokens: {e:#}");
+                None
+            }
+        }
+    }
+
+    /// Revoke a `wgctl login` token; its person when it was valid.
+    pub async fn token_revoke(&self, token: &str) -> Option<String> {
+        match self
+            .store
+            .token_remove(&hex::encode(digest(token)), now_ms())
+            .await
+        {
+            Ok(u) => u,
+            Err(e) => {
+                tracing::error!("cannot revoke an operator token: {e:#}");
+                None
+            }
+        }
     }
 
     /// wgctl polls with its device code.
@@ -210,7 +241,7 @@ impl Gateway {
 
     /// The key was touched for sign-in `code`: the waiting wgctl gets its token (a console
     /// sign-in, its session).
-    pub(crate) fn login_proved(&self, user: &str, code: &str) -> Result<(), String> {
+    pub(crate) async fn login_proved(&self, user: &str, code: &str) -> Result<(), String> {
         if lock(&self.logins.pending)
             .values()
             .any(|l| l.user_code == code && l.console.is_some())
@@ -228,7 +259,10 @@ impl Gateway {
                 .ok_or("the sign-in expired meanwhile; run wgctl login again")?;
             l.token = Some((user.to_string(), token.clone(), expires_ms));
         }
-        lock(&self.logins.tokens).insert(digest(&token), (user.to_string(), expires_ms));
+        self.store
+            .token_put(&hex::encode(digest(&token)), user, expires_ms)
+            .await
+            .map_err(|e| format!("internal error: cannot keep the token: {e:#}"))?;
         self.audit(
             "login.succeeded",
             Some(user),

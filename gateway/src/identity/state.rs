@@ -9,9 +9,8 @@ use sha2::{Digest, Sha256};
 use tokio::sync::watch;
 use wardengate_api as api;
 use wardengate_policy::Approval;
-use wardengate_protocols::session::now_ms;
 
-use super::{lock, Outcome};
+use super::Outcome;
 
 /// One request and the answer its waiter (an SSH login) listens for.
 pub(crate) struct Request {
@@ -54,27 +53,11 @@ pub(crate) struct ConsoleSignIn {
 /// Logins in progress and the tokens they gave.
 #[derive(Default)]
 pub struct Logins {
-    /// By the hash of the device code (wgctl's secret).
+    /// By the hash of the device code (wgctl's secret). (The tokens they give are kept in the
+    /// store: `operator_tokens`.)
     pub(crate) pending: Mutex<HashMap<[u8; 32], LoginPending>>,
-    /// By the hash of the token: (user, expires at ms).
-    pub(crate) tokens: Mutex<HashMap<[u8; 32], (String, u64)>>,
 }
 
 pub(crate) fn digest(s: &str) -> [u8; 32] {
     Sha256::digest(s.trim().as_bytes()).into()
-}
-
-impl Logins {
-    /// The user named by a valid operator token.
-    pub fn user_of(&self, token_hash: &[u8; 32]) -> Option<String> {
-        let now = now_ms();
-        let mut t = lock(&self.tokens);
-        t.retain(|_, (_, exp)| *exp > now);
-        t.get(token_hash).map(|(u, _)| u.clone())
-    }
-
-    /// Revoke a token; its user when it was valid.
-    pub fn revoke(&self, token: &str) -> Option<String> {
-        lock(&self.tokens).remove(&digest(token)).map(|(u, _)| u)
-    }
 }

@@ -246,3 +246,58 @@ mod query_tests {
         assert_eq!(db.query_list("bob").expect("bob").len(), 1);
     }
 }
+
+impl Db {
+    /// Keep a `wgctl login` token (its sha256, hex): it outlives a restart until it expires.
+    pub fn token_put(&self, hash: &str, user: &str, expires_ms: u64) -> Result<()> {
+        self.conn.execute(
+            "INSERT OR REPLACE INTO operator_tokens (hash, user, expires_ms) VALUES (?1,?2,?3)",
+            params![hash, user, expires_ms as i64],
+        )?;
+        Ok(())
+    }
+
+    /// The person a token hash belongs to, if it has not expired at `now`.
+    pub fn token_user(&self, hash: &str, now: u64) -> Result<Option<String>> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT user FROM operator_tokens WHERE hash = ?1 AND expires_ms > ?2")?;
+        let mut rows = stmt.query_map(params![hash, now as i64], |r| r.get(0))?;
+        Ok(rows.next().transpose()?)
+    }
+
+    /// Revoke a token; its person when it was there and valid at `now`.
+    pub fn token_remove(&self, hash: &str, now: u64) -> Result<Option<String>> {
+        let user = self.token_user(hash, now)?;
+        self.conn
+            .execute("DELETE FROM operator_tokens WHERE hash = ?1", [hash])?;
+        Ok(user)
+    }
+
+    /// Forget the tokens that expired; how many.
+    pub fn token_purge(&self, now: u64) -> Result<usize> {
+        Ok(self.conn.execute(
+            "DELETE FROM operator_tokens WHERE expires_ms <= ?1",
+            [now as i64],
+        )?)
+    }
+}
+
+#[cfg(test)]
+mod token_tests {
+    use super::*;
+
+    #[test]
+    fn tokens_hold_until_they_expire_or_are_revoked() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = Db::open(&dir.path().join("db.sqlite")).expect("db");
+        db.token_put("h1", "alice", 100).expect("put");
+        db.token_put("h2", "bob", 50).expect("put");
+        assert_eq!(db.token_user("h1", 99).expect("get"), Some("alice".into()));
+        assert_eq!(db.token_user("h1", 100).expect("get"), None, "expired");
+        assert_eq!(db.token_remove("h1", 10).expect("rm"), Some("alice".into()));
+        assert_eq!(db.token_user("h1", 10).expect("get"), None, "revoked");
+        assert_eq!(db.token_purge(60).expect("purge"), 1);
+        assert_eq!(db.token_user("h2", 10).expect("get"), None);
+    }
+}

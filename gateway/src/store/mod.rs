@@ -86,6 +86,12 @@ pub trait Store: Send + Sync {
     /// Remove these console sessions; how many went.
     async fn console_remove(&self, ids: Vec<String>) -> Result<usize>;
 
+    /// `wgctl login` tokens, by their sha256 (hex): kept, looked up, revoked, purged.
+    async fn token_put(&self, hash: &str, user: &str, expires_ms: u64) -> Result<()>;
+    async fn token_user(&self, hash: &str, now: u64) -> Result<Option<String>>;
+    async fn token_remove(&self, hash: &str, now: u64) -> Result<Option<String>>;
+    async fn token_purge(&self, now: u64) -> Result<usize>;
+
     /// An operator's saved views of the sessions list.
     async fn query_put(&self, q: SavedQuery) -> Result<()>;
     async fn query_list(&self, owner: &str) -> Result<Vec<SavedQuery>>;
@@ -142,6 +148,8 @@ CREATE TABLE IF NOT EXISTS console_sessions (
   idle_expires_ms INTEGER, lifespan_expires_ms INTEGER, source TEXT NOT NULL,
   user_agent TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS console_sessions_user ON console_sessions(username);
+CREATE TABLE IF NOT EXISTS operator_tokens (
+  hash TEXT PRIMARY KEY, user TEXT NOT NULL, expires_ms INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS console_queries (
   owner TEXT NOT NULL, name TEXT NOT NULL, query TEXT NOT NULL, pinned INTEGER NOT NULL,
   created_ms INTEGER NOT NULL, PRIMARY KEY (owner, name));

@@ -135,6 +135,8 @@ pub struct SessionQuery {
     pub target: Option<String>,
     pub protocol: Option<Protocol>,
     pub state: Option<SessionState>,
+    /// Only sessions admitted (or refused) under this policy.
+    pub policy: Option<String>,
     /// Only sessions that have not ended.
     pub live: bool,
     /// Only these targets (a tag's targets).
@@ -165,7 +167,8 @@ const SESSION_WHERE: &str = "(?1 IS NULL OR actor=?1) AND (?2 IS NULL OR target=
     (?3 IS NULL OR protocol=?3) AND (?4 IS NULL OR state=?4) AND \
     (?5 = 0 OR state NOT IN ('closed','denied','failed')) AND \
     (?6 IS NULL OR target IN (SELECT value FROM json_each(?6))) AND \
-    (?7 IS NULL OR started_ms < ?7 OR (started_ms = ?7 AND id < ?8))";
+    (?7 IS NULL OR started_ms < ?7 OR (started_ms = ?7 AND id < ?8)) AND \
+    (?10 IS NULL OR policy=?10)";
 
 const SESSION_COLS: &str = "id, state, protocol, actor, client_addr, client_version, target, \
     target_addr, account, account_ref, policy, pty_term, pty_cols, pty_rows, gateway, started_ms, \
@@ -290,7 +293,8 @@ impl Db {
                 targets,
                 before_ms,
                 before_id,
-                q.limit.max(1)
+                q.limit.max(1),
+                q.policy
             ],
             session_from_row,
         )?;
@@ -310,7 +314,10 @@ impl Db {
                 q.live,
                 targets,
                 before_ms,
-                before_id
+                before_id,
+                // ?9 is the list's limit, unused by a count.
+                Option::<i64>::None,
+                q.policy
             ],
             |r| r.get(0),
         )?;

@@ -200,6 +200,25 @@ impl Store for Sqlite {
         self.call(move |db| db.console_remove(&ids)).await
     }
 
+    async fn token_put(&self, hash: &str, user: &str, expires_ms: u64) -> Result<()> {
+        let (h, u) = (hash.to_owned(), user.to_owned());
+        self.call(move |db| db.token_put(&h, &u, expires_ms)).await
+    }
+
+    async fn token_user(&self, hash: &str, now: u64) -> Result<Option<String>> {
+        let h = hash.to_owned();
+        self.call(move |db| db.token_user(&h, now)).await
+    }
+
+    async fn token_remove(&self, hash: &str, now: u64) -> Result<Option<String>> {
+        let h = hash.to_owned();
+        self.call(move |db| db.token_remove(&h, now)).await
+    }
+
+    async fn token_purge(&self, now: u64) -> Result<usize> {
+        self.call(move |db| db.token_purge(now)).await
+    }
+
     async fn query_put(&self, q: SavedQuery) -> Result<()> {
         self.call(move |db| db.query_put(&q)).await
     }

@@ -331,6 +331,20 @@ fn an_operator_signs_in_with_a_key_watches_a_live_ssh_session_and_terminates_it(
     assert_eq!(c.eval("location.hash"), json!("#protocol=postgres"));
     set_protocol(c, "ssh");
     until(c, ROWS, T, |v| v.as_array().is_some_and(|r| r.len() == 1));
+    // The policy filter is the API's (`?policy=`), not only the rows on the page.
+    let set_policy = |c: &mut wardengate_tests::browser::Chromium, p: &str| {
+        c.eval(&format!(
+            "(() => {{ const s = document.getElementById('f-policy'); s.value = '{p}'; \
+             s.dispatchEvent(new Event('input', {{bubbles: true}})); }})()"
+        ));
+    };
+    set_policy(c, "other-policy");
+    until(c, ROWS, T, |v| v.as_array().is_some_and(|r| r.is_empty()));
+    let none = gw.sessions("?policy=other-policy");
+    assert!(none.is_empty(), "{none:?}");
+    assert_eq!(gw.sessions("?policy=sre-test").len(), 1);
+    set_policy(c, "");
+    until(c, ROWS, T, |v| v.as_array().is_some_and(|r| r.len() == 1));
 
     // The view is saved under a name, pinned above the list, and kept by the gateway.
     click(c, "#save-view");

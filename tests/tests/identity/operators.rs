@@ -121,17 +121,18 @@ fn wgctl_login_signs_in_through_the_page_with_password_and_key() {
     use std::io::BufRead;
     let env = TestEnv::new();
     let sshd = env.sshd();
-    let gw = gateway(&env, &sshd, STEP_UP).start();
+    let mut gw = gateway(&env, &sshd, STEP_UP).start();
     let mut browser = Browser::start(&env, "chromium");
     enrol(&gw, &mut browser);
     let home = env.path("home");
     std::fs::create_dir_all(&home).expect("home");
+    let first_api = gw.api.clone();
     let wgctl = |args: &[&str]| {
         let mut c = std::process::Command::new(bin("wgctl"));
         c.env("HOME", &home)
             .env_remove("XDG_CONFIG_HOME")
             .env_remove("WARDENGATE_TOKEN")
-            .env("WARDENGATE_ADDR", &gw.api)
+            .env("WARDENGATE_ADDR", &first_api)
             .args(args);
         c
     };
@@ -239,11 +240,27 @@ fn wgctl_login_signs_in_through_the_page_with_password_and_key() {
     assert_stderr_has(&out, "alice may not GET /api/v1/audit: it needs audit.read");
     assert!(!gw.audit("login.succeeded").is_empty());
 
-    let out = run(&mut wgctl(&["logout"]), T);
+    // The token is kept in the store: after a restart (new ports) it still signs alice in.
+    let (config, data) = (gw.config.clone(), gw.data.clone());
+    gw.stop();
+    let gw = GatewayProc::spawn(config, data);
+    let again = |args: &[&str]| {
+        let mut c = wgctl(args);
+        c.env("WARDENGATE_ADDR", &gw.api);
+        c
+    };
+    assert_success(
+        &run(&mut again(&["session", "list"]), T),
+        "session list signed in, after a restart",
+    );
+
+    let out = run(&mut again(&["logout"]), T);
     assert_stdout_has(&out, "signed out");
     assert!(!creds.exists(), "the credentials are forgotten");
-    let out = run(&mut wgctl(&["session", "list"]), T);
+    let out = run(&mut again(&["session", "list"]), T);
     assert_stderr_has(&out, "not signed in: run `wgctl login`");
+    let revoked = gw.wait_audit("login.revoked", T);
+    assert_eq!(revoked["actor"], "alice", "{revoked}");
 }
 
 /// A webhook endpoint on loopback (the peer a chat bot would be): answers 500 to the first

@@ -65,7 +65,7 @@
     const q = new URLSearchParams();
     for (const f of new FormData($("filters"))) {
       const [k, v] = f;
-      if (v && k !== "policy") q.set(k, String(v).trim());
+      if (v) q.set(k, String(v).trim());
     }
     return q;
   }
@@ -88,9 +88,7 @@
   }
 
   function visible() {
-    if (!last) return [];
-    const policy = $("f-policy").value.trim();
-    return last.list.sessions.filter((s) => !policy || s.policy === policy);
+    return last ? last.list.sessions : [];
   }
 
   function draw() {
@@ -330,10 +328,16 @@
     for (const k of ["actor", "target_tag", "protocol"]) if (q.get(k)) sel[k] = q.get(k);
     return sel;
   }
+  // Bulk terminate selects by actor, tag and protocol, as the API does: it is offered only when
+  // the view is exactly such a selection (no policy, state, idle or shadowed filter) and the
+  // list shows all of it, so the count is what ends.
   function updateBulk() {
     const sel = selectors();
+    const q = params();
+    const narrower = ["policy", "state", "idle_gt", "shadowed"].some((k) => q.get(k));
     const n = visible().filter((s) => ["active", "paused"].includes(s.state)).length;
-    $("bulk").hidden = !may("session.terminate") || Object.keys(sel).length === 0;
+    $("bulk").hidden = !may("session.terminate") || Object.keys(sel).length === 0 || narrower ||
+      !!(last && last.list.more);
     $("bulk-terminate").textContent = "Terminate " + n + " matching…";
     $("bulk-terminate").disabled = n === 0;
   }
@@ -615,7 +619,6 @@
   let typing = null;
   $("filters").addEventListener("input", (e) => {
     clearTimeout(typing);
-    if (e.target.name === "policy") { if (last) draw(); return; }
     typing = setTimeout(connect, 250);
   });
   $("filters").addEventListener("reset", () => setTimeout(connect, 0));
