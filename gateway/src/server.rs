@@ -208,6 +208,7 @@ pub async fn run(
         gw: gw.clone(),
         token_hash: Sha256::digest(token.as_bytes()).into(),
         tickets: Default::default(),
+        views: Default::default(),
     };
     let api_gate = gate("api", sec.auth_timeout, sec.api_connections_per_source);
     let api_tls = if cfg_api.plain_http {

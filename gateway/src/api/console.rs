@@ -377,6 +377,47 @@ async fn strip(st: &ApiState) -> serde_json::Value {
 
 /// How often the stream looks for changes.
 const TICK: Duration = Duration::from_millis(300);
+/// Views kept for the streams showing them (older ones are dropped).
+const MAX_VIEWS: usize = 256;
+
+/// One page of the live stream: the sessions `caller` may see under `params`, and the Live strip.
+/// Computed at most once a tick for every stream showing the same view (same visibility, same
+/// filters), so ten operators on the default view cost what one does.
+async fn view(
+    st: &ApiState,
+    caller: &Caller,
+    params: &ListParams,
+) -> Result<std::sync::Arc<String>, ApiError> {
+    let who = match caller.may(crate::config::Perm::SessionRead) {
+        true => "*".to_string(),
+        false => caller.name.clone(),
+    };
+    let key = format!("{who}|{params:?}");
+    let fresh = TICK.saturating_sub(Duration::from_millis(50));
+    let slot = {
+        let mut views = crate::registry::lock(&st.views.0);
+        if views.len() >= MAX_VIEWS && !views.contains_key(&key) {
+            // Views nobody is computing or holding (only the map refers to them) go first.
+            views.retain(|_, v| std::sync::Arc::strong_count(v) > 1);
+        }
+        views.entry(key).or_default().clone()
+    };
+    let mut page = slot.lock().await;
+    if let Some((at, body)) = page.as_ref() {
+        if at.elapsed() < fresh {
+            return Ok(body.clone());
+        }
+    }
+    let mut list = list_page(st, caller, params.clone()).await?;
+    // Idle time grows every second: the page works it out from the last input, so that an
+    // unchanged list is not sent again.
+    for s in &mut list.sessions {
+        s.idle_secs = 0;
+    }
+    let body = std::sync::Arc::new(json!({"list": list, "strip": strip(st).await}).to_string());
+    *page = Some((std::time::Instant::now(), body.clone()));
+    Ok(body)
+}
 
 /// The sessions view, live: a `sessions` event (the list, with the same filters as
 /// `GET /api/v1/sessions`, and the Live strip) each time what it would show changes. Ends when
@@ -434,15 +475,8 @@ async fn events(
                     }
                 }
             }
-            let list = match list_page(&l.st, &l.caller, l.params.clone()).await {
-                // Idle time grows every second: the page works it out from the last input, so
-                // that an unchanged list is not sent again.
-                Ok(mut list) => {
-                    for s in &mut list.sessions {
-                        s.idle_secs = 0;
-                    }
-                    list
-                }
+            let body = match view(&l.st, &l.caller, &l.params).await {
+                Ok(body) => body,
                 Err(e) => {
                     l.over = true;
                     let e = Event::default()
@@ -451,10 +485,12 @@ async fn events(
                     return Some((Ok(e), l));
                 }
             };
-            let body = json!({"list": list, "strip": strip(&l.st).await}).to_string();
-            if body != l.last {
-                l.last = body.clone();
-                return Some((Ok(Event::default().event("sessions").data(body)), l));
+            if *body != l.last {
+                l.last = body.to_string();
+                return Some((
+                    Ok(Event::default().event("sessions").data(body.as_str())),
+                    l,
+                ));
             }
         }
     });
