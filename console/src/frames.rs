@@ -35,11 +35,11 @@ fn no_desktop(events: &[Event], at: u64) -> anyhow::Error {
 
 fn warn_errors(d: &Desktop) {
     if d.errors > 0 {
-        eprintln!(
+        crate::output::note(&format!(
             "wgctl: {} update(s) could not be decoded and are missing from the picture; the first: {}",
             d.errors,
             d.first_error.as_deref().unwrap_or("?")
-        );
+        ));
     }
 }
 

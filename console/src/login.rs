@@ -87,13 +87,13 @@ fn save(c: &Credentials) -> Result<PathBuf> {
 
 pub fn login(c: Client) -> Result<()> {
     let s: api::LoginStarted = c.post("/api/v1/login/device", &json!({}))?;
-    eprintln!(
+    crate::output::note(&format!(
         "Open this link in a browser and check that it shows the code {}:\n\n  {}\n\n\
          Sign in there with your password and security key (within {}). Waiting…",
         s.user_code,
         s.url,
         wardengate_recorder::time::human_secs(s.expires_in_secs)
-    );
+    ));
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(s.expires_in_secs);
     loop {
         std::thread::sleep(std::time::Duration::from_secs(s.interval_secs.max(1)));
@@ -111,16 +111,20 @@ pub fn login(c: Client) -> Result<()> {
                 expires_ms: p.expires_ms.unwrap_or(0),
             };
             let file = save(&creds)?;
-            println!(
-                "signed in to {} as {} for {} (token in {})",
-                creds.addr,
-                creds.user,
-                // To the minute: the poll came a moment after the token was made.
-                wardengate_recorder::time::human_secs(
-                    (creds.expires_ms.saturating_sub(now_ms()) / 1000 + 30) / 60 * 60
-                ),
-                file.display()
-            );
+            std::io::Write::write_all(
+                &mut std::io::stdout(),
+                format!(
+                    "signed in to {} as {} for {} (token in {})\n",
+                    creds.addr,
+                    creds.user,
+                    // To the minute: the poll came a moment after the token was made.
+                    wardengate_recorder::time::human_secs(
+                        (creds.expires_ms.saturating_sub(now_ms()) / 1000 + 30) / 60 * 60
+                    ),
+                    file.display()
+                )
+                .as_bytes(),
+            )?;
             return Ok(());
         }
         if std::time::Instant::now() > deadline {

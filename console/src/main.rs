@@ -95,7 +95,7 @@ fn main() {
         {
             std::process::exit(0);
         }
-        eprintln!("wgctl: {e:#}");
+        output::note(&format!("wgctl: {e:#}"));
         std::process::exit(1);
     }
 }

@@ -50,3 +50,10 @@ pub(crate) fn report<T: serde::Serialize>(
         out(&text(v))
     }
 }
+
+/// A message for the person on stderr. A stderr that went away (the terminal closed, `2>&-`) is
+/// no reason to stop: the message is dropped, where `eprintln!` would panic.
+pub fn note(text: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "{text}");
+}
