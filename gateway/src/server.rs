@@ -128,6 +128,7 @@ pub async fn run(
     gw.api_port = listening.api.port();
     let gw = Arc::new(gw);
     gw.recover().await;
+    gw.load_approvals().await;
     for seal in gw.recordings.recover_all() {
         tracing::warn!(session = %seal.session_id, chunks = seal.chunks, "sealed an unfinished recording as truncated");
         gw.audit(

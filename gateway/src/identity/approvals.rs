@@ -14,9 +14,10 @@
 //! the login that follows the approval continues it under the same id, and a denial, timeout
 //! or withdrawal ends it `denied` with that reason.
 //!
-//! Requests live in memory: a gateway restart forgets the pending ones (their people connect
-//! again; their waiting sessions are closed as `failed` at start like any left open), and the
-//! audit keeps the history.
+//! Requests are kept in the store after each change and read back at start: a PostgreSQL or
+//! RDP request still waits for its approvers across a restart, and an approved one still admits
+//! within `valid_for`; an SSH login's wait does not survive it (the request is withdrawn, the
+//! waiting session closed `failed` at start like any left open). The audit keeps the history.
 
 use serde_json::{json, Value};
 use tokio::sync::watch;
@@ -99,7 +100,8 @@ impl Gateway {
                 .iter()
                 .position(|r| r.wire.state != api::ApprovalState::Pending)
                 .unwrap_or(0);
-            reqs.remove(oldest);
+            let gone = reqs.remove(oldest);
+            self.store.approval_remove_later(vec![gone.wire.id]);
         }
         let (tx, rx) = watch::channel(None);
         let wire = api::ApprovalRequest {
@@ -126,6 +128,9 @@ impl Gateway {
             done: tx,
             rows: Vec::new(),
         });
+        if let Some(r) = reqs.last() {
+            self.store.approval_put_later(r.wire.id.clone(), r.kept());
+        }
         Gate::Waiting(wire, rx, true)
     }
 
@@ -156,6 +161,7 @@ impl Gateway {
         let mut reqs = lock(&self.approvals.0);
         if let Some(r) = reqs.iter_mut().find(|r| r.wire.id == id) {
             r.wire.state = api::ApprovalState::Used;
+            self.store.approval_put_later(r.wire.id.clone(), r.kept());
             r.rows.retain(|x| x.id != session);
             let others = std::mem::take(&mut r.rows);
             let actor = r.wire.actor.clone();
@@ -324,6 +330,7 @@ impl Gateway {
         } else {
             ("approval.approved", None)
         };
+        self.store.approval_put_later(r.wire.id.clone(), r.kept());
         let denied = matches!(outcome, Some(Err(_)));
         let rows = if denied {
             std::mem::take(&mut r.rows)
@@ -367,6 +374,7 @@ impl Gateway {
             .done
             .send(Some(Err("wardengate: approval withdrawn".into())));
         let rows = std::mem::take(&mut r.rows);
+        self.store.approval_put_later(r.wire.id.clone(), r.kept());
         let wire = r.wire.clone();
         drop(reqs);
         self.end_waiting(rows, "approval_withdrawn", "withdrawn by the requester");
@@ -377,6 +385,48 @@ impl Gateway {
             json!({"request": id}),
         );
         Ok(wire)
+    }
+
+    /// The requests the store kept, at start: undecided ones of PostgreSQL and RDP wait on (their
+    /// people connect again once approved), an approved one not used yet still admits within its
+    /// `valid_for`; an SSH login's wait did not survive the restart, so its request is withdrawn.
+    pub async fn load_approvals(&self) {
+        let kept = match self.store.approval_all().await {
+            Ok(k) => k,
+            Err(e) => {
+                tracing::error!("cannot read the approval requests kept: {e:#}");
+                return;
+            }
+        };
+        let mut loaded = Vec::new();
+        for body in kept {
+            let Ok(k) = serde_json::from_str::<super::state::Kept>(&body) else {
+                tracing::warn!("an approval request in the store does not parse; skipped");
+                continue;
+            };
+            let (done, _) = watch::channel(None);
+            let mut r = Request {
+                wire: k.wire,
+                approval: k.approval,
+                expires_ms: k.expires_ms,
+                valid_until_ms: k.valid_until_ms,
+                waited: k.waited,
+                done,
+                rows: Vec::new(),
+            };
+            if r.waited && r.wire.state == api::ApprovalState::Pending {
+                r.wire.state = api::ApprovalState::Withdrawn;
+                r.wire.reason = Some("the gateway restarted while the ssh login waited".into());
+                self.store.approval_put_later(r.wire.id.clone(), r.kept());
+            }
+            loaded.push(r);
+        }
+        loaded.sort_by_key(|r| r.wire.created_ms);
+        let n = loaded.len();
+        lock(&self.approvals.0).extend(loaded);
+        if n > 0 {
+            tracing::info!(requests = n, "approval requests loaded from the store");
+        }
     }
 
     /// Deny what waited too long (`approval_timeout`), withdraw what its SSH login gave up on,
@@ -402,11 +452,13 @@ impl Gateway {
                     ))));
                     ended.push(("approval.denied", r.wire.clone(), "approval_timeout"));
                     rows.push((std::mem::take(&mut r.rows), "approval_timeout"));
+                    self.store.approval_put_later(r.wire.id.clone(), r.kept());
                 } else if r.waited && r.done.receiver_count() == 0 {
                     r.wire.state = api::ApprovalState::Withdrawn;
                     r.wire.reason = Some("the requester's ssh ended (Ctrl-C)".into());
                     ended.push(("approval.withdrawn", r.wire.clone(), "client_left"));
                     rows.push((std::mem::take(&mut r.rows), "approval_withdrawn"));
+                    self.store.approval_put_later(r.wire.id.clone(), r.kept());
                 }
             }
             // Approved, and nobody came back for it in time.
@@ -417,10 +469,18 @@ impl Gateway {
             }) {
                 rows.push((std::mem::take(&mut r.rows), "approval_unused"));
             }
+            let mut forgotten = Vec::new();
             reqs.retain(|r| {
-                r.wire.state == api::ApprovalState::Pending
-                    || now.saturating_sub(r.wire.created_ms) < KEEP_DECIDED_MS
+                let keep = r.wire.state == api::ApprovalState::Pending
+                    || now.saturating_sub(r.wire.created_ms) < KEEP_DECIDED_MS;
+                if !keep {
+                    forgotten.push(r.wire.id.clone());
+                }
+                keep
             });
+            if !forgotten.is_empty() {
+                self.store.approval_remove_later(forgotten);
+            }
         }
         for (rows, why) in rows {
             self.end_waiting(rows, why, why);

@@ -12,6 +12,31 @@ use wardengate_policy::Approval;
 
 use super::Outcome;
 
+/// What the store keeps of a request (the rest is the running gateway's: the waiter's channel,
+/// the waiting session rows).
+#[derive(serde::Serialize, serde::Deserialize)]
+pub(crate) struct Kept {
+    pub(crate) wire: api::ApprovalRequest,
+    pub(crate) approval: Approval,
+    pub(crate) expires_ms: u64,
+    pub(crate) valid_until_ms: Option<u64>,
+    pub(crate) waited: bool,
+}
+
+impl Request {
+    /// Its JSON for the store.
+    pub(crate) fn kept(&self) -> String {
+        serde_json::to_string(&Kept {
+            wire: self.wire.clone(),
+            approval: self.approval.clone(),
+            expires_ms: self.expires_ms,
+            valid_until_ms: self.valid_until_ms,
+            waited: self.waited,
+        })
+        .unwrap_or_default()
+    }
+}
+
 /// One request and the answer its waiter (an SSH login) listens for.
 pub(crate) struct Request {
     pub(crate) wire: api::ApprovalRequest,

@@ -301,3 +301,30 @@ mod token_tests {
         assert_eq!(db.token_user("h2", 10).expect("get"), None);
     }
 }
+
+impl Db {
+    /// Keep an approval request (its JSON), or replace it.
+    pub fn approval_put(&self, id: &str, body: &str) -> Result<()> {
+        self.conn.execute(
+            "INSERT OR REPLACE INTO approval_requests (id, body) VALUES (?1, ?2)",
+            params![id, body],
+        )?;
+        Ok(())
+    }
+
+    /// Every approval request kept (their JSON).
+    pub fn approval_all(&self) -> Result<Vec<String>> {
+        let mut stmt = self.conn.prepare("SELECT body FROM approval_requests")?;
+        let rows = stmt.query_map([], |r| r.get(0))?;
+        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+    }
+
+    /// Forget these approval requests.
+    pub fn approval_remove(&self, ids: &[String]) -> Result<()> {
+        for id in ids {
+            self.conn
+                .execute("DELETE FROM approval_requests WHERE id = ?1", [id])?;
+        }
+        Ok(())
+    }
+}

@@ -86,6 +86,11 @@ pub trait Store: Send + Sync {
     /// Remove these console sessions; how many went.
     async fn console_remove(&self, ids: Vec<String>) -> Result<usize>;
 
+    /// Approval requests, as JSON: kept after each change (queued), read at start, forgotten.
+    fn approval_put_later(&self, id: String, body: String);
+    async fn approval_all(&self) -> Result<Vec<String>>;
+    fn approval_remove_later(&self, ids: Vec<String>);
+
     /// `wgctl login` tokens, by their sha256 (hex): kept, looked up, revoked, purged.
     async fn token_put(&self, hash: &str, user: &str, expires_ms: u64) -> Result<()>;
     async fn token_user(&self, hash: &str, now: u64) -> Result<Option<String>>;
@@ -148,6 +153,7 @@ CREATE TABLE IF NOT EXISTS console_sessions (
   idle_expires_ms INTEGER, lifespan_expires_ms INTEGER, source TEXT NOT NULL,
   user_agent TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS console_sessions_user ON console_sessions(username);
+CREATE TABLE IF NOT EXISTS approval_requests (id TEXT PRIMARY KEY, body TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS operator_tokens (
   hash TEXT PRIMARY KEY, user TEXT NOT NULL, expires_ms INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS console_queries (

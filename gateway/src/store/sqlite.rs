@@ -200,6 +200,22 @@ impl Store for Sqlite {
         self.call(move |db| db.console_remove(&ids)).await
     }
 
+    fn approval_put_later(&self, id: String, body: String) {
+        self.later("keep an approval request", move |db| {
+            db.approval_put(&id, &body)
+        });
+    }
+
+    async fn approval_all(&self) -> Result<Vec<String>> {
+        self.call(|db| db.approval_all()).await
+    }
+
+    fn approval_remove_later(&self, ids: Vec<String>) {
+        self.later("forget approval requests", move |db| {
+            db.approval_remove(&ids)
+        });
+    }
+
     async fn token_put(&self, hash: &str, user: &str, expires_ms: u64) -> Result<()> {
         let (h, u) = (hash.to_owned(), user.to_owned());
         self.call(move |db| db.token_put(&h, &u, expires_ms)).await

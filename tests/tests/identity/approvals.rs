@@ -244,3 +244,43 @@ fn webhook_receiver() -> (u16, std::sync::mpsc::Receiver<Value>) {
     });
     (port, rx)
 }
+
+#[test]
+fn a_postgresql_request_survives_a_restart_and_admits_once_approved() {
+    let env = TestEnv::new();
+    let pg = wardengate_tests::pg::cluster(&env);
+    let policy = "\n[[policies]]\nname = \"dba-approved\"\ngroups = [\"sre\"]\n\
+        target_tags = [\"env=test\"]\n\
+        approval = { approvers = [\"group:sre-leads\"], required = 1, timeout = \"10m\", valid_for = \"5m\" }\n";
+    let mut gw = wardengate_tests::pg::pg_targets(env.gateway(), &pg)
+        .user_token(ALICE_TOKEN)
+        .extra(&people(&env))
+        .policies(policy)
+        .start();
+    let err = gw.psql_stderr("alice#billing.test", "", "select 1");
+    let id = request_id(&err);
+
+    // The gateway restarts; the request is still there, still pending, and carol approves it.
+    let (config, data) = (gw.config.clone(), gw.data.clone());
+    gw.stop();
+    let gw = GatewayProc::spawn(config, data);
+    let out = wgctl_as(&gw, CAROL_TOKEN, &["approval", "list", "-o", "json"]);
+    let list: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(list[0]["id"], id.as_str(), "{list}");
+    assert_eq!(list[0]["state"], "pending", "{list}");
+    let out = wgctl_as(
+        &gw,
+        CAROL_TOKEN,
+        &["approval", "approve", &id, "--reason", "after the restart"],
+    );
+    assert_success(&out, "carol approves after a restart");
+    let out = run(
+        gw.psql("alice#billing.test", "")
+            .args(["-c", "select 40 + 2"]),
+        T,
+    );
+    assert_success(&out, "psql on the approval made across a restart");
+    assert_stdout_has(&out, "42");
+    let used = gw.wait_audit("approval.used", T);
+    assert_eq!(used["detail"]["request"], id.as_str(), "{used}");
+}
