@@ -18,6 +18,7 @@ mod perms;
 mod policy;
 mod recordings;
 mod replay;
+mod saved_views;
 mod sessions;
 mod state;
 mod tickets;
@@ -46,6 +47,7 @@ pub fn router(state: ApiState) -> Router {
         .merge(approvals::user_routes())
         .merge(login::user_routes())
         .merge(console::user_routes())
+        .merge(saved_views::user_routes())
         .merge(console::routes())
         .merge(timeline::routes())
         .merge(sessions::routes())

@@ -10,8 +10,8 @@ use utoipa::{Modify, OpenApi};
 use wardengate_api as api;
 
 use super::{
-    approvals, audit, browser, console, live, login, mfa, policy, recordings, replay, sessions,
-    timeline,
+    approvals, audit, browser, console, live, login, mfa, policy, recordings, replay, saved_views,
+    sessions, timeline,
 };
 
 #[derive(OpenApi)]
@@ -74,9 +74,9 @@ use super::{
         console::list,
         console::invalidate,
         timeline::timeline,
-        console::queries,
-        console::save_query,
-        console::remove_query,
+        saved_views::queries,
+        saved_views::save_query,
+        saved_views::remove_query,
     ),
     components(schemas(api::SessionState, api::Protocol)),
     modifiers(&BearerToken),
@@ -145,6 +145,7 @@ mod tests {
             include_str!("login.rs"),
             include_str!("console.rs"),
             include_str!("timeline.rs"),
+            include_str!("saved_views.rs"),
         ];
         // Pages for a browser, not API endpoints (they serve HTML behind a one-time ticket).
         let pages = [

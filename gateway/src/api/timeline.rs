@@ -70,62 +70,54 @@ async fn timeline(
             false,
         )
     };
-    let mut entries = Vec::new();
+    let query = |kind: Option<&str>, session: Option<&str>| AuditQuery {
+        kind: kind.map(str::to_string),
+        session: session.map(str::to_string),
+        before: None,
+        limit: MAX_EVENTS,
+    };
+    let parsed = |r: crate::store::AuditRow| {
+        let detail: Value = serde_json::from_str(&r.detail).unwrap_or(Value::Null);
+        (r, detail)
+    };
     let (rows, _) = st
         .gw
         .store
-        .audit_list(AuditQuery {
-            kind: None,
-            session: Some(id.clone()),
-            before: None,
-            limit: MAX_EVENTS,
-        })
+        .audit_list(query(None, Some(&id)))
         .await
         .map_err(internal)?;
-    // The approval this session waited on or was admitted by.
-    let mut request = None;
-    for r in rows {
-        let detail: Value = serde_json::from_str(&r.detail).unwrap_or(Value::Null);
-        if let Some(q) = detail.get("request").and_then(Value::as_str) {
-            request = Some(q.to_string());
+    let mut events: Vec<_> = rows.into_iter().map(parsed).collect();
+    // The approval this session waited on or was admitted by: its events name the request.
+    let request = events
+        .iter()
+        .rev()
+        .find_map(|(_, d)| d.get("request").and_then(Value::as_str).map(str::to_string));
+    if let Some(req) = request {
+        for kind in APPROVAL_KINDS {
+            let (rows, _) = st
+                .gw
+                .store
+                .audit_list(query(Some(kind), None))
+                .await
+                .map_err(internal)?;
+            events.extend(
+                rows.into_iter()
+                    .map(parsed)
+                    .filter(|(_, d)| d.get("request").and_then(Value::as_str) == Some(&req)),
+            );
         }
-        entries.push(api::TimelineEntry {
+    }
+    let mut entries: Vec<api::TimelineEntry> = events
+        .into_iter()
+        .map(|(r, detail)| api::TimelineEntry {
             at_ms: r.at_ms,
             offset: offset(r.at_ms),
             source: "audit".into(),
             text: summary(&r.kind, &detail),
             kind: r.kind,
             actor: r.actor,
-        });
-    }
-    if let Some(req) = request {
-        for kind in APPROVAL_KINDS {
-            let (rows, _) = st
-                .gw
-                .store
-                .audit_list(AuditQuery {
-                    kind: Some(kind.into()),
-                    session: None,
-                    before: None,
-                    limit: MAX_EVENTS,
-                })
-                .await
-                .map_err(internal)?;
-            for r in rows {
-                let detail: Value = serde_json::from_str(&r.detail).unwrap_or(Value::Null);
-                if detail.get("request").and_then(Value::as_str) == Some(req.as_str()) {
-                    entries.push(api::TimelineEntry {
-                        at_ms: r.at_ms,
-                        offset: offset(r.at_ms),
-                        source: "audit".into(),
-                        text: summary(&r.kind, &detail),
-                        kind: r.kind,
-                        actor: r.actor,
-                    });
-                }
-            }
-        }
-    }
+        })
+        .collect();
     // The recording's markers (read off the runtime; a recording being written is read as far
     // as it goes).
     let dir = st.gw.recordings.path(&id);

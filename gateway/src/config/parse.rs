@@ -151,20 +151,8 @@ pub fn parse(text: &str, path: &Path) -> Result<Loaded> {
         config.api.scheme(),
     )
     .map_err(|e| anyhow!("{}: identity: {e}", here(&[K("identity")])))?;
-    let console = &config.console;
-    if console.cleanup_interval < std::time::Duration::from_secs(10) {
-        bail!(
-            "{}: console.cleanup_interval must be at least 10s (it is {})",
-            here(&[K("console"), K("cleanup_interval")]),
-            wardengate_recorder::time::human(console.cleanup_interval)
-        );
-    }
-    if !(1..=1000).contains(&console.max_sessions) {
-        bail!(
-            "{}: console.max_sessions must be from 1 to 1000 (it is {})",
-            here(&[K("console"), K("max_sessions")]),
-            console.max_sessions
-        );
+    if let Some((key, why)) = config.console.problem() {
+        bail!("{}: console.{key} {why}", here(&[K("console"), K(key)]));
     }
     for (ri, r) in config.roles.iter().enumerate() {
         for (ci, c) in r.can.iter().enumerate() {

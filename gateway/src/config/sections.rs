@@ -529,6 +529,27 @@ fn default_console_max() -> u32 {
     10
 }
 
+impl ConsoleSection {
+    /// The setting that is out of bounds, and why.
+    pub fn problem(&self) -> Option<(&'static str, String)> {
+        if self.cleanup_interval < Duration::from_secs(10) {
+            let is = wardengate_recorder::time::human(self.cleanup_interval);
+            return Some((
+                "cleanup_interval",
+                format!("must be at least 10s (it is {is})"),
+            ));
+        }
+        if !(1..=1000).contains(&self.max_sessions) {
+            let is = self.max_sessions;
+            return Some((
+                "max_sessions",
+                format!("must be from 1 to 1000 (it is {is})"),
+            ));
+        }
+        None
+    }
+}
+
 impl Default for ConsoleSection {
     fn default() -> Self {
         ConsoleSection {

@@ -1,18 +1,19 @@
-//! The operator console: signing in (password, and the security key where the person has one),
-//! the live sessions view against a real ssh, terminate from the page; and Kibana's console
-//! session mechanics (idle timeout, lifespan, cleanup, max sessions, `_invalidate`), CSRF and
-//! permissions, over HTTP.
+//! The operator console in headless Chromium: signing in (password, and the security key where
+//! the person has one), the live sessions view against a real ssh, shadow, handoff, terminate
+//! (one and in bulk), the timeline, saved views, approvals, recordings, the audit page, and
+//! what a viewer is not offered. (Console sessions' mechanics: `console_sessions.rs`.)
 
 use std::time::{Duration, Instant};
 
-use serde_json::{json, Value};
+use serde_json::json;
 use wardengate_tests::tmux::{argv, Tmux};
 use wardengate_tests::*;
 
+use super::console_page::*;
 use super::*;
 
 /// alice runs the console with every permission; erin only reads sessions.
-fn console_people(env: &TestEnv, console: &str) -> String {
+pub(crate) fn console_people(env: &TestEnv, console: &str) -> String {
     let hash = wardengate_gateway::passwords::hash(ERIN_PASSWORD).expect("hash");
     format!(
         "[console]\n{console}\n\n\
@@ -24,225 +25,7 @@ fn console_people(env: &TestEnv, console: &str) -> String {
     )
 }
 
-const ERIN_PASSWORD: &str = "erin reads the sessions";
-
-/// A browser-less console client: its cookie and CSRF token.
-struct Console {
-    api: String,
-    http: reqwest::blocking::Client,
-    cookie: String,
-    csrf: String,
-    id: String,
-}
-
-fn http() -> reqwest::blocking::Client {
-    reqwest::blocking::Client::builder()
-        .timeout(Duration::from_secs(20))
-        .build()
-        .expect("client")
-}
-
-/// Sign in with a password alone (a person with no key, whom no role asks for one).
-fn sign_in(gw: &GatewayProc, user: &str, password: &str) -> Console {
-    let http = http();
-    let r = http
-        .post(format!("{}/api/v1/console/login", gw.api))
-        .json(&json!({"user": user, "password": password}))
-        .send()
-        .expect("login");
-    assert_eq!(r.status().as_u16(), 200, "{:?}", r.text());
-    let started: Value = r.json().expect("json");
-    assert!(started["ticket"].is_null(), "{started}");
-    let r = http
-        .post(format!("{}/api/v1/console/session", gw.api))
-        .json(&json!({"grant": started["grant"]}))
-        .send()
-        .expect("session");
-    assert_eq!(r.status().as_u16(), 200);
-    let set = r
-        .headers()
-        .get("set-cookie")
-        .and_then(|v| v.to_str().ok())
-        .expect("a cookie")
-        .to_string();
-    for part in ["HttpOnly", "SameSite=Strict", "Path=/"] {
-        assert!(set.contains(part), "{set}");
-    }
-    let cookie = set.split(';').next().expect("name=value").to_string();
-    let me: Value = r.json().expect("json");
-    Console {
-        api: gw.api.clone(),
-        http,
-        cookie,
-        csrf: me["csrf"].as_str().expect("csrf").to_string(),
-        id: me["console_session"].as_str().expect("id").to_string(),
-    }
-}
-
-impl Console {
-    fn me(&self) -> u16 {
-        self.http
-            .get(format!("{}/api/v1/console/me", self.api))
-            .header("cookie", &self.cookie)
-            .send()
-            .expect("me")
-            .status()
-            .as_u16()
-    }
-
-    fn post(&self, path: &str, csrf: Option<&str>, body: Value) -> (u16, String) {
-        let mut r = self
-            .http
-            .post(format!("{}{path}", self.api))
-            .header("cookie", &self.cookie)
-            .json(&body);
-        if let Some(c) = csrf {
-            r = r.header("x-csrf-token", c);
-        }
-        let r = r.send().expect("post");
-        (r.status().as_u16(), r.text().unwrap_or_default())
-    }
-}
-
-/// The audit event `kind` about console session `id`.
-fn event(gw: &GatewayProc, kind: &str, id: &str) -> Value {
-    poll(
-        T,
-        Duration::from_millis(200),
-        || {
-            gw.audit(kind)
-                .into_iter()
-                .find(|e| e["detail"]["console_session"] == id)
-        },
-        Option::is_some,
-    )
-    .unwrap_or(Value::Null)
-}
-
-#[test]
-fn console_sessions_expire_are_cleaned_evicted_and_invalidated_like_kibana() {
-    let env = TestEnv::new();
-    let sshd = env.sshd();
-    let console =
-        "idle_timeout = \"4s\"\nlifespan = \"15s\"\ncleanup_interval = \"10s\"\nmax_sessions = 2";
-    let gw = gateway(&env, &sshd, STEP_UP)
-        .extra(&console_people(&env, console))
-        .start();
-
-    // Both halves: the cookie alone after its record went, or a cookie this gateway did not
-    // seal, is signed out.
-    let a = sign_in(&gw, "alice", ALICE_PASSWORD);
-    assert_eq!(a.me(), 200);
-    let forged = Console {
-        cookie: "wg_console=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA".into(),
-        ..sign_in(&gw, "erin", ERIN_PASSWORD)
-    };
-    assert_eq!(forged.me(), 401);
-
-    // CSRF: a change without the session's token is refused (and audited); with it, it works.
-    let (status, body) = a.post(
-        "/api/v1/sessions/terminate",
-        None,
-        json!({"reason": "x", "actor": "bob"}),
-    );
-    assert_eq!(status, 403, "{body}");
-    assert!(body.contains("X-CSRF-Token"), "{body}");
-    let (status, _) = a.post(
-        "/api/v1/sessions/terminate",
-        Some("wrong"),
-        json!({"reason": "x", "actor": "bob"}),
-    );
-    assert_eq!(status, 403);
-    let refused = gw.wait_audit("api.csrf_refused", T);
-    assert_eq!(refused["actor"], "alice", "{refused}");
-
-    // Permissions: erin reads sessions; terminating is refused naming the permission.
-    let erin = sign_in(&gw, "erin", ERIN_PASSWORD);
-    let (status, body) = erin.post(
-        "/api/v1/sessions/terminate",
-        Some(&erin.csrf),
-        json!({"reason": "x", "actor": "bob"}),
-    );
-    assert_eq!(status, 403, "{body}");
-    assert!(body.contains("session.terminate"), "{body}");
-
-    // Idle timeout: requests keep a session alive; 4 s without one ends it.
-    for _ in 0..4 {
-        std::thread::sleep(Duration::from_millis(1000));
-        assert_eq!(a.me(), 200, "a session in use stays signed in");
-    }
-    std::thread::sleep(Duration::from_millis(5000));
-    assert_eq!(a.me(), 401, "idle longer than idle_timeout");
-    assert_eq!(
-        event(&gw, "console.expired", &a.id)["detail"]["reason"],
-        "idle_timeout"
-    );
-
-    // Lifespan: however busy, 15 s after signing in it is over.
-    let b = sign_in(&gw, "alice", ALICE_PASSWORD);
-    let started = Instant::now();
-    while b.me() == 200 {
-        assert!(
-            started.elapsed() < Duration::from_secs(25),
-            "lifespan never ended it"
-        );
-        std::thread::sleep(Duration::from_millis(500));
-    }
-    assert!(
-        started.elapsed() >= Duration::from_millis(14_500),
-        "{:?}",
-        started.elapsed()
-    );
-    assert_eq!(
-        event(&gw, "console.expired", &b.id)["detail"]["reason"],
-        "lifespan"
-    );
-
-    // Cleanup: a record nobody comes back for is removed by the cleanup task (no request made).
-    let c = sign_in(&gw, "erin", ERIN_PASSWORD);
-    let e = event(&gw, "console.expired", &c.id);
-    assert_eq!(e["detail"]["reason"], "idle_timeout", "{e}");
-
-    // max_sessions = 2: a third sign-in invalidates the oldest.
-    let one = sign_in(&gw, "alice", ALICE_PASSWORD);
-    let two = sign_in(&gw, "alice", ALICE_PASSWORD);
-    let three = sign_in(&gw, "alice", ALICE_PASSWORD);
-    assert_eq!((one.me(), two.me(), three.me()), (401, 200, 200));
-    let ev = event(&gw, "console.evicted", &one.id);
-    assert_eq!(ev["detail"]["max_sessions"], 2, "{ev}");
-
-    // _invalidate: by query (one person), then all, through wgctl and the API.
-    let erin = sign_in(&gw, "erin", ERIN_PASSWORD);
-    let out = run(gw.wgctl().args(["console-session", "list"]), T);
-    assert_stdout_has(&out, &three.id);
-    assert_stdout_has(&out, &erin.id);
-    let out = run(
-        gw.wgctl().args([
-            "console-session",
-            "invalidate",
-            "--user",
-            "alice",
-            "--reason",
-            "offboarding",
-        ]),
-        T,
-    );
-    assert_stdout_has(&out, "invalidated 2 console session(s)");
-    assert_eq!((two.me(), three.me(), erin.me()), (401, 401, 200));
-    let (status, body) = gw.post(
-        "/api/v1/console-sessions/_invalidate",
-        r#"{"match": "query"}"#,
-    );
-    assert_eq!(status, 400, "{body}");
-    let (status, body) = gw.post(
-        "/api/v1/console-sessions/_invalidate",
-        r#"{"match": "all"}"#,
-    );
-    assert_eq!(status, 200, "{body}");
-    assert_eq!(erin.me(), 401);
-    let inv = gw.wait_audit("console.invalidated", T);
-    assert_eq!(inv["detail"]["reason"], "offboarding", "{inv}");
-}
+pub(crate) const ERIN_PASSWORD: &str = "erin reads the sessions";
 
 /// The page's own view of a row: its id, state and the detail panel's text.
 const ROWS: &str = "Array.from(document.querySelectorAll('#sessions tr.row')).map((r) => \
@@ -497,99 +280,6 @@ fn an_operator_signs_in_with_a_key_watches_a_live_ssh_session_and_terminates_it(
     assert_eq!(out["actor"], "alice", "{out}");
 }
 
-/// Sign in to the console in the browser with a password (the person has no key).
-fn console_sign_in(c: &mut wardengate_tests::browser::Chromium, origin: &str, path: &str) {
-    sign_in_as(c, origin, path, "alice", ALICE_PASSWORD);
-}
-
-fn sign_in_as(
-    c: &mut wardengate_tests::browser::Chromium,
-    origin: &str,
-    path: &str,
-    user: &str,
-    password: &str,
-) {
-    c.navigate(&format!("{origin}{path}"));
-    until(c, "location.pathname", T, |v| v == &json!("/console/login"));
-    until(
-        c,
-        "!!document.getElementById('form') && !!window.WG",
-        T,
-        |v| v == &json!(true),
-    );
-    c.eval(&format!(
-        "(() => {{ document.getElementById('user').value = {}; \
-         document.getElementById('password').value = {}; \
-         document.getElementById('form').requestSubmit(); }})()",
-        json!(user),
-        json!(password)
-    ));
-    until(c, "location.pathname", T, |v| v == &json!("/console"));
-    goto(c, origin, path);
-    until(
-        c,
-        "(document.getElementById('who') || {}).textContent",
-        T,
-        |v| v == &json!(user),
-    );
-}
-
-/// Wait until the page's `expr` satisfies `done`; fail with its last value if it never does.
-fn until(
-    c: &mut wardengate_tests::browser::Chromium,
-    expr: &str,
-    timeout: Duration,
-    done: impl Fn(&Value) -> bool,
-) -> Value {
-    let v = c.eval_until(expr, timeout, &done);
-    assert!(
-        done(&v),
-        "the page never got there: {expr}\nlast value: {v}"
-    );
-    v
-}
-
-/// Open a console page and wait until it is that page, loaded (Page.navigate does not wait).
-fn goto(c: &mut wardengate_tests::browser::Chromium, origin: &str, path: &str) {
-    c.navigate(&format!("{origin}{path}"));
-    let pathname = path.split('#').next().unwrap_or(path);
-    until(
-        c,
-        &format!(
-            "location.pathname === {} && document.readyState === 'complete'",
-            json!(pathname)
-        ),
-        T,
-        |v| v == &json!(true),
-    );
-}
-
-/// Click the session's action button `text`, once it is there.
-fn click_button(c: &mut wardengate_tests::browser::Chromium, text: &str) {
-    until(
-        c,
-        &format!(
-            "(() => {{ const b = Array.from(document.querySelectorAll('.actions button')).find((b) => b.textContent === {}); \
-             if (!b) return false; b.click(); return true; }})()",
-            json!(text)
-        ),
-        T,
-        |v| v == &json!(true),
-    );
-}
-
-/// Click the element `selector` names, once it is there.
-fn click(c: &mut wardengate_tests::browser::Chromium, selector: &str) {
-    until(c,
-        &format!(
-            "(() => {{ const e = document.querySelector({}); if (!e) return false; e.click(); return true; }})()",
-            json!(selector)
-        ),
-        T,
-        |v| v == &json!(true),
-    );
-}
-
 #[test]
 fn the_console_decides_approvals_plays_recordings_and_shows_the_verified_audit() {
     let env = TestEnv::new();
@@ -616,6 +306,7 @@ fn the_console_decides_approvals_plays_recordings_and_shows_the_verified_audit()
         T,
         |v| v.as_str().is_some_and(|t| t.contains("dan") && t.contains("pending")),
     );
+    shot(c, "console-approvals.png");
     c.eval("Array.from(document.querySelectorAll('#approvals button')).find((b) => b.textContent.startsWith('Approve')).click()");
     until(
         c,
@@ -694,6 +385,7 @@ fn the_console_decides_approvals_plays_recordings_and_shows_the_verified_audit()
         T,
         |v| v.as_str().is_some_and(|t| t.contains("approval.granted") && !t.contains("session.start")),
     );
+    shot(c, "console-audit.png");
 }
 
 #[test]

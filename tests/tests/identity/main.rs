@@ -4,6 +4,8 @@
 
 mod approvals;
 mod console;
+mod console_page;
+mod console_sessions;
 mod keys;
 mod operators;
 
