@@ -505,6 +505,13 @@ impl PgCluster {
         Ok(String::from_utf8_lossy(&out.stdout).to_string())
     }
 
+    /// Start the server again on the same port with the same data, after [`stop`](Self::stop)
+    /// (a database restart, as an operator would do one).
+    pub fn restart(&mut self) -> Result<()> {
+        self.stop();
+        self.spawn_and_wait()
+    }
+
     /// Stop the server (fast shutdown: open sessions are ended); the port is free when this
     /// returns. Idempotent.
     pub fn stop(&mut self) {

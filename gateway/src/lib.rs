@@ -11,6 +11,7 @@ pub mod admission;
 pub mod api;
 pub mod audit;
 pub mod broker;
+pub mod cluster;
 pub mod config;
 pub mod geoip;
 pub mod guard;

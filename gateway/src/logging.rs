@@ -1,7 +1,7 @@
 //! The gateway's log: `RUST_LOG` as usual, except for libraries whose verbose output carries
 //! secrets. sspi's instrumented functions print credential buffers at DEBUG (the target account's
-//! password, as UTF-16 bytes, while the gateway writes it to an RDP target), and russh prints
-//! decrypted packets at TRACE. Those are capped whatever `RUST_LOG` asks for: a log handed to a
+//! password, as UTF-16 bytes, while the gateway writes it to an RDP target), russh prints
+//! decrypted packets at TRACE, and tokio-postgres prints statement parameters at DEBUG. Those are capped whatever `RUST_LOG` asks for: a log handed to a
 //! vendor or pasted into a ticket must never hold a credential.
 
 use tracing::{Level, Metadata};
@@ -12,7 +12,11 @@ fn cap(target: &str) -> Option<Level> {
     let crate_name = target.split("::").next().unwrap_or(target);
     match crate_name {
         "sspi" | "picky" | "picky_krb" | "picky_asn1_der" => Some(Level::WARN),
-        "russh" | "russh_keys" | "ironrdp_connector" | "ironrdp_acceptor" => Some(Level::INFO),
+        // tokio-postgres prints every statement's parameters at DEBUG: the cluster store's
+        // vault ciphertexts, token hashes and session texts.
+        "russh" | "russh_keys" | "ironrdp_connector" | "ironrdp_acceptor" | "tokio_postgres" => {
+            Some(Level::INFO)
+        }
         _ => None,
     }
 }

@@ -33,7 +33,7 @@ pub struct Recordings {
 /// The state of one session's recording, as the registry tracks it.
 pub type SealWatch = watch::Receiver<Option<std::result::Result<Seal, String>>>;
 
-fn load_or_create_key(path: &Path) -> Result<SigningKey> {
+pub fn load_or_create_key(path: &Path) -> Result<SigningKey> {
     if path.exists() {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read recording key {}", path.display()))?;

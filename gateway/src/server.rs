@@ -15,7 +15,7 @@ use wardengate_protocols::ssh::{self, SshSettings};
 
 use crate::broker::Gateway;
 use crate::config::Loaded;
-use crate::store::{Sqlite, Store};
+use crate::store::{Postgres, Sqlite, Store};
 use crate::vault::Vault;
 
 /// What a started gateway listens on.
@@ -28,7 +28,7 @@ pub struct Listening {
 }
 
 /// Open the store and the vault of a configuration (also used by the `vault` subcommands).
-pub fn open_state(cfg: &Loaded, create_key: bool) -> Result<(Arc<dyn Store>, Vault)> {
+pub async fn open_state(cfg: &Loaded, create_key: bool) -> Result<(Arc<dyn Store>, Vault)> {
     let tightened = crate::perms::tighten_data_dir(&cfg.data_dir)?;
     if tightened > 0 {
         tracing::warn!(
@@ -36,7 +36,14 @@ pub fn open_state(cfg: &Loaded, create_key: bool) -> Result<(Arc<dyn Store>, Vau
             "made {tightened} file(s) and folder(s) of the data directory private to their owner (they were open to other users)"
         );
     }
-    let store = Arc::new(Sqlite::open(&cfg.data_dir.join("wardengate.db"))?);
+    let url = std::env::var("WARDENGATE_STORE_URL")
+        .ok()
+        .filter(|u| !u.trim().is_empty())
+        .or_else(|| cfg.config.store.url.clone());
+    let store: Arc<dyn Store> = match &url {
+        Some(url) => Arc::new(Postgres::open(url).await?),
+        None => Arc::new(Sqlite::open(&cfg.data_dir.join("wardengate.db"))?),
+    };
     let vault = Vault::open(
         &cfg.in_data_dir(&cfg.config.gateway.vault_key_file),
         create_key,
@@ -50,7 +57,7 @@ pub async fn run(
     shutdown: CancellationToken,
     on_ready: impl FnOnce(&Listening),
 ) -> Result<()> {
-    let (store, vault) = open_state(&cfg, true)?;
+    let (store, vault) = open_state(&cfg, true).await?;
     let host_key =
         crate::keys::load_or_create_host_key(&cfg.in_data_dir(&cfg.config.ssh.host_key_file))?;
     let token =
@@ -126,7 +133,27 @@ pub async fn run(
         }
     }
     gw.api_port = listening.api.port();
+    let cluster = gw.cfg().config.cluster.clone();
+    let cluster_key =
+        crate::cluster::sign::ClusterKey::load(&gw.cfg().in_data_dir(&cluster.key_file))?;
+    if gw.store.shared() && cluster_key.is_none() {
+        tracing::warn!(
+            "the store is shared but this gateway has no cluster key ([cluster] key_file): it cannot \
+             terminate or watch sessions other gateways run. Run `wardengate cluster init` once and copy \
+             the key to every gateway"
+        );
+    }
+    gw.peers = crate::cluster::forward::Peers::new(cluster_key, cluster.ca_file.as_deref())?;
+    let advertise = cluster.advertise_url.clone().unwrap_or_else(|| {
+        let scheme = if gw.cfg().config.api.plain_http {
+            "http"
+        } else {
+            "https"
+        };
+        format!("{scheme}://{}", listening.api)
+    });
     let gw = Arc::new(gw);
+    tokio::spawn(gw.clone().watch_cluster(advertise, shutdown.clone()));
     gw.recover().await;
     gw.load_approvals().await;
     for seal in gw.recordings.recover_all() {

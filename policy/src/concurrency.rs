@@ -143,44 +143,36 @@ impl State {
         // One less at a level when the evicted lease counted there.
         let freed_at =
             |of: fn(&Held) -> &str, key: &str| u32::from(freed.is_some_and(|h| of(h) == key));
-        let levels = [
-            (
-                Scope::Actor,
-                l.actor,
-                Self::count(&self.actor, s.actor) - freed_at(|h| &h.actor, s.actor),
-                s.actor,
-            ),
-            (
-                Scope::Target,
-                l.target,
-                Self::count(&self.target, s.target) - freed_at(|h| &h.target, s.target),
-                s.target,
-            ),
-            (
-                Scope::Policy,
-                l.policy,
-                Self::count(&self.policy, s.policy) - freed_at(|h| &h.policy, s.policy),
-                s.policy,
-            ),
-            (
-                Scope::Pool,
-                l.pool,
-                self.total - u32::from(freed.is_some()),
-                s.pool,
-            ),
-        ];
-        levels
-            .into_iter()
-            .find_map(|(scope, limit, current, subject)| {
-                let limit = limit?;
-                (current >= limit).then(|| LimitDenial {
-                    scope,
-                    limit,
-                    current,
-                    subject: subject.to_string(),
-                })
-            })
+        let counts = Counts {
+            actor: Self::count(&self.actor, s.actor) - freed_at(|h| &h.actor, s.actor),
+            target: Self::count(&self.target, s.target) - freed_at(|h| &h.target, s.target),
+            policy: Self::count(&self.policy, s.policy) - freed_at(|h| &h.policy, s.policy),
+            pool: self.total - u32::from(freed.is_some()),
+        };
+        first_full(&counts, s, l)
     }
+}
+
+/// The first level at which one more session would exceed its limit, given the current counts
+/// (a cluster store counts its leases and asks this, as the ledger does).
+pub fn first_full(c: &Counts, s: &Subject<'_>, l: &Limits) -> Option<LimitDenial> {
+    let levels = [
+        (Scope::Actor, l.actor, c.actor, s.actor),
+        (Scope::Target, l.target, c.target, s.target),
+        (Scope::Policy, l.policy, c.policy, s.policy),
+        (Scope::Pool, l.pool, c.pool, s.pool),
+    ];
+    levels
+        .into_iter()
+        .find_map(|(scope, limit, current, subject)| {
+            let limit = limit?;
+            (current >= limit).then(|| LimitDenial {
+                scope,
+                limit,
+                current,
+                subject: subject.to_string(),
+            })
+        })
 }
 
 /// The gateway's count of admitted sessions.

@@ -23,7 +23,9 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
-pub use concurrency::{Granted, Lease, Ledger, LimitDenial, Limits, OnLimit, Scope, Subject};
+pub use concurrency::{
+    first_full, Counts, Granted, Lease, Ledger, LimitDenial, Limits, OnLimit, Scope, Subject,
+};
 pub use duration::Dur;
 pub use file::{check_set, parse_file, Entry, PolicyError, Source};
 pub use schema::*;

@@ -25,6 +25,9 @@ pub struct GatewayBuilder<'a> {
     pub(crate) ssh_lines: String,
     pub(crate) policies: Option<String>,
     pub(crate) alice_token: Option<String>,
+    /// The gateway's name (`[gateway] name`); it also names its data directory and config file
+    /// when several gateways share one test (`gw-test`: `gw/` and `gateway.toml`).
+    pub(crate) name: String,
 }
 
 /// The password every test user gets.
@@ -145,9 +148,23 @@ impl GatewayBuilder<'_> {
         self
     }
 
+    /// Name the gateway (several in one test: each its own data directory and config file).
+    pub fn named(mut self, name: &str) -> Self {
+        self.name = name.into();
+        self
+    }
+
+    /// The data directory [`start`](Self::start) will use (to place shared keys in it first).
+    pub fn data_dir(&self) -> std::path::PathBuf {
+        match self.name.as_str() {
+            "gw-test" => self.env.dir.path().join("gw"),
+            name => self.env.dir.path().join(name),
+        }
+    }
+
     pub fn start(self) -> GatewayProc {
         let env = self.env;
-        let data = env.dir.path().join("gw");
+        let data = self.data_dir();
         std::fs::create_dir_all(&data).expect("data dir");
         let hash = wardengate_gateway::passwords::hash(ALICE_PASSWORD).expect("hash");
         let scram = wardengate_protocols::postgres::Verifier::generate(ALICE_PASSWORD);
@@ -164,11 +181,12 @@ impl GatewayBuilder<'_> {
         };
         let nt_hash = hex::encode(wardengate_gateway::passwords::nt_hash(ALICE_PASSWORD));
         let mut cfg = format!(
-            "[gateway]\nname = \"gw-test\"\ndata_dir = \"{data}\"\n{gateway_lines}\n[ssh]\nlisten = \"127.0.0.1:0\"\n\
+            "[gateway]\nname = \"{name}\"\ndata_dir = \"{data}\"\n{gateway_lines}\n[ssh]\nlisten = \"127.0.0.1:0\"\n\
              auth_rejection_time = \"{rejection}\"\nconnect_timeout = \"5s\"\n{ssh_lines}\n{postgres}{rdp}[api]\nlisten = \"127.0.0.1:0\"\n{api_lines}\n[security]\n{security_lines}\n\
              [[users]]\nname = \"alice\"\ngroups = [\"sre\"]\npublic_keys = [\"{key}\"]\npassword_hash = \"{hash}\"\n\
              scram_sha_256 = \"{scram}\"\nnt_hash = \"{nt_hash}\"\n{token}\n",
             data = data.display(),
+            name = self.name,
             key = env.alice_pub,
             gateway_lines = self.gateway_lines,
             api_lines = self.api_lines,
@@ -204,7 +222,10 @@ impl GatewayBuilder<'_> {
         cfg.push_str(self.policies.as_deref().unwrap_or(
             "\n[[policies]]\nname = \"sre-test\"\ngroups = [\"sre\"]\ntarget_tags = [\"env=test\"]\nallow_port_forwarding = true\nforward_to = [\"127.0.0.1\"]\n",
         ));
-        let config = env.dir.path().join("gateway.toml");
+        let config = match self.name.as_str() {
+            "gw-test" => env.dir.path().join("gateway.toml"),
+            name => env.dir.path().join(format!("{name}.toml")),
+        };
         // It holds alice's password hash, SCRAM verifier and NT hash: the gateway refuses to
         // start on a config other users can read.
         write_private(&config, &cfg);

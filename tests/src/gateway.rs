@@ -361,6 +361,14 @@ impl GatewayProc {
     }
 
     /// Send SIGTERM and wait for the process to exit.
+    /// `kill -9`: the gateway dies without a word (no shutdown, no flush).
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
     pub fn stop(&mut self) -> Option<std::process::ExitStatus> {
         let mut child = self.child.take()?;
         let _ = Command::new("kill")

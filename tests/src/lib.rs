@@ -114,6 +114,7 @@ impl TestEnv {
             rejection_time: "10ms".into(),
             ssh_lines: String::new(),
             alice_token: None,
+            name: "gw-test".into(),
         }
     }
 }

@@ -185,6 +185,24 @@ impl Gateway {
             .acquire(&rec.id, subject, &limits)
             .map_err(|d| self.deny_limit(&mut rec, &d, &limits))?;
         let evicted = granted.evicted.clone();
+        let cluster_lease = self
+            .cluster_lease(&rec.id, &subject, &limits, evicted.as_deref())
+            .await
+            .map_err(|refused| match refused {
+                crate::cluster::LeaseRefused::Full(d) => self.deny_limit(&mut rec, &d, &limits),
+                crate::cluster::LeaseRefused::Unavailable(e) => {
+                    tracing::error!(session = %rec.id, "cannot count the session in the cluster: {e:#}");
+                    let d = json!({"admitted": false, "reason": "store_unavailable", "policy": rec.policy});
+                    self.deny(
+                        &mut rec,
+                        "store_unavailable",
+                        "wardengate: the gateway cannot reach its session store, so no new session \
+                         can start; sessions already running go on. Try again in a moment"
+                            .into(),
+                        d,
+                    )
+                }
+            })?;
         let secret = self.secret(&mut rec, r.account, r.target).await?;
         let credential = credential(secret, r.account, r.target).map_err(|msg| {
             let d = json!({"admitted": false, "reason": "credential_unavailable", "policy": rec.policy});
@@ -227,6 +245,7 @@ impl Gateway {
                     control,
                     recording,
                     lease: granted.lease,
+                    cluster_lease,
                     admitted: admitted.clone(),
                 },
             )

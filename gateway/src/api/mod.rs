@@ -74,6 +74,7 @@ pub fn router(state: ApiState) -> Router {
         .merge(mfa::open_routes())
         .merge(login::open_routes())
         .merge(console::open_routes())
+        .merge(crate::cluster::forward::routes())
         .merge(authed)
         .fallback(|| async {
             ApiError(

@@ -265,11 +265,7 @@ async fn terminate(
         Some(&id),
         json!({"by": by, "reason": reason, "actor": current.actor, "target": current.target}),
     );
-    let r = st
-        .gw
-        .registry
-        .terminate(&*st.gw.store, &id, by, &reason)
-        .await?;
+    let r = st.gw.terminate_anywhere(&id, by, &reason).await?;
     Ok(Json(session_json(&st.gw, &r)))
 }
 
@@ -339,7 +335,7 @@ async fn bulk_terminate(
             );
             let gw = st.gw.clone();
             let (reason, by) = (reason.clone(), by.clone());
-            tokio::spawn(async move { gw.registry.terminate(&*gw.store, &id, &by, &reason).await })
+            tokio::spawn(async move { gw.terminate_anywhere(&id, &by, &reason).await })
         })
         .collect();
     let mut done = Vec::new();

@@ -66,6 +66,8 @@ pub struct Gateway {
     /// The port the API listens on (the configured one, or the one picked for port 0): the
     /// default origin of the gateway's pages.
     pub api_port: u16,
+    /// The cluster's key and the client that reaches the other gateways (none alone).
+    pub peers: crate::cluster::forward::Peers,
 }
 
 impl Gateway {
@@ -111,6 +113,7 @@ impl Gateway {
             logins: Default::default(),
             console_key: crate::identity::cookie::CookieKey::ephemeral(),
             api_port,
+            peers: crate::cluster::forward::Peers::none(),
         }
     }
 

@@ -377,7 +377,7 @@ accounts = [{{ name = "bob", secret = "win-dc01.dev/bob" }}]
     wardengate_gateway::util::write_private(&config_path, config_text.as_bytes())?;
     let cfg = config::load(&config_path)?;
     {
-        let (store, vault) = wardengate_gateway::server::open_state(&cfg, true)?;
+        let (store, vault) = wardengate_gateway::server::open_state(&cfg, true).await?;
         let store = &*store;
         let demo_key = keys::private_openssh(&target_key)?;
         for (reference, kind, secret) in [

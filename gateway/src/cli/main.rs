@@ -53,6 +53,13 @@ enum Cmd {
         #[command(subcommand)]
         cmd: HostkeyCmd,
     },
+    /// Several gateways on one PostgreSQL store (`[store] url`).
+    Cluster {
+        #[arg(short, long, env = "WARDENGATE_CONFIG")]
+        config: PathBuf,
+        #[command(subcommand)]
+        cmd: ClusterCmd,
+    },
     /// Read a password on stdin and print the user lines for it: `password_hash` (argon2, for
     /// SSH and TLS logins), `scram_sha_256` (for PostgreSQL clients) and `nt_hash` (for RDP
     /// clients' NLA).
@@ -75,6 +82,15 @@ enum VaultCmd {
     },
     /// List references (never values).
     List,
+}
+
+#[derive(Subcommand)]
+enum ClusterCmd {
+    /// Bring the shared store's schema up to date and write the cluster key (`[cluster]
+    /// key_file`, 0600) unless it exists: copy that file to every gateway of the cluster.
+    Init,
+    /// The gateways the shared store knows: state, API address, last heartbeat.
+    Status,
 }
 
 #[derive(Subcommand)]
@@ -159,43 +175,94 @@ fn real_main(cli: Cli) -> Result<()> {
         }
         Cmd::Vault { config, cmd } => {
             let cfg = config::load(&config)?;
-            let (store, vault) = server::open_state(&cfg, true)?;
-            match cmd {
-                VaultCmd::Set {
-                    reference,
-                    private_key_file,
-                    password_stdin,
-                } => {
-                    let (kind, value) = match (private_key_file, password_stdin) {
-                        (Some(f), false) => (
-                            SecretKind::PrivateKey,
-                            std::fs::read_to_string(&f)
-                                .with_context(|| format!("cannot read {}", f.display()))?,
-                        ),
-                        (None, true) => (SecretKind::Password, read_stdin_line()?),
-                        _ => bail!("give --private-key-file FILE or --password-stdin"),
-                    };
-                    block_on(vault.put(&*store, &reference, kind, &value))?;
-                    println!("stored {} secret '{reference}'", kind.as_str());
-                }
-                VaultCmd::List => {
-                    for (r, kind, ms) in block_on(store.vault_list())? {
-                        println!("{r}\t{kind}\t{}", wardengate_gateway::util::rfc3339(ms));
+            block_on(async move {
+                let (store, vault) = server::open_state(&cfg, true).await?;
+                match cmd {
+                    VaultCmd::Set {
+                        reference,
+                        private_key_file,
+                        password_stdin,
+                    } => {
+                        let (kind, value) = match (private_key_file, password_stdin) {
+                            (Some(f), false) => (
+                                SecretKind::PrivateKey,
+                                std::fs::read_to_string(&f)
+                                    .with_context(|| format!("cannot read {}", f.display()))?,
+                            ),
+                            (None, true) => (SecretKind::Password, read_stdin_line()?),
+                            _ => bail!("give --private-key-file FILE or --password-stdin"),
+                        };
+                        vault.put(&*store, &reference, kind, &value).await?;
+                        println!("stored {} secret '{reference}'", kind.as_str());
+                    }
+                    VaultCmd::List => {
+                        for (r, kind, ms) in store.vault_list().await? {
+                            println!("{r}\t{kind}\t{}", wardengate_gateway::util::rfc3339(ms));
+                        }
                     }
                 }
-            }
-            Ok(())
+                store.flush().await
+            })
         }
         Cmd::Hostkey { config, cmd } => {
             let cfg = config::load(&config)?;
-            let (store, _) = server::open_state(&cfg, true)?;
-            match cmd {
-                HostkeyCmd::Forget { target } => {
-                    let n = block_on(store.hostkey_forget(&target))?;
-                    println!("forgot {n} pinned host key(s) of {target}; the next connection pins the key it sees");
+            block_on(async move {
+                let (store, _) = server::open_state(&cfg, true).await?;
+                match cmd {
+                    HostkeyCmd::Forget { target } => {
+                        let n = store.hostkey_forget(&target).await?;
+                        println!("forgot {n} pinned host key(s) of {target}; the next connection pins the key it sees");
+                    }
                 }
-            }
-            Ok(())
+                Ok(())
+            })
+        }
+        Cmd::Cluster { config, cmd } => {
+            let cfg = config::load(&config)?;
+            block_on(async move {
+                let (store, _) = server::open_state(&cfg, true).await?;
+                if !store.shared() {
+                    anyhow::bail!(
+                        "{} has no [store] url: a cluster needs a PostgreSQL store that every gateway shares",
+                        config.display()
+                    );
+                }
+                match cmd {
+                    ClusterCmd::Init => {
+                        let path = cfg.in_data_dir(&cfg.config.cluster.key_file);
+                        let made = wardengate_gateway::cluster::sign::ClusterKey::create(&path)?;
+                        // One signing key for the cluster: every gateway's recordings and audit
+                        // checkpoints verify with one public key.
+                        let signing = cfg.in_data_dir(&cfg.config.recording.key_file);
+                        wardengate_gateway::recording::load_or_create_key(&signing)?;
+                        let vault = cfg.in_data_dir(&cfg.config.gateway.vault_key_file);
+                        println!("the store's schema is up to date");
+                        println!(
+                            "{} the cluster key {}",
+                            if made { "wrote" } else { "kept" },
+                            path.display()
+                        );
+                        println!(
+                            "copy these three files (0600) into every gateway's data directory before it starts:\n  {}  (signs gateway-to-gateway requests)\n  {}  (the vault's key: every gateway reads the same secrets)\n  {}  (signs recordings and audit checkpoints: one public key for the cluster)",
+                            path.display(),
+                            vault.display(),
+                            signing.display()
+                        );
+                    }
+                    ClusterCmd::Status => {
+                        let now = wardengate_protocols::session::now_ms();
+                        println!("{:<16} {:<6} {:<32} HEARTBEAT", "GATEWAY", "STATE", "API");
+                        for g in store.gateways().await? {
+                            let age = now.saturating_sub(g.heartbeat_ms) as f64 / 1000.0;
+                            println!(
+                                "{:<16} {:<6} {:<32} {age:.1}s ago",
+                                g.name, g.state, g.api_url
+                            );
+                        }
+                    }
+                }
+                store.flush().await
+            })
         }
         Cmd::NewToken => {
             use sha2::Digest;
@@ -233,6 +300,7 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
 /// Run one store call from a subcommand (the store answers from a thread of its own).
 fn block_on<T>(f: impl std::future::Future<Output = Result<T>>) -> Result<T> {
     tokio::runtime::Builder::new_current_thread()
+        .enable_all()
         .build()
         .context("cannot start a runtime")?
         .block_on(f)

@@ -2,6 +2,7 @@
 //! accounts, and policies. Loading validates everything up front and names the file, the line and
 //! the key of the first problem, so a typo never turns into a surprise at 3 a.m.
 
+mod cluster;
 mod duration;
 mod model;
 mod parse;
@@ -9,6 +10,7 @@ mod policy_files;
 mod roles;
 mod sections;
 
+pub use cluster::{ClusterSection, StoreSection};
 pub use model::*;
 pub use parse::{load, parse};
 pub use roles::{perms_of, ApiToken, Perm, Perms, Role};

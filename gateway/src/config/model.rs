@@ -8,6 +8,7 @@ use russh::keys::PublicKey;
 use serde::Deserialize;
 use wardengate_policy::{Entry, OnLimit, Policy};
 
+use super::cluster::{ClusterSection, StoreSection};
 use super::sections::*;
 
 #[derive(Debug, Clone, Deserialize)]
@@ -37,6 +38,12 @@ pub struct Config {
     pub approvals: ApprovalsSection,
     #[serde(default)]
     pub console: ConsoleSection,
+    /// Where the store lives: SQLite in `data_dir` (default) or a PostgreSQL shared by a cluster.
+    #[serde(default)]
+    pub store: StoreSection,
+    /// Several gateways on one PostgreSQL store.
+    #[serde(default)]
+    pub cluster: ClusterSection,
     #[serde(default)]
     pub users: Vec<User>,
     #[serde(default)]

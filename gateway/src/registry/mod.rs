@@ -68,6 +68,7 @@ pub(crate) struct Live {
     pub(crate) seal: Option<SealWatch>,
     /// The session's concurrency slot, given back when it finishes.
     pub(crate) lease: Mutex<Option<Lease>>,
+    pub(crate) cluster_lease: Mutex<Option<crate::cluster::ClusterLease>>,
     /// The policy that governs the session (merged with the new owner's after a handoff).
     pub(crate) admitted: Mutex<Admitted>,
     /// While paused: what a re-attaching connection needs.
@@ -83,6 +84,8 @@ pub struct NewSession {
     pub control: (mpsc::Sender<Control>, mpsc::Receiver<Control>),
     pub recording: Option<(Tap, SealWatch)>,
     pub lease: Lease,
+    /// The session's slot in the cluster's count (a shared store only).
+    pub cluster_lease: Option<crate::cluster::ClusterLease>,
     pub admitted: Admitted,
 }
 
@@ -139,6 +142,7 @@ impl Registry {
             control: (tx, rx),
             recording,
             lease,
+            cluster_lease,
             admitted,
         } = admission;
         let (tap, seal) = recording.unzip();
@@ -151,6 +155,7 @@ impl Registry {
             done,
             seal,
             lease: Mutex::new(Some(lease)),
+            cluster_lease: Mutex::new(cluster_lease),
             admitted: Mutex::new(admitted),
             ticket: Mutex::new(None),
             hub: hub.clone(),
@@ -312,6 +317,9 @@ impl Registry {
     ) -> Option<(SessionRecord, Admitted)> {
         let live = self.live.write().ok().and_then(|mut m| m.remove(id))?;
         if let Ok(mut lease) = live.lease.lock() {
+            lease.take();
+        }
+        if let Ok(mut lease) = live.cluster_lease.lock() {
             lease.take();
         }
         if let Ok(mut t) = live.ticket.lock() {

@@ -1,7 +1,9 @@
 //! The audit log: hash-chained rows, and the signed checkpoints over them.
 
 use anyhow::Result;
-use rusqlite::{params, OptionalExtension, Row};
+use rusqlite::{params, OptionalExtension};
+
+use super::cols::Cols;
 use wardengate_recorder::audit::Checkpoint;
 
 use super::Db;
@@ -23,17 +25,33 @@ pub struct AuditQuery {
     pub limit: u32,
 }
 
-fn audit_from_row(r: &Row<'_>) -> rusqlite::Result<AuditRow> {
+/// An audit event from its row ([`AUDIT_COLS`], in order).
+pub(super) fn audit_from_row<R: Cols>(r: &R) -> Result<AuditRow, R::Err> {
     Ok(AuditRow {
-        seq: r.get(0)?,
-        id: r.get(1)?,
-        at_ms: r.get::<_, i64>(2)? as u64,
-        kind: r.get(3)?,
-        actor: r.get(4)?,
-        session_id: r.get(5)?,
-        detail: r.get(6)?,
-        prev_hash: r.get(7)?,
-        hash: r.get(8)?,
+        seq: r.int(0)?,
+        id: r.text(1)?,
+        at_ms: r.uint(2)?,
+        kind: r.text(3)?,
+        actor: r.opt_text(4)?,
+        session_id: r.opt_text(5)?,
+        detail: r.text(6)?,
+        prev_hash: r.text(7)?,
+        hash: r.text(8)?,
+    })
+}
+
+pub(super) const AUDIT_COLS: &str =
+    "seq, id, at_ms, kind, actor, session_id, detail, prev_hash, hash";
+
+/// A signed checkpoint from its row (seq, hash, at_ms, gateway, public_key, signature).
+pub(super) fn checkpoint_from_row<R: Cols>(r: &R) -> Result<Checkpoint, R::Err> {
+    Ok(Checkpoint {
+        seq: r.int(0)?,
+        hash: r.text(1)?,
+        at_ms: r.uint(2)?,
+        gateway: r.text(3)?,
+        public_key: r.text(4)?,
+        signature: r.text(5)?,
     })
 }
 
@@ -97,10 +115,9 @@ impl Db {
             "SELECT seq, id, at_ms, kind, actor, session_id, detail, prev_hash, hash FROM audit
              WHERE {filter} ORDER BY seq DESC LIMIT ?4"
         ))?;
-        let rows = stmt.query_map(
-            params![kind, session, before, q.limit.max(1)],
-            audit_from_row,
-        )?;
+        let rows = stmt.query_map(params![kind, session, before, q.limit.max(1)], |r| {
+            audit_from_row(r)
+        })?;
         let mut v = rows.collect::<rusqlite::Result<Vec<_>>>()?;
         v.reverse();
         let older = match v.first() {
@@ -123,7 +140,7 @@ impl Db {
         let mut stmt = conn.prepare(
             "SELECT seq, id, at_ms, kind, actor, session_id, detail, prev_hash, hash FROM audit ORDER BY seq",
         )?;
-        let rows = stmt.query_map([], audit_from_row)?;
+        let rows = stmt.query_map([], |r| audit_from_row(r))?;
         Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
     }
 
@@ -134,7 +151,7 @@ impl Db {
             .query_row(
                 "SELECT seq, id, at_ms, kind, actor, session_id, detail, prev_hash, hash FROM audit ORDER BY seq DESC LIMIT 1",
                 [],
-                audit_from_row,
+                |r| audit_from_row(r),
             )
             .optional()?)
     }
@@ -152,16 +169,7 @@ impl Db {
         let mut stmt = conn.prepare(
             "SELECT seq, hash, at_ms, gateway, public_key, signature FROM audit_checkpoints ORDER BY seq",
         )?;
-        let rows = stmt.query_map([], |r| {
-            Ok(Checkpoint {
-                seq: r.get(0)?,
-                hash: r.get(1)?,
-                at_ms: r.get::<_, i64>(2)? as u64,
-                gateway: r.get(3)?,
-                public_key: r.get(4)?,
-                signature: r.get(5)?,
-            })
-        })?;
+        let rows = stmt.query_map([], |r| checkpoint_from_row(r))?;
         Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
     }
 

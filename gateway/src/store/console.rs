@@ -5,6 +5,7 @@
 use anyhow::Result;
 use rusqlite::params;
 
+use super::cols::Cols;
 use super::Db;
 
 /// One console session.
@@ -42,21 +43,33 @@ impl ConsoleSessionRow {
     }
 }
 
-const COLS: &str = "id, sid_hash, username, provider, csrf, created_ms, idle_expires_ms, \
+pub(super) const CONSOLE_COLS: &str =
+    "id, sid_hash, username, provider, csrf, created_ms, idle_expires_ms, \
                     lifespan_expires_ms, source, user_agent";
 
-fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ConsoleSessionRow> {
+pub(super) fn console_from_row<R: Cols>(r: &R) -> Result<ConsoleSessionRow, R::Err> {
     Ok(ConsoleSessionRow {
-        id: r.get(0)?,
-        sid_hash: r.get(1)?,
-        username: r.get(2)?,
-        provider: r.get(3)?,
-        csrf: r.get(4)?,
-        created_ms: r.get::<_, i64>(5)? as u64,
-        idle_expires_ms: r.get::<_, Option<i64>>(6)?.map(|v| v as u64),
-        lifespan_expires_ms: r.get::<_, Option<i64>>(7)?.map(|v| v as u64),
-        source: r.get(8)?,
-        user_agent: r.get(9)?,
+        id: r.text(0)?,
+        sid_hash: r.text(1)?,
+        username: r.text(2)?,
+        provider: r.text(3)?,
+        csrf: r.text(4)?,
+        created_ms: r.uint(5)?,
+        idle_expires_ms: r.opt_uint(6)?,
+        lifespan_expires_ms: r.opt_uint(7)?,
+        source: r.text(8)?,
+        user_agent: r.text(9)?,
+    })
+}
+
+/// A saved view from its row (owner, name, query, pinned, created_ms).
+pub(super) fn query_from_row<R: Cols>(r: &R) -> Result<SavedQuery, R::Err> {
+    Ok(SavedQuery {
+        owner: r.text(0)?,
+        name: r.text(1)?,
+        query: r.text(2)?,
+        pinned: r.int(3)? != 0,
+        created_ms: r.uint(4)?,
     })
 }
 
@@ -64,7 +77,7 @@ impl Db {
     /// Add a console session, or replace it (same id: its idle expiry moved).
     pub fn console_put(&self, s: &ConsoleSessionRow) -> Result<()> {
         self.conn.execute(
-            &format!("INSERT OR REPLACE INTO console_sessions ({COLS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10)"),
+            &format!("INSERT OR REPLACE INTO console_sessions ({CONSOLE_COLS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10)"),
             params![
                 s.id,
                 s.sid_hash,
@@ -84,19 +97,19 @@ impl Db {
     /// The session whose cookie secret hashes to `sid_hash`.
     pub fn console_get(&self, sid_hash: &str) -> Result<Option<ConsoleSessionRow>> {
         let mut stmt = self.conn.prepare(&format!(
-            "SELECT {COLS} FROM console_sessions WHERE sid_hash = ?1"
+            "SELECT {CONSOLE_COLS} FROM console_sessions WHERE sid_hash = ?1"
         ))?;
-        let mut rows = stmt.query_map([sid_hash], row)?;
+        let mut rows = stmt.query_map([sid_hash], |r| console_from_row(r))?;
         Ok(rows.next().transpose()?)
     }
 
     /// `username`'s sessions (everyone's with `None`), oldest first.
     pub fn console_list(&self, username: Option<&str>) -> Result<Vec<ConsoleSessionRow>> {
         let mut stmt = self.conn.prepare(&format!(
-            "SELECT {COLS} FROM console_sessions WHERE ?1 IS NULL OR username = ?1 \
+            "SELECT {CONSOLE_COLS} FROM console_sessions WHERE ?1 IS NULL OR username = ?1 \
              ORDER BY created_ms, id"
         ))?;
-        let rows = stmt.query_map([username], row)?;
+        let rows = stmt.query_map([username], |r| console_from_row(r))?;
         Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
     }
 
@@ -194,15 +207,7 @@ impl Db {
             "SELECT owner, name, query, pinned, created_ms FROM console_queries WHERE owner = ?1
              ORDER BY pinned DESC, name",
         )?;
-        let rows = stmt.query_map([owner], |r| {
-            Ok(SavedQuery {
-                owner: r.get(0)?,
-                name: r.get(1)?,
-                query: r.get(2)?,
-                pinned: r.get(3)?,
-                created_ms: r.get::<_, i64>(4)? as u64,
-            })
-        })?;
+        let rows = stmt.query_map([owner], |r| query_from_row(r))?;
         Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
     }
 

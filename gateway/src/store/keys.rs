@@ -4,6 +4,7 @@
 use anyhow::Result;
 use rusqlite::params;
 
+use super::cols::Cols;
 use super::Db;
 
 /// One enrolled security key or passkey.
@@ -24,6 +25,22 @@ pub struct SecurityKeyRow {
     pub counter: u32,
     pub created_ms: u64,
     pub last_used_ms: Option<u64>,
+}
+
+/// A security key from its row (id, user, name, credential_id, aaguid, key, counter,
+/// created_ms, last_used_ms).
+pub(super) fn key_from_row<R: Cols>(r: &R) -> Result<SecurityKeyRow, R::Err> {
+    Ok(SecurityKeyRow {
+        id: r.text(0)?,
+        user: r.text(1)?,
+        name: r.text(2)?,
+        credential_id: r.text(3)?,
+        aaguid: r.opt_text(4)?,
+        key: r.text(5)?,
+        counter: r.uint(6)? as u32,
+        created_ms: r.uint(7)?,
+        last_used_ms: r.opt_uint(8)?,
+    })
 }
 
 impl Db {
@@ -54,19 +71,7 @@ impl Db {
             "SELECT id, user, name, credential_id, aaguid, key, counter, created_ms, last_used_ms
              FROM security_keys WHERE ?1 IS NULL OR user = ?1 ORDER BY created_ms, id",
         )?;
-        let rows = stmt.query_map([user], |r| {
-            Ok(SecurityKeyRow {
-                id: r.get(0)?,
-                user: r.get(1)?,
-                name: r.get(2)?,
-                credential_id: r.get(3)?,
-                aaguid: r.get(4)?,
-                key: r.get(5)?,
-                counter: r.get(6)?,
-                created_ms: r.get::<_, i64>(7)? as u64,
-                last_used_ms: r.get::<_, Option<i64>>(8)?.map(|m| m as u64),
-            })
-        })?;
+        let rows = stmt.query_map([user], |r| key_from_row(r))?;
         Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
     }
 

@@ -10,22 +10,29 @@
 //! beside the daemon.
 
 mod audit;
+mod cluster;
+mod cols;
 mod console;
 mod keys;
+mod postgres;
 mod secrets;
 mod sessions;
 mod sqlite;
 
 use std::path::Path;
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use async_trait::async_trait;
 use rusqlite::Connection;
+use wardengate_policy::{LimitDenial, Limits};
 use wardengate_recorder::audit::Checkpoint;
 
 pub use audit::{audit_hash, AuditQuery, AuditRow};
+pub use cluster::{GatewayRow, LeaseRow, Lost};
 pub use console::{ConsoleSessionRow, SavedQuery};
 pub use keys::SecurityKeyRow;
+pub use postgres::Postgres;
 pub use secrets::{HostKey, VaultEntry};
 pub use sessions::{SessionQuery, SessionRecord};
 pub use sqlite::Sqlite;
@@ -104,6 +111,45 @@ pub trait Store: Send + Sync {
 
     /// Wait until everything queued so far is written.
     async fn flush(&self) -> Result<()>;
+
+    // The cluster: several gateways sharing this store. The embedded store serves one gateway,
+    // whose own ledger is the whole count, so these do nothing there.
+
+    /// Whether several gateways may share this store.
+    fn shared(&self) -> bool {
+        false
+    }
+    /// This gateway is up, and its API answers at `api_url`.
+    async fn gateway_join(&self, _name: &str, _api_url: &str) -> Result<()> {
+        Ok(())
+    }
+    /// This gateway is alive: renew its heartbeat and its leases for `ttl`. `false` when a peer
+    /// has declared it lost meanwhile (its sessions were ended; it must end them too).
+    async fn gateway_heartbeat(&self, _name: &str, _ttl: Duration) -> Result<bool> {
+        Ok(true)
+    }
+    /// The gateways the store knows, in name order.
+    async fn gateways(&self) -> Result<Vec<GatewayRow>> {
+        Ok(Vec::new())
+    }
+    /// Count a session against the cluster's limits (`freed`, a session evicted to make room,
+    /// no longer counts), or say which level is full.
+    async fn lease_acquire(
+        &self,
+        _lease: &LeaseRow,
+        _limits: &Limits,
+        _pool: &str,
+        _freed: Option<&str>,
+        _ttl: Duration,
+    ) -> Result<std::result::Result<(), LimitDenial>> {
+        Ok(Ok(()))
+    }
+    /// Give a session's slot back (queued).
+    fn lease_release_later(&self, _session_id: String) {}
+    /// End the sessions and leases of every peer whose heartbeat is older than `ttl`.
+    async fn reap_lost(&self, _me: &str, _ttl: Duration) -> Result<Vec<Lost>> {
+        Ok(Vec::new())
+    }
 }
 
 /// An audit event before it is chained (its sequence number, id, time and hashes are the
@@ -121,48 +167,10 @@ pub struct Db {
     conn: Connection,
 }
 
-const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS sessions (
-  id TEXT PRIMARY KEY, state TEXT NOT NULL, protocol TEXT NOT NULL, actor TEXT NOT NULL,
-  client_addr TEXT NOT NULL, client_version TEXT NOT NULL, target TEXT NOT NULL,
-  target_addr TEXT NOT NULL, account TEXT NOT NULL, account_ref TEXT NOT NULL, policy TEXT,
-  pty_term TEXT, pty_cols INTEGER NOT NULL DEFAULT 0, pty_rows INTEGER NOT NULL DEFAULT 0,
-  gateway TEXT NOT NULL, started_ms INTEGER NOT NULL, ended_ms INTEGER, last_input_ms INTEGER,
-  bytes_in INTEGER NOT NULL DEFAULT 0, bytes_out INTEGER NOT NULL DEFAULT 0,
-  end_reason TEXT, end_detail TEXT, terminated_by TEXT, decision TEXT, linked_session TEXT,
-  previous_owners TEXT, client_crypto TEXT, target_crypto TEXT, client_location TEXT);
-CREATE INDEX IF NOT EXISTS sessions_started ON sessions(started_ms);
-CREATE TABLE IF NOT EXISTS audit (
-  seq INTEGER PRIMARY KEY, id TEXT NOT NULL, at_ms INTEGER NOT NULL, kind TEXT NOT NULL,
-  actor TEXT, session_id TEXT, detail TEXT NOT NULL, prev_hash TEXT NOT NULL, hash TEXT NOT NULL);
-CREATE INDEX IF NOT EXISTS audit_session ON audit(session_id);
-CREATE TABLE IF NOT EXISTS host_keys (
-  target TEXT NOT NULL, address TEXT NOT NULL, fingerprint TEXT NOT NULL, key TEXT NOT NULL,
-  first_seen_ms INTEGER NOT NULL, PRIMARY KEY (target, address));
-CREATE TABLE IF NOT EXISTS audit_checkpoints (
-  seq INTEGER PRIMARY KEY, hash TEXT NOT NULL, at_ms INTEGER NOT NULL, gateway TEXT NOT NULL,
-  public_key TEXT NOT NULL, signature TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS security_keys (
-  id TEXT PRIMARY KEY, user TEXT NOT NULL, name TEXT NOT NULL, credential_id TEXT NOT NULL UNIQUE,
-  aaguid TEXT, key TEXT NOT NULL, counter INTEGER NOT NULL, created_ms INTEGER NOT NULL,
-  last_used_ms INTEGER);
-CREATE INDEX IF NOT EXISTS security_keys_user ON security_keys(user);
-CREATE TABLE IF NOT EXISTS console_sessions (
-  id TEXT PRIMARY KEY, sid_hash TEXT NOT NULL UNIQUE, username TEXT NOT NULL,
-  provider TEXT NOT NULL, csrf TEXT NOT NULL, created_ms INTEGER NOT NULL,
-  idle_expires_ms INTEGER, lifespan_expires_ms INTEGER, source TEXT NOT NULL,
-  user_agent TEXT NOT NULL);
-CREATE INDEX IF NOT EXISTS console_sessions_user ON console_sessions(username);
-CREATE TABLE IF NOT EXISTS approval_requests (id TEXT PRIMARY KEY, body TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS operator_tokens (
-  hash TEXT PRIMARY KEY, user TEXT NOT NULL, expires_ms INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS console_queries (
-  owner TEXT NOT NULL, name TEXT NOT NULL, query TEXT NOT NULL, pinned INTEGER NOT NULL,
-  created_ms INTEGER NOT NULL, PRIMARY KEY (owner, name));
-CREATE TABLE IF NOT EXISTS vault (
-  ref TEXT PRIMARY KEY, kind TEXT NOT NULL, nonce BLOB NOT NULL, ciphertext BLOB NOT NULL,
-  updated_ms INTEGER NOT NULL);
-";
+/// The migrations of both engines (`gateway/migrations`, run by refinery at open).
+pub(crate) mod embedded {
+    refinery::embed_migrations!("migrations");
+}
 
 impl Db {
     pub fn open(path: &Path) -> Result<Db> {
@@ -170,13 +178,14 @@ impl Db {
             std::fs::create_dir_all(dir)
                 .with_context(|| format!("cannot create data directory {}", dir.display()))?;
         }
-        let conn = Connection::open(path)
+        let mut conn = Connection::open(path)
             .with_context(|| format!("cannot open store {}", path.display()))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
-        conn.execute_batch(SCHEMA)
-            .with_context(|| format!("cannot initialise store {}", path.display()))?;
+        embedded::migrations::runner()
+            .run(&mut conn)
+            .with_context(|| format!("cannot migrate store {}", path.display()))?;
         let existing: Vec<String> = conn
             .prepare("SELECT name FROM pragma_table_info('sessions')")?
             .query_map([], |r| r.get(0))?

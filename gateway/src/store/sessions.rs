@@ -1,20 +1,12 @@
 //! Session rows: insert, update, one by id, and filtered pages newest first.
 
 use anyhow::{Context, Result};
-use rusqlite::{params, OptionalExtension, Row};
+use rusqlite::{params, OptionalExtension};
+
+use super::cols::Cols;
 
 use super::Db;
 use wardengate_api::{Protocol, SessionState};
-
-/// A stored name that is not one of ours (a newer gateway's, or an edited database): an error
-/// that says which column held what.
-fn unknown(column: usize, what: &str, value: String) -> rusqlite::Error {
-    rusqlite::Error::FromSqlConversionFailure(
-        column,
-        rusqlite::types::Type::Text,
-        format!("unknown {what} '{value}'").into(),
-    )
-}
 
 /// A session row.
 #[derive(Debug, Clone)]
@@ -170,7 +162,8 @@ const SESSION_WHERE: &str = "(?1 IS NULL OR actor=?1) AND (?2 IS NULL OR target=
     (?7 IS NULL OR started_ms < ?7 OR (started_ms = ?7 AND id < ?8)) AND \
     (?10 IS NULL OR policy=?10)";
 
-const SESSION_COLS: &str = "id, state, protocol, actor, client_addr, client_version, target, \
+pub(super) const SESSION_COLS: &str =
+    "id, state, protocol, actor, client_addr, client_version, target, \
     target_addr, account, account_ref, policy, pty_term, pty_cols, pty_rows, gateway, started_ms, \
     ended_ms, last_input_ms, bytes_in, bytes_out, end_reason, end_detail, terminated_by, decision, \
     linked_session, previous_owners, client_crypto, target_crypto, client_location";
@@ -185,43 +178,44 @@ pub(super) const ADDED_SESSION_COLUMNS: &[(&str, &str)] = &[
     ("client_location", "TEXT"),
 ];
 
-fn session_from_row(r: &Row<'_>) -> rusqlite::Result<SessionRecord> {
+/// A session from its row ([`SESSION_COLS`], in order).
+pub(super) fn session_from_row<R: Cols>(r: &R) -> Result<SessionRecord, R::Err> {
     Ok(SessionRecord {
-        id: r.get(0)?,
+        id: r.text(0)?,
         state: {
-            let v: String = r.get(1)?;
-            SessionState::parse(&v).ok_or_else(|| unknown(1, "session state", v))?
+            let v = r.text(1)?;
+            SessionState::parse(&v).ok_or_else(|| r.unknown(1, "session state", v))?
         },
         protocol: {
-            let v: String = r.get(2)?;
-            Protocol::parse(&v).ok_or_else(|| unknown(2, "protocol", v))?
+            let v = r.text(2)?;
+            Protocol::parse(&v).ok_or_else(|| r.unknown(2, "protocol", v))?
         },
-        actor: r.get(3)?,
-        client_addr: r.get(4)?,
-        client_version: r.get(5)?,
-        target: r.get(6)?,
-        target_addr: r.get(7)?,
-        account: r.get(8)?,
-        account_ref: r.get(9)?,
-        policy: r.get(10)?,
-        pty_term: r.get(11)?,
-        pty_cols: r.get(12)?,
-        pty_rows: r.get(13)?,
-        gateway: r.get(14)?,
-        started_ms: r.get::<_, i64>(15)? as u64,
-        ended_ms: r.get::<_, Option<i64>>(16)?.map(|v| v as u64),
-        last_input_ms: r.get::<_, Option<i64>>(17)?.map(|v| v as u64),
-        bytes_in: r.get::<_, i64>(18)? as u64,
-        bytes_out: r.get::<_, i64>(19)? as u64,
-        end_reason: r.get(20)?,
-        end_detail: r.get(21)?,
-        terminated_by: r.get(22)?,
-        decision: r.get(23)?,
-        linked_session: r.get(24)?,
-        previous_owners: r.get(25)?,
-        client_crypto: r.get(26)?,
-        target_crypto: r.get(27)?,
-        client_location: r.get(28)?,
+        actor: r.text(3)?,
+        client_addr: r.text(4)?,
+        client_version: r.text(5)?,
+        target: r.text(6)?,
+        target_addr: r.text(7)?,
+        account: r.text(8)?,
+        account_ref: r.text(9)?,
+        policy: r.opt_text(10)?,
+        pty_term: r.opt_text(11)?,
+        pty_cols: r.uint(12)? as u32,
+        pty_rows: r.uint(13)? as u32,
+        gateway: r.text(14)?,
+        started_ms: r.uint(15)?,
+        ended_ms: r.opt_uint(16)?,
+        last_input_ms: r.opt_uint(17)?,
+        bytes_in: r.uint(18)?,
+        bytes_out: r.uint(19)?,
+        end_reason: r.opt_text(20)?,
+        end_detail: r.opt_text(21)?,
+        terminated_by: r.opt_text(22)?,
+        decision: r.opt_text(23)?,
+        linked_session: r.opt_text(24)?,
+        previous_owners: r.opt_text(25)?,
+        client_crypto: r.opt_text(26)?,
+        target_crypto: r.opt_text(27)?,
+        client_location: r.opt_text(28)?,
         channels: 0,
         activity: None,
         observers: Vec::new(),
@@ -271,7 +265,7 @@ impl Db {
             .query_row(
                 &format!("SELECT {SESSION_COLS} FROM sessions WHERE id=?1"),
                 [id],
-                session_from_row,
+                |r| session_from_row(r),
             )
             .optional()?)
     }
@@ -296,7 +290,7 @@ impl Db {
                 q.limit.max(1),
                 q.policy
             ],
-            session_from_row,
+            |r| session_from_row(r),
         )?;
         Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
     }
@@ -330,7 +324,7 @@ impl Db {
         let mut stmt = conn.prepare(&format!(
             "SELECT {SESSION_COLS} FROM sessions WHERE gateway=?1 AND state NOT IN ('closed','denied','failed')"
         ))?;
-        let rows = stmt.query_map([gateway], session_from_row)?;
+        let rows = stmt.query_map([gateway], |r| session_from_row(r))?;
         Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
     }
 }

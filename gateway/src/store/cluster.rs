@@ -1,0 +1,34 @@
+//! What several gateways on one store share beyond the tables every store has: who is up and
+//! where its API answers, and the concurrency slots of every admitted session (leases that lapse
+//! unless their gateway renews them).
+
+use super::SessionRecord;
+
+/// One admitted session's slot in the cluster's count.
+#[derive(Debug, Clone)]
+pub struct LeaseRow {
+    pub session_id: String,
+    pub gateway: String,
+    pub actor: String,
+    pub target: String,
+    pub policy: String,
+}
+
+/// A gateway that stopped renewing its heartbeat, and its sessions, now ended `failed` with
+/// reason `gateway_lost` by the peer that noticed.
+#[derive(Debug, Clone)]
+pub struct Lost {
+    pub gateway: String,
+    pub sessions: Vec<SessionRecord>,
+}
+
+/// A gateway of the cluster as the store knows it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct GatewayRow {
+    pub name: String,
+    pub api_url: String,
+    /// `up` or `lost`.
+    pub state: String,
+    pub started_ms: u64,
+    pub heartbeat_ms: u64,
+}

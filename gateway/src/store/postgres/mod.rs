@@ -1,0 +1,345 @@
+//! The cluster store: PostgreSQL, shared by every gateway of a cluster.
+//!
+//! One task owns the connection and runs the jobs callers queue, in order, as the SQLite
+//! thread does (a read sees every write queued before it, `*_later` writes included). The
+//! queued writes (`*_later`: session updates, audit events, lease releases) survive an outage:
+//! while PostgreSQL cannot be reached they wait in a backlog, retried every second and written
+//! first once it answers again, so a restart of the database loses nothing the gateway saw.
+//! Calls that wait for an answer fail at once instead, with a message that names the store:
+//! admission then fails closed, and live sessions (which only queue) keep running.
+
+mod cluster;
+mod tables;
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, Context, Result};
+use tokio::sync::{mpsc, oneshot};
+use tokio_postgres::{Client, NoTls};
+
+type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+type Later = Box<dyn Fn(Arc<Client>) -> BoxFuture<Result<()>> + Send + Sync>;
+
+enum Job {
+    /// Answered through its own channel: a connection, or why there is none.
+    Call(Box<dyn FnOnce(Result<Arc<Client>, String>) -> BoxFuture<()> + Send>),
+    /// Written in order, retried while the database is away.
+    Later(&'static str, Later),
+    /// Answered once everything queued before it is written.
+    Flush(oneshot::Sender<Result<()>>),
+}
+
+/// How long a caller waits for an answer before it gives up.
+const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long connecting may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// Most queued writes kept while the database is away (about 1 KiB each); beyond, new ones are
+/// dropped with an error in the log.
+const BACKLOG: usize = 200_000;
+/// The advisory lock that makes gateways starting at once run the migrations one at a time.
+const MIGRATION_LOCK: i64 = 0x5761_7264_656e_0001;
+
+/// The handle to the store task.
+pub struct Postgres {
+    jobs: mpsc::UnboundedSender<Job>,
+    /// The URL without its password, for messages.
+    shown: Arc<str>,
+}
+
+/// `postgres://user:secret@host/db` without the secret.
+fn without_password(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let creds = &url[s + 3..at];
+            match creds.find(':') {
+                Some(c) => format!("{}{}:***{}", &url[..s + 3], &creds[..c], &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
+async fn connect(url: &str, shown: &str) -> Result<Client> {
+    let (client, connection) =
+        tokio::time::timeout(CONNECT_TIMEOUT, tokio_postgres::connect(url, NoTls))
+            .await
+            .map_err(|_| {
+                anyhow!(
+                    "the store (PostgreSQL at {shown}) did not answer within {CONNECT_TIMEOUT:?}"
+                )
+            })?
+            .with_context(|| format!("the store (PostgreSQL at {shown}) is unreachable"))?;
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::warn!("store: the PostgreSQL connection ended: {e}");
+        }
+    });
+    Ok(client)
+}
+
+impl Postgres {
+    /// Connect to `url`, bring the schema up to date (one gateway at a time), and start the
+    /// store task.
+    pub async fn open(url: &str) -> Result<Postgres> {
+        let shown: Arc<str> = without_password(url).into();
+        let mut client = connect(url, &shown).await?;
+        client
+            .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
+            .await
+            .context("cannot take the migration lock")?;
+        let migrated = crate::store::embedded::migrations::runner()
+            .run_async(&mut client)
+            .await
+            .with_context(|| format!("cannot migrate the store (PostgreSQL at {shown})"));
+        let _ = client
+            .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK])
+            .await;
+        migrated?;
+        let (jobs, queue) = mpsc::unbounded_channel();
+        tokio::spawn(worker(
+            url.to_string(),
+            shown.clone(),
+            Arc::new(client),
+            queue,
+        ));
+        Ok(Postgres { jobs, shown })
+    }
+
+    /// Run `f` with the connection and wait for its answer.
+    async fn call<R, F, Fut>(&self, f: F) -> Result<R>
+    where
+        R: Send + 'static,
+        F: FnOnce(Arc<Client>) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<R>> + Send + 'static,
+    {
+        let (tx, rx) = oneshot::channel();
+        let job = Job::Call(Box::new(move |c| {
+            Box::pin(async move {
+                let r = match c {
+                    Ok(c) => f(c).await,
+                    Err(e) => Err(anyhow!(e)),
+                };
+                let _ = tx.send(r);
+            })
+        }));
+        self.jobs
+            .send(job)
+            .map_err(|_| anyhow!("the store task has stopped"))?;
+        match tokio::time::timeout(CALL_TIMEOUT, rx).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(_)) => Err(anyhow!("the store task stopped during a call")),
+            Err(_) => Err(anyhow!(
+                "the store (PostgreSQL at {}) did not answer within {CALL_TIMEOUT:?}",
+                self.shown
+            )),
+        }
+    }
+
+    /// Queue a write; `f` may run more than once (it is retried while the database is away).
+    fn later<F, Fut>(&self, what: &'static str, f: F)
+    where
+        F: Fn(Arc<Client>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<()>> + Send + 'static,
+    {
+        let job = Job::Later(what, Box::new(move |c| Box::pin(f(c))));
+        if self.jobs.send(job).is_err() {
+            tracing::error!("store: cannot {what}: the store task has stopped");
+        }
+    }
+
+    async fn flush_queue(&self) -> Result<()> {
+        let (tx, rx) = oneshot::channel();
+        self.jobs
+            .send(Job::Flush(tx))
+            .map_err(|_| anyhow!("the store task has stopped"))?;
+        match tokio::time::timeout(CALL_TIMEOUT, rx).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(_)) => Err(anyhow!("the store task stopped during a flush")),
+            Err(_) => Err(anyhow!(
+                "the store (PostgreSQL at {}) did not take the queued writes within {CALL_TIMEOUT:?}",
+                self.shown
+            )),
+        }
+    }
+}
+
+/// The connection as the task holds it: up, or down since a failed attempt (retried at most
+/// once a second, so that calls during an outage fail at once).
+struct Conn {
+    url: String,
+    shown: Arc<str>,
+    client: Option<Arc<Client>>,
+    failed: Option<(Instant, String)>,
+}
+
+impl Conn {
+    async fn get(&mut self) -> Result<Arc<Client>, String> {
+        if let Some(c) = &self.client {
+            if !c.is_closed() {
+                return Ok(c.clone());
+            }
+            self.client = None;
+        }
+        if let Some((at, why)) = &self.failed {
+            if at.elapsed() < Duration::from_secs(1) {
+                return Err(why.clone());
+            }
+        }
+        match connect(&self.url, &self.shown).await {
+            Ok(c) => {
+                if self.failed.take().is_some() {
+                    tracing::info!("store: PostgreSQL at {} answers again", self.shown);
+                }
+                let c = Arc::new(c);
+                self.client = Some(c.clone());
+                Ok(c)
+            }
+            Err(e) => {
+                let why = format!("{e:#}");
+                if self.failed.is_none() {
+                    tracing::error!("store: {why}; queued writes wait until it answers");
+                }
+                self.failed = Some((Instant::now(), why.clone()));
+                Err(why)
+            }
+        }
+    }
+}
+
+/// Write the backlog, oldest first; `false` when the connection went away before the end.
+async fn drain(conn: &mut Conn, backlog: &mut VecDeque<(&'static str, Later)>) -> bool {
+    while let Some((what, f)) = backlog.front() {
+        let Ok(c) = conn.get().await else {
+            return false;
+        };
+        match f(c.clone()).await {
+            Ok(()) => {}
+            Err(_) if c.is_closed() => return false,
+            Err(e) => tracing::error!("store: cannot {what}: {e:#}"),
+        }
+        backlog.pop_front();
+    }
+    true
+}
+
+async fn worker(
+    url: String,
+    shown: Arc<str>,
+    client: Arc<Client>,
+    mut queue: mpsc::UnboundedReceiver<Job>,
+) {
+    let mut conn = Conn {
+        url,
+        shown,
+        client: Some(client),
+        failed: None,
+    };
+    let mut backlog: VecDeque<(&'static str, Later)> = VecDeque::new();
+    let mut dropped = 0u64;
+    loop {
+        let job = if backlog.is_empty() {
+            match queue.recv().await {
+                Some(j) => Some(j),
+                None => break,
+            }
+        } else {
+            tokio::select! {
+                j = queue.recv() => match j {
+                    Some(j) => Some(j),
+                    None => break,
+                },
+                _ = tokio::time::sleep(Duration::from_secs(1)) => None,
+            }
+        };
+        let written = backlog.is_empty() || drain(&mut conn, &mut backlog).await;
+        match job {
+            None => {}
+            Some(Job::Call(f)) => {
+                let c = if written {
+                    conn.get().await
+                } else {
+                    Err(conn
+                        .failed
+                        .as_ref()
+                        .map(|(_, w)| w.clone())
+                        .unwrap_or_else(|| {
+                            format!("the store (PostgreSQL at {}) is unreachable", conn.shown)
+                        }))
+                };
+                f(c).await;
+            }
+            Some(Job::Later(what, f)) => {
+                if written {
+                    if let Ok(c) = conn.get().await {
+                        match f(c.clone()).await {
+                            Ok(()) => continue,
+                            Err(e) if !c.is_closed() => {
+                                tracing::error!("store: cannot {what}: {e:#}");
+                                continue;
+                            }
+                            Err(_) => {}
+                        }
+                    }
+                }
+                if backlog.len() < BACKLOG {
+                    backlog.push_back((what, f));
+                } else {
+                    dropped += 1;
+                    if dropped.is_power_of_two() {
+                        tracing::error!("store: cannot {what}: PostgreSQL is away and {BACKLOG} writes already wait; {dropped} dropped so far");
+                    }
+                }
+            }
+            Some(Job::Flush(tx)) => {
+                let r = if written {
+                    Ok(())
+                } else {
+                    Err(anyhow!(
+                        "{} queued writes wait for the store (PostgreSQL at {})",
+                        backlog.len(),
+                        conn.shown
+                    ))
+                };
+                let _ = tx.send(r);
+            }
+        }
+    }
+    // Every handle is gone: a last attempt at what is still queued.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !backlog.is_empty() && Instant::now() < deadline {
+        if !drain(&mut conn, &mut backlog).await {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+    if !backlog.is_empty() {
+        tracing::error!(
+            "store: {} queued writes could not be written to PostgreSQL at {} before the gateway stopped",
+            backlog.len(),
+            conn.shown
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_password_is_never_shown() {
+        assert_eq!(
+            super::without_password("postgres://wg:s3cret@db:5432/wardengate"),
+            "postgres://wg:***@db:5432/wardengate"
+        );
+        assert_eq!(
+            super::without_password("postgres://wg@db/wardengate"),
+            "postgres://wg@db/wardengate"
+        );
+        assert_eq!(
+            super::without_password("host=/tmp user=wg"),
+            "host=/tmp user=wg"
+        );
+    }
+}

@@ -1,0 +1,146 @@
+//! Limits across gateways, a gateway lost to `kill -9`, and the store going away and coming back.
+
+use std::io::Read;
+use std::process::Child;
+use std::time::{Duration, Instant};
+
+use wardengate_tests::*;
+
+use crate::cluster;
+
+fn output(mut child: Child) -> (bool, String, String) {
+    let status = wait_timeout(&mut child, Duration::from_secs(120)).expect("ssh ends");
+    let (mut out, mut err) = (String::new(), String::new());
+    if let Some(mut s) = child.stdout.take() {
+        let _ = s.read_to_string(&mut out);
+    }
+    if let Some(mut s) = child.stderr.take() {
+        let _ = s.read_to_string(&mut err);
+    }
+    (status.success(), out, err)
+}
+
+#[test]
+fn a_target_limit_of_five_admits_exactly_five_of_a_hundred_attempts_over_three_gateways() {
+    let c = cluster(3, "15s", "[limits]\nmax_sessions_per_target = 5\n");
+    // All at once, spread over the three gateways.
+    let attempts: Vec<Child> = (0..100)
+        .map(|i| c.ssh(i % 3, "echo admitted; sleep 8"))
+        .collect();
+    let results: Vec<_> = attempts.into_iter().map(output).collect();
+    let admitted = results
+        .iter()
+        .filter(|(_, out, _)| out.contains("admitted"))
+        .count();
+    let at_capacity = results
+        .iter()
+        .filter(|(_, _, err)| err.contains("target at capacity: web.test"))
+        .count();
+    assert_eq!(
+        admitted, 5,
+        "exactly the limit, across the cluster: {results:?}"
+    );
+    assert_eq!(
+        at_capacity, 95,
+        "every other attempt met the limit: {results:?}"
+    );
+    // The slots came back as the sessions ended: one more is admitted.
+    let (ok, out, err) = output(c.ssh(1, "echo again"));
+    assert!(ok && out.contains("again"), "{err}");
+}
+
+#[test]
+fn a_gateway_killed_with_sigkill_is_declared_lost_and_its_slots_come_back() {
+    let mut c = cluster(2, "2s", "[limits]\nmax_sessions_per_target = 1\n");
+    let _held = c.ssh(0, "echo started; sleep 120");
+    let live = c.active(1, 1);
+    let id = live[0]["id"].as_str().expect("id").to_string();
+    assert_eq!(live[0]["gateway"], "gw-1");
+    // The one slot is held on gw-1: gw-2 refuses.
+    let (ok, _, err) = output(c.ssh(1, "echo second"));
+    assert!(
+        !ok && err.contains("target at capacity: web.test 1/1"),
+        "{err}"
+    );
+
+    c.gws[0].kill9();
+    let killed = Instant::now();
+    // A peer notices within the TTL (plus its renewal tick) and ends the session.
+    let s = poll(
+        Duration::from_secs(30),
+        Duration::from_millis(200),
+        || c.gws[1].get_json(&format!("/api/v1/sessions/{id}")),
+        |s| s["state"] == "failed",
+    );
+    assert_eq!(
+        s["state"], "failed",
+        "gw-2 marks gw-1's session failed: {s}"
+    );
+    assert_eq!(s["end_reason"], "gateway_lost", "{s}");
+    eprintln!(
+        "declared lost {:?} after kill -9 (lease_ttl 2s)",
+        killed.elapsed()
+    );
+    let lost = c.gws[1].wait_audit("gateway.lost", Duration::from_secs(10));
+    assert!(lost["detail"].to_string().contains("gw-1"), "{lost}");
+    let out = run(
+        c.gws[1].wgctl().args(["session", "show", &id]),
+        Duration::from_secs(30),
+    );
+    assert_stdout_has(&out, "gateway_lost");
+
+    // Its slot is free again.
+    let (ok, out, err) = output(c.ssh(1, "echo after-loss"));
+    assert!(ok && out.contains("after-loss"), "{err}");
+}
+
+#[test]
+fn a_store_restart_keeps_live_sessions_and_admission_fails_closed_meanwhile() {
+    let mut c = cluster(1, "15s", "");
+    // A session that prints for a while, across the outage.
+    let ticking = c.ssh(0, "for i in $(seq 1 16); do echo tick-$i; sleep 0.5; done");
+    let id = c.active(0, 1)[0]["id"].as_str().expect("id").to_string();
+    c.store.stop();
+    let (ok, _, err) = output(c.ssh(0, "echo while-down"));
+    assert!(!ok, "no new session while the store is away");
+    assert!(
+        err.contains("cannot reach its session store"),
+        "a clear reason: {err}"
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    c.store.restart().expect("restart the store");
+    let (ok, out, err) = output(ticking);
+    assert!(
+        ok && out.contains("tick-16"),
+        "the live session ran through: {out} {err}"
+    );
+    let (ok, out, err) = output(c.ssh(0, "echo after-restart"));
+    assert!(
+        ok && out.contains("after-restart"),
+        "admission works again: {err}"
+    );
+    // What the gateway saw while the store was away was written once it came back.
+    let s = poll(
+        Duration::from_secs(20),
+        Duration::from_millis(200),
+        || c.gws[0].get_json(&format!("/api/v1/sessions/{id}")),
+        |s| s["state"] == "closed",
+    );
+    assert_eq!(
+        s["state"], "closed",
+        "the session's end reached the store: {s}"
+    );
+    assert!(s["bytes_out"].as_u64().unwrap_or(0) > 0, "{s}");
+    let denied = c.gws[0].audit("session.denied");
+    assert!(
+        denied
+            .iter()
+            .any(|e| e["detail"].to_string().contains("store_unavailable")),
+        "the refusal is audited: {denied:?}"
+    );
+    let out = run(
+        c.gws[0].wgctl().args(["audit", "verify"]),
+        Duration::from_secs(30),
+    );
+    assert_success(&out, "the chain still verifies");
+}

@@ -1,0 +1,103 @@
+//! One view of the cluster from every gateway: the list, terminate (single and bulk) and the
+//! audit chain; the internal endpoint refuses what no peer signed.
+
+use std::io::Read;
+use std::time::Duration;
+
+use wardengate_tests::*;
+
+use crate::cluster;
+
+#[test]
+fn sessions_terminate_and_the_audit_span_the_cluster() {
+    let c = cluster(3, "15s", "");
+    let mut on1 = c.ssh(0, "echo started; sleep 60");
+    let mut on2 = c.ssh(1, "echo started; sleep 60");
+    let live = c.active(2, 2);
+    let owners: Vec<&str> = live.iter().filter_map(|s| s["gateway"].as_str()).collect();
+    assert!(
+        owners.contains(&"gw-1") && owners.contains(&"gw-2"),
+        "gw-3 lists both: {live:?}"
+    );
+
+    // wgctl on the third gateway shows both, with the gateway that runs each.
+    let out = run(
+        c.gws[2].wgctl().args(["session", "list"]),
+        Duration::from_secs(30),
+    );
+    assert_success(&out, "wgctl session list on gw-3");
+    assert_has_all(&text(&out.stdout), &["GW", "gw-1", "gw-2", "web.test"]);
+
+    let id1 = live
+        .iter()
+        .find(|s| s["gateway"] == "gw-1")
+        .and_then(|s| s["id"].as_str())
+        .expect("gw-1's session")
+        .to_string();
+
+    // Nobody but a peer holding the cluster key reaches the internal endpoint.
+    let (status, body) = c.gws[0].request(
+        "POST",
+        &format!("/internal/v1/sessions/{id1}/terminate"),
+        "",
+        r#"{"by":"mallory","reason":"unsigned"}"#,
+    );
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("not a signed request"), "{body}");
+    c.gws[0].wait_audit("cluster.peer_refused", Duration::from_secs(10));
+    assert_eq!(
+        c.gws[2].get_json(&format!("/api/v1/sessions/{id1}"))["state"],
+        "active"
+    );
+
+    // Terminate from gw-2 reaches gw-1, which runs the session: alice's client is told why.
+    let out = c.gws[1].terminate(&id1, "cluster-drill-7");
+    assert_success(&out, "terminate on gw-2 a session gw-1 runs");
+    let status = wait_timeout(&mut on1, Duration::from_secs(10)).expect("alice's ssh on gw-1 ends");
+    assert!(!status.success());
+    let mut err = String::new();
+    on1.stderr
+        .take()
+        .expect("stderr")
+        .read_to_string(&mut err)
+        .expect("stderr");
+    assert!(
+        err.contains("cluster-drill-7"),
+        "alice sees the reason: {err}"
+    );
+    let s = c.gws[2].get_json(&format!("/api/v1/sessions/{id1}"));
+    assert_eq!(s["state"], "closed", "{s}");
+    assert_eq!(s["end_reason"], "terminated", "{s}");
+    // Terminating it again from anywhere: it is over.
+    let (status, _) = c.gws[2].post(
+        &format!("/api/v1/sessions/{id1}/terminate"),
+        r#"{"reason":"again"}"#,
+    );
+    assert_eq!(status, 409);
+
+    // Bulk terminate from gw-3 ends gw-2's session.
+    let (status, body) = c.gws[2].post(
+        "/api/v1/sessions/terminate",
+        r#"{"actor":"alice","reason":"cluster-bulk-3"}"#,
+    );
+    assert_eq!(status, 200, "{body}");
+    let done: serde_json::Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(
+        done["terminated"].as_array().map(Vec::len),
+        Some(1),
+        "{body}"
+    );
+    assert_eq!(done["terminated"][0]["gateway"], "gw-2", "{body}");
+    wait_timeout(&mut on2, Duration::from_secs(10)).expect("alice's ssh on gw-2 ends");
+
+    // One chain for the cluster: every gateway's events, in one order, verifying.
+    let starts = c.gws[0].audit("gateway.start");
+    assert!(starts.len() >= 3, "three gateways started: {starts:?}");
+    for gw in &c.gws {
+        let out = run(
+            gw.wgctl().args(["audit", "verify"]),
+            Duration::from_secs(30),
+        );
+        assert_success(&out, "wgctl audit verify");
+    }
+}
