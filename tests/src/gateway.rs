@@ -30,7 +30,12 @@ impl GatewayProc {
         let mut child = Command::new(bin("wardengate"))
             .args(["run", "--config"])
             .arg(&config)
-            .env("RUST_LOG", "debug,russh=info,hyper=info")
+            .env(
+                "RUST_LOG",
+                // Benchmarks log less (`WG_GATEWAY_LOG=info`).
+                std::env::var("WG_GATEWAY_LOG")
+                    .unwrap_or_else(|_| "debug,russh=info,hyper=info".into()),
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

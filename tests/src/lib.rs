@@ -26,6 +26,7 @@ pub mod pg;
 pub mod rdp;
 pub use peers::*;
 pub mod browser;
+pub mod cluster;
 pub mod hostile;
 pub mod russh_client;
 pub mod secrets;
@@ -37,7 +38,11 @@ use wardengate_gateway::keys;
 /// Path of a workspace binary built next to this test executable.
 pub fn bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("current_exe");
-    let dir = exe.parent().and_then(Path::parent).expect("target dir");
+    // A test runs from `target/PROFILE/deps`, a harness binary from `target/PROFILE`.
+    let dir = match exe.parent() {
+        Some(d) if d.join(name).exists() => d,
+        _ => exe.parent().and_then(Path::parent).expect("target dir"),
+    };
     let p = dir.join(name);
     assert!(
         p.exists(),

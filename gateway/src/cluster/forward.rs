@@ -177,7 +177,7 @@ fn check_peer(
     uri: &Uri,
     headers: &HeaderMap,
     body: &[u8],
-) -> Result<String, Response> {
+) -> Result<String, Box<Response>> {
     let header = |n: &str| {
         headers
             .get(n)
@@ -196,8 +196,13 @@ fn check_peer(
             None,
             json!({"path": wardengate_api::text::inert(uri.path(), 200), "peer": wardengate_api::text::inert(&peer, wardengate_api::text::MAX_NAME), "why": why}),
         );
-        ApiError(StatusCode::FORBIDDEN, "not a signed request from a gateway of this cluster".into())
-            .into_response()
+        Box::new(
+            ApiError(
+                StatusCode::FORBIDDEN,
+                "not a signed request from a gateway of this cluster".into(),
+            )
+            .into_response(),
+        )
     })
 }
 
@@ -210,7 +215,7 @@ async fn peer_terminate(
 ) -> Response {
     let peer = match check_peer(&st.gw, &uri, &headers, &body) {
         Ok(p) => p,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let req: PeerTerminate = match serde_json::from_slice(&body) {
         Ok(r) => r,

@@ -52,7 +52,7 @@ fn a_target_limit_of_five_admits_exactly_five_of_a_hundred_attempts_over_three_g
 #[test]
 fn a_gateway_killed_with_sigkill_is_declared_lost_and_its_slots_come_back() {
     let mut c = cluster(2, "2s", "[limits]\nmax_sessions_per_target = 1\n");
-    let _held = c.ssh(0, "echo started; sleep 120");
+    let mut held = c.ssh(0, "echo started; sleep 120");
     let live = c.active(1, 1);
     let id = live[0]["id"].as_str().expect("id").to_string();
     assert_eq!(live[0]["gateway"], "gw-1");
@@ -65,6 +65,11 @@ fn a_gateway_killed_with_sigkill_is_declared_lost_and_its_slots_come_back() {
 
     c.gws[0].kill9();
     let killed = Instant::now();
+    // Its client loses the connection with the gateway.
+    assert!(
+        wait_timeout(&mut held, Duration::from_secs(10)).is_some(),
+        "alice's ssh ends with gw-1"
+    );
     // A peer notices within the TTL (plus its renewal tick) and ends the session.
     let s = poll(
         Duration::from_secs(30),

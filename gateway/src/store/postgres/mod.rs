@@ -9,6 +9,7 @@
 //! admission then fails closed, and live sessions (which only queue) keep running.
 
 mod cluster;
+mod sql;
 mod tables;
 
 use std::collections::VecDeque;
@@ -23,10 +24,12 @@ use tokio_postgres::{Client, NoTls};
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 type Later = Box<dyn Fn(Arc<Client>) -> BoxFuture<Result<()>> + Send + Sync>;
+/// A call's job: given the connection (or why there is none), it answers its caller.
+type Answer = Box<dyn FnOnce(Result<Arc<Client>, String>) -> BoxFuture<()> + Send>;
 
 enum Job {
     /// Answered through its own channel: a connection, or why there is none.
-    Call(Box<dyn FnOnce(Result<Arc<Client>, String>) -> BoxFuture<()> + Send>),
+    Call(Answer),
     /// Written in order, retried while the database is away.
     Later(&'static str, Later),
     /// Answered once everything queued before it is written.

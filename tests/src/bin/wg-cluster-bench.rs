@@ -1,0 +1,175 @@
+//! `wg-cluster-bench`: the measuring side of `scripts/bench cluster`, on the test harness's real
+//! processes (sshd, PostgreSQL, gateways). Prints one Markdown table.
+//!
+//! - admissions per second: short SSH sessions (`ssh … true`, BENCH_CLIENTS=32 clients in a loop
+//!   for BENCH_SECS=15 s, spread over the gateways) on 1 gateway on SQLite (the baseline), 1 on
+//!   PostgreSQL, 3 on PostgreSQL;
+//! - the sessions API (`GET /api/v1/sessions`, the first page of 50, and every live session)
+//!   p50/p99 on an empty PostgreSQL store (the baseline) and with 1,000 live and 100,000 closed
+//!   sessions in it;
+//! - terminate p50/p99: a session terminated through the gateway that runs it (the baseline) and
+//!   through another gateway (routed to the owner, signed).
+
+use std::process::Stdio;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use wardengate_tests::cluster::{cluster, Cluster};
+use wardengate_tests::*;
+
+fn pct(v: &mut [f64], p: f64) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    if v.is_empty() {
+        return 0.0;
+    }
+    v[((v.len() - 1) as f64 * p).round() as usize]
+}
+
+/// Short sessions per second through `gws` (round robin), `clients` at once, for `secs`.
+fn admissions(env: &TestEnv, gws: &[&GatewayProc], clients: usize, secs: u64) -> f64 {
+    let done = Arc::new(AtomicU64::new(0));
+    let failed = Arc::new(AtomicU64::new(0));
+    let until = Instant::now() + Duration::from_secs(secs);
+    std::thread::scope(|s| {
+        for c in 0..clients {
+            let gw = gws[c % gws.len()];
+            let (done, failed) = (done.clone(), failed.clone());
+            s.spawn(move || {
+                while Instant::now() < until {
+                    let ok = gw
+                        .ssh(env, "alice#web.test")
+                        .arg("true")
+                        .stdin(Stdio::null())
+                        .stdout(Stdio::null())
+                        .stderr(Stdio::null())
+                        .status()
+                        .is_ok_and(|s| s.success());
+                    if ok { &done } else { &failed }.fetch_add(1, Ordering::Relaxed);
+                }
+            });
+        }
+    });
+    let f = failed.load(Ordering::Relaxed);
+    if f > 0 {
+        eprintln!("   ({f} sessions failed)");
+    }
+    done.load(Ordering::Relaxed) as f64 / secs as f64
+}
+
+/// p50/p99 in ms of `GET path` on `gw`, `n` times.
+fn api_times(gw: &GatewayProc, path: &str, n: usize) -> (f64, f64) {
+    let mut v: Vec<f64> = (0..n)
+        .map(|_| {
+            let t = Instant::now();
+            let (status, _) = gw.get(path);
+            assert_eq!(status, 200, "GET {path}");
+            t.elapsed().as_secs_f64() * 1000.0
+        })
+        .collect();
+    (pct(&mut v, 0.5), pct(&mut v, 0.99))
+}
+
+/// p50/p99 in ms of terminating, through `via`, `n` sessions that gateway 0 runs.
+fn terminate_times(c: &Cluster, via: usize, n: usize) -> (f64, f64) {
+    let mut held: Vec<_> = (0..n).map(|_| c.ssh(0, "sleep 120")).collect();
+    let live = c.active(0, n);
+    let mut v = Vec::new();
+    for s in &live {
+        let id = s["id"].as_str().expect("id");
+        let t = Instant::now();
+        let (status, body) = c.gws[via].post(
+            &format!("/api/v1/sessions/{id}/terminate"),
+            r#"{"reason":"bench"}"#,
+        );
+        v.push(t.elapsed().as_secs_f64() * 1000.0);
+        assert_eq!(status, 200, "{body}");
+    }
+    for h in &mut held {
+        let _ = wait_timeout(h, Duration::from_secs(10));
+    }
+    (pct(&mut v, 0.5), pct(&mut v, 0.99))
+}
+
+fn seed(c: &Cluster, live: usize, closed: usize) {
+    let row = |state: &str, ended: &str| {
+        format!(
+            "INSERT INTO sessions (id, state, protocol, actor, client_addr, client_version, target, \
+             target_addr, account, account_ref, policy, gateway, started_ms, ended_ms, bytes_in, bytes_out) \
+             SELECT 'sess_seed_{state}_' || i, '{state}', 'ssh', 'user' || (i % 50), '10.0.0.1:40000', \
+             'SSH-2.0-OpenSSH_9.2', 'web-' || (i % 200), '10.1.0.1:22', 'deploy', 'ref', 'sre-test', \
+             'gw-seed', 1700000000000 + i * 1000, {ended}, 1000, 100000 FROM generate_series(1, $N) i;"
+        )
+    };
+    let sql = format!(
+        "{}\n{}\nANALYZE sessions;",
+        row("closed", "1700000000000 + i * 1000 + 60000").replace("$N", &closed.to_string()),
+        row("active", "NULL").replace("$N", &live.to_string())
+    );
+    c.store.psql("wardengate", &sql).expect("seed the store");
+}
+
+fn main() {
+    let secs: u64 = std::env::var("BENCH_SECS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(15);
+    let clients: usize = std::env::var("BENCH_CLIENTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(32);
+    let mut rows = Vec::new();
+
+    eprintln!("== admissions: 1 gateway on SQLite");
+    let env = TestEnv::new();
+    let sshd = env.sshd();
+    let single = env.gateway().target("web.test", &sshd).start();
+    let base = admissions(&env, &[&single], clients, secs);
+    drop(single);
+    eprintln!("   {base:.1}/s");
+    eprintln!("== admissions: 1 gateway on PostgreSQL");
+    let one = cluster(1, "15s", "");
+    let pg1 = admissions(&one.env, &[&one.gws[0]], clients, secs);
+    eprintln!("   {pg1:.1}/s");
+
+    eprintln!("== sessions API on PostgreSQL: empty, then 1,000 live + 100,000 closed");
+    let (e50, e99) = api_times(&one.gws[0], "/api/v1/sessions?limit=50", 200);
+    let (el50, el99) = api_times(&one.gws[0], "/api/v1/sessions?live=true&limit=2000", 200);
+    seed(&one, 1000, 100_000);
+    let (s50, s99) = api_times(&one.gws[0], "/api/v1/sessions?limit=50", 200);
+    let (sl50, sl99) = api_times(&one.gws[0], "/api/v1/sessions?live=true&limit=2000", 200);
+    drop(one);
+
+    eprintln!("== admissions: 3 gateways on PostgreSQL");
+    let three = cluster(3, "15s", "");
+    let gws: Vec<&GatewayProc> = three.gws.iter().collect();
+    let pg3 = admissions(&three.env, &gws, clients, secs);
+    eprintln!("   {pg3:.1}/s");
+
+    eprintln!("== terminate: through the owner, then through a peer");
+    let (l50, l99) = terminate_times(&three, 0, 20);
+    let (r50, r99) = terminate_times(&three, 1, 20);
+
+    rows.push(format!(
+        "| admissions/s, short SSH sessions ({clients} clients, {secs} s) | {base:.1} (1 gw, SQLite) | {pg1:.1} (1 gw, PostgreSQL); {pg3:.1} (3 gw, PostgreSQL) | {:.2}; {:.2} |",
+        pg1 / base,
+        pg3 / base
+    ));
+    rows.push(format!(
+        "| `GET /api/v1/sessions?limit=50`, p50 / p99 ms | {e50:.1} / {e99:.1} (empty) | {s50:.1} / {s99:.1} (1,000 live + 100,000 closed) | p99 {:.2} |",
+        s99 / e99
+    ));
+    rows.push(format!(
+        "| `GET /api/v1/sessions?live=true&limit=2000`, p50 / p99 ms | {el50:.1} / {el99:.1} (empty) | {sl50:.1} / {sl99:.1} (1,000 live) | p99 {:.2} |",
+        sl99 / el99
+    ));
+    rows.push(format!(
+        "| terminate, API call until the session has ended, p50 / p99 ms | {l50:.0} / {l99:.0} (via the owner) | {r50:.0} / {r99:.0} (via a peer, signed) | p99 {:.2} |",
+        r99 / l99
+    ));
+    println!("| cluster | baseline | measured | ratio |");
+    println!("|---|---|---|---|");
+    for r in rows {
+        println!("{r}");
+    }
+}

@@ -1,0 +1,104 @@
+//! Several gateway processes on one real PostgreSQL store, for the cluster tests and
+//! `scripts/bench cluster`.
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use crate::*;
+use wardengate_dev::postgres::{PgAuth, PgCluster, PgOptions, PgUser};
+use wardengate_dev::sshd::Sshd;
+
+const STORE_PASSWORD: &str = "store-Secret-5e2a";
+
+/// N gateways (`gw-1` …) in front of one sshd (`web.test`), sharing a PostgreSQL store.
+pub struct Cluster {
+    pub env: TestEnv,
+    pub sshd: Sshd,
+    pub store: PgCluster,
+    pub gws: Vec<GatewayProc>,
+}
+
+/// Start the store, run `wardengate cluster init` once (it writes the cluster key; the vault
+/// key comes with it), give every gateway both keys, and start them. `extra` is more config
+/// (limits); `ttl` the lease TTL.
+pub fn cluster(n: usize, ttl: &str, extra: &str) -> Cluster {
+    let env = TestEnv::new();
+    let sshd = env.sshd();
+    let store = PgCluster::start(
+        &env.path("store"),
+        0,
+        &PgOptions {
+            users: vec![PgUser::new("wardengate", STORE_PASSWORD, PgAuth::Scram)],
+            tls: None,
+            database: "wardengate".into(),
+            owner: None,
+        },
+    )
+    .expect("start the store's PostgreSQL");
+    let url = format!(
+        "postgres://wardengate:{STORE_PASSWORD}@127.0.0.1:{}/wardengate",
+        store.port
+    );
+    let section =
+        format!("[store]\nurl = \"{url}\"\n\n[cluster]\nlease_ttl = \"{ttl}\"\n\n{extra}\n");
+    // What an operator does once: init against the store, then copy the keys.
+    let keys = env.path("keys");
+    let init = env.path("init.toml");
+    write_private(
+        &init,
+        &format!(
+            "[gateway]\nname = \"init\"\ndata_dir = \"{}\"\n\n{section}",
+            keys.display()
+        ),
+    );
+    let out = run(
+        Command::new(bin("wardengate"))
+            .args(["cluster", "--config"])
+            .arg(&init)
+            .arg("init"),
+        Duration::from_secs(60),
+    );
+    assert_success(&out, "wardengate cluster init");
+    assert_stdout_has(&out, "wrote the cluster key");
+    assert_stdout_has(&out, "copy these three files");
+    let mut gws = Vec::new();
+    for i in 1..=n {
+        let b = env
+            .gateway()
+            .named(&format!("gw-{i}"))
+            .target("web.test", &sshd)
+            .security_lines("max_unauthenticated_per_source = 500\nmax_unauthenticated = 500\n")
+            .extra(&section);
+        let data = b.data_dir();
+        std::fs::create_dir_all(&data).expect("data dir");
+        for f in ["cluster.key", "vault.key", "recording_ed25519.key"] {
+            std::fs::copy(keys.join(f), data.join(f)).expect("copy a cluster key");
+        }
+        gws.push(b.start());
+    }
+    Cluster {
+        env,
+        sshd,
+        store,
+        gws,
+    }
+}
+
+impl Cluster {
+    /// alice's ssh to `web.test` through gateway `i` (0-based) running `cmd`, output piped.
+    pub fn ssh(&self, i: usize, cmd: &str) -> Child {
+        self.gws[i]
+            .ssh(&self.env, "alice#web.test")
+            .arg(cmd)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn ssh")
+    }
+
+    /// The live sessions gateway `i` lists (every gateway's).
+    pub fn active(&self, i: usize, n: usize) -> Vec<serde_json::Value> {
+        self.gws[i].wait_sessions("?state=active", Duration::from_secs(30), |s| s.len() == n)
+    }
+}
