@@ -143,7 +143,7 @@ pub async fn run(
              the key to every gateway"
         );
     }
-    gw.peers = crate::cluster::forward::Peers::new(cluster_key, cluster.ca_file.as_deref())?;
+    gw.peers = crate::cluster::peers::Peers::new(cluster_key, cluster.ca_file.as_deref())?;
     let advertise = cluster.advertise_url.clone().unwrap_or_else(|| {
         let scheme = if gw.cfg().config.api.plain_http {
             "http"

@@ -14,6 +14,7 @@ mod live;
 mod login;
 mod mfa;
 mod openapi;
+mod peers;
 mod perms;
 mod policy;
 mod recordings;
@@ -74,7 +75,7 @@ pub fn router(state: ApiState) -> Router {
         .merge(mfa::open_routes())
         .merge(login::open_routes())
         .merge(console::open_routes())
-        .merge(crate::cluster::forward::routes())
+        .merge(peers::routes())
         .merge(authed)
         .fallback(|| async {
             ApiError(

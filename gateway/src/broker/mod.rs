@@ -67,7 +67,7 @@ pub struct Gateway {
     /// default origin of the gateway's pages.
     pub api_port: u16,
     /// The cluster's key and the client that reaches the other gateways (none alone).
-    pub peers: crate::cluster::forward::Peers,
+    pub peers: crate::cluster::peers::Peers,
 }
 
 impl Gateway {
@@ -113,7 +113,7 @@ impl Gateway {
             logins: Default::default(),
             console_key: crate::identity::cookie::CookieKey::ephemeral(),
             api_port,
-            peers: crate::cluster::forward::Peers::none(),
+            peers: crate::cluster::peers::Peers::none(),
         }
     }
 

@@ -10,6 +10,7 @@
 //!   signed with the cluster key ([`sign`], [`forward`]).
 
 pub mod forward;
+pub mod peers;
 pub mod sign;
 
 use std::sync::Arc;
@@ -20,21 +21,7 @@ use tokio_util::sync::CancellationToken;
 use wardengate_policy::{LimitDenial, Limits, Subject};
 
 use crate::broker::Gateway;
-use crate::store::{LeaseRow, Store};
-
-/// A session's slot in the cluster's count; given back (queued) when dropped, so that every exit
-/// path releases it as the local ledger's lease does.
-pub struct ClusterLease {
-    store: Arc<dyn Store>,
-    session: String,
-}
-
-impl Drop for ClusterLease {
-    fn drop(&mut self) {
-        self.store
-            .lease_release_later(std::mem::take(&mut self.session));
-    }
-}
+use crate::store::{ClusterLease, LeaseRow};
 
 /// Why the cluster did not grant a slot.
 pub enum LeaseRefused {
@@ -69,10 +56,7 @@ impl Gateway {
             .lease_acquire(&lease, limits, "cluster", freed, ttl)
             .await
         {
-            Ok(Ok(())) => Ok(Some(ClusterLease {
-                store: self.store.clone(),
-                session: id.to_string(),
-            })),
+            Ok(Ok(())) => Ok(Some(ClusterLease::new(self.store.clone(), id))),
             Ok(Err(d)) => Err(LeaseRefused::Full(d)),
             Err(e) => Err(LeaseRefused::Unavailable(e)),
         }

@@ -68,7 +68,7 @@ pub(crate) struct Live {
     pub(crate) seal: Option<SealWatch>,
     /// The session's concurrency slot, given back when it finishes.
     pub(crate) lease: Mutex<Option<Lease>>,
-    pub(crate) cluster_lease: Mutex<Option<crate::cluster::ClusterLease>>,
+    pub(crate) cluster_lease: Mutex<Option<crate::store::ClusterLease>>,
     /// The policy that governs the session (merged with the new owner's after a handoff).
     pub(crate) admitted: Mutex<Admitted>,
     /// While paused: what a re-attaching connection needs.
@@ -85,7 +85,7 @@ pub struct NewSession {
     pub recording: Option<(Tap, SealWatch)>,
     pub lease: Lease,
     /// The session's slot in the cluster's count (a shared store only).
-    pub cluster_lease: Option<crate::cluster::ClusterLease>,
+    pub cluster_lease: Option<crate::store::ClusterLease>,
     pub admitted: Admitted,
 }
 

@@ -2,7 +2,9 @@
 //! where its API answers, and the concurrency slots of every admitted session (leases that lapse
 //! unless their gateway renews them).
 
-use super::SessionRecord;
+use std::sync::Arc;
+
+use super::{SessionRecord, Store};
 
 /// One admitted session's slot in the cluster's count.
 #[derive(Debug, Clone)]
@@ -31,4 +33,28 @@ pub struct GatewayRow {
     pub state: String,
     pub started_ms: u64,
     pub heartbeat_ms: u64,
+}
+
+/// A session's slot in the cluster's count; given back (queued) when dropped, so that every exit
+/// path releases it as the local ledger's lease does.
+pub struct ClusterLease {
+    store: Arc<dyn Store>,
+    session: String,
+}
+
+impl Drop for ClusterLease {
+    fn drop(&mut self) {
+        self.store
+            .lease_release_later(std::mem::take(&mut self.session));
+    }
+}
+
+impl ClusterLease {
+    /// The slot of `session`, held in `store` (already counted there).
+    pub fn new(store: Arc<dyn Store>, session: &str) -> ClusterLease {
+        ClusterLease {
+            store,
+            session: session.to_string(),
+        }
+    }
 }

@@ -29,7 +29,7 @@ use wardengate_policy::{LimitDenial, Limits};
 use wardengate_recorder::audit::Checkpoint;
 
 pub use audit::{audit_hash, AuditQuery, AuditRow};
-pub use cluster::{GatewayRow, LeaseRow, Lost};
+pub use cluster::{ClusterLease, GatewayRow, LeaseRow, Lost};
 pub use console::{ConsoleSessionRow, SavedQuery};
 pub use keys::SecurityKeyRow;
 pub use postgres::Postgres;

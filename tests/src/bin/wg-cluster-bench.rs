@@ -1,7 +1,7 @@
 //! `wg-cluster-bench`: the measuring side of `scripts/bench cluster`, on the test harness's real
 //! processes (sshd, PostgreSQL, gateways). Prints one Markdown table.
 //!
-//! - admissions per second: short SSH sessions (`ssh … true`, BENCH_CLIENTS=32 clients in a loop
+//! - admissions per second: short SSH sessions (`ssh … true`, BENCH_CLIENTS=8 clients (the target sshd's MaxStartups is 10) in a loop
 //!   for BENCH_SECS=15 s, spread over the gateways) on 1 gateway on SQLite (the baseline), 1 on
 //!   PostgreSQL, 3 on PostgreSQL;
 //! - the sessions API (`GET /api/v1/sessions`, the first page of 50, and every live session)
@@ -117,13 +117,17 @@ fn main() {
     let clients: usize = std::env::var("BENCH_CLIENTS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(32);
+        .unwrap_or(8);
     let mut rows = Vec::new();
 
     eprintln!("== admissions: 1 gateway on SQLite");
     let env = TestEnv::new();
     let sshd = env.sshd();
-    let single = env.gateway().target("web.test", &sshd).start();
+    let single = env
+        .gateway()
+        .target("web.test", &sshd)
+        .security_lines("max_unauthenticated_per_source = 500\nmax_unauthenticated = 500\n")
+        .start();
     let base = admissions(&env, &[&single], clients, secs);
     drop(single);
     eprintln!("   {base:.1}/s");
