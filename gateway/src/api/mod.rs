@@ -75,7 +75,7 @@ pub fn router(state: ApiState) -> Router {
         .merge(mfa::open_routes())
         .merge(login::open_routes())
         .merge(console::open_routes())
-        .merge(peers::routes())
+        .merge(peers::routes(state.clone()))
         .merge(authed)
         .fallback(|| async {
             ApiError(

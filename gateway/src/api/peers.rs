@@ -1,72 +1,98 @@
 //! The internal endpoints other gateways of the cluster call (`cluster/forward.rs` sends them).
-//! Outside the token-authenticated API: each checks the request's cluster signature itself, and
-//! answers every failure with the same 403 (the reason goes to the audit).
+//! Outside the token-authenticated API: [`require_peer`] checks each request's cluster signature
+//! and answers every failure with the same 403. A source that keeps failing is throttled like
+//! one guessing API tokens (the same per-source accounting), so the reasons that reach the audit
+//! (`cluster.peer_refused`) are a few per burst, and the bursts are summarised.
 
-use axum::body::Bytes;
-use axum::extract::{Path as UrlPath, State};
-use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::body::{Body, Bytes};
+use axum::extract::{Path as UrlPath, Request, State};
+use axum::http::StatusCode;
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use serde_json::json;
+use wardengate_api::text::{inert, MAX_NAME};
 
 use super::{ApiError, ApiState};
-use crate::broker::Gateway;
 use crate::cluster::forward::PeerTerminate;
 use crate::cluster::sign::PEER;
 
-/// The internal endpoints peers call. Outside the token-authenticated API: each checks the
-/// request's signature itself.
-pub fn routes() -> Router<ApiState> {
-    Router::new().route("/internal/v1/sessions/{id}/terminate", post(peer_terminate))
+/// The one answer to a request no peer signed, whatever is wrong with it.
+const REFUSED: &str = "not a signed request from a gateway of this cluster";
+/// Largest body a peer sends (a terminate request is a few hundred bytes).
+const MAX_PEER_BODY: usize = 64 << 10;
+
+/// The gateway that signed the request (set by [`require_peer`]).
+#[derive(Clone)]
+struct Peer(String);
+
+/// The internal endpoints peers call, each behind [`require_peer`].
+pub fn routes(state: ApiState) -> Router<ApiState> {
+    Router::new()
+        .route("/internal/v1/sessions/{id}/terminate", post(peer_terminate))
+        .route_layer(middleware::from_fn_with_state(state, require_peer))
 }
 
-/// The calling peer's name, or the refusal (the same for every reason; the reason is audited).
-fn check_peer(
-    gw: &Gateway,
-    uri: &Uri,
-    headers: &HeaderMap,
-    body: &[u8],
-) -> Result<String, Box<Response>> {
+/// Admit a request only when a gateway of this cluster signed it (method, path, time, nonce,
+/// body); the signer's name goes to the handler.
+async fn require_peer(State(st): State<ApiState>, req: Request, next: Next) -> Response {
+    let ip = crate::http::peer(&req).ip();
+    let refuse = || ApiError(StatusCode::FORBIDDEN, REFUSED.into()).into_response();
+    if !st.gw.api_throttle.allow("", ip) {
+        return refuse();
+    }
+    let (parts, body) = req.into_parts();
     let header = |n: &str| {
-        headers
+        parts
+            .headers
             .get(n)
             .and_then(|v| v.to_str().ok())
             .map(str::to_string)
     };
-    let why = match &gw.peers.key {
-        None => Err("this gateway has no cluster key"),
-        Some(k) => k.verify(&gw.peers.seen, "POST", uri.path(), header, body),
+    let verdict = match axum::body::to_bytes(body, MAX_PEER_BODY).await {
+        Err(_) => Err("body too large or cut short"),
+        Ok(body) => match &st.gw.peers.key {
+            None => Err("this gateway has no cluster key"),
+            Some(k) => k
+                .verify(
+                    &st.gw.peers.seen,
+                    parts.method.as_str(),
+                    parts.uri.path(),
+                    header,
+                    &body,
+                )
+                .map(|peer| (peer, body)),
+        },
     };
-    why.map_err(|why| {
-        let peer = header(PEER).unwrap_or_default();
-        gw.audit(
-            "cluster.peer_refused",
-            None,
-            None,
-            json!({"path": wardengate_api::text::inert(uri.path(), 200), "peer": wardengate_api::text::inert(&peer, wardengate_api::text::MAX_NAME), "why": why}),
-        );
-        Box::new(
-            ApiError(
-                StatusCode::FORBIDDEN,
-                "not a signed request from a gateway of this cluster".into(),
-            )
-            .into_response(),
-        )
-    })
+    match verdict {
+        Ok((peer, body)) => {
+            st.gw.api_throttle.record("", ip, true);
+            let mut req = Request::from_parts(parts, Body::from(body));
+            req.extensions_mut().insert(Peer(peer));
+            next.run(req).await
+        }
+        Err(why) => {
+            st.gw.audit(
+                "cluster.peer_refused",
+                None,
+                None,
+                json!({"source": ip.to_string(), "path": inert(parts.uri.path(), 200),
+                       "peer": inert(&header(PEER).unwrap_or_default(), MAX_NAME), "why": why}),
+            );
+            let events = st.gw.api_throttle.record("", ip, false);
+            st.gw.audit_throttle("api", events);
+            refuse()
+        }
+    }
 }
 
 async fn peer_terminate(
     State(st): State<ApiState>,
+    Extension(Peer(peer)): Extension<Peer>,
     UrlPath(id): UrlPath<String>,
-    uri: Uri,
-    headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let peer = match check_peer(&st.gw, &uri, &headers, &body) {
-        Ok(p) => p,
-        Err(r) => return *r,
-    };
     let req: PeerTerminate = match serde_json::from_slice(&body) {
         Ok(r) => r,
         Err(e) => {

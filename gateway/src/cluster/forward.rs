@@ -11,6 +11,9 @@ use crate::broker::Gateway;
 use crate::registry::RegistryError;
 use crate::store::SessionRecord;
 
+/// Most of a peer's answer read (the rest is dropped).
+const MAX_ANSWER: usize = 64 << 10;
+
 /// The body of a peer's terminate request.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct PeerTerminate {
@@ -48,8 +51,17 @@ impl Gateway {
             .with_context(|| format!("gateway {owner} did not answer at {url}"))?;
         let status =
             StatusCode::from_u16(resp.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
-        let bytes = resp.bytes().await.context("reading the peer's answer")?;
-        Ok((status, bytes))
+        // An answer is a short JSON object: read at most MAX_ANSWER of it.
+        let mut resp = resp;
+        let mut answer = Vec::new();
+        while let Some(chunk) = resp.chunk().await.context("reading the peer's answer")? {
+            let room = MAX_ANSWER.saturating_sub(answer.len());
+            answer.extend_from_slice(&chunk[..chunk.len().min(room)]);
+            if answer.len() >= MAX_ANSWER {
+                break;
+            }
+        }
+        Ok((status, Bytes::from(answer)))
     }
 
     /// Terminate session `id` wherever it runs: here, or on the gateway that owns it (a signed

@@ -6,7 +6,7 @@ use rusqlite::{params, OptionalExtension};
 use super::cols::Cols;
 use wardengate_recorder::audit::Checkpoint;
 
-use super::Db;
+use super::{AuditEntry, Db};
 use crate::util;
 
 /// An audit row: the recorder's audit event (chain and checkpoints live there, shared with
@@ -55,6 +55,27 @@ pub(super) fn checkpoint_from_row<R: Cols>(r: &R) -> Result<Checkpoint, R::Err> 
     })
 }
 
+impl AuditEntry {
+    /// The event as the chain's next row after `head` (its seq and hash; `None`: the first
+    /// event): its sequence number, id, time and hash given here, the same for both stores.
+    pub(super) fn chained(&self, head: Option<(i64, String)>) -> AuditRow {
+        let (seq, prev_hash) = head.map_or((1, String::new()), |(s, h)| (s + 1, h));
+        let mut row = AuditRow {
+            seq,
+            id: util::new_id("evt_"),
+            at_ms: wardengate_protocols::session::now_ms(),
+            kind: self.kind.clone(),
+            actor: self.actor.clone(),
+            session_id: self.session.clone(),
+            detail: self.detail.clone(),
+            prev_hash,
+            hash: String::new(),
+        };
+        row.hash = audit_hash(&row.prev_hash, &row);
+        row
+    }
+}
+
 impl Db {
     /// Append an audit event, chained to the previous one. Returns the stored row.
     pub fn audit_append(
@@ -66,27 +87,20 @@ impl Db {
     ) -> Result<AuditRow> {
         let conn = &self.conn;
         let tx = conn.unchecked_transaction()?;
-        let (seq, prev): (i64, String) = tx
+        let head: Option<(i64, String)> = tx
             .query_row(
                 "SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1",
                 [],
                 |r| -> rusqlite::Result<(i64, String)> { Ok((r.get(0)?, r.get(1)?)) },
             )
-            .optional()?
-            .map(|(s, h)| (s + 1, h))
-            .unwrap_or((1, String::new()));
-        let mut row = AuditRow {
-            seq,
-            id: util::new_id("evt_"),
-            at_ms: wardengate_protocols::session::now_ms(),
+            .optional()?;
+        let row = AuditEntry {
             kind: kind.into(),
             actor: actor.map(Into::into),
-            session_id: session.map(Into::into),
+            session: session.map(Into::into),
             detail: detail.into(),
-            prev_hash: prev,
-            hash: String::new(),
-        };
-        row.hash = audit_hash(&row.prev_hash, &row);
+        }
+        .chained(head);
         tx.execute(
             "INSERT INTO audit (seq, id, at_ms, kind, actor, session_id, detail, prev_hash, hash)
              VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9)",

@@ -2,7 +2,7 @@
 
 use std::io::Read;
 use std::process::Child;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use wardengate_tests::*;
 
@@ -64,7 +64,6 @@ fn a_gateway_killed_with_sigkill_is_declared_lost_and_its_slots_come_back() {
     );
 
     c.gws[0].kill9();
-    let killed = Instant::now();
     // Its client loses the connection with the gateway.
     assert!(
         wait_timeout(&mut held, Duration::from_secs(10)).is_some(),
@@ -82,10 +81,6 @@ fn a_gateway_killed_with_sigkill_is_declared_lost_and_its_slots_come_back() {
         "gw-2 marks gw-1's session failed: {s}"
     );
     assert_eq!(s["end_reason"], "gateway_lost", "{s}");
-    eprintln!(
-        "declared lost {:?} after kill -9 (lease_ttl 2s)",
-        killed.elapsed()
-    );
     let lost = c.gws[1].wait_audit("gateway.lost", Duration::from_secs(10));
     assert!(lost["detail"].to_string().contains("gw-1"), "{lost}");
     let out = run(

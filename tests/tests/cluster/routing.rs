@@ -101,3 +101,84 @@ fn sessions_terminate_and_the_audit_span_the_cluster() {
         assert_success(&out, "wgctl audit verify");
     }
 }
+
+#[test]
+fn forged_peer_requests_get_one_answer_and_a_bounded_audit() {
+    let c = cluster(1, "15s", "");
+    let mut held = c.ssh(0, "sleep 60");
+    let id = c.active(0, 1)[0]["id"].as_str().expect("id").to_string();
+    let path = format!("/internal/v1/sessions/{id}/terminate");
+    let url = format!("{}{path}", c.gws[0].api);
+    let http = reqwest::blocking::Client::new();
+    let now = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("time")
+            .as_millis()
+            .to_string()
+    };
+    let mut answers = std::collections::BTreeSet::new();
+    for i in 0..30 {
+        // Well-formed peer headers with a signature made without the key, a reused nonce, a
+        // sender name of 4,000 characters; and one body over the limit.
+        let body = if i == 29 {
+            "x".repeat(1 << 20)
+        } else {
+            r#"{"by":"mallory","reason":"forged"}"#.into()
+        };
+        let r = http
+            .post(&url)
+            .header("x-wardengate-peer", "g".repeat(4000))
+            .header("x-wardengate-time", now())
+            .header("x-wardengate-nonce", "n-1")
+            .header("x-wardengate-signature", "00".repeat(32))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .expect("send");
+        answers.insert((r.status().as_u16(), r.text().unwrap_or_default()));
+    }
+    assert_eq!(
+        answers.len(),
+        1,
+        "one answer whatever the reason: {answers:?}"
+    );
+    let (status, text) = answers.into_iter().next().expect("an answer");
+    assert_eq!(status, 403);
+    assert!(text.contains("not a signed request"), "{text}");
+    // The source is throttled like a token guesser: a few reasons are audited, not thirty.
+    let audited: u32 = c
+        .store
+        .psql(
+            "wardengate",
+            "SELECT count(*) FROM audit WHERE kind = 'cluster.peer_refused'",
+        )
+        .expect("count")
+        .trim()
+        .parse()
+        .expect("a number");
+    assert!((1..=6).contains(&audited), "{audited} refusals audited");
+    let detail = c
+        .store
+        .psql(
+            "wardengate",
+            "SELECT detail FROM audit WHERE kind = 'cluster.peer_refused' LIMIT 1",
+        )
+        .expect("detail");
+    assert!(
+        detail.len() < 1000,
+        "the sender's name is capped before it is stored: {} bytes",
+        detail.len()
+    );
+    // Nothing happened to the session.
+    let state = c
+        .store
+        .psql(
+            "wardengate",
+            &format!("SELECT state FROM sessions WHERE id = '{id}'"),
+        )
+        .expect("state");
+    assert_eq!(state.trim(), "active");
+    let _ = held.kill();
+    let _ = held.wait();
+}

@@ -2,12 +2,13 @@
 //! and its queued writes.
 
 use anyhow::{Context, Result};
+use tokio_postgres::types::ToSql;
 use tokio_postgres::Client;
 use wardengate_api::{Protocol, SessionState};
 
 use crate::store::audit::{audit_from_row, AUDIT_COLS};
 use crate::store::sessions::{session_from_row, SESSION_COLS};
-use crate::store::{audit_hash, AuditEntry, AuditQuery, AuditRow, SessionQuery, SessionRecord};
+use crate::store::{AuditEntry, AuditQuery, AuditRow, SessionQuery, SessionRecord};
 
 pub(super) const KEY_COLS: &str =
     r#"id, "user", name, credential_id, aaguid, key, counter, created_ms, last_used_ms"#;
@@ -115,33 +116,48 @@ pub(super) async fn session_update(c: &Client, s: &SessionRecord) -> Result<()> 
     Ok(())
 }
 
-/// The rows of `sql` (which selects [`SESSION_COLS`]) over the filters of `q`.
-pub(super) async fn sessions_where(
+/// `select` from the sessions matching `q`'s filters; with `tail` (order, and the limit as $10),
+/// a page of them.
+async fn sessions_query(
     c: &Client,
     q: &SessionQuery,
-    tail: &str,
-) -> Result<Vec<SessionRecord>> {
+    select: &str,
+    tail: Option<&str>,
+) -> Result<Vec<tokio_postgres::Row>> {
     let (ms, id) = match &q.before {
         Some((ms, id)) => (Some(i(*ms)), Some(id.clone())),
         None => (None, None),
     };
-    let rows = c
-        .query(
-            &format!("SELECT {SESSION_COLS} FROM sessions WHERE {SESSION_WHERE} {tail}"),
-            &[
-                &q.actor,
-                &q.target,
-                &q.protocol.map(Protocol::as_str),
-                &q.state.map(SessionState::as_str),
-                &q.live,
-                &q.targets_in,
-                &ms,
-                &id,
-                &q.policy,
-                &(q.limit.max(1) as i64),
-            ],
-        )
-        .await?;
+    let (protocol, state) = (
+        q.protocol.map(Protocol::as_str),
+        q.state.map(SessionState::as_str),
+    );
+    let limit = q.limit.max(1) as i64;
+    let mut params: Vec<&(dyn ToSql + Sync)> = vec![
+        &q.actor,
+        &q.target,
+        &protocol,
+        &state,
+        &q.live,
+        &q.targets_in,
+        &ms,
+        &id,
+        &q.policy,
+    ];
+    if tail.is_some() {
+        params.push(&limit);
+    }
+    let sql = format!(
+        "SELECT {select} FROM sessions WHERE {SESSION_WHERE} {}",
+        tail.unwrap_or("")
+    );
+    Ok(c.query(&sql, &params).await?)
+}
+
+/// A page of the sessions matching `q`, newest first.
+pub(super) async fn sessions_page(c: &Client, q: &SessionQuery) -> Result<Vec<SessionRecord>> {
+    let tail = "ORDER BY started_ms DESC, id DESC LIMIT $10";
+    let rows = sessions_query(c, q, SESSION_COLS, Some(tail)).await?;
     rows.iter().map(session_from_row).collect()
 }
 
@@ -155,22 +171,11 @@ pub(super) async fn audit_append(c: &Client, e: &AuditEntry) -> Result<()> {
         let head = c
             .query_opt("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1", &[])
             .await?;
-        let (seq, prev) = match head {
-            Some(r) => (r.try_get::<_, i64>(0)? + 1, r.try_get::<_, String>(1)?),
-            None => (1, String::new()),
+        let head = match head {
+            Some(r) => Some((r.try_get::<_, i64>(0)?, r.try_get::<_, String>(1)?)),
+            None => None,
         };
-        let mut row = AuditRow {
-            seq,
-            id: crate::util::new_id("evt_"),
-            at_ms: wardengate_protocols::session::now_ms(),
-            kind: e.kind.clone(),
-            actor: e.actor.clone(),
-            session_id: e.session.clone(),
-            detail: e.detail.clone(),
-            prev_hash: prev,
-            hash: String::new(),
-        };
-        row.hash = audit_hash(&row.prev_hash, &row);
+        let row = e.chained(head);
         c.execute(
             &format!("INSERT INTO audit ({AUDIT_COLS}) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9)"),
             &[
@@ -196,27 +201,9 @@ const AUDIT_LOCK: i64 = 0x5761_7264_656e_0002;
 
 /// How many sessions match `q` (its cursor included, its limit not).
 pub(super) async fn sessions_count(c: &Client, q: &SessionQuery) -> Result<u64> {
-    let (ms, id) = match &q.before {
-        Some((ms, id)) => (Some(i(*ms)), Some(id.clone())),
-        None => (None, None),
-    };
-    let row = c
-        .query_one(
-            &format!("SELECT count(*) FROM sessions WHERE {SESSION_WHERE}"),
-            &[
-                &q.actor,
-                &q.target,
-                &q.protocol.map(Protocol::as_str),
-                &q.state.map(SessionState::as_str),
-                &q.live,
-                &q.targets_in,
-                &ms,
-                &id,
-                &q.policy,
-            ],
-        )
-        .await?;
-    Ok(row.try_get::<_, i64>(0)?.max(0) as u64)
+    let rows = sessions_query(c, q, "count(*)", None).await?;
+    let n: i64 = rows.first().map(|r| r.try_get(0)).transpose()?.unwrap_or(0);
+    Ok(n.max(0) as u64)
 }
 
 /// The newest events matching `q`, oldest first, and how many older ones match too.

@@ -9,9 +9,7 @@ use async_trait::async_trait;
 use wardengate_policy::{LimitDenial, Limits};
 use wardengate_recorder::audit::Checkpoint;
 
-use super::sql::{
-    self, audit_append, i, oi, session_update, session_upsert, sessions_where, KEY_COLS,
-};
+use super::sql::{self, audit_append, i, oi, session_update, session_upsert, KEY_COLS};
 use super::Postgres;
 use crate::store::audit::{audit_from_row, checkpoint_from_row, AUDIT_COLS};
 use crate::store::console::{console_from_row, query_from_row, CONSOLE_COLS};
@@ -68,10 +66,8 @@ impl Store for Postgres {
 
     async fn session_list(&self, q: &SessionQuery) -> Result<Vec<SessionRecord>> {
         let q = q.clone();
-        self.call(move |c| async move {
-            sessions_where(&c, &q, "ORDER BY started_ms DESC, id DESC LIMIT $10").await
-        })
-        .await
+        self.call(move |c| async move { sql::sessions_page(&c, &q).await })
+            .await
     }
 
     async fn session_count(&self, q: &SessionQuery) -> Result<u64> {
