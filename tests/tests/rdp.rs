@@ -130,6 +130,13 @@ fn replay_in_a_browser(env: &TestEnv, gw: &GatewayProc, id: &str, on_target: usi
         v["position"].is_string() && v["position"] == v["duration"],
         "played to the end: {v}"
     );
+    // To look at the page: WARDENGATE_SCREENSHOTS=DIR keeps a picture of it.
+    if let Some(dir) = std::env::var_os("WARDENGATE_SCREENSHOTS") {
+        let _ = std::fs::write(
+            std::path::Path::new(&dir).join("desktop-replay.png"),
+            browser.screenshot(),
+        );
+    }
     let (w, h, rgb) = parse_png(&browser.canvas_png("#desktop"));
     let red = red_pixels(&rgb) * 4;
     assert_eq!((w, h), (512, 384));

@@ -108,12 +108,13 @@ pub(super) struct RecordingId(
 );
 
 /// One of the gateway's own pages: HTML that is never cached, framed or sniffed, under a CSP that
-/// allows its inline script and style, calls to this origin, and `extra` (`img-src blob:`).
+/// allows scripts from this origin only (the embedded assets; no inline script), its inline
+/// style, calls to this origin, and `extra` (`; img-src blob:`).
 pub(crate) fn html_page(html: &'static str, extra: &str) -> Response {
     use axum::http::header;
     let csp = format!(
-        "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; \
-         connect-src 'self'; form-action 'none'; frame-ancestors 'none'{extra}"
+        "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; \
+         connect-src 'self'; form-action 'none'; base-uri 'none'; frame-ancestors 'none'{extra}"
     );
     (
         [
@@ -126,4 +127,41 @@ pub(crate) fn html_page(html: &'static str, extra: &str) -> Response {
         html,
     )
         .into_response()
+}
+
+#[cfg(test)]
+mod page_tests {
+    /// Every page's scripts are embedded assets: a page with inline script would not run under
+    /// the pages' CSP, and the CSP never allows inline script.
+    #[test]
+    fn no_page_runs_inline_script() {
+        let pages = [
+            ("mfa", include_str!("mfa.html")),
+            ("login", include_str!("login.html")),
+            ("desktop", include_str!("shadow.html")),
+            ("console", include_str!("console/console.html")),
+            ("console sign-in", include_str!("console/login.html")),
+        ];
+        for (name, html) in pages {
+            let scripts = html.matches("<script").count();
+            let embedded = html.matches("<script src=\"/console/assets/").count();
+            assert!(
+                scripts > 0 && scripts == embedded,
+                "{name}: {scripts} scripts, {embedded} from the assets"
+            );
+        }
+        let r = super::html_page("", "");
+        let csp = r
+            .headers()
+            .get(axum::http::header::CONTENT_SECURITY_POLICY)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
+        let script = csp
+            .split(';')
+            .map(str::trim)
+            .find(|d| d.starts_with("script-src"))
+            .unwrap_or_default();
+        assert_eq!(script, "script-src 'self'", "{csp}");
+    }
 }

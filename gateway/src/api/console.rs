@@ -55,23 +55,11 @@ pub(super) fn routes() -> Router<ApiState> {
         .route("/api/v1/console-sessions/_invalidate", post(invalidate))
 }
 
-/// The console's CSP: scripts and calls to this origin only, nothing framed. Inline style is
-/// allowed (xterm.js sizes its rows with a style element); inline script never.
-const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; \
-                   connect-src 'self'; form-action 'none'; base-uri 'none'; frame-ancestors 'none'";
-
+/// A console page: the gateway's one page CSP (scripts and calls to this origin only, nothing
+/// framed; inline style allowed, as xterm.js sizes its rows with a style element), and inline
+/// images (`data:`).
 fn page(html: &'static str) -> Response {
-    (
-        [
-            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
-            (header::CACHE_CONTROL, "no-store"),
-            (header::CONTENT_SECURITY_POLICY, CSP),
-            (header::X_FRAME_OPTIONS, "DENY"),
-            (header::REFERRER_POLICY, "no-referrer"),
-        ],
-        html,
-    )
-        .into_response()
+    super::common::html_page(html, "; img-src 'self' data:")
 }
 
 async fn console_page() -> Response {
@@ -103,6 +91,23 @@ const ASSETS: &[(&str, &str, &str)] = &[
         "webauthn.js",
         "text/javascript; charset=utf-8",
         include_str!("console/webauthn.js"),
+    ),
+    // The scripts of the gateway's other pages (/mfa, /login, the desktop viewer): every page
+    // runs under `script-src 'self'`, none has inline script.
+    (
+        "mfa-page.js",
+        "text/javascript; charset=utf-8",
+        include_str!("console/mfa-page.js"),
+    ),
+    (
+        "wgctl-login.js",
+        "text/javascript; charset=utf-8",
+        include_str!("console/wgctl-login.js"),
+    ),
+    (
+        "desktop.js",
+        "text/javascript; charset=utf-8",
+        include_str!("console/desktop.js"),
     ),
     // xterm.js, pinned and vendored with its licence by scripts/vendor-xterm.
     (

@@ -196,6 +196,7 @@ fn wgctl_login_signs_in_through_the_page_with_password_and_key() {
         said.as_str().is_some_and(|t| t.contains("sign-in refused")),
         "{said}"
     );
+    crate::console_page::shot(&mut browser.chromium, "wgctl-login-refused.png");
     let failed = gw.wait_audit("login.failed", T);
     assert_eq!(failed["actor"], "alice", "{failed}");
     let _ = waiting.kill();
