@@ -97,6 +97,25 @@ impl Cluster {
             .expect("spawn ssh")
     }
 
+    /// Like [`ssh`](Self::ssh) with a terminal (`-tt`): what observers of the session see.
+    pub fn ssh_tty(&self, i: usize, cmd: &str) -> Child {
+        let gw = &self.gws[i];
+        Command::new("ssh")
+            .args(["-tt", "-o", "BatchMode=yes"])
+            .args(gw.ssh_opts(&self.env))
+            .args([
+                "-p",
+                &gw.ssh_port.to_string(),
+                "alice#web.test@127.0.0.1",
+                cmd,
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn ssh -tt")
+    }
+
     /// The live sessions gateway `i` lists (every gateway's).
     pub fn active(&self, i: usize, n: usize) -> Vec<serde_json::Value> {
         self.gws[i].wait_sessions("?state=active", Duration::from_secs(30), |s| s.len() == n)

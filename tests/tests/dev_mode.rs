@@ -197,3 +197,105 @@ fn dev_mode_runs_once_reads_only_and_dies_whole() {
         .status();
     assert!(wait_timeout(&mut again, Duration::from_secs(30)).is_some());
 }
+
+/// `wardengate dev --cluster 2` as a newcomer tries it: two gateways on one store; a session
+/// through the second is listed, shown and terminated through the first.
+#[test]
+fn dev_mode_runs_a_cluster_of_two_gateways_on_one_store() {
+    let env = TestEnv::new();
+    let dir = env.path("devc");
+    let p = ports();
+    let mut child = dev(&dir, &p)
+        .args(["--cluster", "2"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("wardengate dev --cluster 2");
+    let mut out = BufReader::new(child.stdout.take().expect("stdout"));
+    let (mut banner, mut second) = (false, String::new());
+    let deadline = Instant::now() + T;
+    let mut line = String::new();
+    while !banner || second.is_empty() {
+        line.clear();
+        let n = out.read_line(&mut line).expect("read");
+        assert!(n > 0, "dev mode exited before it was ready");
+        banner |= line.contains("A cluster of 2 gateways");
+        if line.starts_with("dev-gw-2 is ready:") {
+            second = line.clone();
+        }
+        assert!(Instant::now() < deadline, "the cluster never became ready");
+    }
+    std::thread::spawn(move || {
+        let mut sink = String::new();
+        while out.read_line(&mut sink).map(|n| n > 0).unwrap_or(false) {
+            sink.clear();
+        }
+    });
+    // "dev-gw-2 is ready: SSH 127.0.0.1:P, PostgreSQL …, API http://127.0.0.1:Q (admin token …)"
+    let ssh2 = second
+        .split("SSH 127.0.0.1:")
+        .nth(1)
+        .and_then(|s| s.split(',').next())
+        .expect("gateway 2's SSH port")
+        .to_string();
+    assert_eq!(ssh2, (p.ssh + 10).to_string(), "{second}");
+    let mut alice = Command::new("ssh")
+        .args(["-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no"])
+        .args(["-o", "UserKnownHostsFile=/dev/null", "-i"])
+        .arg(dir.join("alice_ed25519"))
+        .args(["-p", &ssh2, "alice:web-01.dev@127.0.0.1", "sleep 60"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("ssh through gateway 2");
+    let token = std::fs::read_to_string(dir.join("admin.token")).expect("gateway 1's token");
+    let wgctl = || {
+        let mut c = Command::new(bin("wgctl"));
+        c.env("WARDENGATE_ADDR", format!("http://127.0.0.1:{}", p.api))
+            .env("WARDENGATE_TOKEN", token.trim());
+        c
+    };
+    let listed = poll(
+        T,
+        Duration::from_millis(300),
+        || text(&run(wgctl().args(["session", "list"]), T).stdout),
+        |t| t.contains("dev-gw-2"),
+    );
+    assert!(
+        listed.contains("dev-gw-2") && listed.contains("web-01.dev"),
+        "{listed}"
+    );
+    let id = listed
+        .split_whitespace()
+        .find(|w| w.starts_with("sess_"))
+        .expect("a session id")
+        .to_string();
+    let shown = run(wgctl().args(["session", "show", &id]), T);
+    assert_has_all(
+        &text(&shown.stdout),
+        &["gateway:      dev-gw-2", "channels:     1"],
+    );
+    let out = run(
+        wgctl().args(["session", "terminate", &id, "--reason", "dev cluster demo"]),
+        T,
+    );
+    assert_success(&out, "terminate through gateway 1");
+    assert!(wait_timeout(&mut alice, Duration::from_secs(10)).is_some());
+    assert!(stderr_of(&mut alice).contains("dev cluster demo"));
+    let status = run(
+        Command::new(bin("wardengate"))
+            .args(["cluster", "-c"])
+            .arg(dir.join("wardengate.toml"))
+            .arg("status"),
+        T,
+    );
+    assert_has_all(&text(&status.stdout), &["dev-gw-1", "dev-gw-2", "up"]);
+    let _ = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status();
+    assert!(
+        wait_timeout(&mut child, Duration::from_secs(60)).is_some(),
+        "dev mode stops on Ctrl-C"
+    );
+}

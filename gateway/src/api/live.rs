@@ -162,7 +162,22 @@ async fn shadow(
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let (mut state, hello) = attach(&st, &caller, id).await?;
+    // A session another gateway runs: that gateway attaches the observer; its stream is relayed.
+    if let Some(owner) = st.gw.runs_elsewhere(&id).await.map_err(internal)? {
+        let body = json!({"observer": caller.name}).to_string().into_bytes();
+        let path = format!("/internal/v1/sessions/{id}/shadow");
+        return super::routed::relay(&st, &owner, &path, body).await;
+    }
+    shadow_stream(&st, &caller, id).await
+}
+
+/// The observer's event stream of a session this gateway runs.
+pub(crate) async fn shadow_stream(
+    st: &ApiState,
+    caller: &Caller,
+    id: String,
+) -> Result<Response, ApiError> {
+    let (mut state, hello) = attach(st, caller, id).await?;
     state.first = Some(line(&hello));
     let stream = futures_util::stream::unfold(state, |mut s| async move {
         if let Some(first) = s.first.take() {

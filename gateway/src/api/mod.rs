@@ -19,6 +19,7 @@ mod perms;
 mod policy;
 mod recordings;
 mod replay;
+mod routed;
 mod saved_views;
 mod sessions;
 mod state;

@@ -14,8 +14,9 @@ use axum::{Extension, Json, Router};
 use serde_json::json;
 use wardengate_api::text::{inert, MAX_NAME};
 
+use super::common::parse_body;
 use super::{ApiError, ApiState};
-use crate::cluster::forward::PeerTerminate;
+use crate::cluster::forward::{PeerShadow, PeerTerminate};
 use crate::cluster::sign::PEER;
 
 /// The one answer to a request no peer signed, whatever is wrong with it.
@@ -31,6 +32,8 @@ struct Peer(String);
 pub fn routes(state: ApiState) -> Router<ApiState> {
     Router::new()
         .route("/internal/v1/sessions/{id}/terminate", post(peer_terminate))
+        .route("/internal/v1/sessions/{id}/shadow", post(peer_shadow))
+        .route("/internal/v1/sessions/{id}", post(peer_session))
         .route_layer(middleware::from_fn_with_state(state, require_peer))
 }
 
@@ -92,17 +95,8 @@ async fn peer_terminate(
     Extension(Peer(peer)): Extension<Peer>,
     UrlPath(id): UrlPath<String>,
     body: Bytes,
-) -> Response {
-    let req: PeerTerminate = match serde_json::from_slice(&body) {
-        Ok(r) => r,
-        Err(e) => {
-            return ApiError(
-                StatusCode::BAD_REQUEST,
-                format!("bad terminate request: {e}"),
-            )
-            .into_response()
-        }
-    };
+) -> Result<Response, ApiError> {
+    let req: PeerTerminate = parse_body(&body)?;
     tracing::info!(session = %id, peer = %peer, by = %req.by, "terminating a session for a peer");
     let r = st
         .gw
@@ -113,8 +107,31 @@ async fn peer_terminate(
     if let Err(e) = st.gw.store.flush().await {
         tracing::warn!("cannot flush the store after a peer's terminate: {e:#}");
     }
-    match r {
-        Ok(r) => Json(json!({"id": r.id, "state": r.state.as_str()})).into_response(),
-        Err(e) => ApiError::from(e).into_response(),
-    }
+    let r = r?;
+    Ok(Json(json!({"id": r.id, "state": r.state.as_str()})).into_response())
+}
+
+/// A peer's operator watches a session this gateway runs: the same stream, attach and audit as
+/// `GET /api/v1/sessions/{id}/shadow` here (the asking gateway checked the permission).
+async fn peer_shadow(
+    State(st): State<ApiState>,
+    Extension(Peer(peer)): Extension<Peer>,
+    UrlPath(id): UrlPath<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let req: PeerShadow = parse_body(&body)?;
+    tracing::info!(session = %id, peer = %peer, observer = %req.observer, "a peer's operator watches a session");
+    let observer = super::Caller::all(&inert(&req.observer, MAX_NAME));
+    super::live::shadow_stream(&st, &observer, id).await
+}
+
+/// A live session this gateway runs, as `GET /api/v1/sessions/{id}` shows it here (the asking
+/// gateway applies the caller's permissions).
+async fn peer_session(
+    State(st): State<ApiState>,
+    Extension(Peer(_)): Extension<Peer>,
+    UrlPath(id): UrlPath<String>,
+) -> Result<Json<wardengate_api::Session>, ApiError> {
+    let r = st.gw.registry.record(&*st.gw.store, &id).await?;
+    Ok(Json(super::sessions::session_json(&st.gw, &r)))
 }

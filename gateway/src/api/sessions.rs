@@ -206,17 +206,34 @@ async fn get_session(
         Some("text") => true,
         Some(f) => return Err(bad(format!("format '{f}' is not json or text"))),
     };
-    let r = st.gw.registry.record(&*st.gw.store, &id).await?;
-    let offered = r.handoff.as_ref().is_some_and(|h| h.to == caller.name);
-    if !caller.may(Perm::SessionRead) && r.actor != caller.name && !offered {
+    // Live details (observers, channels, counters) are the running gateway's: ask it when it is
+    // another one of the cluster.
+    let owner = st.gw.runs_elsewhere(&id).await.map_err(internal)?;
+    let live = match &owner {
+        Some(owner) => match super::routed::session_of(&st, owner, &id).await {
+            Ok(s) => Some(s),
+            // A gateway that does not answer (it may be dying): the store's record says what
+            // is known.
+            Err(ApiError(axum::http::StatusCode::BAD_GATEWAY, why)) => {
+                tracing::warn!(session = %id, "showing the stored record: {why}");
+                None
+            }
+            Err(e) => return Err(e),
+        },
+        None => None,
+    };
+    let mut s = match live {
+        Some(s) => s,
+        None => session_json(&st.gw, &st.gw.registry.record(&*st.gw.store, &id).await?),
+    };
+    let offered = s.handoff.as_ref().is_some_and(|h| h.to == caller.name);
+    if !caller.may(Perm::SessionRead) && s.actor != caller.name && !offered {
         return Err(RegistryError::NotFound(id).into());
     }
-    let mut r = r;
     if !caller.may(Perm::SessionRead) {
         // A covert observer is not shown to the people being watched.
-        r.observers.retain(|o| o.banner != "covert");
+        s.observers.retain(|o| o.banner != "covert");
     }
-    let s = session_json(&st.gw, &r);
     Ok(match text {
         true => (
             [(

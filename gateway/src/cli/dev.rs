@@ -8,6 +8,9 @@
 
 use wardengate_dev::{children, desktop, postgres, sshd};
 
+use super::dev_cluster;
+use super::dev_demo::{kept_secret, status_page, user_key, user_token};
+
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
@@ -54,6 +57,10 @@ pub struct DevOptions {
     /// recording.write_ahead_interval (for comparisons; "0s" turns the write-ahead log off).
     #[arg(long, hide = true)]
     pub write_ahead_interval: Option<String>,
+    /// Run this many gateways (1 to 9) on one store, a PostgreSQL database on the demo server:
+    /// gateway i listens on the usual ports + 10·(i−1).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=9))]
+    pub cluster: u64,
 }
 
 /// `WIDTHxHEIGHT`, each side 64 to 8192 pixels (`--desktop-size`).
@@ -159,13 +166,17 @@ fn claim(dir: &Path, opts: &DevOptions) -> Result<DevLock> {
             dir.display()
         );
     }
-    for (flag, port) in [
-        ("--ssh-port", opts.ssh_port),
-        ("--api-port", opts.api_port),
-        ("--pg-port", opts.pg_port),
-        ("--rdp-port", opts.rdp_port),
-        ("--web-port", opts.web_port),
-    ] {
+    let gateways = (0..opts.cluster as usize).flat_map(|i| {
+        [
+            ("--ssh-port", opts.ssh_port),
+            ("--api-port", opts.api_port),
+            ("--pg-port", opts.pg_port),
+            ("--rdp-port", opts.rdp_port),
+        ]
+        .map(|(flag, port)| (flag, dev_cluster::shift(port, i)))
+    });
+    for (flag, port) in gateways.chain([("--web-port", Ok(opts.web_port))]) {
+        let port = port?;
         if port != 0 && std::net::TcpListener::bind(("127.0.0.1", port)).is_err() {
             anyhow::bail!(
                 "port {port} on 127.0.0.1 is in use (dev mode's {flag}); is dev mode already \
@@ -211,18 +222,28 @@ pub async fn run(opts: DevOptions) -> Result<()> {
     let pg_dir = dir.join("postgres");
     std::fs::create_dir_all(&pg_dir)?;
     let ro_password = kept_secret(&pg_dir.join("billing_ro.password"), 24)?;
+    // With --cluster, the gateways' store is a database of this server too, with a role of its own.
+    let store_password = match opts.cluster {
+        1 => None,
+        _ => Some(kept_secret(&pg_dir.join("store.password"), 24)?),
+    };
     let cluster = tokio::task::spawn_blocking({
         let (d, password) = (pg_dir.clone(), ro_password.clone());
+        let store = store_password.clone();
         move || {
+            let mut users = vec![postgres::PgUser::new(
+                "billing_ro",
+                &password,
+                postgres::PgAuth::Scram,
+            )];
+            users.extend(
+                store.map(|p| postgres::PgUser::new("wardengate", &p, postgres::PgAuth::Scram)),
+            );
             postgres::PgCluster::start(
                 &d,
                 0,
                 &postgres::PgOptions {
-                    users: vec![postgres::PgUser::new(
-                        "billing_ro",
-                        &password,
-                        postgres::PgAuth::Scram,
-                    )],
+                    users,
                     tls: None,
                     database: "billing".into(),
                     // billing_ro only reads: the data belongs to a role nobody logs in as.
@@ -248,14 +269,16 @@ pub async fn run(opts: DevOptions) -> Result<()> {
         .collect::<Vec<_>>()
         .join(", ");
     let account = sshd.user.clone();
-    let config_text = format!(
-        r#"# Written by `wardengate dev`; regenerated at every start.
+    let policy_dir = toml_str(&dir.join("policies").display().to_string());
+    let config_for = |name: &str, i: usize, tail: &str| -> Result<String> {
+        Ok(format!(
+            r#"# Written by `wardengate dev`; regenerated at every start.
 [gateway]
-name = "dev-gw"
+name = "{name}"
 data_dir = "."
 # The example policies (fixtures/policies), copied here on first start: edit them, then
 # `wgctl policy reload`.
-policy_files = ["policies"]
+policy_files = [{policy_dir}]
 
 [ssh]
 listen = "127.0.0.1:{ssh_port}"
@@ -333,37 +356,38 @@ address = "{desktop_addr}"
 tags = {{ env = "dev", kind = "windows" }}
 accounts = [{{ name = "bob", secret = "win-dc01.dev/bob" }}]
 
-{bench_policy}"#,
-        bench_policy = bench_policy(&opts)?,
-        ssh_extra = opts
-            .ssh_ciphers
-            .as_deref()
-            .map(|c| {
-                let list: Vec<String> = c.split(',').map(toml_str).collect();
-                format!("ciphers = [{}]\n", list.join(", "))
-            })
-            .unwrap_or_default(),
-        recording_extra = opts
-            .write_ahead_interval
-            .as_deref()
-            .map(|w| format!("\n[recording]\nwrite_ahead_interval = {}\n", toml_str(w)))
-            .unwrap_or_default(),
-        ssh_port = opts.ssh_port,
-        api_port = opts.api_port,
-        pg_port = opts.pg_port,
-        rdp_port = opts.rdp_port,
-        pg_addr = cluster.address(),
-        desktop_addr = desktop.address(),
-        nt_hash = hex::encode(wardengate_gateway::passwords::nt_hash(&password)),
-        hash = toml_str(&wardengate_gateway::passwords::hash(&password)?),
-        scram = toml_str(&wardengate_protocols::postgres::Verifier::generate(
-            &password
-        )),
-        addr = sshd.address(),
-        account = toml_str(&account),
-        account_raw = account,
-        dan_pub = toml_str(&dan_pub),
-    );
+{bench_policy}{tail}"#,
+            bench_policy = bench_policy(&opts)?,
+            ssh_extra = opts
+                .ssh_ciphers
+                .as_deref()
+                .map(|c| {
+                    let list: Vec<String> = c.split(',').map(toml_str).collect();
+                    format!("ciphers = [{}]\n", list.join(", "))
+                })
+                .unwrap_or_default(),
+            recording_extra = opts
+                .write_ahead_interval
+                .as_deref()
+                .map(|w| format!("\n[recording]\nwrite_ahead_interval = {}\n", toml_str(w)))
+                .unwrap_or_default(),
+            ssh_port = dev_cluster::shift(opts.ssh_port, i)?,
+            api_port = dev_cluster::shift(opts.api_port, i)?,
+            pg_port = dev_cluster::shift(opts.pg_port, i)?,
+            rdp_port = dev_cluster::shift(opts.rdp_port, i)?,
+            pg_addr = cluster.address(),
+            desktop_addr = desktop.address(),
+            nt_hash = hex::encode(wardengate_gateway::passwords::nt_hash(&password)),
+            hash = toml_str(&wardengate_gateway::passwords::hash(&password)?),
+            scram = toml_str(&wardengate_protocols::postgres::Verifier::generate(
+                &password
+            )),
+            addr = sshd.address(),
+            account = toml_str(&account),
+            account_raw = account,
+            dan_pub = toml_str(&dan_pub),
+        ))
+    };
     let policies = dir.join("policies");
     std::fs::create_dir_all(&policies)?;
     for (name, text) in EXAMPLE_POLICIES {
@@ -372,12 +396,32 @@ accounts = [{{ name = "bob", secret = "win-dc01.dev/bob" }}]
             std::fs::write(&path, text)?;
         }
     }
-    let config_path = dir.join("wardengate.toml");
-    // It holds the demo users' password hashes and NT hashes.
-    wardengate_gateway::util::write_private(&config_path, config_text.as_bytes())?;
-    let cfg = config::load(&config_path)?;
+    let n = opts.cluster as usize;
+    let tail = match &store_password {
+        None => String::new(),
+        Some(p) => tokio::task::block_in_place(|| dev_cluster::store_section(&cluster, p))?,
+    };
+    let mut cfgs = Vec::new();
+    for i in 0..n {
+        let (name, gw_dir) = dev_cluster::gateway(&dir, n, i);
+        std::fs::create_dir_all(&gw_dir)?;
+        let config_path = gw_dir.join("wardengate.toml");
+        // It holds the demo users' password hashes and NT hashes.
+        wardengate_gateway::util::write_private(
+            &config_path,
+            config_for(&name, i, &tail)?.as_bytes(),
+        )?;
+        cfgs.push((name, gw_dir, config::load(&config_path)?));
+    }
+    let mut cfgs = cfgs.into_iter();
+    let (_, _, cfg) = cfgs.next().context("a gateway")?;
+    let others: Vec<_> = cfgs.collect();
     {
         let (store, vault) = wardengate_gateway::server::open_state(&cfg, true).await?;
+        let dirs: Vec<PathBuf> = others.iter().map(|(_, d, _)| d.clone()).collect();
+        if n > 1 {
+            dev_cluster::share_keys(&cfg, &dirs)?;
+        }
         let store = &*store;
         let demo_key = keys::private_openssh(&target_key)?;
         for (reference, kind, secret) in [
@@ -417,6 +461,20 @@ accounts = [{{ name = "bob", secret = "win-dc01.dev/bob" }}]
         .filter(|p| p.exists())
         .map(|p| p.display().to_string())
         .unwrap_or_else(|| "wgctl".into());
+    let mut peers = Vec::new();
+    for (name, gw_dir, cfg) in others {
+        let stop = shutdown.clone();
+        peers.push(tokio::spawn(async move {
+            let said = wardengate_gateway::server::run(cfg, stop, |l| {
+                println!("{}", dev_cluster::ready_line(&name, &gw_dir, l));
+            })
+            .await;
+            if let Err(e) = said {
+                eprintln!("{name} stopped: {e:#}");
+            }
+        }));
+    }
+    let cluster_help = dev_cluster::help(n, &dir, &wgctl, opts.api_port);
     wardengate_gateway::server::run(cfg, shutdown, |l| {
         println!(
             "\nWardengate dev mode is running (data in {d}).\n\n  \
@@ -459,6 +517,7 @@ accounts = [{{ name = "bob", secret = "win-dc01.dev/bob" }}]
              ssh -i {d}/dan_ed25519 -p {sp} dan:SESSION_ID@127.0.0.1\n\n\
              Policies: {d}/policies/*.toml (edit, then `{wgctl} policy reload`). Sessions resume:\n    \
              kill the ssh client, reconnect within 2m, and the same shell comes back.\n\n\
+             {cluster_help}\
              Ctrl-C stops the gateway and the demo targets. The demo database is recreated at each start.\n",
             forward = match web {
                 Some(w) => format!(
@@ -482,79 +541,12 @@ accounts = [{{ name = "bob", secret = "win-dc01.dev/bob" }}]
         );
     })
     .await?;
+    // The other gateways stop on the same signal: let them finish before their targets go.
+    for p in peers {
+        let _ = p.await;
+    }
     drop(sshd);
     drop(cluster);
     drop(desktop);
     Ok(())
-}
-
-/// The demo status page: a web service on 127.0.0.1 that web-01.dev's users reach by port
-/// forwarding (the example policy's `forward_to` names it). Its address, when on.
-async fn status_page(
-    port: u16,
-    shutdown: CancellationToken,
-) -> Result<Option<std::net::SocketAddr>> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    if port == 0 {
-        return Ok(None);
-    }
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
-        .await
-        .with_context(|| {
-            format!("cannot serve the demo status page on 127.0.0.1:{port} (--web-port)")
-        })?;
-    let addr = listener.local_addr()?;
-    tokio::spawn(async move {
-        loop {
-            let (mut s, _) = tokio::select! {
-                a = listener.accept() => match a { Ok(a) => a, Err(_) => continue },
-                _ = shutdown.cancelled() => return,
-            };
-            tokio::spawn(async move {
-                let mut buf = [0u8; 2048];
-                let _ =
-                    tokio::time::timeout(std::time::Duration::from_secs(5), s.read(&mut buf)).await;
-                let body = "web-01.dev status: all systems nominal (reached through a Wardengate port forward)\n";
-                let reply = format!(
-                    "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                    body.len()
-                );
-                let _ = s.write_all(reply.as_bytes()).await;
-            });
-        }
-    });
-    Ok(Some(addr))
-}
-
-/// `NAME.token` in the dev directory (made once), and the sha256 the config holds.
-fn user_token(dir: &std::path::Path, name: &str) -> anyhow::Result<String> {
-    use sha2::Digest;
-    let token = kept_secret(&dir.join(format!("{name}.token")), 64)?;
-    Ok(hex::encode(sha2::Sha256::digest(token.as_bytes())))
-}
-
-/// A random secret of `len` hex digits kept in `file` (private), made on first use.
-fn kept_secret(file: &std::path::Path, len: usize) -> anyhow::Result<String> {
-    if let Ok(s) = std::fs::read_to_string(file) {
-        return Ok(s.trim().to_string());
-    }
-    let s = wardengate_gateway::util::new_token()?[..len].to_string();
-    wardengate_gateway::util::write_private(file, format!("{s}\n").as_bytes())?;
-    Ok(s)
-}
-
-/// `NAME_ed25519` in the dev directory (made once): the public key line.
-fn user_key(dir: &std::path::Path, name: &str) -> anyhow::Result<String> {
-    let path = dir.join(format!("{name}_ed25519"));
-    if !path.exists() {
-        keys::write_keypair(
-            &path,
-            &keys::generate_ed25519(&format!("{name}@wardengate-dev"))?,
-        )?;
-    }
-    Ok(
-        std::fs::read_to_string(dir.join(format!("{name}_ed25519.pub")))?
-            .trim()
-            .to_string(),
-    )
 }

@@ -7,6 +7,8 @@ use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 mod dev;
+mod dev_cluster;
+mod dev_demo;
 
 use wardengate_gateway::{config, passwords, server, vault::SecretKind};
 

@@ -8,8 +8,9 @@ use anyhow::{Context, Result};
 
 use super::sign::{ClusterKey, Nonces};
 
-/// How long a peer may take to answer.
-const PEER_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long connecting to a peer may take (a request's own deadline is its caller's: a short
+/// answer has [`super::forward`]'s, a stream none).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// What this gateway needs to talk to its peers and to check them.
 pub struct Peers {
@@ -29,7 +30,7 @@ impl Peers {
     }
 
     pub fn new(key: Option<ClusterKey>, ca_file: Option<&Path>) -> Result<Peers> {
-        let mut http = reqwest::Client::builder().timeout(PEER_TIMEOUT);
+        let mut http = reqwest::Client::builder().connect_timeout(CONNECT_TIMEOUT);
         if let Some(ca) = ca_file {
             let pem = std::fs::read(ca)
                 .with_context(|| format!("cannot read [cluster] ca_file {}", ca.display()))?;

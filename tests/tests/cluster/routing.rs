@@ -8,10 +8,45 @@ use wardengate_tests::*;
 
 use crate::cluster;
 
+/// Watch session `id` through `gw`'s shadow stream until its output shows a tick; the stream
+/// (still attached) is returned.
+fn shadow_through(gw: &GatewayProc, id: &str) -> impl Iterator {
+    use std::io::BufRead;
+    let resp = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(20))
+        .build()
+        .expect("client")
+        .get(format!("{}/api/v1/sessions/{id}/shadow", gw.api))
+        .bearer_auth(&gw.token)
+        .send()
+        .expect("shadow");
+    assert_eq!(resp.status().as_u16(), 200);
+    let mut lines = std::io::BufReader::new(resp).lines();
+    let first: serde_json::Value =
+        serde_json::from_str(&lines.next().expect("a first line").expect("read")).expect("json");
+    assert_eq!(first["type"], "attached", "{first}");
+    assert_eq!(first["session"], id, "{first}");
+    let mut seen = String::new();
+    for line in lines.by_ref().take(200) {
+        let ev: serde_json::Value = serde_json::from_str(&line.expect("read")).expect("json");
+        if let Some(data) = ev["data"].as_str() {
+            use base64::Engine;
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(data)
+                .expect("base64");
+            seen.push_str(&String::from_utf8_lossy(&bytes));
+        }
+        if seen.contains("tick-") {
+            return lines;
+        }
+    }
+    panic!("the relayed stream never showed the session's output: {seen}");
+}
+
 #[test]
 fn sessions_terminate_and_the_audit_span_the_cluster() {
     let c = cluster(3, "15s", "");
-    let mut on1 = c.ssh(0, "echo started; sleep 60");
+    let mut on1 = c.ssh_tty(0, "for i in $(seq 1 300); do echo tick-$i; sleep 0.2; done");
     let mut on2 = c.ssh(1, "echo started; sleep 60");
     let live = c.active(2, 2);
     let owners: Vec<&str> = live.iter().filter_map(|s| s["gateway"].as_str()).collect();
@@ -34,6 +69,23 @@ fn sessions_terminate_and_the_audit_span_the_cluster() {
         .and_then(|s| s["id"].as_str())
         .expect("gw-1's session")
         .to_string();
+
+    // Shadow on gw-3 of the session gw-1 runs: gw-1 attaches the observer, gw-3 relays.
+    let watching = shadow_through(&c.gws[2], &id1);
+    let attach = c.gws[1].wait_audit("session.shadow.attach", Duration::from_secs(10));
+    assert_eq!(attach["session_id"], id1.as_str(), "{attach}");
+    assert_eq!(attach["detail"]["observer"], "admin", "{attach}");
+    // `show` on another gateway has the live details only the running gateway knows.
+    let s = c.gws[1].get_json(&format!("/api/v1/sessions/{id1}"));
+    assert_eq!(s["observers"][0]["name"], "admin", "{s}");
+    assert!(s["channels"].as_u64().unwrap_or(0) >= 1, "{s}");
+    let out = run(
+        c.gws[2].wgctl().args(["session", "show", &id1]),
+        Duration::from_secs(30),
+    );
+    assert_has_all(&text(&out.stdout), &[&id1, "gw-1", "admin"]);
+    drop(watching);
+    c.gws[2].wait_audit("session.shadow.detach", Duration::from_secs(10));
 
     // Nobody but a peer holding the cluster key reaches the internal endpoint.
     let (status, body) = c.gws[0].request(

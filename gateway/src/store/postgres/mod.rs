@@ -82,6 +82,11 @@ async fn connect(url: &str, shown: &str) -> Result<Client> {
             tracing::warn!("store: the PostgreSQL connection ended: {e}");
         }
     });
+    // Notices ("already exists, skipping" from the migrations) are not worth a log line.
+    client
+        .batch_execute("SET client_min_messages = warning")
+        .await
+        .with_context(|| format!("the store (PostgreSQL at {shown}) refused a setting"))?;
     Ok(client)
 }
 
