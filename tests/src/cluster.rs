@@ -22,6 +22,11 @@ pub struct Cluster {
 /// key comes with it), give every gateway both keys, and start them. `extra` is more config
 /// (limits); `ttl` the lease TTL.
 pub fn cluster(n: usize, ttl: &str, extra: &str) -> Cluster {
+    cluster_with(n, ttl, extra, None)
+}
+
+/// [`cluster`] with these `[[policies]]` instead of the harness's default one.
+pub fn cluster_with(n: usize, ttl: &str, extra: &str, policies: Option<&str>) -> Cluster {
     let env = TestEnv::new();
     let sshd = env.sshd();
     let store = PgCluster::start(
@@ -63,12 +68,15 @@ pub fn cluster(n: usize, ttl: &str, extra: &str) -> Cluster {
     assert_stdout_has(&out, "copy these three files");
     let mut gws = Vec::new();
     for i in 1..=n {
-        let b = env
+        let mut b = env
             .gateway()
             .named(&format!("gw-{i}"))
             .target("web.test", &sshd)
             .security_lines("max_unauthenticated_per_source = 500\nmax_unauthenticated = 500\n")
             .extra(&section);
+        if let Some(p) = policies {
+            b = b.policies(p);
+        }
         let data = b.data_dir();
         std::fs::create_dir_all(&data).expect("data dir");
         for f in ["cluster.key", "vault.key", "recording_ed25519.key"] {

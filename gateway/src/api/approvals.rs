@@ -31,6 +31,7 @@ impl From<DecideError> for ApiError {
             DecideError::NotFound(_) => StatusCode::NOT_FOUND,
             DecideError::Forbidden(_) => StatusCode::FORBIDDEN,
             DecideError::Conflict(_) => StatusCode::CONFLICT,
+            DecideError::Unavailable(_) => StatusCode::BAD_GATEWAY,
         };
         ApiError(code, e.to_string())
     }
@@ -58,11 +59,14 @@ async fn list(
     q: Result<Query<ApprovalParams>, QueryRejection>,
 ) -> Result<Json<Vec<api::ApprovalRequest>>, ApiError> {
     let p = query(q)?;
-    let mut all = st.gw.approval_list(
-        &caller.name,
-        caller.may(Perm::ApprovalDecide),
-        p.mine.unwrap_or(false),
-    );
+    let mut all = st
+        .gw
+        .approval_list_all(
+            &caller.name,
+            caller.may(Perm::ApprovalDecide),
+            p.mine.unwrap_or(false),
+        )
+        .await;
     if let Some(s) = p.state {
         let known = ["pending", "approved", "denied", "withdrawn", "used"];
         if !known.contains(&s.as_str()) {
@@ -78,7 +82,7 @@ async fn list(
 }
 
 /// Approve (`yes`) or deny: the reason is required, capped and made inert.
-fn decide(
+async fn decide(
     st: &ApiState,
     caller: &Caller,
     id: &str,
@@ -93,12 +97,11 @@ fn decide(
             "a reason is required to {what} a request: send {{\"reason\": \"...\"}}"
         )));
     }
-    Ok(Json(st.gw.approval_decide(
-        id,
-        &caller.name,
-        yes,
-        &reason,
-    )?))
+    Ok(Json(
+        st.gw
+            .approval_act_anywhere(id, &caller.name, Some(yes), &reason)
+            .await?,
+    ))
 }
 
 /// Approve a request (an approver who is not the requester); with `required` approvals the
@@ -115,7 +118,7 @@ async fn approve(
     Path(id): Path<String>,
     body: Bytes,
 ) -> Result<Json<api::ApprovalRequest>, ApiError> {
-    decide(&st, &caller, &id, &body, true)
+    decide(&st, &caller, &id, &body, true).await
 }
 
 /// Deny a request; the waiting session is refused with the reason.
@@ -131,7 +134,7 @@ async fn deny(
     Path(id): Path<String>,
     body: Bytes,
 ) -> Result<Json<api::ApprovalRequest>, ApiError> {
-    decide(&st, &caller, &id, &body, false)
+    decide(&st, &caller, &id, &body, false).await
 }
 
 /// The requester withdraws a waiting request.
@@ -145,5 +148,9 @@ async fn withdraw(
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> Result<Json<api::ApprovalRequest>, ApiError> {
-    Ok(Json(st.gw.approval_withdraw(&id, &caller.name)?))
+    Ok(Json(
+        st.gw
+            .approval_act_anywhere(&id, &caller.name, None, "")
+            .await?,
+    ))
 }

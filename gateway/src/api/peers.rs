@@ -18,6 +18,7 @@ use super::common::parse_body;
 use super::{ApiError, ApiState};
 use crate::cluster::forward::{PeerShadow, PeerTerminate};
 use crate::cluster::sign::PEER;
+use crate::identity::approvals_cluster::PeerDecision;
 
 /// The one answer to a request no peer signed, whatever is wrong with it.
 const REFUSED: &str = "not a signed request from a gateway of this cluster";
@@ -34,6 +35,7 @@ pub fn routes(state: ApiState) -> Router<ApiState> {
         .route("/internal/v1/sessions/{id}/terminate", post(peer_terminate))
         .route("/internal/v1/sessions/{id}/shadow", post(peer_shadow))
         .route("/internal/v1/sessions/{id}", post(peer_session))
+        .route("/internal/v1/approvals/{id}/decide", post(peer_decide))
         .route_layer(middleware::from_fn_with_state(state, require_peer))
 }
 
@@ -134,4 +136,21 @@ async fn peer_session(
 ) -> Result<Json<wardengate_api::Session>, ApiError> {
     let r = st.gw.registry.record(&*st.gw.store, &id).await?;
     Ok(Json(super::sessions::session_json(&st.gw, &r)))
+}
+
+/// A decision (or the requester's withdrawal) made on a peer about a request this gateway holds:
+/// the same checks (approver, not one's own, once) as here, by the person named.
+async fn peer_decide(
+    State(st): State<ApiState>,
+    Extension(Peer(peer)): Extension<Peer>,
+    UrlPath(id): UrlPath<String>,
+    body: Bytes,
+) -> Result<Json<wardengate_api::ApprovalRequest>, ApiError> {
+    let d: PeerDecision = parse_body(&body)?;
+    tracing::info!(request = %id, peer = %peer, by = %d.by, "a decision made on a peer");
+    let done = match d.approve {
+        Some(yes) => st.gw.approval_decide(&id, &d.by, yes, &d.reason),
+        None => st.gw.approval_withdraw(&id, &d.by),
+    };
+    Ok(Json(done?))
 }

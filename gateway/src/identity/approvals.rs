@@ -52,6 +52,22 @@ pub enum DecideError {
     Forbidden(String),
     #[error("{0}")]
     Conflict(String),
+    /// In a cluster: the gateway that holds the request did not answer.
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+/// Whether `who` (in `groups`) sees request `wire`: their own, and (unless `mine`) those they
+/// may decide, or all for an operator.
+pub(crate) fn shown_to(
+    wire: &api::ApprovalRequest,
+    approval: &Approval,
+    who: &str,
+    groups: &[String],
+    operator: bool,
+    mine: bool,
+) -> bool {
+    wire.actor == who || (!mine && (operator || approval.may_approve(who, groups)))
 }
 
 fn human_ms(ms: u64) -> String {
@@ -129,7 +145,8 @@ impl Gateway {
             rows: Vec::new(),
         });
         if let Some(r) = reqs.last() {
-            self.store.approval_put_later(r.wire.id.clone(), r.kept());
+            self.store
+                .approval_put_later(r.wire.id.clone(), r.kept(&self.name));
         }
         Gate::Waiting(wire, rx, true)
     }
@@ -161,7 +178,8 @@ impl Gateway {
         let mut reqs = lock(&self.approvals.0);
         if let Some(r) = reqs.iter_mut().find(|r| r.wire.id == id) {
             r.wire.state = api::ApprovalState::Used;
-            self.store.approval_put_later(r.wire.id.clone(), r.kept());
+            self.store
+                .approval_put_later(r.wire.id.clone(), r.kept(&self.name));
             r.rows.retain(|x| x.id != session);
             let others = std::mem::take(&mut r.rows);
             let actor = r.wire.actor.clone();
@@ -182,7 +200,7 @@ impl Gateway {
     }
 
     /// The groups `who` is a member of (none for the admin token).
-    fn groups_of(&self, who: &str) -> Vec<String> {
+    pub(crate) fn groups_of(&self, who: &str) -> Vec<String> {
         self.cfg()
             .users
             .get(who)
@@ -258,9 +276,7 @@ impl Gateway {
         let reqs = lock(&self.approvals.0);
         let mut out: Vec<api::ApprovalRequest> = reqs
             .iter()
-            .filter(|r| {
-                r.wire.actor == who || (!mine && (operator || r.approval.may_approve(who, &groups)))
-            })
+            .filter(|r| shown_to(&r.wire, &r.approval, who, &groups, operator, mine))
             .map(|r| r.wire.clone())
             .collect();
         out.reverse();
@@ -330,7 +346,8 @@ impl Gateway {
         } else {
             ("approval.approved", None)
         };
-        self.store.approval_put_later(r.wire.id.clone(), r.kept());
+        self.store
+            .approval_put_later(r.wire.id.clone(), r.kept(&self.name));
         let denied = matches!(outcome, Some(Err(_)));
         let rows = if denied {
             std::mem::take(&mut r.rows)
@@ -374,7 +391,8 @@ impl Gateway {
             .done
             .send(Some(Err("wardengate: approval withdrawn".into())));
         let rows = std::mem::take(&mut r.rows);
-        self.store.approval_put_later(r.wire.id.clone(), r.kept());
+        self.store
+            .approval_put_later(r.wire.id.clone(), r.kept(&self.name));
         let wire = r.wire.clone();
         drop(reqs);
         self.end_waiting(rows, "approval_withdrawn", "withdrawn by the requester");
@@ -417,7 +435,8 @@ impl Gateway {
             if r.waited && r.wire.state == api::ApprovalState::Pending {
                 r.wire.state = api::ApprovalState::Withdrawn;
                 r.wire.reason = Some("the gateway restarted while the ssh login waited".into());
-                self.store.approval_put_later(r.wire.id.clone(), r.kept());
+                self.store
+                    .approval_put_later(r.wire.id.clone(), r.kept(&self.name));
             }
             loaded.push(r);
         }
@@ -452,13 +471,15 @@ impl Gateway {
                     ))));
                     ended.push(("approval.denied", r.wire.clone(), "approval_timeout"));
                     rows.push((std::mem::take(&mut r.rows), "approval_timeout"));
-                    self.store.approval_put_later(r.wire.id.clone(), r.kept());
+                    self.store
+                        .approval_put_later(r.wire.id.clone(), r.kept(&self.name));
                 } else if r.waited && r.done.receiver_count() == 0 {
                     r.wire.state = api::ApprovalState::Withdrawn;
                     r.wire.reason = Some("the requester's ssh ended (Ctrl-C)".into());
                     ended.push(("approval.withdrawn", r.wire.clone(), "client_left"));
                     rows.push((std::mem::take(&mut r.rows), "approval_withdrawn"));
-                    self.store.approval_put_later(r.wire.id.clone(), r.kept());
+                    self.store
+                        .approval_put_later(r.wire.id.clone(), r.kept(&self.name));
                 }
             }
             // Approved, and nobody came back for it in time.

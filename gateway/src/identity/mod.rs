@@ -14,6 +14,7 @@
 //! one whatever the age.
 
 pub mod approvals;
+pub mod approvals_cluster;
 mod ceremony;
 pub mod console;
 pub mod cookie;

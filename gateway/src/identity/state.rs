@@ -21,17 +21,21 @@ pub(crate) struct Kept {
     pub(crate) expires_ms: u64,
     pub(crate) valid_until_ms: Option<u64>,
     pub(crate) waited: bool,
+    /// The gateway that holds it (and its waiter): in a cluster, decisions are sent there.
+    #[serde(default)]
+    pub(crate) gateway: String,
 }
 
 impl Request {
-    /// Its JSON for the store.
-    pub(crate) fn kept(&self) -> String {
+    /// Its JSON for the store, held by `gateway`.
+    pub(crate) fn kept(&self, gateway: &str) -> String {
         serde_json::to_string(&Kept {
             wire: self.wire.clone(),
             approval: self.approval.clone(),
             expires_ms: self.expires_ms,
             valid_until_ms: self.valid_until_ms,
             waited: self.waited,
+            gateway: gateway.to_string(),
         })
         .unwrap_or_default()
     }

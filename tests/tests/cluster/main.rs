@@ -3,7 +3,8 @@
 //! with `kill -9` is declared lost by a peer and its slots come back; a database restart keeps
 //! live sessions running and admission fails closed meanwhile.
 
+mod approvals;
 mod lifecycle;
 mod routing;
 
-pub use wardengate_tests::cluster::{cluster, Cluster};
+pub use wardengate_tests::cluster::{cluster, cluster_with, Cluster};

@@ -1,0 +1,114 @@
+//! Approvals in a cluster. A request lives in the memory of the gateway whose login asked for it
+//! (an SSH login waits there), and in the shared store with that gateway's name. Any gateway
+//! lists every gateway's requests (from the store), and a decision or a withdrawal made on one
+//! that does not hold the request is sent, signed, to the one that does: its waiting login
+//! continues (or is refused) at once, as when the decision is made there.
+
+use serde::{Deserialize, Serialize};
+use wardengate_api as api;
+
+use super::approvals::{shown_to, DecideError};
+use super::state::Kept;
+use crate::broker::Gateway;
+
+/// A peer's decision (`approve`: yes or no) or, without `approve`, a withdrawal, by `by`.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct PeerDecision {
+    pub by: String,
+    pub approve: Option<bool>,
+    pub reason: String,
+}
+
+impl Gateway {
+    /// Requests the caller made or may decide, newest first: this gateway's, and in a cluster
+    /// the others' from the store.
+    pub async fn approval_list_all(
+        &self,
+        who: &str,
+        operator: bool,
+        mine: bool,
+    ) -> Vec<api::ApprovalRequest> {
+        let mut out = self.approval_list(who, operator, mine);
+        if !self.store.shared() {
+            return out;
+        }
+        let kept = match self.store.approval_all().await {
+            Ok(k) => k,
+            Err(e) => {
+                tracing::warn!("cannot read the cluster's approval requests: {e:#}");
+                return out;
+            }
+        };
+        let groups = self.groups_of(who);
+        out.extend(
+            kept.iter()
+                .filter_map(|body| serde_json::from_str::<Kept>(body).ok())
+                .filter(|k| k.gateway != self.name && !k.gateway.is_empty())
+                .filter(|k| shown_to(&k.wire, &k.approval, who, &groups, operator, mine))
+                .map(|k| k.wire),
+        );
+        out.sort_by_key(|r| std::cmp::Reverse(r.created_ms));
+        out
+    }
+
+    /// The gateway of the cluster that holds request `id`, when it is another one.
+    async fn approval_holder(&self, id: &str) -> Option<String> {
+        if !self.store.shared() {
+            return None;
+        }
+        let kept = self.store.approval_all().await.ok()?;
+        kept.iter()
+            .filter_map(|body| serde_json::from_str::<Kept>(body).ok())
+            .find(|k| k.wire.id == id)
+            .map(|k| k.gateway)
+            .filter(|g| g != &self.name && !g.is_empty())
+    }
+
+    /// Decide (`approve` = Some) or withdraw (None) request `id` as `who`, wherever it is held.
+    pub async fn approval_act_anywhere(
+        &self,
+        id: &str,
+        who: &str,
+        approve: Option<bool>,
+        reason: &str,
+    ) -> Result<api::ApprovalRequest, DecideError> {
+        let here = match approve {
+            Some(yes) => self.approval_decide(id, who, yes, reason),
+            None => self.approval_withdraw(id, who),
+        };
+        let Err(DecideError::NotFound(_)) = &here else {
+            return here;
+        };
+        let Some(holder) = self.approval_holder(id).await else {
+            return here;
+        };
+        let body = serde_json::to_vec(&PeerDecision {
+            by: who.into(),
+            approve,
+            reason: reason.into(),
+        })
+        .unwrap_or_default();
+        let path = format!("/internal/v1/approvals/{id}/decide");
+        let (status, answer) = self.to_peer(&holder, &path, body).await.map_err(|e| {
+            DecideError::Unavailable(format!(
+                "gateway {holder}, which holds {id}, did not answer: {e:#}"
+            ))
+        })?;
+        let message = || {
+            serde_json::from_slice::<api::ApiError>(&answer)
+                .map(|e| e.error)
+                .unwrap_or_else(|_| format!("gateway {holder} answered {status}"))
+        };
+        match status.as_u16() {
+            200 => serde_json::from_slice(&answer).map_err(|e| {
+                DecideError::Unavailable(format!(
+                    "gateway {holder} sent an unreadable request: {e}"
+                ))
+            }),
+            403 => Err(DecideError::Forbidden(message())),
+            404 => Err(DecideError::NotFound(id.into())),
+            409 => Err(DecideError::Conflict(message())),
+            _ => Err(DecideError::Unavailable(message())),
+        }
+    }
+}

@@ -1,0 +1,54 @@
+//! Approvals across the cluster: alice's ssh waits on the gateway she reached; the approver
+//! lists and decides on another one, and her login continues at once.
+
+use std::time::Duration;
+
+use wardengate_tests::tmux::{argv, Tmux};
+
+use crate::cluster_with;
+
+const T: Duration = Duration::from_secs(30);
+
+#[test]
+fn an_approval_decided_on_another_gateway_lets_the_waiting_ssh_continue() {
+    let policy = "\n[[policies]]\nname = \"change\"\ngroups = [\"sre\"]\ntarget_tags = [\"env=test\"]\n\
+        approval = { approvers = [\"admin\"], required = 1, timeout = \"1m\", valid_for = \"5m\" }\n";
+    let c = cluster_with(2, "15s", "", Some(policy));
+    let tmux = Tmux::new(c.env.dir.path());
+    let mut ssh = c.gws[0].ssh_interactive(&c.env, "alice#web.test");
+    ssh.arg("-t");
+    tmux.spawn("ssh", &[], &argv(&ssh));
+    let screen = tmux.expect("ssh", "Ctrl-C to withdraw", T);
+    let id = screen
+        .split_whitespace()
+        .find(|w| w.starts_with("req_"))
+        .map(|w| w.trim_matches(|ch: char| !ch.is_ascii_alphanumeric() && ch != '_'))
+        .expect("a request id")
+        .to_string();
+
+    // gw-2 lists the request gw-1 holds, and its decision reaches gw-1.
+    let listed = c.gws[1].get_json("/api/v1/approvals?state=pending");
+    assert!(
+        listed
+            .as_array()
+            .is_some_and(|a| a.iter().any(|r| r["id"] == id.as_str())),
+        "gw-2 lists {id}: {listed}"
+    );
+    let (status, body) = c.gws[1].post(
+        &format!("/api/v1/approvals/{id}/approve"),
+        r#"{"reason":"change 7 from gw-2"}"#,
+    );
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("\"approved\""), "{body}");
+    // The shell runs what alice types (the marker is computed, so the typed line is not it).
+    tmux.line("ssh", "echo approved-$((6*7))");
+    tmux.expect("ssh", "approved-42", T);
+    let granted = c.gws[1].wait_audit("approval.granted", T);
+    assert_eq!(granted["detail"]["by"], "admin", "{granted}");
+    // Deciding again anywhere: decided already.
+    let (status, body) = c.gws[1].post(
+        &format!("/api/v1/approvals/{id}/deny"),
+        r#"{"reason":"too late"}"#,
+    );
+    assert_eq!(status, 409, "{body}");
+}
