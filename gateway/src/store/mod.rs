@@ -18,6 +18,8 @@ mod postgres;
 mod secrets;
 mod sessions;
 mod sqlite;
+#[cfg(test)]
+mod upgrade_tests;
 
 use std::path::Path;
 use std::time::Duration;
