@@ -8,7 +8,8 @@ use crate::*;
 use wardengate_dev::postgres::{PgAuth, PgCluster, PgOptions, PgUser};
 use wardengate_dev::sshd::Sshd;
 
-const STORE_PASSWORD: &str = "store-Secret-5e2a";
+/// The store role's password (`wardengate` on the store's server).
+pub const STORE_PASSWORD: &str = "store-Secret-5e2a";
 
 /// N gateways (`gw-1` …) in front of one sshd (`web.test`), sharing a PostgreSQL store.
 pub struct Cluster {
@@ -22,11 +23,17 @@ pub struct Cluster {
 /// key comes with it), give every gateway both keys, and start them. `extra` is more config
 /// (limits); `ttl` the lease TTL.
 pub fn cluster(n: usize, ttl: &str, extra: &str) -> Cluster {
-    cluster_with(n, ttl, extra, None)
+    cluster_with(n, ttl, extra, |b, _| b)
 }
 
-/// [`cluster`] with these `[[policies]]` instead of the harness's default one.
-pub fn cluster_with(n: usize, ttl: &str, extra: &str, policies: Option<&str>) -> Cluster {
+/// [`cluster`] with each gateway's configuration changed by `more` (its policies, a PostgreSQL
+/// target on the store's server, given as the second argument).
+pub fn cluster_with(
+    n: usize,
+    ttl: &str,
+    extra: &str,
+    more: impl for<'e> Fn(GatewayBuilder<'e>, &PgCluster) -> GatewayBuilder<'e>,
+) -> Cluster {
     let env = TestEnv::new();
     let sshd = env.sshd();
     let store = PgCluster::start(
@@ -68,15 +75,13 @@ pub fn cluster_with(n: usize, ttl: &str, extra: &str, policies: Option<&str>) ->
     assert_stdout_has(&out, "copy these three files");
     let mut gws = Vec::new();
     for i in 1..=n {
-        let mut b = env
+        let b = env
             .gateway()
             .named(&format!("gw-{i}"))
             .target("web.test", &sshd)
             .security_lines("max_unauthenticated_per_source = 500\nmax_unauthenticated = 500\n")
             .extra(&section);
-        if let Some(p) = policies {
-            b = b.policies(p);
-        }
+        let b = more(b, &store);
         let data = b.data_dir();
         std::fs::create_dir_all(&data).expect("data dir");
         for f in ["cluster.key", "vault.key", "recording_ed25519.key"] {

@@ -158,8 +158,19 @@ impl Gateway {
             .find(|v| v.policy == admitted.policy())
             .map(|v| v.why.clone())
             .unwrap_or_default();
+        let login = (
+            rec.actor.as_str(),
+            rec.target.as_str(),
+            rec.account.as_str(),
+            admitted.policy(),
+        );
+        let claimed = match admitted.settings().approval.is_some() {
+            true => self.approval_claim_elsewhere(login, &rec.id).await,
+            false => None,
+        };
         let approval = match admitted.settings().approval.clone() {
             None => None,
+            Some(_) if claimed.is_some() => claimed,
             Some(a) => match self.approval_gate(
                 &rec.actor,
                 &rec.target,

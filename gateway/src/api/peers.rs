@@ -18,7 +18,7 @@ use super::common::parse_body;
 use super::{ApiError, ApiState};
 use crate::cluster::forward::{PeerShadow, PeerTerminate};
 use crate::cluster::sign::PEER;
-use crate::identity::approvals_cluster::PeerDecision;
+use crate::identity::approvals_cluster::{PeerClaim, PeerDecision};
 
 /// The one answer to a request no peer signed, whatever is wrong with it.
 const REFUSED: &str = "not a signed request from a gateway of this cluster";
@@ -36,6 +36,7 @@ pub fn routes(state: ApiState) -> Router<ApiState> {
         .route("/internal/v1/sessions/{id}/shadow", post(peer_shadow))
         .route("/internal/v1/sessions/{id}", post(peer_session))
         .route("/internal/v1/approvals/{id}/decide", post(peer_decide))
+        .route("/internal/v1/approvals/{id}/claim", post(peer_claim))
         .route_layer(middleware::from_fn_with_state(state, require_peer))
 }
 
@@ -153,4 +154,16 @@ async fn peer_decide(
         None => st.gw.approval_withdraw(&id, &d.by),
     };
     Ok(Json(done?))
+}
+
+/// A peer admits a login on an approval this gateway holds: spent here, once.
+async fn peer_claim(
+    State(st): State<ApiState>,
+    Extension(Peer(peer)): Extension<Peer>,
+    UrlPath(id): UrlPath<String>,
+    body: Bytes,
+) -> Result<Json<wardengate_api::ApprovalRequest>, ApiError> {
+    let c: PeerClaim = parse_body(&body)?;
+    tracing::info!(request = %id, peer = %peer, session = %c.session, "a peer spends an approval");
+    Ok(Json(st.gw.approval_claim(&id, &c.session)?))
 }

@@ -98,12 +98,7 @@ impl Gateway {
                 && r.wire.state == api::ApprovalState::Approved
                 && r.valid_until_ms.is_some_and(|v| v > now)
         }) {
-            let by: Vec<&str> = r.wire.decisions.iter().map(|d| d.by.as_str()).collect();
-            let at = r.wire.decisions.last().map_or(now, |d| d.at_ms);
-            return Gate::Approved(
-                r.wire.id.clone(),
-                json!({"request": r.wire.id, "approved_by": by, "approved_ms": at}),
-            );
+            return Gate::Approved(r.wire.id.clone(), Self::approval_record(&r.wire));
         }
         if let Some(r) = reqs
             .iter()

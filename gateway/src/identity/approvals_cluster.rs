@@ -5,11 +5,20 @@
 //! continues (or is refused) at once, as when the decision is made there.
 
 use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
 use wardengate_api as api;
+use wardengate_protocols::session::now_ms;
 
 use super::approvals::{shown_to, DecideError};
+use super::lock;
 use super::state::Kept;
 use crate::broker::Gateway;
+
+/// A peer's admission spends an approval this gateway holds, for its session `session`.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct PeerClaim {
+    pub session: String,
+}
 
 /// A peer's decision (`approve`: yes or no) or, without `approve`, a withdrawal, by `by`.
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -110,5 +119,96 @@ impl Gateway {
             409 => Err(DecideError::Conflict(message())),
             _ => Err(DecideError::Unavailable(message())),
         }
+    }
+
+    /// The decision record of an approved request, as admission keeps it.
+    pub(crate) fn approval_record(wire: &api::ApprovalRequest) -> Value {
+        let by: Vec<&str> = wire.decisions.iter().map(|d| d.by.as_str()).collect();
+        let at = wire.decisions.last().map_or(0, |d| d.at_ms);
+        json!({"request": wire.id, "approved_by": by, "approved_ms": at})
+    }
+
+    /// For a login that reconnects through another gateway than the one its approval was asked
+    /// on (a PostgreSQL or RDP client): an approved, unused request for the same (actor, target,
+    /// account, policy) that another gateway holds, spent there for session `session`. `None`
+    /// when there is none (or one here), and admission asks as usual.
+    pub(crate) async fn approval_claim_elsewhere(
+        &self,
+        wire: (&str, &str, &str, &str),
+        session: &str,
+    ) -> Option<(String, Value)> {
+        if !self.store.shared() {
+            return None;
+        }
+        let (actor, target, account, policy) = wire;
+        let now = now_ms();
+        let same = |w: &api::ApprovalRequest| {
+            w.actor == actor && w.target == target && w.account == account && w.policy == policy
+        };
+        let approved_here = lock(&self.approvals.0).iter().any(|r| {
+            same(&r.wire)
+                && r.wire.state == api::ApprovalState::Approved
+                && r.valid_until_ms.is_some_and(|v| v > now)
+        });
+        if approved_here {
+            return None;
+        }
+        let kept = self.store.approval_all().await.ok()?;
+        let k = kept
+            .iter()
+            .filter_map(|body| serde_json::from_str::<Kept>(body).ok())
+            .find(|k| {
+                k.gateway != self.name
+                    && same(&k.wire)
+                    && k.wire.state == api::ApprovalState::Approved
+                    && k.valid_until_ms.is_some_and(|v| v > now)
+            })?;
+        let body = serde_json::to_vec(&PeerClaim {
+            session: session.into(),
+        })
+        .ok()?;
+        let path = format!("/internal/v1/approvals/{}/claim", k.wire.id);
+        match self.to_peer(&k.gateway, &path, body).await {
+            Ok((status, answer)) if status.is_success() => {
+                let wire: api::ApprovalRequest = serde_json::from_slice(&answer).ok()?;
+                Some((wire.id.clone(), Self::approval_record(&wire)))
+            }
+            Ok((status, _)) => {
+                tracing::info!(request = %k.wire.id, gateway = %k.gateway, %status, "the approval could not be claimed (spent or expired meanwhile)");
+                None
+            }
+            Err(e) => {
+                tracing::warn!(request = %k.wire.id, gateway = %k.gateway, "cannot claim the approval: {e:#}");
+                None
+            }
+        }
+    }
+
+    /// A peer's admission spends request `id` for its session: approved, valid and unused,
+    /// else `Conflict`.
+    pub fn approval_claim(
+        &self,
+        id: &str,
+        session: &str,
+    ) -> Result<api::ApprovalRequest, DecideError> {
+        let now = now_ms();
+        let wire = {
+            let reqs = lock(&self.approvals.0);
+            let r = reqs
+                .iter()
+                .find(|r| r.wire.id == id)
+                .ok_or_else(|| DecideError::NotFound(id.into()))?;
+            if r.wire.state != api::ApprovalState::Approved
+                || r.valid_until_ms.is_none_or(|v| v <= now)
+            {
+                return Err(DecideError::Conflict(format!(
+                    "{id} is {} (not an approval to use)",
+                    r.wire.state.as_str()
+                )));
+            }
+            r.wire.clone()
+        };
+        self.approval_used(id, session);
+        Ok(wire)
     }
 }

@@ -53,7 +53,8 @@ fn a_store_from_before_migrations_is_migrated_in_place() {
     let path = dir.path().join("wardengate.db");
     {
         let conn = rusqlite::Connection::open(&path).expect("open");
-        conn.execute_batch(BEFORE_MIGRATIONS).expect("the old schema");
+        conn.execute_batch(BEFORE_MIGRATIONS)
+            .expect("the old schema");
         conn.execute_batch(
             "INSERT INTO sessions (id, state, protocol, actor, client_addr, client_version, target,
                target_addr, account, account_ref, gateway, started_ms)
@@ -69,7 +70,10 @@ fn a_store_from_before_migrations_is_migrated_in_place() {
         .audit_append("session.requested", Some("alice"), Some("sess_old"), "{}")
         .expect("append");
     assert_eq!(first.seq, 1);
-    assert_eq!(db.session_get("sess_old").expect("get").map(|s| s.actor), Some("alice".into()));
+    assert_eq!(
+        db.session_get("sess_old").expect("get").map(|s| s.actor),
+        Some("alice".into())
+    );
     assert_eq!(db.key_list(Some("alice")).expect("keys").len(), 1);
     drop(db);
     // A second open finds nothing to do, and the chain goes on.
@@ -80,7 +84,9 @@ fn a_store_from_before_migrations_is_migrated_in_place() {
     assert_eq!(second.prev_hash, first.hash);
     let applied: i64 = db
         .conn
-        .query_row("SELECT count(*) FROM refinery_schema_history", [], |r| r.get(0))
+        .query_row("SELECT count(*) FROM refinery_schema_history", [], |r| {
+            r.get(0)
+        })
         .expect("history");
     assert_eq!(applied, 2, "both migrations recorded once");
 }

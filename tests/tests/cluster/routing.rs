@@ -186,9 +186,16 @@ fn forged_peer_requests_get_one_answer_and_a_bounded_audit() {
             .header("x-wardengate-signature", "00".repeat(32))
             .header("content-type", "application/json")
             .body(body)
-            .send()
-            .expect("send");
-        answers.insert((r.status().as_u16(), r.text().unwrap_or_default()));
+            .send();
+        match r {
+            Ok(r) => {
+                answers.insert((r.status().as_u16(), r.text().unwrap_or_default()));
+            }
+            // The oversized body: the gateway may answer and close before the client has
+            // written it all (it never reads past its limit).
+            Err(e) if i == 29 => assert!(e.is_request(), "{e}"),
+            Err(e) => panic!("request {i}: {e}"),
+        }
     }
     assert_eq!(
         answers.len(),
