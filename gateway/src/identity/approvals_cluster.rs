@@ -193,9 +193,9 @@ impl Gateway {
     ) -> Result<api::ApprovalRequest, DecideError> {
         let now = now_ms();
         let wire = {
-            let reqs = lock(&self.approvals.0);
+            let mut reqs = lock(&self.approvals.0);
             let r = reqs
-                .iter()
+                .iter_mut()
                 .find(|r| r.wire.id == id)
                 .ok_or_else(|| DecideError::NotFound(id.into()))?;
             if r.wire.state != api::ApprovalState::Approved
@@ -206,7 +206,10 @@ impl Gateway {
                     r.wire.state.as_str()
                 )));
             }
-            r.wire.clone()
+            // Spent under the same lock that checked it: two peers claiming at once get it once.
+            let wire = r.wire.clone();
+            r.wire.state = api::ApprovalState::Used;
+            wire
         };
         self.approval_used(id, session);
         Ok(wire)
