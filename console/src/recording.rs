@@ -396,7 +396,53 @@ impl ExportFormat {
     }
 }
 
-pub fn run(cmd: RecordingCmd, c: Result<Client>, json: bool) -> Result<()> {
+/// A recording in a bucket (`s3://bucket/prefix/SESSION`), fetched into a private temporary
+/// directory that is then read like any recording directory. Endpoint, region and credentials
+/// come from `AWS_ENDPOINT_URL`, `AWS_REGION`, `AWS_ACCESS_KEY_ID` and `AWS_SECRET_ACCESS_KEY`.
+pub fn fetch_from_bucket(url: &str) -> Result<tempfile::TempDir> {
+    use wardengate_recorder::bucket::{split_session_url, Bucket, BucketOptions};
+    let (base, session) = split_session_url(url)?;
+    let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    let opts = BucketOptions {
+        endpoint: env("AWS_ENDPOINT_URL").or_else(|| env("AWS_ENDPOINT")),
+        region: env("AWS_REGION").or_else(|| env("AWS_DEFAULT_REGION")),
+        access_key_id: env("AWS_ACCESS_KEY_ID"),
+        secret_access_key: env("AWS_SECRET_ACCESS_KEY"),
+    };
+    let bucket = Bucket::open(&base, &opts)?;
+    let tmp = tempfile::Builder::new()
+        .prefix("wgctl-recording-")
+        .tempdir()
+        .context("cannot create a temporary directory")?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the object-store client")?;
+    let n = rt.block_on(bucket.download(&session, tmp.path()))?;
+    if n == 0 {
+        bail!("{url}: no such recording in the bucket");
+    }
+    Ok(tmp)
+}
+
+pub fn run(mut cmd: RecordingCmd, c: Result<Client>, json: bool) -> Result<()> {
+    // A bucket URL becomes a local copy for the whole command.
+    let mut _fetched = None;
+    if let RecordingCmd::Verify { what, .. }
+    | RecordingCmd::Play { what, .. }
+    | RecordingCmd::Export { what, .. } = &mut cmd
+    {
+        if what.starts_with("s3://") {
+            let tmp = fetch_from_bucket(what)?;
+            let local = tmp.path().display().to_string();
+            _fetched = Some((std::mem::replace(what, local.clone()), local, tmp));
+        }
+    }
+    // Messages name the bucket URL, not the temporary copy.
+    let named = |e: anyhow::Error| match &_fetched {
+        Some((url, local, _)) => anyhow!(format!("{e:#}").replace(local.as_str(), url)),
+        None => e,
+    };
     match cmd {
         RecordingCmd::Pubkey => {
             let k: api::PublicKey = c?.get("/api/v1/recordings/pubkey", &[])?;
@@ -429,7 +475,7 @@ pub fn run(cmd: RecordingCmd, c: Result<Client>, json: bool) -> Result<()> {
             let client = c.ok();
             if is_local(&what) {
                 let key = self::pubkey(pubkey.as_deref(), client.as_ref())?;
-                return out(&verify_local(std::path::Path::new(&what), &key)?);
+                return out(&verify_local(std::path::Path::new(&what), &key).map_err(named)?);
             }
             let client = client.ok_or_else(|| {
                 anyhow::anyhow!(

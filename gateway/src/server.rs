@@ -98,6 +98,14 @@ pub async fn run(
         api: api_listener.local_addr()?,
     };
     let rc = &cfg.config.recording;
+    let spool = match &rc.store {
+        Some(url) => Some(Arc::new(crate::recording::Spool::new(
+            recording_bucket(&cfg, url)?,
+            cfg.in_data_dir(&rc.dir),
+            rc.spool_max_mb.saturating_mul(1 << 20),
+        ))),
+        None => None,
+    };
     let recordings = crate::recording::Recordings::open(
         cfg.in_data_dir(&rc.dir),
         &cfg.in_data_dir(&rc.key_file),
@@ -107,6 +115,7 @@ pub async fn run(
         },
         rc.input,
         rc.write_ahead_interval,
+        spool,
     )?;
     let geoip = match &cfg.config.geoip.database {
         Some(db) => {
@@ -154,6 +163,8 @@ pub async fn run(
     });
     let gw = Arc::new(gw);
     tokio::spawn(gw.clone().watch_cluster(advertise, shutdown.clone()));
+    let uploads_stop = CancellationToken::new();
+    tokio::spawn(gw.clone().upload_recordings(uploads_stop.clone()));
     gw.recover().await;
     gw.load_approvals().await;
     for seal in gw.recordings.recover_all() {
@@ -344,6 +355,8 @@ pub async fn run(
     if !gw.recordings.drain(Duration::from_secs(10)).await {
         tracing::warn!("some recordings were not sealed within 10s; they are sealed as truncated at the next start");
     }
+    uploads_stop.cancel();
+    gw.upload_last(Duration::from_secs(10)).await;
     let _ = tokio::time::timeout(Duration::from_secs(10), api_task).await;
     gw.audit("gateway.stop", None, None, serde_json::json!({}));
     gw.checkpoint().await;
@@ -370,6 +383,32 @@ async fn wait_for_signal() {
     {
         let _ = tokio::signal::ctrl_c().await;
     }
+}
+
+/// The bucket `[recording] store` names, with its endpoint, region and credentials.
+fn recording_bucket(cfg: &Loaded, url: &str) -> Result<wardengate_recorder::bucket::Bucket> {
+    let rc = &cfg.config.recording;
+    let secret = match &rc.secret_access_key_file {
+        Some(f) => {
+            let path = cfg.in_data_dir(f);
+            let text = std::fs::read_to_string(&path).with_context(|| {
+                format!(
+                    "[recording] secret_access_key_file: cannot read {}",
+                    path.display()
+                )
+            })?;
+            Some(text.trim().to_string())
+        }
+        None => None,
+    };
+    let opts = wardengate_recorder::bucket::BucketOptions {
+        endpoint: rc.endpoint.clone(),
+        region: rc.region.clone(),
+        access_key_id: rc.access_key_id.clone(),
+        secret_access_key: secret,
+    };
+    wardengate_recorder::bucket::Bucket::open(url, &opts)
+        .with_context(|| "[recording] store".to_string())
 }
 
 /// Listen on `addr` for `what`, or say which listener could not.

@@ -8,10 +8,13 @@
 //! behind as `truncated`.
 //!
 //! No I/O outside the recording directory, no network, no async: the gateway drives it from a
-//! per-session task, tests drive it directly.
+//! per-session task, tests drive it directly. The one exception is the `bucket` feature: copying
+//! recordings to and from an S3-compatible bucket (async, for the gateway's uploader and wgctl).
 #![forbid(unsafe_code)]
 
 pub mod audit;
+#[cfg(feature = "bucket")]
+pub mod bucket;
 #[cfg(feature = "desktop")]
 pub mod desktop;
 mod event;

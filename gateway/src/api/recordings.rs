@@ -33,14 +33,13 @@ async fn recording_pubkey(State(st): State<ApiState>) -> Json<api::PublicKey> {
     })
 }
 
-/// Session ids are the recording directory names; refuse anything that could leave the directory.
 /// Read a whole recording off the runtime's threads; a recording that cannot be read is a 422
 /// that says why.
 pub(crate) async fn read_recording(
-    dir: std::path::PathBuf,
+    copy: crate::recording::RecordingCopy,
     id: &str,
 ) -> Result<wardengate_recorder::Recording, ApiError> {
-    tokio::task::spawn_blocking(move || wardengate_recorder::read(&dir))
+    tokio::task::spawn_blocking(move || wardengate_recorder::read(&copy.path))
         .await
         .map_err(internal)?
         .map_err(|e| {
@@ -51,25 +50,36 @@ pub(crate) async fn read_recording(
         })
 }
 
-pub(crate) fn recording_dir(gw: &Gateway, id: &str) -> Result<std::path::PathBuf, ApiError> {
-    if id.is_empty()
-        || !id
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
-    {
-        return Err(bad(format!("'{id}' is not a recording id")));
+/// The recording to read: here, or fetched from the object store. Session ids are the
+/// recording names; anything that could leave the directory (or the bucket prefix) is refused.
+pub(crate) async fn recording_dir(
+    gw: &Gateway,
+    id: &str,
+) -> Result<crate::recording::RecordingCopy, ApiError> {
+    if !wardengate_recorder::bucket::valid_session(id) {
+        return Err(bad(format!(
+            "'{}' is not a recording id",
+            wardengate_api::text::inert(id, 80)
+        )));
     }
-    let dir = gw.recordings.path(id);
-    if !dir.is_dir() {
-        return Err(ApiError(
-            StatusCode::NOT_FOUND,
-            format!("no recording {id}"),
-        ));
-    }
-    Ok(dir)
+    gw.recordings
+        .open_copy(id)
+        .await
+        .map_err(|e| {
+            tracing::error!(recording = %id, "{e:#}");
+            ApiError(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("recording {id} is in the object store, which cannot be read now: {e:#}"),
+            )
+        })?
+        .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("no recording {id}")))
 }
 
-async fn recording_json(gw: &Gateway, id: &str, verify: bool) -> api::Recording {
+async fn recording_json(
+    gw: &Gateway,
+    id: &str,
+    verify: Option<crate::recording::RecordingCopy>,
+) -> api::Recording {
     let session = gw
         .registry
         .record(&*gw.store, id)
@@ -78,13 +88,17 @@ async fn recording_json(gw: &Gateway, id: &str, verify: bool) -> api::Recording 
         .map(|r| session_json(gw, &r));
     let seal = gw
         .recordings
-        .seal(id)
+        .seal_anywhere(id)
+        .await
         .and_then(|s| serde_json::to_value(s).ok());
-    let (verified, problems) = if verify {
-        match wardengate_recorder::verify(
-            &gw.recordings.path(id),
-            Some(&gw.recordings.public_key()),
-        ) {
+    let (verified, problems) = if let Some(copy) = verify {
+        let key = gw.recordings.public_key();
+        let report = tokio::task::spawn_blocking(move || {
+            wardengate_recorder::verify(&copy.path, Some(&key))
+        })
+        .await
+        .unwrap_or_else(|e| Err(wardengate_recorder::Error::Format(e.to_string())));
+        match report {
             Ok(r) => (
                 Some(r.ok()),
                 r.problems.iter().map(|p| p.to_string()).collect(),
@@ -155,7 +169,7 @@ async fn list_recordings(
         }
         if out.len() < limit {
             last = Some(id.clone());
-            out.push(recording_json(&st.gw, id, false).await);
+            out.push(recording_json(&st.gw, id, None).await);
         } else {
             more += 1;
         }
@@ -178,14 +192,14 @@ async fn get_recording(
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> Result<Json<api::Recording>, ApiError> {
-    recording_dir(&st.gw, &id)?;
+    let copy = recording_dir(&st.gw, &id).await?;
     st.gw.audit(
         "recording.accessed",
         Some(&caller.name),
         Some(&id),
         json!({"by": caller.name, "what": "show"}),
     );
-    Ok(Json(recording_json(&st.gw, &id, true).await))
+    Ok(Json(recording_json(&st.gw, &id, Some(copy)).await))
 }
 
 /// The recording's events as JSON lines (what players and exporters consume).
@@ -199,7 +213,7 @@ async fn recording_events(
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let dir = recording_dir(&st.gw, &id)?;
+    let dir = recording_dir(&st.gw, &id).await?;
     st.gw.audit(
         "recording.accessed",
         Some(&caller.name),

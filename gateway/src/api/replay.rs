@@ -61,7 +61,7 @@ async fn replay_link(
             "speed {speed} is out of range: 0.1 to 64 times real time"
         )));
     }
-    recording_dir(&st.gw, &id)?;
+    recording_dir(&st.gw, &id).await?;
     if let Ok(r) = st.gw.registry.record(&*st.gw.store, &id).await {
         if r.protocol != api::Protocol::Rdp {
             return Err(ApiError(
@@ -107,7 +107,7 @@ async fn replay_socket(
     let Purpose::Replay { speed, from_ms } = purpose else {
         return Err(internal("a shadow ticket was spent for a replay"));
     };
-    let dir = recording_dir(&st.gw, &id)?;
+    let dir = recording_dir(&st.gw, &id).await?;
     let slot = ReplaySlot::take().ok_or_else(|| {
         ApiError(
             StatusCode::SERVICE_UNAVAILABLE,

@@ -169,14 +169,21 @@ pub(super) async fn list_page(
 /// A session with its recording summary (read from the seal, once sealed).
 pub(crate) fn session_json(gw: &Gateway, r: &crate::store::SessionRecord) -> api::Session {
     let mut s = to_api(r);
-    s.recording = gw.recordings.seal(&r.id).map(|seal| api::RecordingSummary {
+    s.recording = gw
+        .recordings
+        .seal(&r.id)
+        .map(|seal| recording_summary(&seal));
+    s
+}
+
+fn recording_summary(seal: &wardengate_recorder::Seal) -> api::RecordingSummary {
+    api::RecordingSummary {
         status: seal.status.as_str().into(),
         chunks: seal.chunks,
         events: seal.events,
         raw_bytes: seal.raw_bytes,
-        final_sha256: seal.final_sha256,
-    });
-    s
+        final_sha256: seal.final_sha256.clone(),
+    }
 }
 
 #[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
@@ -226,6 +233,15 @@ async fn get_session(
         Some(s) => s,
         None => session_json(&st.gw, &st.gw.registry.record(&*st.gw.store, &id).await?),
     };
+    if s.recording.is_none() && s.state.is_terminal() {
+        // Another gateway's recording (or one a peer sealed): its seal is in the bucket.
+        s.recording = st
+            .gw
+            .recordings
+            .seal_anywhere(&id)
+            .await
+            .map(|seal| recording_summary(&seal));
+    }
     let offered = s.handoff.as_ref().is_some_and(|h| h.to == caller.name);
     if !caller.may(Perm::SessionRead) && s.actor != caller.name && !offered {
         return Err(RegistryError::NotFound(id).into());

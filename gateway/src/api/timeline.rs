@@ -120,9 +120,8 @@ async fn timeline(
         .collect();
     // The recording's markers (read off the runtime; a recording being written is read as far
     // as it goes).
-    let dir = st.gw.recordings.path(&id);
-    if dir.is_dir() {
-        let read = tokio::task::spawn_blocking(move || wardengate_recorder::read(&dir))
+    if let Ok(Some(copy)) = st.gw.recordings.open_copy(&id).await {
+        let read = tokio::task::spawn_blocking(move || wardengate_recorder::read(&copy.path))
             .await
             .map_err(internal)?;
         if let Ok(recording) = read {

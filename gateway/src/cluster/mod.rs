@@ -135,6 +135,8 @@ impl Gateway {
                     json!({"reason": "gateway_lost", "state": "failed", "gateway": l.gateway, "noticed_by": self.name}),
                 );
             }
+            let ids: Vec<String> = l.sessions.iter().map(|s| s.id.clone()).collect();
+            self.seal_lost_recordings(&l.gateway, &ids).await;
         }
     }
 

@@ -220,6 +220,7 @@ impl Loaded {
         }
         v.extend(c.postgres.as_ref().map(|p| p.tls_key_file.clone()));
         v.extend(c.rdp.as_ref().map(|r| r.tls_key_file.clone()));
+        v.extend(c.recording.secret_access_key_file.clone());
         v.into_iter()
             .map(|p| self.in_data_dir(&p))
             .filter(|p| p.exists())

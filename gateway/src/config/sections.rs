@@ -233,6 +233,30 @@ pub struct RecordingSection {
     /// loses the open chunk: up to `chunk_bytes` or `chunk_age`).
     #[serde(default = "default_write_ahead", with = "duration")]
     pub write_ahead_interval: Duration,
+    /// Keep recordings in an S3-compatible bucket: `s3://bucket/prefix`. `dir` is then the
+    /// spool: chunks are written there and uploaded as they close, the seal last.
+    #[serde(default)]
+    pub store: Option<String>,
+    /// The object store's endpoint (`http://127.0.0.1:9000` for a local S3-compatible server;
+    /// none for AWS). Plain http only when the endpoint says `http://`.
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    #[serde(default)]
+    pub region: Option<String>,
+    /// The access key id (else `AWS_ACCESS_KEY_ID`).
+    #[serde(default)]
+    pub access_key_id: Option<String>,
+    /// A file (0600, relative to `data_dir`) holding the secret access key (else
+    /// `AWS_SECRET_ACCESS_KEY`). Never the secret itself in this file.
+    #[serde(default)]
+    pub secret_access_key_file: Option<PathBuf>,
+    /// The most the spool may hold (MiB) before sessions that require recording are refused.
+    #[serde(default = "default_spool_max_mb")]
+    pub spool_max_mb: u64,
+}
+
+fn default_spool_max_mb() -> u64 {
+    10 * 1024
 }
 
 fn default_write_ahead() -> Duration {
@@ -248,6 +272,12 @@ impl Default for RecordingSection {
             chunk_bytes: default_chunk_bytes(),
             chunk_age: default_chunk_age(),
             write_ahead_interval: default_write_ahead(),
+            store: None,
+            endpoint: None,
+            region: None,
+            access_key_id: None,
+            secret_access_key_file: None,
+            spool_max_mb: default_spool_max_mb(),
         }
     }
 }

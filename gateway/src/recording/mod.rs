@@ -15,6 +15,9 @@ use tokio::sync::{mpsc, watch};
 use wardengate_protocols::session::{now_ms, Control, Tap};
 use wardengate_recorder::{Event, Limits, Seal, SigningKey, VerifyingKey, Writer};
 
+pub mod spool;
+pub use spool::Spool;
+
 /// Events queued between the relay and the recorder task before the relay waits.
 const TAP_QUEUE: usize = 256;
 
@@ -28,6 +31,15 @@ pub struct Recordings {
     write_ahead: std::time::Duration,
     /// Recorder tasks, so shutdown can wait for every recording to be sealed.
     tasks: tokio_util::task::TaskTracker,
+    /// With `[recording] store`: `dir` is a spool, uploaded to the bucket.
+    pub spool: Option<Arc<Spool>>,
+}
+
+/// A recording to read: its directory here, or a private copy fetched from the bucket (removed
+/// when this is dropped).
+pub struct RecordingCopy {
+    pub path: PathBuf,
+    _fetched: Option<tempfile::TempDir>,
 }
 
 /// The state of one session's recording, as the registry tracks it.
@@ -59,6 +71,7 @@ impl Recordings {
         limits: Limits,
         record_input: bool,
         write_ahead: std::time::Duration,
+        spool: Option<Arc<Spool>>,
     ) -> Result<Recordings> {
         let key = load_or_create_key(key_file)?;
         Ok(Recordings {
@@ -68,6 +81,7 @@ impl Recordings {
             record_input,
             write_ahead,
             tasks: tokio_util::task::TaskTracker::new(),
+            spool,
         })
     }
 
@@ -93,6 +107,9 @@ impl Recordings {
     /// Start recording `session`; the recorder task ends the session through `control` if a
     /// write fails. Fails at once when the recording cannot be created.
     pub fn start(&self, session: &str, control: mpsc::Sender<Control>) -> Result<(Tap, SealWatch)> {
+        if let Some(spool) = &self.spool {
+            spool.check_room()?;
+        }
         let dir = self.path(session);
         let writer = Writer::create(&dir, session, now_ms(), self.limits)
             .with_context(|| format!("cannot create recording {}", dir.display()))?;
@@ -105,6 +122,7 @@ impl Recordings {
             self.key.clone(),
             control,
             seal_tx,
+            self.spool.clone(),
         ));
         Ok((Tap::new(tx, self.record_input), seal_rx))
     }
@@ -116,6 +134,15 @@ impl Recordings {
         };
         let mut sealed = Vec::new();
         for e in entries.flatten().filter(|e| e.path().is_dir()) {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.starts_with(".fetch-") {
+                // A copy fetched from the bucket by a request the last run did not finish.
+                let _ = std::fs::remove_dir_all(e.path());
+                continue;
+            }
+            if !wardengate_recorder::bucket::valid_session(&name) {
+                continue;
+            }
             match wardengate_recorder::recover(&e.path(), &self.key, now_ms()) {
                 Ok(Some(seal)) => sealed.push(seal),
                 Ok(None) => {}
@@ -127,10 +154,37 @@ impl Recordings {
         sealed
     }
 
-    /// The seal of a closed recording.
+    /// The seal of a closed recording of this gateway (kept here after its upload).
     pub fn seal(&self, session: &str) -> Option<Seal> {
         let text = std::fs::read(self.path(session).join("seal.json")).ok()?;
         serde_json::from_slice(&text).ok()
+    }
+
+    /// The seal here, else in the bucket (another gateway's recording, or one a peer sealed).
+    pub async fn seal_anywhere(&self, session: &str) -> Option<Seal> {
+        match (self.seal(session), &self.spool) {
+            (Some(s), _) => Some(s),
+            (None, Some(spool)) => spool.seal(session).await,
+            (None, None) => None,
+        }
+    }
+
+    /// A recording to read: the directory here while its chunks are here (being written, or
+    /// waiting for upload), else a copy from the bucket. `None`: no such recording.
+    pub async fn open_copy(&self, session: &str) -> Result<Option<RecordingCopy>> {
+        let dir = self.path(session);
+        let here = dir.is_dir() && !dir.join(spool::UPLOADED).exists();
+        match &self.spool {
+            _ if here => Ok(Some(RecordingCopy {
+                path: dir,
+                _fetched: None,
+            })),
+            Some(spool) => Ok(spool.fetch(session).await?.map(|t| RecordingCopy {
+                path: t.path().to_path_buf(),
+                _fetched: Some(t),
+            })),
+            None => Ok(None),
+        }
     }
 
     /// Session ids that have a recording directory, newest first by modification time.
@@ -140,7 +194,10 @@ impl Recordings {
         };
         let mut v: Vec<(std::time::SystemTime, String)> = entries
             .flatten()
-            .filter(|e| e.path().is_dir())
+            .filter(|e| {
+                e.path().is_dir()
+                    && wardengate_recorder::bucket::valid_session(&e.file_name().to_string_lossy())
+            })
             .map(|e| {
                 let t = e
                     .metadata()
@@ -182,7 +239,13 @@ async fn record(
     key: Arc<SigningKey>,
     control: mpsc::Sender<Control>,
     sealed: watch::Sender<Option<std::result::Result<Seal, String>>>,
+    spool: Option<Arc<Spool>>,
 ) {
+    let wake = || {
+        if let Some(s) = &spool {
+            s.wake();
+        }
+    };
     let session = writer
         .dir()
         .file_name()
@@ -210,7 +273,12 @@ async fn record(
         if flush_now || ahead {
             ahead_at = None;
             match flush(current, !flush_now).await {
-                (Some(w), Ok(())) => current = w,
+                (Some(w), Ok(())) => {
+                    current = w;
+                    if flush_now {
+                        wake();
+                    }
+                }
                 (_, Err(e)) => break Err(e),
                 (None, Ok(())) => break Err("recorder task failed".into()),
             }
@@ -258,5 +326,6 @@ async fn record(
         }
         Err(e) => tracing::error!(session = %session, "cannot seal recording: {e}"),
     }
+    wake();
     let _ = sealed.send(Some(result));
 }
