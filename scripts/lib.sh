@@ -17,3 +17,14 @@ ensure_packages() {
   $sudo env DEBIAN_FRONTEND=noninteractive apt-get update -qq
   $sudo env DEBIAN_FRONTEND=noninteractive RUNLEVEL=1 apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 }
+
+# ensure_s3s_fs: the S3-compatible object store the tests and `dev --cluster` run (s3s-fs, the
+# s3s project's filesystem-backed S3 server; not in Debian), built once into the tools cache.
+# 0.14.1: the last release that builds with this toolchain (0.17 needs rustc 1.96).
+ensure_s3s_fs() {
+  local root="$HOME/.cache/wardengate/tools"
+  if [ -x "$root/bin/s3s-fs" ]; then return 0; fi
+  echo "installing s3s-fs 0.14.1 into $root (once; about 2 minutes)" >&2
+  CARGO_TARGET_DIR="$root/build" cargo install --quiet --locked s3s-fs@0.14.1 --features binary --root "$root"
+  rm -rf "$root/build"
+}

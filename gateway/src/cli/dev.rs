@@ -270,6 +270,12 @@ pub async fn run(opts: DevOptions) -> Result<()> {
         .join(", ");
     let account = sshd.user.clone();
     let policy_dir = toml_str(&dir.join("policies").display().to_string());
+    // With --cluster: recordings in a local S3-compatible object store (s3s-fs), shared by the
+    // gateways as in a real cluster.
+    let object_store = match &store_password {
+        Some(_) => Some(tokio::task::block_in_place(|| dev_cluster::object_store(&dir))?),
+        None => None,
+    };
     let config_for = |name: &str, i: usize, tail: &str| -> Result<String> {
         Ok(format!(
             r#"# Written by `wardengate dev`; regenerated at every start.
@@ -366,11 +372,10 @@ accounts = [{{ name = "bob", secret = "win-dc01.dev/bob" }}]
                     format!("ciphers = [{}]\n", list.join(", "))
                 })
                 .unwrap_or_default(),
-            recording_extra = opts
-                .write_ahead_interval
-                .as_deref()
-                .map(|w| format!("\n[recording]\nwrite_ahead_interval = {}\n", toml_str(w)))
-                .unwrap_or_default(),
+            recording_extra = dev_cluster::recording_section(
+                opts.write_ahead_interval.as_deref().map(toml_str),
+                object_store.as_ref(),
+            ),
             ssh_port = dev_cluster::shift(opts.ssh_port, i)?,
             api_port = dev_cluster::shift(opts.api_port, i)?,
             pg_port = dev_cluster::shift(opts.pg_port, i)?,
@@ -405,6 +410,9 @@ accounts = [{{ name = "bob", secret = "win-dc01.dev/bob" }}]
     for i in 0..n {
         let (name, gw_dir) = dev_cluster::gateway(&dir, n, i);
         std::fs::create_dir_all(&gw_dir)?;
+        if object_store.is_some() {
+            dev_cluster::write_s3_secret(&gw_dir)?;
+        }
         let config_path = gw_dir.join("wardengate.toml");
         // It holds the demo users' password hashes and NT hashes.
         wardengate_gateway::util::write_private(
@@ -474,7 +482,7 @@ accounts = [{{ name = "bob", secret = "win-dc01.dev/bob" }}]
             }
         }));
     }
-    let cluster_help = dev_cluster::help(n, &dir, &wgctl, opts.api_port);
+    let cluster_help = dev_cluster::help(n, &dir, &wgctl, opts.api_port, object_store.as_ref());
     wardengate_gateway::server::run(cfg, shutdown, |l| {
         println!(
             "\nWardengate dev mode is running (data in {d}).\n\n  \

@@ -2,12 +2,14 @@
 //! (`wardengate`) on the demo PostgreSQL server. Gateway 1 is the usual dev gateway (its data
 //! directory is the dev directory, its ports the usual ones); gateway i listens on the usual
 //! ports + 10·(i−1) with its data in `DIR/dev-gw-i`, and holds the same three keys as gateway 1
-//! (what `wardengate cluster init` tells an operator to copy).
+//! (what `wardengate cluster init` tells an operator to copy). Recordings go to a local
+//! S3-compatible object store (s3s-fs, data in `DIR/s3`, bucket `recordings`).
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use wardengate_dev::postgres::PgCluster;
+use wardengate_dev::s3::S3;
 use wardengate_gateway::config::Loaded;
 use wardengate_gateway::server::Listening;
 
@@ -46,6 +48,45 @@ pub fn store_section(pg: &PgCluster, password: &str) -> Result<String> {
     ))
 }
 
+/// The dev cluster's object store: s3s-fs on a free loopback port, its data in `DIR/s3`.
+pub fn object_store(dir: &Path) -> Result<S3> {
+    S3::start(&dir.join("s3"), 0, BUCKET)
+        .context("cannot start the dev cluster's object store (s3s-fs; scripts/dev installs it)")
+}
+
+/// The dev cluster's bucket.
+const BUCKET: &str = "recordings";
+/// The file, in each gateway's data directory, holding the object store's secret key.
+const S3_SECRET: &str = "s3.secret";
+
+/// Each gateway's copy of the object store's secret key (0600).
+pub fn write_s3_secret(gw_dir: &Path) -> Result<()> {
+    wardengate_gateway::util::write_private(
+        &gw_dir.join(S3_SECRET),
+        wardengate_dev::s3::SECRET_KEY.as_bytes(),
+    )
+}
+
+/// The `[recording]` section of a dev gateway: the write-ahead interval given (TOML), and the
+/// object store with --cluster.
+pub fn recording_section(write_ahead: Option<String>, s3: Option<&S3>) -> String {
+    let mut out = String::new();
+    if let Some(s3) = s3 {
+        out.push_str(&s3.recording_section(BUCKET, "dev", S3_SECRET));
+    }
+    if let Some(w) = write_ahead {
+        if out.is_empty() {
+            out.push_str("[recording]\n");
+        }
+        out.push_str(&format!("write_ahead_interval = {w}\n"));
+    }
+    if out.is_empty() {
+        out
+    } else {
+        format!("\n{out}")
+    }
+}
+
 /// Make gateway 1's cluster and signing keys (its vault key exists by now) and give all three
 /// to the other gateways.
 pub fn share_keys(first: &Loaded, others: &[PathBuf]) -> Result<()> {
@@ -82,7 +123,7 @@ pub fn ready_line(name: &str, dir: &Path, l: &Listening) -> String {
 
 /// The cluster paragraph of the first gateway's welcome text (`api_port`: the first gateway's,
 /// 0 when the system picks the ports).
-pub fn help(n: usize, dir: &Path, wgctl: &str, api_port: u16) -> String {
+pub fn help(n: usize, dir: &Path, wgctl: &str, api_port: u16, s3: Option<&S3>) -> String {
     if n == 1 {
         return String::new();
     }
@@ -97,6 +138,12 @@ pub fn help(n: usize, dir: &Path, wgctl: &str, api_port: u16) -> String {
          them lists every gateway's sessions (GW), and shows, watches or terminates a session\n  \
          another one runs:\n    \
          WARDENGATE_ADDR={second} WARDENGATE_TOKEN=$(cat {d}/dev-gw-2/admin.token) {wgctl} session list\n    \
-         wardengate cluster -c {d}/wardengate.toml status\n\n"
+         wardengate cluster -c {d}/wardengate.toml status\n  \
+         Recordings go to an S3-compatible object store ({endpoint}, bucket '{BUCKET}', data in\n  \
+         {d}/s3); read one straight from the bucket, with only the public key:\n    \
+         AWS_ENDPOINT_URL={endpoint} AWS_ACCESS_KEY_ID={key} AWS_SECRET_ACCESS_KEY=$(cat {d}/{S3_SECRET}) \\\n      \
+         {wgctl} recording verify s3://{BUCKET}/dev/SESSION_ID --pubkey $({wgctl} recording pubkey)\n\n",
+        endpoint = s3.map_or("-".into(), |s| s.endpoint()),
+        key = wardengate_dev::s3::ACCESS_KEY,
     )
 }
