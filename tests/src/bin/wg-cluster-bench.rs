@@ -8,7 +8,12 @@
 //!   p50/p99 on an empty PostgreSQL store (the baseline) and with 1,000 live and 100,000 closed
 //!   sessions in it;
 //! - terminate p50/p99: a session terminated through the gateway that runs it (the baseline) and
-//!   through another gateway (routed to the owner, signed).
+//!   through another gateway (routed to the owner, signed);
+//! - recordings in object storage (s3s-fs on loopback): a terminal flood through `ssh -tt`
+//!   (BENCH_FLOOD_MIB=512 MiB of numbered text lines, then of random base64, the worst case for
+//!   upload volume), its rate with recordings on local disk (the baseline) and in the bucket,
+//!   and the upload lag of every chunk: the object's time in the store minus the time the chunk
+//!   closed (the recording's start plus its last event's offset).
 
 use std::process::Stdio;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -16,6 +21,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use wardengate_tests::cluster::{cluster, Cluster};
+use wardengate_tests::objects::{in_bucket, s3, BUCKET, PREFIX};
 use wardengate_tests::*;
 
 fn pct(v: &mut [f64], p: f64) -> f64 {
@@ -109,6 +115,126 @@ fn seed(c: &Cluster, live: usize, closed: usize) {
     c.store.psql("wardengate", &sql).expect("seed the store");
 }
 
+/// A terminal flood through `gw` (`ssh -tt`); MiB/s of the remote command's own timing.
+fn flood(env: &TestEnv, gw: &GatewayProc, source: &str, mib: u64) -> f64 {
+    let t0 = env.path("t0");
+    let t1 = env.path("t1");
+    // The output is made first, so the flood is `cat` of a file: the pty and the gateway are
+    // what is measured, not the generator.
+    let file = env.path("flood.txt");
+    let made = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "{source} | head -c {bytes} > {f}",
+            bytes = mib << 20,
+            f = file.display()
+        ))
+        .status()
+        .expect("sh");
+    assert!(made.success(), "cannot make the flood's output");
+    let cmd = format!(
+        "date +%s.%N > {t0}; cat {f}; date +%s.%N > {t1}",
+        t0 = t0.display(),
+        t1 = t1.display(),
+        f = file.display()
+    );
+    let status = std::process::Command::new("ssh")
+        .args(["-tt", "-o", "BatchMode=yes"])
+        .args(gw.ssh_opts(env))
+        .args(["-p", &gw.ssh_port.to_string(), "alice#web.test@127.0.0.1", &cmd])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("ssh");
+    assert!(status.success(), "the flood's ssh failed");
+    let read = |p: &std::path::Path| -> f64 {
+        std::fs::read_to_string(p)
+            .ok()
+            .and_then(|t| t.trim().parse().ok())
+            .expect("a timestamp")
+    };
+    mib as f64 / (read(&t1) - read(&t0))
+}
+
+/// Upload lag (ms) of each chunk of recording `id` in the bucket's directory `dir`.
+fn upload_lags(dir: &std::path::Path) -> Vec<f64> {
+    let meta: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("recording.json")).expect("recording.json"))
+            .expect("recording.json parses");
+    let started = meta["started_at_ms"].as_u64().expect("started_at_ms") as f64;
+    let mut lags = Vec::new();
+    for e in std::fs::read_dir(dir).expect("the bucket directory").flatten() {
+        if !e.file_name().to_string_lossy().ends_with(".chunk") {
+            continue;
+        }
+        let bytes = std::fs::read(e.path()).expect("chunk");
+        let h = wardengate_recorder::ChunkHeader::decode(&bytes).expect("chunk header");
+        let stored = e
+            .metadata()
+            .and_then(|m| m.modified())
+            .expect("mtime")
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("after 1970")
+            .as_secs_f64()
+            * 1000.0;
+        lags.push(stored - (started + h.last_t_us as f64 / 1000.0));
+    }
+    lags
+}
+
+/// Rows for recordings in object storage: flood rate on local disk vs in the bucket, and the
+/// lag of each chunk's upload.
+fn object_store_rows(mib: u64) -> Vec<String> {
+    let env = TestEnv::new();
+    let sshd = env.sshd();
+    let store = s3(&env.path("s3"));
+    let local = env
+        .gateway()
+        .named("local")
+        .target("web.test", &sshd)
+        .start();
+    let bucket = in_bucket(env.gateway().named("bucket").target("web.test", &sshd), &store, "")
+        .start();
+    let mut rows = Vec::new();
+    for (what, source) in [
+        (
+            "numbered text lines",
+            "head -c 100000000000 /dev/zero | tr '\\0' a | fold -w 120 | nl",
+        ),
+        ("random base64", "base64 -w 120 /dev/urandom"),
+    ] {
+        eprintln!("== recordings in object storage: {mib} MiB of {what}");
+        let base = flood(&env, &local, source, mib);
+        let rate = flood(&env, &bucket, source, mib);
+        let id = bucket.last_closed()["id"]
+            .as_str()
+            .expect("id")
+            .to_string();
+        let dir = store.root.join(BUCKET).join(PREFIX).join(&id);
+        let sealed = poll(
+            Duration::from_secs(120),
+            Duration::from_millis(100),
+            || dir.join("seal.json").exists(),
+            |done| *done,
+        );
+        assert!(sealed, "the recording was not uploaded whole");
+        let mut lags = upload_lags(&dir);
+        let n = lags.len();
+        let (p50, p99) = (pct(&mut lags, 0.5), pct(&mut lags, 0.99));
+        let max = lags.iter().copied().fold(0.0, f64::max);
+        eprintln!("   local {base:.0} MiB/s, bucket {rate:.0} MiB/s; lag p50 {p50:.0} p99 {p99:.0} max {max:.0} ms over {n} chunks");
+        rows.push(format!(
+            "| terminal flood ({what}, {mib} MiB), MiB/s | {base:.0} (recordings on local disk) | {rate:.0} (in the bucket) | {:.2} |",
+            rate / base
+        ));
+        rows.push(format!(
+            "| upload lag per chunk ({what}; {n} chunks), p50 / p99 / max ms | - | {p50:.0} / {p99:.0} / {max:.0} | - |"
+        ));
+    }
+    rows
+}
+
 fn main() {
     let secs: u64 = std::env::var("BENCH_SECS")
         .ok()
@@ -118,7 +244,16 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(8);
+    let flood_mib: u64 = std::env::var("BENCH_FLOOD_MIB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(512);
     let mut rows = Vec::new();
+    if std::env::var("BENCH_ONLY").as_deref() == Ok("objects") {
+        rows.extend(object_store_rows(flood_mib));
+        print_rows(rows);
+        return;
+    }
 
     eprintln!("== admissions: 1 gateway on SQLite");
     let env = TestEnv::new();
@@ -171,6 +306,12 @@ fn main() {
         "| terminate, API call until the session has ended, p50 / p99 ms | {l50:.0} / {l99:.0} (via the owner) | {r50:.0} / {r99:.0} (via a peer, signed) | p99 {:.2} |",
         r99 / l99
     ));
+    drop(three);
+    rows.extend(object_store_rows(flood_mib));
+    print_rows(rows);
+}
+
+fn print_rows(rows: Vec<String>) {
     println!("| cluster | baseline | measured | ratio |");
     println!("|---|---|---|---|");
     for r in rows {
