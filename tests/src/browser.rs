@@ -11,6 +11,13 @@ use serde_json::{json, Value};
 use tungstenite::stream::MaybeTlsStream;
 use tungstenite::{Message, WebSocket};
 
+/// What the desktop shadow/replay page shows (its `window.wgShadow`), for [`Chromium::eval`].
+pub const PAGE_STATUS: &str =
+    "(() => { const s = window.wgShadow || {}; return {whole: s.whole || 0, \
+    frames: s.frames || 0, state: s.state || null, size: s.size || null, \
+    end: s.end === undefined ? null : s.end, position: s.position || null, \
+    duration: s.duration || null, observer: s.attached ? s.attached.observer : null}; })()";
+
 /// A headless Chromium showing one page; killed when dropped.
 pub struct Chromium {
     child: Child,

@@ -6,7 +6,7 @@
 use std::process::Child;
 use std::time::{Duration, Instant};
 
-use wardengate_tests::browser::Chromium;
+use wardengate_tests::browser::{Chromium, PAGE_STATUS};
 use wardengate_tests::rdp::*;
 use wardengate_tests::*;
 
@@ -85,12 +85,6 @@ fn banner_pixels(rgb: &[u8], width: usize) -> usize {
         .filter(|p| *p == [0xf0, 0xb4, 0x29])
         .count()
 }
-
-/// What the shadow/replay page shows (its `window.wgShadow`).
-const PAGE_STATUS: &str = "(() => { const s = window.wgShadow || {}; return {whole: s.whole || 0, \
-    frames: s.frames || 0, state: s.state || null, size: s.size || null, \
-    end: s.end === undefined ? null : s.end, position: s.position || null, \
-    duration: s.duration || null, observer: s.attached ? s.attached.observer : null}; })()";
 
 /// An auditor plays the recording in a browser: the terminal player points there; the page
 /// plays it to the end (at 4x) and shows the desktop as it was last.

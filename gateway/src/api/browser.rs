@@ -24,6 +24,7 @@ use wardengate_protocols::shadow::Frame;
 
 use super::common::{bad, ApiError, Caller, SessionId};
 use super::live::{attach, event, refuse_blocked, Watching};
+use super::routed::PeerShadow;
 use super::state::ApiState;
 use super::tickets::{Purpose, TICKET_TTL};
 
@@ -52,17 +53,33 @@ async fn link(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Json<api::ShadowLink>, ApiError> {
+    let not_desktop = |protocol: api::Protocol| {
+        ApiError(
+            StatusCode::CONFLICT,
+            format!(
+                "session {id} is a {protocol} session: its browser view is for desktops (RDP); \
+                 watch it in a terminal with `wgctl session shadow {id}`"
+            ),
+        )
+    };
+    // A session another gateway runs: the link is this gateway's; its page's socket relays the
+    // running gateway's stream (which checks the policy when it attaches).
+    if let Some(owner) = st
+        .gw
+        .runs_elsewhere(&id)
+        .await
+        .map_err(super::common::internal)?
+    {
+        let s = super::routed::session_of(&st, &owner, &id).await?;
+        if s.protocol != api::Protocol::Rdp {
+            return Err(not_desktop(s.protocol));
+        }
+        return issue_link(&st, &s.id, caller, &headers);
+    }
     let w = st.gw.registry.watch(&*st.gw.store, &id).await?;
     refuse_blocked(&st, &caller.name, &id, &w.admitted)?;
     if w.record.protocol != api::Protocol::Rdp {
-        return Err(ApiError(
-            StatusCode::CONFLICT,
-            format!(
-                "session {id} is a {} session: its browser view is for desktops (RDP); watch it in \
-                 a terminal with `wgctl session shadow {id}`",
-                w.record.protocol
-            ),
-        ));
+        return Err(not_desktop(w.record.protocol));
     }
     if !w.hub.has_desktop() {
         return Err(ApiError(
@@ -74,12 +91,21 @@ async fn link(
             ),
         ));
     }
-    let ticket = st.tickets.issue(&w.record.id, Purpose::Shadow, &caller)?;
+    issue_link(&st, &w.record.id, caller, &headers)
+}
+
+/// A one-time link to this gateway's shadow page of session `id`.
+fn issue_link(
+    st: &ApiState,
+    id: &str,
+    caller: Caller,
+    headers: &HeaderMap,
+) -> Result<Json<api::ShadowLink>, ApiError> {
+    let ticket = st.tickets.issue(id, Purpose::Shadow, &caller)?;
     Ok(Json(api::ShadowLink {
         url: format!(
-            "{}/shadow/{}#ticket={ticket}",
-            origin(&headers, !st.gw.cfg().config.api.plain_http)?,
-            w.record.id
+            "{}/shadow/{id}#ticket={ticket}",
+            origin(headers, !st.gw.cfg().config.api.plain_http)?,
         ),
         expires_in_secs: TICKET_TTL.as_secs(),
         observer: caller.name,
@@ -132,10 +158,50 @@ async fn socket(
 ) -> Result<Response, ApiError> {
     let ticket = q.ticket.unwrap_or_default();
     let (caller, _) = st.tickets.spend(&ticket, &id, false)?;
+    let ws = ws.max_message_size(64 << 10);
+    if let Some(owner) = st
+        .gw
+        .runs_elsewhere(&id)
+        .await
+        .map_err(super::common::internal)?
+    {
+        let stream = PeerShadow::open(&st, &owner, &id, &caller.name).await?;
+        return Ok(ws.on_upgrade(move |socket| pump_relayed(socket, stream)));
+    }
     let (watching, hello) = attach(&st, &caller, id).await?;
-    Ok(ws
-        .max_message_size(64 << 10)
-        .on_upgrade(move |socket| pump(socket, watching, hello)))
+    Ok(ws.on_upgrade(move |socket| pump(socket, watching, hello)))
+}
+
+/// The page's messages from another gateway's stream: desktop pictures as binary messages (the
+/// bytes the running gateway would send), every other event as text.
+async fn pump_relayed(mut socket: WebSocket, mut stream: PeerShadow) {
+    use base64::Engine;
+    loop {
+        tokio::select! {
+            ev = stream.next() => {
+                let Some(ev) = ev else { break };
+                let end = matches!(ev, api::ShadowEvent::End { .. });
+                let msg = match &ev {
+                    api::ShadowEvent::Desktop { data, .. } => {
+                        match base64::engine::general_purpose::STANDARD.decode(data) {
+                            Ok(b) => Message::Binary(b.into()),
+                            Err(_) => break,
+                        }
+                    }
+                    other => text(other),
+                };
+                if !send(&mut socket, msg).await || end {
+                    break;
+                }
+            }
+            m = socket.recv() => match m {
+                Some(Ok(Message::Close(_))) | Some(Err(_)) | None => break,
+                Some(Ok(_)) => {}
+            },
+        }
+    }
+    // Dropping the stream closes the request: the running gateway detaches the observer.
+    let _ = send(&mut socket, Message::Close(None)).await;
 }
 
 pub(crate) fn text(ev: &api::ShadowEvent) -> Message {

@@ -58,10 +58,7 @@ pub(crate) async fn session_of(
         .await
         .map_err(|e| ApiError(StatusCode::BAD_GATEWAY, format!("{e:#}")))?;
     if status != StatusCode::OK {
-        let msg = serde_json::from_slice::<wardengate_api::ApiError>(&body)
-            .map(|e| e.error)
-            .unwrap_or_else(|_| format!("gateway {owner} answered {status}"));
-        return Err(ApiError(status, msg));
+        return Err(peer_error(owner, status, &body));
     }
     serde_json::from_slice(&body).map_err(|e| {
         ApiError(
@@ -69,4 +66,69 @@ pub(crate) async fn session_of(
             format!("gateway {owner} sent an unreadable session: {e}"),
         )
     })
+}
+
+/// A peer's refusal as this gateway's: its status and its message.
+fn peer_error(owner: &str, status: StatusCode, body: &[u8]) -> ApiError {
+    let msg = serde_json::from_slice::<wardengate_api::ApiError>(body)
+        .map(|e| e.error)
+        .unwrap_or_else(|_| format!("gateway {owner} answered {status}"));
+    ApiError(status, msg)
+}
+
+/// The longest line of a peer's shadow stream (a whole desktop picture, base64).
+const MAX_LINE: usize = 32 << 20;
+
+/// A shadow stream from the gateway that runs the session, one event at a time.
+pub(crate) struct PeerShadow {
+    resp: reqwest::Response,
+    buf: Vec<u8>,
+}
+
+impl PeerShadow {
+    /// Attach `observer` at gateway `owner` (it checks the policy and audits); its refusal is
+    /// this gateway's answer.
+    pub(crate) async fn open(
+        st: &ApiState,
+        owner: &str,
+        id: &str,
+        observer: &str,
+    ) -> Result<PeerShadow, ApiError> {
+        let body = serde_json::json!({ "observer": observer })
+            .to_string()
+            .into_bytes();
+        let path = format!("/internal/v1/sessions/{id}/shadow");
+        let resp = st
+            .gw
+            .post_to_peer(owner, &path, body, None)
+            .await
+            .map_err(|e| ApiError(StatusCode::BAD_GATEWAY, format!("{e:#}")))?;
+        let status =
+            StatusCode::from_u16(resp.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+        if status != StatusCode::OK {
+            let body = resp.bytes().await.unwrap_or_default();
+            return Err(peer_error(owner, status, &body[..body.len().min(64 << 10)]));
+        }
+        Ok(PeerShadow {
+            resp,
+            buf: Vec::new(),
+        })
+    }
+
+    /// The next event; `None` when the stream ends, is cut, or sends something unreadable.
+    pub(crate) async fn next(&mut self) -> Option<wardengate_api::ShadowEvent> {
+        loop {
+            if let Some(i) = self.buf.iter().position(|&b| b == b'\n') {
+                let line: Vec<u8> = self.buf.drain(..=i).collect();
+                return serde_json::from_slice(&line[..i]).ok();
+            }
+            if self.buf.len() > MAX_LINE {
+                return None;
+            }
+            match self.resp.chunk().await {
+                Ok(Some(c)) => self.buf.extend_from_slice(&c),
+                _ => return None,
+            }
+        }
+    }
 }

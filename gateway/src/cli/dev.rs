@@ -273,7 +273,9 @@ pub async fn run(opts: DevOptions) -> Result<()> {
     // With --cluster: recordings in a local S3-compatible object store (s3s-fs), shared by the
     // gateways as in a real cluster.
     let object_store = match &store_password {
-        Some(_) => Some(tokio::task::block_in_place(|| dev_cluster::object_store(&dir))?),
+        Some(_) => Some(tokio::task::block_in_place(|| {
+            dev_cluster::object_store(&dir)
+        })?),
         None => None,
     };
     let config_for = |name: &str, i: usize, tail: &str| -> Result<String> {

@@ -141,7 +141,12 @@ fn flood(env: &TestEnv, gw: &GatewayProc, source: &str, mib: u64) -> f64 {
     let status = std::process::Command::new("ssh")
         .args(["-tt", "-o", "BatchMode=yes"])
         .args(gw.ssh_opts(env))
-        .args(["-p", &gw.ssh_port.to_string(), "alice#web.test@127.0.0.1", &cmd])
+        .args([
+            "-p",
+            &gw.ssh_port.to_string(),
+            "alice#web.test@127.0.0.1",
+            &cmd,
+        ])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -164,7 +169,10 @@ fn upload_lags(dir: &std::path::Path) -> Vec<f64> {
             .expect("recording.json parses");
     let started = meta["started_at_ms"].as_u64().expect("started_at_ms") as f64;
     let mut lags = Vec::new();
-    for e in std::fs::read_dir(dir).expect("the bucket directory").flatten() {
+    for e in std::fs::read_dir(dir)
+        .expect("the bucket directory")
+        .flatten()
+    {
         if !e.file_name().to_string_lossy().ends_with(".chunk") {
             continue;
         }
@@ -194,8 +202,12 @@ fn object_store_rows(mib: u64) -> Vec<String> {
         .named("local")
         .target("web.test", &sshd)
         .start();
-    let bucket = in_bucket(env.gateway().named("bucket").target("web.test", &sshd), &store, "")
-        .start();
+    let bucket = in_bucket(
+        env.gateway().named("bucket").target("web.test", &sshd),
+        &store,
+        "",
+    )
+    .start();
     let mut rows = Vec::new();
     for (what, source) in [
         (
@@ -207,10 +219,7 @@ fn object_store_rows(mib: u64) -> Vec<String> {
         eprintln!("== recordings in object storage: {mib} MiB of {what}");
         let base = flood(&env, &local, source, mib);
         let rate = flood(&env, &bucket, source, mib);
-        let id = bucket.last_closed()["id"]
-            .as_str()
-            .expect("id")
-            .to_string();
+        let id = bucket.last_closed()["id"].as_str().expect("id").to_string();
         let dir = store.root.join(BUCKET).join(PREFIX).join(&id);
         let sealed = poll(
             Duration::from_secs(120),

@@ -5,6 +5,7 @@
 //! S3-compatible object store and survive its outages and a gateway's death.
 
 mod approvals;
+mod desktop;
 mod lifecycle;
 mod objects;
 mod routing;
