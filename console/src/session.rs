@@ -147,11 +147,13 @@ pub fn run(cmd: SessionCmd, c: Client, json: bool) -> Result<()> {
                 print_json(&s)
             } else {
                 out(&format!(
-                    "{} is yours now (policy {}); take it over with: ssh {}:{}@GATEWAY\n",
+                    "{} is yours now (policy {}); take it over with: ssh {}:{}@GATEWAY (the SSH \
+                     address of gateway {}, which runs it)\n",
                     s.id,
                     s.policy.as_deref().unwrap_or("-"),
                     s.actor,
-                    s.id
+                    s.id,
+                    s.gateway
                 ))
             }
         }

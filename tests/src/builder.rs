@@ -33,7 +33,12 @@ pub struct GatewayBuilder<'a> {
 /// The password every test user gets.
 pub const ALICE_PASSWORD: &str = "correct horse battery staple";
 
-impl GatewayBuilder<'_> {
+impl<'a> GatewayBuilder<'a> {
+    /// The test's environment (its keys, to name them in more configuration).
+    pub fn env(&self) -> &'a TestEnv {
+        self.env
+    }
+
     /// A target served by `sshd` with the tag env=test; its account is the sshd's user.
     pub fn target(self, name: &str, sshd: &Sshd) -> Self {
         let addr = sshd.address();

@@ -10,6 +10,7 @@ mod auth;
 mod browser;
 mod common;
 mod console;
+mod handoff;
 mod live;
 mod login;
 mod mfa;
@@ -44,7 +45,7 @@ pub fn router(state: ApiState) -> Router {
     // there, every permission).
     let authed = Router::new()
         .merge(sessions::user_routes())
-        .merge(live::user_routes())
+        .merge(handoff::user_routes())
         .merge(mfa::user_routes())
         .merge(approvals::user_routes())
         .merge(login::user_routes())

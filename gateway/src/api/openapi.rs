@@ -10,8 +10,8 @@ use utoipa::{Modify, OpenApi};
 use wardengate_api as api;
 
 use super::{
-    approvals, audit, browser, console, live, login, mfa, policy, recordings, replay, saved_views,
-    sessions, timeline,
+    approvals, audit, browser, console, handoff, live, login, mfa, policy, recordings, replay,
+    saved_views, sessions, timeline,
 };
 
 #[derive(OpenApi)]
@@ -34,9 +34,9 @@ use super::{
         sessions::terminate,
         sessions::bulk_terminate,
         live::shadow,
-        live::handoff,
-        live::accept,
-        live::decline,
+        handoff::handoff,
+        handoff::accept,
+        handoff::decline,
         browser::link,
         browser::socket,
         replay::replay_link,

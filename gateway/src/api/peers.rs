@@ -16,7 +16,7 @@ use wardengate_api::text::{inert, MAX_NAME};
 
 use super::common::parse_body;
 use super::{ApiError, ApiState};
-use crate::cluster::forward::{PeerShadow, PeerTerminate};
+use crate::cluster::forward::{PeerAct, PeerShadow, PeerTerminate};
 use crate::cluster::sign::PEER;
 use crate::identity::approvals_cluster::{PeerClaim, PeerDecision};
 
@@ -35,6 +35,7 @@ pub fn routes(state: ApiState) -> Router<ApiState> {
         .route("/internal/v1/sessions/{id}/terminate", post(peer_terminate))
         .route("/internal/v1/sessions/{id}/shadow", post(peer_shadow))
         .route("/internal/v1/sessions/{id}", post(peer_session))
+        .route("/internal/v1/sessions/{id}/{action}", post(peer_act))
         .route("/internal/v1/approvals/{id}/decide", post(peer_decide))
         .route("/internal/v1/approvals/{id}/claim", post(peer_claim))
         .route_layer(middleware::from_fn_with_state(state, require_peer))
@@ -126,6 +127,26 @@ async fn peer_shadow(
     tracing::info!(session = %id, peer = %peer, observer = %req.observer, "a peer's operator watches a session");
     let observer = super::Caller::all(&inert(&req.observer, MAX_NAME));
     super::live::shadow_stream(&st, &observer, id).await
+}
+
+/// A handoff action (offer, accept, decline) by a peer's caller, with the permissions the peer
+/// gives them: done here as if they had asked here.
+async fn peer_act(
+    State(st): State<ApiState>,
+    Extension(Peer(peer)): Extension<Peer>,
+    UrlPath((id, action)): UrlPath<(String, String)>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let req: PeerAct = parse_body(&body)?;
+    let name = inert(&req.caller, MAX_NAME).into_owned();
+    tracing::info!(session = %id, peer = %peer, caller = %name, action = %inert(&action, 40), "a handoff action from a peer");
+    let can = req
+        .can
+        .iter()
+        .filter_map(|n| crate::config::Perm::parse(n))
+        .fold(crate::config::Perms::default(), |c, p| c.with(p));
+    let caller = super::Caller { name, can };
+    super::handoff::for_peer(st, id, &action, caller, Bytes::from(req.body)).await
 }
 
 /// A live session this gateway runs, as `GET /api/v1/sessions/{id}` shows it here (the asking

@@ -59,6 +59,17 @@ impl Broker<Admission> for Gateway {
         client: &ClientInfo,
     ) -> Result<Admission, Denial> {
         if login.target.starts_with("sess_") && login.account.is_none() {
+            if let Ok(Some(owner)) = self.runs_elsewhere(&login.target).await {
+                // The session and its terminal are on that gateway: so is the takeover.
+                return Err(Denial::new(
+                    "takeover_refused",
+                    format!(
+                        "wardengate: session {} runs on gateway {owner}: take it over through \
+                         that gateway's SSH address",
+                        login.target
+                    ),
+                ));
+            }
             return self.takeover(login, method, client);
         }
         let cfg = self.cfg();

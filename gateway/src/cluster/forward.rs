@@ -24,6 +24,16 @@ pub struct PeerShadow {
     pub observer: String,
 }
 
+/// A handoff action (offer, accept, decline) a peer's caller makes on a session this gateway
+/// runs: who (the asking gateway authenticated them), with which permissions, and the body they
+/// sent.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct PeerAct {
+    pub caller: String,
+    pub can: Vec<String>,
+    pub body: String,
+}
+
 /// The body of a peer's terminate request.
 #[derive(Debug, Default, Serialize, Deserialize)]
 pub struct PeerTerminate {

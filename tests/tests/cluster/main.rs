@@ -6,6 +6,7 @@
 
 mod approvals;
 mod desktop;
+mod handoff;
 mod lifecycle;
 mod objects;
 mod routing;
