@@ -133,7 +133,7 @@ async fn list_recordings(
     q: Result<Query<ListParams>, QueryRejection>,
 ) -> Result<Json<api::RecordingList>, ApiError> {
     let p = query(q)?;
-    let ids = st.gw.recordings.list();
+    let ids = st.gw.recordings.list(&*st.gw.store).await;
     let limit = p.limit.unwrap_or(500).clamp(1, 10_000) as usize;
     // The cursor is the id the previous page ended with (the listing is newest first).
     let start = match &p.cursor {

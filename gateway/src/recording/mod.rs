@@ -187,12 +187,40 @@ impl Recordings {
         }
     }
 
-    /// Session ids that have a recording directory, newest first by modification time.
-    pub fn list(&self) -> Vec<String> {
+    /// Every recording, newest first: the ones here (by the time their directory last changed)
+    /// and, with a bucket, the cluster's others there (by their session's end).
+    pub async fn list(&self, store: &dyn crate::store::Store) -> Vec<String> {
+        let mut v = self.list_here();
+        if let Some(spool) = &self.spool {
+            match spool.bucket.sessions().await {
+                Ok(remote) => {
+                    let here: std::collections::HashSet<String> =
+                        v.iter().map(|e| e.1.clone()).collect();
+                    for id in remote.into_iter().filter(|id| !here.contains(id)) {
+                        let ms = store
+                            .session_get(&id)
+                            .await
+                            .ok()
+                            .flatten()
+                            .map_or(0, |r| r.ended_ms.unwrap_or(r.started_ms));
+                        v.push((ms, id));
+                    }
+                    v.sort_by_key(|e| std::cmp::Reverse(e.0));
+                }
+                Err(e) => {
+                    tracing::warn!("cannot list the recordings in the object store: {e}")
+                }
+            }
+        }
+        v.into_iter().map(|(_, id)| id).collect()
+    }
+
+    /// This gateway's recording directories, newest first by modification time (ms).
+    fn list_here(&self) -> Vec<(u64, String)> {
         let Ok(entries) = std::fs::read_dir(&self.dir) else {
             return Vec::new();
         };
-        let mut v: Vec<(std::time::SystemTime, String)> = entries
+        let mut v: Vec<(u64, String)> = entries
             .flatten()
             .filter(|e| {
                 e.path().is_dir()
@@ -202,12 +230,14 @@ impl Recordings {
                 let t = e
                     .metadata()
                     .and_then(|m| m.modified())
-                    .unwrap_or(std::time::UNIX_EPOCH);
+                    .ok()
+                    .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                    .map_or(0, |d| d.as_millis() as u64);
                 (t, e.file_name().to_string_lossy().into_owned())
             })
             .collect();
         v.sort_by_key(|e| std::cmp::Reverse(e.0));
-        v.into_iter().map(|(_, id)| id).collect()
+        v
     }
 }
 

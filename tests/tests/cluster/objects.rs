@@ -227,7 +227,14 @@ fn a_peer_seals_a_dead_gateways_recording_from_the_bucket() {
         Duration::from_secs(30),
     );
     assert_stdout_has(&off, &format!("OK: {id} (truncated"));
-    // gw-2 shows and replays it, though gw-1 ran it: from the bucket.
+    // gw-2 lists, shows and replays it, though gw-1 ran it: from the bucket.
+    let list = c.gws[1].get_json("/api/v1/recordings");
+    assert!(
+        list["recordings"]
+            .as_array()
+            .is_some_and(|l| l.iter().any(|r| r["id"] == id.as_str())),
+        "{list}"
+    );
     let s = c.gws[1].get_json(&format!("/api/v1/sessions/{id}"));
     assert_eq!(s["state"], "failed");
     assert_eq!(s["recording"]["status"], "truncated", "{s}");
