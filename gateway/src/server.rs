@@ -41,7 +41,16 @@ pub async fn open_state(cfg: &Loaded, create_key: bool) -> Result<(Arc<dyn Store
         .filter(|u| !u.trim().is_empty())
         .or_else(|| cfg.config.store.url.clone());
     let store: Arc<dyn Store> = match &url {
-        Some(url) => Arc::new(Postgres::open(url).await?),
+        Some(url) => {
+            let tls = match &cfg.config.store.ca_file {
+                Some(f) => Some(crate::config::ca_roots(
+                    &cfg.in_data_dir(f),
+                    "[store] ca_file",
+                )?),
+                None => None,
+            };
+            Arc::new(Postgres::open(url, tls).await?)
+        }
         None => Arc::new(Sqlite::open(&cfg.data_dir.join("wardengate.db"))?),
     };
     let vault = Vault::open(

@@ -34,6 +34,19 @@ pub fn cluster_with(
     extra: &str,
     more: impl for<'e> Fn(GatewayBuilder<'e>, &PgCluster) -> GatewayBuilder<'e>,
 ) -> Cluster {
+    cluster_opts(n, ttl, extra, None, more)
+}
+
+/// [`cluster_with`], the store's PostgreSQL serving TLS when `tls` is given (a certificate for
+/// `localhost` and its CA, see [`crate::pg::ca_and_server`]): the gateways reach it as
+/// `localhost` and trust the CA (`[store] ca_file = "store-ca.pem"` in each data directory).
+pub fn cluster_opts(
+    n: usize,
+    ttl: &str,
+    extra: &str,
+    tls: Option<crate::pg::CaAndServer>,
+    more: impl for<'e> Fn(GatewayBuilder<'e>, &PgCluster) -> GatewayBuilder<'e>,
+) -> Cluster {
     let env = TestEnv::new();
     let sshd = env.sshd();
     let store = PgCluster::start(
@@ -41,20 +54,32 @@ pub fn cluster_with(
         0,
         &PgOptions {
             users: vec![PgUser::new("wardengate", STORE_PASSWORD, PgAuth::Scram)],
-            tls: None,
+            tls: tls.as_ref().map(|t| (t.cert.clone(), t.key.clone())),
             database: "wardengate".into(),
             owner: None,
         },
     )
     .expect("start the store's PostgreSQL");
+    let (host, ca_line) = match &tls {
+        Some(_) => ("localhost", "ca_file = \"store-ca.pem\"\n"),
+        None => ("127.0.0.1", ""),
+    };
     let url = format!(
-        "postgres://wardengate:{STORE_PASSWORD}@127.0.0.1:{}/wardengate",
+        "postgres://wardengate:{STORE_PASSWORD}@{host}:{}/wardengate",
         store.port
     );
-    let section =
-        format!("[store]\nurl = \"{url}\"\n\n[cluster]\nlease_ttl = \"{ttl}\"\n\n{extra}\n");
+    let section = format!(
+        "[store]\nurl = \"{url}\"\n{ca_line}\n[cluster]\nlease_ttl = \"{ttl}\"\n\n{extra}\n"
+    );
+    let ca_in = |dir: &std::path::Path| {
+        if let Some(t) = &tls {
+            std::fs::create_dir_all(dir).expect("data dir");
+            std::fs::write(dir.join("store-ca.pem"), &t.ca).expect("store-ca.pem");
+        }
+    };
     // What an operator does once: init against the store, then copy the keys.
     let keys = env.path("keys");
+    ca_in(&keys);
     let init = env.path("init.toml");
     write_private(
         &init,
@@ -87,6 +112,7 @@ pub fn cluster_with(
         for f in ["cluster.key", "vault.key", "recording_ed25519.key"] {
             std::fs::copy(keys.join(f), data.join(f)).expect("copy a cluster key");
         }
+        ca_in(&data);
         gws.push(b.start());
     }
     Cluster {

@@ -231,3 +231,29 @@ pub fn field(body: &[u8], k: char) -> String {
         .map(|(_, v)| v)
         .unwrap_or_default()
 }
+
+/// A CA and a server certificate for `localhost` it signed (PEM).
+pub struct CaAndServer {
+    pub ca: String,
+    pub cert: String,
+    pub key: String,
+}
+
+/// A fresh CA and a `localhost` server certificate signed by it.
+pub fn ca_and_server() -> CaAndServer {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("params");
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca =
+        CertifiedIssuer::self_signed(ca_params, KeyPair::generate().expect("key")).expect("ca");
+    let key = KeyPair::generate().expect("key");
+    let cert = CertificateParams::new(vec!["localhost".to_string()])
+        .expect("params")
+        .signed_by(&key, &ca)
+        .expect("server cert");
+    CaAndServer {
+        ca: ca.pem(),
+        cert: cert.pem(),
+        key: key.serialize_pem(),
+    }
+}

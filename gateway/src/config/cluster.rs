@@ -16,6 +16,10 @@ pub struct StoreSection {
     /// `postgres://user:password@host:port/database` (or libpq's `host=… user=…` form).
     /// `WARDENGATE_STORE_URL` overrides it, to keep the password out of the file.
     pub url: Option<String>,
+    /// The CA (PEM) that signed the database server's certificate: with it, the connection is
+    /// TLS, the certificate verified against it and the host name of the URL. Without it, plain
+    /// TCP (keep the database on a private network). Relative to `data_dir`.
+    pub ca_file: Option<PathBuf>,
 }
 
 /// `[cluster]`: how the gateways sharing a PostgreSQL store find and trust each other.

@@ -12,6 +12,6 @@ mod sections;
 
 pub use cluster::{ClusterSection, StoreSection};
 pub use model::*;
-pub use parse::{load, parse};
+pub use parse::{ca_roots, load, parse};
 pub use roles::{perms_of, ApiToken, Perm, Perms, Role};
 pub use sections::*;

@@ -420,29 +420,33 @@ pub fn parse(text: &str, path: &Path) -> Result<Loaded> {
 }
 
 fn target_tls(t: &Target, base: &Path) -> Result<wardengate_protocols::postgres::TargetTls> {
-    use tokio_rustls::rustls::pki_types::{pem::PemObject, CertificateDer};
     use wardengate_protocols::postgres::TargetTls;
     Ok(match t.tls.as_deref().unwrap_or("disable") {
         "require" => TargetTls::Require,
         "verify-full" => {
             let file = base.join(t.tls_ca_file.as_deref().unwrap_or(Path::new("")));
-            let mut roots = tokio_rustls::rustls::RootCertStore::empty();
-            for cert in CertificateDer::pem_file_iter(&file)
-                .with_context(|| format!("cannot read tls_ca_file {}", file.display()))?
-            {
-                let cert =
-                    cert.with_context(|| format!("tls_ca_file {} is not PEM", file.display()))?;
-                roots.add(cert).with_context(|| {
-                    format!("tls_ca_file {}: unusable certificate", file.display())
-                })?;
-            }
-            if roots.is_empty() {
-                bail!("tls_ca_file {} holds no certificate", file.display());
-            }
-            TargetTls::VerifyFull(std::sync::Arc::new(roots))
+            TargetTls::VerifyFull(std::sync::Arc::new(ca_roots(&file, "tls_ca_file")?))
         }
         _ => TargetTls::Disable,
     })
+}
+
+/// The certificates of a PEM CA file (`what` names the setting in messages).
+pub fn ca_roots(file: &Path, what: &str) -> Result<tokio_rustls::rustls::RootCertStore> {
+    use tokio_rustls::rustls::pki_types::{pem::PemObject, CertificateDer};
+    let mut roots = tokio_rustls::rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(file)
+        .with_context(|| format!("cannot read {what} {}", file.display()))?
+    {
+        let cert = cert.with_context(|| format!("{what} {} is not PEM", file.display()))?;
+        roots
+            .add(cert)
+            .with_context(|| format!("{what} {}: unusable certificate", file.display()))?;
+    }
+    if roots.is_empty() {
+        bail!("{what} {} holds no certificate", file.display());
+    }
+    Ok(roots)
 }
 
 #[cfg(test)]

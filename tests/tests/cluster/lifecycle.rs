@@ -7,6 +7,8 @@ use std::time::Duration;
 use wardengate_tests::*;
 
 use crate::cluster;
+use wardengate_tests::cluster::cluster_opts;
+use wardengate_tests::pg;
 
 fn output(mut child: Child) -> (bool, String, String) {
     let status = wait_timeout(&mut child, Duration::from_secs(120)).expect("ssh ends");
@@ -143,4 +145,44 @@ fn a_store_restart_keeps_live_sessions_and_admission_fails_closed_meanwhile() {
         Duration::from_secs(30),
     );
     assert_success(&out, "the chain still verifies");
+}
+
+#[test]
+fn the_store_is_reached_over_tls_verified_against_its_ca() {
+    let c = cluster_opts(1, "15s", "", Some(pg::ca_and_server()), |b, _| b);
+    let (ok, out, err) = output(c.ssh(0, "echo through-a-tls-store"));
+    assert!(ok && out.contains("through-a-tls-store"), "{err}");
+    // Every connection of the gateway to its store is TLS.
+    let sql = "SELECT count(*) FILTER (WHERE s.ssl), count(*) FILTER (WHERE NOT s.ssl) \
+               FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) WHERE a.usename = 'wardengate'";
+    let counts = c.store.psql("postgres", sql).expect("psql");
+    let (tls, plain) = counts.trim().split_once('|').expect("two counts");
+    assert!(
+        tls.parse::<u32>().unwrap_or(0) >= 1 && plain == "0",
+        "{counts}"
+    );
+    // A gateway that trusts another CA does not talk to that server: it says why.
+    let dir = c.env.path("other");
+    std::fs::create_dir_all(&dir).expect("dir");
+    std::fs::write(dir.join("store-ca.pem"), pg::ca_and_server().ca).expect("ca");
+    let cfg = dir.join("wardengate.toml");
+    write_private(
+        &cfg,
+        &format!(
+            "[gateway]\nname = \"stranger\"\ndata_dir = \"{}\"\n\n[store]\nurl = \"postgres://wardengate:{}@localhost:{}/wardengate\"\nca_file = \"store-ca.pem\"\n",
+            dir.display(),
+            wardengate_tests::cluster::STORE_PASSWORD,
+            c.store.port
+        ),
+    );
+    let out = run(
+        std::process::Command::new(bin("wardengate"))
+            .args(["cluster", "--config"])
+            .arg(&cfg)
+            .arg("status"),
+        Duration::from_secs(60),
+    );
+    assert!(!out.status.success());
+    assert_stderr_has(&out, "is unreachable");
+    assert_stderr_has(&out, "certificate");
 }

@@ -4,7 +4,6 @@
 
 use std::time::Duration;
 
-use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
 use wardengate_dev::postgres::{PgAuth, PgCluster, PgOptions, PgUser};
 use wardengate_tests::pg::*;
 use wardengate_tests::*;
@@ -13,16 +12,8 @@ const T: Duration = Duration::from_secs(60);
 
 /// A CA, and a server certificate for `localhost` signed by it: (ca pem, cert pem, key pem).
 fn ca_and_server() -> (String, String, String) {
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("params");
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca =
-        CertifiedIssuer::self_signed(ca_params, KeyPair::generate().expect("key")).expect("ca");
-    let key = KeyPair::generate().expect("key");
-    let cert = CertificateParams::new(vec!["localhost".to_string()])
-        .expect("params")
-        .signed_by(&key, &ca)
-        .expect("server cert");
-    (ca.pem(), cert.pem(), key.serialize_pem())
+    let c = wardengate_tests::pg::ca_and_server();
+    (c.ca, c.cert, c.key)
 }
 
 #[test]

@@ -67,21 +67,96 @@ fn without_password(url: &str) -> String {
     }
 }
 
-async fn connect(url: &str, shown: &str) -> Result<Client> {
-    let (client, connection) =
-        tokio::time::timeout(CONNECT_TIMEOUT, tokio_postgres::connect(url, NoTls))
-            .await
-            .map_err(|_| {
-                anyhow!(
-                    "the store (PostgreSQL at {shown}) did not answer within {CONNECT_TIMEOUT:?}"
-                )
-            })?
-            .with_context(|| format!("the store (PostgreSQL at {shown}) is unreachable"))?;
-    tokio::spawn(async move {
-        if let Err(e) = connection.await {
-            tracing::warn!("store: the PostgreSQL connection ended: {e}");
+/// A connection attempt whose connection task is boxed (plain and TLS connections differ in
+/// type), logged when it ends.
+async fn spawn<S, T>(
+    attempt: impl std::future::Future<
+        Output = std::result::Result<
+            std::result::Result<(Client, tokio_postgres::Connection<S, T>), tokio_postgres::Error>,
+            tokio::time::error::Elapsed,
+        >,
+    >,
+) -> std::result::Result<
+    std::result::Result<
+        (
+            Client,
+            std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
+        ),
+        tokio_postgres::Error,
+    >,
+    tokio::time::error::Elapsed,
+>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    attempt.await.map(|r| {
+        r.map(|(client, connection)| {
+            let task: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> =
+                Box::pin(async move {
+                    if let Err(e) = connection.await {
+                        tracing::warn!("store: the PostgreSQL connection ended: {e}");
+                    }
+                });
+            (client, task)
+        })
+    })
+}
+
+/// How the store's connections are made: plain TCP, or TLS verified against `[store] ca_file`.
+#[derive(Clone)]
+enum Tls {
+    Plain,
+    Verified(tokio_postgres_rustls::MakeRustlsConnect),
+}
+
+impl Tls {
+    fn new(roots: Option<tokio_rustls::rustls::RootCertStore>) -> Tls {
+        match roots {
+            None => Tls::Plain,
+            Some(roots) => {
+                let config = tokio_rustls::rustls::ClientConfig::builder_with_provider(Arc::new(
+                    tokio_rustls::rustls::crypto::ring::default_provider(),
+                ))
+                .with_safe_default_protocol_versions()
+                .map(|b| b.with_root_certificates(roots).with_no_client_auth());
+                match config {
+                    Ok(c) => Tls::Verified(tokio_postgres_rustls::MakeRustlsConnect::new(c)),
+                    // The ring provider supports the default versions; this cannot happen.
+                    Err(_) => Tls::Plain,
+                }
+            }
         }
-    });
+    }
+}
+
+async fn connect(url: &str, shown: &str, tls: &Tls) -> Result<Client> {
+    // TLS is required, not preferred, when a CA is given: a server without it is refused.
+    let (client, connection) = match tls {
+        Tls::Plain => {
+            spawn(tokio::time::timeout(
+                CONNECT_TIMEOUT,
+                tokio_postgres::connect(url, NoTls),
+            ))
+            .await
+        }
+        Tls::Verified(make) => {
+            let mut config: tokio_postgres::Config = url
+                .parse()
+                .with_context(|| format!("the store URL ({shown}) does not parse"))?;
+            config.ssl_mode(tokio_postgres::config::SslMode::Require);
+            spawn(tokio::time::timeout(
+                CONNECT_TIMEOUT,
+                config.connect(make.clone()),
+            ))
+            .await
+        }
+    }
+    .map_err(|_| {
+        anyhow!("the store (PostgreSQL at {shown}) did not answer within {CONNECT_TIMEOUT:?}")
+    })?
+    .with_context(|| format!("the store (PostgreSQL at {shown}) is unreachable"))?;
+    tokio::spawn(connection);
     // Notices ("already exists, skipping" from the migrations) are not worth a log line.
     client
         .batch_execute("SET client_min_messages = warning")
@@ -93,9 +168,13 @@ async fn connect(url: &str, shown: &str) -> Result<Client> {
 impl Postgres {
     /// Connect to `url`, bring the schema up to date (one gateway at a time), and start the
     /// store task.
-    pub async fn open(url: &str) -> Result<Postgres> {
+    pub async fn open(
+        url: &str,
+        ca: Option<tokio_rustls::rustls::RootCertStore>,
+    ) -> Result<Postgres> {
         let shown: Arc<str> = without_password(url).into();
-        let mut client = connect(url, &shown).await?;
+        let tls = Tls::new(ca);
+        let mut client = connect(url, &shown, &tls).await?;
         client
             .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
             .await
@@ -109,12 +188,14 @@ impl Postgres {
             .await;
         migrated?;
         let (jobs, queue) = mpsc::unbounded_channel();
-        tokio::spawn(worker(
-            url.to_string(),
-            shown.clone(),
-            Arc::new(client),
-            queue,
-        ));
+        let conn = Conn {
+            url: url.to_string(),
+            shown: shown.clone(),
+            tls,
+            client: Some(Arc::new(client)),
+            failed: None,
+        };
+        tokio::spawn(worker(conn, queue));
         Ok(Postgres { jobs, shown })
     }
 
@@ -181,6 +262,7 @@ impl Postgres {
 struct Conn {
     url: String,
     shown: Arc<str>,
+    tls: Tls,
     client: Option<Arc<Client>>,
     failed: Option<(Instant, String)>,
 }
@@ -198,7 +280,7 @@ impl Conn {
                 return Err(why.clone());
             }
         }
-        match connect(&self.url, &self.shown).await {
+        match connect(&self.url, &self.shown, &self.tls).await {
             Ok(c) => {
                 if self.failed.take().is_some() {
                     tracing::info!("store: PostgreSQL at {} answers again", self.shown);
@@ -235,18 +317,7 @@ async fn drain(conn: &mut Conn, backlog: &mut VecDeque<(&'static str, Later)>) -
     true
 }
 
-async fn worker(
-    url: String,
-    shown: Arc<str>,
-    client: Arc<Client>,
-    mut queue: mpsc::UnboundedReceiver<Job>,
-) {
-    let mut conn = Conn {
-        url,
-        shown,
-        client: Some(client),
-        failed: None,
-    };
+async fn worker(mut conn: Conn, mut queue: mpsc::UnboundedReceiver<Job>) {
     let mut backlog: VecDeque<(&'static str, Later)> = VecDeque::new();
     let mut dropped = 0u64;
     loop {
