@@ -59,6 +59,48 @@ impl Gateway {
         Ok((merged, Some((new, decision))))
     }
 
+    /// Count session `rec` under `owner` in the cluster's leases (a shared store only): the
+    /// handoff's new owner, or the old one again when the handoff does not happen after all.
+    /// Counted under `owner`'s own policy and limits, as for their own session.
+    pub(crate) async fn handoff_cluster_lease(
+        &self,
+        rec: &SessionRecord,
+        owner: &str,
+    ) -> Result<(), String> {
+        if !self.store.shared() {
+            return Ok(());
+        }
+        let cfg = self.cfg();
+        let login = Login {
+            user: owner.to_string(),
+            target: rec.target.clone(),
+            account: Some(rec.account.clone()),
+            waiting: None,
+        };
+        let r = resolve(&cfg, &login, rec.protocol).map_err(|(_, msg)| msg)?;
+        let theirs = wardengate_policy::decide(&cfg.policies, &r.request(rec.protocol))
+            .map_err(|d| d.to_string())?;
+        let limits = cfg.limits(r.user, r.target, theirs.settings());
+        let subject = r.subject(theirs.policy(), &self.name);
+        // The session's own lease is replaced, not counted twice.
+        match self
+            .cluster_lease(&rec.id, &subject, &limits, Some(&rec.id))
+            .await
+        {
+            // The slot stays the session's (released when it ends, as before).
+            Ok(lease) => {
+                if let Some(l) = lease {
+                    l.keep();
+                }
+                Ok(())
+            }
+            Err(crate::cluster::LeaseRefused::Full(d)) => Err(d.to_string()),
+            Err(crate::cluster::LeaseRefused::Unavailable(e)) => Err(format!(
+                "the gateway cannot reach its session store ({e:#})"
+            )),
+        }
+    }
+
     /// `ssh USER:sess_…@gateway`: take over the session handed to USER, if it waits for them
     /// and their policy still allows it.
     pub(crate) fn takeover(

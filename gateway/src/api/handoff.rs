@@ -226,15 +226,48 @@ async fn accept_here(st: ApiState, caller: Caller, id: String) -> Result<Respons
         )));
     };
     let rec = st.gw.registry.record(&*st.gw.store, &id).await?;
-    let refuse = |kind: &str, why: String| {
-        st.gw.audit(
-            "session.handoff.refused",
-            Some(&caller.name),
-            Some(&id),
-            json!({"from": rec.actor, "to": p.to, "why": why, "kind": kind}),
-        );
-        forbidden(format!("cannot take session {id} over: {why}"))
-    };
+    // The cluster counts the session under its new owner first (their limits may be full on
+    // other gateways); if the handoff then fails here, the count goes back to the old owner.
+    st.gw
+        .handoff_cluster_lease(&rec, &caller.name)
+        .await
+        .map_err(|why| refusal(&st, &caller, &rec, "limit", why))?;
+    let done = accept_counted(&st, &caller, &id, &rec, p).await;
+    if done.is_err() {
+        if let Err(e) = st.gw.handoff_cluster_lease(&rec, &rec.actor).await {
+            tracing::warn!(session = %id, "cannot count the session under {} again: {e}", rec.actor);
+        }
+    }
+    done
+}
+
+/// Why `caller` cannot take session `rec` over (audited).
+fn refusal(
+    st: &ApiState,
+    caller: &Caller,
+    rec: &crate::store::SessionRecord,
+    kind: &str,
+    why: String,
+) -> ApiError {
+    st.gw.audit(
+        "session.handoff.refused",
+        Some(&caller.name),
+        Some(&rec.id),
+        json!({"from": rec.actor, "to": caller.name, "why": why, "kind": kind}),
+    );
+    forbidden(format!("cannot take session {} over: {why}", rec.id))
+}
+
+/// The rest of an accept, once the cluster counts the session under its new owner.
+async fn accept_counted(
+    st: &ApiState,
+    caller: &Caller,
+    id: &str,
+    rec: &crate::store::SessionRecord,
+    p: Pending,
+) -> Result<Response, ApiError> {
+    let id = id.to_string();
+    let refuse = |kind: &str, why: String| refusal(st, caller, rec, kind, why);
     let current = st
         .gw
         .registry
@@ -244,7 +277,7 @@ async fn accept_here(st: ApiState, caller: Caller, id: String) -> Result<Respons
         .gw
         .registry
         .with_lease(&id, |l| {
-            st.gw.handoff_admission(&rec, &caller.name, &current, l)
+            st.gw.handoff_admission(rec, &caller.name, &current, l)
         })
         .ok_or_else(|| {
             RegistryError::Conflict(id.clone(), api::SessionState::Closed.to_string())

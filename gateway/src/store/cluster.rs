@@ -44,8 +44,10 @@ pub struct ClusterLease {
 
 impl Drop for ClusterLease {
     fn drop(&mut self) {
-        self.store
-            .lease_release_later(std::mem::take(&mut self.session));
+        if !self.session.is_empty() {
+            self.store
+                .lease_release_later(std::mem::take(&mut self.session));
+        }
     }
 }
 
@@ -56,5 +58,11 @@ impl ClusterLease {
             store,
             session: session.to_string(),
         }
+    }
+
+    /// Let go of this handle without giving the slot back: another handle of the same session
+    /// (the one its registry entry holds) gives it back when the session ends.
+    pub fn keep(mut self) {
+        self.session.clear();
     }
 }
