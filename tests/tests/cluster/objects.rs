@@ -58,13 +58,22 @@ fn recordings_go_to_the_bucket_and_are_read_back_from_it() {
         "the recording's files are in the bucket"
     );
     // The spool keeps only the seal (for lists and summaries) and the mark of a whole upload.
+    // (Right after the seal's upload.)
     let spool = gw.data.join("recordings").join(&id);
-    let mut left: Vec<String> = std::fs::read_dir(&spool)
-        .expect("the spool directory")
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .collect();
-    left.sort();
+    let left = poll(
+        Duration::from_secs(10),
+        Duration::from_millis(50),
+        || {
+            let mut left: Vec<String> = std::fs::read_dir(&spool)
+                .expect("the spool directory")
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect();
+            left.sort();
+            left
+        },
+        |l| l.len() == 2,
+    );
     assert_eq!(left, [".uploaded", "seal.json"]);
 
     // Through the gateway: verified and exported from the bucket's copy.
