@@ -5,6 +5,7 @@
 #![forbid(unsafe_code)]
 
 mod audit;
+mod bucket;
 mod client;
 mod console_session;
 #[cfg(feature = "desktop")]

@@ -396,35 +396,6 @@ impl ExportFormat {
     }
 }
 
-/// A recording in a bucket (`s3://bucket/prefix/SESSION`), fetched into a private temporary
-/// directory that is then read like any recording directory. Endpoint, region and credentials
-/// come from `AWS_ENDPOINT_URL`, `AWS_REGION`, `AWS_ACCESS_KEY_ID` and `AWS_SECRET_ACCESS_KEY`.
-pub fn fetch_from_bucket(url: &str) -> Result<tempfile::TempDir> {
-    use wardengate_recorder::bucket::{split_session_url, Bucket, BucketOptions};
-    let (base, session) = split_session_url(url)?;
-    let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
-    let opts = BucketOptions {
-        endpoint: env("AWS_ENDPOINT_URL").or_else(|| env("AWS_ENDPOINT")),
-        region: env("AWS_REGION").or_else(|| env("AWS_DEFAULT_REGION")),
-        access_key_id: env("AWS_ACCESS_KEY_ID"),
-        secret_access_key: env("AWS_SECRET_ACCESS_KEY"),
-    };
-    let bucket = Bucket::open(&base, &opts)?;
-    let tmp = tempfile::Builder::new()
-        .prefix("wgctl-recording-")
-        .tempdir()
-        .context("cannot create a temporary directory")?;
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the object-store client")?;
-    let n = rt.block_on(bucket.download(&session, tmp.path()))?;
-    if n == 0 {
-        bail!("{url}: no such recording in the bucket");
-    }
-    Ok(tmp)
-}
-
 pub fn run(mut cmd: RecordingCmd, c: Result<Client>, json: bool) -> Result<()> {
     // A bucket URL becomes a local copy for the whole command.
     let mut _fetched = None;
@@ -433,7 +404,7 @@ pub fn run(mut cmd: RecordingCmd, c: Result<Client>, json: bool) -> Result<()> {
     | RecordingCmd::Export { what, .. } = &mut cmd
     {
         if what.starts_with("s3://") {
-            let tmp = fetch_from_bucket(what)?;
+            let tmp = crate::bucket::fetch(what)?;
             let local = tmp.path().display().to_string();
             _fetched = Some((std::mem::replace(what, local.clone()), local, tmp));
         }

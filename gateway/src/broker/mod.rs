@@ -7,6 +7,7 @@ mod lifecycle;
 pub mod postgres;
 pub mod rdp;
 mod ssh;
+mod uploads;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
