@@ -198,8 +198,19 @@ fn dev_mode_runs_once_reads_only_and_dies_whole() {
     assert!(wait_timeout(&mut again, Duration::from_secs(30)).is_some());
 }
 
+/// The object store's endpoint in a dev gateway's configuration.
+fn endpoint_in(dir: &std::path::Path) -> String {
+    let cfg = std::fs::read_to_string(dir.join("wardengate.toml")).expect("the dev config");
+    cfg.lines()
+        .find_map(|l| l.strip_prefix("endpoint = \""))
+        .and_then(|l| l.strip_suffix('"'))
+        .expect("an endpoint in [recording]")
+        .to_string()
+}
+
 /// `wardengate dev --cluster 2` as a newcomer tries it: two gateways on one store; a session
-/// through the second is listed, shown and terminated through the first.
+/// through the second is listed, shown and terminated through the first, and its recording is
+/// in the dev cluster's object store.
 #[test]
 fn dev_mode_runs_a_cluster_of_two_gateways_on_one_store() {
     let env = TestEnv::new();
@@ -283,6 +294,20 @@ fn dev_mode_runs_a_cluster_of_two_gateways_on_one_store() {
     assert_success(&out, "terminate through gateway 1");
     assert!(wait_timeout(&mut alice, Duration::from_secs(10)).is_some());
     assert!(stderr_of(&mut alice).contains("dev cluster demo"));
+    // Its recording went to the dev cluster's object store, and verifies from the bucket.
+    let sealed = dir.join("s3/recordings/dev").join(&id).join("seal.json");
+    poll(T, Duration::from_millis(200), || sealed.exists(), |e| *e);
+    let pubkey = text(&run(wgctl().args(["recording", "pubkey"]), T).stdout);
+    let verified = run(
+        Command::new(bin("wgctl"))
+            .env("AWS_ENDPOINT_URL", endpoint_in(&dir))
+            .env("AWS_ACCESS_KEY_ID", wardengate_dev::s3::ACCESS_KEY)
+            .env("AWS_SECRET_ACCESS_KEY", wardengate_dev::s3::SECRET_KEY)
+            .args(["recording", "verify", &format!("s3://recordings/dev/{id}")])
+            .args(["--pubkey", pubkey.trim()]),
+        T,
+    );
+    assert_stdout_has(&verified, &format!("OK: {id} (complete"));
     let status = run(
         Command::new(bin("wardengate"))
             .args(["cluster", "-c"])
