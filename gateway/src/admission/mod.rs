@@ -196,10 +196,34 @@ impl Gateway {
             .acquire(&rec.id, subject, &limits)
             .map_err(|d| self.deny_limit(&mut rec, &d, &limits))?;
         let evicted = granted.evicted.clone();
-        let cluster_lease = self
+        let mut evicted_elsewhere = None;
+        let cluster_lease = match self
             .cluster_lease(&rec.id, &subject, &limits, evicted.as_deref())
             .await
-            .map_err(|refused| match refused {
+        {
+            // The actor's oldest session runs on another gateway: with evict_oldest it makes
+            // room, as one here would.
+            Err(crate::cluster::LeaseRefused::Full(d))
+                if d.scope == wardengate_policy::Scope::Actor
+                    && limits.on_actor_limit == OnLimit::EvictOldest
+                    && evicted.is_none() =>
+            {
+                match self.store.lease_oldest(&rec.actor).await {
+                    Ok(Some(victim)) => {
+                        let r = self
+                            .cluster_lease(&rec.id, &subject, &limits, Some(&victim))
+                            .await;
+                        if r.is_ok() {
+                            evicted_elsewhere = Some(victim);
+                        }
+                        r
+                    }
+                    _ => Err(crate::cluster::LeaseRefused::Full(d)),
+                }
+            }
+            other => other,
+        }
+        .map_err(|refused| match refused {
                 crate::cluster::LeaseRefused::Full(d) => self.deny_limit(&mut rec, &d, &limits),
                 crate::cluster::LeaseRefused::Unavailable(e) => {
                     tracing::error!(session = %rec.id, "cannot count the session in the cluster: {e:#}");
@@ -277,6 +301,9 @@ impl Gateway {
         );
         if let Some(victim) = &evicted {
             self.evict(victim, &rec, &limits);
+        }
+        if let Some(victim) = &evicted_elsewhere {
+            self.evict_elsewhere(victim, &rec, &limits).await;
         }
         if let Some((id, _)) = &approval {
             self.approval_used(id, &rec.id);
@@ -486,19 +513,49 @@ impl Gateway {
 
     /// The actor's oldest session made room for `rec` (`on_limit = "evict_oldest"`).
     fn evict(&self, victim: &str, rec: &SessionRecord, limits: &Limits) {
-        let message = format!(
-            "wardengate: session closed: {} opened a newer session and may hold at most {} \
-             (max_sessions_per_user, on_limit = evict_oldest)",
-            rec.actor,
-            limits.actor.unwrap_or(0)
-        );
         debug_assert_eq!(limits.on_actor_limit, OnLimit::EvictOldest);
-        let delivered = self.registry.end(victim, "concurrency", message);
+        let delivered = self
+            .registry
+            .end(victim, "concurrency", eviction_message(rec, limits));
         self.audit(
             "session.evicted",
             Some(&rec.actor),
             Some(victim),
             json!({"reason": "concurrency", "by_session": rec.id, "delivered": delivered}),
+        );
+    }
+
+    /// The same, for a session another gateway of the cluster runs: that gateway ends it (a
+    /// signed request) and audits it too.
+    async fn evict_elsewhere(&self, victim: &str, rec: &SessionRecord, limits: &Limits) {
+        let sent = match self.runs_elsewhere(victim).await {
+            Ok(Some(owner)) => {
+                let body = crate::cluster::forward::PeerTerminate {
+                    by: "wardengate".into(),
+                    reason: eviction_message(rec, limits),
+                    evict: true,
+                };
+                let path = format!("/internal/v1/sessions/{victim}/terminate");
+                match serde_json::to_vec(&body) {
+                    Ok(b) => self
+                        .to_peer(&owner, &path, b)
+                        .await
+                        .map(|(s, _)| s.is_success()),
+                    Err(e) => Err(e.into()),
+                }
+            }
+            Ok(None) => Ok(false),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = &sent {
+            tracing::warn!(session = %victim, "cannot evict a session another gateway runs: {e:#}");
+        }
+        self.audit(
+            "session.evicted",
+            Some(&rec.actor),
+            Some(victim),
+            json!({"reason": "concurrency", "by_session": rec.id, "elsewhere": true,
+                   "delivered": sent.unwrap_or(false)}),
         );
     }
 
@@ -520,4 +577,14 @@ impl Gateway {
             self.deny(rec, "credential_unavailable", msg, d)
         })
     }
+}
+
+/// What a user is told when their oldest session makes room for `rec`.
+fn eviction_message(rec: &SessionRecord, limits: &Limits) -> String {
+    format!(
+        "wardengate: session closed: {} opened a newer session and may hold at most {} \
+         (max_sessions_per_user, on_limit = evict_oldest)",
+        rec.actor,
+        limits.actor.unwrap_or(0)
+    )
 }

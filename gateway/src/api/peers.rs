@@ -101,6 +101,19 @@ async fn peer_terminate(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let req: PeerTerminate = parse_body(&body)?;
+    if req.evict {
+        // The actor opened a newer session on the peer: this one makes room.
+        tracing::info!(session = %id, peer = %peer, "evicting a session for a peer");
+        let message = inert(&req.reason, 500).into_owned();
+        let delivered = st.gw.registry.end(&id, "concurrency", message);
+        st.gw.audit(
+            "session.evicted",
+            None,
+            Some(&id),
+            json!({"reason": "concurrency", "by_gateway": peer, "delivered": delivered}),
+        );
+        return Ok(Json(json!({"id": id, "delivered": delivered})).into_response());
+    }
     tracing::info!(session = %id, peer = %peer, by = %req.by, "terminating a session for a peer");
     let r = st
         .gw

@@ -39,6 +39,10 @@ pub struct PeerAct {
 pub struct PeerTerminate {
     pub by: String,
     pub reason: String,
+    /// Ended to make room for the actor's newer session elsewhere (`on_limit =
+    /// "evict_oldest"`): reason `concurrency`, `reason` is the message the user is shown.
+    #[serde(default)]
+    pub evict: bool,
 }
 
 impl Gateway {
@@ -131,6 +135,7 @@ impl Gateway {
         let body = serde_json::to_vec(&PeerTerminate {
             by: by.into(),
             reason: reason.into(),
+            evict: false,
         })
         .map_err(anyhow::Error::from)?;
         let path = format!("/internal/v1/sessions/{id}/terminate");

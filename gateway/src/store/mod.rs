@@ -148,6 +148,11 @@ pub trait Store: Send + Sync {
     }
     /// Give a session's slot back (queued).
     fn lease_release_later(&self, _session_id: String) {}
+    /// The oldest session `actor` holds a slot for anywhere in the cluster (what
+    /// `on_limit = "evict_oldest"` ends when the actor's limit is full on other gateways).
+    async fn lease_oldest(&self, _actor: &str) -> Result<Option<String>> {
+        Ok(None)
+    }
     /// End the sessions and leases of every peer whose heartbeat is older than `ttl`.
     async fn reap_lost(&self, _me: &str, _ttl: Duration) -> Result<Vec<Lost>> {
         Ok(Vec::new())

@@ -186,3 +186,36 @@ fn the_store_is_reached_over_tls_verified_against_its_ca() {
     assert_stderr_has(&out, "is unreachable");
     assert_stderr_has(&out, "certificate");
 }
+
+#[test]
+fn evict_oldest_ends_the_users_oldest_session_on_another_gateway() {
+    let c = cluster(
+        2,
+        "15s",
+        "[limits]\nmax_sessions_per_user = 1\non_limit = \"evict_oldest\"\n",
+    );
+    let first = c.ssh(0, "echo first; sleep 60");
+    let live = c.active(1, 1);
+    let old = live[0]["id"].as_str().expect("id").to_string();
+    assert_eq!(live[0]["gateway"], "gw-1");
+    // alice's second session, through gw-2, takes the one slot: gw-1 ends her first.
+    let mut second = c.ssh(1, "echo second; sleep 60");
+    let (_, _, err) = output(first);
+    assert!(
+        err.contains("opened a newer session and may hold at most 1"),
+        "{err}"
+    );
+    let s = poll(
+        Duration::from_secs(30),
+        Duration::from_millis(100),
+        || c.gws[1].get_json(&format!("/api/v1/sessions/{old}")),
+        |s| s["state"] == "closed",
+    );
+    assert_eq!(s["end_reason"], "concurrency", "{s}");
+    let live = c.active(0, 1);
+    assert_eq!(live[0]["gateway"], "gw-2", "{live:?}");
+    let evicted = c.gws[0].wait_audit("session.evicted", Duration::from_secs(10));
+    assert_eq!(evicted["session_id"], old.as_str(), "{evicted}");
+    let _ = second.kill();
+    let _ = second.wait();
+}

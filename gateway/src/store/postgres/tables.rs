@@ -570,6 +570,21 @@ impl Store for Postgres {
         });
     }
 
+    async fn lease_oldest(&self, actor: &str) -> Result<Option<String>> {
+        let actor = actor.to_owned();
+        self.call(move |c| async move {
+            let row = c
+                .query_opt(
+                    "SELECT l.session_id FROM leases l JOIN sessions s ON s.id = l.session_id
+                     WHERE l.actor = $1 ORDER BY s.started_ms, l.session_id LIMIT 1",
+                    &[&actor],
+                )
+                .await?;
+            Ok(row.map(|r| r.try_get(0)).transpose()?)
+        })
+        .await
+    }
+
     async fn reap_lost(&self, me: &str, ttl: Duration) -> Result<Vec<Lost>> {
         let me = me.to_owned();
         self.call(move |c| async move { super::cluster::reap(&c, &me, ttl).await })
