@@ -4,8 +4,8 @@
 use std::future::Future;
 use std::time::Duration;
 
+use super::db::Db;
 use anyhow::Result;
-use tokio_postgres::Client;
 use wardengate_policy::{Counts, LimitDenial, Limits, Subject};
 
 use crate::store::sessions::{session_from_row, SESSION_COLS};
@@ -22,7 +22,7 @@ fn ms(d: Duration) -> i64 {
 }
 
 /// Run `body` in a transaction: committed when it succeeds, rolled back when it fails.
-pub(super) async fn in_tx<R>(c: &Client, body: impl Future<Output = Result<R>>) -> Result<R> {
+pub(super) async fn in_tx<R>(c: &Db, body: impl Future<Output = Result<R>>) -> Result<R> {
     c.batch_execute("BEGIN").await?;
     match body.await {
         Ok(r) => {
@@ -36,7 +36,7 @@ pub(super) async fn in_tx<R>(c: &Client, body: impl Future<Output = Result<R>>) 
     }
 }
 
-pub(super) async fn join(c: &Client, name: &str, url: &str) -> Result<()> {
+pub(super) async fn join(c: &Db, name: &str, url: &str) -> Result<()> {
     in_tx(c, async {
         c.execute(
             &format!(
@@ -56,7 +56,7 @@ pub(super) async fn join(c: &Client, name: &str, url: &str) -> Result<()> {
     .await
 }
 
-pub(super) async fn heartbeat(c: &Client, name: &str, ttl: Duration) -> Result<bool> {
+pub(super) async fn heartbeat(c: &Db, name: &str, ttl: Duration) -> Result<bool> {
     let n = c
         .execute(
             &format!(
@@ -76,7 +76,7 @@ pub(super) async fn heartbeat(c: &Client, name: &str, ttl: Duration) -> Result<b
     Ok(true)
 }
 
-pub(super) async fn gateways(c: &Client) -> Result<Vec<GatewayRow>> {
+pub(super) async fn gateways(c: &Db) -> Result<Vec<GatewayRow>> {
     let rows = c
         .query(
             "SELECT name, api_url, state, started_ms, heartbeat_ms FROM gateways ORDER BY name",
@@ -98,7 +98,7 @@ pub(super) async fn gateways(c: &Client) -> Result<Vec<GatewayRow>> {
 
 /// Count `lease` against the cluster's limits and hold it, or say which level is full.
 pub(super) async fn acquire(
-    c: &Client,
+    c: &Db,
     lease: &LeaseRow,
     limits: &Limits,
     pool: &str,
@@ -160,7 +160,7 @@ pub(super) async fn acquire(
 
 /// Declare lost every peer (not `me`) whose heartbeat is older than `ttl`: its leases go, its
 /// open sessions end `failed` with reason `gateway_lost`.
-pub(super) async fn reap(c: &Client, me: &str, ttl: Duration) -> Result<Vec<Lost>> {
+pub(super) async fn reap(c: &Db, me: &str, ttl: Duration) -> Result<Vec<Lost>> {
     in_tx(c, async {
         c.execute("SELECT pg_advisory_xact_lock($1)", &[&REAP_LOCK])
             .await?;

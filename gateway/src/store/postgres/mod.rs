@@ -9,6 +9,7 @@
 //! admission then fails closed, and live sessions (which only queue) keep running.
 
 mod cluster;
+mod db;
 mod sql;
 mod tables;
 
@@ -19,13 +20,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context, Result};
+use db::Db;
 use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::{Client, NoTls};
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
-type Later = Box<dyn Fn(Arc<Client>) -> BoxFuture<Result<()>> + Send + Sync>;
+type Later = Box<dyn Fn(Arc<Db>) -> BoxFuture<Result<()>> + Send + Sync>;
 /// A call's job: given the connection (or why there is none), it answers its caller.
-type Answer = Box<dyn FnOnce(Result<Arc<Client>, String>) -> BoxFuture<()> + Send>;
+type Answer = Box<dyn FnOnce(Result<Arc<Db>, String>) -> BoxFuture<()> + Send>;
 
 enum Job {
     /// Answered through its own channel: a connection, or why there is none.
@@ -192,7 +194,7 @@ impl Postgres {
             url: url.to_string(),
             shown: shown.clone(),
             tls,
-            client: Some(Arc::new(client)),
+            client: Some(Arc::new(Db::new(client))),
             failed: None,
         };
         tokio::spawn(worker(conn, queue));
@@ -203,7 +205,7 @@ impl Postgres {
     async fn call<R, F, Fut>(&self, f: F) -> Result<R>
     where
         R: Send + 'static,
-        F: FnOnce(Arc<Client>) -> Fut + Send + 'static,
+        F: FnOnce(Arc<Db>) -> Fut + Send + 'static,
         Fut: Future<Output = Result<R>> + Send + 'static,
     {
         let (tx, rx) = oneshot::channel();
@@ -232,7 +234,7 @@ impl Postgres {
     /// Queue a write; `f` may run more than once (it is retried while the database is away).
     fn later<F, Fut>(&self, what: &'static str, f: F)
     where
-        F: Fn(Arc<Client>) -> Fut + Send + Sync + 'static,
+        F: Fn(Arc<Db>) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<()>> + Send + 'static,
     {
         let job = Job::Later(what, Box::new(move |c| Box::pin(f(c))));
@@ -263,12 +265,12 @@ struct Conn {
     url: String,
     shown: Arc<str>,
     tls: Tls,
-    client: Option<Arc<Client>>,
+    client: Option<Arc<Db>>,
     failed: Option<(Instant, String)>,
 }
 
 impl Conn {
-    async fn get(&mut self) -> Result<Arc<Client>, String> {
+    async fn get(&mut self) -> Result<Arc<Db>, String> {
         if let Some(c) = &self.client {
             if !c.is_closed() {
                 return Ok(c.clone());
@@ -285,7 +287,7 @@ impl Conn {
                 if self.failed.take().is_some() {
                     tracing::info!("store: PostgreSQL at {} answers again", self.shown);
                 }
-                let c = Arc::new(c);
+                let c = Arc::new(Db::new(c));
                 self.client = Some(c.clone());
                 Ok(c)
             }

@@ -1,9 +1,9 @@
 //! The statements of the session and audit tables in PostgreSQL, shared by the store's calls
 //! and its queued writes.
 
+use super::db::Db;
 use anyhow::{Context, Result};
 use tokio_postgres::types::ToSql;
-use tokio_postgres::Client;
 use wardengate_api::{Protocol, SessionState};
 
 use crate::store::audit::{audit_from_row, AUDIT_COLS};
@@ -30,7 +30,7 @@ pub(super) fn oi(v: Option<u64>) -> Option<i64> {
     v.map(i)
 }
 
-pub(super) async fn session_upsert(c: &Client, s: &SessionRecord) -> Result<()> {
+pub(super) async fn session_upsert(c: &Db, s: &SessionRecord) -> Result<()> {
     let s = s.inert();
     let cols: Vec<&str> = SESSION_COLS.split(',').map(str::trim).collect();
     let values: Vec<String> = (1..=cols.len()).map(|n| format!("${n}")).collect();
@@ -82,7 +82,7 @@ pub(super) async fn session_upsert(c: &Client, s: &SessionRecord) -> Result<()> 
     Ok(())
 }
 
-pub(super) async fn session_update(c: &Client, s: &SessionRecord) -> Result<()> {
+pub(super) async fn session_update(c: &Db, s: &SessionRecord) -> Result<()> {
     let s = s.inert();
     c.execute(
         "UPDATE sessions SET state=$2, client_version=$3, policy=$4, pty_term=$5, pty_cols=$6,
@@ -119,7 +119,7 @@ pub(super) async fn session_update(c: &Client, s: &SessionRecord) -> Result<()> 
 /// `select` from the sessions matching `q`'s filters; with `tail` (order, and the limit as $10),
 /// a page of them.
 async fn sessions_query(
-    c: &Client,
+    c: &Db,
     q: &SessionQuery,
     select: &str,
     tail: Option<&str>,
@@ -155,7 +155,7 @@ async fn sessions_query(
 }
 
 /// A page of the sessions matching `q`, newest first.
-pub(super) async fn sessions_page(c: &Client, q: &SessionQuery) -> Result<Vec<SessionRecord>> {
+pub(super) async fn sessions_page(c: &Db, q: &SessionQuery) -> Result<Vec<SessionRecord>> {
     let tail = "ORDER BY started_ms DESC, id DESC LIMIT $10";
     let rows = sessions_query(c, q, SESSION_COLS, Some(tail)).await?;
     rows.iter().map(session_from_row).collect()
@@ -164,7 +164,7 @@ pub(super) async fn sessions_page(c: &Client, q: &SessionQuery) -> Result<Vec<Se
 /// Append one event to the cluster's chain. The chain is one sequence for every gateway: the
 /// append takes a transaction-scoped advisory lock, so concurrent writers (on any gateway) take
 /// turns, each reading the head that the one before it committed. Order is commit order.
-pub(super) async fn audit_append(c: &Client, e: &AuditEntry) -> Result<()> {
+pub(super) async fn audit_append(c: &Db, e: &AuditEntry) -> Result<()> {
     super::cluster::in_tx(c, async {
         c.execute("SELECT pg_advisory_xact_lock($1)", &[&AUDIT_LOCK])
             .await?;
@@ -200,14 +200,14 @@ pub(super) async fn audit_append(c: &Client, e: &AuditEntry) -> Result<()> {
 const AUDIT_LOCK: i64 = 0x5761_7264_656e_0002;
 
 /// How many sessions match `q` (its cursor included, its limit not).
-pub(super) async fn sessions_count(c: &Client, q: &SessionQuery) -> Result<u64> {
+pub(super) async fn sessions_count(c: &Db, q: &SessionQuery) -> Result<u64> {
     let rows = sessions_query(c, q, "count(*)", None).await?;
     let n: i64 = rows.first().map(|r| r.try_get(0)).transpose()?.unwrap_or(0);
     Ok(n.max(0) as u64)
 }
 
 /// The newest events matching `q`, oldest first, and how many older ones match too.
-pub(super) async fn audit_page(c: &Client, q: &AuditQuery) -> Result<(Vec<AuditRow>, u64)> {
+pub(super) async fn audit_page(c: &Db, q: &AuditQuery) -> Result<(Vec<AuditRow>, u64)> {
     let filter = "($1::text IS NULL OR kind=$1) AND ($2::text IS NULL OR session_id=$2) AND ($3::bigint IS NULL OR seq < $3)";
     let rows = c
         .query(
