@@ -1,7 +1,8 @@
 //! `wg-cluster-bench`: the measuring side of `scripts/bench cluster`, on the test harness's real
 //! processes (sshd, PostgreSQL, gateways). Prints one Markdown table.
 //!
-//! - admissions per second: short SSH sessions (`ssh … true`, BENCH_CLIENTS=8 clients (the target sshd's MaxStartups is 10) in a loop
+//! - admissions per second: short SSH sessions (`ssh … true`, and the sftp subsystem closed at
+//!   once, which skips the target's login shell; BENCH_CLIENTS=8 clients (the target sshd's MaxStartups is 10) in a loop
 //!   for BENCH_SECS=15 s, spread over the gateways) on 1 gateway on SQLite (the baseline), 1 on
 //!   PostgreSQL, 3 on PostgreSQL;
 //! - the sessions API (`GET /api/v1/sessions`, the first page of 50, and every live session)
@@ -33,7 +34,10 @@ fn pct(v: &mut [f64], p: f64) -> f64 {
 }
 
 /// Short sessions per second through `gws` (round robin), `clients` at once, for `secs`.
-fn admissions(env: &TestEnv, gws: &[&GatewayProc], clients: usize, secs: u64) -> f64 {
+/// With `sftp`, each session is the sftp subsystem closed at once (`ssh -s … sftp` with no
+/// input): the target's internal-sftp answers without starting the account's login shell, so
+/// the gateway, not the target's shell start, is what is timed.
+fn admissions(env: &TestEnv, gws: &[&GatewayProc], clients: usize, secs: u64, sftp: bool) -> f64 {
     let done = Arc::new(AtomicU64::new(0));
     let failed = Arc::new(AtomicU64::new(0));
     let until = Instant::now() + Duration::from_secs(secs);
@@ -43,9 +47,13 @@ fn admissions(env: &TestEnv, gws: &[&GatewayProc], clients: usize, secs: u64) ->
             let (done, failed) = (done.clone(), failed.clone());
             s.spawn(move || {
                 while Instant::now() < until {
-                    let ok = gw
-                        .ssh(env, "alice#web.test")
-                        .arg("true")
+                    let mut cmd = gw.ssh(env, "alice#web.test");
+                    if sftp {
+                        cmd.args(["-s", "sftp"]);
+                    } else {
+                        cmd.arg("true");
+                    }
+                    let ok = cmd
                         .stdin(Stdio::null())
                         .stdout(Stdio::null())
                         .stderr(Stdio::null())
@@ -272,13 +280,32 @@ fn main() {
         .target("web.test", &sshd)
         .security_lines("max_unauthenticated_per_source = 500\nmax_unauthenticated = 500\n")
         .start();
-    let base = admissions(&env, &[&single], clients, secs);
+    let base = admissions(&env, &[&single], clients, secs, false);
+    let base_s = admissions(&env, &[&single], clients, secs, true);
     drop(single);
-    eprintln!("   {base:.1}/s");
+    eprintln!("   {base:.1}/s (shell), {base_s:.1}/s (sftp subsystem)");
     eprintln!("== admissions: 1 gateway on PostgreSQL");
     let one = cluster(1, "15s", "");
-    let pg1 = admissions(&one.env, &[&one.gws[0]], clients, secs);
-    eprintln!("   {pg1:.1}/s");
+    let pg1 = admissions(&one.env, &[&one.gws[0]], clients, secs, false);
+    let pg1_s = admissions(&one.env, &[&one.gws[0]], clients, secs, true);
+    eprintln!("   {pg1:.1}/s (shell), {pg1_s:.1}/s (sftp subsystem)");
+    if std::env::var("BENCH_ONLY").as_deref() == Ok("admissions") {
+        drop(one);
+        let three = cluster(3, "15s", "");
+        let gws: Vec<&GatewayProc> = three.gws.iter().collect();
+        let pg3_s = admissions(&three.env, &gws, clients, secs, true);
+        eprintln!("   3 gateways: {pg3_s:.1}/s (sftp subsystem)");
+        rows.push(admission_row(
+            "sftp subsystem",
+            clients,
+            secs,
+            base_s,
+            pg1_s,
+            pg3_s,
+        ));
+        print_rows(rows);
+        return;
+    }
 
     eprintln!("== sessions API on PostgreSQL: empty, then 1,000 live + 100,000 closed");
     let (e50, e99) = api_times(&one.gws[0], "/api/v1/sessions?limit=50", 200);
@@ -291,17 +318,22 @@ fn main() {
     eprintln!("== admissions: 3 gateways on PostgreSQL");
     let three = cluster(3, "15s", "");
     let gws: Vec<&GatewayProc> = three.gws.iter().collect();
-    let pg3 = admissions(&three.env, &gws, clients, secs);
-    eprintln!("   {pg3:.1}/s");
+    let pg3 = admissions(&three.env, &gws, clients, secs, false);
+    let pg3_s = admissions(&three.env, &gws, clients, secs, true);
+    eprintln!("   {pg3:.1}/s (shell), {pg3_s:.1}/s (sftp subsystem)");
 
     eprintln!("== terminate: through the owner, then through a peer");
     let (l50, l99) = terminate_times(&three, 0, 20);
     let (r50, r99) = terminate_times(&three, 1, 20);
 
-    rows.push(format!(
-        "| admissions/s, short SSH sessions ({clients} clients, {secs} s) | {base:.1} (1 gw, SQLite) | {pg1:.1} (1 gw, PostgreSQL); {pg3:.1} (3 gw, PostgreSQL) | {:.2}; {:.2} |",
-        pg1 / base,
-        pg3 / base
+    rows.push(admission_row("`ssh … true`", clients, secs, base, pg1, pg3));
+    rows.push(admission_row(
+        "sftp subsystem",
+        clients,
+        secs,
+        base_s,
+        pg1_s,
+        pg3_s,
     ));
     rows.push(format!(
         "| `GET /api/v1/sessions?limit=50`, p50 / p99 ms | {e50:.1} / {e99:.1} (empty) | {s50:.1} / {s99:.1} (1,000 live + 100,000 closed) | p99 {:.2} |",
@@ -318,6 +350,14 @@ fn main() {
     drop(three);
     rows.extend(object_store_rows(flood_mib));
     print_rows(rows);
+}
+
+fn admission_row(what: &str, clients: usize, secs: u64, base: f64, pg1: f64, pg3: f64) -> String {
+    format!(
+        "| admissions/s, short SSH sessions ({what}, {clients} clients, {secs} s) | {base:.1} (1 gw, SQLite) | {pg1:.1} (1 gw, PostgreSQL); {pg3:.1} (3 gw, PostgreSQL) | {:.2}; {:.2} |",
+        pg1 / base,
+        pg3 / base
+    )
 }
 
 fn print_rows(rows: Vec<String>) {
