@@ -172,8 +172,6 @@ pub async fn run(
     });
     let gw = Arc::new(gw);
     tokio::spawn(gw.clone().watch_cluster(advertise, shutdown.clone()));
-    let uploads_stop = CancellationToken::new();
-    tokio::spawn(gw.clone().upload_recordings(uploads_stop.clone()));
     gw.recover().await;
     gw.load_approvals().await;
     for seal in gw.recordings.recover_all() {
@@ -185,6 +183,9 @@ pub async fn run(
             serde_json::json!({"status": "truncated", "chunks": seal.chunks, "events": seal.events, "raw_bytes": seal.raw_bytes}),
         );
     }
+    // After crash recovery: what it seals (or moves aside) is what gets uploaded.
+    let uploads_stop = CancellationToken::new();
+    tokio::spawn(gw.clone().upload_recordings(uploads_stop.clone()));
     gw.audit(
         "gateway.start",
         None,

@@ -18,7 +18,7 @@ use object_store::{ClientOptions, ObjectStore, PutPayload, RetryConfig};
 use crate::{Error, Result};
 
 /// Where the bucket is and how to sign requests to it.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct BucketOptions {
     /// `http://127.0.0.1:9000` for a local S3-compatible server (plain http is allowed when the
     /// endpoint says so); none for AWS itself.
@@ -26,6 +26,20 @@ pub struct BucketOptions {
     pub region: Option<String>,
     pub access_key_id: Option<String>,
     pub secret_access_key: Option<String>,
+}
+
+impl std::fmt::Debug for BucketOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BucketOptions")
+            .field("endpoint", &self.endpoint)
+            .field("region", &self.region)
+            .field("access_key_id", &self.access_key_id)
+            .field(
+                "secret_access_key",
+                &self.secret_access_key.as_ref().map(|_| "***"),
+            )
+            .finish()
+    }
 }
 
 /// A bucket (and prefix) holding recordings.
@@ -41,6 +55,9 @@ impl std::fmt::Debug for Bucket {
         write!(f, "Bucket({})", self.url)
     }
 }
+
+/// The largest object read back (a chunk holds at most `chunk_bytes` of events, compressed).
+const MAX_OBJECT: u64 = 256 << 20;
 
 fn err(what: impl std::fmt::Display) -> Error {
     Error::Format(what.to_string())
@@ -167,6 +184,12 @@ impl Bucket {
         Self::check(session)?;
         let key = self.key(session, name);
         match self.store.get(&key).await {
+            // A recording's files are a chunk (compressed, a few MiB at most) or small JSON:
+            // anything larger is not one of ours, and is not read into memory.
+            Ok(r) if r.meta.size > MAX_OBJECT => Err(err(format!(
+                "{}/{session}/{name} is {} bytes, more than a recording file can be",
+                self.url, r.meta.size
+            ))),
             Ok(r) => r
                 .bytes()
                 .await

@@ -296,7 +296,8 @@ fn dev_mode_runs_a_cluster_of_two_gateways_on_one_store() {
     assert!(stderr_of(&mut alice).contains("dev cluster demo"));
     // Its recording went to the dev cluster's object store, and verifies from the bucket.
     let sealed = dir.join("s3/recordings/dev").join(&id).join("seal.json");
-    poll(T, Duration::from_millis(200), || sealed.exists(), |e| *e);
+    let uploaded = poll(T, Duration::from_millis(200), || sealed.exists(), |e| *e);
+    assert!(uploaded, "{} is in the bucket", sealed.display());
     let pubkey = text(&run(wgctl().args(["recording", "pubkey"]), T).stdout);
     let verified = run(
         Command::new(bin("wgctl"))

@@ -60,12 +60,14 @@ impl Gateway {
     }
 
     /// Count session `rec` under `owner` in the cluster's leases (a shared store only): the
-    /// handoff's new owner, or the old one again when the handoff does not happen after all.
-    /// Counted under `owner`'s own policy and limits, as for their own session.
+    /// handoff's new owner (`check`: within their limits, as for their own session; a refusal
+    /// leaves the old owner's count as it was), or the old one again, unchecked, when the
+    /// handoff does not happen after all.
     pub(crate) async fn handoff_cluster_lease(
         &self,
         rec: &SessionRecord,
         owner: &str,
+        check: bool,
     ) -> Result<(), String> {
         if !self.store.shared() {
             return Ok(());
@@ -80,7 +82,11 @@ impl Gateway {
         let r = resolve(&cfg, &login, rec.protocol).map_err(|(_, msg)| msg)?;
         let theirs = wardengate_policy::decide(&cfg.policies, &r.request(rec.protocol))
             .map_err(|d| d.to_string())?;
-        let limits = cfg.limits(r.user, r.target, theirs.settings());
+        let limits = if check {
+            cfg.limits(r.user, r.target, theirs.settings())
+        } else {
+            wardengate_policy::Limits::default()
+        };
         let subject = r.subject(theirs.policy(), &self.name);
         // The session's own lease is replaced, not counted twice.
         match self

@@ -525,9 +525,13 @@ impl Gateway {
         );
     }
 
-    /// The same, for a session another gateway of the cluster runs: that gateway ends it (a
-    /// signed request) and audits it too.
+    /// The actor's oldest session in the cluster made room: ended here when this gateway runs
+    /// it (its own ledger was not full, the cluster was), else by the gateway that runs it (a
+    /// signed request; that gateway audits it too).
     async fn evict_elsewhere(&self, victim: &str, rec: &SessionRecord, limits: &Limits) {
+        if self.registry.live_record(victim).is_some() {
+            return self.evict(victim, rec, limits);
+        }
         let sent = match self.runs_elsewhere(victim).await {
             Ok(Some(owner)) => {
                 let body = crate::cluster::forward::PeerTerminate {

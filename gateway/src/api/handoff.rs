@@ -229,12 +229,12 @@ async fn accept_here(st: ApiState, caller: Caller, id: String) -> Result<Respons
     // The cluster counts the session under its new owner first (their limits may be full on
     // other gateways); if the handoff then fails here, the count goes back to the old owner.
     st.gw
-        .handoff_cluster_lease(&rec, &caller.name)
+        .handoff_cluster_lease(&rec, &caller.name, true)
         .await
         .map_err(|why| refusal(&st, &caller, &rec, "limit", why))?;
     let done = accept_counted(&st, &caller, &id, &rec, p).await;
     if done.is_err() {
-        if let Err(e) = st.gw.handoff_cluster_lease(&rec, &rec.actor).await {
+        if let Err(e) = st.gw.handoff_cluster_lease(&rec, &rec.actor, false).await {
             tracing::warn!(session = %id, "cannot count the session under {} again: {e}", rec.actor);
         }
     }

@@ -66,10 +66,14 @@ pub(crate) async fn recording_dir(
         .open_copy(id)
         .await
         .map_err(|e| {
+            // The store's error (endpoint, its answer) goes to the log, not to the caller.
             tracing::error!(recording = %id, "{e:#}");
             ApiError(
                 StatusCode::SERVICE_UNAVAILABLE,
-                format!("recording {id} is in the object store, which cannot be read now: {e:#}"),
+                format!(
+                    "recording {id} is in the object store, which cannot be read now; try again \
+                     in a moment (the gateway's log says why)"
+                ),
             )
         })?
         .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("no recording {id}")))

@@ -83,6 +83,8 @@ const MAX_LINE: usize = 32 << 20;
 pub(crate) struct PeerShadow {
     resp: reqwest::Response,
     buf: Vec<u8>,
+    /// How much of `buf` is known to hold no newline.
+    scanned: usize,
 }
 
 impl PeerShadow {
@@ -106,22 +108,35 @@ impl PeerShadow {
         let status =
             StatusCode::from_u16(resp.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
         if status != StatusCode::OK {
-            let body = resp.bytes().await.unwrap_or_default();
-            return Err(peer_error(owner, status, &body[..body.len().min(64 << 10)]));
+            // An error is a short JSON answer: read at most 64 KiB of it.
+            let mut resp = resp;
+            let mut body = Vec::new();
+            while body.len() < 64 << 10 {
+                match resp.chunk().await {
+                    Ok(Some(c)) => body.extend_from_slice(&c),
+                    _ => break,
+                }
+            }
+            body.truncate(64 << 10);
+            return Err(peer_error(owner, status, &body));
         }
         Ok(PeerShadow {
             resp,
             buf: Vec::new(),
+            scanned: 0,
         })
     }
 
     /// The next event; `None` when the stream ends, is cut, or sends something unreadable.
     pub(crate) async fn next(&mut self) -> Option<wardengate_api::ShadowEvent> {
         loop {
-            if let Some(i) = self.buf.iter().position(|&b| b == b'\n') {
+            if let Some(k) = self.buf[self.scanned..].iter().position(|&b| b == b'\n') {
+                let i = self.scanned + k;
                 let line: Vec<u8> = self.buf.drain(..=i).collect();
+                self.scanned = 0;
                 return serde_json::from_slice(&line[..i]).ok();
             }
+            self.scanned = self.buf.len();
             if self.buf.len() > MAX_LINE {
                 return None;
             }

@@ -43,7 +43,8 @@ impl Gateway {
             };
             tokio::select! {
                 _ = stop.cancelled() => return,
-                _ = spool.woken() => {}
+                // While the store fails, a closed chunk does not cut the back-off short.
+                _ = spool.woken(), if down_since.is_none() => {}
                 _ = tokio::time::sleep(wait) => {}
             }
         }
@@ -60,23 +61,36 @@ impl Gateway {
         }
     }
 
-    /// Seal the recordings of a lost gateway's sessions from what reached the bucket.
-    pub(crate) async fn seal_lost_recordings(&self, gateway: &str, sessions: &[String]) {
-        let Some(spool) = &self.recordings.spool else {
+    /// Seal the recordings of a lost gateway's sessions from what reached the bucket. A
+    /// recording that cannot be sealed now (the object store is away) is tried again, backing
+    /// off to every 5 minutes, for as long as this gateway runs.
+    pub(crate) async fn seal_lost_recordings(self: Arc<Self>, gateway: String, ids: Vec<String>) {
+        let Some(spool) = self.recordings.spool.clone() else {
             return;
         };
-        for id in sessions {
-            match spool.seal_lost(id, self.recordings.key()).await {
-                Ok(Some(seal)) => self.audit(
-                    "recording.recovered",
-                    None,
-                    Some(id),
-                    json!({"status": "truncated", "chunks": seal.chunks, "events": seal.events, "raw_bytes": seal.raw_bytes, "gateway": gateway, "sealed_by": self.name}),
-                ),
-                Ok(None) => {}
-                Err(e) => {
-                    tracing::error!(session = %id, "cannot seal the recording of a lost gateway's session: {e:#}")
+        let mut left = ids;
+        let mut wait = Duration::from_secs(2);
+        while !left.is_empty() {
+            let mut again = Vec::new();
+            for id in left {
+                match spool.seal_lost(&id, self.recordings.key()).await {
+                    Ok(Some(seal)) => self.audit(
+                        "recording.recovered",
+                        None,
+                        Some(&id),
+                        json!({"status": "truncated", "chunks": seal.chunks, "events": seal.events, "raw_bytes": seal.raw_bytes, "gateway": gateway, "sealed_by": self.name}),
+                    ),
+                    Ok(None) => {}
+                    Err(e) => {
+                        tracing::warn!(session = %id, "cannot seal the recording of a lost gateway's session yet: {e:#}");
+                        again.push(id);
+                    }
                 }
+            }
+            left = again;
+            if !left.is_empty() {
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(300));
             }
         }
     }

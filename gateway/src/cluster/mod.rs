@@ -106,19 +106,25 @@ impl Gateway {
                 }
             }
             if renewing_since.is_some_and(|t| t.elapsed() >= ttl) {
-                self.reap(ttl).await;
+                for (gateway, ids) in self.reap(ttl).await {
+                    // Off the heartbeat's loop: the object store may be slow or away, and the
+                    // heartbeat must not wait for it.
+                    tokio::spawn(self.clone().seal_lost_recordings(gateway, ids));
+                }
             }
         }
     }
 
-    async fn reap(&self, ttl: Duration) {
+    /// Declare lost the peers that stopped renewing; their names and their sessions' ids.
+    async fn reap(&self, ttl: Duration) -> Vec<(String, Vec<String>)> {
         let lost = match self.store.reap_lost(&self.name, ttl).await {
             Ok(l) => l,
             Err(e) => {
                 tracing::warn!("cannot look for lost gateways: {e:#}");
-                return;
+                return Vec::new();
             }
         };
+        let mut out = Vec::new();
         for l in lost {
             tracing::error!(gateway = %l.gateway, sessions = l.sessions.len(), "a gateway stopped renewing its heartbeat; its sessions are marked failed");
             self.audit(
@@ -136,8 +142,9 @@ impl Gateway {
                 );
             }
             let ids: Vec<String> = l.sessions.iter().map(|s| s.id.clone()).collect();
-            self.seal_lost_recordings(&l.gateway, &ids).await;
+            out.push((l.gateway, ids));
         }
+        out
     }
 
     /// A peer declared this gateway lost (it could not renew for a whole TTL): its sessions

@@ -109,6 +109,7 @@ impl Recordings {
     pub fn start(&self, session: &str, control: mpsc::Sender<Control>) -> Result<(Tap, SealWatch)> {
         if let Some(spool) = &self.spool {
             spool.check_room()?;
+            spool.started(session);
         }
         let dir = self.path(session);
         let writer = Writer::create(&dir, session, now_ms(), self.limits)

@@ -30,13 +30,20 @@ pub struct Spool {
     used: AtomicU64,
     wake: Notify,
     state: Mutex<State>,
+    /// Held by a pass: the uploader's and the last one at shutdown never overlap.
+    passing: tokio::sync::Mutex<()>,
 }
 
 #[derive(Default)]
 struct State {
     /// Files of unfinished recordings already in the bucket.
     uploaded: HashMap<String, HashSet<String>>,
-    /// The last upload error, while uploads fail.
+    /// Recordings this process started: the others (found in the spool at start) are checked
+    /// against the bucket before anything of them is uploaded.
+    ours: HashSet<String>,
+    /// Recordings found at start whose bucket side was checked (no seal there).
+    checked: HashSet<String>,
+    /// The last upload error, while uploads fail (logged and audited, not shown to users).
     error: Option<String>,
 }
 
@@ -45,7 +52,17 @@ struct Pending {
     session: String,
     /// Chunk files (in order) and `recording.json`, with their sizes.
     files: Vec<(String, u64)>,
-    sealed: bool,
+    /// The chunk count of its local seal, once sealed.
+    sealed: Option<u64>,
+}
+
+/// Why a recording's upload stopped.
+enum Stop {
+    /// The object store failed: the pass stops, everything waits for the next one.
+    Store(String),
+    /// Something about this recording here (a file gone or unreadable): it is skipped, the
+    /// others go on.
+    Local(String),
 }
 
 impl Spool {
@@ -57,6 +74,7 @@ impl Spool {
             used: AtomicU64::new(0),
             wake: Notify::new(),
             state: Mutex::new(State::default()),
+            passing: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -70,28 +88,28 @@ impl Spool {
         self.wake.notified().await
     }
 
-    /// Bytes waiting in the spool (as of the last pass).
+    /// A recording this process starts (uploaded without asking the bucket first).
+    pub fn started(&self, session: &str) {
+        if let Ok(mut s) = self.state.lock() {
+            s.ours.insert(session.to_string());
+        }
+    }
+
+    /// Bytes not yet in the bucket (as of the last pass).
     pub fn used(&self) -> u64 {
         self.used.load(Ordering::Relaxed)
     }
 
-    /// Refuse a new recording while the spool is full.
+    /// Refuse a new recording while the spool is full. The reason names the bound, not the
+    /// object store's error (that is in the log and the audit).
     pub fn check_room(&self) -> Result<()> {
         let used = self.used();
         if used < self.max {
             return Ok(());
         }
-        let why = self
-            .state
-            .lock()
-            .ok()
-            .and_then(|s| s.error.clone())
-            .map(|e| format!("; last upload error: {e}"))
-            .unwrap_or_default();
         Err(anyhow!(
-            "the recording spool is full ({} MiB waiting for {}, spool_max_mb = {}){why}",
+            "the recording spool is full ({} MiB waiting for the object store, spool_max_mb = {})",
             used >> 20,
-            self.bucket.url(),
             self.max >> 20
         ))
     }
@@ -110,13 +128,16 @@ impl Spool {
             {
                 continue;
             }
+            // The seal first: every chunk it counts was renamed into place before it was
+            // written, so the listing that follows holds them all.
+            let sealed = std::fs::read(path.join(SEAL))
+                .ok()
+                .and_then(|b| serde_json::from_slice::<Seal>(&b).ok())
+                .map(|s| s.chunks);
             let mut files = Vec::new();
-            let mut sealed = false;
             for f in std::fs::read_dir(&path).into_iter().flatten().flatten() {
                 let name = f.file_name().to_string_lossy().into_owned();
-                if name == SEAL {
-                    sealed = true;
-                } else if recording_file(&name) {
+                if recording_file(&name) && name != SEAL {
                     files.push((name, f.metadata().map(|m| m.len()).unwrap_or(0)));
                 }
             }
@@ -131,33 +152,51 @@ impl Spool {
         out
     }
 
-    /// One pass over the spool: upload what is closed, in order, each recording's seal last;
-    /// stop at the first failure (the rest waits for the next pass). Returns the files uploaded.
+    /// One pass over the spool: upload what is closed, in order, each recording's seal last.
+    /// An object-store failure stops the pass (the rest waits for the next one); a recording
+    /// with a local problem is skipped. Passes never overlap. Returns the files uploaded.
     pub async fn pass(&self) -> std::result::Result<usize, String> {
+        let _one = self.passing.lock().await;
         let dir = self.dir.clone();
         let pending = tokio::task::spawn_blocking(move || Spool::scan(&dir))
             .await
             .map_err(|e| e.to_string())?;
-        let mut used = 0u64;
         let mut failed: Option<String> = None;
         let mut n = 0;
-        for p in pending {
-            let size: u64 = p.files.iter().map(|f| f.1).sum();
-            used += size;
+        for p in &pending {
             if failed.is_some() {
-                continue;
+                break;
             }
-            match self.upload(&p).await {
-                Ok((k, done)) => {
-                    n += k;
-                    if done {
-                        used -= size;
-                    }
+            match self.upload(p).await {
+                Ok(k) => n += k,
+                Err(Stop::Store(e)) => failed = Some(e),
+                Err(Stop::Local(e)) => {
+                    tracing::warn!(session = %p.session, "a recording in the spool is skipped: {e}")
                 }
-                Err(e) => failed = Some(e),
             }
         }
-        self.used.store(used, Ordering::Relaxed);
+        // Recordings gone from the spool (removed because they held nothing) are forgotten.
+        if let Ok(mut st) = self.state.lock() {
+            let here: HashSet<&str> = pending.iter().map(|p| p.session.as_str()).collect();
+            st.uploaded.retain(|k, _| here.contains(k.as_str()));
+            st.checked.retain(|k| here.contains(k.as_str()));
+        }
+        // What is still waiting: the files not in the bucket yet.
+        let waiting: u64 = match self.state.lock() {
+            Ok(st) => pending
+                .iter()
+                .filter(|p| !self.dir.join(&p.session).join(UPLOADED).exists())
+                .flat_map(|p| {
+                    let up = st.uploaded.get(&p.session);
+                    p.files
+                        .iter()
+                        .filter(move |f| !up.is_some_and(|u| u.contains(&f.0)))
+                        .map(|f| f.1)
+                })
+                .sum(),
+            Err(_) => 0,
+        };
+        self.used.store(waiting, Ordering::Relaxed);
         if let Ok(mut s) = self.state.lock() {
             s.error = failed.clone();
         }
@@ -167,26 +206,53 @@ impl Spool {
         }
     }
 
-    /// Upload one recording's new files; `true` once its seal is in the bucket.
-    async fn upload(&self, p: &Pending) -> std::result::Result<(usize, bool), String> {
+    fn is_uploaded(&self, session: &str, name: &str) -> bool {
+        self.state
+            .lock()
+            .map(|s| s.uploaded.get(session).is_some_and(|u| u.contains(name)))
+            .unwrap_or(false)
+    }
+
+    /// Upload one recording's new files, and its seal once every chunk it counts is up.
+    async fn upload(&self, p: &Pending) -> std::result::Result<usize, Stop> {
         let local = self.dir.join(&p.session);
+        let store = |e: wardengate_recorder::Error| Stop::Store(e.to_string());
+        // A recording this process did not start (it was in the spool at start): a peer may
+        // have sealed it from the bucket while this gateway was away. Then the bucket's seal
+        // stands and nothing more of it is uploaded.
+        let (ours, checked) = self
+            .state
+            .lock()
+            .map(|s| (s.ours.contains(&p.session), s.checked.contains(&p.session)))
+            .unwrap_or((false, false));
+        if !ours && !checked {
+            if let Some(theirs) = self.bucket.get(&p.session, SEAL).await.map_err(store)? {
+                if std::fs::read(local.join(SEAL)).ok().as_ref() == Some(&theirs) {
+                    // Sealed and uploaded before this gateway stopped: only the mark is missing.
+                    return self.finish(p, &local).map(|()| 0);
+                }
+                return self.set_aside(p, &local).map(|()| 0);
+            }
+            if let Ok(mut s) = self.state.lock() {
+                s.checked.insert(p.session.clone());
+            }
+        }
+        // `recording.json` goes up with the first chunk: a session that never recorded
+        // anything (its directory is removed) leaves nothing in the bucket.
+        let has_chunk = p.files.iter().any(|f| f.0.ends_with(".chunk"));
         let mut n = 0;
         for (name, _) in &p.files {
-            let done = self
-                .state
-                .lock()
-                .map(|s| s.uploaded.get(&p.session).is_some_and(|u| u.contains(name)))
-                .unwrap_or(false);
-            if done {
+            if self.is_uploaded(&p.session, name) || (!has_chunk && p.sealed.is_none()) {
                 continue;
             }
-            let bytes = tokio::fs::read(local.join(name))
-                .await
-                .map_err(|e| format!("{}: {e}", local.join(name).display()))?;
+            let bytes = match tokio::fs::read(local.join(name)).await {
+                Ok(b) => b,
+                Err(e) => return Err(Stop::Local(format!("{}: {e}", local.join(name).display()))),
+            };
             self.bucket
                 .put(&p.session, name, bytes)
                 .await
-                .map_err(|e| e.to_string())?;
+                .map_err(store)?;
             n += 1;
             if let Ok(mut s) = self.state.lock() {
                 s.uploaded
@@ -195,49 +261,61 @@ impl Spool {
                     .insert(name.clone());
             }
         }
-        if !p.sealed {
-            return Ok((n, false));
+        let Some(chunks) = p.sealed else {
+            return Ok(n);
+        };
+        // Every chunk the seal counts must be up before the seal (a listing can miss a chunk
+        // renamed a moment before the seal was written: the next pass has it).
+        if !(0..chunks).all(|i| self.is_uploaded(&p.session, &format!("{i:08}.chunk"))) {
+            return Ok(n);
         }
-        let seal = tokio::fs::read(local.join(SEAL))
-            .await
-            .map_err(|e| format!("{}: {e}", local.join(SEAL).display()))?;
-        match self
-            .bucket
-            .get(&p.session, SEAL)
-            .await
-            .map_err(|e| e.to_string())?
-        {
-            // Already there: a retry after the seal went up, or a peer sealed it first (this
-            // gateway was declared lost meanwhile); the bucket's seal stands, this copy is kept
-            // aside for forensics.
-            Some(theirs) if theirs != seal => {
-                let aside = self.dir.join(format!(".superseded-{}", p.session));
-                tracing::warn!(session = %p.session, kept = %aside.display(), "the bucket already holds another seal for this recording (a peer sealed it while this gateway was away); the local copy is kept aside");
-                std::fs::rename(&local, &aside).map_err(|e| e.to_string())?;
-                self.forget(&p.session);
-                return Ok((n, true));
-            }
+        let seal = std::fs::read(local.join(SEAL))
+            .map_err(|e| Stop::Local(format!("{}: {e}", local.join(SEAL).display())))?;
+        match self.bucket.get(&p.session, SEAL).await.map_err(store)? {
+            // Another seal is there: a peer sealed it while this gateway was declared lost.
+            Some(theirs) if theirs != seal => return self.set_aside(p, &local).map(|()| n),
             Some(_) => {}
             None => {
                 self.bucket
                     .put(&p.session, SEAL, seal)
                     .await
-                    .map_err(|e| e.to_string())?;
+                    .map_err(store)?;
                 n += 1;
             }
         }
-        // Whole in the bucket: only the seal stays here.
+        self.finish(p, &local).map(|()| n)
+    }
+
+    /// The recording is whole in the bucket: the mark first (readers then fetch from the
+    /// bucket), then the local chunks go; only the seal stays here.
+    fn finish(&self, p: &Pending, local: &Path) -> std::result::Result<(), Stop> {
+        std::fs::write(local.join(UPLOADED), b"")
+            .map_err(|e| Stop::Local(format!("{}: {e}", local.join(UPLOADED).display())))?;
         for (name, _) in &p.files {
             let _ = std::fs::remove_file(local.join(name));
         }
-        std::fs::write(local.join(UPLOADED), b"").map_err(|e| e.to_string())?;
         self.forget(&p.session);
-        Ok((n, true))
+        Ok(())
+    }
+
+    /// The bucket holds another seal for this recording (a peer sealed it from the bucket while
+    /// this gateway was away): the bucket's stands, this copy is kept aside for forensics.
+    fn set_aside(&self, p: &Pending, local: &Path) -> std::result::Result<(), Stop> {
+        let aside = self
+            .dir
+            .join(format!(".superseded-{}-{}", p.session, now_ms()));
+        tracing::warn!(session = %p.session, kept = %aside.display(), "the bucket already holds another seal for this recording (a peer sealed it while this gateway was away); the local copy is kept aside");
+        std::fs::rename(local, &aside)
+            .map_err(|e| Stop::Local(format!("{}: {e}", aside.display())))?;
+        self.forget(&p.session);
+        Ok(())
     }
 
     fn forget(&self, session: &str) {
         if let Ok(mut s) = self.state.lock() {
             s.uploaded.remove(session);
+            s.ours.remove(session);
+            s.checked.remove(session);
         }
     }
 

@@ -74,6 +74,18 @@ fn a_shell_on_one_gateway_is_handed_off_through_another() {
     );
     let s = gw2.get_json(&format!("/api/v1/sessions/{id}"));
     assert_eq!(s["actor"], "alice", "{s}");
+    // The refusal left alice's count in the cluster as it was.
+    let holder = |c: &wardengate_tests::cluster::Cluster| {
+        c.store
+            .psql(
+                "wardengate",
+                &format!("SELECT actor FROM leases WHERE session_id = '{id}'"),
+            )
+            .expect("psql")
+            .trim()
+            .to_string()
+    };
+    assert_eq!(holder(&c), "alice");
     let _ = dans.kill();
     let _ = dans.wait();
     gw2.wait_sessions("?state=active", T, |s| s.len() == 1);
@@ -93,14 +105,7 @@ fn a_shell_on_one_gateway_is_handed_off_through_another() {
     let accepted = gw1.wait_audit("session.handoff.accepted", T);
     assert_eq!(accepted["actor"], "dan", "{accepted}");
     // The cluster counts it as dan's now.
-    let holder = c
-        .store
-        .psql(
-            "wardengate",
-            &format!("SELECT actor FROM leases WHERE session_id = '{id}'"),
-        )
-        .expect("psql");
-    assert_eq!(holder.trim(), "dan");
+    assert_eq!(holder(&c), "dan");
 
     // Taking it over through gw-2 says where it runs; through gw-1 dan gets alice's shell.
     let out = run(gw2.ssh(&c.env, &format!("dan:{id}")).arg("true"), T);

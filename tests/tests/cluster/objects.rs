@@ -27,12 +27,14 @@ fn objects_when(
     timeout: Duration,
     want: impl Fn(&[String]) -> bool,
 ) -> Vec<String> {
-    poll(
+    let objects = poll(
         timeout,
         Duration::from_millis(100),
         || s3.objects(BUCKET, PREFIX, id),
         |o| want(o),
-    )
+    );
+    assert!(want(&objects), "not in the bucket yet: {objects:?}");
+    objects
 }
 
 #[test]
@@ -259,4 +261,50 @@ fn a_peer_seals_a_dead_gateways_recording_from_the_bucket() {
         Duration::from_secs(30),
     );
     assert_stdout_has(&t, "line-1");
+
+    // gw-1 comes back with its own copy, which it seals truncated from its disk: the peer's
+    // seal in the bucket stands, nothing more of it is uploaded, and its copy is kept aside.
+    let sealed_by_peer = std::fs::read(
+        store
+            .root
+            .join(BUCKET)
+            .join(PREFIX)
+            .join(&id)
+            .join("seal.json"),
+    )
+    .expect("the peer's seal");
+    let back = GatewayProc::spawn(c.gws[0].config.clone(), c.gws[0].data.clone());
+    let spool = back.data.join("recordings");
+    let aside = poll(
+        Duration::from_secs(30),
+        Duration::from_millis(100),
+        || {
+            std::fs::read_dir(&spool)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .any(|e| {
+                    e.file_name()
+                        .to_string_lossy()
+                        .starts_with(&format!(".superseded-{id}"))
+                })
+        },
+        |a| *a,
+    );
+    assert!(aside, "gw-1 keeps its copy aside");
+    let now = std::fs::read(
+        store
+            .root
+            .join(BUCKET)
+            .join(PREFIX)
+            .join(&id)
+            .join("seal.json"),
+    )
+    .expect("the seal");
+    assert_eq!(now, sealed_by_peer, "the peer's seal stands");
+    let off = run(
+        wgctl_offline(&store).args(["recording", "verify", &url(&id), "--pubkey", &key]),
+        Duration::from_secs(30),
+    );
+    assert_stdout_has(&off, &format!("OK: {id} (truncated"));
 }

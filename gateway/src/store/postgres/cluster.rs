@@ -23,10 +23,20 @@ fn ms(d: Duration) -> i64 {
 
 /// Run `body` in a transaction: committed when it succeeds, rolled back when it fails.
 pub(super) async fn in_tx<R>(c: &Db, body: impl Future<Output = Result<R>>) -> Result<R> {
+    in_tx_keep(c, async { body.await.map(|r| (r, true)) }).await
+}
+
+/// [`in_tx`], where `body` also says whether to keep what it did (`false`: rolled back, its
+/// answer still returned — a refusal that must leave no trace).
+async fn in_tx_keep<R>(c: &Db, body: impl Future<Output = Result<(R, bool)>>) -> Result<R> {
     c.batch_execute("BEGIN").await?;
     match body.await {
-        Ok(r) => {
+        Ok((r, true)) => {
             c.batch_execute("COMMIT").await?;
+            Ok(r)
+        }
+        Ok((r, false)) => {
+            c.batch_execute("ROLLBACK").await?;
             Ok(r)
         }
         Err(e) => {
@@ -96,7 +106,8 @@ pub(super) async fn gateways(c: &Db) -> Result<Vec<GatewayRow>> {
         .collect()
 }
 
-/// Count `lease` against the cluster's limits and hold it, or say which level is full.
+/// Count `lease` against the cluster's limits and hold it, or say which level is full. A
+/// refusal changes nothing (the `freed` session keeps its lease).
 pub(super) async fn acquire(
     c: &Db,
     lease: &LeaseRow,
@@ -105,7 +116,7 @@ pub(super) async fn acquire(
     freed: Option<&str>,
     ttl: Duration,
 ) -> Result<Result<(), LimitDenial>> {
-    in_tx(c, async {
+    in_tx_keep(c, async {
         c.execute("SELECT pg_advisory_xact_lock($1)", &[&LEASE_LOCK])
             .await?;
         c.execute(
@@ -134,7 +145,7 @@ pub(super) async fn acquire(
             pool,
         };
         if let Some(d) = wardengate_policy::first_full(&counts, &subject, limits) {
-            return Ok(Err(d));
+            return Ok((Err(d), false));
         }
         c.execute(
             &format!(
@@ -153,7 +164,7 @@ pub(super) async fn acquire(
             ],
         )
         .await?;
-        Ok(Ok(()))
+        Ok((Ok(()), true))
     })
     .await
 }

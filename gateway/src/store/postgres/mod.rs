@@ -113,22 +113,20 @@ enum Tls {
 }
 
 impl Tls {
-    fn new(roots: Option<tokio_rustls::rustls::RootCertStore>) -> Tls {
-        match roots {
-            None => Tls::Plain,
-            Some(roots) => {
-                let config = tokio_rustls::rustls::ClientConfig::builder_with_provider(Arc::new(
-                    tokio_rustls::rustls::crypto::ring::default_provider(),
-                ))
-                .with_safe_default_protocol_versions()
-                .map(|b| b.with_root_certificates(roots).with_no_client_auth());
-                match config {
-                    Ok(c) => Tls::Verified(tokio_postgres_rustls::MakeRustlsConnect::new(c)),
-                    // The ring provider supports the default versions; this cannot happen.
-                    Err(_) => Tls::Plain,
-                }
-            }
-        }
+    fn new(roots: Option<tokio_rustls::rustls::RootCertStore>) -> Result<Tls> {
+        let Some(roots) = roots else {
+            return Ok(Tls::Plain);
+        };
+        let config = tokio_rustls::rustls::ClientConfig::builder_with_provider(Arc::new(
+            tokio_rustls::rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .context("TLS to the store")?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        Ok(Tls::Verified(
+            tokio_postgres_rustls::MakeRustlsConnect::new(config),
+        ))
     }
 }
 
@@ -175,7 +173,7 @@ impl Postgres {
         ca: Option<tokio_rustls::rustls::RootCertStore>,
     ) -> Result<Postgres> {
         let shown: Arc<str> = without_password(url).into();
-        let tls = Tls::new(ca);
+        let tls = Tls::new(ca)?;
         let mut client = connect(url, &shown, &tls).await?;
         client
             .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
