@@ -5,7 +5,8 @@ use anyhow::{bail, Context, Result};
 
 /// A recording in a bucket (`s3://bucket/prefix/SESSION`), fetched into a private temporary
 /// directory that is then read like any recording directory. Endpoint, region and credentials
-/// come from `AWS_ENDPOINT_URL`, `AWS_REGION`, `AWS_ACCESS_KEY_ID` and `AWS_SECRET_ACCESS_KEY`.
+/// come from `AWS_ENDPOINT_URL`, `AWS_REGION`, `AWS_ACCESS_KEY_ID` and `AWS_SECRET_ACCESS_KEY`
+/// (`AWS_ALLOW_HTTP=true` for a plain-http endpoint that is not on this machine).
 pub fn fetch(url: &str) -> Result<tempfile::TempDir> {
     use wardengate_recorder::bucket::{split_session_url, Bucket, BucketOptions};
     let (base, session) = split_session_url(url)?;
@@ -15,6 +16,7 @@ pub fn fetch(url: &str) -> Result<tempfile::TempDir> {
         region: env("AWS_REGION").or_else(|| env("AWS_DEFAULT_REGION")),
         access_key_id: env("AWS_ACCESS_KEY_ID"),
         secret_access_key: env("AWS_SECRET_ACCESS_KEY"),
+        allow_http: env("AWS_ALLOW_HTTP").is_some_and(|v| v.eq_ignore_ascii_case("true")),
     };
     let bucket = Bucket::open(&base, &opts)?;
     let tmp = tempfile::Builder::new()

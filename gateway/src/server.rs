@@ -416,6 +416,7 @@ fn recording_bucket(cfg: &Loaded, url: &str) -> Result<wardengate_recorder::buck
         region: rc.region.clone(),
         access_key_id: rc.access_key_id.clone(),
         secret_access_key: secret,
+        allow_http: rc.allow_http,
     };
     wardengate_recorder::bucket::Bucket::open(url, &opts)
         .with_context(|| "[recording] store".to_string())

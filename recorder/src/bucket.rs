@@ -26,6 +26,9 @@ pub struct BucketOptions {
     pub region: Option<String>,
     pub access_key_id: Option<String>,
     pub secret_access_key: Option<String>,
+    /// Allow a plain `http://` endpoint that is not on this machine (a private network the
+    /// operator trusts). Loopback endpoints may always be plain http.
+    pub allow_http: bool,
 }
 
 impl std::fmt::Debug for BucketOptions {
@@ -38,6 +41,7 @@ impl std::fmt::Debug for BucketOptions {
                 "secret_access_key",
                 &self.secret_access_key.as_ref().map(|_| "***"),
             )
+            .field("allow_http", &self.allow_http)
             .finish()
     }
 }
@@ -90,6 +94,22 @@ pub fn parse_url(url: &str) -> Result<(String, String)> {
     Ok((bucket.to_string(), prefix.to_string()))
 }
 
+/// Whether an `http://` endpoint is on this machine (`localhost`, 127.0.0.0/8, `[::1]`).
+fn loopback(endpoint: &str) -> bool {
+    let rest = endpoint.strip_prefix("http://").unwrap_or(endpoint);
+    let authority = rest.split('/').next().unwrap_or_default();
+    let authority = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let host = if let Some(v6) = authority.strip_prefix('[') {
+        v6.split(']').next().unwrap_or_default()
+    } else {
+        authority.split(':').next().unwrap_or_default()
+    };
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 /// A session id as it names a recording: letters, digits, `-` and `_` only (so it can never
 /// leave its prefix).
 pub fn valid_session(id: &str) -> bool {
@@ -119,7 +139,15 @@ impl Bucket {
                     .with_timeout(Duration::from_secs(60)),
             );
         if let Some(e) = &o.endpoint {
-            b = b.with_endpoint(e).with_allow_http(e.starts_with("http://"));
+            let plain = e.starts_with("http://");
+            if plain && !o.allow_http && !loopback(e) {
+                return Err(err(format!(
+                    "the object store endpoint {e} is plain http and not on this machine: \
+                     recordings would cross the network unencrypted. Use https, or allow it \
+                     explicitly (allow_http = true) on a network you trust"
+                )));
+            }
+            b = b.with_endpoint(e).with_allow_http(plain);
         }
         if let Some(r) = &o.region {
             b = b.with_region(r);
@@ -332,5 +360,29 @@ mod tests {
         assert!(split_session_url("s3://recs").is_err());
         assert!(recording_file("00000003.chunk") && recording_file("seal.json"));
         assert!(!recording_file("../seal.json") && !recording_file("open.wal"));
+    }
+
+    #[test]
+    fn plain_http_only_on_this_machine_unless_allowed() {
+        for local in [
+            "http://127.0.0.1:9000",
+            "http://localhost:9000/",
+            "http://[::1]:9000",
+        ] {
+            assert!(loopback(local), "{local}");
+        }
+        assert!(!loopback("http://minio.internal:9000"));
+        assert!(!loopback("http://127.0.0.1.evil.example:9000"));
+        let far = BucketOptions {
+            endpoint: Some("http://minio.internal:9000".into()),
+            ..BucketOptions::default()
+        };
+        let refused = Bucket::open("s3://recs/p", &far).unwrap_err().to_string();
+        assert!(refused.contains("plain http"), "{refused}");
+        let allowed = BucketOptions {
+            allow_http: true,
+            ..far
+        };
+        assert!(Bucket::open("s3://recs/p", &allowed).is_ok());
     }
 }

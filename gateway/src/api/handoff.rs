@@ -51,9 +51,18 @@ async fn elsewhere(
     };
     let path = format!("/internal/v1/sessions/{id}/{action}");
     let body = serde_json::to_vec(&req).map_err(internal)?;
-    super::routed::relay(st, &owner, &path, body)
+    // A short answer, within the peer client's deadline (not a stream).
+    let (status, answer) = st
+        .gw
+        .to_peer(&owner, &path, body)
         .await
+        .map_err(|e| ApiError(StatusCode::BAD_GATEWAY, format!("{e:#}")))?;
+    Response::builder()
+        .status(status)
+        .header(axum::http::header::CONTENT_TYPE, "application/json")
+        .body(axum::body::Body::from(answer))
         .map(Some)
+        .map_err(internal)
 }
 
 /// The same action, done here for a peer's caller.

@@ -141,7 +141,8 @@ impl Gateway {
                     json!({"reason": "gateway_lost", "state": "failed", "gateway": l.gateway, "noticed_by": self.name}),
                 );
             }
-            let ids: Vec<String> = l.sessions.iter().map(|s| s.id.clone()).collect();
+            let mut ids: Vec<String> = l.sessions.iter().map(|s| s.id.clone()).collect();
+            ids.extend(l.recent);
             out.push((l.gateway, ids));
         }
         out

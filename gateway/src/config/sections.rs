@@ -250,6 +250,10 @@ pub struct RecordingSection {
     /// `AWS_SECRET_ACCESS_KEY`). Never the secret itself in this file.
     #[serde(default)]
     pub secret_access_key_file: Option<PathBuf>,
+    /// Allow a plain `http://` endpoint that is not on this machine (refused otherwise:
+    /// recordings would cross the network unencrypted).
+    #[serde(default)]
+    pub allow_http: bool,
     /// The most the spool may hold (MiB) before sessions that require recording are refused.
     #[serde(default = "default_spool_max_mb")]
     pub spool_max_mb: u64,
@@ -277,6 +281,7 @@ impl Default for RecordingSection {
             region: None,
             access_key_id: None,
             secret_access_key_file: None,
+            allow_http: false,
             spool_max_mb: default_spool_max_mb(),
         }
     }

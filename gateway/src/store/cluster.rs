@@ -21,7 +21,11 @@ pub struct LeaseRow {
 #[derive(Debug, Clone)]
 pub struct Lost {
     pub gateway: String,
+    /// Its open sessions, ended now (`failed`, `gateway_lost`).
     pub sessions: Vec<SessionRecord>,
+    /// Sessions that had ended there in the last day (the newest 1,000): their recordings may
+    /// not have been sealed in the object store yet.
+    pub recent: Vec<String>,
 }
 
 /// A gateway of the cluster as the store knows it.

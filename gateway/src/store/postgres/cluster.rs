@@ -211,7 +211,26 @@ pub(super) async fn reap(c: &Db, me: &str, ttl: Duration) -> Result<Vec<Lost>> {
                 .iter()
                 .map(session_from_row)
                 .collect::<Result<Vec<_>>>()?;
-            lost.push(Lost { gateway, sessions });
+            // Sessions that had ended there lately: their recordings may still have been
+            // waiting in its spool, unsealed in the bucket.
+            let recent = c
+                .query(
+                    &format!(
+                        "SELECT id FROM sessions WHERE gateway = $1 AND state IN ('closed','failed')
+                         AND end_reason IS DISTINCT FROM 'gateway_lost'
+                         AND ended_ms > {NOW_MS} - 86400000 ORDER BY ended_ms DESC LIMIT 1000"
+                    ),
+                    &[&gateway],
+                )
+                .await?
+                .iter()
+                .map(|r| r.try_get(0))
+                .collect::<std::result::Result<Vec<String>, _>>()?;
+            lost.push(Lost {
+                gateway,
+                sessions,
+                recent,
+            });
         }
         Ok(lost)
     })
