@@ -197,14 +197,12 @@ impl Recordings {
                 Ok(remote) => {
                     let here: std::collections::HashSet<String> =
                         v.iter().map(|e| e.1.clone()).collect();
-                    for id in remote.into_iter().filter(|id| !here.contains(id)) {
-                        let ms = store
-                            .session_get(&id)
-                            .await
-                            .ok()
-                            .flatten()
-                            .map_or(0, |r| r.ended_ms.unwrap_or(r.started_ms));
-                        v.push((ms, id));
+                    let others: Vec<String> =
+                        remote.into_iter().filter(|id| !here.contains(id)).collect();
+                    // Their sessions' times, in one query.
+                    let times = store.session_times(&others).await.unwrap_or_default();
+                    for id in others {
+                        v.push((times.get(&id).copied().unwrap_or(0), id));
                     }
                     v.sort_by_key(|e| std::cmp::Reverse(e.0));
                 }

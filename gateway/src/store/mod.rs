@@ -21,6 +21,7 @@ mod sqlite;
 #[cfg(test)]
 mod upgrade_tests;
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::time::Duration;
 
@@ -148,6 +149,17 @@ pub trait Store: Send + Sync {
     }
     /// Give a session's slot back (queued).
     fn lease_release_later(&self, _session_id: String) {}
+    /// When each of `ids` ended (or started, while it runs), in one go: the order of a list of
+    /// the cluster's recordings. Unknown ids are left out.
+    async fn session_times(&self, ids: &[String]) -> Result<HashMap<String, u64>> {
+        let mut out = HashMap::new();
+        for id in ids {
+            if let Some(r) = self.session_get(id).await? {
+                out.insert(id.clone(), r.ended_ms.unwrap_or(r.started_ms));
+            }
+        }
+        Ok(out)
+    }
     /// The oldest session `actor` holds a slot for anywhere in the cluster (what
     /// `on_limit = "evict_oldest"` ends when the actor's limit is full on other gateways).
     async fn lease_oldest(&self, _actor: &str) -> Result<Option<String>> {

@@ -570,6 +570,25 @@ impl Store for Postgres {
         });
     }
 
+    async fn session_times(
+        &self,
+        ids: &[String],
+    ) -> Result<std::collections::HashMap<String, u64>> {
+        let ids = ids.to_vec();
+        self.call(move |c| async move {
+            let rows = c
+                .query(
+                    "SELECT id, COALESCE(ended_ms, started_ms) FROM sessions WHERE id = ANY($1)",
+                    &[&ids],
+                )
+                .await?;
+            rows.iter()
+                .map(|r| Ok((r.try_get(0)?, r.try_get::<_, i64>(1)?.max(0) as u64)))
+                .collect()
+        })
+        .await
+    }
+
     async fn lease_oldest(&self, actor: &str) -> Result<Option<String>> {
         let actor = actor.to_owned();
         self.call(move |c| async move {
