@@ -50,33 +50,56 @@ pub(crate) async fn read_recording(
         })
 }
 
-/// The recording to read: here, or fetched from the object store. Session ids are the
-/// recording names; anything that could leave the directory (or the bucket prefix) is refused.
+/// Session ids are the recording names; anything that could leave the directory (or the
+/// bucket prefix) is refused.
+fn valid_id(id: &str) -> Result<(), ApiError> {
+    if wardengate_recorder::bucket::valid_session(id) {
+        return Ok(());
+    }
+    Err(bad(format!(
+        "'{}' is not a recording id",
+        wardengate_api::text::inert(id, 80)
+    )))
+}
+
+/// The object store could not be read: the caller is told that much; its error (endpoint, its
+/// answer) goes to the log.
+fn unavailable(id: &str, e: anyhow::Error) -> ApiError {
+    tracing::error!(recording = %id, "{e:#}");
+    ApiError(
+        StatusCode::SERVICE_UNAVAILABLE,
+        format!(
+            "recording {id} is in the object store, which cannot be read now; try again in a \
+             moment (the gateway's log says why)"
+        ),
+    )
+}
+
+fn not_found(id: &str) -> ApiError {
+    ApiError(StatusCode::NOT_FOUND, format!("no recording {id}"))
+}
+
+/// The recording to read: here, or fetched from the object store.
 pub(crate) async fn recording_dir(
     gw: &Gateway,
     id: &str,
 ) -> Result<crate::recording::RecordingCopy, ApiError> {
-    if !wardengate_recorder::bucket::valid_session(id) {
-        return Err(bad(format!(
-            "'{}' is not a recording id",
-            wardengate_api::text::inert(id, 80)
-        )));
-    }
+    valid_id(id)?;
     gw.recordings
         .open_copy(id)
         .await
-        .map_err(|e| {
-            // The store's error (endpoint, its answer) goes to the log, not to the caller.
-            tracing::error!(recording = %id, "{e:#}");
-            ApiError(
-                StatusCode::SERVICE_UNAVAILABLE,
-                format!(
-                    "recording {id} is in the object store, which cannot be read now; try again \
-                     in a moment (the gateway's log says why)"
-                ),
-            )
-        })?
-        .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("no recording {id}")))
+        .map_err(|e| unavailable(id, e))?
+        .ok_or_else(|| not_found(id))
+}
+
+/// That the recording exists, here or in the object store, without reading it.
+pub(crate) async fn recording_exists(gw: &Gateway, id: &str) -> Result<(), ApiError> {
+    valid_id(id)?;
+    match gw.recordings.exists(id).await {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(not_found(id)),
+        Err(e) => Err(unavailable(id, e)),
+    }
 }
 
 async fn recording_json(

@@ -23,7 +23,7 @@ use wardengate_recorder::{Event, EventKind};
 
 use super::browser::{origin, send, text, SocketQuery};
 use super::common::{bad, internal, parse_body, ApiError, Caller, RecordingId};
-use super::recordings::{read_recording, recording_dir};
+use super::recordings::{read_recording, recording_dir, recording_exists};
 use super::state::ApiState;
 use super::tickets::{Purpose, TICKET_TTL};
 
@@ -61,7 +61,7 @@ async fn replay_link(
             "speed {speed} is out of range: 0.1 to 64 times real time"
         )));
     }
-    recording_dir(&st.gw, &id).await?;
+    recording_exists(&st.gw, &id).await?;
     if let Ok(r) = st.gw.registry.record(&*st.gw.store, &id).await {
         if r.protocol != api::Protocol::Rdp {
             return Err(ApiError(

@@ -170,6 +170,18 @@ impl Recordings {
         }
     }
 
+    /// Whether there is a recording of `session`, here or in the bucket (a listing, nothing
+    /// downloaded).
+    pub async fn exists(&self, session: &str) -> Result<bool> {
+        if self.path(session).is_dir() {
+            return Ok(true);
+        }
+        match &self.spool {
+            Some(spool) => Ok(!spool.bucket.names(session).await?.is_empty()),
+            None => Ok(false),
+        }
+    }
+
     /// A recording to read: the directory here while its chunks are here (being written, or
     /// waiting for upload), else a copy from the bucket. `None`: no such recording.
     pub async fn open_copy(&self, session: &str) -> Result<Option<RecordingCopy>> {
