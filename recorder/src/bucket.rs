@@ -97,7 +97,8 @@ pub fn parse_url(url: &str) -> Result<(String, String)> {
 /// Whether an `http://` endpoint is on this machine (`localhost`, 127.0.0.0/8, `[::1]`).
 fn loopback(endpoint: &str) -> bool {
     let rest = endpoint.strip_prefix("http://").unwrap_or(endpoint);
-    let authority = rest.split('/').next().unwrap_or_default();
+    // The authority ends at the first of these (so `http://remote#@127.0.0.1` is `remote`).
+    let authority = rest.split(['/', '?', '#', '\\']).next().unwrap_or_default();
     let authority = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
     let host = if let Some(v6) = authority.strip_prefix('[') {
         v6.split(']').next().unwrap_or_default()
@@ -214,7 +215,7 @@ impl Bucket {
         match self.store.get(&key).await {
             // A recording's files are a chunk (compressed, a few MiB at most) or small JSON:
             // anything larger is not one of ours, and is not read into memory.
-            Ok(r) if r.meta.size > MAX_OBJECT => Err(err(format!(
+            Ok(r) if r.meta.size > MAX_OBJECT => Err(Error::Oversize(format!(
                 "{}/{session}/{name} is {} bytes, more than a recording file can be",
                 self.url, r.meta.size
             ))),
@@ -373,6 +374,13 @@ mod tests {
         }
         assert!(!loopback("http://minio.internal:9000"));
         assert!(!loopback("http://127.0.0.1.evil.example:9000"));
+        for trick in [
+            "http://remote#@127.0.0.1",
+            "http://remote?@127.0.0.1",
+            "http://remote\\@127.0.0.1",
+        ] {
+            assert!(!loopback(trick), "{trick}");
+        }
         let far = BucketOptions {
             endpoint: Some("http://minio.internal:9000".into()),
             ..BucketOptions::default()

@@ -49,6 +49,9 @@ pub enum Error {
     },
     #[error("{0}")]
     Format(String),
+    /// An object in the bucket larger than any recording file can be.
+    #[error("{0}")]
+    Oversize(String),
 }
 
 impl Error {

@@ -135,8 +135,13 @@ fn check_chunk(path: &Path) -> std::result::Result<Checked, ChunkError> {
         return Err(ChunkError::Modified("bytes after the body".into()));
     }
     let mut raw = Vec::with_capacity(header.raw_len.min(64 << 20) as usize);
+    // At most one byte more than the header says: a body that inflates past it is refused
+    // below, without first filling memory.
     zstd::stream::Decoder::new(&bytes[start..])
-        .and_then(|mut d| d.read_to_end(&mut raw))
+        .and_then(|d| {
+            d.take(header.raw_len.saturating_add(1))
+                .read_to_end(&mut raw)
+        })
         .map_err(|e| ChunkError::Modified(format!("body does not decompress ({e})")))?;
     if raw.len() as u64 != header.raw_len {
         return Err(ChunkError::Modified(

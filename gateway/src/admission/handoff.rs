@@ -72,6 +72,10 @@ impl Gateway {
         if !self.store.shared() {
             return Ok(());
         }
+        // A session that ended meanwhile has given its slot back: never count it again.
+        if self.registry.live_record(&rec.id).is_none() {
+            return Err("the session is over".into());
+        }
         let cfg = self.cfg();
         let login = Login {
             user: owner.to_string(),

@@ -5,6 +5,7 @@
 //! otherwise the policies decide, then concurrency is counted at four levels — and only then is the
 //! vault touched, so a denial at any level never reads a target account's secret.
 
+mod evict;
 mod handoff;
 mod reload;
 mod resolve;
@@ -189,6 +190,21 @@ impl Gateway {
         let proof = self
             .second_factor(&mut rec, &admitted, protocol, linked.as_ref().map(|l| l.1))
             .await?;
+        // A full recording spool refuses before any slot is taken (an evicted session then
+        // never loses its slot for a session that cannot start).
+        if admitted.recording() == wardengate_policy::RecordingMode::Required {
+            if let Some(spool) = &self.recordings.spool {
+                spool.check_room().map_err(|e| {
+                    let msg = format!(
+                        "wardengate: policy '{}' requires this session to be recorded, but {e}; \
+                         the session is refused",
+                        admitted.policy()
+                    );
+                    let d = json!({"admitted": false, "reason": "recording_unavailable", "policy": admitted.policy()});
+                    self.deny(&mut rec, "recording_unavailable", msg, d)
+                })?;
+            }
+        }
         let limits = cfg.limits(r.user, r.target, admitted.settings());
         let subject = r.subject(admitted.policy(), &self.name);
         let granted = self
@@ -511,58 +527,6 @@ impl Gateway {
         denied
     }
 
-    /// The actor's oldest session made room for `rec` (`on_limit = "evict_oldest"`).
-    fn evict(&self, victim: &str, rec: &SessionRecord, limits: &Limits) {
-        debug_assert_eq!(limits.on_actor_limit, OnLimit::EvictOldest);
-        let delivered = self
-            .registry
-            .end(victim, "concurrency", eviction_message(rec, limits));
-        self.audit(
-            "session.evicted",
-            Some(&rec.actor),
-            Some(victim),
-            json!({"reason": "concurrency", "by_session": rec.id, "delivered": delivered}),
-        );
-    }
-
-    /// The actor's oldest session in the cluster made room: ended here when this gateway runs
-    /// it (its own ledger was not full, the cluster was), else by the gateway that runs it (a
-    /// signed request; that gateway audits it too).
-    async fn evict_elsewhere(&self, victim: &str, rec: &SessionRecord, limits: &Limits) {
-        if self.registry.live_record(victim).is_some() {
-            return self.evict(victim, rec, limits);
-        }
-        let sent = match self.runs_elsewhere(victim).await {
-            Ok(Some(owner)) => {
-                let body = crate::cluster::forward::PeerTerminate {
-                    by: "wardengate".into(),
-                    reason: eviction_message(rec, limits),
-                    evict: true,
-                };
-                let path = format!("/internal/v1/sessions/{victim}/terminate");
-                match serde_json::to_vec(&body) {
-                    Ok(b) => self
-                        .to_peer(&owner, &path, b)
-                        .await
-                        .map(|(s, _)| s.is_success()),
-                    Err(e) => Err(e.into()),
-                }
-            }
-            Ok(None) => Ok(false),
-            Err(e) => Err(e),
-        };
-        if let Err(e) = &sent {
-            tracing::warn!(session = %victim, "cannot evict a session another gateway runs: {e:#}");
-        }
-        self.audit(
-            "session.evicted",
-            Some(&rec.actor),
-            Some(victim),
-            json!({"reason": "concurrency", "by_session": rec.id, "elsewhere": true,
-                   "delivered": sent.unwrap_or(false)}),
-        );
-    }
-
     /// The account's secret from the vault.
     async fn secret(
         &self,
@@ -581,14 +545,4 @@ impl Gateway {
             self.deny(rec, "credential_unavailable", msg, d)
         })
     }
-}
-
-/// What a user is told when their oldest session makes room for `rec`.
-fn eviction_message(rec: &SessionRecord, limits: &Limits) -> String {
-    format!(
-        "wardengate: session closed: {} opened a newer session and may hold at most {} \
-         (max_sessions_per_user, on_limit = evict_oldest)",
-        rec.actor,
-        limits.actor.unwrap_or(0)
-    )
 }

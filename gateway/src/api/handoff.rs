@@ -356,7 +356,8 @@ async fn accept_counted(
         )));
     }
     // Answer once the session waits for the new owner, so their `ssh` finds it ready.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    // (Shorter than a peer's deadline for this answer, 10 s, when the accept came through one.)
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(8);
     while !st.gw.registry.awaits_owner(&id) && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }

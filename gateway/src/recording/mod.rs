@@ -344,6 +344,9 @@ async fn record(
     if writer.events() == 0 {
         // The session never got as far as recording anything (refused or failed before it
         // opened): no recording at all, rather than an empty one.
+        if let Some(s) = &spool {
+            s.forget(&session);
+        }
         let dir = writer.dir().to_path_buf();
         match tokio::task::spawn_blocking(move || writer.discard()).await {
             Ok(Ok(())) => {

@@ -122,18 +122,32 @@ impl Spool {
         for e in entries.flatten() {
             let session = e.file_name().to_string_lossy().into_owned();
             let path = e.path();
-            if !wardengate_recorder::bucket::valid_session(&session)
-                || !path.is_dir()
-                || path.join(UPLOADED).exists()
-            {
+            if !wardengate_recorder::bucket::valid_session(&session) || !path.is_dir() {
+                continue;
+            }
+            if path.join(UPLOADED).exists() {
+                // Whole in the bucket; chunks left here by a stop between the mark and their
+                // removal go now.
+                for f in std::fs::read_dir(&path).into_iter().flatten().flatten() {
+                    let name = f.file_name().to_string_lossy().into_owned();
+                    if recording_file(&name) && name != SEAL {
+                        let _ = std::fs::remove_file(f.path());
+                    }
+                }
                 continue;
             }
             // The seal first: every chunk it counts was renamed into place before it was
             // written, so the listing that follows holds them all.
-            let sealed = std::fs::read(path.join(SEAL))
-                .ok()
-                .and_then(|b| serde_json::from_slice::<Seal>(&b).ok())
-                .map(|s| s.chunks);
+            let sealed = match std::fs::read(path.join(SEAL)) {
+                Ok(b) => match serde_json::from_slice::<Seal>(&b) {
+                    Ok(s) => Some(s.chunks),
+                    Err(e) => {
+                        tracing::warn!(session = %session, "its seal.json does not parse ({e}); it is not uploaded");
+                        continue;
+                    }
+                },
+                Err(_) => None,
+            };
             let mut files = Vec::new();
             for f in std::fs::read_dir(&path).into_iter().flatten().flatten() {
                 let name = f.file_name().to_string_lossy().into_owned();
@@ -161,6 +175,8 @@ impl Spool {
         let pending = tokio::task::spawn_blocking(move || Spool::scan(&dir))
             .await
             .map_err(|e| e.to_string())?;
+        // What waits: every file not in the bucket yet (less each upload, as it happens).
+        self.used.store(self.waiting(&pending), Ordering::Relaxed);
         let mut failed: Option<String> = None;
         let mut n = 0;
         for p in &pending {
@@ -180,23 +196,9 @@ impl Spool {
             let here: HashSet<&str> = pending.iter().map(|p| p.session.as_str()).collect();
             st.uploaded.retain(|k, _| here.contains(k.as_str()));
             st.checked.retain(|k| here.contains(k.as_str()));
+            st.ours.retain(|k| here.contains(k.as_str()));
         }
-        // What is still waiting: the files not in the bucket yet.
-        let waiting: u64 = match self.state.lock() {
-            Ok(st) => pending
-                .iter()
-                .filter(|p| !self.dir.join(&p.session).join(UPLOADED).exists())
-                .flat_map(|p| {
-                    let up = st.uploaded.get(&p.session);
-                    p.files
-                        .iter()
-                        .filter(move |f| !up.is_some_and(|u| u.contains(&f.0)))
-                        .map(|f| f.1)
-                })
-                .sum(),
-            Err(_) => 0,
-        };
-        self.used.store(waiting, Ordering::Relaxed);
+        self.used.store(self.waiting(&pending), Ordering::Relaxed);
         if let Ok(mut s) = self.state.lock() {
             s.error = failed.clone();
         }
@@ -204,6 +206,27 @@ impl Spool {
             Some(e) => Err(e),
             None => Ok(n),
         }
+    }
+
+    /// Bytes of `pending` not in the bucket: finished or set-aside recordings count nothing.
+    fn waiting(&self, pending: &[Pending]) -> u64 {
+        let Ok(st) = self.state.lock() else {
+            return 0;
+        };
+        pending
+            .iter()
+            .filter(|p| {
+                let dir = self.dir.join(&p.session);
+                dir.is_dir() && !dir.join(UPLOADED).exists()
+            })
+            .flat_map(|p| {
+                let up = st.uploaded.get(&p.session);
+                p.files
+                    .iter()
+                    .filter(move |f| !up.is_some_and(|u| u.contains(&f.0)))
+                    .map(|f| f.1)
+            })
+            .sum()
     }
 
     fn is_uploaded(&self, session: &str, name: &str) -> bool {
@@ -216,7 +239,11 @@ impl Spool {
     /// Upload one recording's new files, and its seal once every chunk it counts is up.
     async fn upload(&self, p: &Pending) -> std::result::Result<usize, Stop> {
         let local = self.dir.join(&p.session);
-        let store = |e: wardengate_recorder::Error| Stop::Store(e.to_string());
+        // An object too large to be ours is this recording's problem, not the store's.
+        let store = |e: wardengate_recorder::Error| match e {
+            wardengate_recorder::Error::Oversize(m) => Stop::Local(m),
+            e => Stop::Store(e.to_string()),
+        };
         // A recording this process did not start (it was in the spool at start): a peer may
         // have sealed it from the bucket while this gateway was away. Then the bucket's seal
         // stands and nothing more of it is uploaded.
@@ -231,7 +258,7 @@ impl Spool {
                     // Sealed and uploaded before this gateway stopped: only the mark is missing.
                     return self.finish(p, &local).map(|()| 0);
                 }
-                return self.set_aside(p, &local).map(|()| 0);
+                return self.set_aside(p, &local, &theirs).await.map(|()| 0);
             }
             if let Ok(mut s) = self.state.lock() {
                 s.checked.insert(p.session.clone());
@@ -249,10 +276,16 @@ impl Spool {
                 Ok(b) => b,
                 Err(e) => return Err(Stop::Local(format!("{}: {e}", local.join(name).display()))),
             };
+            let size = bytes.len() as u64;
             self.bucket
                 .put(&p.session, name, bytes)
                 .await
                 .map_err(store)?;
+            let _ = self
+                .used
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |u| {
+                    Some(u.saturating_sub(size))
+                });
             n += 1;
             if let Ok(mut s) = self.state.lock() {
                 s.uploaded
@@ -273,7 +306,9 @@ impl Spool {
             .map_err(|e| Stop::Local(format!("{}: {e}", local.join(SEAL).display())))?;
         match self.bucket.get(&p.session, SEAL).await.map_err(store)? {
             // Another seal is there: a peer sealed it while this gateway was declared lost.
-            Some(theirs) if theirs != seal => return self.set_aside(p, &local).map(|()| n),
+            Some(theirs) if theirs != seal => {
+                return self.set_aside(p, &local, &theirs).await.map(|()| n)
+            }
             Some(_) => {}
             None => {
                 self.bucket
@@ -299,8 +334,34 @@ impl Spool {
     }
 
     /// The bucket holds another seal for this recording (a peer sealed it from the bucket while
-    /// this gateway was away): the bucket's stands, this copy is kept aside for forensics.
-    fn set_aside(&self, p: &Pending, local: &Path) -> std::result::Result<(), Stop> {
+    /// this gateway was away): the bucket's stands, this copy is kept aside for forensics, and
+    /// chunks this gateway uploaded past the peer's seal are renamed `*.unsealed` in the bucket
+    /// (as crash recovery does), so the sealed recording verifies.
+    async fn set_aside(
+        &self,
+        p: &Pending,
+        local: &Path,
+        theirs: &[u8],
+    ) -> std::result::Result<(), Stop> {
+        let store = |e: wardengate_recorder::Error| Stop::Store(e.to_string());
+        if let Ok(seal) = serde_json::from_slice::<Seal>(theirs) {
+            for name in self.bucket.names(&p.session).await.map_err(store)? {
+                let past = name
+                    .strip_suffix(".chunk")
+                    .and_then(|i| i.parse::<u64>().ok())
+                    .is_some_and(|i| i >= seal.chunks);
+                if past {
+                    if let Some(bytes) = self.bucket.get(&p.session, &name).await.map_err(store)? {
+                        let aside = format!("{name}.unsealed");
+                        self.bucket
+                            .put(&p.session, &aside, bytes)
+                            .await
+                            .map_err(store)?;
+                    }
+                    self.bucket.delete(&p.session, &name).await.map_err(store)?;
+                }
+            }
+        }
         let aside = self
             .dir
             .join(format!(".superseded-{}-{}", p.session, now_ms()));
@@ -311,7 +372,7 @@ impl Spool {
         Ok(())
     }
 
-    fn forget(&self, session: &str) {
+    pub fn forget(&self, session: &str) {
         if let Ok(mut s) = self.state.lock() {
             s.uploaded.remove(session);
             s.ours.remove(session);

@@ -595,7 +595,9 @@ impl Store for Postgres {
             let row = c
                 .query_opt(
                     "SELECT l.session_id FROM leases l JOIN sessions s ON s.id = l.session_id
-                     WHERE l.actor = $1 ORDER BY s.started_ms, l.session_id LIMIT 1",
+                     WHERE l.actor = $1
+                     AND l.expires_ms >= (extract(epoch from clock_timestamp()) * 1000)::bigint
+                     ORDER BY s.started_ms, l.session_id LIMIT 1",
                     &[&actor],
                 )
                 .await?;
