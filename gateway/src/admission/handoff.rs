@@ -59,15 +59,13 @@ impl Gateway {
         Ok((merged, Some((new, decision))))
     }
 
-    /// Count session `rec` under `owner` in the cluster's leases (a shared store only): the
-    /// handoff's new owner (`check`: within their limits, as for their own session; a refusal
-    /// leaves the old owner's count as it was), or the old one again, unchecked, when the
-    /// handoff does not happen after all.
+    /// Count session `rec` under its new owner `to` in the cluster's leases (a shared store
+    /// only), within their limits, as their own session would be; a refusal leaves the old
+    /// owner's count as it was.
     pub(crate) async fn handoff_cluster_lease(
         &self,
         rec: &SessionRecord,
-        owner: &str,
-        check: bool,
+        to: &str,
     ) -> Result<(), String> {
         if !self.store.shared() {
             return Ok(());
@@ -78,7 +76,7 @@ impl Gateway {
         }
         let cfg = self.cfg();
         let login = Login {
-            user: owner.to_string(),
+            user: to.to_string(),
             target: rec.target.clone(),
             account: Some(rec.account.clone()),
             waiting: None,
@@ -86,15 +84,39 @@ impl Gateway {
         let r = resolve(&cfg, &login, rec.protocol).map_err(|(_, msg)| msg)?;
         let theirs = wardengate_policy::decide(&cfg.policies, &r.request(rec.protocol))
             .map_err(|d| d.to_string())?;
-        let limits = if check {
-            cfg.limits(r.user, r.target, theirs.settings())
-        } else {
-            wardengate_policy::Limits::default()
+        let limits = cfg.limits(r.user, r.target, theirs.settings());
+        self.recount(rec, &r.subject(theirs.policy(), &self.name), &limits)
+            .await
+    }
+
+    /// The handoff did not happen after all: the session counts again exactly as it did (its
+    /// old owner, target and policy), without a limit check.
+    pub(crate) async fn handoff_cluster_lease_back(
+        &self,
+        rec: &SessionRecord,
+    ) -> Result<(), String> {
+        if !self.store.shared() || self.registry.live_record(&rec.id).is_none() {
+            return Ok(());
+        }
+        let subject = wardengate_policy::Subject {
+            actor: &rec.actor,
+            target: &rec.target,
+            policy: rec.policy.as_deref().unwrap_or_default(),
+            pool: &self.name,
         };
-        let subject = r.subject(theirs.policy(), &self.name);
-        // The session's own lease is replaced, not counted twice.
+        self.recount(rec, &subject, &wardengate_policy::Limits::default())
+            .await
+    }
+
+    /// Replace the session's own lease (not counted twice) with one for `subject`.
+    async fn recount(
+        &self,
+        rec: &SessionRecord,
+        subject: &wardengate_policy::Subject<'_>,
+        limits: &wardengate_policy::Limits,
+    ) -> Result<(), String> {
         match self
-            .cluster_lease(&rec.id, &subject, &limits, Some(&rec.id))
+            .cluster_lease(&rec.id, subject, limits, Some(&rec.id))
             .await
         {
             // The slot stays the session's (released when it ends, as before).

@@ -238,12 +238,12 @@ async fn accept_here(st: ApiState, caller: Caller, id: String) -> Result<Respons
     // The cluster counts the session under its new owner first (their limits may be full on
     // other gateways); if the handoff then fails here, the count goes back to the old owner.
     st.gw
-        .handoff_cluster_lease(&rec, &caller.name, true)
+        .handoff_cluster_lease(&rec, &caller.name)
         .await
         .map_err(|why| refusal(&st, &caller, &rec, "limit", why))?;
     let done = accept_counted(&st, &caller, &id, &rec, p).await;
     if done.is_err() {
-        if let Err(e) = st.gw.handoff_cluster_lease(&rec, &rec.actor, false).await {
+        if let Err(e) = st.gw.handoff_cluster_lease_back(&rec).await {
             tracing::warn!(session = %id, "cannot count the session under {} again: {e}", rec.actor);
         }
     }

@@ -40,24 +40,53 @@ impl Db {
         Ok(s)
     }
 
-    pub async fn query(&self, sql: &str, params: Params<'_>) -> Result<Vec<Row>, Error> {
+    /// Run `f` with the statement for `sql`; when the server no longer knows it, or its plan
+    /// changed shape under it (a schema change by another gateway's upgrade), prepare it
+    /// afresh and run once more.
+    async fn run<T, F, Fut>(&self, sql: &str, f: F) -> Result<T, Error>
+    where
+        F: Fn(Statement) -> Fut,
+        Fut: std::future::Future<Output = Result<T, Error>>,
+    {
         let s = self.statement(sql).await?;
-        self.client.query(&s, params).await
+        match f(s).await {
+            Err(e) if stale(&e) => {
+                if let Ok(mut c) = self.cache.lock() {
+                    c.remove(sql);
+                }
+                f(self.statement(sql).await?).await
+            }
+            r => r,
+        }
+    }
+
+    pub async fn query(&self, sql: &str, params: Params<'_>) -> Result<Vec<Row>, Error> {
+        self.run(sql, |s| async move { self.client.query(&s, params).await })
+            .await
     }
 
     pub async fn query_one(&self, sql: &str, params: Params<'_>) -> Result<Row, Error> {
-        let s = self.statement(sql).await?;
-        self.client.query_one(&s, params).await
+        self.run(
+            sql,
+            |s| async move { self.client.query_one(&s, params).await },
+        )
+        .await
     }
 
     pub async fn query_opt(&self, sql: &str, params: Params<'_>) -> Result<Option<Row>, Error> {
-        let s = self.statement(sql).await?;
-        self.client.query_opt(&s, params).await
+        self.run(
+            sql,
+            |s| async move { self.client.query_opt(&s, params).await },
+        )
+        .await
     }
 
     pub async fn execute(&self, sql: &str, params: Params<'_>) -> Result<u64, Error> {
-        let s = self.statement(sql).await?;
-        self.client.execute(&s, params).await
+        self.run(
+            sql,
+            |s| async move { self.client.execute(&s, params).await },
+        )
+        .await
     }
 
     /// Statements without parameters, not prepared (`BEGIN`, `COMMIT`, settings).
@@ -68,4 +97,13 @@ impl Db {
     pub fn is_closed(&self) -> bool {
         self.client.is_closed()
     }
+}
+
+/// The server lost the prepared statement (26000) or refuses its cached plan (0A000, "cached
+/// plan must not change result type").
+fn stale(e: &Error) -> bool {
+    use tokio_postgres::error::SqlState;
+    e.code().is_some_and(|c| {
+        *c == SqlState::INVALID_SQL_STATEMENT_NAME || *c == SqlState::FEATURE_NOT_SUPPORTED
+    })
 }
