@@ -236,3 +236,18 @@ pub(super) async fn reap(c: &Db, me: &str, ttl: Duration) -> Result<Vec<Lost>> {
     })
     .await
 }
+
+/// The oldest session `actor` holds an unexpired lease for, anywhere in the cluster.
+pub(super) async fn oldest(c: &Db, actor: &str) -> Result<Option<String>> {
+    let row = c
+        .query_opt(
+            &format!(
+                "SELECT l.session_id FROM leases l JOIN sessions s ON s.id = l.session_id
+                 WHERE l.actor = $1 AND l.expires_ms >= {NOW_MS}
+                 ORDER BY s.started_ms, l.session_id LIMIT 1"
+            ),
+            &[&actor],
+        )
+        .await?;
+    Ok(row.map(|r| r.try_get(0)).transpose()?)
+}

@@ -234,3 +234,19 @@ pub(super) async fn audit_page(c: &Db, q: &AuditQuery) -> Result<(Vec<AuditRow>,
     };
     Ok((v, older))
 }
+
+/// When each of `ids` ended (or started, while it runs).
+pub(super) async fn session_times(
+    c: &Db,
+    ids: &[String],
+) -> Result<std::collections::HashMap<String, u64>> {
+    let rows = c
+        .query(
+            "SELECT id, COALESCE(ended_ms, started_ms) FROM sessions WHERE id = ANY($1)",
+            &[&ids],
+        )
+        .await?;
+    rows.iter()
+        .map(|r| Ok((r.try_get(0)?, r.try_get::<_, i64>(1)?.max(0) as u64)))
+        .collect()
+}

@@ -575,35 +575,14 @@ impl Store for Postgres {
         ids: &[String],
     ) -> Result<std::collections::HashMap<String, u64>> {
         let ids = ids.to_vec();
-        self.call(move |c| async move {
-            let rows = c
-                .query(
-                    "SELECT id, COALESCE(ended_ms, started_ms) FROM sessions WHERE id = ANY($1)",
-                    &[&ids],
-                )
-                .await?;
-            rows.iter()
-                .map(|r| Ok((r.try_get(0)?, r.try_get::<_, i64>(1)?.max(0) as u64)))
-                .collect()
-        })
-        .await
+        self.call(move |c| async move { super::sql::session_times(&c, &ids).await })
+            .await
     }
 
     async fn lease_oldest(&self, actor: &str) -> Result<Option<String>> {
         let actor = actor.to_owned();
-        self.call(move |c| async move {
-            let row = c
-                .query_opt(
-                    "SELECT l.session_id FROM leases l JOIN sessions s ON s.id = l.session_id
-                     WHERE l.actor = $1
-                     AND l.expires_ms >= (extract(epoch from clock_timestamp()) * 1000)::bigint
-                     ORDER BY s.started_ms, l.session_id LIMIT 1",
-                    &[&actor],
-                )
-                .await?;
-            Ok(row.map(|r| r.try_get(0)).transpose()?)
-        })
-        .await
+        self.call(move |c| async move { super::cluster::oldest(&c, &actor).await })
+            .await
     }
 
     async fn reap_lost(&self, me: &str, ttl: Duration) -> Result<Vec<Lost>> {
