@@ -6,7 +6,7 @@ use wardengate_policy::Admitted;
 use wardengate_protocols::session::{ClientInfo, Denial, Login};
 use wardengate_protocols::ssh::Admission;
 
-use super::resolve::resolve;
+use super::resolve::{resolve, Resolved};
 use crate::broker::Gateway;
 use crate::store::SessionRecord;
 
@@ -26,17 +26,7 @@ impl Gateway {
         lease: Option<&wardengate_policy::Lease>,
     ) -> Result<(Admitted, Option<NewSlot>), (&'static str, String)> {
         let cfg = self.cfg();
-        let login = Login {
-            user: to.to_string(),
-            target: rec.target.clone(),
-            account: Some(rec.account.clone()),
-            waiting: None,
-        };
-        let protocol = rec.protocol;
-        let r = resolve(&cfg, &login, protocol)
-            .map_err(|(kind, msg)| (kind, msg.trim_start_matches("wardengate: ").to_string()))?;
-        let theirs = wardengate_policy::decide(&cfg.policies, &r.request(protocol))
-            .map_err(|d| ("no_permission", d.to_string()))?;
+        let (r, theirs) = policy_of(&cfg, rec, to)?;
         let merged = current.stricter(&theirs);
         let Some(old) = lease else {
             return Ok((merged, None));
@@ -75,15 +65,7 @@ impl Gateway {
             return Err("the session is over".into());
         }
         let cfg = self.cfg();
-        let login = Login {
-            user: to.to_string(),
-            target: rec.target.clone(),
-            account: Some(rec.account.clone()),
-            waiting: None,
-        };
-        let r = resolve(&cfg, &login, rec.protocol).map_err(|(_, msg)| msg)?;
-        let theirs = wardengate_policy::decide(&cfg.policies, &r.request(rec.protocol))
-            .map_err(|d| d.to_string())?;
+        let (r, theirs) = policy_of(&cfg, rec, to).map_err(|(_, msg)| msg)?;
         let limits = cfg.limits(r.user, r.target, theirs.settings());
         self.recount(rec, &r.subject(theirs.policy(), &self.name), &limits)
             .await
@@ -192,4 +174,24 @@ impl Gateway {
             }
         }
     }
+}
+
+/// What `to` would be admitted under to own session `rec`: their resolved request and policy
+/// decision. `Err` is `(kind, message)`.
+fn policy_of<'c>(
+    cfg: &'c crate::config::Loaded,
+    rec: &SessionRecord,
+    to: &str,
+) -> Result<(Resolved<'c>, Admitted), (&'static str, String)> {
+    let login = Login {
+        user: to.to_string(),
+        target: rec.target.clone(),
+        account: Some(rec.account.clone()),
+        waiting: None,
+    };
+    let r = resolve(cfg, &login, rec.protocol)
+        .map_err(|(kind, msg)| (kind, msg.trim_start_matches("wardengate: ").to_string()))?;
+    let theirs = wardengate_policy::decide(&cfg.policies, &r.request(rec.protocol))
+        .map_err(|d| ("no_permission", d.to_string()))?;
+    Ok((r, theirs))
 }

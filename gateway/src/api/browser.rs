@@ -159,6 +159,7 @@ async fn socket(
     let ticket = q.ticket.unwrap_or_default();
     let (caller, _) = st.tickets.spend(&ticket, &id, false)?;
     let ws = ws.max_message_size(64 << 10);
+    // A session another gateway runs: its stream (which starts with its own "attached").
     if let Some(owner) = st
         .gw
         .runs_elsewhere(&id)
@@ -166,62 +167,68 @@ async fn socket(
         .map_err(super::common::internal)?
     {
         let stream = PeerShadow::open(&st, &owner, &id, &caller.name).await?;
-        return Ok(ws.on_upgrade(move |socket| pump_relayed(socket, stream)));
+        return Ok(ws.on_upgrade(move |socket| pump(socket, Source::Peer(stream), None)));
     }
     let (watching, hello) = attach(&st, &caller, id).await?;
-    Ok(ws.on_upgrade(move |socket| pump(socket, watching, hello)))
-}
-
-/// The page's messages from another gateway's stream: desktop pictures as binary messages (the
-/// bytes the running gateway would send), every other event as text.
-async fn pump_relayed(mut socket: WebSocket, mut stream: PeerShadow) {
-    use base64::Engine;
-    loop {
-        tokio::select! {
-            ev = stream.next() => {
-                let Some(ev) = ev else { break };
-                let end = matches!(ev, api::ShadowEvent::End { .. });
-                let msg = match &ev {
-                    api::ShadowEvent::Desktop { data, .. } => {
-                        match base64::engine::general_purpose::STANDARD.decode(data) {
-                            Ok(b) => Message::Binary(b.into()),
-                            Err(_) => break,
-                        }
-                    }
-                    other => text(other),
-                };
-                if !send(&mut socket, msg).await || end {
-                    break;
-                }
-            }
-            m = socket.recv() => match m {
-                Some(Ok(Message::Close(_))) | Some(Err(_)) | None => break,
-                Some(Ok(_)) => {}
-            },
-        }
-    }
-    // Dropping the stream closes the request: the running gateway detaches the observer.
-    let _ = send(&mut socket, Message::Close(None)).await;
+    Ok(ws.on_upgrade(move |socket| pump(socket, Source::Here(watching), Some(hello))))
 }
 
 pub(crate) fn text(ev: &api::ShadowEvent) -> Message {
     Message::Text(serde_json::to_string(ev).unwrap_or_default().into())
 }
 
-/// Frames to the page until the session ends or the page leaves (dropping `watching` detaches).
-async fn pump(mut socket: WebSocket, mut watching: Watching, hello: api::ShadowEvent) {
-    if !send(&mut socket, text(&hello)).await {
-        return;
-    }
-    loop {
-        tokio::select! {
-            f = watching.next() => {
-                let Some(f) = f else { break };
+/// Where the page's messages come from: this gateway's observer (dropping it detaches), or the
+/// stream of the gateway that runs the session (dropping it closes the request, and that
+/// gateway detaches the observer).
+enum Source {
+    Here(Watching),
+    Peer(PeerShadow),
+}
+
+impl Source {
+    /// The next message for the page and whether it is the last; `None` when the stream ends.
+    /// Desktop pictures are binary messages (the same bytes either way), other events text.
+    async fn next(&mut self) -> Option<(Message, bool)> {
+        use base64::Engine;
+        match self {
+            Source::Here(w) => {
+                let f = w.next().await?;
                 let end = matches!(f, Frame::End(_));
                 let msg = match f {
                     Frame::Desktop { data, .. } => Message::Binary(data),
                     other => text(&event(other)),
                 };
+                Some((msg, end))
+            }
+            Source::Peer(p) => {
+                let ev = p.next().await?;
+                let end = matches!(ev, api::ShadowEvent::End { .. });
+                let msg = match &ev {
+                    api::ShadowEvent::Desktop { data, .. } => Message::Binary(
+                        base64::engine::general_purpose::STANDARD
+                            .decode(data)
+                            .ok()?
+                            .into(),
+                    ),
+                    other => text(other),
+                };
+                Some((msg, end))
+            }
+        }
+    }
+}
+
+/// Messages to the page until the session ends or the page leaves.
+async fn pump(mut socket: WebSocket, mut source: Source, hello: Option<api::ShadowEvent>) {
+    if let Some(hello) = hello {
+        if !send(&mut socket, text(&hello)).await {
+            return;
+        }
+    }
+    loop {
+        tokio::select! {
+            m = source.next() => {
+                let Some((msg, end)) = m else { break };
                 if !send(&mut socket, msg).await || end {
                     break;
                 }
