@@ -7,11 +7,13 @@
 mod console;
 mod identity;
 pub mod table;
+mod tcp;
 pub mod text;
 pub mod time;
 
 pub use console::*;
 pub use identity::*;
+pub use tcp::*;
 
 use serde::{Deserialize, Serialize};
 
@@ -33,6 +35,12 @@ pub enum SessionState {
     Closed,
     Denied,
     Failed,
+    /// A TCP session authorized and not yet used.
+    Pending,
+    /// A TCP session ending: its connections are being closed.
+    Canceling,
+    /// A TCP session that has ended.
+    Terminated,
 }
 
 impl SessionState {
@@ -49,6 +57,9 @@ impl SessionState {
             SessionState::Closed => "closed",
             SessionState::Denied => "denied",
             SessionState::Failed => "failed",
+            SessionState::Pending => "pending",
+            SessionState::Canceling => "canceling",
+            SessionState::Terminated => "terminated",
         }
     }
 
@@ -65,6 +76,9 @@ impl SessionState {
             "closed" => SessionState::Closed,
             "denied" => SessionState::Denied,
             "failed" => SessionState::Failed,
+            "pending" => SessionState::Pending,
+            "canceling" => SessionState::Canceling,
+            "terminated" => SessionState::Terminated,
             _ => return None,
         })
     }
@@ -73,7 +87,10 @@ impl SessionState {
     pub fn is_terminal(self) -> bool {
         matches!(
             self,
-            SessionState::Closed | SessionState::Denied | SessionState::Failed
+            SessionState::Closed
+                | SessionState::Denied
+                | SessionState::Failed
+                | SessionState::Terminated
         )
     }
 }
@@ -92,16 +109,24 @@ pub enum Protocol {
     Ssh,
     Postgres,
     Rdp,
+    /// Any TCP service, through `wgctl proxy` (Boundary style).
+    Tcp,
 }
 
 impl Protocol {
-    pub const ALL: [Protocol; 3] = [Protocol::Ssh, Protocol::Postgres, Protocol::Rdp];
+    pub const ALL: [Protocol; 4] = [
+        Protocol::Ssh,
+        Protocol::Postgres,
+        Protocol::Rdp,
+        Protocol::Tcp,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Protocol::Ssh => "ssh",
             Protocol::Postgres => "postgres",
             Protocol::Rdp => "rdp",
+            Protocol::Tcp => "tcp",
         }
     }
 
@@ -196,6 +221,9 @@ pub struct Session {
     /// Earlier owners, oldest first (the session was handed off).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub previous_owners: Vec<String>,
+    /// A TCP session's host, connection limit, expiration and state history.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tcp: Option<TcpDetail>,
 }
 
 /// An operator watching a session (`wgctl session shadow`).

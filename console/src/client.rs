@@ -167,6 +167,11 @@ impl Client {
     }
 
     /// The address this client talks to.
+    /// The bearer token this client presents.
+    pub fn token(&self) -> Option<&str> {
+        self.token.as_deref()
+    }
+
     pub fn base(&self) -> &str {
         &self.base
     }

@@ -16,10 +16,12 @@ mod frames;
 mod login;
 mod mfa;
 mod output;
+mod pin;
 mod policy;
 mod recording;
 mod session;
 mod shadow;
+mod tcp;
 use wardengate_api::table;
 
 use anyhow::Result;
@@ -85,6 +87,15 @@ enum Cmd {
     /// The operator console's sign-in sessions: list, invalidate.
     #[command(subcommand)]
     ConsoleSession(console_session::ConsoleSessionCmd),
+    /// Targets: authorize a TCP session (`protocol = "tcp"` targets).
+    #[command(subcommand)]
+    Target(tcp::TargetCmd),
+    /// Carry local connections to an authorized TCP session (`--authz TOKEN`).
+    Proxy(tcp::ProxyArgs),
+    /// Authorize a TCP session, proxy it, and run a client against it until the client exits:
+    /// `wgctl connect TARGET -- CLIENT ARGS` ({port}, {host}, {addr} are filled in), or
+    /// `wgctl connect ssh|psql|redis|http TARGET`.
+    Connect(tcp::ConnectArgs),
 }
 
 fn main() {
@@ -141,6 +152,9 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::User(cmd) => mfa::run_user(cmd, c?, json),
         Cmd::Approval(cmd) => mfa::run_approval(cmd, c?, json),
         Cmd::ConsoleSession(cmd) => console_session::run(cmd, c?, json),
+        Cmd::Target(cmd) => tcp::run_target(cmd, c?, json),
+        Cmd::Proxy(args) => tcp::run_proxy(args, c?, json),
+        Cmd::Connect(args) => tcp::run_connect(args, c?),
         Cmd::Login | Cmd::Logout => Ok(()),
     }
 }

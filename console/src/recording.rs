@@ -124,6 +124,11 @@ fn event_from_json(v: &serde_json::Value) -> Option<Event> {
             detail: v["detail"].as_str()?.into(),
         },
         "query" => EventKind::Query(Box::new(serde_json::from_value(v.clone()).ok()?)),
+        "stream" => EventKind::Stream {
+            conn: v["connection"].as_u64()? as u32,
+            from_client: v["from"].as_str()? == "client",
+            data: data()?,
+        },
         _ => return None,
     };
     Some(Event { t_us, kind })
@@ -160,6 +165,8 @@ pub enum Kind {
     Terminal,
     Database,
     Desktop,
+    /// A brokered TCP session's byte streams (or, `recording = "metadata"`, its connections).
+    Stream,
 }
 
 impl Kind {
@@ -168,6 +175,7 @@ impl Kind {
             Kind::Terminal => "a terminal (SSH) recording",
             Kind::Database => "a database (PostgreSQL) recording",
             Kind::Desktop => "a desktop (RDP) recording",
+            Kind::Stream => "a TCP session's recording",
         }
     }
 
@@ -177,6 +185,7 @@ impl Kind {
             Kind::Terminal => &["asciicast", "text", "jsonl"],
             Kind::Database => &["csv", "text", "jsonl"],
             Kind::Desktop => &["png", "frames", "jsonl"],
+            Kind::Stream => &["text", "jsonl"],
         }
     }
 }
@@ -191,7 +200,13 @@ pub fn kind(events: &[Event]) -> Kind {
             if kind == "startup" && detail.starts_with("database=") {
                 return Kind::Database;
             }
+            if kind == "connection" {
+                return Kind::Stream;
+            }
         }
+    }
+    if rec::is_stream_events(events) {
+        return Kind::Stream;
     }
     if events.iter().any(|e| matches!(e.kind, EventKind::Query(_))) {
         Kind::Database
@@ -227,7 +242,8 @@ pub fn play(
     if speed <= 0.0 {
         bail!("--speed must be positive");
     }
-    let queries = kind(events) == Kind::Database;
+    let kind = kind(events);
+    let queries = matches!(kind, Kind::Database | Kind::Stream);
     // A log is read, not watched: it prints at once unless the pace is asked for.
     let from = if queries && !realtime {
         Duration::MAX
@@ -240,6 +256,14 @@ pub fn play(
         let line;
         let data: &[u8] = match &ev.kind {
             EventKind::Output { data, .. } if !queries => data,
+            EventKind::Stream { .. } => {
+                line = rec::stream_line(ev).unwrap_or_default();
+                line.as_bytes()
+            }
+            EventKind::Marker { .. } if kind == Kind::Stream => {
+                line = rec::stream_line(ev).unwrap_or_default();
+                line.as_bytes()
+            }
             EventKind::Query(q) => {
                 line = q.line(ev.t_us) + "\n";
                 line.as_bytes()
@@ -283,7 +307,7 @@ pub fn export(seal: Option<rec::Seal>, events: Vec<Event>, format: &str) -> Resu
             Ok(out)
         }
         // A database session's transcript is its query log, as `play` prints it.
-        "text" if kind(&events) == Kind::Database => {
+        "text" if matches!(kind(&events), Kind::Database | Kind::Stream) => {
             let mut out = Vec::new();
             play(&events, 1.0, None, Duration::ZERO, false, &mut out)?;
             Ok(String::from_utf8_lossy(&out).into_owned())

@@ -60,6 +60,14 @@ pub enum SessionCmd {
         #[arg(long)]
         reason: Option<String>,
     },
+    /// Cancel a session: your own, or (with the terminate permission) anyone's. A TCP session
+    /// goes canceling, then terminated (reason canceled).
+    Cancel {
+        id: String,
+        /// Why (recorded in the audit log and the session's states).
+        #[arg(long)]
+        reason: Option<String>,
+    },
     /// Terminate one session by id, or every live session matching selectors.
     Terminate {
         id: Option<String>,
@@ -168,6 +176,29 @@ pub fn run(cmd: SessionCmd, c: Client, json: bool) -> Result<()> {
                 out(&format!(
                     "declined the handoff of {id} to {}; nothing changed\n",
                     h.to
+                ))
+            }
+        }
+        SessionCmd::Cancel { id, reason } => {
+            let Some(reason) = reason.filter(|r| !r.trim().is_empty()) else {
+                bail!("--reason is required: say why the session is canceled");
+            };
+            let s: api::Session = c.post(
+                &format!("/api/v1/sessions/{}/cancel", client::path_segment(&id)),
+                &api::TerminateRequest {
+                    reason: Some(reason),
+                },
+            )?;
+            if json {
+                print_json(&s)
+            } else {
+                out(&format!(
+                    "canceled {} ({} on {}): {}\n{}",
+                    s.id,
+                    s.actor,
+                    s.target,
+                    s.state.as_str(),
+                    sealed_line(&s)
                 ))
             }
         }

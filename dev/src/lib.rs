@@ -10,4 +10,5 @@ pub mod children;
 pub mod desktop;
 pub mod postgres;
 pub mod s3;
+pub mod services;
 pub mod sshd;

@@ -25,6 +25,7 @@ pub mod recording;
 pub mod registry;
 pub mod server;
 pub mod store;
+pub mod tcp;
 pub mod tls;
 pub mod util;
 pub mod vault;

@@ -24,6 +24,8 @@ pub struct Listening {
     pub ssh: std::net::SocketAddr,
     pub postgres: Option<std::net::SocketAddr>,
     pub rdp: Option<std::net::SocketAddr>,
+    /// The brokered-TCP listener (`[tcp]`), when configured.
+    pub tcp: Option<std::net::SocketAddr>,
     pub api: std::net::SocketAddr,
 }
 
@@ -93,6 +95,10 @@ pub async fn run(
         }
         None => None,
     };
+    let tcp = match &cfg.config.tcp {
+        Some(section) => Some(crate::tcp::front::bind(&cfg, section).await?),
+        None => None,
+    };
     let api_listener = bind(cfg.config.api.listen, "the API").await?;
     let listening = Listening {
         ssh: ssh_listener.local_addr()?,
@@ -102,6 +108,10 @@ pub async fn run(
         },
         rdp: match &rdp {
             Some((l, _)) => Some(l.local_addr()?),
+            None => None,
+        },
+        tcp: match &tcp {
+            Some(b) => Some(b.listener.local_addr()?),
             None => None,
         },
         api: api_listener.local_addr()?,
@@ -151,6 +161,10 @@ pub async fn run(
         }
     }
     gw.api_port = listening.api.port();
+    let tcp = tcp.map(|b| {
+        let _ = gw.tcp.front.set(b.front);
+        (b.listener, b.acceptor, b.section)
+    });
     let cluster = gw.cfg().config.cluster.clone();
     let cluster_key =
         crate::cluster::sign::ClusterKey::load(&gw.cfg().in_data_dir(&cluster.key_file))?;
@@ -190,7 +204,7 @@ pub async fn run(
         "gateway.start",
         None,
         None,
-        serde_json::json!({"ssh": listening.ssh.to_string(), "postgres": listening.postgres.map(|a| a.to_string()), "rdp": listening.rdp.map(|a| a.to_string()), "api": listening.api.to_string()}),
+        serde_json::json!({"ssh": listening.ssh.to_string(), "postgres": listening.postgres.map(|a| a.to_string()), "rdp": listening.rdp.map(|a| a.to_string()), "tcp": listening.tcp.map(|a| a.to_string()), "api": listening.api.to_string()}),
     );
 
     let signals = shutdown.clone();
@@ -309,7 +323,7 @@ pub async fn run(
         });
     }
 
-    tracing::info!(ssh = %listening.ssh, postgres = ?listening.postgres, rdp = ?listening.rdp, api = %listening.api, gateway = %gw.name, "wardengate is ready");
+    tracing::info!(ssh = %listening.ssh, postgres = ?listening.postgres, rdp = ?listening.rdp, tcp = ?listening.tcp, api = %listening.api, gateway = %gw.name, "wardengate is ready");
     on_ready(&listening);
 
     let config = Arc::new(ssh::server_config(&settings));
@@ -335,6 +349,24 @@ pub async fn run(
             wardengate_protocols::rdp::serve_connection(
                 gw,
                 settings.clone(),
+                socket,
+                peer,
+                slot,
+                stop,
+            )
+        };
+        let accepting = accept_loop(listener, gate, tracker.clone(), shutdown.clone(), serve);
+        tracker.spawn(accepting);
+    }
+    if let Some((listener, acceptor, section)) = tcp {
+        let (gw, stop) = (gw.clone(), shutdown.clone());
+        let gate = gate("tcp", section.auth_timeout.unwrap_or(sec.auth_timeout));
+        let serve = move |socket, peer, slot| {
+            let (gw, acceptor, stop) = (gw.clone(), acceptor.clone(), stop.clone());
+            crate::tcp::front::serve(
+                gw,
+                acceptor,
+                section.connect_timeout,
                 socket,
                 peer,
                 slot,

@@ -43,6 +43,16 @@ pub struct Secret {
     pub value: String,
 }
 
+impl Secret {
+    /// No secret: what a target that injects none (TCP) is admitted with.
+    pub fn none() -> Secret {
+        Secret {
+            kind: SecretKind::Password,
+            value: String::new(),
+        }
+    }
+}
+
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "Secret({}, <redacted>)", self.kind.as_str())

@@ -101,8 +101,13 @@ impl Admitted {
         if p.approval.is_none() {
             p.approval = b.approval.clone();
         }
-        if b.recording == RecordingMode::Required {
-            p.recording = RecordingMode::Required;
+        let rank = |m: RecordingMode| match m {
+            RecordingMode::Off => 0,
+            RecordingMode::Metadata => 1,
+            RecordingMode::Required => 2,
+        };
+        if rank(b.recording) > rank(p.recording) {
+            p.recording = b.recording;
         }
         let shadow_rank = |m: ShadowMode| match m {
             ShadowMode::Covert => 0,

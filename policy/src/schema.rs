@@ -24,7 +24,7 @@ pub struct Policy {
     /// `key=value` tags; a target matches when it carries every listed tag.
     #[serde(default)]
     pub target_tags: Vec<String>,
-    /// `ssh`, `postgres`, `rdp`.
+    /// `ssh`, `postgres`, `rdp`, `tcp`.
     #[serde(default)]
     pub protocols: Vec<String>,
     #[serde(default)]
@@ -160,13 +160,23 @@ pub enum MfaMode {
 }
 
 /// `required` (default): the session is recorded, or refused / ended when it cannot be.
-/// `off`: nothing is recorded.
+/// `metadata`: a recording of what happened without the data: connections, requests, sizes,
+/// times, markers (for TCP sessions: each connection, its bytes each way, its times), sealed
+/// like any recording. `off`: nothing is recorded.
 #[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum RecordingMode {
     #[default]
     Required,
+    Metadata,
     Off,
+}
+
+impl RecordingMode {
+    /// Whether the session writes a recording at all.
+    pub fn records(self) -> bool {
+        self != RecordingMode::Off
+    }
 }
 
 /// How operators may watch a live session.
@@ -220,7 +230,7 @@ pub struct PolicyConcurrency {
     pub max: Option<u32>,
 }
 
-pub const PROTOCOLS: &[&str] = &["ssh", "postgres", "rdp"];
+pub const PROTOCOLS: &[&str] = &["ssh", "postgres", "rdp", "tcp"];
 
 /// A semantic problem in one policy: the key at fault and what is wrong.
 #[derive(Debug, Clone, PartialEq, Eq)]

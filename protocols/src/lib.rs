@@ -16,5 +16,6 @@ pub mod session;
 pub mod shadow;
 pub mod ssh;
 pub mod supervisor;
+pub mod tcp;
 pub mod timers;
 pub mod tls;

@@ -482,6 +482,8 @@ pub struct Tap {
     tx: mpsc::Sender<Event>,
     start: std::time::Instant,
     record_input: bool,
+    /// `recording = "metadata"`: markers and sizes only, never the data itself.
+    metadata_only: bool,
 }
 
 impl Tap {
@@ -490,12 +492,33 @@ impl Tap {
             tx,
             start: std::time::Instant::now(),
             record_input,
+            metadata_only: false,
         }
+    }
+
+    /// A tap that keeps what happened and drops the data (`recording = "metadata"`).
+    pub fn metadata_only(mut self) -> Tap {
+        self.metadata_only = true;
+        self
+    }
+
+    /// Whether data events (input, output, streams, queries) are kept.
+    pub fn keeps_data(&self) -> bool {
+        !self.metadata_only
     }
 
     /// Record an event; `false` when the recorder is gone.
     pub async fn record(&self, kind: EventKind) -> bool {
-        if !self.record_input && matches!(kind, EventKind::Input { .. }) {
+        let data = matches!(
+            kind,
+            EventKind::Input { .. }
+                | EventKind::Output { .. }
+                | EventKind::Stream { .. }
+                | EventKind::Query(_)
+        );
+        if (self.metadata_only && data)
+            || (!self.record_input && matches!(kind, EventKind::Input { .. }))
+        {
             return true;
         }
         let t_us = self.start.elapsed().as_micros() as u64;

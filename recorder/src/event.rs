@@ -28,6 +28,13 @@ pub enum EventKind {
     Marker { kind: String, detail: String },
     /// A database statement execution (PostgreSQL sessions), stored as JSON.
     Query(Box<crate::QueryRecord>),
+    /// Bytes of a brokered TCP connection (`protocol = "tcp"`): `conn` numbers the session's
+    /// connections from 1; `from_client` says which way they went.
+    Stream {
+        conn: u32,
+        from_client: bool,
+        data: Bytes,
+    },
 }
 
 const T_INPUT: u8 = 1;
@@ -35,6 +42,7 @@ const T_OUTPUT: u8 = 2;
 const T_RESIZE: u8 = 3;
 const T_MARKER: u8 = 4;
 const T_QUERY: u8 = 5;
+const T_STREAM: u8 = 6;
 
 /// Largest event accepted when reading (guards allocations against corrupt lengths).
 pub(crate) const MAX_EVENT_LEN: usize = 16 << 20;
@@ -50,6 +58,7 @@ impl Event {
                 EventKind::Resize { .. } => 12,
                 EventKind::Marker { kind, detail } => 2 + kind.len() + detail.len(),
                 EventKind::Query(q) => query_json(q).len(),
+                EventKind::Stream { data, .. } => 4 + 1 + data.len(),
             }
     }
 
@@ -72,6 +81,7 @@ impl Event {
             EventKind::Resize { .. } => T_RESIZE,
             EventKind::Marker { .. } => T_MARKER,
             EventKind::Query(_) => T_QUERY,
+            EventKind::Stream { .. } => T_STREAM,
         };
         out.push(ty);
         out.extend_from_slice(&self.t_us.to_le_bytes());
@@ -106,6 +116,15 @@ impl Event {
                 out.extend_from_slice(detail.as_bytes());
             }
             EventKind::Query(_) => out.extend_from_slice(query.as_deref().unwrap_or_default()),
+            EventKind::Stream {
+                conn,
+                from_client,
+                data,
+            } => {
+                out.extend_from_slice(&conn.to_le_bytes());
+                out.push(u8::from(*from_client));
+                out.extend_from_slice(data);
+            }
         }
     }
 
@@ -181,6 +200,11 @@ impl Event {
             T_QUERY => EventKind::Query(Box::new(
                 serde_json::from_slice(f).map_err(|e| bad(&format!("query record: {e}")))?,
             )),
+            T_STREAM => EventKind::Stream {
+                conn: u32_at(0).ok_or_else(|| bad("stream connection"))?,
+                from_client: *f.get(4).ok_or_else(|| bad("stream direction"))? != 0,
+                data: Bytes::copy_from_slice(f.get(5..).ok_or_else(|| bad("stream data"))?),
+            },
             other => return Err(bad(&format!("unknown type {other}"))),
         };
         Ok((Event { t_us, kind }, rest))

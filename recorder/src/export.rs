@@ -39,7 +39,68 @@ pub fn event_json(ev: &Event) -> Value {
             }
             v
         }
+        EventKind::Stream {
+            conn,
+            from_client,
+            data,
+        } => json!({
+            "t": t, "type": "stream", "connection": conn,
+            "from": if *from_client { "client" } else { "target" },
+            "data": String::from_utf8_lossy(data), "data_hex": hex::encode(data),
+        }),
     }
+}
+
+/// Whether the recording is a brokered TCP session's (its bytes are streams, not a terminal).
+pub fn is_stream(rec: &Recording) -> bool {
+    is_stream_events(&rec.events)
+}
+
+/// [`is_stream`] of a list of events.
+pub fn is_stream_events(events: &[Event]) -> bool {
+    events
+        .iter()
+        .any(|e| matches!(e.kind, EventKind::Stream { .. }))
+}
+
+/// A TCP session as a human reads it: one line per piece of data, with its time, its connection
+/// and its direction (`>` from the client, `<` from the target), control bytes escaped
+/// (`\r\n`, `\x00`); markers (connections opened and closed) as `--` lines.
+pub fn stream_transcript(rec: &Recording) -> String {
+    rec.events.iter().filter_map(stream_line).collect()
+}
+
+/// One event of a TCP session as a line of its transcript (`None` for events it does not show).
+pub fn stream_line(ev: &Event) -> Option<String> {
+    let t = ev.t_us as f64 / 1e6;
+    match &ev.kind {
+        EventKind::Stream {
+            conn,
+            from_client,
+            data,
+        } => {
+            let dir = if *from_client { '>' } else { '<' };
+            Some(format!("{t:>10.3}s #{conn} {dir} {}\n", escape(data)))
+        }
+        EventKind::Marker { kind, detail } => Some(format!("{t:>10.3}s -- {kind} {detail}\n")),
+        _ => None,
+    }
+}
+
+/// Bytes as one line of text: printable ASCII as it is, the rest escaped.
+pub fn escape(data: &[u8]) -> String {
+    let mut s = String::with_capacity(data.len());
+    for &b in data {
+        match b {
+            b'\\' => s.push_str("\\\\"),
+            b'\r' => s.push_str("\\r"),
+            b'\n' => s.push_str("\\n"),
+            b'\t' => s.push_str("\\t"),
+            0x20..=0x7e => s.push(b as char),
+            _ => s.push_str(&format!("\\x{b:02x}")),
+        }
+    }
+    s
 }
 
 /// The terminal size at the start: the first resize (pty-req), else 80x24.
@@ -85,6 +146,13 @@ pub fn asciicast(rec: &Recording) -> String {
                 json!([t, "m", format!("{kind} {detail}").trim_end()])
             }
             EventKind::Query(q) => json!([t, "m", format!("query {}", q.line(ev.t_us))]),
+            EventKind::Stream {
+                from_client, data, ..
+            } => json!([
+                t,
+                if *from_client { "i" } else { "o" },
+                String::from_utf8_lossy(data)
+            ]),
         };
         out.push_str(&line.to_string());
         out.push('\n');
@@ -106,6 +174,9 @@ pub fn term_dim(v: u32, default: u16) -> std::num::NonZeroU16 {
 /// (`vt100`), so cursor movement, erases and carriage returns are applied, then the scrollback
 /// and the final screen as plain text.
 pub fn text(rec: &Recording) -> String {
+    if is_stream(rec) {
+        return stream_transcript(rec);
+    }
     let (cols, rows) = initial_size(rec);
     let mut term = vt100::Parser::new(term_dim(rows, 24), term_dim(cols, 80), TEXT_SCROLLBACK);
     for ev in &rec.events {

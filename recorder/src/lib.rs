@@ -29,7 +29,10 @@ pub use wardengate_api::time;
 mod writer;
 
 pub use event::{Event, EventKind};
-pub use export::{asciicast, event_json, term_dim, text};
+pub use export::{
+    asciicast, escape, event_json, is_stream, is_stream_events, stream_line, stream_transcript,
+    term_dim, text,
+};
 pub use format::{ChunkHeader, CHUNK_MAGIC, FORMAT_VERSION};
 pub use query::{alert_for, csv_row, QueryRecord, CSV_HEADER};
 pub use reader::{read, verify, Problem, Recording, VerifyReport};

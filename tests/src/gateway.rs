@@ -20,6 +20,8 @@ pub struct GatewayProc {
     pub pg_port: Option<u16>,
     /// The RDP front's port, when it is on.
     pub rdp_port: Option<u16>,
+    /// The brokered-TCP listener's port (`[tcp]`), when it is on.
+    pub tcp_port: Option<u16>,
     pub api: String,
     pub token: String,
     pub log: Arc<Mutex<String>>,
@@ -93,6 +95,7 @@ impl GatewayProc {
         };
         let pg_port = port_of("postgres");
         let rdp_port = port_of("rdp");
+        let tcp_port = port_of("tcp");
         let token = std::fs::read_to_string(data.join("admin.token"))
             .expect("token")
             .trim()
@@ -104,6 +107,7 @@ impl GatewayProc {
             ssh_port,
             pg_port,
             rdp_port,
+            tcp_port,
             api,
             token,
             log,

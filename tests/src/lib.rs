@@ -31,6 +31,7 @@ pub mod hostile;
 pub mod objects;
 pub mod russh_client;
 pub mod secrets;
+pub mod tcp;
 pub mod tmux;
 
 use wardengate_dev::sshd::Sshd;

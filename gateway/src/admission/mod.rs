@@ -137,6 +137,7 @@ impl Gateway {
                 api::Protocol::Postgres => format!("connect with a PostgreSQL client, e.g. psql \"host=GATEWAY user={}#{} dbname=...\"", r.user.name, r.target.name),
                 api::Protocol::Rdp => format!("connect with an RDP client, e.g. xfreerdp /v:GATEWAY /u:{}:{}", r.user.name, r.target.name),
                 api::Protocol::Ssh => format!("connect with ssh {}:{}@GATEWAY", r.user.name, r.target.name),
+                api::Protocol::Tcp => format!("connect with wgctl connect {} -- CLIENT ARGS (or wgctl target authorize {})", r.target.name, r.target.name),
             };
             let msg = format!(
                 "wardengate: target {} is a {} target, not {protocol}; {how}",
@@ -192,7 +193,7 @@ impl Gateway {
             .await?;
         // A full recording spool refuses before any slot is taken (an evicted session then
         // never loses its slot for a session that cannot start).
-        if admitted.recording() == wardengate_policy::RecordingMode::Required {
+        if admitted.recording().records() {
             if let Some(spool) = &self.recordings.spool {
                 spool.check_room().map_err(|e| {
                     let msg = format!(
@@ -254,7 +255,11 @@ impl Gateway {
                     )
                 }
             })?;
-        let secret = self.secret(&mut rec, r.account, r.target).await?;
+        // A TCP target's client brings its own credentials: no secret is read.
+        let secret = match protocol {
+            api::Protocol::Tcp => crate::vault::Secret::none(),
+            _ => self.secret(&mut rec, r.account, r.target).await?,
+        };
         let credential = credential(secret, r.account, r.target).map_err(|msg| {
             let d = json!({"admitted": false, "reason": "credential_unavailable", "policy": rec.policy});
             self.deny(&mut rec, "credential_unavailable", msg, d)
@@ -272,9 +277,13 @@ impl Gateway {
         let control = crate::registry::control_channel();
         let recording = match admitted.recording() {
             wardengate_policy::RecordingMode::Off => None,
-            wardengate_policy::RecordingMode::Required => Some(
+            mode => Some(
                 self.recordings
-                    .start(&rec.id, control.0.clone())
+                    .start(
+                        &rec.id,
+                        control.0.clone(),
+                        mode == wardengate_policy::RecordingMode::Metadata,
+                    )
                     .map_err(|e| {
                         tracing::error!(session = %rec.id, "cannot start recording: {e:#}");
                         let msg = format!(

@@ -55,14 +55,9 @@ pub(super) async fn require_token(
                 });
                 return next.run(req).await;
             }
-            let signed_in = st.gw.token_user(&d).await;
-            cfg.users
-                .values()
-                .filter(|u| {
-                    u.api_token.is_some_and(|t| same(&t, &d))
-                        || signed_in.as_deref() == Some(u.name.as_str())
-                })
-                .last()
+            let person = st.gw.person_of(&d).await;
+            person
+                .and_then(|p| cfg.users.get(&p))
                 .map(|u| caller_of(&cfg, u))
         }
         None => match crate::identity::cookie::cookie_of(req.headers()) {

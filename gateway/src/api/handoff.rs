@@ -292,9 +292,7 @@ async fn accept_counted(
             RegistryError::Conflict(id.clone(), api::SessionState::Closed.to_string())
         })?;
     let (merged, lease) = checked.map_err(|(kind, why)| refuse(kind, why))?;
-    if merged.recording() == wardengate_policy::RecordingMode::Required
-        && !st.gw.registry.recorded(&id)
-    {
+    if merged.recording().records() && !st.gw.registry.recorded(&id) {
         return Err(refuse(
             "recording",
             format!(

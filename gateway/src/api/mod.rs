@@ -24,6 +24,7 @@ mod routed;
 mod saved_views;
 mod sessions;
 mod state;
+mod tcp;
 mod tickets;
 mod timeline;
 
@@ -45,6 +46,7 @@ pub fn router(state: ApiState) -> Router {
     // there, every permission).
     let authed = Router::new()
         .merge(sessions::user_routes())
+        .merge(tcp::routes())
         .merge(handoff::user_routes())
         .merge(mfa::user_routes())
         .merge(approvals::user_routes())

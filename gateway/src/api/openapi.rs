@@ -11,7 +11,7 @@ use wardengate_api as api;
 
 use super::{
     approvals, audit, browser, console, handoff, live, login, mfa, policy, recordings, replay,
-    saved_views, sessions, timeline,
+    saved_views, sessions, tcp, timeline,
 };
 
 #[derive(OpenApi)]
@@ -77,6 +77,9 @@ use super::{
         saved_views::queries,
         saved_views::save_query,
         saved_views::remove_query,
+        tcp::authorize,
+        tcp::cancel,
+        tcp::close,
     ),
     components(schemas(api::SessionState, api::Protocol)),
     modifiers(&BearerToken),
@@ -134,6 +137,7 @@ mod tests {
         let sources = [
             include_str!("mod.rs"),
             include_str!("sessions.rs"),
+            include_str!("tcp.rs"),
             include_str!("live.rs"),
             include_str!("browser.rs"),
             include_str!("replay.rs"),

@@ -27,6 +27,9 @@ pub fn needed(method: &Method, path: &str) -> Result<Option<Perm>, ()> {
         ("GET", "/api/v1/sessions" | "/api/v1/sessions/{id}") => None,
         ("POST", "/api/v1/sessions/{id}/handoff" | "/api/v1/sessions/{id}/accept") => None,
         ("POST", "/api/v1/sessions/{id}/decline") => None,
+        // Each keeps the caller to their own sessions (cancel: or the terminate permission).
+        ("POST", "/api/v1/targets/{name}/authorize") => None,
+        ("POST", "/api/v1/sessions/{id}/cancel" | "/api/v1/sessions/{id}/close") => None,
         ("POST", "/api/v1/mfa/enroll" | "/api/v1/mfa/prove") => None,
         ("GET", "/api/v1/mfa/keys") | ("DELETE", "/api/v1/mfa/keys/{id}") => None,
         ("GET", "/api/v1/approvals") => None,

@@ -69,6 +69,8 @@ pub struct Gateway {
     pub api_port: u16,
     /// The cluster's key and the client that reaches the other gateways (none alone).
     pub peers: crate::cluster::peers::Peers,
+    /// Live brokered-TCP sessions and the `[tcp]` listener's token key.
+    pub tcp: crate::tcp::TcpState,
 }
 
 impl Gateway {
@@ -115,6 +117,7 @@ impl Gateway {
             console_key: crate::identity::cookie::CookieKey::ephemeral(),
             api_port,
             peers: crate::cluster::peers::Peers::none(),
+            tcp: Default::default(),
         }
     }
 

@@ -154,8 +154,9 @@ fn real_main(cli: Cli) -> Result<()> {
                     .map(|a| format!(" postgres={a}"))
                     .unwrap_or_default();
                 let rdp = l.rdp.map(|a| format!(" rdp={a}")).unwrap_or_default();
+                let tcp = l.tcp.map(|a| format!(" tcp={a}")).unwrap_or_default();
                 println!(
-                    "wardengate ready: ssh={}{pg}{rdp} api={scheme}://{}",
+                    "wardengate ready: ssh={}{pg}{rdp}{tcp} api={scheme}://{}",
                     l.ssh, l.api
                 );
             }))

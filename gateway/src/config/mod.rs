@@ -9,9 +9,11 @@ mod parse;
 mod policy_files;
 mod roles;
 mod sections;
+mod tcp;
 
 pub use cluster::{ClusterSection, StoreSection};
 pub use model::*;
 pub use parse::{ca_roots, load, parse};
 pub use roles::{perms_of, ApiToken, Perm, Perms, Role};
 pub use sections::*;
+pub use tcp::*;

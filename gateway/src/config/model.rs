@@ -22,6 +22,8 @@ pub struct Config {
     pub postgres: Option<PostgresSection>,
     /// The RDP front; off unless configured.
     pub rdp: Option<RdpSection>,
+    /// The brokered-TCP listener (`wgctl proxy`); off unless configured.
+    pub tcp: Option<super::TcpSection>,
     #[serde(default)]
     pub api: ApiSection,
     #[serde(default)]
@@ -120,13 +122,27 @@ pub struct Group {
 #[serde(deny_unknown_fields)]
 pub struct Target {
     pub name: String,
-    /// `host:port` of the target's SSH or PostgreSQL server.
+    /// `host:port` of the target's server (a TCP target may give `hosts` instead).
+    #[serde(default)]
     pub address: String,
     #[serde(default)]
     pub tags: BTreeMap<String, String>,
     #[serde(default = "default_protocol")]
     pub protocol: wardengate_api::Protocol,
+    /// The accounts whose secrets the gateway injects (none for TCP targets: the client brings
+    /// its own credentials).
+    #[serde(default)]
     pub accounts: Vec<Account>,
+    /// TCP: a host set, `host` or `host:port` each (`default_port` for the former); a session
+    /// goes to one of them, picked at random unless `wgctl target authorize --host-id` names it.
+    #[serde(default)]
+    pub hosts: Vec<String>,
+    /// TCP: the port of `hosts` entries that name none.
+    pub default_port: Option<u16>,
+    /// TCP: connections one session may carry (default 1; -1: unlimited).
+    pub session_connection_limit: Option<i64>,
+    /// TCP: how long a session may last, from its authorization (default 28800, 8 hours).
+    pub session_max_seconds: Option<u64>,
     /// Overrides `limits.max_sessions_per_target` for this target.
     pub max_sessions: Option<u32>,
     /// PostgreSQL: the database every session uses, whatever the client asks for.
@@ -220,6 +236,7 @@ impl Loaded {
         }
         v.extend(c.postgres.as_ref().map(|p| p.tls_key_file.clone()));
         v.extend(c.rdp.as_ref().map(|r| r.tls_key_file.clone()));
+        v.extend(c.tcp.as_ref().map(|r| r.tls_key_file.clone()));
         v.extend(c.recording.secret_access_key_file.clone());
         v.into_iter()
             .map(|p| self.in_data_dir(&p))

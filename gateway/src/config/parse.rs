@@ -311,9 +311,9 @@ pub fn parse(text: &str, path: &Path) -> Result<Loaded> {
         login_part(&t.name, "targets", || target("name"))?;
         use wardengate_api::Protocol;
         match (t.protocol, &t.tls) {
-            (Protocol::Ssh | Protocol::Rdp, None)
+            (Protocol::Ssh | Protocol::Rdp | Protocol::Tcp, None)
                 if t.auth_methods.is_none() && t.database.is_none() => {}
-            (Protocol::Ssh | Protocol::Rdp, _) => bail!(
+            (Protocol::Ssh | Protocol::Rdp | Protocol::Tcp, _) => bail!(
                 "{}: targets.{}: tls, auth_methods and database apply to postgres targets only",
                 target("protocol"),
                 t.name
@@ -346,6 +346,29 @@ pub fn parse(text: &str, path: &Path) -> Result<Loaded> {
                     }
                 }
             }
+        }
+        let tcp_only = !t.hosts.is_empty()
+            || t.default_port.is_some()
+            || t.session_connection_limit.is_some()
+            || t.session_max_seconds.is_some();
+        if t.protocol == Protocol::Tcp {
+            let checked = super::check_target(t)
+                .map_err(|(key, e)| anyhow!("{}: targets.{}.{key}: {e}", target(key), t.name))?;
+            if targets.insert(t.name.clone(), checked).is_some() {
+                bail!(
+                    "{}: targets.name '{}' is defined twice",
+                    target("name"),
+                    t.name
+                );
+            }
+            continue;
+        } else if tcp_only {
+            bail!(
+                "{}: targets.{}: hosts, default_port, session_connection_limit and \
+                 session_max_seconds apply to tcp targets only",
+                target("protocol"),
+                t.name
+            );
         }
         if !t.address.contains(':')
             || t.address

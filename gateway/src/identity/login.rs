@@ -115,6 +115,27 @@ impl Gateway {
         }
     }
 
+    /// The person whose own token (`users.api_token_sha256`, or a `wgctl login` token) hashes
+    /// to `d`, if any (the admin and named automation tokens are nobody's).
+    pub async fn person_of(&self, d: &[u8; 32]) -> Option<String> {
+        use subtle::ConstantTimeEq;
+        let signed_in = self.token_user(d).await;
+        let cfg = self.cfg();
+        cfg.users
+            .values()
+            .filter(|u| {
+                u.api_token.is_some_and(|t| bool::from(t.ct_eq(d)))
+                    || signed_in.as_deref() == Some(u.name.as_str())
+            })
+            .last()
+            .map(|u| u.name.clone())
+    }
+
+    /// The person a presented token belongs to (see [`Self::person_of`]).
+    pub async fn person(&self, token: &str) -> Option<String> {
+        self.person_of(&digest(token.trim())).await
+    }
+
     /// Revoke a `wgctl login` token; its person when it was valid.
     pub async fn token_revoke(&self, token: &str) -> Option<String> {
         match self

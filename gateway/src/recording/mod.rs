@@ -106,7 +106,13 @@ impl Recordings {
 
     /// Start recording `session`; the recorder task ends the session through `control` if a
     /// write fails. Fails at once when the recording cannot be created.
-    pub fn start(&self, session: &str, control: mpsc::Sender<Control>) -> Result<(Tap, SealWatch)> {
+    /// `metadata_only`: `recording = "metadata"` (markers and sizes, no data).
+    pub fn start(
+        &self,
+        session: &str,
+        control: mpsc::Sender<Control>,
+        metadata_only: bool,
+    ) -> Result<(Tap, SealWatch)> {
         if let Some(spool) = &self.spool {
             spool.check_room()?;
             spool.started(session);
@@ -125,7 +131,13 @@ impl Recordings {
             seal_tx,
             self.spool.clone(),
         ));
-        Ok((Tap::new(tx, self.record_input), seal_rx))
+        let tap = Tap::new(tx, self.record_input);
+        let tap = if metadata_only {
+            tap.metadata_only()
+        } else {
+            tap
+        };
+        Ok((tap, seal_rx))
     }
 
     /// Seal every recording a crash left open, as `truncated`. Returns what was sealed.

@@ -250,9 +250,19 @@ impl Registry {
         id: &str,
         state: api::SessionState,
     ) -> Option<SessionRecord> {
+        self.update(store, id, |r| r.state = state)
+    }
+
+    /// Change a live session's record with `f`, and persist it (queued).
+    pub fn update(
+        &self,
+        store: &dyn Store,
+        id: &str,
+        f: impl FnOnce(&mut SessionRecord),
+    ) -> Option<SessionRecord> {
         let live = self.get(id)?;
         if let Ok(mut r) = live.record.lock() {
-            r.state = state;
+            f(&mut r);
         }
         let snap = Self::snapshot(&live);
         store.session_update_later(snap.clone());
@@ -355,7 +365,11 @@ impl Registry {
                 api::SessionState::Closed
             }
         };
-        r.state = state;
+        // A TCP session's last state is Boundary's `terminated`, whatever ended it.
+        r.state = match r.protocol {
+            api::Protocol::Tcp => api::SessionState::Terminated,
+            _ => state,
+        };
         // Queued before `done` is sent: whoever waits for `done` and then reads the store
         // (terminate) reads the final record.
         store.session_update_later(r.clone());
@@ -372,20 +386,32 @@ impl Registry {
         by: &str,
         reason: &str,
     ) -> Result<SessionRecord, RegistryError> {
+        let control = Control::Terminate {
+            by: by.into(),
+            reason: reason.into(),
+        };
+        self.stop(store, id, control).await
+    }
+
+    /// Send the owning relay `control` (a terminate, or an end by rule such as a cancel), and
+    /// wait (briefly) until the session has ended and its recording is sealed.
+    pub async fn stop(
+        &self,
+        store: &dyn Store,
+        id: &str,
+        control: Control,
+    ) -> Result<SessionRecord, RegistryError> {
         let Some(live) = self.get(id) else {
             return Err(Self::not_live(store, id).await);
         };
         if let Ok(mut r) = live.record.lock() {
-            r.state = api::SessionState::Closing;
+            r.state = match r.protocol {
+                api::Protocol::Tcp => api::SessionState::Canceling,
+                _ => api::SessionState::Closing,
+            };
         }
         let mut done = live.done.subscribe();
-        let _ = live
-            .control
-            .send(Control::Terminate {
-                by: by.into(),
-                reason: reason.into(),
-            })
-            .await;
+        let _ = live.control.send(control).await;
         let _ = tokio::time::timeout(Duration::from_secs(5), done.wait_for(|d| *d)).await;
         // The recording seals once the relay has let go of it; the caller reports the seal.
         if let Some(mut seal) = live.seal.clone() {
@@ -563,5 +589,6 @@ pub fn to_api(r: &SessionRecord) -> api::Session {
                     .collect()
             })
             .unwrap_or_default(),
+        tcp: r.tcp.clone(),
     }
 }

@@ -55,6 +55,8 @@ pub struct SessionRecord {
     pub target_crypto: Option<String>,
     /// The relay's added latency so far (live sessions that measure it; not persisted).
     pub relay_latency: Option<wardengate_api::RelayLatency>,
+    /// A TCP session's host, limit, expiration and state history (stored as JSON).
+    pub tcp: Option<wardengate_api::TcpDetail>,
 }
 
 impl SessionRecord {
@@ -95,7 +97,15 @@ impl SessionRecord {
             client_crypto: None,
             target_crypto: None,
             relay_latency: None,
+            tcp: None,
         }
+    }
+
+    /// The TCP detail as stored.
+    pub(super) fn tcp_json(&self) -> Option<String> {
+        self.tcp
+            .as_ref()
+            .and_then(|t| serde_json::to_string(t).ok())
     }
 
     /// The record with every text that came from a client or an operator capped and made inert
@@ -157,7 +167,7 @@ impl SessionQuery {
 /// The WHERE clause of [`SessionQuery`], over parameters ?1 .. ?8.
 const SESSION_WHERE: &str = "(?1 IS NULL OR actor=?1) AND (?2 IS NULL OR target=?2) AND \
     (?3 IS NULL OR protocol=?3) AND (?4 IS NULL OR state=?4) AND \
-    (?5 = 0 OR state NOT IN ('closed','denied','failed')) AND \
+    (?5 = 0 OR state NOT IN ('closed','denied','failed','terminated')) AND \
     (?6 IS NULL OR target IN (SELECT value FROM json_each(?6))) AND \
     (?7 IS NULL OR started_ms < ?7 OR (started_ms = ?7 AND id < ?8)) AND \
     (?10 IS NULL OR policy=?10)";
@@ -166,7 +176,7 @@ pub(super) const SESSION_COLS: &str =
     "id, state, protocol, actor, client_addr, client_version, target, \
     target_addr, account, account_ref, policy, pty_term, pty_cols, pty_rows, gateway, started_ms, \
     ended_ms, last_input_ms, bytes_in, bytes_out, end_reason, end_detail, terminated_by, decision, \
-    linked_session, previous_owners, client_crypto, target_crypto, client_location";
+    linked_session, previous_owners, client_crypto, target_crypto, client_location, tcp";
 
 /// Columns added after the first release: (name, type), added to older stores at open.
 pub(super) const ADDED_SESSION_COLUMNS: &[(&str, &str)] = &[
@@ -216,6 +226,7 @@ pub(super) fn session_from_row<R: Cols>(r: &R) -> Result<SessionRecord, R::Err> 
         client_crypto: r.opt_text(26)?,
         target_crypto: r.opt_text(27)?,
         client_location: r.opt_text(28)?,
+        tcp: r.opt_text(29)?.and_then(|t| serde_json::from_str(&t).ok()),
         channels: 0,
         activity: None,
         observers: Vec::new(),
@@ -228,14 +239,15 @@ impl Db {
     pub fn session_insert(&self, s: &SessionRecord) -> Result<()> {
         let s = &s.inert();
         self.conn.execute(
-            &format!("INSERT OR REPLACE INTO sessions ({SESSION_COLS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18,?19,?20,?21,?22,?23,?24,?25,?26,?27,?28,?29)"),
+            &format!("INSERT OR REPLACE INTO sessions ({SESSION_COLS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18,?19,?20,?21,?22,?23,?24,?25,?26,?27,?28,?29,?30)"),
             params![
                 s.id, s.state.as_str(), s.protocol.as_str(), s.actor, s.client_addr, s.client_version, s.target,
                 s.target_addr, s.account, s.account_ref, s.policy, s.pty_term, s.pty_cols,
                 s.pty_rows, s.gateway, s.started_ms as i64, s.ended_ms.map(|v| v as i64),
                 s.last_input_ms.map(|v| v as i64), s.bytes_in as i64, s.bytes_out as i64,
                 s.end_reason, s.end_detail, s.terminated_by, s.decision, s.linked_session,
-                s.previous_owners, s.client_crypto, s.target_crypto, s.client_location
+                s.previous_owners, s.client_crypto, s.target_crypto, s.client_location,
+                s.tcp_json()
             ],
         ).context("cannot record session")?;
         Ok(())
@@ -248,12 +260,13 @@ impl Db {
             "UPDATE sessions SET state=?2, client_version=?3, policy=?4, pty_term=?5, pty_cols=?6,
              pty_rows=?7, ended_ms=?8, last_input_ms=?9, bytes_in=?10, bytes_out=?11,
              end_reason=?12, end_detail=?13, terminated_by=?14, actor=?15, previous_owners=?16,
-             decision=?17, client_crypto=?18, target_crypto=?19 WHERE id=?1",
+             decision=?17, client_crypto=?18, target_crypto=?19, tcp=?20 WHERE id=?1",
             params![
                 s.id, s.state.as_str(), s.client_version, s.policy, s.pty_term, s.pty_cols, s.pty_rows,
                 s.ended_ms.map(|v| v as i64), s.last_input_ms.map(|v| v as i64),
                 s.bytes_in as i64, s.bytes_out as i64, s.end_reason, s.end_detail, s.terminated_by,
-                s.actor, s.previous_owners, s.decision, s.client_crypto, s.target_crypto
+                s.actor, s.previous_owners, s.decision, s.client_crypto, s.target_crypto,
+                s.tcp_json()
             ],
         ).context("cannot update session")?;
         Ok(())
@@ -322,7 +335,7 @@ impl Db {
     pub fn sessions_open_on(&self, gateway: &str) -> Result<Vec<SessionRecord>> {
         let conn = &self.conn;
         let mut stmt = conn.prepare(&format!(
-            "SELECT {SESSION_COLS} FROM sessions WHERE gateway=?1 AND state NOT IN ('closed','denied','failed')"
+            "SELECT {SESSION_COLS} FROM sessions WHERE gateway=?1 AND state NOT IN ('closed','denied','failed','terminated')"
         ))?;
         let rows = stmt.query_map([gateway], |r| session_from_row(r))?;
         Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)

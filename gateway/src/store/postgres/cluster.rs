@@ -201,7 +201,7 @@ pub(super) async fn reap(c: &Db, me: &str, ttl: Duration) -> Result<Vec<Lost>> {
                     &format!(
                         "UPDATE sessions SET state = 'failed', end_reason = 'gateway_lost',
                          end_detail = $2, ended_ms = {NOW_MS}
-                         WHERE gateway = $1 AND state NOT IN ('closed','denied','failed')
+                         WHERE gateway = $1 AND state NOT IN ('closed','denied','failed','terminated')
                          RETURNING {SESSION_COLS}"
                     ),
                     &[&gateway, &detail],

@@ -17,7 +17,7 @@ pub(super) const KEY_COLS: &str =
 const SESSION_WHERE: &str =
     "($1::text IS NULL OR actor=$1) AND ($2::text IS NULL OR target=$2) AND \
     ($3::text IS NULL OR protocol=$3) AND ($4::text IS NULL OR state=$4) AND \
-    (NOT $5::bool OR state NOT IN ('closed','denied','failed')) AND \
+    (NOT $5::bool OR state NOT IN ('closed','denied','failed','terminated')) AND \
     ($6::text[] IS NULL OR target = ANY($6)) AND \
     ($7::bigint IS NULL OR started_ms < $7 OR (started_ms = $7 AND id < $8::text)) AND \
     ($9::text IS NULL OR policy=$9)";
@@ -75,6 +75,7 @@ pub(super) async fn session_upsert(c: &Db, s: &SessionRecord) -> Result<()> {
             &s.client_crypto,
             &s.target_crypto,
             &s.client_location,
+            &s.tcp_json(),
         ],
     )
     .await
@@ -88,7 +89,7 @@ pub(super) async fn session_update(c: &Db, s: &SessionRecord) -> Result<()> {
         "UPDATE sessions SET state=$2, client_version=$3, policy=$4, pty_term=$5, pty_cols=$6,
          pty_rows=$7, ended_ms=$8, last_input_ms=$9, bytes_in=$10, bytes_out=$11,
          end_reason=$12, end_detail=$13, terminated_by=$14, actor=$15, previous_owners=$16,
-         decision=$17, client_crypto=$18, target_crypto=$19 WHERE id=$1",
+         decision=$17, client_crypto=$18, target_crypto=$19, tcp=$20 WHERE id=$1",
         &[
             &s.id,
             &s.state.as_str(),
@@ -109,6 +110,7 @@ pub(super) async fn session_update(c: &Db, s: &SessionRecord) -> Result<()> {
             &s.decision,
             &s.client_crypto,
             &s.target_crypto,
+            &s.tcp_json(),
         ],
     )
     .await

@@ -81,7 +81,7 @@ impl Store for Postgres {
         self.call(move |c| async move {
             let rows = c
                 .query(
-                    &format!("SELECT {SESSION_COLS} FROM sessions WHERE gateway=$1 AND state NOT IN ('closed','denied','failed')"),
+                    &format!("SELECT {SESSION_COLS} FROM sessions WHERE gateway=$1 AND state NOT IN ('closed','denied','failed','terminated')"),
                     &[&gateway],
                 )
                 .await?;

@@ -1,0 +1,527 @@
+//! Brokered TCP, Boundary style: `wgctl target authorize` (a pending session and its token),
+//! `wgctl proxy --authz TOKEN` (a local listener; each connection is carried over TLS to the
+//! gateway's `[tcp]` listener, whose certificate the token pins), and `wgctl connect` (both, then
+//! a client against the local port, until it exits).
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+
+use anyhow::{anyhow, bail, Context, Result};
+use clap::{Args, Subcommand};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsConnector;
+use wardengate_api as api;
+
+use crate::client::{self, Client};
+use crate::output::{note, out, print_json, report};
+
+#[derive(Subcommand)]
+pub enum TargetCmd {
+    /// Authorize a session to a tcp target: prints its Authorization Token for `wgctl proxy`.
+    Authorize {
+        target: String,
+        /// One host of the target's host set (h1, h2, ... or its address); default: at random.
+        #[arg(long)]
+        host_id: Option<String>,
+    },
+}
+
+#[derive(Args)]
+pub struct ProxyArgs {
+    /// The Authorization Token `wgctl target authorize` printed.
+    #[arg(long)]
+    authz: String,
+    /// Where the local listener binds.
+    #[arg(long, default_value = "127.0.0.1")]
+    listen_addr: std::net::IpAddr,
+    /// Its port (0: one the system picks, printed).
+    #[arg(long, default_value_t = 0)]
+    listen_port: u16,
+}
+
+#[derive(Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+pub struct ConnectArgs {
+    #[command(subcommand)]
+    helper: Option<Helper>,
+    #[command(flatten)]
+    common: Common,
+    /// The client and its arguments; `{host}`, `{port}` and `{addr}` are replaced by the local
+    /// listener's (also in WGCTL_PROXY_HOST / WGCTL_PROXY_PORT / WGCTL_PROXY_ADDR).
+    #[arg(last = true)]
+    exec: Vec<String>,
+}
+
+#[derive(Args)]
+struct Common {
+    /// The tcp target.
+    #[arg(required = true)]
+    target: Option<String>,
+    #[arg(long)]
+    host_id: Option<String>,
+    #[arg(long, default_value_t = 0)]
+    listen_port: u16,
+}
+
+#[derive(Subcommand)]
+enum Helper {
+    /// ssh with your own key to the target's host: ssh -p PORT -o HostKeyAlias=TARGET 127.0.0.1
+    Ssh {
+        #[command(flatten)]
+        common: Common,
+        /// The login name on the host.
+        #[arg(short = 'u', long)]
+        username: Option<String>,
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+    /// psql -h 127.0.0.1 -p PORT
+    Psql {
+        #[command(flatten)]
+        common: Common,
+        #[arg(short = 'u', long)]
+        username: Option<String>,
+        #[arg(short = 'd', long)]
+        dbname: Option<String>,
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+    /// redis-cli -h 127.0.0.1 -p PORT
+    Redis {
+        #[command(flatten)]
+        common: Common,
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+    /// curl http://127.0.0.1:PORT/PATH
+    Http {
+        #[command(flatten)]
+        common: Common,
+        #[arg(long, default_value = "/")]
+        path: String,
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+}
+
+pub fn run_target(cmd: TargetCmd, c: Client, json: bool) -> Result<()> {
+    match cmd {
+        TargetCmd::Authorize { target, host_id } => {
+            let a = authorize(&c, &target, host_id)?;
+            report(&a, json, api::table::authorization)
+        }
+    }
+}
+
+fn authorize(c: &Client, target: &str, host_id: Option<String>) -> Result<api::Authorization> {
+    let path = format!("/api/v1/targets/{}/authorize", client::path_segment(target));
+    c.post(&path, &api::AuthorizeRequest { host_id })
+}
+
+/// Tell the gateway the session's client is done (best effort: it may have ended already).
+fn close(c: &Client, session: &str) {
+    let path = format!("/api/v1/sessions/{}/close", client::path_segment(session));
+    let _ = c.post::<_, serde_json::Value>(&path, &serde_json::json!({}));
+}
+
+/// Watch the session through the API (every 2 s) until it ends or `stop` is set: a session
+/// canceled, terminated or expired at the gateway stops the proxy, as Boundary's does.
+fn watch(
+    c: &Client,
+    sid: &str,
+    ended: tokio::sync::oneshot::Sender<String>,
+    stop: &std::sync::atomic::AtomicBool,
+) {
+    let path = format!("/api/v1/sessions/{}", client::path_segment(sid));
+    loop {
+        for _ in 0..20 {
+            if stop.load(Ordering::SeqCst) {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        if let Ok(s) = c.get::<api::Session>(&path, &[]) {
+            if s.state.is_terminal() {
+                let why = s.end_reason.unwrap_or_else(|| s.state.to_string());
+                let _ = ended.send(format!("session {sid} ended ({why})"));
+                return;
+            }
+        }
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the proxy's runtime")
+}
+
+pub fn run_proxy(args: ProxyArgs, c: Client, json: bool) -> Result<()> {
+    let claims = api::token_claims(&args.authz).ok_or_else(|| {
+        anyhow!("--authz is not an authorization token (copy the whole Authorization Token that `wgctl target authorize` printed)")
+    })?;
+    let token = c.token().unwrap_or_default().to_string();
+    let rt = runtime()?;
+    let (ended_tx, ended_rx) = tokio::sync::oneshot::channel::<String>();
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let end = std::thread::scope(|scope| {
+        scope.spawn(|| watch(&c, &claims.sid, ended_tx, &stop));
+        let end = rt.block_on(async {
+            let addr = SocketAddr::new(args.listen_addr, args.listen_port);
+            let proxy = Proxy::bind(addr, &args.authz, &claims, &token).await?;
+            let local = proxy.local;
+            if json {
+                print_json(
+                    &serde_json::json!({"address": local.ip().to_string(), "port": local.port(),
+                    "protocol": "tcp", "connection_limit": claims.connection_limit,
+                    "expiration": claims.expiration, "session_id": claims.sid}),
+                )?;
+            } else {
+                out(&api::table::proxy(&local, &claims))?;
+            }
+            tokio::select! {
+                end = proxy.serve() => end,
+                Ok(why) = ended_rx => Ok(End::Ended(why)),
+                _ = tokio::signal::ctrl_c() => Ok(End::Interrupted),
+            }
+        });
+        stop.store(true, Ordering::SeqCst);
+        end
+    })?;
+    if end == End::Interrupted {
+        close(&c, &claims.sid);
+    }
+    note(&format!(
+        "wgctl: proxy for session {} stopped: {}",
+        claims.sid,
+        end.text()
+    ));
+    Ok(())
+}
+
+pub fn run_connect(args: ConnectArgs, c: Client) -> Result<()> {
+    let (common, program) = match args.helper {
+        None => {
+            if args.exec.is_empty() {
+                bail!("name the client to run after --, e.g. wgctl connect TARGET -- redis-cli -p {{port}}");
+            }
+            (args.common, args.exec)
+        }
+        Some(Helper::Ssh {
+            common,
+            username,
+            args,
+        }) => {
+            let alias = format!("HostKeyAlias={}", common.target.clone().unwrap_or_default());
+            let mut v = vec![
+                "ssh".into(),
+                "-p".into(),
+                "{port}".into(),
+                "-o".into(),
+                alias,
+            ];
+            if let Some(u) = username {
+                v.extend(["-l".into(), u]);
+            }
+            v.push("{host}".into());
+            v.extend(args);
+            (common, v)
+        }
+        Some(Helper::Psql {
+            common,
+            username,
+            dbname,
+            args,
+        }) => {
+            let mut v = vec![
+                "psql".into(),
+                "-h".into(),
+                "{host}".into(),
+                "-p".into(),
+                "{port}".into(),
+            ];
+            if let Some(u) = username {
+                v.extend(["-U".into(), u]);
+            }
+            if let Some(d) = dbname {
+                v.extend(["-d".into(), d]);
+            }
+            v.extend(args);
+            (common, v)
+        }
+        Some(Helper::Redis { common, args }) => {
+            let mut v = vec![
+                "redis-cli".into(),
+                "-h".into(),
+                "{host}".into(),
+                "-p".into(),
+                "{port}".into(),
+            ];
+            v.extend(args);
+            (common, v)
+        }
+        Some(Helper::Http { common, path, args }) => {
+            let mut v = vec!["curl".to_string()];
+            v.extend(args);
+            let path = if path.starts_with('/') {
+                path
+            } else {
+                format!("/{path}")
+            };
+            v.push(format!("http://{{addr}}{path}"));
+            (common, v)
+        }
+    };
+    let target = common.target.unwrap_or_default();
+    let auth = authorize(&c, &target, common.host_id)?;
+    let claims = api::token_claims(&auth.authorization_token)
+        .ok_or_else(|| anyhow!("the gateway answered with a token wgctl cannot read"))?;
+    let token = c.token().unwrap_or_default().to_string();
+    let rt = runtime()?;
+    let status = rt.block_on(async {
+        let addr = SocketAddr::from(([127, 0, 0, 1], common.listen_port));
+        let proxy = Proxy::bind(addr, &auth.authorization_token, &claims, &token).await?;
+        let local = proxy.local;
+        let fill = |a: &str| {
+            a.replace("{host}", &local.ip().to_string())
+                .replace("{port}", &local.port().to_string())
+                .replace("{addr}", &local.to_string())
+        };
+        let argv: Vec<String> = program.iter().map(|a| fill(a)).collect();
+        let mut cmd = tokio::process::Command::new(&argv[0]);
+        cmd.args(&argv[1..])
+            .env("WGCTL_PROXY_HOST", local.ip().to_string())
+            .env("WGCTL_PROXY_PORT", local.port().to_string())
+            .env("WGCTL_PROXY_ADDR", local.to_string())
+            .env("WGCTL_SESSION_ID", &claims.sid);
+        let mut child = cmd
+            .spawn()
+            .with_context(|| format!("cannot run {}", argv[0]))?;
+        let serving = tokio::spawn(proxy.serve());
+        let status = child.wait().await.context("waiting for the client")?;
+        serving.abort();
+        anyhow::Ok(status)
+    })?;
+    close(&c, &claims.sid);
+    std::process::exit(status.code().unwrap_or(1));
+}
+
+/// Why a proxy stopped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum End {
+    Expired,
+    /// Every connection the session allows was made and closed.
+    Used,
+    /// The gateway refused a connection because the session is over.
+    Ended(String),
+    Interrupted,
+}
+
+impl End {
+    fn text(&self) -> String {
+        match self {
+            End::Expired => "the session expired".into(),
+            End::Used => "every connection the session allows was used".into(),
+            End::Ended(why) => why.clone(),
+            End::Interrupted => "interrupted".into(),
+        }
+    }
+}
+
+/// The local listener and what each of its connections needs.
+struct Proxy {
+    listener: TcpListener,
+    local: SocketAddr,
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    hello: Vec<u8>,
+    endpoint: String,
+    tls: TlsConnector,
+    server_name: rustls::pki_types::ServerName<'static>,
+    limit: i64,
+    exp_ms: u64,
+    /// Connections the gateway took, and those still open.
+    made: AtomicU32,
+    open: AtomicU32,
+    changed: tokio::sync::Notify,
+    ended: tokio::sync::Mutex<Option<End>>,
+}
+
+impl Proxy {
+    async fn bind(
+        addr: SocketAddr,
+        authz: &str,
+        claims: &api::TokenClaims,
+        token: &str,
+    ) -> Result<Proxy> {
+        if token.is_empty() {
+            bail!("not signed in: run `wgctl login` (the proxy presents your own token with the authorization)");
+        }
+        let listener = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on {addr}"))?;
+        let local = listener.local_addr()?;
+        let pin = hex::decode(&claims.cert_sha256)
+            .ok()
+            .and_then(|p| <[u8; 32]>::try_from(p).ok())
+            .ok_or_else(|| anyhow!("the authorization token names no certificate"))?;
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let config = rustls::ClientConfig::builder()
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(crate::pin::Pinned::new(pin)))
+            .with_no_client_auth();
+        let host = claims
+            .endpoint
+            .rsplit_once(':')
+            .map_or(claims.endpoint.as_str(), |(h, _)| h);
+        let host = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string();
+        // The name is not what is checked (the pin is); any valid one will do.
+        let server_name = rustls::pki_types::ServerName::try_from(host)
+            .or_else(|_| rustls::pki_types::ServerName::try_from("wardengate"))
+            .map_err(|e| anyhow!("cannot name the gateway for TLS: {e}"))?;
+        let mut hello = serde_json::to_vec(&api::TcpHello {
+            authz: authz.trim().to_string(),
+            token: token.to_string(),
+        })?;
+        hello.push(b'\n');
+        Ok(Proxy {
+            listener,
+            local,
+            shared: Arc::new(Shared {
+                hello,
+                endpoint: claims.endpoint.clone(),
+                tls: TlsConnector::from(Arc::new(config)),
+                server_name,
+                limit: claims.connection_limit,
+                exp_ms: claims.exp_ms,
+                made: AtomicU32::new(0),
+                open: AtomicU32::new(0),
+                changed: tokio::sync::Notify::new(),
+                ended: tokio::sync::Mutex::new(None),
+            }),
+        })
+    }
+
+    /// Accept local connections until the session is over.
+    async fn serve(self) -> Result<End> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        let expiry = tokio::time::sleep(std::time::Duration::from_millis(
+            self.shared.exp_ms.saturating_sub(now),
+        ));
+        tokio::pin!(expiry);
+        loop {
+            tokio::select! {
+                _ = &mut expiry => return Ok(End::Expired),
+                _ = self.shared.changed.notified() => {
+                    if let Some(end) = self.shared.ended.lock().await.clone() {
+                        return Ok(end);
+                    }
+                    let s = &self.shared;
+                    if s.limit >= 0 && i64::from(s.made.load(Ordering::SeqCst)) >= s.limit
+                        && s.open.load(Ordering::SeqCst) == 0 {
+                        return Ok(End::Used);
+                    }
+                }
+                accepted = self.listener.accept() => {
+                    let (socket, _) = accepted.context("accepting a local connection")?;
+                    let shared = self.shared.clone();
+                    tokio::spawn(async move { shared.carry(socket).await });
+                }
+            }
+        }
+    }
+}
+
+impl Shared {
+    /// One local connection: TLS to the gateway, the hello, its answer, then both ways.
+    async fn carry(self: Arc<Self>, mut local: TcpStream) {
+        let _ = local.set_nodelay(true);
+        match self.open_remote().await {
+            Ok(mut remote) => {
+                self.made.fetch_add(1, Ordering::SeqCst);
+                self.open.fetch_add(1, Ordering::SeqCst);
+                let _ = tokio::io::copy_bidirectional(&mut local, &mut remote).await;
+                self.open.fetch_sub(1, Ordering::SeqCst);
+            }
+            Err(Refusal::Session(msg)) => {
+                note(&format!("wgctl: connection refused: {msg}"));
+                let over = msg.contains(" has ended") || msg.contains(" is ending");
+                if over {
+                    *self.ended.lock().await = Some(End::Ended(msg));
+                }
+            }
+            Err(Refusal::Other(e)) => note(&format!("wgctl: connection failed: {e:#}")),
+        }
+        self.changed.notify_one();
+    }
+
+    async fn open_remote(&self) -> Result<tokio_rustls::client::TlsStream<TcpStream>, Refusal> {
+        let tcp = TcpStream::connect(&self.endpoint).await.map_err(|e| {
+            Refusal::Other(anyhow!(
+                "cannot reach the gateway's TCP listener at {}: {e}",
+                self.endpoint
+            ))
+        })?;
+        let _ = tcp.set_nodelay(true);
+        let mut tls = self
+            .tls
+            .connect(self.server_name.clone(), tcp)
+            .await
+            .map_err(|e| {
+                Refusal::Other(anyhow!(
+                    "TLS with the gateway at {} failed: {e}",
+                    self.endpoint
+                ))
+            })?;
+        let io = |e: std::io::Error| {
+            Refusal::Other(anyhow!(
+                "the gateway at {} closed the connection: {e}",
+                self.endpoint
+            ))
+        };
+        tls.write_all(&self.hello).await.map_err(io)?;
+        tls.flush().await.map_err(io)?;
+        let mut line = Vec::new();
+        loop {
+            let b = tls.read_u8().await.map_err(io)?;
+            if b == b'\n' {
+                break;
+            }
+            if line.len() > 64 * 1024 {
+                return Err(Refusal::Other(anyhow!("the gateway's answer is too long")));
+            }
+            line.push(b);
+        }
+        let reply: api::TcpReply = serde_json::from_slice(&line).map_err(|e| {
+            Refusal::Other(anyhow!("the gateway's answer is not one wgctl reads: {e}"))
+        })?;
+        match reply.ok {
+            true => Ok(tls),
+            false => Err(Refusal::Session(
+                api::text::inert(
+                    reply.error.as_deref().unwrap_or("refused"),
+                    api::text::MAX_TEXT,
+                )
+                .into_owned(),
+            )),
+        }
+    }
+}
+
+enum Refusal {
+    /// The gateway refused (the message says why).
+    Session(String),
+    Other(anyhow::Error),
+}

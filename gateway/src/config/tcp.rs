@@ -1,0 +1,150 @@
+//! `[tcp]`, the listener `wgctl proxy` connects to, and what a `protocol = "tcp"` target may say.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::duration;
+use super::model::{Account, Target};
+
+/// The brokered-TCP listener: TLS only; each connection starts with an authorization token.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TcpSection {
+    pub listen: SocketAddr,
+    /// `host:port` that clients reach the listener at, put in authorization tokens; default:
+    /// `listen` (its address, or `127.0.0.1` for an unspecified one).
+    pub public_addr: Option<String>,
+    /// PEM certificate chain and key, relative to `data_dir`; a self-signed pair is generated
+    /// when both are missing. `wgctl proxy` pins the certificate's sha256, which the token
+    /// carries, so no CA is needed.
+    #[serde(default = "default_cert")]
+    pub tls_cert_file: PathBuf,
+    #[serde(default = "default_key")]
+    pub tls_key_file: PathBuf,
+    /// How long a host may take to accept a connection.
+    #[serde(default = "default_connect_timeout", with = "duration")]
+    pub connect_timeout: Duration,
+    /// From accept to a checked token; overrides `security.auth_timeout` for this listener.
+    #[serde(default, with = "duration::option")]
+    pub auth_timeout: Option<Duration>,
+}
+
+fn default_cert() -> PathBuf {
+    PathBuf::from("tcp_tls.crt")
+}
+fn default_key() -> PathBuf {
+    PathBuf::from("tcp_tls.key")
+}
+fn default_connect_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+
+impl TcpSection {
+    /// Where clients reach the listener bound at `bound`.
+    pub fn public(&self, bound: SocketAddr) -> String {
+        match &self.public_addr {
+            Some(a) => a.clone(),
+            None if bound.ip().is_unspecified() => format!("127.0.0.1:{}", bound.port()),
+            None => bound.to_string(),
+        }
+    }
+}
+
+/// Connections a session may carry when the target does not say.
+pub const DEFAULT_CONNECTION_LIMIT: i64 = 1;
+/// How long a session may last when the target does not say (8 hours).
+pub const DEFAULT_MAX_SECONDS: u64 = 8 * 3600;
+/// The account every TCP session is counted under (the client brings its own credentials).
+pub const TCP_ACCOUNT: &str = "-";
+
+/// Whether `s` is `host:port` with a port number.
+pub fn is_host_port(s: &str) -> bool {
+    s.rsplit_once(':')
+        .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p > 0))
+}
+
+/// A TCP target as loaded: its hosts resolved to `host:port`, its limits set, and the one
+/// account sessions are counted under. An error names the key at fault.
+pub fn check_target(t: &Target) -> Result<Target, (&'static str, String)> {
+    if !t.accounts.is_empty() {
+        return Err((
+            "accounts",
+            "a tcp target has no accounts: the gateway carries the client's bytes and injects no \
+             secret (the client brings its own credentials)"
+                .into(),
+        ));
+    }
+    let mut hosts = Vec::new();
+    match (t.address.is_empty(), t.hosts.is_empty()) {
+        (false, false) => return Err(("hosts", "give either address or hosts, not both".into())),
+        (true, true) => {
+            return Err((
+                "address",
+                "a tcp target needs address = \"host:port\" or hosts = [...]".into(),
+            ))
+        }
+        (false, true) if !is_host_port(&t.address) => {
+            return Err(("address", format!("'{}' must be host:port", t.address)))
+        }
+        (false, true) => hosts.push(t.address.clone()),
+        (true, false) => {
+            for h in &t.hosts {
+                let full = match (is_host_port(h), t.default_port) {
+                    (true, _) => h.clone(),
+                    (false, Some(p)) if !h.is_empty() && !h.contains(':') && p > 0 => {
+                        format!("{h}:{p}")
+                    }
+                    (false, Some(_)) => {
+                        return Err(("hosts", format!("'{h}' must be host or host:port")))
+                    }
+                    (false, None) => {
+                        return Err((
+                            "default_port",
+                            format!("host '{h}' names no port: add :PORT or set default_port"),
+                        ))
+                    }
+                };
+                hosts.push(full);
+            }
+        }
+    }
+    let limit = t
+        .session_connection_limit
+        .unwrap_or(DEFAULT_CONNECTION_LIMIT);
+    if limit == 0 || limit < -1 {
+        return Err((
+            "session_connection_limit",
+            format!("{limit} is not a limit: use 1 or more, or -1 for unlimited"),
+        ));
+    }
+    let max = t.session_max_seconds.unwrap_or(DEFAULT_MAX_SECONDS);
+    if max == 0 {
+        return Err(("session_max_seconds", "must be 1 or more (seconds)".into()));
+    }
+    Ok(Target {
+        address: hosts[0].clone(),
+        hosts,
+        session_connection_limit: Some(limit),
+        session_max_seconds: Some(max),
+        accounts: vec![Account {
+            name: TCP_ACCOUNT.into(),
+            username: None,
+            secret: String::new(),
+        }],
+        ..t.clone()
+    })
+}
+
+impl Target {
+    /// A TCP target's hosts: (`h1`, `host:port`), (`h2`, ...) in the order listed.
+    pub fn host_set(&self) -> Vec<(String, String)> {
+        self.hosts
+            .iter()
+            .enumerate()
+            .map(|(i, h)| (format!("h{}", i + 1), h.clone()))
+            .collect()
+    }
+}

@@ -1,0 +1,446 @@
+//! Brokered TCP sessions (`protocol = "tcp"` targets), Boundary style.
+//!
+//! `authorize` admits a session through the one admission path (policy, four-level limits, MFA,
+//! approvals) and leaves it `pending`, with a signed token naming it; `wgctl proxy` then opens
+//! TLS connections to `[tcp] listen` (`front.rs`), each counted against the session's connection
+//! limit and relayed to its host. One task per session (`supervise`) ends it: on expiration,
+//! idleness, its last allowed connection closing, a cancel, a terminate, or shutdown — first
+//! `canceling` while its connections close, then `terminated`, each state with its times.
+
+pub mod front;
+pub mod token;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use serde_json::json;
+use tokio::sync::{mpsc, Notify};
+use tokio_util::sync::CancellationToken;
+use wardengate_api as api;
+use wardengate_protocols::session::{
+    now_ms, ClientInfo, Control, Lifecycle, Login, Outcome, SessionShared, Tap,
+};
+
+use crate::broker::Gateway;
+use crate::store::SessionRecord;
+use crate::util::rfc3339;
+
+/// What the `[tcp]` listener tells tokens: where it is, which certificate it shows, and the key
+/// tokens are signed with.
+pub struct Front {
+    pub key: token::TokenKey,
+    pub endpoint: String,
+    pub cert_sha256: String,
+}
+
+/// The live TCP sessions of this gateway, and its listener once bound.
+#[derive(Default)]
+pub struct TcpState {
+    sessions: Mutex<HashMap<String, Arc<TcpLive>>>,
+    pub front: OnceLock<Front>,
+}
+
+impl TcpState {
+    pub fn get(&self, id: &str) -> Option<Arc<TcpLive>> {
+        crate::registry::lock(&self.sessions).get(id).cloned()
+    }
+    fn insert(&self, live: Arc<TcpLive>) {
+        crate::registry::lock(&self.sessions).insert(live.id.clone(), live);
+    }
+    fn remove(&self, id: &str) {
+        crate::registry::lock(&self.sessions).remove(id);
+    }
+}
+
+#[derive(Default)]
+struct Counts {
+    accepted: u32,
+    open: u32,
+    ending: bool,
+}
+
+/// A live TCP session: its host and limits, its connections, and what ends them.
+pub struct TcpLive {
+    pub id: String,
+    pub user: String,
+    pub target: String,
+    pub host_id: String,
+    pub host: String,
+    /// -1: unlimited.
+    pub limit: i64,
+    pub expires_ms: u64,
+    counts: Mutex<Counts>,
+    /// A connection closed (a permit is kept when nobody waits).
+    changed: Notify,
+    /// Cuts every connection of the session.
+    pub stop: CancellationToken,
+    pub shared: Arc<SessionShared>,
+    /// The recording; taken (and so sealed) when the session ends.
+    tap: Mutex<Option<Tap>>,
+}
+
+/// Why a connection was not let in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refused {
+    /// Every connection the session allows has been made.
+    Limit(i64),
+    /// The session is ending.
+    Ending,
+}
+
+impl TcpLive {
+    /// Count a new connection: its number (from 1), whether it is the first.
+    pub fn open(&self) -> Result<(u32, bool), Refused> {
+        let mut c = crate::registry::lock(&self.counts);
+        if c.ending {
+            return Err(Refused::Ending);
+        }
+        if self.limit >= 0 && i64::from(c.accepted) >= self.limit {
+            return Err(Refused::Limit(self.limit));
+        }
+        c.accepted += 1;
+        c.open += 1;
+        Ok((c.accepted, c.accepted == 1))
+    }
+
+    /// A connection is over.
+    pub fn closed(&self) {
+        let mut c = crate::registry::lock(&self.counts);
+        c.open = c.open.saturating_sub(1);
+        drop(c);
+        self.changed.notify_one();
+    }
+
+    /// A counted connection that never reached its host: it does not count.
+    pub fn uncount(&self) {
+        let mut c = crate::registry::lock(&self.counts);
+        c.open = c.open.saturating_sub(1);
+        c.accepted = c.accepted.saturating_sub(1);
+        drop(c);
+        self.changed.notify_one();
+    }
+
+    /// (accepted so far, open now).
+    pub fn counts(&self) -> (u32, u32) {
+        let c = crate::registry::lock(&self.counts);
+        (c.accepted, c.open)
+    }
+
+    pub fn tap(&self) -> Option<Tap> {
+        crate::registry::lock(&self.tap).clone()
+    }
+
+    /// Every allowed connection was made and none is open: the session has nothing left to do.
+    fn used_up(&self) -> bool {
+        let c = crate::registry::lock(&self.counts);
+        self.limit >= 0 && i64::from(c.accepted) >= self.limit && c.open == 0
+    }
+}
+
+/// Move a TCP session's record to `state`: the current state's span ends now, the new one starts.
+pub fn transition(r: &mut SessionRecord, state: api::SessionState, reason: Option<&str>) {
+    r.state = state;
+    let Some(t) = r.tcp.as_mut() else {
+        return;
+    };
+    if t.states.last().is_some_and(|s| s.state == state) {
+        return;
+    }
+    let now = rfc3339(now_ms());
+    if let Some(last) = t.states.last_mut() {
+        last.end_time.get_or_insert_with(|| now.clone());
+    }
+    let reason = reason.map(|r| api::text::inert(r, api::text::MAX_TEXT).into_owned());
+    t.states.push(api::StateSpan {
+        state,
+        reason,
+        start_time: now,
+        end_time: None,
+    });
+}
+
+/// The error of a refused authorization: HTTP status and message.
+pub type AuthorizeError = (axum::http::StatusCode, String);
+
+impl Gateway {
+    /// `wgctl target authorize`: admit a TCP session for `user` and leave it pending.
+    pub async fn tcp_authorize(
+        self: &Arc<Self>,
+        user: &str,
+        target: &str,
+        host_id: Option<&str>,
+        client: std::net::SocketAddr,
+    ) -> Result<api::Authorization, AuthorizeError> {
+        use axum::http::StatusCode;
+        let Some(front) = self.tcp.front.get() else {
+            return Err((
+                StatusCode::CONFLICT,
+                "this gateway brokers no TCP sessions: its configuration has no [tcp] listen"
+                    .into(),
+            ));
+        };
+        let cfg = self.cfg();
+        // The host is chosen first, so that a wrong --host-id is refused before a session exists.
+        let host = match cfg.targets.get(target) {
+            Some(t) if t.protocol == api::Protocol::Tcp => Some(pick_host(t, host_id)?),
+            _ => None,
+        };
+        let login = Login {
+            user: user.to_string(),
+            target: target.to_string(),
+            account: None,
+            waiting: None,
+        };
+        let info = ClientInfo {
+            addr: client,
+            version: "wgctl".into(),
+        };
+        let granted = self
+            .admit_session(&login, "api-token", &info, api::Protocol::Tcp, |_, _, _| {
+                Ok(())
+            })
+            .await
+            .map_err(|d| {
+                let status = match &*d.kind {
+                    "unknown_target" | "wrong_protocol" | "unknown_user" => StatusCode::NOT_FOUND,
+                    "concurrency" => StatusCode::TOO_MANY_REQUESTS,
+                    "internal" | "store_unavailable" => StatusCode::SERVICE_UNAVAILABLE,
+                    _ => StatusCode::FORBIDDEN,
+                };
+                (status, d.message)
+            })?;
+        let (host_id, host) = host.ok_or((
+            StatusCode::NOT_FOUND,
+            format!("target {target} is not a tcp target"),
+        ))?;
+        let t = &granted.target;
+        let limit = t
+            .session_connection_limit
+            .unwrap_or(crate::config::DEFAULT_CONNECTION_LIMIT);
+        let max = t
+            .session_max_seconds
+            .unwrap_or(crate::config::DEFAULT_MAX_SECONDS);
+        let created = now_ms();
+        let expires_ms = created + max.saturating_mul(1000);
+        let id = granted.link.shared.id.clone();
+        let idle = granted.admitted.settings().idle_timeout.get();
+        let detail = api::TcpDetail {
+            host_id: host_id.clone(),
+            connection_limit: limit,
+            connections: 0,
+            open: 0,
+            expiration: rfc3339(expires_ms),
+            states: Vec::new(),
+        };
+        self.registry.update(&*self.store, &id, |r| {
+            r.target_addr = host.clone();
+            r.tcp = Some(detail);
+            transition(r, api::SessionState::Pending, None);
+        });
+        let link = granted.link;
+        if let Some(tap) = &link.tap {
+            let detail = json!({"user": user, "target": target, "host_id": host_id, "host": host,
+                                "connection_limit": limit, "expiration": rfc3339(expires_ms)});
+            tap.marker("session", detail.to_string()).await;
+        }
+        let live = Arc::new(TcpLive {
+            id: id.clone(),
+            user: user.to_string(),
+            target: target.to_string(),
+            host_id: host_id.clone(),
+            host: host.clone(),
+            limit,
+            expires_ms,
+            counts: Mutex::new(Counts::default()),
+            changed: Notify::new(),
+            stop: CancellationToken::new(),
+            shared: link.shared.clone(),
+            tap: Mutex::new(link.tap.clone()),
+        });
+        self.tcp.insert(live.clone());
+        let claims = api::TokenClaims {
+            sid: id.clone(),
+            user: user.to_string(),
+            target: target.to_string(),
+            host_id: host_id.clone(),
+            exp_ms: expires_ms,
+            expiration: rfc3339(expires_ms),
+            endpoint: front.endpoint.clone(),
+            cert_sha256: front.cert_sha256.clone(),
+            connection_limit: limit,
+        };
+        let token = front.key.sign(&claims);
+        self.audit(
+            "tcp.authorized",
+            Some(user),
+            Some(&id),
+            json!({"target": target, "host_id": host_id, "host": host, "connection_limit": limit,
+                   "expiration": rfc3339(expires_ms), "client": client.to_string()}),
+        );
+        tokio::spawn(supervise(self.clone(), live, link.control, idle));
+        Ok(api::Authorization {
+            authorization_token: token,
+            created_at: rfc3339(created),
+            host_id,
+            session_id: id,
+            target_id: target.to_string(),
+            kind: "tcp".into(),
+            user_id: user.to_string(),
+            expiration: rfc3339(expires_ms),
+            connection_limit: limit,
+            endpoint: front.endpoint.clone(),
+        })
+    }
+
+    /// A connection of `live` was let in (`first`: the session becomes active) or ended: the
+    /// record's counts follow.
+    pub(crate) fn tcp_counted(&self, live: &TcpLive, first: bool) {
+        let (accepted, open) = live.counts();
+        self.registry.update(&*self.store, &live.id, |r| {
+            if let Some(t) = r.tcp.as_mut() {
+                t.connections = accepted;
+                t.open = open;
+            }
+            if first {
+                transition(r, api::SessionState::Active, None);
+            }
+        });
+        if first {
+            self.opened(&live.id);
+        }
+    }
+}
+
+/// The host a session goes to: the one `wanted` names (its id or its address), or one at random.
+fn pick_host(
+    t: &crate::config::Target,
+    wanted: Option<&str>,
+) -> Result<(String, String), AuthorizeError> {
+    let set = t.host_set();
+    match wanted {
+        Some(w) => set
+            .iter()
+            .find(|(id, addr)| id == w || addr == w)
+            .cloned()
+            .ok_or_else(|| {
+                let known: Vec<String> = set.iter().map(|(i, a)| format!("{i} = {a}")).collect();
+                (
+                    axum::http::StatusCode::BAD_REQUEST,
+                    format!(
+                        "target {} has no host '{}' (its hosts: {})",
+                        t.name,
+                        api::text::inert(w, api::text::MAX_NAME),
+                        known.join(", ")
+                    ),
+                )
+            }),
+        None => {
+            let i = (rand_index(set.len())).min(set.len().saturating_sub(1));
+            set.get(i).cloned().ok_or((
+                axum::http::StatusCode::CONFLICT,
+                format!("target {} has no hosts", t.name),
+            ))
+        }
+    }
+}
+
+/// A uniformly random index below `n` (the operating system's randomness; 0 without it).
+fn rand_index(n: usize) -> usize {
+    let mut b = [0u8; 8];
+    if n == 0 || getrandom::getrandom(&mut b).is_err() {
+        return 0;
+    }
+    (u64::from_le_bytes(b) % n as u64) as usize
+}
+
+/// The one task of a TCP session: waits for what ends it, then ends it.
+async fn supervise(
+    gw: Arc<Gateway>,
+    live: Arc<TcpLive>,
+    mut control: mpsc::Receiver<Control>,
+    idle: Duration,
+) {
+    let expires = tokio::time::Instant::now()
+        + Duration::from_millis(live.expires_ms.saturating_sub(now_ms()));
+    let outcome = loop {
+        let idle_ms = live.shared.idle_ms(now_ms());
+        let idle_left = (idle.as_millis() as u64).saturating_sub(idle_ms);
+        tokio::select! {
+            c = control.recv() => match c {
+                Some(Control::Terminate { by, reason }) => break Outcome::Terminated { by, reason },
+                Some(Control::End { reason, message }) => break Outcome::Policy { reason, message },
+                Some(_) => continue,
+                None => break Outcome::Shutdown,
+            },
+            _ = tokio::time::sleep_until(expires) => break Outcome::Policy {
+                reason: "expired",
+                message: format!("the session reached its expiration ({})", rfc3339(live.expires_ms)),
+            },
+            _ = tokio::time::sleep(Duration::from_millis(idle_left)) => {
+                if live.shared.idle_ms(now_ms()) >= idle.as_millis() as u64 {
+                    break Outcome::Policy {
+                        reason: "idle",
+                        message: format!("no client data for {} (idle_timeout)", wardengate_recorder::time::human(idle)),
+                    };
+                }
+            }
+            _ = live.changed.notified() => {
+                gw.tcp_counted(&live, false);
+                if live.used_up() {
+                    break Outcome::Policy {
+                        reason: "connection_limit",
+                        message: format!("every connection the session allows ({}) was made and closed", live.limit),
+                    };
+                }
+            }
+        }
+    };
+    finish(&gw, &live, outcome).await;
+}
+
+/// What the States history says a session ended with.
+fn state_reason(o: &Outcome) -> String {
+    match o {
+        Outcome::Terminated { by, reason } => format!("terminated by {by}: {reason}"),
+        other => other.reason().to_string(),
+    }
+}
+
+/// End the session: `canceling` while connections close, then `terminated`.
+async fn finish(gw: &Arc<Gateway>, live: &Arc<TcpLive>, outcome: Outcome) {
+    let reason = state_reason(&outcome);
+    let open = {
+        let mut c = crate::registry::lock(&live.counts);
+        c.ending = true;
+        c.open
+    };
+    if open > 0 {
+        gw.registry.update(&*gw.store, &live.id, |r| {
+            transition(r, api::SessionState::Canceling, Some(&reason));
+        });
+    }
+    live.stop.cancel();
+    let wait = async {
+        while live.counts().1 > 0 {
+            live.changed.notified().await;
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(5), wait).await;
+    let (accepted, open) = live.counts();
+    let tap = crate::registry::lock(&live.tap).take();
+    if let Some(tap) = tap {
+        let detail = json!({"reason": outcome.reason(), "connections": accepted});
+        // Dropping the last tap lets the recorder seal.
+        tap.marker("end", detail.to_string()).await;
+    }
+    gw.registry.update(&*gw.store, &live.id, |r| {
+        if let Some(t) = r.tcp.as_mut() {
+            t.connections = accepted;
+            t.open = open;
+        }
+        transition(r, api::SessionState::Terminated, Some(&reason));
+    });
+    gw.tcp.remove(&live.id);
+    gw.ended(&live.id, outcome);
+}
