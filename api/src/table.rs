@@ -126,7 +126,11 @@ pub fn session(s: &api::Session) -> String {
         ("target", format!("{} ({})", s.target, s.target_addr)),
         (
             "account",
-            format!("{} (vault ref {})", s.account, s.account_ref),
+            match &s.tcp {
+                // The client brings its own credentials.
+                Some(_) => "none (no secret injected)".into(),
+                None => format!("{} (vault ref {})", s.account, s.account_ref),
+            },
         ),
         ("policy", policy_line(s)),
         ("mfa", mfa_line(s)),

@@ -202,7 +202,7 @@ impl Gateway {
             })
             .await
             .map_err(|d| {
-                let status = match &*d.kind {
+                let status = match d.kind {
                     "unknown_target" | "wrong_protocol" | "unknown_user" => StatusCode::NOT_FOUND,
                     "concurrency" => StatusCode::TOO_MANY_REQUESTS,
                     "internal" | "store_unavailable" => StatusCode::SERVICE_UNAVAILABLE,

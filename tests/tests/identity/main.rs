@@ -6,6 +6,7 @@ mod approvals;
 mod console;
 mod console_page;
 mod console_sessions;
+mod console_tcp;
 mod keys;
 mod operators;
 

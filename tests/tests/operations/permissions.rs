@@ -43,6 +43,10 @@ fn a_users_token_reaches_only_the_user_routes_and_every_documented_route_is_serv
         ("POST", "/api/v1/sessions/{id}/handoff"),
         ("POST", "/api/v1/sessions/{id}/accept"),
         ("POST", "/api/v1/sessions/{id}/decline"),
+        // TCP sessions: authorize one for themselves, cancel or close their own.
+        ("POST", "/api/v1/targets/{name}/authorize"),
+        ("POST", "/api/v1/sessions/{id}/cancel"),
+        ("POST", "/api/v1/sessions/{id}/close"),
         // Their own security keys.
         ("POST", "/api/v1/mfa/enroll"),
         ("POST", "/api/v1/mfa/prove"),

@@ -24,7 +24,7 @@
   // Shadows being watched, by session: their panel (kept across redraws) and how to stop.
   const shadows = new Map();
   const may = (p) => me && me.can.includes(p);
-  const liveStates = ["active", "approved", "paused", "awaiting_approval"];
+  const liveStates = ["active", "approved", "paused", "awaiting_approval", "pending", "canceling"];
 
   async function api(method, path, body) {
     const r = await fetch(path, { method, credentials: "same-origin",
@@ -106,7 +106,8 @@
         el("td", {}, el("span", { class: "badge", "data-state": s.state }, s.state.replace("_", " "))),
         el("td", {}, s.protocol),
         el("td", {}, s.actor),
-        el("td", {}, s.target + (s.account ? " (" + s.account + ")" : "")),
+        // A TCP session has no account (the client brings its own credentials): its host instead.
+        el("td", {}, s.target + (s.tcp ? " (" + s.tcp.host_id + ")" : s.account ? " (" + s.account + ")" : "")),
         el("td", {}, s.policy || ""),
         el("td", { class: "num" }, age(s)),
         el("td", { class: "num" }, liveStates.includes(s.state) ? human(idle(s)) : ""),
@@ -160,10 +161,11 @@
     const watching = shadows.get(s.id);
     if (watching) {
       actions.append(el("button", { class: "ghost", onclick: () => stopShadow(s.id) }, "Stop shadowing"));
-    } else if (live && may("session.shadow")) {
+    } else if (live && s.protocol !== "tcp" && may("session.shadow")) {
       actions.append(el("button", { class: "ghost", onclick: () => shadow(s) }, "Shadow"));
     }
-    if (live && may("session.handoff")) {
+    // A TCP session's bytes belong to the client's own protocol: nothing to watch or hand over.
+    if (live && s.protocol !== "tcp" && may("session.handoff")) {
       actions.append(el("button", { class: "ghost", onclick: () => handoff(s) }, "Handoff…"));
     }
     if (live && may("session.terminate")) {
@@ -496,11 +498,25 @@
     const events = text.split("\n").filter((l) => l.trim()).map((l) => JSON.parse(l));
     $("player").hidden = false;
     $("player-title").textContent = r.id + " · " + (s.actor || "") + " on " + (s.target || "");
-    const queries = events.filter((e) => e.type === "query");
-    const isQueries = s.protocol === "postgres";
+    // A TCP session reads as its transcript: each piece of data with its connection and
+    // direction, control bytes escaped, and the connections opened and closed.
+    const escape = (d) => d.replace(/[\x00-\x1f\x7f]/g, (c) => c === "\r" ? "\\r" : c === "\n" ? "\\n"
+      : "\\x" + c.charCodeAt(0).toString(16).padStart(2, "0"));
+    const queries = s.protocol === "tcp"
+      ? events.filter((e) => e.type === "stream" || e.type === "marker").map((e) => e.type === "stream"
+        ? { t: e.t, statement: "#" + e.connection + (e.from === "client" ? " > " : " < ") + escape(e.data || ""),
+            tag: (e.data_hex || "").length / 2 + " bytes" }
+        : { t: e.t, statement: "-- " + e.kind + " " + e.detail, tag: "" })
+      : events.filter((e) => e.type === "query");
+    const isQueries = s.protocol === "postgres" || s.protocol === "tcp";
     $("player-term").hidden = isQueries;
     $("player-queries").hidden = !isQueries;
     $("player-controls").hidden = isQueries;
+    const tcp = s.protocol === "tcp";
+    $("player-filter").placeholder = tcp ? "filter the transcript (e.g. SET, GET /)" : "filter statements (e.g. ALTER, billing)";
+    const heads = document.querySelectorAll("#player-queries th");
+    heads[1].textContent = tcp ? "Data" : "Statement";
+    heads[3].textContent = tcp ? "Size" : "Result";
     if (isQueries) {
       const draw = () => {
         const f = $("player-filter").value.trim().toLowerCase();
@@ -508,7 +524,7 @@
           .map((q) => el("tr", { class: q.error || q.alert ? "alert" : "" },
             el("td", { class: "mono" }, clock(q.t)),
             el("td", { class: "mono stmt" }, q.statement || ""),
-            el("td", { class: "num" }, ((q.duration_us || 0) / 1000).toFixed(1) + " ms"),
+            el("td", { class: "num" }, q.duration_us === undefined ? "" : (q.duration_us / 1000).toFixed(1) + " ms"),
             el("td", {}, q.error ? "ERROR " + (q.sqlstate || "") + ": " + q.error
               : (q.alert ? "ALERT " + q.alert + " · " : "") + (q.tag || ""))));
         document.querySelector("#player-queries tbody").replaceChildren(...rows);
