@@ -151,6 +151,10 @@ impl Gateway {
             Ok(rows) => {
                 for mut r in rows {
                     r.state = wardengate_api::SessionState::Failed;
+                    if r.protocol == wardengate_api::Protocol::Tcp {
+                        let ended = wardengate_api::SessionState::Terminated;
+                        crate::tcp::transition(&mut r, ended, Some("gateway_restart"));
+                    }
                     r.ended_ms = Some(wardengate_protocols::session::now_ms());
                     r.end_reason = Some("gateway_restart".into());
                     r.end_detail = Some("the gateway stopped while the session was open".into());
@@ -159,7 +163,7 @@ impl Gateway {
                             "session.end",
                             Some(&r.actor),
                             Some(&r.id),
-                            json!({"reason": "gateway_restart", "state": "failed"}),
+                            json!({"reason": "gateway_restart", "state": r.state}),
                         );
                     }
                 }

@@ -35,6 +35,9 @@ pub struct DevOptions {
     /// The gateway's RDP port (the demo Windows desktop is behind it).
     #[arg(long, default_value_t = 3389)]
     pub rdp_port: u16,
+    /// The gateway's brokered-TCP port (`wgctl proxy` connects to it).
+    #[arg(long, default_value_t = 9201)]
+    pub tcp_port: u16,
     /// The demo status page web-01.dev "serves" on 127.0.0.1, the destination of the port
     /// forwarding example (0: none).
     #[arg(long, default_value_t = 9080)]
@@ -117,6 +120,10 @@ const EXAMPLE_POLICIES: &[(&str, &str)] = &[
         "change.toml",
         include_str!("../../../fixtures/policies/change.toml"),
     ),
+    (
+        "tcp.toml",
+        include_str!("../../../fixtures/policies/tcp.toml"),
+    ),
 ];
 
 /// With `--no-recording` or `--reconnect`, one policy that wins over the examples (benchmarks).
@@ -172,6 +179,7 @@ fn claim(dir: &Path, opts: &DevOptions) -> Result<DevLock> {
             ("--api-port", opts.api_port),
             ("--pg-port", opts.pg_port),
             ("--rdp-port", opts.rdp_port),
+            ("--tcp-port", opts.tcp_port),
         ]
         .map(|(flag, port)| (flag, dev_cluster::shift(port, i)))
     });
@@ -261,6 +269,7 @@ pub async fn run(opts: DevOptions) -> Result<()> {
         move || desktop::Desktop::start_sized(&d, 0, "bob", &password, size)
     })
     .await??;
+    let redis = tokio::task::block_in_place(|| super::dev_tcp::start(&dir));
     let mut alice_keys = vec![alice_pub];
     alice_keys.extend(home_public_keys());
     let keys_toml = alice_keys
@@ -364,7 +373,8 @@ address = "{desktop_addr}"
 tags = {{ env = "dev", kind = "windows" }}
 accounts = [{{ name = "bob", secret = "win-dc01.dev/bob" }}]
 
-{bench_policy}{tail}"#,
+{tcp}{bench_policy}{tail}"#,
+            tcp = super::dev_tcp::config(redis.as_ref(), dev_cluster::shift(opts.tcp_port, i)?),
             bench_policy = bench_policy(&opts)?,
             ssh_extra = opts
                 .ssh_ciphers
@@ -513,6 +523,7 @@ accounts = [{{ name = "bob", secret = "win-dc01.dev/bob" }}]
              ssh -i {d}/alice_ed25519 -p {sp} alice:web-01-change.dev@127.0.0.1    (waits; Ctrl-C withdraws)\n    \
              WARDENGATE_ADDR=http://{api} WARDENGATE_TOKEN=$(cat {d}/dan.token) {wgctl} approval list\n    \
              WARDENGATE_ADDR=http://{api} WARDENGATE_TOKEN=$(cat {d}/dan.token) {wgctl} approval approve REQ --reason \"change 42\"\n\n\
+             {tcp_help}\
              Operate (another terminal):\n    \
              export WARDENGATE_ADDR=http://{api} WARDENGATE_TOKEN=$(cat {d}/admin.token)\n    \
              {wgctl} session list\n    {wgctl} session terminate SESSION_ID --reason \"demo\"\n    \
@@ -548,6 +559,7 @@ accounts = [{{ name = "bob", secret = "win-dc01.dev/bob" }}]
             rdpp = l.rdp.map(|a| a.port()).unwrap_or(opts.rdp_port),
             desktop = desktop.address(),
             display = desktop.xvfb.name(),
+            tcp_help = super::dev_tcp::help(redis.as_ref(), &d, &l.api.to_string(), &wgctl),
         );
     })
     .await?;
@@ -558,5 +570,6 @@ accounts = [{{ name = "bob", secret = "win-dc01.dev/bob" }}]
     drop(sshd);
     drop(cluster);
     drop(desktop);
+    drop(redis);
     Ok(())
 }

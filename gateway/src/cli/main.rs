@@ -9,6 +9,7 @@ use tokio_util::sync::CancellationToken;
 mod dev;
 mod dev_cluster;
 mod dev_demo;
+mod dev_tcp;
 
 use wardengate_gateway::{config, passwords, server, vault::SecretKind};
 

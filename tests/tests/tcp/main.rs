@@ -18,6 +18,11 @@ pub const BOB: &str = "bob-own-token";
 /// A gateway with a `[tcp]` listener, `targets` (TOML), bob beside alice, and `policies` (TOML;
 /// default: group sre may reach env=test).
 pub fn gateway(env: &TestEnv, targets: &str, policies: Option<&str>) -> GatewayProc {
+    gateway_on(env, targets, policies, 0)
+}
+
+/// [`gateway`] with its `[tcp]` listener on `port` (0: one the system picks).
+pub fn gateway_on(env: &TestEnv, targets: &str, policies: Option<&str>, port: u16) -> GatewayProc {
     let hash = wardengate_gateway::passwords::hash("bob's password").expect("hash");
     let bob = format!(
         "[[users]]\nname = \"bob\"\ngroups = [\"sre\"]\npassword_hash = \"{hash}\"\n\
@@ -30,9 +35,9 @@ pub fn gateway(env: &TestEnv, targets: &str, policies: Option<&str>) -> GatewayP
         .user_token(ALICE)
         .extra(&bob)
         .extra(targets)
-        .extra(
-            "[tcp]\nlisten = \"127.0.0.1:0\"\nconnect_timeout = \"3s\"\nauth_timeout = \"2s\"\n\n",
-        );
+        .extra(&format!(
+        "[tcp]\nlisten = \"127.0.0.1:{port}\"\nconnect_timeout = \"3s\"\nauth_timeout = \"2s\"\n\n"
+    ));
     if let Some(p) = policies {
         b = b.policies(p);
     }

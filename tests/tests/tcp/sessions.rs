@@ -307,3 +307,67 @@ fn host_set_random_or_chosen() {
     }
     assert_eq!(seen.into_iter().collect::<Vec<_>>(), vec!["h1", "h2"]);
 }
+
+#[test]
+fn idle_counts_client_data_and_a_restart_ends_what_was_open() {
+    let env = TestEnv::new();
+    let redis = services::redis(&env.path("redis"), 0).expect("redis-server");
+    let targets = format!(
+        "[[targets]]\nname = \"cache\"\nprotocol = \"tcp\"\naddress = \"{}\"\n\
+         session_connection_limit = -1\ntags = {{ env = \"test\" }}\n\n",
+        redis.address()
+    );
+    let policy =
+        "[[policies]]\nname = \"brisk\"\ngroups = [\"sre\"]\ntarget_tags = [\"env=test\"]\n\
+                  idle_timeout = \"2s\"\n";
+    // The listener keeps its port across the restart below (tokens name it).
+    let port = wardengate_dev::sshd::free_port().expect("port");
+    let mut gw = super::gateway_on(&env, &targets, Some(policy), port);
+    let a = authorized(&gw, ALICE, "cache", &[]);
+    let id = a["session_id"].as_str().expect("id").to_string();
+    let proxy = Proxy::start(
+        &gw,
+        ALICE,
+        a["authorization_token"].as_str().expect("token"),
+    );
+    let mut held = Resp::connect(proxy.port);
+    // Client data every second for 4 s (twice the idle timeout): the session stays.
+    for _ in 0..4 {
+        assert_eq!(held.command(&["PING"]).as_deref(), Some("+PONG"));
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    assert_eq!(session(&gw, &id)["state"], "active");
+    // Then nothing: idle ends it, and its connection.
+    assert!(held.closed_within(Duration::from_secs(10)));
+    let s = ended(&gw, &id);
+    assert_eq!(s["end_reason"], "idle", "{s:#}");
+    drop(proxy);
+
+    // A session open when the gateway dies is over after it restarts, its states closed.
+    let a = authorized(&gw, ALICE, "cache", &[]);
+    let id = a["session_id"].as_str().expect("id").to_string();
+    gw.kill9();
+    let gw = wardengate_tests::GatewayProc::spawn(gw.config.clone(), gw.data.clone());
+    let s = session(&gw, &id);
+    assert_eq!(s["state"], "terminated", "{s:#}");
+    assert_eq!(s["end_reason"], "gateway_restart");
+    assert_eq!(
+        states(&s),
+        vec![pair("pending", ""), pair("terminated", "gateway_restart")]
+    );
+    // Its token died with the gateway's key.
+    let proxy = Proxy::start(
+        &gw,
+        ALICE,
+        a["authorization_token"].as_str().expect("token"),
+    );
+    let mut c = Resp::connect(proxy.port);
+    assert_eq!(c.command(&["PING"]), None);
+    wardengate_tests::wait_for_text(
+        "wgctl proxy's stderr",
+        "not genuine",
+        Duration::from_secs(10),
+        Duration::from_millis(50),
+        || proxy.stderr(),
+    );
+}
