@@ -17,6 +17,7 @@ struct Ports {
     api: u16,
     pg: u16,
     rdp: u16,
+    tcp: u16,
     web: u16,
 }
 
@@ -26,6 +27,7 @@ fn ports() -> Ports {
         api: free_port().expect("port"),
         pg: free_port().expect("port"),
         rdp: free_port().expect("port"),
+        tcp: free_port().expect("port"),
         web: free_port().expect("port"),
     }
 }
@@ -38,6 +40,7 @@ fn dev(dir: &Path, p: &Ports) -> Command {
         .args(["--api-port", &p.api.to_string()])
         .args(["--pg-port", &p.pg.to_string()])
         .args(["--rdp-port", &p.rdp.to_string()])
+        .args(["--tcp-port", &p.tcp.to_string()])
         .args(["--web-port", &p.web.to_string()])
         .env("RUST_LOG", "info")
         .stdin(Stdio::null());
@@ -138,6 +141,16 @@ fn dev_mode_runs_once_reads_only_and_dies_whole() {
     );
     assert!(!out.status.success());
     assert_stderr_has(&out, "permission denied");
+    // The TCP demo as the banner shows it: redis through `wgctl connect`, alice's own token.
+    let token = std::fs::read_to_string(dir.join("alice.token")).expect("alice's token");
+    let out = run(
+        Command::new(bin("wgctl"))
+            .env("WARDENGATE_ADDR", format!("http://127.0.0.1:{}", p.api))
+            .env("WARDENGATE_TOKEN", token.trim())
+            .args(["connect", "redis", "cache.dev", "--", "INCR", "visits"]),
+        T,
+    );
+    assert_eq!(text(&out.stdout).trim(), "1", "{}", text(&out.stderr));
 
     // A second start on the same directory is refused before it touches anything.
     let other = ports();

@@ -498,7 +498,7 @@ accounts = [{{ name = "bob", secret = "win-dc01.dev/bob" }}]
     wardengate_gateway::server::run(cfg, shutdown, |l| {
         println!(
             "\nWardengate dev mode is running (data in {d}).\n\n  \
-             SSH gateway    {ssh}\n  PostgreSQL     127.0.0.1:{pgp}\n  RDP            127.0.0.1:{rdpp}\n  REST API       http://{api}\n  \
+             SSH gateway    {ssh}\n  PostgreSQL     127.0.0.1:{pgp}\n  RDP            127.0.0.1:{rdpp}\n  {tcp_line}REST API       http://{api}\n  \
              demo target    web-01.dev = OpenSSH sshd on {target}, account '{account}' (its key is only in the vault)\n  \
              demo target    billing-ro.dev = demo postgres on {pg_target}, account 'billing_ro' (its password is only in the vault)\n  \
              demo target    win-dc01.dev = FreeRDP shadow server on Xvfb display {display} at {desktop}, account 'bob' (password only in the vault)\n\n\
@@ -559,6 +559,7 @@ accounts = [{{ name = "bob", secret = "win-dc01.dev/bob" }}]
             rdpp = l.rdp.map(|a| a.port()).unwrap_or(opts.rdp_port),
             desktop = desktop.address(),
             display = desktop.xvfb.name(),
+            tcp_line = l.tcp.map(|a| format!("TCP (proxy)    {a}\n  ")).unwrap_or_default(),
             tcp_help = super::dev_tcp::help(redis.as_ref(), &d, &l.api.to_string(), &wgctl),
         );
     })
