@@ -351,7 +351,16 @@ struct Shared {
     open: AtomicU32,
     changed: tokio::sync::Notify,
     ended: tokio::sync::Mutex<Option<End>>,
+    /// Handshakes with the gateway at once: a client opening 50 connections together would
+    /// otherwise meet the gateway's cap on unauthenticated connections per source (16).
+    handshakes: tokio::sync::Semaphore,
+    /// Until one handshake has succeeded, one at a time: the gateway counts a token it has not
+    /// seen yet among the attempts a source may have in flight (5 by default).
+    opened_once: std::sync::atomic::AtomicBool,
 }
+
+/// Handshakes in flight per proxy.
+const HANDSHAKES: usize = 8;
 
 impl Proxy {
     async fn bind(
@@ -407,6 +416,8 @@ impl Proxy {
                 open: AtomicU32::new(0),
                 changed: tokio::sync::Notify::new(),
                 ended: tokio::sync::Mutex::new(None),
+                handshakes: tokio::sync::Semaphore::new(1),
+                opened_once: std::sync::atomic::AtomicBool::new(false),
             }),
         })
     }
@@ -468,6 +479,11 @@ impl Shared {
     }
 
     async fn open_remote(&self) -> Result<tokio_rustls::client::TlsStream<TcpStream>, Refusal> {
+        let _turn = self
+            .handshakes
+            .acquire()
+            .await
+            .map_err(|e| Refusal::Other(anyhow!("the proxy is stopping: {e}")))?;
         let tcp = TcpStream::connect(&self.endpoint).await.map_err(|e| {
             Refusal::Other(anyhow!(
                 "cannot reach the gateway's TCP listener at {}: {e}",
@@ -508,7 +524,12 @@ impl Shared {
             Refusal::Other(anyhow!("the gateway's answer is not one wgctl reads: {e}"))
         })?;
         match reply.ok {
-            true => Ok(tls),
+            true => {
+                if !self.opened_once.swap(true, Ordering::SeqCst) {
+                    self.handshakes.add_permits(HANDSHAKES - 1);
+                }
+                Ok(tls)
+            }
             false => Err(Refusal::Session(
                 api::text::inert(
                     reply.error.as_deref().unwrap_or("refused"),

@@ -96,7 +96,7 @@ pub async fn run(
         None => None,
     };
     let tcp = match &cfg.config.tcp {
-        Some(section) => Some(crate::tcp::front::bind(&cfg, section).await?),
+        Some(section) => Some(crate::tcp::front::bind(&cfg, section, shutdown.clone()).await?),
         None => None,
     };
     let api_listener = bind(cfg.config.api.listen, "the API").await?;

@@ -208,6 +208,12 @@ pub(crate) async fn attach(
     id: String,
 ) -> Result<(Watching, api::ShadowEvent), ApiError> {
     let w = st.gw.registry.watch(&*st.gw.store, &id).await?;
+    if w.record.protocol == wardengate_api::Protocol::Tcp {
+        return Err(conflict(format!(
+            "session {id} is a TCP session: its bytes are the client's own protocol, with nothing \
+             to watch live; its recording shows the transcript (`wgctl recording play {id}`)"
+        )));
+    }
     refuse_blocked(st, &caller.name, &id, &w.admitted)?;
     let mode = w.admitted.settings().shadow;
     let visible = mode == ShadowMode::Visible;

@@ -35,6 +35,7 @@ use webauthn_rs::prelude::{
 use crate::config::IdentitySection;
 
 pub use ceremony::CeremonyError;
+pub(crate) use state::digest;
 
 /// The most links waiting at once (the oldest is dropped first).
 const MAX_CEREMONIES: usize = 1024;

@@ -32,6 +32,8 @@ pub struct Front {
     pub key: token::TokenKey,
     pub endpoint: String,
     pub cert_sha256: String,
+    /// The gateway's shutdown: every TCP session ends with it (reason `gateway_shutdown`).
+    pub shutdown: CancellationToken,
 }
 
 /// The live TCP sessions of this gateway, and its listener once bound.
@@ -39,9 +41,33 @@ pub struct Front {
 pub struct TcpState {
     sessions: Mutex<HashMap<String, Arc<TcpLive>>>,
     pub front: OnceLock<Front>,
+    /// Personal tokens (their sha256) that named a person lately, and when.
+    vouched: Mutex<HashMap<[u8; 32], std::time::Instant>>,
 }
 
+/// How long a token that named a person skips the throttle's in-flight count.
+const VOUCHED_FOR: Duration = Duration::from_secs(600);
+/// Most tokens remembered so (a full map is emptied: they are counted again).
+const MAX_VOUCHED: usize = 4096;
+
 impl TcpState {
+    /// Whether the token hashing to `d` named a person within [`VOUCHED_FOR`].
+    pub fn vouched(&self, d: &[u8; 32]) -> bool {
+        crate::registry::lock(&self.vouched)
+            .get(d)
+            .is_some_and(|at| at.elapsed() < VOUCHED_FOR)
+    }
+    pub fn vouch(&self, d: [u8; 32]) {
+        let mut m = crate::registry::lock(&self.vouched);
+        if m.len() >= MAX_VOUCHED {
+            m.clear();
+        }
+        m.insert(d, std::time::Instant::now());
+    }
+    pub fn forget(&self, d: &[u8; 32]) {
+        crate::registry::lock(&self.vouched).remove(d);
+    }
+
     pub fn get(&self, id: &str) -> Option<Arc<TcpLive>> {
         crate::registry::lock(&self.sessions).get(id).cloned()
     }
@@ -278,7 +304,8 @@ impl Gateway {
             json!({"target": target, "host_id": host_id, "host": host, "connection_limit": limit,
                    "expiration": rfc3339(expires_ms), "client": client.to_string()}),
         );
-        tokio::spawn(supervise(self.clone(), live, link.control, idle));
+        let shutdown = front.shutdown.clone();
+        tokio::spawn(supervise(self.clone(), live, link.control, idle, shutdown));
         Ok(api::Authorization {
             authorization_token: token,
             created_at: rfc3339(created),
@@ -360,6 +387,7 @@ async fn supervise(
     live: Arc<TcpLive>,
     mut control: mpsc::Receiver<Control>,
     idle: Duration,
+    shutdown: CancellationToken,
 ) {
     let expires = tokio::time::Instant::now()
         + Duration::from_millis(live.expires_ms.saturating_sub(now_ms()));
@@ -385,6 +413,7 @@ async fn supervise(
                     };
                 }
             }
+            _ = shutdown.cancelled() => break Outcome::Shutdown,
             _ = live.changed.notified() => {
                 gw.tcp_counted(&live, false);
                 if live.used_up() {

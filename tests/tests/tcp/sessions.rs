@@ -165,9 +165,26 @@ fn unlimited_connections_connect_and_cancel() {
         let out = redis_cli(proxy.port, &["INCR", "visits"]);
         assert_success(&out, "redis-cli through the proxy");
     }
+    // 40 connections opened at once (redis-benchmark's clients): none meets the listener's
+    // per-source cap or the token throttle.
+    let bench = run(
+        std::process::Command::new("redis-benchmark")
+            .args(["-h", "127.0.0.1", "-p", &proxy.port.to_string()])
+            .args(["-c", "40", "-n", "4000", "-t", "ping_inline", "-q"]),
+        Duration::from_secs(60),
+    );
+    assert_success(&bench, "redis-benchmark through the proxy");
+    assert!(
+        !proxy.stderr().contains("connection failed"),
+        "{}",
+        proxy.stderr()
+    );
     let mut held = Resp::connect(proxy.port);
     assert_eq!(held.command(&["PING"]).as_deref(), Some("+PONG"));
-    assert_eq!(session(&gw, &id)["tcp"]["connections"], 6);
+    let made = session(&gw, &id)["tcp"]["connections"]
+        .as_u64()
+        .unwrap_or(0);
+    assert!(made >= 46, "5 + 40 + 1 connections, got {made}");
     let no_reason = run(
         wgctl_as(&gw, ALICE).args(["session", "cancel", &id]),
         Duration::from_secs(20),
@@ -286,6 +303,22 @@ fn host_set_random_or_chosen() {
         ALICE,
         a["authorization_token"].as_str().expect("token"),
     );
+    // The first use of alice's token on this gateway is 30 connections at once: none meets the
+    // listener's per-source cap or the token throttle's limit on attempts in flight.
+    let port = proxy.port;
+    let burst: Vec<_> = (0..30)
+        .map(|_| std::thread::spawn(move || Resp::connect(port).command(&["PING"])))
+        .collect();
+    for b in burst {
+        assert_eq!(
+            b.join().expect("thread").as_deref(),
+            Some("+PONG"),
+            "{}",
+            proxy.stderr()
+        );
+    }
+    assert!(!proxy.stderr().contains("wgctl:"), "{}", proxy.stderr());
+    assert_eq!(session(&gw, id)["tcp"]["connections"], 30);
     assert_success(&redis_cli(proxy.port, &["SET", "where", "two"]), "SET");
     assert_eq!(redis_cli(two.port, &["GET", "where"]).stdout, b"two\n");
     assert_eq!(redis_cli(one.port, &["GET", "where"]).stdout, b"\n");
@@ -342,6 +375,28 @@ fn idle_counts_client_data_and_a_restart_ends_what_was_open() {
     let s = ended(&gw, &id);
     assert_eq!(s["end_reason"], "idle", "{s:#}");
     drop(proxy);
+
+    // A graceful stop ends a live session (its connection cut, its recording sealed whole).
+    let a = authorized(&gw, ALICE, "cache", &[]);
+    let stopped = a["session_id"].as_str().expect("id").to_string();
+    let proxy = Proxy::start(
+        &gw,
+        ALICE,
+        a["authorization_token"].as_str().expect("token"),
+    );
+    let mut held = Resp::connect(proxy.port);
+    assert_eq!(held.command(&["PING"]).as_deref(), Some("+PONG"));
+    assert!(gw.stop().is_some_and(|s| s.success()), "{}", gw.log());
+    assert!(held.closed_within(Duration::from_secs(10)));
+    drop(proxy);
+    let mut gw = wardengate_tests::GatewayProc::spawn(gw.config.clone(), gw.data.clone());
+    let s = gw.wait_sealed(&stopped);
+    assert_eq!(s["end_reason"], "gateway_shutdown", "{s:#}");
+    assert_eq!(s["recording"]["status"], "complete", "{s:#}");
+    assert_eq!(
+        states(&s).last(),
+        Some(&pair("terminated", "gateway_shutdown"))
+    );
 
     // A session open when the gateway dies is over after it restarts, its states closed.
     let a = authorized(&gw, ALICE, "cache", &[]);
