@@ -16,6 +16,7 @@ pub mod session;
 pub mod shadow;
 pub mod ssh;
 pub mod supervisor;
+pub mod tap;
 pub mod tcp;
 pub mod timers;
 pub mod tls;

@@ -70,7 +70,7 @@ pub struct Gateway {
     /// The cluster's key and the client that reaches the other gateways (none alone).
     pub peers: crate::cluster::peers::Peers,
     /// Live brokered-TCP sessions and the `[tcp]` listener's token key.
-    pub tcp: crate::tcp::TcpState,
+    pub tcp: crate::tcp::state::TcpState,
 }
 
 impl Gateway {
@@ -153,7 +153,7 @@ impl Gateway {
                     r.state = wardengate_api::SessionState::Failed;
                     if r.protocol == wardengate_api::Protocol::Tcp {
                         let ended = wardengate_api::SessionState::Terminated;
-                        crate::tcp::transition(&mut r, ended, Some("gateway_restart"));
+                        crate::tcp::state::transition(&mut r, ended, Some("gateway_restart"));
                     }
                     r.ended_ms = Some(wardengate_protocols::session::now_ms());
                     r.end_reason = Some("gateway_restart".into());

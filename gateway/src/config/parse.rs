@@ -309,6 +309,13 @@ pub fn parse(text: &str, path: &Path) -> Result<Loaded> {
     for (ti, t) in config.targets.iter().enumerate() {
         let target = |key: &'static str| here(&[K("targets"), I(ti), K(key)]);
         login_part(&t.name, "targets", || target("name"))?;
+        if targets.contains_key(&t.name) {
+            bail!(
+                "{}: targets.name '{}' is defined twice",
+                target("name"),
+                t.name
+            );
+        }
         use wardengate_api::Protocol;
         match (t.protocol, &t.tls) {
             (Protocol::Ssh | Protocol::Rdp | Protocol::Tcp, None)
@@ -347,28 +354,11 @@ pub fn parse(text: &str, path: &Path) -> Result<Loaded> {
                 }
             }
         }
-        let tcp_only = !t.hosts.is_empty()
-            || t.default_port.is_some()
-            || t.session_connection_limit.is_some()
-            || t.session_max_seconds.is_some();
-        if t.protocol == Protocol::Tcp {
-            let checked = super::check_target(t)
-                .map_err(|(key, e)| anyhow!("{}: targets.{}.{key}: {e}", target(key), t.name))?;
-            if targets.insert(t.name.clone(), checked).is_some() {
-                bail!(
-                    "{}: targets.name '{}' is defined twice",
-                    target("name"),
-                    t.name
-                );
-            }
+        let tcp = super::tcp_target(t)
+            .map_err(|(key, e)| anyhow!("{}: targets.{}.{key}: {e}", target(key), t.name))?;
+        if let Some(checked) = tcp {
+            targets.insert(t.name.clone(), checked);
             continue;
-        } else if tcp_only {
-            bail!(
-                "{}: targets.{}: hosts, default_port, session_connection_limit and \
-                 session_max_seconds apply to tcp targets only",
-                target("protocol"),
-                t.name
-            );
         }
         if !t.address.contains(':')
             || t.address
@@ -415,13 +405,7 @@ pub fn parse(text: &str, path: &Path) -> Result<Loaded> {
                     .map_err(|e| anyhow!("{}: targets.{}: {e}", target("name"), t.name))?,
             );
         }
-        if targets.insert(t.name.clone(), t.clone()).is_some() {
-            bail!(
-                "{}: targets.name '{}' is defined twice",
-                target("name"),
-                t.name
-            );
-        }
+        targets.insert(t.name.clone(), t.clone());
     }
     let mut policies = wardengate_policy::file::entries(
         config.policies.clone(),

@@ -66,9 +66,28 @@ pub fn is_host_port(s: &str) -> bool {
         .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p > 0))
 }
 
+/// A TCP target as loaded (`None` for other protocols, which may not use the TCP keys). An
+/// error names the key at fault.
+pub fn tcp_target(t: &Target) -> Result<Option<Target>, (&'static str, String)> {
+    let tcp_only = !t.hosts.is_empty()
+        || t.default_port.is_some()
+        || t.session_connection_limit.is_some()
+        || t.session_max_seconds.is_some();
+    match t.protocol {
+        wardengate_api::Protocol::Tcp => check_target(t).map(Some),
+        _ if tcp_only => Err((
+            "protocol",
+            "hosts, default_port, session_connection_limit and session_max_seconds apply to \
+             tcp targets only"
+                .into(),
+        )),
+        _ => Ok(None),
+    }
+}
+
 /// A TCP target as loaded: its hosts resolved to `host:port`, its limits set, and the one
 /// account sessions are counted under. An error names the key at fault.
-pub fn check_target(t: &Target) -> Result<Target, (&'static str, String)> {
+fn check_target(t: &Target) -> Result<Target, (&'static str, String)> {
     if !t.accounts.is_empty() {
         return Err((
             "accounts",
@@ -146,5 +165,54 @@ impl Target {
             .enumerate()
             .map(|(i, h)| (format!("h{}", i + 1), h.clone()))
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn target(toml_text: &str) -> Target {
+        toml::from_str(&format!("name = \"t\"\nprotocol = \"tcp\"\n{toml_text}")).expect("toml")
+    }
+
+    #[test]
+    fn a_tcp_target_is_checked_key_by_key() {
+        let ok = tcp_target(&target("hosts = [\"a\", \"b:7000\"]\ndefault_port = 6379"))
+            .expect("valid")
+            .expect("a tcp target");
+        assert_eq!(ok.hosts, vec!["a:6379", "b:7000"]);
+        assert_eq!(ok.address, "a:6379");
+        assert_eq!(ok.session_connection_limit, Some(1));
+        assert_eq!(ok.session_max_seconds, Some(DEFAULT_MAX_SECONDS));
+        assert_eq!(ok.accounts[0].name, TCP_ACCOUNT);
+        let key = |t: &str| tcp_target(&target(t)).err().map(|(k, _)| k);
+        assert_eq!(
+            key("address = \"a:1\"\naccounts = [{ name = \"x\", secret = \"s\" }]"),
+            Some("accounts")
+        );
+        assert_eq!(key("address = \"a:1\"\nhosts = [\"b:2\"]"), Some("hosts"));
+        assert_eq!(key(""), Some("address"));
+        assert_eq!(key("address = \"a\""), Some("address"));
+        assert_eq!(key("hosts = [\"a\"]"), Some("default_port"));
+        assert_eq!(
+            key("address = \"a:1\"\nsession_connection_limit = 0"),
+            Some("session_connection_limit")
+        );
+        assert_eq!(
+            key("address = \"a:1\"\nsession_connection_limit = -2"),
+            Some("session_connection_limit")
+        );
+        assert_eq!(
+            key("address = \"a:1\"\nsession_max_seconds = 0"),
+            Some("session_max_seconds")
+        );
+        assert!(tcp_target(&target("address = \"a:1\"\nsession_connection_limit = -1")).is_ok());
+        // The TCP keys on another protocol's target.
+        let ssh: Target = toml::from_str(
+            "name = \"s\"\naddress = \"a:22\"\nhosts = [\"b\"]\naccounts = [{ name = \"x\", secret = \"s\" }]",
+        )
+        .expect("toml");
+        assert_eq!(tcp_target(&ssh).err().map(|(k, _)| k), Some("protocol"));
     }
 }
