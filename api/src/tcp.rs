@@ -61,6 +61,13 @@ pub struct TcpDetail {
     #[serde(default)]
     pub open: u32,
     pub expiration: String,
+    /// The `[tcp]` listener the session's token names, and the sha256 of its certificate:
+    /// `wgctl proxy` checks its token against these (read through the API it trusts) before
+    /// it sends anything to that listener.
+    #[serde(default)]
+    pub endpoint: String,
+    #[serde(default)]
+    pub cert_sha256: String,
     /// Every state the session went through, oldest first.
     pub states: Vec<StateSpan>,
 }
@@ -104,6 +111,12 @@ pub struct TcpReply {
     /// The connection's number in the session (from 1), when accepted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub connection: Option<u32>,
+    /// Why not, for programs: `not_authorized`, `malformed_token`, `forged_token`,
+    /// `expired_token`, `foreign_token`, `session_ended`, `session_ending`,
+    /// `connection_limit`, `connect_failed`, `unavailable`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Why not, for people.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }

@@ -64,7 +64,7 @@ pub enum SessionCmd {
     /// goes canceling, then terminated (reason canceled).
     Cancel {
         id: String,
-        /// Why (recorded in the audit log and the session's states).
+        /// Why (recorded in the audit log and the session's end detail).
         #[arg(long)]
         reason: Option<String>,
     },

@@ -142,12 +142,17 @@ fn watch(
             }
             std::thread::sleep(std::time::Duration::from_millis(100));
         }
-        if let Ok(s) = c.get::<api::Session>(&path, &[]) {
-            if s.state.is_terminal() {
+        match c.get::<api::Session>(&path, &[]) {
+            Ok(s) if s.state.is_terminal() => {
                 let why = s.end_reason.unwrap_or_else(|| s.state.to_string());
                 let _ = ended.send(format!("session {sid} ended ({why})"));
                 return;
             }
+            Err(e) if e.to_string().contains("no session") => {
+                let _ = ended.send(format!("session {sid} is gone: {e}"));
+                return;
+            }
+            _ => {}
         }
     }
 }
@@ -164,6 +169,7 @@ pub fn run_proxy(args: ProxyArgs, c: Client, json: bool) -> Result<()> {
     let claims = api::token_claims(&args.authz).ok_or_else(|| {
         anyhow!("--authz is not an authorization token (copy the whole Authorization Token that `wgctl target authorize` printed)")
     })?;
+    check_claims(&c, &claims)?;
     let token = c.token().unwrap_or_default().to_string();
     let rt = runtime()?;
     let (ended_tx, ended_rx) = tokio::sync::oneshot::channel::<String>();
@@ -191,8 +197,10 @@ pub fn run_proxy(args: ProxyArgs, c: Client, json: bool) -> Result<()> {
         });
         stop.store(true, Ordering::SeqCst);
         end
-    })?;
-    if end == End::Interrupted {
+    })
+    // A proxy that fails gives its session back (it may have ended already).
+    .inspect_err(|_| close(&c, &claims.sid))?;
+    if !matches!(end, End::Ended(_)) {
         close(&c, &claims.sid);
     }
     note(&format!(
@@ -200,6 +208,46 @@ pub fn run_proxy(args: ProxyArgs, c: Client, json: bool) -> Result<()> {
         claims.sid,
         end.text()
     ));
+    Ok(())
+}
+
+/// Before anything is sent to the listener a token names, the gateway's API (which this
+/// client already trusts) must vouch for it: the session is the caller's, live, and served by
+/// that listener with that certificate. Otherwise a token crafted elsewhere could send the
+/// person's own API token to a listener of someone else's choosing.
+fn check_claims(c: &Client, claims: &api::TokenClaims) -> Result<()> {
+    let path = format!("/api/v1/sessions/{}", client::path_segment(&claims.sid));
+    let s: api::Session = c.get(&path, &[]).map_err(|e| {
+        anyhow!(
+            "the gateway at {} does not know session {} as yours ({e}): the token was not issued \
+             there for you; nothing was sent to {}",
+            c.base(),
+            claims.sid,
+            claims.endpoint
+        )
+    })?;
+    let Some(t) = &s.tcp else {
+        bail!("session {} is not a TCP session", claims.sid);
+    };
+    if t.endpoint != claims.endpoint || t.cert_sha256 != claims.cert_sha256 {
+        bail!(
+            "the token names the listener {} (certificate sha256 {}…), but the gateway at {} \
+             serves session {} on {}: refusing to send your credentials there",
+            claims.endpoint,
+            claims.cert_sha256.get(..12).unwrap_or_default(),
+            c.base(),
+            claims.sid,
+            t.endpoint
+        );
+    }
+    if s.state.is_terminal() {
+        bail!(
+            "session {} has ended ({}); authorize again with `wgctl target authorize {}`",
+            claims.sid,
+            s.end_reason.as_deref().unwrap_or(s.state.as_str()),
+            claims.target
+        );
+    }
     Ok(())
 }
 
@@ -280,6 +328,8 @@ pub fn run_connect(args: ConnectArgs, c: Client) -> Result<()> {
     let auth = authorize(&c, &target, common.host_id)?;
     let claims = api::token_claims(&auth.authorization_token)
         .ok_or_else(|| anyhow!("the gateway answered with a token wgctl cannot read"))?;
+    // Whatever happens from here, the session is given back when wgctl is done with it.
+    let guard = CloseOnDrop(&c, claims.sid.clone());
     let token = c.token().unwrap_or_default().to_string();
     let rt = runtime()?;
     let status = rt.block_on(async {
@@ -306,8 +356,17 @@ pub fn run_connect(args: ConnectArgs, c: Client) -> Result<()> {
         serving.abort();
         anyhow::Ok(status)
     })?;
-    close(&c, &claims.sid);
+    drop(guard);
     std::process::exit(status.code().unwrap_or(1));
+}
+
+/// Closes its session when dropped (`wgctl connect` leaving on any path).
+struct CloseOnDrop<'a>(&'a Client, String);
+
+impl Drop for CloseOnDrop<'_> {
+    fn drop(&mut self) {
+        close(self.0, &self.1);
+    }
 }
 
 /// Why a proxy stopped.
@@ -361,6 +420,9 @@ struct Shared {
 
 /// Handshakes in flight per proxy.
 const HANDSHAKES: usize = 8;
+
+/// How long one handshake with the gateway may take (TLS, the hello, its answer).
+const HANDSHAKE_WITHIN: std::time::Duration = std::time::Duration::from_secs(20);
 
 impl Proxy {
     async fn bind(
@@ -459,16 +521,37 @@ impl Shared {
     /// One local connection: TLS to the gateway, the hello, its answer, then both ways.
     async fn carry(self: Arc<Self>, mut local: TcpStream) {
         let _ = local.set_nodelay(true);
-        match self.open_remote().await {
+        // A gateway that stalls the handshake does not hold the proxy's one turn for ever.
+        let opened = tokio::time::timeout(HANDSHAKE_WITHIN, self.open_remote()).await;
+        let opened = opened.unwrap_or_else(|_| {
+            Err(Refusal::Other(anyhow!(
+                "the gateway at {} did not answer within {}s",
+                self.endpoint,
+                HANDSHAKE_WITHIN.as_secs()
+            )))
+        });
+        match opened {
             Ok(mut remote) => {
                 self.made.fetch_add(1, Ordering::SeqCst);
                 self.open.fetch_add(1, Ordering::SeqCst);
                 let _ = tokio::io::copy_bidirectional(&mut local, &mut remote).await;
                 self.open.fetch_sub(1, Ordering::SeqCst);
             }
-            Err(Refusal::Session(msg)) => {
+            Err(Refusal::Session(reason, msg)) => {
                 note(&format!("wgctl: connection refused: {msg}"));
-                let over = msg.contains(" has ended") || msg.contains(" is ending");
+                // What no later connection can get past ends the proxy; a full connection
+                // limit does when this proxy has nothing open either.
+                let over = matches!(
+                    reason.as_str(),
+                    "session_ended"
+                        | "session_ending"
+                        | "forged_token"
+                        | "expired_token"
+                        | "malformed_token"
+                        | "foreign_token"
+                        | "not_authorized"
+                ) || (reason == "connection_limit"
+                    && self.open.load(Ordering::SeqCst) == 0);
                 if over {
                     *self.ended.lock().await = Some(End::Ended(msg));
                 }
@@ -531,6 +614,8 @@ impl Shared {
                 Ok(tls)
             }
             false => Err(Refusal::Session(
+                api::text::inert(reply.reason.as_deref().unwrap_or(""), api::text::MAX_NAME)
+                    .into_owned(),
                 api::text::inert(
                     reply.error.as_deref().unwrap_or("refused"),
                     api::text::MAX_TEXT,
@@ -542,7 +627,7 @@ impl Shared {
 }
 
 enum Refusal {
-    /// The gateway refused (the message says why).
-    Session(String),
+    /// The gateway refused: its reason for programs, its message for people.
+    Session(String, String),
     Other(anyhow::Error),
 }

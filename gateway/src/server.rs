@@ -359,19 +359,11 @@ pub async fn run(
         tracker.spawn(accepting);
     }
     if let Some((listener, acceptor, section)) = tcp {
-        let (gw, stop) = (gw.clone(), shutdown.clone());
+        let gw = gw.clone();
         let gate = gate("tcp", section.auth_timeout.unwrap_or(sec.auth_timeout));
         let serve = move |socket, peer, slot| {
-            let (gw, acceptor, stop) = (gw.clone(), acceptor.clone(), stop.clone());
-            crate::tcp::front::serve(
-                gw,
-                acceptor,
-                section.connect_timeout,
-                socket,
-                peer,
-                slot,
-                stop,
-            )
+            let (gw, acceptor) = (gw.clone(), acceptor.clone());
+            crate::tcp::front::serve(gw, acceptor, section.connect_timeout, socket, peer, slot)
         };
         let accepting = accept_loop(listener, gate, tracker.clone(), shutdown.clone(), serve);
         tracker.spawn(accepting);

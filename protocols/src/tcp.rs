@@ -50,8 +50,12 @@ where
     let down = pump(&mut hr, &mut cw, conn, false, shared, tap, &n_down);
     tokio::pin!(up, down);
     let (mut up_done, mut down_done) = (None, None);
+    let n = |a: &AtomicU64| a.load(Ordering::Relaxed);
     loop {
         tokio::select! {
+            // The session's end first: nothing more is passed on once it is cut.
+            biased;
+            _ = stop.cancelled() => return (Ended::Stopped, n(&n_up), n(&n_down)),
             r = &mut up, if up_done.is_none() => {
                 if r.is_err() {
                     down_done.get_or_insert(Ok(()));
@@ -64,17 +68,12 @@ where
                 }
                 down_done = Some(r);
             }
-            _ = stop.cancelled() => {
-                up_done.get_or_insert(Err(Ended::Stopped));
-                down_done.get_or_insert(Ok(()));
-            }
         }
         if let (Some(u), Some(d)) = (&up_done, &down_done) {
             let ended = match (u, d) {
                 (Err(e), _) | (_, Err(e)) => e.clone(),
                 _ => Ended::Closed,
             };
-            let n = |a: &AtomicU64| a.load(Ordering::Relaxed);
             return (ended, n(&n_up), n(&n_down));
         }
     }

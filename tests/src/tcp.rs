@@ -45,7 +45,13 @@ pub struct Proxy {
 
 impl Proxy {
     /// `wgctl proxy --authz AUTHZ -o json` as `token`'s person; waits for its listener.
+    #[track_caller]
     pub fn start(gw: &GatewayProc, token: &str, authz: &str) -> Proxy {
+        Self::try_start(gw, token, authz).unwrap_or_else(|e| panic!("wgctl proxy: {e}"))
+    }
+
+    /// [`start`](Self::start), or what the proxy said when it stopped without a listener.
+    pub fn try_start(gw: &GatewayProc, token: &str, authz: &str) -> Result<Proxy, String> {
         let mut child = wgctl_as(gw, token)
             .args(["proxy", "--authz", authz, "-o", "json"])
             .stdin(Stdio::null())
@@ -77,18 +83,18 @@ impl Proxy {
             }
             line.clear();
         }
-        let v: serde_json::Value = serde_json::from_str(&json).unwrap_or_else(|e| {
-            panic!(
-                "wgctl proxy printed no listener ({e}): {json}\n{}",
-                stderr.lock().map(|s| s.clone()).unwrap_or_default()
-            )
-        });
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(&json) else {
+            let _ = crate::wait_timeout(&mut child, Duration::from_secs(10));
+            // The reader thread has what the proxy said before it stopped.
+            std::thread::sleep(Duration::from_millis(100));
+            return Err(stderr.lock().map(|s| s.clone()).unwrap_or_default());
+        };
         let port = v["port"].as_u64().expect("port") as u16;
-        Proxy {
+        Ok(Proxy {
             child,
             port,
             stderr,
-        }
+        })
     }
 
     /// What the proxy said on stderr so far.
@@ -163,4 +169,26 @@ impl Resp {
             ),
         }
     }
+}
+
+/// One connection to the gateway's `[tcp]` listener as a client other than wgctl would make
+/// it (`openssl s_client`, no certificate check): the hello line with `authz` and `token`,
+/// and the gateway's answer (`TcpReply` as JSON; `null` when it closed without one).
+pub fn hello(gw: &GatewayProc, authz: &str, token: &str) -> serde_json::Value {
+    let port = gw.tcp_port.expect("the gateway's [tcp] listener");
+    let line = serde_json::json!({"authz": authz, "token": token}).to_string() + "\n";
+    let out = crate::run_with_input(
+        Command::new("openssl").args([
+            "s_client",
+            "-quiet",
+            "-connect",
+            &format!("127.0.0.1:{port}"),
+        ]),
+        Some(line.into_bytes()),
+        Duration::from_secs(30),
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines()
+        .find_map(|l| serde_json::from_str(l.trim()).ok())
+        .unwrap_or(serde_json::Value::Null)
 }

@@ -57,6 +57,8 @@ impl TcpSection {
 pub const DEFAULT_CONNECTION_LIMIT: i64 = 1;
 /// How long a session may last when the target does not say (8 hours).
 pub const DEFAULT_MAX_SECONDS: u64 = 8 * 3600;
+/// The longest `session_max_seconds` (a year).
+pub const MAX_SECONDS_CAP: u64 = 365 * 24 * 3600;
 /// The account every TCP session is counted under (the client brings its own credentials).
 pub const TCP_ACCOUNT: &str = "-";
 
@@ -140,8 +142,11 @@ fn check_target(t: &Target) -> Result<Target, (&'static str, String)> {
         ));
     }
     let max = t.session_max_seconds.unwrap_or(DEFAULT_MAX_SECONDS);
-    if max == 0 {
-        return Err(("session_max_seconds", "must be 1 or more (seconds)".into()));
+    if max == 0 || max > MAX_SECONDS_CAP {
+        return Err((
+            "session_max_seconds",
+            format!("{max} is out of range: 1 to {MAX_SECONDS_CAP} seconds (a year)"),
+        ));
     }
     Ok(Target {
         address: hosts[0].clone(),
@@ -205,6 +210,10 @@ mod tests {
         );
         assert_eq!(
             key("address = \"a:1\"\nsession_max_seconds = 0"),
+            Some("session_max_seconds")
+        );
+        assert_eq!(
+            key("address = \"a:1\"\nsession_max_seconds = 99999999999"),
             Some("session_max_seconds")
         );
         assert!(tcp_target(&target("address = \"a:1\"\nsession_connection_limit = -1")).is_ok());

@@ -405,10 +405,10 @@ impl Registry {
             return Err(Self::not_live(store, id).await);
         };
         if let Ok(mut r) = live.record.lock() {
-            r.state = match r.protocol {
-                api::Protocol::Tcp => api::SessionState::Canceling,
-                _ => api::SessionState::Closing,
-            };
+            // A TCP session's task moves it (canceling while connections close, with its span).
+            if r.protocol != api::Protocol::Tcp {
+                r.state = api::SessionState::Closing;
+            }
         }
         let mut done = live.done.subscribe();
         let _ = live.control.send(control).await;

@@ -27,6 +27,16 @@ const MAX_HELLO: usize = 16 * 1024;
 /// How long every refusal of an unknown person takes, whatever was wrong.
 const REFUSAL_DELAY: Duration = Duration::from_millis(500);
 
+/// How long the client has to take the gateway's answer.
+const REPLY_WITHIN: Duration = Duration::from_secs(10);
+
+/// How long one store lookup of the check may take.
+const STORE_WAIT: Duration = Duration::from_secs(5);
+
+/// The answer when the checks could not finish in time.
+const CHECK_LATE: &str =
+    "wardengate: the gateway could not check the token in time; try again in a moment";
+
 /// The one answer to a connection whose person is not known.
 pub const NOT_AUTHORIZED: &str = "wardengate: not authorized: sign in with `wgctl login` (or set \
     WARDENGATE_TOKEN to your own API token) and use a token from `wgctl target authorize`";
@@ -39,7 +49,6 @@ pub async fn serve(
     socket: TcpStream,
     peer: SocketAddr,
     mut slot: PreAuth,
-    shutdown: CancellationToken,
 ) {
     let _ = socket.set_nodelay(true);
     let Some(Ok(mut tls)) = slot.within(acceptor.accept(socket)).await else {
@@ -49,15 +58,30 @@ pub async fn serve(
         Some(Some(line)) => line,
         _ => return,
     };
-    let (live, conn, first) = match check(&gw, &hello, peer).await {
+    let checked = match slot.within(check(&gw, &hello, peer)).await {
+        Some(c) => c,
+        // The store did not answer within the pre-authentication deadline.
+        None => Err(("unavailable", CHECK_LATE.to_string())),
+    };
+    let (live, conn) = match checked {
         Ok(v) => v,
-        Err(msg) => {
-            let _ = slot.within(reply(&mut tls, None, Some(msg))).await;
+        Err(no) => {
+            let _ = slot.within(reply(&mut tls, Err(no))).await;
             return;
         }
     };
     slot.authenticated();
-    let host = tokio::time::timeout(connect_timeout, TcpStream::connect(&live.host)).await;
+    let connect = tokio::time::timeout(connect_timeout, TcpStream::connect(&live.host));
+    let host = tokio::select! {
+        biased;
+        _ = live.stop.cancelled() => {
+            live.uncount();
+            let no = ("session_ending", format!("wardengate: session {} is ending", live.id));
+            let _ = tokio::time::timeout(REPLY_WITHIN, reply(&mut tls, Err(no))).await;
+            return;
+        }
+        h = connect => h,
+    };
     let host = match host {
         Ok(Ok(h)) => h,
         Ok(Err(e)) => {
@@ -74,10 +98,17 @@ pub async fn serve(
         }
     };
     let _ = host.set_nodelay(true);
-    if reply(&mut tls, Some(conn), None).await.is_err() {
+    let answered = match live.stop.is_cancelled() {
+        true => false,
+        false => tokio::time::timeout(REPLY_WITHIN, reply(&mut tls, Ok(conn)))
+            .await
+            .is_ok_and(|r| r.is_ok()),
+    };
+    if !answered {
         live.closed();
         return;
     }
+    let first = live.activate();
     gw.tcp_counted(&live, first);
     let tap = live.tap();
     let started = std::time::Instant::now();
@@ -91,19 +122,8 @@ pub async fn serve(
         Some(&live.id),
         json!({"connection": conn, "client": peer.to_string(), "host": live.host}),
     );
-    let stop = live.stop.child_token();
-    let cut = {
-        let (stop, shutdown) = (stop.clone(), shutdown.clone());
-        async move {
-            shutdown.cancelled().await;
-            stop.cancel()
-        }
-    };
-    let relayed = relay(tls, host, conn, &live.shared, tap.as_ref(), &stop);
-    let (ended, up, down) = tokio::select! {
-        r = relayed => r,
-        _ = cut => (Ended::Stopped, 0, 0),
-    };
+    // `stop` is cut by the session's end and by the gateway's shutdown.
+    let (ended, up, down) = relay(tls, host, conn, &live.shared, tap.as_ref(), &live.stop).await;
     let why = match &ended {
         Ended::Closed => "closed".to_string(),
         Ended::Stopped => "session_ended".to_string(),
@@ -145,17 +165,13 @@ async fn refuse_connect<S: AsyncWrite + Unpin>(
         Some(&live.id),
         json!({"connection": conn, "host": live.host, "error": why}),
     );
-    let _ = tokio::time::timeout(REFUSAL_DELAY, reply(tls, None, Some(msg))).await;
+    let _ = tokio::time::timeout(REFUSAL_DELAY, reply(tls, Err(("connect_failed", msg)))).await;
     live.uncount();
 }
 
 /// Who is asking, with which token: the live session, the connection's number, and whether it
 /// is the session's first; or the answer to give.
-async fn check(
-    gw: &Gateway,
-    hello: &[u8],
-    peer: SocketAddr,
-) -> Result<(Arc<TcpLive>, u32, bool), String> {
+async fn check(gw: &Gateway, hello: &[u8], peer: SocketAddr) -> Result<(Arc<TcpLive>, u32), No> {
     let ip = peer.ip();
     let refuse = |reason: &str, detail: serde_json::Value| {
         gw.audit(
@@ -172,10 +188,19 @@ async fn check(
         .as_ref()
         .map(|h| crate::identity::digest(h.token.trim()));
     let vouched = digest.is_some_and(|d| gw.tcp.vouched(&d));
+    let person_of =
+        |d: [u8; 32]| async move { tokio::time::timeout(STORE_WAIT, gw.person_of(&d)).await };
     let (person, throttled) = match digest {
-        Some(d) if vouched => (gw.person_of(&d).await, false),
-        Some(d) if gw.api_throttle.allow("", ip) => (gw.person_of(&d).await, true),
-        _ => (None, false),
+        Some(d) if vouched => (person_of(d).await, false),
+        Some(d) if gw.api_throttle.allow("", ip) => (person_of(d).await, true),
+        _ => (Ok(None), false),
+    };
+    let Ok(person) = person else {
+        // The store is slow or away: nobody's failure.
+        if throttled {
+            gw.api_throttle.abandon("", ip);
+        }
+        return Err(("unavailable", CHECK_LATE.into()));
     };
     let (Some(hello), Some(person), Some(digest)) = (hello, person, digest) else {
         if let Some(d) = digest {
@@ -187,20 +212,20 @@ async fn check(
         }
         refuse("not_authenticated", json!({}));
         tokio::time::sleep(REFUSAL_DELAY).await;
-        return Err(NOT_AUTHORIZED.into());
+        return Err(("not_authorized", NOT_AUTHORIZED.into()));
     };
     if throttled {
         gw.api_throttle.record("", ip, true);
     }
     gw.tcp.vouch(digest);
-    let refused = |reason: &str, msg: String, session: Option<&str>| {
+    let refused = |reason: &'static str, msg: String, session: Option<&str>| -> No {
         gw.audit(
             "tcp.refused",
             Some(&person),
             session,
             json!({"client": peer.to_string(), "reason": reason, "message": msg}),
         );
-        msg
+        (reason, msg)
     };
     let Some(front) = gw.tcp.front.get() else {
         return Err(refused(
@@ -229,8 +254,8 @@ async fn check(
         return Err(refused("foreign_token", msg, Some(&claims.sid)));
     }
     let Some(live) = gw.tcp.get(&claims.sid) else {
-        let how = match gw.store.session_get(&claims.sid).await {
-            Ok(Some(r)) => format!(
+        let how = match tokio::time::timeout(STORE_WAIT, gw.store.session_get(&claims.sid)).await {
+            Ok(Ok(Some(r))) => format!(
                 "has ended ({})",
                 r.end_reason.unwrap_or_else(|| r.state.to_string())
             ),
@@ -243,7 +268,7 @@ async fn check(
         return Err(refused("session_ended", msg, Some(&claims.sid)));
     };
     match live.open() {
-        Ok((n, first)) => Ok((live, n, first)),
+        Ok(n) => Ok((live, n)),
         Err(Refused::Limit(n)) => {
             let msg = format!(
                 "wardengate: session {} reached its connection limit ({n}): every connection it \
@@ -274,15 +299,24 @@ async fn read_line<S: AsyncRead + Unpin>(s: &mut S, max: usize) -> Option<Vec<u8
     }
 }
 
-async fn reply<S: AsyncWrite + Unpin>(
-    s: &mut S,
-    connection: Option<u32>,
-    error: Option<String>,
-) -> std::io::Result<()> {
-    let r = api::TcpReply {
-        ok: error.is_none(),
-        connection,
-        error,
+/// Why a connection is refused: a reason for programs (`api::TcpReply::reason`), a message for
+/// people.
+type No = (&'static str, String);
+
+async fn reply<S: AsyncWrite + Unpin>(s: &mut S, answer: Result<u32, No>) -> std::io::Result<()> {
+    let r = match answer {
+        Ok(n) => api::TcpReply {
+            ok: true,
+            connection: Some(n),
+            reason: None,
+            error: None,
+        },
+        Err((reason, msg)) => api::TcpReply {
+            ok: false,
+            connection: None,
+            reason: Some(reason.into()),
+            error: Some(msg),
+        },
     };
     let mut line = serde_json::to_vec(&r).unwrap_or_default();
     line.push(b'\n');

@@ -19,7 +19,6 @@ use std::time::Duration;
 
 use serde_json::json;
 use tokio::sync::{mpsc, Notify};
-use tokio_util::sync::CancellationToken;
 use wardengate_api as api;
 use wardengate_protocols::session::{now_ms, ClientInfo, Control, Lifecycle, Login, Outcome};
 
@@ -46,12 +45,11 @@ impl Gateway {
                     .into(),
             ));
         };
-        let cfg = self.cfg();
-        // The host is chosen first, so that a wrong --host-id is refused before a session exists.
-        let host = match cfg.targets.get(target) {
-            Some(t) if t.protocol == api::Protocol::Tcp => Some(pick_host(t, host_id)?),
-            _ => None,
-        };
+        // A wrong --host-id is refused before a session exists, to a person the policies let
+        // reach the target (others learn nothing of its hosts: admission refuses them).
+        if let (Some(wanted), Some(t)) = (host_id, self.reachable_tcp(user, target)) {
+            pick_host(&t, Some(wanted))?;
+        }
         let login = Login {
             user: user.to_string(),
             target: target.to_string(),
@@ -76,20 +74,37 @@ impl Gateway {
                 };
                 (status, d.message)
             })?;
-        let (host_id, host) = host.ok_or((
-            StatusCode::NOT_FOUND,
-            format!("target {target} is not a tcp target"),
-        ))?;
+        let id = granted.link.shared.id.clone();
+        // The target as admitted (a reload since cannot leave an admitted session unowned).
         let t = &granted.target;
+        let (host_id, host) = match pick_host(t, host_id) {
+            Ok(h) => h,
+            Err(e) => {
+                let message = e.1.clone();
+                self.ended(
+                    &id,
+                    Outcome::Policy {
+                        reason: "no_host",
+                        message,
+                    },
+                );
+                return Err(e);
+            }
+        };
         let limit = t
             .session_connection_limit
             .unwrap_or(crate::config::DEFAULT_CONNECTION_LIMIT);
-        let max = t
-            .session_max_seconds
-            .unwrap_or(crate::config::DEFAULT_MAX_SECONDS);
+        // The target's session_max_seconds, or the policy's max_lifespan when shorter.
+        let mut life = Duration::from_secs(
+            t.session_max_seconds
+                .unwrap_or(crate::config::DEFAULT_MAX_SECONDS),
+        );
+        let lifespan = granted.admitted.settings().max_lifespan;
+        if !lifespan.is_zero() {
+            life = life.min(lifespan.get());
+        }
         let created = now_ms();
-        let expires_ms = created + max.saturating_mul(1000);
-        let id = granted.link.shared.id.clone();
+        let expires_ms = created.saturating_add(life.as_millis() as u64);
         let idle = granted.admitted.settings().idle_timeout.get();
         let detail = api::TcpDetail {
             host_id: host_id.clone(),
@@ -97,6 +112,8 @@ impl Gateway {
             connections: 0,
             open: 0,
             expiration: rfc3339(expires_ms),
+            endpoint: front.endpoint.clone(),
+            cert_sha256: front.cert_sha256.clone(),
             states: Vec::new(),
         };
         self.registry.update(&*self.store, &id, |r| {
@@ -105,11 +122,7 @@ impl Gateway {
             transition(r, api::SessionState::Pending, None);
         });
         let link = granted.link;
-        if let Some(tap) = &link.tap {
-            let detail = json!({"user": user, "target": target, "host_id": host_id, "host": host,
-                                "connection_limit": limit, "expiration": rfc3339(expires_ms)});
-            tap.marker("session", detail.to_string()).await;
-        }
+        let tap = link.tap.clone();
         let live = Arc::new(TcpLive {
             id: id.clone(),
             user: user.to_string(),
@@ -120,11 +133,21 @@ impl Gateway {
             expires_ms,
             counts: Mutex::new(Counts::default()),
             changed: Notify::new(),
-            stop: CancellationToken::new(),
+            // Cut with the gateway's shutdown too.
+            stop: front.shutdown.child_token(),
             shared: link.shared.clone(),
-            tap: Mutex::new(link.tap.clone()),
+            tap: Mutex::new(link.tap),
         });
         self.tcp.insert(live.clone());
+        // From here the session's own task owns it: whatever becomes of this request, the
+        // session ends by one of its rules.
+        tokio::spawn(supervise(self.clone(), live, link.control, idle));
+        if let Some(tap) = &tap {
+            let detail = json!({"user": user, "target": target, "host_id": host_id, "host": host,
+                                "connection_limit": limit, "expiration": rfc3339(expires_ms)});
+            tap.marker("session", detail.to_string()).await;
+        }
+        drop(tap);
         let claims = api::TokenClaims {
             sid: id.clone(),
             user: user.to_string(),
@@ -144,8 +167,6 @@ impl Gateway {
             json!({"target": target, "host_id": host_id, "host": host, "connection_limit": limit,
                    "expiration": rfc3339(expires_ms), "client": client.to_string()}),
         );
-        let shutdown = front.shutdown.clone();
-        tokio::spawn(supervise(self.clone(), live, link.control, idle, shutdown));
         Ok(api::Authorization {
             authorization_token: token,
             created_at: rfc3339(created),
@@ -176,6 +197,24 @@ impl Gateway {
         if first {
             self.opened(&live.id);
         }
+    }
+}
+
+impl Gateway {
+    /// `target`, when it is a tcp target that a policy lets `user` reach.
+    fn reachable_tcp(&self, user: &str, target: &str) -> Option<crate::config::Target> {
+        let cfg = self.cfg();
+        let login = Login {
+            user: user.to_string(),
+            target: target.to_string(),
+            account: None,
+            waiting: None,
+        };
+        let r = crate::admission::resolve(&cfg, &login, api::Protocol::Tcp).ok()?;
+        let req = r.request(api::Protocol::Tcp);
+        let fits = r.target.protocol == api::Protocol::Tcp
+            && wardengate_policy::decide(&cfg.policies, &req).is_ok();
+        fits.then(|| r.target.clone())
     }
 }
 
@@ -227,7 +266,6 @@ async fn supervise(
     live: Arc<TcpLive>,
     mut control: mpsc::Receiver<Control>,
     idle: Duration,
-    shutdown: CancellationToken,
 ) {
     let expires = tokio::time::Instant::now()
         + Duration::from_millis(live.expires_ms.saturating_sub(now_ms()));
@@ -253,7 +291,8 @@ async fn supervise(
                     };
                 }
             }
-            _ = shutdown.cancelled() => break Outcome::Shutdown,
+            // The gateway's shutdown (its child token, `stop`, is also cut by `finish`).
+            _ = live.stop.cancelled() => break Outcome::Shutdown,
             _ = live.changed.notified() => {
                 gw.tcp_counted(&live, false);
                 if live.used_up() {

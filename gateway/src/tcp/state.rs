@@ -70,9 +70,14 @@ impl TcpState {
 
 #[derive(Default)]
 pub(crate) struct Counts {
+    /// Connections counted against the limit.
     pub(crate) accepted: u32,
     pub(crate) open: u32,
     pub(crate) ending: bool,
+    /// The last connection number given (never reused, even for a connection given back).
+    pub(crate) seq: u32,
+    /// A connection reached its host: the session is active.
+    pub(crate) active: bool,
 }
 
 /// A live TCP session: its host and limits, its connections, and what ends them.
@@ -105,8 +110,8 @@ pub enum Refused {
 }
 
 impl TcpLive {
-    /// Count a new connection: its number (from 1), whether it is the first.
-    pub fn open(&self) -> Result<(u32, bool), Refused> {
+    /// Count a new connection against the limit: its number (from 1, never reused).
+    pub fn open(&self) -> Result<u32, Refused> {
         let mut c = crate::registry::lock(&self.counts);
         if c.ending {
             return Err(Refused::Ending);
@@ -116,7 +121,17 @@ impl TcpLive {
         }
         c.accepted += 1;
         c.open += 1;
-        Ok((c.accepted, c.accepted == 1))
+        c.seq += 1;
+        Ok(c.seq)
+    }
+
+    /// A connection reached its host: whether the session becomes active by it (the first
+    /// time, unless it is ending).
+    pub fn activate(&self) -> bool {
+        let mut c = crate::registry::lock(&self.counts);
+        let first = !c.active && !c.ending;
+        c.active |= first;
+        first
     }
 
     /// A connection is over.

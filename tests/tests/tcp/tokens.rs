@@ -8,7 +8,7 @@ use std::time::Duration;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use base64::Engine;
 use wardengate_dev::services;
-use wardengate_tests::tcp::{authorized, Proxy, Resp};
+use wardengate_tests::tcp::{authorized, hello, Proxy, Resp};
 use wardengate_tests::{run, TestEnv};
 
 use super::{ended, gateway, ALICE, BOB};
@@ -60,12 +60,12 @@ fn tokens_altered_expired_replayed_or_foreign_are_refused() {
         .to_string();
     let id = a["session_id"].as_str().expect("id").to_string();
 
-    // Claims rewritten (a bigger limit, another session, a later expiry): the signature fails.
+    // Claims rewritten (a bigger limit, a later expiry): wgctl's own check through the API
+    // passes (same session, listener and certificate); the gateway finds the signature wrong.
     for edit in [
         Box::new(|v: &mut serde_json::Value| v["connection_limit"] = 100.into())
             as Box<dyn FnOnce(&mut serde_json::Value)>,
         Box::new(|v: &mut serde_json::Value| v["exp_ms"] = (u64::MAX / 2).into()),
-        Box::new(|v: &mut serde_json::Value| v["sid"] = "sess_someone_elses".into()),
     ] {
         let forged = tampered(&token, edit);
         refusal(
@@ -75,43 +75,80 @@ fn tokens_altered_expired_replayed_or_foreign_are_refused() {
             "the authorization token is not genuine",
         );
     }
-    // Another person with alice's token (their own API token, a valid session): refused.
-    let said = refusal(&gw, BOB, &token, "was issued to another user, not bob");
-    assert!(said.contains("wgctl target authorize cache"), "{said}");
+    // A token naming another session: wgctl refuses before it sends anything; a client that
+    // does send it is refused by the gateway.
+    let other = tampered(&token, |v| v["sid"] = "sess_someone_elses".into());
+    let said = Proxy::try_start(&gw, ALICE, &other).err().expect("refused");
+    assert!(
+        said.contains("does not know session sess_someone_elses as yours"),
+        "{said}"
+    );
+    let r = hello(&gw, &other, ALICE);
+    assert_eq!(r["reason"], "forged_token", "{r}");
+    // A token naming someone else's listener (with the session's real id): wgctl does not
+    // connect there, so the person's own API token never reaches it.
+    let trap = std::net::TcpListener::bind("127.0.0.1:0").expect("trap");
+    trap.set_nonblocking(true).expect("nonblocking");
+    let elsewhere = tampered(&token, |v| {
+        v["endpoint"] = trap.local_addr().expect("addr").to_string().into()
+    });
+    let said = Proxy::try_start(&gw, ALICE, &elsewhere)
+        .err()
+        .expect("refused");
+    assert!(
+        said.contains("refusing to send your credentials there"),
+        "{said}"
+    );
+    assert!(
+        trap.accept().is_err(),
+        "nothing connected to the other listener"
+    );
+    // Another person with alice's token: wgctl (bob's API sees no such session of his) and
+    // the gateway both refuse.
+    let said = Proxy::try_start(&gw, BOB, &token).err().expect("refused");
+    assert!(said.contains("as yours"), "{said}");
+    let r = hello(&gw, &token, BOB);
+    assert_eq!(r["reason"], "foreign_token", "{r}");
+    let msg = r["error"].as_str().unwrap_or_default();
+    assert!(msg.contains("was issued to another user, not bob"), "{r}");
+    assert!(msg.contains("wgctl target authorize cache"), "{r}");
     // Nobody (a wrong API token): the one refusal, whatever else is wrong.
-    let said = refusal(&gw, "not-a-token", &token, "not authorized: sign in");
-    assert!(!said.contains("another user"), "{said}");
-    let nobody = gw.audit("tcp.refused");
-    assert!(
-        nobody
-            .iter()
-            .any(|e| e["detail"]["reason"] == "not_authenticated"),
-        "{nobody:#?}"
-    );
-    assert!(
-        nobody
-            .iter()
-            .any(|e| e["detail"]["reason"] == "foreign_token"),
-        "{nobody:#?}"
-    );
-    assert!(
-        nobody
-            .iter()
-            .any(|e| e["detail"]["reason"] == "forged_token"),
-        "{nobody:#?}"
-    );
+    for authz in [token.as_str(), "wgtcp_garbage.garbage", ""] {
+        let r = hello(&gw, authz, "not-a-token");
+        assert_eq!(r["reason"], "not_authorized", "{r}");
+        assert_eq!(
+            r["error"],
+            wardengate_gateway::tcp::front::NOT_AUTHORIZED,
+            "{r}"
+        );
+    }
+    let audited = gw.audit("tcp.refused");
+    for reason in ["not_authenticated", "foreign_token", "forged_token"] {
+        assert!(
+            audited.iter().any(|e| e["detail"]["reason"] == reason),
+            "{reason}: {audited:#?}"
+        );
+    }
     // None of those became a connection of the session.
     assert_eq!(super::session(&gw, &id)["tcp"]["connections"], 0);
 
-    // Replayed after the session ended.
+    // Replayed after the session ended: wgctl says so before connecting; the gateway too.
     let out = gw.terminate(&id, "rotate");
     wardengate_tests::assert_success(&out, "terminate");
     ended(&gw, &id);
-    refusal(
-        &gw,
-        ALICE,
-        &token,
-        &format!("session {id} has ended (terminated)"),
+    let said = Proxy::try_start(&gw, ALICE, &token).err().expect("refused");
+    assert!(
+        said.contains(&format!("session {id} has ended (terminated)")),
+        "{said}"
+    );
+    let r = hello(&gw, &token, ALICE);
+    assert_eq!(r["reason"], "session_ended", "{r}");
+    assert!(
+        r["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("has ended (terminated)"),
+        "{r}"
     );
 
     // Expired.
@@ -119,7 +156,15 @@ fn tokens_altered_expired_replayed_or_foreign_are_refused() {
     let brief_id = brief["session_id"].as_str().expect("id");
     ended(&gw, brief_id);
     let t = brief["authorization_token"].as_str().expect("token");
-    refusal(&gw, ALICE, t, "the authorization token expired at");
+    let r = hello(&gw, t, ALICE);
+    assert_eq!(r["reason"], "expired_token", "{r}");
+    assert!(
+        r["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("the authorization token expired at"),
+        "{r}"
+    );
 }
 
 #[test]
