@@ -18,6 +18,7 @@ mod mfa;
 mod output;
 mod pin;
 mod policy;
+mod proxy;
 mod recording;
 mod session;
 mod shadow;
