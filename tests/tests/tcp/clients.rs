@@ -155,3 +155,38 @@ fn a_tcp_target_under_approval_waits_for_it() {
         "{s:#}"
     );
 }
+
+#[test]
+fn psql_through_wgctl_connect_psql_with_its_own_password() {
+    let env = TestEnv::new();
+    let pg = wardengate_tests::pg::cluster(&env);
+    let targets = format!(
+        "[[targets]]\nname = \"db\"\nprotocol = \"tcp\"\naddress = \"{}\"\ntags = {{ env = \"test\" }}\n\n",
+        pg.address()
+    );
+    let gw = gateway(&env, &targets, None);
+    // The engineer brings the database password (the gateway injects nothing for a tcp
+    // target): psql reads it from PGPASSWORD and connects once, the session's one connection.
+    let out = run(
+        wgctl_as(&gw, ALICE)
+            .env("PGPASSWORD", wardengate_tests::pg::RO_PASSWORD)
+            .env("PGSSLMODE", "disable")
+            .args([
+                "connect",
+                "psql",
+                "db",
+                "-u",
+                "billing_ro",
+                "-d",
+                "billing",
+                "--",
+            ])
+            .args(["-XAtc", "select count(*) from invoices"]),
+        Duration::from_secs(60),
+    );
+    assert_success(&out, "wgctl connect psql");
+    let count = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert!(count.parse::<u64>().is_ok(), "{count}");
+    let s = &gw.sessions("?protocol=tcp&state=terminated")[0];
+    assert_eq!(s["tcp"]["connections"], 1, "{s:#}");
+}
