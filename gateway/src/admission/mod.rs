@@ -23,6 +23,14 @@ use crate::config::{Account, Loaded, Target};
 use crate::identity::approvals::Gate;
 use crate::store::SessionRecord;
 
+/// What a refused person does next: connect again, or (a TCP session) authorize again.
+fn again(protocol: api::Protocol) -> &'static str {
+    match protocol {
+        api::Protocol::Tcp => "authorize",
+        _ => "connect",
+    }
+}
+
 /// An admitted session before its protocol takes over.
 pub(crate) struct Granted<C> {
     pub admitted: Admitted,
@@ -423,8 +431,11 @@ impl Gateway {
         }
         let msg = format!(
             "wardengate: MFA required by policy {}: open {} within {within} and touch your key, \
-             then connect again (or run `wgctl mfa prove --target {}` first)",
-            p.name, link.url, rec.target
+             then {} again (or run `wgctl mfa prove --target {}` first)",
+            p.name,
+            link.url,
+            again(protocol),
+            rec.target
         );
         Err(self.deny(rec, "mfa_required", msg, decision))
     }
@@ -479,11 +490,12 @@ impl Gateway {
             return d;
         }
         let msg = format!(
-            "wardengate: policy {} needs approval: request {} waits for {} (`wgctl approval approve {}`); connect again once it is approved, within {}",
+            "wardengate: policy {} needs approval: request {} waits for {} (`wgctl approval approve {}`); {} again once it is approved, within {}",
             req.policy,
             req.id,
             req.approvers.join(", "),
             req.id,
+            again(protocol),
             approval.valid_for
         );
         let decision = json!({"admitted": false, "reason": "approval_required",

@@ -123,21 +123,33 @@ fn ssh_with_the_engineers_own_key_recorded_as_metadata() {
 }
 
 #[test]
-fn a_tcp_target_under_approval_waits_for_it() {
+fn a_tcp_target_under_approval_waits_for_it_and_under_mfa_asks_for_a_key() {
     let env = TestEnv::new();
     let redis = services::redis(&env.path("redis"), 0).expect("redis-server");
     let targets = format!(
-        "[[targets]]\nname = \"prod-cache\"\nprotocol = \"tcp\"\naddress = \"{}\"\ntags = {{ env = \"prod\" }}\n\n",
-        redis.address()
+        "[[targets]]\nname = \"prod-cache\"\nprotocol = \"tcp\"\naddress = \"{addr}\"\ntags = {{ env = \"prod\" }}\n\n\
+         [[targets]]\nname = \"keyed-cache\"\nprotocol = \"tcp\"\naddress = \"{addr}\"\ntags = {{ env = \"keyed\" }}\n\n",
+        addr = redis.address()
     );
     let policies =
         "[[policies]]\nname = \"prod\"\ngroups = [\"sre\"]\ntarget_tags = [\"env=prod\"]\n\
-                    approval = { approvers = [\"bob\"] }\n";
+                    approval = { approvers = [\"bob\"] }\n\n\
+         [[policies]]\nname = \"keyed\"\ngroups = [\"sre\"]\ntarget_tags = [\"env=keyed\"]\nmfa = \"webauthn\"\n";
     let gw = gateway(&env, &targets, Some(policies));
+    // A security key the policy asks for, and alice has none: she is told, no session is left.
+    let keyed = wardengate_tests::tcp::authorize(&gw, ALICE, "keyed-cache", &[]);
+    assert!(!keyed.status.success());
+    let err = String::from_utf8_lossy(&keyed.stderr);
+    assert!(
+        err.contains("requires a security key") && err.contains("wgctl mfa enroll"),
+        "{err}"
+    );
+    assert!(gw.sessions("?protocol=tcp&state=pending").is_empty());
     let first = wardengate_tests::tcp::authorize(&gw, ALICE, "prod-cache", &[]);
     assert!(!first.status.success());
     let err = String::from_utf8_lossy(&first.stderr);
     assert!(err.contains("needs approval: request"), "{err}");
+    assert!(err.contains("authorize again once it is approved"), "{err}");
     let request = err
         .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
         .find(|w| w.starts_with("req_"))
