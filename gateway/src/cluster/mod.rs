@@ -134,11 +134,20 @@ impl Gateway {
                 json!({"gateway": l.gateway, "noticed_by": self.name, "sessions": l.sessions.len(), "ttl_ms": ttl.as_millis() as u64}),
             );
             for s in &l.sessions {
+                let mut s = s.clone();
+                // A TCP session ends Boundary's way: terminated, its last state span closed.
+                if s.protocol == wardengate_api::Protocol::Tcp {
+                    let ended = wardengate_api::SessionState::Terminated;
+                    crate::tcp::state::transition(&mut s, ended, Some("gateway_lost"));
+                    if let Err(e) = self.store.session_update(&s).await {
+                        tracing::warn!(session = %s.id, "cannot close a lost TCP session's states: {e:#}");
+                    }
+                }
                 self.audit(
                     "session.end",
                     Some(&s.actor),
                     Some(&s.id),
-                    json!({"reason": "gateway_lost", "state": "failed", "gateway": l.gateway, "noticed_by": self.name}),
+                    json!({"reason": "gateway_lost", "state": s.state, "gateway": l.gateway, "noticed_by": self.name}),
                 );
             }
             let mut ids: Vec<String> = l.sessions.iter().map(|s| s.id.clone()).collect();

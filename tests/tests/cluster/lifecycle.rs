@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use wardengate_tests::*;
 
-use crate::cluster;
+use crate::{cluster, cluster_with};
 use wardengate_tests::cluster::cluster_opts;
 use wardengate_tests::pg;
 
@@ -53,7 +53,13 @@ fn a_target_limit_of_five_admits_exactly_five_of_a_hundred_attempts_over_three_g
 
 #[test]
 fn a_gateway_killed_with_sigkill_is_declared_lost_and_its_slots_come_back() {
-    let mut c = cluster(2, "2s", "[limits]\nmax_sessions_per_target = 1\n");
+    // A TCP target too (its session may stay pending: the host is never dialled).
+    let tcp = "[tcp]\nlisten = \"127.0.0.1:0\"\n\n[[targets]]\nname = \"cache.test\"\n\
+               protocol = \"tcp\"\naddress = \"127.0.0.1:9\"\ntags = { env = \"test\" }\n\n\
+               [limits]\nmax_sessions_per_target = 1\n";
+    let mut c = cluster_with(2, "2s", tcp, |b, _| b.user_token("alice-own"));
+    let tcp_session = wardengate_tests::tcp::authorized(&c.gws[0], "alice-own", "cache.test", &[]);
+    let tcp_id = tcp_session["session_id"].as_str().expect("id").to_string();
     let mut held = c.ssh(0, "echo started; sleep 120");
     let live = c.active(1, 1);
     let id = live[0]["id"].as_str().expect("id").to_string();
@@ -83,6 +89,17 @@ fn a_gateway_killed_with_sigkill_is_declared_lost_and_its_slots_come_back() {
         "gw-2 marks gw-1's session failed: {s}"
     );
     assert_eq!(s["end_reason"], "gateway_lost", "{s}");
+    // Its TCP session ends Boundary's way, its states closed.
+    let t = c.gws[1].get_json(&format!("/api/v1/sessions/{tcp_id}"));
+    assert_eq!(t["state"], "terminated", "{t}");
+    let states = t["tcp"]["states"].as_array().cloned().unwrap_or_default();
+    let last = states.last().cloned().unwrap_or_default();
+    assert_eq!(
+        (&last["state"], &last["reason"]),
+        (&"terminated".into(), &"gateway_lost".into()),
+        "{t}"
+    );
+    assert!(states[states.len() - 2]["end_time"].is_string(), "{t}");
     let lost = c.gws[1].wait_audit("gateway.lost", Duration::from_secs(10));
     assert!(lost["detail"].to_string().contains("gw-1"), "{lost}");
     let out = run(
