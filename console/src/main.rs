@@ -59,7 +59,7 @@ enum Output {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Sessions: list, show, terminate, shadow, handoff, accept, decline.
+    /// Sessions: list, show, terminate, cancel, shadow, handoff, accept, decline.
     #[command(subcommand)]
     Session(session::SessionCmd),
     /// The audit log.

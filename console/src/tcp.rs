@@ -56,8 +56,10 @@ struct Common {
     /// The tcp target.
     #[arg(required = true)]
     target: Option<String>,
+    /// One host of the target's host set (h1, h2, ... or its address); default: at random.
     #[arg(long)]
     host_id: Option<String>,
+    /// The local port the client connects to (0: one the system picks).
     #[arg(long, default_value_t = 0)]
     listen_port: u16,
 }
