@@ -271,26 +271,29 @@ fn real_main(cli: Cli) -> Result<()> {
         Cmd::NewToken => {
             use sha2::Digest;
             let token = wardengate_gateway::util::new_token()?;
-            println!("token = {token}");
-            println!(
-                "api_token_sha256 = \"{}\"",
-                hex::encode(sha2::Sha256::digest(token.as_bytes()))
-            );
-            Ok(())
+            let hash = hex::encode(sha2::Sha256::digest(token.as_bytes()));
+            print_lines(&format!("token = {token}\napi_token_sha256 = \"{hash}\"\n"))
         }
         Cmd::HashPassword => {
             let password = read_stdin_line()?;
-            println!("password_hash = \"{}\"", passwords::hash(&password)?);
-            println!(
-                "scram_sha_256 = \"{}\"",
-                wardengate_protocols::postgres::Verifier::generate(&password)
-            );
-            println!(
-                "nt_hash = \"{}\"",
+            print_lines(&format!(
+                "password_hash = \"{}\"\nscram_sha_256 = \"{}\"\nnt_hash = \"{}\"\n",
+                passwords::hash(&password)?,
+                wardengate_protocols::postgres::Verifier::generate(&password),
                 hex::encode(passwords::nt_hash(&password))
-            );
-            Ok(())
+            ))
         }
+    }
+}
+
+/// Lines for a script to read, in one write; a reader that stopped early (`| head -1`) is not
+/// an error (println! would panic on the closed pipe).
+fn print_lines(text: &str) -> Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(()),
     }
 }
 

@@ -503,3 +503,31 @@ fn session_show_places_the_client() {
     let local = gw.last_closed();
     assert!(local["client_location"].is_null(), "{local}");
 }
+
+/// `wardengate hash-password` and `new-token` read by a script that takes only what it needs
+/// (`| head -1`, as `scripts/bench tcp` first did): no panic on the closed pipe, exit 0.
+#[test]
+fn the_key_printing_commands_survive_a_reader_that_stops_early() {
+    for (cmd, first) in [
+        ("echo pw | WG hash-password", "password_hash = \""),
+        ("WG new-token", "token = "),
+    ] {
+        let script = format!(
+            "set -o pipefail; {} | head -1",
+            cmd.replace("WG", &bin("wardengate").display().to_string())
+        );
+        let out = run(
+            Command::new("bash").args(["-c", &script]),
+            Duration::from_secs(60),
+        );
+        assert_success(&out, cmd);
+        assert!(
+            String::from_utf8_lossy(&out.stdout).starts_with(first),
+            "{cmd}"
+        );
+        assert!(
+            !String::from_utf8_lossy(&out.stderr).contains("panicked"),
+            "{cmd}"
+        );
+    }
+}
