@@ -23,13 +23,39 @@ struct Ports {
 
 fn ports() -> Ports {
     Ports {
-        ssh: free_port().expect("port"),
-        api: free_port().expect("port"),
-        pg: free_port().expect("port"),
-        rdp: free_port().expect("port"),
-        tcp: free_port().expect("port"),
+        ssh: low_port(),
+        api: low_port(),
+        pg: low_port(),
+        rdp: low_port(),
+        tcp: low_port(),
         web: free_port().expect("port"),
     }
+}
+
+/// A port free now, and free 10 above (a second dev gateway's), below the ephemeral range the
+/// demo peers' own ports come from (so a peer started later cannot take a gateway's port).
+fn low_port() -> u16 {
+    use std::net::TcpListener;
+    loop {
+        let mut b = [0u8; 2];
+        getrandom_port(&mut b);
+        let p = 20_000 + u16::from_le_bytes(b) % 10_000;
+        if TcpListener::bind(("127.0.0.1", p)).is_ok()
+            && TcpListener::bind(("127.0.0.1", p + 10)).is_ok()
+        {
+            return p;
+        }
+    }
+}
+
+/// Two random bytes (the clock's nanoseconds and the process id are enough for a test).
+fn getrandom_port(b: &mut [u8; 2]) {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    let mixed = nanos ^ (std::process::id() << 7);
+    *b = [(mixed >> 3) as u8, (mixed >> 11) as u8];
 }
 
 fn dev(dir: &Path, p: &Ports) -> Command {
@@ -232,29 +258,36 @@ fn dev_mode_runs_a_cluster_of_two_gateways_on_one_store() {
     let mut child = dev(&dir, &p)
         .args(["--cluster", "2"])
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(env.path("devc.err")).expect("stderr file"))
         .spawn()
         .expect("wardengate dev --cluster 2");
+    // Lines arrive through a thread, so that a gateway that never becomes ready fails the test
+    // at the deadline (with what dev mode said) instead of blocking it.
     let mut out = BufReader::new(child.stdout.take().expect("stdout"));
-    let (mut banner, mut second) = (false, String::new());
-    let deadline = Instant::now() + T;
-    let mut line = String::new();
-    while !banner || second.is_empty() {
-        line.clear();
-        let n = out.read_line(&mut line).expect("read");
-        assert!(n > 0, "dev mode exited before it was ready");
-        banner |= line.contains("A cluster of 2 gateways");
-        if line.starts_with("dev-gw-2 is ready:") {
-            second = line.clone();
-        }
-        assert!(Instant::now() < deadline, "the cluster never became ready");
-    }
+    let (tx, lines) = std::sync::mpsc::channel::<String>();
     std::thread::spawn(move || {
-        let mut sink = String::new();
-        while out.read_line(&mut sink).map(|n| n > 0).unwrap_or(false) {
-            sink.clear();
+        let mut line = String::new();
+        while out.read_line(&mut line).map(|n| n > 0).unwrap_or(false) {
+            let _ = tx.send(std::mem::take(&mut line));
         }
     });
+    let (mut banner, mut second) = (false, String::new());
+    let deadline = Instant::now() + T;
+    while !banner || second.is_empty() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let Ok(line) = lines.recv_timeout(left) else {
+            let err = std::fs::read_to_string(env.path("devc.err")).unwrap_or_default();
+            let tail: Vec<&str> = err.lines().rev().take(15).collect();
+            panic!(
+                "the cluster never became ready (or dev mode exited); it said:\n{}",
+                tail.join("\n")
+            );
+        };
+        banner |= line.contains("A cluster of 2 gateways");
+        if line.starts_with("dev-gw-2 is ready:") {
+            second = line;
+        }
+    }
     // "dev-gw-2 is ready: SSH 127.0.0.1:P, PostgreSQL …, API http://127.0.0.1:Q (admin token …)"
     let ssh2 = second
         .split("SSH 127.0.0.1:")
