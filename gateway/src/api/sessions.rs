@@ -263,13 +263,13 @@ async fn get_session(
     })
 }
 
-fn require_reason(reason: Option<String>) -> Result<String, ApiError> {
-    match api::text::reason(reason.as_deref()) {
-        Some(r) => Ok(r),
-        None => Err(bad(
-            "a reason is required to terminate a session: send {\"reason\": \"...\"}",
-        )),
-    }
+/// The reason an ending asks for (`verb`: terminate, cancel), capped and made inert.
+pub(super) fn require_reason(reason: Option<String>, verb: &str) -> Result<String, ApiError> {
+    api::text::reason(reason.as_deref()).ok_or_else(|| {
+        bad(format!(
+            "a reason is required to {verb} a session: send {{\"reason\": \"...\"}}"
+        ))
+    })
 }
 
 /// Terminate a live session; the user sees the reason.
@@ -285,7 +285,7 @@ async fn terminate(
     body: Bytes,
 ) -> Result<Json<api::Session>, ApiError> {
     let req: api::TerminateRequest = parse_body(&body)?;
-    let reason = require_reason(req.reason)?;
+    let reason = require_reason(req.reason, "terminate")?;
     let by = caller.name.as_str();
     // 404/409 before auditing an action that cannot happen.
     let current = st.gw.registry.record(&*st.gw.store, &id).await?;
@@ -314,7 +314,7 @@ async fn bulk_terminate(
     body: Bytes,
 ) -> Result<Json<api::TerminateResult>, ApiError> {
     let req: api::BulkTerminateRequest = parse_body(&body)?;
-    let reason = require_reason(req.reason.clone())?;
+    let reason = require_reason(req.reason.clone(), "terminate")?;
     if req.actor.is_none()
         && req.target_tag.is_none()
         && req.target.is_none()

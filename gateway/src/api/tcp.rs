@@ -11,7 +11,7 @@ use serde_json::json;
 use wardengate_api as api;
 use wardengate_protocols::session::Control;
 
-use super::common::{bad, parse_body, ApiError, Caller, SessionId};
+use super::common::{parse_body, ApiError, Caller, SessionId};
 use super::state::ApiState;
 use crate::config::Perm;
 use crate::registry::RegistryError;
@@ -94,9 +94,7 @@ async fn cancel(
     body: Bytes,
 ) -> Result<Json<api::Session>, ApiError> {
     let req: api::TerminateRequest = parse_body(&body)?;
-    let reason = api::text::reason(req.reason.as_deref()).ok_or_else(|| {
-        bad("a reason is required to cancel a session: send {\"reason\": \"...\"}")
-    })?;
+    let reason = super::sessions::require_reason(req.reason, "cancel")?;
     let current = owned_or_terminator(&st, &caller, &id).await?;
     st.gw.audit(
         "session.canceled",
