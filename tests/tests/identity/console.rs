@@ -51,7 +51,7 @@ fn an_operator_signs_in_with_a_key_watches_a_live_ssh_session_and_terminates_it(
     until(c, "location.pathname", T, |v| v == &json!("/console/login"));
     until(
         c,
-        "!!document.getElementById('form') && !!window.WG",
+        "!!window.WG && (document.getElementById('form') || {dataset: {}}).dataset.ready === '1'",
         T,
         |v| v == &json!(true),
     );

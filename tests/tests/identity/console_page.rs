@@ -28,7 +28,7 @@ pub(crate) fn sign_in_as(
     until(c, "location.pathname", T, |v| v == &json!("/console/login"));
     until(
         c,
-        "!!document.getElementById('form') && !!window.WG",
+        "!!window.WG && (document.getElementById('form') || {dataset: {}}).dataset.ready === '1'",
         T,
         |v| v == &json!(true),
     );

@@ -163,9 +163,9 @@ fn wgctl_login_signs_in_through_the_page_with_password_and_key() {
         });
         let url = rx.recv_timeout(T).expect("wgctl login prints the link");
         browser.chromium.navigate(&url);
-        // Page.navigate does not wait for the page: wait for its form.
+        // Page.navigate does not wait for the page: wait for its form's handler (the page marks it).
         browser.chromium.eval_until(
-            "location.pathname === '/login' && !!document.getElementById('form')",
+            "location.pathname === '/login' && (document.getElementById('form') || {dataset: {}}).dataset.ready === '1'",
             T,
             |v| v == &json!(true),
         );

@@ -28,4 +28,8 @@
       $("submit").disabled = false;
     }
   });
+  // Until now the button is disabled (nothing is sent, and never in the address, before the
+  // handler exists); the page says when it is ready.
+  $("submit").disabled = false;
+  $("form").dataset.ready = "1";
 })();
