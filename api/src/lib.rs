@@ -4,6 +4,7 @@
 //! share this crate so a field renamed on one side is a compile error on the other.
 #![forbid(unsafe_code)]
 
+mod access;
 mod console;
 mod identity;
 pub mod table;
@@ -11,6 +12,7 @@ mod tcp;
 pub mod text;
 pub mod time;
 
+pub use access::*;
 pub use console::*;
 pub use identity::*;
 pub use tcp::*;

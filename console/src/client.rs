@@ -72,6 +72,21 @@ impl Client {
         })
     }
 
+    /// The same client, connecting from `ip` (one of this machine's addresses).
+    pub fn connecting_from(mut self, ip: std::net::IpAddr) -> Result<Client> {
+        let mut b = Http::builder()
+            .timeout(Some(std::time::Duration::from_secs(30)))
+            .use_rustls_tls()
+            .local_address(ip);
+        if let Some(c) = &self.ca {
+            b = b.add_root_certificate(c.clone());
+        }
+        self.http = b
+            .build()
+            .map_err(|e| anyhow!("cannot build HTTP client from {ip}: {e}"))?;
+        Ok(self)
+    }
+
     /// An HTTP client trusting the system's roots and `ca`, with an overall `timeout`.
     fn builder(
         ca: &Option<reqwest::Certificate>,

@@ -4,6 +4,7 @@
 //! command takes `-o json`. Errors are one line on stderr and a non-zero exit.
 #![forbid(unsafe_code)]
 
+mod access;
 mod audit;
 mod bucket;
 mod client;
@@ -93,6 +94,10 @@ enum Cmd {
     Target(tcp::TargetCmd),
     /// Carry local connections to an authorized TCP session (`--authz TOKEN`).
     Proxy(tcp::ProxyArgs),
+    /// Network access sessions: allow your address on network resources for a while (start,
+    /// list, show, stop).
+    #[command(subcommand)]
+    Access(access::AccessCmd),
     /// Authorize a TCP session, proxy it, and run a client against it until the client exits:
     /// `wgctl connect TARGET -- CLIENT ARGS` ({port}, {host}, {addr} are filled in), or
     /// `wgctl connect ssh|psql|redis|http TARGET`.
@@ -156,6 +161,7 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Target(cmd) => tcp::run_target(cmd, c?, json),
         Cmd::Proxy(args) => tcp::run_proxy(args, c?, json),
         Cmd::Connect(args) => tcp::run_connect(args, c?),
+        Cmd::Access(cmd) => access::run(cmd, c?, json),
         Cmd::Login | Cmd::Logout => Ok(()),
     }
 }

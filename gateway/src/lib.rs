@@ -7,6 +7,7 @@
 //! the daemon library does not.
 #![forbid(unsafe_code)]
 
+pub mod access;
 pub mod admission;
 pub mod api;
 pub mod audit;

@@ -188,6 +188,9 @@ pub async fn run(
     tokio::spawn(gw.clone().watch_cluster(advertise, shutdown.clone()));
     gw.recover().await;
     gw.load_approvals().await;
+    // Access sessions' rules as the store says they should be, before anyone may start one.
+    gw.access_reconcile().await;
+    tokio::spawn(gw.clone().access_timer(shutdown.clone()));
     for seal in gw.recordings.recover_all() {
         tracing::warn!(session = %seal.session_id, chunks = seal.chunks, "sealed an unfinished recording as truncated");
         gw.audit(

@@ -228,24 +228,37 @@ pub fn evaluate(policy: &Policy, req: &Request<'_>) -> Result<(Specificity, Stri
             req.user
         ));
     };
-    let named = listed(&policy.targets, req.target);
-    if !named && !any(&policy.targets) {
-        return Err(format!("target {} is not among its targets", req.target));
+    // A network resource is matched by `resources`/`resource_tags`, and only by a policy that
+    // names the network protocol: a policy for "any protocol" opens no firewall.
+    let network = req.protocol == schema::NETWORK;
+    if network && !listed(&policy.protocols, schema::NETWORK) {
+        return Err(format!(
+            "it does not grant network resources (protocols = [\"{}\"] does)",
+            schema::NETWORK
+        ));
     }
-    for tag in &policy.target_tags {
+    let (kind, names, tags) = match network {
+        true => ("resource", &policy.resources, &policy.resource_tags),
+        false => ("target", &policy.targets, &policy.target_tags),
+    };
+    let named = listed(names, req.target);
+    if !named && !any(names) {
+        return Err(format!("{kind} {} is not among its {kind}s", req.target));
+    }
+    for tag in tags {
         let (k, v) = tag.split_once('=').unwrap_or((tag.as_str(), ""));
         if !req.target_tags.iter().any(|(tk, tv)| tk == k && tv == v) {
-            return Err(format!("target {} lacks tag {tag}", req.target));
+            return Err(format!("{kind} {} lacks tag {tag}", req.target));
         }
     }
     let target = if named {
-        said.push(format!("target {}", req.target));
+        said.push(format!("{kind} {}", req.target));
         2
-    } else if !policy.target_tags.is_empty() {
-        said.push(format!("tag {}", policy.target_tags.join(", ")));
+    } else if !tags.is_empty() {
+        said.push(format!("tag {}", tags.join(", ")));
         1
     } else {
-        said.push("any target".to_string());
+        said.push(format!("any {kind}"));
         0
     };
     if !any(&policy.protocols) && !listed(&policy.protocols, req.protocol) {
@@ -255,7 +268,7 @@ pub fn evaluate(policy: &Policy, req: &Request<'_>) -> Result<(Specificity, Stri
             policy.protocols.join(", ")
         ));
     }
-    if !any(&policy.accounts) && !listed(&policy.accounts, req.account) {
+    if !network && !any(&policy.accounts) && !listed(&policy.accounts, req.account) {
         return Err(format!(
             "account {} is not among its accounts ({})",
             req.account,
@@ -564,5 +577,66 @@ mod tests {
         assert!(ex.verdicts[1].why.starts_with("admits: matches user alice"));
         assert!(!ex.verdicts[2].matched);
         assert!(ex.verdicts[2].why.contains("protocol ssh"));
+    }
+
+    #[test]
+    fn network_resources_are_granted_only_by_policies_that_name_the_protocol() {
+        let tags = [("env".to_string(), "prod".to_string())];
+        let db = Request {
+            target: "billing-db",
+            target_tags: &tags,
+            protocol: NETWORK,
+            account: "-",
+            ..ALICE_TO_WEB_01
+        };
+        // A policy for any protocol and any target opens no firewall.
+        let any = p("anything", |_| {});
+        assert!(decide(std::slice::from_ref(&any), &db)
+            .unwrap_err()
+            .why
+            .contains("does not grant network resources"));
+        // By tag: matched; the account is not asked about.
+        let by_tag = p("net-prod", |p| {
+            p.protocols = s(&["network"]);
+            p.resource_tags = s(&["env=prod"]);
+            p.accounts = s(&["deploy"]);
+        });
+        let a = decide(&[any.clone(), by_tag.clone()], &db).expect("granted by tag");
+        assert_eq!(a.policy(), "net-prod");
+        // A resource without the tag, or a named list without it: refused, saying why.
+        let bare = Request {
+            target_tags: &[],
+            ..db.clone()
+        };
+        assert!(decide(std::slice::from_ref(&by_tag), &bare)
+            .unwrap_err()
+            .why
+            .contains("resource billing-db lacks tag env=prod"));
+        let named = p("named", |p| {
+            p.protocols = s(&["network"]);
+            p.resources = s(&["other"]);
+        });
+        assert!(decide(&[named], &db)
+            .unwrap_err()
+            .why
+            .contains("resource billing-db is not among its resources"));
+        // The network policy grants no SSH.
+        assert!(decide(&[by_tag], &ALICE_TO_WEB_01).is_err());
+    }
+
+    #[test]
+    fn network_keys_need_the_network_protocol_and_no_mfa() {
+        let mut p = Policy::named("x");
+        p.resources = s(&["db"]);
+        assert_eq!(p.validate().unwrap_err().key, "resources");
+        p.protocols = s(&["network"]);
+        assert!(p.validate().is_ok());
+        p.max_session_duration = crate::duration::Dur::secs(3600);
+        assert!(p.validate().is_ok());
+        p.resource_tags = s(&["env"]);
+        assert_eq!(p.validate().unwrap_err().key, "resource_tags");
+        p.resource_tags.clear();
+        p.mfa = MfaMode::Webauthn;
+        assert_eq!(p.validate().unwrap_err().key, "mfa");
     }
 }

@@ -24,9 +24,20 @@ pub struct Policy {
     /// `key=value` tags; a target matches when it carries every listed tag.
     #[serde(default)]
     pub target_tags: Vec<String>,
-    /// `ssh`, `postgres`, `rdp`, `tcp`.
+    /// `ssh`, `postgres`, `rdp`, `tcp`, `network`. A policy grants network resources only when
+    /// it names `network` (an empty list or `*` does not).
     #[serde(default)]
     pub protocols: Vec<String>,
+    /// Network resources (`[[resources]]`) by name, for `protocols = ["network"]`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub resources: Vec<String>,
+    /// `key=value` tags; a resource matches when it carries every listed tag.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub resource_tags: Vec<String>,
+    /// Network access sessions: the longest this policy grants; `0` or absent: no cap beyond
+    /// `[access] max_duration`.
+    #[serde(default, skip_serializing_if = "zero")]
+    pub max_session_duration: Dur,
     #[serde(default)]
     pub accounts: Vec<String>,
     /// A second factor before admission: `webauthn` asks for a security key (step-up).
@@ -68,6 +79,10 @@ pub struct Policy {
     pub concurrency: PolicyConcurrency,
 }
 
+fn zero(d: &Dur) -> bool {
+    d.is_zero()
+}
+
 pub fn default_idle_timeout() -> Dur {
     Dur::secs(15 * 60)
 }
@@ -93,6 +108,9 @@ impl Policy {
             targets: vec![],
             target_tags: vec![],
             protocols: vec![],
+            resources: vec![],
+            resource_tags: vec![],
+            max_session_duration: Dur::default(),
             accounts: vec![],
             mfa: MfaMode::default(),
             mfa_max_age: Dur::default(),
@@ -230,7 +248,10 @@ pub struct PolicyConcurrency {
     pub max: Option<u32>,
 }
 
-pub const PROTOCOLS: &[&str] = &["ssh", "postgres", "rdp", "tcp"];
+pub const PROTOCOLS: &[&str] = &["ssh", "postgres", "rdp", "tcp", "network"];
+
+/// The protocol of network access sessions (`[[resources]]`).
+pub const NETWORK: &str = "network";
 
 /// A semantic problem in one policy: the key at fault and what is wrong.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -246,11 +267,40 @@ impl Policy {
         if self.name.trim().is_empty() {
             return fail("name", "must not be empty".into());
         }
-        for tag in &self.target_tags {
-            match tag.split_once('=') {
-                Some((k, _)) if !k.is_empty() => {}
-                _ => return fail("target_tags", format!("entry '{tag}' must be key=value")),
+        for (key, tags) in [
+            ("target_tags", &self.target_tags),
+            ("resource_tags", &self.resource_tags),
+        ] {
+            for tag in tags {
+                match tag.split_once('=') {
+                    Some((k, _)) if !k.is_empty() => {}
+                    _ => return fail(key, format!("entry '{tag}' must be key=value")),
+                }
             }
+        }
+        let network = self.protocols.iter().any(|p| p == NETWORK);
+        let network_keys = [
+            ("resources", !self.resources.is_empty()),
+            ("resource_tags", !self.resource_tags.is_empty()),
+            ("max_session_duration", !self.max_session_duration.is_zero()),
+        ];
+        if let Some((key, _)) = network_keys.iter().find(|(_, set)| *set && !network) {
+            return fail(
+                key,
+                "applies to network access sessions: add \"network\" to protocols".into(),
+            );
+        }
+        if network && (self.mfa != MfaMode::Off || self.approval.is_some()) {
+            return fail(
+                if self.approval.is_some() {
+                    "approval"
+                } else {
+                    "mfa"
+                },
+                "network access sessions cannot ask for a security key or an approval yet: grant \
+                 network resources in a policy of their own without mfa and approval"
+                    .into(),
+            );
         }
         for p in &self.protocols {
             if p != "*" && !PROTOCOLS.contains(&p.as_str()) {

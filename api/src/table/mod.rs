@@ -9,7 +9,9 @@ use serde_json::Value;
 
 use crate::time::human_secs as short;
 
+mod access;
 mod tcp;
+pub use access::{access_session, access_sessions, rules_in_place};
 pub use tcp::{authorization, proxy, states};
 
 /// How long the session has run (or ran): a session of 250 ms shows as `250ms`, not `0ms`.

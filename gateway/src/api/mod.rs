@@ -4,6 +4,7 @@
 //! that matches it: 400 for bad input (including a missing terminate reason), 401 for a missing or
 //! wrong token, 404 for an unknown session, 409 for a session that is already over.
 
+mod access;
 mod approvals;
 mod audit;
 mod auth;
@@ -47,6 +48,7 @@ pub fn router(state: ApiState) -> Router {
     let authed = Router::new()
         .merge(sessions::user_routes())
         .merge(tcp::routes())
+        .merge(access::routes())
         .merge(handoff::user_routes())
         .merge(mfa::user_routes())
         .merge(approvals::user_routes())

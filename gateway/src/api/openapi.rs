@@ -10,8 +10,8 @@ use utoipa::{Modify, OpenApi};
 use wardengate_api as api;
 
 use super::{
-    approvals, audit, browser, console, handoff, live, login, mfa, policy, recordings, replay,
-    saved_views, sessions, tcp, timeline,
+    access, approvals, audit, browser, console, handoff, live, login, mfa, policy, recordings,
+    replay, saved_views, sessions, tcp, timeline,
 };
 
 #[derive(OpenApi)]
@@ -80,6 +80,10 @@ use super::{
         tcp::authorize,
         tcp::cancel,
         tcp::close,
+        access::start,
+        access::list,
+        access::show,
+        access::stop,
     ),
     components(schemas(api::SessionState, api::Protocol)),
     modifiers(&BearerToken),
@@ -91,6 +95,7 @@ use super::{
         (name = "audit", description = "The hash-chained, signed audit log"),
         (name = "policies", description = "Loaded policies, reload and explain"),
         (name = "identity", description = "Security keys (enrolment, proofs, removal, reset) and approvals"),
+        (name = "access", description = "Network access sessions: time-bound allow rules for the caller's address on network resources"),
         (name = "console", description = "The operator console: sign-in, its live stream, and console sessions (Kibana's model)"),
     )
 )]

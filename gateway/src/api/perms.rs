@@ -30,6 +30,9 @@ pub fn needed(method: &Method, path: &str) -> Result<Option<Perm>, ()> {
         // Each keeps the caller to their own sessions (cancel: or the terminate permission).
         ("POST", "/api/v1/targets/{name}/authorize") => None,
         ("POST", "/api/v1/sessions/{id}/cancel" | "/api/v1/sessions/{id}/close") => None,
+        // Each keeps the caller to their own (or anyone's with session.read / terminate).
+        ("POST", "/api/v1/access-sessions" | "/api/v1/access-sessions/{id}/stop") => None,
+        ("GET", "/api/v1/access-sessions" | "/api/v1/access-sessions/{id}") => None,
         ("POST", "/api/v1/mfa/enroll" | "/api/v1/mfa/prove") => None,
         ("GET", "/api/v1/mfa/keys") | ("DELETE", "/api/v1/mfa/keys/{id}") => None,
         ("GET", "/api/v1/approvals") => None,

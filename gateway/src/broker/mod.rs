@@ -71,6 +71,8 @@ pub struct Gateway {
     pub peers: crate::cluster::peers::Peers,
     /// Live brokered-TCP sessions and the `[tcp]` listener's token key.
     pub tcp: crate::tcp::state::TcpState,
+    /// Network access sessions this gateway applies, and their reference-counted rules.
+    pub access: crate::access::AccessState,
 }
 
 impl Gateway {
@@ -118,6 +120,7 @@ impl Gateway {
             api_port,
             peers: crate::cluster::peers::Peers::none(),
             tcp: Default::default(),
+            access: Default::default(),
         }
     }
 

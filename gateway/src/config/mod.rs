@@ -2,6 +2,7 @@
 //! accounts, and policies. Loading validates everything up front and names the file, the line and
 //! the key of the first problem, so a typo never turns into a surprise at 3 a.m.
 
+mod access;
 mod cluster;
 mod duration;
 mod model;
@@ -11,6 +12,7 @@ mod roles;
 mod sections;
 mod tcp;
 
+pub use access::*;
 pub use cluster::{ClusterSection, StoreSection};
 pub use model::*;
 pub use parse::{ca_roots, load, parse};

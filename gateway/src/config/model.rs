@@ -58,6 +58,12 @@ pub struct Config {
     pub api_tokens: Vec<super::ApiToken>,
     #[serde(default)]
     pub targets: Vec<Target>,
+    /// Network access sessions: durations, caps, backend timeouts.
+    #[serde(default)]
+    pub access: super::AccessSection,
+    /// Resources reached directly whose ingress access sessions open (`[[resources]]`).
+    #[serde(default)]
+    pub resources: Vec<super::Resource>,
     #[serde(default)]
     pub limits: LimitsSection,
     /// Policies written inline; policy files (`gateway.policy_files`) are usually clearer.
@@ -209,6 +215,8 @@ pub struct Loaded {
     pub pg_tls: HashMap<String, wardengate_protocols::postgres::TargetTls>,
     /// Inline policies first, then each policy file in the order listed (directories sorted).
     pub policies: Vec<Entry>,
+    /// Network resources by name (`[[resources]]`), checked.
+    pub resources: BTreeMap<String, super::Resource>,
 }
 
 impl Loaded {

@@ -166,6 +166,11 @@ pub struct ApiSection {
     /// `http://localhost` but not on a self-signed certificate.
     #[serde(default)]
     pub plain_http: bool,
+    /// Reverse proxies in front of the API (addresses or CIDRs, `10.0.0.0/8`): only a request
+    /// from one of them has its `X-Forwarded-For` believed, for the address an access session
+    /// allows. Never otherwise.
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
 }
 
 impl Default for ApiSection {
@@ -177,6 +182,7 @@ impl Default for ApiSection {
             tls_cert_file: default_api_cert(),
             tls_key_file: default_api_key(),
             plain_http: false,
+            trusted_proxies: Vec::new(),
         }
     }
 }

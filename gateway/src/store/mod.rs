@@ -9,6 +9,7 @@
 //! write queued before it, `*_later` writes included). WAL mode lets `wardengate vault` run
 //! beside the daemon.
 
+mod access;
 mod audit;
 mod cluster;
 mod cols;
@@ -31,6 +32,7 @@ use rusqlite::Connection;
 use wardengate_policy::{LimitDenial, Limits};
 use wardengate_recorder::audit::Checkpoint;
 
+pub use access::{AccessQuery, AccessRow, AccessStore};
 pub use audit::{audit_hash, AuditQuery, AuditRow};
 pub use cluster::{ClusterLease, GatewayRow, LeaseRow, Lost};
 pub use console::{ConsoleSessionRow, SavedQuery};
@@ -44,7 +46,7 @@ pub use sqlite::Sqlite;
 /// callers that are not async, and for writes nobody waits on); their failures are logged.
 /// Everything else answers when done.
 #[async_trait]
-pub trait Store: Send + Sync {
+pub trait Store: AccessStore + Send + Sync {
     async fn session_insert(&self, s: &SessionRecord) -> Result<()>;
     fn session_insert_later(&self, s: SessionRecord);
     /// Persist the mutable part of a session (state, live counters, end).

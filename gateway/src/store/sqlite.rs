@@ -44,7 +44,7 @@ impl Sqlite {
     }
 
     /// Run `f` on the store thread and wait for its answer.
-    async fn call<R: Send + 'static>(
+    pub(super) async fn call<R: Send + 'static>(
         &self,
         f: impl FnOnce(&Db) -> Result<R> + Send + 'static,
     ) -> Result<R> {

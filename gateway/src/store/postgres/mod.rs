@@ -8,6 +8,7 @@
 //! Calls that wait for an answer fail at once instead, with a message that names the store:
 //! admission then fails closed, and live sessions (which only queue) keep running.
 
+mod access;
 mod cluster;
 mod db;
 mod sql;

@@ -1,0 +1,158 @@
+//! The two ways a resource's allow rule is put in place and removed: an element of an nftables
+//! set (through `nft`, in the gateway's network namespace or a named one), or the operator's own
+//! programs. Every call has a deadline; a failure carries the program's stderr, capped and made
+//! inert, for the session's rule and the audit.
+
+use std::net::IpAddr;
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::io::AsyncWriteExt;
+use tokio::process::Command;
+
+use crate::config::{BackendKind, Resource};
+
+/// Most of a program's stderr kept in an error.
+const MAX_ERROR: usize = 1024;
+
+/// What to do with a resource's rule for one address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    Apply,
+    Revoke,
+    /// Whether the rule is in place (exit 0: yes).
+    Check,
+}
+
+impl Op {
+    fn verb(self) -> &'static str {
+        match self {
+            Op::Apply => "apply",
+            Op::Revoke => "revoke",
+            Op::Check => "check",
+        }
+    }
+}
+
+/// Run `op` for `ip` on resource `r` (for `session`). `Ok(false)` only for a check that found
+/// the rule missing; `Ok(true)` when a command resource has no `check` (cannot tell).
+pub async fn run(
+    r: &Resource,
+    op: Op,
+    ip: IpAddr,
+    session: &str,
+    timeout: Duration,
+) -> Result<bool, String> {
+    let ip = ip.to_canonical();
+    let (mut cmd, stdin) = match r.backend {
+        BackendKind::Nftables => nft(r, op, ip),
+        BackendKind::Command => {
+            let argv = match op {
+                Op::Apply => &r.apply,
+                Op::Revoke => &r.revoke,
+                Op::Check if r.check.is_empty() => return Ok(true),
+                Op::Check => &r.check,
+            };
+            let Some((program, args)) = argv.split_first() else {
+                return Err(format!("resource {} has no {} program", r.name, op.verb()));
+            };
+            let mut c = Command::new(program);
+            c.args(args)
+                .args([r.name.as_str(), &ip.to_string(), session]);
+            c.env("WARDENGATE_RESOURCE", &r.name)
+                .env("WARDENGATE_ADDRESS", ip.to_string())
+                .env("WARDENGATE_SESSION", session)
+                .env("WARDENGATE_OP", op.verb());
+            (c, None)
+        }
+    };
+    cmd.stdin(if stdin.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    })
+    .stdout(Stdio::null())
+    .stderr(Stdio::piped())
+    .kill_on_drop(true);
+    let what = || match r.backend {
+        BackendKind::Nftables => "nft".to_string(),
+        BackendKind::Command => format!("{} program", op.verb()),
+    };
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| format!("cannot run the {}: {e}", what()))?;
+    let done = async {
+        if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
+            pipe.write_all(text.as_bytes()).await?;
+            drop(pipe);
+        }
+        child.wait_with_output().await
+    };
+    let out = match tokio::time::timeout(timeout, done).await {
+        Err(_) => {
+            return Err(format!(
+                "the {} did not finish within {} (access.command_timeout)",
+                what(),
+                wardengate_policy::Dur(timeout)
+            ))
+        }
+        Ok(Err(e)) => return Err(format!("the {} failed: {e}", what())),
+        Ok(Ok(out)) => out,
+    };
+    if out.status.success() {
+        return Ok(true);
+    }
+    if op == Op::Check {
+        return Ok(false);
+    }
+    let err = String::from_utf8_lossy(&out.stderr);
+    let err = wardengate_api::text::inert(err.trim(), MAX_ERROR);
+    let status = out
+        .status
+        .code()
+        .map_or("was killed".to_string(), |c| format!("exited with {c}"));
+    Err(match err.is_empty() {
+        true => format!("the {} {status}", what()),
+        false => format!("the {} {status}: {err}", what()),
+    })
+}
+
+/// `nft -f -` (inside the namespace with `ip netns exec`) and its batch, applied atomically:
+/// the table and the sets are created when missing, so a fresh host works; a revoke adds the
+/// element before deleting it, so removing a rule someone already deleted by hand succeeds.
+fn nft(r: &Resource, op: Op, ip: IpAddr) -> (Command, Option<String>) {
+    let table = r.table();
+    let (set, ty) = match ip {
+        IpAddr::V4(_) => (r.set(), "ipv4_addr"),
+        IpAddr::V6(_) => (format!("{}_v6", r.set()), "ipv6_addr"),
+    };
+    let mut cmd = match &r.netns {
+        Some(ns) => {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", ns, "nft"]);
+            c
+        }
+        None => Command::new("nft"),
+    };
+    if op == Op::Check {
+        cmd.args([
+            "get",
+            "element",
+            "inet",
+            table,
+            &set,
+            "{",
+            &ip.to_string(),
+            "}",
+        ]);
+        return (cmd, None);
+    }
+    cmd.args(["-f", "-"]);
+    let mut batch = format!(
+        "add table inet {table}\nadd set inet {table} {set} {{ type {ty}; }}\nadd element inet {table} {set} {{ {ip} }}\n"
+    );
+    if op == Op::Revoke {
+        batch.push_str(&format!("delete element inet {table} {set} {{ {ip} }}\n"));
+    }
+    (cmd, Some(batch))
+}

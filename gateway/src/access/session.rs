@@ -1,0 +1,743 @@
+//! The life of an access session: start (grants, caps, the per-person limit, rules applied),
+//! expiry on a timer, stop with a reason, and reconciliation at the gateway's start.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::http::StatusCode;
+use futures_util::StreamExt;
+use serde_json::json;
+use wardengate_api::{self as api, AccessState, RuleState};
+use wardengate_policy::{Dur, LimitDenial, Scope};
+use wardengate_protocols::session::now_ms;
+
+use super::book::Key;
+use crate::broker::Gateway;
+use crate::config::Resource;
+use crate::store::{AccessQuery, AccessRow};
+use crate::util::rfc3339;
+
+/// Rules applied or removed at once for one session.
+const PARALLEL: usize = 16;
+/// How often rules whose removal failed are tried again.
+const RETRY_EVERY: Duration = Duration::from_secs(30);
+
+/// A refused start or stop: the status, one sentence, and for a full limit the structured
+/// denial the other limits give.
+#[derive(Debug)]
+pub struct AccessRefusal {
+    pub status: StatusCode,
+    pub message: String,
+    pub limit: Option<LimitDenial>,
+}
+
+fn refuse(status: StatusCode, message: String) -> AccessRefusal {
+    AccessRefusal {
+        status,
+        message,
+        limit: None,
+    }
+}
+
+/// How a session ends.
+enum End {
+    Expired { at_restart: bool },
+    Cancelled { by: String, reason: String },
+}
+
+impl Gateway {
+    /// `wgctl access start`: allow `addr` on every resource `user`'s policies grant, for
+    /// `duration` (one of `[access] durations`; absent: the default).
+    pub async fn access_start(
+        self: &Arc<Self>,
+        user: &str,
+        addr: IpAddr,
+        duration: Option<&str>,
+    ) -> Result<api::AccessSession, AccessRefusal> {
+        let cfg = self.cfg();
+        let settings = &cfg.config.access;
+        let Some(person) = cfg.users.get(user) else {
+            return Err(refuse(
+                StatusCode::FORBIDDEN,
+                format!("{user} is not a person: an access session is for someone, with their own token"),
+            ));
+        };
+        let d = match duration {
+            None => settings.default_duration(),
+            Some(s) => Dur(wardengate_policy::duration::parse(s)
+                .map_err(|e| refuse(StatusCode::BAD_REQUEST, e))?),
+        };
+        let offered = settings
+            .durations
+            .iter()
+            .map(|d| d.to_string())
+            .collect::<Vec<_>>()
+            .join(", ");
+        if !settings.durations.contains(&d) {
+            return Err(refuse(
+                StatusCode::BAD_REQUEST,
+                format!("{d} is not an offered duration: choose one of {offered}"),
+            ));
+        }
+        let deny = |message: String, detail: serde_json::Value| {
+            self.audit(
+                "access.denied",
+                Some(user),
+                None,
+                json!({"address": addr.to_string(), "duration": d.to_string(), "message": message, "detail": detail}),
+            );
+            refuse(StatusCode::FORBIDDEN, message)
+        };
+        if d > settings.max_duration {
+            return Err(deny(
+                format!(
+                    "{d} is longer than this deployment allows: [access] max_duration is {}",
+                    settings.max_duration
+                ),
+                json!({"limit": "access.max_duration", "max": settings.max_duration.to_string()}),
+            ));
+        }
+        let mut grants: Vec<(Resource, String, Dur)> = Vec::new();
+        for r in cfg.resources.values() {
+            let tags = r.tag_pairs();
+            let req = wardengate_policy::Request {
+                user,
+                groups: &person.groups,
+                target: &r.name,
+                target_tags: &tags,
+                protocol: wardengate_policy::NETWORK,
+                account: "-",
+            };
+            if let Ok(a) = wardengate_policy::decide(&cfg.policies, &req) {
+                let s = a.settings();
+                grants.push((r.clone(), s.name.clone(), s.max_session_duration));
+            }
+        }
+        if grants.is_empty() {
+            let why = match cfg.resources.is_empty() {
+                true => "this gateway has no network resources ([[resources]])".to_string(),
+                false => format!(
+                    "no policy grants {user} a network resource (a policy with protocols = \
+                     [\"network\"] and the resource in resources or resource_tags)"
+                ),
+            };
+            return Err(deny(why, json!({"reason": "no_permission"})));
+        }
+        if let Some((r, policy, cap)) = grants.iter().find(|(_, _, cap)| !cap.is_zero() && d > *cap)
+        {
+            return Err(deny(
+                format!(
+                    "{d} is longer than policy '{policy}' allows for resource {}: its \
+                     max_session_duration is {cap}",
+                    r.name
+                ),
+                json!({"limit": "max_session_duration", "policy": policy, "max": cap.to_string()}),
+            ));
+        }
+        let created = now_ms();
+        let expires = created.saturating_add(d.get().as_millis() as u64);
+        let mut s = api::AccessSession {
+            id: crate::util::new_id("acc_"),
+            user: user.to_string(),
+            address: addr.to_string(),
+            state: AccessState::Pending,
+            duration: d.to_string(),
+            created_at: rfc3339(created),
+            expires_at: rfc3339(expires),
+            ended_at: None,
+            reason: None,
+            cancelled_by: None,
+            gateway: self.name.clone(),
+            rules: grants
+                .iter()
+                .map(|(r, policy, _)| api::AccessRule {
+                    resource: r.name.clone(),
+                    backend: r.backend.name().into(),
+                    address: addr.to_string(),
+                    state: RuleState::Pending,
+                    error: None,
+                    holders: 0,
+                    applied_at: None,
+                    revoked_at: None,
+                    policy: policy.clone(),
+                })
+                .collect(),
+            created_ms: created,
+            expires_ms: expires,
+        };
+        {
+            // Count and record under one lock: two starts at once cannot both pass the limit.
+            let _one = self.access.starting.lock().await;
+            if let Some(max) = settings.max_sessions_per_user {
+                let live = self
+                    .store
+                    .access_list(AccessQuery {
+                        user: Some(user.to_string()),
+                        live_only: true,
+                        limit: max.saturating_add(1),
+                        ..Default::default()
+                    })
+                    .await
+                    .map_err(|e| self.store_down(e))?;
+                let current = live.len() as u32;
+                if current >= max {
+                    let d = LimitDenial {
+                        scope: Scope::Actor,
+                        limit: max,
+                        current,
+                        subject: user.to_string(),
+                    };
+                    let message = format!(
+                        "wardengate: {d} (access.max_sessions_per_user); stop one with `wgctl \
+                         access stop ID --reason ...` or wait until it expires"
+                    );
+                    self.audit(
+                        "access.denied",
+                        Some(user),
+                        None,
+                        json!({"address": addr.to_string(), "reason": "concurrency", "limit": d, "message": message}),
+                    );
+                    return Err(AccessRefusal {
+                        status: StatusCode::TOO_MANY_REQUESTS,
+                        message,
+                        limit: Some(d),
+                    });
+                }
+            }
+            self.access_keep(&s).await.map_err(|e| self.store_down(e))?;
+            self.access.live().insert(s.id.clone(), s.clone());
+        }
+        self.audit(
+            "access.requested",
+            Some(user),
+            Some(&s.id),
+            json!({"address": s.address, "duration": s.duration, "expires": s.expires_at,
+                   "resources": s.rules.iter().map(|r| r.resource.clone()).collect::<Vec<_>>()}),
+        );
+        self.access_apply(&mut s, &cfg).await;
+        let applied = s.rules.iter().filter(|r| r.state.held()).count();
+        s.state = match applied {
+            0 => AccessState::Failed,
+            n if n == s.rules.len() => AccessState::Active,
+            _ => AccessState::Partial,
+        };
+        if s.state == AccessState::Failed {
+            s.ended_at = Some(rfc3339(now_ms()));
+            s.reason = Some("no rule could be applied".into());
+            self.access.live().remove(&s.id);
+        } else {
+            self.access.live().insert(s.id.clone(), s.clone());
+        }
+        if let Err(e) = self.access_keep(&s).await {
+            tracing::error!(access = %s.id, "cannot record the access session: {e:#}");
+        }
+        let kind = match s.state {
+            AccessState::Failed => "access.failed",
+            _ => "access.started",
+        };
+        self.audit(
+            kind,
+            Some(user),
+            Some(&s.id),
+            json!({"state": s.state, "address": s.address, "expires": s.expires_at,
+                   "applied": applied, "rules": s.rules.len()}),
+        );
+        self.access.wake.notify_one();
+        Ok(self.access_view(s))
+    }
+
+    fn store_down(&self, e: anyhow::Error) -> AccessRefusal {
+        tracing::error!("access sessions: the store failed: {e:#}");
+        refuse(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the gateway cannot reach its store, so no access session can start; try again in a \
+             moment"
+                .into(),
+        )
+    }
+
+    /// Apply every pending rule of `s` (several at once), each audited.
+    async fn access_apply(&self, s: &mut api::AccessSession, cfg: &crate::config::Loaded) {
+        let timeout = cfg.config.access.command_timeout();
+        let Ok(ip) = s.address.parse::<IpAddr>() else {
+            return;
+        };
+        let id = s.id.clone();
+        let jobs = s
+            .rules
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| r.state == RuleState::Pending)
+            .map(|(i, r)| (i, cfg.resources.get(&r.resource).cloned()))
+            .collect::<Vec<_>>();
+        let results: Vec<(usize, Result<RuleState, String>)> = futures_util::stream::iter(jobs)
+            .map(|(i, r)| {
+                let id = id.clone();
+                async move {
+                    let Some(r) = r else {
+                        return (i, Err("the resource is no longer configured".to_string()));
+                    };
+                    let key = Key::new(&r.name, ip);
+                    (i, self.access.book.acquire(&r, &key, &id, timeout).await)
+                }
+            })
+            .buffer_unordered(PARALLEL)
+            .collect()
+            .await;
+        for (i, result) in results {
+            let rule = &mut s.rules[i];
+            let key = Key::new(&rule.resource, ip);
+            let (kind, error) = match result {
+                Ok(st) => {
+                    rule.state = st;
+                    rule.applied_at = Some(rfc3339(now_ms()));
+                    rule.error = None;
+                    let kind = match st {
+                        RuleState::Shared => "access.rule.shared",
+                        _ => "access.rule.applied",
+                    };
+                    (kind, None)
+                }
+                Err(e) => {
+                    rule.state = RuleState::Failed;
+                    rule.error = Some(e.clone());
+                    ("access.rule.failed", Some(e))
+                }
+            };
+            self.audit(
+                kind,
+                Some(&s.user),
+                Some(&s.id),
+                json!({"resource": rule.resource, "backend": rule.backend, "address": rule.address,
+                       "holders": self.access.book.holders(&key), "error": error}),
+            );
+        }
+    }
+
+    /// `wgctl access stop`: end a live session now, its rules removed (or released).
+    pub async fn access_stop(
+        self: &Arc<Self>,
+        id: &str,
+        by: &str,
+        reason: &str,
+    ) -> Result<api::AccessSession, AccessRefusal> {
+        self.audit(
+            "access.stop_requested",
+            Some(by),
+            Some(id),
+            json!({"by": by, "reason": reason}),
+        );
+        let end = End::Cancelled {
+            by: by.to_string(),
+            reason: reason.to_string(),
+        };
+        self.access_end(id, end).await
+    }
+
+    /// End a live session: `EXPIRING` while its rules go, then `EXPIRED` or `CANCELLED`.
+    async fn access_end(
+        self: &Arc<Self>,
+        id: &str,
+        end: End,
+    ) -> Result<api::AccessSession, AccessRefusal> {
+        let mut s =
+            {
+                let mut live = self.access.live();
+                let Some(s) = live.get_mut(id) else {
+                    return Err(refuse(
+                        StatusCode::CONFLICT,
+                        format!("access session {id} is not live on gateway {}", self.name),
+                    ));
+                };
+                match s.state {
+                    AccessState::Active | AccessState::Partial => {}
+                    AccessState::Pending => return Err(refuse(
+                        StatusCode::CONFLICT,
+                        format!(
+                            "access session {id} is still applying its rules; stop it in a moment"
+                        ),
+                    )),
+                    other => {
+                        return Err(refuse(
+                            StatusCode::CONFLICT,
+                            format!("access session {id} is already {other}"),
+                        ))
+                    }
+                }
+                s.state = AccessState::Expiring;
+                match &end {
+                    End::Expired { .. } => s.reason = Some("expired".into()),
+                    End::Cancelled { by, reason } => {
+                        s.reason = Some(format!("cancelled by {by}: {reason}"));
+                        s.cancelled_by = Some(by.clone());
+                    }
+                }
+                s.clone()
+            };
+        if let Err(e) = self.access_keep(&s).await {
+            tracing::error!(access = %id, "cannot record the access session: {e:#}");
+        }
+        self.access_revoke(&mut s).await;
+        s.state = match s.cancelled_by {
+            Some(_) => AccessState::Cancelled,
+            None => AccessState::Expired,
+        };
+        s.ended_at = Some(rfc3339(now_ms()));
+        if let End::Expired { at_restart: true } = end {
+            s.reason =
+                Some("expired while the gateway was down (rules removed at its start)".into());
+        }
+        self.access.live().remove(id);
+        if let Err(e) = self.access_keep(&s).await {
+            tracing::error!(access = %id, "cannot record the access session: {e:#}");
+        }
+        let kind = match s.state {
+            AccessState::Cancelled => "access.cancelled",
+            _ => "access.expired",
+        };
+        self.audit(
+            kind,
+            Some(&s.user),
+            Some(&s.id),
+            json!({"state": s.state, "reason": s.reason, "address": s.address, "by": s.cancelled_by}),
+        );
+        self.access.wake.notify_one();
+        Ok(self.access_view(s))
+    }
+
+    /// Let go of every rule `s` holds: removed when it was the last holder, each audited.
+    async fn access_revoke(&self, s: &mut api::AccessSession) {
+        let cfg = self.cfg();
+        let timeout = cfg.config.access.command_timeout();
+        let Ok(ip) = s.address.parse::<IpAddr>() else {
+            return;
+        };
+        let id = s.id.clone();
+        let jobs = s
+            .rules
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| r.state.held() || r.state == RuleState::Revoking)
+            .map(|(i, r)| {
+                (
+                    i,
+                    r.resource.clone(),
+                    cfg.resources.get(&r.resource).cloned(),
+                )
+            })
+            .collect::<Vec<_>>();
+        let results: Vec<(usize, Result<RuleState, String>)> = futures_util::stream::iter(jobs)
+            .map(|(i, name, r)| {
+                let id = id.clone();
+                async move {
+                    let key = Key::new(&name, ip);
+                    let Some(r) = r else {
+                        self.access.book.forget(&key);
+                        return (
+                            i,
+                            Err(
+                                "the resource is no longer configured: remove the rule by hand"
+                                    .to_string(),
+                            ),
+                        );
+                    };
+                    (i, self.access.book.release(&r, &key, &id, timeout).await)
+                }
+            })
+            .buffer_unordered(PARALLEL)
+            .collect()
+            .await;
+        for (i, result) in results {
+            let rule = &mut s.rules[i];
+            let key = Key::new(&rule.resource, ip);
+            let (kind, error) = match result {
+                Ok(st) => {
+                    rule.state = st;
+                    rule.error = None;
+                    if st == RuleState::Revoked {
+                        rule.revoked_at = Some(rfc3339(now_ms()));
+                    }
+                    let kind = match st {
+                        RuleState::Released => "access.rule.released",
+                        _ => "access.rule.revoked",
+                    };
+                    (kind, None)
+                }
+                Err(e) => {
+                    rule.state = RuleState::RevokeFailed;
+                    rule.error = Some(e.clone());
+                    ("access.rule.revoke_failed", Some(e))
+                }
+            };
+            self.audit(
+                kind,
+                Some(&s.user),
+                Some(&s.id),
+                json!({"resource": rule.resource, "backend": rule.backend, "address": rule.address,
+                       "holders": self.access.book.holders(&key), "error": error}),
+            );
+        }
+    }
+
+    /// Keep `s` in the store.
+    async fn access_keep(&self, s: &api::AccessSession) -> anyhow::Result<()> {
+        self.store
+            .access_put(AccessRow {
+                id: s.id.clone(),
+                user: s.user.clone(),
+                gateway: s.gateway.clone(),
+                live: s.state.is_live(),
+                created_ms: s.created_ms,
+                body: serde_json::to_string(s)?,
+            })
+            .await
+    }
+
+    /// `s` as shown: each rule with how many live sessions hold it now (this gateway's).
+    fn access_view(&self, mut s: api::AccessSession) -> api::AccessSession {
+        if s.gateway == self.name {
+            if let Ok(ip) = s.address.parse::<IpAddr>() {
+                for r in &mut s.rules {
+                    r.holders = self.access.book.holders(&Key::new(&r.resource, ip));
+                }
+            }
+        }
+        s
+    }
+
+    /// One session: this gateway's live copy, else the store's.
+    pub async fn access_get(&self, id: &str) -> anyhow::Result<Option<api::AccessSession>> {
+        if let Some(s) = self.access.live().get(id).cloned() {
+            return Ok(Some(self.access_view(s)));
+        }
+        let Some(row) = self.store.access_get(id).await? else {
+            return Ok(None);
+        };
+        Ok(Some(self.access_view(serde_json::from_str(&row.body)?)))
+    }
+
+    /// Sessions, newest first (live ones as this gateway sees them now).
+    pub async fn access_list(&self, q: AccessQuery) -> anyhow::Result<Vec<api::AccessSession>> {
+        let rows = self.store.access_list(q).await?;
+        let live = self.access.live().clone();
+        let mut out = Vec::with_capacity(rows.len());
+        for row in rows {
+            let s = match live.get(&row.id) {
+                Some(s) => s.clone(),
+                None => match serde_json::from_str(&row.body) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        tracing::warn!(access = %row.id, "unreadable access session: {e}");
+                        continue;
+                    }
+                },
+            };
+            out.push(self.access_view(s));
+        }
+        Ok(out)
+    }
+
+    /// At start, before the API answers: take back this gateway's live sessions. Rules of
+    /// sessions that ended while it was down are removed; rules of live ones are checked and
+    /// put back where missing; rules a crash left half-applied are applied.
+    pub async fn access_reconcile(self: &Arc<Self>) {
+        let q = AccessQuery {
+            gateway: Some(self.name.clone()),
+            live_only: true,
+            limit: u32::MAX,
+            ..Default::default()
+        };
+        let rows = match self.store.access_list(q).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!("cannot read the access sessions to reconcile: {e:#}");
+                return;
+            }
+        };
+        let now = now_ms();
+        let mut keep = Vec::new();
+        let mut ended = Vec::new();
+        for row in rows {
+            let Ok(s) = serde_json::from_str::<api::AccessSession>(&row.body) else {
+                tracing::warn!(access = %row.id, "unreadable access session left as it is");
+                continue;
+            };
+            let over = s.state == AccessState::Expiring || s.expires_ms <= now;
+            let Ok(ip) = s.address.parse::<IpAddr>() else {
+                continue;
+            };
+            for r in s
+                .rules
+                .iter()
+                .filter(|r| r.state.held() || r.state == RuleState::Revoking)
+            {
+                self.access.book.adopt(&Key::new(&r.resource, ip), &s.id);
+            }
+            match over {
+                true => ended.push(s),
+                false => keep.push(s),
+            }
+        }
+        // Sessions that ended meanwhile let go of their rules first (removed where nobody
+        // else holds them).
+        for mut s in ended {
+            if s.state != AccessState::Expiring {
+                s.state = AccessState::Active;
+            }
+            let by = s.cancelled_by.clone();
+            let reason = s.reason.clone();
+            self.access.live().insert(s.id.clone(), s.clone());
+            let end = match by {
+                Some(by) => End::Cancelled {
+                    by,
+                    reason: reason
+                        .as_deref()
+                        .and_then(|r| r.split_once(": ").map(|x| x.1.to_string()))
+                        .unwrap_or_default(),
+                },
+                None => End::Expired { at_restart: true },
+            };
+            let _ = self.access_end(&s.id, end).await;
+        }
+        // Every rule live sessions hold: still there? Put back if not.
+        let cfg = self.cfg();
+        let timeout = cfg.config.access.command_timeout();
+        let mut lost: Vec<(Key, String)> = Vec::new();
+        for (key, holders) in self.access.book.held() {
+            let Some(r) = cfg.resources.get(&key.resource) else {
+                lost.push((key, "the resource is no longer configured".into()));
+                continue;
+            };
+            match self.access.book.ensure(r, &key, timeout).await {
+                Ok(true) => self.audit(
+                    "access.rule.reapplied",
+                    None,
+                    holders.first().map(String::as_str),
+                    json!({"resource": key.resource, "address": key.ip.to_string(), "sessions": holders,
+                           "why": "missing at the gateway's start"}),
+                ),
+                Ok(false) => {}
+                Err(e) => lost.push((key, e)),
+            }
+        }
+        for (key, e) in &lost {
+            self.access.book.forget(key);
+            self.audit(
+                "access.rule.failed",
+                None,
+                None,
+                json!({"resource": key.resource, "address": key.ip.to_string(), "error": e,
+                       "why": "could not be put back at the gateway's start"}),
+            );
+        }
+        for mut s in keep {
+            let Ok(ip) = s.address.parse::<IpAddr>() else {
+                continue;
+            };
+            for r in &mut s.rules {
+                if let Some((_, e)) = lost.iter().find(|(k, _)| *k == Key::new(&r.resource, ip)) {
+                    r.state = RuleState::Failed;
+                    r.error = Some(e.clone());
+                }
+            }
+            self.access_apply(&mut s, &cfg).await;
+            let held = s.rules.iter().filter(|r| r.state.held()).count();
+            s.state = match held {
+                0 => AccessState::Failed,
+                n if n == s.rules.len() => AccessState::Active,
+                _ => AccessState::Partial,
+            };
+            if s.state == AccessState::Failed {
+                s.ended_at = Some(rfc3339(now_ms()));
+                s.reason = Some("no rule could be put back at the gateway's start".into());
+            } else {
+                self.access.live().insert(s.id.clone(), s.clone());
+            }
+            if let Err(e) = self.access_keep(&s).await {
+                tracing::error!(access = %s.id, "cannot record the access session: {e:#}");
+            }
+        }
+        self.access.wake.notify_one();
+    }
+
+    /// Ends sessions when their time is up, whether or not anyone calls the API, and tries
+    /// again to remove rules whose removal failed.
+    pub async fn access_timer(self: Arc<Self>, stop: tokio_util::sync::CancellationToken) {
+        let mut last_retry = tokio::time::Instant::now();
+        loop {
+            let next = self
+                .access
+                .live()
+                .values()
+                .filter(|s| matches!(s.state, AccessState::Active | AccessState::Partial))
+                .map(|s| s.expires_ms)
+                .min();
+            let wait = next
+                .map(|n| Duration::from_millis(n.saturating_sub(now_ms())))
+                .unwrap_or(RETRY_EVERY)
+                .min(RETRY_EVERY);
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = self.access.wake.notified() => {}
+                _ = tokio::time::sleep(wait) => {}
+            }
+            let now = now_ms();
+            let due: Vec<String> = self
+                .access
+                .live()
+                .values()
+                .filter(|s| {
+                    matches!(s.state, AccessState::Active | AccessState::Partial)
+                        && s.expires_ms <= now
+                })
+                .map(|s| s.id.clone())
+                .collect();
+            for id in due {
+                let gw = self.clone();
+                tokio::spawn(async move {
+                    let _ = gw.access_end(&id, End::Expired { at_restart: false }).await;
+                });
+            }
+            if last_retry.elapsed() >= RETRY_EVERY {
+                last_retry = tokio::time::Instant::now();
+                self.access_retry_orphans().await;
+            }
+        }
+    }
+
+    /// Rules whose removal failed: try again; the session that held them last is updated.
+    async fn access_retry_orphans(&self) {
+        let cfg = self.cfg();
+        let timeout = cfg.config.access.command_timeout();
+        for o in self.access.book.orphans() {
+            let Some(r) = cfg.resources.get(&o.key.resource) else {
+                continue;
+            };
+            match self.access.book.retry(r, &o, timeout).await {
+                Ok(true) => {
+                    self.audit(
+                        "access.rule.revoked",
+                        None,
+                        Some(&o.last),
+                        json!({"resource": o.key.resource, "address": o.key.ip.to_string(), "retried": true}),
+                    );
+                    if let Ok(Some(mut s)) = self.access_get(&o.last).await {
+                        for rule in s.rules.iter_mut().filter(|x| {
+                            x.resource == o.key.resource && x.state == RuleState::RevokeFailed
+                        }) {
+                            rule.state = RuleState::Revoked;
+                            rule.error = None;
+                            rule.revoked_at = Some(rfc3339(now_ms()));
+                        }
+                        let _ = self.access_keep(&s).await;
+                    }
+                }
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::warn!(resource = %o.key.resource, address = %o.key.ip, "still cannot remove the rule: {e}")
+                }
+            }
+        }
+    }
+}
