@@ -163,4 +163,10 @@ pub struct AccessStartRequest {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AccessList {
     pub sessions: Vec<AccessSession>,
+    /// The durations a session may be started for (within every cap), shortest first.
+    #[serde(default)]
+    pub durations: Vec<String>,
+    /// What a start without a duration asks for.
+    #[serde(default)]
+    pub default_duration: String,
 }

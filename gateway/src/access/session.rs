@@ -14,7 +14,7 @@ use wardengate_protocols::session::now_ms;
 
 use super::book::Key;
 use crate::broker::Gateway;
-use crate::config::Resource;
+use crate::config::{shown, Resource};
 use crate::store::{AccessQuery, AccessRow};
 use crate::util::rfc3339;
 
@@ -71,13 +71,16 @@ impl Gateway {
         let offered = settings
             .durations
             .iter()
-            .map(|d| d.to_string())
+            .map(|d| shown(*d))
             .collect::<Vec<_>>()
             .join(", ");
         if !settings.durations.contains(&d) {
             return Err(refuse(
                 StatusCode::BAD_REQUEST,
-                format!("{d} is not an offered duration: choose one of {offered}"),
+                format!(
+                    "{} is not an offered duration: choose one of {offered}",
+                    shown(d)
+                ),
             ));
         }
         let deny = |message: String, detail: serde_json::Value| {
@@ -85,17 +88,18 @@ impl Gateway {
                 "access.denied",
                 Some(user),
                 None,
-                json!({"address": addr.to_string(), "duration": d.to_string(), "message": message, "detail": detail}),
+                json!({"address": addr.to_string(), "duration": shown(d), "message": message, "detail": detail}),
             );
             refuse(StatusCode::FORBIDDEN, message)
         };
         if d > settings.max_duration {
             return Err(deny(
                 format!(
-                    "{d} is longer than this deployment allows: [access] max_duration is {}",
-                    settings.max_duration
+                    "{} is longer than this deployment allows: [access] max_duration is {}",
+                    shown(d),
+                    shown(settings.max_duration)
                 ),
-                json!({"limit": "access.max_duration", "max": settings.max_duration.to_string()}),
+                json!({"limit": "access.max_duration", "max": shown(settings.max_duration)}),
             ));
         }
         let mut grants: Vec<(Resource, String, Dur)> = Vec::new();
@@ -128,11 +132,13 @@ impl Gateway {
         {
             return Err(deny(
                 format!(
-                    "{d} is longer than policy '{policy}' allows for resource {}: its \
-                     max_session_duration is {cap}",
-                    r.name
+                    "{} is longer than policy '{policy}' allows for resource {}: its \
+                     max_session_duration is {}",
+                    shown(d),
+                    r.name,
+                    shown(*cap)
                 ),
-                json!({"limit": "max_session_duration", "policy": policy, "max": cap.to_string()}),
+                json!({"limit": "max_session_duration", "policy": policy, "max": shown(*cap)}),
             ));
         }
         let created = now_ms();
@@ -142,7 +148,7 @@ impl Gateway {
             user: user.to_string(),
             address: addr.to_string(),
             state: AccessState::Pending,
-            duration: d.to_string(),
+            duration: shown(d),
             created_at: rfc3339(created),
             expires_at: rfc3339(expires),
             ended_at: None,
@@ -341,40 +347,41 @@ impl Gateway {
         id: &str,
         end: End,
     ) -> Result<api::AccessSession, AccessRefusal> {
-        let mut s =
-            {
-                let mut live = self.access.live();
-                let Some(s) = live.get_mut(id) else {
+        let mut s = {
+            let mut live = self.access.live();
+            let Some(s) = live.get_mut(id) else {
+                return Err(refuse(
+                    StatusCode::CONFLICT,
+                    format!("access session {id} is not live on gateway {}", self.name),
+                ));
+            };
+            match s.state {
+                AccessState::Active | AccessState::Partial => {}
+                AccessState::Pending => {
                     return Err(refuse(
-                        StatusCode::CONFLICT,
-                        format!("access session {id} is not live on gateway {}", self.name),
-                    ));
-                };
-                match s.state {
-                    AccessState::Active | AccessState::Partial => {}
-                    AccessState::Pending => return Err(refuse(
                         StatusCode::CONFLICT,
                         format!(
                             "access session {id} is still applying its rules; stop it in a moment"
                         ),
-                    )),
-                    other => {
-                        return Err(refuse(
-                            StatusCode::CONFLICT,
-                            format!("access session {id} is already {other}"),
-                        ))
-                    }
+                    ))
                 }
-                s.state = AccessState::Expiring;
-                match &end {
-                    End::Expired { .. } => s.reason = Some("expired".into()),
-                    End::Cancelled { by, reason } => {
-                        s.reason = Some(format!("cancelled by {by}: {reason}"));
-                        s.cancelled_by = Some(by.clone());
-                    }
+                other => {
+                    return Err(refuse(
+                        StatusCode::CONFLICT,
+                        format!("access session {id} is already {other}"),
+                    ))
                 }
-                s.clone()
-            };
+            }
+            s.state = AccessState::Expiring;
+            match &end {
+                End::Expired { .. } => s.reason = Some("expired".into()),
+                End::Cancelled { by, reason } => {
+                    s.reason = Some(format!("cancelled by {by}: {reason}"));
+                    s.cancelled_by = Some(by.clone());
+                }
+            }
+            s.clone()
+        };
         if let Err(e) = self.access_keep(&s).await {
             tracing::error!(access = %id, "cannot record the access session: {e:#}");
         }

@@ -136,7 +136,19 @@ async fn list(
                 format!("cannot read the store: {e:#}"),
             )
         })?;
-    Ok(Json(api::AccessList { sessions }))
+    let cfg = st.gw.cfg();
+    let a = &cfg.config.access;
+    let mut offered: Vec<_> = a
+        .durations
+        .iter()
+        .filter(|d| **d <= a.max_duration)
+        .collect();
+    offered.sort();
+    Ok(Json(api::AccessList {
+        sessions,
+        durations: offered.iter().map(|d| crate::config::shown(**d)).collect(),
+        default_duration: crate::config::shown(a.default_duration()),
+    }))
 }
 
 /// The session the caller may see: their own, or anyone's with `perm`; else the same 404 as

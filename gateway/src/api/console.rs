@@ -35,6 +35,7 @@ pub(super) fn open_routes() -> Router<ApiState> {
         .route("/console/recordings", get(console_page))
         .route("/console/audit", get(console_page))
         .route("/console/approvals", get(console_page))
+        .route("/console/access", get(console_page))
         .route("/console/assets/{name}", get(asset))
         .route("/api/v1/console/login", post(login))
         .route("/api/v1/console/session", post(open))

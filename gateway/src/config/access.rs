@@ -66,6 +66,16 @@ impl AccessSection {
     }
 }
 
+/// A duration as access sessions name it: whole hours up to two days in hours (`24h`, as the
+/// offered set says it, not `1d`), anything else as policies write it.
+pub fn shown(d: Dur) -> String {
+    let secs = d.get().as_secs();
+    match secs % 3600 == 0 && secs > 0 && secs <= 48 * 3600 && d.get().subsec_nanos() == 0 {
+        true => format!("{}h", secs / 3600),
+        false => d.to_string(),
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum BackendKind {
@@ -284,6 +294,9 @@ mod tests {
         assert!(check_access(&a).is_ok());
         assert_eq!(a.default_duration(), Dur::secs(3600));
         assert_eq!(a.durations.len(), 7);
+        assert_eq!(shown(Dur::secs(24 * 3600)), "24h");
+        assert_eq!(shown(Dur::secs(3)), "3s");
+        assert_eq!(shown(Dur::secs(90 * 60)), "90m");
         let a: AccessSection =
             toml::from_str("durations = [\"2h\"]\ndefault_duration = \"1h\"").expect("toml");
         assert_eq!(

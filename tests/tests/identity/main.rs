@@ -4,6 +4,7 @@
 
 mod approvals;
 mod console;
+mod console_access;
 mod console_page;
 mod console_sessions;
 mod console_tcp;

@@ -356,7 +356,8 @@
   }
 
   const view = ({ "/console": "sessions", "/console/recordings": "recordings",
-    "/console/audit": "audit", "/console/approvals": "approvals" })[location.pathname] || "sessions";
+    "/console/audit": "audit", "/console/approvals": "approvals",
+    "/console/access": "access" })[location.pathname] || "sessions";
 
   // Saved views: the filters under a name, per operator; pinned ones sit above the list.
   function filterQuery() {
@@ -412,6 +413,7 @@
     if (view === "recordings") return recordings();
     if (view === "audit") return audit();
     if (view === "approvals") return approvals();
+    if (view === "access") return access(true);
     // Filters come back from the address (a shared or reloaded view).
     const q = new URLSearchParams(location.hash.slice(1));
     for (const [k, v] of q) {
@@ -631,6 +633,71 @@
       await api("POST", "/api/v1/approvals/" + encodeURIComponent(r.id) + (yes ? "/approve" : "/deny"), { reason: a.reason });
     } catch (e) { alert(e.message); }
   }
+
+  // Access sessions: start one for this browser's address (the gateway sees it), follow the
+  // caller's (or, with session.read, everyone's), stop a live one with a reason.
+  const accessLive = ["PENDING", "ACTIVE", "PARTIAL", "EXPIRING"];
+  async function access(first) {
+    let list;
+    const all = $("access-all").checked ? "?all=true" : "";
+    try { list = await api("GET", "/api/v1/access-sessions" + all); } catch (e) {
+      $("access-status").textContent = e.message;
+      return;
+    }
+    if (first) {
+      $("access-duration").replaceChildren(...list.durations.map((d) =>
+        el("option", { value: d, selected: d === list.default_duration }, d)));
+      $("access-all-label").hidden = !may("session.read");
+    }
+    const rows = list.sessions.map((s) => {
+      const rules = el("td", { class: "rules" }, ...s.rules.map((r) => el("span",
+        { class: "badge", "data-state": r.state, title: (r.error || r.state) + " · " + r.backend +
+          " · held by " + r.holders }, r.resource + " " + r.state)),
+        ...s.rules.filter((r) => r.error).map((r) => el("div", { class: "rule-error" },
+          r.resource + ": " + r.error)));
+      const cell = el("td", {});
+      if (accessLive.includes(s.state) && (s.user === me.user || may("session.terminate"))) {
+        cell.append(el("button", { class: "danger", onclick: () => stopAccess(s) }, "Stop…"));
+      }
+      return el("tr", { "data-id": s.id }, el("td", { class: "mono" }, s.id), el("td", {}, s.user),
+        el("td", { class: "mono" }, s.address),
+        el("td", {}, el("span", { class: "badge", "data-state": s.state }, s.state)), rules,
+        el("td", {}, s.duration), el("td", { class: "mono" }, s.ended_at ? "ended " + s.ended_at : s.expires_at),
+        cell);
+    });
+    $("access").tBodies[0].replaceChildren(...rows);
+    $("access-empty").hidden = rows.length > 0;
+    if (first) setInterval(() => access(false), 2000);
+  }
+  async function stopAccess(s) {
+    const a = await ask("Stop " + s.id, "Remove " + s.user + "'s rules for " + s.address +
+      " (a rule another live session holds stays).", "Stop", false, "Reason (audited)");
+    if (!a) return;
+    try {
+      const done = await api("POST", "/api/v1/access-sessions/" + encodeURIComponent(s.id) + "/stop", { reason: a.reason });
+      $("access-status").textContent = done.id + " " + done.state + ": " + done.reason;
+      $("access-status").dataset.state = done.state;
+    } catch (e) { alert(e.message); }
+    access(false);
+  }
+  $("access-start").addEventListener("submit", async (e) => {
+    e.preventDefault();
+    $("access-go").disabled = true;
+    $("access-status").textContent = "Applying…";
+    try {
+      const s = await api("POST", "/api/v1/access-sessions", { duration: $("access-duration").value });
+      const held = s.rules.filter((r) => r.state === "applied" || r.state === "shared").length;
+      $("access-status").textContent = s.state + ": " + held + " of " + s.rules.length +
+        " rules in place for " + s.address + " until " + s.expires_at;
+      $("access-status").dataset.state = s.state;
+    } catch (err) {
+      $("access-status").textContent = err.message;
+      $("access-status").dataset.state = "FAILED";
+    }
+    $("access-go").disabled = false;
+    access(false);
+  });
+  $("access-all").addEventListener("change", () => access(false));
 
   let typing = null;
   $("filters").addEventListener("input", (e) => {

@@ -1,0 +1,117 @@
+//! The console's Access page: a person starts an access session for the browser's own address,
+//! sees each rule with its coloured state (one resource's script refuses: PARTIAL), and stops
+//! it with a reason; the rules are gone.
+
+use serde_json::json;
+use wardengate_tests::*;
+
+use super::console::console_people;
+use super::console_page::*;
+use super::*;
+
+#[test]
+fn the_console_starts_shows_and_stops_an_access_session_for_the_browsers_address() {
+    let env = TestEnv::new();
+    let ledger = env.path("allowed.txt");
+    std::fs::write(&ledger, "").expect("ledger");
+    let resources = format!(
+        "[[resources]]\nname = \"bastion\"\ntags = {{ env = \"test\" }}\nbackend = \"command\"\n\
+         apply = [\"/bin/sh\", \"-c\", \"echo \\\"$1 $2\\\" >> {ledger}\", \"apply\"]\n\
+         revoke = [\"/bin/sh\", \"-c\", \": > {ledger}\", \"revoke\"]\n\n\
+         [[resources]]\nname = \"cloud-sg\"\ntags = {{ env = \"test\" }}\nbackend = \"command\"\n\
+         apply = [\"/bin/sh\", \"-c\", \"echo 'sg-7: quota exceeded' >&2; exit 2\", \"apply\"]\n\
+         revoke = [\"/bin/true\"]\n\n",
+        ledger = ledger.display()
+    );
+    let policy = "\n[[policies]]\nname = \"net\"\ngroups = [\"sre\"]\nprotocols = [\"network\"]\nresource_tags = [\"env=test\"]\n";
+    let gw = env
+        .gateway()
+        .policies(policy)
+        .extra(&console_people(&env, ""))
+        .extra(&resources)
+        .start();
+    let mut browser = Browser::start(&env, "chromium");
+    let origin = gw.api.replace("127.0.0.1", "localhost");
+    let c = &mut browser.chromium;
+    console_sign_in(c, &origin, "/console/access");
+    // The offered durations, the default first selected.
+    let offered = until(
+        c,
+        "Array.from(document.querySelectorAll('#access-duration option')).map((o) => o.value).join(',')",
+        T,
+        |v| v.as_str().is_some_and(|t| !t.is_empty()),
+    );
+    assert_eq!(offered, json!("1h,2h,4h,8h,12h,16h,24h"));
+    c.eval("document.getElementById('access-duration').value = '2h'");
+    click(c, "#access-go");
+    let status = until(
+        c,
+        "document.getElementById('access-status').textContent",
+        T,
+        |v| v.as_str().is_some_and(|t| t.starts_with("PARTIAL")),
+    );
+    assert!(
+        status
+            .as_str()
+            .unwrap_or_default()
+            .contains("1 of 2 rules in place for 127.0.0.1"),
+        "{status}"
+    );
+    // The row: its state badge and each rule's, coloured by state (the computed colour).
+    let row = until(
+        c,
+        "(() => { const r = document.querySelector('#access tbody tr'); if (!r) return null; \
+         const b = Array.from(r.querySelectorAll('.badge')); \
+         return b.map((x) => x.textContent + '=' + getComputedStyle(x).color).join('|'); })()",
+        T,
+        |v| v.as_str().is_some_and(|t| t.contains("PARTIAL")),
+    );
+    let row = row.as_str().unwrap_or_default().to_string();
+    assert!(
+        row.contains("PARTIAL=rgb(224, 166, 58)"),
+        "amber PARTIAL: {row}"
+    );
+    assert!(
+        row.contains("bastion applied=rgb(63, 182, 122)"),
+        "green applied: {row}"
+    );
+    assert!(
+        row.contains("cloud-sg failed=rgb(229, 83, 75)"),
+        "red failed: {row}"
+    );
+    let title = c.eval(
+        "Array.from(document.querySelectorAll('#access tbody .badge')).map((b) => b.title).join('|')",
+    );
+    assert!(
+        title
+            .as_str()
+            .unwrap_or_default()
+            .contains("sg-7: quota exceeded"),
+        "{title}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&ledger).expect("ledger").trim(),
+        "bastion 127.0.0.1"
+    );
+    shot(c, "console-access.png");
+
+    // Stop it with a reason: CANCELLED, the rule gone.
+    click(c, "#access tbody button.danger");
+    c.eval(
+        "document.getElementById('ask-reason').value = 'done for today'; \
+         document.getElementById('ask-ok').click();",
+    );
+    until(
+        c,
+        "(document.querySelector('#access tbody tr .badge') || {}).textContent",
+        T,
+        |v| v == &json!("CANCELLED"),
+    );
+    assert_eq!(std::fs::read_to_string(&ledger).expect("ledger").trim(), "");
+    shot(c, "console-access-stopped.png");
+    let all = gw.get_json("/api/v1/access-sessions?all=true");
+    assert_eq!(
+        all["sessions"][0]["reason"], "cancelled by alice: done for today",
+        "{all:#}"
+    );
+}
