@@ -4,6 +4,7 @@
 //! live sessions running and admission fails closed meanwhile; recordings go to a real
 //! S3-compatible object store and survive its outages and a gateway's death.
 
+mod access;
 mod approvals;
 mod desktop;
 mod handoff;

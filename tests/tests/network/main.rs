@@ -3,6 +3,7 @@
 //! two IPv4 and two IPv6 addresses, `wgctl access start|list|show|stop` and the API.
 
 mod backends;
+mod hostile;
 mod restart;
 mod sessions;
 
