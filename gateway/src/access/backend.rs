@@ -117,14 +117,52 @@ pub async fn run(
     })
 }
 
+/// Several nftables rules of one namespace in one `nft` batch (one transaction, one commit,
+/// where one call per rule pays the kernel's commit each time): all applied or removed, or none
+/// (the caller then tries them one by one to learn which failed).
+pub async fn nft_batch(
+    ops: &[(&Resource, IpAddr)],
+    op: Op,
+    timeout: Duration,
+) -> Result<(), String> {
+    let Some((first, _)) = ops.first() else {
+        return Ok(());
+    };
+    let (mut cmd, _) = nft(first, op, ops[0].1);
+    let mut batch = String::new();
+    for (r, ip) in ops {
+        batch.push_str(&script(r, op, ip.to_canonical()));
+    }
+    cmd.stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| format!("cannot run the nft: {e}"))?;
+    let done = async {
+        if let Some(mut pipe) = child.stdin.take() {
+            pipe.write_all(batch.as_bytes()).await?;
+            drop(pipe);
+        }
+        child.wait_with_output().await
+    };
+    match tokio::time::timeout(timeout, done).await {
+        Ok(Ok(out)) if out.status.success() => Ok(()),
+        Ok(Ok(out)) => Err(String::from_utf8_lossy(&out.stderr).trim().to_string()),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err("timed out".into()),
+    }
+}
+
 /// `nft -f -` (inside the namespace with `ip netns exec`) and its batch, applied atomically:
 /// the table and the sets are created when missing, so a fresh host works; a revoke adds the
 /// element before deleting it, so removing a rule someone already deleted by hand succeeds.
 fn nft(r: &Resource, op: Op, ip: IpAddr) -> (Command, Option<String>) {
     let table = r.table();
-    let (set, ty) = match ip {
-        IpAddr::V4(_) => (r.set(), "ipv4_addr"),
-        IpAddr::V6(_) => (format!("{}_v6", r.set()), "ipv6_addr"),
+    let set = match ip {
+        IpAddr::V4(_) => r.set(),
+        IpAddr::V6(_) => format!("{}_v6", r.set()),
     };
     let mut cmd = match &r.netns {
         Some(ns) => {
@@ -148,11 +186,21 @@ fn nft(r: &Resource, op: Op, ip: IpAddr) -> (Command, Option<String>) {
         return (cmd, None);
     }
     cmd.args(["-f", "-"]);
+    (cmd, Some(script(r, op, ip)))
+}
+
+/// The batch lines that apply or remove `ip` on `r`.
+fn script(r: &Resource, op: Op, ip: IpAddr) -> String {
+    let table = r.table();
+    let (set, ty) = match ip {
+        IpAddr::V4(_) => (r.set(), "ipv4_addr"),
+        IpAddr::V6(_) => (format!("{}_v6", r.set()), "ipv6_addr"),
+    };
     let mut batch = format!(
         "add table inet {table}\nadd set inet {table} {set} {{ type {ty}; }}\nadd element inet {table} {set} {{ {ip} }}\n"
     );
     if op == Op::Revoke {
         batch.push_str(&format!("delete element inet {table} {set} {{ {ip} }}\n"));
     }
-    (cmd, Some(batch))
+    batch
 }

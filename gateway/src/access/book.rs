@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use wardengate_api::RuleState;
 
+use futures_util::StreamExt;
+
 use super::backend::{self, Op};
 use crate::config::Resource;
 
@@ -39,7 +41,7 @@ struct Slot {
 #[derive(Default)]
 struct Entry {
     /// Held across a backend call: one operation per rule at a time.
-    op: tokio::sync::Mutex<()>,
+    op: Arc<tokio::sync::Mutex<()>>,
     slot: Mutex<Slot>,
 }
 
@@ -71,55 +73,81 @@ impl Book {
         e.map_or(0, |e| lock(&e.slot).holders.len() as u32)
     }
 
-    /// `session` holds the rule: applied now (first holder), or shared (in place already).
-    pub async fn acquire(
+    /// Lock every rule of `items` (in key order, so two sessions never wait on each other).
+    async fn lock_all(&self, items: &[(Resource, Key)]) -> Vec<tokio::sync::OwnedMutexGuard<()>> {
+        let mut keys: Vec<&Key> = items.iter().map(|(_, k)| k).collect();
+        keys.sort();
+        keys.dedup();
+        let mut guards = Vec::with_capacity(keys.len());
+        for k in keys {
+            guards.push(self.entry(k).op.clone().lock_owned().await);
+        }
+        guards
+    }
+
+    /// `session` holds each rule of `items`: applied now (its first holder), or shared (in place
+    /// already for another session). One result per item, in order.
+    pub async fn acquire_all(
         &self,
-        r: &Resource,
-        key: &Key,
+        items: &[(Resource, Key)],
         session: &str,
         timeout: Duration,
-    ) -> Result<RuleState, String> {
-        let e = self.entry(key);
-        let _op = e.op.lock().await;
-        {
+    ) -> Vec<Result<RuleState, String>> {
+        let _locked = self.lock_all(items).await;
+        let mut out: Vec<Result<RuleState, String>> = vec![Ok(RuleState::Shared); items.len()];
+        let mut todo = Vec::new();
+        for (i, (_, key)) in items.iter().enumerate() {
+            let e = self.entry(key);
             let mut s = lock(&e.slot);
             if s.present && !s.holders.is_empty() {
                 s.holders.insert(session.to_string());
-                return Ok(RuleState::Shared);
+            } else {
+                todo.push(i);
             }
         }
-        backend::run(r, Op::Apply, key.ip, session, timeout).await?;
-        let mut s = lock(&e.slot);
-        s.present = true;
-        s.holders.insert(session.to_string());
-        s.last = session.to_string();
-        Ok(RuleState::Applied)
+        for (i, done) in run_all(items, &todo, Op::Apply, session, timeout).await {
+            let e = self.entry(&items[i].1);
+            let mut s = lock(&e.slot);
+            out[i] = match done {
+                Ok(()) => {
+                    s.present = true;
+                    s.holders.insert(session.to_string());
+                    s.last = session.to_string();
+                    Ok(RuleState::Applied)
+                }
+                Err(e) => Err(e),
+            };
+        }
+        out
     }
 
-    /// `session` no longer holds the rule: released (others still do), or removed (it was the
-    /// last). A failed removal leaves an [`Orphan`].
-    pub async fn release(
+    /// `session` no longer holds the rules of `items`: each released (another session still
+    /// holds it) or removed (it was the last). A failed removal leaves an [`Orphan`].
+    pub async fn release_all(
         &self,
-        r: &Resource,
-        key: &Key,
+        items: &[(Resource, Key)],
         session: &str,
         timeout: Duration,
-    ) -> Result<RuleState, String> {
-        let e = self.entry(key);
-        let _op = e.op.lock().await;
-        {
+    ) -> Vec<Result<RuleState, String>> {
+        let _locked = self.lock_all(items).await;
+        let mut out: Vec<Result<RuleState, String>> = vec![Ok(RuleState::Released); items.len()];
+        let mut todo = Vec::new();
+        for (i, (_, key)) in items.iter().enumerate() {
+            let e = self.entry(key);
             let mut s = lock(&e.slot);
             s.holders.remove(session);
             s.last = session.to_string();
-            if !s.holders.is_empty() {
-                return Ok(RuleState::Released);
+            if s.holders.is_empty() {
+                todo.push(i);
             }
         }
-        let done = backend::run(r, Op::Revoke, key.ip, session, timeout).await;
-        let mut s = lock(&e.slot);
-        // A session that came while the removal ran applies it again after this.
-        s.present = done.is_err();
-        done.map(|_| RuleState::Revoked)
+        for (i, done) in run_all(items, &todo, Op::Revoke, session, timeout).await {
+            let e = self.entry(&items[i].1);
+            // A session that came while the removal ran applies it again after this.
+            lock(&e.slot).present = done.is_err();
+            out[i] = done.map(|_| RuleState::Revoked);
+        }
+        out
     }
 
     /// At start: `session` held the rule before the restart (whether it is still in place is
@@ -200,4 +228,60 @@ impl Book {
         lock(&e.slot).present = false;
         Ok(true)
     }
+}
+
+/// Rules applied or removed at once (besides a namespace's nftables rules, which go in one
+/// batch).
+const PARALLEL: usize = 16;
+
+/// Run `op` for `items[todo]`: the nftables rules of one namespace in one batch (each alone if
+/// the batch fails, to learn which), the others one by one, several at once.
+async fn run_all(
+    items: &[(Resource, Key)],
+    todo: &[usize],
+    op: Op,
+    session: &str,
+    timeout: Duration,
+) -> Vec<(usize, Result<(), String>)> {
+    let mut groups: Vec<Vec<usize>> = Vec::new();
+    let mut by_ns: std::collections::BTreeMap<Option<String>, Vec<usize>> = Default::default();
+    for &i in todo {
+        match items[i].0.backend {
+            crate::config::BackendKind::Nftables => {
+                by_ns.entry(items[i].0.netns.clone()).or_default().push(i)
+            }
+            crate::config::BackendKind::Command => groups.push(vec![i]),
+        }
+    }
+    groups.extend(by_ns.into_values());
+    let one = |i: usize| async move {
+        let (r, key) = &items[i];
+        (
+            i,
+            backend::run(r, op, key.ip, session, timeout)
+                .await
+                .map(|_| ()),
+        )
+    };
+    futures_util::stream::iter(groups)
+        .map(|g| async move {
+            if g.len() > 1 {
+                let ops: Vec<(&Resource, IpAddr)> =
+                    g.iter().map(|&i| (&items[i].0, items[i].1.ip)).collect();
+                if backend::nft_batch(&ops, op, timeout).await.is_ok() {
+                    return g.into_iter().map(|i| (i, Ok(()))).collect::<Vec<_>>();
+                }
+            }
+            let mut out = Vec::with_capacity(g.len());
+            for i in g {
+                out.push(one(i).await);
+            }
+            out
+        })
+        .buffer_unordered(PARALLEL)
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .flatten()
+        .collect()
 }

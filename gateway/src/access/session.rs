@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::http::StatusCode;
-use futures_util::StreamExt;
 use serde_json::json;
 use wardengate_api::{self as api, AccessState, RuleState};
 use wardengate_policy::{Dur, LimitDenial, Scope};
@@ -18,8 +17,6 @@ use crate::config::{shown, Resource};
 use crate::store::{AccessQuery, AccessRow};
 use crate::util::rfc3339;
 
-/// Rules applied or removed at once for one session.
-const PARALLEL: usize = 16;
 /// How often rules whose removal failed are tried again.
 const RETRY_EVERY: Duration = Duration::from_secs(30);
 
@@ -270,27 +267,23 @@ impl Gateway {
             return;
         };
         let id = s.id.clone();
-        let jobs = s
-            .rules
-            .iter()
-            .enumerate()
-            .filter(|(_, r)| r.state == RuleState::Pending)
-            .map(|(i, r)| (i, cfg.resources.get(&r.resource).cloned()))
-            .collect::<Vec<_>>();
-        let results: Vec<(usize, Result<RuleState, String>)> = futures_util::stream::iter(jobs)
-            .map(|(i, r)| {
-                let id = id.clone();
-                async move {
-                    let Some(r) = r else {
-                        return (i, Err("the resource is no longer configured".to_string()));
-                    };
-                    let key = Key::new(&r.name, ip);
-                    (i, self.access.book.acquire(&r, &key, &id, timeout).await)
+        let mut results: Vec<(usize, Result<RuleState, String>)> = Vec::new();
+        let mut items = Vec::new();
+        let mut at = Vec::new();
+        for (i, r) in s.rules.iter().enumerate() {
+            if r.state != RuleState::Pending {
+                continue;
+            }
+            match cfg.resources.get(&r.resource) {
+                Some(res) => {
+                    items.push((res.clone(), Key::new(&r.resource, ip)));
+                    at.push(i);
                 }
-            })
-            .buffer_unordered(PARALLEL)
-            .collect()
-            .await;
+                None => results.push((i, Err("the resource is no longer configured".into()))),
+            }
+        }
+        let done = self.access.book.acquire_all(&items, &id, timeout).await;
+        results.extend(at.into_iter().zip(done));
         for (i, result) in results {
             let rule = &mut s.rules[i];
             let key = Key::new(&rule.resource, ip);
@@ -421,40 +414,30 @@ impl Gateway {
             return;
         };
         let id = s.id.clone();
-        let jobs = s
-            .rules
-            .iter()
-            .enumerate()
-            .filter(|(_, r)| r.state.held() || r.state == RuleState::Revoking)
-            .map(|(i, r)| {
-                (
-                    i,
-                    r.resource.clone(),
-                    cfg.resources.get(&r.resource).cloned(),
-                )
-            })
-            .collect::<Vec<_>>();
-        let results: Vec<(usize, Result<RuleState, String>)> = futures_util::stream::iter(jobs)
-            .map(|(i, name, r)| {
-                let id = id.clone();
-                async move {
-                    let key = Key::new(&name, ip);
-                    let Some(r) = r else {
-                        self.access.book.forget(&key);
-                        return (
-                            i,
-                            Err(
-                                "the resource is no longer configured: remove the rule by hand"
-                                    .to_string(),
-                            ),
-                        );
-                    };
-                    (i, self.access.book.release(&r, &key, &id, timeout).await)
+        let mut results: Vec<(usize, Result<RuleState, String>)> = Vec::new();
+        let mut items = Vec::new();
+        let mut at = Vec::new();
+        for (i, r) in s.rules.iter().enumerate() {
+            if !(r.state.held() || r.state == RuleState::Revoking) {
+                continue;
+            }
+            let key = Key::new(&r.resource, ip);
+            match cfg.resources.get(&r.resource) {
+                Some(res) => {
+                    items.push((res.clone(), key));
+                    at.push(i);
                 }
-            })
-            .buffer_unordered(PARALLEL)
-            .collect()
-            .await;
+                None => {
+                    self.access.book.forget(&key);
+                    results.push((
+                        i,
+                        Err("the resource is no longer configured: remove the rule by hand".into()),
+                    ));
+                }
+            }
+        }
+        let done = self.access.book.release_all(&items, &id, timeout).await;
+        results.extend(at.into_iter().zip(done));
         for (i, result) in results {
             let rule = &mut s.rules[i];
             let key = Key::new(&rule.resource, ip);

@@ -40,10 +40,26 @@ fn a_failing_command_backend_makes_a_session_partial_or_failed() {
             "resources = [\"web\", \"notes\", \"cloud\"]",
         )
         .replace("groups = [\"sre\"]", "users = [\"alice\"]");
+    // `odd`: an nftables resource in the same namespace whose set the operator made for ports,
+    // not addresses: its element cannot be added. The namespace's batch (web and odd together)
+    // fails, and each is tried alone: web applied, odd failed.
+    let out = wardengate_tests::netns::nft_in(
+        &lab.ns,
+        "add set inet wardengate odd_set { type inet_service; }\n",
+    );
+    assert_success(&out, "the operator's odd set");
+    let more = format!(
+        "{more}[[resources]]\nname = \"odd\"\ntags = {{ env = \"test\" }}\nbackend = \"nftables\"\nnetns = \"{}\"\nset = \"odd_set\"\n\n",
+        lab.ns
+    );
+    let policies = policies.replace(
+        "\"web\", \"notes\", \"cloud\"",
+        "\"web\", \"notes\", \"cloud\", \"odd\"",
+    );
     let gw = gateway(&env, &more, &policies);
     let a = lab.v4[0];
 
-    // alice: web and notes applied, cloud failed with its stderr: PARTIAL.
+    // alice: web and notes applied, cloud and odd failed with their stderr: PARTIAL.
     let out = access(
         &gw,
         ALICE,
@@ -60,6 +76,7 @@ fn a_failing_command_backend_makes_a_session_partial_or_failed() {
         vec![
             ("cloud".to_string(), "failed".to_string(), 0),
             ("notes".to_string(), "applied".to_string(), 1),
+            ("odd".to_string(), "failed".to_string(), 0),
             ("web".to_string(), "applied".to_string(), 1),
         ]
     );
@@ -74,6 +91,17 @@ fn a_failing_command_backend_makes_a_session_partial_or_failed() {
     assert!(
         err.contains("exited with 3") && err.contains("sg-42: rule quota exceeded"),
         "{err}"
+    );
+    let odd = s["rules"]
+        .as_array()
+        .expect("rules")
+        .iter()
+        .find(|r| r["resource"] == "odd")
+        .cloned()
+        .expect("odd");
+    assert!(
+        odd["error"].as_str().is_some_and(|e| e.contains("nft")),
+        "{odd:#}"
     );
     let id = s["id"].as_str().expect("id").to_string();
     let kept = std::fs::read_to_string(&ledger).expect("ledger");
@@ -96,7 +124,7 @@ fn a_failing_command_backend_makes_a_session_partial_or_failed() {
     let out = run(wgctl_as(&gw, ALICE).args(["access", "show", &id]), T);
     let shown = text(&out.stdout);
     assert!(
-        shown.contains("PARTIAL") && shown.contains("2/3") && shown.contains("quota exceeded"),
+        shown.contains("PARTIAL") && shown.contains("2/4") && shown.contains("quota exceeded"),
         "{shown}"
     );
 
