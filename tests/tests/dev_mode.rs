@@ -177,6 +177,17 @@ fn dev_mode_runs_once_reads_only_and_dies_whole() {
         T,
     );
     assert_eq!(text(&out.stdout).trim(), "1", "{}", text(&out.stderr));
+    // The network-access demo: alice's address on bastion.dev's allow-list (a file), for an hour.
+    let out = run(
+        Command::new(bin("wgctl"))
+            .env("WARDENGATE_ADDR", format!("http://127.0.0.1:{}", p.api))
+            .env("WARDENGATE_TOKEN", token.trim())
+            .args(["access", "start", "--duration", "1h"]),
+        T,
+    );
+    assert_stdout_has(&out, "ACTIVE");
+    let listed = std::fs::read_to_string(dir.join("access-allowlist.txt")).expect("allow-list");
+    assert_eq!(listed.trim(), "bastion.dev 127.0.0.1");
 
     // A second start on the same directory is refused before it touches anything.
     let other = ports();

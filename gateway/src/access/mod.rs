@@ -8,6 +8,7 @@
 
 pub mod backend;
 pub mod book;
+mod lifecycle;
 mod session;
 
 use std::collections::HashMap;

@@ -90,7 +90,7 @@ fn home_public_keys() -> Vec<String> {
         .collect()
 }
 
-fn toml_str(s: &str) -> String {
+pub(super) fn toml_str(s: &str) -> String {
     toml::Value::String(s.to_string()).to_string()
 }
 
@@ -123,6 +123,10 @@ const EXAMPLE_POLICIES: &[(&str, &str)] = &[
     (
         "tcp.toml",
         include_str!("../../../fixtures/policies/tcp.toml"),
+    ),
+    (
+        "network.toml",
+        include_str!("../../../fixtures/policies/network.toml"),
     ),
 ];
 
@@ -373,8 +377,9 @@ address = "{desktop_addr}"
 tags = {{ env = "dev", kind = "windows" }}
 accounts = [{{ name = "bob", secret = "win-dc01.dev/bob" }}]
 
-{tcp}{bench_policy}{tail}"#,
+{tcp}{access}{bench_policy}{tail}"#,
             tcp = super::dev_tcp::config(redis.as_ref(), dev_cluster::shift(opts.tcp_port, i)?),
+            access = super::dev_access::config(&dir),
             bench_policy = bench_policy(&opts)?,
             ssh_extra = opts
                 .ssh_ciphers
@@ -523,7 +528,7 @@ accounts = [{{ name = "bob", secret = "win-dc01.dev/bob" }}]
              ssh -i {d}/alice_ed25519 -p {sp} alice:web-01-change.dev@127.0.0.1    (waits; Ctrl-C withdraws)\n    \
              WARDENGATE_ADDR=http://{api} WARDENGATE_TOKEN=$(cat {d}/dan.token) {wgctl} approval list\n    \
              WARDENGATE_ADDR=http://{api} WARDENGATE_TOKEN=$(cat {d}/dan.token) {wgctl} approval approve REQ --reason \"change 42\"\n\n\
-             {tcp_help}\
+             {tcp_help}{access_help}\
              Operate (another terminal):\n    \
              export WARDENGATE_ADDR=http://{api} WARDENGATE_TOKEN=$(cat {d}/admin.token)\n    \
              {wgctl} session list\n    {wgctl} session terminate SESSION_ID --reason \"demo\"\n    \
@@ -561,6 +566,7 @@ accounts = [{{ name = "bob", secret = "win-dc01.dev/bob" }}]
             display = desktop.xvfb.name(),
             tcp_line = l.tcp.map(|a| format!("TCP (proxy)    {a}\n  ")).unwrap_or_default(),
             tcp_help = super::dev_tcp::help(redis.as_ref(), &d, &l.api.to_string(), &wgctl),
+            access_help = super::dev_access::help(&dir, &d, &l.api.to_string(), &wgctl),
         );
     })
     .await?;

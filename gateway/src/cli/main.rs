@@ -7,6 +7,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 mod dev;
+mod dev_access;
 mod dev_cluster;
 mod dev_demo;
 mod dev_tcp;

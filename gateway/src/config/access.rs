@@ -70,7 +70,8 @@ impl AccessSection {
 /// offered set says it, not `1d`), anything else as policies write it.
 pub fn shown(d: Dur) -> String {
     let secs = d.get().as_secs();
-    match secs % 3600 == 0 && secs > 0 && secs <= 48 * 3600 && d.get().subsec_nanos() == 0 {
+    match secs.is_multiple_of(3600) && secs > 0 && secs <= 48 * 3600 && d.get().subsec_nanos() == 0
+    {
         true => format!("{}h", secs / 3600),
         false => d.to_string(),
     }

@@ -69,7 +69,7 @@ fn hostile_callers_and_misbehaving_backends_are_contained() {
     assert!(body.contains("'10.0.0.1.evil' is not an address"), "{body}");
     // An oversized, escape-laden duration: refused with the value cut and made inert.
     let long = format!("{{\"duration\":\"\\u001b[31m{}\"}}", "9".repeat(100_000));
-    let (code, body) = post(&[alice.clone()], &long);
+    let (code, body) = post(std::slice::from_ref(&alice), &long);
     assert_eq!(code, "400", "{}", &body[..body.len().min(300)]);
     assert!(
         body.len() < 600,
@@ -81,7 +81,10 @@ fn hostile_callers_and_misbehaving_backends_are_contained() {
     let huge = format!("{{\"duration\":\"{}\"}}", "x".repeat(3 << 20));
     let file = env.path("huge.json");
     std::fs::write(&file, huge).expect("huge");
-    let (code, _) = post(&[alice.clone()], &format!("@{}", file.display()));
+    let (code, _) = post(
+        std::slice::from_ref(&alice),
+        &format!("@{}", file.display()),
+    );
     assert_eq!(code, "413");
     // An id with escapes: the same 404 as any unknown id, the text inert.
     let (code, body) = gw.request("GET", "/api/v1/access-sessions/%1b%5b31mx", ALICE, "");

@@ -1,0 +1,224 @@
+//! Access sessions across time: the expiry timer (whether or not anyone calls the API), the
+//! retry of rules whose removal failed, and reconciliation at the gateway's start.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::json;
+use wardengate_api::{self as api, AccessState, RuleState};
+use wardengate_protocols::session::now_ms;
+
+use super::book::Key;
+use super::session::End;
+use crate::broker::Gateway;
+use crate::store::AccessQuery;
+use crate::util::rfc3339;
+
+/// How often rules whose removal failed are tried again.
+const RETRY_EVERY: Duration = Duration::from_secs(30);
+
+impl Gateway {
+    /// At start, before the API answers: take back this gateway's live sessions. Rules of
+    /// sessions that ended while it was down are removed; rules of live ones are checked and
+    /// put back where missing; rules a crash left half-applied are applied.
+    pub async fn access_reconcile(self: &Arc<Self>) {
+        let q = AccessQuery {
+            gateway: Some(self.name.clone()),
+            live_only: true,
+            limit: u32::MAX,
+            ..Default::default()
+        };
+        let rows = match self.store.access_list(q).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!("cannot read the access sessions to reconcile: {e:#}");
+                return;
+            }
+        };
+        let now = now_ms();
+        let mut keep = Vec::new();
+        let mut ended = Vec::new();
+        for row in rows {
+            let Ok(s) = serde_json::from_str::<api::AccessSession>(&row.body) else {
+                tracing::warn!(access = %row.id, "unreadable access session left as it is");
+                continue;
+            };
+            let over = s.state == AccessState::Expiring || s.expires_ms <= now;
+            let Ok(ip) = s.address.parse::<IpAddr>() else {
+                continue;
+            };
+            for r in s
+                .rules
+                .iter()
+                .filter(|r| r.state.held() || r.state == RuleState::Revoking)
+            {
+                self.access.book.adopt(&Key::new(&r.resource, ip), &s.id);
+            }
+            match over {
+                true => ended.push(s),
+                false => keep.push(s),
+            }
+        }
+        // Sessions that ended meanwhile let go of their rules first (removed where nobody
+        // else holds them).
+        for mut s in ended {
+            if s.state != AccessState::Expiring {
+                s.state = AccessState::Active;
+            }
+            let by = s.cancelled_by.clone();
+            let reason = s.reason.clone();
+            self.access.live().insert(s.id.clone(), s.clone());
+            let end = match by {
+                Some(by) => End::Cancelled {
+                    by,
+                    reason: reason
+                        .as_deref()
+                        .and_then(|r| r.split_once(": ").map(|x| x.1.to_string()))
+                        .unwrap_or_default(),
+                },
+                None => End::Expired { at_restart: true },
+            };
+            let _ = self.access_end(&s.id, end).await;
+        }
+        // Every rule live sessions hold: still there? Put back if not.
+        let cfg = self.cfg();
+        let timeout = cfg.config.access.command_timeout();
+        let mut lost: Vec<(Key, String)> = Vec::new();
+        for (key, holders) in self.access.book.held() {
+            let Some(r) = cfg.resources.get(&key.resource) else {
+                lost.push((key, "the resource is no longer configured".into()));
+                continue;
+            };
+            match self.access.book.ensure(r, &key, timeout).await {
+                Ok(true) => self.audit(
+                    "access.rule.reapplied",
+                    None,
+                    holders.first().map(String::as_str),
+                    json!({"resource": key.resource, "address": key.ip.to_string(), "sessions": holders,
+                           "why": "missing at the gateway's start"}),
+                ),
+                Ok(false) => {}
+                Err(e) => lost.push((key, e)),
+            }
+        }
+        for (key, e) in &lost {
+            self.access.book.forget(key);
+            self.audit(
+                "access.rule.failed",
+                None,
+                None,
+                json!({"resource": key.resource, "address": key.ip.to_string(), "error": e,
+                       "why": "could not be put back at the gateway's start"}),
+            );
+        }
+        for mut s in keep {
+            let Ok(ip) = s.address.parse::<IpAddr>() else {
+                continue;
+            };
+            for r in &mut s.rules {
+                if let Some((_, e)) = lost.iter().find(|(k, _)| *k == Key::new(&r.resource, ip)) {
+                    r.state = RuleState::Failed;
+                    r.error = Some(e.clone());
+                }
+            }
+            self.access_apply(&mut s, &cfg).await;
+            let held = s.rules.iter().filter(|r| r.state.held()).count();
+            s.state = match held {
+                0 => AccessState::Failed,
+                n if n == s.rules.len() => AccessState::Active,
+                _ => AccessState::Partial,
+            };
+            if s.state == AccessState::Failed {
+                s.ended_at = Some(rfc3339(now_ms()));
+                s.reason = Some("no rule could be put back at the gateway's start".into());
+            } else {
+                self.access.live().insert(s.id.clone(), s.clone());
+            }
+            if let Err(e) = self.access_keep(&s).await {
+                tracing::error!(access = %s.id, "cannot record the access session: {e:#}");
+            }
+        }
+        self.access.wake.notify_one();
+    }
+
+    /// Ends sessions when their time is up, whether or not anyone calls the API, and tries
+    /// again to remove rules whose removal failed.
+    pub async fn access_timer(self: Arc<Self>, stop: tokio_util::sync::CancellationToken) {
+        let mut last_retry = tokio::time::Instant::now();
+        loop {
+            let next = self
+                .access
+                .live()
+                .values()
+                .filter(|s| matches!(s.state, AccessState::Active | AccessState::Partial))
+                .map(|s| s.expires_ms)
+                .min();
+            let wait = next
+                .map(|n| Duration::from_millis(n.saturating_sub(now_ms())))
+                .unwrap_or(RETRY_EVERY)
+                .min(RETRY_EVERY);
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = self.access.wake.notified() => {}
+                _ = tokio::time::sleep(wait) => {}
+            }
+            let now = now_ms();
+            let due: Vec<String> = self
+                .access
+                .live()
+                .values()
+                .filter(|s| {
+                    matches!(s.state, AccessState::Active | AccessState::Partial)
+                        && s.expires_ms <= now
+                })
+                .map(|s| s.id.clone())
+                .collect();
+            for id in due {
+                let gw = self.clone();
+                tokio::spawn(async move {
+                    let _ = gw.access_end(&id, End::Expired { at_restart: false }).await;
+                });
+            }
+            if last_retry.elapsed() >= RETRY_EVERY {
+                last_retry = tokio::time::Instant::now();
+                self.access_retry_orphans().await;
+            }
+        }
+    }
+
+    /// Rules whose removal failed: try again; the session that held them last is updated.
+    async fn access_retry_orphans(&self) {
+        let cfg = self.cfg();
+        let timeout = cfg.config.access.command_timeout();
+        for o in self.access.book.orphans() {
+            let Some(r) = cfg.resources.get(&o.key.resource) else {
+                continue;
+            };
+            match self.access.book.retry(r, &o, timeout).await {
+                Ok(true) => {
+                    self.audit(
+                        "access.rule.revoked",
+                        None,
+                        Some(&o.last),
+                        json!({"resource": o.key.resource, "address": o.key.ip.to_string(), "retried": true}),
+                    );
+                    if let Ok(Some(mut s)) = self.access_get(&o.last).await {
+                        for rule in s.rules.iter_mut().filter(|x| {
+                            x.resource == o.key.resource && x.state == RuleState::RevokeFailed
+                        }) {
+                            rule.state = RuleState::Revoked;
+                            rule.error = None;
+                            rule.revoked_at = Some(rfc3339(now_ms()));
+                        }
+                        let _ = self.access_keep(&s).await;
+                    }
+                }
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::warn!(resource = %o.key.resource, address = %o.key.ip, "still cannot remove the rule: {e}")
+                }
+            }
+        }
+    }
+}
