@@ -163,10 +163,12 @@ pub struct AccessStartRequest {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AccessList {
     pub sessions: Vec<AccessSession>,
-    /// The durations a session may be started for (within every cap), shortest first.
+    /// The durations the caller may start a session for (within the deployment's cap and every
+    /// cap of the policies that grant them resources), shortest first.
     #[serde(default)]
     pub durations: Vec<String>,
-    /// What a start without a duration asks for.
+    /// What the console preselects: the default duration if the caller may have it, else the
+    /// shortest offered; empty when nothing is.
     #[serde(default)]
     pub default_duration: String,
 }

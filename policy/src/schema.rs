@@ -290,6 +290,14 @@ impl Policy {
                 "applies to network access sessions: add \"network\" to protocols".into(),
             );
         }
+        if network && self.resources.is_empty() && self.resource_tags.is_empty() {
+            return fail(
+                "resources",
+                "a policy for the network protocol names its resources: resources = [...] or \
+                 resource_tags = [...] (resources = [\"*\"] for every one)"
+                    .into(),
+            );
+        }
         if network && (self.mfa != MfaMode::Off || self.approval.is_some()) {
             return fail(
                 if self.approval.is_some() {

@@ -34,6 +34,13 @@ impl Op {
     }
 }
 
+/// A child with none of the gateway's environment (its tokens and keys may be there): a
+/// `PATH`, `LANG=C`, and what the caller adds.
+fn clean(cmd: &mut Command) {
+    let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/sbin:/usr/bin:/sbin:/bin".into());
+    cmd.env_clear().env("PATH", path).env("LANG", "C");
+}
+
 /// Run `op` for `ip` on resource `r` (for `session`). `Ok(false)` only for a check that found
 /// the rule missing; `Ok(true)` when a command resource has no `check` (cannot tell).
 pub async fn run(
@@ -59,13 +66,16 @@ pub async fn run(
             let mut c = Command::new(program);
             c.args(args)
                 .args([r.name.as_str(), &ip.to_string(), session]);
-            c.env("WARDENGATE_RESOURCE", &r.name)
-                .env("WARDENGATE_ADDRESS", ip.to_string())
-                .env("WARDENGATE_SESSION", session)
-                .env("WARDENGATE_OP", op.verb());
             (c, None)
         }
     };
+    clean(&mut cmd);
+    if r.backend == BackendKind::Command {
+        cmd.env("WARDENGATE_RESOURCE", &r.name)
+            .env("WARDENGATE_ADDRESS", ip.to_string())
+            .env("WARDENGATE_SESSION", session)
+            .env("WARDENGATE_OP", op.verb());
+    }
     cmd.stdin(if stdin.is_some() {
         Stdio::piped()
     } else {
@@ -117,18 +127,26 @@ pub async fn run(
     })
 }
 
+/// How a batch failed: `nft` refused it (try the rules one by one to learn which), or it did
+/// not answer in time (then none is tried again: each would wait as long).
+#[derive(Debug)]
+pub enum BatchError {
+    Refused(String),
+    TimedOut(String),
+}
+
 /// Several nftables rules of one namespace in one `nft` batch (one transaction, one commit,
-/// where one call per rule pays the kernel's commit each time): all applied or removed, or none
-/// (the caller then tries them one by one to learn which failed).
+/// where one call per rule pays the kernel's commit each time): all applied or removed, or none.
 pub async fn nft_batch(
     ops: &[(&Resource, IpAddr)],
     op: Op,
     timeout: Duration,
-) -> Result<(), String> {
+) -> Result<(), BatchError> {
     let Some((first, _)) = ops.first() else {
         return Ok(());
     };
     let (mut cmd, _) = nft(first, op, ops[0].1);
+    clean(&mut cmd);
     let mut batch = String::new();
     for (r, ip) in ops {
         batch.push_str(&script(r, op, ip.to_canonical()));
@@ -139,7 +157,7 @@ pub async fn nft_batch(
         .kill_on_drop(true);
     let mut child = cmd
         .spawn()
-        .map_err(|e| format!("cannot run the nft: {e}"))?;
+        .map_err(|e| BatchError::Refused(format!("cannot run the nft: {e}")))?;
     let done = async {
         if let Some(mut pipe) = child.stdin.take() {
             pipe.write_all(batch.as_bytes()).await?;
@@ -149,9 +167,14 @@ pub async fn nft_batch(
     };
     match tokio::time::timeout(timeout, done).await {
         Ok(Ok(out)) if out.status.success() => Ok(()),
-        Ok(Ok(out)) => Err(String::from_utf8_lossy(&out.stderr).trim().to_string()),
-        Ok(Err(e)) => Err(e.to_string()),
-        Err(_) => Err("timed out".into()),
+        Ok(Ok(out)) => Err(BatchError::Refused(
+            String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        )),
+        Ok(Err(e)) => Err(BatchError::Refused(e.to_string())),
+        Err(_) => Err(BatchError::TimedOut(format!(
+            "the nft did not finish within {} (access.command_timeout)",
+            wardengate_policy::Dur(timeout)
+        ))),
     }
 }
 

@@ -74,15 +74,22 @@ impl Book {
     }
 
     /// Lock every rule of `items` (in key order, so two sessions never wait on each other).
-    async fn lock_all(&self, items: &[(Resource, Key)]) -> Vec<tokio::sync::OwnedMutexGuard<()>> {
+    /// The entries are held with their locks, so the sweep of unused entries cannot drop one
+    /// while it is in use.
+    async fn lock_all(
+        &self,
+        items: &[(Resource, Key)],
+    ) -> Vec<(Arc<Entry>, tokio::sync::OwnedMutexGuard<()>)> {
         let mut keys: Vec<&Key> = items.iter().map(|(_, k)| k).collect();
         keys.sort();
         keys.dedup();
-        let mut guards = Vec::with_capacity(keys.len());
+        let mut locked = Vec::with_capacity(keys.len());
         for k in keys {
-            guards.push(self.entry(k).op.clone().lock_owned().await);
+            let e = self.entry(k);
+            let guard = e.op.clone().lock_owned().await;
+            locked.push((e, guard));
         }
-        guards
+        locked
     }
 
     /// `session` holds each rule of `items`: applied now (its first holder), or shared (in place
@@ -159,6 +166,15 @@ impl Book {
         s.last = session.to_string();
     }
 
+    /// At start: a rule whose removal failed before the restart (`session` held it last): in
+    /// place, nobody holding it, so the timer tries to remove it again.
+    pub fn orphan(&self, key: &Key, session: &str) {
+        let e = self.entry(key);
+        let mut s = lock(&e.slot);
+        s.present = true;
+        s.last = session.to_string();
+    }
+
     /// Every rule held now, with its holders.
     pub fn held(&self) -> Vec<(Key, Vec<String>)> {
         let all: Vec<(Key, Arc<Entry>)> = lock(&self.rules)
@@ -179,12 +195,18 @@ impl Book {
         let e = self.entry(key);
         let _op = e.op.lock().await;
         let last = lock(&e.slot).last.clone();
-        let there = backend::run(r, Op::Check, key.ip, &last, timeout).await?;
+        // A command resource without `check` cannot tell: its apply runs again (idempotent),
+        // and only a rule found missing counts as put back.
+        let blind = r.backend == crate::config::BackendKind::Command && r.check.is_empty();
+        let there = match blind {
+            true => false,
+            false => backend::run(r, Op::Check, key.ip, &last, timeout).await?,
+        };
         if !there {
             backend::run(r, Op::Apply, key.ip, &last, timeout).await?;
         }
         lock(&e.slot).present = true;
-        Ok(!there)
+        Ok(!there && !blind)
     }
 
     /// A held rule that cannot be put back: its holders let go of it.
@@ -200,10 +222,14 @@ impl Book {
     /// more are dropped from the book.
     pub fn orphans(&self) -> Vec<Orphan> {
         let mut rules = lock(&self.rules);
-        // Nobody else has the entry (the map's lock is held, so nobody can take it now).
+        // Dropped only when nobody else has the entry or is working on it (the map's lock is
+        // held, so nobody can take it now).
         rules.retain(|_, e| {
             let s = lock(&e.slot);
-            Arc::strong_count(e) > 1 || s.present || !s.holders.is_empty()
+            Arc::strong_count(e) > 1
+                || e.op.try_lock().is_err()
+                || s.present
+                || !s.holders.is_empty()
         });
         rules
             .iter()
@@ -268,8 +294,15 @@ async fn run_all(
             if g.len() > 1 {
                 let ops: Vec<(&Resource, IpAddr)> =
                     g.iter().map(|&i| (&items[i].0, items[i].1.ip)).collect();
-                if backend::nft_batch(&ops, op, timeout).await.is_ok() {
-                    return g.into_iter().map(|i| (i, Ok(()))).collect::<Vec<_>>();
+                match backend::nft_batch(&ops, op, timeout).await {
+                    Ok(()) => return g.into_iter().map(|i| (i, Ok(()))).collect::<Vec<_>>(),
+                    Err(backend::BatchError::TimedOut(e)) => {
+                        return g
+                            .into_iter()
+                            .map(|i| (i, Err(e.clone())))
+                            .collect::<Vec<_>>()
+                    }
+                    Err(backend::BatchError::Refused(_)) => {}
                 }
             }
             let mut out = Vec::with_capacity(g.len());

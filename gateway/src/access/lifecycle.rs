@@ -15,8 +15,8 @@ use crate::broker::Gateway;
 use crate::store::AccessQuery;
 use crate::util::rfc3339;
 
-/// How often rules whose removal failed are tried again.
-const RETRY_EVERY: Duration = Duration::from_secs(30);
+/// The longest the timer sleeps without looking (a new expiry wakes it sooner).
+const LOOK_EVERY: Duration = Duration::from_secs(30);
 
 impl Gateway {
     /// At start, before the API answers: take back this gateway's live sessions. Rules of
@@ -40,14 +40,32 @@ impl Gateway {
         let mut keep = Vec::new();
         let mut ended = Vec::new();
         for row in rows {
-            let Ok(s) = serde_json::from_str::<api::AccessSession>(&row.body) else {
+            let Ok(mut s) = serde_json::from_str::<api::AccessSession>(&row.body) else {
                 tracing::warn!(access = %row.id, "unreadable access session left as it is");
                 continue;
             };
-            let over = s.state == AccessState::Expiring || s.expires_ms <= now;
             let Ok(ip) = s.address.parse::<IpAddr>() else {
                 continue;
             };
+            if !s.state.is_live() {
+                // Over, but a rule's removal failed: tried again by the timer.
+                for r in s
+                    .rules
+                    .iter()
+                    .filter(|r| r.state == RuleState::RevokeFailed)
+                {
+                    self.access.book.orphan(&Key::new(&r.resource, ip), &s.id);
+                }
+                continue;
+            }
+            let over = s.state == AccessState::Expiring || s.expires_ms <= now;
+            if over {
+                // Rules a crash left half-applied may be in place: removed too (a removal of
+                // what is not there is no error).
+                for r in s.rules.iter_mut().filter(|r| r.state == RuleState::Pending) {
+                    r.state = RuleState::Revoking;
+                }
+            }
             for r in s
                 .rules
                 .iter()
@@ -63,9 +81,8 @@ impl Gateway {
         // Sessions that ended meanwhile let go of their rules first (removed where nobody
         // else holds them).
         for mut s in ended {
-            if s.state != AccessState::Expiring {
-                s.state = AccessState::Active;
-            }
+            // Live again for a moment, whatever state the stop left it in, so it can end.
+            s.state = AccessState::Active;
             let by = s.cancelled_by.clone();
             let reason = s.reason.clone();
             self.access.live().insert(s.id.clone(), s.clone());
@@ -154,10 +171,12 @@ impl Gateway {
                 .filter(|s| matches!(s.state, AccessState::Active | AccessState::Partial))
                 .map(|s| s.expires_ms)
                 .min();
+            let retry_every = self.cfg().config.access.retry_every.get();
             let wait = next
                 .map(|n| Duration::from_millis(n.saturating_sub(now_ms())))
-                .unwrap_or(RETRY_EVERY)
-                .min(RETRY_EVERY);
+                .unwrap_or(LOOK_EVERY)
+                .min(LOOK_EVERY)
+                .min(retry_every);
             tokio::select! {
                 _ = stop.cancelled() => return,
                 _ = self.access.wake.notified() => {}
@@ -174,15 +193,29 @@ impl Gateway {
                 })
                 .map(|s| s.id.clone())
                 .collect();
+            // Each marked EXPIRING here (so the next look does not pick it again), its rules
+            // removed in a task of its own (a slow backend delays nobody else's expiry).
             for id in due {
+                let end = End::Expired { at_restart: false };
+                if let Ok(s) = self.access_begin_end(&id, &end) {
+                    let gw = self.clone();
+                    tokio::spawn(async move { gw.access_finish_end(s, end).await });
+                }
+            }
+            if last_retry.elapsed() >= retry_every
+                && !self
+                    .access
+                    .retrying
+                    .swap(true, std::sync::atomic::Ordering::AcqRel)
+            {
+                last_retry = tokio::time::Instant::now();
                 let gw = self.clone();
                 tokio::spawn(async move {
-                    let _ = gw.access_end(&id, End::Expired { at_restart: false }).await;
+                    gw.access_retry_orphans().await;
+                    gw.access
+                        .retrying
+                        .store(false, std::sync::atomic::Ordering::Release);
                 });
-            }
-            if last_retry.elapsed() >= RETRY_EVERY {
-                last_retry = tokio::time::Instant::now();
-                self.access_retry_orphans().await;
             }
         }
     }

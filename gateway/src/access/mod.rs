@@ -32,6 +32,8 @@ pub struct AccessState {
     /// Held while a start counts the person's sessions and records the new one, so two starts
     /// at once cannot both pass `max_sessions_per_user`.
     starting: tokio::sync::Mutex<()>,
+    /// Rules whose removal failed are being tried again (one sweep at a time).
+    retrying: std::sync::atomic::AtomicBool,
 }
 
 impl AccessState {
@@ -98,13 +100,20 @@ pub fn client_address(
             hops.push(ip.to_canonical());
         }
     }
-    Ok(hops
-        .iter()
+    if hops.is_empty() {
+        // The proxy's own address would let in everyone behind it.
+        return Err(format!(
+            "the request came through the trusted proxy {peer} without X-Forwarded-For: the \
+             proxy must say whom it forwards"
+        ));
+    }
+    hops.iter()
         .rev()
         .find(|ip| !trusted.iter().any(|c| c.contains(**ip)))
-        .or(hops.first())
         .copied()
-        .unwrap_or(peer))
+        .ok_or_else(|| {
+            "every address in X-Forwarded-For is a trusted proxy: nobody to let in".to_string()
+        })
 }
 
 #[cfg(test)]
@@ -146,14 +155,21 @@ mod tests {
         let mut many = HeaderMap::new();
         many.append("x-forwarded-for", long.parse().expect("hv"));
         assert!(client_address("127.0.0.1:1".parse().expect("peer"), &many, &trusted).is_err());
-        // No header from a trusted proxy: the proxy itself.
-        assert_eq!(
-            client_address(
-                "127.0.0.1:1".parse().expect("peer"),
-                &HeaderMap::new(),
-                &trusted
-            ),
-            Ok("127.0.0.1".parse().expect("ip"))
+        // No header from a trusted proxy, or only proxies in it: refused (the proxy's own
+        // address would let in everyone behind it).
+        assert!(client_address(
+            "127.0.0.1:1".parse().expect("peer"),
+            &HeaderMap::new(),
+            &trusted
+        )
+        .unwrap_err()
+        .contains("without X-Forwarded-For"));
+        let mut proxies = HeaderMap::new();
+        proxies.append("x-forwarded-for", "10.0.0.9, 10.1.1.1".parse().expect("hv"));
+        assert!(
+            client_address("127.0.0.1:1".parse().expect("peer"), &proxies, &trusted)
+                .unwrap_err()
+                .contains("every address")
         );
         assert!(Cidr::parse("10.0.0.0/33").is_none());
         assert!(Cidr::parse("fd00::/8")

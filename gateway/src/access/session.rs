@@ -39,7 +39,59 @@ pub(super) enum End {
     Cancelled { by: String, reason: String },
 }
 
+/// The resources `user` (in `groups`) may open: each with the policy that grants it and that
+/// policy's `max_session_duration`.
+fn grants(
+    cfg: &crate::config::Loaded,
+    user: &str,
+    groups: &[String],
+) -> Vec<(Resource, String, Dur)> {
+    let mut out = Vec::new();
+    for r in cfg.resources.values() {
+        let tags = r.tag_pairs();
+        let req = wardengate_policy::Request {
+            user,
+            groups,
+            target: &r.name,
+            target_tags: &tags,
+            protocol: wardengate_policy::NETWORK,
+            account: "-",
+        };
+        if let Ok(a) = wardengate_policy::decide(&cfg.policies, &req) {
+            let s = a.settings();
+            out.push((r.clone(), s.name.clone(), s.max_session_duration));
+        }
+    }
+    out
+}
+
 impl Gateway {
+    /// What `user` may pick: the offered durations within the deployment's cap and every
+    /// granting policy's, shortest first, and the default (the configured one if allowed, else
+    /// the shortest).
+    pub fn access_offer(&self, user: &str) -> (Vec<Dur>, Option<Dur>) {
+        let cfg = self.cfg();
+        let a = &cfg.config.access;
+        let groups = cfg
+            .users
+            .get(user)
+            .map(|p| p.groups.clone())
+            .unwrap_or_default();
+        let caps = grants(&cfg, user, &groups);
+        let mut offered: Vec<Dur> = a
+            .durations
+            .iter()
+            .filter(|d| **d <= a.max_duration)
+            .filter(|d| caps.iter().all(|(_, _, cap)| cap.is_zero() || **d <= *cap))
+            .copied()
+            .collect();
+        offered.sort();
+        let default = Some(a.default_duration())
+            .filter(|d| offered.contains(d))
+            .or_else(|| offered.first().copied());
+        (offered, default)
+    }
+
     /// `wgctl access start`: allow `addr` on every resource `user`'s policies grant, for
     /// `duration` (one of `[access] durations`; absent: the default).
     pub async fn access_start(
@@ -95,22 +147,7 @@ impl Gateway {
                 json!({"limit": "access.max_duration", "max": shown(settings.max_duration)}),
             ));
         }
-        let mut grants: Vec<(Resource, String, Dur)> = Vec::new();
-        for r in cfg.resources.values() {
-            let tags = r.tag_pairs();
-            let req = wardengate_policy::Request {
-                user,
-                groups: &person.groups,
-                target: &r.name,
-                target_tags: &tags,
-                protocol: wardengate_policy::NETWORK,
-                account: "-",
-            };
-            if let Ok(a) = wardengate_policy::decide(&cfg.policies, &req) {
-                let s = a.settings();
-                grants.push((r.clone(), s.name.clone(), s.max_session_duration));
-            }
-        }
+        let grants = grants(&cfg, user, &person.groups);
         if grants.is_empty() {
             let why = match cfg.resources.is_empty() {
                 true => "this gateway has no network resources ([[resources]])".to_string(),
@@ -174,12 +211,17 @@ impl Gateway {
                     .access_list(AccessQuery {
                         user: Some(user.to_string()),
                         live_only: true,
-                        limit: max.saturating_add(1),
+                        limit: 10_000,
                         ..Default::default()
                     })
                     .await
                     .map_err(|e| self.store_down(e))?;
-                let current = live.len() as u32;
+                // Rows kept live for a failed removal are over for their person.
+                let current = live
+                    .iter()
+                    .filter_map(|r| serde_json::from_str::<api::AccessSession>(&r.body).ok())
+                    .filter(|s| s.state.is_live())
+                    .count() as u32;
                 if current >= max {
                     let d = LimitDenial {
                         scope: Scope::Actor,
@@ -340,7 +382,18 @@ impl Gateway {
         id: &str,
         end: End,
     ) -> Result<api::AccessSession, AccessRefusal> {
-        let mut s = {
+        let s = self.access_begin_end(id, &end)?;
+        Ok(self.access_finish_end(s, end).await)
+    }
+
+    /// The first step of an end, at once under the lock: `EXPIRING`, so that nothing else picks
+    /// the session again.
+    pub(super) fn access_begin_end(
+        &self,
+        id: &str,
+        end: &End,
+    ) -> Result<api::AccessSession, AccessRefusal> {
+        {
             let mut live = self.access.live();
             let Some(s) = live.get_mut(id) else {
                 return Err(refuse(
@@ -366,15 +419,24 @@ impl Gateway {
                 }
             }
             s.state = AccessState::Expiring;
-            match &end {
+            match end {
                 End::Expired { .. } => s.reason = Some("expired".into()),
                 End::Cancelled { by, reason } => {
                     s.reason = Some(format!("cancelled by {by}: {reason}"));
                     s.cancelled_by = Some(by.clone());
                 }
             }
-            s.clone()
-        };
+            Ok(s.clone())
+        }
+    }
+
+    /// The rest of an end: its rules removed or released, then `EXPIRED` or `CANCELLED`.
+    pub(super) async fn access_finish_end(
+        self: &Arc<Self>,
+        mut s: api::AccessSession,
+        end: End,
+    ) -> api::AccessSession {
+        let id = s.id.clone();
         if let Err(e) = self.access_keep(&s).await {
             tracing::error!(access = %id, "cannot record the access session: {e:#}");
         }
@@ -388,7 +450,7 @@ impl Gateway {
             s.reason =
                 Some("expired while the gateway was down (rules removed at its start)".into());
         }
-        self.access.live().remove(id);
+        self.access.live().remove(&id);
         if let Err(e) = self.access_keep(&s).await {
             tracing::error!(access = %id, "cannot record the access session: {e:#}");
         }
@@ -403,7 +465,7 @@ impl Gateway {
             json!({"state": s.state, "reason": s.reason, "address": s.address, "by": s.cancelled_by}),
         );
         self.access.wake.notify_one();
-        Ok(self.access_view(s))
+        self.access_view(s)
     }
 
     /// Let go of every rule `s` holds: removed when it was the last holder, each audited.
@@ -477,7 +539,9 @@ impl Gateway {
                 id: s.id.clone(),
                 user: s.user.clone(),
                 gateway: s.gateway.clone(),
-                live: s.state.is_live(),
+                // Kept live while a rule's removal failed, so that a restart tries it again.
+                live: s.state.is_live()
+                    || s.rules.iter().any(|r| r.state == RuleState::RevokeFailed),
                 created_ms: s.created_ms,
                 body: serde_json::to_string(s)?,
             })

@@ -62,6 +62,17 @@ async fn start(
     body: Bytes,
 ) -> Result<Json<api::AccessSession>, Response> {
     let req: api::AccessStartRequest = parse_body(&body).map_err(IntoResponse::into_response)?;
+    if !st.gw.cfg().users.contains_key(&caller.name) {
+        return Err(ApiError(
+            StatusCode::FORBIDDEN,
+            format!(
+                "{} is not a person: an access session is for someone, with their own token \
+                 (`wgctl login`, or a user's api_token_sha256)",
+                caller.name
+            ),
+        )
+        .into_response());
+    }
     let trusted: Vec<Cidr> = st
         .gw
         .cfg()
@@ -77,11 +88,24 @@ async fn start(
         .duration
         .as_deref()
         .map(|d| api::text::inert(d, 32).into_owned());
-    st.gw
-        .access_start(&caller.name, addr, duration.as_deref())
+    // In a task of its own: a caller who goes away does not stop it half way (its rules would
+    // be applied and never tracked).
+    let gw = st.gw.clone();
+    let user = caller.name.clone();
+    tokio::spawn(async move { gw.access_start(&user, addr, duration.as_deref()).await })
         .await
+        .map_err(|e| internal(&e))?
         .map(Json)
         .map_err(refused)
+}
+
+fn internal(e: &tokio::task::JoinError) -> Response {
+    tracing::error!("an access session task failed: {e}");
+    ApiError(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "internal error; the gateway's log has the details".into(),
+    )
+    .into_response()
 }
 
 #[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
@@ -136,18 +160,12 @@ async fn list(
                 format!("cannot read the store: {e:#}"),
             )
         })?;
-    let cfg = st.gw.cfg();
-    let a = &cfg.config.access;
-    let mut offered: Vec<_> = a
-        .durations
-        .iter()
-        .filter(|d| **d <= a.max_duration)
-        .collect();
-    offered.sort();
+    // What the caller may start: within the deployment's cap and their policies'.
+    let (offered, default) = st.gw.access_offer(&caller.name);
     Ok(Json(api::AccessList {
         sessions,
-        durations: offered.iter().map(|d| crate::config::shown(**d)).collect(),
-        default_duration: crate::config::shown(a.default_duration()),
+        durations: offered.into_iter().map(crate::config::shown).collect(),
+        default_duration: default.map(crate::config::shown).unwrap_or_default(),
     }))
 }
 
@@ -231,9 +249,11 @@ async fn stop(
         )
         .into_response());
     }
-    st.gw
-        .access_stop(&s.id, &caller.name, &reason)
+    let gw = st.gw.clone();
+    let by = caller.name.clone();
+    tokio::spawn(async move { gw.access_stop(&s.id, &by, &reason).await })
         .await
+        .map_err(|e| internal(&e))?
         .map(Json)
         .map_err(refused)
 }

@@ -143,6 +143,7 @@ mod tests {
             include_str!("mod.rs"),
             include_str!("sessions.rs"),
             include_str!("tcp.rs"),
+            include_str!("access.rs"),
             include_str!("live.rs"),
             include_str!("browser.rs"),
             include_str!("replay.rs"),
@@ -168,6 +169,7 @@ mod tests {
             "/console/recordings",
             "/console/audit",
             "/console/approvals",
+            "/console/access",
             "/console/assets/{name}",
         ];
         let mut found = 0;

@@ -27,6 +27,9 @@ pub struct AccessSection {
     /// How long one backend call (`nft`, an apply or revoke script) may take.
     #[serde(default = "default_command_timeout")]
     pub command_timeout: Dur,
+    /// How often the removal of a rule that failed to go is tried again.
+    #[serde(default = "default_retry_every")]
+    pub retry_every: Dur,
 }
 
 impl Default for AccessSection {
@@ -37,6 +40,7 @@ impl Default for AccessSection {
             max_duration: default_max_duration(),
             max_sessions_per_user: None,
             command_timeout: default_command_timeout(),
+            retry_every: default_retry_every(),
         }
     }
 }
@@ -51,6 +55,9 @@ fn default_max_duration() -> Dur {
     Dur::secs(24 * 3600)
 }
 fn default_command_timeout() -> Dur {
+    Dur::secs(30)
+}
+fn default_retry_every() -> Dur {
     Dur::secs(30)
 }
 
@@ -190,7 +197,7 @@ pub fn check_resource(r: &Resource) -> Result<(), (&'static str, String)> {
             if let Some(ns) = &r.netns {
                 let ok = !ns.is_empty()
                     && ns.len() <= 64
-                    && !ns.starts_with('.')
+                    && !ns.starts_with(['.', '-'])
                     && ns
                         .chars()
                         .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
@@ -243,6 +250,9 @@ pub fn check_access(a: &AccessSection) -> Result<(), (&'static str, String)> {
             "0 would allow nothing; leave it out for no limit".into(),
         ));
     }
+    if a.retry_every.is_zero() {
+        return Err(("retry_every", "must be longer than 0".into()));
+    }
     if a.command_timeout.is_zero() {
         return Err(("command_timeout", "must be longer than 0".into()));
     }
@@ -275,6 +285,10 @@ mod tests {
         );
         assert_eq!(
             key("backend = \"nftables\"\nnetns = \"../x\""),
+            Some("netns")
+        );
+        assert_eq!(
+            key("backend = \"nftables\"\nnetns = \"-all\""),
             Some("netns")
         );
         assert_eq!(

@@ -485,6 +485,23 @@ fn network(
         if out.insert(r.name.clone(), r.clone()).is_some() {
             bail!("{}: resources.{} is defined twice", at("name"), r.name);
         }
+        // One nftables set per resource: two resources on one set would count apart and remove
+        // each other's addresses.
+        let set_of = |x: &super::Resource| (x.netns.clone(), x.table().to_string(), x.set());
+        if let Some(other) = config.resources[..ri].iter().find(|o| {
+            o.backend == super::BackendKind::Nftables
+                && r.backend == super::BackendKind::Nftables
+                && set_of(o) == set_of(r)
+        }) {
+            bail!(
+                "{}: resources.{}: set {} (table {}) is already resource {}'s; give each its own set",
+                at("set"),
+                r.name,
+                r.set(),
+                r.table(),
+                other.name
+            );
+        }
     }
     Ok(out)
 }

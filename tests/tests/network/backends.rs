@@ -17,7 +17,7 @@ fn a_failing_command_backend_makes_a_session_partial_or_failed() {
     let more = format!(
         "{ACCESS}{web}\
          [[resources]]\nname = \"notes\"\ntags = {{ env = \"test\" }}\nbackend = \"command\"\n\
-         apply = [\"/bin/sh\", \"-c\", \"echo \\\"$1 $2 $3\\\" >> {ledger}\", \"apply\"]\n\
+         apply = [\"/bin/sh\", \"-c\", \"echo \\\"$1 $2 $3\\\" >> {ledger}; env > {ledger}.env\", \"apply\"]\n\
          revoke = [\"/bin/sh\", \"-c\", \"grep -v \\\" $2 \\\" {ledger} > {ledger}.new; mv {ledger}.new {ledger}\", \"revoke\"]\n\n\
          [[resources]]\nname = \"cloud\"\ntags = {{ env = \"test\" }}\nbackend = \"command\"\n\
          apply = [\"/bin/sh\", \"-c\", \"echo 'sg-42: rule quota exceeded' >&2; exit 3\", \"apply\"]\n\
@@ -109,6 +109,16 @@ fn a_failing_command_backend_makes_a_session_partial_or_failed() {
         kept.trim(),
         format!("notes {a} {id}"),
         "the apply script's arguments"
+    );
+    // The script's environment is its own: the session's variables, none of the gateway's.
+    let seen = std::fs::read_to_string(format!("{}.env", ledger.display())).expect("env");
+    assert!(
+        seen.contains(&format!("WARDENGATE_SESSION={id}")) && seen.contains("WARDENGATE_OP=apply"),
+        "{seen}"
+    );
+    assert!(
+        !seen.contains("RUST_LOG"),
+        "the gateway's environment reached the script: {seen}"
     );
     assert_eq!(elements(&lab.ns, "allow_web"), vec![a.to_string()]);
     lab.reach(a).expect("web is reachable in a partial session");

@@ -69,7 +69,10 @@ fn hostile_callers_and_misbehaving_backends_are_contained() {
     assert!(body.contains("'10.0.0.1.evil' is not an address"), "{body}");
     // An oversized, escape-laden duration: refused with the value cut and made inert.
     let long = format!("{{\"duration\":\"\\u001b[31m{}\"}}", "9".repeat(100_000));
-    let (code, body) = post(std::slice::from_ref(&alice), &long);
+    let (code, body) = post(
+        &[alice.clone(), "X-Forwarded-For: 198.51.100.3".into()],
+        &long,
+    );
     assert_eq!(code, "400", "{}", &body[..body.len().min(300)]);
     assert!(
         body.len() < 600,
@@ -77,6 +80,10 @@ fn hostile_callers_and_misbehaving_backends_are_contained() {
         body.len()
     );
     assert!(!body.contains('\u{1b}'), "{body}");
+    assert!(
+        body.contains("\\x1b[31m999") && body.contains("is not a duration"),
+        "{body}"
+    );
     // A body over the API's limit.
     let huge = format!("{{\"duration\":\"{}\"}}", "x".repeat(3 << 20));
     let file = env.path("huge.json");
@@ -104,7 +111,7 @@ fn hostile_callers_and_misbehaving_backends_are_contained() {
     // escapes made inert). Neither rule is applied; the session FAILED.
     let started = std::time::Instant::now();
     let out = run(
-        wgctl_as(&gw, BOB).args(["access", "start", "-o", "json"]),
+        wgctl_as(&gw, BOB).args(["access", "start", "--from", "127.0.0.2", "-o", "json"]),
         T,
     );
     assert!(!out.status.success());

@@ -109,3 +109,38 @@ pub fn wait_state(gw: &GatewayProc, id: &str, state: &str, within: Duration) -> 
 pub fn lab() -> Lab {
     Lab::new(&["web"])
 }
+
+/// POST `body` to `path` as `token`'s person, connecting from local address `from` (curl
+/// --interface): (status, body).
+pub fn post_from(
+    gw: &GatewayProc,
+    token: &str,
+    from: IpAddr,
+    path: &str,
+    body: &str,
+) -> (u16, String) {
+    let out = run(
+        std::process::Command::new("curl").args([
+            "-s",
+            "-o",
+            "-",
+            "-w",
+            "\n%{http_code}",
+            "--interface",
+            &from.to_string(),
+            "-X",
+            "POST",
+            "-H",
+            &format!("Authorization: Bearer {token}"),
+            "-H",
+            "content-type: application/json",
+            "-d",
+            body,
+            &format!("{}{path}", gw.api),
+        ]),
+        T,
+    );
+    let t = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = t.rsplit_once('\n').expect("status");
+    (code.parse().expect("code"), body.to_string())
+}

@@ -71,3 +71,126 @@ fn a_restart_removes_rules_of_ended_sessions_and_puts_back_missing_ones() {
     assert_eq!(code, 200, "{body}");
     assert!(elements(&lab.ns, "allow_web").is_empty());
 }
+
+#[test]
+fn a_removal_that_failed_or_was_cut_by_a_crash_is_finished_after_a_restart() {
+    let env = TestEnv::new();
+    let ledger = env.path("allowed.txt");
+    let slow = env.path("slow.flag");
+    let freeze = env.path("freeze.flag");
+    std::fs::write(&ledger, "").expect("ledger");
+    // The operator's scripts: apply adds "RESOURCE ADDRESS"; revoke removes it, but sleeps while
+    // slow.flag exists and refuses (stderr) while freeze.flag does.
+    let more = format!(
+        "[access]\ndurations = [\"3s\", \"1h\"]\nretry_every = \"1s\"\n\n\
+         [[resources]]\nname = \"sg\"\ntags = {{ env = \"test\" }}\nbackend = \"command\"\n\
+         apply = [\"/bin/sh\", \"-c\", \"echo \\\"$1 $2\\\" >> {l}\", \"apply\"]\n\
+         revoke = [\"/bin/sh\", \"-c\", \"if [ -e {s} ]; then sleep 20; fi; if [ -e {f} ]; then echo 'change freeze until 18:00' >&2; exit 1; fi; grep -vx \\\"$1 $2\\\" {l} > {l}.new; mv {l}.new {l}\", \"revoke\"]\n\n",
+        l = ledger.display(),
+        s = slow.display(),
+        f = freeze.display()
+    );
+    let mut gw = gateway(&env, &more, NET_POLICY);
+    let lines = || {
+        let mut v: Vec<String> = std::fs::read_to_string(&ledger)
+            .expect("ledger")
+            .lines()
+            .map(str::to_string)
+            .collect();
+        v.sort();
+        v
+    };
+
+    // bob's session expires while the change freeze refuses the removal: EXPIRED, the rule
+    // revoke_failed with the script's words, the address still allowed.
+    std::fs::write(&freeze, "").expect("freeze");
+    let bob = post_from(
+        &gw,
+        BOB,
+        "127.0.0.2".parse().expect("ip"),
+        "/api/v1/access-sessions",
+        "{\"duration\":\"3s\"}",
+    );
+    assert_eq!(bob.0, 200, "{}", bob.1);
+    let bob: serde_json::Value = serde_json::from_str(&bob.1).expect("json");
+    let bob_id = bob["id"].as_str().expect("id").to_string();
+    let s = wait_state(&gw, &bob_id, "EXPIRED", Duration::from_secs(15));
+    assert_eq!(s["rules"][0]["state"], "revoke_failed", "{s:#}");
+    assert!(
+        s["rules"][0]["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("change freeze until 18:00"),
+        "{s:#}"
+    );
+    assert_eq!(lines(), vec!["sg 127.0.0.2"]);
+    assert!(!gw.audit("access.rule.revoke_failed").is_empty());
+
+    // alice's stop is cut by a crash half way: her session is EXPIRING when the gateway dies.
+    std::fs::remove_file(&freeze).expect("thaw");
+    std::fs::write(&slow, "").expect("slow");
+    let alice = post_from(
+        &gw,
+        ALICE,
+        "127.0.0.3".parse().expect("ip"),
+        "/api/v1/access-sessions",
+        "{\"duration\":\"1h\"}",
+    );
+    let alice: serde_json::Value = serde_json::from_str(&alice.1).expect("json");
+    let alice_id = alice["id"].as_str().expect("id").to_string();
+    assert_eq!(lines(), vec!["sg 127.0.0.2", "sg 127.0.0.3"]);
+    let api = gw.api.clone();
+    let stopper = std::thread::spawn(move || {
+        // The caller gives up after 2 s; the stop goes on in the gateway.
+        let _ = std::process::Command::new("curl")
+            .args([
+                "-s",
+                "-m",
+                "2",
+                "-X",
+                "POST",
+                "-H",
+                &format!("Authorization: Bearer {ALICE}"),
+                "--interface",
+                "127.0.0.3",
+                "-d",
+                "{\"reason\":\"end of shift\"}",
+                &format!("{api}/api/v1/access-sessions/{alice_id}/stop"),
+            ])
+            .output();
+    });
+    let alice_id = alice["id"].as_str().expect("id").to_string();
+    wait_state(&gw, &alice_id, "EXPIRING", Duration::from_secs(10));
+    stopper.join().expect("stopper");
+    gw.kill9();
+    std::fs::remove_file(&slow).expect("quick again");
+
+    // After the restart: alice's stop is finished (CANCELLED, her rule removed) and bob's
+    // failed removal is tried again until it goes.
+    let gw = GatewayProc::spawn(gw.config.clone(), gw.data.clone());
+    let s = show(&gw, &alice_id);
+    assert_eq!(s["state"], "CANCELLED", "{s:#}");
+    assert_eq!(s["reason"], "cancelled by alice: end of shift");
+    assert_eq!(s["rules"][0]["state"], "revoked", "{s:#}");
+    wait_state(&gw, &bob_id, "EXPIRED", Duration::from_secs(1));
+    let s = wardengate_tests::poll(
+        Duration::from_secs(10),
+        Duration::from_millis(100),
+        || show(&gw, &bob_id),
+        |s| s["rules"][0]["state"] == "revoked",
+    );
+    assert_eq!(s["rules"][0]["state"], "revoked", "{s:#}");
+    assert!(lines().is_empty(), "{:?}", lines());
+    let retried = gw.audit("access.rule.revoked");
+    assert!(
+        retried.iter().any(|e| e["detail"]["retried"] == true),
+        "{retried:#?}"
+    );
+    // Neither counts against its person any more.
+    let live = gw.get_json("/api/v1/access-sessions?all=true&live=true");
+    assert_eq!(
+        live["sessions"].as_array().map(Vec::len),
+        Some(0),
+        "{live:#}"
+    );
+}

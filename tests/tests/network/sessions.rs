@@ -131,6 +131,16 @@ fn an_address_is_let_in_for_its_session_and_cut_off_when_stopped_or_expired() {
     assert_eq!(elements(&lab.ns, "allow_web_v6"), vec![c.to_string()]);
     lab.reach(c).expect("c is let in");
     assert!(lab.reach(d).is_err());
+    // The trusted proxy without X-Forwarded-For: refused (its own address would let in
+    // everyone behind it).
+    let (code, body) = gw.request(
+        "POST",
+        "/api/v1/access-sessions",
+        ALICE,
+        "{\"duration\":\"1h\"}",
+    );
+    assert_eq!(code, 400, "{body}");
+    assert!(body.contains("without X-Forwarded-For"), "{body}");
     // From an address that is not a trusted proxy the header is not believed.
     let out = run(
         std::process::Command::new("curl").args([
@@ -209,10 +219,11 @@ fn two_sessions_from_one_address_share_a_rule_until_the_last_one_ends() {
     );
 
     // alice may hold one session: a second is refused with the structured denial.
-    let (code, body) = gw.request(
-        "POST",
-        "/api/v1/access-sessions",
+    let (code, body) = post_from(
+        &gw,
         ALICE,
+        a,
+        "/api/v1/access-sessions",
         "{\"duration\":\"1h\"}",
     );
     assert_eq!(code, 429, "{body}");
