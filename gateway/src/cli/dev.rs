@@ -90,7 +90,7 @@ fn home_public_keys() -> Vec<String> {
         .collect()
 }
 
-pub(super) fn toml_str(s: &str) -> String {
+fn toml_str(s: &str) -> String {
     toml::Value::String(s.to_string()).to_string()
 }
 

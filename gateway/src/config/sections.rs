@@ -166,9 +166,7 @@ pub struct ApiSection {
     /// `http://localhost` but not on a self-signed certificate.
     #[serde(default)]
     pub plain_http: bool,
-    /// Reverse proxies in front of the API (addresses or CIDRs, `10.0.0.0/8`): only a request
-    /// from one of them has its `X-Forwarded-For` believed, for the address an access session
-    /// allows. Never otherwise.
+    /// Proxies whose `X-Forwarded-For` is believed (addresses, CIDRs); nobody else's.
     #[serde(default)]
     pub trusted_proxies: Vec<String>,
 }
@@ -190,11 +188,7 @@ impl Default for ApiSection {
 impl ApiSection {
     /// `https`, or `http` with `plain_http`.
     pub fn scheme(&self) -> &'static str {
-        if self.plain_http {
-            "http"
-        } else {
-            "https"
-        }
+        ["https", "http"][usize::from(self.plain_http)]
     }
 }
 

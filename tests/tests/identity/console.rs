@@ -443,7 +443,8 @@ fn a_viewer_gets_no_actions_and_bulk_terminate_counts_asks_and_ends_them_all() {
         json!(true)
     );
     let nav = c.eval("Array.from(document.querySelectorAll('#nav a')).filter((a) => !a.hidden).map((a) => a.textContent)");
-    assert_eq!(nav, json!(["Sessions", "Approvals"]), "{nav}");
+    // Approvals and Access are every person's own (their requests, their access sessions).
+    assert_eq!(nav, json!(["Sessions", "Approvals", "Access"]), "{nav}");
     click(c, "#signout");
     until(c, "location.pathname", T, |v| v == &json!("/console/login"));
 
