@@ -67,8 +67,8 @@ fn grants(
 
 impl Gateway {
     /// What `user` may pick: the offered durations within the deployment's cap and every
-    /// granting policy's, shortest first, and the default (the configured one if allowed, else
-    /// the shortest).
+    /// granting policy's, shortest first, and the default (the configured one, or the longest
+    /// offered below it, or the shortest).
     pub fn access_offer(&self, user: &str) -> (Vec<Dur>, Option<Dur>) {
         let cfg = self.cfg();
         let a = &cfg.config.access;
@@ -86,9 +86,13 @@ impl Gateway {
             .copied()
             .collect();
         offered.sort();
-        let default = Some(a.default_duration())
-            .filter(|d| offered.contains(d))
-            .or_else(|| offered.first().copied());
+        let wanted = a.default_duration();
+        let default = offered
+            .iter()
+            .rev()
+            .find(|d| **d <= wanted)
+            .or(offered.first())
+            .copied();
         (offered, default)
     }
 
@@ -109,7 +113,11 @@ impl Gateway {
             ));
         };
         let d = match duration {
-            None => settings.default_duration(),
+            // The default, or the longest the person may have below it.
+            None => self
+                .access_offer(user)
+                .1
+                .unwrap_or_else(|| settings.default_duration()),
             Some(s) => Dur(wardengate_policy::duration::parse(s)
                 .map_err(|e| refuse(StatusCode::BAD_REQUEST, e))?),
         };

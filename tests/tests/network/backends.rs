@@ -214,6 +214,27 @@ fn durations_are_offered_and_capped_by_the_deployment_and_the_policy() {
     // The admin token is not a person: no access session for it.
     let (code, body) = gw.request("POST", "/api/v1/access-sessions", &gw.token, "{}");
     assert_eq!(code, 403, "{body}");
+    // What alice is offered stops at her policy's cap; a start without a duration takes the
+    // deployment's default (8h here), or the longest she may have below it.
+    let with_default = TestEnv::new();
+    let more8 = more.replace(
+        "max_duration = \"8h\"\n",
+        "max_duration = \"8h\"\ndefault_duration = \"8h\"\n",
+    );
+    let gw3 = gateway(&with_default, &more8, NET_POLICY);
+    let (code, body) = gw3.request("GET", "/api/v1/access-sessions", ALICE, "");
+    assert_eq!(code, 200, "{body}");
+    let offer: serde_json::Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(
+        offer["durations"],
+        serde_json::json!(["3s", "1h", "2h", "4h"]),
+        "{offer:#}"
+    );
+    assert_eq!(offer["default_duration"], "4h");
+    let out = access(&gw3, ALICE, &["start", "--from", &a]);
+    assert_success(&out, "start without a duration");
+    let s: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(s["duration"], "4h", "{s:#}");
     // A person no policy grants anything is told so.
     let no_grant = TestEnv::new();
     let gw2 = gateway(
