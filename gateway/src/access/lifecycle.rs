@@ -25,7 +25,7 @@ impl Gateway {
     pub async fn access_reconcile(self: &Arc<Self>) {
         let q = AccessQuery {
             gateway: Some(self.name.clone()),
-            live_only: true,
+            holding_only: true,
             limit: u32::MAX,
             ..Default::default()
         };

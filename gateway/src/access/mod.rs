@@ -29,9 +29,6 @@ pub struct AccessState {
     live: Mutex<HashMap<String, api::AccessSession>>,
     /// Wakes the expiry timer (a session started or ended).
     wake: Notify,
-    /// Held while a start counts the person's sessions and records the new one, so two starts
-    /// at once cannot both pass `max_sessions_per_user`.
-    starting: tokio::sync::Mutex<()>,
     /// Rules whose removal failed are being tried again (one sweep at a time).
     retrying: std::sync::atomic::AtomicBool,
 }

@@ -39,6 +39,20 @@ pub(super) enum End {
     Cancelled { by: String, reason: String },
 }
 
+/// `s` as the store keeps it.
+fn access_row(s: &api::AccessSession) -> anyhow::Result<AccessRow> {
+    Ok(AccessRow {
+        id: s.id.clone(),
+        user: s.user.clone(),
+        gateway: s.gateway.clone(),
+        live: s.state.is_live(),
+        // Held on to while a rule's removal failed, so that a restart tries it again.
+        holds: s.state.is_live() || s.rules.iter().any(|r| r.state == RuleState::RevokeFailed),
+        created_ms: s.created_ms,
+        body: serde_json::to_string(s)?,
+    })
+}
+
 /// The resources `user` (in `groups`) may open: each with the policy that grants it and that
 /// policy's `max_session_duration`.
 fn grants(
@@ -210,52 +224,38 @@ impl Gateway {
             created_ms: created,
             expires_ms: expires,
         };
-        {
-            // Count and record under one lock: two starts at once cannot both pass the limit.
-            let _one = self.access.starting.lock().await;
-            if let Some(max) = settings.max_sessions_per_user {
-                let live = self
-                    .store
-                    .access_list(AccessQuery {
-                        user: Some(user.to_string()),
-                        live_only: true,
-                        limit: 10_000,
-                        ..Default::default()
-                    })
-                    .await
-                    .map_err(|e| self.store_down(e))?;
-                // Rows kept live for a failed removal are over for their person.
-                let current = live
-                    .iter()
-                    .filter_map(|r| serde_json::from_str::<api::AccessSession>(&r.body).ok())
-                    .filter(|s| s.state.is_live())
-                    .count() as u32;
-                if current >= max {
-                    let d = LimitDenial {
-                        scope: Scope::Actor,
-                        limit: max,
-                        current,
-                        subject: user.to_string(),
-                    };
-                    let message = format!(
-                        "wardengate: {d} (access.max_sessions_per_user); stop one with `wgctl \
-                         access stop ID --reason ...` or wait until it expires"
-                    );
-                    self.audit(
-                        "access.denied",
-                        Some(user),
-                        None,
-                        json!({"address": addr.to_string(), "reason": "concurrency", "limit": d, "message": message}),
-                    );
-                    return Err(AccessRefusal {
-                        status: StatusCode::TOO_MANY_REQUESTS,
-                        message,
-                        limit: Some(d),
-                    });
-                }
+        // Counted and recorded in one step of the store (across the cluster on PostgreSQL): two
+        // starts at once cannot both pass the limit.
+        let row = access_row(&s).map_err(|e| self.store_down(e))?;
+        let max = settings.max_sessions_per_user;
+        match self.store.access_insert_limited(row, max).await {
+            Err(e) => return Err(self.store_down(e)),
+            Ok(Err(current)) => {
+                let d = LimitDenial {
+                    scope: Scope::Actor,
+                    limit: max.unwrap_or(0),
+                    current,
+                    subject: user.to_string(),
+                };
+                let message = format!(
+                    "wardengate: {d} (access.max_sessions_per_user); stop one with `wgctl access \
+                     stop ID --reason ...` or wait until it expires"
+                );
+                self.audit(
+                    "access.denied",
+                    Some(user),
+                    None,
+                    json!({"address": addr.to_string(), "reason": "concurrency", "limit": d, "message": message}),
+                );
+                return Err(AccessRefusal {
+                    status: StatusCode::TOO_MANY_REQUESTS,
+                    message,
+                    limit: Some(d),
+                });
             }
-            self.access_keep(&s).await.map_err(|e| self.store_down(e))?;
-            self.access.live().insert(s.id.clone(), s.clone());
+            Ok(Ok(())) => {
+                self.access.live().insert(s.id.clone(), s.clone());
+            }
         }
         self.audit(
             "access.requested",
@@ -542,18 +542,7 @@ impl Gateway {
 
     /// Keep `s` in the store.
     pub(super) async fn access_keep(&self, s: &api::AccessSession) -> anyhow::Result<()> {
-        self.store
-            .access_put(AccessRow {
-                id: s.id.clone(),
-                user: s.user.clone(),
-                gateway: s.gateway.clone(),
-                // Kept live while a rule's removal failed, so that a restart tries it again.
-                live: s.state.is_live()
-                    || s.rules.iter().any(|r| r.state == RuleState::RevokeFailed),
-                created_ms: s.created_ms,
-                body: serde_json::to_string(s)?,
-            })
-            .await
+        self.store.access_put(access_row(s)?).await
     }
 
     /// `s` as shown: each rule with how many live sessions hold it now (this gateway's).

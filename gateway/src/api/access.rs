@@ -149,9 +149,9 @@ async fn list(
         .gw
         .access_list(AccessQuery {
             user,
-            gateway: None,
             live_only: p.live,
             limit: p.limit.unwrap_or(100).clamp(1, 1000),
+            ..Default::default()
         })
         .await
         .map_err(|e| {

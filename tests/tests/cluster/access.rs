@@ -75,4 +75,44 @@ fn access_sessions_span_the_cluster_store_and_belong_to_their_gateway() {
     assert_eq!(std::fs::read_to_string(&ledger).expect("ledger").trim(), "");
     let shown = gw2.get_json(&format!("/api/v1/access-sessions/{id}"));
     assert_eq!(shown["state"], "CANCELLED", "{shown:#}");
+
+    // Both gateways start one for alice at the same instant, a few times over: the store counts
+    // one at a time (an advisory lock on the person), so exactly one of each pair gets in.
+    for round in 0..5 {
+        let codes: Vec<(u16, String)> = std::thread::scope(|s| {
+            let a = s.spawn(|| {
+                gw1.request(
+                    "POST",
+                    "/api/v1/access-sessions",
+                    ALICE,
+                    "{\"duration\":\"1h\"}",
+                )
+            });
+            let b = s.spawn(|| {
+                gw2.request(
+                    "POST",
+                    "/api/v1/access-sessions",
+                    ALICE,
+                    "{\"duration\":\"1h\"}",
+                )
+            });
+            vec![a.join().expect("a"), b.join().expect("b")]
+        });
+        let mut got: Vec<u16> = codes.iter().map(|c| c.0).collect();
+        got.sort();
+        assert_eq!(got, vec![200, 429], "round {round}: {codes:?}");
+        let (gw, body) = match codes[0].0 {
+            200 => (gw1, &codes[0].1),
+            _ => (gw2, &codes[1].1),
+        };
+        let s: serde_json::Value = serde_json::from_str(body).expect("json");
+        let id = s["id"].as_str().expect("id");
+        let (code, body) = gw.request(
+            "POST",
+            &format!("/api/v1/access-sessions/{id}/stop"),
+            ALICE,
+            "{\"reason\":\"next round\"}",
+        );
+        assert_eq!(code, 200, "{body}");
+    }
 }
