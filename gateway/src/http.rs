@@ -114,3 +114,17 @@ pub fn peer<B>(req: &axum::http::Request<B>) -> SocketAddr {
         .map(|c| c.0)
         .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)))
 }
+
+/// Who is asking: the peer, or — when the peer is one of `[api] trusted_proxies` and says whom
+/// it forwards — that address (port 0). What the sign-in and token guards count, and what the
+/// audit names; a trusted proxy without a usable `X-Forwarded-For` is itself the source.
+pub fn client<B>(cfg: &crate::config::Loaded, req: &axum::http::Request<B>) -> SocketAddr {
+    let peer = peer(req);
+    let trusted = crate::access::trusted(cfg);
+    if trusted.is_empty() {
+        return peer;
+    }
+    crate::access::client_address(peer, req.headers(), &trusted)
+        .map(|ip| SocketAddr::new(ip, 0))
+        .unwrap_or(peer)
+}

@@ -58,6 +58,16 @@ impl Cidr {
     }
 }
 
+/// `[api] trusted_proxies`, parsed (the configuration was checked at load).
+pub fn trusted(cfg: &crate::config::Loaded) -> Vec<Cidr> {
+    cfg.config
+        .api
+        .trusted_proxies
+        .iter()
+        .filter_map(|p| Cidr::parse(p))
+        .collect()
+}
+
 /// Most `X-Forwarded-For` entries read (a longer chain is refused, not truncated).
 const MAX_FORWARDED: usize = 32;
 

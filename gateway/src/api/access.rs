@@ -14,7 +14,7 @@ use wardengate_api as api;
 
 use super::common::{parse_body, query, ApiError, Caller};
 use super::state::ApiState;
-use crate::access::{AccessRefusal, Cidr};
+use crate::access::AccessRefusal;
 use crate::config::Perm;
 use crate::store::AccessQuery;
 
@@ -73,15 +73,7 @@ async fn start(
         )
         .into_response());
     }
-    let trusted: Vec<Cidr> = st
-        .gw
-        .cfg()
-        .config
-        .api
-        .trusted_proxies
-        .iter()
-        .filter_map(|p| Cidr::parse(p))
-        .collect();
+    let trusted = crate::access::trusted(&st.gw.cfg());
     let addr = crate::access::client_address(peer, &headers, &trusted)
         .map_err(|e| ApiError(StatusCode::BAD_REQUEST, e).into_response())?;
     let duration = req

@@ -25,7 +25,7 @@ pub(super) async fn require_token(
     mut req: Request,
     next: Next,
 ) -> Response {
-    let ip = crate::http::peer(&req).ip();
+    let ip = crate::http::client(&st.gw.cfg(), &req).ip();
     let refuse = || ApiError(StatusCode::UNAUTHORIZED, BAD_TOKEN.into()).into_response();
     // A source that keeps guessing tokens is refused without a check, like a wrong password.
     if !st.gw.api_throttle.allow("", ip) {
@@ -99,7 +99,7 @@ async fn with_cookie(st: ApiState, mut req: Request, next: Next, cookie: &str) -
         "signed out: the console session has expired or was invalidated; sign in again at /console";
     // The live stream is the page's, not the person's: it does not keep them signed in.
     let background = req.uri().path() == "/api/v1/console/events";
-    let ip = crate::http::peer(&req).ip();
+    let ip = crate::http::client(&st.gw.cfg(), &req).ip();
     let row = st.gw.console_session(cookie, !background).await;
     let cfg = st.gw.cfg();
     let user = row.as_ref().and_then(|r| cfg.users.get(&r.username));

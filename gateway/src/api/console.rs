@@ -160,7 +160,7 @@ async fn login(
     State(st): State<ApiState>,
     req: axum::extract::Request,
 ) -> Result<Json<api::ConsoleLoginStarted>, ApiError> {
-    let peer = crate::http::peer(&req);
+    let peer = crate::http::client(&st.gw.cfg(), &req);
     let body = axum::body::to_bytes(req.into_body(), 64 << 10)
         .await
         .map_err(|_| bad("the request body is too large"))?;
@@ -188,7 +188,7 @@ async fn login(
     responses((status = 200, description = "signed in: `Set-Cookie: wg_console=…`", body = api::ConsoleMe), (status = 401, description = "unknown, expired or unfinished sign-in", body = api::ApiError))
 )]
 async fn open(State(st): State<ApiState>, req: axum::extract::Request) -> Response {
-    let peer = crate::http::peer(&req);
+    let peer = crate::http::client(&st.gw.cfg(), &req);
     let agent = req
         .headers()
         .get(header::USER_AGENT)

@@ -34,7 +34,7 @@ async fn device(
     State(st): State<ApiState>,
     req: axum::extract::Request,
 ) -> Result<Json<api::LoginStarted>, ApiError> {
-    let peer = crate::http::peer(&req);
+    let peer = crate::http::client(&st.gw.cfg(), &req);
     let s = st
         .gw
         .login_start(&peer, false)
@@ -90,7 +90,7 @@ async fn password(
     State(st): State<ApiState>,
     req: axum::extract::Request,
 ) -> Result<Json<api::LoginTicket>, ApiError> {
-    let peer = crate::http::peer(&req);
+    let peer = crate::http::client(&st.gw.cfg(), &req);
     let body = axum::body::to_bytes(req.into_body(), 64 << 10)
         .await
         .map_err(|_| bad("the request body is too large"))?;

@@ -107,6 +107,49 @@ fn hostile_callers_and_misbehaving_backends_are_contained() {
         "a refused start got as far as a session"
     );
 
+    // Behind the trusted proxy, the token guard counts the forwarded address, not the proxy: a
+    // guesser at one address is held back, a person at another is not, and thirty people at
+    // once through the proxy all get in.
+    for _ in 0..8 {
+        let (code, _) = post(
+            &[
+                "Authorization: Bearer guess".into(),
+                "X-Forwarded-For: 198.51.100.66".into(),
+            ],
+            "{}",
+        );
+        assert_eq!(code, "401");
+    }
+    let (code, body) = post(
+        &[alice.clone(), "X-Forwarded-For: 198.51.100.66".into()],
+        "{}",
+    );
+    assert_eq!(code, "401", "the guesser's address was let through: {body}");
+    let (code, body) = post(
+        &[alice.clone(), "X-Forwarded-For: 198.51.100.67".into()],
+        "{\"duration\":\"1h\"}",
+    );
+    assert_eq!(code, "200", "{body}");
+    let codes: Vec<String> = std::thread::scope(|s| {
+        let hs: Vec<_> = (0..30)
+            .map(|i| {
+                let (post, alice) = (&post, &alice);
+                s.spawn(move || {
+                    post(
+                        &[
+                            alice.clone(),
+                            format!("X-Forwarded-For: 203.0.113.{}", i + 1),
+                        ],
+                        "{\"duration\":\"1h\"}",
+                    )
+                    .0
+                })
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().expect("thread")).collect()
+    });
+    assert!(codes.iter().all(|c| c == "200"), "{codes:?}");
+
     // bob's resources: one hangs (killed at command_timeout), one floods its stderr (capped,
     // escapes made inert). Neither rule is applied; the session FAILED.
     let started = std::time::Instant::now();
