@@ -24,6 +24,7 @@ pub enum PolicyCmd {
         actor: String,
         #[arg(long)]
         target: String,
+        /// ssh, postgres, rdp, tcp, or network (then --target names a network resource).
         #[arg(long, default_value = "ssh")]
         protocol: String,
         #[arg(long)]
@@ -186,6 +187,16 @@ fn explain_text(v: &Value) -> String {
                 "  settings: {}\n",
                 table::settings_line(&v["settings"])
             ));
+            if s(v, "protocol") == "network" {
+                let ac = &v["access"];
+                text.push_str(&format!(
+                    "  access sessions: durations offered {}; [access] max_duration {}; max_sessions_per_user {}\n",
+                    strings(&ac["durations"]).join(", "),
+                    s(ac, "max_duration"),
+                    ac["max_sessions_per_user"].as_u64().map_or("none".into(), |n| n.to_string()),
+                ));
+                return text + &verdicts_table(v);
+            }
             let (l, c) = (&v["limits"], &v["current"]);
             text.push_str(&format!(
                 "  sessions now (current/limit): user {}, target {}, policy {}, gateway pool {}; on user limit: {}\n",
@@ -201,6 +212,11 @@ fn explain_text(v: &Value) -> String {
         }
         None => text.push_str("DENIED: no policy matches (default deny)\n"),
     }
+    text + &verdicts_table(v)
+}
+
+/// Every policy's verdict as a table (after a blank line), or nothing.
+fn verdicts_table(v: &Value) -> String {
     let mut rows: Vec<Vec<String>> = vec![["POLICY", "SOURCE", "PRIO", "VERDICT"]
         .map(String::from)
         .to_vec()];
@@ -213,9 +229,8 @@ fn explain_text(v: &Value) -> String {
             s(x, "why").to_string(),
         ]
     }));
-    if rows.len() > 1 {
-        text.push('\n');
-        text.push_str(&table::render(&rows));
+    match rows.len() > 1 {
+        true => format!("\n{}", table::render(&rows)),
+        false => String::new(),
     }
-    text
 }

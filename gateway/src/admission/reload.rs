@@ -89,6 +89,9 @@ impl Gateway {
         protocol: &str,
         account: Option<&str>,
     ) -> Result<Value, String> {
+        if protocol == wardengate_policy::NETWORK {
+            return self.explain_network(actor, target);
+        }
         let cfg = self.cfg();
         let login = Login {
             user: actor.to_string(),

@@ -235,6 +235,45 @@ fn durations_are_offered_and_capped_by_the_deployment_and_the_policy() {
     assert_success(&out, "start without a duration");
     let s: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
     assert_eq!(s["duration"], "4h", "{s:#}");
+    // `wgctl policy explain` says which policy grants a resource, and the caps.
+    let out = run(
+        gw3.wgctl().args([
+            "policy",
+            "explain",
+            "--actor",
+            "alice",
+            "--target",
+            "web",
+            "--protocol",
+            "network",
+        ]),
+        T,
+    );
+    assert_success(&out, "policy explain network");
+    let said = text(&out.stdout);
+    assert!(said.contains("ADMITTED by policy net"), "{said}");
+    assert!(
+        said.contains("durations offered 3s, 1h, 2h, 4h; [access] max_duration 8h"),
+        "{said}"
+    );
+    assert!(said.contains("matches group sre, tag env=test"), "{said}");
+    let out = run(
+        gw3.wgctl().args([
+            "policy",
+            "explain",
+            "--actor",
+            "alice",
+            "--target",
+            "nope",
+            "--protocol",
+            "network",
+        ]),
+        T,
+    );
+    assert_stderr_has(
+        &out,
+        "'nope' is not a network resource (this gateway has: web)",
+    );
     // A person no policy grants anything is told so.
     let no_grant = TestEnv::new();
     let gw2 = gateway(
