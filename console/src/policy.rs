@@ -183,20 +183,27 @@ fn explain_text(v: &Value) -> String {
                 .map(|x| s(x, "source"))
                 .unwrap_or("-");
             text.push_str(&format!("ADMITTED by policy {p} ({src})\n"));
+            // An access session has no recording, idle or reconnect settings: its caps.
+            if s(v, "protocol") == "network" {
+                let ac = &v["access"];
+                text.push_str(&format!(
+                    "  access sessions: policy max_session_duration {}; [access] max_duration {}; \
+                     durations offered {}; max_sessions_per_user {}\n",
+                    v["settings"]["max_session_duration"]
+                        .as_str()
+                        .unwrap_or("none"),
+                    s(ac, "max_duration"),
+                    strings(&ac["durations"]).join(", "),
+                    ac["max_sessions_per_user"]
+                        .as_u64()
+                        .map_or("none".into(), |n| n.to_string()),
+                ));
+                return text + &verdicts_table(v);
+            }
             text.push_str(&format!(
                 "  settings: {}\n",
                 table::settings_line(&v["settings"])
             ));
-            if s(v, "protocol") == "network" {
-                let ac = &v["access"];
-                text.push_str(&format!(
-                    "  access sessions: durations offered {}; [access] max_duration {}; max_sessions_per_user {}\n",
-                    strings(&ac["durations"]).join(", "),
-                    s(ac, "max_duration"),
-                    ac["max_sessions_per_user"].as_u64().map_or("none".into(), |n| n.to_string()),
-                ));
-                return text + &verdicts_table(v);
-            }
             let (l, c) = (&v["limits"], &v["current"]);
             text.push_str(&format!(
                 "  sessions now (current/limit): user {}, target {}, policy {}, gateway pool {}; on user limit: {}\n",

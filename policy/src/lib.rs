@@ -277,11 +277,14 @@ pub fn evaluate(policy: &Policy, req: &Request<'_>) -> Result<(Specificity, Stri
     }
     let account = u8::from(listed(&policy.accounts, req.account));
     let protocol = u8::from(listed(&policy.protocols, req.protocol));
-    said.push(if account == 1 {
-        format!("account {}", req.account)
-    } else {
-        "any account".to_string()
-    });
+    // A network resource has no accounts: nothing to say of them.
+    if !network {
+        said.push(if account == 1 {
+            format!("account {}", req.account)
+        } else {
+            "any account".to_string()
+        });
+    }
     let spec = Specificity {
         actor,
         target,

@@ -253,10 +253,20 @@ fn durations_are_offered_and_capped_by_the_deployment_and_the_policy() {
     let said = text(&out.stdout);
     assert!(said.contains("ADMITTED by policy net"), "{said}");
     assert!(
-        said.contains("durations offered 3s, 1h, 2h, 4h; [access] max_duration 8h"),
+        said.contains(
+            "policy max_session_duration 4h; [access] max_duration 8h; durations offered 3s, 1h, 2h, 4h"
+        ),
         "{said}"
     );
-    assert!(said.contains("matches group sre, tag env=test"), "{said}");
+    assert!(
+        said.contains("admits: matches group sre, tag env=test"),
+        "{said}"
+    );
+    // No session settings that do not apply (recording, idle), no accounts.
+    assert!(
+        !said.contains("any account") && !said.contains("recording="),
+        "{said}"
+    );
     let out = run(
         gw3.wgctl().args([
             "policy",
