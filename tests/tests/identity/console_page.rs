@@ -40,7 +40,15 @@ pub(crate) fn sign_in_as(
         json!(user),
         json!(password)
     ));
-    until(c, "location.pathname", T, |v| v == &json!("/console"));
+    // Either the console opens or the page says why not (its status line carries the error).
+    until(
+        c,
+        "location.pathname === '/console' ? 'signed in' : \
+         ((document.getElementById('status') || {dataset: {}}).dataset.state === 'failed' \
+          ? 'refused: ' + document.getElementById('status').textContent : 'waiting')",
+        T,
+        |v| v == &json!("signed in"),
+    );
     goto(c, origin, path);
     until(
         c,
