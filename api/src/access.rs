@@ -146,6 +146,9 @@ pub struct AccessSession {
     pub rules: Vec<AccessRule>,
     pub created_ms: u64,
     pub expires_ms: u64,
+    /// The second factor a granting policy asked for: `webauthn (KEY NAME)`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mfa: Option<String>,
 }
 
 /// `POST /api/v1/access-sessions`.

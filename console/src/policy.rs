@@ -188,7 +188,7 @@ fn explain_text(v: &Value) -> String {
                 let ac = &v["access"];
                 text.push_str(&format!(
                     "  access sessions: policy max_session_duration {}; [access] max_duration {}; \
-                     durations offered {}; max_sessions_per_user {}\n",
+                     durations offered {}; max_sessions_per_user {}; security key {}\n",
                     v["settings"]["max_session_duration"]
                         .as_str()
                         .unwrap_or("none"),
@@ -197,6 +197,7 @@ fn explain_text(v: &Value) -> String {
                     ac["max_sessions_per_user"]
                         .as_u64()
                         .map_or("none".into(), |n| n.to_string()),
+                    v["settings"]["mfa"].as_str().unwrap_or("off"),
                 ));
                 return text + &verdicts_table(v);
             }

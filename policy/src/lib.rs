@@ -628,7 +628,7 @@ mod tests {
     }
 
     #[test]
-    fn network_keys_need_the_network_protocol_and_no_mfa() {
+    fn network_keys_need_the_network_protocol_and_no_approval() {
         let mut p = Policy::named("x");
         p.resources = s(&["db"]);
         assert_eq!(p.validate().unwrap_err().key, "resources");
@@ -640,6 +640,13 @@ mod tests {
         assert_eq!(p.validate().unwrap_err().key, "resource_tags");
         p.resource_tags.clear();
         p.mfa = MfaMode::Webauthn;
-        assert_eq!(p.validate().unwrap_err().key, "mfa");
+        assert!(p.validate().is_ok(), "a security key may be asked for");
+        p.approval = Some(crate::Approval {
+            approvers: s(&["bob"]),
+            required: 1,
+            timeout: crate::duration::Dur::secs(60),
+            valid_for: crate::duration::Dur::secs(60),
+        });
+        assert_eq!(p.validate().unwrap_err().key, "approval");
     }
 }

@@ -298,15 +298,11 @@ impl Policy {
                     .into(),
             );
         }
-        if network && (self.mfa != MfaMode::Off || self.approval.is_some()) {
+        if network && self.approval.is_some() {
             return fail(
-                if self.approval.is_some() {
-                    "approval"
-                } else {
-                    "mfa"
-                },
-                "network access sessions cannot ask for a security key or an approval yet: grant \
-                 network resources in a policy of their own without mfa and approval"
+                "approval",
+                "network access sessions cannot wait for an approval yet: grant network \
+                 resources in a policy of their own without approval (mfa = \"webauthn\" works)"
                     .into(),
             );
         }

@@ -56,6 +56,9 @@ pub fn access_session(s: &api::AccessSession) -> String {
     if let Some(r) = &s.reason {
         rows.push(("reason", r.clone()));
     }
+    if let Some(m) = &s.mfa {
+        rows.push(("mfa", m.clone()));
+    }
     rows.push(("gateway", s.gateway.clone()));
     rows.push(("rules in place", rules_in_place(s)));
     for (k, v) in rows {

@@ -11,6 +11,7 @@ pub mod book;
 mod explain;
 mod lifecycle;
 mod session;
+mod step_up;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};

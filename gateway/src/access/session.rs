@@ -7,7 +7,7 @@ use std::sync::Arc;
 use axum::http::StatusCode;
 use serde_json::json;
 use wardengate_api::{self as api, AccessState, RuleState};
-use wardengate_policy::{Dur, LimitDenial, Scope};
+use wardengate_policy::{Dur, LimitDenial, Policy, Scope};
 use wardengate_protocols::session::now_ms;
 
 use super::book::Key;
@@ -23,13 +23,17 @@ pub struct AccessRefusal {
     pub status: StatusCode,
     pub message: String,
     pub limit: Option<LimitDenial>,
+    /// A security key is asked for: the link that proves presence (`url`, and its `ticket` for
+    /// a page that runs the ceremony itself), `policy` and `expires_in_secs`.
+    pub mfa: Option<serde_json::Value>,
 }
 
-fn refuse(status: StatusCode, message: String) -> AccessRefusal {
+pub(super) fn refuse(status: StatusCode, message: String) -> AccessRefusal {
     AccessRefusal {
         status,
         message,
         limit: None,
+        mfa: None,
     }
 }
 
@@ -53,13 +57,8 @@ fn access_row(s: &api::AccessSession) -> anyhow::Result<AccessRow> {
     })
 }
 
-/// The resources `user` (in `groups`) may open: each with the policy that grants it and that
-/// policy's `max_session_duration`.
-fn grants(
-    cfg: &crate::config::Loaded,
-    user: &str,
-    groups: &[String],
-) -> Vec<(Resource, String, Dur)> {
+/// The resources `user` (in `groups`) may open: each with the policy that grants it.
+fn grants(cfg: &crate::config::Loaded, user: &str, groups: &[String]) -> Vec<(Resource, Policy)> {
     let mut out = Vec::new();
     for r in cfg.resources.values() {
         let tags = r.tag_pairs();
@@ -72,8 +71,7 @@ fn grants(
             account: "-",
         };
         if let Ok(a) = wardengate_policy::decide(&cfg.policies, &req) {
-            let s = a.settings();
-            out.push((r.clone(), s.name.clone(), s.max_session_duration));
+            out.push((r.clone(), a.settings().clone()));
         }
     }
     out
@@ -96,7 +94,10 @@ impl Gateway {
             .durations
             .iter()
             .filter(|d| **d <= a.max_duration)
-            .filter(|d| caps.iter().all(|(_, _, cap)| cap.is_zero() || **d <= *cap))
+            .filter(|d| {
+                caps.iter()
+                    .all(|(_, p)| p.max_session_duration.is_zero() || **d <= p.max_session_duration)
+            })
             .copied()
             .collect();
         offered.sort();
@@ -180,19 +181,36 @@ impl Gateway {
             };
             return Err(deny(why, json!({"reason": "no_permission"})));
         }
-        if let Some((r, policy, cap)) = grants.iter().find(|(_, _, cap)| !cap.is_zero() && d > *cap)
+        if let Some((r, p)) = grants
+            .iter()
+            .find(|(_, p)| !p.max_session_duration.is_zero() && d > p.max_session_duration)
         {
+            let cap = shown(p.max_session_duration);
             return Err(deny(
                 format!(
-                    "{} is longer than policy '{policy}' allows for resource {}: its \
-                     max_session_duration is {}",
+                    "{} is longer than policy '{}' allows for resource {}: its \
+                     max_session_duration is {cap}",
                     shown(d),
+                    p.name,
                     r.name,
-                    shown(*cap)
                 ),
-                json!({"limit": "max_session_duration", "policy": policy, "max": shown(*cap)}),
+                json!({"limit": "max_session_duration", "policy": p.name, "max": cap}),
             ));
         }
+        // A security key where a granting policy asks for one, before anything is counted.
+        let proof = match self.access_second_factor(user, &grants, addr).await {
+            Ok(proof) => proof,
+            Err(refusal) => {
+                self.audit(
+                    "access.denied",
+                    Some(user),
+                    None,
+                    json!({"address": addr.to_string(), "duration": shown(d), "message": refusal.message,
+                           "detail": {"reason": "mfa_required"}}),
+                );
+                return Err(refusal);
+            }
+        };
         let created = now_ms();
         let expires = created.saturating_add(d.get().as_millis() as u64);
         let mut s = api::AccessSession {
@@ -209,7 +227,7 @@ impl Gateway {
             gateway: self.name.clone(),
             rules: grants
                 .iter()
-                .map(|(r, policy, _)| api::AccessRule {
+                .map(|(r, p)| api::AccessRule {
                     resource: r.name.clone(),
                     backend: r.backend.name().into(),
                     address: addr.to_string(),
@@ -218,11 +236,12 @@ impl Gateway {
                     holders: 0,
                     applied_at: None,
                     revoked_at: None,
-                    policy: policy.clone(),
+                    policy: p.name.clone(),
                 })
                 .collect(),
             created_ms: created,
             expires_ms: expires,
+            mfa: proof.as_ref().map(|p| format!("webauthn ({})", p.key)),
         };
         // Counted and recorded in one step of the store (across the cluster on PostgreSQL): two
         // starts at once cannot both pass the limit.
@@ -251,6 +270,7 @@ impl Gateway {
                     status: StatusCode::TOO_MANY_REQUESTS,
                     message,
                     limit: Some(d),
+                    mfa: None,
                 });
             }
             Ok(Ok(())) => {
@@ -262,7 +282,8 @@ impl Gateway {
             Some(user),
             Some(&s.id),
             json!({"address": s.address, "duration": s.duration, "expires": s.expires_at,
-                   "resources": s.rules.iter().map(|r| r.resource.clone()).collect::<Vec<_>>()}),
+                   "resources": s.rules.iter().map(|r| r.resource.clone()).collect::<Vec<_>>(),
+                   "mfa": s.mfa}),
         );
         self.access_apply(&mut s, &cfg).await;
         let applied = s.rules.iter().filter(|r| r.state.held()).count();

@@ -32,6 +32,9 @@ fn refused(r: AccessRefusal) -> Response {
     if let Some(l) = r.limit {
         body["limit"] = serde_json::json!(l);
     }
+    if let Some(m) = r.mfa {
+        body["mfa"] = m;
+    }
     (r.status, Json(body)).into_response()
 }
 
@@ -51,7 +54,7 @@ struct AccessId(
     post, path = "/api/v1/access-sessions", tag = "access", request_body = api::AccessStartRequest,
     responses((status = 200, description = "the session, ACTIVE, PARTIAL or FAILED, with each rule", body = api::AccessSession),
               (status = 400, description = "a duration that is not offered", body = api::ApiError),
-              (status = 403, description = "no resource granted, or a duration over a cap (the limit is named)", body = api::ApiError),
+              (status = 403, description = "no resource granted, a duration over a cap (the limit is named), or a security key asked for (`mfa`: the link that proves presence)", body = api::ApiError),
               (status = 429, description = "access.max_sessions_per_user is reached (with `limit`)", body = api::ApiError))
 )]
 async fn start(

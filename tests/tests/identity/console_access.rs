@@ -115,3 +115,117 @@ fn the_console_starts_shows_and_stops_an_access_session_for_the_browsers_address
         "{all:#}"
     );
 }
+
+/// A network policy that asks for a security key: `wgctl access start` is refused (with no key
+/// enrolled, then with the link that proves presence) and nothing is opened; once the key is
+/// touched the session starts and says which key; one proof is good for one start; and the
+/// console's Start runs the key's ceremony in the page.
+#[test]
+fn a_network_policy_asks_for_a_security_key_in_wgctl_and_in_the_console() {
+    let env = TestEnv::new();
+    let ledger = env.path("allowed.txt");
+    std::fs::write(&ledger, "").expect("ledger");
+    let resources = format!(
+        "[[resources]]\nname = \"vault-ui\"\ntags = {{ env = \"prod\" }}\nbackend = \"command\"\n\
+         apply = [\"/bin/sh\", \"-c\", \"echo \\\"$1 $2\\\" >> {ledger}\", \"apply\"]\n\
+         revoke = [\"/bin/sh\", \"-c\", \": > {ledger}\", \"revoke\"]\n\n",
+        ledger = ledger.display()
+    );
+    let policy = "\n[[policies]]\nname = \"net-keyed\"\ngroups = [\"sre\"]\n\
+        protocols = [\"network\"]\nresource_tags = [\"env=prod\"]\nmfa = \"webauthn\"\n";
+    let gw = env
+        .gateway()
+        .user_token(ALICE_TOKEN)
+        .policies(policy)
+        .extra(&console_people(&env, ""))
+        .extra(&resources)
+        .start();
+    let ledger_now = || std::fs::read_to_string(&ledger).expect("ledger");
+    // No key enrolled: told to enrol one.
+    let out = alice_wgctl(&gw, &["access", "start"]);
+    assert!(!out.status.success());
+    assert_stderr_has(
+        &out,
+        "policy net-keyed requires a security key, and alice has none enrolled",
+    );
+    let mut browser = Browser::start(&env, "chromium");
+    enrol(&gw, &mut browser);
+    // A key enrolled: the refusal carries the link; nothing is opened or counted.
+    let out = alice_wgctl(&gw, &["access", "start"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(
+        err.contains("MFA required by policy net-keyed: open "),
+        "{err}"
+    );
+    let link = err
+        .split_whitespace()
+        .find(|w| w.contains("/mfa#ticket="))
+        .unwrap_or_else(|| panic!("no link in: {err}"))
+        .to_string();
+    assert_eq!(ledger_now(), "");
+    let none = gw.get_json("/api/v1/access-sessions?all=true");
+    assert_eq!(none["sessions"], json!([]), "{none:#}");
+    let (state, text) = browser.complete(&link);
+    assert_eq!(state, "done", "{text}");
+    let out = alice_wgctl(&gw, &["access", "start", "-o", "json"]);
+    assert_success(&out, "access start once the key is touched");
+    let s: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(s["state"], "ACTIVE", "{s:#}");
+    assert_eq!(s["mfa"], "webauthn (YubiKey 5C)", "{s:#}");
+    assert_eq!(ledger_now().trim(), "vault-ui 127.0.0.1");
+    let id = s["id"].as_str().expect("id");
+    assert_stdout_has(
+        &alice_wgctl(&gw, &["access", "show", id]),
+        "webauthn (YubiKey 5C)",
+    );
+    // The policy's mfa_max_age is 0: one proof, one start.
+    let again = alice_wgctl(&gw, &["access", "start"]);
+    assert!(
+        !again.status.success(),
+        "a spent proof opened a second session"
+    );
+    assert_stderr_has(&again, "MFA required by policy net-keyed");
+    let challenged = gw.audit("mfa.challenged");
+    assert!(
+        challenged
+            .iter()
+            .any(|e| e["detail"]["protocol"] == "network"),
+        "{challenged:?}"
+    );
+    let denied = gw.audit("access.denied");
+    assert!(
+        denied
+            .iter()
+            .any(|e| e["detail"]["detail"]["reason"] == "mfa_required"),
+        "{denied:?}"
+    );
+
+    // The console: Start asks for the key in the page, and the session starts.
+    let origin = gw.api.replace("127.0.0.1", "localhost");
+    let c = &mut browser.chromium;
+    console_sign_in(c, &origin, "/console/access");
+    click(c, "#access-go");
+    let status = until(
+        c,
+        "document.getElementById('access-status').textContent",
+        T,
+        |v| v.as_str().is_some_and(|t| t.starts_with("ACTIVE")),
+    );
+    assert!(
+        status
+            .as_str()
+            .unwrap_or_default()
+            .contains("1 of 1 rules in place for 127.0.0.1"),
+        "{status}"
+    );
+    shot(c, "console-access-mfa.png");
+    let all = gw.get_json("/api/v1/access-sessions?all=true");
+    let keyed: Vec<&Value> = all["sessions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|s| s["mfa"] == "webauthn (YubiKey 5C)" && s["state"] == "ACTIVE")
+        .collect();
+    assert_eq!(keyed.len(), 2, "{all:#}");
+}

@@ -252,6 +252,7 @@ fn durations_are_offered_and_capped_by_the_deployment_and_the_policy() {
     assert_success(&out, "policy explain network");
     let said = text(&out.stdout);
     assert!(said.contains("ADMITTED by policy net"), "{said}");
+    assert!(said.contains("; security key off\n"), "{said}");
     assert!(
         said.contains(
             "policy max_session_duration 4h; [access] max_duration 8h; durations offered 3s, 1h, 2h, 4h"

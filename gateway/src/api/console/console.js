@@ -34,7 +34,11 @@
     const text = await r.text();
     let v = null;
     try { v = JSON.parse(text); } catch (_) { v = text; }
-    if (!r.ok) throw new Error((v && v.error) || ("the gateway answered " + r.status));
+    if (!r.ok) {
+      const err = new Error((v && v.error) || ("the gateway answered " + r.status));
+      err.body = v;
+      throw err;
+    }
     return v;
   }
 
@@ -684,11 +688,22 @@
     e.preventDefault();
     $("access-go").disabled = true;
     $("access-status").textContent = "Applying…";
+    const start = () => api("POST", "/api/v1/access-sessions", { duration: $("access-duration").value });
     try {
-      const s = await api("POST", "/api/v1/access-sessions", { duration: $("access-duration").value });
+      let s;
+      try { s = await start(); } catch (err) {
+        // A policy asks for a security key: the ceremony runs here, then the start again.
+        const mfa = err.body && err.body.mfa;
+        if (!mfa || !mfa.ticket) throw err;
+        $("access-status").textContent = "Policy " + mfa.policy + " asks for your security key: touch it…";
+        try { await WG.assert(mfa.ticket); } catch (e) {
+          throw new Error(e.message + " (or open " + mfa.url + " and start again)");
+        }
+        s = await start();
+      }
       const held = s.rules.filter((r) => r.state === "applied" || r.state === "shared").length;
       $("access-status").textContent = s.state + ": " + held + " of " + s.rules.length +
-        " rules in place for " + s.address + " until " + s.expires_at;
+        " rules in place for " + s.address + " until " + s.expires_at + (s.mfa ? " · key: " + s.mfa : "");
       $("access-status").dataset.state = s.state;
     } catch (err) {
       $("access-status").textContent = err.message;
