@@ -149,6 +149,9 @@ pub struct AccessSession {
     /// The second factor a granting policy asked for: `webauthn (KEY NAME)`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mfa: Option<String>,
+    /// The approvals a granting policy asked for: `req_… (approved by NAME, …)`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval: Option<String>,
 }
 
 /// `POST /api/v1/access-sessions`.

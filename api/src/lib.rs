@@ -113,9 +113,13 @@ pub enum Protocol {
     Rdp,
     /// Any TCP service, through `wgctl proxy` (Boundary style).
     Tcp,
+    /// A network access session's allow rules (no session carries it; an approval request
+    /// for one does).
+    Network,
 }
 
 impl Protocol {
+    /// The protocols of sessions (`network` is not one: access sessions are apart).
     pub const ALL: [Protocol; 4] = [
         Protocol::Ssh,
         Protocol::Postgres,
@@ -129,6 +133,7 @@ impl Protocol {
             Protocol::Postgres => "postgres",
             Protocol::Rdp => "rdp",
             Protocol::Tcp => "tcp",
+            Protocol::Network => "network",
         }
     }
 

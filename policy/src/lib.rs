@@ -628,7 +628,7 @@ mod tests {
     }
 
     #[test]
-    fn network_keys_need_the_network_protocol_and_no_approval() {
+    fn network_keys_need_the_network_protocol() {
         let mut p = Policy::named("x");
         p.resources = s(&["db"]);
         assert_eq!(p.validate().unwrap_err().key, "resources");
@@ -647,6 +647,6 @@ mod tests {
             timeout: crate::duration::Dur::secs(60),
             valid_for: crate::duration::Dur::secs(60),
         });
-        assert_eq!(p.validate().unwrap_err().key, "approval");
+        assert!(p.validate().is_ok(), "an approval may be asked for");
     }
 }

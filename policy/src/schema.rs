@@ -298,14 +298,6 @@ impl Policy {
                     .into(),
             );
         }
-        if network && self.approval.is_some() {
-            return fail(
-                "approval",
-                "network access sessions cannot wait for an approval yet: grant network \
-                 resources in a policy of their own without approval (mfa = \"webauthn\" works)"
-                    .into(),
-            );
-        }
         for p in &self.protocols {
             if p != "*" && !PROTOCOLS.contains(&p.as_str()) {
                 return fail(

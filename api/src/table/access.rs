@@ -59,6 +59,9 @@ pub fn access_session(s: &api::AccessSession) -> String {
     if let Some(m) = &s.mfa {
         rows.push(("mfa", m.clone()));
     }
+    if let Some(a) = &s.approval {
+        rows.push(("approval", a.clone()));
+    }
     rows.push(("gateway", s.gateway.clone()));
     rows.push(("rules in place", rules_in_place(s)));
     for (k, v) in rows {

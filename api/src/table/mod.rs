@@ -287,7 +287,11 @@ pub fn approvals(list: &[api::ApprovalRequest]) -> String {
             r.id.clone(),
             r.state.as_str().into(),
             r.actor.clone(),
-            format!("{}:{}", r.target, r.account),
+            match r.protocol {
+                // An access session's request: its resources and the address to let in.
+                api::Protocol::Network => format!("{} from {}", r.target, r.account),
+                _ => format!("{}:{}", r.target, r.account),
+            },
             r.policy.clone(),
             format!("{yes}/{}", r.required),
             r.approvers.join(","),

@@ -23,9 +23,11 @@ pub struct AccessRefusal {
     pub status: StatusCode,
     pub message: String,
     pub limit: Option<LimitDenial>,
-    /// A security key is asked for: the link that proves presence (`url`, and its `ticket` for
-    /// a page that runs the ceremony itself), `policy` and `expires_in_secs`.
-    pub mfa: Option<serde_json::Value>,
+    /// What the person is asked for, as a key of the answer: `mfa` (the link that proves
+    /// presence: `url`, its `ticket` for a page that runs the ceremony itself, `policy`,
+    /// `expires_in_secs`) or `approval` (the requests to wait on: `request`, `policy`,
+    /// `approvers`).
+    pub asks: Option<(&'static str, Box<serde_json::Value>)>,
 }
 
 pub(super) fn refuse(status: StatusCode, message: String) -> AccessRefusal {
@@ -33,7 +35,7 @@ pub(super) fn refuse(status: StatusCode, message: String) -> AccessRefusal {
         status,
         message,
         limit: None,
-        mfa: None,
+        asks: None,
     }
 }
 
@@ -197,24 +199,31 @@ impl Gateway {
                 json!({"limit": "max_session_duration", "policy": p.name, "max": cap}),
             ));
         }
-        // A security key where a granting policy asks for one, before anything is counted.
-        let proof = match self.access_second_factor(user, &grants, addr).await {
-            Ok(proof) => proof,
-            Err(refusal) => {
-                self.audit(
-                    "access.denied",
-                    Some(user),
-                    None,
-                    json!({"address": addr.to_string(), "duration": shown(d), "message": refusal.message,
-                           "detail": {"reason": "mfa_required"}}),
-                );
-                return Err(refusal);
-            }
+        // Approvals, then a security key, where granting policies ask for them: before
+        // anything is counted or applied.
+        let id = crate::util::new_id("acc_");
+        let refused = |refusal: AccessRefusal, reason: &str| {
+            self.audit(
+                "access.denied",
+                Some(user),
+                None,
+                json!({"address": addr.to_string(), "duration": shown(d), "message": refusal.message,
+                       "detail": {"reason": reason}}),
+            );
+            refusal
         };
+        let approvals = self
+            .access_approvals(user, &grants, addr, &id)
+            .await
+            .map_err(|r| refused(r, "approval_required"))?;
+        let proof = self
+            .access_second_factor(user, &grants, addr)
+            .await
+            .map_err(|r| refused(r, "mfa_required"))?;
         let created = now_ms();
         let expires = created.saturating_add(d.get().as_millis() as u64);
         let mut s = api::AccessSession {
-            id: crate::util::new_id("acc_"),
+            id,
             user: user.to_string(),
             address: addr.to_string(),
             state: AccessState::Pending,
@@ -242,6 +251,7 @@ impl Gateway {
             created_ms: created,
             expires_ms: expires,
             mfa: proof.as_ref().map(|p| format!("webauthn ({})", p.key)),
+            approval: super::step_up::approvals_shown(&approvals),
         };
         // Counted and recorded in one step of the store (across the cluster on PostgreSQL): two
         // starts at once cannot both pass the limit.
@@ -270,11 +280,14 @@ impl Gateway {
                     status: StatusCode::TOO_MANY_REQUESTS,
                     message,
                     limit: Some(d),
-                    mfa: None,
+                    asks: None,
                 });
             }
             Ok(Ok(())) => {
                 self.access.live().insert(s.id.clone(), s.clone());
+                for (request, _) in &approvals {
+                    self.approval_used(request, &s.id);
+                }
             }
         }
         self.audit(
@@ -283,7 +296,7 @@ impl Gateway {
             Some(&s.id),
             json!({"address": s.address, "duration": s.duration, "expires": s.expires_at,
                    "resources": s.rules.iter().map(|r| r.resource.clone()).collect::<Vec<_>>(),
-                   "mfa": s.mfa}),
+                   "mfa": s.mfa, "approval": s.approval}),
         );
         self.access_apply(&mut s, &cfg).await;
         let applied = s.rules.iter().filter(|r| r.state.held()).count();

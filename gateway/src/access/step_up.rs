@@ -1,19 +1,128 @@
-//! The security key a network policy asks for (`mfa = "webauthn"`) before an access session
-//! opens anything: a proof made already (`wgctl mfa prove`, or the link of an earlier refusal),
-//! or a refusal carrying the link that makes one.
+//! What a network policy asks for before an access session opens anything: an approval
+//! (`approval = { approvers = [...] }`: a request per policy, for the person, the resources and
+//! the address; refused until it is approved, spent when the session starts) and a security key
+//! (`mfa = "webauthn"`: a proof made already, `wgctl mfa prove` or the link of an earlier
+//! refusal, or a refusal carrying the link that makes one).
 
 use std::net::IpAddr;
 
 use axum::http::StatusCode;
-use serde_json::json;
+use serde_json::{json, Value};
+use wardengate_api as api;
 use wardengate_policy::{MfaMode, Policy};
 
 use super::session::{refuse, AccessRefusal};
 use crate::broker::Gateway;
 use crate::config::Resource;
+use crate::identity::approvals::Gate;
 use crate::identity::{Proof, Purpose};
 
+/// The session's approvals as it shows them: `req_… (approved by carol)`, `; `-separated.
+pub(super) fn approvals_shown(approved: &[(String, Value)]) -> Option<String> {
+    let shown: Vec<String> = approved
+        .iter()
+        .map(|(id, record)| {
+            let by: Vec<&str> = record["approved_by"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .collect();
+            format!("{id} (approved by {})", by.join(", "))
+        })
+        .collect();
+    (!shown.is_empty()).then(|| shown.join("; "))
+}
+
+/// The distinct policies among `grants` that `asks`.
+fn policies_asking(grants: &[(Resource, Policy)], asks: impl Fn(&Policy) -> bool) -> Vec<&Policy> {
+    let mut out: Vec<&Policy> = Vec::new();
+    for (_, p) in grants {
+        if asks(p) && !out.iter().any(|a| a.name == p.name) {
+            out.push(p);
+        }
+    }
+    out
+}
+
 impl Gateway {
+    /// An approved request for every granting policy that asks for approval (claimed from
+    /// another gateway of the cluster when it holds it), or the refusal naming the requests to
+    /// wait on (made now, or already open). A request is for the person, the policy's resources
+    /// in this session and the address: an approval for one address lets no other in.
+    pub(super) async fn access_approvals(
+        &self,
+        user: &str,
+        grants: &[(Resource, Policy)],
+        addr: IpAddr,
+        session: &str,
+    ) -> Result<Vec<(String, Value)>, AccessRefusal> {
+        let address = addr.to_string();
+        let mut approved = Vec::new();
+        let mut waiting = Vec::new();
+        for p in policies_asking(grants, |p| p.approval.is_some()) {
+            let Some(approval) = &p.approval else {
+                continue;
+            };
+            let mut resources: Vec<&str> = grants
+                .iter()
+                .filter(|(_, g)| g.name == p.name)
+                .map(|(r, _)| r.name.as_str())
+                .collect();
+            resources.sort_unstable();
+            let target = resources.join(", ");
+            let wire = (user, target.as_str(), address.as_str(), p.name.as_str());
+            if let Some(claimed) = self.approval_claim_elsewhere(wire, session).await {
+                approved.push(claimed);
+                continue;
+            }
+            let proto = api::Protocol::Network;
+            match self.approval_gate(user, &target, &address, &p.name, proto, approval) {
+                Gate::Approved(id, record) => approved.push((id, record)),
+                Gate::Waiting(req, _, new) => {
+                    if new {
+                        self.audit(
+                            "approval.requested",
+                            Some(user),
+                            None,
+                            json!({"request": req.id, "target": req.target, "account": req.account,
+                                   "policy": req.policy, "approvers": req.approvers,
+                                   "required": req.required, "protocol": proto}),
+                        );
+                        self.announce_approval(&req);
+                    }
+                    waiting.push((req, approval.valid_for));
+                }
+            }
+        }
+        if waiting.is_empty() {
+            return Ok(approved);
+        }
+        let said: Vec<String> = waiting
+            .iter()
+            .map(|(r, valid_for)| {
+                format!(
+                    "policy {} needs approval: request {} waits for {} (`wgctl approval approve \
+                     {}`); start the access session again once it is approved, within {valid_for}",
+                    r.policy,
+                    r.id,
+                    r.approvers.join(", "),
+                    r.id
+                )
+            })
+            .collect();
+        let mut refusal = refuse(
+            StatusCode::FORBIDDEN,
+            format!("wardengate: {}", said.join("; ")),
+        );
+        let requests = waiting
+            .iter()
+            .map(|(r, _)| json!({"request": r.id, "policy": r.policy, "approvers": r.approvers}))
+            .collect();
+        refusal.asks = Some(("approval", Box::new(Value::Array(requests))));
+        Err(refusal)
+    }
+
     /// A proof of presence for every granting policy that asks for a key, or the refusal that
     /// says how to make one. A proof made for any policy covers them all; when several ask,
     /// the link makes such a proof, so that one touch opens the whole session.
@@ -23,12 +132,7 @@ impl Gateway {
         grants: &[(Resource, Policy)],
         addr: IpAddr,
     ) -> Result<Option<Proof>, AccessRefusal> {
-        let mut asking: Vec<&Policy> = Vec::new();
-        for (_, p) in grants {
-            if p.mfa != MfaMode::Off && !asking.iter().any(|a| a.name == p.name) {
-                asking.push(p);
-            }
-        }
+        let asking = policies_asking(grants, |p| p.mfa != MfaMode::Off);
         if asking.is_empty() {
             return Ok(None);
         }
@@ -107,8 +211,9 @@ impl Gateway {
                 link.url
             ),
         );
-        refusal.mfa = Some(json!({"url": link.url, "ticket": ticket, "policy": names,
-                                  "expires_in_secs": link.expires_in.as_secs()}));
+        let link = json!({"url": link.url, "ticket": ticket, "policy": names,
+                          "expires_in_secs": link.expires_in.as_secs()});
+        refusal.asks = Some(("mfa", Box::new(link)));
         Err(refusal)
     }
 }

@@ -146,6 +146,8 @@ impl Gateway {
                 api::Protocol::Rdp => format!("connect with an RDP client, e.g. xfreerdp /v:GATEWAY /u:{}:{}", r.user.name, r.target.name),
                 api::Protocol::Ssh => format!("connect with ssh {}:{}@GATEWAY", r.user.name, r.target.name),
                 api::Protocol::Tcp => format!("connect with wgctl connect {} -- CLIENT ARGS (or wgctl target authorize {})", r.target.name, r.target.name),
+                // Refused in the configuration: no target has it.
+                api::Protocol::Network => "start an access session with wgctl access start".to_string(),
             };
             let msg = format!(
                 "wardengate: target {} is a {} target, not {protocol}; {how}",

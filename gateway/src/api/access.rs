@@ -32,8 +32,8 @@ fn refused(r: AccessRefusal) -> Response {
     if let Some(l) = r.limit {
         body["limit"] = serde_json::json!(l);
     }
-    if let Some(m) = r.mfa {
-        body["mfa"] = m;
+    if let Some((key, asked)) = r.asks {
+        body[key] = *asked;
     }
     (r.status, Json(body)).into_response()
 }

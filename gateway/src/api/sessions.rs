@@ -71,8 +71,10 @@ fn parse_cursor(c: &str) -> Result<(u64, String), ApiError> {
 /// A `protocol` parameter: one of ours, or a clear refusal.
 pub(super) fn protocol_param(s: &str) -> Result<api::Protocol, ApiError> {
     api::Protocol::parse(s).ok_or_else(|| {
+        let known: Vec<&str> = api::Protocol::ALL.iter().map(|p| p.as_str()).collect();
         bad(format!(
-            "unknown protocol '{s}' (one of: ssh, postgres, rdp)"
+            "unknown protocol '{s}' (one of: {})",
+            known.join(", ")
         ))
     })
 }

@@ -318,6 +318,12 @@ pub fn parse(text: &str, path: &Path) -> Result<Loaded> {
         }
         use wardengate_api::Protocol;
         match (t.protocol, &t.tls) {
+            (Protocol::Network, _) => bail!(
+                "{}: targets.{}: 'network' is not a target's protocol: what access sessions open \
+                 is a [[resources]] entry (granted by policies with protocols = [\"network\"])",
+                target("protocol"),
+                t.name
+            ),
             (Protocol::Ssh | Protocol::Rdp | Protocol::Tcp, None)
                 if t.auth_methods.is_none() && t.database.is_none() => {}
             (Protocol::Ssh | Protocol::Rdp | Protocol::Tcp, _) => bail!(

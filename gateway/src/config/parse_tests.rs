@@ -140,3 +140,17 @@ accounts = [{ name = "root", secret = "web-01/root" }]
     assert_eq!(l.users["alice"].groups, vec!["sre".to_string()]);
     assert_eq!(l.targets["web-01"].accounts[0].username(), "root");
 }
+
+#[test]
+fn a_target_cannot_be_of_the_network_protocol() {
+    let text = "[[targets]]\nname = \"db\"\nprotocol = \"network\"\naddress = \"10.0.0.1:5432\"\n";
+    says(
+        &refusal(text),
+        &[
+            "gw.toml line 3",
+            "targets.db",
+            "'network' is not a target's protocol",
+            "[[resources]]",
+        ],
+    );
+}

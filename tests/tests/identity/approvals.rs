@@ -284,3 +284,88 @@ fn a_postgresql_request_survives_a_restart_and_admits_once_approved() {
     let used = gw.wait_audit("approval.used", T);
     assert_eq!(used["detail"]["request"], id.as_str(), "{used}");
 }
+
+/// An access session under a policy that asks for approval: refused with its request (one per
+/// person, resources and address; asking again finds the same one), nothing applied; approved by
+/// another person, the start goes through and spends it; an approval for one address lets no
+/// other address in.
+#[test]
+fn an_access_session_waits_for_an_approval_of_its_resources_and_address() {
+    let env = TestEnv::new();
+    let ledger = env.path("allowed.txt");
+    std::fs::write(&ledger, "").expect("ledger");
+    let resources = format!(
+        "[[resources]]\nname = \"vault-ui\"\ntags = {{ env = \"prod\" }}\nbackend = \"command\"\n\
+         apply = [\"/bin/sh\", \"-c\", \"echo \\\"$1 $2\\\" >> {ledger}\", \"apply\"]\n\
+         revoke = [\"/bin/sh\", \"-c\", \": > {ledger}\", \"revoke\"]\n\n",
+        ledger = ledger.display()
+    );
+    let policy = "\n[[policies]]\nname = \"net-approved\"\ngroups = [\"sre\"]\n\
+        protocols = [\"network\"]\nresource_tags = [\"env=prod\"]\n\
+        approval = { approvers = [\"group:sre-leads\"], valid_for = \"5m\" }\n";
+    let gw = env
+        .gateway()
+        .user_token(ALICE_TOKEN)
+        .policies(policy)
+        .extra(&people(&env))
+        .extra(&resources)
+        .start();
+    let start = |extra: &[&str]| {
+        let mut args = vec!["access", "start", "-o", "json"];
+        args.extend_from_slice(extra);
+        wgctl_as(&gw, ALICE_TOKEN, &args)
+    };
+    let refused = |out: &std::process::Output| {
+        assert!(!out.status.success(), "started without an approval");
+        let err = String::from_utf8_lossy(&out.stderr).to_string();
+        assert!(
+            err.contains("policy net-approved needs approval: request req_")
+                && err.contains("start the access session again once it is approved, within 5m"),
+            "{err}"
+        );
+        request_id(&err)
+    };
+    let id = refused(&start(&[]));
+    assert_eq!(
+        refused(&start(&[])),
+        id,
+        "asking again opens no second request"
+    );
+    assert_eq!(std::fs::read_to_string(&ledger).expect("ledger"), "");
+    let none = gw.get_json("/api/v1/access-sessions?all=true");
+    assert_eq!(none["sessions"], json!([]), "{none:#}");
+    let requested = gw.wait_audit("approval.requested", T);
+    assert_eq!(requested["detail"]["protocol"], "network", "{requested}");
+    // The approver sees what is asked: the resources and the address to let in.
+    let out = wgctl_as(&gw, CAROL_TOKEN, &["approval", "list"]);
+    assert_stdout_has(&out, "vault-ui from 127.0.0.1");
+    let out = wgctl_as(
+        &gw,
+        CAROL_TOKEN,
+        &["approval", "approve", &id, "--reason", "incident 12"],
+    );
+    assert_success(&out, "carol approves");
+    // Another address is not what was approved.
+    let other = refused(&start(&["--from", "127.0.0.2"]));
+    assert_ne!(other, id);
+    let out = start(&[]);
+    assert_success(&out, "access start once approved");
+    let s: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(s["state"], "ACTIVE", "{s:#}");
+    assert_eq!(s["approval"], format!("{id} (approved by carol)"), "{s:#}");
+    assert_eq!(
+        std::fs::read_to_string(&ledger).expect("ledger").trim(),
+        "vault-ui 127.0.0.1"
+    );
+    // Spent: the next start asks anew.
+    let list = gw.get_json("/api/v1/approvals");
+    let used = list
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|r| r["id"] == id.as_str())
+        .unwrap_or_else(|| panic!("{id} not listed: {list:#}"));
+    assert_eq!(used["state"], "used", "{used:#}");
+    let next = refused(&start(&[]));
+    assert!(next != id && next != other, "{next}");
+}

@@ -123,7 +123,7 @@ fn api_status_codes_and_filters() {
     let (code, body) = gw.get("/api/v1/sessions?protocol=telnet");
     assert_eq!(code, 400, "{body}");
     assert!(
-        body.contains("unknown protocol 'telnet' (one of: ssh, postgres, rdp)"),
+        body.contains("unknown protocol 'telnet' (one of: ssh, postgres, rdp, tcp)"),
         "{body}"
     );
     assert_eq!(gw.sessions("?protocol=ssh").len(), 1);

@@ -621,7 +621,7 @@
           el("button", { class: "danger", onclick: () => decide(r, false) }, "Deny…"));
       }
       return el("tr", { "data-id": r.id }, el("td", { class: "mono" }, r.id), el("td", {}, r.actor),
-        el("td", {}, r.target + ":" + r.account), el("td", {}, r.policy),
+        el("td", {}, what(r)), el("td", {}, r.policy),
         el("td", {}, yes + "/" + r.required), el("td", {}, r.approvers.join(", ")),
         el("td", {}, el("span", { class: "badge", "data-state": r.state }, r.state)), cell);
     });
@@ -629,8 +629,13 @@
     $("approvals-empty").hidden = rows.length > 0;
     setTimeout(approvals, 2000);
   }
+  // What a request is for: a target and account, or (an access session) resources and the
+  // address to let in.
+  function what(r) {
+    return r.protocol === "network" ? r.target + " from " + r.account : r.target + ":" + r.account;
+  }
   async function decide(r, yes) {
-    const a = await ask((yes ? "Approve " : "Deny ") + r.id, r.actor + " asks for " + r.target +
+    const a = await ask((yes ? "Approve " : "Deny ") + r.id, r.actor + " asks for " + what(r) +
       " under " + r.policy + ".", yes ? "Approve" : "Deny", false);
     if (!a) return;
     try {
