@@ -12,6 +12,7 @@ mod explain;
 mod lifecycle;
 mod session;
 mod step_up;
+mod view;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
