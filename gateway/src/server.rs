@@ -276,7 +276,26 @@ pub async fn run(
         tickets: Default::default(),
         views: Default::default(),
     };
-    let api_gate = gate("api", sec.auth_timeout, sec.api_connections_per_source);
+    // The API's trusted proxies are not held to the per-source cap (their connections carry
+    // everyone's requests, counted by the forwarded address); the listener's cap holds them.
+    let trusted = {
+        let gw = gw.clone();
+        Arc::new(move |ip: std::net::IpAddr| {
+            crate::access::trusted(&gw.cfg())
+                .iter()
+                .any(|c| c.contains(ip))
+        }) as wardengate_protocols::listener::Exempt
+    };
+    let api_gate = Gate::exempting(
+        "api",
+        GateLimits {
+            auth_timeout: sec.auth_timeout,
+            max_unauthenticated: sec.max_unauthenticated,
+            max_unauthenticated_per_source: sec.api_connections_per_source,
+        },
+        Some(report.clone()),
+        Some(trusted),
+    );
     let api_tls = if cfg_api.plain_http {
         None
     } else {

@@ -87,21 +87,38 @@ struct GateState {
     swept: Option<Instant>,
 }
 
+/// Sources the per-source cap does not hold back (the API's trusted proxies: one proxy's
+/// connections carry many people's requests, which the API counts by the forwarded address).
+/// The listener's cap still counts them.
+pub type Exempt = Arc<dyn Fn(IpAddr) -> bool + Send + Sync>;
+
 /// Counts the unauthenticated connections of one listener.
 pub struct Gate {
     name: &'static str,
     limits: GateLimits,
     state: Mutex<GateState>,
     report: Option<GateReport>,
+    exempt: Option<Exempt>,
 }
 
 impl Gate {
     pub fn new(name: &'static str, limits: GateLimits, report: Option<GateReport>) -> Arc<Gate> {
+        Self::exempting(name, limits, report, None)
+    }
+
+    /// A gate whose per-source cap does not apply to the sources `exempt` names.
+    pub fn exempting(
+        name: &'static str,
+        limits: GateLimits,
+        report: Option<GateReport>,
+        exempt: Option<Exempt>,
+    ) -> Arc<Gate> {
         Arc::new(Gate {
             name,
             limits,
             state: Mutex::new(GateState::default()),
             report,
+            exempt,
         })
     }
 
@@ -119,6 +136,7 @@ impl Gate {
     /// A slot for a new connection from `peer`, or `None` when a cap is reached.
     pub fn admit(self: &Arc<Self>, peer: SocketAddr) -> Option<PreAuth> {
         let key = source_key(peer.ip());
+        let exempt = self.exempt.as_ref().is_some_and(|f| f(peer.ip()));
         let mut reports = Vec::new();
         let slot = {
             let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
@@ -144,19 +162,20 @@ impl Gate {
             let here = s.per_source.get(&key).copied().unwrap_or(0);
             // A full listener is one burst, whoever knocks (the unspecified address stands for
             // all of them), so many sources cannot each start one.
-            let (over, key_of_burst) = if here >= self.limits.max_unauthenticated_per_source {
-                (
-                    Some(("per_source", self.limits.max_unauthenticated_per_source)),
-                    key,
-                )
-            } else if s.total >= self.limits.max_unauthenticated {
-                (
-                    Some(("listener", self.limits.max_unauthenticated)),
-                    IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
-                )
-            } else {
-                (None, key)
-            };
+            let (over, key_of_burst) =
+                if !exempt && here >= self.limits.max_unauthenticated_per_source {
+                    (
+                        Some(("per_source", self.limits.max_unauthenticated_per_source)),
+                        key,
+                    )
+                } else if s.total >= self.limits.max_unauthenticated {
+                    (
+                        Some(("listener", self.limits.max_unauthenticated)),
+                        IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+                    )
+                } else {
+                    (None, key)
+                };
             match over {
                 // Past MAX_BURSTS sources refused at once, new ones are refused without a
                 // record: memory stays bounded whatever the number of sources.

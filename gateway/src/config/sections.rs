@@ -348,7 +348,8 @@ pub struct SecuritySection {
     /// Connections not authenticated yet from one source address (IPv6: one /64), per listener.
     #[serde(default = "default_max_unauthenticated_per_source")]
     pub max_unauthenticated_per_source: usize,
-    /// API connections open at once from one source address.
+    /// API connections open at once from one source address (`[api] trusted_proxies` are not
+    /// held to it: their connections carry everyone's requests; `max_unauthenticated` still is).
     #[serde(default = "default_api_connections_per_source")]
     pub api_connections_per_source: usize,
     /// Password hashes (argon2, 19 MiB each) checked at once; 0 = one per CPU core.

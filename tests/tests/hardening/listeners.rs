@@ -113,3 +113,49 @@ fn stalled_connections_are_closed_at_the_deadline_and_capped_per_source() {
         "an API connection trickling headers outlived the deadline"
     );
 }
+
+/// The API's cap on connections per source does not hold back a trusted proxy (its connections
+/// carry everyone's requests, which the API counts by the forwarded address); an untrusted
+/// source is held to it, and the proxy's connections are all served.
+#[test]
+fn a_trusted_proxy_is_not_held_to_the_apis_per_source_cap() {
+    const PROXY: &str = "127.0.0.3";
+    let env = TestEnv::new();
+    let gw = env
+        .gateway()
+        .api_lines(&format!("trusted_proxies = [\"{PROXY}\"]"))
+        .security_lines("api_connections_per_source = 4")
+        .start();
+    let port = gw.api_port();
+    let open = |from: &str| -> Vec<std::net::TcpStream> {
+        (0..12)
+            .map(|_| std_tcp_from(from, port).expect("connect"))
+            .collect()
+    };
+    let mut proxy = open(PROXY);
+    let mut attacker = open(ATTACKER);
+    std::thread::sleep(Duration::from_millis(300));
+    let still_open = |conns: &mut Vec<std::net::TcpStream>| {
+        conns
+            .iter_mut()
+            .map(|c| closed_within(c, Duration::from_millis(50)))
+            .filter(Option::is_none)
+            .count()
+    };
+    assert_eq!(
+        still_open(&mut attacker),
+        4,
+        "an untrusted source is capped"
+    );
+    assert_eq!(still_open(&mut proxy), 12, "the trusted proxy was capped");
+    for c in proxy.iter_mut() {
+        c.write_all(
+            b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Forwarded-For: 198.51.100.7\r\n\
+              Connection: close\r\n\r\n",
+        )
+        .expect("request");
+        let mut answer = String::new();
+        let _ = c.read_to_string(&mut answer);
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    }
+}
