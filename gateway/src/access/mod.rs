@@ -10,6 +10,7 @@ pub mod backend;
 pub mod book;
 mod explain;
 mod lifecycle;
+mod refusal;
 mod session;
 mod step_up;
 mod view;
@@ -22,7 +23,7 @@ use axum::http::HeaderMap;
 use tokio::sync::Notify;
 use wardengate_api as api;
 
-pub use session::AccessRefusal;
+pub use refusal::AccessRefusal;
 
 /// The access sessions this gateway applies, and their rules.
 #[derive(Default)]

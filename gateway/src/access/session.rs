@@ -11,33 +11,11 @@ use wardengate_policy::{Dur, LimitDenial, Policy, Scope};
 use wardengate_protocols::session::now_ms;
 
 use super::book::Key;
+use super::refusal::{refuse, AccessRefusal};
 use crate::broker::Gateway;
 use crate::config::{shown, Resource};
 use crate::store::AccessRow;
 use crate::util::rfc3339;
-
-/// A refused start or stop: the status, one sentence, and for a full limit the structured
-/// denial the other limits give.
-#[derive(Debug)]
-pub struct AccessRefusal {
-    pub status: StatusCode,
-    pub message: String,
-    pub limit: Option<LimitDenial>,
-    /// What the person is asked for, as a key of the answer: `mfa` (the link that proves
-    /// presence: `url`, its `ticket` for a page that runs the ceremony itself, `policy`,
-    /// `expires_in_secs`) or `approval` (the requests to wait on: `request`, `policy`,
-    /// `approvers`).
-    pub asks: Option<(&'static str, Box<serde_json::Value>)>,
-}
-
-pub(super) fn refuse(status: StatusCode, message: String) -> AccessRefusal {
-    AccessRefusal {
-        status,
-        message,
-        limit: None,
-        asks: None,
-    }
-}
 
 /// How a session ends.
 pub(super) enum End {

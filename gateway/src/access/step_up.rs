@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 use wardengate_api as api;
 use wardengate_policy::{MfaMode, Policy};
 
-use super::session::{refuse, AccessRefusal};
+use super::refusal::{refuse, AccessRefusal};
 use crate::broker::Gateway;
 use crate::config::Resource;
 use crate::identity::approvals::Gate;
