@@ -175,6 +175,17 @@ impl Book {
         s.last = session.to_string();
     }
 
+    /// `session` no longer holds the rule here, and it is not removed (a session on another
+    /// gateway still holds it, or another gateway took the session over).
+    pub fn let_go(&self, key: &Key, session: &str) {
+        let e = self.entry(key);
+        let mut s = lock(&e.slot);
+        s.holders.remove(session);
+        if s.holders.is_empty() {
+            s.present = false;
+        }
+    }
+
     /// Every rule held now, with its holders.
     pub fn held(&self) -> Vec<(Key, Vec<String>)> {
         let all: Vec<(Key, Arc<Entry>)> = lock(&self.rules)

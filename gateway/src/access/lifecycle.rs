@@ -23,8 +23,17 @@ impl Gateway {
     /// sessions that ended while it was down are removed; rules of live ones are checked and
     /// put back where missing; rules a crash left half-applied are applied.
     pub async fn access_reconcile(self: &Arc<Self>) {
+        let Some(sessions) = self.access_held_by(&self.name).await else {
+            return;
+        };
+        self.access_take_back(sessions, "missing at the gateway's start")
+            .await;
+    }
+
+    /// The sessions of `gateway` that may hold rules (live, or a removal failed).
+    pub(super) async fn access_held_by(&self, gateway: &str) -> Option<Vec<api::AccessSession>> {
         let q = AccessQuery {
-            gateway: Some(self.name.clone()),
+            gateway: Some(gateway.to_string()),
             holding_only: true,
             limit: u32::MAX,
             ..Default::default()
@@ -32,18 +41,35 @@ impl Gateway {
         let rows = match self.store.access_list(q).await {
             Ok(r) => r,
             Err(e) => {
-                tracing::error!("cannot read the access sessions to reconcile: {e:#}");
-                return;
+                tracing::error!("cannot read the access sessions of {gateway}: {e:#}");
+                return None;
             }
         };
+        let mut out = Vec::with_capacity(rows.len());
+        for row in rows {
+            match serde_json::from_str::<api::AccessSession>(&row.body) {
+                Ok(s) => out.push(s),
+                Err(e) => {
+                    tracing::warn!(access = %row.id, "unreadable access session left as it is: {e}")
+                }
+            }
+        }
+        Some(out)
+    }
+
+    /// Take `sessions` in hand (this gateway's at its start, or a lost gateway's it took over):
+    /// those that ended meanwhile let go of their rules, the rules of live ones are checked and
+    /// put back where missing (`why` says when), and half-applied ones are applied.
+    pub(super) async fn access_take_back(
+        self: &Arc<Self>,
+        sessions: Vec<api::AccessSession>,
+        why: &str,
+    ) {
         let now = now_ms();
         let mut keep = Vec::new();
         let mut ended = Vec::new();
-        for row in rows {
-            let Ok(mut s) = serde_json::from_str::<api::AccessSession>(&row.body) else {
-                tracing::warn!(access = %row.id, "unreadable access session left as it is");
-                continue;
-            };
+        let mut keys = std::collections::HashSet::new();
+        for mut s in sessions {
             let Ok(ip) = s.address.parse::<IpAddr>() else {
                 continue;
             };
@@ -71,7 +97,9 @@ impl Gateway {
                 .iter()
                 .filter(|r| r.state.held() || r.state == RuleState::Revoking)
             {
-                self.access.book.adopt(&Key::new(&r.resource, ip), &s.id);
+                let key = Key::new(&r.resource, ip);
+                self.access.book.adopt(&key, &s.id);
+                keys.insert(key);
             }
             match over {
                 true => ended.push(s),
@@ -103,6 +131,9 @@ impl Gateway {
         let timeout = cfg.config.access.command_timeout();
         let mut lost: Vec<(Key, String)> = Vec::new();
         for (key, holders) in self.access.book.held() {
+            if !keys.contains(&key) {
+                continue;
+            }
             let Some(r) = cfg.resources.get(&key.resource) else {
                 lost.push((key, "the resource is no longer configured".into()));
                 continue;
@@ -113,7 +144,7 @@ impl Gateway {
                     None,
                     holders.first().map(String::as_str),
                     json!({"resource": key.resource, "address": key.ip.to_string(), "sessions": holders,
-                           "why": "missing at the gateway's start"}),
+                           "why": why}),
                 ),
                 Ok(false) => {}
                 Err(e) => lost.push((key, e)),
@@ -126,7 +157,7 @@ impl Gateway {
                 None,
                 None,
                 json!({"resource": key.resource, "address": key.ip.to_string(), "error": e,
-                       "why": "could not be put back at the gateway's start"}),
+                       "why": format!("could not be put back ({why})")}),
             );
         }
         for mut s in keep {
@@ -148,7 +179,7 @@ impl Gateway {
             };
             if s.state == AccessState::Failed {
                 s.ended_at = Some(rfc3339(now_ms()));
-                s.reason = Some("no rule could be put back at the gateway's start".into());
+                s.reason = Some(format!("no rule could be put back ({why})"));
             } else {
                 self.access.live().insert(s.id.clone(), s.clone());
             }

@@ -8,6 +8,7 @@
 
 pub mod backend;
 pub mod book;
+mod cluster;
 mod explain;
 mod lifecycle;
 mod refusal;

@@ -518,8 +518,20 @@ impl Gateway {
                 }
             }
         }
-        let done = self.access.book.release_all(&items, &id, timeout).await;
-        results.extend(at.into_iter().zip(done));
+        // A shared rule another gateway's live session holds is released here, not removed.
+        let elsewhere = self.access_held_elsewhere(&items).await;
+        let (mut mine, mut mine_at) = (Vec::new(), Vec::new());
+        for (item, i) in items.into_iter().zip(at) {
+            if elsewhere.contains(&item.1) {
+                self.access.book.let_go(&item.1, &id);
+                results.push((i, Ok(RuleState::Released)));
+            } else {
+                mine.push(item);
+                mine_at.push(i);
+            }
+        }
+        let done = self.access.book.release_all(&mine, &id, timeout).await;
+        results.extend(mine_at.into_iter().zip(done));
         for (i, result) in results {
             let rule = &mut s.rules[i];
             let key = Key::new(&rule.resource, ip);

@@ -107,6 +107,7 @@ impl Gateway {
             }
             if renewing_since.is_some_and(|t| t.elapsed() >= ttl) {
                 for (gateway, ids) in self.reap(ttl).await {
+                    tokio::spawn(self.clone().access_adopt(gateway.clone()));
                     // Off the heartbeat's loop: the object store may be slow or away, and the
                     // heartbeat must not wait for it.
                     tokio::spawn(self.clone().seal_lost_recordings(gateway, ids));
@@ -160,6 +161,7 @@ impl Gateway {
     /// A peer declared this gateway lost (it could not renew for a whole TTL): its sessions
     /// were ended in the store and their slots given to others, so it ends them here too.
     async fn declared_lost(&self) {
+        self.access_let_go().await;
         let ids = self.registry.live_ids();
         tracing::error!(sessions = ids.len(), "this gateway was declared lost by a peer (it could not renew its heartbeat in time); ending its sessions");
         for id in ids {

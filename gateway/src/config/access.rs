@@ -130,6 +130,13 @@ pub struct Resource {
     /// re-applies only what is missing.
     #[serde(default)]
     pub check: Vec<String>,
+    /// Every gateway of the cluster reaches this resource's backend alike (a cloud API behind
+    /// the scripts, a firewall they all manage): a rule is removed only when no live session on
+    /// any gateway holds it, and a lost gateway's sessions on such resources are taken over by
+    /// the gateway that notices. Default `false`: the rules belong to the gateway that applied
+    /// them (its own host's nftables).
+    #[serde(default)]
+    pub shared: bool,
 }
 
 impl Resource {

@@ -116,3 +116,102 @@ fn access_sessions_span_the_cluster_store_and_belong_to_their_gateway() {
         assert_eq!(code, 200, "{body}");
     }
 }
+
+const BOB: &str = "bob-cluster-access-token";
+
+/// Rules on a shared resource (a backend every gateway reaches alike) count every gateway's
+/// sessions: a session ending on one gateway leaves the rule another gateway's session holds.
+/// When a gateway is lost (kill -9), the gateway that notices takes over its sessions on shared
+/// resources (they stop and expire there from then on); a session on a resource only its own
+/// gateway reaches is named in the audit, its rule left for that gateway.
+#[test]
+fn shared_rules_count_every_gateway_and_a_lost_gateways_sessions_are_taken_over() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let cloud = dir.path().join("cloud.txt");
+    let local = dir.path().join("local.txt");
+    for f in [&cloud, &local] {
+        std::fs::write(f, "").expect("ledger");
+    }
+    let resource = |name: &str, kind: &str, shared: bool, l: &std::path::Path| {
+        format!(
+            "[[resources]]\nname = \"{name}\"\ntags = {{ kind = \"{kind}\" }}\nbackend = \"command\"\n\
+             shared = {shared}\n\
+             apply = [\"/bin/sh\", \"-c\", \"echo \\\"$1 $2\\\" >> {l}\", \"apply\"]\n\
+             revoke = [\"/bin/sh\", \"-c\", \": > {l}\", \"revoke\"]\n\n",
+            l = l.display()
+        )
+    };
+    let extra = format!(
+        "{}{}[[users]]\nname = \"bob\"\ngroups = [\"ops\"]\napi_token_sha256 = \"{}\"\n\
+         password_hash = \"{}\"\n\n",
+        resource("cloud-sg", "shared", true, &cloud),
+        resource("box-fw", "local", false, &local),
+        wardengate_tests::sha256_hex(BOB.as_bytes()),
+        wardengate_gateway::passwords::hash("bob's own").expect("hash")
+    );
+    let policies = "\n[[policies]]\nname = \"sre-test\"\ngroups = [\"sre\"]\ntarget_tags = [\"env=test\"]\n\n\
+         [[policies]]\nname = \"net-shared\"\ngroups = [\"sre\"]\nprotocols = [\"network\"]\nresource_tags = [\"kind=shared\"]\n\n\
+         [[policies]]\nname = \"net-local\"\ngroups = [\"ops\"]\nprotocols = [\"network\"]\nresource_tags = [\"kind=local\"]\n";
+    let mut c = cluster_with(2, "2s", &extra, |b, _| {
+        b.user_token(ALICE).policies(policies)
+    });
+    let read = |f: &std::path::Path| std::fs::read_to_string(f).expect("ledger");
+    let start = |gw: &wardengate_tests::GatewayProc, token: &str| {
+        let (code, body) = gw.request(
+            "POST",
+            "/api/v1/access-sessions",
+            token,
+            "{\"duration\":\"1h\"}",
+        );
+        assert_eq!(code, 200, "{body}");
+        let s: serde_json::Value = serde_json::from_str(&body).expect("json");
+        assert_eq!(s["state"], "ACTIVE", "{s:#}");
+        s["id"].as_str().expect("id").to_string()
+    };
+    let stop = |gw: &wardengate_tests::GatewayProc, token: &str, id: &str| {
+        let (code, body) = gw.request(
+            "POST",
+            &format!("/api/v1/access-sessions/{id}/stop"),
+            token,
+            "{\"reason\":\"done\"}",
+        );
+        assert_eq!(code, 200, "{body}");
+        serde_json::from_str::<serde_json::Value>(&body).expect("json")
+    };
+    // alice on gw-1 and on gw-2, the same address and shared resource: when gw-2's session
+    // ends, gw-1's still holds the rule, so it stays.
+    let on_one = start(&c.gws[0], ALICE);
+    let on_two = start(&c.gws[1], ALICE);
+    let ended = stop(&c.gws[1], ALICE, &on_two);
+    assert_eq!(ended["rules"][0]["state"], "released", "{ended:#}");
+    assert!(
+        read(&cloud).contains("cloud-sg 127.0.0.1"),
+        "removed while gw-1's session holds it"
+    );
+    // bob on gw-1, on a resource only gw-1 reaches.
+    let bobs = start(&c.gws[0], BOB);
+    assert!(read(&local).contains("box-fw 127.0.0.1"));
+
+    c.gws[0].kill9();
+    let adopted = c.gws[1].wait_audit("access.adopted", std::time::Duration::from_secs(30));
+    assert_eq!(adopted["session_id"], on_one.as_str(), "{adopted}");
+    assert_eq!(adopted["detail"]["from"], "gw-1", "{adopted}");
+    let stranded = c.gws[1].wait_audit("access.stranded", std::time::Duration::from_secs(10));
+    assert_eq!(stranded["session_id"], bobs.as_str(), "{stranded}");
+    let shown = c.gws[1].get_json(&format!("/api/v1/access-sessions/{on_one}"));
+    assert_eq!(shown["gateway"], "gw-2", "{shown:#}");
+    assert_eq!(shown["state"], "ACTIVE", "{shown:#}");
+    // Stopped where it lives now: the rule goes.
+    let over = stop(&c.gws[1], ALICE, &on_one);
+    assert_eq!(over["rules"][0]["state"], "revoked", "{over:#}");
+    assert_eq!(read(&cloud), "");
+    // bob's rule stays for gw-1 (not shared): gw-2 cannot stop it.
+    assert!(read(&local).contains("box-fw 127.0.0.1"));
+    let (code, body) = c.gws[1].request(
+        "POST",
+        &format!("/api/v1/access-sessions/{bobs}/stop"),
+        BOB,
+        "{\"reason\":\"done\"}",
+    );
+    assert_eq!(code, 409, "{body}");
+}

@@ -205,6 +205,12 @@ fn a_network_policy_asks_for_a_security_key_in_wgctl_and_in_the_console() {
     let origin = gw.api.replace("127.0.0.1", "localhost");
     let c = &mut browser.chromium;
     console_sign_in(c, &origin, "/console/access");
+    until(
+        c,
+        "document.querySelectorAll('#access-duration option').length",
+        T,
+        |v| v.as_u64().is_some_and(|n| n > 0),
+    );
     click(c, "#access-go");
     let status = until(
         c,

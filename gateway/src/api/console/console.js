@@ -693,7 +693,8 @@
     e.preventDefault();
     $("access-go").disabled = true;
     $("access-status").textContent = "Applying…";
-    const start = () => api("POST", "/api/v1/access-sessions", { duration: $("access-duration").value });
+    // Before the offered durations are in (or with none), the gateway's default.
+    const start = () => api("POST", "/api/v1/access-sessions", { duration: $("access-duration").value || undefined });
     try {
       let s;
       try { s = await start(); } catch (err) {
