@@ -27,7 +27,7 @@ pub(super) fn routes() -> Router<ApiState> {
 
 /// The refusal as the API answers it: the sentence, and for a full limit the structured
 /// denial (`limit`: scope, limit, current, subject), as session admission gives it.
-fn refused(r: AccessRefusal) -> Response {
+pub(super) fn refused(r: AccessRefusal) -> Response {
     let mut body = serde_json::json!({"error": r.message});
     if let Some(l) = r.limit {
         body["limit"] = serde_json::json!(l);
@@ -213,14 +213,14 @@ async fn show(
     responses((status = 200, description = "the cancelled session", body = api::AccessSession),
               (status = 400, description = "reason missing", body = api::ApiError),
               (status = 404, description = "unknown id, or not yours", body = api::ApiError),
-              (status = 409, description = "already over, or applied by another gateway", body = api::ApiError))
+              (status = 409, description = "already over (a session another gateway of the cluster applied is stopped there, and its answer comes back)", body = api::ApiError))
 )]
 async fn stop(
     State(st): State<ApiState>,
     axum::Extension(caller): axum::Extension<Caller>,
     Path(id): Path<String>,
     body: Bytes,
-) -> Result<Json<api::AccessSession>, Response> {
+) -> Result<Response, Response> {
     let req: api::TerminateRequest = parse_body(&body).map_err(IntoResponse::into_response)?;
     let reason =
         super::sessions::require_reason(req.reason, "stop").map_err(IntoResponse::into_response)?;
@@ -235,20 +235,24 @@ async fn stop(
         .into_response());
     }
     if s.gateway != st.gw.name {
-        return Err(ApiError(
-            StatusCode::CONFLICT,
-            format!(
-                "access session {} is applied by gateway {}: stop it through that gateway",
-                s.id, s.gateway
-            ),
-        )
-        .into_response());
+        // Its rules are that gateway's to remove: the stop goes there (signed, with the
+        // caller's name; the permission was checked here), and its answer comes back.
+        let body = serde_json::to_vec(&crate::cluster::forward::PeerTerminate {
+            by: caller.name.clone(),
+            reason,
+            evict: false,
+        })
+        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response())?;
+        let path = format!("/internal/v1/access-sessions/{}/stop", s.id);
+        return super::routed::relay(&st, &s.gateway, &path, body)
+            .await
+            .map_err(IntoResponse::into_response);
     }
     let gw = st.gw.clone();
     let by = caller.name.clone();
     tokio::spawn(async move { gw.access_stop(&s.id, &by, &reason).await })
         .await
         .map_err(|e| internal(&e))?
-        .map(Json)
+        .map(|done| Json(done).into_response())
         .map_err(refused)
 }

@@ -36,6 +36,10 @@ pub fn routes(state: ApiState) -> Router<ApiState> {
         .route("/internal/v1/sessions/{id}/shadow", post(peer_shadow))
         .route("/internal/v1/sessions/{id}", post(peer_session))
         .route("/internal/v1/sessions/{id}/{action}", post(peer_act))
+        .route(
+            "/internal/v1/access-sessions/{id}/stop",
+            post(peer_access_stop),
+        )
         .route("/internal/v1/approvals/{id}/decide", post(peer_decide))
         .route("/internal/v1/approvals/{id}/claim", post(peer_claim))
         .route_layer(middleware::from_fn_with_state(state, require_peer))
@@ -126,6 +130,32 @@ async fn peer_terminate(
     }
     let r = r?;
     Ok(Json(json!({"id": r.id, "state": r.state.as_str()})).into_response())
+}
+
+/// A peer's caller stops an access session whose rules this gateway applied (the asking
+/// gateway checked that they may): the same stop, audit and answer as here.
+async fn peer_access_stop(
+    State(st): State<ApiState>,
+    Extension(Peer(peer)): Extension<Peer>,
+    UrlPath(id): UrlPath<String>,
+    body: Bytes,
+) -> Response {
+    let req: PeerTerminate = match parse_body(&body) {
+        Ok(r) => r,
+        Err(e) => return e.into_response(),
+    };
+    tracing::info!(access = %id, peer = %peer, by = %req.by, "stopping an access session for a peer");
+    let by = inert(&req.by, MAX_NAME).into_owned();
+    let reason = inert(&req.reason, 500).into_owned();
+    let gw = st.gw.clone();
+    match tokio::spawn(async move { gw.access_stop(&id, &by, &reason).await }).await {
+        Ok(Ok(s)) => Json(s).into_response(),
+        Ok(Err(r)) => super::access::refused(r),
+        Err(e) => {
+            tracing::error!("an access stop for a peer failed: {e}");
+            ApiError(StatusCode::INTERNAL_SERVER_ERROR, "internal error".into()).into_response()
+        }
+    }
 }
 
 /// A peer's operator watches a session this gateway runs: the same stream, attach and audit as
