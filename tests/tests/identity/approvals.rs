@@ -308,6 +308,7 @@ fn an_access_session_waits_for_an_approval_of_its_resources_and_address() {
         .user_token(ALICE_TOKEN)
         .policies(policy)
         .extra(&people(&env))
+        .extra(&super::console::console_people(&env, ""))
         .extra(&resources)
         .start();
     let start = |extra: &[&str]| {
@@ -339,6 +340,18 @@ fn an_access_session_waits_for_an_approval_of_its_resources_and_address() {
     // The approver sees what is asked: the resources and the address to let in.
     let out = wgctl_as(&gw, CAROL_TOKEN, &["approval", "list"]);
     assert_stdout_has(&out, "vault-ui from 127.0.0.1");
+    // And so does the console's Approvals page (alice sees her own request there).
+    let mut browser = Browser::start(&env, "chromium");
+    let origin = gw.api.replace("127.0.0.1", "localhost");
+    let c = &mut browser.chromium;
+    super::console_page::console_sign_in(c, &origin, "/console/approvals");
+    super::console_page::until(
+        c,
+        "Array.from(document.querySelectorAll('#approvals tbody tr')).map((r) => r.textContent).join('|')",
+        T,
+        |v| v.as_str().is_some_and(|t| t.contains("vault-ui from 127.0.0.1") && t.contains("pending")),
+    );
+    super::console_page::shot(c, "console-approvals-network.png");
     let out = wgctl_as(
         &gw,
         CAROL_TOKEN,
