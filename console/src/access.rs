@@ -13,6 +13,10 @@ use crate::table;
 #[derive(Subcommand)]
 pub enum AccessCmd {
     /// Allow your address on the resources your policies grant, for --duration.
+    ///
+    /// Where a granting policy asks for a security key or an approval, nothing is applied: the
+    /// refusal gives the link to touch your key, or the approval request to wait on; start
+    /// again once you have it.
     Start {
         /// How long: one of the durations the gateway offers (1h, 2h, 4h, 8h, 12h, 16h, 24h
         /// unless configured otherwise); default the gateway's default.
