@@ -113,3 +113,56 @@ fn a_postgresql_login_approved_through_one_gateway_is_admitted_once_through_anot
     );
     assert!(!err.contains(&id), "a new request, not {id}: {err}");
 }
+
+/// An access session's approval asked for through gw-1 and decided through gw-2: the next start
+/// through gw-2 claims it from gw-1 (spent there, once) and opens the rules.
+#[test]
+fn an_access_sessions_approval_asked_on_one_gateway_is_claimed_through_another() {
+    const ALICE: &str = "alice-cluster-approval-token";
+    let dir = tempfile::tempdir().expect("tmp");
+    let ledger = dir.path().join("allowed.txt");
+    std::fs::write(&ledger, "").expect("ledger");
+    let extra = format!(
+        "[[resources]]\nname = \"vault-ui\"\ntags = {{ env = \"prod\" }}\nbackend = \"command\"\n\
+         apply = [\"/bin/sh\", \"-c\", \"echo \\\"$1 $2\\\" >> {l}\", \"apply\"]\n\
+         revoke = [\"/bin/sh\", \"-c\", \": > {l}\", \"revoke\"]\n\n",
+        l = ledger.display()
+    );
+    let policy = "\n[[policies]]\nname = \"net-approved\"\ngroups = [\"sre\"]\n\
+        protocols = [\"network\"]\nresource_tags = [\"env=prod\"]\n\
+        approval = { approvers = [\"admin\"], valid_for = \"5m\" }\n";
+    let c = cluster_with(2, "15s", &extra, |b, _| {
+        b.user_token(ALICE).policies(policy)
+    });
+    let start = |i: usize| {
+        c.gws[i].request(
+            "POST",
+            "/api/v1/access-sessions",
+            ALICE,
+            "{\"duration\":\"1h\"}",
+        )
+    };
+    let (status, body) = start(0);
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("needs approval"), "{body}");
+    let id = request_id(&body);
+    let (status, body) = c.gws[1].post(
+        &format!("/api/v1/approvals/{id}/approve"),
+        r#"{"reason":"incident 9"}"#,
+    );
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(std::fs::read_to_string(&ledger).expect("ledger"), "");
+    let (status, body) = start(1);
+    assert_eq!(status, 200, "{body}");
+    let s: serde_json::Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(s["state"], "ACTIVE", "{s:#}");
+    assert_eq!(s["gateway"], "gw-2", "{s:#}");
+    assert_eq!(s["approval"], format!("{id} (approved by admin)"), "{s:#}");
+    assert!(std::fs::read_to_string(&ledger)
+        .expect("ledger")
+        .contains("vault-ui 127.0.0.1"));
+    // Spent on gw-1 too: asking through gw-1 again is a new request.
+    let (status, body) = start(0);
+    assert_eq!(status, 403, "{body}");
+    assert_ne!(request_id(&body), id, "{body}");
+}
