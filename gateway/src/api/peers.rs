@@ -36,6 +36,7 @@ pub fn routes(state: ApiState) -> Router<ApiState> {
         .route("/internal/v1/sessions/{id}/shadow", post(peer_shadow))
         .route("/internal/v1/sessions/{id}", post(peer_session))
         .route("/internal/v1/sessions/{id}/{action}", post(peer_act))
+        .route("/internal/v1/sessions/{id}/cancel", post(peer_cancel))
         .route(
             "/internal/v1/access-sessions/{id}/stop",
             post(peer_access_stop),
@@ -130,6 +131,21 @@ async fn peer_terminate(
     }
     let r = r?;
     Ok(Json(json!({"id": r.id, "state": r.state.as_str()})).into_response())
+}
+
+/// A peer's caller cancels a TCP session this gateway runs (the asking gateway checked that they
+/// may): the same audit, end and answer as here.
+async fn peer_cancel(
+    State(st): State<ApiState>,
+    Extension(Peer(peer)): Extension<Peer>,
+    UrlPath(id): UrlPath<String>,
+    body: Bytes,
+) -> Result<Json<wardengate_api::Session>, ApiError> {
+    let req: PeerTerminate = parse_body(&body)?;
+    tracing::info!(session = %id, peer = %peer, by = %req.by, "canceling a session for a peer");
+    let by = inert(&req.by, MAX_NAME).into_owned();
+    let reason = inert(&req.reason, 500).into_owned();
+    super::tcp::cancel_here(&st, &id, &by, &reason).await
 }
 
 /// A peer's caller stops an access session whose rules this gateway applied (the asking

@@ -5,6 +5,7 @@
 use axum::body::Bytes;
 use axum::extract::{ConnectInfo, Path, State};
 use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
 use serde_json::json;
@@ -85,25 +86,53 @@ async fn owned_or_terminator(
 #[utoipa::path(
     post, path = "/api/v1/sessions/{id}/cancel", tag = "sessions",
     params(SessionId), request_body = api::TerminateRequest,
-    responses((status = 200, description = "the ended session", body = api::Session), (status = 400, description = "reason missing", body = api::ApiError), (status = 404, description = "unknown id", body = api::ApiError), (status = 409, description = "already over", body = api::ApiError))
+    responses((status = 200, description = "the ended session", body = api::Session), (status = 400, description = "reason missing", body = api::ApiError), (status = 404, description = "unknown id", body = api::ApiError), (status = 409, description = "already over", body = api::ApiError), (status = 502, description = "the session runs on another gateway of the cluster, which cannot be reached", body = api::ApiError))
 )]
 async fn cancel(
     State(st): State<ApiState>,
     axum::Extension(caller): axum::Extension<Caller>,
     Path(id): Path<String>,
     body: Bytes,
-) -> Result<Json<api::Session>, ApiError> {
+) -> Result<Response, ApiError> {
     let req: api::TerminateRequest = parse_body(&body)?;
     let reason = super::sessions::require_reason(req.reason, "cancel")?;
     let current = owned_or_terminator(&st, &caller, &id).await?;
+    if st.gw.registry.live_record(&id).is_none()
+        && !current.gateway.is_empty()
+        && current.gateway != st.gw.name
+    {
+        // It runs on another gateway of the cluster: that one cancels it (signed, with the
+        // caller's name; who may was checked here), and its answer comes back.
+        let body = serde_json::to_vec(&crate::cluster::forward::PeerTerminate {
+            by: caller.name.clone(),
+            reason,
+            evict: false,
+        })
+        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+        let path = format!("/internal/v1/sessions/{id}/cancel");
+        return super::routed::relay(&st, &current.gateway, &path, body).await;
+    }
+    cancel_here(&st, &id, &caller.name, &reason)
+        .await
+        .map(IntoResponse::into_response)
+}
+
+/// Cancel session `id`, which this gateway runs, for `by` (here, or a peer's caller).
+pub(super) async fn cancel_here(
+    st: &ApiState,
+    id: &str,
+    by: &str,
+    reason: &str,
+) -> Result<Json<api::Session>, ApiError> {
+    let current = st.gw.registry.record(&*st.gw.store, id).await?;
     st.gw.audit(
         "session.canceled",
-        Some(&caller.name),
-        Some(&id),
-        json!({"by": caller.name, "reason": reason, "actor": current.actor, "target": current.target}),
+        Some(by),
+        Some(id),
+        json!({"by": by, "reason": reason, "actor": current.actor, "target": current.target}),
     );
-    let message = format!("canceled by {}: {reason}", caller.name);
-    end_here(&st, &id, "canceled", message).await
+    let message = format!("canceled by {by}: {reason}");
+    end_here(st, id, "canceled", message).await
 }
 
 /// The session's own client is done with it (`wgctl proxy` or `wgctl connect` exiting): it ends

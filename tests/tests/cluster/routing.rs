@@ -241,3 +241,39 @@ fn forged_peer_requests_get_one_answer_and_a_bounded_audit() {
     let _ = held.kill();
     let _ = held.wait();
 }
+
+/// A TCP session canceled through another gateway than the one that runs it: that one cancels
+/// it (its States end `terminated`, `canceled`) and its answer comes back; an owner that is gone
+/// is named.
+#[test]
+fn a_tcp_session_is_canceled_through_another_gateway() {
+    const ALICE: &str = "alice-own";
+    let tcp = "[tcp]\nlisten = \"127.0.0.1:0\"\n\n[[targets]]\nname = \"cache.test\"\n\
+               protocol = \"tcp\"\naddress = \"127.0.0.1:9\"\ntags = { env = \"test\" }\n";
+    let mut c = crate::cluster_with(2, "15s", tcp, |b, _| b.user_token(ALICE));
+    let cancel = |c: &wardengate_tests::cluster::Cluster, gw: usize, id: &str| {
+        c.gws[gw].request(
+            "POST",
+            &format!("/api/v1/sessions/{id}/cancel"),
+            ALICE,
+            "{\"reason\":\"wrong host\"}",
+        )
+    };
+    let a = wardengate_tests::tcp::authorized(&c.gws[0], ALICE, "cache.test", &[]);
+    let id = a["session_id"].as_str().expect("id").to_string();
+    let (code, body) = cancel(&c, 1, &id);
+    assert_eq!(code, 200, "{body}");
+    let s: serde_json::Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(s["state"], "terminated", "{s:#}");
+    assert_eq!(s["end_reason"], "canceled", "{s:#}");
+    assert_eq!(s["end_detail"], "canceled by alice: wrong host", "{s:#}");
+    let canceled = c.gws[0].wait_audit("session.canceled", Duration::from_secs(10));
+    assert_eq!(canceled["session_id"], id.as_str(), "{canceled}");
+    // The gateway that runs a second one is gone: the cancel through gw-2 says so.
+    let b = wardengate_tests::tcp::authorized(&c.gws[0], ALICE, "cache.test", &[]);
+    let second = b["session_id"].as_str().expect("id").to_string();
+    c.gws[0].kill9();
+    let (code, body) = cancel(&c, 1, &second);
+    assert_eq!(code, 502, "{body}");
+    assert!(body.contains("gw-1"), "{body}");
+}
