@@ -28,6 +28,7 @@ pub use peers::*;
 pub mod browser;
 pub mod cluster;
 pub mod hostile;
+pub mod ledger;
 pub mod netns;
 pub mod objects;
 pub mod russh_client;

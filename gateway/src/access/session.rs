@@ -10,6 +10,7 @@ use wardengate_api::{self as api, AccessState, RuleState};
 use wardengate_policy::{Dur, LimitDenial, Policy, Scope};
 use wardengate_protocols::session::now_ms;
 
+use super::backend::Op;
 use super::book::Key;
 use super::refusal::{refuse, AccessRefusal};
 use crate::broker::Gateway;
@@ -55,6 +56,32 @@ fn grants(cfg: &crate::config::Loaded, user: &str, groups: &[String]) -> Vec<(Re
         }
     }
     out
+}
+
+/// The rules of `s` that `pick` takes: each with its resource and key, and its index in
+/// `s.rules`; those whose resource is no longer configured come apart, answered at once.
+#[allow(clippy::type_complexity)]
+fn rules_of(
+    s: &api::AccessSession,
+    ip: IpAddr,
+    cfg: &crate::config::Loaded,
+    pick: impl Fn(&api::AccessRule) -> bool,
+) -> (
+    Vec<(Resource, Key)>,
+    Vec<usize>,
+    Vec<(usize, Result<RuleState, String>)>,
+) {
+    let (mut items, mut at, mut gone) = (Vec::new(), Vec::new(), Vec::new());
+    for (i, r) in s.rules.iter().enumerate().filter(|(_, r)| pick(r)) {
+        match cfg.resources.get(&r.resource) {
+            Some(res) => {
+                items.push((res.clone(), Key::new(&r.resource, ip)));
+                at.push(i);
+            }
+            None => gone.push((i, Err("the resource is no longer configured".into()))),
+        }
+    }
+    (items, at, gone)
 }
 
 impl Gateway {
@@ -324,50 +351,51 @@ impl Gateway {
         s: &mut api::AccessSession,
         cfg: &crate::config::Loaded,
     ) {
-        let timeout = cfg.config.access.command_timeout();
         let Ok(ip) = s.address.parse::<IpAddr>() else {
             return;
         };
-        let id = s.id.clone();
-        let mut results: Vec<(usize, Result<RuleState, String>)> = Vec::new();
-        let mut items = Vec::new();
-        let mut at = Vec::new();
-        for (i, r) in s.rules.iter().enumerate() {
-            if r.state != RuleState::Pending {
-                continue;
-            }
-            match cfg.resources.get(&r.resource) {
-                Some(res) => {
-                    items.push((res.clone(), Key::new(&r.resource, ip)));
-                    at.push(i);
-                }
-                None => results.push((i, Err("the resource is no longer configured".into()))),
-            }
-        }
-        let done = self.access.book.acquire_all(&items, &id, timeout).await;
+        let (items, at, mut results) = rules_of(s, ip, cfg, |r| r.state == RuleState::Pending);
+        let timeout = cfg.config.access.command_timeout();
+        let done = self.access.book.acquire_all(&items, &s.id, timeout).await;
         results.extend(at.into_iter().zip(done));
+        self.access_outcomes(s, ip, results, Op::Apply);
+    }
+
+    /// Each rule's outcome of `op` on record in `s`, and audited (`access.rule.<state>`).
+    fn access_outcomes(
+        &self,
+        s: &mut api::AccessSession,
+        ip: IpAddr,
+        results: Vec<(usize, Result<RuleState, String>)>,
+        op: Op,
+    ) {
         for (i, result) in results {
             let rule = &mut s.rules[i];
-            let key = Key::new(&rule.resource, ip);
-            let (kind, error) = match result {
+            let error = match result {
                 Ok(st) => {
                     rule.state = st;
-                    rule.applied_at = Some(rfc3339(now_ms()));
                     rule.error = None;
-                    let kind = match st {
-                        RuleState::Shared => "access.rule.shared",
-                        _ => "access.rule.applied",
-                    };
-                    (kind, None)
+                    match st {
+                        RuleState::Applied | RuleState::Shared => {
+                            rule.applied_at = Some(rfc3339(now_ms()))
+                        }
+                        RuleState::Revoked => rule.revoked_at = Some(rfc3339(now_ms())),
+                        _ => {}
+                    }
+                    None
                 }
                 Err(e) => {
-                    rule.state = RuleState::Failed;
+                    rule.state = match op {
+                        Op::Apply => RuleState::Failed,
+                        _ => RuleState::RevokeFailed,
+                    };
                     rule.error = Some(e.clone());
-                    ("access.rule.failed", Some(e))
+                    Some(e)
                 }
             };
+            let key = Key::new(&rule.resource, ip);
             self.audit(
-                kind,
+                &format!("access.rule.{}", rule.state.name()),
                 Some(&s.user),
                 Some(&s.id),
                 json!({"resource": rule.resource, "backend": rule.backend, "address": rule.address,
@@ -491,77 +519,35 @@ impl Gateway {
     /// Let go of every rule `s` holds: removed when it was the last holder, each audited.
     async fn access_revoke(&self, s: &mut api::AccessSession) {
         let cfg = self.cfg();
-        let timeout = cfg.config.access.command_timeout();
         let Ok(ip) = s.address.parse::<IpAddr>() else {
             return;
         };
-        let id = s.id.clone();
-        let mut results: Vec<(usize, Result<RuleState, String>)> = Vec::new();
-        let mut items = Vec::new();
-        let mut at = Vec::new();
-        for (i, r) in s.rules.iter().enumerate() {
-            if !(r.state.held() || r.state == RuleState::Revoking) {
-                continue;
-            }
-            let key = Key::new(&r.resource, ip);
-            match cfg.resources.get(&r.resource) {
-                Some(res) => {
-                    items.push((res.clone(), key));
-                    at.push(i);
-                }
-                None => {
-                    self.access.book.forget(&key);
-                    results.push((
-                        i,
-                        Err("the resource is no longer configured: remove the rule by hand".into()),
-                    ));
-                }
-            }
+        let (items, at, mut results) = rules_of(s, ip, &cfg, |r| {
+            r.state.held() || r.state == RuleState::Revoking
+        });
+        for (i, gone) in &mut results {
+            // Nothing here can remove it any more.
+            self.access
+                .book
+                .forget(&Key::new(&s.rules[*i].resource, ip));
+            *gone = Err("the resource is no longer configured: remove the rule by hand".into());
         }
         // A shared rule another gateway's live session holds is released here, not removed.
         let elsewhere = self.access_held_elsewhere(&items).await;
         let (mut mine, mut mine_at) = (Vec::new(), Vec::new());
         for (item, i) in items.into_iter().zip(at) {
             if elsewhere.contains(&item.1) {
-                self.access.book.let_go(&item.1, &id);
+                self.access.book.let_go(&item.1, &s.id);
                 results.push((i, Ok(RuleState::Released)));
             } else {
                 mine.push(item);
                 mine_at.push(i);
             }
         }
-        let done = self.access.book.release_all(&mine, &id, timeout).await;
+        let timeout = cfg.config.access.command_timeout();
+        let done = self.access.book.release_all(&mine, &s.id, timeout).await;
         results.extend(mine_at.into_iter().zip(done));
-        for (i, result) in results {
-            let rule = &mut s.rules[i];
-            let key = Key::new(&rule.resource, ip);
-            let (kind, error) = match result {
-                Ok(st) => {
-                    rule.state = st;
-                    rule.error = None;
-                    if st == RuleState::Revoked {
-                        rule.revoked_at = Some(rfc3339(now_ms()));
-                    }
-                    let kind = match st {
-                        RuleState::Released => "access.rule.released",
-                        _ => "access.rule.revoked",
-                    };
-                    (kind, None)
-                }
-                Err(e) => {
-                    rule.state = RuleState::RevokeFailed;
-                    rule.error = Some(e.clone());
-                    ("access.rule.revoke_failed", Some(e))
-                }
-            };
-            self.audit(
-                kind,
-                Some(&s.user),
-                Some(&s.id),
-                json!({"resource": rule.resource, "backend": rule.backend, "address": rule.address,
-                       "holders": self.access.book.holders(&key), "error": error}),
-            );
-        }
+        self.access_outcomes(s, ip, results, Op::Revoke);
     }
 
     /// Keep `s` in the store.

@@ -15,7 +15,7 @@ use super::refusal::{refuse, AccessRefusal};
 use crate::broker::Gateway;
 use crate::config::Resource;
 use crate::identity::approvals::Gate;
-use crate::identity::{Proof, Purpose};
+use crate::identity::{NoLink, Proof};
 
 /// The session's approvals as it shows them: `req_… (approved by carol)`, `; `-separated.
 pub(super) fn approvals_shown(approved: &[(String, Value)]) -> Option<String> {
@@ -162,38 +162,25 @@ impl Gateway {
             .map(|p| p.name.as_str())
             .collect::<Vec<_>>()
             .join(", ");
-        let keys = self.store.key_list(Some(user)).await.map_err(|e| {
-            tracing::error!("cannot read security keys: {e:#}");
-            refuse(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "wardengate: internal error while checking security keys".into(),
-            )
-        })?;
-        if keys.is_empty() {
-            return Err(refuse(
-                StatusCode::FORBIDDEN,
-                format!(
-                    "policy {names} requires a security key, and {user} has none enrolled; \
-                     enrol one with `wgctl mfa enroll`, then start the access session again"
-                ),
-            ));
-        }
-        let purpose = Purpose::Prove {
-            policy: match asking.as_slice() {
-                [one] => Some(one.name.clone()),
-                _ => None,
-            },
+        let policy = match asking.as_slice() {
+            [one] => Some(one.name.clone()),
+            _ => None,
         };
-        let link = self
-            .mfa
-            .issue(user, purpose, &self.page_origin(), id.link_ttl)
-            .map_err(|e| {
-                tracing::error!("cannot issue a security-key link: {e}");
-                refuse(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "wardengate: internal error while asking for a security key".into(),
-                )
-            })?;
+        let link = match self.presence_link(user, policy).await {
+            Ok(link) => link,
+            Err(NoLink::Internal(msg)) => {
+                return Err(refuse(StatusCode::SERVICE_UNAVAILABLE, msg.into()))
+            }
+            Err(NoLink::NotEnrolled) => {
+                return Err(refuse(
+                    StatusCode::FORBIDDEN,
+                    format!(
+                        "policy {names} requires a security key, and {user} has none enrolled; \
+                         enrol one with `wgctl mfa enroll`, then start the access session again"
+                    ),
+                ))
+            }
+        };
         self.audit(
             "mfa.challenged",
             Some(user),

@@ -379,34 +379,20 @@ impl Gateway {
             return Ok(Some(proof));
         }
         let decision = json!({"admitted": false, "reason": "mfa_required", "policy": p.name});
-        let keys = self.store.key_list(Some(&rec.actor)).await.map_err(|e| {
-            tracing::error!("cannot read security keys: {e:#}");
-            Denial::new(
-                "internal",
-                "wardengate: internal error while checking security keys",
-            )
-        })?;
-        if keys.is_empty() {
-            let msg = format!(
-                "wardengate: access denied: policy {} requires a security key, and {} has none \
-                 enrolled; enrol one with `wgctl mfa enroll`, then connect again",
-                p.name, rec.actor
-            );
-            return Err(self.deny(rec, "mfa_not_enrolled", msg, decision));
-        }
-        let purpose = crate::identity::Purpose::Prove {
-            policy: Some(p.name.clone()),
+        let link = match self.presence_link(&rec.actor, Some(p.name.clone())).await {
+            Ok(link) => link,
+            Err(crate::identity::NoLink::Internal(msg)) => {
+                return Err(Denial::new("internal", msg))
+            }
+            Err(crate::identity::NoLink::NotEnrolled) => {
+                let msg = format!(
+                    "wardengate: access denied: policy {} requires a security key, and {} has \
+                     none enrolled; enrol one with `wgctl mfa enroll`, then connect again",
+                    p.name, rec.actor
+                );
+                return Err(self.deny(rec, "mfa_not_enrolled", msg, decision));
+            }
         };
-        let link = self
-            .mfa
-            .issue(&rec.actor, purpose, &self.page_origin(), id.link_ttl)
-            .map_err(|e| {
-                tracing::error!("cannot issue a security-key link: {e}");
-                Denial::new(
-                    "internal",
-                    "wardengate: internal error while asking for a security key",
-                )
-            })?;
         self.audit(
             "mfa.challenged",
             Some(&rec.actor),

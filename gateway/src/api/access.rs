@@ -54,7 +54,7 @@ struct AccessId(
     post, path = "/api/v1/access-sessions", tag = "access", request_body = api::AccessStartRequest,
     responses((status = 200, description = "the session, ACTIVE, PARTIAL or FAILED, with each rule", body = api::AccessSession),
               (status = 400, description = "a duration that is not offered", body = api::ApiError),
-              (status = 403, description = "no resource granted, a duration over a cap (the limit is named), or a security key asked for (`mfa`: the link that proves presence)", body = api::ApiError),
+              (status = 403, description = "not a person, no resource granted, a duration over a cap (the limit is named), or an approval or a security key asked for (`approval`: the requests to wait on; `mfa`: the link that proves presence)", body = api::ApiError),
               (status = 429, description = "access.max_sessions_per_user is reached (with `limit`)", body = api::ApiError))
 )]
 async fn start(
@@ -65,17 +65,9 @@ async fn start(
     body: Bytes,
 ) -> Result<Json<api::AccessSession>, Response> {
     let req: api::AccessStartRequest = parse_body(&body).map_err(IntoResponse::into_response)?;
-    if !st.gw.cfg().users.contains_key(&caller.name) {
-        return Err(ApiError(
-            StatusCode::FORBIDDEN,
-            format!(
-                "{} is not a person: an access session is for someone, with their own token \
-                 (`wgctl login`, or a user's api_token_sha256)",
-                caller.name
-            ),
-        )
-        .into_response());
-    }
+    caller
+        .person(&st.gw.cfg(), "an access session")
+        .map_err(IntoResponse::into_response)?;
     let trusted = crate::access::trusted(&st.gw.cfg());
     let addr = crate::access::client_address(peer, &headers, &trusted)
         .map_err(|e| ApiError(StatusCode::BAD_REQUEST, e).into_response())?;

@@ -68,6 +68,22 @@ impl Caller {
     pub fn may(&self, p: crate::config::Perm) -> bool {
         self.can.has(p)
     }
+
+    /// The caller is a person (`[[users]]`), not the admin token or a named API token: `what`
+    /// (an access session, a TCP session) is for someone.
+    pub fn person(&self, cfg: &crate::config::Loaded, what: &str) -> Result<(), ApiError> {
+        match cfg.users.contains_key(&self.name) {
+            true => Ok(()),
+            false => Err(ApiError(
+                StatusCode::FORBIDDEN,
+                format!(
+                    "{} is not a person: {what} is for someone, with their own token \
+                     (`wgctl login`, or a user's api_token_sha256)",
+                    self.name
+                ),
+            )),
+        }
+    }
 }
 
 pub(crate) fn parse_body<T: for<'de> Deserialize<'de> + Default>(

@@ -44,16 +44,7 @@ async fn authorize(
     body: Bytes,
 ) -> Result<Json<api::Authorization>, ApiError> {
     let req: api::AuthorizeRequest = parse_body(&body)?;
-    if !st.gw.cfg().users.contains_key(&caller.name) {
-        return Err(ApiError(
-            StatusCode::FORBIDDEN,
-            format!(
-                "{} is not a person: a TCP session is authorized for someone, with their own \
-                 token (`wgctl login`, or a user's api_token_sha256)",
-                caller.name
-            ),
-        ));
-    }
+    caller.person(&st.gw.cfg(), "a TCP session")?;
     let name = api::text::inert(&name, api::text::MAX_NAME).into_owned();
     let auth = st
         .gw

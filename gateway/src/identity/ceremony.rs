@@ -362,7 +362,38 @@ impl Gateway {
     }
 }
 
+/// Why no link to prove presence was given.
+pub enum NoLink {
+    /// The person has no security key enrolled.
+    NotEnrolled,
+    /// The store or the link book failed (logged): the message to answer with.
+    Internal(&'static str),
+}
+
 impl crate::broker::Gateway {
+    /// A one-time link for `user` to prove presence with an enrolled key, for `policy` (or any
+    /// policy): what admission and access sessions hand out when a policy asks for a key.
+    pub async fn presence_link(
+        &self,
+        user: &str,
+        policy: Option<String>,
+    ) -> Result<super::Link, NoLink> {
+        let keys = self.store.key_list(Some(user)).await.map_err(|e| {
+            tracing::error!("cannot read security keys: {e:#}");
+            NoLink::Internal("wardengate: internal error while checking security keys")
+        })?;
+        if keys.is_empty() {
+            return Err(NoLink::NotEnrolled);
+        }
+        let ttl = self.cfg().config.identity.link_ttl;
+        self.mfa
+            .issue(user, Purpose::Prove { policy }, &self.page_origin(), ttl)
+            .map_err(|e| {
+                tracing::error!("cannot issue a security-key link: {e}");
+                NoLink::Internal("wardengate: internal error while asking for a security key")
+            })
+    }
+
     /// The policy that admits `user` to `target` (its default account): what a proof made
     /// ahead (`wgctl mfa prove --target`) is for.
     pub fn policy_for(&self, user: &str, target: &str) -> Result<String, String> {

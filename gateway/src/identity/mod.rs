@@ -34,7 +34,7 @@ use webauthn_rs::prelude::{
 
 use crate::config::IdentitySection;
 
-pub use ceremony::CeremonyError;
+pub use ceremony::{CeremonyError, NoLink};
 pub(crate) use state::digest;
 
 /// The most links waiting at once (the oldest is dropped first).

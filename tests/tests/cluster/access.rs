@@ -10,14 +10,10 @@ const ALICE: &str = "alice-cluster-access-token";
 #[test]
 fn access_sessions_span_the_cluster_store_and_belong_to_their_gateway() {
     let dir = tempfile::tempdir().expect("tmp");
-    let ledger = dir.path().join("allowed.txt");
-    std::fs::write(&ledger, "").expect("ledger");
+    let ledger = wardengate_tests::ledger::Ledger::new(dir.path().join("allowed.txt"));
     let extra = format!(
-        "[access]\nmax_sessions_per_user = 1\n\n\
-         [[resources]]\nname = \"bastion\"\ntags = {{ env = \"test\" }}\nbackend = \"command\"\n\
-         apply = [\"/bin/sh\", \"-c\", \"echo \\\"$1 $2\\\" >> {l}\", \"apply\"]\n\
-         revoke = [\"/bin/sh\", \"-c\", \": > {l}\", \"revoke\"]\n\n",
-        l = ledger.display()
+        "[access]\nmax_sessions_per_user = 1\n\n{}",
+        ledger.resource("bastion", ("env", "test"), "")
     );
     let policies = "\n[[policies]]\nname = \"sre-test\"\ngroups = [\"sre\"]\ntarget_tags = [\"env=test\"]\n\n\
          [[policies]]\nname = \"net\"\ngroups = [\"sre\"]\nprotocols = [\"network\"]\nresource_tags = [\"env=test\"]\n";
@@ -37,10 +33,7 @@ fn access_sessions_span_the_cluster_store_and_belong_to_their_gateway() {
     assert_eq!(s["state"], "ACTIVE", "{s:#}");
     assert_eq!(s["gateway"], "gw-1");
     let id = s["id"].as_str().expect("id").to_string();
-    assert_eq!(
-        std::fs::read_to_string(&ledger).expect("ledger").trim(),
-        "bastion 127.0.0.1"
-    );
+    assert_eq!(ledger.read().trim(), "bastion 127.0.0.1");
     // The limit is the person's across the cluster: gw-2 counts gw-1's session.
     let (code, body) = gw2.request(
         "POST",
@@ -66,7 +59,7 @@ fn access_sessions_span_the_cluster_store_and_belong_to_their_gateway() {
         text(body.as_bytes()).contains("cancelled by alice: done"),
         "{body}"
     );
-    assert_eq!(std::fs::read_to_string(&ledger).expect("ledger").trim(), "");
+    assert_eq!(ledger.read().trim(), "");
     let (code, body) = gw1.request(
         "POST",
         &format!("/api/v1/access-sessions/{id}/stop"),
@@ -128,25 +121,13 @@ const BOB: &str = "bob-cluster-access-token";
 #[test]
 fn shared_rules_count_every_gateway_and_a_lost_gateways_sessions_are_taken_over() {
     let dir = tempfile::tempdir().expect("tmp");
-    let cloud = dir.path().join("cloud.txt");
-    let local = dir.path().join("local.txt");
-    for f in [&cloud, &local] {
-        std::fs::write(f, "").expect("ledger");
-    }
-    let resource = |name: &str, kind: &str, shared: bool, l: &std::path::Path| {
-        format!(
-            "[[resources]]\nname = \"{name}\"\ntags = {{ kind = \"{kind}\" }}\nbackend = \"command\"\n\
-             shared = {shared}\n\
-             apply = [\"/bin/sh\", \"-c\", \"echo \\\"$1 $2\\\" >> {l}\", \"apply\"]\n\
-             revoke = [\"/bin/sh\", \"-c\", \": > {l}\", \"revoke\"]\n\n",
-            l = l.display()
-        )
-    };
+    let cloud = wardengate_tests::ledger::Ledger::new(dir.path().join("cloud.txt"));
+    let local = wardengate_tests::ledger::Ledger::new(dir.path().join("local.txt"));
     let extra = format!(
         "{}{}[[users]]\nname = \"bob\"\ngroups = [\"ops\"]\napi_token_sha256 = \"{}\"\n\
          password_hash = \"{}\"\n\n",
-        resource("cloud-sg", "shared", true, &cloud),
-        resource("box-fw", "local", false, &local),
+        cloud.resource("cloud-sg", ("kind", "shared"), "shared = true\n"),
+        local.resource("box-fw", ("kind", "local"), "shared = false\n"),
         wardengate_tests::sha256_hex(BOB.as_bytes()),
         wardengate_gateway::passwords::hash("bob's own").expect("hash")
     );
@@ -156,7 +137,6 @@ fn shared_rules_count_every_gateway_and_a_lost_gateways_sessions_are_taken_over(
     let mut c = cluster_with(2, "2s", &extra, |b, _| {
         b.user_token(ALICE).policies(policies)
     });
-    let read = |f: &std::path::Path| std::fs::read_to_string(f).expect("ledger");
     let start = |gw: &wardengate_tests::GatewayProc, token: &str| {
         let (code, body) = gw.request(
             "POST",
@@ -186,12 +166,12 @@ fn shared_rules_count_every_gateway_and_a_lost_gateways_sessions_are_taken_over(
     let ended = stop(&c.gws[1], ALICE, &on_two);
     assert_eq!(ended["rules"][0]["state"], "released", "{ended:#}");
     assert!(
-        read(&cloud).contains("cloud-sg 127.0.0.1"),
+        cloud.read().contains("cloud-sg 127.0.0.1"),
         "removed while gw-1's session holds it"
     );
     // bob on gw-1, on a resource only gw-1 reaches.
     let bobs = start(&c.gws[0], BOB);
-    assert!(read(&local).contains("box-fw 127.0.0.1"));
+    assert!(local.read().contains("box-fw 127.0.0.1"));
 
     c.gws[0].kill9();
     let adopted = c.gws[1].wait_audit("access.adopted", std::time::Duration::from_secs(30));
@@ -205,9 +185,9 @@ fn shared_rules_count_every_gateway_and_a_lost_gateways_sessions_are_taken_over(
     // Stopped where it lives now: the rule goes.
     let over = stop(&c.gws[1], ALICE, &on_one);
     assert_eq!(over["rules"][0]["state"], "revoked", "{over:#}");
-    assert_eq!(read(&cloud), "");
+    assert_eq!(cloud.read(), "");
     // bob's rule stays for gw-1 (not shared): a stop through gw-2 cannot reach gw-1, and says so.
-    assert!(read(&local).contains("box-fw 127.0.0.1"));
+    assert!(local.read().contains("box-fw 127.0.0.1"));
     let (code, body) = c.gws[1].request(
         "POST",
         &format!("/api/v1/access-sessions/{bobs}/stop"),

@@ -120,14 +120,8 @@ fn a_postgresql_login_approved_through_one_gateway_is_admitted_once_through_anot
 fn an_access_sessions_approval_asked_on_one_gateway_is_claimed_through_another() {
     const ALICE: &str = "alice-cluster-approval-token";
     let dir = tempfile::tempdir().expect("tmp");
-    let ledger = dir.path().join("allowed.txt");
-    std::fs::write(&ledger, "").expect("ledger");
-    let extra = format!(
-        "[[resources]]\nname = \"vault-ui\"\ntags = {{ env = \"prod\" }}\nbackend = \"command\"\n\
-         apply = [\"/bin/sh\", \"-c\", \"echo \\\"$1 $2\\\" >> {l}\", \"apply\"]\n\
-         revoke = [\"/bin/sh\", \"-c\", \": > {l}\", \"revoke\"]\n\n",
-        l = ledger.display()
-    );
+    let ledger = wardengate_tests::ledger::Ledger::new(dir.path().join("allowed.txt"));
+    let extra = ledger.resource("vault-ui", ("env", "prod"), "");
     let policy = "\n[[policies]]\nname = \"net-approved\"\ngroups = [\"sre\"]\n\
         protocols = [\"network\"]\nresource_tags = [\"env=prod\"]\n\
         approval = { approvers = [\"admin\"], valid_for = \"5m\" }\n";
@@ -151,16 +145,14 @@ fn an_access_sessions_approval_asked_on_one_gateway_is_claimed_through_another()
         r#"{"reason":"incident 9"}"#,
     );
     assert_eq!(status, 200, "{body}");
-    assert_eq!(std::fs::read_to_string(&ledger).expect("ledger"), "");
+    assert_eq!(ledger.read(), "");
     let (status, body) = start(1);
     assert_eq!(status, 200, "{body}");
     let s: serde_json::Value = serde_json::from_str(&body).expect("json");
     assert_eq!(s["state"], "ACTIVE", "{s:#}");
     assert_eq!(s["gateway"], "gw-2", "{s:#}");
     assert_eq!(s["approval"], format!("{id} (approved by admin)"), "{s:#}");
-    assert!(std::fs::read_to_string(&ledger)
-        .expect("ledger")
-        .contains("vault-ui 127.0.0.1"));
+    assert!(ledger.read().contains("vault-ui 127.0.0.1"));
     // Spent on gw-1 too: asking through gw-1 again is a new request.
     let (status, body) = start(0);
     assert_eq!(status, 403, "{body}");

@@ -292,14 +292,8 @@ fn a_postgresql_request_survives_a_restart_and_admits_once_approved() {
 #[test]
 fn an_access_session_waits_for_an_approval_of_its_resources_and_address() {
     let env = TestEnv::new();
-    let ledger = env.path("allowed.txt");
-    std::fs::write(&ledger, "").expect("ledger");
-    let resources = format!(
-        "[[resources]]\nname = \"vault-ui\"\ntags = {{ env = \"prod\" }}\nbackend = \"command\"\n\
-         apply = [\"/bin/sh\", \"-c\", \"echo \\\"$1 $2\\\" >> {ledger}\", \"apply\"]\n\
-         revoke = [\"/bin/sh\", \"-c\", \": > {ledger}\", \"revoke\"]\n\n",
-        ledger = ledger.display()
-    );
+    let ledger = wardengate_tests::ledger::Ledger::new(env.path("allowed.txt"));
+    let resources = ledger.resource("vault-ui", ("env", "prod"), "");
     let policy = "\n[[policies]]\nname = \"net-approved\"\ngroups = [\"sre\"]\n\
         protocols = [\"network\"]\nresource_tags = [\"env=prod\"]\n\
         approval = { approvers = [\"group:sre-leads\"], valid_for = \"5m\" }\n";
@@ -332,7 +326,7 @@ fn an_access_session_waits_for_an_approval_of_its_resources_and_address() {
         id,
         "asking again opens no second request"
     );
-    assert_eq!(std::fs::read_to_string(&ledger).expect("ledger"), "");
+    assert_eq!(ledger.read(), "");
     let none = gw.get_json("/api/v1/access-sessions?all=true");
     assert_eq!(none["sessions"], json!([]), "{none:#}");
     let requested = gw.wait_audit("approval.requested", T);
@@ -366,10 +360,7 @@ fn an_access_session_waits_for_an_approval_of_its_resources_and_address() {
     let s: Value = serde_json::from_slice(&out.stdout).expect("JSON");
     assert_eq!(s["state"], "ACTIVE", "{s:#}");
     assert_eq!(s["approval"], format!("{id} (approved by carol)"), "{s:#}");
-    assert_eq!(
-        std::fs::read_to_string(&ledger).expect("ledger").trim(),
-        "vault-ui 127.0.0.1"
-    );
+    assert_eq!(ledger.read().trim(), "vault-ui 127.0.0.1");
     // Spent: the next start asks anew.
     let list = gw.get_json("/api/v1/approvals");
     let used = list

@@ -12,16 +12,12 @@ use super::*;
 #[test]
 fn the_console_starts_shows_and_stops_an_access_session_for_the_browsers_address() {
     let env = TestEnv::new();
-    let ledger = env.path("allowed.txt");
-    std::fs::write(&ledger, "").expect("ledger");
+    let ledger = wardengate_tests::ledger::Ledger::new(env.path("allowed.txt"));
     let resources = format!(
-        "[[resources]]\nname = \"bastion\"\ntags = {{ env = \"test\" }}\nbackend = \"command\"\n\
-         apply = [\"/bin/sh\", \"-c\", \"echo \\\"$1 $2\\\" >> {ledger}\", \"apply\"]\n\
-         revoke = [\"/bin/sh\", \"-c\", \": > {ledger}\", \"revoke\"]\n\n\
-         [[resources]]\nname = \"cloud-sg\"\ntags = {{ env = \"test\" }}\nbackend = \"command\"\n\
+        "{}[[resources]]\nname = \"cloud-sg\"\ntags = {{ env = \"test\" }}\nbackend = \"command\"\n\
          apply = [\"/bin/sh\", \"-c\", \"echo 'sg-7: quota exceeded' >&2; exit 2\", \"apply\"]\n\
          revoke = [\"/bin/true\"]\n\n",
-        ledger = ledger.display()
+        ledger.resource("bastion", ("env", "test"), "")
     );
     let policy = "\n[[policies]]\nname = \"net\"\ngroups = [\"sre\"]\nprotocols = [\"network\"]\nresource_tags = [\"env=test\"]\n";
     let gw = env
@@ -89,10 +85,7 @@ fn the_console_starts_shows_and_stops_an_access_session_for_the_browsers_address
             .contains("sg-7: quota exceeded"),
         "{title}"
     );
-    assert_eq!(
-        std::fs::read_to_string(&ledger).expect("ledger").trim(),
-        "bastion 127.0.0.1"
-    );
+    assert_eq!(ledger.read().trim(), "bastion 127.0.0.1");
     shot(c, "console-access.png");
 
     // Stop it with a reason: CANCELLED, the rule gone.
@@ -107,7 +100,7 @@ fn the_console_starts_shows_and_stops_an_access_session_for_the_browsers_address
         T,
         |v| v == &json!("CANCELLED"),
     );
-    assert_eq!(std::fs::read_to_string(&ledger).expect("ledger").trim(), "");
+    assert_eq!(ledger.read().trim(), "");
     shot(c, "console-access-stopped.png");
     let all = gw.get_json("/api/v1/access-sessions?all=true");
     assert_eq!(
@@ -123,14 +116,8 @@ fn the_console_starts_shows_and_stops_an_access_session_for_the_browsers_address
 #[test]
 fn a_network_policy_asks_for_a_security_key_in_wgctl_and_in_the_console() {
     let env = TestEnv::new();
-    let ledger = env.path("allowed.txt");
-    std::fs::write(&ledger, "").expect("ledger");
-    let resources = format!(
-        "[[resources]]\nname = \"vault-ui\"\ntags = {{ env = \"prod\" }}\nbackend = \"command\"\n\
-         apply = [\"/bin/sh\", \"-c\", \"echo \\\"$1 $2\\\" >> {ledger}\", \"apply\"]\n\
-         revoke = [\"/bin/sh\", \"-c\", \": > {ledger}\", \"revoke\"]\n\n",
-        ledger = ledger.display()
-    );
+    let ledger = wardengate_tests::ledger::Ledger::new(env.path("allowed.txt"));
+    let resources = ledger.resource("vault-ui", ("env", "prod"), "");
     let policy = "\n[[policies]]\nname = \"net-keyed\"\ngroups = [\"sre\"]\n\
         protocols = [\"network\"]\nresource_tags = [\"env=prod\"]\nmfa = \"webauthn\"\n";
     let gw = env
@@ -140,7 +127,6 @@ fn a_network_policy_asks_for_a_security_key_in_wgctl_and_in_the_console() {
         .extra(&console_people(&env, ""))
         .extra(&resources)
         .start();
-    let ledger_now = || std::fs::read_to_string(&ledger).expect("ledger");
     // No key enrolled: told to enrol one.
     let out = alice_wgctl(&gw, &["access", "start"]);
     assert!(!out.status.success());
@@ -163,7 +149,7 @@ fn a_network_policy_asks_for_a_security_key_in_wgctl_and_in_the_console() {
         .find(|w| w.contains("/mfa#ticket="))
         .unwrap_or_else(|| panic!("no link in: {err}"))
         .to_string();
-    assert_eq!(ledger_now(), "");
+    assert_eq!(ledger.read(), "");
     let none = gw.get_json("/api/v1/access-sessions?all=true");
     assert_eq!(none["sessions"], json!([]), "{none:#}");
     let (state, text) = browser.complete(&link);
@@ -173,7 +159,7 @@ fn a_network_policy_asks_for_a_security_key_in_wgctl_and_in_the_console() {
     let s: Value = serde_json::from_slice(&out.stdout).expect("JSON");
     assert_eq!(s["state"], "ACTIVE", "{s:#}");
     assert_eq!(s["mfa"], "webauthn (YubiKey 5C)", "{s:#}");
-    assert_eq!(ledger_now().trim(), "vault-ui 127.0.0.1");
+    assert_eq!(ledger.read().trim(), "vault-ui 127.0.0.1");
     let id = s["id"].as_str().expect("id");
     assert_stdout_has(
         &alice_wgctl(&gw, &["access", "show", id]),

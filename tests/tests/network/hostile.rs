@@ -11,19 +11,15 @@ use super::*;
 #[test]
 fn hostile_callers_and_misbehaving_backends_are_contained() {
     let env = TestEnv::new();
-    let ledger = env.path("allowed.txt");
-    std::fs::write(&ledger, "").expect("ledger");
+    let ledger = wardengate_tests::ledger::Ledger::new(env.path("allowed.txt"));
     let more = format!(
-        "[access]\ncommand_timeout = \"1s\"\n\n\
-         [[resources]]\nname = \"bastion\"\ntags = {{ env = \"test\" }}\nbackend = \"command\"\n\
-         apply = [\"/bin/sh\", \"-c\", \"echo \\\"$1 $2\\\" >> {l}\", \"apply\"]\n\
-         revoke = [\"/bin/sh\", \"-c\", \": > {l}\", \"revoke\"]\n\n\
+        "[access]\ncommand_timeout = \"1s\"\n\n{}\
          [[resources]]\nname = \"slow\"\ntags = {{ env = \"slow\" }}\nbackend = \"command\"\n\
          apply = [\"/bin/sh\", \"-c\", \"exec sleep 31.5\", \"apply\"]\nrevoke = [\"/bin/true\"]\n\n\
          [[resources]]\nname = \"noisy\"\ntags = {{ env = \"noisy\" }}\nbackend = \"command\"\n\
          apply = [\"/bin/sh\", \"-c\", \"printf '\\\\033[31mred' >&2; head -c 1000000 /dev/zero | tr '\\\\0' x >&2; exit 1\", \"apply\"]\n\
          revoke = [\"/bin/true\"]\n\n",
-        l = ledger.display()
+        ledger.resource("bastion", ("env", "test"), "")
     );
     let policies = format!(
         "{NET_POLICY}\n[[policies]]\nname = \"bob-odd\"\nusers = [\"bob\"]\nprotocols = [\"network\"]\n\
@@ -97,11 +93,7 @@ fn hostile_callers_and_misbehaving_backends_are_contained() {
     let (code, body) = gw.request("GET", "/api/v1/access-sessions/%1b%5b31mx", ALICE, "");
     assert_eq!(code, 404, "{body}");
     assert!(!body.contains('\u{1b}'), "{body}");
-    assert_eq!(
-        std::fs::read_to_string(&ledger).expect("ledger"),
-        "",
-        "a refused start applied a rule"
-    );
+    assert_eq!(ledger.read(), "", "a refused start applied a rule");
     assert!(
         gw.audit("access.requested").is_empty(),
         "a refused start got as far as a session"
