@@ -205,6 +205,23 @@ fn forged_peer_requests_get_one_answer_and_a_bounded_audit() {
     let (status, text) = answers.into_iter().next().expect("an answer");
     assert_eq!(status, 403);
     assert!(text.contains("not a signed request"), "{text}");
+    // The same answer from the endpoints that cancel a TCP session and stop an access session.
+    for path in [
+        format!("/internal/v1/sessions/{id}/cancel"),
+        "/internal/v1/access-sessions/acc_00000000000000000000/stop".to_string(),
+    ] {
+        let r = http
+            .post(format!("{}{path}", c.gws[0].api))
+            .header("x-wardengate-peer", "gw-9")
+            .header("x-wardengate-time", now())
+            .header("x-wardengate-nonce", "n-2")
+            .header("x-wardengate-signature", "00".repeat(32))
+            .body(r#"{"by":"mallory","reason":"forged"}"#)
+            .send()
+            .expect("a forged request");
+        assert_eq!(r.status().as_u16(), status, "{path}");
+        assert_eq!(r.text().unwrap_or_default(), text, "{path}");
+    }
     // The source is throttled like a token guesser: a few reasons are audited, not thirty.
     let audited: u32 = c
         .store
